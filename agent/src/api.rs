@@ -1,0 +1,459 @@
+//! Wire types of the agent's control API (`/v1`), shared with the operator.
+//!
+//! Field names are camelCase on the wire. The operator's planner consumes [`MemberStatus`]
+//! directly, so changes here are API changes: add optional fields, never rename.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// The role a member plays in its cluster, as reported by `GET /v1/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Handles traffic and accepts writes.
+    Active,
+    /// Follows a source and may be promoted by a plain failover.
+    Standby,
+    /// Follows a source but is held out of failover (typically: runs another version).
+    ForcedStandby,
+    /// A spare member: follows a source, last in line for promotion.
+    Spare,
+    /// Not participating (for example while its software is being upgraded).
+    OutOfService,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Role::Active => "Active",
+            Role::Standby => "Standby",
+            Role::ForcedStandby => "ForcedStandby",
+            Role::Spare => "Spare",
+            Role::OutOfService => "OutOfService",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Health levels, ordered from best to worst so `max()` gives the overall health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Health {
+    #[serde(rename = "OK")]
+    Ok,
+    Info,
+    Minor,
+    Major,
+    Critical,
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Health::Ok => "OK",
+            Health::Info => "Info",
+            Health::Minor => "Minor",
+            Health::Major => "Major",
+            Health::Critical => "Critical",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Well-known alarm codes raised by the demo backend. The exec backend passes through
+/// whatever its status command reports.
+pub mod alarm_codes {
+    pub const REPLICATION_FAILURE: u32 = 1001;
+    pub const FORCED_STANDBY: u32 = 1002;
+    pub const MIXED_VERSION: u32 = 1003;
+    pub const UPGRADE_IN_PROGRESS: u32 = 1004;
+    pub const CONFLICT: u32 = 1005;
+    pub const TRAFFIC_CHECK_FAILED: u32 = 1006;
+    pub const DATA_INTEGRITY: u32 = 1007;
+    pub const OPERATION_FAILED: u32 = 1008;
+    pub const STATUS_UNAVAILABLE: u32 = 1009;
+}
+
+/// One raised alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alarm {
+    pub code: u32,
+    pub severity: Health,
+    /// Stable machine name, e.g. `ReplicationFailure`, `ForcedStandby`, `MixedVersion`.
+    pub name: String,
+    /// When the condition was first observed.
+    pub since: Timestamp,
+    /// Human detail; absent when the name says it all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Replication figures of a member. All counts are measured, not estimated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Replication {
+    /// Data endpoint this member follows (absent for an Active member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Whether the stream from `source` is currently established.
+    #[serde(default)]
+    pub connected: bool,
+    /// Seconds since the oldest entry this member has not yet applied was written at the source.
+    pub lag_seconds: f64,
+    /// Entries the source has that this member has not applied.
+    pub lag_entries: u64,
+    /// Entries this member holds that a connected follower has not yet been sent (max over
+    /// followers); 0 when nobody follows it.
+    pub backlog: u64,
+    /// Number of divergences detected between this member's log and its source's.
+    pub conflicts: u64,
+    /// Index of the last entry durably stored in this member's log.
+    pub applied_index: u64,
+    /// Index of the source's last entry, as last reported by the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_index: Option<u64>,
+    /// Version the source reported in the replication handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<String>,
+}
+
+/// The member's own certificate on the data port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertInfo {
+    /// SHA-256 of the certificate DER, lowercase hex.
+    pub fingerprint: String,
+    /// SHA-256 of the issuing CA certificate, when that CA is in the trust bundle or chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_fingerprint: Option<String>,
+    pub not_after: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub member: String,
+    pub version: String,
+    /// Per-component versions; empty when the member has no components.
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
+    /// Version before the last successful upgrade or rollback, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    pub role: Role,
+    /// True when this member handles traffic (Active and accepting writes).
+    pub serving: bool,
+    pub health: Health,
+    #[serde(default)]
+    pub alarms: Vec<Alarm>,
+    #[serde(default)]
+    pub replication: Replication,
+    /// Where this member serves its data/replication port.
+    pub data_endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<u64>,
+    /// SHA-256 fingerprints of the CA certificates this member trusts for member-to-member TLS.
+    #[serde(default)]
+    pub trust: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertInfo>,
+    /// The running operation, or else the most recent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationRecord>,
+}
+
+/// Every operation the agent knows. Wire names are kebab-case (`force-standby`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperationKind {
+    Preflight,
+    Upgrade,
+    Rollback,
+    Promote,
+    Demote,
+    ForceStandby,
+    Backup,
+    Verify,
+    InstallTrust,
+    InstallCertificate,
+    Restart,
+    ResignData,
+    SyncConfig,
+}
+
+impl OperationKind {
+    pub const ALL: [OperationKind; 13] = [
+        OperationKind::Preflight,
+        OperationKind::Upgrade,
+        OperationKind::Rollback,
+        OperationKind::Promote,
+        OperationKind::Demote,
+        OperationKind::ForceStandby,
+        OperationKind::Backup,
+        OperationKind::Verify,
+        OperationKind::InstallTrust,
+        OperationKind::InstallCertificate,
+        OperationKind::Restart,
+        OperationKind::ResignData,
+        OperationKind::SyncConfig,
+    ];
+
+    /// The wire name, e.g. `force-standby`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Preflight => "preflight",
+            OperationKind::Upgrade => "upgrade",
+            OperationKind::Rollback => "rollback",
+            OperationKind::Promote => "promote",
+            OperationKind::Demote => "demote",
+            OperationKind::ForceStandby => "force-standby",
+            OperationKind::Backup => "backup",
+            OperationKind::Verify => "verify",
+            OperationKind::InstallTrust => "install-trust",
+            OperationKind::InstallCertificate => "install-certificate",
+            OperationKind::Restart => "restart",
+            OperationKind::ResignData => "resign-data",
+            OperationKind::SyncConfig => "sync-config",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OperationKind> {
+        OperationKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The plain role a `demote` returns a member to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DemoteRole {
+    Standby,
+    Spare,
+}
+
+/// `POST /v1/operations`. The id is chosen by the caller and makes the request idempotent.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OperationRequest {
+    pub id: String,
+    pub kind: OperationKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// Data endpoint (`host:port`) of the peer to replicate or copy from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<DemoteRole>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_pem: Option<String>,
+    /// Private key of `install-certificate`. Never logged, never echoed back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_pem: Option<String>,
+}
+
+impl OperationRequest {
+    /// A request of `kind` with no parameters.
+    pub fn new(id: impl Into<String>, kind: OperationKind) -> Self {
+        OperationRequest {
+            id: id.into(),
+            kind,
+            version: None,
+            component: None,
+            source: None,
+            role: None,
+            trust_pem: None,
+            certificate_pem: None,
+            key_pem: None,
+        }
+    }
+
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    pub fn with_component(mut self, component: impl Into<String>) -> Self {
+        self.component = Some(component.into());
+        self
+    }
+
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub fn with_role(mut self, role: DemoteRole) -> Self {
+        self.role = Some(role);
+        self
+    }
+
+    pub fn with_trust_pem(mut self, pem: impl Into<String>) -> Self {
+        self.trust_pem = Some(pem.into());
+        self
+    }
+
+    pub fn with_certificate(mut self, cert_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+        self.certificate_pem = Some(cert_pem.into());
+        self.key_pem = Some(key_pem.into());
+        self
+    }
+}
+
+// Hand-written so that a stray `{:?}` can never print key material.
+impl fmt::Debug for OperationRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperationRequest")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("version", &self.version)
+            .field("component", &self.component)
+            .field("source", &self.source)
+            .field("role", &self.role)
+            .field("trust_pem", &self.trust_pem.as_ref().map(|p| p.len()))
+            .field("certificate_pem", &self.certificate_pem.as_ref().map(|p| p.len()))
+            .field("key_pem", &self.key_pem.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Parameters of an operation as recorded: secrets are dropped, PEM bundles are reduced to
+/// their fingerprints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<DemoteRole>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_fingerprints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OperationState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl OperationState {
+    pub fn is_finished(self) -> bool {
+        !matches!(self, OperationState::Running)
+    }
+}
+
+/// One operation as the agent records it (`GET /v1/operations/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationRecord {
+    pub id: String,
+    pub kind: OperationKind,
+    #[serde(default)]
+    pub params: OperationParams,
+    pub state: OperationState,
+    /// 0 to 100.
+    pub progress: u8,
+    #[serde(default)]
+    pub message: String,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_after: Option<String>,
+    /// Name of the member that ran it (helps when records of many agents are merged).
+    #[serde(default)]
+    pub member: String,
+}
+
+/// Fault injection knobs (`GET`/`PUT /v1/faults`). `PUT` replaces the whole set; missing
+/// fields take their defaults. Faults live in memory only: a restarted agent starts from its
+/// command-line flags again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Faults {
+    /// Upgrades to these versions fail after some progress; the version stays unchanged.
+    pub fail_upgrade_to: Vec<String>,
+    /// Upgrades never finish.
+    pub hang_upgrade: bool,
+    /// The agent process exits abruptly halfway through an upgrade.
+    pub crash_mid_upgrade: bool,
+    /// While running one of these versions, a promote succeeds but the member reports
+    /// `serving: false` and health Major (a failed post-switchover traffic check).
+    pub no_traffic_after_promote_on: Vec<String>,
+    /// Replicated entries are applied no earlier than this long after they were written.
+    pub replication_delay_ms: u64,
+    /// Every preflight fails.
+    pub fail_preflight: bool,
+    /// Preflight refuses these target versions (an unsupported upgrade path).
+    pub reject_versions: Vec<String>,
+    /// Duration of an upgrade or rollback, in seconds. `None` keeps the agent's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_seconds: Option<f64>,
+    /// Load figure reported in `/v1/status` (`None` keeps the `--load` flag's value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<u64>,
+}
+
+/// Every 4xx/5xx answer of the agent carries this body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code, e.g. `missing_param`, `operation_running`, `id_conflict`.
+    pub error: String,
+    pub message: String,
+}
+
+/// Written to `<data-dir>/ready.json` once both ports are bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyInfo {
+    pub member: String,
+    /// `host:port` of the control API.
+    pub control: String,
+    /// `https` or `http` (only with `--insecure-http`).
+    pub control_scheme: String,
+    /// `host:port` of the data port (empty for the exec backend).
+    pub data: String,
+    pub data_scheme: String,
+    pub pid: u32,
+}
+
+/// Answer of a data-port write (`PUT /kv/{key}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteAck {
+    /// Log index the write was stored at.
+    pub index: u64,
+}
+
+/// `GET /v1/head` on the data port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataHead {
+    pub member: String,
+    pub role: Role,
+    pub version: String,
+    pub head: u64,
+    pub accepting_writes: bool,
+}

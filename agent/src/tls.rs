@@ -1,0 +1,247 @@
+//! rustls configuration (ring provider only) for the control API, the data port and clients.
+
+use std::sync::{Arc, RwLock};
+
+use jiff::Timestamp;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::api::CertInfo;
+use crate::pki::fingerprint_der;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what}: invalid PEM: {message}")]
+    Pem { what: String, message: String },
+    #[error("{what}: no certificate found in PEM")]
+    NoCertificates { what: String },
+    #[error("{what}: no private key found in PEM")]
+    NoKey { what: String },
+    #[error("{what}: {message}")]
+    Config { what: String, message: String },
+    #[error("{what}: cannot parse certificate: {message}")]
+    Parse { what: String, message: String },
+}
+
+/// The only crypto provider Baton uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let mut out = Vec::new();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        out.push(cert.map_err(|e| TlsError::Pem {
+            what: what.to_string(),
+            message: e.to_string(),
+        })?);
+    }
+    if out.is_empty() {
+        return Err(TlsError::NoCertificates {
+            what: what.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+pub fn parse_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    // The PEM error may quote input; never echo it for keys.
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
+            what: what.to_string(),
+        },
+        _ => TlsError::Pem {
+            what: what.to_string(),
+            message: "malformed private key".to_string(),
+        },
+    })
+}
+
+fn roots(pem: &[u8], what: &str) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    for cert in parse_certs(pem, what)? {
+        store.add(cert).map_err(|e| TlsError::Config {
+            what: what.to_string(),
+            message: format!("unusable CA certificate: {e}"),
+        })?;
+    }
+    Ok(store)
+}
+
+fn config_err(what: &str) -> impl Fn(rustls::Error) -> TlsError + '_ {
+    move |e| TlsError::Config {
+        what: what.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// A server that requires a client certificate signed by one of the CAs in `client_ca_pem`.
+pub fn server_config_mtls(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: &[u8],
+    what: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = parse_certs(cert_pem, &format!("{what} certificate"))?;
+    let key = parse_key(key_pem, &format!("{what} key"))?;
+    let roots = roots(client_ca_pem, &format!("{what} client CA"))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsError::Config {
+            what: what.to_string(),
+            message: format!("client verifier: {e}"),
+        })?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_err(what))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(config_err(what))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client that verifies servers against `ca_pem` and optionally presents a certificate.
+pub fn client_config(
+    ca_pem: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+    what: &str,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = roots(ca_pem, &format!("{what} CA"))?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_err(what))?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert_pem, key_pem)) => {
+            let certs = parse_certs(cert_pem, &format!("{what} client certificate"))?;
+            let key = parse_key(key_pem, &format!("{what} client key"))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(config_err(what))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Checks that a certificate and key belong together, without building a full config.
+pub fn check_key_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), TlsError> {
+    let certs = parse_certs(cert_pem, "certificate")?;
+    let key = parse_key(key_pem, "private key")?;
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError::Config {
+        what: "certificate/key pair".to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// Server name for verifying a peer reached at `host` (an IP address or a DNS name).
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(host.to_string()).map_err(|e| TlsError::Config {
+        what: format!("server name {host:?}"),
+        message: e.to_string(),
+    })
+}
+
+/// Fingerprints of every certificate in a PEM bundle.
+pub fn fingerprints(pem: &[u8], what: &str) -> Result<Vec<String>, TlsError> {
+    Ok(parse_certs(pem, what)?
+        .iter()
+        .map(|c| fingerprint_der(c))
+        .collect())
+}
+
+/// Describes the first certificate of `cert_pem`. The issuer fingerprint is found among the
+/// rest of the chain and then the trust bundle, matching the issuer name.
+pub fn cert_info(cert_pem: &[u8], trust_pem: Option<&[u8]>) -> Result<CertInfo, TlsError> {
+    let chain = parse_certs(cert_pem, "certificate")?;
+    let leaf = &chain[0];
+    let parse_err = |e: String| TlsError::Parse {
+        what: "certificate".to_string(),
+        message: e,
+    };
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|e| parse_err(e.to_string()))?;
+    let not_after = Timestamp::from_second(parsed.validity().not_after.timestamp())
+        .map_err(|e| parse_err(format!("notAfter out of range: {e}")))?;
+    let issuer_raw = parsed.issuer().as_raw();
+    let mut candidates: Vec<CertificateDer<'static>> = chain[1..].to_vec();
+    if let Some(trust) = trust_pem
+        && let Ok(certs) = parse_certs(trust, "trust bundle")
+    {
+        candidates.extend(certs);
+    }
+    let issuer_fingerprint = candidates.iter().find_map(|c| {
+        let (_, ca) = x509_parser::parse_x509_certificate(c).ok()?;
+        (ca.subject().as_raw() == issuer_raw).then(|| fingerprint_der(c))
+    });
+    Ok(CertInfo {
+        fingerprint: fingerprint_der(leaf),
+        issuer_fingerprint,
+        not_after,
+        subject: Some(parsed.subject().to_string()),
+    })
+}
+
+/// A server TLS configuration that can be swapped at runtime (certificate or trust
+/// installs); new handshakes use the latest one. `None` means plain TCP.
+#[derive(Default)]
+pub struct ReloadableServerTls {
+    current: RwLock<Option<Arc<ServerConfig>>>,
+}
+
+impl ReloadableServerTls {
+    pub fn new(config: Option<Arc<ServerConfig>>) -> Self {
+        ReloadableServerTls {
+            current: RwLock::new(config),
+        }
+    }
+
+    pub fn get(&self) -> Option<Arc<ServerConfig>> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, config: Option<Arc<ServerConfig>>) {
+        match self.current.write() {
+            Ok(mut g) => *g = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertAuthority, CertSpec};
+
+    #[test]
+    fn cert_info_finds_issuer_in_trust() -> Result<(), Box<dyn std::error::Error>> {
+        let ca = CertAuthority::generate("ca")?;
+        let other = CertAuthority::generate("other")?;
+        let leaf = ca.issue(&CertSpec::member("m1"))?;
+        let bundle = format!("{}{}", other.cert_pem(), ca.cert_pem());
+        let info = cert_info(leaf.cert_pem.as_bytes(), Some(bundle.as_bytes()))?;
+        assert_eq!(info.fingerprint, leaf.fingerprint);
+        assert_eq!(info.issuer_fingerprint.as_deref(), Some(ca.fingerprint()));
+        assert!(info.not_after > Timestamp::now());
+        check_key_pair(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())?;
+        let other_leaf = other.issue(&CertSpec::member("m2"))?;
+        assert!(check_key_pair(leaf.cert_pem.as_bytes(), other_leaf.key_pem.as_bytes()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn bad_pem_is_an_error_not_a_panic() {
+        assert!(parse_certs(b"garbage", "x").is_err());
+        assert!(parse_key(b"-----BEGIN PRIVATE KEY-----\n!!!\n-----END PRIVATE KEY-----\n", "k").is_err());
+        assert!(cert_info(b"", None).is_err());
+    }
+}
