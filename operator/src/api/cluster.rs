@@ -1,0 +1,607 @@
+//! The `Cluster` resource: one HA group of members (Active / Standby / Spare).
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{CertificatesSpec, Condition, LogEntry};
+use super::values::{Duration, Timestamp};
+
+/// Desired state of one HA cluster of members.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "baton.dev",
+    version = "v1alpha1",
+    kind = "Cluster",
+    namespaced,
+    status = "ClusterStatus",
+    shortname = "bcl",
+    category = "baton",
+    derive = "PartialEq",
+    cel,
+    doc = "An HA group of members upgraded standby-first with failover-ordered steps.",
+    printcolumn(name = "Target", type_ = "string", json_path = ".status.targetVersion"),
+    printcolumn(
+        name = "Running",
+        type_ = "string",
+        json_path = ".status.runningVersions"
+    ),
+    printcolumn(name = "Active", type_ = "string", json_path = ".status.activeMember"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.members.all(m, self.members.exists_one(n, n.name == m.name))").message("member names must be unique"))]
+#[x_kube(validation = Rule::new("!has(self.components) || self.components.all(c, self.components.exists_one(d, d.name == c.name))").message("component names must be unique"))]
+#[x_kube(validation = Rule::new("self.members.exists(m, !has(m.spare) || !m.spare)").message("at least one member must not be a spare"))]
+#[x_kube(validation = Rule::new("self.members.filter(m, has(m.primary) && m.primary).size() <= 1").message("at most one member may be primary"))]
+pub struct ClusterSpec {
+    /// Desired software version. When unset, the version of the Mesh that selects this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^v?[0-9]+(\.[0-9]+){0,4}(-[0-9A-Za-z.-]+)?$"))]
+    pub version: Option<String>,
+    /// The cluster's role inside its mesh (e.g. `management`, `worker`), used by compatibility rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
+    pub role: Option<String>,
+    /// The members, each reached through its baton-agent.
+    #[schemars(length(min = 1, max = 16))]
+    pub members: Vec<MemberSpec>,
+    /// Ordered software components (layers of a stack, or parts of a multi-component core).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub components: Vec<ComponentSpec>,
+    /// How upgrades and backouts are carried out.
+    #[serde(default)]
+    pub upgrade: UpgradePolicy,
+    /// Certificate authority of the cluster (rotation is phased; see docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<CertificatesSpec>,
+    /// Load this cluster carries (e.g. managed agents), for the mesh's takeover-capacity check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<u64>,
+    /// Clusters that take over this cluster's load while it is down (backup routes). Empty means
+    /// every other cluster of the mesh shares it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub backup_peers: Vec<String>,
+    /// Stop starting new steps; steps in flight finish and are recorded.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// One member (server) of a cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSpec {
+    /// Unique name inside the cluster (DNS label).
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
+    pub name: String,
+    /// Failure domain (site, facility) of the member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub site: Option<String>,
+    /// Address of the member's agent API: `host:port` or `https://host:port`.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^(https?://)?[A-Za-z0-9.\\\\-\\\\[\\\\]:]+:[0-9]{1,5}/?$')").message("endpoint must be host:port or https://host:port"))]
+    pub endpoint: String,
+    /// A spare is upgraded last and only becomes a switchover target when no standby qualifies.
+    #[serde(default)]
+    pub spare: bool,
+    /// The preferred active member; with `upgrade.returnToPrimary` it is made active again at the end.
+    #[serde(default)]
+    pub primary: bool,
+    /// Components this member hosts; empty means all of the cluster's components.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub components: Vec<String>,
+}
+
+/// One software component or stack layer.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentSpec {
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
+    pub name: String,
+    /// Version of this component; defaults to the cluster's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^v?[0-9]+(\.[0-9]+){0,4}(-[0-9A-Za-z.-]+)?$"))]
+    pub version: Option<String>,
+    /// Components that must be at their target on a member before this one is upgraded there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub after: Vec<String>,
+    /// Verification after this layer.
+    #[serde(default)]
+    pub verify: VerifyPolicy,
+}
+
+/// When the verification of a layer runs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyPolicy {
+    /// Skip verification of this layer entirely.
+    #[serde(default)]
+    pub skip: bool,
+    /// The verification may be deferred to the end when the next layer follows immediately.
+    #[serde(default)]
+    pub deferrable: bool,
+    /// This verification only runs while the primary member is active (an HA-pair check).
+    #[serde(default)]
+    pub requires_primary_active: bool,
+}
+
+/// How the cluster moves between versions.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.strategy) || self.strategy != 'InPlace' || (has(self.allowOutage) && self.allowOutage)").message("strategy InPlace takes every member down and requires allowOutage: true"))]
+pub struct UpgradePolicy {
+    /// `StandbyFirst` (default): upgrade standbys, switch over, then the old active.
+    /// `InPlace`: upgrade every member where it stands (an outage; needs `allowOutage`).
+    #[serde(default)]
+    pub strategy: UpgradeStrategy,
+    /// Members that may be out of service at once.
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 16))]
+    pub max_unavailable: u32,
+    /// A member is in sync when its replication lag is at most this.
+    #[serde(default = "default_max_lag")]
+    pub max_replication_lag: Duration,
+    /// How long to wait for an upgraded member to get back in sync before the step fails.
+    #[serde(default = "default_sync_timeout")]
+    pub sync_timeout: Duration,
+    /// Check after a switchover that the new active serves traffic.
+    #[serde(default)]
+    pub traffic_check: TrafficCheck,
+    /// Retries of a failed step.
+    #[serde(default)]
+    pub retries: RetryPolicy,
+    /// `Automatic`, or `Approval`: stop before each switchover until approved.
+    #[serde(default)]
+    pub supervision: Supervision,
+    /// Take a backup before the first disruptive step of each maintenance window.
+    #[serde(default)]
+    pub backup_before_disruptive: bool,
+    /// Disruptive steps only start inside one of these windows (UTC). Empty: any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub maintenance_windows: Vec<MaintenanceWindow>,
+    /// Allow steps that stop service (needed for single-member clusters and `InPlace`).
+    #[serde(default)]
+    pub allow_outage: bool,
+    /// Re-apply configuration from the active member after each member upgrade.
+    #[serde(default)]
+    pub reapply_config: bool,
+    /// Make the primary member active again once every member is upgraded.
+    #[serde(default)]
+    pub return_to_primary: bool,
+    /// Run narrow preflight checks on a member before upgrading it.
+    #[serde(default = "default_true")]
+    pub preflight: bool,
+}
+
+impl Default for UpgradePolicy {
+    fn default() -> Self {
+        UpgradePolicy {
+            strategy: UpgradeStrategy::default(),
+            max_unavailable: 1,
+            max_replication_lag: default_max_lag(),
+            sync_timeout: default_sync_timeout(),
+            traffic_check: TrafficCheck::default(),
+            retries: RetryPolicy::default(),
+            supervision: Supervision::default(),
+            backup_before_disruptive: false,
+            maintenance_windows: Vec::new(),
+            allow_outage: false,
+            reapply_config: false,
+            return_to_primary: false,
+            preflight: true,
+        }
+    }
+}
+
+fn default_one() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_lag() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_sync_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UpgradeStrategy {
+    #[default]
+    StandbyFirst,
+    InPlace,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Supervision {
+    #[default]
+    Automatic,
+    Approval,
+}
+
+/// Post-switchover traffic check.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficCheck {
+    /// The new active must serve traffic within this time.
+    #[serde(default = "default_traffic_timeout")]
+    pub timeout: Duration,
+    /// On timeout, switch back and roll the member back automatically.
+    #[serde(default = "default_true")]
+    pub rollback: bool,
+}
+impl Default for TrafficCheck {
+    fn default() -> Self {
+        TrafficCheck {
+            timeout: default_traffic_timeout(),
+            rollback: true,
+        }
+    }
+}
+fn default_traffic_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+
+/// Exponential backoff for failed steps.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Attempts of one step before the member is declared Zombie (needs a human).
+    #[serde(default = "default_attempts")]
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: u32,
+    /// First delay; doubled after each failure.
+    #[serde(default = "default_backoff")]
+    pub backoff: Duration,
+    /// Upper bound of the delay.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Duration,
+}
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            limit: default_attempts(),
+            backoff: default_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// A weekly maintenance window in UTC.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindow {
+    /// Days the window opens on; empty means every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7))]
+    pub days: Vec<Weekday>,
+    /// Opening time, `HH:MM` (UTC).
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// How long the window stays open.
+    pub duration: Duration,
+}
+
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// Observed state of a Cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: ClusterPhase,
+    /// The version the cluster is moving to (or holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+    /// Versions running on the members, lowest first, comma separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_versions: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_member: Option<String>,
+    /// One line on what the cluster is doing or waiting for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Steps started and not yet finished. Written BEFORE a step is acted on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
+    /// The last switchover, until its traffic check passed or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<SwitchoverRecord>,
+    /// Set when an automatic rollback ran for a target; cleared by a retry or a new target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RolledBack>,
+    /// Target for which the cluster-wide final verification passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_target: Option<String>,
+    /// The window start of the last backup taken before disruptive steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupRecord>,
+    /// Intents (annotations or commands) already acted on, so they are not acted on twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledged: Vec<String>,
+    /// The bounded upgrade log, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<LogEntry>,
+    /// Next id for the upgrade log.
+    #[serde(default)]
+    pub next_log_id: u64,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ClusterPhase {
+    #[default]
+    Pending,
+    /// Every member runs the target and nothing is in flight.
+    Ready,
+    /// Steps are being carried out.
+    Progressing,
+    /// Waiting on something outside the cluster: the mesh, a window, an approval, a member.
+    Waiting,
+    Paused,
+    /// An automatic rollback ran; a human decides what next.
+    RolledBack,
+    /// Cannot make progress without a human (see the Stalled condition).
+    Stalled,
+}
+
+/// Role of a member as Baton reports it.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
+pub enum MemberRole {
+    Active,
+    Standby,
+    ForcedStandby,
+    Spare,
+    OutOfService,
+    #[default]
+    Unreachable,
+    /// A step failed beyond its retries; needs a human.
+    Zombie,
+}
+
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
+pub enum Health {
+    #[serde(rename = "OK")]
+    Ok,
+    Info,
+    Minor,
+    Major,
+    Critical,
+    #[default]
+    Offline,
+}
+
+/// Per-member status.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub name: String,
+    pub role: MemberRole,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, String>,
+    #[serde(default)]
+    pub up_to_date: bool,
+    #[serde(default)]
+    pub serving: bool,
+    pub health: Health,
+    /// Replication lag in seconds.
+    #[serde(default)]
+    pub lag_seconds: f64,
+    #[serde(default)]
+    pub backlog: u64,
+    #[serde(default)]
+    pub conflicts: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<AlarmStatus>,
+    /// The member's current or most recent operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationStatus>,
+    /// Consecutive failures of the current step on this member.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Target for which the preflight passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight_passed: Option<String>,
+    /// Verifications passed on this member, as `component@version` (`@version` for the whole member).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<String>,
+    /// Target for which configuration was re-applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_synced: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmStatus {
+    pub code: String,
+    pub name: String,
+    pub severity: Health,
+    /// True for alarms that are normal while an upgrade runs (forced standby, mixed version...).
+    #[serde(default)]
+    pub expected: bool,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStatus {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    #[serde(default)]
+    pub progress: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What a step does.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub enum StepAction {
+    Preflight,
+    ForceStandby,
+    Upgrade,
+    Rollback,
+    AwaitSync,
+    Switchover,
+    Release,
+    Backup,
+    Verify,
+    SyncConfig,
+}
+
+impl StepAction {
+    /// Steps that reduce redundancy or stop service: only inside maintenance windows.
+    pub fn disruptive(self) -> bool {
+        matches!(
+            self,
+            StepAction::Upgrade | StepAction::Rollback | StepAction::Switchover
+        )
+    }
+}
+
+/// A step in flight. Recorded before any agent is asked to act on it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    /// Deterministic id; agent operation ids derive from it, so a repeat is the same operation.
+    pub id: String,
+    pub action: StepAction,
+    /// The member acted on (the switchover target for a switchover).
+    pub member: String,
+    /// The switchover source (the active being replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    pub attempt: u32,
+    pub started_at: Timestamp,
+    /// Upgrade-log entry of this step.
+    pub log_id: u64,
+    /// Data endpoint of the member to replicate from, resolved when the step was recorded so a
+    /// re-sent request is byte-for-byte the same operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// True for a switchover that undoes a failed one (automatic rollback).
+    #[serde(default)]
+    pub rollback: bool,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchoverRecord {
+    pub from: String,
+    pub to: String,
+    pub version: String,
+    pub at: Timestamp,
+    /// The traffic check passed.
+    #[serde(default)]
+    pub verified: bool,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolledBack {
+    /// The target that failed.
+    pub version: String,
+    /// The version restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<String>,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    pub version: String,
+    /// Start of the maintenance window the backup belongs to (the rollout start without windows).
+    pub window: Timestamp,
+    pub at: Timestamp,
+}

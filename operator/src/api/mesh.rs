@@ -1,0 +1,235 @@
+//! The `Mesh` resource: a set of Clusters with cross-cluster order and shared trust.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{CertificatesSpec, CertificatesStatus, Condition, LogEntry};
+use super::values::{Duration, Timestamp};
+
+/// Desired state of a mesh of clusters.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "baton.dev",
+    version = "v1alpha1",
+    kind = "Mesh",
+    namespaced,
+    status = "MeshStatus",
+    shortname = "bmesh",
+    category = "baton",
+    derive = "PartialEq",
+    cel,
+    doc = "A set of Clusters moved tier by tier, with compatibility rules and shared trust.",
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
+    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.tiers.all(t, self.tiers.exists_one(u, u.name == t.name))").message("tier names must be unique"))]
+pub struct MeshSpec {
+    /// Mesh-wide target version, inherited by member Clusters that do not pin one.
+    #[schemars(regex(pattern = r"^v?[0-9]+(\.[0-9]+){0,4}(-[0-9A-Za-z.-]+)?$"))]
+    pub version: String,
+    /// Ordered groups of clusters: tier N+1 starts only when tiers 0..N are done.
+    #[schemars(length(min = 1, max = 32))]
+    pub tiers: Vec<TierSpec>,
+    /// Mixed-version rules between cluster roles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub compatibility: Vec<CompatibilityRule>,
+    #[serde(default)]
+    pub strategy: MeshStrategy,
+    #[serde(default)]
+    pub preconditions: Preconditions,
+    /// Admit no new cluster; clusters already moving finish their steps in flight.
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<CertificatesSpec>,
+}
+
+/// A tier: clusters named explicitly and/or selected by labels.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.clusters) && size(self.clusters) > 0) || has(self.selector)").message("a tier names clusters or has a selector"))]
+#[x_kube(validation = Rule::new("!has(self.clusters) || self.clusters.all(c, self.clusters.exists_one(d, d == c))").message("a tier lists each cluster once"))]
+pub struct TierSpec {
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub clusters: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Clusters of this tier that may move at once.
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_parallel: u32,
+    /// Minimum time between two cluster starts in this tier.
+    #[serde(default)]
+    pub stagger: Duration,
+}
+
+fn default_one() -> u32 {
+    1
+}
+
+/// Equality-based label selector (`matchLabels`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.matchLabels) && size(self.matchLabels) > 0").message("selector.matchLabels must not be empty"))]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+/// Clusters of `role` may never run a newer version than any cluster of `notNewerThan`.
+/// (A new management cluster can manage old workers; an old one cannot manage new workers.)
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.role != self.notNewerThan").message("a compatibility rule must relate two different roles"))]
+pub struct CompatibilityRule {
+    #[schemars(length(min = 1, max = 63))]
+    pub role: String,
+    #[schemars(length(min = 1, max = 63))]
+    pub not_newer_than: String,
+}
+
+/// How clusters of the mesh are taken down.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshStrategy {
+    #[serde(default, rename = "type")]
+    pub type_: MeshStrategyType,
+    /// Rolling only: refuse to take a cluster down when a peer taking over its load would carry
+    /// more than this multiple of its own load (e.g. 3.0). Unset: no capacity check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0))]
+    pub max_takeover_load_factor: Option<f64>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MeshStrategyType {
+    /// One cluster down at a time per tier budget; peers take over its load.
+    #[default]
+    Rolling,
+    /// The whole mesh is down for the upgrade: clusters upgrade in order without switchovers.
+    Offline,
+}
+
+/// Checked before a rollout starts; a failure is a condition and nothing moves.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Preconditions {
+    #[serde(default = "default_true")]
+    pub no_backlog: bool,
+    #[serde(default = "default_true")]
+    pub no_conflicts: bool,
+}
+impl Default for Preconditions {
+    fn default() -> Self {
+        Preconditions {
+            no_backlog: true,
+            no_conflicts: true,
+        }
+    }
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MeshPhase {
+    #[default]
+    Pending,
+    Ready,
+    Progressing,
+    Waiting,
+    Paused,
+    Degraded,
+    Stalled,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Direction {
+    #[default]
+    Upgrade,
+    Backout,
+}
+
+/// Observed state of a Mesh.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: MeshPhase,
+    /// `done/total` clusters at the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<TierStatus>,
+    /// Clusters allowed to move now (the Cluster controllers read this).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admitted: Vec<Admitted>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<CertificatesStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledged: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<LogEntry>,
+    #[serde(default)]
+    pub next_log_id: u64,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    pub version: String,
+    pub direction: Direction,
+    pub started_at: Timestamp,
+    pub log_id: u64,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TierStatus {
+    pub name: String,
+    pub done: u32,
+    pub total: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moving: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_start_at: Option<Timestamp>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Admitted {
+    pub cluster: String,
+    pub version: String,
+    pub direction: Direction,
+    pub since: Timestamp,
+}

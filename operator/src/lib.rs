@@ -1,0 +1,7 @@
+//! Baton: declarative, failover-ordered upgrades of HA clusters and meshes.
+//!
+//! Layers (see docs/architecture.md): `api` (CRD types), `plan` (pure planner), and the
+//! effectful layers built on them.
+
+pub mod api;
+pub mod plan;

@@ -1,0 +1,15 @@
+//! The pure planner: no I/O, no clock, no randomness. Time is an input.
+
+pub mod cluster;
+pub mod conditions;
+pub mod mesh;
+pub mod observe;
+pub mod software;
+pub mod validate;
+pub mod window;
+
+pub use cluster::{
+    Admission, ClusterInput, ClusterPlan, Intents, plan_cluster, switchover_step_name,
+};
+pub use mesh::{MeshClusterView, MeshInput, MeshPlan, admission_for, plan_mesh};
+pub use observe::*;

@@ -1,0 +1,163 @@
+//! What the planner knows about members: a snapshot taken by the effect layer just before
+//! planning. Kept independent of the agent crate so the pure core has no I/O dependencies.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Health, MemberRole};
+
+/// The state of one agent operation, as the agent reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpView {
+    pub id: String,
+    pub kind: String,
+    pub state: OpState,
+    pub progress: u8,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlarmView {
+    pub code: String,
+    pub name: String,
+    pub severity: Health,
+}
+
+/// What an agent says about its member.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub version: String,
+    pub components: BTreeMap<String, String>,
+    /// Active, Standby, ForcedStandby, Spare or OutOfService.
+    pub role: MemberRole,
+    pub serving: bool,
+    pub health: Health,
+    pub alarms: Vec<AlarmView>,
+    pub lag_seconds: f64,
+    pub lag_entries: u64,
+    pub applied_index: u64,
+    pub backlog: u64,
+    pub conflicts: u64,
+    pub data_endpoint: Option<String>,
+    pub load: Option<u64>,
+    /// The agent's current or most recent operation.
+    pub operation: Option<OpView>,
+}
+
+impl AgentView {
+    /// A member healthy enough to take traffic or count as in sync.
+    pub fn healthy(&self) -> bool {
+        self.health <= Health::Minor
+    }
+}
+
+/// One member as observed: reachable with an agent view, or not.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct MemberObservation {
+    pub agent: Option<AgentView>,
+    /// Why the member could not be observed.
+    pub error: Option<String>,
+    /// Operations looked up by id (those of the steps in flight). Absent id: the agent does not
+    /// know it (never submitted). Only meaningful when `agent` is present.
+    pub ops: BTreeMap<String, OpView>,
+}
+
+impl MemberObservation {
+    pub fn reachable(&self) -> bool {
+        self.agent.is_some()
+    }
+}
+
+/// The members of one cluster, by name.
+pub type ClusterObservation = BTreeMap<String, MemberObservation>;
+
+/// Kinds of agent operations the planner asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpKind {
+    Preflight,
+    Upgrade,
+    Rollback,
+    Promote,
+    Demote,
+    ForceStandby,
+    Backup,
+    Verify,
+    SyncConfig,
+}
+
+impl OpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Preflight => "preflight",
+            OpKind::Upgrade => "upgrade",
+            OpKind::Rollback => "rollback",
+            OpKind::Promote => "promote",
+            OpKind::Demote => "demote",
+            OpKind::ForceStandby => "force-standby",
+            OpKind::Backup => "backup",
+            OpKind::Verify => "verify",
+            OpKind::SyncConfig => "sync-config",
+        }
+    }
+}
+
+/// A request to an agent. The id is derived from the recorded step, so sending it twice is the
+/// same operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpRequest {
+    pub id: String,
+    pub kind: OpKind,
+    pub version: Option<String>,
+    pub component: Option<String>,
+    /// Data endpoint of the peer to replicate from (demote, force-standby, sync-config).
+    pub source: Option<String>,
+    /// Plain role to return to on demote: `standby` or `spare`.
+    pub role: Option<String>,
+}
+
+/// An effect the planner asks for. The loop persists the status first, then performs these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub member: String,
+    pub request: OpRequest,
+}
+
+/// Something worth a Kubernetes Event (and a line in the demo's output).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEvent {
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// When the planner wants to look again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Wake {
+    /// Something is in flight: poll soon.
+    Busy,
+    /// Nothing happens before this instant (a backoff, a window, a stagger, a timeout).
+    At(crate::api::Timestamp),
+    /// Converged or blocked on a human: only a change or the slow resync wakes it.
+    Idle,
+}
+
+impl Wake {
+    /// The earlier of two wake-ups.
+    pub fn min(self, other: Wake) -> Wake {
+        match (self, other) {
+            (Wake::Busy, _) | (_, Wake::Busy) => Wake::Busy,
+            (Wake::At(a), Wake::At(b)) => Wake::At(a.min(b)),
+            (Wake::At(a), Wake::Idle) | (Wake::Idle, Wake::At(a)) => Wake::At(a),
+            (Wake::Idle, Wake::Idle) => Wake::Idle,
+        }
+    }
+}
