@@ -306,7 +306,11 @@ impl OperationRequest {
         self
     }
 
-    pub fn with_certificate(mut self, cert_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+    pub fn with_certificate(
+        mut self,
+        cert_pem: impl Into<String>,
+        key_pem: impl Into<String>,
+    ) -> Self {
         self.certificate_pem = Some(cert_pem.into());
         self.key_pem = Some(key_pem.into());
         self
@@ -324,7 +328,10 @@ impl fmt::Debug for OperationRequest {
             .field("source", &self.source)
             .field("role", &self.role)
             .field("trust_pem", &self.trust_pem.as_ref().map(|p| p.len()))
-            .field("certificate_pem", &self.certificate_pem.as_ref().map(|p| p.len()))
+            .field(
+                "certificate_pem",
+                &self.certificate_pem.as_ref().map(|p| p.len()),
+            )
             .field("key_pem", &self.key_pem.as_ref().map(|_| "<redacted>"))
             .finish()
     }

@@ -128,8 +128,12 @@ impl CertAuthority {
     pub fn generate_with_validity(common_name: &str, validity: Validity) -> Result<Self, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.distinguished_name.push(DnType::OrganizationName, "Baton");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Baton");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -186,8 +190,12 @@ impl CertAuthority {
     pub fn issue(&self, spec: &CertSpec) -> Result<IssuedCert, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(spec.sans.clone())?;
-        params.distinguished_name.push(DnType::CommonName, spec.common_name.as_str());
-        params.distinguished_name.push(DnType::OrganizationName, "Baton");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, spec.common_name.as_str());
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Baton");
         params.is_ca = IsCa::ExplicitNoCa;
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![

@@ -133,9 +133,11 @@ pub fn client_config(
 pub fn check_key_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), TlsError> {
     let certs = parse_certs(cert_pem, "certificate")?;
     let key = parse_key(key_pem, "private key")?;
-    rustls::sign::CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError::Config {
-        what: "certificate/key pair".to_string(),
-        message: e.to_string(),
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider()).map_err(|e| {
+        TlsError::Config {
+            what: "certificate/key pair".to_string(),
+            message: e.to_string(),
+        }
     })?;
     Ok(())
 }
@@ -241,7 +243,13 @@ mod tests {
     #[test]
     fn bad_pem_is_an_error_not_a_panic() {
         assert!(parse_certs(b"garbage", "x").is_err());
-        assert!(parse_key(b"-----BEGIN PRIVATE KEY-----\n!!!\n-----END PRIVATE KEY-----\n", "k").is_err());
+        assert!(
+            parse_key(
+                b"-----BEGIN PRIVATE KEY-----\n!!!\n-----END PRIVATE KEY-----\n",
+                "k"
+            )
+            .is_err()
+        );
         assert!(cert_info(b"", None).is_err());
     }
 }

@@ -1,0 +1,378 @@
+//! Command line of the `baton-agent` binary: run an agent, or write certificates for local
+//! experiments (`gen-certs`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+
+use crate::api::{Faults, ReadyInfo, Role};
+use crate::demo::{DemoBackend, DemoConfig};
+use crate::exec::{ExecBackend, ExecConfig};
+use crate::ops::OpsStore;
+use crate::ops_engine::{Backend, Engine};
+use crate::persist;
+use crate::pki::{CertAuthority, CertSpec, Validity};
+
+pub const READY_FILE: &str = "ready.json";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton-agent",
+    about = "Baton member agent: serves the control API the Baton operator drives members through",
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a control CA, agent server and operator client certificates, a mesh CA and
+    /// member certificates into a directory, for local experiments.
+    GenCerts(GenCertsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Active,
+    Standby,
+    Spare,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Demo,
+    Exec,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Member name (required to run an agent).
+    #[arg(long)]
+    pub member: Option<String>,
+    /// Directory holding the member's persisted state, log, certificates and operation records.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Control API address; port 0 picks a free port (see ready.json).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Data/replication port address (demo backend); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub data_listen: SocketAddr,
+    /// Initial software version (persisted state wins on restart).
+    #[arg(long = "version", default_value = "1.0.0")]
+    pub member_version: String,
+    /// Initial role (persisted state wins on restart).
+    #[arg(long, value_enum, default_value = "standby")]
+    pub role: RoleArg,
+    /// Data endpoint (host:port) of the member to replicate from.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Components and their versions, e.g. `os=8.4,app=2.1`.
+    #[arg(long, value_delimiter = ',')]
+    pub components: Vec<String>,
+    /// Member certificate (PEM) served on the data port and presented when replicating.
+    #[arg(long)]
+    pub member_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub member_key: Option<PathBuf>,
+    /// Trust bundle (PEM, one or more CAs) for member-to-member TLS.
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+    /// Control API server certificate (PEM).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates may use the control API.
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// Serve the control API (and, without member certificates, the data port) over plain
+    /// HTTP. For local experiments only.
+    #[arg(long)]
+    pub insecure_http: bool,
+    #[arg(long, value_enum, default_value = "demo")]
+    pub backend: BackendArg,
+    /// Exec backend configuration (YAML).
+    #[arg(long)]
+    pub exec_config: Option<PathBuf>,
+    /// Duration of a demo upgrade or rollback.
+    #[arg(long, default_value_t = 2.0)]
+    pub upgrade_seconds: f64,
+    /// Load figure reported in /v1/status.
+    #[arg(long)]
+    pub load: Option<u64>,
+    /// Fault: upgrades to these versions fail halfway.
+    #[arg(long, value_delimiter = ',')]
+    pub fail_upgrade_to: Vec<String>,
+    /// Fault: upgrades never finish.
+    #[arg(long)]
+    pub hang_upgrade: bool,
+    /// Fault: the process exits abruptly halfway through an upgrade.
+    #[arg(long)]
+    pub crash_mid_upgrade: bool,
+    /// Fault: a promote while running one of these versions leaves the member not serving.
+    #[arg(long, value_delimiter = ',')]
+    pub no_traffic_after_promote_on: Vec<String>,
+    /// Fault: apply replicated entries this long after they were written.
+    #[arg(long, default_value_t = 0)]
+    pub replication_delay_ms: u64,
+    /// Fault: every preflight fails.
+    #[arg(long)]
+    pub fail_preflight: bool,
+    /// Fault: preflight refuses these target versions.
+    #[arg(long, value_delimiter = ',')]
+    pub reject_versions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GenCertsArgs {
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Member certificates to issue from the mesh CA.
+    #[arg(long, value_delimiter = ',', default_value = "m1,m2,m3")]
+    pub members: Vec<String>,
+    /// Subject alternative names of the server and member certificates.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+    pub hosts: Vec<String>,
+    /// Validity of leaf certificates, in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+}
+
+impl RunArgs {
+    fn faults(&self) -> Faults {
+        Faults {
+            fail_upgrade_to: self.fail_upgrade_to.clone(),
+            hang_upgrade: self.hang_upgrade,
+            crash_mid_upgrade: self.crash_mid_upgrade,
+            no_traffic_after_promote_on: self.no_traffic_after_promote_on.clone(),
+            replication_delay_ms: self.replication_delay_ms,
+            fail_preflight: self.fail_preflight,
+            reject_versions: self.reject_versions.clone(),
+            upgrade_seconds: None,
+            load: None,
+        }
+    }
+}
+
+fn parse_components(items: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items.iter().filter(|s| !s.is_empty()) {
+        let (name, version) = item
+            .split_once('=')
+            .with_context(|| format!("component {item:?} must be name=version"))?;
+        crate::ops::validate_component(name).map_err(|e| anyhow::anyhow!(e.message))?;
+        crate::ops::validate_version(version).map_err(|e| anyhow::anyhow!(e.message))?;
+        out.insert(name.to_string(), version.to_string());
+    }
+    Ok(out)
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+/// Runs an agent until SIGINT/SIGTERM.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let member = args
+        .member
+        .clone()
+        .context("--member is required (or use a subcommand such as gen-certs)")?;
+    crate::ops::validate_id(&member).map_err(|_| {
+        anyhow::anyhow!("--member must be 1 to 128 characters of A-Z a-z 0-9 . _ : / -")
+    })?;
+    let data_dir = args.data_dir.clone().context("--data-dir is required")?;
+    crate::ops::validate_version(&args.member_version).map_err(|e| anyhow::anyhow!(e.message))?;
+    if let Some(s) = &args.source {
+        crate::ops::validate_endpoint(s, "--source").map_err(|e| anyhow::anyhow!(e.message))?;
+    }
+    if !(args.upgrade_seconds.is_finite() && args.upgrade_seconds >= 0.0) {
+        bail!("--upgrade-seconds must be a non-negative number");
+    }
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let ready_path = data_dir.join(READY_FILE);
+    match std::fs::remove_file(&ready_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing stale {}", ready_path.display()));
+        }
+    }
+
+    let control_tls = if args.insecure_http {
+        tracing::warn!(
+            "!!! --insecure-http: the control API is served WITHOUT TLS or client authentication; \
+             anyone who can reach {} can drive this member. Local experiments only. !!!",
+            args.listen
+        );
+        None
+    } else {
+        let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.client_ca)
+        else {
+            bail!(
+                "the control API needs --tls-cert, --tls-key and --client-ca (mutual TLS); \
+                 --insecure-http serves plain HTTP for local experiments"
+            );
+        };
+        Some(crate::tls::server_config_mtls(
+            &read(cert, "--tls-cert")?,
+            &read(key, "--tls-key")?,
+            &read(ca, "--client-ca")?,
+            "control API",
+        )?)
+    };
+
+    let ops = OpsStore::load(data_dir.join("operations.json")).await?;
+    let (backend, data_addr, data_scheme) = match args.backend {
+        BackendArg::Demo => {
+            let demo = DemoBackend::start(DemoConfig {
+                member: member.clone(),
+                data_dir: data_dir.clone(),
+                data_listen: args.data_listen,
+                version: args.member_version.clone(),
+                role: match args.role {
+                    RoleArg::Active => Role::Active,
+                    RoleArg::Standby => Role::Standby,
+                    RoleArg::Spare => Role::Spare,
+                },
+                source: args.source.clone(),
+                components: parse_components(&args.components)?,
+                member_cert: args.member_cert.clone(),
+                member_key: args.member_key.clone(),
+                trust: args.trust.clone(),
+                allow_plain: args.insecure_http,
+                upgrade_seconds: args.upgrade_seconds,
+                load: args.load,
+                faults: args.faults(),
+            })
+            .await?;
+            let addr = demo.data_addr().to_string();
+            let scheme = if demo.data_is_tls() { "https" } else { "http" };
+            (Backend::Demo(Arc::new(demo)), addr, scheme)
+        }
+        BackendArg::Exec => {
+            let path = args
+                .exec_config
+                .as_ref()
+                .context("--backend exec needs --exec-config FILE")?;
+            let config = ExecConfig::load(path)?;
+            let mut faults = args.faults();
+            faults.load = args.load;
+            let exec = ExecBackend::new(member.clone(), data_dir.clone(), config, faults);
+            (Backend::Exec(Arc::new(exec)), String::new(), "")
+        }
+    };
+    let engine = Arc::new(Engine {
+        member: member.clone(),
+        ops,
+        backend,
+    });
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the control API on {}", args.listen))?;
+    let control_addr = listener
+        .local_addr()
+        .context("reading the control API address")?;
+    let control_scheme = if control_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tokio::spawn(crate::server::serve(engine, listener, control_tls));
+
+    let ready = ReadyInfo {
+        member: member.clone(),
+        control: control_addr.to_string(),
+        control_scheme: control_scheme.to_string(),
+        data: data_addr.clone(),
+        data_scheme: data_scheme.to_string(),
+        pid: std::process::id(),
+    };
+    persist::write_json(&ready_path, &ready)?;
+    // Tests and `baton demo` read this line to learn ephemeral ports.
+    println!("baton-agent listening control={control_addr} data={data_addr}");
+    tracing::info!(
+        "member {member} ready: control {control_scheme}://{control_addr}, data {}",
+        if data_addr.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{data_scheme}://{data_addr}")
+        }
+    );
+
+    shutdown_signal().await;
+    tracing::info!("member {member} shutting down");
+    let _ = std::fs::remove_file(&ready_path);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Writes the certificates of a local mesh. File names are stable so docs and scripts can
+/// refer to them.
+pub fn gen_certs(args: &GenCertsArgs) -> Result<Vec<PathBuf>> {
+    let out = &args.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let validity = Validity::Days(args.days);
+    let mut written = Vec::new();
+    let mut write = |name: &str, content: &str, private: bool| -> Result<()> {
+        let path = out.join(name);
+        persist::atomic_write(&path, content.as_bytes(), private)?;
+        written.push(path);
+        Ok(())
+    };
+    let control_ca = CertAuthority::generate("baton control CA")?;
+    write("ca.crt", control_ca.cert_pem(), false)?;
+    write("ca.key", control_ca.key_pem(), true)?;
+    let server = control_ca.issue(
+        &CertSpec::server("baton-agent")
+            .with_sans(args.hosts.clone())
+            .with_validity(validity),
+    )?;
+    write("server.crt", &server.cert_pem, false)?;
+    write("server.key", &server.key_pem, true)?;
+    let client = control_ca.issue(&CertSpec::client("baton-operator").with_validity(validity))?;
+    write("client.crt", &client.cert_pem, false)?;
+    write("client.key", &client.key_pem, true)?;
+    let mesh_ca = CertAuthority::generate("baton mesh CA")?;
+    write("mesh-ca.crt", mesh_ca.cert_pem(), false)?;
+    write("mesh-ca.key", mesh_ca.key_pem(), true)?;
+    write("trust.pem", mesh_ca.cert_pem(), false)?;
+    for m in &args.members {
+        crate::ops::validate_component(m)
+            .map_err(|_| anyhow::anyhow!("invalid member name {m:?}"))?;
+        let cert = mesh_ca.issue(
+            &CertSpec::member(m)
+                .with_sans(args.hosts.clone())
+                .with_validity(validity),
+        )?;
+        write(&format!("member-{m}.crt"), &cert.cert_pem, false)?;
+        write(&format!("member-{m}.key"), &cert.key_pem, true)?;
+    }
+    Ok(written)
+}

@@ -1,0 +1,198 @@
+//! The member's data-port identity and trust bundle, kept under `<data-dir>/tls/` so that
+//! installs survive restarts. New handshakes always use the latest material.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result, bail};
+use rustls::ClientConfig;
+use tokio::sync::watch;
+
+use crate::api::CertInfo;
+use crate::persist::atomic_write;
+use crate::tls::{self, ReloadableServerTls};
+
+pub const CERT_FILE: &str = "member.crt";
+pub const KEY_FILE: &str = "member.key";
+pub const TRUST_FILE: &str = "trust.pem";
+
+#[derive(Clone, Default)]
+struct Material {
+    cert_pem: Option<Vec<u8>>,
+    key_pem: Option<Vec<u8>>,
+    trust_pem: Option<Vec<u8>>,
+}
+
+pub struct MemberTls {
+    dir: PathBuf,
+    allow_plain: bool,
+    material: RwLock<Material>,
+    client: RwLock<Option<Arc<ClientConfig>>>,
+    pub server: Arc<ReloadableServerTls>,
+    /// Bumped whenever the material changes, so followers re-handshake.
+    generation: watch::Sender<u64>,
+}
+
+fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+impl MemberTls {
+    /// Loads `<data-dir>/tls`. Files given on the command line are copied in only when the
+    /// data directory has none yet: what was installed through the API wins over flags.
+    pub fn open(
+        data_dir: &Path,
+        cert_flag: Option<&Path>,
+        key_flag: Option<&Path>,
+        trust_flag: Option<&Path>,
+        allow_plain: bool,
+    ) -> Result<MemberTls> {
+        let dir = data_dir.join("tls");
+        for (flag, name, private) in [
+            (cert_flag, CERT_FILE, false),
+            (key_flag, KEY_FILE, true),
+            (trust_flag, TRUST_FILE, false),
+        ] {
+            let target = dir.join(name);
+            if let Some(src) = flag
+                && !target.exists()
+            {
+                let bytes = fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+                atomic_write(&target, &bytes, private)?;
+            }
+        }
+        let (generation, _) = watch::channel(0);
+        let me = MemberTls {
+            dir,
+            allow_plain,
+            material: RwLock::new(Material::default()),
+            client: RwLock::new(None),
+            server: Arc::new(ReloadableServerTls::new(None)),
+            generation,
+        };
+        me.reload()?;
+        Ok(me)
+    }
+
+    fn material(&self) -> Material {
+        match self.material.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the files and rebuilds the server and client configurations.
+    pub fn reload(&self) -> Result<()> {
+        let m = Material {
+            cert_pem: read_opt(&self.dir.join(CERT_FILE))?,
+            key_pem: read_opt(&self.dir.join(KEY_FILE))?,
+            trust_pem: read_opt(&self.dir.join(TRUST_FILE))?,
+        };
+        let (server, client) = match (&m.cert_pem, &m.key_pem, &m.trust_pem) {
+            (Some(cert), Some(key), Some(trust)) => {
+                let server = tls::server_config_mtls(cert, key, trust, "data port")?;
+                let client = tls::client_config(trust, Some((cert, key)), "replication")?;
+                (Some(server), Some(client))
+            }
+            (None, None, None) if self.allow_plain => (None, None),
+            _ if self.allow_plain => {
+                tracing::warn!(
+                    "data port: member certificate, key and trust bundle are not all present; serving plain TCP"
+                );
+                (None, None)
+            }
+            _ => bail!(
+                "the data port needs a member certificate, its key and a trust bundle \
+                 (--member-cert, --member-key, --trust), or --insecure-http for plain local experiments"
+            ),
+        };
+        self.server.set(server);
+        match self.client.write() {
+            Ok(mut g) => *g = client,
+            Err(p) => *p.into_inner() = client,
+        }
+        match self.material.write() {
+            Ok(mut g) => *g = m,
+            Err(p) => *p.into_inner() = m,
+        }
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.server.get().is_some()
+    }
+
+    pub fn client_config(&self) -> Option<Arc<ClientConfig>> {
+        match self.client.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Replaces the trust bundle (validated by the caller) and applies it.
+    pub fn install_trust(&self, pem: &[u8]) -> Result<()> {
+        let path = self.dir.join(TRUST_FILE);
+        let old = read_opt(&path)?;
+        atomic_write(&path, pem, false)?;
+        if let Err(e) = self.reload() {
+            // Keep the member usable: put the previous bundle back.
+            match old {
+                Some(b) => atomic_write(&path, &b, false)?,
+                None => fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?,
+            }
+            self.reload()?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Replaces the member certificate and key (validated by the caller) and applies them.
+    pub fn install_certificate(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<()> {
+        let cert_path = self.dir.join(CERT_FILE);
+        let key_path = self.dir.join(KEY_FILE);
+        let old_cert = read_opt(&cert_path)?;
+        let old_key = read_opt(&key_path)?;
+        // Key first: a crash between the two writes leaves a mismatched pair that `reload`
+        // refuses loudly, rather than a silently wrong identity.
+        atomic_write(&key_path, key_pem, true)?;
+        atomic_write(&cert_path, cert_pem, false)?;
+        if let Err(e) = self.reload() {
+            for (path, old, private) in [(&cert_path, old_cert, false), (&key_path, old_key, true)]
+            {
+                match old {
+                    Some(b) => atomic_write(path, &b, private)?,
+                    None => {
+                        let _ = fs::remove_file(path);
+                    }
+                }
+            }
+            self.reload()?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn trust_fingerprints(&self) -> Vec<String> {
+        self.material()
+            .trust_pem
+            .and_then(|p| tls::fingerprints(&p, "trust bundle").ok())
+            .unwrap_or_default()
+    }
+
+    pub fn cert_info(&self) -> Option<CertInfo> {
+        let m = self.material();
+        let cert = m.cert_pem?;
+        tls::cert_info(&cert, m.trust_pem.as_deref()).ok()
+    }
+}

@@ -1,0 +1,402 @@
+//! What each operation kind does on a demo member.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use jiff::Timestamp;
+
+use super::{CONFIG_FILE, Shared, lock};
+use crate::api::{DemoteRole, OperationKind, OperationRequest, Role};
+use crate::http_client::Target;
+use crate::ops_engine::Progress;
+use crate::persist;
+
+/// How long a promote waits for a connected source to finish handing over (its demotion to
+/// arrive, the last entries to be applied) before refusing.
+const PROMOTE_WAIT: Duration = Duration::from_secs(3);
+
+pub(crate) async fn execute(
+    shared: &Arc<Shared>,
+    req: OperationRequest,
+    progress: Progress,
+) -> Result<String, String> {
+    use OperationKind as K;
+    match req.kind {
+        K::Preflight => preflight(shared, &req).await,
+        K::Upgrade | K::Rollback => upgrade(shared, &req, &progress).await,
+        K::Promote => promote(shared, &progress).await,
+        K::Demote => {
+            let role = match req.role {
+                Some(DemoteRole::Spare) => Role::Spare,
+                _ => Role::Standby,
+            };
+            demote(shared, role, req.source.clone()).await
+        }
+        K::ForceStandby => demote(shared, Role::ForcedStandby, req.source.clone()).await,
+        K::Backup => backup(shared).await,
+        K::Verify => verify(shared).await,
+        K::InstallTrust => {
+            let pem = req.trust_pem.unwrap_or_default();
+            shared
+                .tls
+                .install_trust(pem.as_bytes())
+                .map_err(|e| format!("trust bundle not installed: {e:#}"))?;
+            let fps = shared.tls.trust_fingerprints();
+            Ok(format!(
+                "trust bundle replaced: {} CA certificate(s): {}",
+                fps.len(),
+                fps.join(", ")
+            ))
+        }
+        K::InstallCertificate => {
+            let cert = req.certificate_pem.unwrap_or_default();
+            let key = req.key_pem.unwrap_or_default();
+            shared
+                .tls
+                .install_certificate(cert.as_bytes(), key.as_bytes())
+                .map_err(|e| format!("certificate not installed: {e:#}"))?;
+            match shared.tls.cert_info() {
+                Some(info) => Ok(format!(
+                    "certificate {} installed (valid until {}); new connections use it",
+                    info.fingerprint, info.not_after
+                )),
+                None => Ok("certificate installed".to_string()),
+            }
+        }
+        K::Restart => {
+            progress.set(30, "reloading certificates and trust");
+            shared
+                .tls
+                .reload()
+                .map_err(|e| format!("data service cannot restart: {e:#}"))?;
+            progress.set(60, "closing open connections");
+            shared.cut_connections();
+            shared.restart_follower();
+            Ok(format!(
+                "data service restarted ({}); peers reconnect with the current certificates",
+                if shared.tls.is_tls() {
+                    "mutual TLS"
+                } else {
+                    "plain TCP"
+                }
+            ))
+        }
+        K::ResignData => {
+            let n = shared
+                .store
+                .resign()
+                .await
+                .map_err(|e| format!("re-signing failed: {e}"))?;
+            Ok(format!("re-computed the checksums of {n} log entries"))
+        }
+        K::SyncConfig => sync_config(shared, req.source.as_deref().unwrap_or_default()).await,
+    }
+}
+
+async fn preflight(shared: &Arc<Shared>, req: &OperationRequest) -> Result<String, String> {
+    let faults = shared.faults();
+    let version = req.version.clone().unwrap_or_default();
+    let current = shared.state().version;
+    if faults.fail_preflight {
+        return Err("preflight failed: injected fault failPreflight is set".into());
+    }
+    if faults.reject_versions.contains(&version) {
+        return Err(format!(
+            "preflight failed: {version} is not a supported upgrade path from {current}"
+        ));
+    }
+    let probe = shared.data_dir.join(".preflight-probe");
+    persist::atomic_write(&probe, b"probe", false)
+        .and_then(|()| std::fs::remove_file(&probe).map_err(Into::into))
+        .map_err(|e| format!("preflight failed: data directory is not writable: {e:#}"))?;
+    if let Some((_, msg)) = shared.repl().conflict.clone() {
+        return Err(format!("preflight failed: replication conflict: {msg}"));
+    }
+    if let Some(issue) = shared.store.integrity() {
+        return Err(format!(
+            "preflight failed: log checksums broken from index {}",
+            issue.first_bad_index
+        ));
+    }
+    Ok(format!(
+        "preflight for {version} passed: data directory writable, no replication conflicts, log intact (running {current})"
+    ))
+}
+
+async fn upgrade(
+    shared: &Arc<Shared>,
+    req: &OperationRequest,
+    progress: &Progress,
+) -> Result<String, String> {
+    let target = req.version.clone().unwrap_or_default();
+    let is_upgrade = req.kind == OperationKind::Upgrade;
+    let faults = shared.faults();
+    let seconds = shared.upgrade_seconds();
+    let what = match &req.component {
+        Some(c) => format!("component {c}"),
+        None => "member".to_string(),
+    };
+    let verb = if is_upgrade {
+        "upgrading"
+    } else {
+        "rolling back"
+    };
+    // Stop serving: no writes, no replication, while the "software" is replaced.
+    *lock(&shared.upgrading) = Some(Timestamp::now());
+    shared.refresh_accepting();
+    let _ = shared.store.barrier().await;
+    shared.stop_follower();
+    progress.set(5, &format!("{verb} {what} to {target}: service stopped"));
+    let steps: u32 = 20;
+    let step = Duration::from_secs_f64(seconds / f64::from(steps));
+    let mut failure = None;
+    for i in 1..=steps {
+        tokio::time::sleep(step).await;
+        let pct = u8::try_from(5 + i * 90 / steps).unwrap_or(95);
+        progress.set(pct, &format!("{verb} {what} to {target}: step {i}/{steps}"));
+        if is_upgrade && i == steps / 2 {
+            if faults.crash_mid_upgrade {
+                tracing::error!(
+                    "injected fault crashMidUpgrade: exiting abruptly halfway through the upgrade"
+                );
+                std::process::exit(70);
+            }
+            if faults.hang_upgrade {
+                tracing::warn!("injected fault hangUpgrade: this upgrade will never finish");
+                std::future::pending::<()>().await;
+            }
+            if faults.fail_upgrade_to.contains(&target) {
+                failure = Some(format!(
+                    "upgrade of {what} to {target} failed at {pct}%: injected fault failUpgradeTo; version unchanged"
+                ));
+                break;
+            }
+        }
+    }
+    let outcome = match failure {
+        Some(msg) => Err(msg),
+        None => {
+            let before = shared.state();
+            let result = shared.update_state(|s| match &req.component {
+                Some(c) => {
+                    s.components.insert(c.clone(), target.clone());
+                }
+                None => {
+                    if s.version != target {
+                        s.previous_version = Some(s.version.clone());
+                    }
+                    s.version = target.clone();
+                }
+            });
+            match result {
+                Ok(_) => {
+                    let from = match &req.component {
+                        Some(c) => before.components.get(c).cloned().unwrap_or_default(),
+                        None => before.version,
+                    };
+                    Ok(format!(
+                        "{} {what} from {from} to {target} in {seconds:.1}s; role {} kept, {} log entries intact",
+                        if is_upgrade {
+                            "upgraded"
+                        } else {
+                            "rolled back"
+                        },
+                        before.role,
+                        shared.store.head()
+                    ))
+                }
+                Err(e) => Err(format!("cannot persist the new version: {e:#}")),
+            }
+        }
+    };
+    *lock(&shared.upgrading) = None;
+    shared.refresh_accepting();
+    shared.restart_follower();
+    outcome
+}
+
+async fn promote(shared: &Arc<Shared>, progress: &Progress) -> Result<String, String> {
+    let st = shared.state();
+    let version = st.version.clone();
+    let no_traffic = shared
+        .faults()
+        .no_traffic_after_promote_on
+        .contains(&version);
+    if st.role == Role::Active {
+        return Ok(format!("already Active at index {}", shared.store.head()));
+    }
+    let mut note = String::new();
+    if let Some(source) = &st.source {
+        progress.set(10, &format!("waiting for {source} to hand over"));
+        let deadline = tokio::time::Instant::now() + PROMOTE_WAIT;
+        loop {
+            let r = shared.repl().clone();
+            if let Some((_, msg)) = &r.conflict {
+                return Err(format!(
+                    "refusing to promote: log conflicts with {source}: {msg}"
+                ));
+            }
+            if !r.connected {
+                note =
+                    format!("; source {source} unreachable, promoted without confirming catch-up");
+                break;
+            }
+            let lag = r
+                .source_head
+                .unwrap_or(0)
+                .saturating_sub(shared.store.head());
+            let source_active = r.source_role == Some(Role::Active);
+            if !source_active && lag == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(if source_active {
+                    format!(
+                        "refusing to promote: source {source} is still Active; demote or force-standby it first"
+                    )
+                } else {
+                    format!(
+                        "refusing to promote: still {lag} entries behind source {source}; wait for catch-up"
+                    )
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    shared.stop_follower();
+    shared
+        .update_state(|s| {
+            s.role = Role::Active;
+            s.source = None;
+            s.role_since = Timestamp::now();
+        })
+        .map_err(|e| format!("cannot persist the new role: {e:#}"))?;
+    *shared.repl() = super::ReplState::default();
+    *lock(&shared.traffic_failed) = if no_traffic {
+        Some((
+            Timestamp::now(),
+            format!("no traffic reached the member after the switchover (version {version})"),
+        ))
+    } else {
+        None
+    };
+    shared.refresh_accepting();
+    Ok(format!(
+        "promoted to Active at index {}{note}{}",
+        shared.store.head(),
+        if no_traffic {
+            "; WARNING: traffic check failed, member not serving"
+        } else {
+            ""
+        }
+    ))
+}
+
+async fn demote(
+    shared: &Arc<Shared>,
+    role: Role,
+    source: Option<String>,
+) -> Result<String, String> {
+    let was = shared.state().role;
+    // Stop writes first; the barrier makes the head final before anyone reads it.
+    shared
+        .update_state(|s| {
+            if s.role != role {
+                s.role_since = Timestamp::now();
+            }
+            s.role = role;
+        })
+        .map_err(|e| format!("cannot persist the new role: {e:#}"))?;
+    *lock(&shared.traffic_failed) = None;
+    shared.refresh_accepting();
+    let head = shared.store.barrier().await.map_err(|e| e.to_string())?;
+    if source.is_some() {
+        shared
+            .set_source(source)
+            .map_err(|e| format!("cannot persist the source: {e:#}"))?;
+    }
+    // Announce the final head to followers only now that it is final.
+    shared.refresh_accepting();
+    shared.restart_follower();
+    let following = match shared.state().source {
+        Some(s) => format!("; following {s}"),
+        None => "; no source to follow".to_string(),
+    };
+    Ok(format!("{was} -> {role} at final index {head}{following}"))
+}
+
+async fn backup(shared: &Arc<Shared>) -> Result<String, String> {
+    let stamp = Timestamp::now().to_string().replace(':', "-");
+    let dest = shared
+        .data_dir
+        .join("backups")
+        .join(format!("log-{stamp}.jsonl"));
+    let entries = shared.store.backup(dest.clone()).await?;
+    Ok(format!(
+        "backed up {entries} log entries to {}",
+        dest.display()
+    ))
+}
+
+async fn verify(shared: &Arc<Shared>) -> Result<String, String> {
+    let entries = shared
+        .store
+        .verify()
+        .await
+        .map_err(|e| format!("verify failed: {e}"))?;
+    if let Some((_, msg)) = shared.repl().conflict.clone() {
+        return Err(format!("verify failed: replication conflict: {msg}"));
+    }
+    let status = shared.status();
+    Ok(format!(
+        "{entries} log entries verified; role {}, health {}, {} alarm(s)",
+        status.role,
+        status.health,
+        status.alarms.len()
+    ))
+}
+
+async fn sync_config(shared: &Arc<Shared>, source: &str) -> Result<String, String> {
+    let target = Target::new(source, shared.tls.client_config()).map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    // A peer restarting should not fail the step; a handful of tries bridges it.
+    for attempt in 1..=5u32 {
+        match target
+            .call(
+                Method::GET,
+                "/v1/config",
+                None,
+                Duration::from_secs(5),
+                1024 * 1024,
+            )
+            .await
+        {
+            Ok((StatusCode::OK, body)) => {
+                let value: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|e| format!("{source} sent invalid config JSON: {e}"))?;
+                if !value.is_object() {
+                    return Err(format!("{source} sent a config that is not a JSON object"));
+                }
+                persist::write_json(&shared.data_dir.join(CONFIG_FILE), &value)
+                    .map_err(|e| format!("cannot store the config: {e:#}"))?;
+                let revision = value
+                    .get("revision")
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null);
+                return Ok(format!(
+                    "configuration (revision {revision}) copied from {source}"
+                ));
+            }
+            Ok((status, body)) => {
+                last = format!(
+                    "{source} answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            Err(e) => last = format!("{source}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+    }
+    Err(format!("sync-config failed: {last}"))
+}

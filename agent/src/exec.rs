@@ -1,0 +1,596 @@
+//! The exec backend: every operation runs a command the user configured, and status comes
+//! from a status command (JSON on stdout) and/or fixed values. This is how Baton drives
+//! members whose upgrade procedures already exist as scripts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+use crate::api::{
+    Alarm, CertInfo, Faults, Health, MemberStatus, OperationKind, OperationRequest, Replication,
+    Role, alarm_codes,
+};
+use crate::http_util::ApiError;
+use crate::ops_engine::Progress;
+
+/// How much of each output stream is kept in an operation's message.
+const OUTPUT_TAIL: usize = 2048;
+const STATUS_CACHE: Duration = Duration::from_millis(500);
+
+/// One configured command: argv with `{placeholders}`, and a timeout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommandSpec {
+    /// Program and arguments. No shell is involved unless you name one (`["sh", "-c", ...]`).
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
+}
+
+/// Status fields a status command prints (all optional), or fixed values in the config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExecStatus {
+    pub version: Option<String>,
+    pub components: Option<BTreeMap<String, String>>,
+    pub previous_version: Option<String>,
+    pub role: Option<Role>,
+    pub serving: Option<bool>,
+    pub health: Option<Health>,
+    pub alarms: Option<Vec<Alarm>>,
+    pub replication: Option<Replication>,
+    pub data_endpoint: Option<String>,
+    pub load: Option<u64>,
+    pub trust: Option<Vec<String>>,
+    pub certificate: Option<CertInfo>,
+}
+
+impl ExecStatus {
+    /// Fields of `self` win; missing ones come from `fallback`.
+    fn or(self, fallback: &ExecStatus) -> ExecStatus {
+        let f = fallback.clone();
+        ExecStatus {
+            version: self.version.or(f.version),
+            components: self.components.or(f.components),
+            previous_version: self.previous_version.or(f.previous_version),
+            role: self.role.or(f.role),
+            serving: self.serving.or(f.serving),
+            health: self.health.or(f.health),
+            alarms: self.alarms.or(f.alarms),
+            replication: self.replication.or(f.replication),
+            data_endpoint: self.data_endpoint.or(f.data_endpoint),
+            load: self.load.or(f.load),
+            trust: self.trust.or(f.trust),
+            certificate: self.certificate.or(f.certificate),
+        }
+    }
+}
+
+/// The exec backend's configuration file (YAML; JSON is valid YAML too).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecConfig {
+    /// Timeout of commands that set none. Default 600 s.
+    #[serde(default)]
+    pub default_timeout_seconds: Option<f64>,
+    /// Working directory of every command. Default: the agent's data directory.
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
+    /// Extra environment for every command.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Command printing a JSON [`ExecStatus`] on stdout.
+    #[serde(default)]
+    pub status_command: Option<CommandSpec>,
+    /// Fixed status values, used where the status command says nothing.
+    #[serde(default)]
+    pub status: ExecStatus,
+    /// Operation kind (wire name, e.g. `force-standby`) to command.
+    #[serde(default)]
+    pub operations: BTreeMap<String, CommandSpec>,
+}
+
+impl ExecConfig {
+    pub fn load(path: &Path) -> Result<ExecConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: ExecConfig =
+            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        for (kind, spec) in &config.operations {
+            if OperationKind::parse(kind).is_none() {
+                bail!("{}: unknown operation kind {kind:?}", path.display());
+            }
+            if spec.command.is_empty() {
+                bail!("{}: the command for {kind} is empty", path.display());
+            }
+            if let Some(t) = spec.timeout_seconds
+                && !(t.is_finite() && t > 0.0)
+            {
+                bail!(
+                    "{}: timeoutSeconds of {kind} must be positive",
+                    path.display()
+                );
+            }
+        }
+        if let Some(spec) = &config.status_command
+            && spec.command.is_empty()
+        {
+            bail!("{}: statusCommand.command is empty", path.display());
+        }
+        Ok(config)
+    }
+}
+
+pub struct ExecBackend {
+    member: String,
+    data_dir: PathBuf,
+    config: ExecConfig,
+    faults: Mutex<Faults>,
+    cache: tokio::sync::Mutex<Option<(Instant, MemberStatus)>>,
+}
+
+/// Result of running one command.
+struct Outcome {
+    exit: Option<i32>,
+    timed_out: bool,
+    elapsed: Duration,
+    stdout: String,
+    stderr: String,
+}
+
+const PLACEHOLDERS: [&str; 9] = [
+    "version",
+    "component",
+    "trust_path",
+    "cert_path",
+    "key_path",
+    "source",
+    "data_dir",
+    "member",
+    "role",
+];
+
+impl ExecBackend {
+    pub fn new(
+        member: String,
+        data_dir: PathBuf,
+        config: ExecConfig,
+        faults: Faults,
+    ) -> ExecBackend {
+        ExecBackend {
+            member,
+            data_dir,
+            config,
+            faults: Mutex::new(faults),
+            cache: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn faults(&self) -> Faults {
+        match self.faults.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        match self.faults.lock() {
+            Ok(mut g) => *g = faults,
+            Err(p) => *p.into_inner() = faults,
+        }
+    }
+
+    fn secrets_dir(&self) -> PathBuf {
+        self.data_dir.join("exec")
+    }
+
+    fn values(&self, req: &OperationRequest) -> BTreeMap<&'static str, String> {
+        let mut v = BTreeMap::new();
+        let dir = self.secrets_dir();
+        v.insert("data_dir", self.data_dir.display().to_string());
+        v.insert("member", self.member.clone());
+        if let Some(x) = &req.version {
+            v.insert("version", x.clone());
+        }
+        if let Some(x) = &req.component {
+            v.insert("component", x.clone());
+        }
+        if let Some(x) = &req.source {
+            v.insert("source", x.clone());
+        }
+        if let Some(r) = req.role {
+            v.insert("role", format!("{r:?}").to_lowercase());
+        }
+        if req.trust_pem.is_some() {
+            v.insert("trust_path", dir.join("trust.pem").display().to_string());
+        }
+        if req.certificate_pem.is_some() {
+            v.insert("cert_path", dir.join("cert.pem").display().to_string());
+        }
+        if req.key_pem.is_some() {
+            v.insert("key_path", dir.join("key.pem").display().to_string());
+        }
+        v
+    }
+
+    fn expand(&self, spec: &CommandSpec, req: &OperationRequest) -> Result<Vec<String>, ApiError> {
+        let values = self.values(req);
+        let mut argv = Vec::with_capacity(spec.command.len());
+        for arg in &spec.command {
+            let mut out = arg.clone();
+            for name in PLACEHOLDERS {
+                let ph = format!("{{{name}}}");
+                if out.contains(&ph) {
+                    let Some(value) = values.get(name) else {
+                        return Err(ApiError::bad_request(
+                            "missing_param",
+                            format!(
+                                "the {} command uses {ph} but the request gives no value for it",
+                                req.kind
+                            ),
+                        ));
+                    };
+                    out = out.replace(&ph, value);
+                }
+            }
+            argv.push(out);
+        }
+        Ok(argv)
+    }
+
+    pub fn validate(&self, req: &OperationRequest) -> Result<(), ApiError> {
+        let Some(spec) = self.config.operations.get(req.kind.as_str()) else {
+            let configured: Vec<&str> = self.config.operations.keys().map(String::as_str).collect();
+            return Err(ApiError::bad_request(
+                "unsupported_operation",
+                format!(
+                    "the exec backend has no command for {} (configured: {})",
+                    req.kind,
+                    if configured.is_empty() {
+                        "none".to_string()
+                    } else {
+                        configured.join(", ")
+                    }
+                ),
+            ));
+        };
+        self.expand(spec, req).map(|_| ())
+    }
+
+    fn timeout_of(&self, spec: &CommandSpec) -> Duration {
+        let secs = spec
+            .timeout_seconds
+            .or(self.config.default_timeout_seconds)
+            .unwrap_or(600.0)
+            .clamp(0.001, 7.0 * 86_400.0);
+        Duration::from_secs_f64(secs)
+    }
+
+    async fn run(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+        extra_env: &[(&str, String)],
+    ) -> Result<Outcome, String> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err("empty command".into());
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(
+                self.config
+                    .work_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.clone()),
+            )
+            .envs(&self.config.env)
+            .env("BATON_MEMBER", &self.member)
+            .env("BATON_DATA_DIR", &self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Own process group, so a timeout can kill the command and everything it started.
+            .process_group(0)
+            .kill_on_drop(true);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+        let pid = child.id();
+        let out_task = child.stdout.take().map(|s| tokio::spawn(tail(s)));
+        let err_task = child.stderr.take().map(|s| tokio::spawn(tail(s)));
+        let (exit, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(status)) => (status.code().or_else(|| signal_code(&status)), false),
+            Ok(Err(e)) => return Err(format!("waiting for {program:?}: {e}")),
+            Err(_) => {
+                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                    // SAFETY: kill(2) with a negative pid signals a process group; it takes no
+                    // pointers and cannot violate memory safety.
+                    unsafe {
+                        libc::kill(-pid, libc::SIGKILL);
+                    }
+                }
+                let _ = child.wait().await;
+                (None, true)
+            }
+        };
+        let collect = |task: Option<tokio::task::JoinHandle<String>>| async move {
+            match task {
+                Some(t) => tokio::time::timeout(Duration::from_secs(2), t)
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .unwrap_or_default(),
+                None => String::new(),
+            }
+        };
+        let stdout = collect(out_task).await;
+        let stderr = collect(err_task).await;
+        Ok(Outcome {
+            exit,
+            timed_out,
+            elapsed: started.elapsed(),
+            stdout,
+            stderr,
+        })
+    }
+
+    fn write_inputs(&self, req: &OperationRequest) -> Result<(), String> {
+        let dir = self.secrets_dir();
+        let write = |name: &str, content: &Option<String>, private: bool| -> Result<(), String> {
+            if let Some(c) = content {
+                crate::persist::atomic_write(&dir.join(name), c.as_bytes(), private)
+                    .map_err(|e| format!("cannot write {name}: {e:#}"))?;
+            }
+            Ok(())
+        };
+        write("trust.pem", &req.trust_pem, false)?;
+        write("cert.pem", &req.certificate_pem, false)?;
+        write("key.pem", &req.key_pem, true)?;
+        Ok(())
+    }
+
+    pub async fn execute(
+        &self,
+        req: OperationRequest,
+        progress: Progress,
+    ) -> Result<String, String> {
+        let spec = self
+            .config
+            .operations
+            .get(req.kind.as_str())
+            .ok_or_else(|| format!("no command configured for {}", req.kind))?;
+        let argv = self.expand(spec, &req).map_err(|e| e.message)?;
+        self.write_inputs(&req)?;
+        let secrets: Vec<String> = req.key_pem.iter().cloned().collect();
+        let timeout = self.timeout_of(spec);
+        progress.set(
+            10,
+            &format!("running {}", argv.first().map(String::as_str).unwrap_or("")),
+        );
+        let env = [
+            ("BATON_OPERATION_ID", req.id.clone()),
+            ("BATON_OPERATION_KIND", req.kind.as_str().to_string()),
+        ];
+        let out = self.run(&argv, timeout, &env).await?;
+        // The status may have changed; do not serve a stale cached one.
+        *self.cache.lock().await = None;
+        let tails = format_tails(&out, &secrets);
+        if out.timed_out {
+            return Err(format!(
+                "{} timed out after {:.1}s; its process group was killed{tails}",
+                req.kind,
+                out.elapsed.as_secs_f64()
+            ));
+        }
+        match out.exit {
+            Some(0) => Ok(format!(
+                "{} succeeded in {:.1}s (exit 0){tails}",
+                req.kind,
+                out.elapsed.as_secs_f64()
+            )),
+            Some(code) => Err(format!(
+                "{} failed with exit code {code} after {:.1}s{tails}",
+                req.kind,
+                out.elapsed.as_secs_f64()
+            )),
+            None => Err(format!("{} ended without an exit code{tails}", req.kind)),
+        }
+    }
+
+    pub async fn version(&self) -> Option<String> {
+        Some(self.status().await.version)
+    }
+
+    pub async fn status(&self) -> MemberStatus {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, status)) = cache.as_ref()
+            && at.elapsed() < STATUS_CACHE
+        {
+            return status.clone();
+        }
+        let status = self.fresh_status().await;
+        *cache = Some((Instant::now(), status.clone()));
+        status
+    }
+
+    async fn fresh_status(&self) -> MemberStatus {
+        let mut problem = None;
+        let reported = match &self.config.status_command {
+            None => ExecStatus::default(),
+            Some(spec) => match self.run(&spec.command, self.timeout_of(spec), &[]).await {
+                Ok(out) if out.exit == Some(0) && !out.timed_out => {
+                    match serde_json::from_str::<ExecStatus>(out.stdout.trim()) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            problem = Some(format!("status command printed invalid JSON: {e}"));
+                            ExecStatus::default()
+                        }
+                    }
+                }
+                Ok(out) if out.timed_out => {
+                    problem = Some("status command timed out".to_string());
+                    ExecStatus::default()
+                }
+                Ok(out) => {
+                    problem = Some(format!(
+                        "status command failed (exit {:?}){}",
+                        out.exit,
+                        format_tails(&out, &[])
+                    ));
+                    ExecStatus::default()
+                }
+                Err(e) => {
+                    problem = Some(e);
+                    ExecStatus::default()
+                }
+            },
+        };
+        let s = reported.or(&self.config.status);
+        let mut alarms = s.alarms.unwrap_or_default();
+        if let Some(p) = problem {
+            alarms.push(Alarm {
+                code: alarm_codes::STATUS_UNAVAILABLE,
+                severity: Health::Critical,
+                name: "StatusUnavailable".to_string(),
+                since: jiff::Timestamp::now(),
+                message: Some(p),
+            });
+        }
+        let worst = alarms
+            .iter()
+            .map(|a| a.severity)
+            .max()
+            .unwrap_or(Health::Ok);
+        let role = s.role.unwrap_or(Role::Standby);
+        MemberStatus {
+            member: self.member.clone(),
+            version: s.version.unwrap_or_else(|| "unknown".to_string()),
+            components: s.components.unwrap_or_default(),
+            previous_version: s.previous_version,
+            role,
+            serving: s.serving.unwrap_or(false),
+            health: s.health.unwrap_or(Health::Ok).max(worst),
+            alarms,
+            replication: s.replication.unwrap_or_default(),
+            data_endpoint: s.data_endpoint.unwrap_or_default(),
+            load: self.faults().load.or(s.load),
+            trust: s.trust.unwrap_or_default(),
+            certificate: s.certificate,
+            operation: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ExecBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecBackend")
+            .field("member", &self.member)
+            .finish()
+    }
+}
+
+#[cfg(unix)]
+fn signal_code(status: &std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal().map(|s| 128 + s)
+}
+
+/// Reads a stream to its end, keeping only the last bytes.
+async fn tail<R: tokio::io::AsyncRead + Unpin>(mut r: R) -> String {
+    let mut keep: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                keep.extend_from_slice(&buf[..n]);
+                if keep.len() > OUTPUT_TAIL * 2 {
+                    let cut = keep.len() - OUTPUT_TAIL;
+                    keep.drain(..cut);
+                }
+            }
+        }
+    }
+    if keep.len() > OUTPUT_TAIL {
+        let cut = keep.len() - OUTPUT_TAIL;
+        keep.drain(..cut);
+    }
+    String::from_utf8_lossy(&keep).into_owned()
+}
+
+fn format_tails(out: &Outcome, secrets: &[String]) -> String {
+    let mut s = String::new();
+    let stdout = redact(out.stdout.trim(), secrets);
+    let stderr = redact(out.stderr.trim(), secrets);
+    if !stdout.is_empty() {
+        s.push_str(&format!("; stdout: {stdout}"));
+    }
+    if !stderr.is_empty() {
+        s.push_str(&format!("; stderr: {stderr}"));
+    }
+    s
+}
+
+/// Removes private-key PEM blocks and any line of a known secret from command output.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_key = false;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with("-----BEGIN") && trimmed.contains("PRIVATE KEY") {
+            in_key = true;
+            out.push_str("[redacted private key]\n");
+            continue;
+        }
+        if in_key {
+            if trimmed.starts_with("-----END") {
+                in_key = false;
+            }
+            continue;
+        }
+        out.push_str(line);
+    }
+    for secret in secrets {
+        for secret_line in secret.lines().map(str::trim).filter(|l| l.len() >= 16) {
+            out = out.replace(secret_line, "[redacted]");
+        }
+    }
+    out
+}
+
+pub fn shared(
+    member: String,
+    data_dir: PathBuf,
+    config: ExecConfig,
+    faults: Faults,
+) -> Arc<ExecBackend> {
+    Arc::new(ExecBackend::new(member, data_dir, config, faults))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_keys() {
+        let text = "ok\n-----BEGIN PRIVATE KEY-----\nABCDEFGHIJKLMNOPQRSTUV\n-----END PRIVATE KEY-----\ndone ZYXWVUTSRQPONMLKJIHG\n";
+        let r = redact(
+            text,
+            &["-----BEGIN PRIVATE KEY-----\nZYXWVUTSRQPONMLKJIHG\n".to_string()],
+        );
+        assert!(!r.contains("ABCDEFGHIJ"));
+        assert!(!r.contains("ZYXWVUTSRQ"));
+        assert!(r.contains("done"));
+    }
+}

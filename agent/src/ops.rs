@@ -1,0 +1,565 @@
+//! The operation journal: idempotency by caller-chosen id, one operation at a time, and
+//! records that survive restarts (`<data-dir>/operations.json`, replaced atomically).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use http::StatusCode;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::api::{
+    DemoteRole, OperationKind, OperationParams, OperationRecord, OperationRequest, OperationState,
+};
+use crate::http_util::ApiError;
+use crate::persist;
+use crate::pki::hex;
+
+/// How many records are kept; the oldest finished ones are dropped first.
+pub const MAX_RECORDS: usize = 10_000;
+pub const INTERRUPTED: &str = "interrupted by agent restart";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    record: OperationRecord,
+    /// SHA-256 of the full request (secrets included), to tell "same request again" from
+    /// "same id, different request" without keeping the secrets themselves.
+    digest: String,
+}
+
+pub struct OpsStore {
+    path: PathBuf,
+    inner: Mutex<VecDeque<Stored>>,
+    /// Serialises file writes so an older snapshot never overwrites a newer one.
+    write_lock: tokio::sync::Mutex<()>,
+    finished: watch::Sender<u64>,
+}
+
+pub enum Begin {
+    Created(OperationRecord),
+    Existing(OperationRecord),
+}
+
+impl OpsStore {
+    /// Loads the journal. Operations that were running when the agent stopped are marked
+    /// Failed with [`INTERRUPTED`]: the agent cannot know how far they got, and reporting them
+    /// as finished would let the operator skip a step.
+    pub async fn load(path: PathBuf) -> Result<Arc<OpsStore>> {
+        let stored: Vec<Stored> = persist::read_json(&path)?.unwrap_or_default();
+        let mut interrupted = false;
+        let now = Timestamp::now();
+        let records: VecDeque<Stored> = stored
+            .into_iter()
+            .map(|mut s| {
+                if s.record.state == OperationState::Running {
+                    s.record.state = OperationState::Failed;
+                    s.record.message = INTERRUPTED.to_string();
+                    s.record.finished_at = Some(now);
+                    interrupted = true;
+                }
+                s
+            })
+            .collect();
+        let (finished, _) = watch::channel(0);
+        let store = Arc::new(OpsStore {
+            path,
+            inner: Mutex::new(records),
+            write_lock: tokio::sync::Mutex::new(()),
+            finished,
+        });
+        if interrupted {
+            store.persist().await?;
+        }
+        Ok(store)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Stored>> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    async fn persist(&self) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        let snapshot: Vec<Stored> = self.lock().iter().cloned().collect();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || persist::write_json(&path, &snapshot))
+            .await
+            .context("operation journal writer task failed")?
+    }
+
+    /// Registers a new operation, or returns the existing one for a repeated request.
+    pub async fn begin(
+        &self,
+        req: &OperationRequest,
+        member: &str,
+        version_before: Option<String>,
+    ) -> Result<Begin, ApiError> {
+        let digest = request_digest(req);
+        let record = {
+            let mut inner = self.lock();
+            if let Some(existing) = inner.iter().rev().find(|s| s.record.id == req.id) {
+                if existing.digest == digest {
+                    return Ok(Begin::Existing(existing.record.clone()));
+                }
+                return Err(ApiError::conflict(
+                    "id_conflict",
+                    format!(
+                        "operation id {:?} is already used by a different {} request; choose a new id",
+                        req.id, existing.record.kind
+                    ),
+                ));
+            }
+            if let Some(running) = inner
+                .iter()
+                .rev()
+                .find(|s| s.record.state == OperationState::Running)
+            {
+                return Err(ApiError::conflict(
+                    "operation_running",
+                    format!(
+                        "operation {:?} ({}) is still running ({}%); wait for it to finish before starting {}",
+                        running.record.id, running.record.kind, running.record.progress, req.kind
+                    ),
+                ));
+            }
+            let record = OperationRecord {
+                id: req.id.clone(),
+                kind: req.kind,
+                params: recorded_params(req),
+                state: OperationState::Running,
+                progress: 0,
+                message: "started".to_string(),
+                started_at: Timestamp::now(),
+                finished_at: None,
+                version_before,
+                version_after: None,
+                member: member.to_string(),
+            };
+            inner.push_back(Stored {
+                record: record.clone(),
+                digest,
+            });
+            while inner.len() > MAX_RECORDS {
+                match inner.iter().position(|s| s.record.state.is_finished()) {
+                    Some(pos) => {
+                        inner.remove(pos);
+                    }
+                    None => break,
+                }
+            }
+            record
+        };
+        if let Err(e) = self.persist().await {
+            // Without a durable record a restart would forget the operation; refuse it.
+            let mut inner = self.lock();
+            if let Some(pos) = inner.iter().position(|s| s.record.id == req.id) {
+                inner.remove(pos);
+            }
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal_unavailable",
+                format!("cannot record the operation durably: {e:#}"),
+            ));
+        }
+        Ok(Begin::Created(record))
+    }
+
+    /// In-memory progress; persisted with the next state change.
+    pub fn progress(&self, id: &str, progress: u8, message: &str) {
+        let mut inner = self.lock();
+        if let Some(s) = inner.iter_mut().rev().find(|s| s.record.id == id)
+            && s.record.state == OperationState::Running
+        {
+            s.record.progress = progress.min(100);
+            s.record.message = message.to_string();
+        }
+    }
+
+    pub async fn finish(
+        &self,
+        id: &str,
+        state: OperationState,
+        message: String,
+        version_after: Option<String>,
+    ) {
+        {
+            let mut inner = self.lock();
+            if let Some(s) = inner.iter_mut().rev().find(|s| s.record.id == id) {
+                s.record.state = state;
+                if state == OperationState::Succeeded {
+                    s.record.progress = 100;
+                }
+                s.record.message = message;
+                s.record.finished_at = Some(Timestamp::now());
+                s.record.version_after = version_after;
+            }
+        }
+        if let Err(e) = self.persist().await {
+            tracing::error!("cannot persist the result of operation {id}: {e:#}");
+        }
+        self.finished.send_modify(|n| *n += 1);
+    }
+
+    pub fn get(&self, id: &str) -> Option<OperationRecord> {
+        self.lock()
+            .iter()
+            .rev()
+            .find(|s| s.record.id == id)
+            .map(|s| s.record.clone())
+    }
+
+    pub fn list(&self) -> Vec<OperationRecord> {
+        self.lock().iter().map(|s| s.record.clone()).collect()
+    }
+
+    /// The running operation, or else the most recent one.
+    pub fn current(&self) -> Option<OperationRecord> {
+        let inner = self.lock();
+        inner
+            .iter()
+            .rev()
+            .find(|s| s.record.state == OperationState::Running)
+            .or_else(|| inner.back())
+            .map(|s| s.record.clone())
+    }
+
+    pub fn running(&self) -> Option<OperationRecord> {
+        self.lock()
+            .iter()
+            .rev()
+            .find(|s| s.record.state == OperationState::Running)
+            .map(|s| s.record.clone())
+    }
+
+    /// The most recent finished operation.
+    pub fn last_finished(&self) -> Option<OperationRecord> {
+        self.lock()
+            .iter()
+            .rev()
+            .find(|s| s.record.state.is_finished())
+            .map(|s| s.record.clone())
+    }
+
+    /// Waits until `id` is finished or `timeout` passes; returns the record either way.
+    pub async fn wait_finished(&self, id: &str, timeout: Duration) -> Option<OperationRecord> {
+        let mut rx = self.finished.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let rec = self.get(id)?;
+            if rec.state.is_finished() {
+                return Some(rec);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return self.get(id),
+            }
+        }
+    }
+}
+
+fn request_digest(req: &OperationRequest) -> String {
+    // Field order is fixed by the struct, so the encoding is canonical.
+    let bytes = serde_json::to_vec(req).unwrap_or_default();
+    hex(&Sha256::digest(bytes))
+}
+
+fn recorded_params(req: &OperationRequest) -> OperationParams {
+    OperationParams {
+        version: req.version.clone(),
+        component: req.component.clone(),
+        source: req.source.clone(),
+        role: req.role,
+        trust_fingerprints: req
+            .trust_pem
+            .as_deref()
+            .and_then(|p| crate::tls::fingerprints(p.as_bytes(), "trust").ok())
+            .unwrap_or_default(),
+        certificate_fingerprint: req
+            .certificate_pem
+            .as_deref()
+            .and_then(|p| crate::tls::fingerprints(p.as_bytes(), "certificate").ok())
+            .and_then(|f| f.into_iter().next()),
+    }
+}
+
+fn valid_chars(s: &str, extra: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+}
+
+pub fn validate_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 128 || !valid_chars(id, "._:/-") {
+        return Err(ApiError::bad_request(
+            "invalid_id",
+            "operation id must be 1 to 128 characters of A-Z a-z 0-9 . _ : / -",
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_version(v: &str) -> Result<(), ApiError> {
+    if v.is_empty() || v.len() > 64 || !valid_chars(v, "._+-") {
+        return Err(ApiError::bad_request(
+            "invalid_param",
+            format!("version {v:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ + -"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_component(c: &str) -> Result<(), ApiError> {
+    if c.is_empty() || c.len() > 64 || !valid_chars(c, "._-") {
+        return Err(ApiError::bad_request(
+            "invalid_param",
+            format!("component {c:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -"),
+        ));
+    }
+    Ok(())
+}
+
+/// `host:port` with a DNS name, IPv4 address or bracketed IPv6 address.
+pub fn validate_endpoint(s: &str, what: &str) -> Result<(), ApiError> {
+    let err = || {
+        ApiError::bad_request(
+            "invalid_param",
+            format!("{what} {s:?} must be host:port (a data endpoint such as 127.0.0.1:7001)"),
+        )
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(err)?;
+    let port: u16 = port.parse().map_err(|_| err())?;
+    if port == 0 || host.is_empty() || host.len() > 253 {
+        return Err(err());
+    }
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if !(bracketed && valid_chars(&host[1..host.len() - 1], ":.")
+        || !bracketed && valid_chars(host, ".-"))
+    {
+        return Err(err());
+    }
+    Ok(())
+}
+
+fn require<'a>(
+    value: &'a Option<String>,
+    kind: OperationKind,
+    name: &str,
+) -> Result<&'a str, ApiError> {
+    match value.as_deref() {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(ApiError::bad_request(
+            "missing_param",
+            format!("{kind} requires the {name:?} parameter"),
+        )),
+    }
+}
+
+/// Checks the parameters of a request against its kind: required ones present and well
+/// formed, and none that the kind does not use (a stray parameter usually means the caller
+/// meant another kind).
+pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
+    use OperationKind as K;
+    validate_id(&req.id)?;
+    let kind = req.kind;
+    let allowed: &[&str] = match kind {
+        K::Preflight | K::Upgrade | K::Rollback => &["version", "component"],
+        K::Demote => &["source", "role"],
+        K::ForceStandby => &["source"],
+        K::SyncConfig => &["source"],
+        K::InstallTrust => &["trustPem"],
+        K::InstallCertificate => &["certificatePem", "keyPem"],
+        K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData => &[],
+    };
+    let present = [
+        ("version", req.version.is_some()),
+        ("component", req.component.is_some()),
+        ("source", req.source.is_some()),
+        ("role", req.role.is_some()),
+        ("trustPem", req.trust_pem.is_some()),
+        ("certificatePem", req.certificate_pem.is_some()),
+        ("keyPem", req.key_pem.is_some()),
+    ];
+    for (name, is_present) in present {
+        if is_present && !allowed.contains(&name) {
+            return Err(ApiError::bad_request(
+                "unexpected_param",
+                format!("{kind} does not take the {name:?} parameter"),
+            ));
+        }
+    }
+    match kind {
+        K::Preflight | K::Upgrade | K::Rollback => {
+            validate_version(require(&req.version, kind, "version")?)?;
+            if let Some(c) = &req.component {
+                validate_component(c)?;
+            }
+        }
+        K::Demote | K::ForceStandby => {
+            if let Some(s) = &req.source {
+                validate_endpoint(s, "source")?;
+            }
+            if kind == K::Demote {
+                // `role` is typed; serde already refused anything but standby/spare.
+                let _: Option<DemoteRole> = req.role;
+            }
+        }
+        K::SyncConfig => validate_endpoint(require(&req.source, kind, "source")?, "source")?,
+        K::InstallTrust => {
+            let pem = require(&req.trust_pem, kind, "trustPem")?;
+            crate::tls::parse_certs(pem.as_bytes(), "trustPem")
+                .map_err(|e| ApiError::bad_request("invalid_param", e.to_string()))?;
+        }
+        K::InstallCertificate => {
+            let cert = require(&req.certificate_pem, kind, "certificatePem")?;
+            let key = require(&req.key_pem, kind, "keyPem")?;
+            crate::tls::check_key_pair(cert.as_bytes(), key.as_bytes())
+                .map_err(|e| ApiError::bad_request("invalid_param", e.to_string()))?;
+            crate::tls::cert_info(cert.as_bytes(), None)
+                .map_err(|e| ApiError::bad_request("invalid_param", e.to_string()))?;
+        }
+        K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData => {}
+    }
+    Ok(())
+}
+
+/// Parses a `POST /v1/operations` body with errors that name the problem: a missing or
+/// unknown kind is reported as such rather than as a generic decoding error.
+pub fn parse_request(body: &[u8]) -> Result<OperationRequest, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
+    })?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "body must be a JSON object"))?;
+    match obj.get("id") {
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_param",
+                "the \"id\" field is required",
+            ));
+        }
+        Some(serde_json::Value::String(id)) => validate_id(id)?,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_id",
+                "\"id\" must be a string",
+            ));
+        }
+    }
+    match obj.get("kind") {
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_param",
+                "the \"kind\" field is required",
+            ));
+        }
+        Some(serde_json::Value::String(kind)) => {
+            if OperationKind::parse(kind).is_none() {
+                let known: Vec<&str> = OperationKind::ALL.iter().map(|k| k.as_str()).collect();
+                return Err(ApiError::bad_request(
+                    "unknown_kind",
+                    format!(
+                        "unknown operation kind {kind:?}; known kinds: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "unknown_kind",
+                "\"kind\" must be a string",
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request("invalid_request", format!("invalid operation request: {e}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_endpoints() {
+        assert!(validate_id("up-1.2:m1/a_b").is_ok());
+        assert!(validate_id("").is_err());
+        assert!(validate_id("a b").is_err());
+        assert!(validate_id(&"x".repeat(129)).is_err());
+        assert!(validate_endpoint("127.0.0.1:7001", "s").is_ok());
+        assert!(validate_endpoint("m1.svc.local:7001", "s").is_ok());
+        assert!(validate_endpoint("[::1]:7001", "s").is_ok());
+        assert!(validate_endpoint("127.0.0.1", "s").is_err());
+        assert!(validate_endpoint("127.0.0.1:0", "s").is_err());
+        assert!(validate_endpoint("a;b:1", "s").is_err());
+    }
+
+    #[test]
+    fn parse_reports_kind_problems() {
+        let e = parse_request(br#"{"id":"a","kind":"dance"}"#).err();
+        assert_eq!(e.map(|e| e.code), Some("unknown_kind".to_string()));
+        let e = parse_request(br#"{"id":"a"}"#).err();
+        assert_eq!(e.map(|e| e.code), Some("missing_param".to_string()));
+        let e = parse_request(b"{not json").err();
+        assert_eq!(e.map(|e| e.code), Some("malformed_json".to_string()));
+        let e = parse_request(br#"{"id":"a","kind":"promote","bogus":1}"#).err();
+        assert_eq!(e.map(|e| e.code), Some("invalid_request".to_string()));
+        let ok = parse_request(br#"{"id":"a","kind":"force-standby","source":"127.0.0.1:9"}"#);
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn validate_params_per_kind() {
+        let up = OperationRequest::new("u", OperationKind::Upgrade);
+        assert_eq!(
+            validate_request(&up).err().map(|e| e.code),
+            Some("missing_param".into())
+        );
+        let up = up.with_version("2.0.0");
+        assert!(validate_request(&up).is_ok());
+        let promote = OperationRequest::new("p", OperationKind::Promote).with_version("1");
+        assert_eq!(
+            validate_request(&promote).err().map(|e| e.code),
+            Some("unexpected_param".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn journal_idempotency_and_restart() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("operations.json");
+        let ops = OpsStore::load(path.clone()).await?;
+        let req = OperationRequest::new("op1", OperationKind::Backup);
+        assert!(matches!(
+            ops.begin(&req, "m", None).await,
+            Ok(Begin::Created(_))
+        ));
+        assert!(matches!(
+            ops.begin(&req, "m", None).await,
+            Ok(Begin::Existing(_))
+        ));
+        let other = OperationRequest::new("op1", OperationKind::Verify);
+        assert_eq!(
+            ops.begin(&other, "m", None).await.err().map(|e| e.code),
+            Some("id_conflict".into())
+        );
+        let second = OperationRequest::new("op2", OperationKind::Verify);
+        assert_eq!(
+            ops.begin(&second, "m", None).await.err().map(|e| e.code),
+            Some("operation_running".into())
+        );
+        drop(ops);
+        let reloaded = OpsStore::load(path).await?;
+        let rec = reloaded.get("op1").context("record survives")?;
+        assert_eq!(rec.state, OperationState::Failed);
+        assert_eq!(rec.message, INTERRUPTED);
+        Ok(())
+    }
+}
