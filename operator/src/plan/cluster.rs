@@ -96,6 +96,8 @@ pub fn plan_cluster(input: &ClusterInput<'_>) -> ClusterPlan {
         target_version: String::new(),
         unavailable: 0,
         converged: false,
+        may_start: true,
+        held: false,
     };
     p.run();
     p.finish()
@@ -121,6 +123,10 @@ struct Planner<'a> {
     /// Members out of service (disruptive step in flight, or reported OutOfService).
     unavailable: u32,
     converged: bool,
+    /// New steps may start (not paused, admitted by the mesh). Emergency steps ignore it.
+    may_start: bool,
+    /// A step would have started but `may_start` forbade it.
+    held: bool,
 }
 
 /// A step about to be recorded.
@@ -284,14 +290,9 @@ impl<'a> Planner<'a> {
         self.refresh_members();
         self.advance_steps();
         self.check_traffic();
+        // Paused or not admitted: plan as usual (so convergence is still known) but start nothing.
         let paused = self.spec().paused || self.inp.intents.pause;
-        if paused {
-            return;
-        }
-        if !self.inp.admission.admitted {
-            // In-flight steps finish; nothing new starts without the mesh's admission.
-            return;
-        }
+        self.may_start = !paused && self.inp.admission.admitted;
         self.choose_next();
     }
 
@@ -1228,10 +1229,40 @@ impl<'a> Planner<'a> {
             ));
             return;
         };
+        // After the switchover the version that serves changes: whoever does not run the new
+        // active's version must already be held in forced standby.
+        let to_sw = self.member_spec(&to).and_then(|m| self.software_of(m));
+        let mut holding = false;
+        for m in self.spec().members.clone() {
+            if m.name == active || m.name == to || self.busy(&m.name) {
+                continue;
+            }
+            let differs = match (self.software_of(&m), to_sw.as_ref()) {
+                (Some(s), Some(t)) => !same_software(&s, t),
+                _ => false,
+            };
+            let plain = self
+                .agent(&m.name)
+                .is_some_and(|a| matches!(a.role, MemberRole::Standby | MemberRole::Spare));
+            if differs && plain {
+                let mut n = NewStep::on(StepAction::ForceStandby, &m.name);
+                n.source = self.agent(active).and_then(|x| x.data_endpoint.clone());
+                n.message = format!("hold {} in forced standby before {to} takes over", m.name);
+                self.start(n);
+                holding = true;
+            }
+        }
+        if holding {
+            return;
+        }
         self.request_switchover(active, &to, "switch traffic to the upgraded member");
     }
 
     fn request_switchover(&mut self, from: &str, to: &str, why: &str) {
+        if !self.may_start {
+            self.held = true;
+            return;
+        }
         let version = self
             .agent(to)
             .map(|a| a.version.clone())
@@ -1402,13 +1433,17 @@ impl<'a> Planner<'a> {
             self.start(n);
             return;
         }
-        if self.st.steps.is_empty() {
+        if self.st.steps.is_empty() && !self.held {
             self.converged = true;
         }
     }
 
     /// Record a new step (intent first) and ask for its first operation.
     fn start(&mut self, n: NewStep) {
+        if !self.may_start && !n.rollback {
+            self.held = true;
+            return;
+        }
         let now = self.now();
         let parent = None;
         let scope = if n.from.as_deref() == Some("cluster") {

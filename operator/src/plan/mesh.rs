@@ -225,7 +225,20 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
     };
     let all_done = done_count == total;
 
-    if stalled.is_none() && !all_done {
+    let unknown: Vec<&str> = sums
+        .iter()
+        .filter(|s| s.max_v.is_none())
+        .map(|s| s.name)
+        .collect();
+    let blind = !unknown.is_empty() && st.admitted.is_empty();
+    if stalled.is_none() && !all_done && blind {
+        // Never decide on clusters whose state is not known yet.
+        waiting.push(format!(
+            "waiting for the first status of {}",
+            unknown.join(", ")
+        ));
+        wake = Wake::Busy;
+    } else if stalled.is_none() && !all_done {
         // A new rollout: a new target or direction.
         let new_rollout = st.rollout.as_ref().is_none_or(|r| {
             !cmp_versions(&r.version, &spec.version).is_eq() || r.direction != direction
@@ -364,7 +377,7 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
     }
 
     let mut failed: Vec<String> = Vec::new();
-    if stalled.is_none() && !all_done {
+    if stalled.is_none() && !all_done && !blind {
         let active_tier = match direction {
             Direction::Upgrade => sums.iter().filter(|s| !s.done).map(|s| s.tier).min(),
             Direction::Backout => sums.iter().filter(|s| !s.done).map(|s| s.tier).max(),

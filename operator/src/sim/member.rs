@@ -1,0 +1,216 @@
+//! A simulated member: the behaviour of a demo agent (roles, versions, replication by index,
+//! idempotent operations by id) in virtual time.
+
+use std::collections::BTreeMap;
+
+use crate::api::{Health, MemberRole, Timestamp, values::same_version};
+use crate::plan::{AgentView, OpKind, OpRequest, OpState, OpView};
+
+#[derive(Clone, Debug)]
+pub struct SimOp {
+    pub req: OpRequest,
+    pub state: OpState,
+    pub started: Timestamp,
+    pub finish_at: Timestamp,
+    /// Decided at submission from the seed: this run of the operation fails.
+    pub fails: bool,
+    pub message: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimMember {
+    pub name: String,
+    pub endpoint: String,
+    pub version: String,
+    pub components: BTreeMap<String, String>,
+    pub role: MemberRole,
+    pub serving: bool,
+    /// Traffic fails on the member after a promote (models a failed traffic check).
+    pub broken_traffic: bool,
+    pub applied: u64,
+    /// Data endpoint of the member it replicates from.
+    pub source: Option<String>,
+    /// The process is down (crashed) until this instant.
+    pub down_until: Option<Timestamp>,
+    /// The network to it is cut until this instant (it keeps running).
+    pub cut_until: Option<Timestamp>,
+    pub ops: BTreeMap<String, SimOp>,
+    pub current: Option<String>,
+    pub backlog: u64,
+    pub conflicts: u64,
+}
+
+impl SimMember {
+    pub fn new(name: &str, endpoint: &str, version: &str, role: MemberRole) -> Self {
+        SimMember {
+            name: name.to_string(),
+            endpoint: endpoint.to_string(),
+            version: version.to_string(),
+            components: BTreeMap::new(),
+            role,
+            serving: role == MemberRole::Active,
+            broken_traffic: false,
+            applied: 0,
+            source: None,
+            down_until: None,
+            cut_until: None,
+            ops: BTreeMap::new(),
+            current: None,
+            backlog: 0,
+            conflicts: 0,
+        }
+    }
+
+    pub fn up(&self, now: Timestamp) -> bool {
+        self.down_until.is_none_or(|t| now >= t)
+    }
+
+    pub fn reachable(&self, now: Timestamp) -> bool {
+        self.up(now) && self.cut_until.is_none_or(|t| now >= t)
+    }
+
+    pub fn running_kind(&self) -> Option<OpKind> {
+        let id = self.current.as_ref()?;
+        self.ops
+            .get(id)
+            .filter(|o| o.state == OpState::Running)
+            .map(|o| o.req.kind)
+    }
+
+    fn op_view(op: &SimOp) -> OpView {
+        OpView {
+            id: op.req.id.clone(),
+            kind: op.req.kind.as_str().to_string(),
+            state: op.state,
+            progress: if op.state == OpState::Running {
+                50
+            } else {
+                100
+            },
+            message: op.message.clone(),
+        }
+    }
+
+    pub fn view(&self, lag_entries: u64, lag_seconds: f64) -> AgentView {
+        let health = if self.broken_traffic && self.role == MemberRole::Active {
+            Health::Major
+        } else if self.role == MemberRole::ForcedStandby || self.running_kind().is_some() {
+            Health::Minor
+        } else {
+            Health::Ok
+        };
+        AgentView {
+            version: self.version.clone(),
+            components: self.components.clone(),
+            role: self.role,
+            serving: self.serving,
+            health,
+            alarms: vec![],
+            lag_seconds,
+            lag_entries,
+            applied_index: self.applied,
+            backlog: self.backlog,
+            conflicts: self.conflicts,
+            data_endpoint: Some(self.endpoint.clone()),
+            load: None,
+            operation: self
+                .current
+                .as_ref()
+                .and_then(|id| self.ops.get(id))
+                .map(Self::op_view),
+        }
+    }
+
+    pub fn op(&self, id: &str) -> Option<OpView> {
+        self.ops.get(id).map(Self::op_view)
+    }
+
+    /// Apply the effect of a finished operation.
+    pub fn finish(&mut self, id: &str, no_traffic_versions: &[String]) {
+        let Some(op) = self.ops.get_mut(id) else {
+            return;
+        };
+        if op.state != OpState::Running {
+            return;
+        }
+        if op.fails {
+            op.state = OpState::Failed;
+            op.message = format!("{} failed (simulated)", op.req.kind.as_str());
+            if matches!(op.req.kind, OpKind::Upgrade | OpKind::Rollback)
+                && self.role == MemberRole::Active
+            {
+                self.serving = true;
+            }
+            self.current = None;
+            return;
+        }
+        op.state = OpState::Succeeded;
+        let req = op.req.clone();
+        self.current = None;
+        match req.kind {
+            OpKind::Upgrade | OpKind::Rollback => {
+                let v = req.version.clone().unwrap_or_default();
+                match &req.component {
+                    Some(c) => {
+                        self.components.insert(c.clone(), v);
+                    }
+                    None => self.version = v,
+                }
+                self.broken_traffic = no_traffic_versions
+                    .iter()
+                    .any(|n| same_version(n, &self.version));
+                if self.role == MemberRole::Active {
+                    self.serving = !self.broken_traffic;
+                }
+            }
+            OpKind::Promote => {
+                self.role = MemberRole::Active;
+                self.source = None;
+                self.serving = !self.broken_traffic;
+            }
+            OpKind::Demote => {
+                self.role = if req.role.as_deref() == Some("spare") {
+                    MemberRole::Spare
+                } else {
+                    MemberRole::Standby
+                };
+                self.serving = false;
+                if req.source.is_some() {
+                    self.source = req.source.clone();
+                }
+            }
+            OpKind::ForceStandby => {
+                self.role = MemberRole::ForcedStandby;
+                self.serving = false;
+                if req.source.is_some() {
+                    self.source = req.source.clone();
+                }
+            }
+            OpKind::Preflight | OpKind::Backup | OpKind::Verify | OpKind::SyncConfig => {}
+        }
+    }
+
+    /// A crash interrupts the running operation, as a real agent restart reports it.
+    pub fn crash(&mut self, until: Timestamp) {
+        self.down_until = Some(until);
+        if let Some(id) = self.current.take()
+            && let Some(op) = self.ops.get_mut(&id)
+            && op.state == OpState::Running
+        {
+            op.state = OpState::Failed;
+            op.message = "interrupted by agent restart".into();
+        }
+        if self.role == MemberRole::Active {
+            self.serving = false;
+        }
+    }
+
+    pub fn recover(&mut self, now: Timestamp) {
+        if self.down_until.is_some_and(|t| now >= t) {
+            self.down_until = None;
+            if self.role == MemberRole::Active {
+                self.serving = !self.broken_traffic;
+            }
+        }
+    }
+}

@@ -1,0 +1,881 @@
+//! Deterministic simulator: members and clusters in virtual time, driven by a seed.
+//!
+//! It drives the planners exactly as the real loop does (observe → plan → persist status →
+//! act), injects faults (failed and hanging-free operations, member crashes, cut networks,
+//! operator crashes before or after the status write), and checks the safety invariants of
+//! docs/architecture.md at every simulated instant.
+
+pub mod member;
+pub mod rng;
+pub mod topology;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::api::values::Duration;
+use crate::api::{
+    ClusterPhase, ClusterSpec, ClusterStatus, Direction, MemberRole, MeshPhase, MeshSpec,
+    MeshStatus, Timestamp, UpgradeStrategy,
+    values::{cmp_versions, same_version},
+};
+use crate::plan::{
+    Admission, ClusterInput, Intents, MemberObservation, MeshClusterView, MeshInput, OpKind,
+    OpRequest, OpState, Wake, admission_for, mesh::MeshIntents, plan_cluster, plan_mesh,
+};
+
+pub use member::{SimMember, SimOp};
+use rng::Rng;
+
+/// Fault and timing knobs.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// How often a busy cluster is looked at.
+    pub poll: Duration,
+    pub upgrade_time: Duration,
+    pub short_op_time: Duration,
+    /// Probability that one operation fails.
+    pub op_fail_rate: f64,
+    /// Per member and simulated minute.
+    pub crash_rate: f64,
+    pub cut_rate: f64,
+    /// Per reconcile pass: the operator dies before writing status / after writing it.
+    pub operator_crash_rate: f64,
+    /// No new fault after this instant (liveness is judged after it).
+    pub faults_until: Timestamp,
+    /// Upgrades to these versions always fail.
+    pub fail_versions: Vec<String>,
+    /// Members on these versions do not serve traffic after a promote.
+    pub no_traffic_versions: Vec<String>,
+    /// Writes per second on each active member.
+    pub write_rate: u64,
+    /// Entries per second a standby applies.
+    pub replication_rate: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            poll: Duration::from_secs(5),
+            upgrade_time: Duration::from_secs(60),
+            short_op_time: Duration::from_secs(2),
+            op_fail_rate: 0.0,
+            crash_rate: 0.0,
+            cut_rate: 0.0,
+            operator_crash_rate: 0.0,
+            faults_until: Timestamp(0),
+            fail_versions: vec![],
+            no_traffic_versions: vec![],
+            write_rate: 10,
+            replication_rate: 1000,
+        }
+    }
+}
+
+pub struct SimCluster {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub spec: ClusterSpec,
+    pub status: Option<ClusterStatus>,
+    pub members: BTreeMap<String, SimMember>,
+    pub intents: Intents,
+    /// Highest index acknowledged to a writer on this cluster.
+    pub acked: u64,
+    /// Next time the planner wants to look (the loop's requeue).
+    next_look: Timestamp,
+}
+
+pub struct SimMesh {
+    pub name: String,
+    pub spec: MeshSpec,
+    pub status: Option<MeshStatus>,
+    pub intents: MeshIntents,
+}
+
+/// Counters for reports and benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct SimStats {
+    pub passes: u64,
+    pub ops_submitted: u64,
+    pub switchovers: u64,
+    pub operator_crashes: u64,
+    pub member_crashes: u64,
+    /// First instant every cluster was Ready.
+    pub converged_at: Option<Timestamp>,
+}
+
+pub struct Sim {
+    pub now: Timestamp,
+    pub cfg: SimConfig,
+    rng: Rng,
+    pub clusters: Vec<SimCluster>,
+    pub mesh: Option<SimMesh>,
+    pub violations: Vec<String>,
+    pub stats: SimStats,
+    /// Cluster names whose upgrade may stop service (outage allowed).
+    outage_ok: BTreeSet<String>,
+    /// Per cluster: kinds of member-moving operations running now, for the opposite-ops check.
+    start: Timestamp,
+}
+
+fn endpoint(cluster: &str, member: &str) -> String {
+    format!("sim://{cluster}/{member}")
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig, start: Timestamp) -> Self {
+        let rng = Rng::new(cfg.seed);
+        Sim {
+            now: start,
+            cfg,
+            rng,
+            clusters: vec![],
+            mesh: None,
+            violations: vec![],
+            stats: SimStats::default(),
+            outage_ok: BTreeSet::new(),
+            start,
+        }
+    }
+
+    /// Add a cluster whose members all run `version`; the first non-spare member is active.
+    pub fn add_cluster(
+        &mut self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        spec: ClusterSpec,
+        version: &str,
+    ) {
+        let mut members = BTreeMap::new();
+        let active = spec
+            .members
+            .iter()
+            .find(|m| !m.spare)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let active_ep = endpoint(name, &active);
+        for m in &spec.members {
+            let role = if m.name == active {
+                MemberRole::Active
+            } else if m.spare {
+                MemberRole::Spare
+            } else {
+                MemberRole::Standby
+            };
+            let mut sm = SimMember::new(&m.name, &endpoint(name, &m.name), version, role);
+            for c in &spec.components {
+                if m.components.is_empty() || m.components.contains(&c.name) {
+                    sm.components.insert(
+                        c.name.clone(),
+                        c.version.clone().unwrap_or_else(|| version.to_string()),
+                    );
+                }
+            }
+            if role != MemberRole::Active {
+                sm.source = Some(active_ep.clone());
+            }
+            members.insert(m.name.clone(), sm);
+        }
+        let single = spec.members.len() <= 1;
+        if spec.upgrade.allow_outage || spec.upgrade.strategy == UpgradeStrategy::InPlace || single
+        {
+            self.outage_ok.insert(name.to_string());
+        }
+        self.clusters.push(SimCluster {
+            name: name.to_string(),
+            labels,
+            spec,
+            status: None,
+            members,
+            intents: Intents::default(),
+            acked: 0,
+            next_look: self.now,
+        });
+    }
+
+    pub fn set_mesh(&mut self, name: &str, spec: MeshSpec) {
+        if spec.strategy.type_ == crate::api::MeshStrategyType::Offline {
+            for c in &self.clusters {
+                self.outage_ok.insert(c.name.clone());
+            }
+        }
+        self.mesh = Some(SimMesh {
+            name: name.to_string(),
+            spec,
+            status: None,
+            intents: MeshIntents::default(),
+        });
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&SimCluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    pub fn cluster_mut(&mut self, name: &str) -> Option<&mut SimCluster> {
+        self.clusters.iter_mut().find(|c| c.name == name)
+    }
+
+    fn violation(&mut self, msg: String) {
+        if self.violations.len() < 50 {
+            self.violations.push(format!(
+                "t+{}s: {msg}",
+                self.now.since(self.start).as_secs_f64()
+            ));
+        }
+    }
+
+    fn faulty(&self) -> bool {
+        self.now < self.cfg.faults_until
+    }
+
+    /// Target version of a cluster: its own, or the mesh's.
+    pub fn target_of(&self, c: &SimCluster) -> Option<String> {
+        c.spec
+            .version
+            .clone()
+            .or_else(|| self.mesh.as_ref().map(|m| m.spec.version.clone()))
+    }
+
+    fn observe(&self, c: &SimCluster) -> BTreeMap<String, MemberObservation> {
+        let mut ids: Vec<String> = vec![];
+        if let Some(st) = &c.status {
+            for s in &st.steps {
+                ids.push(s.id.clone());
+                ids.push(format!("{}.demote", s.id));
+                ids.push(format!("{}.promote", s.id));
+            }
+        }
+        let by_ep: BTreeMap<&str, &SimMember> = c
+            .members
+            .values()
+            .map(|m| (m.endpoint.as_str(), m))
+            .collect();
+        c.members
+            .iter()
+            .map(|(name, m)| {
+                let obs = if m.reachable(self.now) {
+                    let (lag_e, lag_s) = match m.source.as_deref().and_then(|s| by_ep.get(s)) {
+                        Some(src) if m.role != MemberRole::Active => {
+                            let e = src.applied.saturating_sub(m.applied);
+                            (e, e as f64 / self.cfg.replication_rate.max(1) as f64)
+                        }
+                        _ => (0, 0.0),
+                    };
+                    MemberObservation {
+                        agent: Some(m.view(lag_e, lag_s)),
+                        error: None,
+                        ops: ids
+                            .iter()
+                            .filter_map(|id| m.op(id).map(|o| (id.clone(), o)))
+                            .collect(),
+                    }
+                } else {
+                    MemberObservation {
+                        agent: None,
+                        error: Some("connection refused (simulated)".into()),
+                        ops: BTreeMap::new(),
+                    }
+                };
+                (name.clone(), obs)
+            })
+            .collect()
+    }
+
+    /// One reconcile pass over the mesh and every cluster due for a look.
+    pub fn pass(&mut self) {
+        self.stats.passes += 1;
+        let now = self.now;
+        // The mesh first: it admits clusters from their last persisted statuses.
+        if let Some(mesh) = &self.mesh {
+            let views: Vec<MeshClusterView<'_>> = self
+                .clusters
+                .iter()
+                .map(|c| MeshClusterView {
+                    name: &c.name,
+                    labels: &c.labels,
+                    spec: &c.spec,
+                    status: c.status.as_ref(),
+                })
+                .collect();
+            let plan = plan_mesh(&MeshInput {
+                name: &mesh.name,
+                generation: Some(1),
+                spec: &mesh.spec,
+                status: mesh.status.as_ref(),
+                clusters: &views,
+                intents: &mesh.intents,
+                now,
+            });
+            let changed = mesh.status.as_ref().map(|s| &s.admitted) != Some(&plan.status.admitted);
+            drop(views);
+            if let Some(m) = self.mesh.as_mut() {
+                m.status = Some(plan.status);
+            }
+            if changed {
+                for c in &mut self.clusters {
+                    c.next_look = now;
+                }
+            }
+        }
+        for i in 0..self.clusters.len() {
+            if self.clusters[i].next_look > now {
+                continue;
+            }
+            let obs = self.observe(&self.clusters[i]);
+            let c = &self.clusters[i];
+            let admission = match &self.mesh {
+                Some(m) => admission_for(&m.name, &m.spec, m.status.as_ref(), &c.name),
+                None => Admission::standalone(),
+            };
+            let plan = plan_cluster(&ClusterInput {
+                name: &c.name,
+                generation: Some(1),
+                spec: &c.spec,
+                status: c.status.as_ref(),
+                observed: &obs,
+                admission: &admission,
+                intents: &c.intents,
+                now,
+            });
+            let next_look = match plan.wake {
+                Wake::Busy => now.plus(self.cfg.poll),
+                Wake::At(t) => t
+                    .max(now.plus(Duration::from_millis(1)))
+                    .min(now.plus(Duration::from_secs(60))),
+                Wake::Idle => now.plus(Duration::from_secs(60)),
+            };
+            // Operator crashes: before the status write nothing happened; after it, the intent
+            // is recorded but the operations were never sent.
+            if self.faulty() && self.rng.chance(self.cfg.operator_crash_rate) {
+                self.stats.operator_crashes += 1;
+                if self.rng.chance(0.5) {
+                    continue;
+                }
+                self.clusters[i].status = Some(plan.status);
+                self.clusters[i].next_look = now;
+                continue;
+            }
+            self.clusters[i].status = Some(plan.status);
+            self.clusters[i].next_look = next_look;
+            for a in plan.actions {
+                self.submit(i, &a.member, a.request);
+            }
+        }
+        self.check_invariants();
+    }
+
+    fn submit(&mut self, ci: usize, member: &str, req: OpRequest) {
+        let now = self.now;
+        let outage_ok = self.outage_ok.contains(&self.clusters[ci].name);
+        let cname = self.clusters[ci].name.clone();
+        let target = self.target_of(&self.clusters[ci]);
+        let Some(m) = self.clusters[ci].members.get(member).cloned() else {
+            self.violation(format!("{cname}: operation for unknown member {member}"));
+            return;
+        };
+        if !m.reachable(now) {
+            return; // connection refused: the planner retries on a later pass
+        }
+        if let Some(existing) = m.ops.get(&req.id) {
+            if existing.req != req {
+                self.violation(format!(
+                    "{cname}/{member}: operation id {} reused with a different request",
+                    req.id
+                ));
+            }
+            return;
+        }
+        if m.running_kind().is_some() {
+            return; // 409: another operation runs
+        }
+        // Safety checks at the moment an operation would start.
+        let moving = matches!(req.kind, OpKind::Upgrade | OpKind::Rollback);
+        if moving {
+            if m.role == MemberRole::Active && !outage_ok {
+                self.violation(format!(
+                    "{cname}/{member}: active member taken down by {:?}",
+                    req.kind
+                ));
+            }
+            let current = match &req.component {
+                Some(c) => m.components.get(c).cloned().unwrap_or_default(),
+                None => m.version.clone(),
+            };
+            if req
+                .version
+                .as_deref()
+                .is_some_and(|v| same_version(v, &current))
+            {
+                self.violation(format!(
+                    "{cname}/{member}: {:?} to {current} which it already runs (done twice)",
+                    req.kind
+                ));
+            }
+            let opposite = if req.kind == OpKind::Upgrade {
+                OpKind::Rollback
+            } else {
+                OpKind::Upgrade
+            };
+            if self.clusters[ci]
+                .members
+                .values()
+                .any(|o| o.running_kind() == Some(opposite))
+            {
+                self.violation(format!(
+                    "{cname}: {:?} started while a {:?} runs",
+                    req.kind, opposite
+                ));
+            }
+        }
+        if req.kind == OpKind::Promote {
+            let acked = self.clusters[ci].acked;
+            let others_active = self.clusters[ci]
+                .members
+                .values()
+                .any(|o| o.name != member && o.role == MemberRole::Active);
+            if m.applied < acked {
+                self.violation(format!(
+                    "{cname}/{member}: promoted at index {} < acknowledged {acked} (writes lost)",
+                    m.applied
+                ));
+            }
+            if others_active {
+                self.violation(format!(
+                    "{cname}/{member}: promoted while another member is active"
+                ));
+            }
+            if let Some(t) = &target {
+                let rollback = self.clusters[ci]
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.rolled_back.is_some());
+                if !rollback && !same_version(&m.version, t) && m.components.is_empty() {
+                    self.violation(format!(
+                        "{cname}/{member}: switchover to {} which is not the target {t}",
+                        m.version
+                    ));
+                }
+            }
+        }
+        let dur = match req.kind {
+            OpKind::Upgrade | OpKind::Rollback => self.cfg.upgrade_time,
+            _ => self.cfg.short_op_time,
+        };
+        let can_fail = !matches!(
+            req.kind,
+            OpKind::Promote | OpKind::Demote | OpKind::ForceStandby
+        );
+        let mut fails = can_fail && self.faulty() && self.rng.chance(self.cfg.op_fail_rate);
+        if req.kind == OpKind::Upgrade
+            && req
+                .version
+                .as_ref()
+                .is_some_and(|v| self.cfg.fail_versions.iter().any(|f| same_version(f, v)))
+        {
+            fails = true;
+        }
+        let jitter = Duration(self.rng.below(dur.millis() / 4 + 1));
+        self.stats.ops_submitted += 1;
+        if req.kind == OpKind::Promote {
+            self.stats.switchovers += 1;
+        }
+        let Some(m) = self.clusters[ci].members.get_mut(member) else {
+            return;
+        };
+        if moving && m.role == MemberRole::Active {
+            m.serving = false;
+        }
+        m.current = Some(req.id.clone());
+        m.ops.insert(
+            req.id.clone(),
+            SimOp {
+                req: req.clone(),
+                state: OpState::Running,
+                started: now,
+                finish_at: now.plus(dur).plus(jitter),
+                fails,
+                message: String::new(),
+            },
+        );
+    }
+
+    /// Advance virtual time by `dt`: writes, replication, operation completions, faults.
+    pub fn tick(&mut self, dt: Duration) {
+        let from = self.now;
+        self.now = self.now.plus(dt);
+        let now = self.now;
+        let secs = dt.as_secs_f64();
+        let faulty = self.faulty();
+        let minutes = secs / 60.0;
+        let no_traffic = self.cfg.no_traffic_versions.clone();
+        for ci in 0..self.clusters.len() {
+            let mut touched = false;
+            // Writes on the serving active.
+            let write = (self.cfg.write_rate as f64 * secs).round() as u64;
+            let names: Vec<String> = self.clusters[ci].members.keys().cloned().collect();
+            for n in &names {
+                let c = &mut self.clusters[ci];
+                if let Some(m) = c.members.get_mut(n)
+                    && m.role == MemberRole::Active
+                    && m.serving
+                    && m.up(now)
+                {
+                    m.applied += write;
+                    c.acked = c.acked.max(m.applied);
+                }
+            }
+            // Replication never moves a member backwards.
+            let snapshot: BTreeMap<String, (u64, bool)> = self.clusters[ci]
+                .members
+                .values()
+                .map(|m| (m.endpoint.clone(), (m.applied, m.up(now))))
+                .collect();
+            let rate = (self.cfg.replication_rate as f64 * secs).round() as u64;
+            for n in &names {
+                let c = &mut self.clusters[ci];
+                if let Some(m) = c.members.get_mut(n)
+                    && m.role != MemberRole::Active
+                    && m.up(now)
+                    && let Some((src, src_up)) = m.source.as_ref().and_then(|s| snapshot.get(s))
+                    && *src_up
+                    && *src > m.applied
+                {
+                    m.applied = (*src).min(m.applied + rate);
+                }
+            }
+            // Operation completions.
+            for n in &names {
+                let c = &mut self.clusters[ci];
+                if let Some(m) = c.members.get_mut(n) {
+                    m.recover(now);
+                    if let Some(id) = m.current.clone()
+                        && m.ops
+                            .get(&id)
+                            .is_some_and(|o| o.finish_at <= now && o.state == OpState::Running)
+                        && m.up(now)
+                    {
+                        m.finish(&id, &no_traffic);
+                        touched = true;
+                    }
+                }
+            }
+            if faulty {
+                for n in &names {
+                    if self.rng.chance(self.cfg.crash_rate * minutes) {
+                        let d = Duration::from_secs(10 + self.rng.below(120));
+                        if let Some(m) = self.clusters[ci].members.get_mut(n) {
+                            m.crash(now.plus(d));
+                        }
+                        self.stats.member_crashes += 1;
+                        touched = true;
+                    }
+                    if self.rng.chance(self.cfg.cut_rate * minutes) {
+                        let d = Duration::from_secs(5 + self.rng.below(90));
+                        if let Some(m) = self.clusters[ci].members.get_mut(n) {
+                            m.cut_until = Some(now.plus(d));
+                        }
+                        touched = true;
+                    }
+                }
+            }
+            if touched {
+                // Event-driven: a finished operation wakes its cluster at once.
+                self.clusters[ci].next_look = self.clusters[ci].next_look.min(now);
+            }
+        }
+        let _ = from;
+        self.check_invariants();
+    }
+
+    /// The next instant something can happen, for event-driven time jumps.
+    pub fn next_event(&self) -> Timestamp {
+        let mut t = self.now.plus(Duration::from_secs(60));
+        for c in &self.clusters {
+            t = t.min(c.next_look);
+            for m in c.members.values() {
+                if let Some(id) = &m.current
+                    && let Some(op) = m.ops.get(id)
+                    && op.state == OpState::Running
+                {
+                    t = t.min(op.finish_at);
+                }
+                if let Some(d) = m.down_until {
+                    t = t.min(d);
+                }
+                if let Some(d) = m.cut_until
+                    && d > self.now
+                {
+                    t = t.min(d);
+                }
+            }
+        }
+        if self.faulty() {
+            t = t.min(self.now.plus(self.cfg.poll));
+        }
+        t.max(self.now.plus(Duration::from_millis(100)))
+    }
+
+    /// Run until everything settled (converged or stalled) after faults stopped, or until
+    /// `limit` of virtual time passed.
+    pub fn run(&mut self, limit: Duration) {
+        // Whatever changed before this call (a spec, an intent) is seen at once, as a watch would.
+        for c in &mut self.clusters {
+            c.next_look = self.now;
+        }
+        let end = self.now.plus(limit);
+        while self.now < end {
+            self.pass();
+            if self.now >= self.cfg.faults_until && self.settled() {
+                break;
+            }
+            let next = self.next_event().min(end);
+            let dt = next.since(self.now);
+            self.tick(dt);
+        }
+    }
+
+    /// Nothing more will happen without a human: every cluster is Ready, or stopped in a
+    /// terminal state, or waiting behind a mesh that is blocked by such clusters.
+    pub fn settled(&self) -> bool {
+        let ms = self.mesh.as_ref().and_then(|m| m.status.as_ref());
+        let terminal = |c: &SimCluster| {
+            c.status.as_ref().is_some_and(|s| {
+                s.steps.is_empty()
+                    && matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack)
+            })
+        };
+        let all_ready = self.clusters.iter().all(|c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.phase == ClusterPhase::Ready)
+        });
+        if all_ready && ms.is_some_and(|s| s.phase != MeshPhase::Ready) {
+            return false; // the mesh has not seen the last cluster finish yet
+        }
+        let mesh_blocked = ms.is_some_and(|s| {
+            matches!(s.phase, MeshPhase::Stalled | MeshPhase::Degraded)
+                && s.admitted
+                    .iter()
+                    .all(|a| self.cluster(&a.cluster).is_some_and(terminal))
+        });
+        self.clusters.iter().all(|c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.steps.is_empty()
+                    && match s.phase {
+                        ClusterPhase::Ready | ClusterPhase::Stalled | ClusterPhase::RolledBack => {
+                            true
+                        }
+                        ClusterPhase::Waiting | ClusterPhase::Pending => {
+                            mesh_blocked
+                                && !ms
+                                    .is_some_and(|m| m.admitted.iter().any(|a| a.cluster == c.name))
+                        }
+                        _ => false,
+                    }
+            })
+        })
+    }
+
+    /// Liveness verdict once settled: every cluster Ready, or stopped with a stated reason.
+    pub fn liveness_problems(&self) -> Vec<String> {
+        let mut out = vec![];
+        for c in &self.clusters {
+            match &c.status {
+                None => out.push(format!("{}: never planned", c.name)),
+                Some(s) => match s.phase {
+                    ClusterPhase::Ready => {}
+                    ClusterPhase::Stalled | ClusterPhase::RolledBack => {
+                        if s.message.as_deref().unwrap_or("").is_empty() {
+                            out.push(format!("{}: {:?} without a reason", c.name, s.phase));
+                        }
+                    }
+                    ClusterPhase::Waiting if self.mesh.is_some() => {
+                        let mesh_stuck = self
+                            .mesh
+                            .as_ref()
+                            .and_then(|m| m.status.as_ref())
+                            .is_some_and(|ms| {
+                                matches!(ms.phase, MeshPhase::Stalled | MeshPhase::Degraded)
+                                    && ms.message.is_some()
+                            });
+                        if !mesh_stuck {
+                            out.push(format!(
+                                "{}: waiting ({:?}) but the mesh is not blocked",
+                                c.name, s.message
+                            ));
+                        }
+                    }
+                    p => out.push(format!(
+                        "{}: did not settle, phase {p:?}: {:?}",
+                        c.name, s.message
+                    )),
+                },
+            }
+        }
+        out
+    }
+
+    fn check_invariants(&mut self) {
+        let now = self.now;
+        let mut found = vec![];
+        for c in &self.clusters {
+            // maxUnavailable.
+            let moving = c
+                .members
+                .values()
+                .filter(|m| matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback)))
+                .count();
+            if moving as u32 > c.spec.upgrade.max_unavailable {
+                found.push(format!(
+                    "{}: {moving} members out of service > maxUnavailable {}",
+                    c.name, c.spec.upgrade.max_unavailable
+                ));
+            }
+            // Mixed version: everyone up and not on the active's software is forced standby.
+            let actives: Vec<&SimMember> = c
+                .members
+                .values()
+                .filter(|m| m.role == MemberRole::Active)
+                .collect();
+            if actives.len() > 1 {
+                found.push(format!("{}: {} active members", c.name, actives.len()));
+            }
+            if let [a] = actives.as_slice() {
+                for m in c.members.values() {
+                    if m.name == a.name || !m.up(now) {
+                        continue;
+                    }
+                    let differs = !same_version(&m.version, &a.version)
+                        || m.components
+                            .iter()
+                            .any(|(k, v)| a.components.get(k).is_some_and(|w| !same_version(v, w)));
+                    if differs
+                        && !matches!(m.role, MemberRole::ForcedStandby | MemberRole::OutOfService)
+                    {
+                        found.push(format!(
+                            "{}/{}: runs {} beside active {} on {} but is {:?}, not ForcedStandby",
+                            c.name, m.name, m.version, a.name, a.version, m.role
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(mesh) = &self.mesh {
+            found.extend(self.mesh_violations(&mesh.spec));
+        }
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    fn cluster_versions(c: &SimCluster) -> (String, String) {
+        let mut vs: Vec<&str> = c.members.values().map(|m| m.version.as_str()).collect();
+        vs.sort_by(|a, b| cmp_versions(a, b));
+        (
+            vs.first().unwrap_or(&"").to_string(),
+            vs.last().unwrap_or(&"").to_string(),
+        )
+    }
+
+    fn mesh_violations(&self, spec: &MeshSpec) -> Vec<String> {
+        let mut out = vec![];
+        let tier_of: BTreeMap<&str, usize> = spec
+            .tiers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.clusters.iter().map(move |c| (c.as_str(), i)))
+            .collect();
+        let dir = self
+            .mesh
+            .as_ref()
+            .and_then(|m| m.status.as_ref())
+            .and_then(|s| s.rollout.as_ref())
+            .map(|r| r.direction);
+        // Tier order: a cluster moves only when every earlier tier (reverse for backout) is done.
+        for c in &self.clusters {
+            let Some(&t) = tier_of.get(c.name.as_str()) else {
+                continue;
+            };
+            let busy = c
+                .members
+                .values()
+                .any(|m| matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback)));
+            if !busy {
+                continue;
+            }
+            let target = c
+                .spec
+                .version
+                .clone()
+                .unwrap_or_else(|| spec.version.clone());
+            for o in &self.clusters {
+                let Some(&ot) = tier_of.get(o.name.as_str()) else {
+                    continue;
+                };
+                let earlier = match dir {
+                    Some(Direction::Backout) => ot > t,
+                    _ => ot < t,
+                };
+                if !earlier {
+                    continue;
+                }
+                let ot_target = o
+                    .spec
+                    .version
+                    .clone()
+                    .unwrap_or_else(|| spec.version.clone());
+                let (lo, hi) = Self::cluster_versions(o);
+                if !(same_version(&lo, &ot_target) && same_version(&hi, &ot_target)) {
+                    out.push(format!(
+                        "{} moves to {target} while {} (earlier tier) runs {lo}..{hi}",
+                        c.name, o.name
+                    ));
+                }
+            }
+        }
+        // maxParallel: clusters of a tier in motion (operation running or mixed) at once.
+        for (i, tier) in spec.tiers.iter().enumerate() {
+            let n = self
+                .clusters
+                .iter()
+                .filter(|c| tier_of.get(c.name.as_str()) == Some(&i))
+                .filter(|c| {
+                    let (lo, hi) = Self::cluster_versions(c);
+                    c.members.values().any(|m| {
+                        matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback))
+                    }) || !same_version(&lo, &hi)
+                })
+                .count();
+            if n as u32 > tier.max_parallel {
+                out.push(format!(
+                    "tier {}: {n} clusters moving > maxParallel {}",
+                    tier.name, tier.max_parallel
+                ));
+            }
+        }
+        // Compatibility rules hold at every instant.
+        for r in &spec.compatibility {
+            let newest = self
+                .clusters
+                .iter()
+                .filter(|c| c.spec.role.as_deref() == Some(r.role.as_str()))
+                .map(|c| Self::cluster_versions(c).1)
+                .max_by(|a, b| cmp_versions(a, b));
+            let oldest = self
+                .clusters
+                .iter()
+                .filter(|c| c.spec.role.as_deref() == Some(r.not_newer_than.as_str()))
+                .map(|c| Self::cluster_versions(c).0)
+                .min_by(|a, b| cmp_versions(a, b));
+            if let (Some(n), Some(o)) = (newest, oldest)
+                && cmp_versions(&n, &o).is_gt()
+            {
+                out.push(format!(
+                    "{} clusters run {n}, newer than {} clusters on {o}",
+                    r.role, r.not_newer_than
+                ));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,801 @@
+//! Scenario tests: the planner driven by the deterministic simulator, one rule per test,
+//! each drawn from the source procedures (see docs/architecture.md).
+
+use std::collections::BTreeMap;
+
+use baton::api::values::Duration;
+use baton::api::*;
+use baton::sim::topology::{self, member};
+use baton::sim::{Sim, SimConfig};
+
+// 2027-01-15T08:00:00Z
+const T0: Timestamp = Timestamp(1_800_000_000_000 - 1_800_000_000_000 % 86_400_000 + 8 * 3_600_000);
+
+fn cluster_spec(n: usize, version: Option<&str>) -> ClusterSpec {
+    ClusterSpec {
+        version: version.map(str::to_string),
+        members: (0..n).map(|i| member(&format!("m{i}"), "c")).collect(),
+        ..Default::default()
+    }
+}
+
+fn standalone(spec: ClusterSpec, from: &str, cfg: SimConfig) -> Sim {
+    let mut sim = Sim::new(cfg, T0);
+    sim.add_cluster("c", BTreeMap::new(), spec, from);
+    sim
+}
+
+fn status(sim: &Sim, c: &str) -> ClusterStatus {
+    sim.cluster(c)
+        .and_then(|c| c.status.clone())
+        .expect("cluster planned")
+}
+
+/// The log's actions on members, in order, as `action member`.
+fn log_lines(st: &ClusterStatus) -> Vec<String> {
+    st.log
+        .iter()
+        .filter(|e| e.scope == LogScope::Member)
+        .map(|e| format!("{} {}", e.action, e.target))
+        .collect()
+}
+
+fn assert_clean(sim: &Sim) {
+    assert!(
+        sim.violations.is_empty(),
+        "invariant violations: {:#?}",
+        sim.violations
+    );
+}
+
+#[test]
+fn two_member_cluster_upgrades_standby_first_then_switches_over() {
+    let mut sim = standalone(
+        cluster_spec(2, Some("2.0.0")),
+        "1.0.0",
+        SimConfig::default(),
+    );
+    sim.run(Duration::from_secs(3600));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Ready, "{:?}", st.message);
+    let lines = log_lines(&st);
+    let pos = |s: &str| {
+        lines
+            .iter()
+            .position(|l| l == s)
+            .unwrap_or_else(|| panic!("{s} missing from {lines:#?}"))
+    };
+    // m0 starts active: m1 is upgraded first, then traffic moves to m1, then m0 is upgraded.
+    assert!(pos("force-standby m1") < pos("upgrade m1"));
+    assert!(pos("preflight m1") < pos("upgrade m1"));
+    assert!(pos("upgrade m1") < pos("switchover m1"));
+    assert!(pos("switchover m1") < pos("traffic-check m1"));
+    assert!(pos("switchover m1") < pos("upgrade m0"));
+    assert!(pos("upgrade m0") < pos("release m0"));
+    assert_eq!(st.active_member.as_deref(), Some("m1"));
+    for m in sim.cluster("c").unwrap().members.values() {
+        assert_eq!(m.version, "2.0.0");
+        assert_ne!(m.role, MemberRole::ForcedStandby);
+    }
+    assert_eq!(sim.stats.switchovers, 1);
+    assert!(condition_is(&st, "Ready", "True"));
+    assert!(condition_is(&st, "Stalled", "False"));
+}
+
+fn condition_is(st: &ClusterStatus, t: &str, v: &str) -> bool {
+    st.conditions.iter().any(|c| c.type_ == t && c.status == v)
+}
+
+fn member_lines(st: &ClusterStatus, action: &str) -> Vec<String> {
+    st.log
+        .iter()
+        .filter(|e| e.action == action)
+        .map(|e| e.target.clone())
+        .collect()
+}
+
+#[test]
+fn spares_go_last_and_max_unavailable_holds() {
+    let mut spec = cluster_spec(4, Some("2.0.0"));
+    spec.members[3].spare = true;
+    let mut sim = standalone(spec, "1.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(7200));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Ready, "{:?}", st.message);
+    let ups = member_lines(&st, "upgrade");
+    assert_eq!(ups.len(), 4);
+    assert_eq!(
+        ups.last().map(String::as_str),
+        Some("m3"),
+        "spare last: {ups:?}"
+    );
+    assert_eq!(ups[2], "m0", "the old active after the standbys: {ups:?}");
+    // The spare returns to Spare, not Standby.
+    assert_eq!(
+        sim.cluster("c").unwrap().members["m3"].role,
+        MemberRole::Spare
+    );
+}
+
+#[test]
+fn single_member_cluster_needs_permission_for_the_outage() {
+    let mut sim = standalone(
+        cluster_spec(1, Some("2.0.0")),
+        "1.0.0",
+        SimConfig::default(),
+    );
+    sim.run(Duration::from_secs(600));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Stalled);
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.reason == "OutageNotAllowed")
+    );
+    assert_eq!(
+        sim.stats.ops_submitted, 0,
+        "refused before anything ran: {:?}",
+        st.log
+    );
+    assert_eq!(sim.cluster("c").unwrap().members["m0"].version, "1.0.0");
+
+    let mut spec = cluster_spec(1, Some("2.0.0"));
+    spec.upgrade.allow_outage = true;
+    let mut sim = standalone(spec, "1.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(600));
+    assert_clean(&sim);
+    assert_eq!(status(&sim, "c").phase, ClusterPhase::Ready);
+    assert_eq!(sim.cluster("c").unwrap().members["m0"].version, "2.0.0");
+}
+
+#[test]
+fn failed_traffic_check_rolls_the_cluster_back_automatically() {
+    let cfg = SimConfig {
+        no_traffic_versions: vec!["2.0.0".into()],
+        ..Default::default()
+    };
+    let mut sim = standalone(cluster_spec(2, Some("2.0.0")), "1.0.0", cfg);
+    sim.run(Duration::from_secs(3600));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::RolledBack, "{:?}", st.message);
+    let rb = st.rolled_back.clone().expect("rollback recorded");
+    assert_eq!(rb.version, "2.0.0");
+    assert!(
+        rb.reason.contains("did not serve traffic within 1m30s"),
+        "{}",
+        rb.reason
+    );
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "AutomaticRollback")
+    );
+    let c = sim.cluster("c").unwrap();
+    assert_eq!(
+        c.members["m0"].role,
+        MemberRole::Active,
+        "switched back to the old active"
+    );
+    assert!(c.members["m0"].serving);
+    assert_eq!(
+        c.members["m1"].version, "1.0.0",
+        "the upgraded member was rolled back"
+    );
+    assert_eq!(member_lines(&st, "rollback"), ["m1"]);
+    // The traffic check failed, then the switch back happened.
+    assert!(
+        st.log
+            .iter()
+            .any(|e| e.action == "traffic-check" && e.result == LogResult::Failed)
+    );
+    assert_eq!(sim.stats.switchovers, 2);
+}
+
+#[test]
+fn failing_upgrade_retries_with_backoff_then_zombie_and_stalled() {
+    let cfg = SimConfig {
+        fail_versions: vec!["2.0.0".into()],
+        ..Default::default()
+    };
+    let mut spec = cluster_spec(2, Some("2.0.0"));
+    spec.upgrade.retries = RetryPolicy {
+        limit: 3,
+        backoff: Duration::from_secs(10),
+        max_backoff: Duration::from_secs(15),
+    };
+    let mut sim = standalone(spec, "1.0.0", cfg);
+    sim.run(Duration::from_secs(3600));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Stalled);
+    let m1 = st.members.iter().find(|m| m.name == "m1").unwrap();
+    assert_eq!(m1.role, MemberRole::Zombie);
+    assert_eq!(m1.failures, 3);
+    assert!(
+        st.conditions.iter().any(|c| c.type_ == "Stalled"
+            && c.reason == "MemberZombie"
+            && c.message.contains("m1"))
+    );
+    let failed: Vec<&LogEntry> = st
+        .log
+        .iter()
+        .filter(|e| e.action == "upgrade" && e.result == LogResult::Failed)
+        .collect();
+    assert_eq!(failed.len(), 3);
+    // Backoff: 10s, then min(20s, 15s) between the end of one attempt and the next start.
+    let gaps: Vec<i64> = failed
+        .windows(2)
+        .map(|w| w[1].start.millis() - w[0].end.unwrap().millis())
+        .collect();
+    assert!(gaps[0] >= 10_000 && gaps[1] >= 15_000, "gaps {gaps:?}");
+    // The active was never touched.
+    let c = sim.cluster("c").unwrap();
+    assert_eq!(c.members["m0"].role, MemberRole::Active);
+    assert_eq!(c.members["m0"].version, "1.0.0");
+    assert!(c.members["m0"].serving);
+
+    // A retry clears the Zombie and tries again (and fails again, three more times).
+    sim.cluster_mut("c").unwrap().intents.retry = Some("r1".into());
+    sim.run(Duration::from_secs(3600));
+    let st = status(&sim, "c");
+    assert_eq!(
+        st.log
+            .iter()
+            .filter(|e| e.action == "upgrade" && e.result == LogResult::Failed)
+            .count(),
+        6
+    );
+    assert!(st.acknowledged.contains(&"retry:r1".to_string()));
+}
+
+#[test]
+fn backout_is_declarative_and_standby_first() {
+    let mut sim = standalone(
+        cluster_spec(2, Some("1.0.0")),
+        "2.0.0",
+        SimConfig::default(),
+    );
+    sim.run(Duration::from_secs(3600));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Ready);
+    assert_eq!(member_lines(&st, "rollback"), ["m1", "m0"]);
+    assert!(member_lines(&st, "upgrade").is_empty());
+}
+
+#[test]
+fn target_change_mid_upgrade_waits_for_the_step_in_flight() {
+    let mut sim = standalone(
+        cluster_spec(3, Some("2.0.0")),
+        "1.0.0",
+        SimConfig::default(),
+    );
+    // Run until the first upgrade is in flight, then ask for the old version back.
+    for _ in 0..200 {
+        sim.pass();
+        if sim
+            .cluster("c")
+            .unwrap()
+            .members
+            .values()
+            .any(|m| m.running_kind() == Some(baton::plan::OpKind::Upgrade))
+        {
+            break;
+        }
+        let dt = sim.next_event().since(sim.now);
+        sim.tick(dt);
+    }
+    assert!(
+        sim.cluster("c")
+            .unwrap()
+            .members
+            .values()
+            .any(|m| m.running_kind().is_some())
+    );
+    sim.cluster_mut("c").unwrap().spec.version = Some("1.0.0".into());
+    sim.run(Duration::from_secs(3600));
+    assert_clean(&sim); // includes: never an upgrade and a rollback at once
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Ready);
+    assert!(
+        sim.cluster("c")
+            .unwrap()
+            .members
+            .values()
+            .all(|m| m.version == "1.0.0")
+    );
+}
+
+#[test]
+fn approval_mode_stops_before_the_switchover() {
+    let mut spec = cluster_spec(2, Some("2.0.0"));
+    spec.upgrade.supervision = Supervision::Approval;
+    let mut sim = standalone(spec, "1.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(1800));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_ne!(st.phase, ClusterPhase::Ready);
+    let cond = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "AwaitingApproval")
+        .unwrap();
+    assert_eq!(cond.status, "True");
+    assert!(
+        cond.message.contains("switchover/c/m1@2.0.0"),
+        "{}",
+        cond.message
+    );
+    assert_eq!(sim.stats.switchovers, 0);
+    assert_eq!(sim.cluster("c").unwrap().members["m1"].version, "2.0.0");
+
+    // The wrong name approves nothing; the right one lets it proceed.
+    sim.cluster_mut("c").unwrap().intents.approve = vec!["switchover/c/m0@2.0.0".into()];
+    sim.run(Duration::from_secs(600));
+    assert_eq!(sim.stats.switchovers, 0);
+    sim.cluster_mut("c").unwrap().intents.approve = vec!["switchover/c/m1@2.0.0".into()];
+    sim.run(Duration::from_secs(3600));
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Ready, "{:?}", st.message);
+    let sw = st.log.iter().find(|e| e.action == "switchover").unwrap();
+    assert_eq!(sw.mode, LogMode::Manual);
+}
+
+#[test]
+fn disruptive_steps_wait_for_the_maintenance_window() {
+    let mut spec = cluster_spec(2, Some("2.0.0"));
+    // T0 is 2027-01-15T08:00:00Z; the window opens at 22:00.
+    spec.upgrade.maintenance_windows = vec![MaintenanceWindow {
+        days: vec![],
+        start: "22:00".into(),
+        duration: "2h".parse().unwrap(),
+    }];
+    let mut sim = standalone(spec, "1.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(3600));
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Waiting);
+    assert!(
+        st.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("outside maintenance windows"),
+        "{:?}",
+        st.message
+    );
+    assert!(
+        sim.cluster("c")
+            .unwrap()
+            .members
+            .values()
+            .all(|m| m.version == "1.0.0")
+    );
+    sim.run(Duration::from_secs(86_400));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Ready);
+    let first_upgrade = st.log.iter().find(|e| e.action == "upgrade").unwrap();
+    let hour = (first_upgrade.start.millis() / 3_600_000) % 24;
+    assert_eq!(hour, 22, "upgrade started at {}", first_upgrade.start);
+}
+
+#[test]
+fn layered_components_follow_prerequisites_verify_and_back_up_first() {
+    let comp = |n: &str, v: &str, after: &[&str], deferrable: bool| ComponentSpec {
+        name: n.into(),
+        version: Some(v.into()),
+        after: after.iter().map(|s| s.to_string()).collect(),
+        verify: VerifyPolicy {
+            skip: false,
+            deferrable,
+            requires_primary_active: false,
+        },
+    };
+    let mut spec = cluster_spec(2, Some("3.0.0"));
+    // Listed out of order on purpose: the prerequisites decide.
+    spec.components = vec![
+        comp("app", "3.0.0", &["cluster"], false),
+        comp("os", "8.4", &[], false),
+        comp("cluster", "6.0", &["os"], true),
+    ];
+    spec.upgrade.backup_before_disruptive = true;
+    let mut sim = Sim::new(SimConfig::default(), T0);
+    sim.add_cluster("c", BTreeMap::new(), spec.clone(), "2.0.0");
+    for m in sim.cluster_mut("c").unwrap().members.values_mut() {
+        m.components = [("os", "7.9"), ("cluster", "5.0"), ("app", "2.0.0")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+    }
+    sim.run(Duration::from_secs(4 * 3600));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Ready, "{:?}", st.message);
+    let seq: Vec<String> = st
+        .log
+        .iter()
+        .filter(|e| e.target == "m1" || e.scope == LogScope::Cluster)
+        .map(|e| e.action.clone())
+        .collect();
+    // Backups of both members come before the first disruptive step.
+    let first_backup = st
+        .log
+        .iter()
+        .position(|e| e.action == "backup")
+        .expect("backup");
+    let first_upgrade = st
+        .log
+        .iter()
+        .position(|e| e.action == "upgrade")
+        .expect("upgrade");
+    assert!(first_backup < first_upgrade);
+    assert_eq!(st.log.iter().filter(|e| e.action == "backup").count(), 2);
+    let comps: Vec<String> = st
+        .log
+        .iter()
+        .filter(|e| e.action == "upgrade" && e.target == "m1")
+        .map(|e| e.message.clone())
+        .collect();
+    assert!(
+        comps[0].contains(" os ") && comps[1].contains(" cluster ") && comps[2].contains(" app "),
+        "{comps:?}"
+    );
+    // os is verified between layers; cluster (deferrable) is verified at the end.
+    let m1: Vec<&LogEntry> = st.log.iter().filter(|e| e.target == "m1").collect();
+    let idx = |pred: &dyn Fn(&LogEntry) -> bool| {
+        m1.iter()
+            .position(|e| pred(e))
+            .unwrap_or_else(|| panic!("{seq:?}"))
+    };
+    let up_os = idx(&|e| e.action == "upgrade" && e.message.contains(" os "));
+    let ver_os = idx(&|e| e.action == "verify" && e.message.contains("verify os"));
+    let up_cl = idx(&|e| e.action == "upgrade" && e.message.contains(" cluster "));
+    let up_app = idx(&|e| e.action == "upgrade" && e.message.contains(" app "));
+    let ver_cl = idx(&|e| e.action == "verify" && e.message.contains("verify cluster 6.0"));
+    assert!(up_os < ver_os && ver_os < up_cl, "{seq:?}");
+    assert!(
+        up_app < ver_cl,
+        "deferred verification after the last layer: {seq:?}"
+    );
+    for m in sim.cluster("c").unwrap().members.values() {
+        assert_eq!(m.components["os"], "8.4");
+        assert_eq!(m.components["cluster"], "6.0");
+        assert_eq!(m.components["app"], "3.0.0");
+    }
+}
+
+#[test]
+fn unreachable_members_are_waited_for_never_acted_on() {
+    let mut sim = standalone(
+        cluster_spec(2, Some("2.0.0")),
+        "1.0.0",
+        SimConfig::default(),
+    );
+    let until = T0.plus(Duration::from_secs(600));
+    sim.cluster_mut("c")
+        .unwrap()
+        .members
+        .get_mut("m1")
+        .unwrap()
+        .cut_until = Some(until);
+    sim.run(Duration::from_secs(300));
+    let st = status(&sim, "c");
+    assert_eq!(sim.stats.ops_submitted, 0, "{:?}", st.log);
+    assert!(
+        st.members
+            .iter()
+            .any(|m| m.name == "m1" && m.role == MemberRole::Unreachable)
+    );
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.message.contains("m1"))
+    );
+    sim.run(Duration::from_secs(3600));
+    assert_clean(&sim);
+    assert_eq!(status(&sim, "c").phase, ClusterPhase::Ready);
+}
+
+#[test]
+fn pause_stops_new_steps_and_resume_continues() {
+    let mut spec = cluster_spec(2, Some("2.0.0"));
+    spec.paused = true;
+    let mut sim = standalone(spec, "1.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(600));
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Paused);
+    assert_eq!(sim.stats.ops_submitted, 0);
+    sim.cluster_mut("c").unwrap().spec.paused = false;
+    sim.run(Duration::from_secs(3600));
+    assert_eq!(status(&sim, "c").phase, ClusterPhase::Ready);
+}
+
+#[test]
+fn invalid_spec_is_stalled_with_the_reason_and_nothing_happens() {
+    let mut spec = cluster_spec(2, Some("2.0.0"));
+    spec.components = vec![
+        ComponentSpec {
+            name: "a".into(),
+            version: None,
+            after: vec!["b".into()],
+            verify: Default::default(),
+        },
+        ComponentSpec {
+            name: "b".into(),
+            version: None,
+            after: vec!["a".into()],
+            verify: Default::default(),
+        },
+    ];
+    let mut sim = standalone(spec, "1.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(300));
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Stalled);
+    let c = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(c.reason, "InvalidSpec");
+    assert!(
+        c.message.contains("prerequisite cycle among a, b"),
+        "{}",
+        c.message
+    );
+    assert_eq!(sim.stats.ops_submitted, 0);
+}
+
+#[test]
+fn converged_cluster_plans_an_identical_status() {
+    let mut sim = standalone(
+        cluster_spec(2, Some("2.0.0")),
+        "1.0.0",
+        SimConfig::default(),
+    );
+    sim.run(Duration::from_secs(3600));
+    let before = status(&sim, "c");
+    assert_eq!(before.phase, ClusterPhase::Ready);
+    let ops = sim.stats.ops_submitted;
+    for _ in 0..5 {
+        sim.tick(Duration::from_secs(120));
+        sim.pass();
+    }
+    assert_eq!(
+        status(&sim, "c"),
+        before,
+        "a converged system must not change its status"
+    );
+    assert_eq!(sim.stats.ops_submitted, ops);
+}
+
+#[test]
+fn split_brain_is_stalled_not_acted_on() {
+    let mut sim = standalone(
+        cluster_spec(2, Some("2.0.0")),
+        "1.0.0",
+        SimConfig::default(),
+    );
+    sim.cluster_mut("c")
+        .unwrap()
+        .members
+        .get_mut("m1")
+        .unwrap()
+        .role = MemberRole::Active;
+    sim.run(Duration::from_secs(300));
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Stalled);
+    assert!(st.conditions.iter().any(|c| c.reason == "SplitBrain"));
+    assert_eq!(sim.stats.ops_submitted, 0);
+}
+
+// ----- meshes ------------------------------------------------------------------------------
+
+fn mesh_sim(t: topology::Topology, from: &str, cfg: SimConfig) -> Sim {
+    let mut sim = Sim::new(cfg, T0);
+    for c in t.clusters {
+        sim.add_cluster(&c.name, c.labels, c.spec, from);
+    }
+    sim.set_mesh("mesh", t.mesh);
+    sim
+}
+
+fn mesh_status(sim: &Sim) -> MeshStatus {
+    sim.mesh
+        .as_ref()
+        .and_then(|m| m.status.clone())
+        .expect("mesh planned")
+}
+
+/// Start instants of each cluster's first upgrade/rollback, from the clusters' logs.
+fn first_moves(sim: &Sim) -> Vec<(Timestamp, String)> {
+    let mut v: Vec<(Timestamp, String)> = sim
+        .clusters
+        .iter()
+        .filter_map(|c| {
+            let st = c.status.as_ref()?;
+            let e = st
+                .log
+                .iter()
+                .find(|e| e.action == "upgrade" || e.action == "rollback")?;
+            Some((e.start, c.name.clone()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn active_standby_deployment_upgrades_in_tier_order_with_parallelism_and_stagger() {
+    let t = topology::active_standby_deployment(12, 4, Duration::from_secs(60), "2.0.0");
+    let mut sim = mesh_sim(
+        t,
+        "1.0.0",
+        SimConfig {
+            upgrade_time: Duration::from_secs(600),
+            ..Default::default()
+        },
+    );
+    sim.run(Duration::from_secs(86_400));
+    assert_clean(&sim); // tier order, maxParallel, compatibility at every instant
+    let ms = mesh_status(&sim);
+    assert_eq!(ms.phase, MeshPhase::Ready, "{:?}", ms.message);
+    assert_eq!(ms.progress.as_deref(), Some("14/14"));
+    let order = first_moves(&sim);
+    assert_eq!(order[0].1, "cmp-primary");
+    assert_eq!(order[1].1, "cmp-secondary");
+    // Worker admissions (the mesh's starts) are at least a minute apart.
+    let admits: Vec<Timestamp> = ms
+        .log
+        .iter()
+        .filter(|e| e.action == "admit" && e.target.starts_with('m'))
+        .map(|e| e.start)
+        .collect();
+    assert_eq!(admits.len(), 12, "{:?}", ms.log);
+    for w in admits.windows(2) {
+        assert!(
+            w[1].since(w[0]) >= Duration::from_secs(60),
+            "stagger violated: {admits:?}"
+        );
+    }
+    // Up to four workers move at once, so the workers take about a third of the serial time.
+    let workers: Vec<Timestamp> = order
+        .iter()
+        .filter(|(_, n)| n.starts_with("mpe") || n.starts_with("mra"))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(workers.len(), 12);
+    assert!(
+        workers[3].since(workers[0]) < Duration::from_secs(300),
+        "four workers start within minutes: {order:?}"
+    );
+    assert!(ms.log.iter().any(|e| e.action == "upgrade"
+        && e.scope == LogScope::Mesh
+        && e.result == LogResult::Succeeded));
+}
+
+#[test]
+fn mesh_backout_walks_tiers_in_reverse() {
+    let t = topology::active_standby_deployment(4, 2, Duration(0), "1.0.0");
+    let mut sim = mesh_sim(t, "2.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(86_400));
+    assert_clean(&sim);
+    assert_eq!(mesh_status(&sim).phase, MeshPhase::Ready);
+    let order = first_moves(&sim);
+    let n = order.len();
+    assert_eq!(order[n - 1].1, "cmp-primary");
+    assert_eq!(order[n - 2].1, "cmp-secondary");
+    assert!(mesh_status(&sim).log.iter().any(|e| e.action == "backout"));
+}
+
+#[test]
+fn preconditions_block_the_start_until_forced() {
+    let t = topology::active_standby_deployment(2, 1, Duration(0), "2.0.0");
+    let mut sim = mesh_sim(t, "1.0.0", SimConfig::default());
+    sim.cluster_mut("mpe-00")
+        .unwrap()
+        .members
+        .get_mut("s1")
+        .unwrap()
+        .backlog = 42;
+    sim.run(Duration::from_secs(600));
+    let ms = mesh_status(&sim);
+    assert_eq!(ms.phase, MeshPhase::Stalled);
+    let c = ms
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "PreconditionsMet")
+        .unwrap();
+    assert_eq!(c.status, "False");
+    assert!(
+        c.message.contains("replication backlog on mpe-00 (42)"),
+        "{}",
+        c.message
+    );
+    assert_eq!(
+        sim.stats.ops_submitted, 0,
+        "nothing may change when preconditions fail"
+    );
+    sim.mesh.as_mut().unwrap().intents.force = Some("f1".into());
+    sim.run(Duration::from_secs(86_400));
+    assert_clean(&sim);
+    assert_eq!(mesh_status(&sim).phase, MeshPhase::Ready);
+}
+
+#[test]
+fn rolling_mesh_refuses_a_takeover_beyond_the_load_factor() {
+    // Three single-core clusters: taking the 10,000-agent core down would put each 500-agent
+    // peer at 5,500, eleven times its load.
+    let core = |name: &str, load: u64| {
+        let mut spec = cluster_spec(1, None);
+        spec.members[0].endpoint = format!("{name}:9443");
+        spec.upgrade.allow_outage = true;
+        spec.load = Some(load);
+        (name.to_string(), spec)
+    };
+    let cores = [
+        core("big", 10_000),
+        core("small-a", 500),
+        core("small-b", 500),
+    ];
+    let mut sim = Sim::new(SimConfig::default(), T0);
+    for (n, s) in &cores {
+        sim.add_cluster(n, BTreeMap::new(), s.clone(), "1.0.0");
+    }
+    let mesh = |factor: f64| MeshSpec {
+        version: "2.0.0".into(),
+        tiers: vec![TierSpec {
+            name: "cores".into(),
+            clusters: vec!["big".into(), "small-a".into(), "small-b".into()],
+            selector: None,
+            max_parallel: 1,
+            stagger: Duration(0),
+        }],
+        strategy: MeshStrategy {
+            type_: MeshStrategyType::Rolling,
+            max_takeover_load_factor: Some(factor),
+        },
+        ..Default::default()
+    };
+    sim.set_mesh("mesh", mesh(3.0));
+    sim.run(Duration::from_secs(3600));
+    let ms = mesh_status(&sim);
+    // The small cores may go (each adds 250 to the other peers), the big one never.
+    assert_eq!(sim.cluster("big").unwrap().members["m0"].version, "1.0.0");
+    assert_eq!(
+        sim.cluster("small-a").unwrap().members["m0"].version,
+        "2.0.0"
+    );
+    assert_eq!(ms.phase, MeshPhase::Stalled, "{:?}", ms.message);
+    assert!(
+        ms.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("11.0x its own load"),
+        "{:?}",
+        ms.message
+    );
+    // Raising the factor lets it through.
+    sim.mesh.as_mut().unwrap().spec = mesh(12.0);
+    sim.run(Duration::from_secs(3600));
+    assert_clean(&sim);
+    assert_eq!(mesh_status(&sim).phase, MeshPhase::Ready);
+}
+
+#[test]
+fn invalid_mesh_is_stalled_and_admits_nothing() {
+    let mut t = topology::active_standby_deployment(2, 1, Duration(0), "2.0.0");
+    // Workers may not be newer than management, yet workers come first: never satisfiable.
+    t.mesh.tiers.swap(0, 2);
+    let mut sim = mesh_sim(t, "1.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(600));
+    let ms = mesh_status(&sim);
+    assert_eq!(ms.phase, MeshPhase::Stalled);
+    let c = ms.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(c.reason, "InvalidSpec");
+    assert!(
+        c.message.contains("can never be satisfied"),
+        "{}",
+        c.message
+    );
+    assert!(ms.admitted.is_empty());
+    assert_eq!(sim.stats.ops_submitted, 0);
+}
