@@ -1,0 +1,113 @@
+//! Three real agents: one Active, two Standbys replicating over mutual TLS.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_agent::api::{Faults, Health, Role};
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_write_reaches_every_member() -> TestResult {
+    let tmp = tempdir()?;
+    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2", "m3"])?;
+    let mut a1 = pki.args("m1");
+    a1.extend(["--role".into(), "active".into()]);
+    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
+    let mut followers = Vec::new();
+    for name in ["m2", "m3"] {
+        let mut args = pki.args(name);
+        args.extend(["--role".into(), "standby".into(), "--source".into(), m1.data.clone()]);
+        followers.push(Agent::start(name, &tmp.path().join(name), pki.client_tls(), args).await?);
+    }
+
+    // 4 concurrent writers x 125 writes, so the active's group commit is exercised.
+    let writer = Arc::new(m1.data_client(pki.data_tls("m1")?)?);
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let writer = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..125 {
+                let key = format!("w{w}-k{i}");
+                let value = format!("value-{w}-{i}");
+                if writer.put(&key, &value).await.is_ok() {
+                    acked.push((key, value));
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = BTreeMap::new();
+    for t in tasks {
+        acked.extend(t.await?);
+    }
+    assert_eq!(acked.len(), 500, "every write to a healthy active is acknowledged");
+
+    for f in &followers {
+        wait_caught_up(f, &m1).await?;
+    }
+    let leader = m1.status().await?;
+    assert_eq!(leader.role, Role::Active);
+    assert!(leader.serving);
+    assert_eq!(leader.replication.applied_index, 500);
+    for f in &followers {
+        let s = f.status().await?;
+        assert_eq!(s.role, Role::Standby);
+        assert!(!s.serving);
+        assert_eq!(s.health, Health::Ok, "{:?}", s.alarms);
+        assert_eq!(s.replication.lag_entries, 0);
+        assert_eq!(s.replication.lag_seconds, 0.0);
+        assert_eq!(s.replication.applied_index, 500);
+        assert_eq!(s.replication.source.as_deref(), Some(m1.data.as_str()));
+        assert_eq!(s.replication.source_version.as_deref(), Some("1.0.0"));
+    }
+    for agent in std::iter::once(&m1).chain(followers.iter()) {
+        let reader = agent.data_client(pki.data_tls("m2")?)?;
+        for (key, value) in &acked {
+            let got = reader.get(key).await?;
+            assert_eq!(got.as_deref(), Some(value.as_str()), "{key} on {}", agent.name);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_is_measured_and_returns_to_zero() -> TestResult {
+    let tmp = tempdir()?;
+    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
+    let mut a1 = pki.args("m1");
+    a1.extend(["--role".into(), "active".into()]);
+    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
+    let mut a2 = pki.args("m2");
+    a2.extend(["--source".into(), m1.data.clone()]);
+    let m2 = Agent::start("m2", &tmp.path().join("m2"), pki.client_tls(), a2).await?;
+    wait_caught_up(&m2, &m1).await?;
+
+    // A slow link: entries are applied 1.5 s after they were written.
+    m2.client
+        .set_faults(&Faults {
+            replication_delay_ms: 1500,
+            ..Faults::default()
+        })
+        .await?;
+    let writer = m1.data_client(pki.data_tls("m1")?)?;
+    for i in 0..20 {
+        writer.put(&format!("k{i}"), "v").await?;
+    }
+    let seen = wait_until("m2 to report lag", Duration::from_secs(30), || async {
+        let s = m2.client.status().await.ok()?;
+        (s.replication.lag_entries > 0 && s.replication.lag_seconds > 0.0).then_some(s.replication)
+    })
+    .await?;
+    assert!(seen.lag_entries <= 20);
+    assert!(seen.lag_seconds < 30.0, "lag seconds is measured from write times: {seen:?}");
+    m2.client.set_faults(&Faults::default()).await?;
+    wait_caught_up(&m2, &m1).await?;
+    let s = m2.status().await?;
+    assert_eq!(s.replication.lag_seconds, 0.0);
+    assert_eq!(s.replication.applied_index, 20);
+    Ok(())
+}
