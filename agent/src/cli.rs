@@ -25,7 +25,8 @@ pub const READY_FILE: &str = "ready.json";
     name = "baton-agent",
     about = "Baton member agent: serves the control API the Baton operator drives members through",
     disable_version_flag = true,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]

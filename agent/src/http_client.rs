@@ -14,9 +14,32 @@ use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 
-pub type Sender = SendRequest<Full<Bytes>>;
+/// An open HTTP/1.1 connection. Keeps the connection task's own error: when a server
+/// rejects the client certificate after a TLS 1.3 handshake, the request only sees "channel
+/// closed" while the connection saw the TLS alert that explains it.
+pub struct Sender {
+    inner: SendRequest<Full<Bytes>>,
+    conn_error: Option<oneshot::Receiver<TransportError>>,
+}
+
+impl Sender {
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    async fn explain(&mut self, fallback: TransportError) -> TransportError {
+        match self.conn_error.take() {
+            Some(rx) => match tokio::time::timeout(Duration::from_millis(200), rx).await {
+                Ok(Ok(e)) => e,
+                _ => fallback,
+            },
+            None => fallback,
+        }
+    }
+}
 
 /// Where to connect and how.
 #[derive(Clone)]
@@ -191,14 +214,19 @@ async fn handshake<I>(io: I) -> Result<Sender, TransportError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+    let (inner, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| classify(&e))?;
+    let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
-        // Errors surface through the sender; nothing to add here.
-        let _ = conn.await;
+        if let Err(e) = conn.await {
+            let _ = tx.send(classify(&e));
+        }
     });
-    Ok(sender)
+    Ok(Sender {
+        inner,
+        conn_error: Some(rx),
+    })
 }
 
 /// Sends a request on an open connection and reads the whole body (at most `limit` bytes).
@@ -218,8 +246,13 @@ pub async fn send_streaming(
     sender: &mut Sender,
     req: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, TransportError> {
-    sender.ready().await.map_err(|e| classify(&e))?;
-    sender.send_request(req).await.map_err(|e| classify(&e))
+    if let Err(e) = sender.inner.ready().await {
+        return Err(sender.explain(classify(&e)).await);
+    }
+    match sender.inner.send_request(req).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => Err(sender.explain(classify(&e)).await),
+    }
 }
 
 pub async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, TransportError> {

@@ -1,0 +1,109 @@
+//! Agents killed mid-operation come back reporting the truth, with their data intact.
+
+mod common;
+
+use baton_agent::api::{Faults, OperationKind, OperationRequest, OperationState, Role};
+use baton_agent::ops::INTERRUPTED;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_upgrade_is_reported_as_interrupted_and_data_survives() -> TestResult {
+    let tmp = tempdir()?;
+    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
+    let mut args = pki.args("m1");
+    args.extend(["--role".into(), "active".into(), "--upgrade-seconds".into(), "1".into()]);
+    let mut m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), args).await?;
+    let writer = m1.data_client(pki.data_tls("m1")?)?;
+    for i in 0..50 {
+        writer.put(&format!("k{i}"), &format!("v{i}")).await?;
+    }
+    m1.client
+        .set_faults(&Faults {
+            crash_mid_upgrade: true,
+            ..Faults::default()
+        })
+        .await?;
+    m1.client
+        .submit(&OperationRequest::new("up-2", OperationKind::Upgrade).with_version("2.0.0"))
+        .await?;
+    let code = m1.wait_exit(CONVERGE).await?;
+    assert_eq!(code, Some(70), "the injected crash exits abruptly");
+
+    // Flags say otherwise, but persisted state wins.
+    m1.restart(&["--version", "9.9.9", "--role", "standby"]).await?;
+    let rec = m1.client.operation("up-2").await?;
+    assert_eq!(rec.state, OperationState::Failed);
+    assert_eq!(rec.message, INTERRUPTED);
+    assert!(rec.finished_at.is_some());
+    let s = m1.status().await?;
+    assert_eq!(s.version, "1.0.0", "an interrupted upgrade does not change the version");
+    assert_eq!(s.role, Role::Active);
+    assert!(s.serving);
+    assert_eq!(s.replication.applied_index, 50);
+    assert!(s.alarms.iter().any(|a| a.name == "OperationFailed"));
+    let reader = m1.data_client(pki.data_tls("m1")?)?;
+    for i in 0..50 {
+        assert_eq!(reader.get(&format!("k{i}")).await?.as_deref(), Some(format!("v{i}").as_str()));
+    }
+    m1.run_ok(&OperationRequest::new("verify", OperationKind::Verify)).await?;
+    // Faults are not persisted: the retried upgrade completes.
+    let rec = m1
+        .run_ok(&OperationRequest::new("up-2-retry", OperationKind::Upgrade).with_version("2.0.0"))
+        .await?;
+    assert_eq!(rec.version_before.as_deref(), Some("1.0.0"));
+    assert_eq!(rec.version_after.as_deref(), Some("2.0.0"));
+    let s = m1.status().await?;
+    assert_eq!((s.version.as_str(), s.previous_version.as_deref()), ("2.0.0", Some("1.0.0")));
+    assert!(!s.alarms.iter().any(|a| a.name == "OperationFailed"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_slow_upgrade_of_a_standby() -> TestResult {
+    let tmp = tempdir()?;
+    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
+    let mut a1 = pki.args("m1");
+    a1.extend(["--role".into(), "active".into()]);
+    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
+    let mut a2 = pki.args("m2");
+    a2.extend([
+        "--source".into(),
+        m1.data.clone(),
+        "--upgrade-seconds".into(),
+        "30".into(),
+        "--components".into(),
+        "os=8.4,app=2.1".into(),
+    ]);
+    let mut m2 = Agent::start("m2", &tmp.path().join("m2"), pki.client_tls(), a2).await?;
+    let writer = m1.data_client(pki.data_tls("m1")?)?;
+    for i in 0..20 {
+        writer.put(&format!("k{i}"), "v").await?;
+    }
+    wait_caught_up(&m2, &m1).await?;
+    m2.client
+        .submit(
+            &OperationRequest::new("os-up", OperationKind::Upgrade)
+                .with_version("8.6")
+                .with_component("os"),
+        )
+        .await?;
+    wait_until("the upgrade to make progress", CONVERGE, || async {
+        let s = m2.client.status().await.ok()?;
+        (s.role == Role::OutOfService && s.operation.as_ref()?.progress >= 10).then_some(())
+    })
+    .await?;
+    m2.kill().await?;
+    for i in 20..40 {
+        writer.put(&format!("k{i}"), "v").await?;
+    }
+    m2.restart(&[]).await?;
+    let rec = m2.client.operation("os-up").await?;
+    assert_eq!((rec.state, rec.message.as_str()), (OperationState::Failed, INTERRUPTED));
+    let s = m2.status().await?;
+    assert_eq!(s.role, Role::Standby, "back to its persisted role, not stuck out of service");
+    assert_eq!(s.components.get("os").map(String::as_str), Some("8.4"));
+    // It resumes replication from where it was.
+    wait_caught_up(&m2, &m1).await?;
+    assert_eq!(m2.status().await?.replication.applied_index, 40);
+    Ok(())
+}
