@@ -1,0 +1,219 @@
+//! What each operation does on a demo member.
+
+mod common;
+
+use baton_agent::api::{Faults, Health, OperationKind as K, OperationRequest as Req, OperationState, Role};
+use baton_agent::pki::{CertAuthority, CertSpec};
+use common::*;
+
+async fn pair(tmp: &std::path::Path, pki: &Pki, extra2: &[&str]) -> TestResult<(Agent, Agent)> {
+    let mut a1 = pki.args("m1");
+    a1.extend(["--role", "active", "--upgrade-seconds", "0.4"].map(String::from));
+    let m1 = Agent::start("m1", &tmp.join("m1"), pki.client_tls(), a1).await?;
+    let mut a2 = pki.args("m2");
+    a2.extend(["--source".to_string(), m1.data.clone()]);
+    a2.extend(["--upgrade-seconds", "0.4", "--components", "os=8.4,app=2.1"].map(String::from));
+    a2.extend(extra2.iter().map(|s| s.to_string()));
+    let m2 = Agent::start("m2", &tmp.join("m2"), pki.client_tls(), a2).await?;
+    wait_caught_up(&m2, &m1).await?;
+    Ok((m1, m2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_rollbacks_and_roles() -> TestResult {
+    let tmp = tempdir()?;
+    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
+    let (m1, m2) = pair(tmp.path(), &pki, &["--reject-versions", "9.0.0"]).await?;
+
+    // Preflight checks and changes nothing.
+    let ok = m2.run_ok(&Req::new("pf-1", K::Preflight).with_version("2.0.0")).await?;
+    assert!(ok.message.contains("passed"), "{}", ok.message);
+    let bad = m2.run(&Req::new("pf-2", K::Preflight).with_version("9.0.0")).await?;
+    assert_eq!(bad.state, OperationState::Failed);
+    assert!(bad.message.contains("not a supported upgrade path"), "{}", bad.message);
+    assert_eq!(m2.status().await?.version, "1.0.0");
+
+    // A standby held in forced standby stays there across its upgrade.
+    m2.run_ok(&Req::new("fs", K::ForceStandby)).await?;
+    let s = m2.status().await?;
+    assert_eq!(s.role, Role::ForcedStandby);
+    assert!(s.alarms.iter().any(|a| a.name == "ForcedStandby"));
+    let up = m2.run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0")).await?;
+    assert_eq!((up.version_before.as_deref(), up.version_after.as_deref()), (Some("1.0.0"), Some("2.0.0")));
+    let s = wait_until("m2 back on its source", CONVERGE, || async {
+        let s = m2.client.status().await.ok()?;
+        s.replication.connected.then_some(s)
+    })
+    .await?;
+    assert_eq!(s.role, Role::ForcedStandby);
+    assert!(s.alarms.iter().any(|a| a.name == "MixedVersion"), "{:?}", s.alarms);
+
+    // Component upgrade and rollback leave the member version alone.
+    m2.run_ok(&Req::new("os-up", K::Upgrade).with_version("8.6").with_component("os")).await?;
+    assert_eq!(m2.status().await?.components.get("os").map(String::as_str), Some("8.6"));
+    m2.run_ok(&Req::new("os-back", K::Rollback).with_version("8.4").with_component("os")).await?;
+    let s = m2.status().await?;
+    assert_eq!(s.components.get("os").map(String::as_str), Some("8.4"));
+    assert_eq!(s.version, "2.0.0");
+
+    // A failing upgrade fails after some progress and keeps the version.
+    m2.client
+        .set_faults(&Faults {
+            fail_upgrade_to: vec!["3.0.0".into()],
+            ..Faults::default()
+        })
+        .await?;
+    let failed = m2.run(&Req::new("up-3", K::Upgrade).with_version("3.0.0")).await?;
+    assert_eq!(failed.state, OperationState::Failed);
+    assert!(failed.progress > 0 && failed.progress < 100, "{failed:?}");
+    let s = m2.status().await?;
+    assert_eq!(s.version, "2.0.0");
+    assert!(s.alarms.iter().any(|a| a.name == "OperationFailed"));
+    let back = m2.run_ok(&Req::new("rb", K::Rollback).with_version("1.0.0")).await?;
+    assert_eq!(back.version_after.as_deref(), Some("1.0.0"));
+
+    // Demote to spare, then back to standby with a source.
+    m2.run_ok(&Req::new("spare", K::Demote).with_role(baton_agent::api::DemoteRole::Spare)).await?;
+    assert_eq!(m2.status().await?.role, Role::Spare);
+    m2.run_ok(&Req::new("standby", K::Demote).with_source(&m1.data)).await?;
+    let s = m2.status().await?;
+    assert_eq!(s.role, Role::Standby);
+    assert!(!s.alarms.iter().any(|a| a.name == "ForcedStandby"));
+
+    // Promote on an Active member is a no-op success.
+    let p = m1.run_ok(&Req::new("p", K::Promote)).await?;
+    assert!(p.message.contains("already Active"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_traffic_check_after_promote() -> TestResult {
+    let tmp = tempdir()?;
+    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
+    let (m1, m2) = pair(tmp.path(), &pki, &["--no-traffic-after-promote-on", "2.0.0"]).await?;
+    m2.run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0")).await?;
+    switchover(&m1, &m2, "sw").await?;
+    let s = m2.status().await?;
+    assert_eq!(s.role, Role::Active);
+    assert!(!s.serving);
+    assert_eq!(s.health, Health::Major);
+    assert!(s.alarms.iter().any(|a| a.name == "TrafficCheckFailed"));
+    let w = m2.data_client(pki.data_tls("m2")?)?;
+    assert!(w.put("k", "v").await.is_err(), "a member failing its traffic check takes no writes");
+    // Roll back: switch back to m1.
+    switchover(&m2, &m1, "back").await?;
+    let s = m2.status().await?;
+    assert_eq!(s.health, Health::Minor, "only MixedVersion remains: {:?}", s.alarms);
+    assert!(m1.status().await?.serving);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_verify_and_resign() -> TestResult {
+    let tmp = tempdir()?;
+    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
+    let (m1, _m2) = pair(tmp.path(), &pki, &[]).await?;
+    let w = m1.data_client(pki.data_tls("m1")?)?;
+    for i in 0..10 {
+        w.put(&format!("k{i}"), &format!("v{i}")).await?;
+    }
+    let b = m1.run_ok(&Req::new("backup", K::Backup)).await?;
+    assert!(b.message.contains("10 log entries"), "{}", b.message);
+    let backups: Vec<_> = std::fs::read_dir(m1.data_dir.join("backups"))?.collect::<Result<_, _>>()?;
+    assert_eq!(backups.len(), 1);
+    assert_eq!(std::fs::read_to_string(backups[0].path())?.lines().count(), 10);
+    m1.run_ok(&Req::new("verify-1", K::Verify)).await?;
+
+    // Damage the log on disk: verify fails and the member reports it.
+    let log = m1.data_dir.join("data").join("log.jsonl");
+    let text = std::fs::read_to_string(&log)?;
+    std::fs::write(&log, text.replace("\"v\":\"v3\"", "\"v\":\"tampered\""))?;
+    let v = m1.run(&Req::new("verify-2", K::Verify)).await?;
+    assert_eq!(v.state, OperationState::Failed);
+    assert!(v.message.contains("index 4"), "{}", v.message);
+    let s = m1.status().await?;
+    assert_eq!(s.health, Health::Critical);
+    assert!(s.alarms.iter().any(|a| a.name == "DataIntegrity"));
+    let pf = m1.run(&Req::new("pf", K::Preflight).with_version("2.0.0")).await?;
+    assert_eq!(pf.state, OperationState::Failed);
+
+    m1.run_ok(&Req::new("resign", K::ResignData)).await?;
+    m1.run_ok(&Req::new("verify-3", K::Verify)).await?;
+    assert!(!m1.status().await?.alarms.iter().any(|a| a.name == "DataIntegrity"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> TestResult {
+    let tmp = tempdir()?;
+    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
+    let (m1, m2) = pair(tmp.path(), &pki, &[]).await?;
+    let new_ca = CertAuthority::generate("new mesh CA")?;
+
+    // m2 trusts only the new CA: it can no longer verify m1.
+    m2.run_ok(&Req::new("t1", K::InstallTrust).with_trust_pem(new_ca.cert_pem())).await?;
+    assert_eq!(m2.status().await?.trust, vec![new_ca.fingerprint().to_string()]);
+    let s = wait_until("m2 to alarm on replication", CONVERGE, || async {
+        let s = m2.client.status().await.ok()?;
+        s.alarms.iter().any(|a| a.name == "ReplicationFailure").then_some(s)
+    })
+    .await?;
+    assert_eq!(s.health, Health::Major);
+    assert!(!s.replication.connected);
+
+    // The phased way: both trust old + new, then certificates from the new CA, restart.
+    let both = format!("{}{}", pki.mesh_ca.cert_pem(), new_ca.cert_pem());
+    for (agent, tag) in [(&m1, "a"), (&m2, "b")] {
+        agent.run_ok(&Req::new(format!("trust-both-{tag}"), K::InstallTrust).with_trust_pem(&both)).await?;
+    }
+    wait_caught_up(&m2, &m1).await?;
+    for agent in [&m1, &m2] {
+        let cert = new_ca.issue(&CertSpec::member(&agent.name))?;
+        agent
+            .run_ok(&Req::new("new-cert", K::InstallCertificate).with_certificate(&cert.cert_pem, &cert.key_pem))
+            .await?;
+        agent.run_ok(&Req::new("restart", K::Restart)).await?;
+        let s = agent.status().await?;
+        let info = s.certificate.ok_or_else(|| err("no certificate info"))?;
+        assert_eq!(info.fingerprint, cert.fingerprint);
+        assert_eq!(info.issuer_fingerprint.as_deref(), Some(new_ca.fingerprint()));
+    }
+    // Drop the old CA everywhere; replication keeps working on the new chain.
+    for (agent, tag) in [(&m1, "a"), (&m2, "b")] {
+        agent
+            .run_ok(&Req::new(format!("trust-new-{tag}"), K::InstallTrust).with_trust_pem(new_ca.cert_pem()))
+            .await?;
+        agent.run_ok(&Req::new(format!("restart-2-{tag}"), K::Restart)).await?;
+    }
+    let w = m1.data_client(baton_agent::client::ClientTls::mtls(
+        new_ca.cert_pem(),
+        new_ca.issue(&CertSpec::member("writer"))?.cert_pem,
+        "",
+    ))
+    .err();
+    assert!(w.is_some(), "a certificate without its key is a configuration error");
+    let writer_cert = new_ca.issue(&CertSpec::member("writer"))?;
+    let w = m1.data_client(baton_agent::client::ClientTls::mtls(
+        new_ca.cert_pem(),
+        &writer_cert.cert_pem,
+        &writer_cert.key_pem,
+    ))?;
+    w.put("after-rotation", "ok").await?;
+    wait_caught_up(&m2, &m1).await?;
+    assert_eq!(m2.status().await?.health, Health::Ok);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_config_copies_from_a_peer() -> TestResult {
+    let tmp = tempdir()?;
+    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
+    let (m1, m2) = pair(tmp.path(), &pki, &[]).await?;
+    let config = serde_json::json!({"revision": 7, "settings": {"gateway": "on"}});
+    std::fs::write(m1.data_dir.join("config.json"), serde_json::to_vec(&config)?)?;
+    let rec = m2.run_ok(&Req::new("sync", K::SyncConfig).with_source(&m1.data)).await?;
+    assert!(rec.message.contains("revision 7"), "{}", rec.message);
+    let copied: serde_json::Value = serde_json::from_slice(&std::fs::read(m2.data_dir.join("config.json"))?)?;
+    assert_eq!(copied, config);
+    Ok(())
+}
