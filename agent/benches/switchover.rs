@@ -42,7 +42,10 @@ async fn bench() -> TestResult {
     wait_caught_up(&m2, &m1).await?;
 
     let load = WriteLoad::start(
-        vec![m1.data_client(pki.data_tls("m1")?)?, m2.data_client(pki.data_tls("m2")?)?],
+        vec![
+            m1.data_client(pki.data_tls("m1")?)?,
+            m2.data_client(pki.data_tls("m2")?)?,
+        ],
         u64::MAX,
         Duration::from_secs(600),
     );
@@ -50,7 +53,11 @@ async fn bench() -> TestResult {
     let started = Instant::now();
     let mut sequence_times = Vec::new();
     for round in 0..rounds {
-        let (old, new) = if round % 2 == 0 { (&m1, &m2) } else { (&m2, &m1) };
+        let (old, new) = if round.is_multiple_of(2) {
+            (&m1, &m2)
+        } else {
+            (&m2, &m1)
+        };
         let t = Instant::now();
         switchover(old, new, &format!("r{round}")).await?;
         sequence_times.push(t.elapsed());
@@ -61,7 +68,11 @@ async fn bench() -> TestResult {
     let total = started.elapsed();
 
     // Every acknowledged write must be on both members.
-    let (last_active, follower) = if rounds % 2 == 0 { (&m1, &m2) } else { (&m2, &m1) };
+    let (last_active, follower) = if rounds.is_multiple_of(2) {
+        (&m1, &m2)
+    } else {
+        (&m2, &m1)
+    };
     wait_caught_up(follower, last_active).await?;
     let mut lost = 0usize;
     for agent in [&m1, &m2] {
@@ -77,7 +88,10 @@ async fn bench() -> TestResult {
     windows.sort();
     sequence_times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("switchover benchmark: {rounds} switchovers in {:.1}s", total.as_secs_f64());
+    println!(
+        "switchover benchmark: {rounds} switchovers in {:.1}s",
+        total.as_secs_f64()
+    );
     println!(
         "  writes: {} acknowledged / {} attempts, lost after switchovers: {lost}",
         report.acked.len(),

@@ -27,12 +27,26 @@ async fn exec_backend_runs_commands_and_reports_outcomes() -> TestResult {
     let status = script(
         &host,
         "status.sh",
-        &format!(r#"printf '{{"version":"%s","role":"Active","serving":true}}' "$(cat {h}/version)""#),
+        &format!(
+            r#"printf '{{"version":"%s","role":"Active","serving":true}}' "$(cat {h}/version)""#
+        ),
     )?;
-    let upgrade = script(&host, "upgrade.sh", &format!(r#"echo "upgrading to $1"; printf %s "$1" > {h}/version"#))?;
+    let upgrade = script(
+        &host,
+        "upgrade.sh",
+        &format!(r#"echo "upgrading to $1"; printf %s "$1" > {h}/version"#),
+    )?;
     let fail = script(&host, "fail.sh", r#"echo "disk full on /var" >&2; exit 3"#)?;
-    let slow = script(&host, "slow.sh", &format!("echo $$ > {h}/slow.pid; sleep 30 & wait"))?;
-    let trust = script(&host, "trust.sh", &format!("cp \"$1\" {h}/trust.pem; cat \"$2\""))?;
+    let slow = script(
+        &host,
+        "slow.sh",
+        &format!("echo $$ > {h}/slow.pid; sleep 30 & wait"),
+    )?;
+    let trust = script(
+        &host,
+        "trust.sh",
+        &format!("cp \"$1\" {h}/trust.pem; cat \"$2\""),
+    )?;
     let config = format!(
         r#"
 defaultTimeoutSeconds: 30
@@ -58,43 +72,83 @@ operations:
     let cfg_path = tmp.path().join("exec.yaml");
     std::fs::write(&cfg_path, config)?;
     let mut args = pki.args("m1");
-    args.extend(["--backend".to_string(), "exec".to_string(), "--exec-config".to_string(), cfg_path.display().to_string()]);
+    args.extend([
+        "--backend".to_string(),
+        "exec".to_string(),
+        "--exec-config".to_string(),
+        cfg_path.display().to_string(),
+    ]);
     let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), args).await?;
 
     let s = m1.status().await?;
-    assert_eq!((s.version.as_str(), s.role, s.serving, s.health), ("1.0.0", Role::Active, true, Health::Ok));
-    assert_eq!((s.data_endpoint.as_str(), s.load), ("10.0.0.1:7001", Some(12)));
+    assert_eq!(
+        (s.version.as_str(), s.role, s.serving, s.health),
+        ("1.0.0", Role::Active, true, Health::Ok)
+    );
+    assert_eq!(
+        (s.data_endpoint.as_str(), s.load),
+        ("10.0.0.1:7001", Some(12))
+    );
 
-    let up = m1.run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0")).await?;
+    let up = m1
+        .run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0"))
+        .await?;
     assert!(up.message.contains("upgrading to 2.0.0"), "{}", up.message);
-    assert_eq!((up.version_before.as_deref(), up.version_after.as_deref()), (Some("1.0.0"), Some("2.0.0")));
+    assert_eq!(
+        (up.version_before.as_deref(), up.version_after.as_deref()),
+        (Some("1.0.0"), Some("2.0.0"))
+    );
 
-    let rb = m1.run(&Req::new("rb", K::Rollback).with_version("1.0.0")).await?;
+    let rb = m1
+        .run(&Req::new("rb", K::Rollback).with_version("1.0.0"))
+        .await?;
     assert_eq!(rb.state, OperationState::Failed);
-    assert!(rb.message.contains("exit code 3") && rb.message.contains("disk full"), "{}", rb.message);
+    assert!(
+        rb.message.contains("exit code 3") && rb.message.contains("disk full"),
+        "{}",
+        rb.message
+    );
 
     let started = std::time::Instant::now();
     let rs = m1.run(&Req::new("rs", K::Restart)).await?;
     assert_eq!(rs.state, OperationState::Failed);
     assert!(rs.message.contains("timed out"), "{}", rs.message);
-    assert!(started.elapsed() < Duration::from_secs(25), "the timeout cut the 30 s command short");
-    let pid = std::fs::read_to_string(host.join("slow.pid"))?.trim().to_string();
-    wait_until("the timed-out command's process group to be gone", CONVERGE, || async {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    })
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the timeout cut the 30 s command short"
+    );
+    let pid = std::fs::read_to_string(host.join("slow.pid"))?
+        .trim()
+        .to_string();
+    wait_until(
+        "the timed-out command's process group to be gone",
+        CONVERGE,
+        || async { (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(()) },
+    )
     .await?;
 
     // Secrets are written to files for the command and never echoed back.
     let cert = pki.mesh_ca.issue(&CertSpec::member("m1"))?;
     let ic = m1
-        .run_ok(&Req::new("cert", K::InstallCertificate).with_certificate(&cert.cert_pem, &cert.key_pem))
+        .run_ok(
+            &Req::new("cert", K::InstallCertificate)
+                .with_certificate(&cert.cert_pem, &cert.key_pem),
+        )
         .await?;
     assert!(!ic.message.contains("PRIVATE KEY"), "{}", ic.message);
     assert!(ic.message.contains("redacted"), "{}", ic.message);
-    assert_eq!(std::fs::read_to_string(host.join("trust.pem"))?, cert.cert_pem);
+    assert_eq!(
+        std::fs::read_to_string(host.join("trust.pem"))?,
+        cert.cert_pem
+    );
 
     // Kinds without a command, and templates without values, are refused up front.
-    let e = m1.client.submit(&Req::new("pr", K::Promote)).await.err().ok_or_else(|| err("accepted"))?;
+    let e = m1
+        .client
+        .submit(&Req::new("pr", K::Promote))
+        .await
+        .err()
+        .ok_or_else(|| err("accepted"))?;
     assert_eq!(e.code(), Some("unsupported_operation"));
     let e = m1
         .client
@@ -111,6 +165,10 @@ operations:
         (s.health == Health::Critical).then_some(s)
     })
     .await?;
-    assert!(s.alarms.iter().any(|a| a.name == "StatusUnavailable"), "{:?}", s.alarms);
+    assert!(
+        s.alarms.iter().any(|a| a.name == "StatusUnavailable"),
+        "{:?}",
+        s.alarms
+    );
     Ok(())
 }

@@ -2,7 +2,9 @@
 
 mod common;
 
-use baton_agent::api::{Faults, Health, OperationKind as K, OperationRequest as Req, OperationState, Role};
+use baton_agent::api::{
+    Faults, Health, OperationKind as K, OperationRequest as Req, OperationState, Role,
+};
 use baton_agent::pki::{CertAuthority, CertSpec};
 use common::*;
 
@@ -26,11 +28,19 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
     let (m1, m2) = pair(tmp.path(), &pki, &["--reject-versions", "9.0.0"]).await?;
 
     // Preflight checks and changes nothing.
-    let ok = m2.run_ok(&Req::new("pf-1", K::Preflight).with_version("2.0.0")).await?;
+    let ok = m2
+        .run_ok(&Req::new("pf-1", K::Preflight).with_version("2.0.0"))
+        .await?;
     assert!(ok.message.contains("passed"), "{}", ok.message);
-    let bad = m2.run(&Req::new("pf-2", K::Preflight).with_version("9.0.0")).await?;
+    let bad = m2
+        .run(&Req::new("pf-2", K::Preflight).with_version("9.0.0"))
+        .await?;
     assert_eq!(bad.state, OperationState::Failed);
-    assert!(bad.message.contains("not a supported upgrade path"), "{}", bad.message);
+    assert!(
+        bad.message.contains("not a supported upgrade path"),
+        "{}",
+        bad.message
+    );
     assert_eq!(m2.status().await?.version, "1.0.0");
 
     // A standby held in forced standby stays there across its upgrade.
@@ -38,20 +48,42 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
     let s = m2.status().await?;
     assert_eq!(s.role, Role::ForcedStandby);
     assert!(s.alarms.iter().any(|a| a.name == "ForcedStandby"));
-    let up = m2.run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0")).await?;
-    assert_eq!((up.version_before.as_deref(), up.version_after.as_deref()), (Some("1.0.0"), Some("2.0.0")));
+    let up = m2
+        .run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0"))
+        .await?;
+    assert_eq!(
+        (up.version_before.as_deref(), up.version_after.as_deref()),
+        (Some("1.0.0"), Some("2.0.0"))
+    );
     let s = wait_until("m2 back on its source", CONVERGE, || async {
         let s = m2.client.status().await.ok()?;
         s.replication.connected.then_some(s)
     })
     .await?;
     assert_eq!(s.role, Role::ForcedStandby);
-    assert!(s.alarms.iter().any(|a| a.name == "MixedVersion"), "{:?}", s.alarms);
+    assert!(
+        s.alarms.iter().any(|a| a.name == "MixedVersion"),
+        "{:?}",
+        s.alarms
+    );
 
     // Component upgrade and rollback leave the member version alone.
-    m2.run_ok(&Req::new("os-up", K::Upgrade).with_version("8.6").with_component("os")).await?;
-    assert_eq!(m2.status().await?.components.get("os").map(String::as_str), Some("8.6"));
-    m2.run_ok(&Req::new("os-back", K::Rollback).with_version("8.4").with_component("os")).await?;
+    m2.run_ok(
+        &Req::new("os-up", K::Upgrade)
+            .with_version("8.6")
+            .with_component("os"),
+    )
+    .await?;
+    assert_eq!(
+        m2.status().await?.components.get("os").map(String::as_str),
+        Some("8.6")
+    );
+    m2.run_ok(
+        &Req::new("os-back", K::Rollback)
+            .with_version("8.4")
+            .with_component("os"),
+    )
+    .await?;
     let s = m2.status().await?;
     assert_eq!(s.components.get("os").map(String::as_str), Some("8.4"));
     assert_eq!(s.version, "2.0.0");
@@ -63,19 +95,25 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
             ..Faults::default()
         })
         .await?;
-    let failed = m2.run(&Req::new("up-3", K::Upgrade).with_version("3.0.0")).await?;
+    let failed = m2
+        .run(&Req::new("up-3", K::Upgrade).with_version("3.0.0"))
+        .await?;
     assert_eq!(failed.state, OperationState::Failed);
     assert!(failed.progress > 0 && failed.progress < 100, "{failed:?}");
     let s = m2.status().await?;
     assert_eq!(s.version, "2.0.0");
     assert!(s.alarms.iter().any(|a| a.name == "OperationFailed"));
-    let back = m2.run_ok(&Req::new("rb", K::Rollback).with_version("1.0.0")).await?;
+    let back = m2
+        .run_ok(&Req::new("rb", K::Rollback).with_version("1.0.0"))
+        .await?;
     assert_eq!(back.version_after.as_deref(), Some("1.0.0"));
 
     // Demote to spare, then back to standby with a source.
-    m2.run_ok(&Req::new("spare", K::Demote).with_role(baton_agent::api::DemoteRole::Spare)).await?;
+    m2.run_ok(&Req::new("spare", K::Demote).with_role(baton_agent::api::DemoteRole::Spare))
+        .await?;
     assert_eq!(m2.status().await?.role, Role::Spare);
-    m2.run_ok(&Req::new("standby", K::Demote).with_source(&m1.data)).await?;
+    m2.run_ok(&Req::new("standby", K::Demote).with_source(&m1.data))
+        .await?;
     let s = m2.status().await?;
     assert_eq!(s.role, Role::Standby);
     assert!(!s.alarms.iter().any(|a| a.name == "ForcedStandby"));
@@ -90,8 +128,14 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
 async fn failed_traffic_check_after_promote() -> TestResult {
     let tmp = tempdir()?;
     let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let (m1, m2) = pair(tmp.path(), &pki, &["--no-traffic-after-promote-on", "2.0.0"]).await?;
-    m2.run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0")).await?;
+    let (m1, m2) = pair(
+        tmp.path(),
+        &pki,
+        &["--no-traffic-after-promote-on", "2.0.0"],
+    )
+    .await?;
+    m2.run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0"))
+        .await?;
     switchover(&m1, &m2, "sw").await?;
     let s = m2.status().await?;
     assert_eq!(s.role, Role::Active);
@@ -99,11 +143,19 @@ async fn failed_traffic_check_after_promote() -> TestResult {
     assert_eq!(s.health, Health::Major);
     assert!(s.alarms.iter().any(|a| a.name == "TrafficCheckFailed"));
     let w = m2.data_client(pki.data_tls("m2")?)?;
-    assert!(w.put("k", "v").await.is_err(), "a member failing its traffic check takes no writes");
+    assert!(
+        w.put("k", "v").await.is_err(),
+        "a member failing its traffic check takes no writes"
+    );
     // Roll back: switch back to m1.
     switchover(&m2, &m1, "back").await?;
     let s = m2.status().await?;
-    assert_eq!(s.health, Health::Minor, "only MixedVersion remains: {:?}", s.alarms);
+    assert_eq!(
+        s.health,
+        Health::Minor,
+        "only MixedVersion remains: {:?}",
+        s.alarms
+    );
     assert!(m1.status().await?.serving);
     Ok(())
 }
@@ -119,9 +171,13 @@ async fn backup_verify_and_resign() -> TestResult {
     }
     let b = m1.run_ok(&Req::new("backup", K::Backup)).await?;
     assert!(b.message.contains("10 log entries"), "{}", b.message);
-    let backups: Vec<_> = std::fs::read_dir(m1.data_dir.join("backups"))?.collect::<Result<_, _>>()?;
+    let backups: Vec<_> =
+        std::fs::read_dir(m1.data_dir.join("backups"))?.collect::<Result<_, _>>()?;
     assert_eq!(backups.len(), 1);
-    assert_eq!(std::fs::read_to_string(backups[0].path())?.lines().count(), 10);
+    assert_eq!(
+        std::fs::read_to_string(backups[0].path())?.lines().count(),
+        10
+    );
     m1.run_ok(&Req::new("verify-1", K::Verify)).await?;
 
     // Damage the log on disk: verify fails and the member reports it.
@@ -134,12 +190,20 @@ async fn backup_verify_and_resign() -> TestResult {
     let s = m1.status().await?;
     assert_eq!(s.health, Health::Critical);
     assert!(s.alarms.iter().any(|a| a.name == "DataIntegrity"));
-    let pf = m1.run(&Req::new("pf", K::Preflight).with_version("2.0.0")).await?;
+    let pf = m1
+        .run(&Req::new("pf", K::Preflight).with_version("2.0.0"))
+        .await?;
     assert_eq!(pf.state, OperationState::Failed);
 
     m1.run_ok(&Req::new("resign", K::ResignData)).await?;
     m1.run_ok(&Req::new("verify-3", K::Verify)).await?;
-    assert!(!m1.status().await?.alarms.iter().any(|a| a.name == "DataIntegrity"));
+    assert!(
+        !m1.status()
+            .await?
+            .alarms
+            .iter()
+            .any(|a| a.name == "DataIntegrity")
+    );
     Ok(())
 }
 
@@ -151,11 +215,18 @@ async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> T
     let new_ca = CertAuthority::generate("new mesh CA")?;
 
     // m2 trusts only the new CA: it can no longer verify m1.
-    m2.run_ok(&Req::new("t1", K::InstallTrust).with_trust_pem(new_ca.cert_pem())).await?;
-    assert_eq!(m2.status().await?.trust, vec![new_ca.fingerprint().to_string()]);
+    m2.run_ok(&Req::new("t1", K::InstallTrust).with_trust_pem(new_ca.cert_pem()))
+        .await?;
+    assert_eq!(
+        m2.status().await?.trust,
+        vec![new_ca.fingerprint().to_string()]
+    );
     let s = wait_until("m2 to alarm on replication", CONVERGE, || async {
         let s = m2.client.status().await.ok()?;
-        s.alarms.iter().any(|a| a.name == "ReplicationFailure").then_some(s)
+        s.alarms
+            .iter()
+            .any(|a| a.name == "ReplicationFailure")
+            .then_some(s)
     })
     .await?;
     assert_eq!(s.health, Health::Major);
@@ -164,34 +235,51 @@ async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> T
     // The phased way: both trust old + new, then certificates from the new CA, restart.
     let both = format!("{}{}", pki.mesh_ca.cert_pem(), new_ca.cert_pem());
     for (agent, tag) in [(&m1, "a"), (&m2, "b")] {
-        agent.run_ok(&Req::new(format!("trust-both-{tag}"), K::InstallTrust).with_trust_pem(&both)).await?;
+        agent
+            .run_ok(&Req::new(format!("trust-both-{tag}"), K::InstallTrust).with_trust_pem(&both))
+            .await?;
     }
     wait_caught_up(&m2, &m1).await?;
     for agent in [&m1, &m2] {
         let cert = new_ca.issue(&CertSpec::member(&agent.name))?;
         agent
-            .run_ok(&Req::new("new-cert", K::InstallCertificate).with_certificate(&cert.cert_pem, &cert.key_pem))
+            .run_ok(
+                &Req::new("new-cert", K::InstallCertificate)
+                    .with_certificate(&cert.cert_pem, &cert.key_pem),
+            )
             .await?;
         agent.run_ok(&Req::new("restart", K::Restart)).await?;
         let s = agent.status().await?;
         let info = s.certificate.ok_or_else(|| err("no certificate info"))?;
         assert_eq!(info.fingerprint, cert.fingerprint);
-        assert_eq!(info.issuer_fingerprint.as_deref(), Some(new_ca.fingerprint()));
+        assert_eq!(
+            info.issuer_fingerprint.as_deref(),
+            Some(new_ca.fingerprint())
+        );
     }
     // Drop the old CA everywhere; replication keeps working on the new chain.
     for (agent, tag) in [(&m1, "a"), (&m2, "b")] {
         agent
-            .run_ok(&Req::new(format!("trust-new-{tag}"), K::InstallTrust).with_trust_pem(new_ca.cert_pem()))
+            .run_ok(
+                &Req::new(format!("trust-new-{tag}"), K::InstallTrust)
+                    .with_trust_pem(new_ca.cert_pem()),
+            )
             .await?;
-        agent.run_ok(&Req::new(format!("restart-2-{tag}"), K::Restart)).await?;
+        agent
+            .run_ok(&Req::new(format!("restart-2-{tag}"), K::Restart))
+            .await?;
     }
-    let w = m1.data_client(baton_agent::client::ClientTls::mtls(
-        new_ca.cert_pem(),
-        new_ca.issue(&CertSpec::member("writer"))?.cert_pem,
-        "",
-    ))
-    .err();
-    assert!(w.is_some(), "a certificate without its key is a configuration error");
+    let w = m1
+        .data_client(baton_agent::client::ClientTls::mtls(
+            new_ca.cert_pem(),
+            new_ca.issue(&CertSpec::member("writer"))?.cert_pem,
+            "",
+        ))
+        .err();
+    assert!(
+        w.is_some(),
+        "a certificate without its key is a configuration error"
+    );
     let writer_cert = new_ca.issue(&CertSpec::member("writer"))?;
     let w = m1.data_client(baton_agent::client::ClientTls::mtls(
         new_ca.cert_pem(),
@@ -210,10 +298,16 @@ async fn sync_config_copies_from_a_peer() -> TestResult {
     let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
     let (m1, m2) = pair(tmp.path(), &pki, &[]).await?;
     let config = serde_json::json!({"revision": 7, "settings": {"gateway": "on"}});
-    std::fs::write(m1.data_dir.join("config.json"), serde_json::to_vec(&config)?)?;
-    let rec = m2.run_ok(&Req::new("sync", K::SyncConfig).with_source(&m1.data)).await?;
+    std::fs::write(
+        m1.data_dir.join("config.json"),
+        serde_json::to_vec(&config)?,
+    )?;
+    let rec = m2
+        .run_ok(&Req::new("sync", K::SyncConfig).with_source(&m1.data))
+        .await?;
     assert!(rec.message.contains("revision 7"), "{}", rec.message);
-    let copied: serde_json::Value = serde_json::from_slice(&std::fs::read(m2.data_dir.join("config.json"))?)?;
+    let copied: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(m2.data_dir.join("config.json"))?)?;
     assert_eq!(copied, config);
     Ok(())
 }

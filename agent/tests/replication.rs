@@ -19,7 +19,12 @@ async fn every_acknowledged_write_reaches_every_member() -> TestResult {
     let mut followers = Vec::new();
     for name in ["m2", "m3"] {
         let mut args = pki.args(name);
-        args.extend(["--role".into(), "standby".into(), "--source".into(), m1.data.clone()]);
+        args.extend([
+            "--role".into(),
+            "standby".into(),
+            "--source".into(),
+            m1.data.clone(),
+        ]);
         followers.push(Agent::start(name, &tmp.path().join(name), pki.client_tls(), args).await?);
     }
 
@@ -44,7 +49,11 @@ async fn every_acknowledged_write_reaches_every_member() -> TestResult {
     for t in tasks {
         acked.extend(t.await?);
     }
-    assert_eq!(acked.len(), 500, "every write to a healthy active is acknowledged");
+    assert_eq!(
+        acked.len(),
+        500,
+        "every write to a healthy active is acknowledged"
+    );
 
     for f in &followers {
         wait_caught_up(f, &m1).await?;
@@ -68,7 +77,12 @@ async fn every_acknowledged_write_reaches_every_member() -> TestResult {
         let reader = agent.data_client(pki.data_tls("m2")?)?;
         for (key, value) in &acked {
             let got = reader.get(key).await?;
-            assert_eq!(got.as_deref(), Some(value.as_str()), "{key} on {}", agent.name);
+            assert_eq!(
+                got.as_deref(),
+                Some(value.as_str()),
+                "{key} on {}",
+                agent.name
+            );
         }
     }
     Ok(())
@@ -103,7 +117,10 @@ async fn lag_is_measured_and_returns_to_zero() -> TestResult {
     })
     .await?;
     assert!(seen.lag_entries <= 20);
-    assert!(seen.lag_seconds < 30.0, "lag seconds is measured from write times: {seen:?}");
+    assert!(
+        seen.lag_seconds < 30.0,
+        "lag seconds is measured from write times: {seen:?}"
+    );
     m2.client.set_faults(&Faults::default()).await?;
     wait_caught_up(&m2, &m1).await?;
     let s = m2.status().await?;

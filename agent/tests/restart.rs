@@ -11,7 +11,12 @@ async fn crash_mid_upgrade_is_reported_as_interrupted_and_data_survives() -> Tes
     let tmp = tempdir()?;
     let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
     let mut args = pki.args("m1");
-    args.extend(["--role".into(), "active".into(), "--upgrade-seconds".into(), "1".into()]);
+    args.extend([
+        "--role".into(),
+        "active".into(),
+        "--upgrade-seconds".into(),
+        "1".into(),
+    ]);
     let mut m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), args).await?;
     let writer = m1.data_client(pki.data_tls("m1")?)?;
     for i in 0..50 {
@@ -30,22 +35,30 @@ async fn crash_mid_upgrade_is_reported_as_interrupted_and_data_survives() -> Tes
     assert_eq!(code, Some(70), "the injected crash exits abruptly");
 
     // Flags say otherwise, but persisted state wins.
-    m1.restart(&["--version", "9.9.9", "--role", "standby"]).await?;
+    m1.restart(&["--version", "9.9.9", "--role", "standby"])
+        .await?;
     let rec = m1.client.operation("up-2").await?;
     assert_eq!(rec.state, OperationState::Failed);
     assert_eq!(rec.message, INTERRUPTED);
     assert!(rec.finished_at.is_some());
     let s = m1.status().await?;
-    assert_eq!(s.version, "1.0.0", "an interrupted upgrade does not change the version");
+    assert_eq!(
+        s.version, "1.0.0",
+        "an interrupted upgrade does not change the version"
+    );
     assert_eq!(s.role, Role::Active);
     assert!(s.serving);
     assert_eq!(s.replication.applied_index, 50);
     assert!(s.alarms.iter().any(|a| a.name == "OperationFailed"));
     let reader = m1.data_client(pki.data_tls("m1")?)?;
     for i in 0..50 {
-        assert_eq!(reader.get(&format!("k{i}")).await?.as_deref(), Some(format!("v{i}").as_str()));
+        assert_eq!(
+            reader.get(&format!("k{i}")).await?.as_deref(),
+            Some(format!("v{i}").as_str())
+        );
     }
-    m1.run_ok(&OperationRequest::new("verify", OperationKind::Verify)).await?;
+    m1.run_ok(&OperationRequest::new("verify", OperationKind::Verify))
+        .await?;
     // Faults are not persisted: the retried upgrade completes.
     let rec = m1
         .run_ok(&OperationRequest::new("up-2-retry", OperationKind::Upgrade).with_version("2.0.0"))
@@ -53,7 +66,10 @@ async fn crash_mid_upgrade_is_reported_as_interrupted_and_data_survives() -> Tes
     assert_eq!(rec.version_before.as_deref(), Some("1.0.0"));
     assert_eq!(rec.version_after.as_deref(), Some("2.0.0"));
     let s = m1.status().await?;
-    assert_eq!((s.version.as_str(), s.previous_version.as_deref()), ("2.0.0", Some("1.0.0")));
+    assert_eq!(
+        (s.version.as_str(), s.previous_version.as_deref()),
+        ("2.0.0", Some("1.0.0"))
+    );
     assert!(!s.alarms.iter().any(|a| a.name == "OperationFailed"));
     Ok(())
 }
@@ -98,9 +114,16 @@ async fn sigkill_during_a_slow_upgrade_of_a_standby() -> TestResult {
     }
     m2.restart(&[]).await?;
     let rec = m2.client.operation("os-up").await?;
-    assert_eq!((rec.state, rec.message.as_str()), (OperationState::Failed, INTERRUPTED));
+    assert_eq!(
+        (rec.state, rec.message.as_str()),
+        (OperationState::Failed, INTERRUPTED)
+    );
     let s = m2.status().await?;
-    assert_eq!(s.role, Role::Standby, "back to its persisted role, not stuck out of service");
+    assert_eq!(
+        s.role,
+        Role::Standby,
+        "back to its persisted role, not stuck out of service"
+    );
     assert_eq!(s.components.get("os").map(String::as_str), Some("8.4"));
     // It resumes replication from where it was.
     wait_caught_up(&m2, &m1).await?;

@@ -20,7 +20,10 @@ async fn switchover_under_load_loses_no_acknowledged_write() -> TestResult {
     wait_caught_up(&m2, &m1).await?;
 
     let load = WriteLoad::start(
-        vec![m1.data_client(pki.data_tls("m1")?)?, m2.data_client(pki.data_tls("m2")?)?],
+        vec![
+            m1.data_client(pki.data_tls("m1")?)?,
+            m2.data_client(pki.data_tls("m2")?)?,
+        ],
         1_000_000,
         Duration::from_secs(240),
     );
@@ -48,7 +51,12 @@ async fn switchover_under_load_loses_no_acknowledged_write() -> TestResult {
     for agent in [&m1, &m2] {
         let reader = agent.data_client(pki.data_tls("m1")?)?;
         for (key, value) in &report.acked {
-            assert_eq!(reader.get(key).await?.as_deref(), Some(value.as_str()), "{key} on {}", agent.name);
+            assert_eq!(
+                reader.get(key).await?.as_deref(),
+                Some(value.as_str()),
+                "{key} on {}",
+                agent.name
+            );
         }
     }
     assert!(report.acked.len() >= 300);
@@ -62,16 +70,29 @@ async fn switchover_under_load_loses_no_acknowledged_write() -> TestResult {
 
     // The records carry wall-clock times, so ordering across agents can be checked.
     for (demote, promote) in [(&demote1, &promote1), (&demote2, &promote2)] {
-        let demoted_at = demote.finished_at.ok_or_else(|| err("demote has no end time"))?;
+        let demoted_at = demote
+            .finished_at
+            .ok_or_else(|| err("demote has no end time"))?;
         assert!(demoted_at <= promote.started_at, "{demote:?} / {promote:?}");
     }
     let ops1 = m1.client.operations().await?;
-    let kinds: Vec<_> = ops1.iter().map(|r| (r.id.as_str(), r.kind, r.state)).collect();
+    let kinds: Vec<_> = ops1
+        .iter()
+        .map(|r| (r.id.as_str(), r.kind, r.state))
+        .collect();
     assert_eq!(
         kinds,
         vec![
-            ("s1-demote", OperationKind::Demote, OperationState::Succeeded),
-            ("s2-promote", OperationKind::Promote, OperationState::Succeeded)
+            (
+                "s1-demote",
+                OperationKind::Demote,
+                OperationState::Succeeded
+            ),
+            (
+                "s2-promote",
+                OperationKind::Promote,
+                OperationState::Succeeded
+            )
         ]
     );
     Ok(())
@@ -88,7 +109,9 @@ async fn promote_refuses_while_the_source_is_still_active() -> TestResult {
     a2.extend(["--source".into(), m1.data.clone()]);
     let m2 = Agent::start("m2", &tmp.path().join("m2"), pki.client_tls(), a2).await?;
     wait_caught_up(&m2, &m1).await?;
-    let rec = m2.run(&OperationRequest::new("p1", OperationKind::Promote)).await?;
+    let rec = m2
+        .run(&OperationRequest::new("p1", OperationKind::Promote))
+        .await?;
     assert_eq!(rec.state, OperationState::Failed);
     assert!(rec.message.contains("still Active"), "{}", rec.message);
     assert_eq!(m2.status().await?.role, Role::Standby);
@@ -114,7 +137,9 @@ async fn diverged_logs_raise_a_conflict_instead_of_merging() -> TestResult {
 
     // An unplanned failover: m1 dies, m2 is promoted without it, both take writes.
     m1.kill().await?;
-    let rec = m2.run_ok(&OperationRequest::new("failover", OperationKind::Promote)).await?;
+    let rec = m2
+        .run_ok(&OperationRequest::new("failover", OperationKind::Promote))
+        .await?;
     assert!(rec.message.contains("unreachable"), "{}", rec.message);
     let w2 = m2.data_client(pki.data_tls("m2")?)?;
     w2.put("only-on-m2", "b").await?;
@@ -131,14 +156,25 @@ async fn diverged_logs_raise_a_conflict_instead_of_merging() -> TestResult {
     })
     .await?;
     assert_eq!(s.health, Health::Critical);
-    assert!(s.alarms.iter().any(|a| a.name == "Conflict"), "{:?}", s.alarms);
+    assert!(
+        s.alarms.iter().any(|a| a.name == "Conflict"),
+        "{:?}",
+        s.alarms
+    );
     let reader = m1.data_client(pki.data_tls("m1")?)?;
     assert_eq!(reader.get("only-on-m2").await?, None);
     assert_eq!(reader.get("only-on-m1").await?.as_deref(), Some("a"));
     // And the conflicted member refuses to be promoted.
-    let rec = m1.run(&OperationRequest::new("bad-promote", OperationKind::Promote)).await?;
+    let rec = m1
+        .run(&OperationRequest::new(
+            "bad-promote",
+            OperationKind::Promote,
+        ))
+        .await?;
     assert_eq!(rec.state, OperationState::Failed);
-    let verify = m1.run(&OperationRequest::new("verify", OperationKind::Verify)).await?;
+    let verify = m1
+        .run(&OperationRequest::new("verify", OperationKind::Verify))
+        .await?;
     assert_eq!(verify.state, OperationState::Failed);
     Ok(())
 }

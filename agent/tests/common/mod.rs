@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use baton_agent::api::{MemberStatus, OperationKind, OperationRecord, OperationRequest, OperationState};
+use baton_agent::api::{
+    MemberStatus, OperationKind, OperationRecord, OperationRequest, OperationState,
+};
 use baton_agent::client::{AgentClient, ClientTls};
 use baton_agent::data::DataClient;
 use baton_agent::pki::{CertAuthority, CertSpec, IssuedCert};
@@ -67,7 +69,11 @@ impl Pki {
     }
 
     pub fn client_tls(&self) -> ClientTls {
-        ClientTls::mtls(self.control_ca.cert_pem(), &self.client.cert_pem, &self.client.key_pem)
+        ClientTls::mtls(
+            self.control_ca.cert_pem(),
+            &self.client.cert_pem,
+            &self.client.key_pem,
+        )
     }
 
     /// Data-port credentials: the mesh trust and a member certificate.
@@ -76,7 +82,11 @@ impl Pki {
             .members
             .get(member)
             .ok_or_else(|| err(format!("no certificate for {member}")))?;
-        Ok(ClientTls::mtls(self.mesh_ca.cert_pem(), &cert.cert_pem, &cert.key_pem))
+        Ok(ClientTls::mtls(
+            self.mesh_ca.cert_pem(),
+            &cert.cert_pem,
+            &cert.key_pem,
+        ))
     }
 
     /// Arguments giving an agent its control TLS and member identity.
@@ -118,7 +128,12 @@ pub fn binary() -> &'static str {
 
 impl Agent {
     /// Starts an agent; `args` are everything but `--member` and `--data-dir`.
-    pub async fn start(name: &str, data_dir: &Path, tls: ClientTls, args: Vec<String>) -> TestResult<Agent> {
+    pub async fn start(
+        name: &str,
+        data_dir: &Path,
+        tls: ClientTls,
+        args: Vec<String>,
+    ) -> TestResult<Agent> {
         let mut full = vec![
             "--member".to_string(),
             name.to_string(),
@@ -153,7 +168,10 @@ impl Agent {
 
     /// Waits for the process to exit on its own (e.g. the crashMidUpgrade fault).
     pub async fn wait_exit(&mut self, timeout: Duration) -> TestResult<Option<i32>> {
-        let child = self.child.as_mut().ok_or_else(|| err("agent not running"))?;
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| err("agent not running"))?;
         let status = tokio::time::timeout(timeout, child.wait()).await??;
         self.child = None;
         Ok(status.code())
@@ -189,7 +207,10 @@ impl Agent {
     pub async fn run_ok(&self, req: &OperationRequest) -> TestResult<OperationRecord> {
         let rec = self.run(req).await?;
         if rec.state != OperationState::Succeeded {
-            return Err(err(format!("{} {} on {}: {:?}: {}", req.kind, req.id, self.name, rec.state, rec.message)));
+            return Err(err(format!(
+                "{} {} on {}: {:?}: {}",
+                req.kind, req.id, self.name, rec.state, rec.message
+            )));
         }
         Ok(rec)
     }
@@ -212,7 +233,10 @@ impl Drop for Agent {
 }
 
 async fn spawn(args: &[String], log: &Path) -> TestResult<(Child, String, String)> {
-    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let mut child = Command::new(binary())
         .args(args)
         .env("RUST_LOG", "info")
@@ -225,8 +249,18 @@ async fn spawn(args: &[String], log: &Path) -> TestResult<(Child, String, String
     let mut lines = BufReader::new(stdout).lines();
     let line = tokio::time::timeout(STARTUP, lines.next_line())
         .await
-        .map_err(|_| err(format!("agent did not report its ports within {STARTUP:?}; see {}", log.display())))??
-        .ok_or_else(|| err(format!("agent exited before listening; see {}", log.display())))?;
+        .map_err(|_| {
+            err(format!(
+                "agent did not report its ports within {STARTUP:?}; see {}",
+                log.display()
+            ))
+        })??
+        .ok_or_else(|| {
+            err(format!(
+                "agent exited before listening; see {}",
+                log.display()
+            ))
+        })?;
     // Keep draining stdout so the agent never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let mut control = None;
@@ -255,7 +289,9 @@ where
             return Ok(v);
         }
         if Instant::now() >= deadline {
-            return Err(err(format!("timed out after {timeout:?} waiting for {what}")));
+            return Err(err(format!(
+                "timed out after {timeout:?} waiting for {what}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -263,37 +299,58 @@ where
 
 /// Waits until `follower` has applied everything `leader` holds and reports no lag.
 pub async fn wait_caught_up(follower: &Agent, leader: &Agent) -> TestResult<u64> {
-    wait_until(&format!("{} to catch up with {}", follower.name, leader.name), CONVERGE, || async {
-        let l = leader.client.status().await.ok()?;
-        let f = follower.client.status().await.ok()?;
-        (f.replication.applied_index == l.replication.applied_index
-            && f.replication.lag_entries == 0
-            && f.replication.connected)
-            .then_some(f.replication.applied_index)
-    })
+    wait_until(
+        &format!("{} to catch up with {}", follower.name, leader.name),
+        CONVERGE,
+        || async {
+            let l = leader.client.status().await.ok()?;
+            let f = follower.client.status().await.ok()?;
+            (f.replication.applied_index == l.replication.applied_index
+                && f.replication.lag_entries == 0
+                && f.replication.connected)
+                .then_some(f.replication.applied_index)
+        },
+    )
     .await
 }
 
 /// The documented switchover: demote the old active to follow the standby, wait
 /// until the standby has applied the old active's final index, promote the standby.
-pub async fn switchover(old: &Agent, new: &Agent, tag: &str) -> TestResult<(OperationRecord, OperationRecord)> {
+pub async fn switchover(
+    old: &Agent,
+    new: &Agent,
+    tag: &str,
+) -> TestResult<(OperationRecord, OperationRecord)> {
     let demote = old
-        .run_ok(&OperationRequest::new(format!("{tag}-demote"), OperationKind::Demote).with_source(&new.data))
+        .run_ok(
+            &OperationRequest::new(format!("{tag}-demote"), OperationKind::Demote)
+                .with_source(&new.data),
+        )
         .await?;
     let final_index = old.status().await?.replication.applied_index;
-    wait_until(&format!("{} to reach index {final_index}", new.name), CONVERGE, || async {
-        let s = new.client.status().await.ok()?;
-        (s.replication.applied_index >= final_index && s.replication.lag_entries == 0).then_some(())
-    })
+    wait_until(
+        &format!("{} to reach index {final_index}", new.name),
+        CONVERGE,
+        || async {
+            let s = new.client.status().await.ok()?;
+            (s.replication.applied_index >= final_index && s.replication.lag_entries == 0)
+                .then_some(())
+        },
+    )
     .await?;
     let promote = new
-        .run_ok(&OperationRequest::new(format!("{tag}-promote"), OperationKind::Promote))
+        .run_ok(&OperationRequest::new(
+            format!("{tag}-promote"),
+            OperationKind::Promote,
+        ))
         .await?;
     Ok((demote, promote))
 }
 
 pub fn tempdir() -> TestResult<tempfile::TempDir> {
-    Ok(tempfile::Builder::new().prefix("baton-agent-test").tempdir()?)
+    Ok(tempfile::Builder::new()
+        .prefix("baton-agent-test")
+        .tempdir()?)
 }
 
 /// What a write load observed.
@@ -357,7 +414,11 @@ impl WriteLoad {
             }
             report
         });
-        WriteLoad { stop, acked, handle }
+        WriteLoad {
+            stop,
+            acked,
+            handle,
+        }
     }
 
     pub fn acked(&self) -> u64 {
