@@ -17,19 +17,25 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn main() -> TestResult {
+    let args: Vec<String> = std::env::args().collect();
+    // Test runners list tests first (`--list`); this binary has none to list.
+    if args.iter().any(|a| a == "--list") {
+        return Ok(());
+    }
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not: then run a quick smoke.
+    let default_rounds = if args.iter().any(|a| a == "--bench") { 20 } else { 2 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(bench())
+    runtime.block_on(bench(default_rounds))
 }
 
-async fn bench() -> TestResult {
-    // `cargo bench` passes `--bench`; nothing else to parse.
+async fn bench(default_rounds: usize) -> TestResult {
     let rounds: usize = std::env::var("SWITCHOVERS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20)
+        .unwrap_or(default_rounds)
         .clamp(1, 1000);
     let tmp = tempdir()?;
     let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;

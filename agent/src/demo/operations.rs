@@ -142,10 +142,12 @@ async fn upgrade(
     } else {
         "rolling back"
     };
-    // Stop serving: no writes, no replication, while the "software" is replaced.
+    // Stop serving: no writes, no replication, while the "software" is replaced. Writes are
+    // drained before followers hear that this member went out of service.
+    shared.store.set_accepting(false);
+    let _ = shared.store.barrier().await;
     *lock(&shared.upgrading) = Some(Timestamp::now());
     shared.refresh_accepting();
-    let _ = shared.store.barrier().await;
     shared.stop_follower();
     progress.set(5, &format!("{verb} {what} to {target}: service stopped"));
     let steps: u32 = 20;
@@ -299,24 +301,32 @@ async fn demote(
     source: Option<String>,
 ) -> Result<String, String> {
     let was = shared.state().role;
-    // Stop writes first; the barrier makes the head final before anyone reads it.
-    shared
-        .update_state(|s| {
-            if s.role != role {
-                s.role_since = Timestamp::now();
-            }
-            s.role = role;
-        })
-        .map_err(|e| format!("cannot persist the new role: {e:#}"))?;
+    // Stop writes and drain the writer before telling anyone: followers must never see
+    // "no longer Active" together with a head that can still grow.
+    shared.store.set_accepting(false);
+    let head = match shared.store.barrier().await {
+        Ok(h) => h,
+        Err(e) => {
+            shared.refresh_accepting();
+            return Err(e.to_string());
+        }
+    };
+    let persisted = shared.update_state(|s| {
+        if s.role != role {
+            s.role_since = Timestamp::now();
+        }
+        s.role = role;
+    });
+    if let Err(e) = persisted {
+        shared.refresh_accepting();
+        return Err(format!("cannot persist the new role: {e:#}"));
+    }
     *lock(&shared.traffic_failed) = None;
-    shared.refresh_accepting();
-    let head = shared.store.barrier().await.map_err(|e| e.to_string())?;
     if source.is_some() {
         shared
             .set_source(source)
             .map_err(|e| format!("cannot persist the source: {e:#}"))?;
     }
-    // Announce the final head to followers only now that it is final.
     shared.refresh_accepting();
     shared.restart_follower();
     let following = match shared.state().source {

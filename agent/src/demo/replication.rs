@@ -88,8 +88,13 @@ pub(crate) fn serve_stream(
             "\"hash\" must be 64 hex digits",
         ));
     }
-    let follower = get("member").unwrap_or_else(|| "unknown".into());
-    let follower_version = get("version").unwrap_or_default();
+    // Only used in log lines; keep peer-supplied text to a safe alphabet.
+    let clean = |v: Option<String>| {
+        v.filter(|s| crate::ops::validate_id(s).is_ok())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    let follower = clean(get("member"));
+    let follower_version = clean(get("version"));
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let shared = shared.clone();
     tokio::spawn(async move {
