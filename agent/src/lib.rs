@@ -1,6 +1,19 @@
 //! baton-agent: the process every member runs so that the Baton operator never logs into a
-//! host. The operator drives members only through this crate's HTTP API (see
-//! `docs/agent-api.md`), using [`client::AgentClient`] and the types in [`api`].
+//! host. The operator drives members only through this crate's HTTP API (documented in
+//! `docs/agent-api.md`).
+//!
+//! For the operator:
+//! - [`api`]: the wire types (`MemberStatus`, `OperationRequest`, `OperationRecord`, `Faults`...).
+//! - [`client::AgentClient`]: typed client of the control API (mTLS, timeouts, retries).
+//! - [`data::DataClient`]: writes and reads on a demo member's data port.
+//! - [`pki`]: certificates for local meshes and tests.
+//!
+//! Inside the agent:
+//! - [`server`] routes the control API onto the [`ops_engine`], which records operations in
+//!   the [`ops`] journal and runs them on a backend: [`demo`] (a replicated key-value store)
+//!   or [`exec`] (user-configured commands).
+//! - [`tls`], [`http_util`] and [`http_client`] are the rustls/hyper plumbing; [`persist`]
+//!   does crash-safe file writes; [`cli`] is the binary's command line.
 
 pub mod api;
 pub mod cli;

@@ -121,13 +121,7 @@ impl OpsStore {
                 .rev()
                 .find(|s| s.record.state == OperationState::Running)
             {
-                return Err(ApiError::conflict(
-                    "operation_running",
-                    format!(
-                        "operation {:?} ({}) is still running ({}%); wait for it to finish before starting {}",
-                        running.record.id, running.record.kind, running.record.progress, req.kind
-                    ),
-                ));
+                return Err(busy(&running.record, req));
             }
             let record = OperationRecord {
                 id: req.id.clone(),
@@ -169,6 +163,15 @@ impl OpsStore {
             ));
         }
         Ok(Begin::Created(record))
+    }
+
+    /// Refuses a new operation while another one runs (checked again, atomically, by
+    /// [`OpsStore::begin`]).
+    pub fn check_idle(&self, req: &OperationRequest) -> Result<(), ApiError> {
+        match self.running() {
+            Some(running) if running.id != req.id => Err(busy(&running, req)),
+            _ => Ok(()),
+        }
     }
 
     /// In-memory progress; persisted with the next state change.
@@ -262,6 +265,16 @@ impl OpsStore {
             }
         }
     }
+}
+
+fn busy(running: &OperationRecord, req: &OperationRequest) -> ApiError {
+    ApiError::conflict(
+        "operation_running",
+        format!(
+            "operation {:?} ({}) is still running ({}%, {}); wait for it to finish before starting {} {:?}",
+            running.id, running.kind, running.progress, running.message, req.kind, req.id
+        ),
+    )
 }
 
 fn request_digest(req: &OperationRequest) -> String {

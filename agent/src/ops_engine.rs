@@ -129,6 +129,7 @@ impl Engine {
                 ))),
             };
         }
+        self.ops.check_idle(&req)?;
         self.backend.validate(&req)?;
         let version_before = self.backend.version().await;
         let record = match self.ops.begin(&req, &self.member, version_before).await? {
