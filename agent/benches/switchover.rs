@@ -23,7 +23,11 @@ fn main() -> TestResult {
         return Ok(());
     }
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: then run a quick smoke.
-    let default_rounds = if args.iter().any(|a| a == "--bench") { 20 } else { 2 };
+    let default_rounds = if args.iter().any(|a| a == "--bench") {
+        20
+    } else {
+        2
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

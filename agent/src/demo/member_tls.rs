@@ -59,9 +59,17 @@ impl MemberTls {
             (trust_flag, TRUST_FILE, false),
         ] {
             let target = dir.join(name);
-            if let Some(src) = flag
-                && !target.exists()
-            {
+            let Some(src) = flag else { continue };
+            if target.exists() {
+                let same = fs::read(src).ok() == fs::read(&target).ok();
+                if !same {
+                    tracing::warn!(
+                        "ignoring {}: {} holds material installed earlier, which wins over flags",
+                        src.display(),
+                        target.display()
+                    );
+                }
+            } else {
                 let bytes = fs::read(src).with_context(|| format!("reading {}", src.display()))?;
                 atomic_write(&target, &bytes, private)?;
             }
