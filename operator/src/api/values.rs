@@ -119,14 +119,76 @@ impl fmt::Display for Version {
     }
 }
 
+/// Split a version into its numeric body and pre-release without allocating; `None` when it
+/// is not a valid version (same rules as `Version::from_str`).
+fn split_version(s: &str) -> Option<(&str, Option<&str>)> {
+    let body = s.strip_prefix('v').unwrap_or(s);
+    let (nums, pre) = match body.split_once('-') {
+        Some((n, p)) => (n, Some(p)),
+        None => (body, None),
+    };
+    if nums.is_empty() || nums.len() > 100 {
+        return None;
+    }
+    let mut parts = 0;
+    for p in nums.split('.') {
+        if p.is_empty() || p.len() > 19 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        parts += 1;
+    }
+    if parts > 5 {
+        return None;
+    }
+    if let Some(p) = pre
+        && (p.is_empty()
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+    {
+        return None;
+    }
+    Some((nums, pre))
+}
+
+/// Numeric comparison of two digit strings of any length.
+fn cmp_digits(a: &str, b: &str) -> Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
 /// Compare two version strings; unparsable strings sort before every valid version and
 /// compare among themselves as text, so a garbage report never looks "newer".
+///
+/// Allocation-free: the planner compares versions on every pass over every member.
 pub fn cmp_versions(a: &str, b: &str) -> Ordering {
-    match (a.parse::<Version>(), b.parse::<Version>()) {
-        (Ok(x), Ok(y)) => x.cmp(&y),
-        (Ok(_), Err(_)) => Ordering::Greater,
-        (Err(_), Ok(_)) => Ordering::Less,
-        (Err(_), Err(_)) => a.cmp(b),
+    if a == b {
+        return Ordering::Equal;
+    }
+    match (split_version(a), split_version(b)) {
+        (Some((na, pa)), Some((nb, pb))) => {
+            let mut ia = na.split('.');
+            let mut ib = nb.split('.');
+            loop {
+                match (ia.next(), ib.next()) {
+                    (None, None) => break,
+                    (x, y) => match cmp_digits(x.unwrap_or("0"), y.unwrap_or("0")) {
+                        Ordering::Equal => {}
+                        o => return o,
+                    },
+                }
+            }
+            match (pa, pb) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(x), Some(y)) => x.cmp(y),
+            }
+        }
+        (Some(_), None) => Ordering::Greater,
+        (None, Some(_)) => Ordering::Less,
+        (None, None) => a.cmp(b),
     }
 }
 
@@ -341,6 +403,29 @@ mod tests {
         for bad in ["", "v", "1..2", "a.b", "1.2.3-", "1.2.3.4.5.6", "1.2-r c"] {
             let e = bad.parse::<Version>().unwrap_err();
             assert!(e.to_string().contains("invalid version"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn string_comparison_agrees_with_parsed_versions() {
+        let all = [
+            "1",
+            "1.0",
+            "1.0.0",
+            "1.2",
+            "1.10",
+            "1.9.9",
+            "2.0.0-rc1",
+            "2.0.0-rc2",
+            "2.0.0",
+            "v2.0.0",
+            "10.0",
+            "0009.1",
+        ];
+        for a in all {
+            for b in all {
+                assert_eq!(cmp_versions(a, b), v(a).cmp(&v(b)), "{a} vs {b}");
+            }
         }
     }
 

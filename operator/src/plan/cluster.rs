@@ -1086,6 +1086,22 @@ impl<'a> Planner<'a> {
                 false
             }
             Next::Step(n) => {
+                let opposite = match n.action {
+                    StepAction::Upgrade => Some(StepAction::Rollback),
+                    StepAction::Rollback => Some(StepAction::Upgrade),
+                    _ => None,
+                };
+                if let Some(o) = opposite
+                    && let Some(s) = self.st.steps.iter().find(|s| s.action == o)
+                {
+                    // Never an upgrade and a backout at once: the one in flight finishes first.
+                    self.waiting.push(format!(
+                        "{} waits for {} to finish",
+                        action_name(n.action),
+                        describe(s)
+                    ));
+                    return false;
+                }
                 if n.action.disruptive() && !self.disruption_allowed(true) {
                     return false;
                 }

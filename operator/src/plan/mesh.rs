@@ -60,6 +60,8 @@ struct Summary<'a> {
     max_v: Option<&'a str>,
     done: bool,
     failed: bool,
+    /// Mixed versions or steps in flight: the cluster is part-way, whatever its admission.
+    in_motion: bool,
     /// Moving this cluster takes its service down (no member can take over).
     outage: bool,
     load: u64,
@@ -111,6 +113,8 @@ fn summarize_cluster<'a>(
     let failed = c
         .status
         .is_some_and(|s| matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack));
+    let mixed = matches!((min_v, max_v), (Some(a), Some(b)) if !cmp_versions(a, b).is_eq());
+    let in_motion = !done && (mixed || c.status.is_some_and(|s| !s.steps.is_empty()));
     let regular = c.spec.members.iter().filter(|m| !m.spare).count();
     let outage = regular + c.spec.members.iter().filter(|m| m.spare).count() <= 1
         || c.spec.upgrade.strategy == UpgradeStrategy::InPlace
@@ -124,6 +128,7 @@ fn summarize_cluster<'a>(
         max_v,
         done,
         failed,
+        in_motion,
         outage,
         load: c.spec.load.unwrap_or(0),
         backup_peers: &c.spec.backup_peers,
@@ -389,28 +394,45 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
             if let Some(s) = by.get(a.cluster.as_str())
                 && !s.done
                 && Some(s.tier) == active_tier
-                && cmp_versions(&a.version, s.target).is_eq()
-                && a.direction == direction
             {
-                st.admitted.push(a);
+                // A reversal keeps the clusters part-way admitted, now in the new direction.
+                st.admitted.push(Admitted {
+                    version: s.target.to_string(),
+                    direction,
+                    ..a
+                });
             }
         }
         if let Some(ti) = active_tier {
             let tier = &spec.tiers[ti];
             let role_versions = RoleVersions::of(&sums);
-            let mut moving = st.admitted.len() as u32;
+            // Part-way clusters occupy a slot even when not admitted (after a reversal, or a
+            // restart that lost the mesh status), and they are admitted first.
+            let mut moving = st.admitted.len() as u32
+                + sums
+                    .iter()
+                    .filter(|s| {
+                        s.tier == ti
+                            && s.in_motion
+                            && !st.admitted.iter().any(|a| a.cluster == s.name)
+                    })
+                    .count() as u32;
+            let mut candidates: Vec<&Summary<'_>> =
+                sums.iter().filter(|s| s.tier == ti && !s.done).collect();
+            candidates.sort_by_key(|s| !s.in_motion);
             for s in sums.iter().filter(|s| s.tier == ti && s.failed && !s.done) {
                 failed.push(s.name.to_string());
             }
             if paused {
                 waiting.push("paused: no new cluster is admitted".into());
             }
-            for s in sums.iter().filter(|s| s.tier == ti && !s.done) {
-                if paused || moving >= tier.max_parallel {
-                    break;
-                }
+            for s in candidates {
                 if st.admitted.iter().any(|a| a.cluster == s.name) {
                     continue;
+                }
+                // A part-way cluster already holds its slot; a new one needs a free one.
+                if paused || (!s.in_motion && moving >= tier.max_parallel) {
+                    break;
                 }
                 if let Some(last) = tiers[ti].last_start_at
                     && tier.stagger.millis() > 0
@@ -438,7 +460,9 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
                     direction,
                     since: now,
                 });
-                moving += 1;
+                if !s.in_motion {
+                    moving += 1;
+                }
                 tiers[ti].last_start_at = Some(now);
                 let parent = st.rollout.as_ref().map(|r| r.log_id);
                 let mut log = Log {

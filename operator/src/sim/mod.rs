@@ -7,6 +7,7 @@
 
 pub mod member;
 pub mod rng;
+pub mod soak;
 pub mod topology;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -768,12 +769,18 @@ impl Sim {
         }
     }
 
+    /// Lowest and highest version the members run, as the mesh compares them (components
+    /// that follow the cluster version stand for the member).
     fn cluster_versions(c: &SimCluster) -> (String, String) {
-        let mut vs: Vec<&str> = c.members.values().map(|m| m.version.as_str()).collect();
+        let mut vs: Vec<String> = c
+            .members
+            .values()
+            .map(|m| crate::plan::software::effective_version(&c.spec, &m.version, &m.components))
+            .collect();
         vs.sort_by(|a, b| cmp_versions(a, b));
         (
-            vs.first().unwrap_or(&"").to_string(),
-            vs.last().unwrap_or(&"").to_string(),
+            vs.first().cloned().unwrap_or_default(),
+            vs.last().cloned().unwrap_or_default(),
         )
     }
 

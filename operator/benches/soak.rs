@@ -1,0 +1,69 @@
+//! Soak run of randomized rollouts (the long-running mode of the property tests).
+//!
+//! cargo bench -p baton --bench soak -- [ROLLOUTS] [FIRST_SEED]
+//!
+//! Prints a table per scenario: rollouts, clusters, members, operator and member crashes,
+//! violations and liveness failures. Exits non-zero on any violation.
+
+use std::time::Instant;
+
+use baton::sim::soak::{Scenario, random_rollout};
+use baton::sim::topology::Bounds;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let total: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(2_000);
+    let first: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let bounds = Bounds::FULL;
+    let started = Instant::now();
+    println!(
+        "| scenario | rollouts | clusters | members | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut bad = 0u64;
+    let per = total / Scenario::ALL.len() as u64;
+    for (k, scenario) in Scenario::ALL.iter().enumerate() {
+        let t = Instant::now();
+        let (mut clusters, mut members, mut oc, mut mc, mut ready, mut viol, mut live) =
+            (0, 0, 0, 0, 0, 0u64, 0u64);
+        for i in 0..per {
+            let seed = first + k as u64 * per + i;
+            let v = random_rollout(seed, bounds, *scenario);
+            clusters += v.clusters;
+            members += v.members;
+            oc += v.operator_crashes;
+            mc += v.member_crashes;
+            ready += v.ready;
+            if !v.violations.is_empty() {
+                viol += 1;
+                eprintln!(
+                    "seed {seed} {scenario:?}: {:?}",
+                    &v.violations[..v.violations.len().min(3)]
+                );
+            }
+            if !v.liveness.is_empty() {
+                live += 1;
+                eprintln!(
+                    "seed {seed} {scenario:?} liveness: {:?}",
+                    &v.liveness[..v.liveness.len().min(3)]
+                );
+            }
+        }
+        bad += viol + live;
+        println!(
+            "| {scenario:?} | {per} | {clusters} | {members} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "\ntotal {} rollouts in {:.1}s, {bad} failing",
+        per * 4,
+        started.elapsed().as_secs_f64()
+    );
+    if bad > 0 {
+        std::process::exit(1);
+    }
+}

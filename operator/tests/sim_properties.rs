@@ -1,0 +1,56 @@
+//! Property tests: random topologies (1–5 tiers, 1–50 clusters, 1–4 members, random
+//! components) under random fault schedules. At every simulated instant the safety invariants
+//! hold; once faults stop, every rollout converges or stops with a stated reason.
+//!
+//! The seed fully determines a case: a failure prints it, and
+//! `baton::sim::soak::random_rollout(seed, Bounds::FULL, scenario)` replays it.
+
+use baton::sim::soak::{Scenario, random_rollout};
+use baton::sim::topology::Bounds;
+use proptest::prelude::*;
+
+fn check(seed: u64, scenario: Scenario) -> Result<(), TestCaseError> {
+    let v = random_rollout(seed, Bounds::FULL, scenario);
+    prop_assert!(
+        v.violations.is_empty(),
+        "seed {seed} {scenario:?}: safety violations {:#?}",
+        v.violations
+    );
+    prop_assert!(
+        v.liveness.is_empty(),
+        "seed {seed} {scenario:?}: liveness {:#?}",
+        v.liveness
+    );
+    if scenario == Scenario::CleanUpgrade {
+        // Without faults, only a forbidden outage may stop a cluster.
+        prop_assert!(
+            v.ready > 0 || v.clusters == 0,
+            "seed {seed}: nothing converged"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn clean_upgrades_converge(seed in any::<u64>()) {
+        check(seed, Scenario::CleanUpgrade)?;
+    }
+
+    #[test]
+    fn faulty_upgrades_stay_safe_and_settle(seed in any::<u64>()) {
+        check(seed, Scenario::FaultyUpgrade)?;
+    }
+
+    #[test]
+    fn faulty_backouts_stay_safe_and_settle(seed in any::<u64>()) {
+        check(seed, Scenario::FaultyBackout)?;
+    }
+
+    #[test]
+    fn reversals_mid_rollout_stay_safe_and_settle(seed in any::<u64>()) {
+        check(seed, Scenario::Reversal)?;
+    }
+}
