@@ -15,7 +15,7 @@ use crate::api::{
 use super::cluster::Admission;
 use super::conditions::{Log, set_condition};
 use super::observe::{PlanEvent, Wake};
-use super::validate::{ClusterRef, summarize, tier_membership, validate_mesh};
+use super::validate::{ClusterRef, FastMap, summarize, tier_membership, validate_mesh};
 
 /// A cluster as the mesh planner sees it.
 pub struct MeshClusterView<'a> {
@@ -184,7 +184,7 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
         .collect();
     let problems = validate_mesh(spec, &refs);
     let membership = tier_membership(spec, &refs);
-    let by_name: BTreeMap<&str, &MeshClusterView<'_>> =
+    let by_name: FastMap<&str, &MeshClusterView<'_>> =
         input.clusters.iter().map(|c| (c.name, c)).collect();
     let mut sums: Vec<Summary<'_>> = Vec::with_capacity(membership.len());
     for (name, &tier) in &membership {
@@ -193,23 +193,12 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
         }
     }
     // Stable order inside a tier: as listed in the tier, then by name for selected ones.
-    let listed: BTreeMap<&str, usize> = spec
+    let listed: FastMap<&str, usize> = spec
         .tiers
         .iter()
         .flat_map(|t| t.clusters.iter().enumerate().map(|(i, n)| (n.as_str(), i)))
         .collect();
-    sums.sort_by(|a, b| {
-        (
-            a.tier,
-            listed.get(a.name).copied().unwrap_or(usize::MAX),
-            a.name,
-        )
-            .cmp(&(
-                b.tier,
-                listed.get(b.name).copied().unwrap_or(usize::MAX),
-                b.name,
-            ))
-    });
+    sums.sort_by_cached_key(|s| (s.tier, listed.get(s.name).copied().unwrap_or(usize::MAX), s.name));
 
     let total = sums.len() as u32;
     let done_count = sums.iter().filter(|s| s.done).count() as u32;
@@ -387,7 +376,7 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
             Direction::Upgrade => sums.iter().filter(|s| !s.done).map(|s| s.tier).min(),
             Direction::Backout => sums.iter().filter(|s| !s.done).map(|s| s.tier).max(),
         };
-        let by: BTreeMap<&str, &Summary<'_>> = sums.iter().map(|s| (s.name, s)).collect();
+        let by: FastMap<&str, &Summary<'_>> = sums.iter().map(|s| (s.name, s)).collect();
         // Keep admissions of clusters still moving in the active tier toward the same target.
         let before = std::mem::take(&mut st.admitted);
         for a in before {
@@ -798,7 +787,7 @@ fn capacity_refusal(
     if spec.strategy.type_ != MeshStrategyType::Rolling || !cand.outage {
         return None;
     }
-    let by: BTreeMap<&str, &Summary<'_>> = sums.iter().map(|s| (s.name, s)).collect();
+    let by: FastMap<&str, &Summary<'_>> = sums.iter().map(|s| (s.name, s)).collect();
     let mut down: Vec<&Summary<'_>> = admitted
         .iter()
         .filter_map(|a| by.get(a.cluster.as_str()).copied())

@@ -11,5 +11,5 @@ pub mod window;
 pub use cluster::{
     Admission, ClusterInput, ClusterPlan, Intents, plan_cluster, switchover_step_name,
 };
-pub use mesh::{MeshClusterView, MeshInput, MeshPlan, admission_for, plan_mesh};
+pub use mesh::{MeshClusterView, MeshInput, MeshIntents, MeshPlan, admission_for, plan_mesh};
 pub use observe::*;

@@ -3,6 +3,31 @@
 //! satisfied). The planner turns problems into a `Stalled` condition and takes no action.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// FNV-1a: names are short and trusted-shape, and the mesh planner hashes tens of thousands
+/// of them per decision; SipHash's DoS resistance buys nothing here.
+#[derive(Default, Clone, Copy)]
+pub struct Fnv(u64);
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        // FNV's high bits are weak for short keys; the table uses them, so mix (SplitMix64).
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<Fnv>>;
+pub type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<Fnv>>;
 
 use crate::api::{ClusterSpec, MeshSpec, UpgradeStrategy, Version, values::VERSION_PATTERN};
 
@@ -282,9 +307,9 @@ pub struct ClusterRef<'a> {
 
 /// Which tier (index) each cluster of the mesh belongs to. Clusters matched by two tiers are
 /// reported by `validate_mesh`; here the first tier wins.
-pub fn tier_membership(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> BTreeMap<String, usize> {
-    let known: BTreeSet<&str> = clusters.iter().map(|c| c.name).collect();
-    let mut out = BTreeMap::new();
+pub fn tier_membership(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> FastMap<String, usize> {
+    let known: FastSet<&str> = clusters.iter().map(|c| c.name).collect();
+    let mut out = FastMap::with_capacity_and_hasher(clusters.len(), Default::default());
     for (ti, t) in mesh.tiers.iter().enumerate() {
         for n in &t.clusters {
             if known.contains(n.as_str()) {
@@ -293,10 +318,7 @@ pub fn tier_membership(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> BTreeMap
         }
         if let Some(s) = t.selector.as_ref().filter(|s| !s.match_labels.is_empty()) {
             for c in clusters {
-                if s.match_labels
-                    .iter()
-                    .all(|(k, v)| c.labels.get(k) == Some(v))
-                {
+                if s.match_labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)) {
                     out.entry(c.name.to_string()).or_insert(ti);
                 }
             }
@@ -312,9 +334,9 @@ pub fn validate_mesh(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> Vec<Proble
     if mesh.tiers.is_empty() {
         problem(&mut out, "spec.tiers", "at least one tier is required");
     }
-    let known: BTreeSet<&str> = clusters.iter().map(|c| c.name).collect();
+    let known: FastSet<&str> = clusters.iter().map(|c| c.name).collect();
     let mut tier_names = BTreeSet::new();
-    let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut claimed: FastMap<&str, &str> = FastMap::with_capacity_and_hasher(clusters.len(), Default::default());
     for (ti, t) in mesh.tiers.iter().enumerate() {
         let f = format!("spec.tiers[{ti}]");
         if !is_dns_label(&t.name) {
@@ -355,19 +377,13 @@ pub fn validate_mesh(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> Vec<Proble
                 );
             }
         }
-        let mut members: BTreeSet<&str> = t
-            .clusters
-            .iter()
-            .map(String::as_str)
-            .filter(|n| known.contains(n))
-            .collect();
+        let mut seen: FastSet<&str> = FastSet::default();
+        let mut members: Vec<&str> =
+            t.clusters.iter().map(String::as_str).filter(|n| known.contains(n) && seen.insert(n)).collect();
         if let Some(s) = t.selector.as_ref().filter(|s| !s.match_labels.is_empty()) {
             for c in clusters {
-                if s.match_labels
-                    .iter()
-                    .all(|(k, v)| c.labels.get(k) == Some(v))
-                {
-                    members.insert(c.name);
+                if s.match_labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)) && seen.insert(c.name) {
+                    members.push(c.name);
                 }
             }
         }
@@ -420,21 +436,18 @@ pub fn validate_mesh(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> Vec<Proble
     // A rule "A not newer than B" with an A cluster in an earlier tier than a B cluster can never
     // be satisfied on the way up: the A tier would wait forever for the B tier behind it.
     let tiers = tier_membership(mesh, clusters);
-    let role_of: BTreeMap<&str, &str> = clusters
-        .iter()
-        .filter_map(|c| c.spec.role.as_deref().map(|r| (c.name, r)))
-        .collect();
+    // Earliest and latest tier of each role, with a cluster name for the message.
+    let mut span: BTreeMap<&str, ((usize, &str), (usize, &str))> = BTreeMap::new();
+    for c in clusters {
+        if let (Some(role), Some(&t)) = (c.spec.role.as_deref(), tiers.get(c.name)) {
+            let e = span.entry(role).or_insert(((t, c.name), (t, c.name)));
+            e.0 = e.0.min((t, c.name));
+            e.1 = e.1.max((t, c.name));
+        }
+    }
     for (i, r) in mesh.compatibility.iter().enumerate() {
-        let a_min = tiers
-            .iter()
-            .filter(|(n, _)| role_of.get(n.as_str()) == Some(&r.role.as_str()))
-            .map(|(n, t)| (*t, n.as_str()))
-            .min();
-        let b_max = tiers
-            .iter()
-            .filter(|(n, _)| role_of.get(n.as_str()) == Some(&r.not_newer_than.as_str()))
-            .map(|(n, t)| (*t, n.as_str()))
-            .max();
+        let a_min = span.get(r.role.as_str()).map(|s| s.0);
+        let b_max = span.get(r.not_newer_than.as_str()).map(|s| s.1);
         if let (Some((ta, a)), Some((tb, b))) = (a_min, b_max)
             && ta <= tb
         {

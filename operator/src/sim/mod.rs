@@ -51,6 +51,8 @@ pub struct SimConfig {
     pub write_rate: u64,
     /// Entries per second a standby applies.
     pub replication_rate: u64,
+    /// Operations take up to this fraction longer than nominal, at random.
+    pub duration_jitter: f64,
 }
 
 impl Default for SimConfig {
@@ -69,6 +71,7 @@ impl Default for SimConfig {
             no_traffic_versions: vec![],
             write_rate: 10,
             replication_rate: 1000,
+            duration_jitter: 0.25,
         }
     }
 }
@@ -475,7 +478,7 @@ impl Sim {
         {
             fails = true;
         }
-        let jitter = Duration(self.rng.below(dur.millis() / 4 + 1));
+        let jitter = Duration(self.rng.below((dur.millis() as f64 * self.cfg.duration_jitter) as u64 + 1));
         self.stats.ops_submitted += 1;
         if req.kind == OpKind::Promote {
             self.stats.switchovers += 1;
@@ -799,45 +802,32 @@ impl Sim {
             .and_then(|s| s.rollout.as_ref())
             .map(|r| r.direction);
         // Tier order: a cluster moves only when every earlier tier (reverse for backout) is done.
-        for c in &self.clusters {
-            let Some(&t) = tier_of.get(c.name.as_str()) else {
-                continue;
-            };
-            let busy = c
-                .members
-                .values()
-                .any(|m| matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback)));
-            if !busy {
-                continue;
+        // One pass computes each cluster's versions and each tier's first unfinished cluster.
+        let info: Vec<(Option<usize>, String, String, bool)> = self
+            .clusters
+            .iter()
+            .map(|c| {
+                let (lo, hi) = Self::cluster_versions(c);
+                let busy = c.members.values().any(|m| matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback)));
+                (tier_of.get(c.name.as_str()).copied(), lo, hi, busy)
+            })
+            .collect();
+        let mut unfinished: BTreeMap<usize, (usize, String)> = BTreeMap::new();
+        for (c, (t, lo, hi, _)) in self.clusters.iter().zip(&info) {
+            let Some(t) = t else { continue };
+            let target = c.spec.version.as_deref().unwrap_or(&spec.version);
+            if !(same_version(lo, target) && same_version(hi, target)) {
+                unfinished.entry(*t).or_insert((0, format!("{} runs {lo}..{hi}", c.name))).0 += 1;
             }
-            let target = c
-                .spec
-                .version
-                .clone()
-                .unwrap_or_else(|| spec.version.clone());
-            for o in &self.clusters {
-                let Some(&ot) = tier_of.get(o.name.as_str()) else {
-                    continue;
-                };
-                let earlier = match dir {
-                    Some(Direction::Backout) => ot > t,
-                    _ => ot < t,
-                };
-                if !earlier {
-                    continue;
-                }
-                let ot_target = o
-                    .spec
-                    .version
-                    .clone()
-                    .unwrap_or_else(|| spec.version.clone());
-                let (lo, hi) = Self::cluster_versions(o);
-                if !(same_version(&lo, &ot_target) && same_version(&hi, &ot_target)) {
-                    out.push(format!(
-                        "{} moves to {target} while {} (earlier tier) runs {lo}..{hi}",
-                        c.name, o.name
-                    ));
-                }
+        }
+        for (c, (t, _, _, busy)) in self.clusters.iter().zip(&info) {
+            let (Some(t), true) = (t, busy) else { continue };
+            let blocking = match dir {
+                Some(Direction::Backout) => unfinished.range(t + 1..).next(),
+                _ => unfinished.range(..*t).next(),
+            };
+            if let Some((_, (_, what))) = blocking {
+                out.push(format!("{} moves while {what} in an earlier tier", c.name));
             }
         }
         // maxParallel: clusters of a tier in motion (operation running or mixed) at once.
