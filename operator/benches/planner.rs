@@ -21,10 +21,22 @@ use baton::sim::{Sim, SimConfig};
 const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
 fn member_status(name: &str, version: &str, role: MemberRole) -> MemberStatus {
-    MemberStatus { name: name.into(), role, version: Some(version.into()), health: Health::Ok, serving: role == MemberRole::Active, ..Default::default() }
+    MemberStatus {
+        name: name.into(),
+        role,
+        version: Some(version.into()),
+        health: Health::Ok,
+        serving: role == MemberRole::Active,
+        ..Default::default()
+    }
 }
 
-fn mesh_fixture(n: usize) -> (MeshSpec, Vec<(String, BTreeMap<String, String>, ClusterSpec, ClusterStatus)>) {
+fn mesh_fixture(
+    n: usize,
+) -> (
+    MeshSpec,
+    Vec<(String, BTreeMap<String, String>, ClusterSpec, ClusterStatus)>,
+) {
     let per_tier = n / 4;
     let mut tiers = vec![];
     let mut clusters = vec![];
@@ -55,10 +67,29 @@ fn mesh_fixture(n: usize) -> (MeshSpec, Vec<(String, BTreeMap<String, String>, C
             };
             clusters.push((name, BTreeMap::new(), spec, status));
         }
-        tiers.push(TierSpec { name: format!("tier{t}"), clusters: names, selector: None, max_parallel: 8, stagger: Duration(0) });
+        tiers.push(TierSpec {
+            name: format!("tier{t}"),
+            clusters: names,
+            selector: None,
+            max_parallel: 8,
+            stagger: Duration(0),
+        });
     }
-    let compatibility = (1..4).map(|t| CompatibilityRule { role: format!("tier{t}"), not_newer_than: "tier0".into() }).collect();
-    (MeshSpec { version: "2.0.0".into(), tiers, compatibility, ..Default::default() }, clusters)
+    let compatibility = (1..4)
+        .map(|t| CompatibilityRule {
+            role: format!("tier{t}"),
+            not_newer_than: "tier0".into(),
+        })
+        .collect();
+    (
+        MeshSpec {
+            version: "2.0.0".into(),
+            tiers,
+            compatibility,
+            ..Default::default()
+        },
+        clusters,
+    )
 }
 
 fn median_micros(mut f: impl FnMut(), iters: usize) -> f64 {
@@ -80,14 +111,37 @@ fn decision_times() {
     let mut prev: Option<f64> = None;
     for n in [100usize, 1_000, 10_000] {
         let (mesh, clusters) = mesh_fixture(n);
-        let views: Vec<MeshClusterView<'_>> =
-            clusters.iter().map(|(n, l, s, st)| MeshClusterView { name: n, labels: l, spec: s, status: Some(st) }).collect();
+        let views: Vec<MeshClusterView<'_>> = clusters
+            .iter()
+            .map(|(n, l, s, st)| MeshClusterView {
+                name: n,
+                labels: l,
+                spec: s,
+                status: Some(st),
+            })
+            .collect();
         let intents = baton::plan::mesh::MeshIntents::default();
-        let input = MeshInput { name: "mesh", generation: Some(1), spec: &mesh, status: None, clusters: &views, intents: &intents, now: NOW };
+        let input = MeshInput {
+            name: "mesh",
+            generation: Some(1),
+            spec: &mesh,
+            status: None,
+            clusters: &views,
+            intents: &intents,
+            now: NOW,
+        };
         let first = plan_mesh(&input);
-        let input = MeshInput { status: Some(&first.status), ..input };
+        let input = MeshInput {
+            status: Some(&first.status),
+            ..input
+        };
         let iters = if n >= 10_000 { 30 } else { 200 };
-        let mesh_us = median_micros(|| { black_box(plan_mesh(black_box(&input))); }, iters);
+        let mesh_us = median_micros(
+            || {
+                black_box(plan_mesh(black_box(&input)));
+            },
+            iters,
+        );
         // One cluster decision is independent of the mesh size; measured for scale.
         let (_, _, spec, status) = &clusters[n / 2];
         let obs: ClusterObservation = ["m0", "m1", "m2"]
@@ -95,41 +149,94 @@ fn decision_times() {
             .enumerate()
             .map(|(i, m)| {
                 let agent = AgentView {
-                    version: "1.0.0".into(), components: BTreeMap::new(),
-                    role: if i == 0 { MemberRole::Active } else { MemberRole::Standby },
-                    serving: i == 0, health: Health::Ok, alarms: vec![], lag_seconds: 0.0, lag_entries: 0,
-                    applied_index: 100, backlog: 0, conflicts: 0, data_endpoint: Some(format!("{m}:1")), load: None, operation: None,
+                    version: "1.0.0".into(),
+                    components: BTreeMap::new(),
+                    role: if i == 0 {
+                        MemberRole::Active
+                    } else {
+                        MemberRole::Standby
+                    },
+                    serving: i == 0,
+                    health: Health::Ok,
+                    alarms: vec![],
+                    lag_seconds: 0.0,
+                    lag_entries: 0,
+                    applied_index: 100,
+                    backlog: 0,
+                    conflicts: 0,
+                    data_endpoint: Some(format!("{m}:1")),
+                    load: None,
+                    operation: None,
                 };
-                (m.to_string(), MemberObservation { agent: Some(agent), error: None, ops: BTreeMap::new() })
+                (
+                    m.to_string(),
+                    MemberObservation {
+                        agent: Some(agent),
+                        error: None,
+                        ops: BTreeMap::new(),
+                    },
+                )
             })
             .collect();
         let adm = Admission::standalone();
         let intents = Intents::default();
-        let cin = ClusterInput { name: "c", generation: Some(1), spec, status: Some(status), observed: &obs, admission: &adm, intents: &intents, now: NOW };
-        let cluster_us = median_micros(|| { black_box(plan_cluster(black_box(&cin))); }, 2000);
-        let ratio = prev.map(|p| format!("{:.1}x (size x10)", mesh_us / p)).unwrap_or_else(|| "-".into());
-        println!("| {n} | {:.3} ms | {:.1} µs | {ratio} |", mesh_us / 1000.0, cluster_us);
+        let cin = ClusterInput {
+            name: "c",
+            generation: Some(1),
+            spec,
+            status: Some(status),
+            observed: &obs,
+            admission: &adm,
+            intents: &intents,
+            now: NOW,
+        };
+        let cluster_us = median_micros(
+            || {
+                black_box(plan_cluster(black_box(&cin)));
+            },
+            2000,
+        );
+        let ratio = prev
+            .map(|p| format!("{:.1}x (size x10)", mesh_us / p))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "| {n} | {:.3} ms | {:.1} µs | {ratio} |",
+            mesh_us / 1000.0,
+            cluster_us
+        );
         prev = Some(mesh_us);
     }
 }
 
 fn schedule_efficiency() {
     println!("\n## Schedule efficiency (Active/Standby deployment, simulated)\n");
-    println!("| workers | maxParallel | stagger | member upgrade | makespan | lower bound | ratio |");
+    println!(
+        "| workers | maxParallel | stagger | member upgrade | makespan | lower bound | ratio |"
+    );
     println!("|---|---|---|---|---|---|---|");
     let up = Duration::from_secs(40 * 60);
     let stagger = Duration::from_secs(60);
     let (workers, par) = (40usize, 4u32);
     let t = topology::active_standby_deployment(workers, par, stagger, "2.0.0");
     // Critical path: each cluster upgrades its members one at a time (maxUnavailable 1).
-    let members_of = |name: &str| t.clusters.iter().find(|c| c.name == name).map(|c| c.spec.members.len() as u64).unwrap_or(0);
+    let members_of = |name: &str| {
+        t.clusters
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.spec.members.len() as u64)
+            .unwrap_or(0)
+    };
     let t_primary = members_of("cmp-primary") * up.millis();
     let t_secondary = members_of("cmp-secondary") * up.millis();
     let t_worker = 2 * up.millis();
     let waves = (workers as u64).div_ceil(par as u64);
     let workers_lb = (waves * t_worker).max((workers as u64 - 1) * stagger.millis() + t_worker);
     let lb = Duration(t_primary + t_secondary + workers_lb);
-    let cfg = SimConfig { upgrade_time: up, duration_jitter: 0.0, ..SimConfig::default() };
+    let cfg = SimConfig {
+        upgrade_time: up,
+        duration_jitter: 0.0,
+        ..SimConfig::default()
+    };
     let mut sim = Sim::new(cfg, NOW);
     for c in t.clusters {
         sim.add_cluster(&c.name, c.labels, c.spec, "1.0.0");
@@ -137,7 +244,11 @@ fn schedule_efficiency() {
     sim.set_mesh("mesh", t.mesh);
     sim.run(Duration::from_secs(7 * 86_400));
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
-    let ready = sim.mesh.as_ref().and_then(|m| m.status.as_ref()).is_some_and(|s| s.phase == MeshPhase::Ready);
+    let ready = sim
+        .mesh
+        .as_ref()
+        .and_then(|m| m.status.as_ref())
+        .is_some_and(|s| s.phase == MeshPhase::Ready);
     assert!(ready, "the deployment did not converge");
     // The makespan ends with the last cluster's last log entry.
     let end = sim

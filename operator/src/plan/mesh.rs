@@ -198,7 +198,13 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
         .iter()
         .flat_map(|t| t.clusters.iter().enumerate().map(|(i, n)| (n.as_str(), i)))
         .collect();
-    sums.sort_by_cached_key(|s| (s.tier, listed.get(s.name).copied().unwrap_or(usize::MAX), s.name));
+    sums.sort_by_cached_key(|s| {
+        (
+            s.tier,
+            listed.get(s.name).copied().unwrap_or(usize::MAX),
+            s.name,
+        )
+    });
 
     let total = sums.len() as u32;
     let done_count = sums.iter().filter(|s| s.done).count() as u32;

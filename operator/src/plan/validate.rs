@@ -18,7 +18,11 @@ impl Hasher for Fnv {
         z ^ (z >> 31)
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for b in bytes {
             h ^= *b as u64;
             h = h.wrapping_mul(0x100_0000_01b3);
@@ -318,7 +322,10 @@ pub fn tier_membership(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> FastMap<
         }
         if let Some(s) = t.selector.as_ref().filter(|s| !s.match_labels.is_empty()) {
             for c in clusters {
-                if s.match_labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)) {
+                if s.match_labels
+                    .iter()
+                    .all(|(k, v)| c.labels.get(k) == Some(v))
+                {
                     out.entry(c.name.to_string()).or_insert(ti);
                 }
             }
@@ -336,7 +343,8 @@ pub fn validate_mesh(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> Vec<Proble
     }
     let known: FastSet<&str> = clusters.iter().map(|c| c.name).collect();
     let mut tier_names = BTreeSet::new();
-    let mut claimed: FastMap<&str, &str> = FastMap::with_capacity_and_hasher(clusters.len(), Default::default());
+    let mut claimed: FastMap<&str, &str> =
+        FastMap::with_capacity_and_hasher(clusters.len(), Default::default());
     for (ti, t) in mesh.tiers.iter().enumerate() {
         let f = format!("spec.tiers[{ti}]");
         if !is_dns_label(&t.name) {
@@ -378,11 +386,19 @@ pub fn validate_mesh(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> Vec<Proble
             }
         }
         let mut seen: FastSet<&str> = FastSet::default();
-        let mut members: Vec<&str> =
-            t.clusters.iter().map(String::as_str).filter(|n| known.contains(n) && seen.insert(n)).collect();
+        let mut members: Vec<&str> = t
+            .clusters
+            .iter()
+            .map(String::as_str)
+            .filter(|n| known.contains(n) && seen.insert(n))
+            .collect();
         if let Some(s) = t.selector.as_ref().filter(|s| !s.match_labels.is_empty()) {
             for c in clusters {
-                if s.match_labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)) && seen.insert(c.name) {
+                if s.match_labels
+                    .iter()
+                    .all(|(k, v)| c.labels.get(k) == Some(v))
+                    && seen.insert(c.name)
+                {
                     members.push(c.name);
                 }
             }

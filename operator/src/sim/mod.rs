@@ -478,7 +478,10 @@ impl Sim {
         {
             fails = true;
         }
-        let jitter = Duration(self.rng.below((dur.millis() as f64 * self.cfg.duration_jitter) as u64 + 1));
+        let jitter = Duration(
+            self.rng
+                .below((dur.millis() as f64 * self.cfg.duration_jitter) as u64 + 1),
+        );
         self.stats.ops_submitted += 1;
         if req.kind == OpKind::Promote {
             self.stats.switchovers += 1;
@@ -803,21 +806,26 @@ impl Sim {
             .map(|r| r.direction);
         // Tier order: a cluster moves only when every earlier tier (reverse for backout) is done.
         // One pass computes each cluster's versions and each tier's first unfinished cluster.
-        let info: Vec<(Option<usize>, String, String, bool)> = self
-            .clusters
-            .iter()
-            .map(|c| {
-                let (lo, hi) = Self::cluster_versions(c);
-                let busy = c.members.values().any(|m| matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback)));
-                (tier_of.get(c.name.as_str()).copied(), lo, hi, busy)
-            })
-            .collect();
+        let info: Vec<(Option<usize>, String, String, bool)> =
+            self.clusters
+                .iter()
+                .map(|c| {
+                    let (lo, hi) = Self::cluster_versions(c);
+                    let busy = c.members.values().any(|m| {
+                        matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback))
+                    });
+                    (tier_of.get(c.name.as_str()).copied(), lo, hi, busy)
+                })
+                .collect();
         let mut unfinished: BTreeMap<usize, (usize, String)> = BTreeMap::new();
         for (c, (t, lo, hi, _)) in self.clusters.iter().zip(&info) {
             let Some(t) = t else { continue };
             let target = c.spec.version.as_deref().unwrap_or(&spec.version);
             if !(same_version(lo, target) && same_version(hi, target)) {
-                unfinished.entry(*t).or_insert((0, format!("{} runs {lo}..{hi}", c.name))).0 += 1;
+                unfinished
+                    .entry(*t)
+                    .or_insert((0, format!("{} runs {lo}..{hi}", c.name)))
+                    .0 += 1;
             }
         }
         for (c, (t, _, _, busy)) in self.clusters.iter().zip(&info) {

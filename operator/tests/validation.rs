@@ -1,0 +1,173 @@
+//! Semantic validation: what the schema and CEL cannot say is caught before any action, with
+//! the field path and a human message.
+
+use std::collections::BTreeMap;
+
+use baton::api::*;
+use baton::plan::validate::{ClusterRef, validate_cluster, validate_mesh};
+use baton::sim::topology::member;
+
+fn spec(n: usize) -> ClusterSpec {
+    ClusterSpec {
+        version: Some("1.0.0".into()),
+        members: (0..n).map(|i| member(&format!("m{i}"), "c")).collect(),
+        ..Default::default()
+    }
+}
+
+fn messages(p: &[baton::plan::validate::Problem]) -> String {
+    p.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_valid_cluster_has_no_problems() {
+    assert!(validate_cluster(&spec(3)).is_empty());
+}
+
+#[test]
+fn cluster_problems_name_the_field() {
+    let mut s = spec(2);
+    s.version = Some("1..0".into());
+    s.members[1].name = "m0".into();
+    s.members[0].endpoint = "nohost".into();
+    s.upgrade.max_unavailable = 0;
+    s.upgrade.maintenance_windows = vec![MaintenanceWindow {
+        days: vec![],
+        start: "7pm".into(),
+        duration: "1h".parse().unwrap(),
+    }];
+    s.components = vec![ComponentSpec {
+        name: "app".into(),
+        after: vec!["os".into()],
+        ..Default::default()
+    }];
+    s.members[0].components = vec!["db".into()];
+    let m = messages(&validate_cluster(&s));
+    for needle in [
+        "spec.version: invalid version \"1..0\"",
+        "spec.members[1].name: duplicate member name \"m0\"",
+        "spec.members[0].endpoint: \"nohost\" must be host:port",
+        "spec.upgrade.maxUnavailable: must be at least 1",
+        "spec.upgrade.maintenanceWindows[0].start: \"7pm\" is not HH:MM",
+        "spec.components[0].after: unknown prerequisite \"os\"",
+        "spec.members[0].components: unknown component \"db\"",
+    ] {
+        assert!(m.contains(needle), "missing {needle:?} in:\n{m}");
+    }
+}
+
+#[test]
+fn requires_primary_active_needs_a_primary_member() {
+    let mut s = spec(2);
+    s.components = vec![ComponentSpec {
+        name: "ha".into(),
+        verify: VerifyPolicy {
+            requires_primary_active: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    }];
+    assert!(messages(&validate_cluster(&s)).contains("needs a member marked primary"));
+    s.members[0].primary = true;
+    assert!(validate_cluster(&s).is_empty());
+}
+
+fn mesh(tiers: Vec<TierSpec>, compat: Vec<CompatibilityRule>) -> MeshSpec {
+    MeshSpec {
+        version: "2.0.0".into(),
+        tiers,
+        compatibility: compat,
+        ..Default::default()
+    }
+}
+
+fn tier(name: &str, clusters: &[&str]) -> TierSpec {
+    TierSpec {
+        name: name.into(),
+        clusters: clusters.iter().map(|s| s.to_string()).collect(),
+        max_parallel: 1,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn mesh_problems_unknown_cluster_double_tier_and_cycles() {
+    let labels = BTreeMap::from([("tier".to_string(), "w".to_string())]);
+    let none = BTreeMap::new();
+    let (a, b) = (spec(2), spec(2));
+    let mut ra = a.clone();
+    ra.role = Some("x".into());
+    let mut rb = b.clone();
+    rb.role = Some("y".into());
+    let clusters = [
+        ClusterRef {
+            name: "a",
+            labels: &none,
+            spec: &ra,
+        },
+        ClusterRef {
+            name: "b",
+            labels: &labels,
+            spec: &rb,
+        },
+    ];
+    let mut t2 = tier("t2", &[]);
+    t2.selector = Some(LabelSelector {
+        match_labels: labels.clone(),
+    });
+    let m = mesh(
+        vec![tier("t1", &["a", "b", "ghost"]), t2],
+        vec![
+            CompatibilityRule {
+                role: "x".into(),
+                not_newer_than: "y".into(),
+            },
+            CompatibilityRule {
+                role: "y".into(),
+                not_newer_than: "x".into(),
+            },
+        ],
+    );
+    let msg = messages(&validate_mesh(&m, &clusters));
+    assert!(
+        msg.contains("spec.tiers[0].clusters: unknown cluster \"ghost\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("cluster \"b\" is in tiers \"t1\" and \"t2\""),
+        "{msg}"
+    );
+    assert!(msg.contains("rules form a cycle (x -> y -> x)"), "{msg}");
+}
+
+#[test]
+fn a_good_mesh_has_no_problems() {
+    let none = BTreeMap::new();
+    let mut mgmt = spec(2);
+    mgmt.role = Some("management".into());
+    let mut work = spec(2);
+    work.role = Some("worker".into());
+    let clusters = [
+        ClusterRef {
+            name: "m",
+            labels: &none,
+            spec: &mgmt,
+        },
+        ClusterRef {
+            name: "w",
+            labels: &none,
+            spec: &work,
+        },
+    ];
+    let m = mesh(
+        vec![tier("a", &["m"]), tier("b", &["w"])],
+        vec![CompatibilityRule {
+            role: "worker".into(),
+            not_newer_than: "management".into(),
+        }],
+    );
+    assert!(validate_mesh(&m, &clusters).is_empty());
+}
