@@ -31,12 +31,10 @@ fn member_status(name: &str, version: &str, role: MemberRole) -> MemberStatus {
     }
 }
 
-fn mesh_fixture(
-    n: usize,
-) -> (
-    MeshSpec,
-    Vec<(String, BTreeMap<String, String>, ClusterSpec, ClusterStatus)>,
-) {
+/// A cluster of the fixture: name, labels, spec, status.
+type Fixture = (String, BTreeMap<String, String>, ClusterSpec, ClusterStatus);
+
+fn mesh_fixture(n: usize) -> (MeshSpec, Vec<Fixture>) {
     let per_tier = n / 4;
     let mut tiers = vec![];
     let mut clusters = vec![];

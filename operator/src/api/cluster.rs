@@ -1,4 +1,7 @@
 //! The `Cluster` resource: one HA group of members (Active / Standby / Spare).
+// Each `printcolumn(...)` repeats `type_ = ...`; clippy reads the derive's arguments as
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 

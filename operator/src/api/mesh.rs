@@ -1,4 +1,7 @@
 //! The `Mesh` resource: a set of Clusters with cross-cluster order and shared trust.
+// Each `printcolumn(...)` repeats `type_ = ...`; clippy reads the derive's arguments as
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 

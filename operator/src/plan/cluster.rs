@@ -717,15 +717,13 @@ impl<'a> Planner<'a> {
                     ms.verified.push(token);
                 }
             }
-            StepAction::Backup => {
-                if !self.st.steps.iter().any(|o| o.action == StepAction::Backup) {
-                    let window = self.backup_window();
-                    self.st.last_backup = Some(crate::api::BackupRecord {
-                        version: self.target_version.clone(),
-                        window,
-                        at: now,
-                    });
-                }
+            StepAction::Backup if !self.st.steps.iter().any(|o| o.action == StepAction::Backup) => {
+                let window = self.backup_window();
+                self.st.last_backup = Some(crate::api::BackupRecord {
+                    version: self.target_version.clone(),
+                    window,
+                    at: now,
+                });
             }
             StepAction::Switchover if !s.rollback => {
                 self.st.switchover = Some(SwitchoverRecord {

@@ -453,7 +453,8 @@ pub fn validate_mesh(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> Vec<Proble
     // be satisfied on the way up: the A tier would wait forever for the B tier behind it.
     let tiers = tier_membership(mesh, clusters);
     // Earliest and latest tier of each role, with a cluster name for the message.
-    let mut span: BTreeMap<&str, ((usize, &str), (usize, &str))> = BTreeMap::new();
+    type TierAndName<'a> = (usize, &'a str);
+    let mut span: BTreeMap<&str, (TierAndName<'_>, TierAndName<'_>)> = BTreeMap::new();
     for c in clusters {
         if let (Some(role), Some(&t)) = (c.spec.role.as_deref(), tiers.get(c.name)) {
             let e = span.entry(role).or_insert(((t, c.name), (t, c.name)));

@@ -91,10 +91,11 @@ pub fn random(rng: &mut Rng, b: Bounds, version: &str) -> Topology {
         let mut members: Vec<MemberSpec> = (0..n_members)
             .map(|j| member(&format!("m{j}"), &name))
             .collect();
-        if n_members >= 3 && rng.chance(0.3) {
-            if let Some(last) = members.last_mut() {
-                last.spare = true;
-            }
+        if n_members >= 3
+            && rng.chance(0.3)
+            && let Some(last) = members.last_mut()
+        {
+            last.spare = true;
         }
         let mut upgrade = fast_policy(rng);
         if n_members == 1 {
