@@ -1,6 +1,6 @@
 //! Soak run of randomized rollouts (the long-running mode of the property tests).
 //!
-//! cargo bench -p baton --bench soak -- [ROLLOUTS] [FIRST_SEED]
+//! cargo bench -p baton --bench soak -- [ROLLOUTS] [FIRST_SEED]   (env SOAK_SCENARIO=Reversal for one)
 //!
 //! Prints a table per scenario: rollouts, clusters, members, operator and member crashes,
 //! violations and liveness failures. Exits non-zero on any violation.
@@ -25,7 +25,12 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut bad = 0u64;
     let per = total / Scenario::ALL.len() as u64;
+    // SOAK_SCENARIO=Reversal (etc.) runs one scenario, keeping the same seeds as a full run.
+    let only = std::env::var("SOAK_SCENARIO").ok();
     for (k, scenario) in Scenario::ALL.iter().enumerate() {
+        if only.as_ref().is_some_and(|o| o != &format!("{scenario:?}")) {
+            continue;
+        }
         let t = Instant::now();
         let (mut clusters, mut members, mut oc, mut mc, mut ready, mut viol, mut live) =
             (0, 0, 0, 0, 0, 0u64, 0u64);

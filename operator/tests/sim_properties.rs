@@ -54,3 +54,16 @@ proptest! {
         check(seed, Scenario::Reversal)?;
     }
 }
+
+/// Seeds the soak run found: a backout decided while a switchover toward the new version was
+/// half done must not promote the member that no longer runs the target.
+#[test]
+fn regression_reversal_during_switchover() {
+    for seed in [
+        2433, 2487, 2558, 2715, 2743, 1002211, 1002254, 1002520, 1002561, 1002694,
+    ] {
+        let v = random_rollout(seed, Bounds::FULL, Scenario::Reversal);
+        assert!(v.violations.is_empty(), "seed {seed}: {:#?}", v.violations);
+        assert!(v.liveness.is_empty(), "seed {seed}: {:#?}", v.liveness);
+    }
+}

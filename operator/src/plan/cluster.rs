@@ -614,6 +614,42 @@ impl<'a> Planner<'a> {
         };
         let demote_id = format!("{}.demote", s.id);
         let promote_id = format!("{}.promote", s.id);
+        // The target changed while switching over (a backout mid-way): never promote a member
+        // that no longer runs the target. Before the old active steps down, just drop the step;
+        // after, bring the old active back.
+        let stale = !s.rollback
+            && ta.role != MemberRole::Active
+            && self
+                .member_spec(to)
+                .and_then(|m| self.moves(m))
+                .is_some_and(|v| !v.is_empty());
+        if stale {
+            if fa.role == MemberRole::Active {
+                if self
+                    .lookup_op(from, &demote_id)
+                    .is_some_and(|op| op.state == OpState::Running)
+                {
+                    return Some(s.clone());
+                }
+                if self.lookup_op(from, &demote_id).is_none() {
+                    self.cancel_step(s, "target changed before the switchover started");
+                    return None;
+                }
+            }
+            if fa.role != MemberRole::Active {
+                self.cancel_step(
+                    s,
+                    &format!("target changed: {to} no longer runs it; switching back to {from}"),
+                );
+                let mut n = NewStep::on(StepAction::Switchover, from);
+                n.from = Some(to.to_string());
+                n.rollback = true;
+                n.message =
+                    format!("switch back to {from}: the target changed during the switchover");
+                self.start(n);
+                return None;
+            }
+        }
         if ta.role == MemberRole::Active {
             if fa.role == MemberRole::Active {
                 self.stalled = Some((
@@ -739,6 +775,13 @@ impl<'a> Planner<'a> {
             }
             _ => {}
         }
+    }
+
+    fn cancel_step(&mut self, s: &StepRecord, msg: &str) {
+        let now = self.now();
+        self.log().close(s.log_id, LogResult::Cancelled, msg, now);
+        let what = describe(s);
+        self.event(false, "StepCancelled", format!("{what} cancelled: {msg}"));
     }
 
     fn step_failed(&mut self, s: &StepRecord, msg: &str) {
@@ -1459,7 +1502,6 @@ impl<'a> Planner<'a> {
             return;
         }
         let now = self.now();
-        let parent = None;
         let scope = if n.from.as_deref() == Some("cluster") {
             LogScope::Cluster
         } else {
@@ -1476,7 +1518,7 @@ impl<'a> Planner<'a> {
             n.member.clone()
         };
         let log_id = self.log().open(
-            parent,
+            None,
             action,
             scope,
             &target,
@@ -1559,10 +1601,7 @@ impl<'a> Planner<'a> {
         }
         let phase = if self.stalled.is_some() {
             ClusterPhase::Stalled
-        } else if rolled_back.is_some()
-            && self.st.steps.is_empty()
-            && self.converged_after_rollback()
-        {
+        } else if rolled_back.is_some() && self.st.steps.is_empty() && self.converged {
             ClusterPhase::RolledBack
         } else if paused && !self.converged {
             ClusterPhase::Paused
@@ -1723,10 +1762,6 @@ impl<'a> Planner<'a> {
             events: self.events,
             wake: self.wake,
         }
-    }
-
-    fn converged_after_rollback(&self) -> bool {
-        self.converged
     }
 }
 
