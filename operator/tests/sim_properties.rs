@@ -56,7 +56,8 @@ proptest! {
 }
 
 /// Seeds the soak run found: a backout decided while a switchover toward the new version was
-/// half done must not promote the member that no longer runs the target.
+/// half done must not promote the member that no longer runs the target, nor create two
+/// actives by switching back while the promote is already under way.
 #[test]
 fn regression_reversal_during_switchover() {
     for seed in [

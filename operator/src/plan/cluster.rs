@@ -617,8 +617,11 @@ impl<'a> Planner<'a> {
         // The target changed while switching over (a backout mid-way): never promote a member
         // that no longer runs the target. Before the old active steps down, just drop the step;
         // after, bring the old active back.
+        // Once the promote was sent it may land at any moment: finish the switchover rather
+        // than risk two actives; the backout then moves traffic back the normal way.
         let stale = !s.rollback
             && ta.role != MemberRole::Active
+            && self.lookup_op(to, &promote_id).is_none()
             && self
                 .member_spec(to)
                 .and_then(|m| self.moves(m))
