@@ -15,7 +15,7 @@ use crate::api::{
 use super::cluster::Admission;
 use super::conditions::{Log, set_condition};
 use super::observe::{PlanEvent, Wake};
-use super::validate::{ClusterRef, FastMap, summarize, tier_membership, validate_mesh};
+use super::validate::{ClusterRef, FastMap, summarize, tier_membership, validate_mesh_with};
 
 /// A cluster as the mesh planner sees it.
 pub struct MeshClusterView<'a> {
@@ -182,8 +182,8 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
             spec: c.spec,
         })
         .collect();
-    let problems = validate_mesh(spec, &refs);
     let membership = tier_membership(spec, &refs);
+    let problems = validate_mesh_with(spec, &refs, &membership);
     let by_name: FastMap<&str, &MeshClusterView<'_>> =
         input.clusters.iter().map(|c| (c.name, c)).collect();
     let mut sums: Vec<Summary<'_>> = Vec::with_capacity(membership.len());

@@ -336,6 +336,16 @@ pub fn tier_membership(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> FastMap<
 
 /// Validate a Mesh together with the clusters in its namespace.
 pub fn validate_mesh(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> Vec<Problem> {
+    validate_mesh_with(mesh, clusters, &tier_membership(mesh, clusters))
+}
+
+/// `validate_mesh` with the tier membership the caller already computed (the mesh planner
+/// needs it too, and it is the costly part on large meshes).
+pub fn validate_mesh_with(
+    mesh: &MeshSpec,
+    clusters: &[ClusterRef<'_>],
+    tiers: &FastMap<String, usize>,
+) -> Vec<Problem> {
     let mut out = Vec::new();
     check_version(&mut out, "spec.version", &mesh.version);
     if mesh.tiers.is_empty() {
@@ -451,7 +461,6 @@ pub fn validate_mesh(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> Vec<Proble
     }
     // A rule "A not newer than B" with an A cluster in an earlier tier than a B cluster can never
     // be satisfied on the way up: the A tier would wait forever for the B tier behind it.
-    let tiers = tier_membership(mesh, clusters);
     // Earliest and latest tier of each role, with a cluster name for the message.
     type TierAndName<'a> = (usize, &'a str);
     let mut span: BTreeMap<&str, (TierAndName<'_>, TierAndName<'_>)> = BTreeMap::new();

@@ -118,7 +118,7 @@ pub struct Sim {
     pub stats: SimStats,
     /// Cluster names whose upgrade may stop service (outage allowed).
     outage_ok: BTreeSet<String>,
-    /// Per cluster: kinds of member-moving operations running now, for the opposite-ops check.
+    /// When the simulation started, for relative times in violation messages.
     start: Timestamp,
 }
 
