@@ -38,6 +38,8 @@ pub struct Verdict {
     pub clusters: usize,
     pub members: usize,
     pub ready: usize,
+    /// Reasons of the clusters that ended Stalled (their `Stalled` condition).
+    pub stalled_reasons: Vec<String>,
     pub passes: u64,
     pub operator_crashes: u64,
     pub member_crashes: u64,
@@ -105,8 +107,21 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
                 .is_some_and(|s| s.phase == crate::api::ClusterPhase::Ready)
         })
         .count();
+    let stalled_reasons = sim
+        .clusters
+        .iter()
+        .filter_map(|c| c.status.as_ref())
+        .filter(|s| s.phase == crate::api::ClusterPhase::Stalled)
+        .flat_map(|s| {
+            s.conditions
+                .iter()
+                .filter(|c| c.type_ == "Stalled")
+                .map(|c| c.reason.clone())
+        })
+        .collect();
     Verdict {
         violations: sim.violations.clone(),
+        stalled_reasons,
         liveness,
         clusters,
         members,
