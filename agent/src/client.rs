@@ -36,7 +36,32 @@ impl std::fmt::Debug for ClientTls {
     }
 }
 
+/// Client TLS settings parsed once, shareable by many [`AgentClient`]s.
+#[derive(Clone)]
+pub struct SharedTls {
+    config: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for SharedTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTls")
+            .field("mtls", &self.config.is_some())
+            .finish()
+    }
+}
+
 impl ClientTls {
+    /// Parses the certificates and key once (errors name the bad PEM).
+    pub fn share(&self) -> Result<SharedTls, ClientError> {
+        let config = self
+            .rustls_config("agent client")
+            .map_err(|e| ClientError::Config {
+                agent: "(all agents)".to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(SharedTls { config })
+    }
+
     pub fn mtls(
         ca_pem: impl Into<String>,
         cert_pem: impl Into<String>,
@@ -184,28 +209,39 @@ impl AgentClient {
     /// `endpoint` is `host:port`, `https://host:port` or (with [`ClientTls::Insecure`])
     /// `http://host:port`.
     pub fn new(endpoint: &str, tls: ClientTls) -> Result<AgentClient, ClientError> {
+        let shared = tls.share().map_err(|e| match e {
+            ClientError::Config { message, .. } => ClientError::Config {
+                agent: endpoint.to_string(),
+                message,
+            },
+            other => other,
+        })?;
+        AgentClient::with_shared(endpoint, &shared)
+    }
+
+    /// Like [`AgentClient::new`], reusing TLS material parsed once: an operator talking to
+    /// thousands of members keeps one TLS configuration, not one per member.
+    pub fn with_shared(endpoint: &str, tls: &SharedTls) -> Result<AgentClient, ClientError> {
         let config_err = |message: String| ClientError::Config {
             agent: endpoint.to_string(),
             message,
         };
         let (addr, plain) = split_endpoint(endpoint).map_err(|e| config_err(e.to_string()))?;
-        match (&tls, plain) {
-            (ClientTls::Mtls { .. }, Some(true)) => {
+        match (&tls.config, plain) {
+            (Some(_), Some(true)) => {
                 return Err(config_err(
                     "http:// endpoint given with mutual TLS settings".into(),
                 ));
             }
-            (ClientTls::Insecure, Some(false)) => {
+            (None, Some(false)) => {
                 return Err(config_err(
                     "https:// endpoint given without TLS settings".into(),
                 ));
             }
             _ => {}
         }
-        let config = tls
-            .rustls_config("agent client")
-            .map_err(|e| config_err(e.to_string()))?;
-        let target = Target::new(&addr, config).map_err(|e| config_err(e.to_string()))?;
+        let target =
+            Target::new(&addr, tls.config.clone()).map_err(|e| config_err(e.to_string()))?;
         Ok(AgentClient {
             agent: addr,
             target,

@@ -4,5 +4,7 @@
 //! effectful layers built on them.
 
 pub mod api;
+pub mod local;
 pub mod plan;
+pub mod reconcile;
 pub mod sim;

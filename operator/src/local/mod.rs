@@ -1,0 +1,10 @@
+//! The local runner: the reconcile loop hosted on one machine, without Kubernetes. Manifests
+//! come from files, statuses live in a state file, intents in a sibling file.
+
+pub mod manifests;
+pub mod runner;
+pub mod state;
+
+pub use manifests::{ManifestError, ManifestErrors, Manifests, load};
+pub use runner::{PassReport, Runner, RunnerStats, Settled};
+pub use state::{Intents, State};

@@ -1,0 +1,430 @@
+//! The local host of the reconcile loop: objects from manifest files, statuses in a state
+//! file, members reached through [`Members`]. Same engine as the Kubernetes controllers.
+//!
+//! A pass: apply new intents → plan meshes from persisted cluster statuses → observe and plan
+//! every cluster that is due, concurrently → re-plan meshes → persist every changed status in
+//! one atomic write → perform the actions → schedule the next looks. Clusters with an
+//! operation running are looked at every `Timing::busy`; converged ones once per resync.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration as StdDuration, Instant, SystemTime};
+
+use anyhow::Context;
+use futures::StreamExt;
+use kube::ResourceExt;
+
+use crate::api::{ClusterPhase, MeshPhase, condition as cond};
+use crate::plan::conditions::condition_true;
+use crate::plan::{Intents as PlanIntents, MeshIntents, PlanEvent};
+use crate::reconcile::{
+    ActOutcome, ClusterObject, ClusterPass, Members, MeshObject, SubmitError, Timing, act,
+    admission, mesh_membership, now, observe_and_plan, plan_mesh_object,
+};
+
+use super::manifests::Manifests;
+use super::state::{Intents, ObjectState, State, spec_hash};
+
+/// What happened in one pass, for output and tests.
+#[derive(Clone, Debug, Default)]
+pub struct PassReport {
+    /// `(object, event)`, object as `Cluster/web` or `Mesh/prod`.
+    pub events: Vec<(String, PlanEvent)>,
+    /// `(cluster, outcome)` of every operation submitted.
+    pub actions: Vec<(String, ActOutcome)>,
+    /// The state file was written.
+    pub wrote: bool,
+    pub clusters_planned: usize,
+}
+
+/// Counters over the runner's life (for benchmarks and the demo's summary).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunnerStats {
+    pub passes: u64,
+    pub cluster_plans: u64,
+    pub state_writes: u64,
+    pub actions: u64,
+}
+
+/// Where the rollout stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Still moving.
+    No,
+    /// Every object is Ready at its current generation.
+    Converged,
+    /// Nothing moves without a human: (object, reason) for each blocked object.
+    Blocked(Vec<(String, String)>),
+}
+
+pub struct Runner<M: Members> {
+    members: M,
+    clusters: Vec<ClusterObject>,
+    meshes: Vec<MeshObject>,
+    /// Cluster name → mesh index.
+    membership: BTreeMap<String, usize>,
+    cluster_due: Vec<Instant>,
+    mesh_due: Vec<Instant>,
+    state_path: PathBuf,
+    state: State,
+    intents_path: PathBuf,
+    intents_seen: Option<SystemTime>,
+    timing: Timing,
+    concurrency: usize,
+    stats: RunnerStats,
+}
+
+impl<M: Members> Runner<M> {
+    /// Load the state for these manifests (bumping generations of changed specs).
+    pub fn new(members: M, manifests: &Manifests, state_path: &Path) -> anyhow::Result<Self> {
+        let mut state = State::load(state_path)?;
+        let mut clusters = Vec::new();
+        for (_, c) in &manifests.clusters {
+            let name = c.name_any();
+            let entry = state.clusters.entry(name.clone()).or_default();
+            bump(entry, &c.spec);
+            clusters.push(ClusterObject {
+                name,
+                labels: c.labels().clone(),
+                generation: Some(entry.generation),
+                spec: c.spec.clone(),
+                status: entry.status.clone(),
+                intents: PlanIntents::default(),
+            });
+        }
+        let mut meshes = Vec::new();
+        for (_, m) in &manifests.meshes {
+            let name = m.name_any();
+            let entry = state.meshes.entry(name.clone()).or_default();
+            bump(entry, &m.spec);
+            meshes.push(MeshObject {
+                name,
+                generation: Some(entry.generation),
+                spec: m.spec.clone(),
+                status: entry.status.clone(),
+                intents: MeshIntents::default(),
+            });
+        }
+        state.save(state_path)?;
+        let membership = mesh_membership(&meshes, &clusters);
+        let start = Instant::now();
+        Ok(Runner {
+            members,
+            cluster_due: vec![start; clusters.len()],
+            mesh_due: vec![start; meshes.len()],
+            clusters,
+            meshes,
+            membership,
+            intents_path: Intents::path_for(state_path),
+            state_path: state_path.to_path_buf(),
+            state,
+            intents_seen: None,
+            timing: Timing::default(),
+            concurrency: 64,
+            stats: RunnerStats::default(),
+        })
+    }
+
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    pub fn clusters(&self) -> &[ClusterObject] {
+        &self.clusters
+    }
+
+    pub fn meshes(&self) -> &[MeshObject] {
+        &self.meshes
+    }
+
+    pub fn stats(&self) -> &RunnerStats {
+        &self.stats
+    }
+
+    pub fn members(&self) -> &M {
+        &self.members
+    }
+
+    /// When the next pass has something to do.
+    pub fn next_wake(&self) -> Instant {
+        let first = self
+            .cluster_due
+            .iter()
+            .chain(self.mesh_due.iter())
+            .min()
+            .copied();
+        // Intents written by other commands are picked up within a second.
+        let intents = Instant::now() + StdDuration::from_secs(1);
+        first.map_or(intents, |f| f.min(intents))
+    }
+
+    /// One pass (see the module documentation).
+    pub async fn pass(&mut self) -> anyhow::Result<PassReport> {
+        self.stats.passes += 1;
+        let mut report = PassReport::default();
+        self.reload_intents()?;
+        let ts = now();
+        let instant = Instant::now();
+        let mut dirty = self.plan_meshes(ts, instant, &mut report);
+
+        let due: Vec<usize> = (0..self.clusters.len())
+            .filter(|&i| self.cluster_due[i] <= instant)
+            .collect();
+        let passes: Vec<(usize, ClusterPass)> = {
+            let members = &self.members;
+            let clusters = &self.clusters;
+            let meshes = &self.meshes;
+            let membership = &self.membership;
+            futures::stream::iter(due.iter().map(|&i| {
+                let c = &clusters[i];
+                let adm = admission(membership.get(&c.name).map(|&m| &meshes[m]), &c.name);
+                async move { (i, observe_and_plan(members, c, &adm, ts).await) }
+            }))
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await
+        };
+        report.clusters_planned = passes.len();
+        self.stats.cluster_plans += passes.len() as u64;
+        let mut any_cluster_changed = false;
+        for (i, p) in &passes {
+            let c = &mut self.clusters[*i];
+            for e in &p.plan.events {
+                report
+                    .events
+                    .push((format!("Cluster/{}", c.name), e.clone()));
+            }
+            if p.changed {
+                c.status = Some(p.plan.status.clone());
+                any_cluster_changed = true;
+                dirty = true;
+            }
+            self.cluster_due[*i] = instant + self.timing.after(p.plan.wake, ts);
+        }
+        if any_cluster_changed {
+            // The mesh reads the statuses just planned: admissions follow in this pass.
+            dirty |= self.plan_meshes(ts, instant, &mut report);
+        }
+        if dirty {
+            self.persist()?;
+            report.wrote = true;
+        }
+        // Only now, with every intent on disk, touch the members.
+        let acting: Vec<&(usize, ClusterPass)> = passes
+            .iter()
+            .filter(|(_, p)| !p.plan.actions.is_empty())
+            .collect();
+        if !acting.is_empty() {
+            let members = &self.members;
+            let clusters = &self.clusters;
+            let outcomes: Vec<(usize, Vec<ActOutcome>)> = futures::stream::iter(
+                acting
+                    .iter()
+                    .map(|(i, p)| async move { (*i, act(members, &clusters[*i].spec, p).await) }),
+            )
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+            for (i, outs) in outcomes {
+                let name = self.clusters[i].name.clone();
+                for o in outs {
+                    self.stats.actions += 1;
+                    if let Err(e) = &o.result {
+                        let (warning, reason) = match e {
+                            SubmitError::Busy(_) => (false, "OperationDeferred"),
+                            SubmitError::Unreachable(_) => (true, "AgentUnreachable"),
+                            SubmitError::Refused(_) => (true, "OperationRefused"),
+                        };
+                        report.events.push((
+                            format!("Cluster/{name}"),
+                            PlanEvent {
+                                warning,
+                                reason: reason.into(),
+                                message: format!(
+                                    "{} {} on {}: {e}",
+                                    o.kind.as_str(),
+                                    o.id,
+                                    o.member
+                                ),
+                            },
+                        ));
+                    }
+                    report.actions.push((name.clone(), o));
+                }
+                self.cluster_due[i] = instant + self.timing.busy;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Plan every due mesh; returns whether a status changed.
+    fn plan_meshes(
+        &mut self,
+        ts: crate::api::Timestamp,
+        instant: Instant,
+        report: &mut PassReport,
+    ) -> bool {
+        let mut changed = false;
+        for mi in 0..self.meshes.len() {
+            let members: Vec<&ClusterObject> = self
+                .clusters
+                .iter()
+                .filter(|c| self.membership.get(&c.name) == Some(&mi))
+                .collect();
+            let p = plan_mesh_object(&self.meshes[mi], &members, ts);
+            let name = self.meshes[mi].name.clone();
+            for e in p.plan.events {
+                report.events.push((format!("Mesh/{name}"), e));
+            }
+            self.mesh_due[mi] = instant + self.timing.after(p.plan.wake, ts);
+            if p.admissions_changed {
+                for (ci, c) in self.clusters.iter().enumerate() {
+                    if self.membership.get(&c.name) == Some(&mi) {
+                        self.cluster_due[ci] = instant;
+                    }
+                }
+            }
+            if p.changed {
+                self.meshes[mi].status = Some(p.plan.status);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    fn persist(&mut self) -> anyhow::Result<()> {
+        for c in &self.clusters {
+            if let Some(e) = self.state.clusters.get_mut(&c.name) {
+                e.status = c.status.clone();
+            }
+        }
+        for m in &self.meshes {
+            if let Some(e) = self.state.meshes.get_mut(&m.name) {
+                e.status = m.status.clone();
+            }
+        }
+        self.state.save(&self.state_path)?;
+        self.stats.state_writes += 1;
+        Ok(())
+    }
+
+    fn reload_intents(&mut self) -> anyhow::Result<()> {
+        let modified = std::fs::metadata(&self.intents_path)
+            .and_then(|m| m.modified())
+            .ok();
+        if modified == self.intents_seen {
+            return Ok(());
+        }
+        self.intents_seen = modified;
+        let intents = Intents::load(&self.intents_path)
+            .with_context(|| "reading intents (written by approve/pause/resume/retry)")?;
+        let instant = Instant::now();
+        for (i, c) in self.clusters.iter_mut().enumerate() {
+            let ci = intents.clusters.get(&c.name).cloned().unwrap_or_default();
+            let new = PlanIntents {
+                approve: ci.approve,
+                retry: ci.retry,
+                pause: ci.pause,
+            };
+            if new != c.intents {
+                c.intents = new;
+                self.cluster_due[i] = instant;
+            }
+        }
+        for (i, m) in self.meshes.iter_mut().enumerate() {
+            let mi = intents.meshes.get(&m.name).cloned().unwrap_or_default();
+            let new = MeshIntents {
+                force: mi.force,
+                pause: mi.pause,
+            };
+            if new != m.intents {
+                m.intents = new;
+                self.mesh_due[i] = instant;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the rollout is done, blocked on a human, or still moving.
+    pub fn settled(&self) -> Settled {
+        let mut blocked = Vec::new();
+        let mut moving = false;
+        for c in &self.clusters {
+            let Some(st) = &c.status else {
+                moving = true;
+                continue;
+            };
+            let current = st.observed_generation == c.generation;
+            let ready = current
+                && st.phase == ClusterPhase::Ready
+                && condition_true(&st.conditions, cond::READY);
+            if ready {
+                continue;
+            }
+            let why = if condition_true(&st.conditions, cond::STALLED)
+                || st.phase == ClusterPhase::Stalled
+            {
+                Some(st.message.clone().unwrap_or_else(|| "stalled".into()))
+            } else if st.phase == ClusterPhase::RolledBack {
+                Some(st.message.clone().unwrap_or_else(|| "rolled back".into()))
+            } else if condition_true(&st.conditions, cond::AWAITING_APPROVAL) {
+                Some(
+                    st.message
+                        .clone()
+                        .unwrap_or_else(|| "awaiting approval".into()),
+                )
+            } else if st.phase == ClusterPhase::Paused {
+                Some("paused".into())
+            } else {
+                None
+            };
+            match why {
+                Some(w) if current => blocked.push((format!("Cluster/{}", c.name), w)),
+                _ => moving = true,
+            }
+        }
+        for m in &self.meshes {
+            let Some(st) = &m.status else {
+                moving = true;
+                continue;
+            };
+            if st.observed_generation == m.generation && st.phase == MeshPhase::Ready {
+                continue;
+            }
+            match st.phase {
+                MeshPhase::Stalled | MeshPhase::Paused => blocked.push((
+                    format!("Mesh/{}", m.name),
+                    st.message
+                        .clone()
+                        .unwrap_or_else(|| format!("{:?}", st.phase)),
+                )),
+                _ => moving = true,
+            }
+        }
+        if moving && blocked.is_empty() {
+            Settled::No
+        } else if !blocked.is_empty() && !self.clusters_moving() {
+            Settled::Blocked(blocked)
+        } else if blocked.is_empty() {
+            Settled::Converged
+        } else {
+            Settled::No
+        }
+    }
+
+    /// Some cluster has a step in flight.
+    fn clusters_moving(&self) -> bool {
+        self.clusters
+            .iter()
+            .any(|c| c.status.as_ref().is_some_and(|s| !s.steps.is_empty()))
+    }
+}
+
+fn bump<T>(entry: &mut ObjectState<T>, spec: &impl serde::Serialize) {
+    let h = spec_hash(spec);
+    if entry.spec_hash != h {
+        entry.generation += 1;
+        entry.spec_hash = h;
+    }
+}

@@ -1,0 +1,197 @@
+//! The reconcile steps every host shares: observe → plan → (host persists the status) → act →
+//! decide when to look again. Hosts (the local runner, the Kubernetes controllers) differ only
+//! in where objects and statuses live and what wakes them.
+//!
+//! The ordering rule that makes a crash harmless is the host's one duty: persist
+//! [`ClusterPass::plan`]'s status (when [`ClusterPass::changed`]) before calling [`act`]. A
+//! crash before the write loses nothing (the next pass plans the same step again); a crash
+//! after it leaves the intent recorded, and the operation ids derived from the step make
+//! sending it again the same operation.
+
+use std::collections::BTreeMap;
+use std::time::Duration as StdDuration;
+
+use crate::api::{ClusterSpec, ClusterStatus, MeshSpec, MeshStatus, Timestamp};
+use crate::plan::validate::{ClusterRef, tier_membership};
+use crate::plan::{
+    Admission, ClusterInput, ClusterPlan, Intents, MeshClusterView, MeshInput, MeshIntents,
+    MeshPlan, Wake, admission_for, plan_cluster, plan_mesh,
+};
+
+use super::members::{ActOutcome, Members, observe_cluster, perform};
+
+/// A Cluster as every host holds it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ClusterObject {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub generation: Option<i64>,
+    pub spec: ClusterSpec,
+    pub status: Option<ClusterStatus>,
+    pub intents: Intents,
+}
+
+/// A Mesh as every host holds it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct MeshObject {
+    pub name: String,
+    pub generation: Option<i64>,
+    pub spec: MeshSpec,
+    pub status: Option<MeshStatus>,
+    pub intents: MeshIntents,
+}
+
+/// The mesh (index into `meshes`) each cluster belongs to, by cluster name. A cluster claimed
+/// by two meshes belongs to the first; the second reports it through validation.
+pub fn mesh_membership(
+    meshes: &[MeshObject],
+    clusters: &[ClusterObject],
+) -> BTreeMap<String, usize> {
+    let refs: Vec<ClusterRef<'_>> = clusters
+        .iter()
+        .map(|c| ClusterRef {
+            name: &c.name,
+            labels: &c.labels,
+            spec: &c.spec,
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for (mi, m) in meshes.iter().enumerate() {
+        for name in tier_membership(&m.spec, &refs).into_keys() {
+            out.entry(name).or_insert(mi);
+        }
+    }
+    out
+}
+
+/// What the cluster may do, given the mesh it belongs to (if any).
+pub fn admission(mesh: Option<&MeshObject>, cluster: &str) -> Admission {
+    match mesh {
+        Some(m) => admission_for(&m.name, &m.spec, m.status.as_ref(), cluster),
+        None => Admission::standalone(),
+    }
+}
+
+/// One cluster's pass up to the point where the host must persist.
+#[derive(Clone, Debug)]
+pub struct ClusterPass {
+    pub plan: ClusterPlan,
+    /// The status differs from the stored one: the host writes it (before acting).
+    pub changed: bool,
+}
+
+/// Observe the members and plan.
+pub async fn observe_and_plan<M: Members>(
+    members: &M,
+    cluster: &ClusterObject,
+    admission: &Admission,
+    now: Timestamp,
+) -> ClusterPass {
+    let observed = observe_cluster(members, &cluster.spec, cluster.status.as_ref()).await;
+    let plan = plan_cluster(&ClusterInput {
+        name: &cluster.name,
+        generation: cluster.generation,
+        spec: &cluster.spec,
+        status: cluster.status.as_ref(),
+        observed: &observed,
+        admission,
+        intents: &cluster.intents,
+        now,
+    });
+    let changed = cluster.status.as_ref() != Some(&plan.status);
+    ClusterPass { plan, changed }
+}
+
+/// Perform the actions of a pass whose status is persisted.
+pub async fn act<M: Members>(
+    members: &M,
+    spec: &ClusterSpec,
+    pass: &ClusterPass,
+) -> Vec<ActOutcome> {
+    if pass.plan.actions.is_empty() {
+        return Vec::new();
+    }
+    perform(members, spec, &pass.plan.actions).await
+}
+
+/// One mesh's pass: pure, from the clusters' persisted statuses.
+pub struct MeshPass {
+    pub plan: MeshPlan,
+    pub changed: bool,
+    /// The set of admitted clusters changed: the clusters should be looked at at once.
+    pub admissions_changed: bool,
+}
+
+pub fn plan_mesh_object(
+    mesh: &MeshObject,
+    clusters: &[&ClusterObject],
+    now: Timestamp,
+) -> MeshPass {
+    let views: Vec<MeshClusterView<'_>> = clusters
+        .iter()
+        .map(|c| MeshClusterView {
+            name: &c.name,
+            labels: &c.labels,
+            spec: &c.spec,
+            status: c.status.as_ref(),
+        })
+        .collect();
+    let plan = plan_mesh(&MeshInput {
+        name: &mesh.name,
+        generation: mesh.generation,
+        spec: &mesh.spec,
+        status: mesh.status.as_ref(),
+        clusters: &views,
+        intents: &mesh.intents,
+        now,
+    });
+    let changed = mesh.status.as_ref() != Some(&plan.status);
+    let admissions_changed =
+        mesh.status.as_ref().map(|s| &s.admitted) != Some(&plan.status.admitted);
+    MeshPass {
+        plan,
+        changed,
+        admissions_changed,
+    }
+}
+
+/// How often to look, by what the planner said.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timing {
+    /// An operation runs or a step waits on observation (replication, a traffic check).
+    pub busy: StdDuration,
+    /// Nothing to do: the slow resync that notices drift (one status request per member).
+    pub resync: StdDuration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            busy: StdDuration::from_millis(250),
+            resync: StdDuration::from_secs(60),
+        }
+    }
+}
+
+impl Timing {
+    /// How long to wait before the next look.
+    pub fn after(&self, wake: Wake, now: Timestamp) -> StdDuration {
+        match wake {
+            Wake::Busy => self.busy,
+            Wake::At(t) => {
+                let ms = t.0.saturating_sub(now.0).max(1) as u64;
+                StdDuration::from_millis(ms).min(self.resync)
+            }
+            Wake::Idle => self.resync,
+        }
+    }
+}
+
+/// Wall-clock now, as the planner's timestamp.
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Timestamp(ms)
+}
