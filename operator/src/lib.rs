@@ -4,6 +4,7 @@
 //! effectful layers built on them.
 
 pub mod api;
+pub mod cli;
 pub mod local;
 pub mod plan;
 pub mod reconcile;

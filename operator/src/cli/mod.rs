@@ -1,0 +1,443 @@
+//! The local commands of the `baton` binary, as library functions the binary and the tests
+//! call: `run`, `status`, `plan` and the intent commands (`approve`, `pause`, `resume`,
+//! `retry`, `force`).
+
+pub mod plan;
+pub mod view;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration as StdDuration, Instant};
+
+use anyhow::{Context, bail};
+use baton_agent::client::ClientTls;
+use serde::Serialize;
+
+use crate::api::{ClusterStatus, MeshStatus};
+use crate::local::{Intents, Runner, Settled, State, load};
+use crate::reconcile::{AgentMembers, Timing};
+
+/// How to reach agents.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// A directory with `ca.crt`, `client.crt`, `client.key` (as `baton-agent gen-certs`
+    /// writes them).
+    pub tls_dir: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Plain HTTP, for agents started with `--insecure-http`.
+    pub insecure: bool,
+}
+
+impl TlsOptions {
+    pub fn client_tls(&self) -> anyhow::Result<ClientTls> {
+        if self.insecure {
+            return Ok(ClientTls::Insecure);
+        }
+        let pick = |explicit: &Option<PathBuf>, name: &str| -> anyhow::Result<PathBuf> {
+            match (explicit, &self.tls_dir) {
+                (Some(p), _) => Ok(p.clone()),
+                (None, Some(d)) => Ok(d.join(name)),
+                (None, None) => bail!(
+                    "no agent credentials: pass --tls-dir DIR (with ca.crt, client.crt, client.key), \
+                     or --ca/--cert/--key, or --insecure-http for plain-HTTP agents"
+                ),
+            }
+        };
+        let read = |p: PathBuf| {
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+        };
+        Ok(ClientTls::mtls(
+            read(pick(&self.ca, "ca.crt")?)?,
+            read(pick(&self.cert, "client.crt")?)?,
+            read(pick(&self.key, "client.key")?)?,
+        ))
+    }
+}
+
+/// When `baton run` stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// Keep reconciling (a controller).
+    Forever,
+    /// One pass.
+    Once,
+    /// Until everything is Ready (exit 0) or blocked on a human (exit 1).
+    Settled,
+}
+
+/// How `baton run` ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    Converged,
+    OnePass,
+    Blocked(Vec<(String, String)>),
+    TimedOut,
+    Interrupted,
+}
+
+pub struct RunOptions {
+    pub files: Vec<PathBuf>,
+    pub state: PathBuf,
+    pub tls: TlsOptions,
+    pub until: Until,
+    pub timeout: Option<StdDuration>,
+    pub timing: Timing,
+}
+
+/// `baton run`: reconcile the manifests against the agents, printing events as they happen.
+pub async fn run(opts: RunOptions, out: &mut dyn std::io::Write) -> anyhow::Result<RunEnd> {
+    let manifests = load(&opts.files)?;
+    let members = AgentMembers::new(&opts.tls.client_tls()?)?;
+    let mut runner = Runner::new(members, &manifests, &opts.state)?.with_timing(opts.timing);
+    let deadline = opts.timeout.map(|t| Instant::now() + t);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        // A pass runs to its end: the state it persists always matches what it sent.
+        let report = runner.pass().await?;
+        for (obj, e) in &report.events {
+            let kind = if e.warning { "Warning" } else { "Normal" };
+            writeln!(
+                out,
+                "{} {obj} {kind} {}: {}",
+                crate::reconcile::now(),
+                e.reason,
+                e.message
+            )?;
+        }
+        match opts.until {
+            Until::Once => return Ok(RunEnd::OnePass),
+            Until::Settled => match runner.settled() {
+                Settled::Converged => return Ok(RunEnd::Converged),
+                Settled::Blocked(b) => return Ok(RunEnd::Blocked(b)),
+                Settled::No => {}
+            },
+            Until::Forever => {}
+        }
+        let mut wake = runner.next_wake();
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                return Ok(RunEnd::TimedOut);
+            }
+            wake = wake.min(d);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = &mut ctrl_c => return Ok(RunEnd::Interrupted),
+        }
+    }
+}
+
+/// Everything in a state file, for `-o json|yaml`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDump<'a> {
+    pub meshes: Vec<NamedStatus<'a, MeshStatus>>,
+    pub clusters: Vec<NamedStatus<'a, ClusterStatus>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedStatus<'a, T> {
+    pub name: &'a str,
+    pub generation: i64,
+    pub status: Option<&'a T>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// `baton status`: the state file as tables (clusters, members, log), JSON or YAML.
+pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Result<String> {
+    if !state_path.exists() {
+        bail!(
+            "{}: no such state file (it is created by `baton run --state {}`)",
+            state_path.display(),
+            state_path.display()
+        );
+    }
+    let st = State::load(state_path)?;
+    let intents = Intents::load(&Intents::path_for(state_path))?;
+    match output {
+        Output::Json | Output::Yaml => {
+            let dump = StatusDump {
+                meshes: st
+                    .meshes
+                    .iter()
+                    .map(|(n, o)| NamedStatus {
+                        name: n,
+                        generation: o.generation,
+                        status: o.status.as_ref(),
+                    })
+                    .collect(),
+                clusters: st
+                    .clusters
+                    .iter()
+                    .map(|(n, o)| NamedStatus {
+                        name: n,
+                        generation: o.generation,
+                        status: o.status.as_ref(),
+                    })
+                    .collect(),
+            };
+            Ok(if output == Output::Json {
+                serde_json::to_string_pretty(&dump)? + "\n"
+            } else {
+                serde_yaml::to_string(&dump)?
+            })
+        }
+        Output::Table => {
+            use view::*;
+            let mut out = String::new();
+            if !st.meshes.is_empty() {
+                let rows: Vec<MeshRow<'_>> = st
+                    .meshes
+                    .iter()
+                    .map(|(n, o)| MeshRow {
+                        name: n,
+                        version: o
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.rollout.as_ref())
+                            .map_or("-", |r| r.version.as_str()),
+                        generation: Some(o.generation),
+                        status: o.status.as_ref(),
+                    })
+                    .collect();
+                out.push_str(&meshes_table(&rows));
+                out.push('\n');
+            }
+            let rows: Vec<ClusterRow<'_>> = st
+                .clusters
+                .iter()
+                .map(|(n, o)| ClusterRow {
+                    name: n,
+                    generation: Some(o.generation),
+                    status: o.status.as_ref(),
+                })
+                .collect();
+            out.push_str(&clusters_table(&rows));
+            for (n, o) in &st.clusters {
+                let Some(s) = &o.status else { continue };
+                out.push_str(&format!("\nCluster {n}\n"));
+                out.push_str(&members_table(s));
+                let pending: Vec<String> = intents
+                    .clusters
+                    .get(n)
+                    .map(|i| {
+                        i.approve
+                            .iter()
+                            .filter(|a| !s.acknowledged.contains(a))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    out.push_str(&format!(
+                        "  approvals not yet acted on: {}\n",
+                        pending.join(", ")
+                    ));
+                }
+                if with_log && !s.log.is_empty() {
+                    out.push_str("  log:\n");
+                    out.push_str(&log_lines(&s.log));
+                }
+            }
+            if with_log {
+                for (n, o) in &st.meshes {
+                    if let Some(s) = o.status.as_ref().filter(|s| !s.log.is_empty()) {
+                        out.push_str(&format!("\nMesh {n} log:\n"));
+                        out.push_str(&log_lines(&s.log));
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// An imperative intent for the local runner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Intent {
+    Approve(String),
+    Pause(Vec<String>),
+    Resume(Vec<String>),
+    Retry(Vec<String>),
+    Force(Vec<String>),
+}
+
+enum Target {
+    Cluster(String),
+    Mesh(String),
+}
+
+fn resolve(st: &State, name: &str) -> anyhow::Result<Target> {
+    let (kind, n) = match name.split_once('/') {
+        Some((k, n)) => (Some(k.to_ascii_lowercase()), n),
+        None => (None, name),
+    };
+    let is_c = st.clusters.contains_key(n);
+    let is_m = st.meshes.contains_key(n);
+    match (kind.as_deref(), is_c, is_m) {
+        (Some("cluster" | "clusters"), true, _) | (None, true, false) => {
+            Ok(Target::Cluster(n.to_string()))
+        }
+        (Some("mesh" | "meshes"), _, true) | (None, false, true) => Ok(Target::Mesh(n.to_string())),
+        (None, true, true) => {
+            bail!("{n:?} names both a Cluster and a Mesh: say cluster/{n} or mesh/{n}")
+        }
+        (Some(k), _, _) if !matches!(k, "cluster" | "clusters" | "mesh" | "meshes") => {
+            bail!("{name:?}: kind must be cluster or mesh")
+        }
+        _ => bail!(
+            "{name:?} is not in the state file (known: {})",
+            st.clusters
+                .keys()
+                .map(|c| format!("cluster/{c}"))
+                .chain(st.meshes.keys().map(|m| format!("mesh/{m}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Record an intent for the runner (which acts on it at its next pass). Returns a message.
+pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
+    let st = State::load(state_path)?;
+    if st.clusters.is_empty() && st.meshes.is_empty() {
+        bail!(
+            "{}: no objects recorded yet (run `baton run --state {}` first)",
+            state_path.display(),
+            state_path.display()
+        );
+    }
+    let path = Intents::path_for(state_path);
+    let token = format!("{}", crate::reconcile::now().0);
+    let all_names = |names: &[String]| -> Vec<String> {
+        if names.is_empty() {
+            st.clusters
+                .keys()
+                .map(|c| format!("cluster/{c}"))
+                .chain(st.meshes.keys().map(|m| format!("mesh/{m}")))
+                .collect()
+        } else {
+            names.to_vec()
+        }
+    };
+    match intent {
+        Intent::Approve(step) => {
+            let cluster = step
+                .strip_prefix("switchover/")
+                .and_then(|r| r.split('/').next())
+                .filter(|c| !c.is_empty() && step.contains('@'))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{step:?} is not a step name; approvable steps look like \
+                         switchover/CLUSTER/MEMBER@VERSION (see `baton status`)"
+                    )
+                })?
+                .to_string();
+            let c = match resolve(&st, &format!("cluster/{cluster}"))? {
+                Target::Cluster(c) => c,
+                Target::Mesh(m) => bail!("{m:?} is a mesh; approvals name a cluster's step"),
+            };
+            let waiting = st.clusters[&c]
+                .status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|m| m.contains(&step));
+            Intents::update(&path, |i| {
+                let e = i.clusters.entry(c.clone()).or_default();
+                if !e.approve.contains(&step) {
+                    e.approve.push(step.clone());
+                }
+            })?;
+            Ok(if waiting {
+                format!("approved {step}")
+            } else {
+                format!(
+                    "approved {step} (cluster {c} is not waiting for it now; the approval applies when it does)"
+                )
+            })
+        }
+        Intent::Pause(names) => set_pause(&st, &path, &all_names(&names), true),
+        Intent::Resume(names) => set_pause(&st, &path, &all_names(&names), false),
+        Intent::Retry(names) => {
+            let names = if names.is_empty() {
+                st.clusters.keys().map(|c| format!("cluster/{c}")).collect()
+            } else {
+                names
+            };
+            let mut done = Vec::new();
+            for n in &names {
+                match resolve(&st, n)? {
+                    Target::Cluster(c) => done.push(c),
+                    Target::Mesh(m) => bail!(
+                        "retry applies to clusters; mesh/{m}: use `baton force` to start despite failed preconditions"
+                    ),
+                }
+            }
+            Intents::update(&path, |i| {
+                for c in &done {
+                    i.clusters.entry(c.clone()).or_default().retry = Some(token.clone());
+                }
+            })?;
+            Ok(format!("retry requested for {}", done.join(", ")))
+        }
+        Intent::Force(names) => {
+            let mut done = Vec::new();
+            for n in &names {
+                match resolve(&st, n)? {
+                    Target::Mesh(m) => done.push(m),
+                    Target::Cluster(c) => bail!(
+                        "force applies to meshes (their preconditions); cluster/{c}: use `baton retry`"
+                    ),
+                }
+            }
+            if done.is_empty() {
+                bail!("name the mesh to force");
+            }
+            Intents::update(&path, |i| {
+                for m in &done {
+                    i.meshes.entry(m.clone()).or_default().force = Some(token.clone());
+                }
+            })?;
+            Ok(format!(
+                "forcing {} despite failed preconditions",
+                done.join(", ")
+            ))
+        }
+    }
+}
+
+fn set_pause(st: &State, path: &Path, names: &[String], pause: bool) -> anyhow::Result<String> {
+    let targets: Vec<Target> = names
+        .iter()
+        .map(|n| resolve(st, n))
+        .collect::<anyhow::Result<_>>()?;
+    Intents::update(path, |i| {
+        for t in &targets {
+            match t {
+                Target::Cluster(c) => i.clusters.entry(c.clone()).or_default().pause = pause,
+                Target::Mesh(m) => i.meshes.entry(m.clone()).or_default().pause = pause,
+            }
+        }
+    })?;
+    let what: Vec<String> = targets
+        .iter()
+        .map(|t| match t {
+            Target::Cluster(c) => format!("cluster/{c}"),
+            Target::Mesh(m) => format!("mesh/{m}"),
+        })
+        .collect();
+    Ok(format!(
+        "{} {}",
+        if pause { "paused" } else { "resumed" },
+        what.join(", ")
+    ))
+}

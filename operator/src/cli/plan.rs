@@ -1,0 +1,412 @@
+//! `baton plan`: the whole ordered schedule from the current (or an assumed initial) state to
+//! the desired one, without touching anything. The schedule is what the real loop would do:
+//! the same planner drives the deterministic simulator (no faults, no jitter), approvals are
+//! assumed given (and listed as waits), and durations are the estimates passed in.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::api::{
+    ClusterStatus, Duration, LogEntry, LogResult, LogScope, MemberRole, Timestamp,
+    condition as cond,
+};
+use crate::local::{Manifests, State, load};
+use crate::plan::conditions::condition_true;
+use crate::plan::validate::{ClusterRef, tier_membership};
+use crate::sim::{Sim, SimConfig};
+
+pub struct PlanOptions {
+    pub files: Vec<PathBuf>,
+    pub state: Option<PathBuf>,
+    /// Version every member is assumed to run when no state says otherwise.
+    pub from: Option<String>,
+    /// Estimated duration of one member upgrade or rollback.
+    pub upgrade_time: Option<Duration>,
+    /// Estimated duration of the short operations (preflight, switchover phases, verify).
+    pub step_time: Option<Duration>,
+    /// Give up after this much simulated time.
+    pub horizon: Duration,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedStep {
+    /// Order of start.
+    pub seq: usize,
+    /// Offset from the start of the plan, in seconds.
+    pub start: f64,
+    pub end: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    pub cluster: String,
+    /// A member, or the cluster for cluster-wide steps.
+    pub target: String,
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedWait {
+    pub start: f64,
+    pub end: f64,
+    pub cluster: String,
+    /// What it waits for (the mesh's admission, a window, an approval…).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Schedule {
+    pub steps: Vec<PlannedStep>,
+    pub waits: Vec<PlannedWait>,
+    /// Approvals the plan assumed (each needs `baton approve NAME` in reality).
+    pub approvals: Vec<String>,
+    /// Seconds from the first step to the last.
+    pub makespan: f64,
+    /// Clusters that would not converge, with the reason.
+    pub blocked: Vec<(String, String)>,
+    /// Whether durations are estimates given by the user.
+    pub estimated: bool,
+}
+
+/// Build the schedule.
+pub fn schedule(opts: &PlanOptions) -> anyhow::Result<Schedule> {
+    let manifests = load(&opts.files)?;
+    let state = match &opts.state {
+        Some(p) => Some(State::load(p)?),
+        None => None,
+    };
+    let mut out = Schedule {
+        steps: vec![],
+        waits: vec![],
+        approvals: vec![],
+        makespan: 0.0,
+        blocked: vec![],
+        estimated: opts.upgrade_time.is_some() || opts.step_time.is_some(),
+    };
+    // One simulation per mesh (with its clusters), one for the standalone clusters.
+    let refs: Vec<ClusterRef<'_>> = manifests
+        .clusters
+        .iter()
+        .map(|(_, c)| ClusterRef {
+            name: c.metadata.name.as_deref().unwrap_or_default(),
+            labels: c.metadata.labels.as_ref().unwrap_or(&EMPTY),
+            spec: &c.spec,
+        })
+        .collect();
+    let mut claimed: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut groups: Vec<(Option<usize>, Vec<String>)> = vec![];
+    for (mi, (_, mesh)) in manifests.meshes.iter().enumerate() {
+        let mut names = vec![];
+        for (name, tier) in tier_membership(&mesh.spec, &refs) {
+            if claimed.contains_key(&name) {
+                continue;
+            }
+            claimed.insert(
+                name.clone(),
+                (mesh.name_any(), mesh.spec.tiers[tier].name.clone()),
+            );
+            names.push(name);
+        }
+        groups.push((Some(mi), names));
+    }
+    let standalone: Vec<String> = refs
+        .iter()
+        .map(|r| r.name.to_string())
+        .filter(|n| !claimed.contains_key(n))
+        .collect();
+    if !standalone.is_empty() {
+        groups.push((None, standalone));
+    }
+    for (mesh, names) in groups {
+        simulate(
+            opts,
+            &manifests,
+            state.as_ref(),
+            mesh,
+            &names,
+            &claimed,
+            &mut out,
+        )?;
+    }
+    out.steps.sort_by(|a, b| {
+        a.start
+            .total_cmp(&b.start)
+            .then_with(|| a.cluster.cmp(&b.cluster))
+    });
+    for (i, s) in out.steps.iter_mut().enumerate() {
+        s.seq = i + 1;
+    }
+    out.waits.sort_by(|a, b| a.start.total_cmp(&b.start));
+    Ok(out)
+}
+
+static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+
+fn simulate(
+    opts: &PlanOptions,
+    manifests: &Manifests,
+    state: Option<&State>,
+    mesh: Option<usize>,
+    names: &[String],
+    claimed: &BTreeMap<String, (String, String)>,
+    out: &mut Schedule,
+) -> anyhow::Result<()> {
+    let start = Timestamp(crate::reconcile::now().0);
+    let cfg = SimConfig {
+        seed: 1,
+        poll: Duration::from_secs(1),
+        upgrade_time: opts.upgrade_time.unwrap_or(Duration::from_secs(600)),
+        short_op_time: opts.step_time.unwrap_or(Duration::from_secs(5)),
+        duration_jitter: 0.0,
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(cfg, start);
+    for name in names {
+        let Some((_, c)) = manifests
+            .clusters
+            .iter()
+            .find(|(_, c)| &c.name_any() == name)
+        else {
+            continue;
+        };
+        let status: Option<&ClusterStatus> = state
+            .and_then(|s| s.clusters.get(name))
+            .and_then(|o| o.status.as_ref());
+        let initial = initial_version(opts, status, name)?;
+        sim.add_cluster(name, c.labels().clone(), c.spec.clone(), &initial);
+        if let (Some(st), Some(sc)) = (status, sim.cluster_mut(name)) {
+            for m in &st.members {
+                let Some(sm) = sc.members.get_mut(&m.name) else {
+                    continue;
+                };
+                if let Some(v) = &m.version {
+                    sm.version = v.clone();
+                }
+                if !m.components.is_empty() {
+                    sm.components = m.components.clone();
+                }
+                if matches!(
+                    m.role,
+                    MemberRole::Active
+                        | MemberRole::Standby
+                        | MemberRole::ForcedStandby
+                        | MemberRole::Spare
+                ) {
+                    sm.role = m.role;
+                }
+            }
+        }
+    }
+    if let Some(mi) = mesh {
+        let (_, m) = &manifests.meshes[mi];
+        sim.set_mesh(&m.name_any(), m.spec.clone());
+    }
+    let mut logs: BTreeMap<(String, u64), LogEntry> = BTreeMap::new();
+    let mut waiting: BTreeMap<String, (String, Timestamp)> = BTreeMap::new();
+    let end = start.plus(opts.horizon);
+    let secs = |t: Timestamp| t.since(start).as_secs_f64();
+    loop {
+        sim.pass();
+        for c in &mut sim.clusters {
+            let Some(st) = &c.status else { continue };
+            for e in &st.log {
+                logs.insert((c.name.clone(), e.id), e.clone());
+            }
+            // Waits: a cluster not moving, with a reason.
+            let reason = (st.steps.is_empty() && st.phase != crate::api::ClusterPhase::Ready)
+                .then(|| st.message.clone())
+                .flatten();
+            match (waiting.get(&c.name), reason) {
+                (Some((r, _)), Some(new)) if *r == new => {}
+                (prev, new) => {
+                    if let Some((r, since)) = prev {
+                        out.waits.push(PlannedWait {
+                            start: secs(*since),
+                            end: secs(sim.now),
+                            cluster: c.name.clone(),
+                            reason: r.clone(),
+                        });
+                    }
+                    match new {
+                        Some(n) => {
+                            waiting.insert(c.name.clone(), (n, sim.now));
+                        }
+                        None => {
+                            waiting.remove(&c.name);
+                        }
+                    }
+                }
+            }
+            // Approvals are assumed given, and listed.
+            if condition_true(&st.conditions, cond::AWAITING_APPROVAL)
+                && let Some(step) = st
+                    .conditions
+                    .iter()
+                    .find(|k| k.type_ == cond::AWAITING_APPROVAL)
+                    .and_then(|k| k.message.strip_prefix("approve step "))
+                    .map(str::to_string)
+                && !c.intents.approve.contains(&step)
+            {
+                out.approvals.push(step.clone());
+                c.intents.approve.push(step);
+            }
+        }
+        if sim.settled() || sim.now >= end {
+            break;
+        }
+        let next = sim.next_event().min(end);
+        let dt = next.since(sim.now);
+        sim.tick(dt);
+    }
+    if let Some(v) = sim.violations.first() {
+        bail!("the simulated schedule broke a safety rule (please report): {v}");
+    }
+    for c in &sim.clusters {
+        match &c.status {
+            Some(s) if s.phase == crate::api::ClusterPhase::Ready => {}
+            Some(s) => out.blocked.push((
+                c.name.clone(),
+                s.message
+                    .clone()
+                    .unwrap_or_else(|| format!("{:?}", s.phase)),
+            )),
+            None => out.blocked.push((c.name.clone(), "never planned".into())),
+        }
+    }
+    for ((cluster, _), e) in logs {
+        if e.scope == LogScope::Mesh || e.result == LogResult::Cancelled {
+            continue;
+        }
+        let (mesh, tier) = claimed
+            .get(&cluster)
+            .map(|(m, t)| (Some(m.clone()), Some(t.clone())))
+            .unwrap_or((None, None));
+        let end_t = e.end.unwrap_or(sim.now);
+        out.makespan = out.makespan.max(secs(end_t));
+        out.steps.push(PlannedStep {
+            seq: 0,
+            start: secs(e.start),
+            end: secs(end_t),
+            mesh,
+            tier,
+            cluster,
+            target: e.target.clone(),
+            action: e.action.clone(),
+            version: e.version.clone(),
+            detail: e.message.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn initial_version(
+    opts: &PlanOptions,
+    status: Option<&ClusterStatus>,
+    cluster: &str,
+) -> anyhow::Result<String> {
+    if let Some(v) = status
+        .and_then(|s| s.members.iter().find(|m| m.role == MemberRole::Active))
+        .and_then(|m| m.version.clone())
+    {
+        return Ok(v);
+    }
+    match &opts.from {
+        Some(v) => Ok(v.clone()),
+        None => bail!(
+            "cluster {cluster}: its running version is unknown; pass --state FILE (from `baton run`) \
+             or --from VERSION to assume every member runs VERSION"
+        ),
+    }
+}
+
+fn clock(secs: f64) -> String {
+    let s = secs.round() as i64;
+    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// The schedule as text.
+pub fn render(s: &Schedule) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut last_group = None;
+    for st in &s.steps {
+        let group = (st.mesh.clone(), st.tier.clone());
+        if last_group.as_ref() != Some(&group) {
+            match &group {
+                (Some(m), Some(t)) => {
+                    let _ = writeln!(out, "mesh {m}, tier {t}:");
+                }
+                _ => {
+                    let _ = writeln!(out, "standalone clusters:");
+                }
+            }
+            last_group = Some(group);
+        }
+        let when = if s.estimated {
+            format!("{} → {}  ", clock(st.start), clock(st.end))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "  {:>3}. {when}{:<11} {}/{}{}{}",
+            st.seq,
+            st.action,
+            st.cluster,
+            st.target,
+            st.version
+                .as_deref()
+                .map(|v| format!(" → {v}"))
+                .unwrap_or_default(),
+            if st.detail.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", st.detail)
+            }
+        );
+    }
+    if !s.waits.is_empty() {
+        let _ = writeln!(out, "\nwaits:");
+        for w in &s.waits {
+            let when = if s.estimated {
+                format!("{} → {}  ", clock(w.start), clock(w.end))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "  {when}{}: {}", w.cluster, w.reason);
+        }
+    }
+    if !s.approvals.is_empty() {
+        let _ = writeln!(out, "\napprovals needed (assumed given above):");
+        for a in &s.approvals {
+            let _ = writeln!(out, "  baton approve {a}");
+        }
+    }
+    if !s.blocked.is_empty() {
+        let _ = writeln!(out, "\nwould not converge:");
+        for (c, why) in &s.blocked {
+            let _ = writeln!(out, "  {c}: {why}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{} steps{}",
+        s.steps.len(),
+        if s.estimated {
+            format!(", estimated makespan {}", clock(s.makespan))
+        } else {
+            " (pass --upgrade-time/--step-time for estimated durations)".into()
+        }
+    );
+    out
+}

@@ -1,0 +1,170 @@
+//! Human views of statuses: the `kubectl get` columns, per-member detail and the upgrade log.
+//! Shared by `baton status` (local state) and the kubectl plugin (live objects).
+
+use std::fmt::Write;
+
+use crate::api::{ClusterStatus, LogEntry, MeshStatus, Timestamp, condition as cond};
+use crate::plan::conditions::condition_true;
+
+/// One Cluster for display.
+pub struct ClusterRow<'a> {
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    pub status: Option<&'a ClusterStatus>,
+}
+
+/// One Mesh for display.
+pub struct MeshRow<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub generation: Option<i64>,
+    pub status: Option<&'a MeshStatus>,
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                let _ = write!(line, "{c:<w$}   ", w = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn or_dash(s: Option<&str>) -> String {
+    s.filter(|s| !s.is_empty()).unwrap_or("-").to_string()
+}
+
+/// The `kubectl get meshes` view.
+pub fn meshes_table(meshes: &[MeshRow<'_>]) -> String {
+    let mut rows = vec![vec![
+        "MESH".into(),
+        "VERSION".into(),
+        "PROGRESS".into(),
+        "PHASE".into(),
+        "MESSAGE".into(),
+    ]];
+    for m in meshes {
+        let st = m.status;
+        rows.push(vec![
+            m.name.to_string(),
+            m.version.to_string(),
+            or_dash(st.and_then(|s| s.progress.as_deref())),
+            st.map_or("-".into(), |s| format!("{:?}", s.phase)),
+            or_dash(st.and_then(|s| s.message.as_deref())),
+        ]);
+    }
+    table(&rows)
+}
+
+/// The `kubectl get clusters` view.
+pub fn clusters_table(clusters: &[ClusterRow<'_>]) -> String {
+    let mut rows = vec![vec![
+        "CLUSTER".into(),
+        "TARGET".into(),
+        "RUNNING".into(),
+        "ACTIVE".into(),
+        "PHASE".into(),
+        "READY".into(),
+        "MESSAGE".into(),
+    ]];
+    for c in clusters {
+        let st = c.status;
+        let ready = st.is_some_and(|s| {
+            s.observed_generation == c.generation && condition_true(&s.conditions, cond::READY)
+        });
+        rows.push(vec![
+            c.name.to_string(),
+            or_dash(st.and_then(|s| s.target_version.as_deref())),
+            or_dash(st.and_then(|s| s.running_versions.as_deref())),
+            or_dash(st.and_then(|s| s.active_member.as_deref())),
+            st.map_or("-".into(), |s| format!("{:?}", s.phase)),
+            if ready { "True" } else { "False" }.into(),
+            or_dash(st.and_then(|s| s.message.as_deref())),
+        ]);
+    }
+    table(&rows)
+}
+
+/// Per-member detail of one cluster.
+pub fn members_table(status: &ClusterStatus) -> String {
+    let mut rows = vec![vec![
+        "  MEMBER".into(),
+        "ROLE".into(),
+        "VERSION".into(),
+        "UP-TO-DATE".into(),
+        "LAG".into(),
+        "HEALTH".into(),
+        "OPERATION".into(),
+    ]];
+    for m in &status.members {
+        let op = m.operation.as_ref().map_or("-".to_string(), |o| {
+            format!("{} {} {}%", o.kind, o.state, o.progress)
+        });
+        let op = match &m.last_error {
+            Some(e) if m.failures > 0 => format!("{op} (failures {}: {e})", m.failures),
+            _ => op,
+        };
+        rows.push(vec![
+            format!("  {}", m.name),
+            format!("{:?}", m.role),
+            or_dash(m.version.as_deref()),
+            if m.up_to_date { "yes" } else { "no" }.into(),
+            format!("{:.1}s", m.lag_seconds),
+            format!("{:?}", m.health),
+            op,
+        ]);
+    }
+    table(&rows)
+}
+
+fn ts(t: Timestamp) -> String {
+    t.to_rfc3339()
+}
+
+/// The upgrade log, oldest first, children indented under their parent.
+pub fn log_lines(log: &[LogEntry]) -> String {
+    let mut out = String::new();
+    for e in log {
+        let depth = if e.parent.is_some() { "    " } else { "" };
+        let end = e.end.map(ts).unwrap_or_else(|| "…".into());
+        let _ = writeln!(
+            out,
+            "  {depth}#{id} {start} → {end} {action} {scope:?} {target}{ver} {result:?} ({mode:?}){msg}",
+            id = e.id,
+            start = ts(e.start),
+            action = e.action,
+            scope = e.scope,
+            target = e.target,
+            ver = e
+                .version
+                .as_deref()
+                .map(|v| format!(" {v}"))
+                .unwrap_or_default(),
+            result = e.result,
+            mode = e.mode,
+            msg = if e.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", e.message)
+            },
+        );
+    }
+    out
+}
