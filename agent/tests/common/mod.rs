@@ -122,8 +122,20 @@ pub struct Agent {
     child: Option<Child>,
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_baton-agent")
+/// The agent executable: this package's, or (when the operator's tests include this module)
+/// the one the workspace build puts next to `baton`; `BATON_AGENT_BIN` overrides both.
+pub fn binary() -> String {
+    if let Ok(p) = std::env::var("BATON_AGENT_BIN") {
+        return p;
+    }
+    if let Some(p) = option_env!("CARGO_BIN_EXE_baton-agent") {
+        return p.to_string();
+    }
+    let baton = option_env!("CARGO_BIN_EXE_baton").unwrap_or("baton");
+    Path::new(baton)
+        .with_file_name("baton-agent")
+        .display()
+        .to_string()
 }
 
 impl Agent {

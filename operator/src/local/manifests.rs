@@ -127,8 +127,10 @@ pub fn parse_into(path: &Path, text: &str, out: &mut Manifests, errors: &mut Vec
         let value = match <serde_yaml::Value as serde::Deserialize>::deserialize(doc) {
             Ok(v) => v,
             Err(e) => {
+                // The parser cannot resynchronise after a syntax error (it would yield the
+                // same error forever): report it and stop reading this file.
                 errors.push(err(path, Some(label), None, format!("invalid YAML: {e}")));
-                continue;
+                break;
             }
         };
         if value.is_null() {
