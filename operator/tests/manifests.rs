@@ -15,7 +15,10 @@ fn parse(text: &str) -> (Manifests, Vec<String>) {
 fn a_syntax_error_is_reported_once_and_parsing_stops() {
     let (_, errors) = parse("kind: Cluster\nmetadata: [unclosed\n---\nkind: Mesh\n");
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("f.yaml: document 1: invalid YAML"), "{errors:?}");
+    assert!(
+        errors[0].starts_with("f.yaml: document 1: invalid YAML"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -41,13 +44,21 @@ fn a_wrong_type_names_the_field_path() {
         "apiVersion: baton.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  members:\n  - name: a\n    endpoint: h:1\n    spare: maybe\n",
     );
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains("Cluster/c: spec.members[0].spare"), "{errors:?}");
+    assert!(
+        errors[0].contains("Cluster/c: spec.members[0].spare"),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn names_must_be_present_and_dns_subdomains() {
-    let (_, errors) = parse("apiVersion: baton.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: Bad_Name\nspec: {}\n");
+    let (_, errors) = parse(
+        "apiVersion: baton.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: Bad_Name\nspec: {}\n",
+    );
     assert!(errors[0].contains("metadata.name"), "{errors:?}");
     let (_, errors) = parse("apiVersion: baton.dev/v1alpha1\nkind: Mesh\nspec: {}\n");
-    assert!(errors[0].contains("document 1: metadata.name"), "{errors:?}");
+    assert!(
+        errors[0].contains("document 1: metadata.name"),
+        "{errors:?}"
+    );
 }

@@ -72,6 +72,9 @@ pub struct Runner<M: Members> {
     timing: Timing,
     concurrency: usize,
     stats: RunnerStats,
+    /// When each (object, reason, message) was last reported: a refusal repeated every poll
+    /// is reported once a minute, like Kubernetes aggregates repeated events.
+    reported: BTreeMap<(String, String, String), Instant>,
 }
 
 impl<M: Members> Runner<M> {
@@ -122,6 +125,7 @@ impl<M: Members> Runner<M> {
             timing: Timing::default(),
             concurrency: 64,
             stats: RunnerStats::default(),
+            reported: BTreeMap::new(),
         })
     }
 
@@ -255,6 +259,18 @@ impl<M: Members> Runner<M> {
                 self.cluster_due[i] = instant + self.timing.busy;
             }
         }
+        let now_i = Instant::now();
+        self.reported
+            .retain(|_, at| now_i.duration_since(*at) < StdDuration::from_secs(60));
+        let reported = &mut self.reported;
+        report.events.retain(|(obj, e)| {
+            let key = (obj.clone(), e.reason.clone(), e.message.clone());
+            if reported.contains_key(&key) {
+                return false;
+            }
+            reported.insert(key, now_i);
+            true
+        });
         Ok(report)
     }
 
@@ -350,18 +366,48 @@ impl<M: Members> Runner<M> {
     pub fn settled(&self) -> Settled {
         let mut blocked = Vec::new();
         let mut moving = false;
+        // Meshes first: a blocked mesh holds back the clusters it has not admitted.
+        let mut mesh_blocked = vec![false; self.meshes.len()];
+        for (mi, m) in self.meshes.iter().enumerate() {
+            let Some(st) = &m.status else {
+                moving = true;
+                continue;
+            };
+            if st.observed_generation == m.generation && st.phase == MeshPhase::Ready {
+                continue;
+            }
+            // Failed preconditions (a replication backlog, conflicts) are checked again on
+            // every pass and may clear by themselves: waiting, not blocked.
+            let preconditions = st.conditions.iter().any(|c| {
+                c.type_ == cond::STALLED && c.status == "True" && c.reason == "PreconditionFailed"
+            });
+            match st.phase {
+                MeshPhase::Stalled if preconditions => moving = true,
+                MeshPhase::Stalled | MeshPhase::Paused | MeshPhase::Degraded => {
+                    mesh_blocked[mi] = true;
+                    blocked.push((
+                        format!("Mesh/{}", m.name),
+                        st.message
+                            .clone()
+                            .unwrap_or_else(|| format!("{:?}", st.phase)),
+                    ));
+                }
+                _ => moving = true,
+            }
+        }
         for c in &self.clusters {
             let Some(st) = &c.status else {
                 moving = true;
                 continue;
             };
             let current = st.observed_generation == c.generation;
-            let ready = current
+            if current
                 && st.phase == ClusterPhase::Ready
-                && condition_true(&st.conditions, cond::READY);
-            if ready {
+                && condition_true(&st.conditions, cond::READY)
+            {
                 continue;
             }
+            let idle = st.steps.is_empty();
             let why = if condition_true(&st.conditions, cond::STALLED)
                 || st.phase == ClusterPhase::Stalled
             {
@@ -380,44 +426,30 @@ impl<M: Members> Runner<M> {
                 None
             };
             match why {
-                Some(w) if current => blocked.push((format!("Cluster/{}", c.name), w)),
+                Some(w) if current && idle => blocked.push((format!("Cluster/{}", c.name), w)),
+                None if idle
+                    && matches!(st.phase, ClusterPhase::Waiting | ClusterPhase::Pending)
+                    && self
+                        .membership
+                        .get(&c.name)
+                        .is_some_and(|&mi| mesh_blocked[mi] && !self.admitted(mi, &c.name)) => {}
                 _ => moving = true,
             }
         }
-        for m in &self.meshes {
-            let Some(st) = &m.status else {
-                moving = true;
-                continue;
-            };
-            if st.observed_generation == m.generation && st.phase == MeshPhase::Ready {
-                continue;
-            }
-            match st.phase {
-                MeshPhase::Stalled | MeshPhase::Paused => blocked.push((
-                    format!("Mesh/{}", m.name),
-                    st.message
-                        .clone()
-                        .unwrap_or_else(|| format!("{:?}", st.phase)),
-                )),
-                _ => moving = true,
-            }
-        }
-        if moving && blocked.is_empty() {
+        if moving {
             Settled::No
-        } else if !blocked.is_empty() && !self.clusters_moving() {
-            Settled::Blocked(blocked)
         } else if blocked.is_empty() {
             Settled::Converged
         } else {
-            Settled::No
+            Settled::Blocked(blocked)
         }
     }
 
-    /// Some cluster has a step in flight.
-    fn clusters_moving(&self) -> bool {
-        self.clusters
-            .iter()
-            .any(|c| c.status.as_ref().is_some_and(|s| !s.steps.is_empty()))
+    fn admitted(&self, mesh: usize, cluster: &str) -> bool {
+        self.meshes[mesh]
+            .status
+            .as_ref()
+            .is_some_and(|s| s.admitted.iter().any(|a| a.cluster == cluster))
     }
 }
 

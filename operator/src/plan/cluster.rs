@@ -366,7 +366,9 @@ impl<'a> Planner<'a> {
                     ms.role = a.role;
                     ms.serving = a.serving;
                     ms.health = a.health;
-                    ms.lag_seconds = a.lag_seconds;
+                    // Whole seconds: sub-second jitter under live traffic is not news, and a
+                    // converged cluster must not rewrite its status on every look.
+                    ms.lag_seconds = a.lag_seconds.max(0.0).floor();
                     ms.backlog = a.backlog;
                     ms.conflicts = a.conflicts;
                     ms.alarms = a

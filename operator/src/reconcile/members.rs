@@ -226,17 +226,27 @@ fn operation_kind(k: OpKind) -> OperationKind {
     }
 }
 
-/// The wire request for a planner request.
+/// The wire request for a planner request. The planner keeps the version and component of
+/// every step for its own bookkeeping; the agent refuses parameters a kind does not use, so
+/// only those the kind takes are sent.
 pub fn operation_request(r: &OpRequest) -> OperationRequest {
     let mut req = OperationRequest::new(r.id.clone(), operation_kind(r.kind));
-    req.version = r.version.clone();
-    req.component = r.component.clone();
-    req.source = r.source.clone();
-    req.role = match r.role.as_deref() {
-        Some("spare") => Some(DemoteRole::Spare),
-        Some(_) => Some(DemoteRole::Standby),
-        None => None,
-    };
+    match r.kind {
+        OpKind::Preflight | OpKind::Upgrade | OpKind::Rollback => {
+            req.version = r.version.clone();
+            req.component = r.component.clone();
+        }
+        OpKind::Demote => {
+            req.source = r.source.clone();
+            req.role = match r.role.as_deref() {
+                Some("spare") => Some(DemoteRole::Spare),
+                Some(_) => Some(DemoteRole::Standby),
+                None => None,
+            };
+        }
+        OpKind::ForceStandby | OpKind::SyncConfig => req.source = r.source.clone(),
+        OpKind::Promote | OpKind::Backup | OpKind::Verify => {}
+    }
     req
 }
 
@@ -336,4 +346,69 @@ pub async fn perform<M: Members>(
         }
     });
     futures::future::join_all(futs).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every request the planner can make is one the agent accepts.
+    #[test]
+    fn every_planner_request_passes_the_agents_validation() {
+        let kinds = [
+            OpKind::Preflight,
+            OpKind::Upgrade,
+            OpKind::Rollback,
+            OpKind::Promote,
+            OpKind::Demote,
+            OpKind::ForceStandby,
+            OpKind::Backup,
+            OpKind::Verify,
+            OpKind::SyncConfig,
+        ];
+        for kind in kinds {
+            let r = OpRequest {
+                id: "c.1.step.m1.0".into(),
+                kind,
+                version: Some("2.0.0".into()),
+                component: Some("app".into()),
+                source: Some("127.0.0.1:7001".into()),
+                role: Some("standby".into()),
+            };
+            let wire = operation_request(&r);
+            assert_eq!(wire.kind.as_str(), kind.as_str());
+            if let Err(e) = baton_agent::ops::validate_request(&wire) {
+                panic!("{kind:?}: {}", e.message);
+            }
+        }
+    }
+
+    #[test]
+    fn switchover_operations_are_looked_up_on_the_member_that_runs_them() {
+        use crate::api::{StepRecord, Timestamp};
+        let step = |action, member: &str, from: Option<&str>| StepRecord {
+            id: format!("c.1.{member}"),
+            action,
+            member: member.into(),
+            from: from.map(Into::into),
+            version: None,
+            component: None,
+            attempt: 0,
+            started_at: Timestamp(0),
+            log_id: 1,
+            source: None,
+            rollback: false,
+        };
+        let st = ClusterStatus {
+            steps: vec![
+                step(StepAction::Switchover, "m2", Some("m1")),
+                step(StepAction::Upgrade, "m3", None),
+            ],
+            ..Default::default()
+        };
+        let ids = op_ids_by_member(Some(&st));
+        assert_eq!(ids["m2"], ["c.1.m2.promote"]);
+        assert_eq!(ids["m1"], ["c.1.m2.demote"]);
+        assert_eq!(ids["m3"], ["c.1.m3"]);
+    }
 }

@@ -50,7 +50,11 @@ fn pki_name(cluster: &str, i: usize) -> String {
 }
 
 impl Fleet {
-    pub async fn start(defs: &[ClusterDef], version: &str, upgrade_seconds: f64) -> TestResult<Fleet> {
+    pub async fn start(
+        defs: &[ClusterDef],
+        version: &str,
+        upgrade_seconds: f64,
+    ) -> TestResult<Fleet> {
         let dir = tempfile::Builder::new().prefix("baton-e2e").tempdir()?;
         let names: Vec<String> = defs
             .iter()
@@ -88,8 +92,8 @@ impl Fleet {
                         args.extend(flags.iter().cloned());
                     }
                 }
-                let a = Agent::start(&pname, &dir.path().join(&pname), pki.client_tls(), args)
-                    .await?;
+                let a =
+                    Agent::start(&pname, &dir.path().join(&pname), pki.client_tls(), args).await?;
                 agents.push(a);
             }
             clusters.insert(d.name.to_string(), agents);
@@ -149,12 +153,16 @@ impl Fleet {
             let c = a.data_client(self.pki.data_tls(&pki_name(cluster, i))?)?;
             for (k, v) in &report.acked {
                 // Followers may still be applying: poll briefly before calling it lost.
-                let found = wait_until(&format!("{k} on {}", a.name), Duration::from_secs(10), || async {
-                    match c.get(k).await {
-                        Ok(Some(got)) if &got == v => Some(true),
-                        _ => None,
-                    }
-                })
+                let found = wait_until(
+                    &format!("{k} on {}", a.name),
+                    Duration::from_secs(10),
+                    || async {
+                        match c.get(k).await {
+                            Ok(Some(got)) if &got == v => Some(true),
+                            _ => None,
+                        }
+                    },
+                )
                 .await
                 .is_ok();
                 if !found {
