@@ -91,9 +91,10 @@ enum Command {
         /// Start from the members recorded in this state file.
         #[arg(long)]
         state: Option<PathBuf>,
-        /// Assume members run this version where no state says otherwise.
-        #[arg(long)]
-        from: Option<String>,
+        /// Assume members run this version where no state says otherwise; `COMPONENT=VERSION`
+        /// items assume component versions (repeatable, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<String>,
         /// Estimated duration of one member upgrade (enables time estimates).
         #[arg(long)]
         upgrade_time: Option<Duration>,
@@ -263,10 +264,17 @@ fn main() -> ExitCode {
             step_time,
             output: o,
         } => {
+            let (comps, versions): (Vec<String>, Vec<String>) =
+                from.into_iter().partition(|f| f.contains('='));
             let opts = cli::plan::PlanOptions {
                 files,
                 state,
-                from,
+                from: versions.into_iter().last(),
+                from_components: comps
+                    .iter()
+                    .filter_map(|c| c.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 upgrade_time,
                 step_time,
                 horizon: Duration::from_secs(90 * 24 * 3600),

@@ -24,6 +24,8 @@ pub struct PlanOptions {
     pub state: Option<PathBuf>,
     /// Version every member is assumed to run when no state says otherwise.
     pub from: Option<String>,
+    /// Component versions assumed likewise (`os` → `8.4.0`).
+    pub from_components: BTreeMap<String, String>,
     /// Estimated duration of one member upgrade or rollback.
     pub upgrade_time: Option<Duration>,
     /// Estimated duration of the short operations (preflight, switchover phases, verify).
@@ -184,6 +186,17 @@ fn simulate(
             .and_then(|o| o.status.as_ref());
         let initial = initial_version(opts, status, name)?;
         sim.add_cluster(name, c.labels().clone(), c.spec.clone(), &initial);
+        if status.is_none()
+            && let Some(sc) = sim.cluster_mut(name)
+        {
+            for sm in sc.members.values_mut() {
+                for (comp, v) in &opts.from_components {
+                    if let Some(cur) = sm.components.get_mut(comp) {
+                        *cur = v.clone();
+                    }
+                }
+            }
+        }
         if let (Some(st), Some(sc)) = (status, sim.cluster_mut(name)) {
             for m in &st.members {
                 let Some(sm) = sc.members.get_mut(&m.name) else {

@@ -1,0 +1,184 @@
+//! The shipped examples load, plan to convergence, and show what their READMEs promise.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+}
+
+fn plan(files: &[PathBuf], from: &str) -> Value {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_baton"));
+    cmd.args([
+        "plan",
+        "-o",
+        "json",
+        "--upgrade-time",
+        "40m",
+        "--step-time",
+        "10s",
+        "--from",
+        from,
+    ]);
+    for f in files {
+        cmd.arg("-f").arg(f);
+    }
+    let out = cmd.output().expect("run baton plan");
+    assert!(
+        out.status.success(),
+        "baton plan failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("plan JSON")
+}
+
+fn steps(p: &Value) -> &Vec<Value> {
+    p["steps"].as_array().expect("steps")
+}
+
+/// Start of the first and end of the last step of a cluster.
+fn span(p: &Value, cluster: &str) -> (f64, f64) {
+    let mine: Vec<&Value> = steps(p)
+        .iter()
+        .filter(|s| s["cluster"] == cluster)
+        .collect();
+    assert!(!mine.is_empty(), "no step for {cluster}");
+    let start = mine
+        .iter()
+        .map(|s| s["start"].as_f64().unwrap_or(0.0))
+        .fold(f64::MAX, f64::min);
+    let end = mine
+        .iter()
+        .map(|s| s["end"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max);
+    (start, end)
+}
+
+#[test]
+fn active_standby_moves_tier_by_tier_standby_first() {
+    let p = plan(&[example("active-standby")], "12.6.0");
+    assert!(
+        p["blocked"].as_array().is_some_and(|b| b.is_empty()),
+        "{}",
+        p["blocked"]
+    );
+    let (_, primary_end) = span(&p, "cmp-primary");
+    let (secondary_start, secondary_end) = span(&p, "cmp-secondary");
+    assert!(
+        secondary_start >= primary_end,
+        "secondary before primary finished"
+    );
+    let mut starts = vec![];
+    for w in ["mpe-1", "mpe-2", "mra-1"] {
+        let (s, _) = span(&p, w);
+        assert!(
+            s >= secondary_end,
+            "{w} before the management tier finished"
+        );
+        starts.push(s);
+    }
+    starts.sort_by(f64::total_cmp);
+    for pair in starts.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 60.0,
+            "workers not staggered by a minute: {starts:?}"
+        );
+    }
+    // Inside a cluster: the standby (b) upgrades, traffic switches to it, then a upgrades.
+    let first_upgrade = steps(&p)
+        .iter()
+        .find(|s| s["cluster"] == "cmp-secondary" && s["action"] == "upgrade")
+        .expect("an upgrade");
+    assert_eq!(first_upgrade["target"], "b");
+    // The spare of the primary management cluster upgrades last there.
+    let last_upgrade = steps(&p)
+        .iter()
+        .filter(|s| s["cluster"] == "cmp-primary" && s["action"] == "upgrade")
+        .next_back()
+        .expect("upgrades");
+    assert_eq!(last_upgrade["target"], "c");
+}
+
+#[test]
+fn multi_master_goes_one_core_at_a_time_source_first() {
+    let p = plan(&[example("multi-master")], "10.2.0");
+    assert!(
+        p["blocked"].as_array().is_some_and(|b| b.is_empty()),
+        "{}",
+        p["blocked"]
+    );
+    let mut spans: Vec<(f64, f64)> = ["core-b", "core-c", "core-d"]
+        .iter()
+        .map(|c| span(&p, c))
+        .collect();
+    let (_, source_end) = span(&p, "core-a");
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(spans[0].0 >= source_end);
+    for pair in spans.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "two cores down at once: {spans:?}");
+    }
+}
+
+#[test]
+fn multi_master_refuses_the_eleven_times_takeover() {
+    let text = std::fs::read_to_string(example("multi-master/mesh.yaml")).expect("example");
+    let overloaded = text
+        .replace("load: 3000", "load: 10000")
+        .replace("load: 2000", "load: 500")
+        .replace("load: 1500", "load: 500");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, overloaded).expect("write");
+    let p = plan(&[file], "10.2.0");
+    let blocked = p["blocked"].to_string();
+    assert!(
+        blocked.contains("taking core-a down would put core-b at 7.7x its own load"),
+        "{blocked}"
+    );
+    assert!(
+        steps(&p)
+            .iter()
+            .all(|s| s["cluster"] != "core-a" || s["action"] != "upgrade")
+    );
+}
+
+#[test]
+fn layered_stack_upgrades_layers_in_order_inside_the_window() {
+    let p = plan(
+        &[example("layered-stack")],
+        "5.1.0,os=8.4.0,db=12.9.0,app=5.1.0",
+    );
+    assert!(
+        p["blocked"].as_array().is_some_and(|b| b.is_empty()),
+        "{}",
+        p["blocked"]
+    );
+    for node in ["node1", "node2"] {
+        let order: Vec<String> = steps(&p)
+            .iter()
+            .filter(|s| s["target"] == node && s["action"] == "upgrade")
+            .map(|s| {
+                s["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(order, ["os", "db", "app"], "{node}");
+    }
+    let first_backup = steps(&p)
+        .iter()
+        .find(|s| s["action"] == "backup")
+        .expect("a backup");
+    let first_upgrade = steps(&p)
+        .iter()
+        .find(|s| s["action"] == "upgrade")
+        .expect("an upgrade");
+    assert!(first_backup["start"].as_f64() <= first_upgrade["start"].as_f64());
+}
