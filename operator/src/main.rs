@@ -23,6 +23,9 @@ enum Command {
         /// Directory to write into (one file per CRD).
         #[arg(long, default_value = "crds")]
         out: PathBuf,
+        /// Also write the Helm chart's CRD templates into CHART/templates/crds/.
+        #[arg(long, value_name = "CHART")]
+        chart: Option<PathBuf>,
         /// Only check that the files are up to date; exit 1 when they are not.
         #[arg(long)]
         check: bool,
@@ -32,27 +35,35 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds { out, check } => match baton::api::write_crds(&out, check) {
-            Ok(stale) if check && !stale.is_empty() => {
-                eprintln!(
-                    "stale CRD files (run `baton crds --out {}`): {}",
-                    out.display(),
-                    stale.join(", ")
-                );
-                ExitCode::from(1)
-            }
-            Ok(stale) => {
-                if !check {
-                    for s in &stale {
-                        println!("wrote {s}");
-                    }
+        Command::Crds { out, chart, check } => {
+            let written = baton::api::write_crds(&out, check).and_then(|mut stale| {
+                if let Some(chart) = &chart {
+                    stale.extend(baton::api::write_chart_crds(chart, check)?);
                 }
-                ExitCode::SUCCESS
+                Ok(stale)
+            });
+            match written {
+                Ok(stale) if check && !stale.is_empty() => {
+                    eprintln!(
+                        "stale CRD files (run `{}`): {}",
+                        baton::api::REGENERATE,
+                        stale.join(", ")
+                    );
+                    ExitCode::from(1)
+                }
+                Ok(stale) => {
+                    if !check {
+                        for s in &stale {
+                            println!("wrote {s}");
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        }
     }
 }
