@@ -111,8 +111,9 @@ fn check_real_shape(kind: &str, doc: &serde_json::Value) -> Result<(), String> {
     let typed = match kind {
         "Cluster" => serde_json::from_value::<baton::api::Cluster>(doc.clone())
             .and_then(serde_json::to_value),
-        "Mesh" => serde_json::from_value::<baton::api::Mesh>(doc.clone())
-            .and_then(serde_json::to_value),
+        "Mesh" => {
+            serde_json::from_value::<baton::api::Mesh>(doc.clone()).and_then(serde_json::to_value)
+        }
         other => panic!("unknown kind {other}"),
     }
     .map_err(|e| format!("not a valid {kind}: {e}"))?;
