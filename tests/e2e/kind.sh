@@ -12,7 +12,7 @@
 #   SKIP_BUILD=1                 reuse the images OPERATOR_IMAGE and AGENT_IMAGE as they are
 #   OPERATOR_IMAGE, AGENT_IMAGE  image references (default baton/operator:e2e, baton/agent:e2e)
 #   BATON_AGENT=PATH             a local baton-agent for gen-certs (default: the agent image)
-#   WAIT_TIMEOUT=300s            timeout of each wait
+#   WAIT_SECONDS=300             timeout of each wait, in seconds
 #   E2E_TARGET_VERSION=2.0.0     version the Mesh is raised to
 #   E2E_RUST=1                   afterwards run the Rust tests that use BATON_E2E_KUBECONFIG
 set -euo pipefail
@@ -23,7 +23,8 @@ KEEP_CLUSTER=${KEEP_CLUSTER:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 OPERATOR_IMAGE=${OPERATOR_IMAGE:-baton/operator:e2e}
 AGENT_IMAGE=${AGENT_IMAGE:-baton/agent:e2e}
-WAIT_TIMEOUT=${WAIT_TIMEOUT:-300s}
+WAIT_SECONDS=${WAIT_SECONDS:-300}
+WAIT_TIMEOUT="${WAIT_SECONDS}s"
 TARGET_VERSION=${E2E_TARGET_VERSION:-2.0.0}
 E2E_RUST=${E2E_RUST:-0}
 
@@ -147,12 +148,19 @@ create_secrets() {
     --from-file=tls.key="$WORK/pki/client.key" --dry-run=client -o yaml | kc apply -f -
 }
 
-# Wait until the operator has seen the object's current generation, then for Ready=True.
+# Wait until the operator has seen the object's current generation (the field may not exist
+# yet, which `kubectl wait --for=jsonpath` does not wait for on every kubectl version), then
+# for Ready=True.
 wait_ready() {
-  local kind=$1 name=$2 generation
+  local kind=$1 name=$2 generation observed deadline
   generation=$(kc get "$kind" "$name" -n "$CR_NAMESPACE" -o jsonpath='{.metadata.generation}')
-  kc wait "$kind/$name" -n "$CR_NAMESPACE" --timeout="$WAIT_TIMEOUT" \
-    --for=jsonpath='{.status.observedGeneration}'="$generation"
+  deadline=$((SECONDS + WAIT_SECONDS))
+  while :; do
+    observed=$(kc get "$kind" "$name" -n "$CR_NAMESPACE" -o jsonpath='{.status.observedGeneration}')
+    [[ "$observed" == "$generation" ]] && break
+    ((SECONDS < deadline)) || die "$kind/$name: generation $generation not observed within ${WAIT_SECONDS}s (observed: ${observed:-none})"
+    sleep 2
+  done
   kc wait "$kind/$name" -n "$CR_NAMESPACE" --timeout="$WAIT_TIMEOUT" --for=condition=Ready
 }
 
