@@ -69,6 +69,13 @@ pub struct RunArgs {
     /// Data/replication port address (demo backend); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub data_listen: SocketAddr,
+    /// Host peers dial to reach this member's data port: the data endpoint reported in status
+    /// (and handed to other members as their replication source) becomes HOST:<bound data port>.
+    /// Needed whenever the bound address is not what peers can dial, e.g. 0.0.0.0 in a pod
+    /// (use the pod's stable DNS name, which the member certificate names). Default: the bound
+    /// address.
+    #[arg(long, value_name = "HOST")]
+    pub data_advertise_host: Option<String>,
     /// Initial software version (persisted state wins on restart).
     #[arg(long = "version", default_value = "1.0.0")]
     pub member_version: String,
@@ -198,6 +205,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if let Some(s) = &args.source {
         crate::ops::validate_endpoint(s, "--source").map_err(|e| anyhow::anyhow!(e.message))?;
     }
+    if let Some(host) = &args.data_advertise_host {
+        // Checked with a placeholder port: the real one is known once the port is bound.
+        crate::ops::validate_endpoint(&format!("{host}:1"), "--data-advertise-host").map_err(
+            |_| {
+                anyhow::anyhow!(
+                    "--data-advertise-host {host:?} must be a host name or IP address \
+                     (no port; [..] around IPv6)"
+                )
+            },
+        )?;
+        if args.backend == BackendArg::Exec {
+            bail!(
+                "--data-advertise-host applies to the demo backend; the exec backend reports \
+                 its data endpoint through its status command or `status.dataEndpoint`"
+            );
+        }
+    }
     if !(args.upgrade_seconds.is_finite() && args.upgrade_seconds >= 0.0) {
         bail!("--upgrade-seconds must be a non-negative number");
     }
@@ -242,6 +266,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 member: member.clone(),
                 data_dir: data_dir.clone(),
                 data_listen: args.data_listen,
+                data_advertise_host: args.data_advertise_host.clone(),
                 version: args.member_version.clone(),
                 role: match args.role {
                     RoleArg::Active => Role::Active,

@@ -152,6 +152,9 @@ enum Command {
         /// Directory to write into (one file per CRD).
         #[arg(long, default_value = "crds")]
         out: PathBuf,
+        /// Also write the Helm chart's CRD templates into CHART/templates/crds/.
+        #[arg(long, value_name = "CHART")]
+        chart: Option<PathBuf>,
         /// Only check that the files are up to date; exit 1 when they are not.
         #[arg(long)]
         check: bool,
@@ -314,25 +317,33 @@ fn main() -> ExitCode {
         Command::Resume { names, state } => intent(&state, Intent::Resume(names)),
         Command::Retry { names, state } => intent(&state, Intent::Retry(names)),
         Command::Force { names, state } => intent(&state, Intent::Force(names)),
-        Command::Crds { out, check } => match baton::api::write_crds(&out, check) {
-            Ok(stale) if check && !stale.is_empty() => {
-                eprintln!(
-                    "stale CRD files (run `baton crds --out {}`): {}",
-                    out.display(),
-                    stale.join(", ")
-                );
-                ExitCode::from(1)
-            }
-            Ok(stale) => {
-                if !check {
-                    for s in &stale {
-                        println!("wrote {s}");
-                    }
+        Command::Crds { out, chart, check } => {
+            let written = baton::api::write_crds(&out, check).and_then(|mut stale| {
+                if let Some(chart) = &chart {
+                    stale.extend(baton::api::write_chart_crds(chart, check)?);
                 }
-                ExitCode::SUCCESS
+                Ok(stale)
+            });
+            match written {
+                Ok(stale) if check && !stale.is_empty() => {
+                    eprintln!(
+                        "stale CRD files (run `{}`): {}",
+                        baton::api::REGENERATE,
+                        stale.join(", ")
+                    );
+                    ExitCode::from(1)
+                }
+                Ok(stale) => {
+                    if !check {
+                        for s in &stale {
+                            println!("wrote {s}");
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
             }
-            Err(e) => fail(e),
-        },
+        }
     }
 }
 

@@ -83,6 +83,9 @@ pub struct DemoConfig {
     pub member: String,
     pub data_dir: PathBuf,
     pub data_listen: SocketAddr,
+    /// Host reported in the data endpoint instead of the bound address (the port stays the
+    /// bound one).
+    pub data_advertise_host: Option<String>,
     pub version: String,
     pub role: Role,
     pub source: Option<String>,
@@ -466,7 +469,10 @@ impl DemoBackend {
         let shared = Arc::new(Shared {
             member: cfg.member.clone(),
             data_dir: cfg.data_dir.clone(),
-            data_endpoint: data_addr.to_string(),
+            data_endpoint: match &cfg.data_advertise_host {
+                Some(host) => format!("{host}:{}", data_addr.port()),
+                None => data_addr.to_string(),
+            },
             state: Mutex::new(state),
             store,
             tls,

@@ -1,0 +1,100 @@
+-- Argo CD health of a baton.dev/v1alpha1 Cluster (see docs/gitops.md).
+-- Lua 5.1 as run by Argo CD; reads status.observedGeneration, status.phase, status.message and
+-- the Ready / Stalled / Paused / AwaitingApproval / Degraded conditions.
+local hs = {}
+
+local function text(...)
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    if type(v) == "string" and v ~= "" then
+      return v
+    end
+  end
+  return ""
+end
+
+local function condition(status, name)
+  if type(status.conditions) ~= "table" then
+    return nil
+  end
+  for _, c in ipairs(status.conditions) do
+    if type(c) == "table" and c.type == name then
+      return c
+    end
+  end
+  return nil
+end
+
+local function is_true(c)
+  return c ~= nil and c.status == "True"
+end
+
+local status = obj.status
+if type(status) ~= "table" then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Baton operator to report status"
+  return hs
+end
+
+local generation = obj.metadata and obj.metadata.generation
+if generation ~= nil and (status.observedGeneration == nil or status.observedGeneration < generation) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Baton operator to observe generation " .. tostring(generation)
+  return hs
+end
+
+local phase = text(status.phase, "Pending")
+local stalled = condition(status, "Stalled")
+if is_true(stalled) or phase == "Stalled" or phase == "RolledBack" then
+  hs.status = "Degraded"
+  local reason = phase
+  local detail = status.message
+  if is_true(stalled) then
+    reason = text(stalled.reason, phase)
+    detail = text(stalled.message, status.message)
+  end
+  hs.message = reason .. ": " .. text(detail, "needs a human (see the Stalled condition)")
+  return hs
+end
+
+local awaiting = condition(status, "AwaitingApproval")
+if is_true(awaiting) then
+  hs.status = "Suspended"
+  hs.message = "Awaiting approval: " .. text(awaiting.message, status.message, "approve the pending step")
+  return hs
+end
+
+if is_true(condition(status, "Paused")) or phase == "Paused" then
+  hs.status = "Suspended"
+  if phase == "Ready" then
+    hs.message = "Paused with every member at the target"
+  else
+    -- The operator's own message may already say it ("paused", "paused: ...").
+    local detail = text(status.message)
+    if detail == "" or detail == "paused" then
+      detail = "paused: no new step starts until spec.paused is false"
+    end
+    if string.sub(detail, 1, 6) == "paused" then
+      hs.message = "Paused" .. string.sub(detail, 7)
+    else
+      hs.message = "Paused: " .. detail
+    end
+  end
+  return hs
+end
+
+local ready = condition(status, "Ready")
+if is_true(ready) then
+  hs.status = "Healthy"
+  hs.message = text(ready.message, "Ready")
+  local degraded = condition(status, "Degraded")
+  if is_true(degraded) then
+    hs.message = hs.message .. " (degraded: " .. text(degraded.message, degraded.reason) .. ")"
+  end
+  return hs
+end
+
+hs.status = "Progressing"
+local reconciling = condition(status, "Reconciling")
+hs.message = phase .. ": " .. text(status.message, reconciling and reconciling.message, "reconciling")
+return hs

@@ -1,0 +1,107 @@
+//! The manifests the kind harness applies (`tests/e2e/manifests/`) are accepted by every level
+//! of validation the API server and the operator apply: they deserialize into the API types
+//! without unknown fields, pass the CRDs' CEL rules and `plan::validate`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use baton::api::{Cluster, Mesh};
+use baton::plan::validate::{ClusterRef, validate_cluster, validate_mesh};
+use serde::Deserialize;
+
+/// Every field set in `doc` reads back from the typed value (no misspelt field is dropped).
+fn unknown_fields(
+    doc: &serde_json::Value,
+    typed: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    if let (Some(d), Some(t)) = (doc.as_object(), typed.as_object()) {
+        for (k, v) in d {
+            match t.get(k) {
+                Some(tv) => unknown_fields(v, tv, &format!("{path}.{k}"), out),
+                None => out.push(format!("{path}.{k}")),
+            }
+        }
+    } else if let (Some(d), Some(t)) = (doc.as_array(), typed.as_array()) {
+        for (i, (dv, tv)) in d.iter().zip(t).enumerate() {
+            unknown_fields(dv, tv, &format!("{path}[{i}]"), out);
+        }
+    }
+}
+
+#[test]
+fn e2e_manifests_pass_schema_cel_and_planner_validation() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/manifests");
+    let mut clusters: Vec<Cluster> = Vec::new();
+    let mut meshes: Vec<Mesh> = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests in {}", dir.display());
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read manifest");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let doc = serde_json::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+            let typed = match kind.as_str() {
+                "Cluster" => {
+                    let c: Cluster = serde_json::from_value(doc.clone())
+                        .unwrap_or_else(|e| panic!("{}: Cluster: {e}", file.display()));
+                    c.validate_cel()
+                        .unwrap_or_else(|e| panic!("{}: CEL: {e:?}", file.display()));
+                    let v = serde_json::to_value(&c).expect("serialize");
+                    clusters.push(c);
+                    v
+                }
+                "Mesh" => {
+                    let m: Mesh = serde_json::from_value(doc.clone())
+                        .unwrap_or_else(|e| panic!("{}: Mesh: {e}", file.display()));
+                    m.validate_cel()
+                        .unwrap_or_else(|e| panic!("{}: CEL: {e:?}", file.display()));
+                    let v = serde_json::to_value(&m).expect("serialize");
+                    meshes.push(m);
+                    v
+                }
+                _ => continue,
+            };
+            let mut unknown = Vec::new();
+            unknown_fields(&doc["spec"], &typed["spec"], "spec", &mut unknown);
+            assert!(
+                unknown.is_empty(),
+                "{}: {kind}: unknown fields {unknown:?}",
+                file.display()
+            );
+        }
+    }
+    assert!(!clusters.is_empty() && !meshes.is_empty());
+    let empty = BTreeMap::new();
+    for c in &clusters {
+        let problems = validate_cluster(&c.spec);
+        assert!(
+            problems.is_empty(),
+            "Cluster {:?}: {problems:?}",
+            c.metadata.name
+        );
+    }
+    let refs: Vec<ClusterRef<'_>> = clusters
+        .iter()
+        .map(|c| ClusterRef {
+            name: c.metadata.name.as_deref().unwrap_or_default(),
+            labels: c.metadata.labels.as_ref().unwrap_or(&empty),
+            spec: &c.spec,
+        })
+        .collect();
+    for m in &meshes {
+        let problems = validate_mesh(&m.spec, &refs);
+        assert!(
+            problems.is_empty(),
+            "Mesh {:?}: {problems:?}",
+            m.metadata.name
+        );
+    }
+}
