@@ -89,7 +89,11 @@ impl Agent {
         Some(OpView {
             id: id.to_string(),
             kind: op.req.kind.as_str().to_string(),
-            state: if done { OpState::Succeeded } else { OpState::Running },
+            state: if done {
+                OpState::Succeeded
+            } else {
+                OpState::Running
+            },
             progress: if done { 100 } else { 50 },
             message: String::new(),
         })
@@ -106,7 +110,11 @@ struct Fleet {
 }
 
 impl Fleet {
-    fn with<T>(&self, endpoint: &str, f: impl FnOnce(&mut Agent, Instant) -> T) -> Result<T, String> {
+    fn with<T>(
+        &self,
+        endpoint: &str,
+        f: impl FnOnce(&mut Agent, Instant) -> T,
+    ) -> Result<T, String> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut agents = self.agents.lock().map_err(|_| "poisoned".to_string())?;
@@ -144,7 +152,12 @@ impl Members for Fleet {
         })
     }
 
-    async fn operation(&self, _m: &str, endpoint: &str, id: &str) -> Result<Option<OpView>, String> {
+    async fn operation(
+        &self,
+        _m: &str,
+        endpoint: &str,
+        id: &str,
+    ) -> Result<Option<OpView>, String> {
         self.with(endpoint, |a, now| a.view(id, now))
     }
 
@@ -199,18 +212,32 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() -> anyhow::Result<()> {
     // Under `cargo test --benches` this is built and run as a test: stay tiny there.
     let quick = std::env::args().any(|a| a == "--test" || a == "--list");
-    let n = if quick { 5 } else { env_or("CLUSTERS", 1000) as usize };
-    let idle_secs = if quick { 1 } else { env_or("IDLE_SECONDS", 125) };
+    let n = if quick {
+        5
+    } else {
+        env_or("CLUSTERS", 1000) as usize
+    };
+    let idle_secs = if quick {
+        1
+    } else {
+        env_or("IDLE_SECONDS", 125)
+    };
     let fleet = Fleet::default();
     let mut manifests = Manifests::default();
     {
-        let mut agents = fleet.agents.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let mut agents = fleet
+            .agents
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
         for c in 0..n {
             let name = format!("c{c:04}");
             let mut members = vec![];
@@ -226,7 +253,11 @@ fn main() -> anyhow::Result<()> {
                     Agent {
                         cluster: name.clone(),
                         version: "1.0.0".into(),
-                        role: if m == 0 { MemberRole::Active } else { MemberRole::Standby },
+                        role: if m == 0 {
+                            MemberRole::Active
+                        } else {
+                            MemberRole::Standby
+                        },
                         ops: HashMap::new(),
                         current: None,
                     },

@@ -96,8 +96,7 @@ fn active_standby_moves_tier_by_tier_standby_first() {
     // The spare of the primary management cluster upgrades last there.
     let last_upgrade = steps(&p)
         .iter()
-        .filter(|s| s["cluster"] == "cmp-primary" && s["action"] == "upgrade")
-        .next_back()
+        .rfind(|s| s["cluster"] == "cmp-primary" && s["action"] == "upgrade")
         .expect("upgrades");
     assert_eq!(last_upgrade["target"], "c");
 }
