@@ -165,25 +165,20 @@ pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Resu
     let intents = Intents::load(&Intents::path_for(state_path))?;
     match output {
         Output::Json | Output::Yaml => {
+            fn named<T>(
+                m: &std::collections::BTreeMap<String, crate::local::state::ObjectState<T>>,
+            ) -> Vec<NamedStatus<'_, T>> {
+                m.iter()
+                    .map(|(n, o)| NamedStatus {
+                        name: n,
+                        generation: o.generation,
+                        status: o.status.as_ref(),
+                    })
+                    .collect()
+            }
             let dump = StatusDump {
-                meshes: st
-                    .meshes
-                    .iter()
-                    .map(|(n, o)| NamedStatus {
-                        name: n,
-                        generation: o.generation,
-                        status: o.status.as_ref(),
-                    })
-                    .collect(),
-                clusters: st
-                    .clusters
-                    .iter()
-                    .map(|(n, o)| NamedStatus {
-                        name: n,
-                        generation: o.generation,
-                        status: o.status.as_ref(),
-                    })
-                    .collect(),
+                meshes: named(&st.meshes),
+                clusters: named(&st.clusters),
             };
             Ok(if output == Output::Json {
                 serde_json::to_string_pretty(&dump)? + "\n"

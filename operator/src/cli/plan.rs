@@ -16,7 +16,7 @@ use crate::api::{
 };
 use crate::local::{Manifests, State, load};
 use crate::plan::conditions::condition_true;
-use crate::plan::validate::{ClusterRef, tier_membership};
+use crate::plan::validate::tier_membership;
 use crate::sim::{Sim, SimConfig};
 
 pub struct PlanOptions {
@@ -96,15 +96,7 @@ pub fn schedule(opts: &PlanOptions) -> anyhow::Result<Schedule> {
         estimated: opts.upgrade_time.is_some() || opts.step_time.is_some(),
     };
     // One simulation per mesh (with its clusters), one for the standalone clusters.
-    let refs: Vec<ClusterRef<'_>> = manifests
-        .clusters
-        .iter()
-        .map(|(_, c)| ClusterRef {
-            name: c.metadata.name.as_deref().unwrap_or_default(),
-            labels: c.metadata.labels.as_ref().unwrap_or(&EMPTY),
-            spec: &c.spec,
-        })
-        .collect();
+    let refs = manifests.cluster_refs();
     let mut claimed: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut groups: Vec<(Option<usize>, Vec<String>)> = vec![];
     for (mi, (_, mesh)) in manifests.meshes.iter().enumerate() {
@@ -151,8 +143,6 @@ pub fn schedule(opts: &PlanOptions) -> anyhow::Result<Schedule> {
     out.waits.sort_by(|a, b| a.start.total_cmp(&b.start));
     Ok(out)
 }
-
-static EMPTY: BTreeMap<String, String> = BTreeMap::new();
 
 fn simulate(
     opts: &PlanOptions,

@@ -61,6 +61,20 @@ pub struct Manifests {
     pub meshes: Vec<(PathBuf, Mesh)>,
 }
 
+impl Manifests {
+    /// The clusters as the mesh validation and tier membership see them.
+    pub fn cluster_refs(&self) -> Vec<ClusterRef<'_>> {
+        self.clusters
+            .iter()
+            .map(|(_, c)| ClusterRef {
+                name: c.metadata.name.as_deref().unwrap_or_default(),
+                labels: c.metadata.labels.as_ref().unwrap_or(&EMPTY),
+                spec: &c.spec,
+            })
+            .collect()
+    }
+}
+
 /// Read and validate the files (a directory means its `*.yaml`/`*.yml` files, sorted).
 pub fn load(paths: &[PathBuf]) -> Result<Manifests, ManifestErrors> {
     let mut errors = Vec::new();
@@ -269,15 +283,7 @@ fn check_set(m: &Manifests, errors: &mut Vec<ManifestError>) {
             ));
         }
     }
-    let refs: Vec<ClusterRef<'_>> = m
-        .clusters
-        .iter()
-        .map(|(_, c)| ClusterRef {
-            name: c.metadata.name.as_deref().unwrap_or_default(),
-            labels: c.metadata.labels.as_ref().unwrap_or(&EMPTY),
-            spec: &c.spec,
-        })
-        .collect();
+    let refs = m.cluster_refs();
     for (path, mesh) in &m.meshes {
         for p in validate_mesh(&mesh.spec, &refs) {
             errors.push(err(
