@@ -768,10 +768,11 @@ impl Demo {
         let ops: usize = records.iter().map(|c| c.records.len()).sum();
         println!("\nSummary ({} scenario)", o.scenario.name());
         println!("  elapsed            {:.1} s", s.elapsed.as_secs_f64());
+        let workers = self.layout.len() - 1;
         println!(
-            "  clusters           {} (1 management, {} workers), {members} members",
+            "  clusters           {} (1 management, {workers} worker{}), {members} members",
             self.layout.len(),
-            self.layout.len() - 1
+            if workers == 1 { "" } else { "s" }
         );
         println!(
             "  switchovers        {} (promote operations recorded by the agents; {ops} operations in all)",
