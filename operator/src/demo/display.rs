@@ -90,15 +90,28 @@ impl Display {
         }
     }
 
-    /// One event of the reconcile loop.
+    /// One event of the reconcile loop (`Cluster/web` shows as `web`, `Mesh/x` as `mesh x`).
     pub fn event(&self, object: &str, e: &PlanEvent) {
         let mark = if e.warning { "!" } else { " " };
-        self.line(&format!(
-            "{} {mark} {object:<17} {:<22} {}",
+        let object = match object.split_once('/') {
+            Some(("Cluster", n)) => n.to_string(),
+            Some(("Mesh", n)) => format!("mesh {n}"),
+            _ => object.to_string(),
+        };
+        let line = format!(
+            "{} {mark} {object:<10} {:<20} {}",
             self.stamp(),
             e.reason,
             e.message
-        ));
+        );
+        // On a terminal, one event is one line: long messages are cut at the screen's edge.
+        match (&self.bars, terminal_width()) {
+            (Some(_), Some(w)) if line.chars().count() > w && w > 20 => {
+                let cut: String = line.chars().take(w - 1).collect();
+                self.line(&format!("{cut}…"));
+            }
+            _ => self.line(&line),
+        }
     }
 
     /// Refresh the bars (or print phase changes) from the statuses of the last pass.
@@ -171,6 +184,14 @@ impl Drop for Display {
     }
 }
 
+/// Columns of the terminal on stdout, if it is one.
+fn terminal_width() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own; a failure leaves it untouched.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col > 0).then_some(ws.ws_col as usize)
+}
+
 fn header(mesh: Option<&str>, load: &LoadView) -> String {
     let mut s = mesh.unwrap_or("mesh: first pass").to_string();
     s.push_str(&format!(
@@ -197,10 +218,18 @@ fn summary(st: Option<&ClusterStatus>, members: usize) -> (u64, u64, String, Str
         .count() as u64;
     let phase = format!("{:?}", st.phase);
     let active = st.active_member.as_deref().unwrap_or("none");
+    // The operation running on a member, with its progress.
+    let running = st
+        .members
+        .iter()
+        .filter_map(|m| m.operation.as_ref().map(|o| (m, o)))
+        .find(|(_, o)| o.state == "Running")
+        .map(|(m, o)| format!(" [{} {} {}%]", o.kind, m.name, o.progress))
+        .unwrap_or_default();
     let text = match st.phase {
-        ClusterPhase::Ready => format!("Ready on {target} (active {active})"),
+        ClusterPhase::Ready => format!("Ready on {target}, active {active}"),
         _ => format!(
-            "{phase} → {target} (active {active}): {}",
+            "{phase} → {target}, active {active}: {}{running}",
             st.message.as_deref().unwrap_or("")
         ),
     };

@@ -457,7 +457,7 @@ impl Demo {
 
         // Write load and the split-brain watcher.
         let mut counters: Vec<(String, Arc<LoadCounters>)> = Vec::new();
-        let mut writers = Vec::new();
+        let mut pending = Vec::new();
         let limits = LoadLimits {
             max_time: o.timeout,
             ..LoadLimits::default()
@@ -465,7 +465,7 @@ impl Demo {
         for (c, members) in &data_members {
             let w = Writer::new(c, members, &data_tls, limits)?;
             counters.push((c.clone(), w.counters.clone()));
-            writers.push(tokio::spawn(w.run(self.stop_load.clone())));
+            pending.push(w);
         }
         let monitor = tokio::spawn(watch::split_brain_monitor(
             watched.clone(),
@@ -473,9 +473,14 @@ impl Demo {
             self.stop_watch.clone(),
         ));
         println!(
-            "  write load: one writer per cluster on the active member's data port; \
-             Baton drives the agents now\n"
+            "  write load: one writer per cluster on the active member's data port, from the \
+             first pass on\n"
         );
+        let mut load = Load {
+            pending,
+            running: Vec::new(),
+            stop: self.stop_load.clone(),
+        };
 
         self.display = Some(Display::new(
             o.bars,
@@ -493,7 +498,14 @@ impl Demo {
         let mut stats = crate::local::RunnerStats::default();
         let mut failures = Vec::new();
         let first = self
-            .drive(&manifest_dir, &state, &control_tls, &counters, deadline)
+            .drive(
+                &manifest_dir,
+                &state,
+                &control_tls,
+                &counters,
+                &mut load,
+                deadline,
+            )
             .await?;
         add_stats(&mut stats, &first.1);
         let mut phase2 = None;
@@ -515,7 +527,14 @@ impl Demo {
             ));
             phase2 = Some(Timestamp::now());
             let second = self
-                .drive(&manifest_dir, &state, &control_tls, &counters, deadline)
+                .drive(
+                    &manifest_dir,
+                    &state,
+                    &control_tls,
+                    &counters,
+                    &mut load,
+                    deadline,
+                )
                 .await?;
             add_stats(&mut stats, &second.1);
             if let Err(e) = check_settled(&second.0, None) {
@@ -529,7 +548,7 @@ impl Demo {
         // Stop the load; read everything back.
         self.stop_load.store(true, Ordering::Relaxed);
         let mut loads: Vec<LoadResult> = Vec::new();
-        for w in writers {
+        for w in load.running {
             loads.push(w.await.context("a writer task failed")?);
         }
         let mut verifications: Vec<Verification> = Vec::new();
@@ -684,6 +703,7 @@ impl Demo {
         state: &Path,
         tls: &baton_agent::client::ClientTls,
         counters: &[(String, Arc<LoadCounters>)],
+        load: &mut Load,
         deadline: Instant,
     ) -> anyhow::Result<(Settled, crate::local::RunnerStats)> {
         let manifests = load_manifests(&[manifest_dir.to_path_buf()])
@@ -696,6 +716,16 @@ impl Demo {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             let report = runner.pass().await?;
+            // The writers start once the mesh has started its rollout: the mesh checks that no
+            // follower is behind before it starts, which no live write load satisfies at
+            // every instant (see docs/demo.md).
+            if runner
+                .meshes()
+                .iter()
+                .any(|m| m.status.as_ref().is_some_and(|s| s.rollout.is_some()))
+            {
+                load.start();
+            }
             let view = load_view(counters);
             if let Some(d) = &mut self.display {
                 for (obj, e) in &report.events {
@@ -767,49 +797,80 @@ impl Demo {
         let members: usize = self.layout.iter().map(|c| c.members.len()).sum();
         let ops: usize = records.iter().map(|c| c.records.len()).sum();
         println!("\nSummary ({} scenario)", o.scenario.name());
-        println!("  elapsed            {:.1} s", s.elapsed.as_secs_f64());
+        let row = |label: &str, value: String| println!("  {label:<20} {value}");
+        row("elapsed", format!("{:.1} s", s.elapsed.as_secs_f64()));
         let workers = self.layout.len() - 1;
-        println!(
-            "  clusters           {} (1 management, {workers} worker{}), {members} members",
-            self.layout.len(),
-            if workers == 1 { "" } else { "s" }
-        );
-        println!(
-            "  switchovers        {} (promote operations recorded by the agents; {ops} operations in all)",
-            s.switchovers
-        );
-        println!(
-            "  writes             {} acknowledged, {} lost (every acknowledged key read back from every member of its cluster)",
-            s.acked, s.lost
-        );
-        match &s.worst_window {
-            Some((c, w)) => println!(
-                "  write unavailability  worst {:.2} s (cluster {c}); {} writes refused while a switchover or rollback ran",
-                w.as_secs_f64(),
-                s.refused
+        row(
+            "clusters",
+            format!(
+                "{} (1 management, {workers} worker{}), {members} members",
+                self.layout.len(),
+                if workers == 1 { "" } else { "s" }
             ),
-            None => println!("  write unavailability  none"),
-        }
+        );
+        row(
+            "switchovers",
+            format!(
+                "{} (promotes in the agents' records; {ops} operations in all)",
+                s.switchovers
+            ),
+        );
+        row(
+            "writes",
+            format!(
+                "{} acknowledged, {} lost (read back from every member)",
+                s.acked, s.lost
+            ),
+        );
+        row(
+            "write unavailability",
+            match &s.worst_window {
+                Some((c, w)) if !w.is_zero() => format!(
+                    "worst {:.2} s (cluster {c}); {} writes refused in all",
+                    w.as_secs_f64(),
+                    s.refused
+                ),
+                _ => "none".to_string(),
+            },
+        );
         for t in &s.tier_order {
-            println!("  tier order         {t}");
+            row("tier order", t.clone());
         }
-        println!("  final state");
+        row("final state", String::new());
         for (c, phase, versions) in &s.clusters {
             let v: Vec<String> = versions.iter().map(|(m, v)| format!("{m} {v}")).collect();
             println!("    {c:<12} {phase:<11} {}", v.join(", "));
         }
-        println!(
-            "  reconcile loop     {} passes, {} state writes, {} operations sent",
-            s.passes, s.state_writes, s.actions
+        row(
+            "reconcile loop",
+            format!(
+                "{} passes, {} state writes, {} operations sent",
+                s.passes, s.state_writes, s.actions
+            ),
         );
         if o.keep {
-            println!("  state file         {}", state.display());
-            println!("  manifests          {}", manifests.display());
+            row("state file", state.display().to_string());
+            row("manifests", manifests.display().to_string());
         } else {
-            println!(
-                "  state file and manifests were in {} (removed; --keep keeps them)",
-                self.root.display()
+            row(
+                "files",
+                format!("{} (removed; --keep keeps them)", self.root.display()),
             );
+        }
+    }
+}
+
+/// The writers, started once.
+struct Load {
+    pending: Vec<Writer>,
+    running: Vec<tokio::task::JoinHandle<LoadResult>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Load {
+    fn start(&mut self) {
+        for w in self.pending.drain(..) {
+            self.running.push(tokio::spawn(w.run(self.stop.clone())));
         }
     }
 }
