@@ -126,7 +126,10 @@ fn assert_no_agent_survives(pids: &[u32]) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let alive: Vec<u32> = pids.iter().copied().filter(|&p| agent_alive(p)).collect();
-    assert!(alive.is_empty(), "agent processes survived the demo: {alive:?}");
+    assert!(
+        alive.is_empty(),
+        "agent processes survived the demo: {alive:?}"
+    );
 }
 
 fn kept_dir(out: &str) -> PathBuf {
@@ -167,7 +170,10 @@ fn scenario(name: &str) -> String {
         .expect("baton status");
     assert!(status_out.status.success());
     let table = String::from_utf8_lossy(&status_out.stdout).into_owned();
-    assert!(table.contains("worker-1") && table.contains("mgmt"), "{table}");
+    assert!(
+        table.contains("worker-1") && table.contains("mgmt"),
+        "{table}"
+    );
     std::fs::remove_dir_all(&dir).expect("remove the kept directory");
     out
 }

@@ -214,7 +214,11 @@ fn summary(st: Option<&ClusterStatus>, members: usize) -> (u64, u64, String, Str
     let done = st
         .members
         .iter()
-        .filter(|m| m.version.as_deref().is_some_and(|v| same_version(v, target)))
+        .filter(|m| {
+            m.version
+                .as_deref()
+                .is_some_and(|v| same_version(v, target))
+        })
         .count() as u64;
     let phase = format!("{:?}", st.phase);
     let active = st.active_member.as_deref().unwrap_or("none");

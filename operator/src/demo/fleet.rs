@@ -144,8 +144,8 @@ impl Fleet {
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let log = dir.join(format!("{}.log", spec.agent));
-        let out = std::fs::File::create(&log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out
             .try_clone()
             .with_context(|| format!("opening {}", log.display()))?;
@@ -159,7 +159,12 @@ impl Fleet {
             .args(["--version", &spec.version])
             .args(["--role", if spec.active { "active" } else { "standby" }])
             .args(["--upgrade-seconds", &format!("{}", self.upgrade_seconds)])
-            .args(["--tls-cert", &p("server.crt"), "--tls-key", &p("server.key")])
+            .args([
+                "--tls-cert",
+                &p("server.crt"),
+                "--tls-key",
+                &p("server.key"),
+            ])
             .args(["--client-ca", &p("ca.crt"), "--trust", &p("trust.pem")])
             .args(["--member-cert", &p(&format!("member-{}.crt", spec.agent))])
             .args(["--member-key", &p(&format!("member-{}.key", spec.agent))]);
@@ -204,7 +209,7 @@ impl Fleet {
         a.control = ready.control;
         a.data = ready.data;
         self.record()?;
-        Ok(self.agents.last().context("agent just started")?)
+        self.agents.last().context("agent just started")
     }
 
     async fn wait_ready(&mut self, i: usize) -> anyhow::Result<ReadyInfo> {

@@ -97,9 +97,7 @@ impl Default for DemoOptions {
 impl DemoOptions {
     pub fn validate(&self) -> anyhow::Result<()> {
         if !(2..=12).contains(&self.clusters) {
-            bail!(
-                "--clusters must be 2 to 12 (one management cluster and at least one worker)"
-            );
+            bail!("--clusters must be 2 to 12 (one management cluster and at least one worker)");
         }
         if !(2..=5).contains(&self.members) {
             bail!(
@@ -218,6 +216,9 @@ impl Drop for Workdir {
     }
 }
 
+/// A cluster at the end: (name, phase, (member, version as its agent reports it)).
+pub type FinalCluster = (String, String, Vec<(String, String)>);
+
 /// Everything the summary reports.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
@@ -227,8 +228,7 @@ pub struct Summary {
     pub lost: usize,
     pub refused: u64,
     pub worst_window: Option<(String, Duration)>,
-    /// cluster → (phase, versions of its members as the agents report them)
-    pub clusters: Vec<(String, String, Vec<(String, String)>)>,
+    pub clusters: Vec<FinalCluster>,
     pub tier_order: Vec<String>,
     pub passes: u64,
     pub state_writes: u64,
@@ -512,8 +512,7 @@ impl Demo {
         if let Err(e) = check_settled(&first.0, self.fault_cluster()) {
             failures.push(e);
         }
-        if o.scenario == Scenario::Backout && failures.is_empty() && self.breached().is_empty()
-        {
+        if o.scenario == Scenario::Backout && failures.is_empty() && self.breached().is_empty() {
             // Phase 2: set the old version back, as a user would edit the Mesh.
             let back = ManifestSettings {
                 version: o.from.clone(),
@@ -558,8 +557,7 @@ impl Demo {
                 .find(|(c, _)| c == &l.cluster)
                 .map(|(_, m)| m.clone())
                 .unwrap_or_default();
-            verifications
-                .push(load::verify(l, &members, &data_tls, Duration::from_secs(20)).await);
+            verifications.push(load::verify(l, &members, &data_tls, Duration::from_secs(20)).await);
         }
         self.stop_watch.store(true, Ordering::Relaxed);
         let _ = monitor.await;
@@ -596,11 +594,18 @@ impl Demo {
             summary.refused += l.refused;
             summary.lost += v.lost.len();
             let worst = l.worst_window();
-            if summary.worst_window.as_ref().is_none_or(|(_, w)| worst > *w) {
+            if summary
+                .worst_window
+                .as_ref()
+                .is_none_or(|(_, w)| worst > *w)
+            {
                 summary.worst_window = Some((l.cluster.clone(), worst));
             }
             if l.acked.is_empty() {
-                failures.push(format!("no write was acknowledged on cluster {}", l.cluster));
+                failures.push(format!(
+                    "no write was acknowledged on cluster {}",
+                    l.cluster
+                ));
             }
             if !v.lost.is_empty() {
                 let sample: Vec<String> = v
@@ -909,7 +914,8 @@ fn check_settled(s: &Settled, fault: Option<&str>) -> Result<(), String> {
             "the rollout converged although {f} should have been rolled back"
         )),
         (Settled::Blocked(b), Some(f))
-            if b.iter().all(|(o, _)| o == &format!("Cluster/{f}") || o.starts_with("Mesh/")) =>
+            if b.iter()
+                .all(|(o, _)| o == &format!("Cluster/{f}") || o.starts_with("Mesh/")) =>
         {
             Ok(())
         }

@@ -164,10 +164,7 @@ pub fn tier_order(
                 if first_end.as_ref().is_none_or(|(t, _)| end > *t) {
                     first_end = Some((end, who));
                 }
-            } else if second_start
-                .as_ref()
-                .is_none_or(|(t, _)| r.started_at < *t)
-            {
+            } else if second_start.as_ref().is_none_or(|(t, _)| r.started_at < *t) {
                 second_start = Some((r.started_at, who));
             }
         }

@@ -470,7 +470,10 @@ mod tests {
 
     /// Agents answering from fixed views; every operation succeeds at once (and changes
     /// nothing).
-    struct Fixed(BTreeMap<String, AgentView>, std::sync::Mutex<BTreeMap<String, OpView>>);
+    struct Fixed(
+        BTreeMap<String, AgentView>,
+        std::sync::Mutex<BTreeMap<String, OpView>>,
+    );
 
     impl Members for Fixed {
         async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, String> {
@@ -632,7 +635,7 @@ spec:
             &manifests(&yaml),
             &dir.path().join("s"),
         )
-            .expect("runner");
+        .expect("runner");
         let g = Some(1);
         // w1 was rolled back and keeps its slot, w2 just finished, and the mesh's re-plan in
         // the same pass admitted w3, which has not been planned since (no step yet).

@@ -462,7 +462,11 @@ mod tests {
         for i in 0..RefusedOps::LIMIT {
             r.note("127.0.0.1:1", &format!("x{i}"), "verify", "no");
         }
-        assert_eq!(r.lookup("127.0.0.1:1", "op"), None, "bounded, oldest dropped");
+        assert_eq!(
+            r.lookup("127.0.0.1:1", "op"),
+            None,
+            "bounded, oldest dropped"
+        );
         assert!(r.lookup("127.0.0.1:1", "x5").is_some());
     }
 }
