@@ -145,7 +145,7 @@ impl Display {
                 for (name, done, total, phase, text) in lines {
                     let key = format!("{phase} {done}/{total}");
                     if self.last.get(&name) != Some(&key) {
-                        println!("{} = {name:<17} {done}/{total} {text}", self.stamp());
+                        println!("{} = {name:<10} {done}/{total} {text}", self.stamp());
                         self.last.insert(name, key);
                     }
                 }

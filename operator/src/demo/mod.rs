@@ -114,8 +114,8 @@ impl DemoOptions {
             bail!("--traffic-timeout must be at least 1 second");
         }
         for (flag, v) in [("--from", &self.from), ("--to", &self.to)] {
-            baton_agent::ops::validate_version(v)
-                .map_err(|e| anyhow::anyhow!("{flag}: {}", e.message))?;
+            v.parse::<crate::api::Version>()
+                .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
         }
         if crate::api::values::cmp_versions(&self.to, &self.from).is_le() {
             bail!(
@@ -841,7 +841,7 @@ impl Demo {
         for t in &s.tier_order {
             row("tier order", t.clone());
         }
-        row("final state", String::new());
+        println!("  final state");
         for (c, phase, versions) in &s.clusters {
             let v: Vec<String> = versions.iter().map(|(m, v)| format!("{m} {v}")).collect();
             println!("    {c:<12} {phase:<11} {}", v.join(", "));
@@ -932,4 +932,89 @@ fn check_settled(s: &Settled, fault: Option<&str>) -> Result<(), String> {
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_dir(root: &Path, name: &str, pid: u32, keep: bool) -> PathBuf {
+        let d = root.join(name);
+        std::fs::create_dir_all(d.join("agents")).expect("mkdir");
+        let owner = serde_json::to_vec(&Owner { pid, keep }).expect("json");
+        std::fs::write(d.join(OWNER_FILE), owner).expect("write");
+        d
+    }
+
+    #[test]
+    fn only_unkept_directories_of_dead_demos_are_removed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        // A pid that surely ended: a child we ran and reaped.
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let dead = child.id();
+        child.wait().expect("wait");
+        let alive = std::os::unix::process::parent_id();
+        let stale = demo_dir(root.path(), "baton-demo-stale", dead, false);
+        let kept = demo_dir(root.path(), "baton-demo-kept", dead, true);
+        let running = demo_dir(root.path(), "baton-demo-running", alive, false);
+        let other = demo_dir(root.path(), "not-a-demo", dead, false);
+        let unmarked = root.path().join("baton-demo-unmarked");
+        std::fs::create_dir_all(&unmarked).expect("mkdir");
+        remove_stale_dirs(root.path());
+        assert!(!stale.exists());
+        assert!(kept.exists() && running.exists() && other.exists() && unmarked.exists());
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(DemoOptions::default().validate().is_ok());
+        let bad = [
+            DemoOptions {
+                clusters: 1,
+                ..Default::default()
+            },
+            DemoOptions {
+                members: 1,
+                ..Default::default()
+            },
+            DemoOptions {
+                upgrade_seconds: f64::NAN,
+                ..Default::default()
+            },
+            DemoOptions {
+                to: "1.0.0".into(),
+                ..Default::default()
+            },
+            DemoOptions {
+                from: "one".into(),
+                ..Default::default()
+            },
+            DemoOptions {
+                parallel: 0,
+                ..Default::default()
+            },
+        ];
+        for o in bad {
+            assert!(o.validate().is_err(), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn the_fault_lands_on_a_worker_of_the_first_wave() {
+        let demo = |clusters, parallel| {
+            let opts = DemoOptions {
+                scenario: Scenario::Rollback,
+                clusters,
+                parallel,
+                ..Default::default()
+            };
+            Demo::new(opts, Path::new("/nonexistent"))
+                .expect("demo")
+                .fault_cluster()
+                .map(str::to_string)
+        };
+        assert_eq!(demo(4, 2).as_deref(), Some("worker-2"));
+        assert_eq!(demo(2, 2).as_deref(), Some("worker-1"));
+        assert_eq!(demo(4, 1).as_deref(), Some("worker-1"));
+    }
 }
