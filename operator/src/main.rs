@@ -434,13 +434,20 @@ fn demo(opts: baton::demo::DemoOptions) -> ExitCode {
             Ok(t) => t,
             Err(e) => return Err(anyhow::anyhow!("installing the SIGTERM handler: {e}")),
         };
-        // Dropping the demo stops the runner, the load and every agent, and removes the
-        // directory (unless --keep).
+        // On Ctrl-C or SIGTERM the reconcile loop stops after the pass in progress; dropping
+        // the demo then stops the load and every agent, and removes the directory (unless
+        // --keep).
+        let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let run = baton::demo::run(opts, interrupt.clone());
+        tokio::pin!(run);
         tokio::select! {
-            r = baton::demo::run(opts) => r.map(Some),
-            _ = tokio::signal::ctrl_c() => Ok(None),
-            _ = term.recv() => Ok(None),
+            r = &mut run => return r.map(Some),
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
         }
+        interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tokio::time::timeout(StdDuration::from_secs(3), &mut run).await;
+        Ok(None)
     });
     match end {
         Ok(Some(baton::demo::DemoEnd::Passed)) => ExitCode::SUCCESS,

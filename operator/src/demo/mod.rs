@@ -236,11 +236,17 @@ pub struct Summary {
 }
 
 /// Run the demo, printing progress and the summary on stdout.
-pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoEnd> {
+///
+/// `interrupt` set (by a Ctrl-C handler) makes the reconcile loop stop after the pass in
+/// progress; the caller then drops this future, which stops every agent and removes the
+/// directory (dropping it at any other point is safe too: a pass cut half-way is a crash,
+/// which the runner's persist-before-act order makes harmless).
+pub async fn run(opts: DemoOptions, interrupt: Arc<AtomicBool>) -> anyhow::Result<DemoEnd> {
     opts.validate()?;
     let work = Workdir::create(opts.keep)?;
     // The Fleet is declared after the directory, so it is dropped (agents stopped) first.
     let mut demo = Demo::new(opts, &work.path)?;
+    demo.interrupt = interrupt;
     let end = demo.run().await;
     demo.shutdown();
     let end = end?;
@@ -264,6 +270,7 @@ struct Demo {
     stop_watch: Arc<AtomicBool>,
     breaches: Arc<Mutex<Vec<String>>>,
     display: Option<Display>,
+    interrupt: Arc<AtomicBool>,
 }
 
 impl Demo {
@@ -279,6 +286,7 @@ impl Demo {
             stop_watch: Arc::new(AtomicBool::new(false)),
             breaches: Arc::new(Mutex::new(Vec::new())),
             display: None,
+            interrupt: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -757,6 +765,9 @@ impl Demo {
                 Settled::No => {}
                 s => return Ok((s, runner.stats().clone())),
             }
+            if self.interrupt.load(Ordering::Relaxed) {
+                bail!("interrupted");
+            }
             if Instant::now() > deadline {
                 bail!(
                     "the rollout did not settle within {:?} (see the statuses with baton status)",
@@ -768,6 +779,9 @@ impl Demo {
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake) => break,
                     _ = tick.tick() => {
+                        if self.interrupt.load(Ordering::Relaxed) {
+                            bail!("interrupted");
+                        }
                         if let Some(d) = &self.display {
                             d.tick(runner.meshes(), &load_view(counters));
                         }
