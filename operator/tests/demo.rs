@@ -140,11 +140,21 @@ fn kept_dir(out: &str) -> PathBuf {
     PathBuf::from(line.trim())
 }
 
+/// Removes the kept demo directory when the test ends, passed or not.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Run a scenario to its end and check the summary; returns stdout.
 fn scenario(name: &str) -> String {
     let run = Running::start(&["--scenario", name, "--keep", "--upgrade-seconds", "0.3"]);
     let (status, out, err) = run.finish();
     let dir = kept_dir(&out);
+    let _cleanup = RemoveOnDrop(dir.clone());
     let pids = agent_pids(&dir);
     assert!(
         status.success(),
