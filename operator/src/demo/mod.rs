@@ -769,10 +769,11 @@ impl Demo {
                 bail!("interrupted");
             }
             if Instant::now() > deadline {
-                bail!(
-                    "the rollout did not settle within {:?} (see the statuses with baton status)",
+                self.line(&format!(
+                    "  giving up: the rollout did not settle within {:?}",
                     self.opts.timeout
-                );
+                ));
+                return Ok((Settled::No, runner.stats().clone()));
             }
             let wake = tokio::time::Instant::from_std(runner.next_wake());
             loop {
@@ -940,7 +941,7 @@ fn check_settled(s: &Settled, fault: Option<&str>) -> Result<(), String> {
                 .collect::<Vec<_>>()
                 .join("; ")
         )),
-        (Settled::No, _) => Err("the rollout did not settle".into()),
+        (Settled::No, _) => Err("the rollout did not settle within --timeout".into()),
     }
 }
 
