@@ -54,8 +54,57 @@ enum OutputArg {
     Yaml,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ScenarioArg {
+    /// Upgrade every cluster, management tier first.
+    Upgrade,
+    /// One worker cluster fails its traffic check after the switchover and is rolled back
+    /// automatically; the others complete.
+    Rollback,
+    /// Upgrade, then set the old version back: workers first, management last.
+    Backout,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Start a mesh of real agents on 127.0.0.1 (no Kubernetes needed), run a write load and
+    /// upgrade it with the same reconcile loop as `baton run`, showing live progress. Exits 0
+    /// when every invariant held (no acknowledged write lost, one active per cluster, tier
+    /// order, expected outcome), 1 otherwise.
+    Demo {
+        #[arg(long, value_enum, default_value = "upgrade")]
+        scenario: ScenarioArg,
+        /// Clusters in all: one management cluster, the rest workers.
+        #[arg(long, default_value_t = 4)]
+        clusters: usize,
+        /// Members per cluster.
+        #[arg(long, default_value_t = 2)]
+        members: usize,
+        /// Duration of one member upgrade on the demo agents, in seconds.
+        #[arg(long, default_value_t = 4.0)]
+        upgrade_seconds: f64,
+        /// Worker clusters upgraded at once.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
+        /// Version the agents start with.
+        #[arg(long, default_value = "1.0.0")]
+        from: String,
+        /// Version the mesh is upgraded to.
+        #[arg(long, default_value = "2.0.0")]
+        to: String,
+        /// Post-switchover traffic check timeout, in seconds (the rollback scenario waits it out).
+        #[arg(long, default_value_t = 5)]
+        traffic_timeout: u64,
+        /// Keep the directory (manifests, state file, certificates, agent logs) and print its path.
+        #[arg(long)]
+        keep: bool,
+        /// Plain log lines instead of progress bars (the default when stdout is not a terminal).
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// Give up (exit 1) when the demo has not finished after this long.
+        #[arg(long, default_value = "10m")]
+        timeout: Duration,
+    },
     /// Reconcile Mesh/Cluster manifests against the agents they name, persisting status in a
     /// state file. Re-running after a crash resumes.
     Run {
@@ -191,6 +240,12 @@ fn std_duration(d: Duration) -> StdDuration {
 }
 
 fn main() -> ExitCode {
+    // `baton __agent ARGS`: run a member agent (what `baton demo` starts), so that the demo
+    // needs nothing but this binary.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "__agent") {
+        return agent(args.collect());
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -317,6 +372,39 @@ fn main() -> ExitCode {
         Command::Resume { names, state } => intent(&state, Intent::Resume(names)),
         Command::Retry { names, state } => intent(&state, Intent::Retry(names)),
         Command::Force { names, state } => intent(&state, Intent::Force(names)),
+        Command::Demo {
+            scenario,
+            clusters,
+            members,
+            upgrade_seconds,
+            parallel,
+            from,
+            to,
+            traffic_timeout,
+            keep,
+            quiet,
+            timeout,
+        } => {
+            use std::io::IsTerminal;
+            let opts = baton::demo::DemoOptions {
+                scenario: match scenario {
+                    ScenarioArg::Upgrade => baton::demo::Scenario::Upgrade,
+                    ScenarioArg::Rollback => baton::demo::Scenario::Rollback,
+                    ScenarioArg::Backout => baton::demo::Scenario::Backout,
+                },
+                clusters,
+                members,
+                upgrade_seconds,
+                parallel,
+                from,
+                to,
+                traffic_timeout,
+                keep,
+                bars: !quiet && std::io::stdout().is_terminal(),
+                timeout: std_duration(timeout),
+            };
+            demo(opts)
+        }
         Command::Crds { out, chart, check } => {
             let written = baton::api::write_crds(&out, check).and_then(|mut stale| {
                 if let Some(chart) = &chart {
@@ -343,6 +431,85 @@ fn main() -> ExitCode {
                 }
                 Err(e) => fail(e),
             }
+        }
+    }
+}
+
+fn demo(opts: baton::demo::DemoOptions) -> ExitCode {
+    if let Err(e) = opts.validate() {
+        return fail(e);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(e.into()),
+    };
+    let end = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(e) => return Err(anyhow::anyhow!("installing the SIGTERM handler: {e}")),
+        };
+        // On Ctrl-C or SIGTERM the reconcile loop stops after the pass in progress; dropping
+        // the demo then stops the load and every agent, and removes the directory (unless
+        // --keep).
+        let interrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let run = baton::demo::run(opts, interrupt.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => return r.map(Some),
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tokio::time::timeout(StdDuration::from_secs(3), &mut run).await;
+        Ok(None)
+    });
+    match end {
+        Ok(Some(baton::demo::DemoEnd::Passed)) => ExitCode::SUCCESS,
+        Ok(Some(baton::demo::DemoEnd::Failed(_))) => ExitCode::from(1),
+        Ok(None) => {
+            eprintln!("\ninterrupted: the runner and every agent were stopped");
+            ExitCode::from(130)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// The member agent, as `baton-agent` would run it.
+fn agent(args: Vec<std::ffi::OsString>) -> ExitCode {
+    use baton_agent::cli::{Cli as AgentCli, Command as AgentCommand};
+    let cli = AgentCli::parse_from(std::iter::once("baton-agent".into()).chain(args));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Some(AgentCommand::GenCerts(a)) => baton_agent::cli::gen_certs(&a).map(|files| {
+            for f in files {
+                println!("{}", f.display());
+            }
+        }),
+        None => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(baton_agent::cli::run(cli.run)),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("baton __agent: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

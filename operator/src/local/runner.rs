@@ -81,6 +81,7 @@ impl<M: Members> Runner<M> {
     /// Load the state for these manifests (bumping generations of changed specs).
     pub fn new(members: M, manifests: &Manifests, state_path: &Path) -> anyhow::Result<Self> {
         let mut state = State::load(state_path)?;
+        let loaded = state.clone();
         let mut clusters = Vec::new();
         for (_, c) in &manifests.clusters {
             let name = c.name_any();
@@ -108,7 +109,11 @@ impl<M: Members> Runner<M> {
                 intents: MeshIntents::default(),
             });
         }
-        state.save(state_path)?;
+        // Only new objects or changed specs (generations) are worth a write: a restart of a
+        // converged runner writes nothing.
+        if state != loaded || !state_path.exists() {
+            state.save(state_path)?;
+        }
         let membership = mesh_membership(&meshes, &clusters);
         let start = Instant::now();
         Ok(Runner {
@@ -458,5 +463,225 @@ fn bump<T>(entry: &mut ObjectState<T>, spec: &impl serde::Serialize) {
     if entry.spec_hash != h {
         entry.generation += 1;
         entry.spec_hash = h;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::api::{Admitted, ClusterStatus, Direction, Health, MemberRole, MeshStatus};
+    use crate::local::manifests::parse_into;
+    use crate::plan::{AgentView, OpRequest, OpView};
+
+    /// Agents answering from fixed views; every operation succeeds at once (and changes
+    /// nothing).
+    struct Fixed(
+        BTreeMap<String, AgentView>,
+        std::sync::Mutex<BTreeMap<String, OpView>>,
+    );
+
+    impl Members for Fixed {
+        async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, String> {
+            self.0
+                .get(endpoint)
+                .cloned()
+                .ok_or_else(|| format!("{member}: unreachable"))
+        }
+        async fn operation(&self, _: &str, _: &str, id: &str) -> Result<Option<OpView>, String> {
+            Ok(self.1.lock().map_err(|e| e.to_string())?.get(id).cloned())
+        }
+        async fn submit(&self, _: &str, _: &str, r: &OpRequest) -> Result<(), SubmitError> {
+            let op = OpView {
+                id: r.id.clone(),
+                kind: r.kind.as_str().into(),
+                state: crate::plan::OpState::Succeeded,
+                progress: 100,
+                message: String::new(),
+            };
+            self.1
+                .lock()
+                .map_err(|e| SubmitError::Refused(e.to_string()))?
+                .insert(r.id.clone(), op);
+            Ok(())
+        }
+    }
+
+    fn view(role: MemberRole, version: &str, data: &str) -> AgentView {
+        AgentView {
+            version: version.into(),
+            components: BTreeMap::new(),
+            role,
+            serving: role == MemberRole::Active,
+            health: Health::Ok,
+            alarms: vec![],
+            lag_seconds: 0.0,
+            lag_entries: 0,
+            applied_index: 10,
+            backlog: 0,
+            conflicts: 0,
+            data_endpoint: Some(data.into()),
+            load: None,
+            operation: None,
+        }
+    }
+
+    fn manifests(yaml: &str) -> Manifests {
+        let mut m = Manifests::default();
+        let mut errors = Vec::new();
+        parse_into(Path::new("test.yaml"), yaml, &mut m, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        m
+    }
+
+    const CLUSTER: &str = "apiVersion: baton.dev/v1alpha1
+kind: Cluster
+metadata: { name: web }
+spec:
+  version: \"1.0.0\"
+  members:
+    - { name: m1, endpoint: \"127.0.0.1:1\" }
+    - { name: m2, endpoint: \"127.0.0.1:2\" }
+";
+
+    fn converged() -> Fixed {
+        Fixed(
+            BTreeMap::from([
+                (
+                    "127.0.0.1:1".to_string(),
+                    view(MemberRole::Active, "1.0.0", "127.0.0.1:11"),
+                ),
+                (
+                    "127.0.0.1:2".to_string(),
+                    view(MemberRole::Standby, "1.0.0", "127.0.0.1:12"),
+                ),
+            ]),
+            Default::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_converged_cluster_is_written_once_and_a_restart_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state.json");
+        let m = manifests(CLUSTER);
+        let mut r = Runner::new(converged(), &m, &state).expect("runner");
+        let first = r.pass().await.expect("pass");
+        assert!(first.wrote, "the first status is written");
+        // The cluster-wide verification of the version it runs, then Ready.
+        for _ in 0..5 {
+            if r.settled() == Settled::Converged {
+                break;
+            }
+            r.cluster_due = vec![Instant::now(); r.clusters.len()];
+            r.pass().await.expect("pass");
+        }
+        assert_eq!(r.settled(), Settled::Converged);
+        let writes = r.stats().state_writes;
+        for _ in 0..3 {
+            r.cluster_due = vec![Instant::now(); r.clusters.len()];
+            let again = r.pass().await.expect("pass");
+            assert_eq!(again.clusters_planned, 1);
+            assert!(!again.wrote, "nothing changed: no write");
+        }
+        assert_eq!(r.stats().state_writes, writes);
+        drop(r);
+
+        // Loading the same manifests again (a restart) must not rewrite the state file.
+        let before = std::fs::metadata(&state).expect("state").ino();
+        let mut r = Runner::new(converged(), &m, &state).expect("runner");
+        assert_eq!(std::fs::metadata(&state).expect("state").ino(), before);
+        assert!(!r.pass().await.expect("pass").wrote);
+        assert_eq!(std::fs::metadata(&state).expect("state").ino(), before);
+        drop(r);
+        // A changed spec is a new generation, recorded at once.
+        let m2 = manifests(&CLUSTER.replace("\"1.0.0\"", "\"1.1.0\""));
+        let r = Runner::new(converged(), &m2, &state).expect("runner");
+        assert_ne!(std::fs::metadata(&state).expect("state").ino(), before);
+        assert_eq!(r.clusters()[0].generation, Some(2));
+    }
+
+    const MESH: &str = "apiVersion: baton.dev/v1alpha1
+kind: Mesh
+metadata: { name: demo }
+spec:
+  version: \"2.0.0\"
+  tiers:
+    - { name: workers, clusters: [w1, w2, w3], maxParallel: 2 }
+";
+
+    fn worker(name: &str, port: u16) -> String {
+        format!(
+            "---\napiVersion: baton.dev/v1alpha1\nkind: Cluster\nmetadata: {{ name: {name} }}\n\
+             spec:\n  members:\n    - {{ name: m1, endpoint: \"127.0.0.1:{port}\" }}\n    \
+             - {{ name: m2, endpoint: \"127.0.0.1:{}\" }}\n",
+            port + 1
+        )
+    }
+
+    fn status(phase: ClusterPhase, generation: Option<i64>) -> ClusterStatus {
+        ClusterStatus {
+            observed_generation: generation,
+            phase,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_cluster_admitted_but_not_started_keeps_the_rollout_moving() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = format!(
+            "{MESH}{}{}{}",
+            worker("w1", 10),
+            worker("w2", 20),
+            worker("w3", 30)
+        );
+        let mut r = Runner::new(
+            Fixed(BTreeMap::new(), Default::default()),
+            &manifests(&yaml),
+            &dir.path().join("s"),
+        )
+        .expect("runner");
+        let g = Some(1);
+        // w1 was rolled back and keeps its slot, w2 just finished, and the mesh's re-plan in
+        // the same pass admitted w3, which has not been planned since (no step yet).
+        r.clusters[0].status = Some(status(ClusterPhase::RolledBack, g));
+        r.clusters[1].status = Some(status(ClusterPhase::Ready, g));
+        r.clusters[1].status.as_mut().expect("status").conditions = vec![crate::api::Condition {
+            type_: cond::READY.into(),
+            status: "True".into(),
+            reason: "Converged".into(),
+            message: String::new(),
+            observed_generation: g,
+            last_transition_time: now(),
+        }];
+        r.clusters[2].status = Some(status(ClusterPhase::Waiting, g));
+        let admitted = |c: &str| Admitted {
+            cluster: c.into(),
+            version: "2.0.0".into(),
+            direction: Direction::Upgrade,
+            since: now(),
+        };
+        r.meshes[0].status = Some(MeshStatus {
+            observed_generation: g,
+            phase: crate::api::MeshPhase::Degraded,
+            admitted: vec![admitted("w1"), admitted("w3")],
+            ..Default::default()
+        });
+        assert_eq!(r.settled(), Settled::No, "w3 is about to start");
+
+        // Once w3 is done too, only the human decision about w1 is left.
+        r.clusters[2].status = r.clusters[1].status.clone();
+        r.meshes[0].status.as_mut().expect("mesh").admitted = vec![admitted("w1")];
+        match r.settled() {
+            Settled::Blocked(b) => assert_eq!(b.len(), 1, "{b:?}"),
+            other => panic!("expected Blocked, got {other:?}"),
+        }
+
+        // A cluster waiting for a slot that the mesh cannot give (no admission) is not moving.
+        r.clusters[2].status = Some(status(ClusterPhase::Waiting, g));
+        assert!(matches!(r.settled(), Settled::Blocked(_)));
     }
 }

@@ -72,6 +72,47 @@ pub struct AgentMembers {
     tls: SharedTls,
     policy: CallPolicy,
     clients: Mutex<HashMap<String, AgentClient>>,
+    refused: Mutex<RefusedOps>,
+}
+
+/// Operations an agent refused (4xx other than busy). The agent keeps no record of them, so
+/// without this memory the planner would see "never submitted" and send the same refused
+/// request on every pass, forever; reported as Failed instead, the step goes through the
+/// retry policy (backoff, then Zombie with the agent's message) like any failed operation.
+#[derive(Debug, Default)]
+pub struct RefusedOps {
+    /// (endpoint, operation id) → (kind, message), oldest first.
+    entries: std::collections::VecDeque<((String, String), (String, String))>,
+}
+
+impl RefusedOps {
+    /// Refusals remembered; a refusal is looked up on the pass right after it, so a few are
+    /// plenty.
+    const LIMIT: usize = 1024;
+
+    pub fn note(&mut self, endpoint: &str, id: &str, kind: &str, message: &str) {
+        let key = (endpoint.to_string(), id.to_string());
+        self.entries.retain(|(k, _)| k != &key);
+        if self.entries.len() >= Self::LIMIT {
+            self.entries.pop_front();
+        }
+        self.entries
+            .push_back((key, (kind.to_string(), message.to_string())));
+    }
+
+    /// The refused operation as a failed one.
+    pub fn lookup(&self, endpoint: &str, id: &str) -> Option<OpView> {
+        self.entries
+            .iter()
+            .find(|((e, i), _)| e == endpoint && i == id)
+            .map(|(_, (kind, message))| OpView {
+                id: id.to_string(),
+                kind: kind.clone(),
+                state: OpState::Failed,
+                progress: 0,
+                message: format!("refused by the agent: {message}"),
+            })
+    }
 }
 
 impl AgentMembers {
@@ -89,6 +130,7 @@ impl AgentMembers {
                 max_backoff: StdDuration::from_millis(500),
             },
             clients: Mutex::new(HashMap::new()),
+            refused: Mutex::new(RefusedOps::default()),
         })
     }
 
@@ -125,7 +167,11 @@ impl Members for AgentMembers {
         let c = self.client(member, endpoint)?;
         match c.operation(id).await {
             Ok(rec) => Ok(Some(op_view(&rec))),
-            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) if e.status() == Some(404) => Ok(self
+                .refused
+                .lock()
+                .ok()
+                .and_then(|r| r.lookup(endpoint, id))),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -145,7 +191,12 @@ impl Members for AgentMembers {
                 Err(SubmitError::Busy(e.to_string()))
             }
             Err(e) if e.is_transient() => Err(SubmitError::Unreachable(e.to_string())),
-            Err(e) => Err(SubmitError::Refused(e.to_string())),
+            Err(e) => {
+                if let Ok(mut r) = self.refused.lock() {
+                    r.note(endpoint, &request.id, request.kind.as_str(), &e.to_string());
+                }
+                Err(SubmitError::Refused(e.to_string()))
+            }
         }
     }
 }
@@ -226,11 +277,19 @@ fn operation_kind(k: OpKind) -> OperationKind {
     }
 }
 
-/// The wire request for a planner request. The planner keeps the version and component of
-/// every step for its own bookkeeping; the agent refuses parameters a kind does not use, so
-/// only those the kind takes are sent.
+/// The wire request for a planner request.
+///
+/// The planner's request carries what its step record holds — a verify, backup or release
+/// step names the version it belongs to — but an agent refuses (400 `unexpected_param`) any
+/// parameter the kind does not take (`docs/agent-api.md`), so only the kind's own parameters
+/// go on the wire.
 pub fn operation_request(r: &OpRequest) -> OperationRequest {
     let mut req = OperationRequest::new(r.id.clone(), operation_kind(r.kind));
+    let role = match r.role.as_deref() {
+        Some("spare") => Some(DemoteRole::Spare),
+        Some(_) => Some(DemoteRole::Standby),
+        None => None,
+    };
     match r.kind {
         OpKind::Preflight | OpKind::Upgrade | OpKind::Rollback => {
             req.version = r.version.clone();
@@ -238,11 +297,7 @@ pub fn operation_request(r: &OpRequest) -> OperationRequest {
         }
         OpKind::Demote => {
             req.source = r.source.clone();
-            req.role = match r.role.as_deref() {
-                Some("spare") => Some(DemoteRole::Spare),
-                Some(_) => Some(DemoteRole::Standby),
-                None => None,
-            };
+            req.role = role;
         }
         OpKind::ForceStandby | OpKind::SyncConfig => req.source = r.source.clone(),
         OpKind::Promote | OpKind::Backup | OpKind::Verify => {}
@@ -352,10 +407,20 @@ pub async fn perform<M: Members>(
 mod tests {
     use super::*;
 
-    /// Every request the planner can make is one the agent accepts.
+    fn req(kind: OpKind) -> OpRequest {
+        OpRequest {
+            id: format!("web.3.{}.m2.1", kind.as_str()),
+            kind,
+            version: Some("2.0.0".into()),
+            component: Some("app".into()),
+            source: Some("127.0.0.1:7001".into()),
+            role: Some("spare".into()),
+        }
+    }
+
     #[test]
-    fn every_planner_request_passes_the_agents_validation() {
-        let kinds = [
+    fn wire_requests_pass_the_agents_parameter_check() {
+        for kind in [
             OpKind::Preflight,
             OpKind::Upgrade,
             OpKind::Rollback,
@@ -365,50 +430,43 @@ mod tests {
             OpKind::Backup,
             OpKind::Verify,
             OpKind::SyncConfig,
-        ];
-        for kind in kinds {
-            let r = OpRequest {
-                id: "c.1.step.m1.0".into(),
-                kind,
-                version: Some("2.0.0".into()),
-                component: Some("app".into()),
-                source: Some("127.0.0.1:7001".into()),
-                role: Some("standby".into()),
-            };
-            let wire = operation_request(&r);
-            assert_eq!(wire.kind.as_str(), kind.as_str());
-            if let Err(e) = baton_agent::ops::validate_request(&wire) {
-                panic!("{kind:?}: {}", e.message);
-            }
+        ] {
+            let wire = operation_request(&req(kind));
+            assert_eq!(wire.id, req(kind).id);
+            assert!(
+                baton_agent::ops::validate_request(&wire).is_ok(),
+                "{kind:?}: {:?}",
+                baton_agent::ops::validate_request(&wire).err()
+            );
         }
+        let up = operation_request(&req(OpKind::Upgrade));
+        assert_eq!(up.version.as_deref(), Some("2.0.0"));
+        assert_eq!(up.component.as_deref(), Some("app"));
+        let demote = operation_request(&req(OpKind::Demote));
+        assert_eq!(demote.source.as_deref(), Some("127.0.0.1:7001"));
+        assert_eq!(demote.role, Some(DemoteRole::Spare));
+        let verify = operation_request(&req(OpKind::Verify));
+        assert_eq!((verify.version, verify.source), (None, None));
     }
 
     #[test]
-    fn switchover_operations_are_looked_up_on_the_member_that_runs_them() {
-        use crate::api::{StepRecord, Timestamp};
-        let step = |action, member: &str, from: Option<&str>| StepRecord {
-            id: format!("c.1.{member}"),
-            action,
-            member: member.into(),
-            from: from.map(Into::into),
-            version: None,
-            component: None,
-            attempt: 0,
-            started_at: Timestamp(0),
-            log_id: 1,
-            source: None,
-            rollback: false,
-        };
-        let st = ClusterStatus {
-            steps: vec![
-                step(StepAction::Switchover, "m2", Some("m1")),
-                step(StepAction::Upgrade, "m3", None),
-            ],
-            ..Default::default()
-        };
-        let ids = op_ids_by_member(Some(&st));
-        assert_eq!(ids["m2"], ["c.1.m2.promote"]);
-        assert_eq!(ids["m1"], ["c.1.m2.demote"]);
-        assert_eq!(ids["m3"], ["c.1.m3"]);
+    fn a_refused_operation_reads_back_as_failed() {
+        let mut r = RefusedOps::default();
+        assert_eq!(r.lookup("127.0.0.1:1", "op"), None);
+        r.note("127.0.0.1:1", "op", "verify", "HTTP 400 unexpected_param");
+        let op = r.lookup("127.0.0.1:1", "op").expect("remembered");
+        assert_eq!(op.state, OpState::Failed);
+        assert_eq!(op.kind, "verify");
+        assert!(op.message.contains("unexpected_param"), "{}", op.message);
+        assert_eq!(r.lookup("127.0.0.1:2", "op"), None, "another agent");
+        for i in 0..RefusedOps::LIMIT {
+            r.note("127.0.0.1:1", &format!("x{i}"), "verify", "no");
+        }
+        assert_eq!(
+            r.lookup("127.0.0.1:1", "op"),
+            None,
+            "bounded, oldest dropped"
+        );
+        assert!(r.lookup("127.0.0.1:1", "x5").is_some());
     }
 }

@@ -1,0 +1,1035 @@
+//! `baton demo`: a real mesh of `baton-agent` processes on 127.0.0.1, upgraded by the same
+//! reconcile loop as `baton run` (manifests written to a temporary directory, loaded with
+//! [`crate::local::load`], driven by [`crate::local::Runner`] over mutual TLS) while a write
+//! load runs against the active members, with the invariants checked from the agents' side.
+//!
+//! Scenarios: a plain upgrade, an upgrade where one worker cluster fails its post-switchover
+//! traffic check and is rolled back automatically, and a full backout to the old version.
+
+pub mod display;
+pub mod fleet;
+pub mod load;
+pub mod topology;
+pub mod watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use baton_agent::api::Faults;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::api::ClusterPhase;
+use crate::local::{Runner, Settled, load as load_manifests};
+use crate::reconcile::{AgentMembers, Timing};
+
+use display::{Display, LoadView};
+use fleet::{AgentSpec, Fleet, Pki};
+use load::{LoadCounters, LoadLimits, LoadResult, Verification, Writer};
+use topology::{ClusterLayout, ManifestSettings, Tier};
+use watch::ClusterRecords;
+
+/// What the demo shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Upgrade every cluster, tier by tier.
+    Upgrade,
+    /// One worker cluster fails its post-switchover traffic check and is rolled back
+    /// automatically; the others complete.
+    Rollback,
+    /// Upgrade, then set the old version back: tiers in reverse order.
+    Backout,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Upgrade => "upgrade",
+            Scenario::Rollback => "rollback",
+            Scenario::Backout => "backout",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub scenario: Scenario,
+    /// Clusters in all: one management cluster and `clusters - 1` workers.
+    pub clusters: usize,
+    pub members: usize,
+    /// Duration of one member upgrade (or rollback) on the demo agents.
+    pub upgrade_seconds: f64,
+    pub from: String,
+    pub to: String,
+    /// Worker clusters moving at once.
+    pub parallel: usize,
+    /// Post-switchover traffic check timeout, in seconds.
+    pub traffic_timeout: u64,
+    /// Keep the directory (manifests, state, agent logs) and print its path.
+    pub keep: bool,
+    /// Progress bars (else plain lines).
+    pub bars: bool,
+    /// Give up (exit non-zero) after this long.
+    pub timeout: Duration,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            scenario: Scenario::Upgrade,
+            clusters: 4,
+            members: 2,
+            upgrade_seconds: 4.0,
+            from: "1.0.0".into(),
+            to: "2.0.0".into(),
+            parallel: 2,
+            traffic_timeout: 5,
+            keep: false,
+            bars: false,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl DemoOptions {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(2..=12).contains(&self.clusters) {
+            bail!("--clusters must be 2 to 12 (one management cluster and at least one worker)");
+        }
+        if !(2..=5).contains(&self.members) {
+            bail!(
+                "--members must be 2 to 5 (a switchover needs a standby; one-member clusters need an outage)"
+            );
+        }
+        if !(self.upgrade_seconds.is_finite() && (0.0..=600.0).contains(&self.upgrade_seconds)) {
+            bail!("--upgrade-seconds must be between 0 and 600");
+        }
+        if self.parallel == 0 {
+            bail!("--parallel must be at least 1");
+        }
+        if self.traffic_timeout == 0 {
+            bail!("--traffic-timeout must be at least 1 second");
+        }
+        for (flag, v) in [("--from", &self.from), ("--to", &self.to)] {
+            v.parse::<crate::api::Version>()
+                .map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        }
+        if crate::api::values::cmp_versions(&self.to, &self.from).is_le() {
+            bail!(
+                "--to ({}) must be newer than --from ({})",
+                self.to,
+                self.from
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How the demo ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DemoEnd {
+    /// Every invariant held and the outcome matched the scenario.
+    Passed,
+    /// Invariant breaches or an unexpected outcome, each named.
+    Failed(Vec<String>),
+}
+
+/// Marker in the demo directory: who owns it, whether to keep it.
+#[derive(Serialize, Deserialize)]
+struct Owner {
+    pid: u32,
+    keep: bool,
+}
+
+const OWNER_FILE: &str = "baton-demo.json";
+const DIR_PREFIX: &str = "baton-demo-";
+
+/// Remove demo directories left behind by demos that were killed (their owner is gone and
+/// they were not kept). Only directories carrying the demo's marker file are touched.
+pub fn remove_stale_dirs(tmp: &Path) {
+    let Ok(rd) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let path = e.path();
+        let is_demo = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        if !is_demo || !path.is_dir() {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(path.join(OWNER_FILE)) else {
+            continue;
+        };
+        let Ok(owner) = serde_json::from_str::<Owner>(&text) else {
+            continue;
+        };
+        if !owner.keep && owner.pid != std::process::id() && !fleet::alive(owner.pid) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// Where the demo's files are.
+struct Workdir {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Workdir {
+    fn create(keep: bool) -> anyhow::Result<Workdir> {
+        let tmp = std::env::temp_dir();
+        remove_stale_dirs(&tmp);
+        let dir = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir_in(&tmp)
+            .with_context(|| format!("creating a directory in {}", tmp.display()))?;
+        let path = dir.path().to_path_buf();
+        let owner = serde_json::to_vec(&Owner {
+            pid: std::process::id(),
+            keep,
+        })?;
+        std::fs::write(path.join(OWNER_FILE), owner)
+            .with_context(|| format!("writing {}", path.join(OWNER_FILE).display()))?;
+        Ok(Workdir {
+            dir: Some(dir),
+            path,
+            keep,
+        })
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.take() {
+            if self.keep {
+                let _ = d.keep();
+            } else {
+                let _ = d.close();
+            }
+        }
+    }
+}
+
+/// A cluster at the end: (name, phase, (member, version as its agent reports it)).
+pub type FinalCluster = (String, String, Vec<(String, String)>);
+
+/// Everything the summary reports.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub elapsed: Duration,
+    pub switchovers: usize,
+    pub acked: u64,
+    pub lost: usize,
+    pub refused: u64,
+    pub worst_window: Option<(String, Duration)>,
+    pub clusters: Vec<FinalCluster>,
+    pub tier_order: Vec<String>,
+    pub passes: u64,
+    pub state_writes: u64,
+    pub actions: u64,
+}
+
+/// Run the demo, printing progress and the summary on stdout.
+///
+/// `interrupt` set (by a Ctrl-C handler) makes the reconcile loop stop after the pass in
+/// progress; the caller then drops this future, which stops every agent and removes the
+/// directory (dropping it at any other point is safe too: a pass cut half-way is a crash,
+/// which the runner's persist-before-act order makes harmless).
+pub async fn run(opts: DemoOptions, interrupt: Arc<AtomicBool>) -> anyhow::Result<DemoEnd> {
+    opts.validate()?;
+    let work = Workdir::create(opts.keep)?;
+    // The Fleet is declared after the directory, so it is dropped (agents stopped) first.
+    let mut demo = Demo::new(opts, &work.path)?;
+    demo.interrupt = interrupt;
+    let end = demo.run().await;
+    demo.shutdown();
+    let end = end?;
+    if work.keep {
+        println!("kept: {}", work.path.display());
+        println!(
+            "  baton status --state {}",
+            work.path.join("state.json").display()
+        );
+    }
+    Ok(end)
+}
+
+struct Demo {
+    opts: DemoOptions,
+    root: PathBuf,
+    layout: Vec<ClusterLayout>,
+    fleet: Option<Fleet>,
+    pki: Option<Pki>,
+    stop_load: Arc<AtomicBool>,
+    stop_watch: Arc<AtomicBool>,
+    breaches: Arc<Mutex<Vec<String>>>,
+    display: Option<Display>,
+    interrupt: Arc<AtomicBool>,
+}
+
+impl Demo {
+    fn new(opts: DemoOptions, root: &Path) -> anyhow::Result<Demo> {
+        let layout = topology::layout(opts.clusters, opts.members);
+        Ok(Demo {
+            opts,
+            root: root.to_path_buf(),
+            layout,
+            fleet: None,
+            pki: None,
+            stop_load: Arc::new(AtomicBool::new(false)),
+            stop_watch: Arc::new(AtomicBool::new(false)),
+            breaches: Arc::new(Mutex::new(Vec::new())),
+            display: None,
+            interrupt: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn fault_cluster(&self) -> Option<&str> {
+        (self.opts.scenario == Scenario::Rollback).then(|| {
+            // The last worker of the first wave: the others of that wave complete beside it.
+            let workers = self.opts.clusters - 1;
+            let w = self.opts.parallel.min(workers).max(1);
+            self.layout[w].name.as_str()
+        })
+    }
+
+    fn shutdown(&mut self) {
+        self.stop_load.store(true, Ordering::Relaxed);
+        self.stop_watch.store(true, Ordering::Relaxed);
+        if let Some(d) = &mut self.display {
+            d.finish();
+        }
+        if let Some(mut f) = self.fleet.take() {
+            f.stop();
+        }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.display {
+            Some(d) => d.line(s),
+            None => println!("{s}"),
+        }
+    }
+
+    async fn run(&mut self) -> anyhow::Result<DemoEnd> {
+        let started = Instant::now();
+        let o = self.opts.clone();
+        let workers = o.clusters - 1;
+        println!(
+            "Baton demo ({}): {} clusters × {} members — 1 management, {workers} worker{} — \
+             {} → {}{}",
+            o.scenario.name(),
+            o.clusters,
+            o.members,
+            if workers == 1 { "" } else { "s" },
+            o.from,
+            o.to,
+            if o.scenario == Scenario::Backout {
+                format!(" → {}", o.from)
+            } else {
+                String::new()
+            }
+        );
+        println!("  directory {}", self.root.display());
+
+        // Certificates and agents.
+        let agents: Vec<String> = self
+            .layout
+            .iter()
+            .flat_map(|c| c.members.iter().map(|m| c.agent_name(m)))
+            .collect();
+        let pki = Pki::generate(&self.root.join("pki"), &agents)?;
+        self.pki = Some(pki.clone());
+        let mut fleet = Fleet::new(&self.root, pki.clone(), o.upgrade_seconds)?;
+        let t = Instant::now();
+        for c in &self.layout {
+            let first = &c.members[0];
+            let active = fleet
+                .start(&AgentSpec {
+                    cluster: c.name.clone(),
+                    member: first.clone(),
+                    agent: c.agent_name(first),
+                    active: true,
+                    source: None,
+                    version: o.from.clone(),
+                })
+                .await?;
+            let source = active.data.clone();
+            for m in &c.members[1..] {
+                fleet
+                    .start(&AgentSpec {
+                        cluster: c.name.clone(),
+                        member: m.clone(),
+                        agent: c.agent_name(m),
+                        active: false,
+                        source: Some(source.clone()),
+                        version: o.from.clone(),
+                    })
+                    .await?;
+            }
+        }
+        println!(
+            "  started {} agents on 127.0.0.1 in {:.1} s (mutual TLS; logs in {})",
+            fleet.agents.len(),
+            t.elapsed().as_secs_f64(),
+            self.root.join("agents").display()
+        );
+        // (cluster, member, control endpoint, data endpoint) of every agent.
+        let agent_eps: Vec<(String, String, String, String)> = fleet
+            .agents
+            .iter()
+            .map(|a| {
+                (
+                    a.cluster.clone(),
+                    a.member.clone(),
+                    a.control.clone(),
+                    a.data.clone(),
+                )
+            })
+            .collect();
+        self.fleet = Some(fleet);
+        let find = |c: &str, m: &str| agent_eps.iter().find(|a| a.0 == c && a.1 == m);
+
+        // Manifests.
+        let manifest_dir = self.root.join("manifests");
+        std::fs::create_dir_all(&manifest_dir)
+            .with_context(|| format!("creating {}", manifest_dir.display()))?;
+        let settings = ManifestSettings {
+            mesh: "demo".into(),
+            version: o.to.clone(),
+            workers_parallel: o.parallel,
+            traffic_timeout_secs: o.traffic_timeout,
+        };
+        let clusters_text = topology::clusters_yaml(
+            &self.layout,
+            |c, m| find(&c.name, m).map(|a| a.2.clone()).unwrap_or_default(),
+            &settings,
+        );
+        write(&manifest_dir.join("clusters.yaml"), &clusters_text)?;
+        write(
+            &manifest_dir.join("mesh.yaml"),
+            &topology::mesh_yaml(&settings),
+        )?;
+        println!(
+            "  manifests {} (mesh demo → {})",
+            manifest_dir.display(),
+            o.to
+        );
+
+        // Who is where, for the load and the watchers.
+        let data_members: Vec<(String, Vec<(String, String)>)> = self
+            .layout
+            .iter()
+            .map(|c| {
+                let members = c
+                    .members
+                    .iter()
+                    .filter_map(|m| find(&c.name, m).map(|a| (m.clone(), a.3.clone())))
+                    .collect();
+                (c.name.clone(), members)
+            })
+            .collect();
+        let control_tls = pki.control_tls()?;
+        let data_tls = pki.data_tls()?;
+        let watched = watch::clients(
+            &agent_eps
+                .iter()
+                .map(|a| (a.0.clone(), a.1.clone(), a.2.clone()))
+                .collect::<Vec<_>>(),
+            &control_tls,
+        )?;
+
+        // The fault of the rollback scenario.
+        if let Some(fc) = self.fault_cluster() {
+            for w in watched.iter().filter(|w| w.cluster == fc) {
+                w.client
+                    .set_faults(&Faults {
+                        no_traffic_after_promote_on: vec![o.to.clone()],
+                        ..Faults::default()
+                    })
+                    .await
+                    .with_context(|| format!("injecting the fault on {fc}/{}", w.member))?;
+            }
+            println!(
+                "  fault injected: members of {fc} stop serving when promoted on {} \
+                 (their traffic check will fail)",
+                o.to
+            );
+        }
+
+        // Write load and the split-brain watcher.
+        let mut counters: Vec<(String, Arc<LoadCounters>)> = Vec::new();
+        let mut pending = Vec::new();
+        let limits = LoadLimits {
+            max_time: o.timeout,
+            ..LoadLimits::default()
+        };
+        for (c, members) in &data_members {
+            let w = Writer::new(c, members, &data_tls, limits)?;
+            counters.push((c.clone(), w.counters.clone()));
+            pending.push(w);
+        }
+        let monitor = tokio::spawn(watch::split_brain_monitor(
+            watched.clone(),
+            self.breaches.clone(),
+            self.stop_watch.clone(),
+        ));
+        println!(
+            "  write load: one writer per cluster on the active member's data port, from the \
+             first pass on\n"
+        );
+        let mut load = Load {
+            pending,
+            running: Vec::new(),
+            stop: self.stop_load.clone(),
+        };
+
+        self.display = Some(Display::new(
+            o.bars,
+            &self
+                .layout
+                .iter()
+                .map(|c| (c.name.clone(), c.members.len()))
+                .collect::<Vec<_>>(),
+        ));
+
+        // Phase 1: the upgrade.
+        let state = self.root.join("state.json");
+        let deadline = started + o.timeout;
+        let phase1 = Timestamp::now();
+        let mut stats = crate::local::RunnerStats::default();
+        let mut failures = Vec::new();
+        let first = self
+            .drive(
+                &manifest_dir,
+                &state,
+                &control_tls,
+                &counters,
+                &mut load,
+                deadline,
+            )
+            .await?;
+        add_stats(&mut stats, &first.1);
+        let mut phase2 = None;
+        if let Err(e) = check_settled(&first.0, self.fault_cluster()) {
+            failures.push(e);
+        }
+        if o.scenario == Scenario::Backout && failures.is_empty() && self.breached().is_empty() {
+            // Phase 2: set the old version back, as a user would edit the Mesh.
+            let back = ManifestSettings {
+                version: o.from.clone(),
+                ..settings.clone()
+            };
+            write(&manifest_dir.join("mesh.yaml"), &topology::mesh_yaml(&back))?;
+            self.line(&format!(
+                "\n  backout: mesh demo set back to {} in {} — tiers in reverse order\n",
+                o.from,
+                manifest_dir.join("mesh.yaml").display()
+            ));
+            phase2 = Some(Timestamp::now());
+            let second = self
+                .drive(
+                    &manifest_dir,
+                    &state,
+                    &control_tls,
+                    &counters,
+                    &mut load,
+                    deadline,
+                )
+                .await?;
+            add_stats(&mut stats, &second.1);
+            if let Err(e) = check_settled(&second.0, None) {
+                failures.push(e);
+            }
+        }
+        if let Some(d) = &mut self.display {
+            d.finish();
+        }
+
+        // Stop the load; read everything back.
+        self.stop_load.store(true, Ordering::Relaxed);
+        let mut loads: Vec<LoadResult> = Vec::new();
+        for w in load.running {
+            loads.push(w.await.context("a writer task failed")?);
+        }
+        let mut verifications: Vec<Verification> = Vec::new();
+        for l in &loads {
+            let members = data_members
+                .iter()
+                .find(|(c, _)| c == &l.cluster)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default();
+            verifications.push(load::verify(l, &members, &data_tls, Duration::from_secs(20)).await);
+        }
+        self.stop_watch.store(true, Ordering::Relaxed);
+        let _ = monitor.await;
+
+        // The agents' own records: tier order and switchovers.
+        let tiers: Vec<(String, Tier)> = self
+            .layout
+            .iter()
+            .map(|c| (c.name.clone(), c.tier))
+            .collect();
+        let records = watch::fetch_records(&watched, &tiers).await?;
+        let mut summary = Summary {
+            elapsed: started.elapsed(),
+            switchovers: watch::switchovers(&records, phase1, None),
+            passes: stats.passes,
+            state_writes: stats.state_writes,
+            actions: stats.actions,
+            ..Default::default()
+        };
+        match watch::tier_order(&records, phase1, phase2, Tier::Management) {
+            Ok(s) => summary.tier_order.push(format!("upgrade: {s}")),
+            Err(e) => failures.push(e),
+        }
+        if let Some(p2) = phase2 {
+            match watch::tier_order(&records, p2, None, Tier::Worker) {
+                Ok(s) => summary.tier_order.push(format!("backout: {s}")),
+                Err(e) => failures.push(e),
+            }
+        }
+
+        // Writes.
+        for (l, v) in loads.iter().zip(&verifications) {
+            summary.acked += l.acked.len() as u64;
+            summary.refused += l.refused;
+            summary.lost += v.lost.len();
+            let worst = l.worst_window();
+            if summary
+                .worst_window
+                .as_ref()
+                .is_none_or(|(_, w)| worst > *w)
+            {
+                summary.worst_window = Some((l.cluster.clone(), worst));
+            }
+            if l.acked.is_empty() {
+                failures.push(format!(
+                    "no write was acknowledged on cluster {}",
+                    l.cluster
+                ));
+            }
+            if !v.lost.is_empty() {
+                let sample: Vec<String> = v
+                    .lost
+                    .iter()
+                    .take(5)
+                    .map(|(k, m)| format!("{k} (missing on {})", m.join(", ")))
+                    .collect();
+                failures.push(format!(
+                    "{} acknowledged writes lost on cluster {}: {}",
+                    v.lost.len(),
+                    l.cluster,
+                    sample.join("; ")
+                ));
+            }
+            for (m, e) in &v.unreadable {
+                failures.push(format!(
+                    "cannot read back the writes of cluster {} from {m}: {e}",
+                    l.cluster
+                ));
+            }
+        }
+
+        // Final versions as the agents report them, and the expected outcome.
+        let expected_final = |cluster: &str| -> &str {
+            match o.scenario {
+                Scenario::Upgrade => &o.to,
+                Scenario::Backout => &o.from,
+                Scenario::Rollback if Some(cluster) == self.fault_cluster() => &o.from,
+                Scenario::Rollback => &o.to,
+            }
+        };
+        let phases = self.final_phases(&state)?;
+        for c in &self.layout {
+            let mut versions = Vec::new();
+            for w in watched.iter().filter(|w| w.cluster == c.name) {
+                match w.client.status().await {
+                    Ok(s) => versions.push((w.member.clone(), s.version)),
+                    Err(e) => failures.push(format!("{}/{}: {e}", c.name, w.member)),
+                }
+            }
+            let want = expected_final(&c.name);
+            for (m, v) in &versions {
+                if v != want {
+                    failures.push(format!(
+                        "{}/{m} runs {v}, expected {want} after the {} scenario",
+                        c.name,
+                        o.scenario.name()
+                    ));
+                }
+            }
+            let phase = phases
+                .iter()
+                .find(|(n, _)| n == &c.name)
+                .map(|(_, p)| *p)
+                .unwrap_or_default();
+            let want_phase = if Some(c.name.as_str()) == self.fault_cluster() {
+                ClusterPhase::RolledBack
+            } else {
+                ClusterPhase::Ready
+            };
+            if phase != want_phase {
+                failures.push(format!(
+                    "cluster {} ended {phase:?}, expected {want_phase:?}",
+                    c.name
+                ));
+            }
+            summary
+                .clusters
+                .push((c.name.clone(), format!("{phase:?}"), versions));
+        }
+        for b in self.breached() {
+            failures.insert(0, b);
+        }
+        let fleet = self.fleet.as_mut().context("agents")?;
+        for (agent, how, log) in fleet.exited() {
+            failures.push(format!("agent {agent} exited ({how}); log tail:\n{log}"));
+        }
+        self.print_summary(&summary, &records, &state, &manifest_dir);
+        if failures.is_empty() {
+            println!("\nresult: PASSED — every invariant held");
+            Ok(DemoEnd::Passed)
+        } else {
+            println!("\nresult: FAILED");
+            for f in &failures {
+                println!("  breach: {f}");
+            }
+            Ok(DemoEnd::Failed(failures))
+        }
+    }
+
+    fn breached(&self) -> Vec<String> {
+        self.breaches.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Run the reconcile loop on the manifests until it settles (or a breach, or the deadline).
+    async fn drive(
+        &mut self,
+        manifest_dir: &Path,
+        state: &Path,
+        tls: &baton_agent::client::ClientTls,
+        counters: &[(String, Arc<LoadCounters>)],
+        load: &mut Load,
+        deadline: Instant,
+    ) -> anyhow::Result<(Settled, crate::local::RunnerStats)> {
+        let manifests = load_manifests(&[manifest_dir.to_path_buf()])
+            .map_err(|e| anyhow::anyhow!("the demo manifests do not load:\n{e}"))?;
+        let members = AgentMembers::new(tls)?;
+        let mut runner = Runner::new(members, &manifests, state)?.with_timing(Timing {
+            busy: Duration::from_millis(200),
+            resync: Duration::from_secs(5),
+        });
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            let report = runner.pass().await?;
+            // The writers start once the mesh has started its rollout: the mesh checks that no
+            // follower is behind before it starts, which no live write load satisfies at
+            // every instant (see docs/demo.md).
+            if runner
+                .meshes()
+                .iter()
+                .any(|m| m.status.as_ref().is_some_and(|s| s.rollout.is_some()))
+            {
+                load.start();
+            }
+            let view = load_view(counters);
+            if let Some(d) = &mut self.display {
+                for (obj, e) in &report.events {
+                    d.event(obj, e);
+                }
+                d.update(runner.clusters(), runner.meshes(), &view);
+            }
+            let fleet = self.fleet.as_mut().context("agents")?;
+            let exited = fleet.exited();
+            if !exited.is_empty() {
+                for (agent, how, log) in exited {
+                    if let Ok(mut b) = self.breaches.lock() {
+                        b.push(format!("agent {agent} exited ({how}); log tail:\n{log}"));
+                    }
+                }
+            }
+            if !self.breached().is_empty() {
+                return Ok((
+                    Settled::Blocked(vec![("demo".into(), "invariant breached".into())]),
+                    runner.stats().clone(),
+                ));
+            }
+            match runner.settled() {
+                Settled::No => {}
+                s => return Ok((s, runner.stats().clone())),
+            }
+            if self.interrupt.load(Ordering::Relaxed) {
+                bail!("interrupted");
+            }
+            if Instant::now() > deadline {
+                self.line(&format!(
+                    "  giving up: the rollout did not settle within {:?}",
+                    self.opts.timeout
+                ));
+                return Ok((Settled::No, runner.stats().clone()));
+            }
+            let wake = tokio::time::Instant::from_std(runner.next_wake());
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => break,
+                    _ = tick.tick() => {
+                        if self.interrupt.load(Ordering::Relaxed) {
+                            bail!("interrupted");
+                        }
+                        if let Some(d) = &self.display {
+                            d.tick(runner.meshes(), &load_view(counters));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn final_phases(&self, state: &Path) -> anyhow::Result<Vec<(String, ClusterPhase)>> {
+        let st = crate::local::State::load(state)?;
+        Ok(st
+            .clusters
+            .iter()
+            .map(|(n, o)| {
+                (
+                    n.clone(),
+                    o.status.as_ref().map(|s| s.phase).unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    fn print_summary(
+        &self,
+        s: &Summary,
+        records: &[ClusterRecords],
+        state: &Path,
+        manifests: &Path,
+    ) {
+        let o = &self.opts;
+        let members: usize = self.layout.iter().map(|c| c.members.len()).sum();
+        let ops: usize = records.iter().map(|c| c.records.len()).sum();
+        println!("\nSummary ({} scenario)", o.scenario.name());
+        let row = |label: &str, value: String| println!("  {label:<20} {value}");
+        row("elapsed", format!("{:.1} s", s.elapsed.as_secs_f64()));
+        let workers = self.layout.len() - 1;
+        row(
+            "clusters",
+            format!(
+                "{} (1 management, {workers} worker{}), {members} members",
+                self.layout.len(),
+                if workers == 1 { "" } else { "s" }
+            ),
+        );
+        row(
+            "switchovers",
+            format!(
+                "{} (promotes in the agents' records; {ops} operations in all)",
+                s.switchovers
+            ),
+        );
+        row(
+            "writes",
+            format!(
+                "{} acknowledged, {} lost (read back from every member)",
+                s.acked, s.lost
+            ),
+        );
+        row(
+            "write unavailability",
+            match &s.worst_window {
+                Some((c, w)) if !w.is_zero() => format!(
+                    "worst {:.2} s (cluster {c}); {} writes refused in all",
+                    w.as_secs_f64(),
+                    s.refused
+                ),
+                _ => "none".to_string(),
+            },
+        );
+        for t in &s.tier_order {
+            row("tier order", t.clone());
+        }
+        println!("  final state");
+        for (c, phase, versions) in &s.clusters {
+            let v: Vec<String> = versions.iter().map(|(m, v)| format!("{m} {v}")).collect();
+            println!("    {c:<12} {phase:<11} {}", v.join(", "));
+        }
+        row(
+            "reconcile loop",
+            format!(
+                "{} passes, {} state writes, {} operations sent",
+                s.passes, s.state_writes, s.actions
+            ),
+        );
+        if o.keep {
+            row("state file", state.display().to_string());
+            row("manifests", manifests.display().to_string());
+        } else {
+            row(
+                "files",
+                format!("{} (removed; --keep keeps them)", self.root.display()),
+            );
+        }
+    }
+}
+
+/// The writers, started once.
+struct Load {
+    pending: Vec<Writer>,
+    running: Vec<tokio::task::JoinHandle<LoadResult>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Load {
+    fn start(&mut self) {
+        for w in self.pending.drain(..) {
+            self.running.push(tokio::spawn(w.run(self.stop.clone())));
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn add_stats(total: &mut crate::local::RunnerStats, s: &crate::local::RunnerStats) {
+    total.passes += s.passes;
+    total.cluster_plans += s.cluster_plans;
+    total.state_writes += s.state_writes;
+    total.actions += s.actions;
+}
+
+fn load_view(counters: &[(String, Arc<LoadCounters>)]) -> LoadView {
+    let mut v = LoadView::default();
+    for (c, k) in counters {
+        v.acked += k.acked.load(Ordering::Relaxed);
+        v.refused += k.refused.load(Ordering::Relaxed);
+        if k.down.load(Ordering::Relaxed) {
+            v.down.push(c.clone());
+        }
+    }
+    v
+}
+
+/// Whether the runner settled the way the scenario expects: converged, or blocked only by the
+/// cluster that was made to fail.
+fn check_settled(s: &Settled, fault: Option<&str>) -> Result<(), String> {
+    match (s, fault) {
+        (Settled::Converged, None) => Ok(()),
+        (Settled::Converged, Some(f)) => Err(format!(
+            "the rollout converged although {f} should have been rolled back"
+        )),
+        (Settled::Blocked(b), Some(f))
+            if b.iter()
+                .all(|(o, _)| o == &format!("Cluster/{f}") || o.starts_with("Mesh/")) =>
+        {
+            Ok(())
+        }
+        (Settled::Blocked(b), _) => Err(format!(
+            "the rollout stopped blocked: {}",
+            b.iter()
+                .map(|(o, w)| format!("{o}: {w}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+        (Settled::No, _) => Err("the rollout did not settle within --timeout".into()),
+    }
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_dir(root: &Path, name: &str, pid: u32, keep: bool) -> PathBuf {
+        let d = root.join(name);
+        std::fs::create_dir_all(d.join("agents")).expect("mkdir");
+        let owner = serde_json::to_vec(&Owner { pid, keep }).expect("json");
+        std::fs::write(d.join(OWNER_FILE), owner).expect("write");
+        d
+    }
+
+    #[test]
+    fn only_unkept_directories_of_dead_demos_are_removed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        // A pid that surely ended: a child we ran and reaped.
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let dead = child.id();
+        child.wait().expect("wait");
+        let alive = std::os::unix::process::parent_id();
+        let stale = demo_dir(root.path(), "baton-demo-stale", dead, false);
+        let kept = demo_dir(root.path(), "baton-demo-kept", dead, true);
+        let running = demo_dir(root.path(), "baton-demo-running", alive, false);
+        let other = demo_dir(root.path(), "not-a-demo", dead, false);
+        let unmarked = root.path().join("baton-demo-unmarked");
+        std::fs::create_dir_all(&unmarked).expect("mkdir");
+        remove_stale_dirs(root.path());
+        assert!(!stale.exists());
+        assert!(kept.exists() && running.exists() && other.exists() && unmarked.exists());
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(DemoOptions::default().validate().is_ok());
+        let bad = [
+            DemoOptions {
+                clusters: 1,
+                ..Default::default()
+            },
+            DemoOptions {
+                members: 1,
+                ..Default::default()
+            },
+            DemoOptions {
+                upgrade_seconds: f64::NAN,
+                ..Default::default()
+            },
+            DemoOptions {
+                to: "1.0.0".into(),
+                ..Default::default()
+            },
+            DemoOptions {
+                from: "one".into(),
+                ..Default::default()
+            },
+            DemoOptions {
+                parallel: 0,
+                ..Default::default()
+            },
+        ];
+        for o in bad {
+            assert!(o.validate().is_err(), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn the_fault_lands_on_a_worker_of_the_first_wave() {
+        let demo = |clusters, parallel| {
+            let opts = DemoOptions {
+                scenario: Scenario::Rollback,
+                clusters,
+                parallel,
+                ..Default::default()
+            };
+            Demo::new(opts, Path::new("/nonexistent"))
+                .expect("demo")
+                .fault_cluster()
+                .map(str::to_string)
+        };
+        assert_eq!(demo(4, 2).as_deref(), Some("worker-2"));
+        assert_eq!(demo(2, 2).as_deref(), Some("worker-1"));
+        assert_eq!(demo(4, 1).as_deref(), Some("worker-1"));
+    }
+}
