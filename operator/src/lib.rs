@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod k8s;
 pub mod local;
 pub mod plan;
 pub mod reconcile;

@@ -1,0 +1,279 @@
+//! What the controllers know about Clusters and Meshes: the reflector caches, corrected by
+//! the objects the controllers themselves just wrote.
+//!
+//! A watch cache lags behind the API server. The planner must never plan from a status older
+//! than the one last written (it would forget a step already sent to an agent), so every
+//! status write's response is kept here and preferred over the cached copy until the cache
+//! shows that status too (or a newer version of the object with that status). The entries
+//! also expire after [`FRESH_FOR`] so a status overwritten by someone else cannot pin an old
+//! copy forever.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant};
+
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{Cluster, ClusterStatus, Mesh, MeshStatus};
+use crate::reconcile::{ClusterObject, MeshObject, mesh_membership};
+
+use super::annotations::{cluster_intents, mesh_intents};
+
+pub type GuardedCluster = DeserializeGuard<Cluster>;
+pub type GuardedMesh = DeserializeGuard<Mesh>;
+
+/// How long a written object is preferred over the watch cache at most.
+pub const FRESH_FOR: StdDuration = StdDuration::from_secs(30);
+
+/// An object kind with a status the controllers write.
+pub trait WithStatus: Resource + Clone {
+    type Status: PartialEq;
+    fn status_ref(&self) -> Option<&Self::Status>;
+}
+
+impl WithStatus for Cluster {
+    type Status = ClusterStatus;
+    fn status_ref(&self) -> Option<&ClusterStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl WithStatus for Mesh {
+    type Status = MeshStatus;
+    fn status_ref(&self) -> Option<&MeshStatus> {
+        self.status.as_ref()
+    }
+}
+
+/// `(namespace, name)`.
+pub type Key = (String, String);
+
+pub fn key_of<K: Resource>(o: &K) -> Key {
+    (o.namespace().unwrap_or_default(), o.name_any())
+}
+
+/// The objects written last, by key.
+pub struct Written<K> {
+    entries: Mutex<HashMap<Key, (Arc<K>, Instant)>>,
+}
+
+impl<K> Default for Written<K> {
+    fn default() -> Self {
+        Written {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: WithStatus> Written<K> {
+    /// Remember an object as the API server returned it after a write.
+    pub fn record(&self, obj: K) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.insert(key_of(&obj), (Arc::new(obj), Instant::now()));
+        }
+    }
+
+    pub fn forget(&self, key: &Key) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.remove(key);
+        }
+    }
+
+    /// The freshest copy of `stored`: the one written last while the cache has not caught up.
+    pub fn pick(&self, stored: &K) -> K {
+        let key = key_of(stored);
+        let Ok(mut entries) = self.entries.lock() else {
+            return stored.clone();
+        };
+        let Some((ours, at)) = entries.get(&key) else {
+            return stored.clone();
+        };
+        let same_object = ours.uid() == stored.uid();
+        let caught_up = ours.resource_version() == stored.resource_version()
+            || ours.status_ref() == stored.status_ref();
+        if same_object && !caught_up && at.elapsed() < FRESH_FOR {
+            return (**ours).clone();
+        }
+        entries.remove(&key);
+        stored.clone()
+    }
+}
+
+/// The caches of both kinds plus the written copies; cheap to clone.
+#[derive(Clone)]
+pub struct Stores {
+    pub clusters: Store<GuardedCluster>,
+    pub meshes: Store<GuardedMesh>,
+    pub written_clusters: Arc<Written<Cluster>>,
+    pub written_meshes: Arc<Written<Mesh>>,
+    synced: Arc<AtomicBool>,
+}
+
+impl Stores {
+    pub fn new(clusters: Store<GuardedCluster>, meshes: Store<GuardedMesh>) -> Self {
+        Stores {
+            clusters,
+            meshes,
+            written_clusters: Arc::default(),
+            written_meshes: Arc::default(),
+            synced: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Both caches hold a complete list. Before that a Cluster could look standalone only
+    /// because its Mesh was not listed yet, so nothing is reconciled.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub fn mark_synced(&self) {
+        self.synced.store(true, Ordering::Release);
+    }
+
+    /// Wait until both caches are listed, then mark them synced.
+    pub async fn wait_synced(&self) {
+        let _ = self.clusters.wait_until_ready().await;
+        let _ = self.meshes.wait_until_ready().await;
+        self.mark_synced();
+    }
+
+    /// The valid Clusters of a namespace, freshest copies, sorted by name.
+    pub fn clusters_in(&self, ns: &str) -> Vec<Cluster> {
+        let mut out: Vec<Cluster> = self
+            .clusters
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|c| c.namespace().as_deref().unwrap_or_default() == ns)
+            .map(|c| self.written_clusters.pick(c))
+            .collect();
+        out.sort_by_key(|c| c.name_any());
+        out
+    }
+
+    /// The valid Meshes of a namespace, freshest copies, sorted by name (the first mesh
+    /// claiming a cluster owns it).
+    pub fn meshes_in(&self, ns: &str) -> Vec<Mesh> {
+        let mut out: Vec<Mesh> = self
+            .meshes
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|m| m.namespace().as_deref().unwrap_or_default() == ns)
+            .map(|m| self.written_meshes.pick(m))
+            .collect();
+        out.sort_by_key(|m| m.name_any());
+        out
+    }
+
+    /// The engine's view of the namespace: meshes, clusters and which mesh owns each cluster.
+    pub fn namespace_view(&self, ns: &str) -> NamespaceView {
+        let meshes: Vec<MeshObject> = self.meshes_in(ns).iter().map(mesh_object).collect();
+        let clusters: Vec<ClusterObject> =
+            self.clusters_in(ns).iter().map(cluster_object).collect();
+        let membership = mesh_membership(&meshes, &clusters);
+        NamespaceView {
+            meshes,
+            clusters,
+            membership,
+        }
+    }
+}
+
+/// Meshes and clusters of one namespace as the shared engine takes them.
+pub struct NamespaceView {
+    pub meshes: Vec<MeshObject>,
+    pub clusters: Vec<ClusterObject>,
+    /// Cluster name → index into `meshes`.
+    pub membership: std::collections::BTreeMap<String, usize>,
+}
+
+impl NamespaceView {
+    pub fn mesh_of(&self, cluster: &str) -> Option<&MeshObject> {
+        self.membership.get(cluster).map(|&i| &self.meshes[i])
+    }
+
+    /// The clusters a mesh owns.
+    pub fn members_of(&self, mesh: &str) -> Vec<&ClusterObject> {
+        let Some(mi) = self.meshes.iter().position(|m| m.name == mesh) else {
+            return Vec::new();
+        };
+        self.clusters
+            .iter()
+            .filter(|c| self.membership.get(&c.name) == Some(&mi))
+            .collect()
+    }
+}
+
+/// A Cluster as the engine holds it, intents from its annotations.
+pub fn cluster_object(c: &Cluster) -> ClusterObject {
+    ClusterObject {
+        name: c.name_any(),
+        labels: c.labels().clone(),
+        generation: c.metadata.generation,
+        spec: c.spec.clone(),
+        status: c.status.clone(),
+        intents: cluster_intents(c.annotations()),
+    }
+}
+
+/// A Mesh as the engine holds it, intents from its annotations.
+pub fn mesh_object(m: &Mesh) -> MeshObject {
+    MeshObject {
+        name: m.name_any(),
+        generation: m.metadata.generation,
+        spec: m.spec.clone(),
+        status: m.status.clone(),
+        intents: mesh_intents(m.annotations()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ClusterPhase, ClusterSpec};
+
+    fn cluster(rv: &str, phase: Option<ClusterPhase>) -> Cluster {
+        let mut c = Cluster::new("web", ClusterSpec::default());
+        c.metadata.namespace = Some("ns".into());
+        c.metadata.uid = Some("u1".into());
+        c.metadata.resource_version = Some(rv.into());
+        c.status = phase.map(|phase| ClusterStatus {
+            phase,
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn a_written_status_wins_until_the_cache_shows_it() {
+        let w = Written::<Cluster>::default();
+        let stale = cluster("10", Some(ClusterPhase::Pending));
+        w.record(cluster("11", Some(ClusterPhase::Progressing)));
+        // The cache has not seen the write: our copy (status and resourceVersion) is used.
+        let picked = w.pick(&stale);
+        assert_eq!(picked.resource_version().as_deref(), Some("11"));
+        assert_eq!(picked.status.unwrap().phase, ClusterPhase::Progressing);
+        // A newer version (an annotation edit) that carries our status: the cache wins and
+        // the entry is dropped.
+        let newer = cluster("12", Some(ClusterPhase::Progressing));
+        assert_eq!(w.pick(&newer).resource_version().as_deref(), Some("12"));
+        assert_eq!(
+            w.pick(&stale).resource_version().as_deref(),
+            Some("10"),
+            "entry dropped once caught up"
+        );
+    }
+
+    #[test]
+    fn a_recreated_object_is_not_confused_with_the_written_one() {
+        let w = Written::<Cluster>::default();
+        w.record(cluster("11", Some(ClusterPhase::Progressing)));
+        let mut other = cluster("20", None);
+        other.metadata.uid = Some("u2".into());
+        assert_eq!(w.pick(&other).resource_version().as_deref(), Some("20"));
+    }
+}
