@@ -119,8 +119,12 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     let outcomes = act(&ctx.members, &object.spec, &pass).await;
     for o in &outcomes {
         match &o.result {
-            Ok(()) => tracing::info!(cluster = %name, member = %o.member, op = %o.id, kind = o.kind.as_str(), "operation submitted"),
-            Err(e) => tracing::warn!(cluster = %name, member = %o.member, op = %o.id, kind = o.kind.as_str(), error = %e, "operation not accepted"),
+            Ok(()) => {
+                tracing::info!(cluster = %name, member = %o.member, op = %o.id, kind = o.kind.as_str(), "operation submitted")
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %name, member = %o.member, op = %o.id, kind = o.kind.as_str(), error = %e, "operation not accepted")
+            }
         }
     }
     events.extend(submission_failures(&outcomes));
@@ -143,7 +147,7 @@ async fn refresh<M: Members>(
     let key = (ns.to_string(), name.to_string());
     ctx.stores.written_clusters.forget(&key);
     match api.get_opt(name).await {
-        Ok(Some(fresh)) => ctx.stores.written_clusters.record(fresh),
+        Ok(Some(fresh)) => ctx.stores.written_clusters.record_read(fresh),
         Ok(None) => {}
         // Unreadable now: the next pass reads the cache; the precondition guards it again.
         Err(kube::Error::SerdeError(_)) => {}

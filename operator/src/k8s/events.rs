@@ -144,7 +144,9 @@ pub fn derived(
 
 pub fn cluster_derived(before: Option<&ClusterStatus>, after: &ClusterStatus) -> Vec<PlanEvent> {
     derived(
-        before.map(|s| s.acknowledged.as_slice()).unwrap_or_default(),
+        before
+            .map(|s| s.acknowledged.as_slice())
+            .unwrap_or_default(),
         &after.acknowledged,
         before.map(|s| condition_true(&s.conditions, cond::PAUSED)),
         condition_true(&after.conditions, cond::PAUSED),
@@ -153,7 +155,9 @@ pub fn cluster_derived(before: Option<&ClusterStatus>, after: &ClusterStatus) ->
 
 pub fn mesh_derived(before: Option<&MeshStatus>, after: &MeshStatus) -> Vec<PlanEvent> {
     derived(
-        before.map(|s| s.acknowledged.as_slice()).unwrap_or_default(),
+        before
+            .map(|s| s.acknowledged.as_slice())
+            .unwrap_or_default(),
         &after.acknowledged,
         before.map(|s| condition_true(&s.conditions, cond::PAUSED)),
         condition_true(&after.conditions, cond::PAUSED),

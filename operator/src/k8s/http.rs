@@ -77,7 +77,11 @@ pub fn router(state: Arc<HttpState>) -> Router {
 async fn readyz(State(st): State<Arc<HttpState>>) -> Response {
     match st.readiness() {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -89,11 +93,14 @@ async fn metrics(State(st): State<Arc<HttpState>>) -> Response {
             .iter()
             .filter_map(|g| g.0.as_ref().ok())
             .filter_map(|c| c.status.as_ref()),
-        meshes.iter().filter_map(|g| g.0.as_ref().ok()).filter_map(|m| {
-            m.status
-                .as_ref()
-                .map(|s| (m.namespace().unwrap_or_default(), m.name_any(), s))
-        }),
+        meshes
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter_map(|m| {
+                m.status
+                    .as_ref()
+                    .map(|s| (m.namespace().unwrap_or_default(), m.name_any(), s))
+            }),
         st.leader.is_leader(),
     );
     (

@@ -78,9 +78,11 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
         {
             Ok(updated) => ctx.stores.written_meshes.record(updated),
             Err(e) if is_conflict(&e) => {
-                ctx.stores.written_meshes.forget(&(ns.clone(), name.clone()));
+                ctx.stores
+                    .written_meshes
+                    .forget(&(ns.clone(), name.clone()));
                 match api.get_opt(&name).await {
-                    Ok(Some(m)) => ctx.stores.written_meshes.record(m),
+                    Ok(Some(m)) => ctx.stores.written_meshes.record_read(m),
                     Ok(None) | Err(kube::Error::SerdeError(_)) => {}
                     Err(source) => {
                         return Err(Error::Read {

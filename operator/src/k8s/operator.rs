@@ -13,8 +13,8 @@ use std::time::Duration as StdDuration;
 use baton_agent::client::ClientTls;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::controller::{self, Controller};
 use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 
@@ -24,7 +24,7 @@ use super::agent_tls::{self, SwappableMembers};
 use super::context::{Context, Triggers};
 use super::events::EventSink;
 use super::http::{self, HttpState};
-use super::leader::{LeaseConfig, LeaseElector, Leadership};
+use super::leader::{Leadership, LeaseConfig, LeaseElector};
 use super::metrics::Metrics;
 use super::relations::Relations;
 use super::stores::{GuardedCluster, GuardedMesh, Stores};
@@ -214,8 +214,12 @@ pub async fn run(
                         match agent_tls::client_tls_from(&secret, &ns, &name)
                             .and_then(|t| ctx.members.replace(&t))
                         {
-                            Ok(()) => tracing::info!(secret = %name, "agent client credentials reloaded"),
-                            Err(e) => tracing::warn!(error = %e, "keeping the previous agent credentials"),
+                            Ok(()) => {
+                                tracing::info!(secret = %name, "agent client credentials reloaded")
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "keeping the previous agent credentials")
+                            }
                         }
                     }
                     seen = rv;
@@ -240,7 +244,11 @@ pub async fn run(
         let elector = LeaseElector::new(client.clone(), lease, leader.clone());
         tokio::spawn(elector.run(done.clone()))
     });
-    let state = Arc::new(HttpState::new(stores.clone(), metrics.clone(), leader.clone()));
+    let state = Arc::new(HttpState::new(
+        stores.clone(),
+        metrics.clone(),
+        leader.clone(),
+    ));
     let crd_check = tokio::spawn(http::watch_crds(
         client.clone(),
         state.clone(),

@@ -57,7 +57,15 @@ pub fn key_of<K: Resource>(o: &K) -> Key {
 
 /// The objects written last, by key.
 pub struct Written<K> {
-    entries: Mutex<HashMap<Key, (Arc<K>, Instant)>>,
+    entries: Mutex<HashMap<Key, Entry<K>>>,
+}
+
+struct Entry<K> {
+    obj: Arc<K>,
+    at: Instant,
+    /// A quorum read after a conflict: newer than the cache even when the status is the same
+    /// (the spec or annotations moved on), so only the same resourceVersion catches it up.
+    read: bool,
 }
 
 impl<K> Default for Written<K> {
@@ -71,8 +79,22 @@ impl<K> Default for Written<K> {
 impl<K: WithStatus> Written<K> {
     /// Remember an object as the API server returned it after a write.
     pub fn record(&self, obj: K) {
+        self.insert(obj, false);
+    }
+
+    /// Remember an object read from the API server after a conflict.
+    pub fn record_read(&self, obj: K) {
+        self.insert(obj, true);
+    }
+
+    fn insert(&self, obj: K, read: bool) {
         if let Ok(mut e) = self.entries.lock() {
-            e.insert(key_of(&obj), (Arc::new(obj), Instant::now()));
+            let entry = Entry {
+                obj: Arc::new(obj.clone()),
+                at: Instant::now(),
+                read,
+            };
+            e.insert(key_of(&obj), entry);
         }
     }
 
@@ -88,12 +110,17 @@ impl<K: WithStatus> Written<K> {
         let Ok(mut entries) = self.entries.lock() else {
             return stored.clone();
         };
-        let Some((ours, at)) = entries.get(&key) else {
+        let Some(Entry {
+            obj: ours,
+            at,
+            read,
+        }) = entries.get(&key)
+        else {
             return stored.clone();
         };
         let same_object = ours.uid() == stored.uid();
         let caught_up = ours.resource_version() == stored.resource_version()
-            || ours.status_ref() == stored.status_ref();
+            || (!read && ours.status_ref() == stored.status_ref());
         if same_object && !caught_up && at.elapsed() < FRESH_FOR {
             return (**ours).clone();
         }
