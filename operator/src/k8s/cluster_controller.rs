@@ -30,6 +30,7 @@ pub async fn reconcile<M: Members>(
     obj: Arc<GuardedCluster>,
     ctx: Arc<Context<M>>,
 ) -> Result<Action, Error> {
+    tracing::debug!(cluster = %obj.name_any(), leader = ctx.leader.is_leader(), synced = ctx.stores.synced(), "reconcile");
     if !ctx.leader.is_leader() {
         // Woken again by `reconcile_all_on` when this replica becomes the leader.
         return Ok(Action::await_change());

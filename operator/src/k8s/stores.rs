@@ -129,6 +129,21 @@ impl<K: WithStatus> Written<K> {
     }
 }
 
+/// Wait until a store is listed; false when its writer is gone.
+async fn wait_ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(StdDuration::from_millis(200), store.wait_until_ready()).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(_)) => return false,
+            Err(_) => {}
+        }
+    }
+}
+
 /// The caches of both kinds plus the written copies; cheap to clone.
 #[derive(Clone)]
 pub struct Stores {
@@ -162,9 +177,11 @@ impl Stores {
 
     /// Wait until both caches are listed, then mark them synced.
     pub async fn wait_synced(&self) {
-        let _ = self.clusters.wait_until_ready().await;
-        let _ = self.meshes.wait_until_ready().await;
-        self.mark_synced();
+        // A store wakes only its latest waiter (the controller also waits on it): poll again
+        // periodically instead of relying on the wake-up. Once ready, it answers at once.
+        if wait_ready(&self.clusters).await && wait_ready(&self.meshes).await {
+            self.mark_synced();
+        }
     }
 
     /// The valid Clusters of a namespace, freshest copies, sorted by name.
