@@ -31,7 +31,8 @@ async fn readiness_waits_for_the_caches_and_the_crds_and_metrics_describe_the_fl
     let (creader, mut cwriter) = reflector::store::<GuardedCluster>();
     let (mreader, _mwriter) = reflector::store::<GuardedMesh>();
     let mut c = k8s_mock::cluster_json("web", "2.0.0", &[("m1", true)]);
-    c["status"] = json!({"members": [{"name": "m1", "role": "Active", "version": "2.0.0", "health": "OK"}]});
+    c["status"] =
+        json!({"members": [{"name": "m1", "role": "Active", "version": "2.0.0", "health": "OK"}]});
     cwriter.apply_watcher_event(&watcher::Event::Apply(
         serde_json::from_value::<GuardedCluster>(c).unwrap(),
     ));
