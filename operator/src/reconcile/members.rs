@@ -226,17 +226,31 @@ fn operation_kind(k: OpKind) -> OperationKind {
     }
 }
 
-/// The wire request for a planner request.
+/// The wire request for a planner request. Only the parameters the kind takes are sent:
+/// agents refuse stray ones (the planner keeps e.g. the target version on a verify step for
+/// its own bookkeeping).
 pub fn operation_request(r: &OpRequest) -> OperationRequest {
     let mut req = OperationRequest::new(r.id.clone(), operation_kind(r.kind));
-    req.version = r.version.clone();
-    req.component = r.component.clone();
-    req.source = r.source.clone();
-    req.role = match r.role.as_deref() {
-        Some("spare") => Some(DemoteRole::Spare),
-        Some(_) => Some(DemoteRole::Standby),
-        None => None,
-    };
+    if matches!(
+        r.kind,
+        OpKind::Preflight | OpKind::Upgrade | OpKind::Rollback
+    ) {
+        req.version = r.version.clone();
+        req.component = r.component.clone();
+    }
+    if matches!(
+        r.kind,
+        OpKind::Demote | OpKind::ForceStandby | OpKind::SyncConfig
+    ) {
+        req.source = r.source.clone();
+    }
+    if r.kind == OpKind::Demote {
+        req.role = match r.role.as_deref() {
+            Some("spare") => Some(DemoteRole::Spare),
+            Some(_) => Some(DemoteRole::Standby),
+            None => None,
+        };
+    }
     req
 }
 
@@ -336,4 +350,46 @@ pub async fn perform<M: Members>(
         }
     });
     futures::future::join_all(futs).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_requests_carry_only_the_parameters_their_kind_takes() {
+        let r = |kind| OpRequest {
+            id: "c.1.x.m.1".into(),
+            kind,
+            version: Some("2.0.0".into()),
+            component: Some("app".into()),
+            source: Some("127.0.0.1:1".into()),
+            role: Some("spare".into()),
+        };
+        for kind in [
+            OpKind::Preflight,
+            OpKind::Upgrade,
+            OpKind::Rollback,
+            OpKind::Promote,
+            OpKind::Demote,
+            OpKind::ForceStandby,
+            OpKind::Backup,
+            OpKind::Verify,
+            OpKind::SyncConfig,
+        ] {
+            let req = operation_request(&r(kind));
+            assert!(
+                baton_agent::ops::validate_request(&req).is_ok(),
+                "{kind:?}: {:?}",
+                baton_agent::ops::validate_request(&req)
+            );
+        }
+        let up = operation_request(&r(OpKind::Upgrade));
+        assert_eq!(up.version.as_deref(), Some("2.0.0"));
+        assert_eq!(up.component.as_deref(), Some("app"));
+        assert_eq!(
+            operation_request(&r(OpKind::Demote)).role,
+            Some(DemoteRole::Spare)
+        );
+    }
 }

@@ -307,3 +307,53 @@ pub fn created_event(req: &Recorded) -> (u16, Value) {
 pub fn is_event_post(r: &Recorded) -> bool {
     r.method == "POST" && r.path() == "/apis/events.k8s.io/v1/namespaces/ns/events"
 }
+
+/// A demo `baton-agent` running in this process on 127.0.0.1 (plain HTTP, fast upgrades);
+/// returns (control URL, data address).
+pub async fn start_agent(
+    dir: &std::path::Path,
+    member: &str,
+    version: &str,
+    active: bool,
+    source: Option<&str>,
+) -> Result<(String, String), String> {
+    let data_dir = dir.join(member);
+    let mut argv = vec![
+        "baton-agent".to_string(),
+        "--member".into(),
+        member.into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--version".into(),
+        version.into(),
+        "--role".into(),
+        if active { "active" } else { "standby" }.into(),
+        "--insecure-http".into(),
+        "--upgrade-seconds".into(),
+        "0.3".into(),
+    ];
+    if let Some(s) = source {
+        argv.push("--source".into());
+        argv.push(s.into());
+    }
+    let cli =
+        <baton_agent::cli::Cli as clap::Parser>::try_parse_from(argv).map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = baton_agent::cli::run(cli.run).await {
+            eprintln!("agent failed: {e:#}");
+        }
+    });
+    let ready = data_dir.join(baton_agent::cli::READY_FILE);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && let Ok(info) = serde_json::from_str::<baton_agent::api::ReadyInfo>(&text)
+        {
+            return Ok((format!("http://{}", info.control), info.data));
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("agent {member} did not start"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
