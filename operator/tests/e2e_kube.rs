@@ -25,6 +25,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use serde_json::json;
 
+mod k8s_mock;
+use k8s_mock::start_agent;
+
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const VAR: &str = "BATON_E2E_KUBECONFIG";
@@ -115,59 +118,13 @@ impl Drop for TestNamespace {
     }
 }
 
-/// A demo agent running in this process; returns (control URL, data address).
-async fn start_agent(
-    dir: &Path,
-    member: &str,
-    active: bool,
-    source: Option<&str>,
-) -> TestResult<(String, String)> {
-    let data_dir = dir.join(member);
-    let mut argv = vec![
-        "baton-agent".to_string(),
-        "--member".into(),
-        member.into(),
-        "--data-dir".into(),
-        data_dir.display().to_string(),
-        "--version".into(),
-        "1.0.0".into(),
-        "--role".into(),
-        if active { "active" } else { "standby" }.into(),
-        "--insecure-http".into(),
-        "--upgrade-seconds".into(),
-        "0.3".into(),
-    ];
-    if let Some(s) = source {
-        argv.push("--source".into());
-        argv.push(s.into());
-    }
-    let cli = <baton_agent::cli::Cli as clap::Parser>::try_parse_from(argv)?;
-    tokio::spawn(async move {
-        if let Err(e) = baton_agent::cli::run(cli.run).await {
-            eprintln!("agent failed: {e:#}");
-        }
-    });
-    let ready = data_dir.join(baton_agent::cli::READY_FILE);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready)
-            && let Ok(info) = serde_json::from_str::<baton_agent::api::ReadyInfo>(&text)
-        {
-            return Ok((format!("http://{}", info.control), info.data));
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("agent {member} did not start").into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Two members (active + standby) per cluster; returns the Cluster manifests.
 async fn start_clusters(dir: &Path, names: &[&str]) -> TestResult<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     for name in names {
-        let (a_ctl, a_data) = start_agent(dir, &format!("{name}-1"), true, None).await?;
-        let (b_ctl, _) = start_agent(dir, &format!("{name}-2"), false, Some(&a_data)).await?;
+        let (a_ctl, a_data) = start_agent(dir, &format!("{name}-1"), "1.0.0", true, None).await?;
+        let (b_ctl, _) =
+            start_agent(dir, &format!("{name}-2"), "1.0.0", false, Some(&a_data)).await?;
         out.push(json!({
             "apiVersion": "baton.dev/v1alpha1", "kind": "Cluster",
             "metadata": {"name": name, "labels": {"e2e": "yes"}},
