@@ -404,3 +404,32 @@ async fn the_mesh_admits_its_first_tier_and_wakes_that_cluster() {
             .any(|r| is_event_post(r) && r.body["reason"] == "RolloutStarted")
     );
 }
+
+#[tokio::test]
+async fn a_cluster_is_held_while_a_mesh_of_its_namespace_cannot_be_read() {
+    let tl = timeline();
+    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let mut broken = mesh_json(&["web"]);
+    broken["spec"]["tiers"] = json!("not a list");
+    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let h = harness(
+        client,
+        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
+        Leadership::always(),
+        std::slice::from_ref(&web),
+        std::slice::from_ref(&broken),
+    );
+    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        h.ctx.members.submitted().is_empty(),
+        "not moved out of the mesh's order"
+    );
+    drop(h);
+    let requests = api.await.unwrap();
+    let patch = requests.iter().find(|r| r.method == "PATCH").unwrap();
+    assert_eq!(patch.body["status"]["phase"], "Waiting");
+    let msg = patch.body["status"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("Mesh prod"), "{msg}");
+}

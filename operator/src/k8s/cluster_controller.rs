@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use crate::api::{Cluster, ClusterStatus};
-use crate::reconcile::{Members, act, admission, now, observe_and_plan};
+use crate::reconcile::{Members, act, now, observe_and_plan};
 
 use super::context::{Context, Error};
 use super::events::{cluster_derived, reference, submission_failures};
@@ -66,7 +66,7 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     let object = cluster_object(&c);
     let view = ctx.stores.namespace_view(&ns);
     let mesh = view.mesh_of(&name);
-    let adm = admission(mesh, &name);
+    let adm = view.admission_of(&name);
     let ts = now();
     let pass = observe_and_plan(&ctx.members, &object, &adm, ts).await;
 

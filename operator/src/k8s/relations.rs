@@ -16,7 +16,6 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 
 use crate::plan::Admission;
-use crate::reconcile::admission;
 
 use super::context::Triggers;
 use super::stores::{GuardedCluster, GuardedMesh, Key, Stores};
@@ -86,7 +85,7 @@ impl Relations {
             return;
         };
         for c in &view.clusters {
-            let adm = admission(view.mesh_of(&c.name), &c.name);
+            let adm = view.admission_of(&c.name);
             let key = (ns.to_string(), c.name.clone());
             if last.get(&key) != Some(&adm) {
                 last.insert(key, adm);

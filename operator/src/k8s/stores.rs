@@ -18,7 +18,8 @@ use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{Cluster, ClusterStatus, Mesh, MeshStatus};
-use crate::reconcile::{ClusterObject, MeshObject, mesh_membership};
+use crate::plan::Admission;
+use crate::reconcile::{ClusterObject, MeshObject, admission, mesh_membership};
 
 use super::annotations::{cluster_intents, mesh_intents};
 
@@ -219,10 +220,19 @@ impl Stores {
         let clusters: Vec<ClusterObject> =
             self.clusters_in(ns).iter().map(cluster_object).collect();
         let membership = mesh_membership(&meshes, &clusters);
+        let mut unreadable_meshes: Vec<String> = self
+            .meshes
+            .state()
+            .iter()
+            .filter(|g| g.0.is_err() && g.namespace().as_deref().unwrap_or_default() == ns)
+            .map(|g| g.name_any())
+            .collect();
+        unreadable_meshes.sort();
         NamespaceView {
             meshes,
             clusters,
             membership,
+            unreadable_meshes,
         }
     }
 }
@@ -233,9 +243,32 @@ pub struct NamespaceView {
     pub clusters: Vec<ClusterObject>,
     /// Cluster name → index into `meshes`.
     pub membership: std::collections::BTreeMap<String, usize>,
+    /// Meshes of the namespace that do not deserialize: which clusters they claim is unknown.
+    pub unreadable_meshes: Vec<String>,
 }
 
 impl NamespaceView {
+    /// What a cluster may do. A cluster no readable Mesh claims is standalone, unless a Mesh
+    /// of its namespace cannot be read: that Mesh may claim it, so it is held (not admitted)
+    /// rather than moved out of the mesh's order.
+    pub fn admission_of(&self, cluster: &str) -> Admission {
+        if let Some(m) = self.mesh_of(cluster) {
+            return admission(Some(m), cluster);
+        }
+        match self.unreadable_meshes.first() {
+            None => Admission::standalone(),
+            Some(m) => Admission {
+                admitted: false,
+                reason: Some(format!(
+                    "Mesh {m} of this namespace cannot be read (see its Stalled condition): \
+                     holding clusters it may claim"
+                )),
+                mesh: Some(m.clone()),
+                ..Default::default()
+            },
+        }
+    }
+
     pub fn mesh_of(&self, cluster: &str) -> Option<&MeshObject> {
         self.membership.get(cluster).map(|&i| &self.meshes[i])
     }
