@@ -166,3 +166,64 @@ pub fn main(args: OperatorArgs) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: OperatorArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<OperatorArgs, clap::Error> {
+        Wrapper::try_parse_from(std::iter::once("operator").chain(argv.iter().copied()))
+            .map(|w| w.args)
+    }
+
+    #[test]
+    fn defaults_match_the_packaging_contract() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.http_addr.to_string(), "0.0.0.0:8080");
+        assert!(a.leader_election);
+        assert_eq!(a.lease_name, "baton-operator");
+        assert_eq!(a.concurrency, 8);
+        assert_eq!(a.log_format, LogFormat::Text);
+        assert_eq!(a.log_level, "info");
+        assert_eq!(a.watch_namespace, "");
+        assert_eq!(a.agent_tls_secret, None);
+    }
+
+    #[test]
+    fn leader_election_is_switched_off_with_equals_false() {
+        assert!(!parse(&["--leader-election=false"]).unwrap().leader_election);
+        assert!(parse(&["--leader-election"]).unwrap().leader_election);
+        assert!(
+            parse(&["--leader-election", "--concurrency", "2"])
+                .unwrap()
+                .leader_election
+        );
+        assert!(parse(&["--leader-election=maybe"]).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["--concurrency", "0"]).is_err());
+        assert!(parse(&["--log-format", "xml"]).is_err());
+        assert!(parse(&["--http-addr", "nowhere"]).is_err());
+        let a = parse(&[
+            "--agent-tls-secret",
+            "baton-agent-client",
+            "--log-format",
+            "json",
+            "--watch-namespace",
+            "prod",
+        ])
+        .unwrap();
+        assert_eq!(a.agent_tls_secret.as_deref(), Some("baton-agent-client"));
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(a.watch_namespace, "prod");
+    }
+}
