@@ -64,9 +64,9 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     let ns = c.namespace().unwrap_or_default();
     let name = c.name_any();
     let object = cluster_object(&c);
-    let view = ctx.stores.namespace_view(&ns);
-    let mesh = view.mesh_of(&name);
-    let adm = view.admission_of(&name);
+    let own = ctx.stores.ownership(&ns);
+    let mesh = own.mesh_of(&name).map(|m| m.name_any());
+    let adm = own.admission_of(&name);
     let ts = now();
     let pass = observe_and_plan(&ctx.members, &object, &adm, ts).await;
 
@@ -102,9 +102,9 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
             }
         }
         ctx.metrics.count_steps(before, &pass.plan.status);
-        if let Some(m) = mesh {
+        if let Some(m) = &mesh {
             // The mesh reads this status: let it decide at once.
-            ctx.triggers.mesh(&ns, &m.name);
+            ctx.triggers.mesh(&ns, m);
         }
     }
     let mut events = pass.plan.events.clone();

@@ -8,14 +8,14 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use crate::api::{Mesh, MeshStatus};
-use crate::reconcile::{Members, now, plan_mesh_object};
+use crate::reconcile::{ClusterObject, Members, now, plan_mesh_object};
 
 use super::context::{Context, Error};
 use super::events::{mesh_derived, reference};
 use super::invalid::{self, Outcome};
 use super::leader::is_conflict;
 use super::status_write::{MESH_MANAGER, apply_status};
-use super::stores::GuardedMesh;
+use super::stores::{GuardedMesh, mesh_object};
 
 pub const KIND: &str = "Mesh";
 
@@ -54,13 +54,12 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
     let fresh = ctx.stores.written_meshes.pick(stored);
     let ns = fresh.namespace().unwrap_or_default();
     let name = fresh.name_any();
-    let view = ctx.stores.namespace_view(&ns);
-    let Some(object) = view.meshes.iter().find(|m| m.name == name) else {
-        return Ok(Action::await_change());
-    };
-    let members = view.members_of(&name);
+    let own = ctx.stores.ownership(&ns);
+    let object = mesh_object(&fresh);
+    let clusters = ctx.stores.members_of(&ns, &own, &name);
+    let members: Vec<&ClusterObject> = clusters.iter().collect();
     let ts = now();
-    let pass = plan_mesh_object(object, &members, ts);
+    let pass = plan_mesh_object(&object, &members, ts);
     if !ctx.leader.is_leader() {
         return Ok(Action::await_change());
     }

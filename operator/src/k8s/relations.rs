@@ -54,8 +54,11 @@ impl Relations {
         };
         let ns = c.namespace().unwrap_or_default();
         let name = c.name_any();
-        let view = self.stores.namespace_view(&ns);
-        let now_owner = view.mesh_of(&name).map(|m| m.name.clone());
+        let now_owner = self
+            .stores
+            .ownership(&ns)
+            .mesh_of(&name)
+            .map(|m| m.name_any());
         let before = match self.owner.lock() {
             Ok(mut owners) => {
                 let key = (ns.clone(), name.clone());
@@ -80,16 +83,16 @@ impl Relations {
 
     /// Wake the clusters of a namespace whose admission changed.
     pub fn wake_clusters_in(&self, ns: &str) {
-        let view = self.stores.namespace_view(ns);
+        let own = self.stores.ownership(ns);
         let Ok(mut last) = self.admitted.lock() else {
             return;
         };
-        for c in &view.clusters {
-            let adm = view.admission_of(&c.name);
-            let key = (ns.to_string(), c.name.clone());
+        for c in &own.clusters {
+            let adm = own.admission_of(c);
+            let key = (ns.to_string(), c.clone());
             if last.get(&key) != Some(&adm) {
                 last.insert(key, adm);
-                self.triggers.cluster(ns, &c.name);
+                self.triggers.cluster(ns, c);
             }
         }
     }

@@ -8,7 +8,7 @@
 //! also expire after [`FRESH_FOR`] so a status overwritten by someone else cannot pin an old
 //! copy forever.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
@@ -18,8 +18,9 @@ use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
 use crate::api::{Cluster, ClusterStatus, Mesh, MeshStatus};
-use crate::plan::Admission;
-use crate::reconcile::{ClusterObject, MeshObject, admission, mesh_membership};
+use crate::plan::validate::{ClusterRef, tier_membership};
+use crate::plan::{Admission, admission_for};
+use crate::reconcile::{ClusterObject, MeshObject};
 
 use super::annotations::{cluster_intents, mesh_intents};
 
@@ -185,20 +186,6 @@ impl Stores {
         }
     }
 
-    /// The valid Clusters of a namespace, freshest copies, sorted by name.
-    pub fn clusters_in(&self, ns: &str) -> Vec<Cluster> {
-        let mut out: Vec<Cluster> = self
-            .clusters
-            .state()
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok())
-            .filter(|c| c.namespace().as_deref().unwrap_or_default() == ns)
-            .map(|c| self.written_clusters.pick(c))
-            .collect();
-        out.sort_by_key(|c| c.name_any());
-        out
-    }
-
     /// The valid Meshes of a namespace, freshest copies, sorted by name (the first mesh
     /// claiming a cluster owns it).
     pub fn meshes_in(&self, ns: &str) -> Vec<Mesh> {
@@ -214,12 +201,28 @@ impl Stores {
         out
     }
 
-    /// The engine's view of the namespace: meshes, clusters and which mesh owns each cluster.
-    pub fn namespace_view(&self, ns: &str) -> NamespaceView {
-        let meshes: Vec<MeshObject> = self.meshes_in(ns).iter().map(mesh_object).collect();
-        let clusters: Vec<ClusterObject> =
-            self.clusters_in(ns).iter().map(cluster_object).collect();
-        let membership = mesh_membership(&meshes, &clusters);
+    /// Which Mesh owns which Cluster in a namespace. Clusters are borrowed from the cache,
+    /// never copied: this runs on every cluster pass and watch event.
+    pub fn ownership(&self, ns: &str) -> Ownership {
+        let state = self.clusters.state();
+        let refs: Vec<ClusterRef<'_>> = state
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|c| c.metadata.namespace.as_deref().unwrap_or_default() == ns)
+            .map(|c| ClusterRef {
+                name: c.metadata.name.as_deref().unwrap_or_default(),
+                labels: c.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+                spec: &c.spec,
+            })
+            .collect();
+        let meshes = self.meshes_in(ns);
+        // Same rule as the engine's `mesh_membership`: the first mesh by name wins.
+        let mut owner = BTreeMap::new();
+        for (i, m) in meshes.iter().enumerate() {
+            for name in tier_membership(&m.spec, &refs).into_keys() {
+                owner.entry(name).or_insert(i);
+            }
+        }
         let mut unreadable_meshes: Vec<String> = self
             .meshes
             .state()
@@ -228,32 +231,58 @@ impl Stores {
             .map(|g| g.name_any())
             .collect();
         unreadable_meshes.sort();
-        NamespaceView {
+        Ownership {
+            clusters: refs.iter().map(|r| r.name.to_string()).collect(),
             meshes,
-            clusters,
-            membership,
+            owner,
             unreadable_meshes,
         }
     }
+
+    /// The Clusters a Mesh owns, as the engine takes them (freshest copies).
+    pub fn members_of(&self, ns: &str, own: &Ownership, mesh: &str) -> Vec<ClusterObject> {
+        let Some(mi) = own.meshes.iter().position(|m| m.name_any() == mesh) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ClusterObject> = self
+            .clusters
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|c| c.metadata.namespace.as_deref().unwrap_or_default() == ns)
+            .filter(|c| own.owner.get(&c.name_any()) == Some(&mi))
+            .map(|c| cluster_object(&self.written_clusters.pick(c)))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
 }
 
-/// Meshes and clusters of one namespace as the shared engine takes them.
-pub struct NamespaceView {
-    pub meshes: Vec<MeshObject>,
-    pub clusters: Vec<ClusterObject>,
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// Which Mesh of a namespace owns each Cluster.
+pub struct Ownership {
+    /// Names of the valid Clusters of the namespace.
+    pub clusters: Vec<String>,
+    /// Valid Meshes of the namespace, freshest copies, sorted by name.
+    pub meshes: Vec<Mesh>,
     /// Cluster name → index into `meshes`.
-    pub membership: std::collections::BTreeMap<String, usize>,
+    pub owner: BTreeMap<String, usize>,
     /// Meshes of the namespace that do not deserialize: which clusters they claim is unknown.
     pub unreadable_meshes: Vec<String>,
 }
 
-impl NamespaceView {
+impl Ownership {
+    pub fn mesh_of(&self, cluster: &str) -> Option<&Mesh> {
+        self.owner.get(cluster).map(|&i| &self.meshes[i])
+    }
+
     /// What a cluster may do. A cluster no readable Mesh claims is standalone, unless a Mesh
     /// of its namespace cannot be read: that Mesh may claim it, so it is held (not admitted)
     /// rather than moved out of the mesh's order.
     pub fn admission_of(&self, cluster: &str) -> Admission {
         if let Some(m) = self.mesh_of(cluster) {
-            return admission(Some(m), cluster);
+            return admission_for(&m.name_any(), &m.spec, m.status.as_ref(), cluster);
         }
         match self.unreadable_meshes.first() {
             None => Admission::standalone(),
@@ -267,21 +296,6 @@ impl NamespaceView {
                 ..Default::default()
             },
         }
-    }
-
-    pub fn mesh_of(&self, cluster: &str) -> Option<&MeshObject> {
-        self.membership.get(cluster).map(|&i| &self.meshes[i])
-    }
-
-    /// The clusters a mesh owns.
-    pub fn members_of(&self, mesh: &str) -> Vec<&ClusterObject> {
-        let Some(mi) = self.meshes.iter().position(|m| m.name == mesh) else {
-            return Vec::new();
-        };
-        self.clusters
-            .iter()
-            .filter(|c| self.membership.get(&c.name) == Some(&mi))
-            .collect()
     }
 }
 
