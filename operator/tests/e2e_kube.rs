@@ -106,8 +106,22 @@ impl TestNamespace {
     }
 }
 
+impl TestNamespace {
+    /// Delete the namespace and everything in it (waiting for the request, not the deletion).
+    async fn delete(mut self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        if let Err(e) = api.delete(&self.name, &DeleteParams::background()).await {
+            eprintln!("deleting namespace {}: {e}", self.name);
+        }
+        self.name.clear();
+    }
+}
+
 impl Drop for TestNamespace {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
         let api: Api<Namespace> = Api::all(self.client.clone());
         let name = self.name.clone();
         if let Ok(h) = tokio::runtime::Handle::try_current() {
@@ -267,6 +281,7 @@ async fn e2e_mesh_upgrades_tier_by_tier_and_backs_out_in_reverse() -> TestResult
 
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(60), operator).await???;
+    ns.delete().await;
     Ok(())
 }
 
@@ -307,5 +322,6 @@ async fn e2e_invalid_manifests_are_rejected_by_the_api_server() -> TestResult {
             other => panic!("{what}: expected a 422 rejection, got {other:?}"),
         }
     }
+    ns.delete().await;
     Ok(())
 }
