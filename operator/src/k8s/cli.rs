@@ -49,6 +49,7 @@ pub struct OperatorArgs {
     /// Objects of each kind reconciled at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Log output: text, or json (one object per line).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Log level or filter (RUST_LOG wins when set).
