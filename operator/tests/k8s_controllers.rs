@@ -433,3 +433,37 @@ async fn a_cluster_is_held_while_a_mesh_of_its_namespace_cannot_be_read() {
     let msg = patch.body["status"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("Mesh prod"), "{msg}");
 }
+
+#[tokio::test]
+async fn an_operation_the_agent_does_not_accept_is_reported_by_a_warning_event() {
+    let tl = timeline();
+    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let agents = FakeAgents::new(tl.clone(), &two_members("1.0.0"));
+    *agents.refuse.lock().unwrap() = Some(baton::reconcile::SubmitError::Unreachable(
+        "agent m2: connection refused".into(),
+    ));
+    let h = harness(
+        client,
+        agents,
+        Leadership::always(),
+        std::slice::from_ref(&web),
+        &[],
+    );
+    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(h.ctx.members.submitted().len(), 1);
+    drop(h);
+    let requests = api.await.unwrap();
+    let event = requests
+        .iter()
+        .find(|r| is_event_post(r) && r.body["reason"] == "AgentUnreachable")
+        .expect("an AgentUnreachable event");
+    assert_eq!(event.body["type"], "Warning");
+    let note = event.body["note"].as_str().unwrap();
+    assert!(
+        note.contains("on m2") && note.contains("connection refused"),
+        "{note}"
+    );
+}

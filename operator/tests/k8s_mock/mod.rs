@@ -124,6 +124,8 @@ pub struct FakeAgents {
     pub submitted: Mutex<Vec<OpRequest>>,
     pub calls: Mutex<u32>,
     pub timeline: Timeline,
+    /// When set, every submission fails with this error.
+    pub refuse: Mutex<Option<SubmitError>>,
 }
 
 pub fn agent(version: &str, role: MemberRole) -> AgentView {
@@ -159,6 +161,7 @@ impl FakeAgents {
             submitted: Mutex::new(Vec::new()),
             calls: Mutex::new(0),
             timeline,
+            refuse: Mutex::new(None),
         }
     }
 
@@ -204,6 +207,9 @@ impl Members for FakeAgents {
             .unwrap()
             .push(format!("agent submit {member} {}", request.kind.as_str()));
         self.submitted.lock().unwrap().push(request.clone());
+        if let Some(e) = self.refuse.lock().unwrap().clone() {
+            return Err(e);
+        }
         self.ops.lock().unwrap().insert(
             request.id.clone(),
             OpView {
