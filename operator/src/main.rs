@@ -196,6 +196,8 @@ enum Command {
         #[command(flatten)]
         state: StateArg,
     },
+    /// Run the Kubernetes operator: controllers for Cluster and Mesh (see docs/operator.md).
+    Operator(baton::k8s::OperatorArgs),
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crds {
         /// Directory to write into (one file per CRD).
@@ -247,6 +249,11 @@ fn main() -> ExitCode {
         return agent(args.collect());
     }
     let cli = Cli::parse();
+    // The operator sets up its own logging (--log-format, --log-level).
+    let cli = match cli.command {
+        Command::Operator(args) => return baton::k8s::main(args),
+        command => Cli { command },
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -372,6 +379,7 @@ fn main() -> ExitCode {
         Command::Resume { names, state } => intent(&state, Intent::Resume(names)),
         Command::Retry { names, state } => intent(&state, Intent::Retry(names)),
         Command::Force { names, state } => intent(&state, Intent::Force(names)),
+        Command::Operator(args) => baton::k8s::main(args),
         Command::Demo {
             scenario,
             clusters,

@@ -1,0 +1,121 @@
+//! Imperative intent carried by annotations (set by `kubectl annotate` or the kubectl plugin)
+//! and its mapping onto the planner's [`Intents`] / [`MeshIntents`].
+//!
+//! Annotations are read on every pass and never removed by the controllers: the planner
+//! records each acted-on token in `status.acknowledged`, so a left-over annotation is not
+//! acted on twice. `pause` is a state, not a token: it holds while the annotation says "true".
+
+use std::collections::BTreeMap;
+
+use crate::plan::{Intents, MeshIntents};
+
+/// Comma-separated step names to approve (e.g. `switchover/web/m2@2.0.0`).
+pub const APPROVE: &str = "baton.dev/approve";
+/// `"true"` pauses: no new step starts (steps in flight finish).
+pub const PAUSE: &str = "baton.dev/pause";
+/// Any token; a new value is a new retry of failed steps.
+pub const RETRY: &str = "baton.dev/retry";
+/// Any token; on a Mesh: start the rollout even though its preconditions fail.
+pub const FORCE: &str = "baton.dev/force";
+
+/// The intents a Cluster's annotations carry.
+pub fn cluster_intents(annotations: &BTreeMap<String, String>) -> Intents {
+    Intents {
+        approve: annotations
+            .get(APPROVE)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        retry: token(annotations, RETRY),
+        pause: paused(annotations),
+    }
+}
+
+/// The intents a Mesh's annotations carry.
+pub fn mesh_intents(annotations: &BTreeMap<String, String>) -> MeshIntents {
+    MeshIntents {
+        force: token(annotations, FORCE),
+        pause: paused(annotations),
+    }
+}
+
+fn token(annotations: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    annotations
+        .get(key)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+fn paused(annotations: &BTreeMap<String, String>) -> bool {
+    annotations
+        .get(PAUSE)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// The annotation an acknowledged token (`approve:…`, `retry:…`, `force:…`) came from, for
+/// the event that reports it.
+pub fn annotation_of(ack: &str) -> Option<(&'static str, &str)> {
+    let (kind, value) = ack.split_once(':')?;
+    let key = match kind {
+        "approve" => APPROVE,
+        "retry" => RETRY,
+        "force" => FORCE,
+        _ => return None,
+    };
+    Some((key, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn cluster_annotations_map_to_intents() {
+        let i = cluster_intents(&ann(&[
+            (APPROVE, " switchover/web/m2@2.0.0, ,switchover/db/n1@3.1 "),
+            (PAUSE, "True"),
+            (RETRY, "2024-06-01T10:00"),
+            ("other", "x"),
+        ]));
+        assert_eq!(
+            i.approve,
+            vec!["switchover/web/m2@2.0.0", "switchover/db/n1@3.1"]
+        );
+        assert!(i.pause);
+        assert_eq!(i.retry.as_deref(), Some("2024-06-01T10:00"));
+        assert_eq!(cluster_intents(&BTreeMap::new()), Intents::default());
+    }
+
+    #[test]
+    fn pause_needs_true_and_empty_tokens_are_ignored() {
+        let i = cluster_intents(&ann(&[(PAUSE, "yes"), (RETRY, "  ")]));
+        assert!(!i.pause);
+        assert_eq!(i.retry, None);
+        let m = mesh_intents(&ann(&[(FORCE, "t1"), (PAUSE, "true")]));
+        assert_eq!(m.force.as_deref(), Some("t1"));
+        assert!(m.pause);
+    }
+
+    #[test]
+    fn acknowledged_tokens_name_their_annotation() {
+        assert_eq!(
+            annotation_of("approve:switchover/web/m2@2.0.0"),
+            Some((APPROVE, "switchover/web/m2@2.0.0"))
+        );
+        assert_eq!(annotation_of("force:abc"), Some((FORCE, "abc")));
+        assert_eq!(annotation_of("weird"), None);
+    }
+}

@@ -1,0 +1,191 @@
+//! The Cluster reconciler: the shared engine's cluster pass with the API server as the store.
+//!
+//! A pass: (leader?) → freshest copy of the Cluster → admission from the Mesh that owns it →
+//! observe the members and plan → write the status when it changed (server-side apply,
+//! guarded by resourceVersion) → (still leader?) → act → events → requeue after the planner's
+//! wake-up. Nothing is sent to an agent unless the status naming it was written first.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use crate::api::{Cluster, ClusterStatus};
+use crate::reconcile::{Members, act, now, observe_and_plan};
+
+use super::context::{Context, Error};
+use super::events::{cluster_derived, reference, submission_failures};
+use super::invalid::{self, Outcome};
+use super::leader::is_conflict;
+use super::status_write::{CLUSTER_MANAGER, apply_status};
+use super::stores::{GuardedCluster, cluster_object};
+
+pub const KIND: &str = "Cluster";
+
+/// Before the caches are listed: look again shortly.
+const NOT_SYNCED: StdDuration = StdDuration::from_secs(1);
+
+pub async fn reconcile<M: Members>(
+    obj: Arc<GuardedCluster>,
+    ctx: Arc<Context<M>>,
+) -> Result<Action, Error> {
+    tracing::debug!(cluster = %obj.name_any(), leader = ctx.leader.is_leader(), synced = ctx.stores.synced(), "reconcile");
+    if !ctx.leader.is_leader() {
+        // Woken again by `reconcile_all_on` when this replica becomes the leader.
+        return Ok(Action::await_change());
+    }
+    if !ctx.stores.synced() {
+        return Ok(Action::requeue(NOT_SYNCED));
+    }
+    let timer = ctx.metrics.start(KIND);
+    let result = match &obj.0 {
+        Ok(c) => pass(c, &ctx).await,
+        Err(invalid) => report_invalid(invalid, &ctx).await,
+    };
+    timer.finish();
+    if let Err(e) = &result {
+        ctx.metrics.error(KIND, e.metric_reason());
+    }
+    result
+}
+
+pub fn error_policy<M: Members>(
+    obj: Arc<GuardedCluster>,
+    error: &Error,
+    _ctx: Arc<Context<M>>,
+) -> Action {
+    tracing::warn!(cluster = %obj.name_any(), error = %error, "reconcile failed");
+    Action::requeue(StdDuration::from_secs(5))
+}
+
+async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, Error> {
+    let c = ctx.stores.written_clusters.pick(stored);
+    let ns = c.namespace().unwrap_or_default();
+    let name = c.name_any();
+    let object = cluster_object(&c);
+    let own = ctx.stores.ownership(&ns);
+    let mesh = own.mesh_of(&name).map(|m| m.name_any());
+    let adm = own.admission_of(&name);
+    let ts = now();
+    let pass = observe_and_plan(&ctx.members, &object, &adm, ts).await;
+
+    if !ctx.leader.is_leader() {
+        tracing::info!(cluster = %name, "lease lost while observing: nothing written, nothing sent");
+        return Ok(Action::await_change());
+    }
+    let before: Option<&ClusterStatus> = object.status.as_ref();
+    if pass.changed {
+        let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
+        match apply_status(
+            &api,
+            CLUSTER_MANAGER,
+            &name,
+            c.metadata.resource_version.as_deref(),
+            &pass.plan.status,
+        )
+        .await
+        {
+            Ok(updated) => ctx.stores.written_clusters.record(updated),
+            Err(e) if is_conflict(&e) => {
+                // Planned from an outdated copy: read the current one and plan again.
+                refresh(ctx, &api, &ns, &name).await?;
+                return Ok(Action::requeue(ctx.timing.busy));
+            }
+            Err(source) => {
+                return Err(Error::StatusWrite {
+                    kind: KIND,
+                    namespace: ns,
+                    name,
+                    source,
+                });
+            }
+        }
+        ctx.metrics.count_steps(before, &pass.plan.status);
+        if let Some(m) = &mesh {
+            // The mesh reads this status: let it decide at once.
+            ctx.triggers.mesh(&ns, m);
+        }
+    }
+    let mut events = pass.plan.events.clone();
+    if pass.changed {
+        events.extend(cluster_derived(before, &pass.plan.status));
+    }
+    let regarding = reference::<Cluster>(&c.metadata);
+    if !ctx.leader.is_leader() {
+        tracing::warn!(cluster = %name, "lease lost after writing the status: not acting");
+        ctx.events.publish(&regarding, &events).await;
+        return Ok(Action::await_change());
+    }
+    let outcomes = act(&ctx.members, &object.spec, &pass).await;
+    for o in &outcomes {
+        match &o.result {
+            Ok(()) => {
+                tracing::info!(cluster = %name, member = %o.member, op = %o.id, kind = o.kind.as_str(), "operation submitted")
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %name, member = %o.member, op = %o.id, kind = o.kind.as_str(), error = %e, "operation not accepted")
+            }
+        }
+    }
+    events.extend(submission_failures(&outcomes));
+    ctx.events.publish(&regarding, &events).await;
+    let wait = if outcomes.is_empty() {
+        ctx.timing.after(pass.plan.wake, ts)
+    } else {
+        ctx.timing.busy
+    };
+    Ok(Action::requeue(wait))
+}
+
+/// After a conflict: a quorum read replaces whatever copy the pass planned from.
+async fn refresh<M: Members>(
+    ctx: &Context<M>,
+    api: &Api<Cluster>,
+    ns: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let key = (ns.to_string(), name.to_string());
+    ctx.stores.written_clusters.forget(&key);
+    match api.get_opt(name).await {
+        Ok(Some(fresh)) => ctx.stores.written_clusters.record_read(fresh),
+        Ok(None) => {}
+        // Unreadable now: the next pass reads the cache; the precondition guards it again.
+        Err(kube::Error::SerdeError(_)) => {}
+        Err(source) => {
+            return Err(Error::Read {
+                kind: KIND,
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn report_invalid<M: Members>(
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context<M>,
+) -> Result<Action, Error> {
+    let ns = invalid.metadata.namespace.clone().unwrap_or_default();
+    let name = invalid.metadata.name.clone().unwrap_or_default();
+    match invalid::report::<Cluster, ClusterStatus>(&ctx.client, invalid, CLUSTER_MANAGER, now())
+        .await
+    {
+        Ok(Outcome::Written(event)) => {
+            tracing::warn!(cluster = %name, namespace = %ns, "{}", event.message);
+            let regarding = reference::<Cluster>(&invalid.metadata);
+            ctx.events.publish(&regarding, &[event]).await;
+            Ok(Action::await_change())
+        }
+        Ok(Outcome::NowValid) => Ok(Action::requeue(ctx.timing.busy)),
+        Ok(_) => Ok(Action::await_change()),
+        Err(source) => Err(Error::StatusWrite {
+            kind: KIND,
+            namespace: ns,
+            name,
+            source,
+        }),
+    }
+}

@@ -1,0 +1,99 @@
+//! What every reconcile of the Kubernetes host shares: the API client, the member access,
+//! the caches, events, leadership, metrics and the triggers between the two controllers.
+
+use std::sync::Arc;
+
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::reconcile::{Members, Timing};
+
+use super::events::EventSink;
+use super::leader::Leadership;
+use super::metrics::Metrics;
+use super::stores::{GuardedCluster, GuardedMesh, Stores};
+
+/// Why a reconcile failed (the controller retries it after a delay).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing the status of {kind} {namespace}/{name}: {source}")]
+    StatusWrite {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading {kind} {namespace}/{name}: {source}")]
+    Read {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// Short reason for the error metric.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Error::StatusWrite { .. } => "StatusWrite",
+            Error::Read { .. } => "Read",
+        }
+    }
+}
+
+/// Ask the other controller (or the same one) to look at an object soon.
+#[derive(Clone)]
+pub struct Triggers {
+    clusters: UnboundedSender<ObjectRef<GuardedCluster>>,
+    meshes: UnboundedSender<ObjectRef<GuardedMesh>>,
+}
+
+/// The receiving ends, fed to `Controller::reconcile_on`.
+pub struct TriggerStreams {
+    pub clusters: UnboundedReceiver<ObjectRef<GuardedCluster>>,
+    pub meshes: UnboundedReceiver<ObjectRef<GuardedMesh>>,
+}
+
+impl Triggers {
+    pub fn new() -> (Triggers, TriggerStreams) {
+        let (ct, cr) = unbounded();
+        let (mt, mr) = unbounded();
+        (
+            Triggers {
+                clusters: ct,
+                meshes: mt,
+            },
+            TriggerStreams {
+                clusters: cr,
+                meshes: mr,
+            },
+        )
+    }
+
+    pub fn cluster(&self, namespace: &str, name: &str) {
+        // A closed channel means the controller is shutting down: nothing to wake.
+        let _ = self
+            .clusters
+            .unbounded_send(ObjectRef::new(name).within(namespace));
+    }
+
+    pub fn mesh(&self, namespace: &str, name: &str) {
+        let _ = self
+            .meshes
+            .unbounded_send(ObjectRef::new(name).within(namespace));
+    }
+}
+
+pub struct Context<M: Members> {
+    pub client: kube::Client,
+    pub members: M,
+    pub stores: Stores,
+    pub events: EventSink,
+    pub leader: Leadership,
+    pub metrics: Arc<Metrics>,
+    pub timing: Timing,
+    pub triggers: Triggers,
+}

@@ -1,0 +1,146 @@
+//! The Mesh reconciler: plans admissions from the member Clusters' statuses (pure, no agent
+//! calls), writes the status when it changed, and wakes the Clusters whose admission changed.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use crate::api::{Mesh, MeshStatus};
+use crate::reconcile::{ClusterObject, Members, now, plan_mesh_object};
+
+use super::context::{Context, Error};
+use super::events::{mesh_derived, reference};
+use super::invalid::{self, Outcome};
+use super::leader::is_conflict;
+use super::status_write::{MESH_MANAGER, apply_status};
+use super::stores::{GuardedMesh, mesh_object};
+
+pub const KIND: &str = "Mesh";
+
+pub async fn reconcile<M: Members>(
+    obj: Arc<GuardedMesh>,
+    ctx: Arc<Context<M>>,
+) -> Result<Action, Error> {
+    if !ctx.leader.is_leader() {
+        return Ok(Action::await_change());
+    }
+    if !ctx.stores.synced() {
+        return Ok(Action::requeue(StdDuration::from_secs(1)));
+    }
+    let timer = ctx.metrics.start(KIND);
+    let result = match &obj.0 {
+        Ok(m) => pass(m, &ctx).await,
+        Err(invalid) => report_invalid(invalid, &ctx).await,
+    };
+    timer.finish();
+    if let Err(e) = &result {
+        ctx.metrics.error(KIND, e.metric_reason());
+    }
+    result
+}
+
+pub fn error_policy<M: Members>(
+    obj: Arc<GuardedMesh>,
+    error: &Error,
+    _ctx: Arc<Context<M>>,
+) -> Action {
+    tracing::warn!(mesh = %obj.name_any(), error = %error, "reconcile failed");
+    Action::requeue(StdDuration::from_secs(5))
+}
+
+async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Error> {
+    let fresh = ctx.stores.written_meshes.pick(stored);
+    let ns = fresh.namespace().unwrap_or_default();
+    let name = fresh.name_any();
+    let own = ctx.stores.ownership(&ns);
+    let object = mesh_object(&fresh);
+    let clusters = ctx.stores.members_of(&ns, &own, &name);
+    let members: Vec<&ClusterObject> = clusters.iter().collect();
+    let ts = now();
+    let pass = plan_mesh_object(&object, &members, ts);
+    if !ctx.leader.is_leader() {
+        return Ok(Action::await_change());
+    }
+    let before: Option<&MeshStatus> = object.status.as_ref();
+    if pass.changed {
+        let api: Api<Mesh> = Api::namespaced(ctx.client.clone(), &ns);
+        match apply_status(
+            &api,
+            MESH_MANAGER,
+            &name,
+            fresh.metadata.resource_version.as_deref(),
+            &pass.plan.status,
+        )
+        .await
+        {
+            Ok(updated) => ctx.stores.written_meshes.record(updated),
+            Err(e) if is_conflict(&e) => {
+                ctx.stores
+                    .written_meshes
+                    .forget(&(ns.clone(), name.clone()));
+                match api.get_opt(&name).await {
+                    Ok(Some(m)) => ctx.stores.written_meshes.record_read(m),
+                    Ok(None) | Err(kube::Error::SerdeError(_)) => {}
+                    Err(source) => {
+                        return Err(Error::Read {
+                            kind: KIND,
+                            namespace: ns,
+                            name,
+                            source,
+                        });
+                    }
+                }
+                return Ok(Action::requeue(ctx.timing.busy));
+            }
+            Err(source) => {
+                return Err(Error::StatusWrite {
+                    kind: KIND,
+                    namespace: ns,
+                    name,
+                    source,
+                });
+            }
+        }
+        if pass.admissions_changed {
+            // Admitted or no longer admitted: the clusters decide at once.
+            for c in &members {
+                ctx.triggers.cluster(&ns, &c.name);
+            }
+        }
+    }
+    let mut events = pass.plan.events.clone();
+    if pass.changed {
+        events.extend(mesh_derived(before, &pass.plan.status));
+    }
+    ctx.events
+        .publish(&reference::<Mesh>(&fresh.metadata), &events)
+        .await;
+    Ok(Action::requeue(ctx.timing.after(pass.plan.wake, ts)))
+}
+
+async fn report_invalid<M: Members>(
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context<M>,
+) -> Result<Action, Error> {
+    let ns = invalid.metadata.namespace.clone().unwrap_or_default();
+    let name = invalid.metadata.name.clone().unwrap_or_default();
+    match invalid::report::<Mesh, MeshStatus>(&ctx.client, invalid, MESH_MANAGER, now()).await {
+        Ok(Outcome::Written(event)) => {
+            tracing::warn!(mesh = %name, namespace = %ns, "{}", event.message);
+            ctx.events
+                .publish(&reference::<Mesh>(&invalid.metadata), &[event])
+                .await;
+            Ok(Action::await_change())
+        }
+        Ok(Outcome::NowValid) => Ok(Action::requeue(ctx.timing.busy)),
+        Ok(_) => Ok(Action::await_change()),
+        Err(source) => Err(Error::StatusWrite {
+            kind: KIND,
+            namespace: ns,
+            name,
+            source,
+        }),
+    }
+}

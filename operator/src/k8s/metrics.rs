@@ -1,0 +1,339 @@
+//! Prometheus metrics (`/metrics`, OpenMetrics text).
+//!
+//! Counters and the duration histogram are updated by the reconcilers; the gauges describing
+//! the fleet (members by role and version, mesh progress, leadership) are recomputed from the
+//! caches at every scrape, so they never keep series of objects that are gone.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::{ClusterStatus, LogEntry, LogResult, LogScope, MeshStatus};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub action: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabels {
+    pub role: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeshLabels {
+    pub namespace: String,
+    pub mesh: String,
+}
+
+type HistogramFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<KindLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: HistogramFamily,
+    steps: Family<StepLabels, Counter>,
+    members: Family<MemberLabels, Gauge>,
+    progress: Family<MeshLabels, Gauge<f64, AtomicU64>>,
+    leader: Gauge,
+    /// Serializes refresh-and-encode so two scrapes never interleave their gauge rebuilds.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    // 5 ms … ~20 s: a pass observes every member over the network.
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        let steps = Family::<StepLabels, Counter>::default();
+        let members = Family::<MemberLabels, Gauge>::default();
+        let progress = Family::<MeshLabels, Gauge<f64, AtomicU64>>::default();
+        let leader = Gauge::default();
+        registry.register(
+            "baton_reconciles",
+            "Reconcile passes by kind (Cluster, Mesh)",
+            reconciles.clone(),
+        );
+        registry.register(
+            "baton_reconcile_errors",
+            "Reconcile passes that failed, by kind and reason",
+            errors.clone(),
+        );
+        registry.register(
+            "baton_reconcile_duration_seconds",
+            "Duration of reconcile passes by kind",
+            duration.clone(),
+        );
+        registry.register(
+            "baton_steps",
+            "Member steps by action and result (started, succeeded, failed, cancelled)",
+            steps.clone(),
+        );
+        registry.register(
+            "baton_members",
+            "Members of all Clusters by observed role and version",
+            members.clone(),
+        );
+        registry.register(
+            "baton_mesh_rollout_progress",
+            "Fraction of a Mesh's clusters running its target (0 to 1)",
+            progress.clone(),
+        );
+        registry.register(
+            "baton_leader",
+            "1 when this replica holds the leader Lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            steps,
+            members,
+            progress,
+            leader,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    /// Start timing one reconcile of `kind`.
+    pub fn start(&self, kind: &str) -> ReconcileTimer<'_> {
+        ReconcileTimer {
+            metrics: self,
+            kind: kind.to_string(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn error(&self, kind: &str, reason: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Count the member steps a status write started and finished, from the upgrade log.
+    pub fn count_steps(&self, before: Option<&ClusterStatus>, after: &ClusterStatus) {
+        for (action, result) in step_transitions(before.map(|s| s.log.as_slice()), &after.log) {
+            self.steps
+                .get_or_create(&StepLabels { action, result })
+                .inc();
+        }
+    }
+
+    /// Rebuild the fleet gauges and encode everything.
+    pub fn render<'a>(
+        &self,
+        clusters: impl Iterator<Item = &'a ClusterStatus>,
+        meshes: impl Iterator<Item = (String, String, &'a MeshStatus)>,
+        leader: bool,
+    ) -> String {
+        let _guard = self.scrape.lock();
+        self.members.clear();
+        for st in clusters {
+            for m in &st.members {
+                self.members
+                    .get_or_create(&MemberLabels {
+                        role: format!("{:?}", m.role),
+                        version: m.version.clone().unwrap_or_default(),
+                    })
+                    .inc();
+            }
+        }
+        self.progress.clear();
+        for (namespace, mesh, st) in meshes {
+            if let Some(f) = st.progress.as_deref().and_then(fraction) {
+                self.progress
+                    .get_or_create(&MeshLabels { namespace, mesh })
+                    .set(f);
+            }
+        }
+        self.leader.set(i64::from(leader));
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}
+
+/// Times one reconcile; counts it when finished.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    kind: String,
+    started: Instant,
+}
+
+impl ReconcileTimer<'_> {
+    pub fn finish(self) {
+        let labels = KindLabels { kind: self.kind };
+        self.metrics.reconciles.get_or_create(&labels).inc();
+        self.metrics
+            .duration
+            .get_or_create(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// `"3/5"` → 0.6.
+fn fraction(progress: &str) -> Option<f64> {
+    let (done, total) = progress.split_once('/')?;
+    let done: f64 = done.trim().parse().ok()?;
+    let total: f64 = total.trim().parse().ok()?;
+    Some(if total > 0.0 { done / total } else { 1.0 })
+}
+
+/// `(action, result)` for each member-step log entry that started or ended between two logs.
+fn step_transitions(before: Option<&[LogEntry]>, after: &[LogEntry]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in after.iter().filter(|e| e.scope == LogScope::Member) {
+        let prev = before.and_then(|b| b.iter().find(|p| p.id == e.id));
+        let was_running = match prev {
+            None => {
+                out.push((e.action.clone(), "started".to_string()));
+                true
+            }
+            Some(p) => p.result == LogResult::Running,
+        };
+        if was_running && e.result != LogResult::Running {
+            let r = match e.result {
+                LogResult::Succeeded => "succeeded",
+                LogResult::Failed => "failed",
+                LogResult::Cancelled => "cancelled",
+                LogResult::Running => "running",
+            };
+            out.push((e.action.clone(), r.to_string()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{LogMode, MemberRole, MemberStatus, Timestamp};
+
+    fn entry(id: u64, action: &str, result: LogResult) -> LogEntry {
+        LogEntry {
+            id,
+            parent: None,
+            action: action.into(),
+            scope: LogScope::Member,
+            target: "m1".into(),
+            version: None,
+            start: Timestamp(0),
+            end: None,
+            result,
+            mode: LogMode::Automatic,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn steps_are_counted_once_when_they_start_and_once_when_they_end() {
+        let a = vec![entry(1, "upgrade", LogResult::Running)];
+        assert_eq!(
+            step_transitions(Some(&[]), &a),
+            vec![("upgrade".into(), "started".into())]
+        );
+        let b = vec![entry(1, "upgrade", LogResult::Failed)];
+        assert_eq!(
+            step_transitions(Some(&a), &b),
+            vec![("upgrade".into(), "failed".into())]
+        );
+        assert!(step_transitions(Some(&b), &b).is_empty());
+    }
+
+    #[test]
+    fn render_exposes_the_documented_names() {
+        let m = Metrics::new();
+        m.start("Cluster").finish();
+        m.error("Cluster", "StatusWrite");
+        m.count_steps(
+            None,
+            &ClusterStatus {
+                log: vec![entry(1, "preflight", LogResult::Succeeded)],
+                ..Default::default()
+            },
+        );
+        let st = ClusterStatus {
+            members: vec![
+                MemberStatus {
+                    name: "a".into(),
+                    role: MemberRole::Active,
+                    version: Some("1.0.0".into()),
+                    ..Default::default()
+                },
+                MemberStatus {
+                    name: "b".into(),
+                    role: MemberRole::Standby,
+                    version: Some("1.0.0".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let mesh = MeshStatus {
+            progress: Some("1/4".into()),
+            ..Default::default()
+        };
+        let text = m.render(
+            [&st].into_iter(),
+            [("ns".to_string(), "prod".to_string(), &mesh)].into_iter(),
+            true,
+        );
+        for needle in [
+            "baton_reconciles_total{kind=\"Cluster\"} 1",
+            "baton_reconcile_errors_total{kind=\"Cluster\",reason=\"StatusWrite\"} 1",
+            "baton_reconcile_duration_seconds_count{kind=\"Cluster\"} 1",
+            "baton_steps_total{action=\"preflight\",result=\"started\"} 1",
+            "baton_steps_total{action=\"preflight\",result=\"succeeded\"} 1",
+            "baton_members{role=\"Active\",version=\"1.0.0\"} 1",
+            "baton_members{role=\"Standby\",version=\"1.0.0\"} 1",
+            "baton_mesh_rollout_progress{namespace=\"ns\",mesh=\"prod\"} 0.25",
+            "baton_leader 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+        // Gauges follow the caches: a second scrape without the cluster drops its series.
+        let text = m.render(std::iter::empty(), std::iter::empty(), false);
+        assert!(!text.contains("baton_members{"), "{text}");
+        assert!(text.contains("baton_leader 0"), "{text}");
+    }
+}

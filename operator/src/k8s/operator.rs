@@ -1,0 +1,284 @@
+//! The `baton operator` process: one watch per kind feeding a cache and a controller, the
+//! triggers between them, leader election, the HTTP endpoints and graceful shutdown.
+//!
+//! Shutdown order: stop taking new work and let running reconciles finish their
+//! persist-then-act sequence (the Lease is still renewed meanwhile), then release the Lease
+//! so another replica takes over at once, then stop the HTTP endpoints.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use baton_agent::client::ClientTls;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client};
+
+use crate::reconcile::Timing;
+
+use super::agent_tls::{self, SwappableMembers};
+use super::context::{Context, Triggers};
+use super::events::EventSink;
+use super::http::{self, HttpState};
+use super::leader::{Leadership, LeaseConfig, LeaseElector};
+use super::metrics::Metrics;
+use super::relations::Relations;
+use super::stores::{GuardedCluster, GuardedMesh, Stores};
+use super::{cluster_controller, mesh_controller};
+
+/// How the operator reaches agents.
+#[derive(Clone, Debug)]
+pub enum AgentCredentials {
+    /// A Secret with `ca.crt`, `tls.crt`, `tls.key` (reloaded when it changes).
+    Secret { namespace: String, name: String },
+    /// Given directly (tests).
+    Given(ClientTls),
+}
+
+pub struct OperatorConfig {
+    /// `None`: no HTTP endpoints (tests).
+    pub http_addr: Option<SocketAddr>,
+    /// `None`: leader election off, this replica always acts.
+    pub lease: Option<LeaseConfig>,
+    pub agents: AgentCredentials,
+    pub concurrency: u16,
+    /// `None`: every namespace.
+    pub watch_namespace: Option<String>,
+    pub timing: Timing,
+    /// Reporting instance of events and Lease holder identity.
+    pub identity: String,
+    /// Period of the CRD readiness check.
+    pub crd_check_period: StdDuration,
+}
+
+fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A stream that yields each time leadership is gained.
+fn leadership_gains(leader: &Leadership) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(leader.subscribe(), |mut rx| async move {
+        loop {
+            rx.changed().await.ok()?;
+            if *rx.borrow_and_update() {
+                return Some(((), rx));
+            }
+        }
+    })
+}
+
+/// Run the operator until `shutdown` resolves (then shut down gracefully).
+pub async fn run(
+    client: Client,
+    cfg: OperatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tls = match &cfg.agents {
+        AgentCredentials::Secret { namespace, name } => {
+            agent_tls::load(&client, namespace, name).await?
+        }
+        AgentCredentials::Given(t) => t.clone(),
+    };
+    let members = SwappableMembers::new(&tls)?;
+    let leader = match cfg.lease {
+        Some(_) => Leadership::elected(),
+        None => Leadership::always(),
+    };
+    let listener = match cfg.http_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding {addr} (--http-addr): {e}"))?,
+        ),
+        None => None,
+    };
+
+    let (cluster_store, cluster_writer) = reflector::store::<GuardedCluster>();
+    let (mesh_store, mesh_writer) = reflector::store::<GuardedMesh>();
+    let stores = Stores::new(cluster_store.clone(), mesh_store.clone());
+    let (triggers, trigger_streams) = Triggers::new();
+    let relations = Arc::new(Relations::new(stores.clone(), triggers.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        members,
+        stores: stores.clone(),
+        events: EventSink::new(client.clone(), &cfg.identity),
+        leader: leader.clone(),
+        metrics: metrics.clone(),
+        timing: cfg.timing,
+        triggers,
+    });
+    let shutdown = shutdown.boxed().shared();
+
+    let rel = relations.clone();
+    let cluster_events = watcher(
+        api::<GuardedCluster>(&client, &cfg.watch_namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(cluster_writer)
+    .inspect(move |ev| {
+        if let Ok(ev) = ev {
+            rel.on_cluster(ev);
+        }
+    })
+    .applied_objects();
+    let rel = relations.clone();
+    let mesh_events = watcher(
+        api::<GuardedMesh>(&client, &cfg.watch_namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(mesh_writer)
+    .inspect(move |ev| {
+        if let Ok(ev) = ev {
+            rel.on_mesh(ev);
+        }
+    })
+    .applied_objects();
+
+    let config = controller::Config::default().concurrency(cfg.concurrency);
+    let clusters = Controller::for_stream(cluster_events, cluster_store)
+        .with_config(config.clone())
+        .reconcile_on(trigger_streams.clusters)
+        .reconcile_all_on(leadership_gains(&leader))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            cluster_controller::reconcile,
+            cluster_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "cluster controller");
+            }
+        });
+    let meshes = Controller::for_stream(mesh_events, mesh_store)
+        .with_config(config)
+        .reconcile_on(trigger_streams.meshes)
+        .reconcile_all_on(leadership_gains(&leader))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            mesh_controller::reconcile,
+            mesh_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "mesh controller");
+            }
+        });
+
+    // Secrets the objects reference (metadata only: the operator never reads their data).
+    let rel = relations.clone();
+    let secrets = watcher(
+        api::<PartialObjectMeta<Secret>>(&client, &cfg.watch_namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .take_until(shutdown.clone())
+    .for_each(move |ev| {
+        if let Ok(ev) = &ev {
+            rel.on_secret(ev);
+        }
+        futures::future::ready(())
+    });
+    let secrets = tokio::spawn(secrets);
+
+    // The agent client Secret: new credentials are used as soon as it changes.
+    let reload = match &cfg.agents {
+        AgentCredentials::Secret { namespace, name } => {
+            let ctx = ctx.clone();
+            let (ns, name) = (namespace.clone(), name.clone());
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+                let mut seen = None;
+                let mut stream = watcher::watch_object(api, &name).take_until(stop).boxed();
+                while let Some(ev) = stream.next().await {
+                    let Ok(Some(secret)) = ev else { continue };
+                    let rv = secret.metadata.resource_version.clone();
+                    if seen.is_some() && seen != rv {
+                        match agent_tls::client_tls_from(&secret, &ns, &name)
+                            .and_then(|t| ctx.members.replace(&t))
+                        {
+                            Ok(()) => {
+                                tracing::info!(secret = %name, "agent client credentials reloaded")
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "keeping the previous agent credentials")
+                            }
+                        }
+                    }
+                    seen = rv;
+                }
+            }))
+        }
+        AgentCredentials::Given(_) => None,
+    };
+
+    tokio::spawn({
+        let stores = stores.clone();
+        async move {
+            stores.wait_synced().await;
+            tracing::info!("caches of Clusters and Meshes listed");
+        }
+    });
+
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let done = done_rx.map(|_| ()).shared();
+    let elector = cfg.lease.map(|lease| {
+        tracing::info!(identity = %lease.identity, lease = %lease.name, namespace = %lease.namespace, "leader election on");
+        let elector = LeaseElector::new(client.clone(), lease, leader.clone());
+        tokio::spawn(elector.run(done.clone()))
+    });
+    let state = Arc::new(HttpState::new(
+        stores.clone(),
+        metrics.clone(),
+        leader.clone(),
+    ));
+    let crd_check = tokio::spawn(http::watch_crds(
+        client.clone(),
+        state.clone(),
+        cfg.crd_check_period,
+        done.clone(),
+    ));
+    let server = listener.map(|l| tokio::spawn(http::serve_on(l, state.clone(), done.clone())));
+
+    tracing::info!(
+        namespace = cfg.watch_namespace.as_deref().unwrap_or("(all)"),
+        concurrency = cfg.concurrency,
+        "operator started"
+    );
+    futures::join!(clusters, meshes);
+    tracing::info!("controllers stopped; releasing the lease");
+    let _ = done_tx.send(());
+    if let Some(e) = elector {
+        let _ = e.await;
+    }
+    let _ = crd_check.await;
+    secrets.abort();
+    if let Some(r) = reload {
+        r.abort();
+    }
+    if let Some(s) = server {
+        match s.await {
+            Ok(r) => r?,
+            Err(e) => tracing::warn!(error = %e, "HTTP task"),
+        }
+    }
+    tracing::info!("operator stopped");
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Which objects to look at when another one changes, computed from the caches as watch
+//! events pass by:
+//!
+//! * a Cluster changed (spec, labels, status) or went away → the Mesh that owns it now and
+//!   the one that owned it before;
+//! * a Mesh changed or went away → the Clusters whose admission (mesh version, admitted or
+//!   not, why not) differs from the one they were last woken for;
+//! * a Secret changed → the Clusters and Meshes whose certificates reference it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher;
+
+use crate::plan::Admission;
+
+use super::context::Triggers;
+use super::stores::{GuardedCluster, GuardedMesh, Key, Stores};
+
+pub struct Relations {
+    stores: Stores,
+    triggers: Triggers,
+    /// Cluster → the mesh that owned it at the last event.
+    owner: Mutex<HashMap<Key, String>>,
+    /// Cluster → the admission it was last woken for.
+    admitted: Mutex<HashMap<Key, Admission>>,
+}
+
+fn touched<K>(ev: &watcher::Event<K>) -> Option<&K> {
+    match ev {
+        watcher::Event::Apply(o) | watcher::Event::Delete(o) => Some(o),
+        // During a (re)list the cache is replaced only at InitDone; every object is
+        // reconciled from the list itself.
+        watcher::Event::InitApply(_) | watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
+impl Relations {
+    pub fn new(stores: Stores, triggers: Triggers) -> Self {
+        Relations {
+            stores,
+            triggers,
+            owner: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn on_cluster(&self, ev: &watcher::Event<GuardedCluster>) {
+        let Some(c) = touched(ev) else {
+            return;
+        };
+        let ns = c.namespace().unwrap_or_default();
+        let name = c.name_any();
+        let now_owner = self
+            .stores
+            .ownership(&ns)
+            .mesh_of(&name)
+            .map(|m| m.name_any());
+        let before = match self.owner.lock() {
+            Ok(mut owners) => {
+                let key = (ns.clone(), name.clone());
+                match &now_owner {
+                    Some(m) => owners.insert(key, m.clone()),
+                    None => owners.remove(&key),
+                }
+            }
+            Err(_) => None,
+        };
+        for mesh in now_owner.iter().chain(before.iter()) {
+            self.triggers.mesh(&ns, mesh);
+        }
+    }
+
+    pub fn on_mesh(&self, ev: &watcher::Event<GuardedMesh>) {
+        let Some(m) = touched(ev) else {
+            return;
+        };
+        self.wake_clusters_in(&m.namespace().unwrap_or_default());
+    }
+
+    /// Wake the clusters of a namespace whose admission changed.
+    pub fn wake_clusters_in(&self, ns: &str) {
+        let own = self.stores.ownership(ns);
+        let Ok(mut last) = self.admitted.lock() else {
+            return;
+        };
+        for c in &own.clusters {
+            let adm = own.admission_of(c);
+            let key = (ns.to_string(), c.clone());
+            if last.get(&key) != Some(&adm) {
+                last.insert(key, adm);
+                self.triggers.cluster(ns, c);
+            }
+        }
+    }
+
+    pub fn on_secret(&self, ev: &watcher::Event<PartialObjectMeta<Secret>>) {
+        let Some(s) = touched(ev) else {
+            return;
+        };
+        let ns = s.namespace().unwrap_or_default();
+        let name = s.name_any();
+        let refers = |own_ns: &str, r: &crate::api::SecretRef| {
+            r.name == name && r.namespace.as_deref().unwrap_or(own_ns) == ns
+        };
+        for g in self.stores.clusters.state() {
+            if let Ok(c) = &g.0 {
+                let cns = c.namespace().unwrap_or_default();
+                if c.spec
+                    .certificates
+                    .as_ref()
+                    .is_some_and(|cert| refers(&cns, &cert.ca_secret_ref))
+                {
+                    self.triggers.cluster(&cns, &c.name_any());
+                }
+            }
+        }
+        for g in self.stores.meshes.state() {
+            if let Ok(m) = &g.0 {
+                let mns = m.namespace().unwrap_or_default();
+                if m.spec
+                    .certificates
+                    .as_ref()
+                    .is_some_and(|cert| refers(&mns, &cert.ca_secret_ref))
+                {
+                    self.triggers.mesh(&mns, &m.name_any());
+                }
+            }
+        }
+    }
+}

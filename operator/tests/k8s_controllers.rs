@@ -1,0 +1,469 @@
+//! The Cluster and Mesh reconcilers against a mock API server (no cluster needed): status
+//! writes by server-side apply, no write when nothing changed, events, invalid objects,
+//! pause, leadership.
+
+mod k8s_mock;
+
+use std::sync::{Arc, Mutex};
+
+use baton::api::{Cluster, MemberRole};
+use baton::k8s::leader::Leadership;
+use baton::k8s::stores::{GuardedCluster, GuardedMesh, cluster_object};
+use baton::k8s::{cluster_controller, mesh_controller};
+use baton::reconcile::{Timing, admission, observe_and_plan};
+use futures::StreamExt;
+use k8s_mock::*;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+
+const CLUSTER_STATUS: &str = "/apis/baton.dev/v1alpha1/namespaces/ns/clusters/web/status";
+
+fn timeline() -> Timeline {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
+fn two_members(version: &str) -> FakeAgentsSpec {
+    vec![
+        ("m1", agent(version, MemberRole::Active)),
+        ("m2", agent(version, MemberRole::Standby)),
+    ]
+}
+
+type FakeAgentsSpec = Vec<(&'static str, baton::plan::AgentView)>;
+
+fn guarded(v: &Value) -> Arc<GuardedCluster> {
+    Arc::new(serde_json::from_value(v.clone()).unwrap())
+}
+
+/// Answers status patches with the patched object and events with 201; anything else 404.
+fn standard_responder(object: Value) -> Responder {
+    Box::new(move |r: &Recorded| {
+        if r.method == "PATCH" && r.path().ends_with("/status") {
+            (200, patched(&object, r, "101"))
+        } else if is_event_post(r) {
+            created_event(r)
+        } else {
+            (404, status_failure(404, "NotFound"))
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_new_step_is_persisted_by_server_side_apply_before_the_agent_is_asked() {
+    let tl = timeline();
+    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let h = harness(
+        client,
+        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
+        Leadership::always(),
+        std::slice::from_ref(&web),
+        &[],
+    );
+    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(Timing::default().busy));
+    let submitted = h.ctx.members.submitted();
+    drop(h);
+    let requests = api.await.unwrap();
+
+    let patch = requests
+        .iter()
+        .find(|r| r.method == "PATCH")
+        .expect("a status write");
+    assert_eq!(patch.path(), CLUSTER_STATUS);
+    assert!(
+        patch
+            .query()
+            .contains("fieldManager=baton-cluster-controller"),
+        "{}",
+        patch.uri
+    );
+    assert!(patch.query().contains("force=true"), "{}", patch.uri);
+    assert_eq!(patch.content_type, "application/apply-patch+yaml");
+    let body = &patch.body;
+    assert_eq!(body["apiVersion"], "baton.dev/v1alpha1");
+    assert_eq!(body["kind"], "Cluster");
+    assert_eq!(body["metadata"]["name"], "web");
+    assert_eq!(
+        body["metadata"]["resourceVersion"], "100",
+        "guarded by the version planned from"
+    );
+    let status = &body["status"];
+    assert_eq!(status["observedGeneration"], 3);
+    let conditions = status["conditions"].as_array().unwrap();
+    assert!(conditions.iter().any(|c| c["type"] == "Ready"));
+    for c in conditions {
+        assert_eq!(c["observedGeneration"], 3, "{c}");
+    }
+    let steps = status["steps"].as_array().expect("the step is recorded");
+    assert!(!steps.is_empty());
+
+    // The first agent operation comes after the write that records it.
+    assert!(!submitted.is_empty());
+    assert_eq!(submitted[0].id, steps[0]["id"].as_str().unwrap());
+    let tl = tl.lock().unwrap().clone();
+    let write = tl.iter().position(|l| l.starts_with("api PATCH")).unwrap();
+    let send = tl
+        .iter()
+        .position(|l| l.starts_with("agent submit"))
+        .unwrap();
+    assert!(write < send, "{tl:?}");
+
+    // Every step start is an event about the Cluster.
+    let events: Vec<&Recorded> = requests.iter().filter(|r| is_event_post(r)).collect();
+    let started = events
+        .iter()
+        .find(|e| e.body["reason"] == "StepStarted")
+        .expect("a StepStarted event");
+    assert_eq!(started.body["regarding"]["kind"], "Cluster");
+    assert_eq!(started.body["regarding"]["name"], "web");
+    assert_eq!(started.body["reportingController"], "baton-operator");
+    assert_eq!(started.body["type"], "Normal");
+}
+
+/// Plan with the fake agents until nothing changes; returns the Cluster with that status.
+async fn converged(web: &Value, agents: &FakeAgents) -> Value {
+    let mut web = web.clone();
+    for _ in 0..30 {
+        let c: Cluster = serde_json::from_value(web.clone()).unwrap();
+        let obj = cluster_object(&c);
+        let pass = observe_and_plan(
+            agents,
+            &obj,
+            &admission(None, "web"),
+            baton::reconcile::now(),
+        )
+        .await;
+        if !pass.changed && pass.plan.actions.is_empty() {
+            return web;
+        }
+        web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
+        for a in &pass.plan.actions {
+            use baton::reconcile::Members;
+            agents.submit(&a.member, "", &a.request).await.unwrap();
+        }
+    }
+    panic!("no convergence: {}", web["status"]);
+}
+
+#[tokio::test]
+async fn a_converged_cluster_makes_no_write_no_event_and_sends_nothing() {
+    let tl = timeline();
+    let agents = FakeAgents::new(tl.clone(), &two_members("2.0.0"));
+    let web = converged(
+        &cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]),
+        &agents,
+    )
+    .await;
+    assert_eq!(web["status"]["phase"], "Ready", "{}", web["status"]);
+    let before = agents.submitted().len();
+    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let h = harness(
+        client,
+        agents,
+        Leadership::always(),
+        std::slice::from_ref(&web),
+        &[],
+    );
+    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(Timing::default().resync));
+    assert_eq!(h.ctx.members.submitted().len(), before);
+    drop(h);
+    let requests = api.await.unwrap();
+    assert!(requests.is_empty(), "{requests:?}");
+}
+
+#[tokio::test]
+async fn an_object_that_does_not_deserialize_gets_a_stalled_condition_and_an_event() {
+    let tl = timeline();
+    let mut bad = cluster_json("web", "2.0.0", &[("m1", true)]);
+    bad["spec"]["members"][0]["spare"] = json!("sometimes");
+    let raw = bad.clone();
+    let responder: Responder = Box::new(move |r: &Recorded| {
+        if r.method == "GET" && r.path() == "/apis/baton.dev/v1alpha1/namespaces/ns/clusters/web" {
+            (200, raw.clone())
+        } else if r.method == "PATCH" && r.path() == CLUSTER_STATUS {
+            (200, patched(&raw, r, "101"))
+        } else if is_event_post(r) {
+            created_event(r)
+        } else {
+            (404, status_failure(404, "NotFound"))
+        }
+    });
+    let (client, api) = mock_api(tl.clone(), responder);
+    let h = harness(
+        client,
+        FakeAgents::new(tl.clone(), &[]),
+        Leadership::always(),
+        std::slice::from_ref(&bad),
+        &[],
+    );
+    let g = guarded(&bad);
+    assert!(g.0.is_err(), "the guard keeps the invalid object");
+    let action = cluster_controller::reconcile(g, h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(h.ctx.members.calls(), 0, "no agent is contacted");
+    drop(h);
+    let requests = api.await.unwrap();
+    let patch = requests.iter().find(|r| r.method == "PATCH").unwrap();
+    assert!(
+        patch
+            .query()
+            .contains("fieldManager=baton-cluster-controller")
+    );
+    let st = &patch.body["status"];
+    assert_eq!(st["phase"], "Stalled");
+    assert_eq!(st["observedGeneration"], 3);
+    let stalled = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .unwrap();
+    assert_eq!(stalled["status"], "True");
+    assert_eq!(stalled["reason"], "InvalidObject");
+    let msg = stalled["message"].as_str().unwrap();
+    assert!(msg.contains("spec.members[0].spare"), "{msg}");
+    let event = requests.iter().find(|r| is_event_post(r)).unwrap();
+    assert_eq!(event.body["reason"], "InvalidObject");
+    assert_eq!(event.body["type"], "Warning");
+}
+
+#[tokio::test]
+async fn the_pause_annotation_is_honoured_no_operation_is_sent() {
+    let tl = timeline();
+    let mut web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    web["metadata"]["annotations"] = json!({"baton.dev/pause": "true"});
+    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let h = harness(
+        client,
+        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
+        Leadership::always(),
+        std::slice::from_ref(&web),
+        &[],
+    );
+    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
+        .await
+        .unwrap();
+    assert!(h.ctx.members.submitted().is_empty());
+    drop(h);
+    let requests = api.await.unwrap();
+    let patch = requests.iter().find(|r| r.method == "PATCH").unwrap();
+    assert_eq!(patch.body["status"]["phase"], "Paused");
+    assert!(patch.body["status"]["steps"].is_null(), "no step recorded");
+}
+
+#[tokio::test]
+async fn a_replica_that_is_not_the_leader_writes_nothing_and_calls_no_agent() {
+    let tl = timeline();
+    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let h = harness(
+        client,
+        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
+        Leadership::elected(),
+        std::slice::from_ref(&web),
+        &[],
+    );
+    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    let mesh = serde_json::from_value::<GuardedMesh>(mesh_json(&["web"])).unwrap();
+    let action = mesh_controller::reconcile(Arc::new(mesh), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(h.ctx.members.calls(), 0);
+    drop(h);
+    assert!(api.await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_cache_is_refused_by_the_precondition_and_nothing_is_sent() {
+    let tl = timeline();
+    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let fresh = {
+        let mut f = web.clone();
+        f["metadata"]["resourceVersion"] = json!("105");
+        f
+    };
+    let f2 = fresh.clone();
+    let responder: Responder = Box::new(move |r: &Recorded| {
+        if r.method == "PATCH" {
+            (409, status_failure(409, "Conflict"))
+        } else if r.method == "GET" {
+            (200, f2.clone())
+        } else {
+            (404, status_failure(404, "NotFound"))
+        }
+    });
+    let (client, api) = mock_api(tl.clone(), responder);
+    let h = harness(
+        client,
+        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
+        Leadership::always(),
+        std::slice::from_ref(&web),
+        &[],
+    );
+    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(Timing::default().busy));
+    assert!(
+        h.ctx.members.submitted().is_empty(),
+        "never act on a refused write"
+    );
+    // The next pass plans from the fresh read.
+    let stale: Cluster = serde_json::from_value(web.clone()).unwrap();
+    let picked = h.ctx.stores.written_clusters.pick(&stale);
+    assert_eq!(picked.metadata.resource_version.as_deref(), Some("105"));
+    drop(h);
+    let methods: Vec<String> = api
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(methods, ["PATCH", "GET"]);
+}
+
+fn mesh_json(clusters: &[&str]) -> Value {
+    json!({
+        "apiVersion": "baton.dev/v1alpha1",
+        "kind": "Mesh",
+        "metadata": {"name": "prod", "namespace": "ns", "uid": "uid-prod", "generation": 7, "resourceVersion": "200"},
+        "spec": {
+            "version": "2.0.0",
+            "tiers": clusters.iter().map(|c| json!({"name": format!("tier-{c}"), "clusters": [c]})).collect::<Vec<_>>(),
+        },
+    })
+}
+
+fn ready_at(name: &str, version: &str) -> Value {
+    let mut c = cluster_json(name, version, &[("m1", true), ("m2", false)]);
+    c["spec"].as_object_mut().unwrap().remove("version");
+    c["status"] = json!({
+        "observedGeneration": 3, "phase": "Ready", "targetVersion": version,
+        "members": [
+            {"name": "m1", "role": "Active", "version": version, "health": "OK"},
+            {"name": "m2", "role": "Standby", "version": version, "health": "OK"},
+        ],
+    });
+    c
+}
+
+#[tokio::test]
+async fn the_mesh_admits_its_first_tier_and_wakes_that_cluster() {
+    let tl = timeline();
+    let mesh = mesh_json(&["a", "b"]);
+    let clusters = [ready_at("a", "1.0.0"), ready_at("b", "1.0.0")];
+    let (client, api) = mock_api(tl.clone(), standard_responder(mesh.clone()));
+    let mut h = harness(
+        client,
+        FakeAgents::new(tl.clone(), &[]),
+        Leadership::always(),
+        &clusters,
+        std::slice::from_ref(&mesh),
+    );
+    let g: GuardedMesh = serde_json::from_value(mesh.clone()).unwrap();
+    mesh_controller::reconcile(Arc::new(g), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(h.ctx.members.calls(), 0, "a mesh never talks to agents");
+    let woken = h.streams.clusters.next().await.unwrap();
+    assert_eq!(woken.name, "a");
+    drop(h);
+    let requests = api.await.unwrap();
+    let patch = requests.iter().find(|r| r.method == "PATCH").unwrap();
+    assert_eq!(
+        patch.path(),
+        "/apis/baton.dev/v1alpha1/namespaces/ns/meshes/prod/status"
+    );
+    assert!(patch.query().contains("fieldManager=baton-mesh-controller"));
+    assert_eq!(patch.body["kind"], "Mesh");
+    assert_eq!(patch.body["metadata"]["resourceVersion"], "200");
+    let st = &patch.body["status"];
+    assert_eq!(st["observedGeneration"], 7);
+    let admitted: Vec<&str> = st["admitted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(admitted, ["a"], "tier order: only the first tier moves");
+    assert!(
+        requests
+            .iter()
+            .any(|r| is_event_post(r) && r.body["reason"] == "RolloutStarted")
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_is_held_while_a_mesh_of_its_namespace_cannot_be_read() {
+    let tl = timeline();
+    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let mut broken = mesh_json(&["web"]);
+    broken["spec"]["tiers"] = json!("not a list");
+    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let h = harness(
+        client,
+        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
+        Leadership::always(),
+        std::slice::from_ref(&web),
+        std::slice::from_ref(&broken),
+    );
+    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        h.ctx.members.submitted().is_empty(),
+        "not moved out of the mesh's order"
+    );
+    drop(h);
+    let requests = api.await.unwrap();
+    let patch = requests.iter().find(|r| r.method == "PATCH").unwrap();
+    assert_eq!(patch.body["status"]["phase"], "Waiting");
+    let msg = patch.body["status"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("Mesh prod"), "{msg}");
+}
+
+#[tokio::test]
+async fn an_operation_the_agent_does_not_accept_is_reported_by_a_warning_event() {
+    let tl = timeline();
+    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let agents = FakeAgents::new(tl.clone(), &two_members("1.0.0"));
+    *agents.refuse.lock().unwrap() = Some(baton::reconcile::SubmitError::Unreachable(
+        "agent m2: connection refused".into(),
+    ));
+    let h = harness(
+        client,
+        agents,
+        Leadership::always(),
+        std::slice::from_ref(&web),
+        &[],
+    );
+    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(h.ctx.members.submitted().len(), 1);
+    drop(h);
+    let requests = api.await.unwrap();
+    let event = requests
+        .iter()
+        .find(|r| is_event_post(r) && r.body["reason"] == "AgentUnreachable")
+        .expect("an AgentUnreachable event");
+    assert_eq!(event.body["type"], "Warning");
+    let note = event.body["note"].as_str().unwrap();
+    assert!(
+        note.contains("on m2") && note.contains("connection refused"),
+        "{note}"
+    );
+}
