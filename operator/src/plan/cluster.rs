@@ -82,9 +82,16 @@ pub struct ClusterPlan {
 
 /// Plan one pass for one cluster.
 pub fn plan_cluster(input: &ClusterInput<'_>) -> ClusterPlan {
+    plan_cluster_from(input, input.status.cloned())
+}
+
+/// `plan_cluster` for a caller that owns the last status and replaces it with the plan's
+/// anyway: `last` stands for `input.status` (which is not read) and is not copied. On a long
+/// rollout that copy (the log, the member records) is a good part of a pass.
+pub fn plan_cluster_from(input: &ClusterInput<'_>, last: Option<ClusterStatus>) -> ClusterPlan {
     let mut p = Planner {
         inp: input,
-        st: input.status.cloned().unwrap_or_default(),
+        st: last.unwrap_or_default(),
         actions: Vec::new(),
         events: Vec::new(),
         wake: Wake::Idle,

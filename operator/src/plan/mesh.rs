@@ -160,10 +160,16 @@ pub fn admission_for(
 }
 
 pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
+    plan_mesh_from(input, input.status.cloned())
+}
+
+/// `plan_mesh` for a caller that owns the last status and replaces it with the plan's anyway:
+/// `last` stands for `input.status` (which is not read) and is not copied.
+pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPlan {
     let spec = input.spec;
     let now = input.now;
     let g = input.generation;
-    let mut st = input.status.cloned().unwrap_or_default();
+    let mut st = last.unwrap_or_default();
     st.observed_generation = g;
     let mut events = Vec::new();
     let mut wake = Wake::Idle;
