@@ -185,25 +185,26 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
     }
     let mut seen = BTreeSet::new();
     for (i, m) in spec.members.iter().enumerate() {
-        let f = format!("spec.members[{i}]");
+        // The field path only when there is a problem: this runs on every pass.
+        let f = || format!("spec.members[{i}]");
         if !is_dns_label(&m.name) {
             problem(
                 &mut out,
-                format!("{f}.name"),
+                format!("{}.name", f()),
                 format!("{:?} must be a DNS label", m.name),
             );
         }
         if !seen.insert(m.name.as_str()) {
             problem(
                 &mut out,
-                format!("{f}.name"),
+                format!("{}.name", f()),
                 format!("duplicate member name {:?}", m.name),
             );
         }
         if !valid_endpoint(&m.endpoint) {
             problem(
                 &mut out,
-                format!("{f}.endpoint"),
+                format!("{}.endpoint", f()),
                 format!("{:?} must be host:port or https://host:port", m.endpoint),
             );
         }
@@ -211,7 +212,7 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
             if !spec.components.iter().any(|k| &k.name == c) {
                 problem(
                     &mut out,
-                    format!("{f}.components"),
+                    format!("{}.components", f()),
                     format!("unknown component {c:?}"),
                 );
             }
@@ -233,23 +234,23 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
     }
     let mut cseen = BTreeSet::new();
     for (i, c) in spec.components.iter().enumerate() {
-        let f = format!("spec.components[{i}]");
+        let f = || format!("spec.components[{i}]");
         if !is_dns_label(&c.name) {
             problem(
                 &mut out,
-                format!("{f}.name"),
+                format!("{}.name", f()),
                 format!("{:?} must be a DNS label", c.name),
             );
         }
         if !cseen.insert(c.name.as_str()) {
             problem(
                 &mut out,
-                format!("{f}.name"),
+                format!("{}.name", f()),
                 format!("duplicate component {:?}", c.name),
             );
         }
         if let Some(v) = &c.version {
-            check_version(&mut out, &format!("{f}.version"), v);
+            check_version(&mut out, &format!("{}.version", f()), v);
         } else if spec.version.is_none() {
             // Inherited from the mesh: checked when the mesh version is known.
         }
@@ -257,13 +258,13 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
             if a == &c.name {
                 problem(
                     &mut out,
-                    format!("{f}.after"),
+                    format!("{}.after", f()),
                     format!("component {:?} cannot come after itself", c.name),
                 );
             } else if !spec.components.iter().any(|k| &k.name == a) {
                 problem(
                     &mut out,
-                    format!("{f}.after"),
+                    format!("{}.after", f()),
                     format!("unknown prerequisite {a:?}"),
                 );
             }
@@ -271,7 +272,7 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
         if c.verify.requires_primary_active && !spec.members.iter().any(|m| m.primary) {
             problem(
                 &mut out,
-                format!("{f}.verify.requiresPrimaryActive"),
+                format!("{}.verify.requiresPrimaryActive", f()),
                 "needs a member marked primary: true",
             );
         }

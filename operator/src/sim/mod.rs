@@ -19,7 +19,7 @@ use crate::api::{
     values::{cmp_versions, same_version},
 };
 use crate::plan::software::effective_version_str;
-use crate::plan::validate::FastMap;
+use crate::plan::validate::{FastMap, same_str};
 use crate::plan::{
     Admission, ClusterInput, Intents, MemberObservation, MeshClusterView, MeshInput, OpKind,
     OpRequest, OpState, Wake, admission_for, mesh::MeshIntents, plan_cluster_from, plan_mesh_from,
@@ -122,6 +122,8 @@ pub struct Sim {
     outage_ok: BTreeSet<String>,
     /// When the simulation started, for relative times in violation messages.
     start: Timestamp,
+    /// Versions the invariant checks met, ranked.
+    ranks: VersionRanks,
 }
 
 fn endpoint(cluster: &str, member: &str) -> String {
@@ -141,6 +143,7 @@ impl Sim {
             stats: SimStats::default(),
             outage_ok: BTreeSet::new(),
             start,
+            ranks: VersionRanks::default(),
         }
     }
 
@@ -289,7 +292,16 @@ impl Sim {
 
     /// One reconcile pass over the mesh and every cluster due for a look.
     pub fn pass(&mut self) {
+        self.pass_inner();
+        self.check_invariants();
+    }
+
+    /// `pass` without the invariant check; true when it changed what the invariants read (an
+    /// operation started, or the mesh rollout's direction changed).
+    fn pass_inner(&mut self) -> bool {
         self.stats.passes += 1;
+        let started = self.stats.ops_submitted;
+        let direction = self.rollout_direction();
         let now = self.now;
         // The mesh first: it admits clusters from their last persisted statuses.
         if let Some(mesh) = self.mesh.as_mut() {
@@ -380,7 +392,15 @@ impl Sim {
                 self.submit(i, &a.member, a.request);
             }
         }
-        self.check_invariants();
+        self.stats.ops_submitted != started || self.rollout_direction() != direction
+    }
+
+    fn rollout_direction(&self) -> Option<Direction> {
+        self.mesh
+            .as_ref()
+            .and_then(|m| m.status.as_ref())
+            .and_then(|s| s.rollout.as_ref())
+            .map(|r| r.direction)
     }
 
     fn submit(&mut self, ci: usize, member: &str, req: OpRequest) {
@@ -507,22 +527,26 @@ impl Sim {
         if moving && m.role == MemberRole::Active {
             m.serving = false;
         }
-        m.current = Some(req.id.clone());
-        m.ops.insert(
-            req.id.clone(),
-            SimOp {
-                req: req.clone(),
-                state: OpState::Running,
-                started: now,
-                finish_at: now.plus(dur).plus(jitter),
-                fails,
-                message: String::new(),
-            },
-        );
+        m.start(SimOp {
+            req,
+            state: OpState::Running,
+            started: now,
+            finish_at: now.plus(dur).plus(jitter),
+            fails,
+            message: String::new(),
+        });
     }
 
     /// Advance virtual time by `dt`: writes, replication, operation completions, faults.
     pub fn tick(&mut self, dt: Duration) {
+        self.tick_inner(dt);
+        self.check_invariants();
+    }
+
+    /// `tick` without the invariant check; true when a member changed in a way the invariants
+    /// read (an operation finished, a crash, a recovery; not replication progress).
+    fn tick_inner(&mut self, dt: Duration) -> bool {
+        let mut changed = false;
         self.now = self.now.plus(dt);
         let now = self.now;
         let secs = dt.as_secs_f64();
@@ -571,14 +595,11 @@ impl Sim {
             }
             // Operation completions.
             for m in c.members.values_mut() {
-                m.recover(now);
-                if let Some(id) = m.current.as_deref()
-                    && m.ops
-                        .get(id)
-                        .is_some_and(|o| o.finish_at <= now && o.state == OpState::Running)
+                changed |= m.recover(now);
+                if m.running_until().is_some_and(|t| t <= now)
                     && m.up(now)
+                    && let Some(id) = m.current.clone()
                 {
-                    let id = id.to_string();
                     m.finish(&id, &cfg.no_traffic_versions);
                     touched = true;
                 }
@@ -601,9 +622,10 @@ impl Sim {
             if touched {
                 // Event-driven: a finished operation wakes its cluster at once.
                 c.next_look = c.next_look.min(now);
+                changed = true;
             }
         }
-        self.check_invariants();
+        changed
     }
 
     /// The next instant something can happen, for event-driven time jumps.
@@ -612,11 +634,8 @@ impl Sim {
         for c in &self.clusters {
             t = t.min(c.next_look);
             for m in c.members.values() {
-                if let Some(id) = &m.current
-                    && let Some(op) = m.ops.get(id)
-                    && op.state == OpState::Running
-                {
-                    t = t.min(op.finish_at);
+                if let Some(end) = m.running_until() {
+                    t = t.min(end);
                 }
                 if let Some(d) = m.down_until {
                     t = t.min(d);
@@ -642,14 +661,25 @@ impl Sim {
             c.next_look = self.now;
         }
         let end = self.now.plus(limit);
+        // The invariants are checked after every pass and every tick that changed what they
+        // read; an instant whose state is the one already checked would give the same verdict.
+        // Nothing outside runs between these steps, and whatever changed before this call is
+        // checked first.
+        let mut changed = true;
         while self.now < end {
-            self.pass();
+            changed |= self.pass_inner();
+            if changed {
+                self.check_invariants();
+                changed = false;
+            }
             if self.now >= self.cfg.faults_until && self.settled() {
                 break;
             }
             let next = self.next_event().min(end);
             let dt = next.since(self.now);
-            self.tick(dt);
+            if self.tick_inner(dt) {
+                self.check_invariants();
+            }
         }
     }
 
@@ -735,32 +765,63 @@ impl Sim {
     }
 
     fn check_invariants(&mut self) {
+        let mut ranks = std::mem::take(&mut self.ranks);
+        let found = loop {
+            // A version met for the first time re-ranks them all: check again with the new
+            // ranks (only the first instants of a run meet new versions).
+            let known = ranks.len();
+            let found = self.violations_now(&mut ranks);
+            if ranks.len() == known {
+                break found;
+            }
+        };
+        self.ranks = ranks;
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    /// Every safety invariant at this instant; versions compare by rank (`same_version` is
+    /// equal rank) so that a check costs no version parsing.
+    fn violations_now(&self, ranks: &mut VersionRanks) -> Vec<String> {
         let now = self.now;
         let mut found = vec![];
         // What the mesh checks need of each cluster, gathered in the same walk.
         let mut facts: Vec<ClusterFacts<'_>> = Vec::with_capacity(self.clusters.len());
+        // A cluster without members runs the empty version, as the mesh would read it.
+        let none = ("", ranks.rank(""));
+        // Rank of each member's own version, for the mixed-version check.
+        let mut own: Vec<u32> = Vec::new();
         for c in &self.clusters {
             let mut moving = 0u32;
             let mut actives = 0usize;
-            let mut active: Option<&SimMember> = None;
+            let mut active: Option<(&SimMember, u32)> = None;
             // Lowest and highest version as the mesh compares them: the first of equal lowest
             // and the last of equal highest, as a stable sort would order them.
-            let mut lo: Option<&str> = None;
-            let mut hi: Option<&str> = None;
+            let mut lo: Option<(&str, u32)> = None;
+            let mut hi: Option<(&str, u32)> = None;
+            own.clear();
             for m in c.members.values() {
                 if matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback)) {
                     moving += 1;
                 }
+                let v = effective_version_str(&c.spec, &m.version, &m.components);
+                let r = ranks.rank(v);
+                let mine = if std::ptr::eq(v, m.version.as_str()) {
+                    r
+                } else {
+                    ranks.rank(&m.version)
+                };
+                own.push(mine);
                 if m.role == MemberRole::Active {
                     actives += 1;
-                    active = Some(m);
+                    active = Some((m, mine));
                 }
-                let v = effective_version_str(&c.spec, &m.version, &m.components);
-                if lo.is_none_or(|l| cmp_versions(v, l).is_lt()) {
-                    lo = Some(v);
+                if lo.is_none_or(|l| r < l.1) {
+                    lo = Some((v, r));
                 }
-                if hi.is_none_or(|h| !cmp_versions(v, h).is_lt()) {
-                    hi = Some(v);
+                if hi.is_none_or(|h| r >= h.1) {
+                    hi = Some((v, r));
                 }
             }
             // maxUnavailable.
@@ -774,15 +835,17 @@ impl Sim {
             if actives > 1 {
                 found.push(format!("{}: {actives} active members", c.name));
             }
-            if let (1, Some(a)) = (actives, active) {
-                for m in c.members.values() {
+            if let (1, Some((a, a_rank))) = (actives, active) {
+                for (m, &mine) in c.members.values().zip(&own) {
                     if m.name == a.name || !m.up(now) {
                         continue;
                     }
-                    let differs = !same_version(&m.version, &a.version)
-                        || m.components
-                            .iter()
-                            .any(|(k, v)| a.components.get(k).is_some_and(|w| !same_version(v, w)));
+                    let differs = mine != a_rank
+                        || m.components.iter().any(|(k, v)| {
+                            a.components
+                                .get(k)
+                                .is_some_and(|w| ranks.rank(v) != ranks.rank(w))
+                        });
                     if differs
                         && !matches!(m.role, MemberRole::ForcedStandby | MemberRole::OutOfService)
                     {
@@ -793,22 +856,27 @@ impl Sim {
                     }
                 }
             }
+            let ((lo, lo_rank), (hi, hi_rank)) = (lo.unwrap_or(none), hi.unwrap_or(none));
             facts.push(ClusterFacts {
-                lo: lo.unwrap_or(""),
-                hi: hi.unwrap_or(""),
+                lo,
+                hi,
+                lo_rank,
+                hi_rank,
                 busy: moving > 0,
             });
         }
         if let Some(mesh) = &self.mesh {
-            found.extend(self.mesh_violations(&mesh.spec, &facts));
+            found.extend(self.mesh_violations(&mesh.spec, &facts, ranks));
         }
-        drop(facts);
-        for f in found {
-            self.violation(f);
-        }
+        found
     }
 
-    fn mesh_violations(&self, spec: &MeshSpec, facts: &[ClusterFacts<'_>]) -> Vec<String> {
+    fn mesh_violations(
+        &self,
+        spec: &MeshSpec,
+        facts: &[ClusterFacts<'_>],
+        ranks: &mut VersionRanks,
+    ) -> Vec<String> {
         let mut out = vec![];
         // Tier of each cluster by its place in a tier's list (a later listing wins).
         let mut tier_of: FastMap<&str, usize> = FastMap::default();
@@ -833,8 +901,8 @@ impl Sim {
         let mut unfinished: Vec<Option<usize>> = vec![None; spec.tiers.len()];
         for (ci, (c, f)) in self.clusters.iter().zip(facts).enumerate() {
             let Some(t) = tiers[ci] else { continue };
-            let target = c.spec.version.as_deref().unwrap_or(&spec.version);
-            if !(same_version(f.lo, target) && same_version(f.hi, target)) {
+            let target = ranks.rank(c.spec.version.as_deref().unwrap_or(&spec.version));
+            if !(f.lo_rank == target && f.hi_rank == target) {
                 unfinished[t].get_or_insert(ci);
             }
         }
@@ -864,7 +932,7 @@ impl Sim {
             let n = facts
                 .iter()
                 .zip(&tiers)
-                .filter(|(f, t)| **t == Some(i) && (f.busy || !same_version(f.lo, f.hi)))
+                .filter(|(f, t)| **t == Some(i) && (f.busy || f.lo_rank != f.hi_rank))
                 .count();
             if n as u32 > tier.max_parallel {
                 out.push(format!(
@@ -876,23 +944,20 @@ impl Sim {
         // Compatibility rules hold at every instant: the newest `role` cluster (the last of
         // equals) is not newer than the oldest `notNewerThan` one (the first of equals).
         for r in &spec.compatibility {
-            let mut newest: Option<&str> = None;
-            let mut oldest: Option<&str> = None;
+            let mut newest: Option<(&str, u32)> = None;
+            let mut oldest: Option<(&str, u32)> = None;
             for (c, f) in self.clusters.iter().zip(facts) {
                 let role = c.spec.role.as_deref();
-                if role == Some(r.role.as_str())
-                    && newest.is_none_or(|n| !cmp_versions(f.hi, n).is_lt())
-                {
-                    newest = Some(f.hi);
+                if role == Some(r.role.as_str()) && newest.is_none_or(|n| f.hi_rank >= n.1) {
+                    newest = Some((f.hi, f.hi_rank));
                 }
-                if role == Some(r.not_newer_than.as_str())
-                    && oldest.is_none_or(|o| cmp_versions(f.lo, o).is_lt())
+                if role == Some(r.not_newer_than.as_str()) && oldest.is_none_or(|o| f.lo_rank < o.1)
                 {
-                    oldest = Some(f.lo);
+                    oldest = Some((f.lo, f.lo_rank));
                 }
             }
-            if let (Some(n), Some(o)) = (newest, oldest)
-                && cmp_versions(n, o).is_gt()
+            if let (Some((n, nr)), Some((o, or))) = (newest, oldest)
+                && nr > or
             {
                 out.push(format!(
                     "{} clusters run {n}, newer than {} clusters on {o}",
@@ -910,6 +975,48 @@ struct ClusterFacts<'a> {
     /// that follow the cluster version stand for the member).
     lo: &'a str,
     hi: &'a str,
+    lo_rank: u32,
+    hi_rank: u32,
     /// An upgrade or rollback runs on a member.
     busy: bool,
+}
+
+/// Distinct version strings the invariant checks met, ranked by `cmp_versions` (versions that
+/// compare equal share a rank). A run meets a handful; the checks compare them at every instant.
+#[derive(Default)]
+struct VersionRanks {
+    strs: Vec<String>,
+    ranks: Vec<u32>,
+    /// The index found last: neighbours mostly run the same version.
+    last: usize,
+}
+
+impl VersionRanks {
+    fn len(&self) -> usize {
+        self.strs.len()
+    }
+
+    fn rank(&mut self, v: &str) -> u32 {
+        if let Some(s) = self.strs.get(self.last)
+            && same_str(s, v)
+        {
+            return self.ranks[self.last];
+        }
+        if let Some(i) = self.strs.iter().position(|s| same_str(s, v)) {
+            self.last = i;
+            return self.ranks[i];
+        }
+        self.strs.push(v.to_string());
+        let mut order: Vec<usize> = (0..self.strs.len()).collect();
+        order.sort_by(|&a, &b| cmp_versions(&self.strs[a], &self.strs[b]));
+        self.ranks = vec![0; self.strs.len()];
+        let mut r = 0;
+        for (i, &k) in order.iter().enumerate() {
+            if i > 0 && !cmp_versions(&self.strs[order[i - 1]], &self.strs[k]).is_eq() {
+                r += 1;
+            }
+            self.ranks[k] = r;
+        }
+        self.ranks[self.strs.len() - 1]
+    }
 }
