@@ -1,6 +1,6 @@
 //! Planner benchmarks, printed as tables for docs/benchmarks.md.
 //!
-//! cargo bench -p baton --bench planner
+//! cargo bench -p baton --bench planner [-- decision | schedule]
 //!
 //! 1. Time of one mesh decision (plan_mesh) and one cluster decision (plan_cluster) on meshes
 //!    of 100, 1,000 and 10,000 clusters of 3 members, mid-rollout.
@@ -107,7 +107,12 @@ fn decision_times() {
     println!("| clusters (3 members) | plan_mesh | plan_cluster | ratio to previous size |");
     println!("|---|---|---|---|");
     let mut prev: Option<f64> = None;
-    for n in [100usize, 1_000, 10_000] {
+    // PLANNER_SIZES=10000 (comma separated) measures chosen sizes only.
+    let sizes: Vec<usize> = std::env::var("PLANNER_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 1_000, 10_000]);
+    for n in sizes {
         let (mesh, clusters) = mesh_fixture(n);
         let views: Vec<MeshClusterView<'_>> = clusters
             .iter()
@@ -265,6 +270,16 @@ fn schedule_efficiency() {
 }
 
 fn main() {
-    decision_times();
-    schedule_efficiency();
+    // `-- decision` or `-- schedule` runs one part (for profiling); none runs both.
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wants = |p: &str| parts.is_empty() || parts.iter().any(|a| a == p);
+    if wants("decision") {
+        decision_times();
+    }
+    if wants("schedule") {
+        schedule_efficiency();
+    }
 }

@@ -4,7 +4,12 @@
 //!
 //! Prints a table per scenario: rollouts, clusters, members, operator and member crashes,
 //! violations and liveness failures. Exits non-zero on any violation.
+//!
+//! SOAK_TRACE=FILE appends one line per rollout (scenario, seed, passes, operations,
+//! switchovers, crashes, virtual seconds, outcome): two builds that simulate the same
+//! trajectories write the same lines, which is how simulator speed-ups are checked.
 
+use std::io::Write;
 use std::time::Instant;
 
 use baton::sim::soak::{Scenario, random_rollout};
@@ -27,6 +32,13 @@ fn main() {
     let per = total / Scenario::ALL.len() as u64;
     // SOAK_SCENARIO=Reversal (etc.) runs one scenario, keeping the same seeds as a full run.
     let only = std::env::var("SOAK_SCENARIO").ok();
+    let mut trace = std::env::var("SOAK_TRACE").ok().map(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .unwrap_or_else(|e| panic!("SOAK_TRACE {p}: {e}"))
+    });
     for (k, scenario) in Scenario::ALL.iter().enumerate() {
         if only.as_ref().is_some_and(|o| o != &format!("{scenario:?}")) {
             continue;
@@ -42,6 +54,26 @@ fn main() {
             oc += v.operator_crashes;
             mc += v.member_crashes;
             ready += v.ready;
+            if let Some(f) = trace.as_mut() {
+                let line = format!(
+                    "{scenario:?} {seed} clusters={} members={} passes={} ops={} switchovers={} oc={} mc={} virtual={} ready={} stalled={:?} violations={:?} liveness={:?}\n",
+                    v.clusters,
+                    v.members,
+                    v.passes,
+                    v.ops_submitted,
+                    v.switchovers,
+                    v.operator_crashes,
+                    v.member_crashes,
+                    v.virtual_secs,
+                    v.ready,
+                    v.stalled_reasons,
+                    v.violations,
+                    v.liveness
+                );
+                if let Err(e) = f.write_all(line.as_bytes()) {
+                    eprintln!("SOAK_TRACE: {e}");
+                }
+            }
             if !v.violations.is_empty() {
                 viol += 1;
                 eprintln!(

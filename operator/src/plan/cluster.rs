@@ -5,8 +5,6 @@
 //! only remembers what cannot be observed (steps in flight, failures and backoff, the pending
 //! traffic check, an automatic rollback, passed preflights/verifications, the log).
 
-use std::collections::BTreeMap;
-
 use crate::api::{
     ClusterPhase, ClusterSpec, ClusterStatus, Health, LogMode, LogResult, LogScope, MemberRole,
     MemberSpec, MemberStatus, OperationStatus, RolledBack, StepAction, StepRecord, Supervision,
@@ -82,9 +80,16 @@ pub struct ClusterPlan {
 
 /// Plan one pass for one cluster.
 pub fn plan_cluster(input: &ClusterInput<'_>) -> ClusterPlan {
+    plan_cluster_from(input, input.status.cloned())
+}
+
+/// `plan_cluster` for a caller that owns the last status and replaces it with the plan's
+/// anyway: `last` stands for `input.status` (which is not read) and is not copied. On a long
+/// rollout that copy (the log, the member records) is a good part of a pass.
+pub fn plan_cluster_from(input: &ClusterInput<'_>, last: Option<ClusterStatus>) -> ClusterPlan {
     let mut p = Planner {
         inp: input,
-        st: input.status.cloned().unwrap_or_default(),
+        st: last.unwrap_or_default(),
         actions: Vec::new(),
         events: Vec::new(),
         wake: Wake::Idle,
@@ -343,13 +348,25 @@ impl<'a> Planner<'a> {
     /// Rebuild per-member status from the observation, keeping what only the status knows.
     fn refresh_members(&mut self) {
         let limit = self.spec().upgrade.retries.limit;
-        let old: BTreeMap<String, MemberStatus> = std::mem::take(&mut self.st.members)
+        // What only the status knows, by member name (the last record of a name counts).
+        let mut old: Vec<Option<MemberStatus>> = std::mem::take(&mut self.st.members)
             .into_iter()
-            .map(|m| (m.name.clone(), m))
+            .map(Some)
             .collect();
-        let mut out = Vec::with_capacity(self.spec().members.len());
-        for m in &self.spec().members {
-            let mut ms = old.get(&m.name).cloned().unwrap_or_else(|| MemberStatus {
+        let spec_members = &self.spec().members;
+        let mut out = Vec::with_capacity(spec_members.len());
+        for (i, m) in spec_members.iter().enumerate() {
+            let found = old
+                .iter()
+                .rposition(|o| o.as_ref().is_some_and(|o| o.name == m.name));
+            // A name listed twice (an invalid spec) gets the record twice.
+            let again = spec_members[i + 1..].iter().any(|n| n.name == m.name);
+            let prev = match found {
+                Some(k) if again => old[k].clone(),
+                Some(k) => old[k].take(),
+                None => None,
+            };
+            let mut ms = prev.unwrap_or_else(|| MemberStatus {
                 name: m.name.clone(),
                 ..Default::default()
             });
@@ -1025,9 +1042,10 @@ impl<'a> Planner<'a> {
             .count() as u32;
 
         // Mixed version: anyone not on the active's software is held in forced standby.
-        let active_spec = self.member_spec(active).cloned();
-        let active_sw = active_spec.as_ref().and_then(|m| self.software_of(m));
-        for m in self.spec().members.clone() {
+        let active_spec = self.member_spec(active);
+        let active_sw = active_spec.and_then(|m| self.software_of(m));
+        let spec = self.spec();
+        for m in &spec.members {
             if m.name == active || self.busy(&m.name) {
                 continue;
             }
@@ -1045,7 +1063,7 @@ impl<'a> Planner<'a> {
             }
         }
 
-        let members = self.spec().members.clone();
+        let members = &self.spec().members;
         let (spares, regular): (Vec<&MemberSpec>, Vec<&MemberSpec>) =
             members.iter().partition(|m| m.spare);
         let others: Vec<&MemberSpec> = regular
@@ -1295,7 +1313,8 @@ impl<'a> Planner<'a> {
         // active's version must already be held in forced standby.
         let to_sw = self.member_spec(&to).and_then(|m| self.software_of(m));
         let mut holding = false;
-        for m in self.spec().members.clone() {
+        let spec = self.spec();
+        for m in &spec.members {
             if m.name == active || m.name == to || self.busy(&m.name) {
                 continue;
             }
@@ -1379,7 +1398,8 @@ impl<'a> Planner<'a> {
                 .is_some_and(|b| b.version == self.target_version && b.window == window);
             if !fresh {
                 if !self.st.steps.iter().any(|s| s.action == StepAction::Backup) {
-                    for m in self.spec().members.clone() {
+                    let spec = self.spec();
+                    for m in &spec.members {
                         if !self.busy(&m.name) {
                             let mut n = NewStep::on(StepAction::Backup, &m.name);
                             n.message = format!(
@@ -1434,7 +1454,8 @@ impl<'a> Planner<'a> {
             return;
         }
         let mut released = true;
-        for m in self.spec().members.clone() {
+        let spec = self.spec();
+        for m in &spec.members {
             if m.name != active
                 && self
                     .agent(&m.name)

@@ -13,20 +13,25 @@ pub fn set_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = if on { "True" } else { "False" }.to_string();
+    let status = if on { "True" } else { "False" };
     let message = message.into();
     if let Some(c) = conds.iter_mut().find(|c| c.type_ == type_) {
         if c.status != status {
             c.last_transition_time = now;
+            c.status = status.to_string();
         }
-        c.status = status;
-        c.reason = reason.to_string();
-        c.message = message;
+        // Assign only what changed: a converged pass sets the same values every time.
+        if c.reason != reason {
+            c.reason = reason.to_string();
+        }
+        if c.message != message {
+            c.message = message;
+        }
         c.observed_generation = generation;
     } else {
         conds.push(Condition {
             type_: type_.to_string(),
-            status,
+            status: status.to_string(),
             reason: reason.to_string(),
             message,
             observed_generation: generation,

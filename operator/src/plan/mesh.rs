@@ -15,7 +15,9 @@ use crate::api::{
 use super::cluster::Admission;
 use super::conditions::{Log, set_condition};
 use super::observe::{PlanEvent, Wake};
-use super::validate::{ClusterRef, FastMap, summarize, tier_membership, validate_mesh_with};
+use super::validate::{
+    ClusterRef, FastMap, MeshIndex, Roles, same_str, summarize, validate_mesh_indexed,
+};
 
 /// A cluster as the mesh planner sees it.
 pub struct MeshClusterView<'a> {
@@ -50,90 +52,233 @@ pub struct MeshPlan {
     pub wake: Wake,
 }
 
-/// What one cluster's summary says, computed once per pass (linear in members).
+/// What one cluster's summary says, computed once per pass (linear in members). Kept small:
+/// on a large mesh the memory a decision touches is most of its cost.
+#[derive(Clone, Copy)]
 struct Summary<'a> {
-    name: &'a str,
-    tier: usize,
-    role: Option<&'a str>,
+    /// The cluster: its name, and what only the capacity check and the preconditions read
+    /// (left out of the sweep over every cluster).
+    view: &'a MeshClusterView<'a>,
     target: &'a str,
-    min_v: Option<&'a str>,
-    max_v: Option<&'a str>,
+    /// Position in the input's cluster list.
+    pos: u32,
+    tier: u32,
+    /// The role's number in the index (`NONE`: no role).
+    role: u32,
+    /// Lowest and highest version id the members run (the first of equals), and their ranks
+    /// (`NONE`: no member version known).
+    lo: u32,
+    hi: u32,
+    lo_rank: u32,
+    hi_rank: u32,
+    /// Until ranked: the member version ids in `Reader::member_ids`, the target's id, and the
+    /// version id the status says Ready for (with no step in flight).
+    members: (u32, u32),
+    target_id: u32,
+    ready_for: u32,
     done: bool,
     failed: bool,
     /// Mixed versions or steps in flight: the cluster is part-way, whatever its admission.
     in_motion: bool,
-    /// Moving this cluster takes its service down (no member can take over).
-    outage: bool,
-    load: u64,
-    backup_peers: &'a [String],
-    backlog: u64,
-    conflicts: u64,
+    /// Some member runs a newer version than the target.
+    backout: bool,
 }
 
-impl Summary<'_> {
+const NONE: u32 = u32::MAX;
+
+impl<'a> Summary<'a> {
+    fn name(&self) -> &'a str {
+        self.view.name
+    }
+
+    fn lo_rank(&self) -> Option<u32> {
+        (self.lo_rank != NONE).then_some(self.lo_rank)
+    }
+
+    fn hi_rank(&self) -> Option<u32> {
+        (self.hi_rank != NONE).then_some(self.hi_rank)
+    }
+
+    /// Moving this cluster takes its service down (no member can take over): spare or not,
+    /// a single member cannot be relieved.
+    fn outage(&self, mesh: &MeshSpec) -> bool {
+        let spec = self.view.spec;
+        spec.members.len() <= 1
+            || spec.upgrade.strategy == UpgradeStrategy::InPlace
+            || mesh.strategy.type_ == MeshStrategyType::Offline
+    }
+
+    fn load(&self) -> u64 {
+        self.view.spec.load.unwrap_or(0)
+    }
+
+    fn backup_peers(&self) -> &'a [String] {
+        &self.view.spec.backup_peers
+    }
+
+    /// Replication backlog and conflicts over the members.
+    fn backlog(&self) -> (u64, u64) {
+        self.view.status.map_or((0, 0), |st| {
+            st.members
+                .iter()
+                .fold((0, 0), |(b, c), m| (b + m.backlog, c + m.conflicts))
+        })
+    }
+
     fn direction(&self) -> Direction {
-        match self.max_v {
-            Some(v) if cmp_versions(v, self.target).is_gt() => Direction::Backout,
-            _ => Direction::Upgrade,
+        if self.backout {
+            Direction::Backout
+        } else {
+            Direction::Upgrade
         }
     }
 }
 
-fn summarize_cluster<'a>(
-    c: &'a MeshClusterView<'a>,
-    tier: usize,
-    mesh: &'a MeshSpec,
-) -> Summary<'a> {
-    let target = c.spec.version.as_deref().unwrap_or(&mesh.version);
-    let mut min_v: Option<&str> = None;
-    let mut max_v: Option<&str> = None;
-    let mut backlog = 0;
-    let mut conflicts = 0;
-    if let Some(st) = c.status {
-        for m in &st.members {
-            if let Some(v) = m.version.as_deref() {
-                if min_v.is_none_or(|x| cmp_versions(v, x).is_lt()) {
-                    min_v = Some(v);
+/// Versions met in one decision, each distinct string parsed and compared once: a large mesh
+/// reports tens of thousands of member versions and a handful of distinct strings.
+#[derive(Default)]
+struct VersionTable<'a> {
+    ids: FastMap<&'a str, u32>,
+    strs: Vec<&'a str>,
+    /// The two ids found last: neighbouring members mostly run the same version, and the
+    /// targets of neighbouring clusters are mostly the same string.
+    recent: [u32; 2],
+}
+
+impl<'a> VersionTable<'a> {
+    fn id(&mut self, v: &'a str) -> u32 {
+        for &i in &self.recent {
+            if let Some(s) = self.strs.get(i as usize)
+                && same_str(s, v)
+            {
+                return i;
+            }
+        }
+        let i = match self.ids.get(v) {
+            Some(&i) => i,
+            None => {
+                let i = self.strs.len() as u32;
+                self.strs.push(v);
+                self.ids.insert(v, i);
+                i
+            }
+        };
+        self.recent = [i, self.recent[0]];
+        i
+    }
+
+    /// The rank of each id in version order; versions that compare equal (`1.2`, `1.2.0`)
+    /// share a rank, so comparing ranks is comparing with `cmp_versions`.
+    fn ranks(&self) -> Vec<u32> {
+        let cmp = |a: u32, b: u32| cmp_versions(self.strs[a as usize], self.strs[b as usize]);
+        let mut order: Vec<u32> = (0..self.strs.len() as u32).collect();
+        order.sort_by(|&a, &b| cmp(a, b));
+        let mut rank = vec![0; self.strs.len()];
+        let mut r = 0;
+        for (i, &id) in order.iter().enumerate() {
+            if i > 0 && !cmp(order[i - 1], id).is_eq() {
+                r += 1;
+            }
+            rank[id as usize] = r;
+        }
+        rank
+    }
+}
+
+/// Reads each cluster once, during the index's sweep; ranks and tiers come after.
+struct Reader<'a> {
+    versions: VersionTable<'a>,
+    member_ids: Vec<u32>,
+    /// One summary per position, not yet ranked.
+    raws: Vec<Summary<'a>>,
+}
+
+impl<'a> Reader<'a> {
+    fn read(&mut self, c: &'a MeshClusterView<'a>, pos: usize, mesh: &'a MeshSpec) {
+        let target = c.spec.version.as_deref().unwrap_or(&mesh.version);
+        let start = self.member_ids.len();
+        if let Some(st) = c.status {
+            // Members of a cluster mostly run one version: look up each distinct one once.
+            let mut prev: Option<(&str, u32)> = None;
+            for m in &st.members {
+                let id = match (m.version.as_deref(), prev) {
+                    (None, _) => NONE,
+                    (Some(v), Some((p, id))) if same_str(v, p) => id,
+                    (Some(v), _) => {
+                        let id = self.versions.id(v);
+                        prev = Some((v, id));
+                        id
+                    }
+                };
+                self.member_ids.push(id);
+            }
+        }
+        let ready_for = c
+            .status
+            .filter(|s| s.phase == ClusterPhase::Ready && s.steps.is_empty())
+            .and_then(|s| s.target_version.as_deref())
+            .map_or(NONE, |t| self.versions.id(t));
+        self.raws.push(Summary {
+            view: c,
+            target,
+            pos: pos as u32,
+            tier: 0,
+            role: NONE,
+            lo: NONE,
+            hi: NONE,
+            lo_rank: NONE,
+            hi_rank: NONE,
+            members: (start as u32, (self.member_ids.len() - start) as u32),
+            target_id: self.versions.id(target),
+            ready_for,
+            done: false,
+            failed: c.status.is_some_and(|s| {
+                matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack)
+            }),
+            in_motion: c.status.is_some_and(|s| !s.steps.is_empty()),
+            backout: false,
+        });
+    }
+
+    /// The summaries of the clusters at `order` (standing positions with a tier), with every
+    /// version comparison derived from ranks.
+    fn summaries(
+        self,
+        order: &[usize],
+        index: &MeshIndex<'_>,
+    ) -> (Vec<Summary<'a>>, VersionTable<'a>) {
+        let rank = self.versions.ranks();
+        let mut sums = Vec::with_capacity(order.len());
+        for &k in order {
+            let Some(tier) = index.tier[k] else { continue };
+            let mut s = self.raws[k];
+            s.tier = tier as u32;
+            s.role = index.roles.of[k].unwrap_or(NONE);
+            let (start, len) = (s.members.0 as usize, s.members.1 as usize);
+            for &id in &self.member_ids[start..start + len] {
+                if id == NONE {
+                    continue;
                 }
-                if max_v.is_none_or(|x| cmp_versions(v, x).is_gt()) {
-                    max_v = Some(v);
+                // Strict comparisons: the first of equal versions stands for them.
+                if s.lo == NONE || rank[id as usize] < rank[s.lo as usize] {
+                    s.lo = id;
+                }
+                if s.hi == NONE || rank[id as usize] > rank[s.hi as usize] {
+                    s.hi = id;
                 }
             }
-            backlog += m.backlog;
-            conflicts += m.conflicts;
+            let target = rank[s.target_id as usize];
+            if s.lo != NONE {
+                s.lo_rank = rank[s.lo as usize];
+                s.hi_rank = rank[s.hi as usize];
+            }
+            s.done = s.ready_for != NONE && rank[s.ready_for as usize] == target;
+            let mixed = s.lo != NONE && s.lo_rank != s.hi_rank;
+            s.in_motion = !s.done && (mixed || s.in_motion);
+            s.backout = s.hi != NONE && s.hi_rank > target;
+            sums.push(s);
         }
-    }
-    let done = c.status.is_some_and(|s| {
-        s.phase == ClusterPhase::Ready
-            && s.target_version
-                .as_deref()
-                .is_some_and(|t| cmp_versions(t, target).is_eq())
-            && s.steps.is_empty()
-    });
-    let failed = c
-        .status
-        .is_some_and(|s| matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack));
-    let mixed = matches!((min_v, max_v), (Some(a), Some(b)) if !cmp_versions(a, b).is_eq());
-    let in_motion = !done && (mixed || c.status.is_some_and(|s| !s.steps.is_empty()));
-    let regular = c.spec.members.iter().filter(|m| !m.spare).count();
-    let outage = regular + c.spec.members.iter().filter(|m| m.spare).count() <= 1
-        || c.spec.upgrade.strategy == UpgradeStrategy::InPlace
-        || mesh.strategy.type_ == MeshStrategyType::Offline;
-    Summary {
-        name: c.name,
-        tier,
-        role: c.spec.role.as_deref(),
-        target,
-        min_v,
-        max_v,
-        done,
-        failed,
-        in_motion,
-        outage,
-        load: c.spec.load.unwrap_or(0),
-        backup_peers: &c.spec.backup_peers,
-        backlog,
-        conflicts,
+        (sums, self.versions)
     }
 }
 
@@ -160,10 +305,16 @@ pub fn admission_for(
 }
 
 pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
+    plan_mesh_from(input, input.status.cloned())
+}
+
+/// `plan_mesh` for a caller that owns the last status and replaces it with the plan's anyway:
+/// `last` stands for `input.status` (which is not read) and is not copied.
+pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPlan {
     let spec = input.spec;
     let now = input.now;
     let g = input.generation;
-    let mut st = input.status.cloned().unwrap_or_default();
+    let mut st = last.unwrap_or_default();
     st.observed_generation = g;
     let mut events = Vec::new();
     let mut wake = Wake::Idle;
@@ -182,29 +333,28 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
             spec: c.spec,
         })
         .collect();
-    let membership = tier_membership(spec, &refs);
-    let problems = validate_mesh_with(spec, &refs, &membership);
-    let by_name: FastMap<&str, &MeshClusterView<'_>> =
-        input.clusters.iter().map(|c| (c.name, c)).collect();
-    let mut sums: Vec<Summary<'_>> = Vec::with_capacity(membership.len());
-    for (name, &tier) in &membership {
-        if let Some(c) = by_name.get(name.as_str()) {
-            sums.push(summarize_cluster(c, tier, spec));
-        }
-    }
-    // Stable order inside a tier: as listed in the tier, then by name for selected ones.
-    let listed: FastMap<&str, usize> = spec
-        .tiers
-        .iter()
-        .flat_map(|t| t.clusters.iter().enumerate().map(|(i, n)| (n.as_str(), i)))
-        .collect();
-    sums.sort_by_cached_key(|s| {
-        (
-            s.tier,
-            listed.get(s.name).copied().unwrap_or(usize::MAX),
-            s.name,
-        )
+    let mut reader = Reader {
+        versions: VersionTable::default(),
+        member_ids: Vec::with_capacity(refs.len() * 3),
+        raws: Vec::with_capacity(refs.len()),
+    };
+    let index = MeshIndex::new_visiting(spec, &refs, |i| {
+        reader.read(&input.clusters[i], i, spec);
     });
+    let problems = validate_mesh_indexed(spec, &refs, &index);
+    // One summary per cluster name in a tier (the last cluster of a name stands for it), in
+    // a stable order: by tier, as listed in the tier, then by name for selected ones.
+    let (sums, version_table) = reader.summaries(&index.in_tier_order(&refs), &index);
+    let vstr = |id: u32| version_table.strs.get(id as usize).copied();
+    // Summary of each cluster position, for lookups by name through the index.
+    let mut sum_at: Vec<usize> = vec![usize::MAX; input.clusters.len()];
+    for (k, s) in sums.iter().enumerate() {
+        sum_at[s.pos as usize] = k;
+    }
+    let find = |name: &str| -> Option<&Summary<'_>> {
+        let &p = index.by_name.get(name)?;
+        sums.get(*sum_at.get(index.canon[p])?)
+    };
 
     let total = sums.len() as u32;
     let done_count = sums.iter().filter(|s| s.done).count() as u32;
@@ -227,8 +377,8 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
 
     let unknown: Vec<&str> = sums
         .iter()
-        .filter(|s| s.max_v.is_none())
-        .map(|s| s.name)
+        .filter(|s| s.hi == NONE)
+        .map(|s| s.name())
         .collect();
     let blind = !unknown.is_empty() && st.admitted.is_empty();
     if stalled.is_none() && !all_done && blind {
@@ -368,7 +518,7 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
         })
         .collect();
     for s in &sums {
-        if let Some(t) = tiers.get_mut(s.tier) {
+        if let Some(t) = tiers.get_mut(s.tier as usize) {
             t.total += 1;
             if s.done {
                 t.done += 1;
@@ -381,14 +531,14 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
         let active_tier = match direction {
             Direction::Upgrade => sums.iter().filter(|s| !s.done).map(|s| s.tier).min(),
             Direction::Backout => sums.iter().filter(|s| !s.done).map(|s| s.tier).max(),
-        };
-        let by: FastMap<&str, &Summary<'_>> = sums.iter().map(|s| (s.name, s)).collect();
+        }
+        .map(|t| t as usize);
         // Keep admissions of clusters still moving in the active tier toward the same target.
         let before = std::mem::take(&mut st.admitted);
         for a in before {
-            if let Some(s) = by.get(a.cluster.as_str())
+            if let Some(s) = find(a.cluster.as_str())
                 && !s.done
-                && Some(s.tier) == active_tier
+                && Some(s.tier as usize) == active_tier
             {
                 // A reversal keeps the clusters part-way admitted, now in the new direction.
                 st.admitted.push(Admitted {
@@ -400,29 +550,34 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
         }
         if let Some(ti) = active_tier {
             let tier = &spec.tiers[ti];
-            let role_versions = RoleVersions::of(&sums);
+            let role_versions = RoleVersions::of(spec, &sums, &index, vstr);
             // Part-way clusters occupy a slot even when not admitted (after a reversal, or a
             // restart that lost the mesh status), and they are admitted first.
             let mut moving = st.admitted.len() as u32
                 + sums
                     .iter()
                     .filter(|s| {
-                        s.tier == ti
+                        s.tier as usize == ti
                             && s.in_motion
-                            && !st.admitted.iter().any(|a| a.cluster == s.name)
+                            && !st.admitted.iter().any(|a| a.cluster == s.name())
                     })
                     .count() as u32;
-            let mut candidates: Vec<&Summary<'_>> =
-                sums.iter().filter(|s| s.tier == ti && !s.done).collect();
+            let mut candidates: Vec<&Summary<'_>> = sums
+                .iter()
+                .filter(|s| s.tier as usize == ti && !s.done)
+                .collect();
             candidates.sort_by_key(|s| !s.in_motion);
-            for s in sums.iter().filter(|s| s.tier == ti && s.failed && !s.done) {
-                failed.push(s.name.to_string());
+            for s in sums
+                .iter()
+                .filter(|s| s.tier as usize == ti && s.failed && !s.done)
+            {
+                failed.push(s.name().to_string());
             }
             if paused {
                 waiting.push("paused: no new cluster is admitted".into());
             }
             for s in candidates {
-                if st.admitted.iter().any(|a| a.cluster == s.name) {
+                if st.admitted.iter().any(|a| a.cluster == s.name()) {
                     continue;
                 }
                 // A part-way cluster already holds its slot; a new one needs a free one.
@@ -441,16 +596,16 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
                     ));
                     break;
                 }
-                if let Some(why) = role_versions.incompatible(spec, s, direction) {
-                    waiting.push(format!("{}: {why}", s.name));
+                if let Some(why) = role_versions.incompatible(spec, s, direction, &index.roles) {
+                    waiting.push(format!("{}: {why}", s.name()));
                     continue;
                 }
-                if let Some(why) = capacity_refusal(spec, &sums, &st.admitted, s) {
-                    waiting.push(format!("{}: {why}", s.name));
+                if let Some(why) = capacity_refusal(spec, &sums, &find, &st.admitted, s) {
+                    waiting.push(format!("{}: {why}", s.name()));
                     continue;
                 }
                 st.admitted.push(Admitted {
-                    cluster: s.name.to_string(),
+                    cluster: s.name().to_string(),
                     version: s.target.to_string(),
                     direction,
                     since: now,
@@ -468,7 +623,7 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
                     parent,
                     "admit",
                     LogScope::Cluster,
-                    s.name,
+                    s.name(),
                     Some(s.target),
                     LogMode::Automatic,
                     format!(
@@ -483,7 +638,7 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
                     reason: "ClusterAdmitted".into(),
                     message: format!(
                         "{} may {} to {} (tier {})",
-                        s.name,
+                        s.name(),
                         dir_word(direction),
                         s.target,
                         tier.name
@@ -505,9 +660,9 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
                 .admitted
                 .iter()
                 .filter(|a| {
-                    membership
-                        .get(&a.cluster)
-                        .is_some_and(|&i| spec.tiers[i].name == t.name)
+                    index
+                        .tier_of(&a.cluster)
+                        .is_some_and(|i| spec.tiers[i].name == t.name)
                 })
                 .map(|a| a.cluster.clone())
                 .collect();
@@ -516,15 +671,22 @@ pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
     st.tiers = tiers;
 
     // Conditions and phase.
-    let mut versions: BTreeSet<&str> = BTreeSet::new();
+    // Distinct version strings running, lowest and highest of each cluster.
+    let mut running = vec![false; version_table.strs.len()];
     for s in &sums {
-        if let Some(v) = s.min_v {
-            versions.insert(v);
-        }
-        if let Some(v) = s.max_v {
-            versions.insert(v);
+        for id in [s.lo, s.hi] {
+            if let Some(r) = running.get_mut(id as usize) {
+                *r = true;
+            }
         }
     }
+    let versions: BTreeSet<&str> = version_table
+        .strs
+        .iter()
+        .zip(&running)
+        .filter(|(_, r)| **r)
+        .map(|(v, _)| *v)
+        .collect();
     let degraded = !failed.is_empty();
     let ready = all_done && stalled.is_none();
     let phase = if stalled.is_some() {
@@ -677,8 +839,8 @@ fn precondition_failures(spec: &MeshSpec, sums: &[Summary<'_>]) -> Vec<String> {
     if spec.preconditions.no_backlog {
         let b: Vec<String> = sums
             .iter()
-            .filter(|s| s.backlog > 0)
-            .map(|s| format!("{} ({})", s.name, s.backlog))
+            .filter_map(|s| Some((s.name(), s.backlog().0)).filter(|x| x.1 > 0))
+            .map(|(name, n)| format!("{name} ({n})"))
             .collect();
         if !b.is_empty() {
             out.push(format!("replication backlog on {}", b.join(", ")));
@@ -687,8 +849,8 @@ fn precondition_failures(spec: &MeshSpec, sums: &[Summary<'_>]) -> Vec<String> {
     if spec.preconditions.no_conflicts {
         let c: Vec<String> = sums
             .iter()
-            .filter(|s| s.conflicts > 0)
-            .map(|s| format!("{} ({})", s.name, s.conflicts))
+            .filter_map(|s| Some((s.name(), s.backlog().1)).filter(|x| x.1 > 0))
+            .map(|(name, n)| format!("{name} ({n})"))
             .collect();
         if !c.is_empty() {
             out.push(format!("replication conflicts on {}", c.join(", ")));
@@ -699,29 +861,50 @@ fn precondition_failures(spec: &MeshSpec, sums: &[Summary<'_>]) -> Vec<String> {
 
 /// Lowest and highest version running per role, for compatibility rules.
 struct RoleVersions<'a> {
-    min: BTreeMap<&'a str, Option<&'a str>>,
-    max: BTreeMap<&'a str, Option<&'a str>>,
+    min: FastMap<&'a str, Option<&'a str>>,
+    max: FastMap<&'a str, Option<&'a str>>,
 }
 
 impl<'a> RoleVersions<'a> {
-    fn of(sums: &'a [Summary<'a>]) -> Self {
-        let mut min: BTreeMap<&str, Option<&str>> = BTreeMap::new();
-        let mut max: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+    fn of(
+        spec: &MeshSpec,
+        sums: &[Summary<'a>],
+        index: &MeshIndex<'a>,
+        vstr: impl Fn(u32) -> Option<&'a str>,
+    ) -> Self {
+        type Bound<'a> = Option<(u32, &'a str)>;
+        // Per role id: its name, lowest and highest bound.
+        let mut bounds: Vec<Option<(&'a str, Bound<'a>, Bound<'a>)>> =
+            vec![None; index.roles.len()];
+        // Only rules read these bounds.
+        let sums = if spec.compatibility.is_empty() {
+            &[]
+        } else {
+            sums
+        };
         for s in sums {
-            let Some(r) = s.role else { continue };
-            // A cluster without observed versions makes the role's bound unknown (None).
-            let e = min.entry(r).or_insert(s.min_v);
-            *e = match (*e, s.min_v) {
-                (Some(a), Some(b)) => Some(if cmp_versions(b, a).is_lt() { b } else { a }),
+            let Some(r) = index.roles.name(s.role) else {
+                continue;
+            };
+            let lo = s.lo_rank().zip(vstr(s.lo));
+            let hi = s.hi_rank().zip(vstr(s.hi));
+            let e = bounds[s.role as usize].get_or_insert((r, lo, hi));
+            // A cluster without observed versions makes the role's bound unknown (None); of
+            // equal versions the first stays.
+            e.1 = match (e.1, lo) {
+                (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
                 _ => None,
             };
-            let e = max.entry(r).or_insert(s.max_v);
-            *e = match (*e, s.max_v) {
-                (Some(a), Some(b)) => Some(if cmp_versions(b, a).is_gt() { b } else { a }),
+            e.2 = match (e.2, hi) {
+                (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
                 _ => None,
             };
         }
-        RoleVersions { min, max }
+        let bounds = bounds.into_iter().flatten();
+        RoleVersions {
+            min: bounds.clone().map(|b| (b.0, b.1.map(|(_, v)| v))).collect(),
+            max: bounds.map(|b| (b.0, b.2.map(|(_, v)| v))).collect(),
+        }
     }
 
     /// Why moving `s` to its target would break a rule, if it would.
@@ -730,8 +913,9 @@ impl<'a> RoleVersions<'a> {
         spec: &MeshSpec,
         s: &Summary<'_>,
         direction: Direction,
+        roles: &Roles<'_>,
     ) -> Option<String> {
-        let role = s.role?;
+        let role = roles.name(s.role)?;
         for r in &spec.compatibility {
             match direction {
                 Direction::Upgrade if r.role == role => {
@@ -783,52 +967,55 @@ impl<'a> RoleVersions<'a> {
 
 /// Rolling meshes: refuse to take `cand` down when a peer would carry more than the allowed
 /// multiple of its own load (the 10,000-agent core whose two 500-agent peers jump to 11x).
-fn capacity_refusal(
+fn capacity_refusal<'s>(
     spec: &MeshSpec,
     sums: &[Summary<'_>],
+    by: &impl Fn(&str) -> Option<&'s Summary<'s>>,
     admitted: &[Admitted],
     cand: &Summary<'_>,
 ) -> Option<String> {
     let limit = spec.strategy.max_takeover_load_factor?;
-    if spec.strategy.type_ != MeshStrategyType::Rolling || !cand.outage {
+    if spec.strategy.type_ != MeshStrategyType::Rolling || !cand.outage(spec) {
         return None;
     }
-    let by: FastMap<&str, &Summary<'_>> = sums.iter().map(|s| (s.name, s)).collect();
     let mut down: Vec<&Summary<'_>> = admitted
         .iter()
-        .filter_map(|a| by.get(a.cluster.as_str()).copied())
-        .filter(|s| s.outage && !s.done)
+        .filter_map(|a| by(a.cluster.as_str()))
+        .filter(|s| s.outage(spec) && !s.done)
         .collect();
     down.push(cand);
-    let down_names: BTreeSet<&str> = down.iter().map(|s| s.name).collect();
+    let down_names: BTreeSet<&str> = down.iter().map(|s| s.name()).collect();
     let mut extra: BTreeMap<&str, f64> = BTreeMap::new();
     for d in &down {
-        if d.load == 0 {
+        if d.load() == 0 {
             continue;
         }
-        let peers: Vec<&str> = if d.backup_peers.is_empty() {
+        let peers: Vec<&str> = if d.backup_peers().is_empty() {
             sums.iter()
-                .map(|s| s.name)
+                .map(|s| s.name())
                 .filter(|n| !down_names.contains(n))
                 .collect()
         } else {
-            d.backup_peers
+            d.backup_peers()
                 .iter()
                 .map(String::as_str)
-                .filter(|n| !down_names.contains(n) && by.contains_key(n))
+                .filter(|n| !down_names.contains(n) && by(n).is_some())
                 .collect()
         };
         if peers.is_empty() {
-            return Some(format!("no peer is up to take over the load of {}", d.name));
+            return Some(format!(
+                "no peer is up to take over the load of {}",
+                d.name()
+            ));
         }
-        let share = d.load as f64 / peers.len() as f64;
+        let share = d.load() as f64 / peers.len() as f64;
         for p in peers {
             *extra.entry(p).or_default() += share;
         }
     }
     let mut worst: Option<(&str, f64)> = None;
     for (p, e) in extra {
-        let own = by.get(p).map(|s| s.load).unwrap_or(0) as f64;
+        let own = by(p).map(|s| s.load()).unwrap_or(0) as f64;
         let factor = if own == 0.0 {
             f64::INFINITY
         } else {
@@ -841,7 +1028,7 @@ fn capacity_refusal(
     match worst {
         Some((p, f)) if f > limit => Some(format!(
             "taking {} down would put {p} at {f:.1}x its own load (maxTakeoverLoadFactor {limit})",
-            cand.name
+            cand.name()
         )),
         _ => None,
     }

@@ -9,7 +9,10 @@ pub mod validate;
 pub mod window;
 
 pub use cluster::{
-    Admission, ClusterInput, ClusterPlan, Intents, plan_cluster, switchover_step_name,
+    Admission, ClusterInput, ClusterPlan, Intents, plan_cluster, plan_cluster_from,
+    switchover_step_name,
 };
-pub use mesh::{MeshClusterView, MeshInput, MeshIntents, MeshPlan, admission_for, plan_mesh};
+pub use mesh::{
+    MeshClusterView, MeshInput, MeshIntents, MeshPlan, admission_for, plan_mesh, plan_mesh_from,
+};
 pub use observe::*;

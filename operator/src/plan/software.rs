@@ -149,17 +149,25 @@ pub fn effective_version(
     agent_version: &str,
     components: &BTreeMap<String, String>,
 ) -> String {
-    let inheriting: Vec<&String> = spec
-        .components
-        .iter()
-        .filter(|c| c.version.is_none())
-        .filter_map(|c| components.get(&c.name))
-        .collect();
-    inheriting
-        .into_iter()
-        .min_by(|a, b| cmp_versions(a, b))
-        .cloned()
-        .unwrap_or_else(|| agent_version.to_string())
+    effective_version_str(spec, agent_version, components).to_string()
+}
+
+/// `effective_version` without the copy, for per-instant checks over every member.
+pub fn effective_version_str<'a>(
+    spec: &ClusterSpec,
+    agent_version: &'a str,
+    components: &'a BTreeMap<String, String>,
+) -> &'a str {
+    let mut lowest: Option<&'a str> = None;
+    for c in spec.components.iter().filter(|c| c.version.is_none()) {
+        if let Some(v) = components.get(&c.name)
+            // The first of equal versions wins, as `min_by` would pick it.
+            && lowest.is_none_or(|l| cmp_versions(v, l).is_lt())
+        {
+            lowest = Some(v);
+        }
+    }
+    lowest.unwrap_or(agent_version)
 }
 
 #[cfg(test)]

@@ -5,33 +5,58 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// FNV-1a: names are short and trusted-shape, and the mesh planner hashes tens of thousands
-/// of them per decision; SipHash's DoS resistance buys nothing here.
+/// A word-at-a-time hash for short names and versions: the mesh planner hashes tens of
+/// thousands of them per decision; SipHash's DoS resistance buys nothing here (names come
+/// from the cluster's own API objects) and byte-at-a-time FNV was a good part of the time.
 #[derive(Default, Clone, Copy)]
-pub struct Fnv(u64);
-impl Hasher for Fnv {
+pub struct WordHasher(u64);
+impl Hasher for WordHasher {
     fn finish(&self) -> u64 {
-        // FNV's high bits are weak for short keys; the table uses them, so mix (SplitMix64).
+        // The table uses the high bits too: mix them all (SplitMix64's finaliser).
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x100_0000_01b3);
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            // The length keeps "a" and "a\0" apart.
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59))
+                .wrapping_mul(K);
         }
         self.0 = h;
     }
+    fn write_u8(&mut self, b: u8) {
+        self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
 }
-pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<Fnv>>;
-pub type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<Fnv>>;
+/// Byte equality for short strings without a call into `memcmp` (names, roles and versions
+/// are compared tens of thousands of times per mesh decision).
+#[inline]
+pub(crate) fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len()
+        && (std::ptr::eq(a.as_ptr(), b.as_ptr())
+            || if a.len() <= 16 {
+                a.iter().zip(b).all(|(x, y)| x == y)
+            } else {
+                a == b
+            })
+}
+
+pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<WordHasher>>;
+pub type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<WordHasher>>;
 
 use crate::api::{ClusterSpec, MeshSpec, UpgradeStrategy, Version, values::VERSION_PATTERN};
 
@@ -160,25 +185,26 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
     }
     let mut seen = BTreeSet::new();
     for (i, m) in spec.members.iter().enumerate() {
-        let f = format!("spec.members[{i}]");
+        // The field path only when there is a problem: this runs on every pass.
+        let f = || format!("spec.members[{i}]");
         if !is_dns_label(&m.name) {
             problem(
                 &mut out,
-                format!("{f}.name"),
+                format!("{}.name", f()),
                 format!("{:?} must be a DNS label", m.name),
             );
         }
         if !seen.insert(m.name.as_str()) {
             problem(
                 &mut out,
-                format!("{f}.name"),
+                format!("{}.name", f()),
                 format!("duplicate member name {:?}", m.name),
             );
         }
         if !valid_endpoint(&m.endpoint) {
             problem(
                 &mut out,
-                format!("{f}.endpoint"),
+                format!("{}.endpoint", f()),
                 format!("{:?} must be host:port or https://host:port", m.endpoint),
             );
         }
@@ -186,7 +212,7 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
             if !spec.components.iter().any(|k| &k.name == c) {
                 problem(
                     &mut out,
-                    format!("{f}.components"),
+                    format!("{}.components", f()),
                     format!("unknown component {c:?}"),
                 );
             }
@@ -208,23 +234,23 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
     }
     let mut cseen = BTreeSet::new();
     for (i, c) in spec.components.iter().enumerate() {
-        let f = format!("spec.components[{i}]");
+        let f = || format!("spec.components[{i}]");
         if !is_dns_label(&c.name) {
             problem(
                 &mut out,
-                format!("{f}.name"),
+                format!("{}.name", f()),
                 format!("{:?} must be a DNS label", c.name),
             );
         }
         if !cseen.insert(c.name.as_str()) {
             problem(
                 &mut out,
-                format!("{f}.name"),
+                format!("{}.name", f()),
                 format!("duplicate component {:?}", c.name),
             );
         }
         if let Some(v) = &c.version {
-            check_version(&mut out, &format!("{f}.version"), v);
+            check_version(&mut out, &format!("{}.version", f()), v);
         } else if spec.version.is_none() {
             // Inherited from the mesh: checked when the mesh version is known.
         }
@@ -232,13 +258,13 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
             if a == &c.name {
                 problem(
                     &mut out,
-                    format!("{f}.after"),
+                    format!("{}.after", f()),
                     format!("component {:?} cannot come after itself", c.name),
                 );
             } else if !spec.components.iter().any(|k| &k.name == a) {
                 problem(
                     &mut out,
-                    format!("{f}.after"),
+                    format!("{}.after", f()),
                     format!("unknown prerequisite {a:?}"),
                 );
             }
@@ -246,7 +272,7 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
         if c.verify.requires_primary_active && !spec.members.iter().any(|m| m.primary) {
             problem(
                 &mut out,
-                format!("{f}.verify.requiresPrimaryActive"),
+                format!("{}.verify.requiresPrimaryActive", f()),
                 "needs a member marked primary: true",
             );
         }
@@ -309,26 +335,215 @@ pub struct ClusterRef<'a> {
     pub spec: &'a ClusterSpec,
 }
 
+/// Names and tiers of a mesh's clusters, worked out once per decision and shared by validation
+/// and the mesh planner (on a large mesh, hashing names is most of the cost of both). Clusters
+/// are referred to by their position in the slice the index was built from.
+pub struct MeshIndex<'a> {
+    /// Position of each name: the last cluster of that name, as a map built in order keeps it.
+    pub by_name: FastMap<&'a str, usize>,
+    /// Per position, the position that stands for its name (itself unless a later cluster
+    /// has the same name).
+    pub canon: Vec<usize>,
+    /// Per standing position: the first tier that names or selects the cluster.
+    pub tier: Vec<Option<usize>>,
+    /// Per standing position: its place in the last tier list that names it.
+    pub listed_at: Vec<Option<usize>>,
+    /// Per tier: the standing position of each listed name (None: no such cluster).
+    listed: Vec<Vec<Option<usize>>>,
+    /// Per tier: the positions its selector matches, in slice order.
+    selected: Vec<Vec<usize>>,
+    /// The clusters' roles.
+    pub roles: Roles<'a>,
+}
+
+/// The distinct roles of a mesh's clusters, numbered, so that rules and spans compare numbers.
+#[derive(Default)]
+pub struct Roles<'a> {
+    pub ids: FastMap<&'a str, u32>,
+    /// Per id: the role.
+    pub names: Vec<&'a str>,
+    /// Per position: the id of the cluster's role.
+    pub of: Vec<Option<u32>>,
+    /// The role met last: neighbours mostly share one.
+    last: Option<(&'a str, u32)>,
+}
+
+impl<'a> Roles<'a> {
+    fn push(&mut self, role: Option<&'a str>) {
+        let id = role.map(|r| match self.last {
+            Some((l, id)) if same_str(l, r) => id,
+            _ => {
+                let next = self.names.len() as u32;
+                let id = *self.ids.entry(r).or_insert(next);
+                if id == next {
+                    self.names.push(r);
+                }
+                self.last = Some((r, id));
+                id
+            }
+        });
+        self.of.push(id);
+    }
+
+    /// The role with this id (None for `u32::MAX`, no role).
+    pub fn name(&self, id: u32) -> Option<&'a str> {
+        self.names.get(id as usize).copied()
+    }
+
+    /// The id of a role by name (None: no cluster has it).
+    pub fn get(&self, role: &str) -> Option<u32> {
+        self.ids.get(role).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+impl<'a> MeshIndex<'a> {
+    pub fn new(mesh: &MeshSpec, clusters: &[ClusterRef<'a>]) -> Self {
+        Self::new_visiting(mesh, clusters, |_| {})
+    }
+
+    /// `new`, calling `visit` with each position during the one sweep that reads every
+    /// cluster's name and role: on a large mesh, touching each cluster's memory once (the
+    /// mesh planner summarises it there) matters more than the work done on it.
+    pub(crate) fn new_visiting(
+        mesh: &MeshSpec,
+        clusters: &[ClusterRef<'a>],
+        mut visit: impl FnMut(usize),
+    ) -> Self {
+        let n = clusters.len();
+        let mut by_name: FastMap<&'a str, usize> =
+            FastMap::with_capacity_and_hasher(n, Default::default());
+        let mut duplicates = false;
+        let mut roles = Roles {
+            of: Vec::with_capacity(n),
+            ..Roles::default()
+        };
+        for (i, c) in clusters.iter().enumerate() {
+            duplicates |= by_name.insert(c.name, i).is_some();
+            roles.push(c.spec.role.as_deref());
+            visit(i);
+        }
+        let canon: Vec<usize> = if duplicates {
+            clusters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| by_name.get(c.name).copied().unwrap_or(i))
+                .collect()
+        } else {
+            (0..n).collect()
+        };
+        let mut tier = vec![None; n];
+        let mut listed_at = vec![None; n];
+        let mut listed = Vec::with_capacity(mesh.tiers.len());
+        let mut selected = Vec::with_capacity(mesh.tiers.len());
+        for (ti, t) in mesh.tiers.iter().enumerate() {
+            let pos: Vec<Option<usize>> = t
+                .clusters
+                .iter()
+                .map(|name| by_name.get(name.as_str()).copied())
+                .collect();
+            for (j, p) in pos.iter().enumerate() {
+                if let Some(&k) = p.as_ref() {
+                    tier[k].get_or_insert(ti);
+                    listed_at[k] = Some(j);
+                }
+            }
+            let mut sel = Vec::new();
+            if let Some(s) = t.selector.as_ref().filter(|s| !s.match_labels.is_empty()) {
+                for (i, c) in clusters.iter().enumerate() {
+                    if s.match_labels
+                        .iter()
+                        .all(|(k, v)| c.labels.get(k) == Some(v))
+                    {
+                        tier[canon[i]].get_or_insert(ti);
+                        sel.push(i);
+                    }
+                }
+            }
+            listed.push(pos);
+            selected.push(sel);
+        }
+        MeshIndex {
+            by_name,
+            canon,
+            tier,
+            listed_at,
+            listed,
+            selected,
+            roles,
+        }
+    }
+
+    /// The standing positions that have a tier, ordered by tier, then as listed in the tier,
+    /// then by name (selected by labels).
+    pub fn in_tier_order(&self, clusters: &[ClusterRef<'_>]) -> Vec<usize> {
+        let key = |k: usize| {
+            (
+                self.tier[k],
+                self.listed_at[k].unwrap_or(usize::MAX),
+                clusters[k].name,
+            )
+        };
+        // Walking the tiers gives that order directly on a valid spec; a cluster in two
+        // tiers (reported by validation) can upset it, and then sorting does.
+        let mut out = Vec::with_capacity(clusters.len());
+        for ti in 0..self.listed.len() {
+            for (j, p) in self.listed[ti].iter().enumerate() {
+                if let &Some(k) = p
+                    && self.tier[k] == Some(ti)
+                    && self.listed_at[k] == Some(j)
+                {
+                    out.push(k);
+                }
+            }
+            let start = out.len();
+            for &i in &self.selected[ti] {
+                let k = self.canon[i];
+                if self.tier[k] == Some(ti) && self.listed_at[k].is_none() {
+                    out.push(k);
+                }
+            }
+            out[start..].sort_unstable_by_key(|&k| clusters[k].name);
+            // Clusters of the same name stand at one position.
+            let mut tail = out.split_off(start);
+            tail.dedup();
+            out.append(&mut tail);
+        }
+        let expected = (0..clusters.len())
+            .filter(|&k| self.canon[k] == k && self.tier[k].is_some())
+            .count();
+        if out.len() != expected || !out.is_sorted_by_key(|&k| key(k)) {
+            out = (0..clusters.len())
+                .filter(|&k| self.canon[k] == k && self.tier[k].is_some())
+                .collect();
+            out.sort_by_key(|&k| key(k));
+        }
+        out
+    }
+
+    /// The tier of the cluster called `name`.
+    pub fn tier_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).and_then(|&k| self.tier[k])
+    }
+}
+
 /// Which tier (index) each cluster of the mesh belongs to. Clusters matched by two tiers are
 /// reported by `validate_mesh`; here the first tier wins.
 pub fn tier_membership(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> FastMap<String, usize> {
-    let known: FastSet<&str> = clusters.iter().map(|c| c.name).collect();
+    let index = MeshIndex::new(mesh, clusters);
     let mut out = FastMap::with_capacity_and_hasher(clusters.len(), Default::default());
-    for (ti, t) in mesh.tiers.iter().enumerate() {
-        for n in &t.clusters {
-            if known.contains(n.as_str()) {
-                out.entry(n.clone()).or_insert(ti);
-            }
-        }
-        if let Some(s) = t.selector.as_ref().filter(|s| !s.match_labels.is_empty()) {
-            for c in clusters {
-                if s.match_labels
-                    .iter()
-                    .all(|(k, v)| c.labels.get(k) == Some(v))
-                {
-                    out.entry(c.name.to_string()).or_insert(ti);
-                }
-            }
+    for (i, c) in clusters.iter().enumerate() {
+        if index.canon[i] == i
+            && let Some(t) = index.tier[i]
+        {
+            out.insert(c.name.to_string(), t);
         }
     }
     out
@@ -336,25 +551,45 @@ pub fn tier_membership(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> FastMap<
 
 /// Validate a Mesh together with the clusters in its namespace.
 pub fn validate_mesh(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> Vec<Problem> {
-    validate_mesh_with(mesh, clusters, &tier_membership(mesh, clusters))
+    let index = MeshIndex::new(mesh, clusters);
+    validate_mesh_indexed(mesh, clusters, &index)
 }
 
-/// `validate_mesh` with the tier membership the caller already computed (the mesh planner
-/// needs it too, and it is the costly part on large meshes).
+/// `validate_mesh` with the tier membership the caller already computed.
 pub fn validate_mesh_with(
     mesh: &MeshSpec,
     clusters: &[ClusterRef<'_>],
     tiers: &FastMap<String, usize>,
+) -> Vec<Problem> {
+    let index = MeshIndex::new(mesh, clusters);
+    validate_mesh_core(mesh, clusters, &index, |_, name| tiers.get(name).copied())
+}
+
+/// `validate_mesh` over an index the caller (the mesh planner) already built.
+pub fn validate_mesh_indexed(
+    mesh: &MeshSpec,
+    clusters: &[ClusterRef<'_>],
+    index: &MeshIndex<'_>,
+) -> Vec<Problem> {
+    validate_mesh_core(mesh, clusters, index, |i, _| index.tier[index.canon[i]])
+}
+
+fn validate_mesh_core(
+    mesh: &MeshSpec,
+    clusters: &[ClusterRef<'_>],
+    index: &MeshIndex<'_>,
+    tier_of: impl Fn(usize, &str) -> Option<usize>,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
     check_version(&mut out, "spec.version", &mesh.version);
     if mesh.tiers.is_empty() {
         problem(&mut out, "spec.tiers", "at least one tier is required");
     }
-    let known: FastSet<&str> = clusters.iter().map(|c| c.name).collect();
     let mut tier_names = BTreeSet::new();
-    let mut claimed: FastMap<&str, &str> =
-        FastMap::with_capacity_and_hasher(clusters.len(), Default::default());
+    // Per standing position: the last tier that claimed it, and the last tier that saw it
+    // (a tier names or selects a cluster at most once).
+    let mut claimed: Vec<Option<usize>> = vec![None; clusters.len()];
+    let mut seen: Vec<usize> = vec![usize::MAX; clusters.len()];
     for (ti, t) in mesh.tiers.iter().enumerate() {
         let f = format!("spec.tiers[{ti}]");
         if !is_dns_label(&t.name) {
@@ -386,8 +621,8 @@ pub fn validate_mesh_with(
                 "must not be empty",
             );
         }
-        for n in &t.clusters {
-            if !known.contains(n.as_str()) {
+        for (n, p) in t.clusters.iter().zip(&index.listed[ti]) {
+            if p.is_none() {
                 problem(
                     &mut out,
                     format!("{f}.clusters"),
@@ -395,32 +630,23 @@ pub fn validate_mesh_with(
                 );
             }
         }
-        let mut seen: FastSet<&str> = FastSet::default();
-        let mut members: Vec<&str> = t
-            .clusters
-            .iter()
-            .map(String::as_str)
-            .filter(|n| known.contains(n) && seen.insert(n))
-            .collect();
-        if let Some(s) = t.selector.as_ref().filter(|s| !s.match_labels.is_empty()) {
-            for c in clusters {
-                if s.match_labels
-                    .iter()
-                    .all(|(k, v)| c.labels.get(k) == Some(v))
-                    && seen.insert(c.name)
-                {
-                    members.push(c.name);
-                }
+        let listed = index.listed[ti].iter().flatten().copied();
+        let selected = index.selected[ti].iter().map(|&i| index.canon[i]);
+        for k in listed.chain(selected) {
+            if seen[k] == ti {
+                continue;
             }
-        }
-        for c in members {
-            if let Some(prev) = claimed.insert(c, t.name.as_str())
-                && prev != t.name
+            seen[k] = ti;
+            if let Some(prev) = claimed[k].replace(ti)
+                && mesh.tiers[prev].name != t.name
             {
                 problem(
                     &mut out,
                     &f,
-                    format!("cluster {c:?} is in tiers {prev:?} and {:?}", t.name),
+                    format!(
+                        "cluster {:?} is in tiers {:?} and {:?}",
+                        clusters[k].name, mesh.tiers[prev].name, t.name
+                    ),
                 );
             }
         }
@@ -459,24 +685,38 @@ pub fn validate_mesh_with(
             ),
         );
     }
+    if mesh.compatibility.is_empty() {
+        return out;
+    }
     // A rule "A not newer than B" with an A cluster in an earlier tier than a B cluster can never
     // be satisfied on the way up: the A tier would wait forever for the B tier behind it.
-    // Earliest and latest tier of each role, with a cluster name for the message.
-    type TierAndName<'a> = (usize, &'a str);
-    let mut span: BTreeMap<&str, (TierAndName<'_>, TierAndName<'_>)> = BTreeMap::new();
-    for c in clusters {
-        if let (Some(role), Some(&t)) = (c.spec.role.as_deref(), tiers.get(c.name)) {
-            let e = span.entry(role).or_insert(((t, c.name), (t, c.name)));
-            e.0 = e.0.min((t, c.name));
-            e.1 = e.1.max((t, c.name));
+    // Earliest and latest tier of each role; the names for the message (the first name in
+    // the earliest tier, the last in the latest) only when a rule fails.
+    let roles = &index.roles;
+    let mut span: Vec<Option<(usize, usize)>> = vec![None; roles.len()];
+    for (i, c) in clusters.iter().enumerate() {
+        if let (Some(role), Some(t)) = (roles.of[i], tier_of(i, c.name)) {
+            let e = span[role as usize].get_or_insert((t, t));
+            e.0 = e.0.min(t);
+            e.1 = e.1.max(t);
         }
     }
+    let name_in = |role: u32, tier: usize, last: bool| -> &str {
+        let names = clusters
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| roles.of[*i] == Some(role) && tier_of(*i, c.name) == Some(tier));
+        let names = names.map(|(_, c)| c.name);
+        if last { names.max() } else { names.min() }.unwrap_or_default()
+    };
+    let span_of = |role: &str| roles.get(role).and_then(|r| Some((r, span[r as usize]?)));
     for (i, r) in mesh.compatibility.iter().enumerate() {
-        let a_min = span.get(r.role.as_str()).map(|s| s.0);
-        let b_max = span.get(r.not_newer_than.as_str()).map(|s| s.1);
-        if let (Some((ta, a)), Some((tb, b))) = (a_min, b_max)
+        if let (Some((ra, (ta, _))), Some((rb, (_, tb)))) =
+            (span_of(&r.role), span_of(&r.not_newer_than))
             && ta <= tb
         {
+            let a = name_in(ra, ta, false);
+            let b = name_in(rb, tb, true);
             problem(
                 &mut out,
                 format!("spec.compatibility[{i}]"),

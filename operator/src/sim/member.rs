@@ -38,6 +38,10 @@ pub struct SimMember {
     pub current: Option<String>,
     pub backlog: u64,
     pub conflicts: u64,
+    /// Kind and end of the running operation: `current` looked up in `ops` while Running,
+    /// kept at hand because every simulated instant asks for it (and ids are long strings).
+    /// Kept in step by `start`, `finish` and `crash`, the only changes to either.
+    running: Option<(OpKind, Timestamp)>,
 }
 
 impl SimMember {
@@ -58,6 +62,7 @@ impl SimMember {
             current: None,
             backlog: 0,
             conflicts: 0,
+            running: None,
         }
     }
 
@@ -70,11 +75,33 @@ impl SimMember {
     }
 
     pub fn running_kind(&self) -> Option<OpKind> {
-        let id = self.current.as_ref()?;
-        self.ops
-            .get(id)
-            .filter(|o| o.state == OpState::Running)
-            .map(|o| o.req.kind)
+        self.running().map(|r| r.0)
+    }
+
+    /// When the running operation ends (its nominal finish), if one runs.
+    pub fn running_until(&self) -> Option<Timestamp> {
+        self.running().map(|r| r.1)
+    }
+
+    fn running(&self) -> Option<(OpKind, Timestamp)> {
+        debug_assert_eq!(
+            self.running,
+            self.current
+                .as_ref()
+                .and_then(|id| self.ops.get(id))
+                .filter(|o| o.state == OpState::Running)
+                .map(|o| (o.req.kind, o.finish_at)),
+            "{}: running operation out of step with current/ops",
+            self.name
+        );
+        self.running
+    }
+
+    /// Start an operation: it becomes the current one.
+    pub fn start(&mut self, op: SimOp) {
+        self.running = (op.state == OpState::Running).then_some((op.req.kind, op.finish_at));
+        self.current = Some(op.req.id.clone());
+        self.ops.insert(op.req.id.clone(), op);
     }
 
     fn op_view(op: &SimOp) -> OpView {
@@ -142,11 +169,13 @@ impl SimMember {
                 self.serving = true;
             }
             self.current = None;
+            self.running = None;
             return;
         }
         op.state = OpState::Succeeded;
         let req = op.req.clone();
         self.current = None;
+        self.running = None;
         match req.kind {
             OpKind::Upgrade | OpKind::Rollback => {
                 let v = req.version.clone().unwrap_or_default();
@@ -193,6 +222,7 @@ impl SimMember {
     /// A crash interrupts the running operation, as a real agent restart reports it.
     pub fn crash(&mut self, until: Timestamp) {
         self.down_until = Some(until);
+        self.running = None;
         if let Some(id) = self.current.take()
             && let Some(op) = self.ops.get_mut(&id)
             && op.state == OpState::Running
@@ -205,12 +235,15 @@ impl SimMember {
         }
     }
 
-    pub fn recover(&mut self, now: Timestamp) {
+    /// Back up once the crash is over; true when it came back now.
+    pub fn recover(&mut self, now: Timestamp) -> bool {
         if self.down_until.is_some_and(|t| now >= t) {
             self.down_until = None;
             if self.role == MemberRole::Active {
                 self.serving = !self.broken_traffic;
             }
+            return true;
         }
+        false
     }
 }

@@ -18,9 +18,11 @@ use crate::api::{
     MeshStatus, Timestamp, UpgradeStrategy,
     values::{cmp_versions, same_version},
 };
+use crate::plan::software::effective_version_str;
+use crate::plan::validate::{FastMap, same_str};
 use crate::plan::{
     Admission, ClusterInput, Intents, MemberObservation, MeshClusterView, MeshInput, OpKind,
-    OpRequest, OpState, Wake, admission_for, mesh::MeshIntents, plan_cluster, plan_mesh,
+    OpRequest, OpState, Wake, admission_for, mesh::MeshIntents, plan_cluster_from, plan_mesh_from,
 };
 
 pub use member::{SimMember, SimOp};
@@ -120,6 +122,8 @@ pub struct Sim {
     outage_ok: BTreeSet<String>,
     /// When the simulation started, for relative times in violation messages.
     start: Timestamp,
+    /// Versions the invariant checks met, ranked.
+    ranks: VersionRanks,
 }
 
 fn endpoint(cluster: &str, member: &str) -> String {
@@ -139,6 +143,7 @@ impl Sim {
             stats: SimStats::default(),
             outage_ok: BTreeSet::new(),
             start,
+            ranks: VersionRanks::default(),
         }
     }
 
@@ -287,10 +292,22 @@ impl Sim {
 
     /// One reconcile pass over the mesh and every cluster due for a look.
     pub fn pass(&mut self) {
+        self.pass_inner();
+        self.check_invariants();
+    }
+
+    /// `pass` without the invariant check; true when it changed what the invariants read (an
+    /// operation started, or the mesh rollout's direction changed).
+    fn pass_inner(&mut self) -> bool {
         self.stats.passes += 1;
+        let started = self.stats.ops_submitted;
+        let direction = self.rollout_direction();
         let now = self.now;
         // The mesh first: it admits clusters from their last persisted statuses.
-        if let Some(mesh) = &self.mesh {
+        if let Some(mesh) = self.mesh.as_mut() {
+            // The mesh status is replaced by the plan's: hand it over rather than copy it.
+            let last = mesh.status.take();
+            let last_admitted = last.as_ref().map(|s| s.admitted.clone());
             let views: Vec<MeshClusterView<'_>> = self
                 .clusters
                 .iter()
@@ -301,20 +318,21 @@ impl Sim {
                     status: c.status.as_ref(),
                 })
                 .collect();
-            let plan = plan_mesh(&MeshInput {
-                name: &mesh.name,
-                generation: Some(1),
-                spec: &mesh.spec,
-                status: mesh.status.as_ref(),
-                clusters: &views,
-                intents: &mesh.intents,
-                now,
-            });
-            let changed = mesh.status.as_ref().map(|s| &s.admitted) != Some(&plan.status.admitted);
+            let plan = plan_mesh_from(
+                &MeshInput {
+                    name: &mesh.name,
+                    generation: Some(1),
+                    spec: &mesh.spec,
+                    status: None,
+                    clusters: &views,
+                    intents: &mesh.intents,
+                    now,
+                },
+                last,
+            );
             drop(views);
-            if let Some(m) = self.mesh.as_mut() {
-                m.status = Some(plan.status);
-            }
+            let changed = last_admitted.as_ref() != Some(&plan.status.admitted);
+            mesh.status = Some(plan.status);
             if changed {
                 for c in &mut self.clusters {
                     c.next_look = now;
@@ -325,22 +343,38 @@ impl Sim {
             if self.clusters[i].next_look > now {
                 continue;
             }
+            // Operator crashes: before the status write nothing happened (the plan is lost, so
+            // it need not be made); after it, the intent is recorded but the operations were
+            // never sent. Drawn before planning, which uses no randomness: same sequence.
+            let crash = self.faulty() && self.rng.chance(self.cfg.operator_crash_rate);
+            let before_write = crash && self.rng.chance(0.5);
+            if crash {
+                self.stats.operator_crashes += 1;
+            }
+            if before_write {
+                continue;
+            }
             let obs = self.observe(&self.clusters[i]);
+            let last = self.clusters[i].status.take();
             let c = &self.clusters[i];
             let admission = match &self.mesh {
                 Some(m) => admission_for(&m.name, &m.spec, m.status.as_ref(), &c.name),
                 None => Admission::standalone(),
             };
-            let plan = plan_cluster(&ClusterInput {
-                name: &c.name,
-                generation: Some(1),
-                spec: &c.spec,
-                status: c.status.as_ref(),
-                observed: &obs,
-                admission: &admission,
-                intents: &c.intents,
-                now,
-            });
+            // The status is replaced by the plan's in both remaining outcomes: hand it over.
+            let plan = plan_cluster_from(
+                &ClusterInput {
+                    name: &c.name,
+                    generation: Some(1),
+                    spec: &c.spec,
+                    status: None,
+                    observed: &obs,
+                    admission: &admission,
+                    intents: &c.intents,
+                    now,
+                },
+                last,
+            );
             let next_look = match plan.wake {
                 Wake::Busy => now.plus(self.cfg.poll),
                 Wake::At(t) => t
@@ -348,24 +382,25 @@ impl Sim {
                     .min(now.plus(Duration::from_secs(60))),
                 Wake::Idle => now.plus(Duration::from_secs(60)),
             };
-            // Operator crashes: before the status write nothing happened; after it, the intent
-            // is recorded but the operations were never sent.
-            if self.faulty() && self.rng.chance(self.cfg.operator_crash_rate) {
-                self.stats.operator_crashes += 1;
-                if self.rng.chance(0.5) {
-                    continue;
-                }
-                self.clusters[i].status = Some(plan.status);
+            self.clusters[i].status = Some(plan.status);
+            if crash {
                 self.clusters[i].next_look = now;
                 continue;
             }
-            self.clusters[i].status = Some(plan.status);
             self.clusters[i].next_look = next_look;
             for a in plan.actions {
                 self.submit(i, &a.member, a.request);
             }
         }
-        self.check_invariants();
+        self.stats.ops_submitted != started || self.rollout_direction() != direction
+    }
+
+    fn rollout_direction(&self) -> Option<Direction> {
+        self.mesh
+            .as_ref()
+            .and_then(|m| m.status.as_ref())
+            .and_then(|s| s.rollout.as_ref())
+            .map(|r| r.direction)
     }
 
     fn submit(&mut self, ci: usize, member: &str, req: OpRequest) {
@@ -492,106 +527,105 @@ impl Sim {
         if moving && m.role == MemberRole::Active {
             m.serving = false;
         }
-        m.current = Some(req.id.clone());
-        m.ops.insert(
-            req.id.clone(),
-            SimOp {
-                req: req.clone(),
-                state: OpState::Running,
-                started: now,
-                finish_at: now.plus(dur).plus(jitter),
-                fails,
-                message: String::new(),
-            },
-        );
+        m.start(SimOp {
+            req,
+            state: OpState::Running,
+            started: now,
+            finish_at: now.plus(dur).plus(jitter),
+            fails,
+            message: String::new(),
+        });
     }
 
     /// Advance virtual time by `dt`: writes, replication, operation completions, faults.
     pub fn tick(&mut self, dt: Duration) {
-        let from = self.now;
+        self.tick_inner(dt);
+        self.check_invariants();
+    }
+
+    /// `tick` without the invariant check; true when a member changed in a way the invariants
+    /// read (an operation finished, a crash, a recovery; not replication progress).
+    fn tick_inner(&mut self, dt: Duration) -> bool {
+        let mut changed = false;
         self.now = self.now.plus(dt);
         let now = self.now;
         let secs = dt.as_secs_f64();
         let faulty = self.faulty();
         let minutes = secs / 60.0;
-        let no_traffic = self.cfg.no_traffic_versions.clone();
-        for ci in 0..self.clusters.len() {
+        let Sim {
+            cfg,
+            rng,
+            clusters,
+            stats,
+            ..
+        } = self;
+        let write = (cfg.write_rate as f64 * secs).round() as u64;
+        let rate = (cfg.replication_rate as f64 * secs).round() as u64;
+        // (applied index, up) of each member before replication, in member order.
+        let mut snapshot: Vec<(u64, bool)> = Vec::new();
+        // Index of the member each member replicates from.
+        let mut source_of: Vec<Option<usize>> = Vec::new();
+        for c in clusters.iter_mut() {
             let mut touched = false;
             // Writes on the serving active.
-            let write = (self.cfg.write_rate as f64 * secs).round() as u64;
-            let names: Vec<String> = self.clusters[ci].members.keys().cloned().collect();
-            for n in &names {
-                let c = &mut self.clusters[ci];
-                if let Some(m) = c.members.get_mut(n)
-                    && m.role == MemberRole::Active
-                    && m.serving
-                    && m.up(now)
-                {
+            for m in c.members.values_mut() {
+                if m.role == MemberRole::Active && m.serving && m.up(now) {
                     m.applied += write;
                     c.acked = c.acked.max(m.applied);
                 }
             }
-            // Replication never moves a member backwards.
-            let snapshot: BTreeMap<String, (u64, bool)> = self.clusters[ci]
-                .members
-                .values()
-                .map(|m| (m.endpoint.clone(), (m.applied, m.up(now))))
-                .collect();
-            let rate = (self.cfg.replication_rate as f64 * secs).round() as u64;
-            for n in &names {
-                let c = &mut self.clusters[ci];
-                if let Some(m) = c.members.get_mut(n)
-                    && m.role != MemberRole::Active
+            // Replication never moves a member backwards; sources are read as they were
+            // before this tick's replication.
+            snapshot.clear();
+            snapshot.extend(c.members.values().map(|m| (m.applied, m.up(now))));
+            source_of.clear();
+            source_of.extend(c.members.values().map(|m| {
+                let s = m.source.as_deref()?;
+                c.members.values().position(|o| o.endpoint == s)
+            }));
+            for (m, src) in c.members.values_mut().zip(&source_of) {
+                if m.role != MemberRole::Active
                     && m.up(now)
-                    && let Some((src, src_up)) = m.source.as_ref().and_then(|s| snapshot.get(s))
-                    && *src_up
-                    && *src > m.applied
+                    && let Some(&(src, src_up)) = src.and_then(|i| snapshot.get(i))
+                    && src_up
+                    && src > m.applied
                 {
-                    m.applied = (*src).min(m.applied + rate);
+                    m.applied = src.min(m.applied + rate);
                 }
             }
             // Operation completions.
-            for n in &names {
-                let c = &mut self.clusters[ci];
-                if let Some(m) = c.members.get_mut(n) {
-                    m.recover(now);
-                    if let Some(id) = m.current.clone()
-                        && m.ops
-                            .get(&id)
-                            .is_some_and(|o| o.finish_at <= now && o.state == OpState::Running)
-                        && m.up(now)
-                    {
-                        m.finish(&id, &no_traffic);
-                        touched = true;
-                    }
+            for m in c.members.values_mut() {
+                changed |= m.recover(now);
+                if m.running_until().is_some_and(|t| t <= now)
+                    && m.up(now)
+                    && let Some(id) = m.current.clone()
+                {
+                    m.finish(&id, &cfg.no_traffic_versions);
+                    touched = true;
                 }
             }
             if faulty {
-                for n in &names {
-                    if self.rng.chance(self.cfg.crash_rate * minutes) {
-                        let d = Duration::from_secs(10 + self.rng.below(120));
-                        if let Some(m) = self.clusters[ci].members.get_mut(n) {
-                            m.crash(now.plus(d));
-                        }
-                        self.stats.member_crashes += 1;
+                for m in c.members.values_mut() {
+                    if rng.chance(cfg.crash_rate * minutes) {
+                        let d = Duration::from_secs(10 + rng.below(120));
+                        m.crash(now.plus(d));
+                        stats.member_crashes += 1;
                         touched = true;
                     }
-                    if self.rng.chance(self.cfg.cut_rate * minutes) {
-                        let d = Duration::from_secs(5 + self.rng.below(90));
-                        if let Some(m) = self.clusters[ci].members.get_mut(n) {
-                            m.cut_until = Some(now.plus(d));
-                        }
+                    if rng.chance(cfg.cut_rate * minutes) {
+                        let d = Duration::from_secs(5 + rng.below(90));
+                        m.cut_until = Some(now.plus(d));
                         touched = true;
                     }
                 }
             }
             if touched {
                 // Event-driven: a finished operation wakes its cluster at once.
-                self.clusters[ci].next_look = self.clusters[ci].next_look.min(now);
+                c.next_look = c.next_look.min(now);
+                changed = true;
             }
         }
-        let _ = from;
-        self.check_invariants();
+        changed
     }
 
     /// The next instant something can happen, for event-driven time jumps.
@@ -600,11 +634,8 @@ impl Sim {
         for c in &self.clusters {
             t = t.min(c.next_look);
             for m in c.members.values() {
-                if let Some(id) = &m.current
-                    && let Some(op) = m.ops.get(id)
-                    && op.state == OpState::Running
-                {
-                    t = t.min(op.finish_at);
+                if let Some(end) = m.running_until() {
+                    t = t.min(end);
                 }
                 if let Some(d) = m.down_until {
                     t = t.min(d);
@@ -630,14 +661,25 @@ impl Sim {
             c.next_look = self.now;
         }
         let end = self.now.plus(limit);
+        // The invariants are checked after every pass and every tick that changed what they
+        // read; an instant whose state is the one already checked would give the same verdict.
+        // Nothing outside runs between these steps, and whatever changed before this call is
+        // checked first.
+        let mut changed = true;
         while self.now < end {
-            self.pass();
+            changed |= self.pass_inner();
+            if changed {
+                self.check_invariants();
+                changed = false;
+            }
             if self.now >= self.cfg.faults_until && self.settled() {
                 break;
             }
             let next = self.next_event().min(end);
             let dt = next.since(self.now);
-            self.tick(dt);
+            if self.tick_inner(dt) {
+                self.check_invariants();
+            }
         }
     }
 
@@ -723,39 +765,87 @@ impl Sim {
     }
 
     fn check_invariants(&mut self) {
+        let mut ranks = std::mem::take(&mut self.ranks);
+        let found = loop {
+            // A version met for the first time re-ranks them all: check again with the new
+            // ranks (only the first instants of a run meet new versions).
+            let known = ranks.len();
+            let found = self.violations_now(&mut ranks);
+            if ranks.len() == known {
+                break found;
+            }
+        };
+        self.ranks = ranks;
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    /// Every safety invariant at this instant; versions compare by rank (`same_version` is
+    /// equal rank) so that a check costs no version parsing.
+    fn violations_now(&self, ranks: &mut VersionRanks) -> Vec<String> {
         let now = self.now;
         let mut found = vec![];
+        // What the mesh checks need of each cluster, gathered in the same walk.
+        let mut facts: Vec<ClusterFacts<'_>> = Vec::with_capacity(self.clusters.len());
+        // A cluster without members runs the empty version, as the mesh would read it.
+        let none = ("", ranks.rank(""));
+        // Rank of each member's own version, for the mixed-version check.
+        let mut own: Vec<u32> = Vec::new();
         for c in &self.clusters {
+            let mut moving = 0u32;
+            let mut actives = 0usize;
+            let mut active: Option<(&SimMember, u32)> = None;
+            // Lowest and highest version as the mesh compares them: the first of equal lowest
+            // and the last of equal highest, as a stable sort would order them.
+            let mut lo: Option<(&str, u32)> = None;
+            let mut hi: Option<(&str, u32)> = None;
+            own.clear();
+            for m in c.members.values() {
+                if matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback)) {
+                    moving += 1;
+                }
+                let v = effective_version_str(&c.spec, &m.version, &m.components);
+                let r = ranks.rank(v);
+                let mine = if std::ptr::eq(v, m.version.as_str()) {
+                    r
+                } else {
+                    ranks.rank(&m.version)
+                };
+                own.push(mine);
+                if m.role == MemberRole::Active {
+                    actives += 1;
+                    active = Some((m, mine));
+                }
+                if lo.is_none_or(|l| r < l.1) {
+                    lo = Some((v, r));
+                }
+                if hi.is_none_or(|h| r >= h.1) {
+                    hi = Some((v, r));
+                }
+            }
             // maxUnavailable.
-            let moving = c
-                .members
-                .values()
-                .filter(|m| matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback)))
-                .count();
-            if moving as u32 > c.spec.upgrade.max_unavailable {
+            if moving > c.spec.upgrade.max_unavailable {
                 found.push(format!(
                     "{}: {moving} members out of service > maxUnavailable {}",
                     c.name, c.spec.upgrade.max_unavailable
                 ));
             }
             // Mixed version: everyone up and not on the active's software is forced standby.
-            let actives: Vec<&SimMember> = c
-                .members
-                .values()
-                .filter(|m| m.role == MemberRole::Active)
-                .collect();
-            if actives.len() > 1 {
-                found.push(format!("{}: {} active members", c.name, actives.len()));
+            if actives > 1 {
+                found.push(format!("{}: {actives} active members", c.name));
             }
-            if let [a] = actives.as_slice() {
-                for m in c.members.values() {
+            if let (1, Some((a, a_rank))) = (actives, active) {
+                for (m, &mine) in c.members.values().zip(&own) {
                     if m.name == a.name || !m.up(now) {
                         continue;
                     }
-                    let differs = !same_version(&m.version, &a.version)
-                        || m.components
-                            .iter()
-                            .any(|(k, v)| a.components.get(k).is_some_and(|w| !same_version(v, w)));
+                    let differs = mine != a_rank
+                        || m.components.iter().any(|(k, v)| {
+                            a.components
+                                .get(k)
+                                .is_some_and(|w| ranks.rank(v) != ranks.rank(w))
+                        });
                     if differs
                         && !matches!(m.role, MemberRole::ForcedStandby | MemberRole::OutOfService)
                     {
@@ -766,37 +856,39 @@ impl Sim {
                     }
                 }
             }
+            let ((lo, lo_rank), (hi, hi_rank)) = (lo.unwrap_or(none), hi.unwrap_or(none));
+            facts.push(ClusterFacts {
+                lo,
+                hi,
+                lo_rank,
+                hi_rank,
+                busy: moving > 0,
+            });
         }
         if let Some(mesh) = &self.mesh {
-            found.extend(self.mesh_violations(&mesh.spec));
+            found.extend(self.mesh_violations(&mesh.spec, &facts, ranks));
         }
-        for f in found {
-            self.violation(f);
-        }
+        found
     }
 
-    /// Lowest and highest version the members run, as the mesh compares them (components
-    /// that follow the cluster version stand for the member).
-    fn cluster_versions(c: &SimCluster) -> (String, String) {
-        let mut vs: Vec<String> = c
-            .members
-            .values()
-            .map(|m| crate::plan::software::effective_version(&c.spec, &m.version, &m.components))
-            .collect();
-        vs.sort_by(|a, b| cmp_versions(a, b));
-        (
-            vs.first().cloned().unwrap_or_default(),
-            vs.last().cloned().unwrap_or_default(),
-        )
-    }
-
-    fn mesh_violations(&self, spec: &MeshSpec) -> Vec<String> {
+    fn mesh_violations(
+        &self,
+        spec: &MeshSpec,
+        facts: &[ClusterFacts<'_>],
+        ranks: &mut VersionRanks,
+    ) -> Vec<String> {
         let mut out = vec![];
-        let tier_of: BTreeMap<&str, usize> = spec
-            .tiers
+        // Tier of each cluster by its place in a tier's list (a later listing wins).
+        let mut tier_of: FastMap<&str, usize> = FastMap::default();
+        for (i, t) in spec.tiers.iter().enumerate() {
+            for c in &t.clusters {
+                tier_of.insert(c.as_str(), i);
+            }
+        }
+        let tiers: Vec<Option<usize>> = self
+            .clusters
             .iter()
-            .enumerate()
-            .flat_map(|(i, t)| t.clusters.iter().map(move |c| (c.as_str(), i)))
+            .map(|c| tier_of.get(c.name.as_str()).copied())
             .collect();
         let dir = self
             .mesh
@@ -805,51 +897,42 @@ impl Sim {
             .and_then(|s| s.rollout.as_ref())
             .map(|r| r.direction);
         // Tier order: a cluster moves only when every earlier tier (reverse for backout) is done.
-        // One pass computes each cluster's versions and each tier's first unfinished cluster.
-        let info: Vec<(Option<usize>, String, String, bool)> =
-            self.clusters
-                .iter()
-                .map(|c| {
-                    let (lo, hi) = Self::cluster_versions(c);
-                    let busy = c.members.values().any(|m| {
-                        matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback))
-                    });
-                    (tier_of.get(c.name.as_str()).copied(), lo, hi, busy)
-                })
-                .collect();
-        let mut unfinished: BTreeMap<usize, (usize, String)> = BTreeMap::new();
-        for (c, (t, lo, hi, _)) in self.clusters.iter().zip(&info) {
-            let Some(t) = t else { continue };
-            let target = c.spec.version.as_deref().unwrap_or(&spec.version);
-            if !(same_version(lo, target) && same_version(hi, target)) {
-                unfinished
-                    .entry(*t)
-                    .or_insert((0, format!("{} runs {lo}..{hi}", c.name)))
-                    .0 += 1;
+        // Per tier, the first cluster not on its target.
+        let mut unfinished: Vec<Option<usize>> = vec![None; spec.tiers.len()];
+        for (ci, (c, f)) in self.clusters.iter().zip(facts).enumerate() {
+            let Some(t) = tiers[ci] else { continue };
+            let target = ranks.rank(c.spec.version.as_deref().unwrap_or(&spec.version));
+            if !(f.lo_rank == target && f.hi_rank == target) {
+                unfinished[t].get_or_insert(ci);
             }
         }
-        for (c, (t, _, _, busy)) in self.clusters.iter().zip(&info) {
-            let (Some(t), true) = (t, busy) else { continue };
-            let blocking = match dir {
-                Some(Direction::Backout) => unfinished.range(t + 1..).next(),
-                _ => unfinished.range(..*t).next(),
+        for (ci, (c, f)) in self.clusters.iter().zip(facts).enumerate() {
+            let (Some(t), true) = (tiers[ci], f.busy) else {
+                continue;
             };
-            if let Some((_, (_, what))) = blocking {
-                out.push(format!("{} moves while {what} in an earlier tier", c.name));
+            let blocking = match dir {
+                Some(Direction::Backout) => unfinished
+                    .get(t + 1..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .flatten()
+                    .next(),
+                _ => unfinished[..t].iter().flatten().next(),
+            };
+            if let Some(&b) = blocking {
+                let (bc, bf) = (&self.clusters[b], &facts[b]);
+                out.push(format!(
+                    "{} moves while {} runs {}..{} in an earlier tier",
+                    c.name, bc.name, bf.lo, bf.hi
+                ));
             }
         }
         // maxParallel: clusters of a tier in motion (operation running or mixed) at once.
         for (i, tier) in spec.tiers.iter().enumerate() {
-            let n = self
-                .clusters
+            let n = facts
                 .iter()
-                .filter(|c| tier_of.get(c.name.as_str()) == Some(&i))
-                .filter(|c| {
-                    let (lo, hi) = Self::cluster_versions(c);
-                    c.members.values().any(|m| {
-                        matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback))
-                    }) || !same_version(&lo, &hi)
-                })
+                .zip(&tiers)
+                .filter(|(f, t)| **t == Some(i) && (f.busy || f.lo_rank != f.hi_rank))
                 .count();
             if n as u32 > tier.max_parallel {
                 out.push(format!(
@@ -858,22 +941,23 @@ impl Sim {
                 ));
             }
         }
-        // Compatibility rules hold at every instant.
+        // Compatibility rules hold at every instant: the newest `role` cluster (the last of
+        // equals) is not newer than the oldest `notNewerThan` one (the first of equals).
         for r in &spec.compatibility {
-            let newest = self
-                .clusters
-                .iter()
-                .filter(|c| c.spec.role.as_deref() == Some(r.role.as_str()))
-                .map(|c| Self::cluster_versions(c).1)
-                .max_by(|a, b| cmp_versions(a, b));
-            let oldest = self
-                .clusters
-                .iter()
-                .filter(|c| c.spec.role.as_deref() == Some(r.not_newer_than.as_str()))
-                .map(|c| Self::cluster_versions(c).0)
-                .min_by(|a, b| cmp_versions(a, b));
-            if let (Some(n), Some(o)) = (newest, oldest)
-                && cmp_versions(&n, &o).is_gt()
+            let mut newest: Option<(&str, u32)> = None;
+            let mut oldest: Option<(&str, u32)> = None;
+            for (c, f) in self.clusters.iter().zip(facts) {
+                let role = c.spec.role.as_deref();
+                if role == Some(r.role.as_str()) && newest.is_none_or(|n| f.hi_rank >= n.1) {
+                    newest = Some((f.hi, f.hi_rank));
+                }
+                if role == Some(r.not_newer_than.as_str()) && oldest.is_none_or(|o| f.lo_rank < o.1)
+                {
+                    oldest = Some((f.lo, f.lo_rank));
+                }
+            }
+            if let (Some((n, nr)), Some((o, or))) = (newest, oldest)
+                && nr > or
             {
                 out.push(format!(
                     "{} clusters run {n}, newer than {} clusters on {o}",
@@ -882,5 +966,57 @@ impl Sim {
             }
         }
         out
+    }
+}
+
+/// What the invariant checks need of one cluster at one instant.
+struct ClusterFacts<'a> {
+    /// Lowest and highest version the members run, as the mesh compares them (components
+    /// that follow the cluster version stand for the member).
+    lo: &'a str,
+    hi: &'a str,
+    lo_rank: u32,
+    hi_rank: u32,
+    /// An upgrade or rollback runs on a member.
+    busy: bool,
+}
+
+/// Distinct version strings the invariant checks met, ranked by `cmp_versions` (versions that
+/// compare equal share a rank). A run meets a handful; the checks compare them at every instant.
+#[derive(Default)]
+struct VersionRanks {
+    strs: Vec<String>,
+    ranks: Vec<u32>,
+    /// The index found last: neighbours mostly run the same version.
+    last: usize,
+}
+
+impl VersionRanks {
+    fn len(&self) -> usize {
+        self.strs.len()
+    }
+
+    fn rank(&mut self, v: &str) -> u32 {
+        if let Some(s) = self.strs.get(self.last)
+            && same_str(s, v)
+        {
+            return self.ranks[self.last];
+        }
+        if let Some(i) = self.strs.iter().position(|s| same_str(s, v)) {
+            self.last = i;
+            return self.ranks[i];
+        }
+        self.strs.push(v.to_string());
+        let mut order: Vec<usize> = (0..self.strs.len()).collect();
+        order.sort_by(|&a, &b| cmp_versions(&self.strs[a], &self.strs[b]));
+        self.ranks = vec![0; self.strs.len()];
+        let mut r = 0;
+        for (i, &k) in order.iter().enumerate() {
+            if i > 0 && !cmp_versions(&self.strs[order[i - 1]], &self.strs[k]).is_eq() {
+                r += 1;
+            }
+            self.ranks[k] = r;
+        }
+        self.ranks[self.strs.len() - 1]
     }
 }

@@ -41,6 +41,9 @@ pub struct Verdict {
     /// Reasons of the clusters that ended Stalled (their `Stalled` condition).
     pub stalled_reasons: Vec<String>,
     pub passes: u64,
+    /// Agent operations started and switchovers promoted (a fingerprint of the trajectory).
+    pub ops_submitted: u64,
+    pub switchovers: u64,
     pub operator_crashes: u64,
     pub member_crashes: u64,
     pub virtual_secs: f64,
@@ -127,6 +130,8 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
         members,
         ready,
         passes: sim.stats.passes,
+        ops_submitted: sim.stats.ops_submitted,
+        switchovers: sim.stats.switchovers,
         operator_crashes: sim.stats.operator_crashes,
         member_crashes: sim.stats.member_crashes,
         virtual_secs: sim.now.since(START).as_secs_f64(),
