@@ -32,9 +32,12 @@ case $cmd in
     mkdir -p "$run"
     names=$(awk -F'\t' '!/^#/ && NF { printf "%s%s-%s", sep, $1, $2; sep="," }' "$dir/agents.tsv")
     [[ -f "$run/certs/ca.crt" ]] || "$agent" gen-certs --out "$run/certs" --members "$names" >/dev/null
+    mapfile -t rows < <(grep -v '^#' "$dir/agents.tsv" | grep .)
+    started=0
     # Actives first: standbys follow their data port.
     for pass in active other; do
-      while IFS=$'\t' read -r cluster member version role follows control data components; do
+      for row in "${rows[@]}"; do
+        IFS=$'\t' read -r cluster member version role follows control data components <<<"$row"
         [[ -z "$cluster" || "$cluster" == \#* ]] && continue
         if [[ $pass == active && $role != active ]] || [[ $pass != active && $role == active ]]; then
           continue
@@ -47,16 +50,17 @@ case $cmd in
               --member-key "$run/certs/member-$id.key" --trust "$run/certs/trust.pem"
               --upgrade-seconds "${UPGRADE_SECONDS:-3}")
         if [[ $follows != - ]]; then
-          src=$(awk -F'\t' -v c="$cluster" -v m="$follows" '$1 == c && $2 == m { print $7 }' "$dir/agents.tsv")
+          src=$(printf '%s\n' "${rows[@]}" | awk -F'\t' -v c="$cluster" -v m="$follows" '$1 == c && $2 == m { print $7 }')
           args+=(--source "127.0.0.1:$src")
         fi
         [[ $components != - ]] && args+=(--components "$components")
         "$agent" "${args[@]}" >"$run/$id.out" 2>"$run/$id.log" &
         echo $! >"$run/$id.pid"
-      done <"$dir/agents.tsv"
+        started=$((started + 1))
+      done
       sleep 0.5
     done
-    echo "started $(ls "$run"/*.pid | wc -l) agents for $dir (logs in $run)"
+    echo "started $started agents for $dir (logs in $run)"
     ;;
   *) usage ;;
 esac
