@@ -128,3 +128,77 @@ async fn lag_is_measured_and_returns_to_zero() -> TestResult {
     assert_eq!(s.replication.applied_index, 20);
     Ok(())
 }
+
+/// A follower restarted while entries flow (force-standby and demote restart it) must resume
+/// exactly after what it holds. Before the fix it read its head while the aborted previous
+/// stream's last batch could still be queued in the store, asked the source for entries it
+/// was about to append, and reported a replication conflict ("replicated entry N does not
+/// follow local head N"), counted for good in `conflicts` (found by `baton demo`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_the_follower_under_load_never_reports_a_conflict() -> TestResult {
+    use baton_agent::api::{DemoteRole, OperationKind, OperationRequest};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let tmp = tempdir()?;
+    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
+    let mut a1 = pki.args("m1");
+    a1.extend(["--role".into(), "active".into()]);
+    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
+    let mut a2 = pki.args("m2");
+    a2.extend(["--source".into(), m1.data.clone()]);
+    let m2 = Agent::start("m2", &tmp.path().join("m2"), pki.client_tls(), a2).await?;
+    wait_caught_up(&m2, &m1).await?;
+
+    // Bounded load: 4 writers, at most 20 s or 20,000 writes each.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = Arc::new(m1.data_client(pki.data_tls("m1")?)?);
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (writer, stop) = (writer.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed)
+                && n < 20_000
+                && start.elapsed() < Duration::from_secs(20)
+            {
+                if writer.put(&format!("w{w}-{n}"), "v").await.is_ok() {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut conflicts = 0;
+    for i in 0..40 {
+        let req = if i % 2 == 0 {
+            OperationRequest::new(format!("fs-{i}"), OperationKind::ForceStandby)
+                .with_source(m1.data.clone())
+        } else {
+            OperationRequest::new(format!("d-{i}"), OperationKind::Demote)
+                .with_source(m1.data.clone())
+                .with_role(DemoteRole::Standby)
+        };
+        m2.run_ok(&req).await?;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        conflicts = m2.status().await?.replication.conflicts;
+        if conflicts > 0 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut written = 0;
+    for t in tasks {
+        written += t.await?;
+    }
+    assert!(written > 0);
+    let s = m2.status().await?;
+    assert_eq!(
+        (conflicts, s.replication.conflicts),
+        (0, 0),
+        "alarms: {:?}",
+        s.alarms
+    );
+    wait_caught_up(&m2, &m1).await?;
+    Ok(())
+}

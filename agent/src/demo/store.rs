@@ -429,8 +429,8 @@ impl Writer {
                         waiting.push((reply, index));
                     }
                     Cmd::Replicated { entries, reply } => {
-                        match self.check_chain(&staged, &entries) {
-                            Ok(()) => {
+                        match self.fresh_entries(&staged, entries) {
+                            Ok(entries) => {
                                 let last = entries.last().map(|e| e.index);
                                 staged.extend(entries);
                                 let idx = last.unwrap_or_else(|| self.staged_head(&staged).0);
@@ -477,6 +477,44 @@ impl Writer {
                     mem.hash_at(head).unwrap_or_else(|| GENESIS.to_string()),
                 )
             }
+        }
+    }
+
+    /// The replicated entries this log does not hold yet, chain-checked. Leading entries it
+    /// already holds are skipped when their checksums match: a follower restarted while a
+    /// batch of its previous stream was still queued here asks the source from an older head
+    /// and receives that batch again (identical entries, not a divergence).
+    fn fresh_entries(
+        &self,
+        staged: &[Entry],
+        entries: Vec<Entry>,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let (head, _) = self.staged_head(staged);
+        let mut fresh = Vec::with_capacity(entries.len());
+        for e in entries {
+            if fresh.is_empty() && e.index <= head && e.index > 0 {
+                if self.hash_held(staged, e.index).as_deref() != Some(e.hash.as_str()) {
+                    return Err(StoreError::Checksum { index: e.index });
+                }
+                continue;
+            }
+            fresh.push(e);
+        }
+        self.check_chain(staged, &fresh)?;
+        Ok(fresh)
+    }
+
+    /// Checksum of entry `index`, staged or stored.
+    fn hash_held(&self, staged: &[Entry], index: u64) -> Option<String> {
+        if let Some(first) = staged.first()
+            && index >= first.index
+        {
+            let i = usize::try_from(index - first.index).ok()?;
+            return staged.get(i).map(|e| e.hash.clone());
+        }
+        match self.mem.read() {
+            Ok(g) => g.hash_at(index),
+            Err(p) => p.into_inner().hash_at(index),
         }
     }
 
@@ -695,6 +733,46 @@ mod tests {
         );
         assert_eq!(b.append_replicated(entries[2..].to_vec()).await, Ok(5));
         assert_eq!(a.hash_at(5), b.hash_at(5));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_batch_delivered_twice_is_not_a_conflict() -> Result<()> {
+        let a_dir = tempfile::tempdir()?;
+        let b_dir = tempfile::tempdir()?;
+        let a = Store::open(a_dir.path())?;
+        let b = Store::open(b_dir.path())?;
+        a.set_accepting(true);
+        for i in 0..6 {
+            a.write(format!("k{i}"), format!("v{i}"))
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
+        let entries = a.entries_after(0, 100);
+        assert_eq!(b.append_replicated(entries[..3].to_vec()).await, Ok(3));
+        // Entries 2..=5 again (a restarted stream): 2 and 3 are held, 4 and 5 are new.
+        assert_eq!(b.append_replicated(entries[1..5].to_vec()).await, Ok(5));
+        // Only held entries: nothing changes.
+        assert_eq!(b.append_replicated(entries[..5].to_vec()).await, Ok(5));
+        assert_eq!(b.head(), 5);
+        // Both in one group commit: the second batch overlaps the first, still staged.
+        let c_dir = tempfile::tempdir()?;
+        let c = Store::open(c_dir.path())?;
+        let (first, second) = tokio::join!(
+            c.append_replicated(entries[..4].to_vec()),
+            c.append_replicated(entries[2..].to_vec())
+        );
+        assert_eq!((first, second), (Ok(4), Ok(6)));
+        assert_eq!(c.hash_at(6), a.hash_at(6));
+        assert_eq!(c.verify().await, Ok(6));
+        // A held index with another checksum is a divergence.
+        let mut other = entries[1].clone();
+        other.hash = "0".repeat(64);
+        assert_eq!(
+            b.append_replicated(vec![other, entries[5].clone()]).await,
+            Err(StoreError::Checksum { index: 2 })
+        );
+        assert_eq!(b.head(), 5);
         Ok(())
     }
 
