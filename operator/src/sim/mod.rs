@@ -124,6 +124,11 @@ pub struct Sim {
     start: Timestamp,
     /// Versions the invariant checks met, ranked.
     ranks: VersionRanks,
+    /// When the mesh was last planned with no change, if nothing it reads changed since.
+    mesh_quiet: Option<Timestamp>,
+    /// Scratch for `mesh_key`.
+    key_before: Vec<u8>,
+    key_after: Vec<u8>,
 }
 
 fn endpoint(cluster: &str, member: &str) -> String {
@@ -144,6 +149,9 @@ impl Sim {
             outage_ok: BTreeSet::new(),
             start,
             ranks: VersionRanks::default(),
+            mesh_quiet: None,
+            key_before: Vec::new(),
+            key_after: Vec::new(),
         }
     }
 
@@ -292,22 +300,37 @@ impl Sim {
 
     /// One reconcile pass over the mesh and every cluster due for a look.
     pub fn pass(&mut self) {
-        self.pass_inner();
+        self.mesh_quiet = None;
+        self.pass_inner(false);
         self.check_invariants();
     }
 
     /// `pass` without the invariant check; true when it changed what the invariants read (an
     /// operation started, or the mesh rollout's direction changed).
-    fn pass_inner(&mut self) -> bool {
+    fn pass_inner(&mut self, reuse: bool) -> bool {
         self.stats.passes += 1;
         let started = self.stats.ops_submitted;
         let direction = self.rollout_direction();
         let now = self.now;
-        // The mesh first: it admits clusters from their last persisted statuses.
-        if let Some(mesh) = self.mesh.as_mut() {
-            // The mesh status is replaced by the plan's: hand it over rather than copy it.
-            let last = mesh.status.take();
-            let last_admitted = last.as_ref().map(|s| s.admitted.clone());
+        // The mesh first: it admits clusters from their last persisted statuses. Its plan is
+        // reused while nothing it reads changed since a plan that changed nothing (and no
+        // stagger ran out): it would be the same plan. Debug builds plan anyway and check that.
+        let quiet = reuse
+            && self
+                .mesh_quiet
+                .is_some_and(|t| self.mesh.as_ref().is_some_and(|m| !stagger_ends(m, t, now)));
+        if let Some(mesh) = self.mesh.as_mut()
+            && (!quiet || cfg!(debug_assertions))
+        {
+            // The mesh status is replaced by the plan's: hand it over rather than copy it,
+            // keeping all but the log (which changes only with an event) to compare.
+            let mut last = mesh.status.take();
+            let before = last.as_mut().map(|s| {
+                let log = std::mem::take(&mut s.log);
+                let copy = s.clone();
+                s.log = log;
+                (copy, s.log.len(), s.next_log_id)
+            });
             let views: Vec<MeshClusterView<'_>> = self
                 .clusters
                 .iter()
@@ -318,7 +341,7 @@ impl Sim {
                     status: c.status.as_ref(),
                 })
                 .collect();
-            let plan = plan_mesh_from(
+            let mut plan = plan_mesh_from(
                 &MeshInput {
                     name: &mesh.name,
                     generation: Some(1),
@@ -331,7 +354,18 @@ impl Sim {
                 last,
             );
             drop(views);
-            let changed = last_admitted.as_ref() != Some(&plan.status.admitted);
+            let log = std::mem::take(&mut plan.status.log);
+            let unchanged = plan.events.is_empty()
+                && before.as_ref().is_some_and(|(b, len, next)| {
+                    *b == plan.status && *len == log.len() && *next == plan.status.next_log_id
+                });
+            let changed = before.as_ref().map(|b| &b.0.admitted) != Some(&plan.status.admitted);
+            plan.status.log = log;
+            debug_assert!(
+                !quiet || unchanged,
+                "the mesh plan changed although nothing it reads did: {plan:?}"
+            );
+            self.mesh_quiet = unchanged.then_some(now);
             mesh.status = Some(plan.status);
             if changed {
                 for c in &mut self.clusters {
@@ -356,6 +390,9 @@ impl Sim {
             }
             let obs = self.observe(&self.clusters[i]);
             let last = self.clusters[i].status.take();
+            // What the mesh reads of this status, to see whether the plan changes it.
+            let mut key = std::mem::take(&mut self.key_before);
+            mesh_key(last.as_ref(), &mut key);
             let c = &self.clusters[i];
             let admission = match &self.mesh {
                 Some(m) => admission_for(&m.name, &m.spec, m.status.as_ref(), &c.name),
@@ -382,6 +419,13 @@ impl Sim {
                     .min(now.plus(Duration::from_secs(60))),
                 Wake::Idle => now.plus(Duration::from_secs(60)),
             };
+            let mut after = std::mem::take(&mut self.key_after);
+            mesh_key(Some(&plan.status), &mut after);
+            if after != key {
+                self.mesh_quiet = None;
+            }
+            self.key_before = key;
+            self.key_after = after;
             self.clusters[i].status = Some(plan.status);
             if crash {
                 self.clusters[i].next_look = now;
@@ -666,8 +710,9 @@ impl Sim {
         // Nothing outside runs between these steps, and whatever changed before this call is
         // checked first.
         let mut changed = true;
+        self.mesh_quiet = None;
         while self.now < end {
-            changed |= self.pass_inner();
+            changed |= self.pass_inner(true);
             if changed {
                 self.check_invariants();
                 changed = false;
@@ -1019,4 +1064,53 @@ impl VersionRanks {
         }
         self.ranks[self.strs.len() - 1]
     }
+}
+
+/// What the mesh planner reads of a cluster status, written out exactly (equal bytes, equal
+/// fields): phase, target version, whether steps are in flight, and each member's version,
+/// backlog and conflicts.
+fn mesh_key(st: Option<&ClusterStatus>, out: &mut Vec<u8>) {
+    fn text(out: &mut Vec<u8>, s: Option<&str>) {
+        match s {
+            None => out.push(0),
+            Some(s) => {
+                out.push(1);
+                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+    out.clear();
+    let Some(st) = st else {
+        return;
+    };
+    out.push(1);
+    out.push(st.phase as u8);
+    text(out, st.target_version.as_deref());
+    out.push(st.steps.is_empty() as u8);
+    out.extend_from_slice(&(st.members.len() as u64).to_le_bytes());
+    for m in &st.members {
+        text(out, m.version.as_deref());
+        out.extend_from_slice(&m.backlog.to_le_bytes());
+        out.extend_from_slice(&m.conflicts.to_le_bytes());
+    }
+}
+
+/// A stagger deadline of the mesh falls in `(since, now]`: the mesh plan may change with time.
+fn stagger_ends(mesh: &SimMesh, since: Timestamp, now: Timestamp) -> bool {
+    let Some(st) = &mesh.status else {
+        return false;
+    };
+    mesh.spec.tiers.iter().any(|t| {
+        t.stagger.millis() > 0
+            && st
+                .tiers
+                .iter()
+                .filter(|x| x.name == t.name)
+                .filter_map(|x| x.last_start_at)
+                .any(|l| {
+                    let end = l.plus(t.stagger);
+                    since < end && end <= now
+                })
+    })
 }
