@@ -112,7 +112,7 @@ async fn two_tier_mesh_upgrade_under_write_load_keeps_every_order_and_write() ->
         l.wait_acked(20).await?;
     }
     let state = fleet.path("state.json");
-    let out = run_baton(&run_args(&[&file], &state, &fleet.pki.dir), "40s")?;
+    let out = run_baton(&run_args(&[&file], &state, &fleet.pki.dir), "180s")?;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("converged"),
@@ -181,11 +181,14 @@ async fn two_tier_mesh_upgrade_under_write_load_keeps_every_order_and_write() ->
         );
     }
 
-    // A converged system: another pass writes nothing and starts nothing.
-    let before = std::fs::read_to_string(&state)?;
-    let ops_before: usize = fleet.records().await?.values().map(Vec::len).sum();
+    // A converged system: once the load stopped and one pass recorded the quiet members,
+    // another pass writes nothing and starts nothing.
     let mut once = run_args(&[&file], &state, &fleet.pki.dir);
     once.push("--once".into());
+    let out = baton().args(&once).output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    let before = std::fs::read_to_string(&state)?;
+    let ops_before: usize = fleet.records().await?.values().map(Vec::len).sum();
     let out = baton().args(&once).output()?;
     assert!(out.status.success(), "{}", text(&out));
     let after = std::fs::read_to_string(&state)?;
@@ -209,10 +212,10 @@ async fn backout_walks_tiers_in_reverse() -> TestResult {
     let fleet = two_tier_fleet().await?;
     let state = fleet.path("state.json");
     let up = write_mesh(&fleet, NEW)?;
-    let out = run_baton(&run_args(&[&up], &state, &fleet.pki.dir), "40s")?;
+    let out = run_baton(&run_args(&[&up], &state, &fleet.pki.dir), "180s")?;
     assert!(out.status.success(), "upgrade: {}", text(&out));
     let down = write_mesh(&fleet, OLD)?;
-    let out = run_baton(&run_args(&[&down], &state, &fleet.pki.dir), "40s")?;
+    let out = run_baton(&run_args(&[&down], &state, &fleet.pki.dir), "180s")?;
     assert!(out.status.success(), "backout: {}", text(&out));
     for (c, members) in fleet.roles().await? {
         assert!(members.iter().all(|(_, v)| v == OLD), "{c}: {members:?}");
@@ -251,7 +254,7 @@ async fn failures_retry_with_backoff_and_a_failed_traffic_check_rolls_back_one_c
     }
     let file = fleet.write("clusters.yaml", &all)?;
     let state = fleet.path("state.json");
-    let out = run_baton(&run_args(&[&file], &state, &fleet.pki.dir), "40s")?;
+    let out = run_baton(&run_args(&[&file], &state, &fleet.pki.dir), "180s")?;
     // Blocked on humans: w1 rolled back, w2 stalled; exit 1 names both.
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -338,7 +341,7 @@ async fn killing_baton_run_mid_upgrade_resumes_without_doing_anything_twice() ->
         child.kill()?; // SIGKILL
         child.wait()?;
     }
-    let out = run_baton(&run_args(&[&file], &state, &fleet.pki.dir), "40s")?;
+    let out = run_baton(&run_args(&[&file], &state, &fleet.pki.dir), "180s")?;
     assert!(out.status.success(), "{}", text(&out));
 
     let mut lost = 0;
