@@ -1176,7 +1176,7 @@ impl<'a> Planner<'a> {
             let (Some(a), Some(asw)) = (self.agent(&m.name), active_sw.as_ref()) else {
                 continue;
             };
-            let sw = self.software_of(&m);
+            let sw = self.software_of(m);
             if matches!(a.role, MemberRole::Standby | MemberRole::Spare)
                 && sw.as_ref().is_some_and(|s| !same_software(s, asw))
             {
@@ -1442,7 +1442,7 @@ impl<'a> Planner<'a> {
             if m.name == active || m.name == to || self.busy(&m.name) {
                 continue;
             }
-            let differs = match (self.software_of(&m), to_sw.as_ref()) {
+            let differs = match (self.software_of(m), to_sw.as_ref()) {
                 (Some(s), Some(t)) => !same_software(&s, t),
                 _ => false,
             };
