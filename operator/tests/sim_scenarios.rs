@@ -90,7 +90,7 @@ fn condition_is(st: &ClusterStatus, t: &str, v: &str) -> bool {
 fn member_lines(st: &ClusterStatus, action: &str) -> Vec<String> {
     st.log
         .iter()
-        .filter(|e| e.action == action)
+        .filter(|e| e.action == action && e.scope == LogScope::Member)
         .map(|e| e.target.clone())
         .collect()
 }
@@ -377,7 +377,13 @@ fn disruptive_steps_wait_for_the_maintenance_window() {
     assert_clean(&sim);
     let st = status(&sim, "c");
     assert_eq!(st.phase, ClusterPhase::Ready);
-    let first_upgrade = st.log.iter().find(|e| e.action == "upgrade").unwrap();
+    // The first member upgrade (the cluster's rollout entry, also `upgrade`, opened earlier
+    // with the first non-disruptive step).
+    let first_upgrade = st
+        .log
+        .iter()
+        .find(|e| e.action == "upgrade" && e.scope == LogScope::Member)
+        .unwrap();
     let hour = (first_upgrade.start.millis() / 3_600_000) % 24;
     assert_eq!(hour, 22, "upgrade started at {}", first_upgrade.start);
 }
@@ -429,7 +435,7 @@ fn layered_components_follow_prerequisites_verify_and_back_up_first() {
     let first_upgrade = st
         .log
         .iter()
-        .position(|e| e.action == "upgrade")
+        .position(|e| e.action == "upgrade" && e.scope == LogScope::Member)
         .expect("upgrade");
     assert!(first_backup < first_upgrade);
     assert_eq!(st.log.iter().filter(|e| e.action == "backup").count(), 2);

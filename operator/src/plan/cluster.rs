@@ -11,7 +11,7 @@ use crate::api::{
     SwitchoverRecord, Timestamp, UpgradeStrategy, Version, condition as cond, values::Duration,
 };
 
-use super::conditions::{Log, set_condition};
+use super::conditions::{Kstatus, Log, set_flag, set_kstatus};
 use super::observe::{
     Action, AgentView, ClusterObservation, MemberObservation, OpKind, OpRequest, OpState, OpView,
     PlanEvent, Wake,
@@ -246,6 +246,114 @@ impl<'a> Planner<'a> {
             next_id: &mut self.st.next_log_id,
         }
     }
+    /// The open cluster-level entry of the rollout to the current target: the parent of its
+    /// step entries. Opened with the first step of the rollout (`open`), closed when the
+    /// cluster converges, rolls back or gets another target.
+    fn rollout_log(&mut self, open: bool) -> Option<u64> {
+        let target = self.target_version.as_str();
+        let found = self
+            .st
+            .log
+            .iter()
+            .rev()
+            .find(|e| is_rollout_entry(e) && e.version.as_deref() == Some(target))
+            .map(|e| e.id);
+        if found.is_some() || !open || target.is_empty() {
+            return found;
+        }
+        let back = self.st.members.iter().any(|m| {
+            m.version
+                .as_deref()
+                .is_some_and(|v| crate::api::values::cmp_versions(v, target).is_gt())
+        });
+        let (action, what) = if back {
+            ("backout", "back out")
+        } else {
+            ("upgrade", "upgrade")
+        };
+        let (name, now) = (self.inp.name, self.now());
+        let target = self.target_version.clone();
+        let message = format!("{what} {name} to {target}");
+        let id = self.log().open(
+            None,
+            action,
+            LogScope::Cluster,
+            name,
+            Some(&target),
+            LogMode::Automatic,
+            message,
+            now,
+        );
+        Some(id)
+    }
+
+    /// A new target ends the rollout to the old one.
+    fn close_superseded_rollouts(&mut self) {
+        let target = self.target_version.clone();
+        let old: Vec<u64> = self
+            .st
+            .log
+            .iter()
+            .filter(|e| is_rollout_entry(e) && e.version.as_deref() != Some(target.as_str()))
+            .map(|e| e.id)
+            .collect();
+        let now = self.now();
+        for id in old {
+            let msg = format!("superseded by target {target}");
+            self.log().close(id, LogResult::Cancelled, msg, now);
+        }
+    }
+
+    /// The running entry of one phase of a switchover step (`demote`, `promote`), opened
+    /// under the switchover's entry when its operation is first asked for.
+    fn switchover_phase(&mut self, s: &StepRecord, phase: &str, member: &str) {
+        let open = self
+            .st
+            .log
+            .iter()
+            .any(|e| e.parent == Some(s.log_id) && e.action == phase && is_running(e));
+        if open {
+            return;
+        }
+        let now = self.now();
+        let message = match phase {
+            "demote" => format!("{member} stops taking writes and follows {}", s.member),
+            _ => format!("{member} takes over as active"),
+        };
+        self.log().open(
+            Some(s.log_id),
+            phase,
+            LogScope::Member,
+            member,
+            None,
+            LogMode::Automatic,
+            message,
+            now,
+        );
+    }
+
+    /// Close the running phase entries of a switchover step (`phase` None: all of them).
+    fn close_switchover_phases(
+        &mut self,
+        s: &StepRecord,
+        phase: Option<&str>,
+        result: LogResult,
+        msg: &str,
+    ) {
+        let ids: Vec<u64> = self
+            .st
+            .log
+            .iter()
+            .filter(|e| e.parent == Some(s.log_id) && is_running(e))
+            .filter(|e| phase.is_none_or(|p| e.action == p))
+            .map(|e| e.id)
+            .collect();
+        let now = self.now();
+        for id in ids {
+            self.log().close(id, result, msg, now);
+        }
+    }
+
     fn offline(&self) -> bool {
         self.inp.admission.offline
     }
@@ -285,6 +393,7 @@ impl<'a> Planner<'a> {
         }
         self.target_version = target;
         self.st.target_version = Some(self.target_version.clone());
+        self.close_superseded_rollouts();
         if let Some(rb) = &self.st.rolled_back
             && rb.version != self.target_version
         {
@@ -323,8 +432,9 @@ impl<'a> Planner<'a> {
             "retry requested: failures cleared"
         };
         let name = self.inp.name;
+        let parent = self.rollout_log(false);
         let id = self.log().open(
-            None,
+            parent,
             "retry",
             LogScope::Cluster,
             name,
@@ -697,6 +807,7 @@ impl<'a> Planner<'a> {
         }
         if fa.role == MemberRole::Active {
             if self.lookup_op(from, &demote_id).is_none() {
+                self.switchover_phase(s, "demote", from);
                 self.actions.push(Action {
                     member: from.to_string(),
                     request: OpRequest {
@@ -711,10 +822,13 @@ impl<'a> Planner<'a> {
             }
             return Some(s.clone());
         }
-        // Neither is active: promote once the target holds every entry the old active wrote.
+        // Neither is active: the old active stepped down. Promote once the target holds every
+        // entry the old active wrote.
+        self.close_switchover_phases(s, Some("demote"), LogResult::Succeeded, "");
         let caught_up = ta.applied_index >= fa.applied_index && ta.lag_entries == 0;
         if caught_up {
             if self.lookup_op(to, &promote_id).is_none() {
+                self.switchover_phase(s, "promote", to);
                 self.actions.push(Action {
                     member: to.to_string(),
                     request: OpRequest {
@@ -742,6 +856,7 @@ impl<'a> Planner<'a> {
 
     fn step_succeeded(&mut self, s: &StepRecord) {
         let now = self.now();
+        self.close_switchover_phases(s, None, LogResult::Succeeded, "");
         self.log().close(s.log_id, LogResult::Succeeded, "", now);
         let key = self
             .member_spec(&s.member)
@@ -801,6 +916,7 @@ impl<'a> Planner<'a> {
 
     fn cancel_step(&mut self, s: &StepRecord, msg: &str) {
         let now = self.now();
+        self.close_switchover_phases(s, None, LogResult::Cancelled, msg);
         self.log().close(s.log_id, LogResult::Cancelled, msg, now);
         let what = describe(s);
         self.event(false, "StepCancelled", format!("{what} cancelled: {msg}"));
@@ -808,6 +924,7 @@ impl<'a> Planner<'a> {
 
     fn step_failed(&mut self, s: &StepRecord, msg: &str) {
         let now = self.now();
+        self.close_switchover_phases(s, None, LogResult::Failed, msg);
         self.log().close(s.log_id, LogResult::Failed, msg, now);
         let what = describe(s);
         self.event(true, "StepFailed", format!("{what} failed: {msg}"));
@@ -862,12 +979,21 @@ impl<'a> Planner<'a> {
             .is_some_and(|a| a.role == MemberRole::Active && a.serving && a.healthy());
         let now = self.now();
         let tc = self.spec().upgrade.traffic_check.clone();
+        // The check belongs to the switchover it follows (closed at the instant it recorded).
+        let parent = self
+            .st
+            .log
+            .iter()
+            .rev()
+            .find(|e| e.action == "switchover" && e.target == sw.to && e.end == Some(sw.at))
+            .map(|e| e.id)
+            .or_else(|| self.rollout_log(false));
         if ok {
             if let Some(x) = self.st.switchover.as_mut() {
                 x.verified = true;
             }
             let id = self.log().open(
-                None,
+                parent,
                 "traffic-check",
                 LogScope::Member,
                 &sw.to,
@@ -901,7 +1027,7 @@ impl<'a> Planner<'a> {
             sw.to, tc.timeout
         );
         let id = self.log().open(
-            None,
+            parent,
             "traffic-check",
             LogScope::Member,
             &sw.to,
@@ -1492,8 +1618,9 @@ impl<'a> Planner<'a> {
             let now = self.now();
             if needs_primary && !primary_active {
                 let name = self.inp.name;
+                let parent = self.rollout_log(false);
                 let id = self.log().open(
-                    None,
+                    parent,
                     "verify",
                     LogScope::Cluster,
                     name,
@@ -1543,8 +1670,9 @@ impl<'a> Planner<'a> {
         } else {
             n.member.clone()
         };
+        let parent = self.rollout_log(true);
         let log_id = self.log().open(
-            None,
+            parent,
             action,
             scope,
             &target,
@@ -1652,14 +1780,22 @@ impl<'a> Planner<'a> {
         }
         self.st.phase = phase;
         let ready = phase == ClusterPhase::Ready;
-        let conds = &mut self.st.conditions;
-        match &self.stalled {
-            Some((reason, msg)) => {
-                set_condition(conds, cond::STALLED, true, reason, msg.clone(), g, now)
+        // The rollout ends when the cluster converges or stops on an automatic rollback.
+        let end = match (phase, &rolled_back) {
+            (ClusterPhase::Ready, _) => Some((
+                LogResult::Succeeded,
+                format!("every member runs {}", self.target_version),
+            )),
+            (ClusterPhase::RolledBack, Some(rb)) => {
+                Some((LogResult::Failed, format!("rolled back: {}", rb.reason)))
             }
-            None => set_condition(conds, cond::STALLED, false, "Progressing", "", g, now),
+            _ => None,
+        };
+        if let Some((result, msg)) = end
+            && let Some(id) = self.rollout_log(false)
+        {
+            self.log().close(id, result, msg, now);
         }
-        let reconciling = !ready && self.stalled.is_none() && !paused;
         let rec_msg = if !self.st.steps.is_empty() {
             self.st
                 .steps
@@ -1670,94 +1806,61 @@ impl<'a> Planner<'a> {
         } else {
             self.waiting.first().cloned().unwrap_or_default()
         };
-        set_condition(
+        let rec_reason = if self.st.steps.is_empty() {
+            "Waiting"
+        } else {
+            "StepInProgress"
+        };
+        let (g, t) = (g, now);
+        let conds = &mut self.st.conditions;
+        set_kstatus(
             conds,
-            cond::RECONCILING,
-            reconciling,
-            if reconciling {
-                if self.st.steps.is_empty() {
-                    "Waiting"
-                } else {
-                    "StepInProgress"
-                }
-            } else {
-                "Idle"
-            },
-            if reconciling { rec_msg } else { String::new() },
-            g,
-            now,
-        );
-        set_condition(
-            conds,
-            cond::READY,
-            ready,
-            if ready { "Converged" } else { "NotConverged" },
-            if ready {
-                format!("every member runs {}", self.target_version)
-            } else {
-                String::new()
+            Kstatus {
+                stalled: self.stalled.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
+                ready: ready.then(|| format!("every member runs {}", self.target_version)),
+                paused,
+                reconciling: (rec_reason, rec_msg),
             },
             g,
-            now,
+            t,
         );
         let degraded = !self.degraded.is_empty();
-        set_condition(
+        let impaired = || self.degraded.join("; ");
+        set_flag(
             conds,
             cond::DEGRADED,
             degraded,
-            if degraded {
-                "MembersImpaired"
-            } else {
-                "AsExpected"
-            },
-            self.degraded.join("; "),
+            "MembersImpaired",
+            "AsExpected",
+            impaired,
             g,
-            now,
+            t,
         );
-        let versions = self.st.running_versions.clone().unwrap_or_default();
+        let versions = self.st.running_versions.as_deref().unwrap_or_default();
         let mixed = versions.contains(',');
-        set_condition(
+        let runs = || format!("members run {versions}");
+        set_flag(
             conds,
             cond::MIXED_VERSION,
             mixed,
-            if mixed {
-                "MixedVersion"
-            } else {
-                "SingleVersion"
-            },
-            if mixed {
-                format!("members run {versions}")
-            } else {
-                String::new()
-            },
+            "MixedVersion",
+            "SingleVersion",
+            runs,
             g,
-            now,
+            t,
         );
-        set_condition(
-            conds,
-            cond::PAUSED,
-            paused,
-            if paused { "Paused" } else { "NotPaused" },
-            "",
-            g,
-            now,
-        );
-        let awaiting = self.awaiting.is_some();
-        set_condition(
+        let awaiting = self.awaiting.as_deref();
+        let approve = || format!("approve step {}", awaiting.unwrap_or_default());
+        let (on, off) = ("ApprovalRequired", "NoApprovalPending");
+        set_flag(
             conds,
             cond::AWAITING_APPROVAL,
-            awaiting,
-            if awaiting {
-                "ApprovalRequired"
-            } else {
-                "NoApprovalPending"
-            },
-            self.awaiting
-                .clone()
-                .map(|s| format!("approve step {s}"))
-                .unwrap_or_default(),
+            awaiting.is_some(),
+            on,
+            off,
+            approve,
             g,
-            now,
+            t,
         );
         self.st.message = if let Some((_, m)) = &self.stalled {
             Some(m.clone())
@@ -1829,4 +1932,15 @@ pub fn expected_alarm(name: &str) -> bool {
     ]
     .iter()
     .any(|k| n.replace(['_'], "").contains(k))
+}
+
+/// A cluster-level rollout entry still open (`upgrade` or `backout` of the whole cluster).
+fn is_rollout_entry(e: &crate::api::LogEntry) -> bool {
+    e.scope == LogScope::Cluster
+        && is_running(e)
+        && matches!(e.action.as_str(), "upgrade" | "backout")
+}
+
+fn is_running(e: &crate::api::LogEntry) -> bool {
+    e.result == LogResult::Running
 }

@@ -1,6 +1,8 @@
 //! Condition and log bookkeeping shared by the cluster and mesh planners.
 
-use crate::api::{Condition, LOG_LIMIT, LogEntry, LogMode, LogResult, LogScope, Timestamp};
+use crate::api::{
+    Condition, LOG_LIMIT, LogEntry, LogMode, LogResult, LogScope, Timestamp, condition as cond,
+};
 
 /// Set a condition, keeping `lastTransitionTime` when the status does not change, so that a
 /// converged system writes an identical status (and therefore writes nothing).
@@ -38,6 +40,87 @@ pub fn set_condition(
             last_transition_time: now,
         });
     }
+}
+
+/// A condition that is either on, with its reason and a message, or off with its reason and
+/// no message (`Degraded`, `MixedVersion`, `Paused`, ...). The message is only made when on.
+#[allow(clippy::too_many_arguments)]
+pub fn set_flag(
+    conds: &mut Vec<Condition>,
+    type_: &str,
+    on: bool,
+    on_reason: &str,
+    off_reason: &str,
+    message: impl FnOnce() -> String,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let (reason, message) = if on {
+        (on_reason, message())
+    } else {
+        (off_reason, String::new())
+    };
+    set_condition(conds, type_, on, reason, message, generation, now);
+}
+
+/// Where an object stands, as the kstatus conditions say it.
+pub struct Kstatus<'a> {
+    /// Reason and message when it cannot make progress without a human.
+    pub stalled: Option<(&'a str, &'a str)>,
+    /// Converged, and what `Ready` says then.
+    pub ready: Option<String>,
+    pub paused: bool,
+    /// Reason and message of `Reconciling` while it is on (neither ready, stalled nor paused).
+    pub reconciling: (&'a str, String),
+}
+
+/// Set `Stalled`, `Ready`, `Reconciling` and `Paused` the same way for every object: exactly
+/// one of Ready / Stalled / Reconciling holds unless paused, as kstatus expects.
+pub fn set_kstatus(
+    conds: &mut Vec<Condition>,
+    k: Kstatus<'_>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let (g, t) = (generation, now);
+    match k.stalled {
+        Some((reason, message)) => set_condition(conds, cond::STALLED, true, reason, message, g, t),
+        None => set_condition(conds, cond::STALLED, false, "Progressing", "", g, t),
+    }
+    let ready = k.ready.is_some();
+    let ready_message = k.ready.unwrap_or_default();
+    set_flag(
+        conds,
+        cond::READY,
+        ready,
+        "Converged",
+        "NotConverged",
+        || ready_message,
+        g,
+        t,
+    );
+    let on = !ready && k.stalled.is_none() && !k.paused;
+    let (reason, message) = k.reconciling;
+    set_flag(
+        conds,
+        cond::RECONCILING,
+        on,
+        reason,
+        "Idle",
+        || message,
+        g,
+        t,
+    );
+    set_flag(
+        conds,
+        cond::PAUSED,
+        k.paused,
+        "Paused",
+        "NotPaused",
+        String::new,
+        g,
+        t,
+    );
 }
 
 pub fn condition_true(conds: &[Condition], type_: &str) -> bool {

@@ -13,7 +13,7 @@ use crate::api::{
 };
 
 use super::cluster::Admission;
-use super::conditions::{Log, set_condition};
+use super::conditions::{Kstatus, Log, set_condition, set_flag, set_kstatus};
 use super::observe::{PlanEvent, Wake};
 use super::validate::{
     ClusterRef, FastMap, MeshIndex, Roles, same_str, summarize, validate_mesh_indexed,
@@ -436,12 +436,12 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
                     next_id: &mut st.next_log_id,
                 };
                 if let Some(prev) = st.rollout.as_ref() {
-                    log.close(
-                        prev.log_id,
-                        LogResult::Cancelled,
-                        format!("superseded by {} {}", dir_word(direction), spec.version),
-                        now,
-                    );
+                    let why = format!("superseded by {} {}", dir_word(direction), spec.version);
+                    // Its tiers end with it.
+                    for id in open_tier_entries(log.entries, prev.log_id) {
+                        log.close(id, LogResult::Cancelled, why.clone(), now);
+                    }
+                    log.close(prev.log_id, LogResult::Cancelled, why, now);
                 }
                 let id = log.open(
                     None,
@@ -522,6 +522,32 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
             t.total += 1;
             if s.done {
                 t.done += 1;
+            }
+        }
+    }
+    // A tier's entry (under the rollout's) closes when every cluster of the tier is done.
+    if let Some(r) = &st.rollout {
+        let mut log = Log {
+            entries: &mut st.log,
+            next_id: &mut st.next_log_id,
+        };
+        for id in open_tier_entries(log.entries, r.log_id) {
+            let tier = log
+                .entries
+                .iter()
+                .find(|e| e.id == id)
+                .map(|e| e.target.clone());
+            if let Some(t) = tiers.iter().find(|t| Some(&t.name) == tier.as_ref())
+                && t.total > 0
+                && t.done == t.total
+            {
+                let msg = format!("all {} clusters of tier {} done", t.total, t.name);
+                log.close(id, LogResult::Succeeded, msg.clone(), now);
+                events.push(PlanEvent {
+                    warning: false,
+                    reason: "TierComplete".into(),
+                    message: msg,
+                });
             }
         }
     }
@@ -614,10 +640,35 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
                     moving += 1;
                 }
                 tiers[ti].last_start_at = Some(now);
-                let parent = st.rollout.as_ref().map(|r| r.log_id);
+                let rollout = st.rollout.as_ref().map(|r| r.log_id);
                 let mut log = Log {
                     entries: &mut st.log,
                     next_id: &mut st.next_log_id,
+                };
+                // Admissions are entries of their tier's entry, itself under the rollout's.
+                let parent = match rollout {
+                    Some(r) => Some(
+                        open_tier_entries(log.entries, r)
+                            .into_iter()
+                            .find(|&id| {
+                                log.entries
+                                    .iter()
+                                    .any(|e| e.id == id && e.target == tier.name)
+                            })
+                            .unwrap_or_else(|| {
+                                log.open(
+                                    Some(r),
+                                    "tier",
+                                    LogScope::Mesh,
+                                    &tier.name,
+                                    Some(&spec.version),
+                                    LogMode::Automatic,
+                                    format!("{} tier {}", dir_word(direction), tier.name),
+                                    now,
+                                )
+                            }),
+                    ),
+                    None => None,
                 };
                 let id = log.open(
                     parent,
@@ -724,86 +775,34 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     } else {
         waiting.first().cloned()
     };
+    let reconciling = st.message.clone().unwrap_or_default();
     let conds = &mut st.conditions;
-    match &stalled {
-        Some((r, m)) => set_condition(conds, cond::STALLED, true, r, m.clone(), g, now),
-        None => set_condition(conds, cond::STALLED, false, "Progressing", "", g, now),
-    }
-    set_condition(
+    set_kstatus(
         conds,
-        cond::READY,
-        ready,
-        if ready { "Converged" } else { "NotConverged" },
-        if ready {
-            format!("all {total} clusters run their target")
-        } else {
-            String::new()
+        Kstatus {
+            stalled: stalled.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
+            ready: ready.then(|| format!("all {total} clusters run their target")),
+            paused,
+            reconciling: ("RolloutInProgress", reconciling),
         },
         g,
         now,
     );
-    let reconciling = !ready && stalled.is_none() && !paused;
-    set_condition(
-        conds,
-        cond::RECONCILING,
-        reconciling,
-        if reconciling {
-            "RolloutInProgress"
-        } else {
-            "Idle"
-        },
-        if reconciling {
-            st.message.clone().unwrap_or_default()
-        } else {
-            String::new()
-        },
-        g,
-        now,
-    );
-    set_condition(
+    let (on, off) = ("ClustersFailed", "AsExpected");
+    set_flag(
         conds,
         cond::DEGRADED,
         degraded,
-        if degraded {
-            "ClustersFailed"
-        } else {
-            "AsExpected"
-        },
-        if degraded {
-            failed.join(", ")
-        } else {
-            String::new()
-        },
+        on,
+        off,
+        || failed.join(", "),
         g,
         now,
     );
     let mixed = versions.len() > 1;
-    set_condition(
-        conds,
-        cond::MIXED_VERSION,
-        mixed,
-        if mixed {
-            "MixedVersion"
-        } else {
-            "SingleVersion"
-        },
-        if mixed {
-            versions.iter().copied().collect::<Vec<_>>().join(",")
-        } else {
-            String::new()
-        },
-        g,
-        now,
-    );
-    set_condition(
-        conds,
-        cond::PAUSED,
-        paused,
-        if paused { "Paused" } else { "NotPaused" },
-        "",
-        g,
-        now,
-    );
+    let list = || versions.iter().copied().collect::<Vec<_>>().join(",");
+    let (on, off) = ("MixedVersion", "SingleVersion");
+    set_flag(conds, cond::MIXED_VERSION, mixed, on, off, list, g, now);
     set_condition(
         conds,
         cond::PRECONDITIONS,
@@ -1032,4 +1031,14 @@ fn capacity_refusal<'s>(
         )),
         _ => None,
     }
+}
+
+/// Ids of the tier entries still open under a rollout entry.
+fn open_tier_entries(log: &[crate::api::LogEntry], rollout: u64) -> Vec<u64> {
+    log.iter()
+        .filter(|e| {
+            e.parent == Some(rollout) && e.action == "tier" && e.result == LogResult::Running
+        })
+        .map(|e| e.id)
+        .collect()
 }

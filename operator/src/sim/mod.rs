@@ -528,14 +528,23 @@ impl Sim {
                 ));
             }
             if let Some(t) = &target {
-                let rollback = self.clusters[ci]
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.rolled_back.is_some());
+                // Moving back is allowed: after an automatic rollback, or when switching back
+                // to the old active because a switchover failed or was abandoned (the member
+                // promoted is the one that served before it).
+                let status = self.clusters[ci].status.as_ref();
+                let rollback = status.is_some_and(|s| {
+                    s.rolled_back.is_some()
+                        || s.steps.iter().any(|st| {
+                            st.rollback
+                                && st.action == crate::api::StepAction::Switchover
+                                && st.member == member
+                                && req.id == format!("{}.promote", st.id)
+                        })
+                });
                 if !rollback && !same_version(&m.version, t) && m.components.is_empty() {
                     self.violation(format!(
-                        "{cname}/{member}: switchover to {} which is not the target {t}",
-                        m.version
+                        "{cname}/{member}: switchover to {} which is not the target {t} (operation {})",
+                        m.version, req.id
                     ));
                 }
             }
