@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod demo;
 pub mod k8s;
+pub mod kubectl;
 pub mod local;
 pub mod plan;
 pub mod reconcile;

@@ -17,8 +17,55 @@ use baton::reconcile::Timing;
     about = "Declarative, failover-ordered upgrades of HA clusters and meshes"
 )]
 struct Cli {
+    #[command(flatten)]
+    kube: KubeArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where `status`, `plan`, `log` and the intent commands act: a local state file (default),
+/// or a Kubernetes cluster (with any of these flags, or when run as `kubectl baton`).
+#[derive(Args, Clone, Default)]
+struct KubeArgs {
+    /// Act on the cluster of the current kubeconfig context instead of a state file.
+    #[arg(long, global = true, help_heading = "Kubernetes")]
+    kube: bool,
+    /// Kubeconfig file (default: KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Kubernetes")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, global = true, help_heading = "Kubernetes")]
+    context: Option<String>,
+    /// Namespace (default: the context's namespace).
+    #[arg(short = 'n', long, global = true, help_heading = "Kubernetes")]
+    namespace: Option<String>,
+    /// Every namespace (read-only commands).
+    #[arg(
+        short = 'A',
+        long,
+        global = true,
+        conflicts_with = "namespace",
+        help_heading = "Kubernetes"
+    )]
+    all_namespaces: bool,
+}
+
+impl KubeArgs {
+    fn wanted(&self) -> bool {
+        self.kube
+            || self.kubeconfig.is_some()
+            || self.context.is_some()
+            || self.namespace.is_some()
+            || self.all_namespaces
+    }
+    fn target(&self) -> baton::kubectl::KubeTarget {
+        baton::kubectl::KubeTarget {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: self.namespace.clone(),
+            all_namespaces: self.all_namespaces,
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -135,7 +182,9 @@ enum Command {
     /// Print the ordered schedule from the current (or assumed) state to the desired one,
     /// without acting.
     Plan {
-        #[arg(short = 'f', long = "file", required = true)]
+        /// Manifest files or directories (repeatable; local mode; on Kubernetes the live
+        /// objects are planned).
+        #[arg(short = 'f', long = "file")]
         files: Vec<PathBuf>,
         /// Start from the members recorded in this state file.
         #[arg(long)]
@@ -153,15 +202,31 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: OutputArg,
     },
-    /// Show statuses from the state file: clusters, members and the upgrade log.
+    /// Show statuses: from the state file (clusters, members, upgrade log), or on Kubernetes
+    /// as a tree (mesh → tiers → clusters → members).
     Status {
         #[command(flatten)]
         state: StateArg,
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: OutputArg,
-        /// Leave out the upgrade log.
+        /// Leave out the upgrade log (local mode; on Kubernetes use `log`).
         #[arg(long)]
         no_log: bool,
+        /// Keep watching: print again whenever something changed (Ctrl-C stops).
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// How often --watch reads.
+        #[arg(long, default_value = "2s", requires = "watch")]
+        interval: Duration,
+    },
+    /// Show the upgrade log of clusters or meshes (all when none named), as a tree.
+    Log {
+        /// cluster/NAME, mesh/NAME or NAME.
+        names: Vec<String>,
+        #[command(flatten)]
+        state: StateArg,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: OutputArg,
     },
     /// Approve a step that waits for approval (e.g. switchover/web/m2@2.0.0).
     Approve {
@@ -241,6 +306,218 @@ fn std_duration(d: Duration) -> StdDuration {
     StdDuration::from_millis(d.millis())
 }
 
+fn serialized<T: serde::Serialize>(value: &T, o: Output) -> anyhow::Result<String> {
+    Ok(match o {
+        Output::Yaml => serde_yaml::to_string(value)?,
+        _ => serde_json::to_string_pretty(value)? + "\n",
+    })
+}
+
+fn print_or_fail(text: anyhow::Result<String>) -> ExitCode {
+    match text {
+        Ok(t) => {
+            print!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn plan_options(
+    files: Vec<PathBuf>,
+    state: Option<PathBuf>,
+    from: Vec<String>,
+    upgrade_time: Option<Duration>,
+    step_time: Option<Duration>,
+) -> cli::plan::PlanOptions {
+    let (comps, versions): (Vec<String>, Vec<String>) =
+        from.into_iter().partition(|f| f.contains('='));
+    cli::plan::PlanOptions {
+        files,
+        state,
+        from: versions.into_iter().last(),
+        from_components: comps
+            .iter()
+            .filter_map(|c| c.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        upgrade_time,
+        step_time,
+        horizon: Duration::from_secs(90 * 24 * 3600),
+    }
+}
+
+/// `status --watch`, local or live.
+fn watch_frames<F, Fut>(read: F, interval: Duration, title: &str) -> ExitCode
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    use baton::kubectl::watch::{Display, Limits, watch};
+    use std::io::IsTerminal;
+    let display = if std::io::stdout().is_terminal() {
+        Display::Redraw
+    } else {
+        Display::Append
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    let mut stdout = std::io::stdout();
+    match rt.block_on(watch(
+        read,
+        std_duration(interval),
+        title,
+        display,
+        Limits::default(),
+        &mut stdout,
+    )) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// Whether this binary runs as `kubectl-baton` (kubectl runs plugins by that name).
+fn is_kubectl_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .is_some_and(|s| s == "kubectl-baton")
+}
+
+fn parse(plugin: bool) -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    if plugin {
+        cmd = cmd.name("kubectl baton").bin_name("kubectl baton").about(
+            "Baton's kubectl plugin: status, plan, log, approve, pause, resume, retry and \
+                 force on live Mesh and Cluster objects",
+        );
+        // What runs the loop has no place in the plugin's help.
+        for hidden in ["demo", "run", "operator", "crds"] {
+            cmd = cmd.mut_subcommand(hidden, |c| c.hide(true));
+        }
+    }
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The commands that act on a Kubernetes cluster (the kubectl plugin).
+fn on_kubernetes(kube: &KubeArgs, command: Command) -> ExitCode {
+    use baton::kubectl::{self, LogOptions, StatusOptions};
+    let target = kube.target();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    let connected = rt.block_on(kubectl::connect(&target));
+    let (client, scope) = match connected {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let intent = |i: Intent| {
+        print_or_fail(
+            rt.block_on(kubectl::intent(&client, &scope, i))
+                .map(|m| m + "\n"),
+        )
+    };
+    match command {
+        Command::Status {
+            output: o,
+            watch,
+            interval,
+            ..
+        } => {
+            let opts = StatusOptions { output: output(o) };
+            if watch {
+                drop(rt);
+                let read = move || {
+                    let (client, scope) = (client.clone(), scope.clone());
+                    async move { kubectl::status(&client, &scope, opts).await }
+                };
+                watch_frames(read, interval, "kubectl baton status")
+            } else {
+                print_or_fail(rt.block_on(kubectl::status(&client, &scope, opts)))
+            }
+        }
+        Command::Log {
+            names, output: o, ..
+        } => print_or_fail(rt.block_on(kubectl::log(
+            &client,
+            &scope,
+            &LogOptions {
+                names,
+                output: output(o),
+            },
+        ))),
+        Command::Plan {
+            files,
+            state,
+            from,
+            upgrade_time,
+            step_time,
+            output: o,
+        } => {
+            if !files.is_empty() || state.is_some() {
+                return fail(anyhow::anyhow!(
+                    "on Kubernetes `plan` reads the live objects; -f and --state are for local \
+                     manifests (drop the Kubernetes flags to use them)"
+                ));
+            }
+            let opts = plan_options(files, state, from, upgrade_time, step_time);
+            let text = rt
+                .block_on(kubectl::plan(&client, &scope, &opts))
+                .and_then(|plans| match output(o) {
+                    Output::Table => Ok(plans
+                        .iter()
+                        .map(|(ns, s)| {
+                            let text = cli::plan::render_for(s, kubectl::commands::COMMAND);
+                            if plans.len() > 1 || scope == kubectl::Scope::All {
+                                format!("namespace {ns}\n{text}")
+                            } else {
+                                text
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")),
+                    other => serialized(
+                        &plans
+                            .iter()
+                            .map(|(ns, s)| serde_json::json!({ "namespace": ns, "schedule": s }))
+                            .collect::<Vec<_>>(),
+                        other,
+                    ),
+                });
+            print_or_fail(text)
+        }
+        Command::Approve { step, .. } => intent(Intent::Approve(step)),
+        Command::Pause { names, .. } => intent(Intent::Pause(names)),
+        Command::Resume { names, .. } => intent(Intent::Resume(names)),
+        Command::Retry { names, .. } => intent(Intent::Retry(names)),
+        Command::Force { names, .. } => intent(Intent::Force(names)),
+        Command::Run { .. }
+        | Command::Demo { .. }
+        | Command::Crds { .. }
+        | Command::Operator(_) => fail(anyhow::anyhow!(
+            "this command does not take Kubernetes flags: on a cluster the operator runs the \
+                 loop (`baton operator`, see docs/operator.md); `kubectl baton` offers status, \
+                 plan, log, approve, pause, resume, retry and force"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     // `baton __agent ARGS`: run a member agent (what `baton demo` starts), so that the demo
     // needs nothing but this binary.
@@ -248,11 +525,15 @@ fn main() -> ExitCode {
     if args.nth(1).is_some_and(|a| a == "__agent") {
         return agent(args.collect());
     }
-    let cli = Cli::parse();
+    let plugin = is_kubectl_plugin();
+    let cli = parse(plugin);
     // The operator sets up its own logging (--log-format, --log-level).
     let cli = match cli.command {
         Command::Operator(args) => return baton::k8s::main(args),
-        command => Cli { command },
+        command => Cli {
+            command,
+            kube: cli.kube,
+        },
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -261,6 +542,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    if plugin || cli.kube.wanted() {
+        return on_kubernetes(&cli.kube, cli.command);
+    }
     match cli.command {
         Command::Run {
             files,
@@ -329,51 +613,42 @@ fn main() -> ExitCode {
             step_time,
             output: o,
         } => {
-            let (comps, versions): (Vec<String>, Vec<String>) =
-                from.into_iter().partition(|f| f.contains('='));
-            let opts = cli::plan::PlanOptions {
-                files,
-                state,
-                from: versions.into_iter().last(),
-                from_components: comps
-                    .iter()
-                    .filter_map(|c| c.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                upgrade_time,
-                step_time,
-                horizon: Duration::from_secs(90 * 24 * 3600),
-            };
-            match cli::plan::schedule(&opts) {
-                Ok(s) => {
-                    let text = match output(o) {
-                        Output::Table => cli::plan::render(&s),
-                        Output::Json => match serde_json::to_string_pretty(&s) {
-                            Ok(t) => t + "\n",
-                            Err(e) => return fail(e.into()),
-                        },
-                        Output::Yaml => match serde_yaml::to_string(&s) {
-                            Ok(t) => t,
-                            Err(e) => return fail(e.into()),
-                        },
-                    };
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
+            if files.is_empty() {
+                return fail(anyhow::anyhow!(
+                    "name the manifests with -f FILE|DIR (or plan the live objects of a \
+                     Kubernetes cluster with --context/--kube, or as `kubectl baton plan`)"
+                ));
             }
+            let opts = plan_options(files, state, from, upgrade_time, step_time);
+            let text = cli::plan::schedule(&opts).and_then(|s| match output(o) {
+                Output::Table => Ok(cli::plan::render(&s)),
+                other => serialized(&s, other),
+            });
+            print_or_fail(text)
         }
         Command::Status {
             state,
             output: o,
             no_log,
-        } => match cli::status(&state.state, output(o), !no_log) {
-            Ok(t) => {
-                print!("{t}");
-                ExitCode::SUCCESS
+            watch,
+            interval,
+        } => {
+            if watch {
+                let path = state.state.clone();
+                let read = move || {
+                    let path = path.clone();
+                    async move { cli::status(&path, output(o), !no_log) }
+                };
+                watch_frames(read, interval, "baton status")
+            } else {
+                print_or_fail(cli::status(&state.state, output(o), !no_log))
             }
-            Err(e) => fail(e),
-        },
+        }
+        Command::Log {
+            names,
+            state,
+            output: o,
+        } => print_or_fail(cli::log(&state.state, &names, output(o))),
         Command::Approve { step, state } => intent(&state, Intent::Approve(step)),
         Command::Pause { names, state } => intent(&state, Intent::Pause(names)),
         Command::Resume { names, state } => intent(&state, Intent::Resume(names)),

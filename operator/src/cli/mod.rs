@@ -3,6 +3,7 @@
 //! `retry`, `force`).
 
 pub mod plan;
+pub mod tree;
 pub mod view;
 
 use std::path::{Path, PathBuf};
@@ -256,6 +257,84 @@ pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Resu
     }
 }
 
+/// `baton log`: the upgrade log of the named objects (all when none) from the state file.
+pub fn log(state_path: &Path, names: &[String], output: Output) -> anyhow::Result<String> {
+    if !state_path.exists() {
+        bail!(
+            "{}: no such state file (it is created by `baton run --state {}`)",
+            state_path.display(),
+            state_path.display()
+        );
+    }
+    let st = State::load(state_path)?;
+    let targets: Vec<Target> = if names.is_empty() {
+        st.meshes
+            .keys()
+            .map(|m| Target::Mesh(m.clone()))
+            .chain(st.clusters.keys().map(|c| Target::Cluster(c.clone())))
+            .collect()
+    } else {
+        names
+            .iter()
+            .map(|n| resolve(&st, n))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let entries = |t: &Target| -> (&'static str, String, &[crate::api::LogEntry]) {
+        match t {
+            Target::Cluster(c) => (
+                "Cluster",
+                c.clone(),
+                st.clusters
+                    .get(c)
+                    .and_then(|o| o.status.as_ref())
+                    .map_or(&[][..], |s| s.log.as_slice()),
+            ),
+            Target::Mesh(m) => (
+                "Mesh",
+                m.clone(),
+                st.meshes
+                    .get(m)
+                    .and_then(|o| o.status.as_ref())
+                    .map_or(&[][..], |s| s.log.as_slice()),
+            ),
+        }
+    };
+    if output != Output::Table {
+        #[derive(Serialize)]
+        struct Logged<'a> {
+            kind: &'static str,
+            name: String,
+            log: &'a [crate::api::LogEntry],
+        }
+        let all: Vec<Logged<'_>> = targets
+            .iter()
+            .map(|t| {
+                let (kind, name, log) = entries(t);
+                Logged { kind, name, log }
+            })
+            .collect();
+        return Ok(if output == Output::Json {
+            serde_json::to_string_pretty(&all)? + "\n"
+        } else {
+            serde_yaml::to_string(&all)?
+        });
+    }
+    let mut out = String::new();
+    for t in &targets {
+        let (kind, name, log) = entries(t);
+        if log.is_empty() {
+            out.push_str(&format!(
+                "{}/{name}: no log entries yet\n",
+                kind.to_lowercase()
+            ));
+        } else {
+            out.push_str(&format!("{}/{name}:\n", kind.to_lowercase()));
+            out.push_str(&view::log_lines(log));
+        }
+    }
+    Ok(out)
+}
+
 /// An imperative intent for the local runner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Intent {
@@ -301,6 +380,19 @@ fn resolve(st: &State, name: &str) -> anyhow::Result<Target> {
     }
 }
 
+/// The cluster an approvable step (`switchover/CLUSTER/MEMBER@VERSION`) belongs to.
+pub fn approval_cluster(step: &str) -> anyhow::Result<&str> {
+    step.strip_prefix("switchover/")
+        .and_then(|r| r.split('/').next())
+        .filter(|c| !c.is_empty() && step.contains('@'))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{step:?} is not a step name; approvable steps look like \
+                 switchover/CLUSTER/MEMBER@VERSION (see `baton status`)"
+            )
+        })
+}
+
 /// Record an intent for the runner (which acts on it at its next pass). Returns a message.
 pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
     let st = State::load(state_path)?;
@@ -326,17 +418,7 @@ pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
     };
     match intent {
         Intent::Approve(step) => {
-            let cluster = step
-                .strip_prefix("switchover/")
-                .and_then(|r| r.split('/').next())
-                .filter(|c| !c.is_empty() && step.contains('@'))
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{step:?} is not a step name; approvable steps look like \
-                         switchover/CLUSTER/MEMBER@VERSION (see `baton status`)"
-                    )
-                })?
-                .to_string();
+            let cluster = approval_cluster(&step)?.to_string();
             let c = match resolve(&st, &format!("cluster/{cluster}"))? {
                 Target::Cluster(c) => c,
                 Target::Mesh(m) => bail!("{m:?} is a mesh; approvals name a cluster's step"),

@@ -80,13 +80,28 @@ pub struct Schedule {
     pub estimated: bool,
 }
 
-/// Build the schedule.
+/// Build the schedule from manifest files and (optionally) a state file.
 pub fn schedule(opts: &PlanOptions) -> anyhow::Result<Schedule> {
     let manifests = load(&opts.files)?;
     let state = match &opts.state {
         Some(p) => Some(State::load(p)?),
         None => None,
     };
+    let statuses: BTreeMap<&str, &ClusterStatus> = state
+        .iter()
+        .flat_map(|s| s.clusters.iter())
+        .filter_map(|(n, o)| o.status.as_ref().map(|st| (n.as_str(), st)))
+        .collect();
+    schedule_from(opts, &manifests, &statuses)
+}
+
+/// Build the schedule from objects and the last statuses of their clusters (the kubectl
+/// plugin passes live objects; `opts.files` and `opts.state` are not read).
+pub fn schedule_from(
+    opts: &PlanOptions,
+    manifests: &Manifests,
+    statuses: &BTreeMap<&str, &ClusterStatus>,
+) -> anyhow::Result<Schedule> {
     let mut out = Schedule {
         steps: vec![],
         waits: vec![],
@@ -122,15 +137,7 @@ pub fn schedule(opts: &PlanOptions) -> anyhow::Result<Schedule> {
         groups.push((None, standalone));
     }
     for (mesh, names) in groups {
-        simulate(
-            opts,
-            &manifests,
-            state.as_ref(),
-            mesh,
-            &names,
-            &claimed,
-            &mut out,
-        )?;
+        simulate(opts, manifests, statuses, mesh, &names, &claimed, &mut out)?;
     }
     out.steps.sort_by(|a, b| {
         a.start
@@ -147,7 +154,7 @@ pub fn schedule(opts: &PlanOptions) -> anyhow::Result<Schedule> {
 fn simulate(
     opts: &PlanOptions,
     manifests: &Manifests,
-    state: Option<&State>,
+    statuses: &BTreeMap<&str, &ClusterStatus>,
     mesh: Option<usize>,
     names: &[String],
     claimed: &BTreeMap<String, (String, String)>,
@@ -171,9 +178,7 @@ fn simulate(
         else {
             continue;
         };
-        let status: Option<&ClusterStatus> = state
-            .and_then(|s| s.clusters.get(name))
-            .and_then(|o| o.status.as_ref());
+        let status: Option<&ClusterStatus> = statuses.get(name.as_str()).copied();
         let initial = initial_version(opts, status, name)?;
         sim.add_cluster(name, c.labels().clone(), c.spec.clone(), &initial);
         if status.is_none()
@@ -188,6 +193,7 @@ fn simulate(
             }
         }
         if let (Some(st), Some(sc)) = (status, sim.cluster_mut(name)) {
+            sc.status = Some(resumable(st));
             for m in &st.members {
                 let Some(sm) = sc.members.get_mut(&m.name) else {
                     continue;
@@ -214,6 +220,13 @@ fn simulate(
         let (_, m) = &manifests.meshes[mi];
         sim.set_mesh(&m.name_any(), m.spec.clone());
     }
+    // Entries the last statuses already hold are history, not plan (`next_log_id` is the
+    // last id given out).
+    let history: BTreeMap<String, u64> = sim
+        .clusters
+        .iter()
+        .filter_map(|c| Some((c.name.clone(), c.status.as_ref()?.next_log_id)))
+        .collect();
     let mut logs: BTreeMap<(String, u64), LogEntry> = BTreeMap::new();
     let mut waiting: BTreeMap<String, (String, Timestamp)> = BTreeMap::new();
     let end = start.plus(opts.horizon);
@@ -287,7 +300,10 @@ fn simulate(
         }
     }
     for ((cluster, _), e) in logs {
-        if e.scope == LogScope::Mesh || e.result == LogResult::Cancelled {
+        if e.scope == LogScope::Mesh
+            || e.result == LogResult::Cancelled
+            || history.get(&cluster).is_some_and(|&last| e.id <= last)
+        {
             continue;
         }
         let (mesh, tier) = claimed
@@ -312,6 +328,22 @@ fn simulate(
     Ok(())
 }
 
+/// The last status as the simulation's starting point: what is done stays done (verified
+/// versions, the log, failures), and nothing is in flight — the simulated members run what the
+/// status last saw, so a step in flight is planned again from its start (a conservative
+/// estimate).
+fn resumable(st: &ClusterStatus) -> ClusterStatus {
+    let mut s = st.clone();
+    s.steps.clear();
+    s.switchover = None;
+    // The simulation's objects are at generation 1.
+    s.observed_generation = Some(1);
+    for m in &mut s.members {
+        m.operation = None;
+    }
+    s
+}
+
 fn initial_version(
     opts: &PlanOptions,
     status: Option<&ClusterStatus>,
@@ -326,8 +358,9 @@ fn initial_version(
     match &opts.from {
         Some(v) => Ok(v.clone()),
         None => bail!(
-            "cluster {cluster}: its running version is unknown; pass --state FILE (from `baton run`) \
-             or --from VERSION to assume every member runs VERSION"
+            "cluster {cluster}: its running version is unknown (no status with an active member \
+             yet); pass --state FILE (from `baton run`, local mode) or --from VERSION to assume \
+             every member runs VERSION"
         ),
     }
 }
@@ -339,6 +372,11 @@ fn clock(secs: f64) -> String {
 
 /// The schedule as text.
 pub fn render(s: &Schedule) -> String {
+    render_for(s, "baton")
+}
+
+/// The schedule as text, naming `command` (e.g. `kubectl baton`) in the hints it prints.
+pub fn render_for(s: &Schedule, command: &str) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let mut last_group = None;
@@ -392,7 +430,7 @@ pub fn render(s: &Schedule) -> String {
     if !s.approvals.is_empty() {
         let _ = writeln!(out, "\napprovals needed (assumed given above):");
         for a in &s.approvals {
-            let _ = writeln!(out, "  baton approve {a}");
+            let _ = writeln!(out, "  {command} approve {a}");
         }
     }
     if !s.blocked.is_empty() {

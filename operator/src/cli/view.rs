@@ -138,11 +138,34 @@ fn ts(t: Timestamp) -> String {
     t.to_rfc3339()
 }
 
+/// How deep each entry sits in the log's tree (parents dropped from the bounded log count
+/// as absent; a cycle, which the planner never writes, is cut at the log's length).
+fn depths(log: &[LogEntry]) -> Vec<usize> {
+    let parent: std::collections::HashMap<u64, Option<u64>> =
+        log.iter().map(|e| (e.id, e.parent)).collect();
+    log.iter()
+        .map(|e| {
+            let mut d = 0;
+            let mut p = e.parent;
+            while let Some(id) = p {
+                match parent.get(&id) {
+                    Some(up) if d < log.len() => {
+                        d += 1;
+                        p = *up;
+                    }
+                    _ => break,
+                }
+            }
+            d
+        })
+        .collect()
+}
+
 /// The upgrade log, oldest first, children indented under their parent.
 pub fn log_lines(log: &[LogEntry]) -> String {
     let mut out = String::new();
-    for e in log {
-        let depth = if e.parent.is_some() { "    " } else { "" };
+    for (e, d) in log.iter().zip(depths(log)) {
+        let depth = "    ".repeat(d);
         let end = e.end.map(ts).unwrap_or_else(|| "…".into());
         let _ = writeln!(
             out,

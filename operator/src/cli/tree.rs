@@ -1,0 +1,417 @@
+//! The status tree: mesh → tiers → clusters → members, with role, version, lag, operation and
+//! progress on one screen. Pure: the kubectl plugin feeds it live objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use crate::api::{ClusterSpec, ClusterStatus, MemberStatus, MeshSpec, MeshStatus, condition};
+use crate::plan::conditions::condition_true;
+use crate::plan::validate::{ClusterRef, tier_membership};
+
+/// One Cluster as the tree shows it.
+pub struct TreeCluster<'a> {
+    pub name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub spec: &'a ClusterSpec,
+    pub generation: Option<i64>,
+    pub status: Option<&'a ClusterStatus>,
+    pub annotations: &'a BTreeMap<String, String>,
+}
+
+/// One Mesh as the tree shows it.
+pub struct TreeMesh<'a> {
+    pub name: &'a str,
+    pub spec: &'a MeshSpec,
+    pub generation: Option<i64>,
+    pub status: Option<&'a MeshStatus>,
+    pub annotations: &'a BTreeMap<String, String>,
+}
+
+/// An object that is stored but does not parse as its kind (shown, never hidden).
+pub struct TreeInvalid<'a> {
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub error: &'a str,
+}
+
+/// Everything of one namespace.
+#[derive(Default)]
+pub struct TreeInput<'a> {
+    pub meshes: Vec<TreeMesh<'a>>,
+    pub clusters: Vec<TreeCluster<'a>>,
+    pub invalid: Vec<TreeInvalid<'a>>,
+}
+
+const BRANCH: &str = "├── ";
+const LAST: &str = "└── ";
+const PIPE: &str = "│   ";
+const SPACE: &str = "    ";
+
+fn quoted(m: Option<&str>) -> String {
+    m.filter(|m| !m.is_empty())
+        .map(|m| format!("  \"{m}\""))
+        .unwrap_or_default()
+}
+
+fn paused(annotations: &BTreeMap<String, String>) -> bool {
+    annotations
+        .get(crate::k8s::annotations::PAUSE)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+fn mesh_line(m: &TreeMesh<'_>) -> String {
+    let mut s = format!("mesh/{}  → {}", m.name, m.spec.version);
+    match m.status {
+        None => s.push_str("  (no status yet)"),
+        Some(st) => {
+            let _ = write!(s, "  {:?}", st.phase);
+            if let Some(p) = &st.progress {
+                let _ = write!(s, "  {p} clusters done");
+            }
+            if let Some(r) = &st.rollout {
+                let dir = format!("{:?}", r.direction).to_lowercase();
+                let _ = write!(s, "  rollout: {dir}");
+            }
+            if st.observed_generation != m.generation {
+                s.push_str("  (status not yet for the latest spec)");
+            }
+            s.push_str(&quoted(st.message.as_deref()));
+        }
+    }
+    if m.spec.paused || paused(m.annotations) {
+        s.push_str("  [paused]");
+    }
+    s
+}
+
+fn cluster_line(c: &TreeCluster<'_>) -> String {
+    let mut s = format!("cluster/{}", c.name);
+    match c.status {
+        None => s.push_str("  (no status yet)"),
+        Some(st) => {
+            let running = st.running_versions.as_deref().unwrap_or("?");
+            match st.target_version.as_deref() {
+                Some(t) if t != running => {
+                    let _ = write!(s, "  {running} → {t}");
+                }
+                _ => {
+                    let _ = write!(s, "  {running}");
+                }
+            }
+            let _ = write!(s, "  {:?}", st.phase);
+            let ready = st.observed_generation == c.generation
+                && condition_true(&st.conditions, condition::READY);
+            s.push_str(if ready { "  ready" } else { "  not ready" });
+            if let Some(a) = &st.active_member {
+                let _ = write!(s, "  active {a}");
+            }
+            if st.observed_generation != c.generation {
+                s.push_str("  (status not yet for the latest spec)");
+            }
+            s.push_str(&quoted(st.message.as_deref()));
+        }
+    }
+    if c.spec.paused || paused(c.annotations) {
+        s.push_str("  [paused]");
+    }
+    s
+}
+
+fn member_cells(m: &MemberStatus) -> Vec<String> {
+    let mut op = m.operation.as_ref().map_or(String::new(), |o| {
+        format!("{} {} {}%", o.kind, o.state, o.progress)
+    });
+    if m.failures > 0 {
+        let e = m.last_error.as_deref().unwrap_or("failed");
+        let _ = write!(
+            op,
+            "{}failures {}: {e}",
+            if op.is_empty() { "" } else { "; " },
+            m.failures
+        );
+    }
+    vec![
+        m.name.clone(),
+        format!("{:?}", m.role),
+        m.version.clone().unwrap_or_else(|| "?".into()),
+        if m.up_to_date {
+            "up to date".into()
+        } else {
+            "-".into()
+        },
+        format!("lag {}s", m.lag_seconds),
+        format!("{:?}", m.health),
+        op,
+    ]
+}
+
+/// Rows of cells aligned in columns, each prefixed.
+fn aligned(prefix: &str, rows: &[(bool, Vec<String>)], out: &mut String) {
+    let cols = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.1.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for (last, cells) in rows {
+        let mut line = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let _ = write!(line, "{c:<w$}  ", w = widths[i]);
+        }
+        let _ = writeln!(
+            out,
+            "{prefix}{}{}",
+            if *last { LAST } else { BRANCH },
+            line.trim_end()
+        );
+    }
+}
+
+fn cluster_subtree(c: &TreeCluster<'_>, prefix: &str, last: bool, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "{prefix}{}{}",
+        if last { LAST } else { BRANCH },
+        cluster_line(c)
+    );
+    let inner = format!("{prefix}{}", if last { SPACE } else { PIPE });
+    match c.status {
+        Some(st) if !st.members.is_empty() => {
+            let n = st.members.len();
+            let rows: Vec<(bool, Vec<String>)> = st
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (i + 1 == n, member_cells(m)))
+                .collect();
+            aligned(&inner, &rows, out);
+        }
+        _ => {
+            // Not observed yet: the members the spec names.
+            let n = c.spec.members.len();
+            for (i, m) in c.spec.members.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{inner}{}{}  (not observed yet)",
+                    if i + 1 == n { LAST } else { BRANCH },
+                    m.name
+                );
+            }
+        }
+    }
+}
+
+/// The tree of one namespace.
+pub fn render(input: &TreeInput<'_>) -> String {
+    let mut out = String::new();
+    let refs: Vec<ClusterRef<'_>> = input
+        .clusters
+        .iter()
+        .map(|c| ClusterRef {
+            name: c.name,
+            labels: c.labels,
+            spec: c.spec,
+        })
+        .collect();
+    let by_name: BTreeMap<&str, &TreeCluster<'_>> =
+        input.clusters.iter().map(|c| (c.name, c)).collect();
+    let mut in_mesh: BTreeSet<&str> = BTreeSet::new();
+    for m in &input.meshes {
+        let _ = writeln!(out, "{}", mesh_line(m));
+        let membership = tier_membership(m.spec, &refs);
+        let tiers = m.spec.tiers.len();
+        for (ti, tier) in m.spec.tiers.iter().enumerate() {
+            let last_tier = ti + 1 == tiers;
+            let members: Vec<&TreeCluster<'_>> = input
+                .clusters
+                .iter()
+                .filter(|c| membership.get(c.name) == Some(&ti))
+                .collect();
+            let mut line = format!("tier {}", tier.name);
+            let ts = m
+                .status
+                .and_then(|s| s.tiers.iter().find(|t| t.name == tier.name));
+            if let Some(ts) = ts {
+                let _ = write!(line, "  {}/{} done", ts.done, ts.total);
+                if !ts.moving.is_empty() {
+                    let _ = write!(line, "  moving {}", ts.moving.join(", "));
+                }
+            }
+            let _ = write!(line, "  maxParallel {}", tier.max_parallel);
+            // Names listed explicitly but absent are worth seeing: the mesh waits for them.
+            let missing: Vec<&str> = tier
+                .clusters
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !by_name.contains_key(n))
+                .collect();
+            if !missing.is_empty() {
+                let _ = write!(line, "  missing: {}", missing.join(", "));
+            }
+            if members.is_empty() {
+                line.push_str("  (no clusters)");
+            }
+            let _ = writeln!(out, "{}{line}", if last_tier { LAST } else { BRANCH });
+            let prefix = if last_tier { SPACE } else { PIPE };
+            for (ci, c) in members.iter().enumerate() {
+                in_mesh.insert(c.name);
+                cluster_subtree(c, prefix, ci + 1 == members.len(), &mut out);
+            }
+        }
+    }
+    let loose: Vec<&TreeCluster<'_>> = input
+        .clusters
+        .iter()
+        .filter(|c| !in_mesh.contains(c.name))
+        .collect();
+    if !loose.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}",
+            if input.meshes.is_empty() {
+                "clusters"
+            } else {
+                "clusters in no mesh"
+            }
+        );
+        for (i, c) in loose.iter().enumerate() {
+            cluster_subtree(c, "", i + 1 == loose.len(), &mut out);
+        }
+    }
+    if !input.invalid.is_empty() {
+        let _ = writeln!(out, "invalid objects (the operator reports them Stalled)");
+        let n = input.invalid.len();
+        for (i, o) in input.invalid.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{}{}/{}: {}",
+                if i + 1 == n { LAST } else { BRANCH },
+                o.kind,
+                o.name,
+                o.error
+            );
+        }
+    }
+    if out.is_empty() {
+        out.push_str("no Mesh or Cluster objects\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Cluster, Mesh};
+
+    fn mesh() -> Mesh {
+        serde_yaml::from_str(
+            "apiVersion: baton.dev/v1alpha1\nkind: Mesh\nmetadata: {name: m}\nspec:\n  version: 2.0.0\n  \
+             tiers:\n  - name: core\n    clusters: [c1, ghost]\n  - name: edge\n    selector:\n      \
+             matchLabels: {role: edge}\n",
+        )
+        .expect("mesh")
+    }
+
+    fn cluster(name: &str, labels: &str) -> Cluster {
+        serde_yaml::from_str(&format!(
+            "apiVersion: baton.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}, labels: {labels}}}\n\
+             spec:\n  members:\n  - {{name: x, endpoint: 'https://x:1'}}\n  - {{name: y, endpoint: 'https://y:1'}}\n"
+        ))
+        .expect("cluster")
+    }
+
+    fn input<'a>(
+        m: &'a Mesh,
+        cs: &'a [Cluster],
+        ann: &'a BTreeMap<String, String>,
+    ) -> TreeInput<'a> {
+        TreeInput {
+            meshes: vec![TreeMesh {
+                name: "m",
+                spec: &m.spec,
+                generation: Some(2),
+                status: m.status.as_ref(),
+                annotations: ann,
+            }],
+            clusters: cs
+                .iter()
+                .map(|c| TreeCluster {
+                    name: c.metadata.name.as_deref().unwrap_or_default(),
+                    labels: c.metadata.labels.as_ref().expect("labels"),
+                    spec: &c.spec,
+                    generation: Some(1),
+                    status: c.status.as_ref(),
+                    annotations: ann,
+                })
+                .collect(),
+            invalid: vec![],
+        }
+    }
+
+    #[test]
+    fn unobserved_objects_show_their_spec_and_what_is_missing() {
+        let m = mesh();
+        let cs = [
+            cluster("c1", "{}"),
+            cluster("e1", "{role: edge}"),
+            cluster("loose", "{}"),
+        ];
+        let none = BTreeMap::new();
+        let text = render(&input(&m, &cs, &none));
+        let expected = "\
+mesh/m  → 2.0.0  (no status yet)
+├── tier core  maxParallel 1  missing: ghost
+│   └── cluster/c1  (no status yet)
+│       ├── x  (not observed yet)
+│       └── y  (not observed yet)
+└── tier edge  maxParallel 1
+    └── cluster/e1  (no status yet)
+        ├── x  (not observed yet)
+        └── y  (not observed yet)
+clusters in no mesh
+└── cluster/loose  (no status yet)
+    ├── x  (not observed yet)
+    └── y  (not observed yet)
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn paused_and_stale_objects_are_marked() {
+        let mut m = mesh();
+        m.status = Some(MeshStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        let mut c = cluster("c1", "{}");
+        c.spec.paused = true;
+        c.status = Some(ClusterStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        let cs = [c];
+        let ann: BTreeMap<String, String> =
+            [("baton.dev/pause".to_string(), "true".to_string())].into();
+        let text = render(&input(&m, &cs, &ann));
+        let first = text.lines().next().unwrap_or_default();
+        // The mesh is at generation 2, its status at 1.
+        assert!(
+            first.contains("status not yet for the latest spec"),
+            "{text}"
+        );
+        assert!(first.ends_with("[paused]"), "{text}");
+        let c1 = text
+            .lines()
+            .find(|l| l.contains("cluster/c1"))
+            .unwrap_or_default();
+        assert!(c1.ends_with("[paused]"), "{text}");
+        assert!(!c1.contains("status not yet"), "{text}");
+        assert!(
+            text.contains("tier edge  maxParallel 1  (no clusters)"),
+            "{text}"
+        );
+    }
+}

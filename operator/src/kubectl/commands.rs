@@ -1,0 +1,556 @@
+//! What each plugin command does against the API server and what it prints.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::connect::Scope;
+use super::live::{Live, Target, all_targets, by_namespace, explain, fetch, parsed, resolve};
+use crate::api::{ClusterStatus, LogEntry, MeshStatus};
+use crate::cli::plan::{PlanOptions, Schedule, schedule_from};
+use crate::cli::tree::{TreeCluster, TreeInput, TreeInvalid, TreeMesh, render};
+use crate::cli::view::log_lines;
+use crate::cli::{Intent, Output, approval_cluster};
+use crate::k8s::annotations::{APPROVE, FORCE, PAUSE, RETRY};
+use crate::k8s::stores::{GuardedCluster, GuardedMesh};
+use crate::local::Manifests;
+
+/// The plugin's name in the hints it prints.
+pub const COMMAND: &str = "kubectl baton";
+
+static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+
+#[derive(Clone, Copy, Debug)]
+pub struct StatusOptions {
+    pub output: Output,
+}
+
+/// One object's status for `-o json|yaml`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Dumped<'a, T> {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    generation: Option<i64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invalid: Option<&'a str>,
+    status: Option<&'a T>,
+}
+
+fn baton_annotations(all: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    all.iter()
+        .filter(|(k, _)| k.starts_with("baton.dev/"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+fn dump<T: Serialize>(value: &T, output: Output) -> anyhow::Result<String> {
+    Ok(match output {
+        Output::Yaml => serde_yaml::to_string(value)?,
+        _ => serde_json::to_string_pretty(value)? + "\n",
+    })
+}
+
+/// The tree (or a dump) of everything in the live objects.
+pub fn render_status(live: &Live, scope: &Scope, opts: StatusOptions) -> anyhow::Result<String> {
+    if opts.output != Output::Table {
+        #[derive(Serialize)]
+        struct All<'a> {
+            meshes: Vec<Dumped<'a, MeshStatus>>,
+            clusters: Vec<Dumped<'a, ClusterStatus>>,
+        }
+        let all = All {
+            meshes: live
+                .meshes
+                .iter()
+                .map(|m| Dumped {
+                    kind: "Mesh",
+                    namespace: m.namespace().unwrap_or_default(),
+                    name: m.name_any(),
+                    generation: m.meta().generation,
+                    annotations: baton_annotations(m.annotations()),
+                    invalid: m.0.as_ref().err().map(|e| e.error.as_str()),
+                    status: m.0.as_ref().ok().and_then(|m| m.status.as_ref()),
+                })
+                .collect(),
+            clusters: live
+                .clusters
+                .iter()
+                .map(|c| Dumped {
+                    kind: "Cluster",
+                    namespace: c.namespace().unwrap_or_default(),
+                    name: c.name_any(),
+                    generation: c.meta().generation,
+                    annotations: baton_annotations(c.annotations()),
+                    invalid: c.0.as_ref().err().map(|e| e.error.as_str()),
+                    status: c.0.as_ref().ok().and_then(|c| c.status.as_ref()),
+                })
+                .collect(),
+        };
+        return dump(&all, opts.output);
+    }
+    let groups = by_namespace(live);
+    if groups.is_empty() {
+        return Ok(match scope {
+            Scope::Namespace(ns) => format!("no Mesh or Cluster objects in namespace {ns}\n"),
+            Scope::All => "no Mesh or Cluster objects in any namespace\n".to_string(),
+        });
+    }
+    let mut out = String::new();
+    for (ns, (meshes, clusters)) in groups {
+        let mut input = TreeInput::default();
+        for m in &meshes {
+            match &m.0 {
+                Ok(mesh) => input.meshes.push(TreeMesh {
+                    name: mesh.metadata.name.as_deref().unwrap_or_default(),
+                    spec: &mesh.spec,
+                    generation: mesh.metadata.generation,
+                    status: mesh.status.as_ref(),
+                    annotations: mesh.metadata.annotations.as_ref().unwrap_or(&EMPTY),
+                }),
+                Err(e) => input.invalid.push(TreeInvalid {
+                    kind: "mesh",
+                    name: e.metadata.name.as_deref().unwrap_or_default(),
+                    error: &e.error,
+                }),
+            }
+        }
+        for c in &clusters {
+            match &c.0 {
+                Ok(cl) => input.clusters.push(TreeCluster {
+                    name: cl.metadata.name.as_deref().unwrap_or_default(),
+                    labels: cl.metadata.labels.as_ref().unwrap_or(&EMPTY),
+                    spec: &cl.spec,
+                    generation: cl.metadata.generation,
+                    status: cl.status.as_ref(),
+                    annotations: cl.metadata.annotations.as_ref().unwrap_or(&EMPTY),
+                }),
+                Err(e) => input.invalid.push(TreeInvalid {
+                    kind: "cluster",
+                    name: e.metadata.name.as_deref().unwrap_or_default(),
+                    error: &e.error,
+                }),
+            }
+        }
+        if scope == &Scope::All {
+            out.push_str(&format!("namespace {ns}\n"));
+        }
+        out.push_str(&render(&input));
+        out.push('\n');
+    }
+    out.pop();
+    Ok(out)
+}
+
+/// `status`: mesh → tiers → clusters → members.
+pub async fn status(client: &Client, scope: &Scope, opts: StatusOptions) -> anyhow::Result<String> {
+    let live = fetch(client, scope).await?;
+    render_status(&live, scope, opts)
+}
+
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// Objects to show (all in the scope when empty).
+    pub names: Vec<String>,
+    pub output: Output,
+}
+
+/// `log`: the upgrade log of the named objects (all when none), as trees.
+pub fn render_log(live: &Live, scope: &Scope, opts: &LogOptions) -> anyhow::Result<String> {
+    let targets = if opts.names.is_empty() {
+        all_targets(live)
+    } else {
+        if scope == &Scope::All {
+            bail!("name objects within one namespace (-n NAMESPACE), not with -A");
+        }
+        opts.names
+            .iter()
+            .map(|n| resolve(live, n))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let entries = |t: &Target| -> (String, Option<&[LogEntry]>) {
+        match t {
+            Target::Cluster(n) => {
+                let o = live.clusters.iter().find(|c| &c.name_any() == n);
+                (
+                    o.and_then(|c| c.namespace()).unwrap_or_default(),
+                    o.and_then(|c| c.0.as_ref().ok())
+                        .and_then(|c| c.status.as_ref())
+                        .map(|s| s.log.as_slice()),
+                )
+            }
+            Target::Mesh(n) => {
+                let o = live.meshes.iter().find(|m| &m.name_any() == n);
+                (
+                    o.and_then(|m| m.namespace()).unwrap_or_default(),
+                    o.and_then(|m| m.0.as_ref().ok())
+                        .and_then(|m| m.status.as_ref())
+                        .map(|s| s.log.as_slice()),
+                )
+            }
+        }
+    };
+    if opts.output != Output::Table {
+        #[derive(Serialize)]
+        struct Logged<'a> {
+            kind: &'static str,
+            namespace: String,
+            name: &'a str,
+            log: &'a [LogEntry],
+        }
+        let all: Vec<Logged<'_>> = targets
+            .iter()
+            .map(|t| {
+                let (namespace, log) = entries(t);
+                Logged {
+                    kind: if matches!(t, Target::Cluster(_)) {
+                        "Cluster"
+                    } else {
+                        "Mesh"
+                    },
+                    namespace,
+                    name: t.name(),
+                    log: log.unwrap_or_default(),
+                }
+            })
+            .collect();
+        return dump(&all, opts.output);
+    }
+    let mut out = String::new();
+    for t in &targets {
+        let (ns, log) = entries(t);
+        let here = if scope == &Scope::All {
+            format!(" (namespace {ns})")
+        } else {
+            String::new()
+        };
+        match log {
+            Some(l) if !l.is_empty() => {
+                out.push_str(&format!("{t}{here}:\n"));
+                out.push_str(&log_lines(l));
+            }
+            _ => out.push_str(&format!("{t}{here}: no log entries yet\n")),
+        }
+    }
+    if targets.is_empty() {
+        out.push_str("no Mesh or Cluster objects\n");
+    }
+    Ok(out)
+}
+
+pub async fn log(client: &Client, scope: &Scope, opts: &LogOptions) -> anyhow::Result<String> {
+    let live = fetch(client, scope).await?;
+    render_log(&live, scope, opts)
+}
+
+/// The schedule from the live state, per namespace (a mesh only spans its namespace).
+pub fn plan_live(live: &Live, opts: &PlanOptions) -> anyhow::Result<Vec<(String, Schedule)>> {
+    let mut out = Vec::new();
+    let (meshes, clusters) = parsed(live);
+    let mut namespaces: Vec<String> = meshes
+        .iter()
+        .map(|m| m.namespace().unwrap_or_default())
+        .chain(clusters.iter().map(|c| c.namespace().unwrap_or_default()))
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    for ns in namespaces {
+        let here = |o: &Option<String>| o.as_deref().unwrap_or_default() == ns;
+        let manifests = Manifests {
+            clusters: clusters
+                .iter()
+                .filter(|c| here(&c.metadata.namespace))
+                .map(|c| {
+                    (
+                        PathBuf::from(format!("cluster/{}", c.name_any())),
+                        (*c).clone(),
+                    )
+                })
+                .collect(),
+            meshes: meshes
+                .iter()
+                .filter(|m| here(&m.metadata.namespace))
+                .map(|m| {
+                    (
+                        PathBuf::from(format!("mesh/{}", m.name_any())),
+                        (*m).clone(),
+                    )
+                })
+                .collect(),
+        };
+        let statuses: BTreeMap<&str, &ClusterStatus> = clusters
+            .iter()
+            .filter(|c| here(&c.metadata.namespace))
+            .filter_map(|c| Some((c.metadata.name.as_deref()?, c.status.as_ref()?)))
+            .collect();
+        let s = schedule_from(opts, &manifests, &statuses)
+            .map_err(|e| e.context(format!("namespace {ns}")))?;
+        out.push((ns, s));
+    }
+    Ok(out)
+}
+
+/// `plan`: the schedule from the live state.
+pub async fn plan(
+    client: &Client,
+    scope: &Scope,
+    opts: &PlanOptions,
+) -> anyhow::Result<Vec<(String, Schedule)>> {
+    let live = fetch(client, scope).await?;
+    if live.meshes.is_empty() && live.clusters.is_empty() {
+        bail!("no Mesh or Cluster objects to plan for");
+    }
+    plan_live(&live, opts)
+}
+
+fn namespaced<K>(client: &Client, ns: &str) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    Api::namespaced(client.clone(), ns)
+}
+
+/// Merge-patch one annotation (`None` removes it).
+async fn annotate<K>(
+    api: &Api<K>,
+    target: &Target,
+    key: &str,
+    value: Option<&str>,
+    resource_version: Option<&str>,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut meta = json!({ "annotations": { key: value } });
+    // With the version read, a concurrent change fails with 409 instead of being lost.
+    if let Some(rv) = resource_version {
+        meta["resourceVersion"] = Value::String(rv.to_string());
+    }
+    api.patch(
+        target.name(),
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "metadata": meta })),
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn annotate_target(
+    client: &Client,
+    ns: &str,
+    target: &Target,
+    key: &str,
+    value: Option<&str>,
+) -> anyhow::Result<()> {
+    let what = format!("annotating {target} in namespace {ns}");
+    match target {
+        Target::Cluster(_) => {
+            annotate(
+                &namespaced::<GuardedCluster>(client, ns),
+                target,
+                key,
+                value,
+                None,
+            )
+            .await
+        }
+        Target::Mesh(_) => {
+            annotate(
+                &namespaced::<GuardedMesh>(client, ns),
+                target,
+                key,
+                value,
+                None,
+            )
+            .await
+        }
+    }
+    .map_err(|e| explain(e, &what))
+}
+
+/// Concurrent writers of the approve annotation are retried this many times.
+const APPROVE_ATTEMPTS: usize = 5;
+
+async fn approve(client: &Client, ns: &str, step: &str) -> anyhow::Result<String> {
+    let cluster = approval_cluster(step)?;
+    let target = Target::Cluster(cluster.to_string());
+    let api = namespaced::<GuardedCluster>(client, ns);
+    for _ in 0..APPROVE_ATTEMPTS {
+        let obj = api
+            .get(cluster)
+            .await
+            .map_err(|e| explain(e, &format!("reading {target} in namespace {ns}")))?;
+        let status = obj.0.as_ref().ok().and_then(|c| c.status.as_ref());
+        if status.is_some_and(|s| {
+            s.acknowledged
+                .iter()
+                .any(|a| a == &format!("approve:{step}"))
+        }) {
+            return Ok(format!("{step} was already approved and acted on"));
+        }
+        let mut approvals: Vec<String> = obj
+            .annotations()
+            .get(APPROVE)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if approvals.iter().any(|a| a == step) {
+            return Ok(format!(
+                "{step} is already approved (the operator acts on it at its next pass)"
+            ));
+        }
+        approvals.push(step.to_string());
+        let value = approvals.join(",");
+        match annotate(
+            &api,
+            &target,
+            APPROVE,
+            Some(&value),
+            obj.meta().resource_version.as_deref(),
+        )
+        .await
+        {
+            Ok(()) => {
+                let waiting = status
+                    .and_then(|s| s.message.as_deref())
+                    .is_some_and(|m| m.contains(step));
+                return Ok(if waiting {
+                    format!("approved {step}")
+                } else {
+                    format!(
+                        "approved {step} ({target} is not waiting for it now; the approval \
+                         applies when it does)"
+                    )
+                });
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => {
+                return Err(explain(
+                    e,
+                    &format!("annotating {target} in namespace {ns}"),
+                ));
+            }
+        }
+    }
+    bail!("{target} kept changing while approving {step}; try again")
+}
+
+fn token() -> String {
+    crate::reconcile::now().to_rfc3339()
+}
+
+/// `approve`, `pause`, `resume`, `retry`, `force`: set the annotation the operator acts on.
+pub async fn intent(client: &Client, scope: &Scope, intent: Intent) -> anyhow::Result<String> {
+    let ns = scope.namespace()?.to_string();
+    if let Intent::Approve(step) = &intent {
+        return approve(client, &ns, step).await;
+    }
+    let live = fetch(client, &Scope::Namespace(ns.clone())).await?;
+    let targets = |names: &[String]| -> anyhow::Result<Vec<Target>> {
+        if names.is_empty() {
+            let all = all_targets(&live);
+            if all.is_empty() {
+                bail!("no Mesh or Cluster objects in namespace {ns}");
+            }
+            Ok(all)
+        } else {
+            names.iter().map(|n| resolve(&live, n)).collect()
+        }
+    };
+    let (chosen, key, value, verb) = match &intent {
+        Intent::Approve(_) => unreachable!("handled above"),
+        Intent::Pause(names) => (targets(names)?, PAUSE, Some("true".to_string()), "paused"),
+        Intent::Resume(names) => (targets(names)?, PAUSE, None, "resumed"),
+        Intent::Retry(names) => {
+            let chosen: Vec<Target> = if names.is_empty() {
+                all_targets(&live)
+                    .into_iter()
+                    .filter(|t| matches!(t, Target::Cluster(_)))
+                    .collect()
+            } else {
+                targets(names)?
+            };
+            if let Some(m) = chosen.iter().find(|t| matches!(t, Target::Mesh(_))) {
+                bail!(
+                    "retry applies to clusters; {m}: use `{COMMAND} force` to start despite \
+                     failed preconditions"
+                );
+            }
+            if chosen.is_empty() {
+                bail!("no Cluster objects in namespace {ns}");
+            }
+            (chosen, RETRY, Some(token()), "retry requested for")
+        }
+        Intent::Force(names) => {
+            if names.is_empty() {
+                bail!("name the mesh to force");
+            }
+            let chosen = targets(names)?;
+            if let Some(c) = chosen.iter().find(|t| matches!(t, Target::Cluster(_))) {
+                bail!("force applies to meshes (their preconditions); {c}: use `{COMMAND} retry`");
+            }
+            (
+                chosen,
+                FORCE,
+                Some(token()),
+                "forcing (despite failed preconditions)",
+            )
+        }
+    };
+    // Every name is resolved before the first write: a typo changes nothing.
+    for t in &chosen {
+        annotate_target(client, &ns, t, key, value.as_deref()).await?;
+    }
+    let mut msg = format!(
+        "{verb} {}",
+        chosen
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if matches!(intent, Intent::Resume(_)) {
+        // The annotation is the imperative pause; `spec.paused` is the declarative one, owned
+        // by whoever applies the manifests.
+        let held: Vec<String> = chosen
+            .iter()
+            .filter(|t| spec_paused(&live, t))
+            .map(|t| t.to_string())
+            .collect();
+        if !held.is_empty() {
+            msg.push_str(&format!(
+                "; still paused by spec.paused: {} (set it to false in the manifest)",
+                held.join(", ")
+            ));
+        }
+    }
+    Ok(msg)
+}
+
+fn spec_paused(live: &Live, t: &Target) -> bool {
+    match t {
+        Target::Cluster(n) => live
+            .clusters
+            .iter()
+            .any(|c| &c.name_any() == n && c.0.as_ref().is_ok_and(|c| c.spec.paused)),
+        Target::Mesh(n) => live
+            .meshes
+            .iter()
+            .any(|m| &m.name_any() == n && m.0.as_ref().is_ok_and(|m| m.spec.paused)),
+    }
+}
