@@ -529,7 +529,9 @@ fn main() -> ExitCode {
     let cli = parse(plugin);
     // The operator sets up its own logging (--log-format, --log-level).
     let cli = match cli.command {
-        Command::Operator(args) => return baton::k8s::main(args),
+        Command::Operator(args) => {
+            return baton::k8s::main(args, cli.kube.wanted().then(|| cli.kube.target()));
+        }
         command => Cli {
             command,
             kube: cli.kube,
@@ -654,7 +656,7 @@ fn main() -> ExitCode {
         Command::Resume { names, state } => intent(&state, Intent::Resume(names)),
         Command::Retry { names, state } => intent(&state, Intent::Retry(names)),
         Command::Force { names, state } => intent(&state, Intent::Force(names)),
-        Command::Operator(args) => baton::k8s::main(args),
+        Command::Operator(args) => baton::k8s::main(args, None),
         Command::Demo {
             scenario,
             clusters,

@@ -3,8 +3,9 @@
 //! They apply the CRDs from `crds/`, run the operator out of cluster inside the test process
 //! (with leader election on a Lease in a throw-away namespace), start demo agents on this
 //! host (127.0.0.1, plain HTTP), apply a Mesh of two Clusters in two tiers and check that the
-//! upgrade converges tier by tier, that a backout converges in the reverse order, and that
-//! the API server rejects invalid manifests (schema and CEL rules).
+//! upgrade converges tier by tier, that the kubectl plugin shows it done, that a mesh paused
+//! through the plugin does not start its backout until resumed, that the backout converges in
+//! the reverse order, and that the API server rejects invalid manifests (schema and CEL rules).
 //!
 //! The cluster must be able to run on this host's view of 127.0.0.1 only in the sense that
 //! the *operator* (this process) reaches the agents; the API server never does. Any cluster
@@ -15,8 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use baton::api::{Cluster, ClusterPhase, LogScope, Mesh};
+use baton::cli::{Intent, Output};
 use baton::k8s::leader::LeaseConfig;
 use baton::k8s::{AgentCredentials, OperatorConfig};
+use baton::kubectl::{self, Scope, StatusOptions};
 use baton::reconcile::Timing;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -261,7 +264,26 @@ async fn e2e_mesh_upgrades_tier_by_tier_and_backs_out_in_reverse() -> TestResult
         "tier two started ({second_start}) before tier one finished ({first_end})"
     );
 
-    // Backout: the old version again; the last tier goes first.
+    // The kubectl plugin on the same cluster: the tree shows both clusters done.
+    let scope = Scope::Namespace(ns.name.clone());
+    let tree = kubectl::status(
+        &client,
+        &scope,
+        StatusOptions {
+            output: Output::Table,
+        },
+    )
+    .await?;
+    for c in ["first", "second"] {
+        assert!(
+            tree.contains(&format!("cluster/{c}  2.0.0  Ready  ready")),
+            "{tree}"
+        );
+    }
+
+    // Backout: the old version again; the last tier goes first. Paused through the plugin
+    // first: nothing moves until it is resumed.
+    kubectl::intent(&client, &scope, Intent::Pause(vec!["mesh/e2e".into()])).await?;
     mesh_api
         .patch(
             "e2e",
@@ -269,6 +291,36 @@ async fn e2e_mesh_upgrades_tier_by_tier_and_backs_out_in_reverse() -> TestResult
             &Patch::Merge(json!({"spec": {"version": "1.0.0"}})),
         )
         .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = mesh_api.get("e2e").await?;
+        let paused = m.status.as_ref().is_some_and(|s| {
+            s.observed_generation == m.metadata.generation
+                && baton::plan::conditions::condition_true(&s.conditions, "Paused")
+        });
+        if paused {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("the mesh never reported Paused: {:?}", m.status).into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for name in ["first", "second"] {
+        let c = cluster_api.get(name).await?;
+        assert!(
+            ready_at(&c, "2.0.0")
+                && !c.status.as_ref().is_some_and(|s| s
+                    .log
+                    .iter()
+                    .any(|e| e.scope == LogScope::Member && e.start.0 > second_end)),
+            "{name} moved while the mesh was paused: {:?}",
+            c.status
+        );
+    }
+    let resumed = kubectl::intent(&client, &scope, Intent::Resume(vec!["mesh/e2e".into()])).await?;
+    assert_eq!(resumed, "resumed mesh/e2e");
     let down = wait_converged(&cluster_api, &["first", "second"], "1.0.0").await?;
     let (first_back_start, _) =
         step_span(&down[0], second_end).ok_or("no backout steps for first")?;

@@ -172,6 +172,24 @@ wait_all_ready() {
   wait_ready meshes.baton.dev "$MESH"
 }
 
+# The kubectl plugin, as shipped in the operator image, run on the kind network with the
+# cluster's internal kubeconfig: its tree must show every Cluster Ready on the target version.
+check_plugin_tree() {
+  local tree="$WORK/plugin-tree.txt" i
+  kind get kubeconfig --name "$CLUSTER_NAME" --internal >"$WORK/kubeconfig.internal"
+  # The image runs as a non-root user: it must be able to read the mounted file.
+  chmod 644 "$WORK/kubeconfig.internal"
+  docker run --rm --network kind -v "$WORK/kubeconfig.internal:/kubeconfig:ro" \
+    --entrypoint /usr/local/bin/kubectl-baton "$OPERATOR_IMAGE" \
+    --kubeconfig /kubeconfig -n "$CR_NAMESPACE" status >"$tree" \
+    || die "kubectl baton status failed"
+  cat "$tree"
+  for ((i = 0; i < DEMO_CLUSTERS; i++)); do
+    grep -Eq "cluster/demo-$i  $TARGET_VERSION  Ready  ready" "$tree" \
+      || die "kubectl baton status does not show demo-$i Ready on $TARGET_VERSION"
+  done
+}
+
 # Fetch GET /v1/operations of one agent through a port-forward, over mutual TLS with the
 # operator's client certificate; curl verifies the agent by its in-cluster DNS name.
 fetch_operations() {
@@ -259,6 +277,9 @@ main() {
 
   log "checking the order of the upgrade"
   check_upgrade_order
+
+  log "kubectl baton status (the plugin from the operator image)"
+  check_plugin_tree
 
   if [[ "$E2E_RUST" == 1 ]]; then
     log "Rust end-to-end tests against this cluster"

@@ -6,7 +6,11 @@ what `helm template` / `helm install` produce.
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -111,6 +115,48 @@ def test_deployment_follows_the_operator_contract():
     assert pod["serviceAccountName"] == RELEASE
     # Rolling updates never drop below the current replicas: a standby keeps the lease warm.
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def baton_binary() -> pathlib.Path:
+    """The `baton` binary .ci/run built (BATON_BIN), else the usual cargo output paths."""
+    candidates = [os.environ.get("BATON_BIN", "")]
+    target = os.environ.get("CARGO_TARGET_DIR")
+    candidates += [f"{target}/debug/baton"] if target else []
+    candidates += [str(ROOT / "target/debug/baton"),
+                   str(pathlib.Path.home() / ".cache/baton-target/debug/baton")]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return pathlib.Path(c)
+    pytest.skip("no baton binary: run `cargo build -p baton` or set BATON_BIN (.ci/run does)")
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_deployment_args_parse_with_the_real_operator(name):
+    """The chart's arguments, as Kubernetes expands them, go through `baton operator`'s own
+    parser (`--print-config` resolves them and exits without connecting)."""
+    values = VALUE_SETS[name]
+    d = render(values).one("Deployment")
+    c = container(d)
+    env = {"POD_NAMESPACE": NAMESPACE, "POD_NAME": "baton-0"}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in c["args"]]
+    res = subprocess.run([str(baton_binary()), *args, "--print-config"], capture_output=True,
+                         text=True, timeout=60, check=False,
+                         env={k: v for k, v in os.environ.items() if k != "RUST_LOG"})
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    f = flags(args[1:])
+    assert got["leaderElection"] == (f.get("--leader-election", "true") == "true")
+    assert got["leaseNamespace"] == NAMESPACE
+    assert got["concurrency"] == int(f["--concurrency"])
+    assert got["logFormat"] == f["--log-format"]
+    assert got["watchNamespace"] == (values.get("operator", {}).get("watchNamespace") or None)
+    assert got["agentTlsSecret"] == (values.get("operator", {}).get("agentTlsSecret") or None)
+
+
+def test_a_bad_flag_is_refused_by_the_operator():
+    res = subprocess.run([str(baton_binary()), "operator", "--concurrency=0", "--print-config"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode != 0 and "concurrency" in res.stderr, res.stderr
 
 
 def test_optional_operator_flags_follow_values():

@@ -21,6 +21,10 @@ printf '%s %s\n' "{name}" "$*" >>"$STUB_LOG"
 case "{name} $*" in
   "kind get clusters"*) exit 0 ;;
   "kind get kubeconfig"*) echo "apiVersion: v1" ;;
+  "docker run"*"kubectl-baton"*)
+    echo "mesh/demo  → 2.0.0  Ready  2/2 clusters done"
+    [[ -n "${{STUB_TREE_OLD:-}}" ]] && v=1.0.0 || v=2.0.0
+    for i in 0 1; do echo "    └── cluster/demo-$i  $v  Ready  ready  active a"; done ;;
   "docker run"*)
     for a in "$@"; do case $a in *:/out) out=${{a%:/out}} ;; esac; done
     mkdir -p "$out"
@@ -92,6 +96,8 @@ def test_full_run_in_order_and_torn_down(tmp_path):
         "wait meshes.baton.dev/demo",
         'patch meshes.baton.dev demo -n baton-demo --type merge -p {"spec":{"version":"2.0.0"}}',
         "https://demo-agents-a-0.demo-agents.baton-system.svc:17443/v1/operations",
+        "kind get kubeconfig --name baton-e2e --internal",
+        "docker run --rm --network kind",
         "delete meshes.baton.dev --all -n baton-demo",
         "delete clusters.baton.dev --all -n baton-demo",
         "uninstall baton -n baton-system",
@@ -116,8 +122,21 @@ def test_full_run_in_order_and_torn_down(tmp_path):
     assert len(reads) == 4, reads
     for c in reads:
         assert "--cert" in c and "--key" in c and "--cacert" in c and "--resolve" in c, c
+    # The plugin from the operator image reads the demo namespace through the kind network.
+    plugin = calls[index(calls, "kubectl-baton")]
+    for s in ("--entrypoint /usr/local/bin/kubectl-baton baton/operator:e2e",
+              "--kubeconfig /kubeconfig -n baton-demo status", "kubeconfig.internal:/kubeconfig:ro"):
+        assert s in plugin, plugin
+    assert "cluster/demo-1  2.0.0  Ready" in res.stdout
     # Nothing is left behind.
     assert not list(tmp_path.glob("baton-e2e.*"))
+
+
+def test_plugin_tree_not_on_the_target_fails(tmp_path):
+    res, calls = harness(tmp_path, "ops-ok", {"STUB_TREE_OLD": "1"})
+    assert res.returncode != 0
+    assert "does not show demo-0 Ready on 2.0.0" in res.stderr
+    index(calls, "kind delete cluster")
 
 
 def test_a_bad_rollout_fails_and_still_tears_down(tmp_path):

@@ -6,6 +6,7 @@ use std::time::Duration as StdDuration;
 
 use clap::{ArgAction, Args, ValueEnum};
 
+use crate::kubectl::KubeTarget;
 use crate::reconcile::Timing;
 
 use super::leader::{LeaseConfig, default_identity};
@@ -58,15 +59,44 @@ pub struct OperatorArgs {
     /// Only watch this namespace (empty: all namespaces).
     #[arg(long, default_value = "")]
     pub watch_namespace: String,
+    /// Print the configuration these flags resolve to (JSON) and exit without connecting: a
+    /// check of a Deployment's arguments.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
-fn init_logging(args: &OperatorArgs) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|f| !f.is_empty())
-        .unwrap_or_else(|| args.log_level.clone());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+impl OperatorArgs {
+    /// The log filter: `RUST_LOG` when set, else `--log-level`; an unparsable one is an error,
+    /// not a silent fallback.
+    fn log_filter(&self) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+        let filter = std::env::var("RUST_LOG")
+            .ok()
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| self.log_level.clone());
+        tracing_subscriber::EnvFilter::try_new(&filter)
+            .map_err(|e| anyhow::anyhow!("log level {filter:?}: {e}"))
+    }
+
+    /// What `--print-config` prints.
+    pub fn resolved(&self) -> serde_json::Value {
+        serde_json::json!({
+            "httpAddr": self.http_addr.to_string(),
+            "leaderElection": self.leader_election,
+            "leaseName": self.lease_name,
+            "leaseNamespace": self.lease_namespace.as_deref().filter(|n| !n.is_empty()),
+            "agentTlsSecret": self.agent_tls_secret.as_deref().filter(|n| !n.is_empty()),
+            "concurrency": self.concurrency,
+            "logFormat": match self.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
+            "logLevel": self.log_level,
+            "watchNamespace": Some(self.watch_namespace.as_str()).filter(|n| !n.is_empty()),
+        })
+    }
+}
+
+fn init_logging(args: &OperatorArgs, filter: tracing_subscriber::EnvFilter) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
@@ -114,10 +144,14 @@ async fn wait_signal() {
     }
 }
 
-async fn start(args: OperatorArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!("connecting to Kubernetes (in-cluster config or KUBECONFIG): {e}")
-    })?;
+async fn start(args: OperatorArgs, kube: Option<KubeTarget>) -> anyhow::Result<()> {
+    let client = match kube {
+        // `baton --context NAME operator`: out of cluster, against a chosen context.
+        Some(t) => crate::kubectl::connect(&t).await?.0,
+        None => kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!("connecting to Kubernetes (in-cluster config or KUBECONFIG): {e}")
+        })?,
+    };
     let own_ns = args
         .lease_namespace
         .clone()
@@ -145,9 +179,21 @@ async fn start(args: OperatorArgs) -> anyhow::Result<()> {
     run(client, cfg, shutdown_signal()).await
 }
 
-/// Entry point of `baton operator`.
-pub fn main(args: OperatorArgs) -> ExitCode {
-    init_logging(&args);
+/// Entry point of `baton operator`; `kube` names a kubeconfig/context to use instead of the
+/// in-cluster account or `KUBECONFIG`.
+pub fn main(args: OperatorArgs, kube: Option<KubeTarget>) -> ExitCode {
+    let filter = match args.log_filter() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        println!("{}", args.resolved());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&args, filter);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,7 +204,7 @@ pub fn main(args: OperatorArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(start(args)) {
+    match rt.block_on(start(args, kube)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -207,6 +253,39 @@ mod tests {
                 .leader_election
         );
         assert!(parse(&["--leader-election=maybe"]).is_err());
+    }
+
+    #[test]
+    fn print_config_resolves_the_flags_and_bad_log_levels_are_errors() {
+        let a = parse(&[
+            "--leader-election=false",
+            "--lease-namespace",
+            "ops",
+            "--log-format=json",
+            "--print-config",
+        ])
+        .unwrap();
+        assert!(a.print_config);
+        let r = a.resolved();
+        assert_eq!(r["leaderElection"], false);
+        assert_eq!(r["leaseNamespace"], "ops");
+        assert_eq!(r["logFormat"], "json");
+        assert_eq!(r["watchNamespace"], serde_json::Value::Null);
+        assert!(
+            parse(&["--log-level", "baton=debug,info"])
+                .unwrap()
+                .log_filter()
+                .is_ok()
+        );
+        // RUST_LOG may be set in the test environment; only check the flag's own parse.
+        if std::env::var("RUST_LOG").is_err() {
+            assert!(
+                parse(&["--log-level", "baton=[bad"])
+                    .unwrap()
+                    .log_filter()
+                    .is_err()
+            );
+        }
     }
 
     #[test]

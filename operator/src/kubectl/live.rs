@@ -74,7 +74,7 @@ where
             _ => break,
         }
     }
-    items.sort_by(|a, b| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())));
+    items.sort_by_key(|o| (o.namespace(), o.name_any()));
     Ok(items)
 }
 
