@@ -99,3 +99,46 @@ async fn watch_events_wake_the_related_objects_only() {
     rel.on_secret(&watcher::Event::Apply(secret("unrelated")));
     assert!(drain(&mut h.streams.clusters).is_empty());
 }
+
+#[tokio::test]
+async fn a_deleted_cluster_is_forgotten_and_woken_again_when_recreated() {
+    let (client, _api) = mock_api(Default::default(), Box::new(|_| (404, json!({}))));
+    let a = cluster_json("a", "2.0.0", &[("m1", true)]);
+    let m = mesh(&["a"], &["a"]);
+    let mut h = harness(
+        client,
+        FakeAgents::new(Default::default(), &[]),
+        Leadership::always(),
+        std::slice::from_ref(&a),
+        std::slice::from_ref(&m),
+    );
+    let rel = Relations::new(h.ctx.stores.clone(), h.ctx.triggers.clone());
+    let ga: GuardedCluster = serde_json::from_value(a).unwrap();
+    rel.on_cluster(&watcher::Event::Apply(ga.clone()));
+    rel.wake_clusters_in("ns");
+    assert_eq!(rel.remembered(), (1, 1));
+    drain(&mut h.streams.clusters);
+    drain(&mut h.streams.meshes);
+
+    // Deleted: its mesh hears of it, and nothing is remembered of it any more.
+    h.cluster_writer
+        .apply_watcher_event(&watcher::Event::Delete(ga.clone()));
+    rel.on_cluster(&watcher::Event::Delete(ga.clone()));
+    let meshes: Vec<String> = drain(&mut h.streams.meshes)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(meshes, ["prod"]);
+    assert_eq!(rel.remembered(), (0, 0));
+
+    // Re-created with the same name and the same admission: woken for it again.
+    h.cluster_writer
+        .apply_watcher_event(&watcher::Event::Apply(ga.clone()));
+    rel.on_cluster(&watcher::Event::Apply(ga));
+    rel.wake_clusters_in("ns");
+    let woken: Vec<String> = drain(&mut h.streams.clusters)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(woken, ["a"]);
+}

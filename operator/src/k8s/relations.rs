@@ -72,6 +72,26 @@ impl Relations {
         for mesh in now_owner.iter().chain(before.iter()) {
             self.triggers.mesh(&ns, mesh);
         }
+        if matches!(ev, watcher::Event::Delete(_)) {
+            // Gone: forget what it was last woken for, so that a Cluster re-created under the
+            // same name is woken for its admission, and so that the maps do not grow with
+            // every Cluster ever deleted.
+            let key = (ns, name);
+            if let Ok(mut owners) = self.owner.lock() {
+                owners.remove(&key);
+            }
+            if let Ok(mut admitted) = self.admitted.lock() {
+                admitted.remove(&key);
+            }
+        }
+    }
+
+    /// How many Clusters the relation maps remember (owners, admissions).
+    pub fn remembered(&self) -> (usize, usize) {
+        (
+            self.owner.lock().map_or(0, |o| o.len()),
+            self.admitted.lock().map_or(0, |a| a.len()),
+        )
     }
 
     pub fn on_mesh(&self, ev: &watcher::Event<GuardedMesh>) {
