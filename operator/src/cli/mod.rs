@@ -153,8 +153,9 @@ pub enum Output {
     Yaml,
 }
 
-/// `baton status`: the state file as tables (clusters, members, log), JSON or YAML.
-pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Result<String> {
+/// The state file `baton run` wrote; its absence is an error (not an empty state) for the
+/// commands that only read it.
+fn existing_state(state_path: &Path) -> anyhow::Result<State> {
     if !state_path.exists() {
         bail!(
             "{}: no such state file (it is created by `baton run --state {}`)",
@@ -162,7 +163,12 @@ pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Resu
             state_path.display()
         );
     }
-    let st = State::load(state_path)?;
+    State::load(state_path)
+}
+
+/// `baton status`: the state file as tables (clusters, members, log), JSON or YAML.
+pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Result<String> {
+    let st = existing_state(state_path)?;
     let intents = Intents::load(&Intents::path_for(state_path))?;
     match output {
         Output::Json | Output::Yaml => {
@@ -259,14 +265,7 @@ pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Resu
 
 /// `baton log`: the upgrade log of the named objects (all when none) from the state file.
 pub fn log(state_path: &Path, names: &[String], output: Output) -> anyhow::Result<String> {
-    if !state_path.exists() {
-        bail!(
-            "{}: no such state file (it is created by `baton run --state {}`)",
-            state_path.display(),
-            state_path.display()
-        );
-    }
-    let st = State::load(state_path)?;
+    let st = existing_state(state_path)?;
     let targets: Vec<Target> = if names.is_empty() {
         st.meshes
             .keys()

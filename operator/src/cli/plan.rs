@@ -300,7 +300,11 @@ fn simulate(
         }
     }
     for ((cluster, _), e) in logs {
+        // A cluster's rollout entry (top level, cluster scope) spans the steps under it: it
+        // is the heading of the steps, not one of them.
+        let rollout = e.scope == LogScope::Cluster && e.parent.is_none();
         if e.scope == LogScope::Mesh
+            || rollout
             || e.result == LogResult::Cancelled
             || history.get(&cluster).is_some_and(|&last| e.id <= last)
         {

@@ -18,19 +18,24 @@ pub const RETRY: &str = "baton.dev/retry";
 /// Any token; on a Mesh: start the rollout even though its preconditions fail.
 pub const FORCE: &str = "baton.dev/force";
 
+/// The step names the approve annotation lists.
+pub fn approvals(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    annotations
+        .get(APPROVE)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The intents a Cluster's annotations carry.
 pub fn cluster_intents(annotations: &BTreeMap<String, String>) -> Intents {
     Intents {
-        approve: annotations
-            .get(APPROVE)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        approve: approvals(annotations),
         retry: token(annotations, RETRY),
         pause: paused(annotations),
     }

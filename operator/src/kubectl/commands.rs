@@ -18,7 +18,7 @@ use crate::cli::plan::{PlanOptions, Schedule, schedule_from};
 use crate::cli::tree::{TreeCluster, TreeInput, TreeInvalid, TreeMesh, render};
 use crate::cli::view::log_lines;
 use crate::cli::{Intent, Output, approval_cluster};
-use crate::k8s::annotations::{APPROVE, FORCE, PAUSE, RETRY};
+use crate::k8s::annotations::{APPROVE, FORCE, PAUSE, RETRY, approvals};
 use crate::k8s::stores::{GuardedCluster, GuardedMesh};
 use crate::local::Manifests;
 
@@ -398,17 +398,7 @@ async fn approve(client: &Client, ns: &str, step: &str) -> anyhow::Result<String
         }) {
             return Ok(format!("{step} was already approved and acted on"));
         }
-        let mut approvals: Vec<String> = obj
-            .annotations()
-            .get(APPROVE)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut approvals = approvals(obj.annotations());
         if approvals.iter().any(|a| a == step) {
             return Ok(format!(
                 "{step} is already approved (the operator acts on it at its next pass)"
