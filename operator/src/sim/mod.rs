@@ -126,6 +126,9 @@ pub struct Sim {
     ranks: VersionRanks,
     /// When the mesh was last planned with no change, if nothing it reads changed since.
     mesh_quiet: Option<Timestamp>,
+    /// A cluster status the mesh reads changed since the mesh was last planned: as the
+    /// operator's watch does, the mesh is planned again at once (not at the next resync).
+    mesh_due: bool,
     /// Scratch for `mesh_key`.
     key_before: Vec<u8>,
     key_after: Vec<u8>,
@@ -150,6 +153,7 @@ impl Sim {
             start,
             ranks: VersionRanks::default(),
             mesh_quiet: None,
+            mesh_due: false,
             key_before: Vec::new(),
             key_after: Vec::new(),
         }
@@ -322,6 +326,7 @@ impl Sim {
         if let Some(mesh) = self.mesh.as_mut()
             && (!quiet || cfg!(debug_assertions))
         {
+            self.mesh_due = false;
             // The mesh status is replaced by the plan's: hand it over rather than copy it,
             // keeping all but the log (which changes only with an event) to compare.
             let mut last = mesh.status.take();
@@ -359,7 +364,23 @@ impl Sim {
                 && before.as_ref().is_some_and(|(b, len, next)| {
                     *b == plan.status && *len == log.len() && *next == plan.status.next_log_id
                 });
-            let changed = before.as_ref().map(|b| &b.0.admitted) != Some(&plan.status.admitted);
+            // Like the operator's watch (k8s::relations), wake the clusters whose admission
+            // (admitted or not, and why not) changed.
+            let wake: Vec<bool> = if unchanged {
+                vec![false; self.clusters.len()]
+            } else {
+                self.clusters
+                    .iter()
+                    .map(|c| {
+                        admission_for(
+                            &mesh.name,
+                            &mesh.spec,
+                            before.as_ref().map(|b| &b.0),
+                            &c.name,
+                        ) != admission_for(&mesh.name, &mesh.spec, Some(&plan.status), &c.name)
+                    })
+                    .collect()
+            };
             plan.status.log = log;
             debug_assert!(
                 !quiet || unchanged,
@@ -367,8 +388,8 @@ impl Sim {
             );
             self.mesh_quiet = unchanged.then_some(now);
             mesh.status = Some(plan.status);
-            if changed {
-                for c in &mut self.clusters {
+            for (c, wake) in self.clusters.iter_mut().zip(wake) {
+                if wake {
                     c.next_look = now;
                 }
             }
@@ -423,6 +444,7 @@ impl Sim {
             mesh_key(Some(&plan.status), &mut after);
             if after != key {
                 self.mesh_quiet = None;
+                self.mesh_due = self.mesh.is_some();
             }
             self.key_before = key;
             self.key_after = after;
@@ -702,6 +724,9 @@ impl Sim {
         }
         if self.faulty() {
             t = t.min(self.now.plus(self.cfg.poll));
+        }
+        if self.mesh_due {
+            t = self.now;
         }
         t.max(self.now.plus(Duration::from_millis(100)))
     }
