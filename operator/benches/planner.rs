@@ -56,6 +56,8 @@ fn mesh_fixture(n: usize) -> (MeshSpec, Vec<Fixture>) {
             let status = ClusterStatus {
                 phase,
                 target_version: Some("2.0.0".into()),
+                // As the cluster planner writes it.
+                running_versions: Some(v.into()),
                 members: vec![
                     member_status("m0", v, MemberRole::Active),
                     member_status("m1", v, MemberRole::Standby),
@@ -104,8 +106,10 @@ fn median_micros(mut f: impl FnMut(), iters: usize) -> f64 {
 
 fn decision_times() {
     println!("## Planner decision time (median)\n");
-    println!("| clusters (3 members) | plan_mesh | plan_cluster | ratio to previous size |");
-    println!("|---|---|---|---|");
+    println!(
+        "| clusters (3 members) | plan_mesh | growth for 10x size | plan_mesh, member records only | plan_cluster |"
+    );
+    println!("|---|---|---|---|---|");
     let mut prev: Option<f64> = None;
     // PLANNER_SIZES=10000 (comma separated) measures chosen sizes only.
     let sizes: Vec<usize> = std::env::var("PLANNER_SIZES")
@@ -144,6 +148,38 @@ fn decision_times() {
                 black_box(plan_mesh(black_box(&input)));
             },
             iters,
+        );
+        // The same decision from statuses without `runningVersions` (written by hand or by an
+        // older operator): the planner reads every member's record instead.
+        let bare: Vec<ClusterStatus> = clusters
+            .iter()
+            .map(|(_, _, _, st)| ClusterStatus {
+                running_versions: None,
+                ..st.clone()
+            })
+            .collect();
+        let bare_views: Vec<MeshClusterView<'_>> = views
+            .iter()
+            .zip(&bare)
+            .map(|(v, st)| MeshClusterView {
+                status: Some(st),
+                ..*v
+            })
+            .collect();
+        let bare_input = MeshInput {
+            clusters: &bare_views,
+            ..input
+        };
+        let bare_us = median_micros(
+            || {
+                black_box(plan_mesh(black_box(&bare_input)));
+            },
+            iters,
+        );
+        assert_eq!(
+            plan_mesh(&input).status,
+            plan_mesh(&bare_input).status,
+            "both paths decide the same"
         );
         // One cluster decision is independent of the mesh size; measured for scale.
         let (_, _, spec, status) = &clusters[n / 2];
@@ -203,8 +239,9 @@ fn decision_times() {
             .map(|p| format!("{:.1}x (size x10)", mesh_us / p))
             .unwrap_or_else(|| "-".into());
         println!(
-            "| {n} | {:.3} ms | {:.1} µs | {ratio} |",
+            "| {n} | {:.3} ms | {ratio} | {:.3} ms | {:.1} µs |",
             mesh_us / 1000.0,
+            bare_us / 1000.0,
             cluster_us
         );
         prev = Some(mesh_us);

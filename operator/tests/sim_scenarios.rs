@@ -55,10 +55,25 @@ fn two_member_cluster_upgrades_standby_first_then_switches_over() {
         "1.0.0",
         SimConfig::default(),
     );
-    sim.run(Duration::from_secs(3600));
+    // `upToDate` follows each member's version as the status reports it, and is seen mixed
+    // part-way (the upgraded standby before the old active).
+    let mut seen_mixed = false;
+    for _ in 0..120 {
+        sim.run(Duration::from_secs(30));
+        if let Some(st) = sim.cluster("c").and_then(|c| c.status.as_ref()) {
+            for m in &st.members {
+                let at_target = m.version.as_deref() == Some("2.0.0");
+                assert_eq!(m.up_to_date, at_target, "{}: {:?}", m.name, m.version);
+            }
+            seen_mixed |=
+                st.members.iter().any(|m| m.up_to_date) && st.members.iter().any(|m| !m.up_to_date);
+        }
+    }
+    assert!(seen_mixed, "never observed a half-upgraded cluster");
     assert_clean(&sim);
     let st = status(&sim, "c");
     assert_eq!(st.phase, ClusterPhase::Ready, "{:?}", st.message);
+    assert!(st.members.iter().all(|m| m.up_to_date));
     let lines = log_lines(&st);
     let pos = |s: &str| {
         lines
@@ -689,7 +704,22 @@ fn mesh_backout_walks_tiers_in_reverse() {
     let n = order.len();
     assert_eq!(order[n - 1].1, "cmp-primary");
     assert_eq!(order[n - 2].1, "cmp-secondary");
-    assert!(mesh_status(&sim).log.iter().any(|e| e.action == "backout"));
+    // One rollout entry, a backout, from start to finish: the last clusters finishing on the
+    // old version do not turn it into an "upgrade".
+    let ms = mesh_status(&sim);
+    let rollouts: Vec<(&str, LogResult)> = ms
+        .log
+        .iter()
+        .filter(|e| e.parent.is_none() && e.scope == LogScope::Mesh)
+        .map(|e| (e.action.as_str(), e.result))
+        .collect();
+    assert_eq!(
+        rollouts,
+        [("backout", LogResult::Succeeded)],
+        "{:#?}",
+        ms.log
+    );
+    assert_eq!(ms.rollout.map(|r| r.direction), Some(Direction::Backout));
 }
 
 #[test]
@@ -804,4 +834,73 @@ fn invalid_mesh_is_stalled_and_admits_nothing() {
     );
     assert!(ms.admitted.is_empty());
     assert_eq!(sim.stats.ops_submitted, 0);
+}
+
+#[test]
+fn mesh_decides_the_same_from_running_versions_or_member_records() {
+    use baton::plan::{MeshClusterView, MeshInput, plan_mesh};
+    // The mesh planner reads each cluster's `runningVersions` summary and falls back to the
+    // member records when it is missing: both must give the same decision at every stage of
+    // an upgrade and of a backout.
+    for (from, to) in [("1.0.0", "2.0.0"), ("2.0.0", "1.0.0")] {
+        let t = topology::active_standby_deployment(6, 2, Duration::from_secs(60), to);
+        let mut sim = mesh_sim(t, from, SimConfig::default());
+        let mut moving = 0;
+        for _ in 0..600 {
+            sim.run(Duration::from_secs(60));
+            let mesh = sim.mesh.as_ref().expect("mesh");
+            let bare: Vec<Option<ClusterStatus>> = sim
+                .clusters
+                .iter()
+                .map(|c| {
+                    c.status.clone().map(|s| ClusterStatus {
+                        running_versions: None,
+                        ..s
+                    })
+                })
+                .collect();
+            let views = |bare_statuses: bool| -> Vec<MeshClusterView<'_>> {
+                sim.clusters
+                    .iter()
+                    .zip(&bare)
+                    .map(|(c, b)| MeshClusterView {
+                        name: &c.name,
+                        labels: &c.labels,
+                        spec: &c.spec,
+                        status: if bare_statuses {
+                            b.as_ref()
+                        } else {
+                            c.status.as_ref()
+                        },
+                    })
+                    .collect()
+            };
+            let (full, stripped) = (views(false), views(true));
+            let intents = Default::default();
+            let input = |clusters| MeshInput {
+                name: "mesh",
+                generation: Some(1),
+                spec: &mesh.spec,
+                status: mesh.status.as_ref(),
+                clusters,
+                intents: &intents,
+                now: sim.now,
+            };
+            assert_eq!(
+                plan_mesh(&input(&full)),
+                plan_mesh(&input(&stripped)),
+                "{from} -> {to} at {}",
+                sim.now
+            );
+            if mesh_status(&sim).admitted.is_empty() {
+                if mesh_status(&sim).phase == MeshPhase::Ready {
+                    break;
+                }
+            } else {
+                moving += 1;
+            }
+        }
+        assert_eq!(mesh_status(&sim).phase, MeshPhase::Ready);
+        assert!(moving > 5, "compared only {moving} decisions mid-rollout");
+    }
 }

@@ -462,6 +462,8 @@ pub struct MemberStatus {
     pub previous_version: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub components: BTreeMap<String, String>,
+    /// Runs exactly the cluster's target: its version and every component it hosts (false
+    /// while unreachable).
     #[serde(default)]
     pub up_to_date: bool,
     #[serde(default)]

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::api::values::same_version;
 use crate::api::{ClusterPhase, ClusterStatus};
 use crate::plan::PlanEvent;
 use crate::reconcile::{ClusterObject, MeshObject};
@@ -210,16 +209,7 @@ fn summary(st: Option<&ClusterStatus>, members: usize) -> (u64, u64, String, Str
         return (0, members as u64, "-".into(), "no status yet".into());
     };
     let target = st.target_version.as_deref().unwrap_or("?");
-    // Members running the target (the planner does not fill `upToDate` yet).
-    let done = st
-        .members
-        .iter()
-        .filter(|m| {
-            m.version
-                .as_deref()
-                .is_some_and(|v| same_version(v, target))
-        })
-        .count() as u64;
+    let done = st.members.iter().filter(|m| m.up_to_date).count() as u64;
     let phase = format!("{:?}", st.phase);
     let active = st.active_member.as_deref().unwrap_or("none");
     // The operation running on a member, with its progress.

@@ -529,6 +529,10 @@ impl<'a> Planner<'a> {
             if ms.failures >= limit {
                 ms.role = MemberRole::Zombie;
             }
+            // Runs exactly the target software (version and every hosted component); unknown
+            // (false) while the member is unreachable or the target is not known.
+            ms.up_to_date =
+                !self.target_version.is_empty() && self.moves(m).is_some_and(|mv| mv.is_empty());
             out.push(ms);
         }
         self.st.members = out;

@@ -82,6 +82,8 @@ struct Summary<'a> {
     in_motion: bool,
     /// Some member runs a newer version than the target.
     backout: bool,
+    /// Some member runs an older version than the target.
+    behind: bool,
 }
 
 const NONE: u32 = u32::MAX;
@@ -197,7 +199,14 @@ impl<'a> Reader<'a> {
     fn read(&mut self, c: &'a MeshClusterView<'a>, pos: usize, mesh: &'a MeshSpec) {
         let target = c.spec.version.as_deref().unwrap_or(&mesh.version);
         let start = self.member_ids.len();
-        if let Some(st) = c.status {
+        if let Some(versions) = c.status.and_then(|s| s.running_versions.as_deref()) {
+            // The cluster planner's summary of its members' versions (distinct, sorted): one
+            // short string instead of every member's record, which on a large mesh is most of
+            // the memory a decision would touch.
+            for v in versions.split(',').filter(|v| !v.is_empty()) {
+                self.member_ids.push(self.versions.id(v));
+            }
+        } else if let Some(st) = c.status {
             // Members of a cluster mostly run one version: look up each distinct one once.
             let mut prev: Option<(&str, u32)> = None;
             for m in &st.members {
@@ -237,6 +246,7 @@ impl<'a> Reader<'a> {
             }),
             in_motion: c.status.is_some_and(|s| !s.steps.is_empty()),
             backout: false,
+            behind: false,
         });
     }
 
@@ -276,6 +286,7 @@ impl<'a> Reader<'a> {
             let mixed = s.lo != NONE && s.lo_rank != s.hi_rank;
             s.in_motion = !s.done && (mixed || s.in_motion);
             s.backout = s.hi != NONE && s.hi_rank > target;
+            s.behind = s.lo != NONE && s.lo_rank < target;
             sums.push(s);
         }
         (sums, self.versions)
@@ -369,6 +380,11 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         .iter()
         .any(|s| !s.done && s.direction() == Direction::Backout)
     {
+        Direction::Backout
+    } else if keeps_backing_out(st.rollout.as_ref(), &st.log, spec, &sums) {
+        // The last clusters of a backout run the old version before they report Ready: the
+        // rollout stays a backout (same log entry, reverse tier order) rather than turning
+        // into an "upgrade" of clusters that are only finishing.
         Direction::Backout
     } else {
         Direction::Upgrade
@@ -824,6 +840,24 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         events,
         wake,
     }
+}
+
+/// A backout rollout toward the current target, still open, with no cluster behind the target
+/// (which would need an upgrade, a new rollout).
+fn keeps_backing_out(
+    rollout: Option<&RolloutStatus>,
+    log: &[crate::api::LogEntry],
+    spec: &MeshSpec,
+    sums: &[Summary<'_>],
+) -> bool {
+    rollout.is_some_and(|r| {
+        r.direction == Direction::Backout
+            && cmp_versions(&r.version, &spec.version).is_eq()
+            && log
+                .iter()
+                .any(|e| e.id == r.log_id && e.result == LogResult::Running)
+            && !sums.iter().any(|s| !s.done && s.behind)
+    })
 }
 
 fn dir_word(d: Direction) -> &'static str {
