@@ -8,6 +8,8 @@
 # was built from. Chunk k (1-based) runs seeds (k-1)*10,000+1 … k*10,000 (2,500 per scenario).
 # Output of chunk k: BINARY.chunk-k.out (the table) and BINARY.chunk-k.err (failing seeds).
 # DRY=1 prints the row instead of committing it; CHUNK=n changes the chunk size (for trials).
+# Several runs over disjoint chunk ranges may go at once (one per core): the table update and
+# commit are serialised by a lock file in .git.
 set -u
 bin=$1 commit=$2 first=$3 last=$4
 size=${CHUNK:-10000}
@@ -19,7 +21,7 @@ for k in $(seq "$first" "$last"); do
   nice -n 10 "$bin" "$size" "$seed" >"$out" 2>"$err"
   rc=$?
   wall=$(( $(date +%s) - start ))
-  python3 - "$repo/docs/benchmarks.md" "$out" "$k" "$seed" "$commit" "$rc" "$wall" "${DRY:-}" <<'PY' || exit 1
+  flock "$repo/.git/soak-chunks.lock" python3 - "$repo/docs/benchmarks.md" "$out" "$k" "$seed" "$commit" "$rc" "$wall" "${DRY:-}" <<'PY' || exit 1
 import re, subprocess, sys
 doc, out, k, seed, commit, rc, wall, dry = sys.argv[1:]
 # Per-scenario rows: | name | rollouts | clusters | members | oc | mc | ready | viol | live | s |
@@ -45,6 +47,14 @@ s = open(doc).read()
 i = s.index(marker)
 open(doc, "w").write(s[:i] + row + "\n" + s[i:])
 msg = f"Soak 100k: chunk {k} (seeds from {seed}): {rollouts} rollouts, {verdict} violations, {live} liveness failures"
-subprocess.run(["git", "-C", doc.rsplit("/docs/", 1)[0], "commit", "-q", "-m", msg, "--", "docs/benchmarks.md"], check=True)
+# Someone else may be committing in the same checkout (index.lock): try again for a while.
+import time
+for attempt in range(20):
+    r = subprocess.run(["git", "-C", doc.rsplit("/docs/", 1)[0], "commit", "-q", "-m", msg, "--", "docs/benchmarks.md"])
+    if r.returncode == 0:
+        break
+    time.sleep(15)
+else:
+    sys.exit(f"could not commit the row of chunk {k}: {row}")
 PY
 done
