@@ -105,3 +105,17 @@ fn regression_switch_back_after_an_interrupted_promote() {
         check(seed, scenario).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// Seeds of the 100,000-rollout soak (chunk 6, commit ddbbf5b): a spare's forced standby was
+/// still in flight when the switchover started; the spare restarted before it applied and came
+/// back as a plain Spare on the old version beside the new active (for 40 s, until the planner
+/// held it again). A hold in flight now holds the switchover too.
+#[test]
+fn regression_switchover_waits_for_the_holds_in_flight() {
+    for (seed, scenario) in [
+        (54275, Scenario::FaultyUpgrade),
+        (57764, Scenario::Reversal),
+    ] {
+        check(seed, scenario).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

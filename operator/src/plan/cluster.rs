@@ -1445,7 +1445,18 @@ impl<'a> Planner<'a> {
         let mut holding = false;
         let spec = self.spec();
         for m in &spec.members {
-            if m.name == active || m.name == to || self.busy(&m.name) {
+            if m.name == active || m.name == to {
+                continue;
+            }
+            if self.busy(&m.name) {
+                // A hold still in flight holds the switchover too: if the member restarts
+                // before it applies, it would come back in its plain role on the old version
+                // beside the new active.
+                holding |= self
+                    .st
+                    .steps
+                    .iter()
+                    .any(|s| s.member == m.name && s.action == StepAction::ForceStandby);
                 continue;
             }
             let differs = match (self.software_of(m), to_sw.as_ref()) {
