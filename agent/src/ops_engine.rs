@@ -131,46 +131,17 @@ impl Engine {
         }
         self.ops.check_idle(&req)?;
         self.backend.validate(&req)?;
-        let version_before = self.backend.version().await;
-        let record = match self.ops.begin(&req, &self.member, version_before).await? {
+        // Recording the operation and starting it happen in a task of their own: the caller's
+        // future is dropped when its client disconnects (an operator killed mid-request), and
+        // a record left Running without its worker would hold the member busy forever.
+        let (ops, backend, member) = (self.ops.clone(), self.backend.clone(), self.member.clone());
+        let record = tokio::spawn(start(ops, backend, member, req))
+            .await
+            .map_err(|e| ApiError::internal(format!("operation start task ended: {e}")))??;
+        let record = match record {
             Begin::Existing(rec) => return Ok((StatusCode::OK, rec)),
             Begin::Created(rec) => rec,
         };
-        tracing::info!(
-            "operation {:?} ({}) started{}",
-            record.id,
-            record.kind,
-            describe_params(&record)
-        );
-        let id = record.id.clone();
-        let ops = self.ops.clone();
-        let backend = self.backend.clone();
-        let progress = Progress {
-            ops: ops.clone(),
-            id: id.clone(),
-        };
-        tokio::spawn(async move {
-            let task = tokio::spawn({
-                let backend = backend.clone();
-                async move { backend.execute(req, progress).await }
-            });
-            let (state, message) = match task.await {
-                Ok(Ok(msg)) => (OperationState::Succeeded, msg),
-                Ok(Err(msg)) => (OperationState::Failed, msg),
-                Err(e) => (
-                    OperationState::Failed,
-                    format!("internal error: operation task ended: {e}"),
-                ),
-            };
-            let version_after = backend.version().await;
-            match state {
-                OperationState::Succeeded => {
-                    tracing::info!("operation {id:?} succeeded: {message}")
-                }
-                _ => tracing::warn!("operation {id:?} failed: {message}"),
-            }
-            ops.finish(&id, state, message, version_after).await;
-        });
         let rec = self
             .ops
             .wait_finished(&record.id, SUBMIT_WAIT)
@@ -183,6 +154,54 @@ impl Engine {
         };
         Ok((status, rec))
     }
+}
+
+/// Records a new operation and starts its worker (or returns the record of a repeat).
+async fn start(
+    ops: Arc<OpsStore>,
+    backend: Backend,
+    member: String,
+    req: OperationRequest,
+) -> Result<Begin, ApiError> {
+    let version_before = backend.version().await;
+    let record = match ops.begin(&req, &member, version_before).await? {
+        Begin::Existing(rec) => return Ok(Begin::Existing(rec)),
+        Begin::Created(rec) => rec,
+    };
+    tracing::info!(
+        "operation {:?} ({}) started{}",
+        record.id,
+        record.kind,
+        describe_params(&record)
+    );
+    let id = record.id.clone();
+    let progress = Progress {
+        ops: ops.clone(),
+        id: id.clone(),
+    };
+    tokio::spawn(async move {
+        let task = tokio::spawn({
+            let backend = backend.clone();
+            async move { backend.execute(req, progress).await }
+        });
+        let (state, message) = match task.await {
+            Ok(Ok(msg)) => (OperationState::Succeeded, msg),
+            Ok(Err(msg)) => (OperationState::Failed, msg),
+            Err(e) => (
+                OperationState::Failed,
+                format!("internal error: operation task ended: {e}"),
+            ),
+        };
+        let version_after = backend.version().await;
+        match state {
+            OperationState::Succeeded => {
+                tracing::info!("operation {id:?} succeeded: {message}")
+            }
+            _ => tracing::warn!("operation {id:?} failed: {message}"),
+        }
+        ops.finish(&id, state, message, version_after).await;
+    });
+    Ok(Begin::Created(record))
 }
 
 fn describe_params(rec: &OperationRecord) -> String {
@@ -210,5 +229,71 @@ fn describe_params(rec: &OperationRecord) -> String {
         String::new()
     } else {
         format!(" with {}", parts.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::{OperationKind, Role};
+    use crate::demo::DemoConfig;
+
+    /// A client that disconnects while its operation is being recorded (the operator killed
+    /// mid-request) drops the request handler's future at whatever await it had reached. The
+    /// operation must still run to its end, not stay Running with no worker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_submission_dropped_mid_way_still_runs_its_operation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ops = OpsStore::load(dir.path().join("operations.json"))
+            .await
+            .expect("journal");
+        let demo = DemoBackend::start(DemoConfig {
+            member: "m0".into(),
+            data_dir: dir.path().join("data"),
+            data_listen: "127.0.0.1:0".parse().expect("address"),
+            data_advertise_host: None,
+            version: "1.0.0".into(),
+            role: Role::Standby,
+            source: None,
+            components: BTreeMap::new(),
+            member_cert: None,
+            member_key: None,
+            trust: None,
+            allow_plain: true,
+            upgrade_seconds: 0.1,
+            load: None,
+            faults: Faults::default(),
+        })
+        .await
+        .expect("demo backend");
+        let engine = Engine {
+            member: "m0".into(),
+            ops,
+            backend: Backend::Demo(Arc::new(demo)),
+        };
+        for i in 0..5 {
+            let id = format!("up-{i}");
+            let version = format!("2.0.{i}");
+            let req = OperationRequest::new(&id, OperationKind::Upgrade).with_version(&version);
+            // Polled once (it stops at the journal write), then dropped.
+            let dropped = tokio::time::timeout(Duration::ZERO, engine.submit(req)).await;
+            assert!(dropped.is_err(), "the submission finished in one poll");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let rec = engine.ops.get(&id);
+                if rec.as_ref().is_some_and(|r| r.state.is_finished()) {
+                    assert_eq!(rec.map(|r| r.state), Some(OperationState::Succeeded));
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "operation {id} stuck: {rec:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(engine.backend.version().await.as_deref(), Some(&*version));
+        }
     }
 }

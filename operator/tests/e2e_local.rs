@@ -63,6 +63,20 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
+/// What the state file says (the status tree and the upgrade log), for a failure message.
+fn state_report(state: &Path) -> String {
+    ["status", "log"]
+        .iter()
+        .map(
+            |cmd| match baton().arg(cmd).arg("--state").arg(state).output() {
+                Ok(o) => format!("baton {cmd}:\n{}", text(&o)),
+                Err(e) => format!("baton {cmd}: {e}"),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Moves (upgrade/rollback) to `version`, by cluster: (start of first, end of last).
 fn cluster_spans(
     recs: &BTreeMap<(String, String), Vec<OperationRecord>>,
@@ -342,7 +356,12 @@ async fn killing_baton_run_mid_upgrade_resumes_without_doing_anything_twice() ->
         child.wait()?;
     }
     let out = run_baton(&run_args(&[&file], &state, &fleet.pki.dir), "180s")?;
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        state_report(&state)
+    );
 
     let mut lost = 0;
     for (c, l) in loads {
