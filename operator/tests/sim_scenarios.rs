@@ -179,6 +179,8 @@ fn failed_traffic_check_rolls_the_cluster_back_automatically() {
     assert_eq!(st.phase, ClusterPhase::RolledBack, "{:?}", st.message);
     let rb = st.rolled_back.clone().expect("rollback recorded");
     assert_eq!(rb.version, "2.0.0");
+    // Restored to 1.0.0, the members do not run the target (2.0.0): not up to date.
+    assert!(st.members.iter().all(|m| !m.up_to_date), "{:?}", st.members);
     assert!(
         rb.reason.contains("did not serve traffic within 1m30s"),
         "{}",

@@ -529,10 +529,14 @@ impl<'a> Planner<'a> {
             if ms.failures >= limit {
                 ms.role = MemberRole::Zombie;
             }
-            // Runs exactly the target software (version and every hosted component); unknown
-            // (false) while the member is unreachable or the target is not known.
-            ms.up_to_date =
-                !self.target_version.is_empty() && self.moves(m).is_some_and(|mv| mv.is_empty());
+            // Runs exactly the cluster's target software (version and every hosted component),
+            // not what an automatic rollback restores; unknown (false) while the member is
+            // unreachable or the target is not known.
+            ms.up_to_date = !self.target_version.is_empty()
+                && self.agent(&m.name).is_some_and(|a| {
+                    let target = spec_target(self.spec(), m, &self.order, &self.target_version);
+                    same_software(&running(a, &target), &target)
+                });
             out.push(ms);
         }
         self.st.members = out;
