@@ -493,10 +493,7 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     }
     if all_done && stalled.is_none() {
         if let Some(r) = &st.rollout
-            && st
-                .log
-                .iter()
-                .any(|e| e.id == r.log_id && e.result == LogResult::Running)
+            && rollout_open(&st.log, r)
         {
             let id = r.log_id;
             let mut log = Log {
@@ -853,11 +850,15 @@ fn keeps_backing_out(
     rollout.is_some_and(|r| {
         r.direction == Direction::Backout
             && cmp_versions(&r.version, &spec.version).is_eq()
-            && log
-                .iter()
-                .any(|e| e.id == r.log_id && e.result == LogResult::Running)
+            && rollout_open(log, r)
             && !sums.iter().any(|s| !s.done && s.behind)
     })
+}
+
+/// The rollout's log entry is still running (not closed as done or superseded).
+fn rollout_open(log: &[crate::api::LogEntry], r: &RolloutStatus) -> bool {
+    log.iter()
+        .any(|e| e.id == r.log_id && e.result == LogResult::Running)
 }
 
 fn dir_word(d: Direction) -> &'static str {
