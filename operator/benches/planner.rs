@@ -134,6 +134,7 @@ fn decision_times() {
             spec: &mesh,
             status: None,
             clusters: &views,
+            outside: &[],
             intents: &intents,
             now: NOW,
         };

@@ -98,7 +98,8 @@ fn crd_schema_carries_validation_and_printer_columns() {
         .expect("cluster crd")
         .1;
     for needle in [
-        "member names must be unique",
+        "x-kubernetes-list-map-keys:\n                - name",
+        "at least one member must not be a spare",
         "pattern: ^v?[0-9]+",
         "maxItems: 16",
         "jsonPath: .status.targetVersion",
@@ -113,7 +114,7 @@ fn crd_schema_carries_validation_and_printer_columns() {
         .expect("mesh crd")
         .1;
     for needle in [
-        "tier names must be unique",
+        "x-kubernetes-list-type: set",
         "jsonPath: .status.progress",
         "a compatibility rule must relate two different roles",
     ] {

@@ -724,6 +724,44 @@ fn mesh_backout_walks_tiers_in_reverse() {
     assert_eq!(ms.rollout.map(|r| r.direction), Some(Direction::Backout));
 }
 
+/// A finished rollout stays in the log as it ended: the next rollout opens its own entry and
+/// never rewrites the one before as "Cancelled" (seen on a real API server after every rollout).
+#[test]
+fn a_finished_rollout_keeps_its_result_when_the_next_one_starts() {
+    let t = topology::active_standby_deployment(2, 1, Duration(0), "2.0.0");
+    let mut sim = mesh_sim(t, "1.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(86_400));
+    assert_eq!(mesh_status(&sim).phase, MeshPhase::Ready);
+    let first = mesh_status(&sim)
+        .log
+        .into_iter()
+        .find(|e| e.parent.is_none() && e.action == "upgrade")
+        .expect("the first rollout is logged");
+    assert_eq!(first.result, LogResult::Succeeded);
+    sim.mesh.as_mut().unwrap().spec.version = "3.0.0".into();
+    sim.run(Duration::from_secs(86_400));
+    assert_clean(&sim);
+    let ms = mesh_status(&sim);
+    assert_eq!(ms.phase, MeshPhase::Ready);
+    let rollouts: Vec<(Option<String>, LogResult)> = ms
+        .log
+        .iter()
+        .filter(|e| e.parent.is_none() && e.scope == LogScope::Mesh && e.action == "upgrade")
+        .map(|e| (e.version.clone(), e.result))
+        .collect();
+    assert_eq!(
+        rollouts,
+        [
+            (Some("2.0.0".to_string()), LogResult::Succeeded),
+            (Some("3.0.0".to_string()), LogResult::Succeeded)
+        ],
+        "{:#?}",
+        ms.log
+    );
+    let again = ms.log.iter().find(|e| e.id == first.id).expect("kept");
+    assert_eq!(again.end, first.end, "a finished entry is not rewritten");
+}
+
 #[test]
 fn preconditions_block_the_start_until_forced() {
     let t = topology::active_standby_deployment(2, 1, Duration(0), "2.0.0");
@@ -885,6 +923,7 @@ fn mesh_decides_the_same_from_running_versions_or_member_records() {
                 spec: &mesh.spec,
                 status: mesh.status.as_ref(),
                 clusters,
+                outside: &[],
                 intents: &intents,
                 now: sim.now,
             };
@@ -905,4 +944,109 @@ fn mesh_decides_the_same_from_running_versions_or_member_records() {
         assert_eq!(mesh_status(&sim).phase, MeshPhase::Ready);
         assert!(moving > 5, "compared only {moving} decisions mid-rollout");
     }
+}
+
+/// A cluster the mesh claims but cannot read (its object does not deserialize) holds the
+/// mesh: never Ready, never "all clusters run" while its version is unknown, and it is named;
+/// a listed cluster that another mesh owns is reported as such, not as "unknown".
+#[test]
+fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
+    use baton::plan::mesh::{Outside, OutsideCluster};
+    use baton::plan::{MeshClusterView, MeshInput, plan_mesh};
+    let t = topology::active_standby_deployment(2, 1, Duration(0), "2.0.0");
+    let mut sim = mesh_sim(t, "1.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(86_400));
+    let mesh = sim.mesh.as_ref().expect("mesh");
+    assert_eq!(mesh_status(&sim).phase, MeshPhase::Ready);
+    // The last tier also selects clusters labelled as workers (none of the listed ones is).
+    let mut spec = mesh.spec.clone();
+    let mut worker_labels = BTreeMap::new();
+    worker_labels.insert("tier".to_string(), "worker".to_string());
+    spec.tiers.last_mut().expect("tiers").selector = Some(LabelSelector {
+        match_labels: worker_labels.clone(),
+    });
+    let intents = Default::default();
+    let plan = |views: &[MeshClusterView<'_>], outside: &[OutsideCluster<'_>]| {
+        plan_mesh(&MeshInput {
+            name: "mesh",
+            generation: Some(1),
+            spec: &spec,
+            status: mesh.status.as_ref(),
+            clusters: views,
+            outside,
+            intents: &intents,
+            now: sim.now,
+        })
+    };
+    let views: Vec<MeshClusterView<'_>> = sim
+        .clusters
+        .iter()
+        .map(|c| MeshClusterView {
+            name: &c.name,
+            labels: &c.labels,
+            spec: &c.spec,
+            status: c.status.as_ref(),
+        })
+        .collect();
+    // Selected by the workers' labels, unreadable.
+    let bad = OutsideCluster {
+        name: "mpe-extra",
+        labels: &worker_labels,
+        why: Outside::Unreadable {
+            error: "spec.upgrade.syncTimeout: duration overflows",
+        },
+    };
+    let p = plan(&views, &[bad]);
+    assert_eq!(p.status.phase, MeshPhase::Stalled, "{:?}", p.status.message);
+    let n = views.len();
+    assert_eq!(p.status.progress, Some(format!("{n}/{}", n + 1)));
+    let stalled = p
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .expect("stalled");
+    assert_eq!(stalled.reason, "ClusterUnreadable");
+    assert!(stalled.message.contains("mpe-extra"), "{}", stalled.message);
+    assert!(
+        p.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "False")
+    );
+    assert!(!p.events.iter().any(|e| e.reason == "RolloutComplete"));
+    // An unreadable cluster that no tier claims changes nothing.
+    let mut other = BTreeMap::new();
+    other.insert("tier".to_string(), "elsewhere".to_string());
+    let unrelated = OutsideCluster {
+        labels: &other,
+        ..bad
+    };
+    assert_eq!(plan(&views, &[unrelated]).status.phase, MeshPhase::Ready);
+    // The first tier lists cmp-primary by name; here another mesh owns it, or it is unreadable.
+    let without: Vec<MeshClusterView<'_>> = views
+        .iter()
+        .filter(|v| v.name != "cmp-primary")
+        .map(|v| MeshClusterView { ..*v })
+        .collect();
+    let no_labels = BTreeMap::new();
+    let foreign = OutsideCluster {
+        name: "cmp-primary",
+        labels: &no_labels,
+        why: Outside::OwnedBy { mesh: "another" },
+    };
+    let msg = plan(&without, &[foreign])
+        .status
+        .message
+        .unwrap_or_default();
+    assert!(msg.contains("belongs to mesh \"another\""), "{msg}");
+    assert!(!msg.contains("unknown cluster"), "{msg}");
+    let unreadable = OutsideCluster {
+        why: Outside::Unreadable { error: "bad" },
+        ..foreign
+    };
+    let p = plan(&without, &[unreadable]);
+    let msg = p.status.message.unwrap_or_default();
+    assert!(!msg.contains("unknown cluster"), "{msg}");
+    assert!(msg.contains("cannot read cluster cmp-primary"), "{msg}");
 }

@@ -45,25 +45,30 @@ use super::values::{Duration, Timestamp};
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.members.all(m, self.members.exists_one(n, n.name == m.name))").message("member names must be unique"))]
-#[x_kube(validation = Rule::new("!has(self.components) || self.components.all(c, self.components.exists_one(d, d.name == c.name))").message("component names must be unique"))]
 #[x_kube(validation = Rule::new("self.members.exists(m, !has(m.spare) || !m.spare)").message("at least one member must not be a spare"))]
 #[x_kube(validation = Rule::new("self.members.filter(m, has(m.primary) && m.primary).size() <= 1").message("at most one member may be primary"))]
 pub struct ClusterSpec {
     /// Desired software version. When unset, the version of the Mesh that selects this cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^v?[0-9]+(\.[0-9]+){0,4}(-[0-9A-Za-z.-]+)?$"))]
+    #[schemars(
+        regex(pattern = r"^v?[0-9]+(\.[0-9]+){0,4}(-[0-9A-Za-z.-]+)?$"),
+        length(max = 64)
+    )]
     pub version: Option<String>,
     /// The cluster's role inside its mesh (e.g. `management`, `worker`), used by compatibility rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
     pub role: Option<String>,
-    /// The members, each reached through its baton-agent.
+    /// The members, each reached through its baton-agent. Names are unique (a list map keyed
+    /// by name, so server-side apply merges members by name).
     #[schemars(length(min = 1, max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub members: Vec<MemberSpec>,
     /// Ordered software components (layers of a stack, or parts of a multi-component core).
+    /// Names are unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub components: Vec<ComponentSpec>,
     /// How upgrades and backouts are carried out.
     #[serde(default)]
@@ -77,7 +82,8 @@ pub struct ClusterSpec {
     /// Clusters that take over this cluster's load while it is down (backup routes). Empty means
     /// every other cluster of the mesh shares it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 253)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
     pub backup_peers: Vec<String>,
     /// Stop starting new steps; steps in flight finish and are recorded.
     #[serde(default)]
@@ -110,7 +116,8 @@ pub struct MemberSpec {
     pub primary: bool,
     /// Components this member hosts; empty means all of the cluster's components.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 63)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
     pub components: Vec<String>,
 }
 
@@ -125,11 +132,15 @@ pub struct ComponentSpec {
     pub name: String,
     /// Version of this component; defaults to the cluster's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^v?[0-9]+(\.[0-9]+){0,4}(-[0-9A-Za-z.-]+)?$"))]
+    #[schemars(
+        regex(pattern = r"^v?[0-9]+(\.[0-9]+){0,4}(-[0-9A-Za-z.-]+)?$"),
+        length(max = 64)
+    )]
     pub version: Option<String>,
     /// Components that must be at their target on a member before this one is upgraded there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 63)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
     pub after: Vec<String>,
     /// Verification after this layer.
     #[serde(default)]
@@ -313,7 +324,7 @@ pub struct MaintenanceWindow {
     #[schemars(length(max = 7))]
     pub days: Vec<Weekday>,
     /// Opening time, `HH:MM` (UTC).
-    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"), length(max = 5))]
     pub start: String,
     /// How long the window stays open.
     pub duration: Duration,

@@ -89,6 +89,7 @@ pub struct SecretRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
     pub namespace: Option<String>,
 }
 
@@ -100,7 +101,8 @@ pub struct CertificatesSpec {
     pub ca_secret_ref: SecretRef,
     /// Phases that stop for an approval before they start (e.g. `RemoveOldTrust`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
     pub approve_phases: Vec<String>,
     /// Keep trusting the old CA after the rotation (skips the removal phase).
     #[serde(default)]

@@ -40,13 +40,17 @@ use super::values::{Duration, Timestamp};
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.tiers.all(t, self.tiers.exists_one(u, u.name == t.name))").message("tier names must be unique"))]
 pub struct MeshSpec {
     /// Mesh-wide target version, inherited by member Clusters that do not pin one.
-    #[schemars(regex(pattern = r"^v?[0-9]+(\.[0-9]+){0,4}(-[0-9A-Za-z.-]+)?$"))]
+    #[schemars(
+        regex(pattern = r"^v?[0-9]+(\.[0-9]+){0,4}(-[0-9A-Za-z.-]+)?$"),
+        length(min = 1, max = 64)
+    )]
     pub version: String,
-    /// Ordered groups of clusters: tier N+1 starts only when tiers 0..N are done.
+    /// Ordered groups of clusters: tier N+1 starts only when tiers 0..N are done. Tier names
+    /// are unique.
     #[schemars(length(min = 1, max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub tiers: Vec<TierSpec>,
     /// Mixed-version rules between cluster roles.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -67,15 +71,16 @@ pub struct MeshSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.clusters) && size(self.clusters) > 0) || has(self.selector)").message("a tier names clusters or has a selector"))]
-#[x_kube(validation = Rule::new("!has(self.clusters) || self.clusters.all(c, self.clusters.exists_one(d, d == c))").message("a tier lists each cluster once"))]
 pub struct TierSpec {
     #[schemars(
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
         length(min = 1, max = 63)
     )]
     pub name: String,
+    /// Clusters of the tier by name, each listed once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1000))]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 253)))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
     pub clusters: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
@@ -98,7 +103,18 @@ fn default_one() -> u32 {
 #[x_kube(validation = Rule::new("has(self.matchLabels) && size(self.matchLabels) > 0").message("selector.matchLabels must not be empty"))]
 pub struct LabelSelector {
     #[serde(default)]
+    #[schemars(schema_with = "match_labels_schema")]
     pub match_labels: BTreeMap<String, String>,
+}
+
+/// Label keys are at most 317 characters (a 253-character DNS prefix, `/`, a 63-character name)
+/// and values at most 63, as Kubernetes labels are.
+fn match_labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": { "type": "string", "maxLength": 63 }
+    })
 }
 
 /// Clusters of `role` may never run a newer version than any cluster of `notNewerThan`.

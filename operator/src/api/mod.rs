@@ -29,9 +29,70 @@ pub const KEEP_ANNOTATION: (&str, &str) = ("helm.sh/resource-policy", "keep");
 
 fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("baton.dev_clusters.yaml", Cluster::crd()),
-        ("baton.dev_meshes.yaml", Mesh::crd()),
+        ("baton.dev_clusters.yaml", for_api_server(Cluster::crd())),
+        ("baton.dev_meshes.yaml", for_api_server(Mesh::crd())),
     ]
+}
+
+/// Integer formats the API server knows; schemars also writes `uint8`..`uint64`, which the API
+/// server warns about and ignores.
+const KUBE_INT_FORMATS: &[&str] = &["int32", "int64"];
+
+/// Adjust what schemars generates to what a real API server accepts without warnings: unsigned
+/// formats become plain integers bounded by `minimum` (and `maximum` where the Rust type is
+/// narrower than the API server's int64).
+fn for_api_server(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            let mut value = match serde_json::to_value(&*schema) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            normalize_formats(&mut value);
+            if let Ok(fixed) = serde_json::from_value(value) {
+                *schema = fixed;
+            }
+        }
+    }
+    crd
+}
+
+fn normalize_formats(node: &mut serde_json::Value) {
+    match node {
+        serde_json::Value::Object(map) => {
+            let format = map
+                .get("format")
+                .and_then(|f| f.as_str())
+                .map(str::to_string);
+            let is_integer = map.get("type").and_then(|t| t.as_str()) == Some("integer");
+            if let (Some(format), true) = (format, is_integer) {
+                if !KUBE_INT_FORMATS.contains(&format.as_str()) {
+                    map.remove("format");
+                    let max = match format.as_str() {
+                        "uint8" => Some(u8::MAX as f64),
+                        "uint16" => Some(u16::MAX as f64),
+                        "uint32" => Some(u32::MAX as f64),
+                        _ => None,
+                    };
+                    if let Some(max) = max {
+                        map.entry("maximum").or_insert(serde_json::json!(max));
+                    }
+                    if format.starts_with('u') {
+                        map.entry("minimum").or_insert(serde_json::json!(0.0));
+                    }
+                }
+            }
+            for child in map.values_mut() {
+                normalize_formats(child);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(normalize_formats),
+        _ => {}
+    }
 }
 
 /// The CRDs as YAML documents, one per kind, keyed by the file name they live under in `crds/`.
@@ -137,4 +198,149 @@ fn write_generated(
         }
     }
     Ok(stale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every place in `node` where the API server could not bound the cost of a CEL rule or
+    /// the size of an object: strings without `maxLength` (or `enum`), arrays without
+    /// `maxItems`, maps without `maxProperties`.
+    fn unbounded(node: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        let Some(map) = node.as_object() else { return };
+        match map.get("type").and_then(|t| t.as_str()) {
+            Some("string") if !map.contains_key("maxLength") && !map.contains_key("enum") => {
+                out.push(format!("{path}: string without maxLength"))
+            }
+            Some("array") if !map.contains_key("maxItems") => {
+                out.push(format!("{path}: array without maxItems"))
+            }
+            Some("object")
+                if map.contains_key("additionalProperties")
+                    && !map.contains_key("maxProperties") =>
+            {
+                out.push(format!("{path}: map without maxProperties"))
+            }
+            _ => {}
+        }
+        if let Some(props) = map.get("properties").and_then(|p| p.as_object()) {
+            for (name, child) in props {
+                unbounded(child, &format!("{path}.{name}"), out);
+            }
+        }
+        if let Some(items) = map.get("items") {
+            unbounded(items, &format!("{path}[]"), out);
+        }
+        if let Some(values) = map.get("additionalProperties") {
+            unbounded(values, &format!("{path}{{}}"), out);
+        }
+    }
+
+    fn schemas() -> Vec<(String, serde_json::Value)> {
+        crds()
+            .into_iter()
+            .flat_map(|(name, crd)| {
+                crd.spec.versions.into_iter().map(move |v| {
+                    let schema = v.schema.and_then(|s| s.open_api_v3_schema);
+                    (
+                        name.to_string(),
+                        serde_json::to_value(schema).unwrap_or_default(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_string_array_and_map_of_a_spec_is_bounded() {
+        let mut found = Vec::new();
+        for (name, schema) in schemas() {
+            unbounded(
+                &schema["properties"]["spec"],
+                &format!("{name}: spec"),
+                &mut found,
+            );
+        }
+        assert!(
+            found.is_empty(),
+            "unbounded spec fields:\n{}",
+            found.join("\n")
+        );
+    }
+
+    fn formats(node: &serde_json::Value, out: &mut Vec<String>) {
+        match node {
+            serde_json::Value::Object(map) => {
+                if let Some(f) = map.get("format").and_then(|f| f.as_str()) {
+                    out.push(f.to_string());
+                }
+                map.values().for_each(|c| formats(c, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|c| formats(c, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn only_formats_the_api_server_recognises() {
+        // apiextensions-apiserver's list (k8s.io/kube-openapi/pkg/validation/strfmt).
+        let known = [
+            "int32",
+            "int64",
+            "float",
+            "double",
+            "byte",
+            "date",
+            "date-time",
+            "duration",
+        ];
+        for (name, schema) in schemas() {
+            let mut found = Vec::new();
+            formats(&schema, &mut found);
+            let unknown: Vec<_> = found
+                .iter()
+                .filter(|f| !known.contains(&f.as_str()))
+                .collect();
+            assert!(
+                unknown.is_empty(),
+                "{name}: unrecognised formats {unknown:?}"
+            );
+        }
+    }
+
+    /// Uniqueness is structural (`x-kubernetes-list-type`), which costs nothing, rather than a
+    /// quadratic CEL rule, which a real API server refuses over lists of this size.
+    #[test]
+    fn uniqueness_is_a_list_type_not_a_quadratic_rule() {
+        for (name, schema) in schemas() {
+            let text = schema.to_string();
+            assert!(
+                !text.contains("exists_one"),
+                "{name}: a quadratic uniqueness rule is left"
+            );
+        }
+        let cluster = &schemas()[0].1["properties"]["spec"]["properties"];
+        assert_eq!(cluster["members"]["x-kubernetes-list-type"], "map");
+        assert_eq!(cluster["members"]["x-kubernetes-list-map-keys"][0], "name");
+        assert_eq!(cluster["components"]["x-kubernetes-list-type"], "map");
+        assert_eq!(cluster["backupPeers"]["x-kubernetes-list-type"], "set");
+        let mesh = &schemas()[1].1["properties"]["spec"]["properties"];
+        assert_eq!(mesh["tiers"]["x-kubernetes-list-type"], "map");
+        assert_eq!(
+            mesh["tiers"]["items"]["properties"]["clusters"]["x-kubernetes-list-type"],
+            "set"
+        );
+    }
+
+    #[test]
+    fn unsigned_integers_keep_their_range_without_a_format() {
+        let cluster = &schemas()[0].1["properties"]["spec"]["properties"];
+        let limit = &cluster["upgrade"]["properties"]["retries"]["properties"]["limit"];
+        assert!(limit.get("format").is_none(), "{limit}");
+        assert_eq!(limit["minimum"], 1.0);
+        assert_eq!(limit["maximum"], 100.0);
+        let load = &cluster["load"];
+        assert_eq!(load["minimum"], 0.0);
+    }
 }

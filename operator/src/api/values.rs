@@ -16,6 +16,9 @@ pub const VERSION_PATTERN: &str = r"^v?[0-9]+(\.[0-9]+){0,4}(-[0-9A-Za-z.-]+)?$"
 /// Pattern accepted for durations (Go style, as Kubernetes users write them).
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 
+/// Longest duration string the schema accepts (`8760h59m59.999s` is 16 characters).
+pub const DURATION_MAX_LEN: u64 = 32;
+
 /// A semver-like version: up to five numeric parts and an optional pre-release suffix.
 ///
 /// Ordering is numeric per part (`1.10 > 1.9`), missing parts count as zero, and a pre-release
@@ -308,6 +311,7 @@ impl JsonSchema for Duration {
         json_schema!({
             "type": "string",
             "pattern": DURATION_PATTERN,
+            "maxLength": DURATION_MAX_LEN,
             "description": "A duration such as 90s, 1m30s, 40m or 500ms."
         })
     }
@@ -376,7 +380,7 @@ impl JsonSchema for Timestamp {
         true
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "format": "date-time" })
+        json_schema!({ "type": "string", "format": "date-time", "maxLength": 64 })
     }
 }
 

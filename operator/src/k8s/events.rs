@@ -13,7 +13,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::api::{ClusterStatus, MeshStatus, condition as cond};
 use crate::plan::PlanEvent;
-use crate::plan::conditions::condition_true;
+use crate::plan::conditions::{bounded, condition_true};
 use crate::reconcile::{ActOutcome, SubmitError};
 
 use super::annotations::annotation_of;
@@ -48,8 +48,8 @@ impl EventSink {
                 } else {
                     EventType::Normal
                 },
-                reason: truncate(&e.reason, 128),
-                note: Some(truncate(&e.message, 1024)),
+                reason: bounded(&e.reason, 128),
+                note: Some(bounded(&e.message, 1024)),
                 action: action_for(e),
                 secondary: None,
             };
@@ -94,17 +94,6 @@ fn action_for(e: &PlanEvent) -> String {
         h = h.wrapping_mul(0x0100_0193);
     }
     format!("{verb}-{h:08x}")
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 /// Events the host derives from two statuses: intents newly acknowledged, pause flips.

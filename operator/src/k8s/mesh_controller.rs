@@ -57,9 +57,10 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
     let own = ctx.stores.ownership(&ns);
     let object = mesh_object(&fresh);
     let clusters = ctx.stores.members_of(&ns, &own, &name);
+    let outside = ctx.stores.outside_of(&ns, &own, &name);
     let members: Vec<&ClusterObject> = clusters.iter().collect();
     let ts = now();
-    let pass = plan_mesh_object(&object, &members, ts);
+    let pass = plan_mesh_object(&object, &members, &outside, ts);
     if !ctx.leader.is_leader() {
         return Ok(Action::await_change());
     }

@@ -72,6 +72,13 @@ impl Relations {
         for mesh in now_owner.iter().chain(before.iter()) {
             self.triggers.mesh(&ns, mesh);
         }
+        if c.0.is_err() {
+            // Which mesh claims an unreadable cluster is unknown (a selector may match its
+            // labels): every mesh of the namespace looks, and holds if it claims it.
+            for m in self.stores.meshes_in(&ns) {
+                self.triggers.mesh(&ns, &m.name_any());
+            }
+        }
         if matches!(ev, watcher::Event::Delete(_)) {
             // Gone: forget what it was last woken for, so that a Cluster re-created under the
             // same name is woken for its admission, and so that the maps do not grow with

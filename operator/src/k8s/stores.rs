@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 use crate::api::{Cluster, ClusterStatus, Mesh, MeshStatus};
 use crate::plan::validate::{ClusterRef, tier_membership};
 use crate::plan::{Admission, admission_for};
-use crate::reconcile::{ClusterObject, MeshObject};
+use crate::reconcile::{ClusterObject, MeshObject, OutsideObject, OutsideWhy};
 
 use super::annotations::{cluster_intents, mesh_intents};
 
@@ -231,12 +231,50 @@ impl Stores {
             .map(|g| g.name_any())
             .collect();
         unreadable_meshes.sort();
+        let mut unreadable_clusters: Vec<OutsideObject> = state
+            .iter()
+            .filter_map(|g| {
+                let invalid = g.0.as_ref().err()?;
+                let meta = &invalid.metadata;
+                (meta.namespace.as_deref().unwrap_or_default() == ns).then(|| OutsideObject {
+                    name: meta.name.clone().unwrap_or_default(),
+                    labels: meta.labels.clone().unwrap_or_default(),
+                    why: OutsideWhy::Unreadable(invalid.error.clone()),
+                })
+            })
+            .collect();
+        unreadable_clusters.sort_by(|a, b| a.name.cmp(&b.name));
         Ownership {
             clusters: refs.iter().map(|r| r.name.to_string()).collect(),
             meshes,
             owner,
             unreadable_meshes,
+            unreadable_clusters,
         }
+    }
+
+    /// The clusters of the namespace a Mesh sees but does not plan: the unreadable ones and
+    /// the ones another mesh owns.
+    pub fn outside_of(&self, ns: &str, own: &Ownership, mesh: &str) -> Vec<OutsideObject> {
+        let mine = own.meshes.iter().position(|m| m.name_any() == mesh);
+        let mut out = own.unreadable_clusters.clone();
+        let state = self.clusters.state();
+        for c in state.iter().filter_map(|g| g.0.as_ref().ok()) {
+            if c.metadata.namespace.as_deref().unwrap_or_default() != ns {
+                continue;
+            }
+            let name = c.name_any();
+            if let Some(&owner) = own.owner.get(&name)
+                && Some(owner) != mine
+            {
+                out.push(OutsideObject {
+                    labels: c.labels().clone(),
+                    why: OutsideWhy::OwnedBy(own.meshes[owner].name_any()),
+                    name,
+                });
+            }
+        }
+        out
     }
 
     /// The Clusters a Mesh owns, as the engine takes them (freshest copies).
@@ -270,6 +308,8 @@ pub struct Ownership {
     pub owner: BTreeMap<String, usize>,
     /// Meshes of the namespace that do not deserialize: which clusters they claim is unknown.
     pub unreadable_meshes: Vec<String>,
+    /// Clusters of the namespace that do not deserialize, with their labels and the error.
+    pub unreadable_clusters: Vec<OutsideObject>,
 }
 
 impl Ownership {

@@ -19,7 +19,7 @@ use crate::plan::conditions::condition_true;
 use crate::plan::{Intents as PlanIntents, MeshIntents, PlanEvent};
 use crate::reconcile::{
     ActOutcome, ClusterObject, ClusterPass, Members, MeshObject, SubmitError, Timing, act,
-    admission, mesh_membership, now, observe_and_plan, plan_mesh_object,
+    admission, mesh_membership, now, observe_and_plan, owned_elsewhere, plan_mesh_object,
 };
 
 use super::manifests::Manifests;
@@ -293,7 +293,8 @@ impl<M: Members> Runner<M> {
                 .iter()
                 .filter(|c| self.membership.get(&c.name) == Some(&mi))
                 .collect();
-            let p = plan_mesh_object(&self.meshes[mi], &members, ts);
+            let outside = owned_elsewhere(&self.meshes, &self.membership, &self.clusters, mi);
+            let p = plan_mesh_object(&self.meshes[mi], &members, &outside, ts);
             let name = self.meshes[mi].name.clone();
             for e in p.plan.events {
                 report.events.push((format!("Mesh/{name}"), e));

@@ -127,6 +127,20 @@ pub fn condition_true(conds: &[Condition], type_: &str) -> bool {
     conds.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// `s` cut to at most `max` bytes at a character boundary, with `…` when something was cut:
+/// text from outside (a deserialization error quoting the object) never grows a status or an
+/// event without bound.
+pub fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// The bounded upgrade log of a status.
 pub struct Log<'a> {
     pub entries: &'a mut Vec<LogEntry>,
@@ -172,7 +186,13 @@ impl Log<'_> {
         message: impl Into<String>,
         now: Timestamp,
     ) {
-        if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
+        // A finished entry is history: a later rollout that supersedes a done one must not
+        // rewrite its result (a Succeeded upgrade turned into "Cancelled" when the next began).
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.id == id && e.result == LogResult::Running)
+        {
             e.result = result;
             e.end = Some(now);
             let m = message.into();
@@ -196,5 +216,47 @@ impl Log<'_> {
                 None => break,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+    use crate::api::{LogMode, LogResult, LogScope};
+
+    #[test]
+    fn closing_a_finished_entry_leaves_its_result_and_end() {
+        let mut entries = Vec::new();
+        let mut next_id = 0;
+        let mut log = Log {
+            entries: &mut entries,
+            next_id: &mut next_id,
+        };
+        let id = log.open(
+            None,
+            "upgrade",
+            LogScope::Mesh,
+            "m",
+            Some("1.0.0"),
+            LogMode::Automatic,
+            "",
+            Timestamp(1_000),
+        );
+        log.close(
+            id,
+            LogResult::Succeeded,
+            "all 2 clusters run 1.0.0",
+            Timestamp(2_000),
+        );
+        log.close(
+            id,
+            LogResult::Cancelled,
+            "superseded by upgrade 2.0.0",
+            Timestamp(3_000),
+        );
+        let e = &entries[0];
+        assert_eq!(e.result, LogResult::Succeeded);
+        assert_eq!(e.end, Some(Timestamp(2_000)));
+        assert_eq!(e.message, "all 2 clusters run 1.0.0");
     }
 }

@@ -41,8 +41,45 @@ pub struct MeshInput<'a> {
     pub spec: &'a MeshSpec,
     pub status: Option<&'a MeshStatus>,
     pub clusters: &'a [MeshClusterView<'a>],
+    /// Clusters of the namespace that exist but are not this mesh's to plan: unreadable ones
+    /// (which the mesh may claim: it cannot know their version) and ones another mesh owns.
+    pub outside: &'a [OutsideCluster<'a>],
     pub intents: &'a MeshIntents,
     pub now: Timestamp,
+}
+
+/// A cluster of the mesh's namespace that the mesh sees but does not plan.
+#[derive(Clone, Copy, Debug)]
+pub struct OutsideCluster<'a> {
+    pub name: &'a str,
+    /// Labels from its metadata (readable even when the spec is not).
+    pub labels: &'a BTreeMap<String, String>,
+    pub why: Outside<'a>,
+}
+
+/// Why a cluster is outside the mesh's plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outside<'a> {
+    /// Its object does not deserialize (the error says why): its version is unknown.
+    Unreadable { error: &'a str },
+    /// Another mesh, first by name, claims it.
+    OwnedBy { mesh: &'a str },
+}
+
+impl OutsideCluster<'_> {
+    /// The mesh names it in a tier or selects it by its labels.
+    fn claimed_by(&self, spec: &MeshSpec) -> bool {
+        spec.tiers.iter().any(|t| {
+            t.clusters.iter().any(|c| c == self.name)
+                || t.selector.as_ref().is_some_and(|sel| {
+                    !sel.match_labels.is_empty()
+                        && sel
+                            .match_labels
+                            .iter()
+                            .all(|(k, v)| self.labels.get(k) == Some(v))
+                })
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -352,7 +389,29 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     let index = MeshIndex::new_visiting(spec, &refs, |i| {
         reader.read(&input.clusters[i], i, spec);
     });
-    let problems = validate_mesh_indexed(spec, &refs, &index);
+    let problems = validate_mesh_indexed(spec, &refs, &index, |name| {
+        input
+            .outside
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| match o.why {
+                Outside::Unreadable { .. } => None,
+                Outside::OwnedBy { mesh } => Some(format!(
+                    "cluster {name:?} belongs to mesh {mesh:?} (a cluster belongs to the first \
+                 mesh, by name, that claims it)"
+                )),
+            })
+    });
+    // Claimed clusters whose object cannot be read: their version is unknown, so the mesh
+    // can neither count them done nor check a compatibility rule against them.
+    let unreadable: Vec<(&str, &str)> = input
+        .outside
+        .iter()
+        .filter_map(|o| match o.why {
+            Outside::Unreadable { error } if o.claimed_by(spec) => Some((o.name, error)),
+            _ => None,
+        })
+        .collect();
     // One summary per cluster name in a tier (the last cluster of a name stands for it), in
     // a stable order: by tier, as listed in the tier, then by name for selected ones.
     let (sums, version_table) = reader.summaries(&index.in_tier_order(&refs), &index);
@@ -367,13 +426,28 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         sums.get(*sum_at.get(index.canon[p])?)
     };
 
-    let total = sums.len() as u32;
+    let total = (sums.len() + unreadable.len()) as u32;
     let done_count = sums.iter().filter(|s| s.done).count() as u32;
     st.progress = Some(format!("{done_count}/{total}"));
 
     if !problems.is_empty() {
         stalled = Some(("InvalidSpec".into(), summarize(&problems)));
         st.admitted.clear();
+    } else if !unreadable.is_empty() {
+        // Hold: admit nothing new (clusters already admitted finish their rollout) until the
+        // object is fixed; never call the rollout done without it.
+        let list: Vec<String> = unreadable
+            .iter()
+            .map(|(n, e)| format!("{n}: {}", crate::plan::conditions::bounded(e, 200)))
+            .collect();
+        stalled = Some((
+            "ClusterUnreadable".into(),
+            format!(
+                "cannot read cluster {} (see its Stalled condition); no new cluster is \
+                 admitted until it is fixed",
+                list.join("; ")
+            ),
+        ));
     }
 
     let direction = if sums

@@ -552,32 +552,29 @@ pub fn tier_membership(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> FastMap<
 /// Validate a Mesh together with the clusters in its namespace.
 pub fn validate_mesh(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> Vec<Problem> {
     let index = MeshIndex::new(mesh, clusters);
-    validate_mesh_indexed(mesh, clusters, &index)
+    validate_mesh_indexed(mesh, clusters, &index, |_| None)
 }
 
-/// `validate_mesh` with the tier membership the caller already computed.
-pub fn validate_mesh_with(
-    mesh: &MeshSpec,
-    clusters: &[ClusterRef<'_>],
-    tiers: &FastMap<String, usize>,
-) -> Vec<Problem> {
-    let index = MeshIndex::new(mesh, clusters);
-    validate_mesh_core(mesh, clusters, &index, |_, name| tiers.get(name).copied())
-}
-
-/// `validate_mesh` over an index the caller (the mesh planner) already built.
+/// `validate_mesh` over an index the caller (the mesh planner) already built. `outside` says
+/// why a name a tier lists is not among `clusters` although it exists: `Some(Some(message))`
+/// replaces "unknown cluster" (another mesh owns it), `Some(None)` drops the problem (the
+/// cluster exists but cannot be read; the planner reports that itself).
 pub fn validate_mesh_indexed(
     mesh: &MeshSpec,
     clusters: &[ClusterRef<'_>],
     index: &MeshIndex<'_>,
+    outside: impl Fn(&str) -> Option<Option<String>>,
 ) -> Vec<Problem> {
-    validate_mesh_core(mesh, clusters, index, |i, _| index.tier[index.canon[i]])
+    validate_mesh_core(mesh, clusters, index, outside, |i, _| {
+        index.tier[index.canon[i]]
+    })
 }
 
 fn validate_mesh_core(
     mesh: &MeshSpec,
     clusters: &[ClusterRef<'_>],
     index: &MeshIndex<'_>,
+    outside: impl Fn(&str) -> Option<Option<String>>,
     tier_of: impl Fn(usize, &str) -> Option<usize>,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -623,11 +620,15 @@ fn validate_mesh_core(
         }
         for (n, p) in t.clusters.iter().zip(&index.listed[ti]) {
             if p.is_none() {
-                problem(
-                    &mut out,
-                    format!("{f}.clusters"),
-                    format!("unknown cluster {n:?}"),
-                );
+                match outside(n) {
+                    None => problem(
+                        &mut out,
+                        format!("{f}.clusters"),
+                        format!("unknown cluster {n:?}"),
+                    ),
+                    Some(Some(why)) => problem(&mut out, format!("{f}.clusters"), why),
+                    Some(None) => {}
+                }
             }
         }
         let listed = index.listed[ti].iter().flatten().copied();

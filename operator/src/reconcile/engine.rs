@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
 use crate::api::{ClusterSpec, ClusterStatus, MeshSpec, MeshStatus, Timestamp};
+use crate::plan::mesh::{Outside, OutsideCluster};
 use crate::plan::validate::{ClusterRef, tier_membership};
 use crate::plan::{
     Admission, ClusterInput, ClusterPlan, Intents, MeshClusterView, MeshInput, MeshIntents,
@@ -122,11 +123,60 @@ pub struct MeshPass {
     pub admissions_changed: bool,
 }
 
+/// A cluster of the mesh's namespace the mesh does not plan (see [`OutsideCluster`]), owned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutsideObject {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub why: OutsideWhy,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutsideWhy {
+    /// The object does not deserialize; the error says why.
+    Unreadable(String),
+    /// This mesh (first by name) owns it.
+    OwnedBy(String),
+}
+
+/// The clusters another mesh owns, for the mesh at `mesh` (index into `meshes`).
+pub fn owned_elsewhere(
+    meshes: &[MeshObject],
+    membership: &BTreeMap<String, usize>,
+    clusters: &[ClusterObject],
+    mesh: usize,
+) -> Vec<OutsideObject> {
+    clusters
+        .iter()
+        .filter_map(|c| {
+            let &owner = membership.get(&c.name)?;
+            let owner = meshes.get(owner).filter(|_| owner != mesh)?;
+            Some(OutsideObject {
+                name: c.name.clone(),
+                labels: c.labels.clone(),
+                why: OutsideWhy::OwnedBy(owner.name.clone()),
+            })
+        })
+        .collect()
+}
+
 pub fn plan_mesh_object(
     mesh: &MeshObject,
     clusters: &[&ClusterObject],
+    outside: &[OutsideObject],
     now: Timestamp,
 ) -> MeshPass {
+    let outside: Vec<OutsideCluster<'_>> = outside
+        .iter()
+        .map(|o| OutsideCluster {
+            name: &o.name,
+            labels: &o.labels,
+            why: match &o.why {
+                OutsideWhy::Unreadable(e) => Outside::Unreadable { error: e },
+                OutsideWhy::OwnedBy(m) => Outside::OwnedBy { mesh: m },
+            },
+        })
+        .collect();
     let views: Vec<MeshClusterView<'_>> = clusters
         .iter()
         .map(|c| MeshClusterView {
@@ -142,6 +192,7 @@ pub fn plan_mesh_object(
         spec: &mesh.spec,
         status: mesh.status.as_ref(),
         clusters: &views,
+        outside: &outside,
         intents: &mesh.intents,
         now,
     });

@@ -353,6 +353,7 @@ impl Sim {
                     spec: &mesh.spec,
                     status: None,
                     clusters: &views,
+                    outside: &[],
                     intents: &mesh.intents,
                     now,
                 },
