@@ -1,11 +1,17 @@
-//! End-to-end tests against any Kubernetes cluster, enabled by `BATON_E2E_KUBECONFIG`.
+//! End-to-end tests against any Kubernetes cluster, enabled by `BATON_E2E_KUBECONFIG`;
+//! `tests/e2e/apiserver.sh` runs them on a real kube-apiserver started on this machine.
 //!
-//! They apply the CRDs from `crds/`, run the operator out of cluster inside the test process
-//! (with leader election on a Lease in a throw-away namespace), start demo agents on this
-//! host (127.0.0.1, plain HTTP), apply a Mesh of two Clusters in two tiers and check that the
-//! upgrade converges tier by tier, that the kubectl plugin shows it done, that a mesh paused
-//! through the plugin does not start its backout until resumed, that the backout converges in
-//! the reverse order, and that the API server rejects invalid manifests (schema and CEL rules).
+//! They apply the CRDs from `crds/`, run the real `baton operator` binary as a process (as the
+//! chart's ServiceAccount when `BATON_E2E_OPERATOR_KUBECONFIG` names its kubeconfig, with leader
+//! election on the chart's Lease), start demo agents on this host (127.0.0.1, mutual TLS, the
+//! operator's client certificate in a Secret read through `--agent-tls-secret`), apply a Mesh
+//! of two Clusters in two tiers and check that the upgrade converges tier by tier, that the
+//! kubectl plugin shows it done, that a mesh paused through the plugin does not start its
+//! backout until resumed, that the operator killed with -9 in the middle of the backout resumes
+//! it without repeating a step, that the backout converges in the reverse order, that a Cluster
+//! the operator cannot read holds its Mesh (never Ready), that the operator was never refused
+//! (no 403 in its log), and that the API server rejects invalid manifests (schema, list types
+//! and CEL rules).
 //!
 //! The cluster must be able to run on this host's view of 127.0.0.1 only in the sense that
 //! the *operator* (this process) reaches the agents; the API server never does. Any cluster
@@ -17,19 +23,13 @@ use std::time::Duration;
 
 use baton::api::{Cluster, ClusterPhase, LogScope, Mesh};
 use baton::cli::{Intent, Output};
-use baton::k8s::leader::LeaseConfig;
-use baton::k8s::{AgentCredentials, OperatorConfig};
 use baton::kubectl::{self, Scope, StatusOptions};
-use baton::reconcile::Timing;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use serde_json::json;
-
-mod k8s_mock;
-use k8s_mock::start_agent;
 
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -135,13 +135,20 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Two members (active + standby) per cluster; returns the Cluster manifests.
-async fn start_clusters(dir: &Path, names: &[&str]) -> TestResult<Vec<serde_json::Value>> {
+/// Two members (active + standby) per cluster, over mutual TLS; returns the Cluster manifests.
+async fn start_clusters(
+    dir: &Path,
+    tls: &AgentTls,
+    names: &[&str],
+) -> TestResult<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     for name in names {
-        let (a_ctl, a_data) = start_agent(dir, &format!("{name}-1"), "1.0.0", true, None).await?;
-        let (b_ctl, _) =
-            start_agent(dir, &format!("{name}-2"), "1.0.0", false, Some(&a_data)).await?;
+        let (a_ctl, a_data) = tls
+            .start_agent(dir, &format!("{name}-1"), true, None)
+            .await?;
+        let (b_ctl, _) = tls
+            .start_agent(dir, &format!("{name}-2"), false, Some(&a_data))
+            .await?;
         out.push(json!({
             "apiVersion": "baton.dev/v1alpha1", "kind": "Cluster",
             "metadata": {"name": name, "labels": {"e2e": "yes"}},
@@ -155,6 +162,209 @@ async fn start_clusters(dir: &Path, names: &[&str]) -> TestResult<Vec<serde_json
         }));
     }
     Ok(out)
+}
+
+/// Namespace of the chart's release: the operator's Lease and its agent client Secret.
+fn release_namespace() -> String {
+    std::env::var("BATON_E2E_RELEASE_NAMESPACE").unwrap_or_else(|_| "baton-system".into())
+}
+
+/// Name of the agent client Secret (the chart's `operator.agentTlsSecret`).
+const AGENT_SECRET: &str = "baton-agent-client";
+
+/// Certificates for the demo agents' control API and the operator's client certificate,
+/// which lives in a Secret the operator reads through `--agent-tls-secret`.
+struct AgentTls {
+    pki: PathBuf,
+    client: baton_agent::client::ClientTls,
+}
+
+impl AgentTls {
+    async fn create(dir: &Path, kube: &Client) -> TestResult<AgentTls> {
+        let pki = dir.join("pki");
+        baton_agent::cli::gen_certs(&baton_agent::cli::GenCertsArgs {
+            out: pki.clone(),
+            members: vec![],
+            hosts: vec!["127.0.0.1".into(), "localhost".into()],
+            days: 2,
+        })?;
+        let read = |f: &str| std::fs::read_to_string(pki.join(f));
+        let (ca, crt, key) = (read("ca.crt")?, read("client.crt")?, read("client.key")?);
+        let ns = release_namespace();
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(kube.clone(), &ns);
+        let want: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+        match Api::<Namespace>::all(kube.clone())
+            .create(&PostParams::default(), &want)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "metadata": {"name": AGENT_SECRET},
+            "stringData": {"ca.crt": ca, "tls.crt": crt, "tls.key": key},
+        }))?;
+        secrets
+            .patch(
+                AGENT_SECRET,
+                &PatchParams::apply("baton-e2e").force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+        Ok(AgentTls {
+            client: baton_agent::client::ClientTls::mtls(ca, crt, key),
+            pki,
+        })
+    }
+
+    /// A demo agent in this process: control API over mutual TLS (the test CA), replication
+    /// between members over plain TCP on 127.0.0.1.
+    async fn start_agent(
+        &self,
+        dir: &Path,
+        member: &str,
+        active: bool,
+        source: Option<&str>,
+    ) -> TestResult<(String, String)> {
+        let data_dir = dir.join(member);
+        let p = |f: &str| self.pki.join(f).display().to_string();
+        let mut argv = vec![
+            "baton-agent".to_string(),
+            "--member".into(),
+            member.into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--version".into(),
+            "1.0.0".into(),
+            "--role".into(),
+            if active { "active" } else { "standby" }.into(),
+            "--tls-cert".into(),
+            p("server.crt"),
+            "--tls-key".into(),
+            p("server.key"),
+            "--client-ca".into(),
+            p("ca.crt"),
+            "--upgrade-seconds".into(),
+            "0.3".into(),
+        ];
+        if let Some(s) = source {
+            argv.push("--source".into());
+            argv.push(s.into());
+        }
+        let cli = <baton_agent::cli::Cli as clap::Parser>::try_parse_from(argv)?;
+        tokio::spawn(async move {
+            if let Err(e) = baton_agent::cli::run(cli.run).await {
+                eprintln!("agent failed: {e:#}");
+            }
+        });
+        let ready = data_dir.join(baton_agent::cli::READY_FILE);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(info) = serde_json::from_str::<baton_agent::api::ReadyInfo>(&text)
+            {
+                return Ok((format!("https://{}", info.control), info.data));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("agent {member} did not start").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The upgrades and rollbacks an agent recorded, in order (`"upgrade 2.0.0"`).
+    async fn moves(&self, endpoint: &str) -> TestResult<Vec<String>> {
+        use baton_agent::api::{OperationKind, OperationState};
+        let agent = baton_agent::client::AgentClient::new(endpoint, self.client.clone())?;
+        let mut ops = agent.operations().await?;
+        ops.sort_by_key(|o| o.started_at);
+        Ok(ops
+            .iter()
+            .filter(|o| o.state == OperationState::Succeeded)
+            .filter_map(|o| {
+                let kind = match o.kind {
+                    OperationKind::Upgrade => "upgrade",
+                    OperationKind::Rollback => "rollback",
+                    _ => return None,
+                };
+                Some(format!(
+                    "{kind} {}",
+                    o.params.version.clone().unwrap_or_default()
+                ))
+            })
+            .collect())
+    }
+}
+
+/// The real `baton operator` binary, as a process, logging to a file.
+struct OperatorProcess {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl OperatorProcess {
+    fn spawn(
+        admin: &Path,
+        watch: &str,
+        _tls: &AgentTls,
+        dir: &Path,
+        name: &str,
+    ) -> TestResult<OperatorProcess> {
+        // The chart's ServiceAccount when the harness made one, else the test's own identity.
+        let kubeconfig = std::env::var("BATON_E2E_OPERATOR_KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| admin.to_path_buf());
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("operator")
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--lease-namespace", &release_namespace()])
+            .args(["--watch-namespace", watch])
+            .args(["--agent-tls-secret", AGENT_SECRET])
+            .args(["--concurrency", "4"])
+            .env("RUST_LOG", "info,baton=debug")
+            .env("POD_NAME", name)
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()?;
+        Ok(OperatorProcess { child, log })
+    }
+
+    fn kill9(&mut self) -> TestResult {
+        // std's kill is SIGKILL on Unix: no shutdown path runs.
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn stop(&mut self) -> TestResult {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: a plain kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                return Err("the operator did not stop within 60 s of SIGTERM".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn log(&self) -> TestResult<String> {
+        Ok(std::fs::read_to_string(&self.log)?)
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Start and end of the member steps of a cluster, from its upgrade log.
@@ -220,25 +430,9 @@ async fn e2e_mesh_upgrades_tier_by_tier_and_backs_out_in_reverse() -> TestResult
     install_crds(&client).await?;
     let ns = TestNamespace::create(&client, "baton-e2e").await?;
     let tmp = tempfile::tempdir()?;
-    let clusters = start_clusters(tmp.path(), &["first", "second"]).await?;
-
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(baton::k8s::run(
-        client.clone(),
-        OperatorConfig {
-            http_addr: None,
-            lease: Some(LeaseConfig::new("baton-operator", &ns.name, "e2e-test")),
-            agents: AgentCredentials::Given(baton_agent::client::ClientTls::Insecure),
-            concurrency: 4,
-            watch_namespace: Some(ns.name.clone()),
-            timing: Timing::default(),
-            identity: "e2e-test".into(),
-            crd_check_period: Duration::from_secs(10),
-        },
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let tls = AgentTls::create(tmp.path(), &client).await?;
+    let clusters = start_clusters(tmp.path(), &tls, &["first", "second"]).await?;
+    let mut operator = OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "op-1")?;
 
     let cluster_api: Api<Cluster> = Api::namespaced(client.clone(), &ns.name);
     let mesh_api: Api<Mesh> = Api::namespaced(client.clone(), &ns.name);
@@ -308,19 +502,46 @@ async fn e2e_mesh_upgrades_tier_by_tier_and_backs_out_in_reverse() -> TestResult
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     for name in ["first", "second"] {
+        // Their target is the old version now, so they wait (not Ready) for an admission that
+        // the paused mesh does not give: every member still runs 2.0.0 and no step started.
         let c = cluster_api.get(name).await?;
+        let st = c.status.as_ref().ok_or("no status")?;
         assert!(
-            ready_at(&c, "2.0.0")
-                && !c.status.as_ref().is_some_and(|s| s
+            !st.members.is_empty()
+                && st
+                    .members
+                    .iter()
+                    .all(|m| m.version.as_deref() == Some("2.0.0"))
+                && !st
                     .log
                     .iter()
-                    .any(|e| e.scope == LogScope::Member && e.start.0 > second_end)),
-            "{name} moved while the mesh was paused: {:?}",
-            c.status
+                    .any(|e| e.scope == LogScope::Member && e.start.0 > second_end),
+            "{name} moved while the mesh was paused: {st:?}"
         );
+        assert_ne!(st.phase, ClusterPhase::Ready, "{name}: target is 1.0.0 now");
     }
     let resumed = kubectl::intent(&client, &scope, Intent::Resume(vec!["mesh/e2e".into()])).await?;
     assert_eq!(resumed, "resumed mesh/e2e");
+    // kill -9 in the middle of the backout (once a step of it is recorded), then a new process.
+    let deadline = std::time::Instant::now() + CONVERGE;
+    loop {
+        let c = cluster_api.get("second").await?;
+        let moving = c.status.as_ref().is_some_and(|s| {
+            s.log
+                .iter()
+                .any(|e| e.scope == LogScope::Member && e.start.0 > second_end)
+        });
+        if moving {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("the backout never started: {:?}", c.status).into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    operator.kill9()?;
+    let killed_log = operator.log()?;
+    let mut operator = OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "op-2")?;
     let down = wait_converged(&cluster_api, &["first", "second"], "1.0.0").await?;
     let (first_back_start, _) =
         step_span(&down[0], second_end).ok_or("no backout steps for first")?;
@@ -330,9 +551,60 @@ async fn e2e_mesh_upgrades_tier_by_tier_and_backs_out_in_reverse() -> TestResult
         second_back_end <= first_back_start,
         "backout: tier one moved ({first_back_start}) before tier two was back ({second_back_end})"
     );
+    // No step was done twice across the kill: every member moved once up and once down, as
+    // its agent recorded (operation ids are derived from the recorded steps).
+    for c in &down {
+        for m in &c.spec.members {
+            let moves = tls.moves(&m.endpoint).await?;
+            assert_eq!(
+                moves,
+                ["upgrade 2.0.0", "rollback 1.0.0"],
+                "{}: agent operations across the kill",
+                m.name
+            );
+        }
+    }
 
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(60), operator).await???;
+    // A Cluster the operator cannot deserialize (a duration that overflows): it is Stalled,
+    // and the Mesh that claims it is not Ready and says why.
+    cluster_api
+        .patch(
+            "first",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"upgrade": {"syncTimeout": "99999999999999999999h"}}})),
+        )
+        .await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = mesh_api.get("e2e").await?;
+        let held = m.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Stalled"
+                    && c.status == "True"
+                    && c.reason == "ClusterUnreadable"
+                    && c.message.contains("first")
+            }) && !baton::plan::conditions::condition_true(&s.conditions, "Ready")
+        });
+        if held {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the mesh did not hold on an unreadable cluster: {:?}",
+                m.status
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    operator.stop()?;
+    for (name, log) in [("op-1", killed_log), ("op-2", operator.log()?)] {
+        assert!(
+            !log.contains("403") && !log.to_lowercase().contains("forbidden"),
+            "{name}: the operator was refused by RBAC:\n{log}"
+        );
+    }
     ns.delete().await;
     Ok(())
 }
@@ -348,10 +620,16 @@ async fn e2e_invalid_manifests_are_rejected_by_the_api_server() -> TestResult {
     let api: Api<Cluster> = Api::namespaced(client.clone(), &ns.name);
     let cases = [
         (
-            "duplicate member names (CEL)",
+            "duplicate member names (list map keyed by name)",
             json!([{"name": "m", "endpoint": "a.example:1"}, {"name": "m", "endpoint": "b.example:1"}]),
             "1.0.0",
-            "member names must be unique",
+            "Duplicate value",
+        ),
+        (
+            "only spares (CEL)",
+            json!([{"name": "m", "endpoint": "a.example:1", "spare": true}]),
+            "1.0.0",
+            "at least one member must not be a spare",
         ),
         (
             "bad version (schema pattern)",

@@ -169,10 +169,14 @@ async fn the_operator_lists_watches_reconciles_and_shuts_down() {
         for p in [
             "/apis/baton.dev/v1alpha1/namespaces/ns/clusters",
             "/apis/baton.dev/v1alpha1/namespaces/ns/meshes",
-            "/api/v1/namespaces/ns/secrets",
         ] {
             assert!(watched.contains(&p), "no watch on {p}: {watched:?}");
         }
+        // Least privilege: no list or watch of Secrets in general (docs/rbac.md).
+        assert!(
+            !seen.iter().any(|r| r.path().ends_with("/secrets")),
+            "the operator listed or watched Secrets"
+        );
         let cluster_patch = seen
             .iter()
             .find(|r| r.method == "PATCH" && r.path().contains("/clusters/a/"))

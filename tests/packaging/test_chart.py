@@ -274,13 +274,24 @@ def test_watching_one_namespace_keeps_cluster_wide_rights_to_crds():
     cluster_wide = {x for x in rules if x[0] is None}
     assert {x[1] for x in cluster_wide} == {"apiextensions.k8s.io"}
     assert {x[2] for x in rules if x[0] == "apps"} == {
-        "clusters", "meshes", "clusters/status", "meshes/status", "secrets", "events"}
+        "clusters", "meshes", "clusters/status", "meshes/status", "events"}
     own = {(x[1], x[2]) for x in rules if x[0] == NAMESPACE}
-    # Leader election, and the agent client certificate outside the watched namespace.
+    # Leader election, and the agent client certificate in the release namespace.
     assert own == {("coordination.k8s.io", "leases"), ("", "secrets")}
-    same = rules_of(render({"operator": {"watchNamespace": NAMESPACE, "agentTlsSecret": "c"}}))
-    assert {(x[1], x[2]) for x in same if x[0] == NAMESPACE} >= {("", "secrets"), (
-        "coordination.k8s.io", "leases")}
+
+
+def test_secrets_are_readable_only_by_the_name_of_the_agent_client_secret():
+    # No Secret at all by default (CA Secrets are not read until certificate rotation lands).
+    assert not any(res == "secrets" for (_, _, res, _, _) in rules_of(render()))
+    rules = rules_of(render({"operator": {"agentTlsSecret": "client"}}))
+    secrets = {(ns, v, n) for (ns, _, res, v, n) in rules if res == "secrets"}
+    assert secrets == {(NAMESPACE, v, "client") for v in ("get", "list", "watch")}
+
+
+def test_clusters_and_meshes_are_never_patched():
+    rules = rules_of(render())
+    verbs = {v for (_, g, res, v, _) in rules if g == "baton.dev" and res in ("clusters", "meshes")}
+    assert verbs == {"get", "list", "watch"}
 
 
 def test_leases_are_limited_to_the_configured_name():

@@ -92,19 +92,15 @@ RBAC rules that depend on the watched namespaces are rendered by "baton.rbac.wat
 namespace is watched, in a Role of the watched namespace otherwise.
 */}}
 {{- define "baton.rbac.watchedRules" }}
-  # Clusters and Meshes: read and watch them all; patch only metadata the controller owns
-  # (e.g. an intent annotation it consumed). The controller never writes spec.
+  # Clusters and Meshes: read and watch them all. The controller writes neither spec nor
+  # metadata (intents are acknowledged in status).
   - apiGroups: ["baton.dev"]
     resources: ["clusters", "meshes"]
-    verbs: ["get", "list", "watch", "patch"]
+    verbs: ["get", "list", "watch"]
   # Status is written with server-side apply, one field manager per controller.
   - apiGroups: ["baton.dev"]
     resources: ["clusters/status", "meshes/status"]
     verbs: ["get", "patch"]
-  # CA Secrets referenced by Clusters and Meshes (certificates.caSecretRef).
-  - apiGroups: [""]
-    resources: ["secrets"]
-    verbs: ["get", "list", "watch"]
   # An event for every step.
   - apiGroups: [""]
     resources: ["events"]

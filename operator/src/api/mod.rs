@@ -69,8 +69,10 @@ fn normalize_formats(node: &mut serde_json::Value) {
                 .and_then(|f| f.as_str())
                 .map(str::to_string);
             let is_integer = map.get("type").and_then(|t| t.as_str()) == Some("integer");
-            if let (Some(format), true) = (format, is_integer) {
-                if !KUBE_INT_FORMATS.contains(&format.as_str()) {
+            if let (Some(format), true) = (format, is_integer)
+                && !KUBE_INT_FORMATS.contains(&format.as_str())
+            {
+                {
                     map.remove("format");
                     let max = match format.as_str() {
                         "uint8" => Some(u8::MAX as f64),

@@ -97,8 +97,11 @@ impl OperatorArgs {
 }
 
 fn init_logging(args: &OperatorArgs, filter: tracing_subscriber::EnvFilter) {
+    use std::io::IsTerminal;
+    // Colour only on a terminal: escape codes in a log file or a collector are noise.
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter);
     match args.log_format {
         // try_init: a caller may have set up logging already.

@@ -13,7 +13,6 @@ use std::time::Duration as StdDuration;
 use baton_agent::client::ClientTls;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
@@ -181,22 +180,6 @@ pub async fn run(
             }
         });
 
-    // Secrets the objects reference (metadata only: the operator never reads their data).
-    let rel = relations.clone();
-    let secrets = watcher(
-        api::<PartialObjectMeta<Secret>>(&client, &cfg.watch_namespace),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .take_until(shutdown.clone())
-    .for_each(move |ev| {
-        if let Ok(ev) = &ev {
-            rel.on_secret(ev);
-        }
-        futures::future::ready(())
-    });
-    let secrets = tokio::spawn(secrets);
-
     // The agent client Secret: new credentials are used as soon as it changes.
     let reload = match &cfg.agents {
         AgentCredentials::Secret { namespace, name } => {
@@ -269,7 +252,6 @@ pub async fn run(
         let _ = e.await;
     }
     let _ = crd_check.await;
-    secrets.abort();
     if let Some(r) = reload {
         r.abort();
     }

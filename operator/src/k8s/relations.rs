@@ -5,14 +5,11 @@
 //!   the one that owned it before;
 //! * a Mesh changed or went away → the Clusters whose admission (mesh version, admitted or
 //!   not, why not) differs from the one they were last woken for;
-//! * a Secret changed → the Clusters and Meshes whose certificates reference it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 
 use crate::plan::Admission;
@@ -120,41 +117,6 @@ impl Relations {
             if last.get(&key) != Some(&adm) {
                 last.insert(key, adm);
                 self.triggers.cluster(ns, c);
-            }
-        }
-    }
-
-    pub fn on_secret(&self, ev: &watcher::Event<PartialObjectMeta<Secret>>) {
-        let Some(s) = touched(ev) else {
-            return;
-        };
-        let ns = s.namespace().unwrap_or_default();
-        let name = s.name_any();
-        let refers = |own_ns: &str, r: &crate::api::SecretRef| {
-            r.name == name && r.namespace.as_deref().unwrap_or(own_ns) == ns
-        };
-        for g in self.stores.clusters.state() {
-            if let Ok(c) = &g.0 {
-                let cns = c.namespace().unwrap_or_default();
-                if c.spec
-                    .certificates
-                    .as_ref()
-                    .is_some_and(|cert| refers(&cns, &cert.ca_secret_ref))
-                {
-                    self.triggers.cluster(&cns, &c.name_any());
-                }
-            }
-        }
-        for g in self.stores.meshes.state() {
-            if let Ok(m) = &g.0 {
-                let mns = m.namespace().unwrap_or_default();
-                if m.spec
-                    .certificates
-                    .as_ref()
-                    .is_some_and(|cert| refers(&mns, &cert.ca_secret_ref))
-                {
-                    self.triggers.mesh(&mns, &m.name_any());
-                }
             }
         }
     }
