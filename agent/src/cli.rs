@@ -148,10 +148,10 @@ pub struct RunArgs {
     /// Connections per listener that have not yet authenticated (finished the mutual-TLS
     /// handshake; with --insecure-http: sent a request). A new connection beyond this closes
     /// the oldest of the address holding the most.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     pub max_pending_connections: usize,
     /// Unauthenticated connections from one IP address; beyond this its oldest is closed.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     pub max_pending_per_peer: usize,
     /// Seconds a client has to finish the TLS handshake.
     #[arg(long, default_value_t = 10.0)]

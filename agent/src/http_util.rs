@@ -192,6 +192,26 @@ impl ApiError {
     }
 }
 
+/// What a refused body may still be read (and discarded) after the answer was sent.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Discards a bounded part of a refused body. Closing a socket with unread data makes the
+/// kernel reset the connection, and a client still writing its body would then see "broken
+/// pipe" instead of the 413 (the lingering close of web servers). The body is never stored.
+async fn linger(mut body: Incoming) {
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while seen < LINGER_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -206,6 +226,7 @@ pub async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Resul
     // hyper's size hint is the declared Content-Length (exact) or a lower bound for chunked
     // bodies.
     if body.size_hint().lower() > limit as u64 {
+        tokio::spawn(linger(body));
         return Err(too_large(limit));
     }
     match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
@@ -261,8 +282,43 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     // The kernel caps this at net.core.somaxconn.
-    socket.listen(4096)
+    let listener = socket.listen(4096)?;
+    defer_accept(&listener);
+    Ok(listener)
 }
+
+/// Seconds a connection that has sent nothing is held by the kernel before it is handed to
+/// `accept` anyway (then the handshake timeout and shedding apply as usual).
+const DEFER_ACCEPT_SECS: libc::c_int = 5;
+
+/// TCP_DEFER_ACCEPT: every client of the agent speaks first (TLS ClientHello, HTTP request),
+/// so a connection that has sent no byte need not occupy a descriptor or a place in the
+/// accept queue. An idle-connection flood then costs the kernel a mini socket each, and the
+/// operator's connections, which send at once, are not queued behind it.
+#[cfg(target_os = "linux")]
+fn defer_accept(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    let secs: libc::c_int = DEFER_ACCEPT_SECS;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        warn!(
+            "cannot set TCP_DEFER_ACCEPT: {}; idle connections will be accepted",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_accept(_listener: &TcpListener) {}
 
 /// How often the accept loop reports what its limits did (one line, not one per connection:
 /// a flood must not turn into a flood of log lines).
