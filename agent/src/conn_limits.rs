@@ -230,6 +230,11 @@ impl ConnTracker {
         }
     }
 
+    /// Connections admitted since the start.
+    pub fn admitted(&self) -> u64 {
+        self.lock().next_id
+    }
+
     /// Connections shed and refused since the start.
     pub fn totals(&self) -> (u64, u64) {
         (
@@ -329,7 +334,10 @@ mod tests {
         // Pending is full (6); more flood from another address sheds the flood, not the
         // operator's single pending handshake.
         let mut more: Vec<_> = (0..20).filter_map(|_| t.admit(ip(3))).collect();
-        assert!(!is_shed(&op, &mut op_rx), "the operator's handshake was shed");
+        assert!(
+            !is_shed(&op, &mut op_rx),
+            "the operator's handshake was shed"
+        );
         assert_eq!(t.counts().pending, 6);
         let open = |v: &mut Vec<(Arc<ConnSlot>, oneshot::Receiver<()>)>| {
             let mut n = 0;

@@ -484,11 +484,12 @@ async fn report(
             warn!(
                 "{name}: connection limits: shed {} unauthenticated connections (total {shed}), \
                  refused {} (total {refused}) in the last {REPORT_EVERY:?}; open: {} pending, \
-                 {} established",
+                 {} established; admitted since start: {}",
                 shed - last.0,
                 refused - last.1,
                 c.pending,
-                c.established
+                c.established,
+                tracker.admitted()
             );
             last = (shed, refused);
         }

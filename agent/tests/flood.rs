@@ -290,7 +290,15 @@ async fn operator_status_stays_fast_during_a_connection_flood() -> TestResult {
         .cloned()
         .collect::<Vec<_>>()
         .join("\n");
-    let shed = shed_total(&m1.log_text());
+    let log = m1.log_text();
+    let shed = shed_total(&log);
+    if let Some(last) = log
+        .lines()
+        .filter(|l| l.contains("control API: connection limits"))
+        .last()
+    {
+        println!("agent's last report: {last}");
+    }
     println!("{summary}");
     println!(
         "agent: descriptor limit {agent_nofile}; shed {shed} unauthenticated connections \
