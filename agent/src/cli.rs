@@ -223,7 +223,7 @@ fn raise_descriptor_limit() -> Option<u64> {
             }
         }
     }
-    Some(lim.rlim_cur as u64)
+    Some(lim.rlim_cur)
 }
 
 impl RunArgs {

@@ -71,7 +71,7 @@ pub fn parse_cert_bundle_strict(
             )));
         }
         match x509_parser::parse_x509_certificate(&der) {
-            Ok((rest, _)) if rest.is_empty() => out.push(CertificateDer::from(der)),
+            Ok(([], _)) => out.push(CertificateDer::from(der)),
             Ok(_) => {
                 return Err(TlsError::Parse {
                     what: what.to_string(),

@@ -56,7 +56,7 @@ fn raise_nofile(want: u64) -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 #[derive(Default)]
@@ -294,8 +294,8 @@ async fn operator_status_stays_fast_during_a_connection_flood() -> TestResult {
     let shed = shed_total(&log);
     if let Some(last) = log
         .lines()
-        .filter(|l| l.contains("control API: connection limits"))
-        .last()
+        .rev()
+        .find(|l| l.contains("control API: connection limits"))
     {
         println!("agent's last report: {last}");
     }

@@ -219,6 +219,16 @@ async fn unfinished_headers_are_cut_by_the_header_timeout() -> TestResult {
     Ok(())
 }
 
+/// What, method, path, body, expected status and code.
+type Case = (
+    &'static str,
+    Method,
+    String,
+    Vec<u8>,
+    StatusCode,
+    &'static str,
+);
+
 /// Error messages and log lines quote client input only in bounded excerpts that say how long
 /// the original was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +249,7 @@ async fn errors_and_logs_quote_input_in_bounded_excerpts() -> TestResult {
         }
     };
     let huge = "k".repeat(900_000);
-    let cases: Vec<(&str, Method, String, Vec<u8>, StatusCode, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "900 KB unknown kind",
             Method::POST,
