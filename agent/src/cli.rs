@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tokio::net::TcpListener;
 
 use crate::api::{Faults, ReadyInfo, Role};
+use crate::conn_limits::ConnLimits;
 use crate::demo::{DemoBackend, DemoConfig};
 use crate::exec::{ExecBackend, ExecConfig};
 use crate::ops::OpsStore;
@@ -140,6 +141,28 @@ pub struct RunArgs {
     /// Fault: preflight refuses these target versions.
     #[arg(long, value_delimiter = ',')]
     pub reject_versions: Vec<String>,
+    /// Open connections per listener (control API, data port), authenticated or not. Lowered
+    /// at startup to fit the process's descriptor limit.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Connections per listener that have not yet authenticated (finished the mutual-TLS
+    /// handshake; with --insecure-http: sent a request). A new connection beyond this closes
+    /// the oldest of the address holding the most.
+    #[arg(long, default_value_t = 64)]
+    pub max_pending_connections: usize,
+    /// Unauthenticated connections from one IP address; beyond this its oldest is closed.
+    #[arg(long, default_value_t = 16)]
+    pub max_pending_per_peer: usize,
+    /// Seconds a client has to finish the TLS handshake.
+    #[arg(long, default_value_t = 10.0)]
+    pub handshake_timeout_seconds: f64,
+    /// Seconds a client has to send request headers (also how long an idle keep-alive
+    /// connection is kept).
+    #[arg(long, default_value_t = 30.0)]
+    pub header_timeout_seconds: f64,
+    /// Seconds a client has to send a whole request body.
+    #[arg(long, default_value_t = 10.0)]
+    pub body_timeout_seconds: f64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -171,6 +194,83 @@ impl RunArgs {
             upgrade_seconds: None,
             load: None,
         }
+    }
+}
+
+/// Descriptors kept for everything but connections: files, the replication stream, exec
+/// children, the runtime.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// Raises the soft descriptor limit to the hard one (as Go and nginx do), so the configured
+/// connection limits are what bounds connections, not EMFILE. Returns the soft limit.
+fn raise_descriptor_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
+impl RunArgs {
+    /// The connection limits of each listener, lowered so that both listeners at their
+    /// limits still leave descriptors for the rest of the agent.
+    pub fn conn_limits(&self) -> Result<ConnLimits> {
+        for (name, v) in [
+            (
+                "--handshake-timeout-seconds",
+                self.handshake_timeout_seconds,
+            ),
+            ("--header-timeout-seconds", self.header_timeout_seconds),
+            ("--body-timeout-seconds", self.body_timeout_seconds),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                bail!("{name} must be a number of seconds between 0 and 86400");
+            }
+        }
+        if self.max_connections == 0
+            || self.max_pending_connections == 0
+            || self.max_pending_per_peer == 0
+        {
+            bail!(
+                "--max-connections, --max-pending-connections and --max-pending-per-peer must be \
+                 at least 1"
+            );
+        }
+        let mut limits = ConnLimits {
+            max_connections: self.max_connections,
+            max_pending: self.max_pending_connections,
+            max_pending_per_peer: self.max_pending_per_peer,
+            handshake_timeout: Duration::from_secs_f64(self.handshake_timeout_seconds),
+            header_timeout: Duration::from_secs_f64(self.header_timeout_seconds),
+            body_timeout: Duration::from_secs_f64(self.body_timeout_seconds),
+        };
+        if let Some(soft) = raise_descriptor_limit() {
+            let per_listener = (soft.saturating_sub(RESERVED_DESCRIPTORS) / 2).max(16) as usize;
+            if limits.max_connections > per_listener {
+                tracing::warn!(
+                    "descriptor limit {soft}: --max-connections {} lowered to {per_listener} per \
+                     listener (raise `ulimit -n` for more)",
+                    limits.max_connections
+                );
+                limits.max_connections = per_listener;
+            }
+        }
+        Ok(limits.normalized())
     }
 }
 
@@ -225,6 +325,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if !(args.upgrade_seconds.is_finite() && args.upgrade_seconds >= 0.0) {
         bail!("--upgrade-seconds must be a non-negative number");
     }
+    let conn_limits = args.conn_limits()?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let ready_path = data_dir.join(READY_FILE);
@@ -282,6 +383,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 upgrade_seconds: args.upgrade_seconds,
                 load: args.load,
                 faults: args.faults(),
+                conn_limits,
             })
             .await?;
             let addr = demo.data_addr().to_string();
@@ -305,8 +407,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         ops,
         backend,
     });
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let listener = crate::http_util::bind(args.listen)
         .with_context(|| format!("binding the control API on {}", args.listen))?;
     let control_addr = listener
         .local_addr()
@@ -316,7 +417,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     } else {
         "http"
     };
-    tokio::spawn(crate::server::serve(engine, listener, control_tls));
+    tokio::spawn(crate::server::serve(
+        engine,
+        listener,
+        control_tls,
+        conn_limits,
+    ));
 
     let ready = ReadyInfo {
         member: member.clone(),

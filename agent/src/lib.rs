@@ -12,12 +12,14 @@
 //! - [`server`] routes the control API onto the [`ops_engine`], which records operations in
 //!   the [`ops`] journal and runs them on a backend: [`demo`] (a replicated key-value store)
 //!   or [`exec`] (user-configured commands).
-//! - [`tls`], [`http_util`] and [`http_client`] are the rustls/hyper plumbing; [`persist`]
+//! - [`tls`], [`http_util`] and [`http_client`] are the rustls/hyper plumbing, with
+//!   [`conn_limits`] bounding what unauthenticated clients can hold open; [`persist`]
 //!   does crash-safe file writes; [`cli`] is the binary's command line.
 
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod conn_limits;
 pub mod data;
 pub mod demo;
 pub mod exec;

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::api::{
     DemoteRole, OperationKind, OperationParams, OperationRecord, OperationRequest, OperationState,
 };
-use crate::http_util::ApiError;
+use crate::http_util::{ApiError, clip, excerpt};
 use crate::persist;
 use crate::pki::hex;
 
@@ -321,7 +321,10 @@ pub fn validate_version(v: &str) -> Result<(), ApiError> {
     if v.is_empty() || v.len() > 64 || !valid_chars(v, "._+-") {
         return Err(ApiError::bad_request(
             "invalid_param",
-            format!("version {v:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ + -"),
+            format!(
+                "version {} must be 1 to 64 characters of A-Z a-z 0-9 . _ + -",
+                excerpt(v)
+            ),
         ));
     }
     Ok(())
@@ -331,7 +334,10 @@ pub fn validate_component(c: &str) -> Result<(), ApiError> {
     if c.is_empty() || c.len() > 64 || !valid_chars(c, "._-") {
         return Err(ApiError::bad_request(
             "invalid_param",
-            format!("component {c:?} must be 1 to 64 characters of A-Z a-z 0-9 . _ -"),
+            format!(
+                "component {} must be 1 to 64 characters of A-Z a-z 0-9 . _ -",
+                excerpt(c)
+            ),
         ));
     }
     Ok(())
@@ -342,7 +348,10 @@ pub fn validate_endpoint(s: &str, what: &str) -> Result<(), ApiError> {
     let err = || {
         ApiError::bad_request(
             "invalid_param",
-            format!("{what} {s:?} must be host:port (a data endpoint such as 127.0.0.1:7001)"),
+            format!(
+                "{what} {} must be host:port (a data endpoint such as 127.0.0.1:7001)",
+                excerpt(s)
+            ),
         )
     };
     let (host, port) = s.rsplit_once(':').ok_or_else(err)?;
@@ -425,12 +434,14 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         K::SyncConfig => validate_endpoint(require(&req.source, kind, "source")?, "source")?,
         K::InstallTrust => {
             let pem = require(&req.trust_pem, kind, "trustPem")?;
-            crate::tls::parse_certs(pem.as_bytes(), "trustPem")
+            crate::tls::parse_cert_bundle_strict(pem.as_bytes(), "trustPem")
                 .map_err(|e| ApiError::bad_request("invalid_param", e.to_string()))?;
         }
         K::InstallCertificate => {
             let cert = require(&req.certificate_pem, kind, "certificatePem")?;
             let key = require(&req.key_pem, kind, "keyPem")?;
+            crate::tls::parse_cert_bundle_strict(cert.as_bytes(), "certificatePem")
+                .map_err(|e| ApiError::bad_request("invalid_param", e.to_string()))?;
             crate::tls::check_key_pair(cert.as_bytes(), key.as_bytes())
                 .map_err(|e| ApiError::bad_request("invalid_param", e.to_string()))?;
             crate::tls::cert_info(cert.as_bytes(), None)
@@ -441,12 +452,144 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Longest JSON body nesting accepted. serde_json refuses deeper documents itself (at 128);
+/// this keeps the duplicate-key check's own recursion far below that.
+const MAX_JSON_DEPTH: usize = 32;
+
+/// A JSON value whose objects have no duplicate keys. serde_json's `Value` keeps the last
+/// of duplicates silently; for a request that would mean `{"kind":"backup","kind":"promote"}`
+/// means whatever the last writer of the body intended, which is not something to guess.
+struct Strict(serde_json::Value);
+
+struct StrictSeed {
+    depth: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrictSeed {
+    type Value = Strict;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(StrictVisitor { depth: self.depth })
+    }
+}
+
+struct StrictVisitor {
+    depth: usize,
+}
+
+impl StrictVisitor {
+    fn nested<E: serde::de::Error>(&self) -> Result<StrictSeed, E> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(E::custom(format!(
+                "JSON nested deeper than {MAX_JSON_DEPTH} levels"
+            )));
+        }
+        Ok(StrictSeed {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+        Ok(Strict(
+            serde_json::Number::from_f64(v)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+        ))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(serde_json::Value::Null))
+    }
+    fn visit_none<E>(self) -> Result<Strict, E> {
+        Ok(Strict(serde_json::Value::Null))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element_seed(self.nested()?)? {
+            out.push(v);
+        }
+        Ok(Strict(serde_json::Value::Array(out)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value_seed(self.nested()?)?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate field {}",
+                    excerpt(&key)
+                )));
+            }
+            out.insert(key, value);
+        }
+        Ok(Strict(serde_json::Value::Object(out)))
+    }
+}
+
+/// Parses a JSON document, refusing duplicate keys at any depth: `malformed_json` when it is
+/// not JSON, `invalid_request` for a duplicate key.
+pub fn parse_json_value_strict(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = StrictSeed { depth: 0 }
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v));
+    match parsed {
+        Ok(Strict(v)) => Ok(v),
+        Err(e) if e.is_data() => Err(ApiError::bad_request(
+            "invalid_request",
+            clip(&e.to_string(), 256),
+        )),
+        Err(e) => Err(ApiError::bad_request(
+            "malformed_json",
+            format!("body is not valid JSON: {}", clip(&e.to_string(), 256)),
+        )),
+    }
+}
+
+/// Parses a JSON body into `T` with [`parse_json_value_strict`]'s checks; a body of the
+/// wrong shape (unknown field, wrong type, bad enum value) is `invalid_request`.
+pub fn parse_json_strict<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    let value = parse_json_value_strict(body)?;
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("invalid {what}: {}", clip(&e.to_string(), 256)),
+        )
+    })
+}
+
 /// Parses a `POST /v1/operations` body with errors that name the problem: a missing or
 /// unknown kind is reported as such rather than as a generic decoding error.
 pub fn parse_request(body: &[u8]) -> Result<OperationRequest, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
-    })?;
+    let value = parse_json_value_strict(body)?;
     let obj = value
         .as_object()
         .ok_or_else(|| ApiError::bad_request("invalid_request", "body must be a JSON object"))?;
@@ -458,9 +601,10 @@ pub fn parse_request(body: &[u8]) -> Result<OperationRequest, ApiError> {
             ));
         }
         Some(serde_json::Value::String(id)) => validate_id(id)?,
+        // A wrong type is a wrong shape (invalid_request); invalid_id is about the text.
         Some(_) => {
             return Err(ApiError::bad_request(
-                "invalid_id",
+                "invalid_request",
                 "\"id\" must be a string",
             ));
         }
@@ -478,7 +622,8 @@ pub fn parse_request(body: &[u8]) -> Result<OperationRequest, ApiError> {
                 return Err(ApiError::bad_request(
                     "unknown_kind",
                     format!(
-                        "unknown operation kind {kind:?}; known kinds: {}",
+                        "unknown operation kind {}; known kinds: {}",
+                        excerpt(kind),
                         known.join(", ")
                     ),
                 ));
@@ -492,7 +637,10 @@ pub fn parse_request(body: &[u8]) -> Result<OperationRequest, ApiError> {
         }
     }
     serde_json::from_value(value).map_err(|e| {
-        ApiError::bad_request("invalid_request", format!("invalid operation request: {e}"))
+        ApiError::bad_request(
+            "invalid_request",
+            format!("invalid operation request: {}", clip(&e.to_string(), 256)),
+        )
     })
 }
 

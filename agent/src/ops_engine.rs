@@ -265,6 +265,7 @@ mod tests {
             upgrade_seconds: 0.1,
             load: None,
             faults: Faults::default(),
+            conn_limits: Default::default(),
         })
         .await
         .expect("demo backend");

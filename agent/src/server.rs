@@ -8,8 +8,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::Faults;
-use crate::http_util::{self, ApiError, ConnInfo, Handler, RespBody, json_response, read_body};
-use crate::ops::validate_id;
+use crate::conn_limits::ConnLimits;
+use crate::http_util::{
+    self, ApiError, ConnInfo, Handler, RespBody, excerpt, json_response, read_body,
+};
+use crate::ops::{parse_json_strict, validate_id};
 use crate::ops_engine::Engine;
 use crate::tls::ReloadableServerTls;
 
@@ -20,6 +23,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ConnLimits,
 ) {
     let tls = Arc::new(ReloadableServerTls::new(tls));
     // The control API is never cut: only the data service restarts.
@@ -31,6 +35,8 @@ pub async fn serve(
                 Ok(resp) => resp,
                 Err(e) => {
                     if e.status.is_client_error() {
+                        // The message quotes client input only through `excerpt`, and is
+                        // bounded as a whole: one request, one short line.
                         tracing::info!("control API: {} from {}: {}", e.code, info.peer, e.message);
                     }
                     e.into_response()
@@ -38,64 +44,91 @@ pub async fn serve(
             }
         })
     });
-    http_util::serve("control API", listener, tls, cut, handler).await;
+    http_util::serve("control API", listener, tls, cut, limits, handler).await;
     // Dropping the sender earlier would look like a cut to every connection.
     drop(keep);
+}
+
+/// What a control API request asks for, decided from its method and path alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Status,
+    ListOperations,
+    Submit,
+    GetFaults,
+    PutFaults,
+    GetOperation(String),
+}
+
+/// Routes a request; unknown paths, wrong methods and malformed operation ids are refused
+/// here, before anything is read or looked up.
+pub fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
+    match (method.clone(), path) {
+        (Method::GET, "/v1/status") => Ok(Route::Status),
+        (Method::GET, "/v1/operations") => Ok(Route::ListOperations),
+        (Method::POST, "/v1/operations") => Ok(Route::Submit),
+        (Method::GET, "/v1/faults") => Ok(Route::GetFaults),
+        (Method::PUT, "/v1/faults") => Ok(Route::PutFaults),
+        (Method::GET, p) if p.starts_with("/v1/operations/") => {
+            let id = &p["/v1/operations/".len()..];
+            validate_id(id)?;
+            Ok(Route::GetOperation(id.to_string()))
+        }
+        (_, "/v1/status" | "/v1/operations" | "/v1/faults") => {
+            Err(ApiError::method_not_allowed(method, path))
+        }
+        (_, p) if p.starts_with("/v1/operations/") => {
+            Err(ApiError::method_not_allowed(method, path))
+        }
+        _ => Err(ApiError::not_found(format!(
+            "no route for {method} {}",
+            excerpt(path)
+        ))),
+    }
+}
+
+/// Parses and checks a `PUT /v1/faults` body.
+pub fn parse_faults(body: &[u8]) -> Result<Faults, ApiError> {
+    let faults: Faults = parse_json_strict(body, "faults")?;
+    if let Some(s) = faults.upgrade_seconds
+        && !(s.is_finite() && (0.0..=86_400.0).contains(&s))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_param",
+            "upgradeSeconds must be between 0 and 86400",
+        ));
+    }
+    Ok(faults)
 }
 
 async fn route(
     engine: &Engine,
     req: Request<Incoming>,
-    _info: &ConnInfo,
+    info: &ConnInfo,
 ) -> Result<Response<RespBody>, ApiError> {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    match (method.clone(), path.as_str()) {
-        (Method::GET, "/v1/status") => Ok(json_response(StatusCode::OK, &engine.status().await)),
-        (Method::GET, "/v1/operations") => Ok(json_response(StatusCode::OK, &engine.ops.list())),
-        (Method::POST, "/v1/operations") => {
-            let body = read_body(req.into_body(), MAX_BODY).await?;
+    match resolve(req.method(), req.uri().path())? {
+        Route::Status => Ok(json_response(StatusCode::OK, &engine.status().await)),
+        Route::ListOperations => Ok(json_response(StatusCode::OK, &engine.ops.list())),
+        Route::Submit => {
+            let body = read_body(req.into_body(), MAX_BODY, info.body_timeout).await?;
             let request = crate::ops::parse_request(&body)?;
             let (status, record) = engine.submit(request).await?;
             Ok(json_response(status, &record))
         }
-        (Method::GET, "/v1/faults") => Ok(json_response(StatusCode::OK, &engine.backend.faults())),
-        (Method::PUT, "/v1/faults") => {
-            let body = read_body(req.into_body(), MAX_BODY).await?;
-            let faults: Faults = serde_json::from_slice(&body).map_err(|e| {
-                let code = if e.is_syntax() || e.is_eof() {
-                    "malformed_json"
-                } else {
-                    "invalid_request"
-                };
-                ApiError::bad_request(code, format!("invalid faults: {e}"))
-            })?;
-            if let Some(s) = faults.upgrade_seconds
-                && !(s.is_finite() && (0.0..=86_400.0).contains(&s))
-            {
-                return Err(ApiError::bad_request(
-                    "invalid_param",
-                    "upgradeSeconds must be between 0 and 86400",
-                ));
-            }
-            tracing::warn!("fault injection changed: {faults:?}");
+        Route::GetFaults => Ok(json_response(StatusCode::OK, &engine.backend.faults())),
+        Route::PutFaults => {
+            let body = read_body(req.into_body(), MAX_BODY, info.body_timeout).await?;
+            let faults = parse_faults(&body)?;
+            tracing::warn!(
+                "fault injection changed: {}",
+                http_util::clip(&format!("{faults:?}"), http_util::MAX_MESSAGE)
+            );
             engine.backend.set_faults(faults.clone());
             Ok(json_response(StatusCode::OK, &faults))
         }
-        (Method::GET, p) if p.starts_with("/v1/operations/") => {
-            let id = &p["/v1/operations/".len()..];
-            validate_id(id)?;
-            match engine.ops.get(id) {
-                Some(rec) => Ok(json_response(StatusCode::OK, &rec)),
-                None => Err(ApiError::not_found(format!("no operation with id {id:?}"))),
-            }
-        }
-        (_, "/v1/status" | "/v1/operations" | "/v1/faults") => {
-            Err(ApiError::method_not_allowed(&method, &path))
-        }
-        (_, p) if p.starts_with("/v1/operations/") => {
-            Err(ApiError::method_not_allowed(&method, &path))
-        }
-        _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
+        Route::GetOperation(id) => match engine.ops.get(&id) {
+            Some(rec) => Ok(json_response(StatusCode::OK, &rec)),
+            None => Err(ApiError::not_found(format!("no operation with id {id:?}"))),
+        },
     }
 }

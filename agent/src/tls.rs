@@ -47,6 +47,64 @@ pub fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>
     Ok(out)
 }
 
+/// Like [`parse_certs`], but every PEM block must be an X.509 certificate that parses: the
+/// framing alone proves nothing (base64 of garbage between BEGIN/END lines decodes fine), and
+/// a key or an unknown block in a trust bundle is a mistake to report, not to skip.
+pub fn parse_cert_bundle_strict(
+    pem: &[u8],
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    use rustls_pki_types::pem::SectionKind;
+    let pem_err = |message: String| TlsError::Pem {
+        what: what.to_string(),
+        message,
+    };
+    let mut out = Vec::new();
+    for (n, section) in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem).enumerate() {
+        // The PEM error may quote input (possibly key material): name the block only.
+        let (kind, der) =
+            section.map_err(|_| pem_err(format!("PEM block {} is malformed", n + 1)))?;
+        if kind != SectionKind::Certificate {
+            return Err(pem_err(format!(
+                "PEM block {} is a {kind:?}, not a certificate",
+                n + 1
+            )));
+        }
+        match x509_parser::parse_x509_certificate(&der) {
+            Ok(([], _)) => out.push(CertificateDer::from(der)),
+            Ok(_) => {
+                return Err(TlsError::Parse {
+                    what: what.to_string(),
+                    message: format!("PEM block {} has data after the certificate", n + 1),
+                });
+            }
+            Err(e) => {
+                return Err(TlsError::Parse {
+                    what: what.to_string(),
+                    message: format!("PEM block {}: {e}", n + 1),
+                });
+            }
+        }
+    }
+    // Blocks with labels rustls does not know are skipped by its iterator; count them here.
+    let begins = pem
+        .split(|b| *b == b'\n' || *b == b'\r')
+        .filter(|line| line.starts_with(b"-----BEGIN "))
+        .count();
+    if begins != out.len() {
+        return Err(pem_err(format!(
+            "{begins} PEM blocks, of which {} are certificates",
+            out.len()
+        )));
+    }
+    if out.is_empty() {
+        return Err(TlsError::NoCertificates {
+            what: what.to_string(),
+        });
+    }
+    Ok(out)
+}
+
 pub fn parse_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     // The PEM error may quote input; never echo it for keys.
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
@@ -251,5 +309,35 @@ mod tests {
             .is_err()
         );
         assert!(cert_info(b"", None).is_err());
+    }
+
+    #[test]
+    fn strict_bundles_hold_only_parseable_certificates() -> Result<(), Box<dyn std::error::Error>> {
+        let ca = CertAuthority::generate("ca")?;
+        let other = CertAuthority::generate("other")?;
+        let bundle = format!("# our CAs\n{}{}", ca.cert_pem(), other.cert_pem());
+        assert_eq!(parse_cert_bundle_strict(bundle.as_bytes(), "t")?.len(), 2);
+        // Base64 of "garbage": decodes, but is no certificate. The lenient parser takes it.
+        let framed = "-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n";
+        assert!(parse_certs(framed.as_bytes(), "t").is_ok());
+        assert!(matches!(
+            parse_cert_bundle_strict(framed.as_bytes(), "t"),
+            Err(TlsError::Parse { .. })
+        ));
+        let with_key = format!("{}{}", ca.cert_pem(), ca.key_pem());
+        let e = parse_cert_bundle_strict(with_key.as_bytes(), "t")
+            .err()
+            .ok_or("a key in a trust bundle was accepted")?;
+        assert!(
+            !e.to_string()
+                .contains(ca.key_pem().lines().nth(1).unwrap_or("-"))
+        );
+        let unknown = format!(
+            "{}-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n",
+            ca.cert_pem()
+        );
+        assert!(parse_cert_bundle_strict(unknown.as_bytes(), "t").is_err());
+        assert!(parse_cert_bundle_strict(b"", "t").is_err());
+        Ok(())
     }
 }

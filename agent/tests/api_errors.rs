@@ -215,6 +215,30 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
             "invalid_param",
         ),
         (
+            "install-trust: PEM framing around garbage",
+            br#"{"id":"a","kind":"install-trust","trustPem":"-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_param",
+        ),
+        (
+            "id of the wrong type",
+            br#"{"id":17,"kind":"promote"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "duplicate key",
+            br#"{"id":"a","kind":"backup","kind":"promote"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "duplicate id",
+            br#"{"id":"a","id":"b","kind":"promote"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
             "bad version",
             br#"{"id":"a","kind":"upgrade","version":"1.0; rm -rf /"}"#.to_vec(),
             StatusCode::BAD_REQUEST,
@@ -287,6 +311,19 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
     assert_eq!(
         (s, e.error.as_str()),
         (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    let (s, e) = call(
+        &t,
+        Method::PUT,
+        "/v1/faults",
+        br#"{"hangUpgrade":true,"hangUpgrade":false}"#,
+    )
+    .await?;
+    assert_eq!(
+        (s, e.error.as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_request"),
+        "{}",
+        e.message
     );
     let (s, e) = call(&t, Method::PUT, "/v1/faults", br#"{"upgradeSeconds":-1}"#).await?;
     assert_eq!(

@@ -499,3 +499,49 @@ fn bad_manifests_are_rejected_before_anything_is_contacted() -> TestResult {
     let _ = Path::new("");
     Ok(())
 }
+
+/// Two `baton run` on one state file would each record the same step under its own id and
+/// both send it: the second is refused at once, naming the first (pid, host, start), and the
+/// state file stays the first's. Once the first is gone (even by SIGKILL) a runner starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_runner_on_the_same_state_file_is_refused_naming_the_first() -> TestResult {
+    let fleet = Fleet::start(&[ClusterDef::new("w1", "worker", 2)], OLD, 0.4).await?;
+    let file = fleet.write("w1.yaml", &fleet.cluster_yaml("w1", "worker", POLICY))?;
+    let state = fleet.path("state.json");
+    let lock = baton::local::RunnerLock::path_for(&state);
+    let mut first = baton()
+        .args(run_args(&[&file], &state, &fleet.pki.dir))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let holder = format!("pid {} on host", first.id());
+    let held = wait_until("the first runner to take the lock", CONVERGE, || async {
+        std::fs::read_to_string(&lock)
+            .ok()
+            .filter(|t| t.contains(&holder))
+    })
+    .await;
+    let second = baton()
+        .args(run_args(&[&file], &state, &fleet.pki.dir))
+        .arg("--once")
+        .output();
+    first.kill()?; // SIGKILL: the kernel releases the lock.
+    first.wait()?;
+    let held = held?;
+    let second = second?;
+    assert!(!second.status.success(), "{}", text(&second));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("already running"), "{}", text(&second));
+    assert!(
+        stderr.contains(held.trim()),
+        "holder not named: {}",
+        text(&second)
+    );
+
+    let third = baton()
+        .args(run_args(&[&file], &state, &fleet.pki.dir))
+        .arg("--once")
+        .output()?;
+    assert!(third.status.success(), "{}", text(&third));
+    Ok(())
+}

@@ -9,16 +9,17 @@ use tokio::net::TcpListener;
 
 use super::{CONFIG_FILE, Shared};
 use crate::api::{DataHead, WriteAck};
+use crate::conn_limits::ConnLimits;
 use crate::demo::store::StoreError;
 use crate::http_util::{
-    self, ApiError, ConnInfo, Handler, RespBody, json_response, read_body, text_response,
+    self, ApiError, ConnInfo, Handler, RespBody, excerpt, json_response, read_body, text_response,
 };
 use crate::persist;
 
 pub const MAX_VALUE: usize = 64 * 1024;
 const MAX_CONFIG: usize = 64 * 1024;
 
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, limits: ConnLimits) {
     let tls = shared.tls.server.clone();
     let cut = shared.subscribe_cut();
     let handler: Handler = Arc::new(move |req, info| {
@@ -30,7 +31,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
             }
         })
     });
-    http_util::serve("data port", listener, tls, cut, handler).await;
+    http_util::serve("data port", listener, tls, cut, limits, handler).await;
 }
 
 pub fn valid_key(key: &str) -> bool {
@@ -44,7 +45,7 @@ pub fn valid_key(key: &str) -> bool {
 async fn route(
     shared: &Arc<Shared>,
     req: Request<Incoming>,
-    _info: ConnInfo,
+    info: ConnInfo,
 ) -> Result<Response<RespBody>, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
@@ -65,7 +66,7 @@ async fn route(
                 if !shared.store.accepting() {
                     return Err(not_active(shared));
                 }
-                let body = read_body(req.into_body(), MAX_VALUE).await?;
+                let body = read_body(req.into_body(), MAX_VALUE, info.body_timeout).await?;
                 let value = String::from_utf8(body.to_vec()).map_err(|_| {
                     ApiError::bad_request("invalid_value", "values must be UTF-8 text")
                 })?;
@@ -109,10 +110,8 @@ async fn route(
             ))
         }
         ("/v1/config", &Method::PUT) => {
-            let body = read_body(req.into_body(), MAX_CONFIG).await?;
-            let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-                ApiError::bad_request("malformed_json", format!("config is not JSON: {e}"))
-            })?;
+            let body = read_body(req.into_body(), MAX_CONFIG, info.body_timeout).await?;
+            let value = crate::ops::parse_json_value_strict(&body)?;
             if !value.is_object() {
                 return Err(ApiError::bad_request(
                     "invalid_request",
@@ -125,7 +124,10 @@ async fn route(
         }
         ("/v1/head" | "/v1/replicate", _) => Err(ApiError::method_not_allowed(&method, &path)),
         ("/v1/config", _) => Err(ApiError::method_not_allowed(&method, &path)),
-        _ => Err(ApiError::not_found(format!("no route for {path}"))),
+        _ => Err(ApiError::not_found(format!(
+            "no route for {}",
+            excerpt(&path)
+        ))),
     }
 }
 

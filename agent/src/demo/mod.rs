@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::{Context, Result};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
+
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -97,6 +97,8 @@ pub struct DemoConfig {
     pub upgrade_seconds: f64,
     pub load: Option<u64>,
     pub faults: Faults,
+    /// Connection limits and timeouts of the data port.
+    pub conn_limits: crate::conn_limits::ConnLimits,
 }
 
 pub(crate) struct Shared {
@@ -458,8 +460,7 @@ impl DemoBackend {
             cfg.trust.as_deref(),
             cfg.allow_plain,
         )?;
-        let listener = TcpListener::bind(cfg.data_listen)
-            .await
+        let listener = crate::http_util::bind(cfg.data_listen)
             .with_context(|| format!("binding the data port on {}", cfg.data_listen))?;
         let data_addr = listener
             .local_addr()
@@ -489,7 +490,11 @@ impl DemoBackend {
             next_downstream: AtomicU64::new(1),
         });
         shared.refresh_accepting();
-        tokio::spawn(data_server::serve(shared.clone(), listener));
+        tokio::spawn(data_server::serve(
+            shared.clone(),
+            listener,
+            cfg.conn_limits,
+        ));
         shared.restart_follower();
         Ok(DemoBackend { shared, data_addr })
     }

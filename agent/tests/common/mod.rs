@@ -120,6 +120,8 @@ pub struct Agent {
     pub client: AgentClient,
     tls: ClientTls,
     child: Option<Child>,
+    /// Soft and hard RLIMIT_NOFILE of the process, when the test set one.
+    nofile: Option<u64>,
 }
 
 /// The agent executable: this package's, or (when the operator's tests include this module)
@@ -146,6 +148,17 @@ impl Agent {
         tls: ClientTls,
         args: Vec<String>,
     ) -> TestResult<Agent> {
+        Agent::start_with_nofile(name, data_dir, tls, args, None).await
+    }
+
+    /// Like `start`, with the process's descriptor limit (soft and hard) set to `nofile`.
+    pub async fn start_with_nofile(
+        name: &str,
+        data_dir: &Path,
+        tls: ClientTls,
+        args: Vec<String>,
+        nofile: Option<u64>,
+    ) -> TestResult<Agent> {
         let mut full = vec![
             "--member".to_string(),
             name.to_string(),
@@ -154,7 +167,7 @@ impl Agent {
         ];
         full.extend(args);
         let log = data_dir.with_extension("log");
-        let (child, control, data) = spawn(&full, &log).await?;
+        let (child, control, data) = spawn(&full, &log, nofile).await?;
         let client = AgentClient::new(&control, tls.clone())?.with_member(name);
         Ok(Agent {
             name: name.to_string(),
@@ -166,6 +179,7 @@ impl Agent {
             client,
             tls,
             child: Some(child),
+            nofile,
         })
     }
 
@@ -194,7 +208,7 @@ impl Agent {
         self.kill().await?;
         let mut args = self.args.clone();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let (child, control, data) = spawn(&args, &self.log).await?;
+        let (child, control, data) = spawn(&args, &self.log, self.nofile).await?;
         self.client = AgentClient::new(&control, self.tls.clone())?.with_member(&self.name);
         self.control = control;
         self.data = data;
@@ -244,12 +258,32 @@ impl Drop for Agent {
     }
 }
 
-async fn spawn(args: &[String], log: &Path) -> TestResult<(Child, String, String)> {
+async fn spawn(
+    args: &[String],
+    log: &Path,
+    nofile: Option<u64>,
+) -> TestResult<(Child, String, String)> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
-    let mut child = Command::new(binary())
+    let mut cmd = Command::new(binary());
+    if let Some(n) = nofile {
+        // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n as libc::rlim_t,
+                    rlim_max: n as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

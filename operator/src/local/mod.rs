@@ -7,4 +7,4 @@ pub mod state;
 
 pub use manifests::{ManifestError, ManifestErrors, Manifests, load};
 pub use runner::{PassReport, Runner, RunnerStats, Settled};
-pub use state::{Intents, State};
+pub use state::{Intents, RunnerLock, State};

@@ -23,7 +23,7 @@ use crate::reconcile::{
 };
 
 use super::manifests::Manifests;
-use super::state::{Intents, ObjectState, State, spec_hash};
+use super::state::{Intents, ObjectState, RunnerLock, State, spec_hash};
 
 /// What happened in one pass, for output and tests.
 #[derive(Clone, Debug, Default)]
@@ -75,11 +75,15 @@ pub struct Runner<M: Members> {
     /// When each (object, reason, message) was last reported: a refusal repeated every poll
     /// is reported once a minute, like Kubernetes aggregates repeated events.
     reported: BTreeMap<(String, String, String), Instant>,
+    /// Held until the runner is dropped.
+    _lock: RunnerLock,
 }
 
 impl<M: Members> Runner<M> {
     /// Load the state for these manifests (bumping generations of changed specs).
     pub fn new(members: M, manifests: &Manifests, state_path: &Path) -> anyhow::Result<Self> {
+        // Before anything is read: a second runner must not even bump generations.
+        let lock = RunnerLock::acquire(state_path)?;
         let mut state = State::load(state_path)?;
         let loaded = state.clone();
         let mut clusters = Vec::new();
@@ -131,6 +135,7 @@ impl<M: Members> Runner<M> {
             concurrency: 64,
             stats: RunnerStats::default(),
             reported: BTreeMap::new(),
+            _lock: lock,
         })
     }
 

@@ -5,6 +5,10 @@
 //!
 //! Both are replaced atomically (write a temporary file, fsync, rename, fsync the directory):
 //! a crash leaves the old or the new content, never a torn file.
+//!
+//! One writer each is enforced with locks: a runner holds [`RunnerLock`] (`<state>.lock`)
+//! for its lifetime, and each intents update holds `<state>.intents.lock` while it reads,
+//! modifies and replaces the intents file.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -71,6 +75,107 @@ impl State {
         let body = serde_json::to_vec_pretty(self).context("encoding the state")?;
         write_atomic(path, &body)
     }
+}
+
+/// The exclusive right to run on one state file, held for the runner's lifetime: two runners
+/// on one state file would each record the same step under their own operation id and both
+/// send it. The lock is an advisory `flock` on `<state>.lock`, so the kernel releases it when
+/// the holder exits, however it exits; the file then names the last holder, which is harmless.
+#[derive(Debug)]
+pub struct RunnerLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl RunnerLock {
+    pub fn path_for(state: &Path) -> PathBuf {
+        let mut name = state
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        name.push(".lock");
+        state.with_file_name(name)
+    }
+
+    /// Takes the lock or fails at once, naming the holder (pid, host, start time).
+    pub fn acquire(state: &Path) -> anyhow::Result<RunnerLock> {
+        use fs2::FileExt;
+        use std::io::{Read, Seek};
+        let path = Self::path_for(state);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if let Err(e) = file.try_lock_exclusive() {
+            let contended = e.raw_os_error() == fs2::lock_contended_error().raw_os_error()
+                || e.kind() == std::io::ErrorKind::WouldBlock;
+            if !contended {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+            let mut holder = String::new();
+            // Bounded: the file is ours, but nothing forces it to stay small.
+            let _ = (&mut file).take(4096).read_to_string(&mut holder);
+            let holder = holder.trim();
+            anyhow::bail!(
+                "another `baton run` is already running on {}: {} holds {}; stop it first \
+                 (two runners on one state file would both send the same steps)",
+                state.display(),
+                if holder.is_empty() {
+                    "a runner that is still starting".to_string()
+                } else {
+                    holder.to_string()
+                },
+                path.display()
+            );
+        }
+        let holder = format!(
+            "pid {} on host {} since {}\n",
+            std::process::id(),
+            host_name(),
+            jiff::Timestamp::now()
+        );
+        let written = file
+            .set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| file.write_all(holder.as_bytes()))
+            .and_then(|_| file.sync_all());
+        if let Err(e) = written {
+            // The lock itself is what matters; a missing holder line only makes the refusal
+            // of a second runner less informative.
+            tracing::warn!("cannot record the runner in {}: {e}", path.display());
+        }
+        Ok(RunnerLock { file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RunnerLock {
+    fn drop(&mut self) {
+        use fs2::FileExt;
+        let _ = FileExt::unlock(&self.file);
+    }
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Intents for one Cluster.
@@ -194,4 +299,57 @@ pub fn spec_hash<T: Serialize>(spec: &T) -> String {
         h = h.wrapping_mul(0x100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_runner_is_refused_with_the_holder_named_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state.json");
+        let first = RunnerLock::acquire(&state).expect("first runner");
+        let holder = std::fs::read_to_string(first.path()).expect("lock file");
+        assert!(
+            holder.contains(&format!("pid {}", std::process::id())),
+            "{holder}"
+        );
+        let e = RunnerLock::acquire(&state).expect_err("second runner refused");
+        let msg = format!("{e:#}");
+        assert!(msg.contains("already running"), "{msg}");
+        assert!(msg.contains(holder.trim()), "{msg}");
+        drop(first);
+        let again = RunnerLock::acquire(&state).expect("lock free after the first runner");
+        drop(again);
+    }
+
+    #[test]
+    fn concurrent_intents_updates_lose_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = Intents::path_for(&dir.path().join("state.json"));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10 {
+                        Intents::update(&path, |intents| {
+                            intents
+                                .clusters
+                                .entry("c".into())
+                                .or_default()
+                                .approve
+                                .push(format!("{t}-{i}"));
+                        })
+                        .expect("update");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let intents = Intents::load(&path).expect("load");
+        assert_eq!(intents.clusters["c"].approve.len(), 80);
+    }
 }
