@@ -66,9 +66,16 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/baton-apiserver.XXXXXX")"
 pids=()
 # shellcheck disable=SC2329 # invoked by the EXIT trap
 cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  local rc=$? i p
+  # The API server first (it hangs in its graceful shutdown without etcd), then etcd; what
+  # has not exited after 10 s is killed.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    p="${pids[$i]}"
+    kill "$p" 2>/dev/null || continue
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
   if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
     echo "apiserver.sh: logs and certificates kept in $work" >&2
     if [ "$rc" -ne 0 ]; then tail -n 20 "$work/apiserver.log" >&2 2>/dev/null || true; fi
