@@ -31,6 +31,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use serde_json::json;
 
+mod k8s_mock;
+use k8s_mock::start_agent_with;
+
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const VAR: &str = "BATON_E2E_KUBECONFIG";
@@ -219,7 +222,7 @@ impl AgentTls {
     }
 
     /// A demo agent in this process: control API over mutual TLS (the test CA), replication
-    /// between members over plain TCP on 127.0.0.1.
+    /// between members over TLS with the mesh certificates.
     async fn start_agent(
         &self,
         dir: &Path,
@@ -227,56 +230,19 @@ impl AgentTls {
         active: bool,
         source: Option<&str>,
     ) -> TestResult<(String, String)> {
-        let data_dir = dir.join(member);
         let p = |f: &str| self.pki.join(f).display().to_string();
-        let mut argv = vec![
-            "baton-agent".to_string(),
-            "--member".into(),
-            member.into(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--version".into(),
-            "1.0.0".into(),
-            "--role".into(),
-            if active { "active" } else { "standby" }.into(),
-            "--tls-cert".into(),
-            p("server.crt"),
-            "--tls-key".into(),
-            p("server.key"),
-            "--client-ca".into(),
-            p("ca.crt"),
-            "--member-cert".into(),
-            p(&format!("member-{member}.crt")),
-            "--member-key".into(),
-            p(&format!("member-{member}.key")),
-            "--trust".into(),
-            p("trust.pem"),
-            "--upgrade-seconds".into(),
-            "0.3".into(),
-        ];
-        if let Some(s) = source {
-            argv.push("--source".into());
-            argv.push(s.into());
-        }
-        let cli = <baton_agent::cli::Cli as clap::Parser>::try_parse_from(argv)?;
-        tokio::spawn(async move {
-            if let Err(e) = baton_agent::cli::run(cli.run).await {
-                eprintln!("agent failed: {e:#}");
-            }
-        });
-        let ready = data_dir.join(baton_agent::cli::READY_FILE);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ready)
-                && let Ok(info) = serde_json::from_str::<baton_agent::api::ReadyInfo>(&text)
-            {
-                return Ok((format!("https://{}", info.control), info.data));
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(format!("agent {member} did not start").into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let flags = [
+            ("--tls-cert", p("server.crt")),
+            ("--tls-key", p("server.key")),
+            ("--client-ca", p("ca.crt")),
+            ("--member-cert", p(&format!("member-{member}.crt"))),
+            ("--member-key", p(&format!("member-{member}.key"))),
+            ("--trust", p("trust.pem")),
+        ]
+        .into_iter()
+        .flat_map(|(f, v)| [f.to_string(), v])
+        .collect::<Vec<_>>();
+        Ok(start_agent_with(dir, member, "1.0.0", active, source, &flags).await?)
     }
 
     /// The upgrades and rollbacks an agent recorded, in order (`"upgrade 2.0.0"`).

@@ -430,7 +430,8 @@ fn bad_manifests_are_rejected_before_anything_is_contacted() -> TestResult {
             vec![
                 "duplicate.yaml",
                 "Cluster/web",
-                "member names must be unique",
+                // A list map keyed by name on the API server; named by field here.
+                "spec.members[1].name: duplicate member name \"a\"",
             ],
         ),
         (

@@ -323,6 +323,20 @@ pub async fn start_agent(
     active: bool,
     source: Option<&str>,
 ) -> Result<(String, String), String> {
+    start_agent_with(dir, member, version, active, source, &[]).await
+}
+
+/// [`start_agent`] with more agent flags; with `--tls-cert` among them the control API is
+/// served over mutual TLS instead of plain HTTP, and the endpoint says `https://`.
+pub async fn start_agent_with(
+    dir: &std::path::Path,
+    member: &str,
+    version: &str,
+    active: bool,
+    source: Option<&str>,
+    flags: &[String],
+) -> Result<(String, String), String> {
+    let tls = flags.iter().any(|f| f == "--tls-cert");
     let data_dir = dir.join(member);
     let mut argv = vec![
         "baton-agent".to_string(),
@@ -334,10 +348,13 @@ pub async fn start_agent(
         version.into(),
         "--role".into(),
         if active { "active" } else { "standby" }.into(),
-        "--insecure-http".into(),
         "--upgrade-seconds".into(),
         "0.3".into(),
     ];
+    if !tls {
+        argv.push("--insecure-http".into());
+    }
+    argv.extend(flags.iter().cloned());
     if let Some(s) = source {
         argv.push("--source".into());
         argv.push(s.into());
@@ -355,7 +372,8 @@ pub async fn start_agent(
         if let Ok(text) = std::fs::read_to_string(&ready)
             && let Ok(info) = serde_json::from_str::<baton_agent::api::ReadyInfo>(&text)
         {
-            return Ok((format!("http://{}", info.control), info.data));
+            let scheme = if tls { "https" } else { "http" };
+            return Ok((format!("{scheme}://{}", info.control), info.data));
         }
         if tokio::time::Instant::now() > deadline {
             return Err(format!("agent {member} did not start"));
