@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod demo;
+pub mod host;
 pub mod k8s;
 pub mod kubectl;
 pub mod local;

@@ -978,16 +978,7 @@ fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
             now: sim.now,
         })
     };
-    let views: Vec<MeshClusterView<'_>> = sim
-        .clusters
-        .iter()
-        .map(|c| MeshClusterView {
-            name: &c.name,
-            labels: &c.labels,
-            spec: &c.spec,
-            status: c.status.as_ref(),
-        })
-        .collect();
+    let views: Vec<MeshClusterView<'_>> = sim.clusters.iter().map(|c| c.mesh_view()).collect();
     // Selected by the workers' labels, unreadable.
     let bad = OutsideCluster {
         name: "mpe-extra",

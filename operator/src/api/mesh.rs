@@ -109,6 +109,18 @@ pub struct LabelSelector {
 
 /// Label keys are at most 317 characters (a 253-character DNS prefix, `/`, a 63-character name)
 /// and values at most 63, as Kubernetes labels are.
+impl LabelSelector {
+    /// The labels carry every `matchLabels` pair. An empty selector matches nothing (the
+    /// schema refuses one; validation reports it).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        !self.match_labels.is_empty()
+            && self
+                .match_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
 fn match_labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",

@@ -128,15 +128,7 @@ pub fn default_identity() -> String {
     {
         return p;
     }
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap_or_else(|| "baton".into());
+    let host = crate::host::host_name().unwrap_or_else(|| "baton".into());
     format!("{host}_{}", std::process::id())
 }
 

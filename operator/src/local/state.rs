@@ -137,7 +137,7 @@ impl RunnerLock {
         let holder = format!(
             "pid {} on host {} since {}\n",
             std::process::id(),
-            host_name(),
+            crate::host::host_name().unwrap_or_else(|| "unknown".into()),
             jiff::Timestamp::now()
         );
         let written = file
@@ -163,19 +163,6 @@ impl Drop for RunnerLock {
         use fs2::FileExt;
         let _ = FileExt::unlock(&self.file);
     }
-}
-
-fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Intents for one Cluster.

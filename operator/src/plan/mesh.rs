@@ -71,13 +71,7 @@ impl OutsideCluster<'_> {
     fn claimed_by(&self, spec: &MeshSpec) -> bool {
         spec.tiers.iter().any(|t| {
             t.clusters.iter().any(|c| c == self.name)
-                || t.selector.as_ref().is_some_and(|sel| {
-                    !sel.match_labels.is_empty()
-                        && sel
-                            .match_labels
-                            .iter()
-                            .all(|(k, v)| self.labels.get(k) == Some(v))
-                })
+                || t.selector.as_ref().is_some_and(|s| s.matches(self.labels))
         })
     }
 }

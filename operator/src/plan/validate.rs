@@ -456,12 +456,9 @@ impl<'a> MeshIndex<'a> {
                 }
             }
             let mut sel = Vec::new();
-            if let Some(s) = t.selector.as_ref().filter(|s| !s.match_labels.is_empty()) {
+            if let Some(s) = &t.selector {
                 for (i, c) in clusters.iter().enumerate() {
-                    if s.match_labels
-                        .iter()
-                        .all(|(k, v)| c.labels.get(k) == Some(v))
-                    {
+                    if s.matches(c.labels) {
                         tier[canon[i]].get_or_insert(ti);
                         sel.push(i);
                     }

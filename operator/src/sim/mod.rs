@@ -91,6 +91,18 @@ pub struct SimCluster {
     next_look: Timestamp,
 }
 
+impl SimCluster {
+    /// The cluster as the mesh planner reads it.
+    pub fn mesh_view(&self) -> MeshClusterView<'_> {
+        MeshClusterView {
+            name: &self.name,
+            labels: &self.labels,
+            spec: &self.spec,
+            status: self.status.as_ref(),
+        }
+    }
+}
+
 pub struct SimMesh {
     pub name: String,
     pub spec: MeshSpec,
@@ -336,16 +348,8 @@ impl Sim {
                 s.log = log;
                 (copy, s.log.len(), s.next_log_id)
             });
-            let views: Vec<MeshClusterView<'_>> = self
-                .clusters
-                .iter()
-                .map(|c| MeshClusterView {
-                    name: &c.name,
-                    labels: &c.labels,
-                    spec: &c.spec,
-                    status: c.status.as_ref(),
-                })
-                .collect();
+            let views: Vec<MeshClusterView<'_>> =
+                self.clusters.iter().map(SimCluster::mesh_view).collect();
             let mut plan = plan_mesh_from(
                 &MeshInput {
                     name: &mesh.name,
