@@ -231,25 +231,11 @@ impl Stores {
             .map(|g| g.name_any())
             .collect();
         unreadable_meshes.sort();
-        let mut unreadable_clusters: Vec<OutsideObject> = state
-            .iter()
-            .filter_map(|g| {
-                let invalid = g.0.as_ref().err()?;
-                let meta = &invalid.metadata;
-                (meta.namespace.as_deref().unwrap_or_default() == ns).then(|| OutsideObject {
-                    name: meta.name.clone().unwrap_or_default(),
-                    labels: meta.labels.clone().unwrap_or_default(),
-                    why: OutsideWhy::Unreadable(invalid.error.clone()),
-                })
-            })
-            .collect();
-        unreadable_clusters.sort_by(|a, b| a.name.cmp(&b.name));
         Ownership {
             clusters: refs.iter().map(|r| r.name.to_string()).collect(),
             meshes,
             owner,
             unreadable_meshes,
-            unreadable_clusters,
         }
     }
 
@@ -257,23 +243,35 @@ impl Stores {
     /// the ones another mesh owns.
     pub fn outside_of(&self, ns: &str, own: &Ownership, mesh: &str) -> Vec<OutsideObject> {
         let mine = own.meshes.iter().position(|m| m.name_any() == mesh);
-        let mut out = own.unreadable_clusters.clone();
-        let state = self.clusters.state();
-        for c in state.iter().filter_map(|g| g.0.as_ref().ok()) {
-            if c.metadata.namespace.as_deref().unwrap_or_default() != ns {
-                continue;
-            }
-            let name = c.name_any();
-            if let Some(&owner) = own.owner.get(&name)
-                && Some(owner) != mine
-            {
-                out.push(OutsideObject {
-                    labels: c.labels().clone(),
-                    why: OutsideWhy::OwnedBy(own.meshes[owner].name_any()),
-                    name,
-                });
+        let mut out = Vec::new();
+        for g in self.clusters.state().iter() {
+            match &g.0 {
+                Err(invalid) => {
+                    let meta = &invalid.metadata;
+                    if meta.namespace.as_deref().unwrap_or_default() == ns {
+                        out.push(OutsideObject {
+                            name: meta.name.clone().unwrap_or_default(),
+                            labels: meta.labels.clone().unwrap_or_default(),
+                            why: OutsideWhy::Unreadable(invalid.error.clone()),
+                        });
+                    }
+                }
+                Ok(c) if c.metadata.namespace.as_deref().unwrap_or_default() == ns => {
+                    let name = c.name_any();
+                    if let Some(&owner) = own.owner.get(&name)
+                        && Some(owner) != mine
+                    {
+                        out.push(OutsideObject {
+                            labels: c.labels().clone(),
+                            why: OutsideWhy::OwnedBy(own.meshes[owner].name_any()),
+                            name,
+                        });
+                    }
+                }
+                Ok(_) => {}
             }
         }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
@@ -308,8 +306,6 @@ pub struct Ownership {
     pub owner: BTreeMap<String, usize>,
     /// Meshes of the namespace that do not deserialize: which clusters they claim is unknown.
     pub unreadable_meshes: Vec<String>,
-    /// Clusters of the namespace that do not deserialize, with their labels and the error.
-    pub unreadable_clusters: Vec<OutsideObject>,
 }
 
 impl Ownership {
