@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start or stop the demo agents an example's agents.tsv describes, on 127.0.0.1.
 #   examples/agents.sh start|stop EXAMPLE_DIR
-# Needs `baton-agent` on PATH or built in target/debug (cargo build -p baton-agent).
+# The agent binary: $BATON_AGENT if set, else `baton-agent` on PATH, else the one cargo builds
+# in this checkout (built here if missing; $CARGO_TARGET_DIR is honoured).
+# Variables: BATON_AGENT, CARGO_TARGET_DIR, UPGRADE_SECONDS (demo upgrade time, default 3).
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop EXAMPLE_DIR" >&2; exit 2; }
@@ -11,12 +13,23 @@ dir=${2%/}
 [[ -f "$dir/agents.tsv" ]] || { echo "$dir/agents.tsv not found" >&2; exit 2; }
 run="$dir/.run"
 root=$(cd "$(dirname "$0")/.." && pwd)
-agent=$(command -v baton-agent || true)
-for candidate in "${CARGO_TARGET_DIR:-$root/target}/debug/baton-agent" "${CARGO_TARGET_DIR:-$root/target}/release/baton-agent"; do
-  [[ -n "$agent" ]] && break
-  [[ -x "$candidate" ]] && agent=$candidate
-done
-[[ -n "$agent" ]] || { echo "baton-agent not found: cargo build -p baton-agent" >&2; exit 2; }
+target="${CARGO_TARGET_DIR:-$root/target}"
+
+find_agent() {
+  if [[ -n "${BATON_AGENT:-}" ]]; then
+    [[ -x "$BATON_AGENT" ]] || { echo "BATON_AGENT=$BATON_AGENT is not an executable" >&2; exit 2; }
+    echo "$BATON_AGENT"; return
+  fi
+  command -v baton-agent && return
+  for candidate in "$target/debug/baton-agent" "$target/release/baton-agent"; do
+    [[ -x "$candidate" ]] && { echo "$candidate"; return; }
+  done
+  command -v cargo >/dev/null || { echo "baton-agent not found: set BATON_AGENT or install cargo" >&2; exit 2; }
+  echo "building baton-agent (cargo build -p baton-agent)..." >&2
+  (cd "$root" && cargo build -q -p baton-agent) >&2
+  [[ -x "$target/debug/baton-agent" ]] || { echo "cargo built no $target/debug/baton-agent" >&2; exit 2; }
+  echo "$target/debug/baton-agent"
+}
 
 stop() {
   shopt -s nullglob
@@ -29,6 +42,7 @@ stop() {
 case $cmd in
   stop) stop; echo "stopped the agents of $dir" ;;
   start)
+    agent=$(find_agent)
     mkdir -p "$run"
     names=$(awk -F'\t' '!/^#/ && NF { printf "%s%s-%s", sep, $1, $2; sep="," }' "$dir/agents.tsv")
     [[ -f "$run/certs/ca.crt" ]] || "$agent" gen-certs --out "$run/certs" --members "$names" >/dev/null

@@ -11,7 +11,9 @@
 //! it without repeating a step, that the backout converges in the reverse order, that a Cluster
 //! the operator cannot read holds its Mesh (never Ready), that the operator was never refused
 //! (no 403 in its log), and that the API server rejects invalid manifests (schema, list types
-//! and CEL rules).
+//! and CEL rules). Two replicas share the Lease while a switchover waits for an approval given
+//! through the plugin binary, and the leader is killed with -9 mid-step; the shipped examples
+//! are applied, and the Active/Standby one runs against its `examples/agents.sh` agents.
 //!
 //! The cluster must be able to run on this host's view of 127.0.0.1 only in the sense that
 //! the *operator* (this process) reaches the agents; the API server never does. Any cluster
@@ -191,6 +193,12 @@ impl AgentTls {
             hosts: vec!["127.0.0.1".into(), "localhost".into()],
             days: 2,
         })?;
+        Self::publish(pki, kube).await
+    }
+
+    /// Use certificates already made (an example's `.run/certs`): the operator's client
+    /// certificate goes into the Secret.
+    async fn publish(pki: PathBuf, kube: &Client) -> TestResult<AgentTls> {
         let read = |f: &str| std::fs::read_to_string(pki.join(f));
         let (ca, crt, key) = (read("ca.crt")?, read("client.crt")?, read("client.key")?);
         let ns = release_namespace();
@@ -230,8 +238,21 @@ impl AgentTls {
         active: bool,
         source: Option<&str>,
     ) -> TestResult<(String, String)> {
+        self.start_agent_flags(dir, member, active, source, &[])
+            .await
+    }
+
+    /// [`Self::start_agent`] with more agent flags (e.g. a slower `--upgrade-seconds`).
+    async fn start_agent_flags(
+        &self,
+        dir: &Path,
+        member: &str,
+        active: bool,
+        source: Option<&str>,
+        extra: &[&str],
+    ) -> TestResult<(String, String)> {
         let p = |f: &str| self.pki.join(f).display().to_string();
-        let flags = [
+        let mut flags = [
             ("--tls-cert", p("server.crt")),
             ("--tls-key", p("server.key")),
             ("--client-ca", p("ca.crt")),
@@ -242,6 +263,7 @@ impl AgentTls {
         .into_iter()
         .flat_map(|(f, v)| [f.to_string(), v])
         .collect::<Vec<_>>();
+        flags.extend(extra.iter().map(|f| f.to_string()));
         Ok(start_agent_with(dir, member, "1.0.0", active, source, &flags).await?)
     }
 
@@ -630,6 +652,336 @@ async fn e2e_invalid_manifests_are_rejected_by_the_api_server() -> TestResult {
             other => panic!("{what}: expected a 422 rejection, got {other:?}"),
         }
     }
+    ns.delete().await;
+    Ok(())
+}
+
+/// The Lease holder's identity (the `POD_NAME` of the replica that leads), if any.
+async fn lease_holder(client: &Client) -> TestResult<Option<String>> {
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &release_namespace());
+    Ok(api
+        .get_opt("baton-operator")
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity))
+}
+
+/// Poll `what` every 200 ms until it returns `Some`, failing after `limit`.
+async fn until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> TestResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = TestResult<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("timed out after {limit:?} waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `baton` as the kubectl plugin (`kubectl baton ...`), as a user runs it.
+fn plugin(admin: &Path, ns: &str, args: &[&str]) -> TestResult<std::process::Output> {
+    Ok(std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("--kubeconfig")
+        .arg(admin)
+        .args(["-n", ns])
+        .args(args)
+        .output()?)
+}
+
+fn assert_never_refused(name: &str, log: &str) {
+    assert!(
+        // kube reports a refusal as `reason: "Forbidden", code: 403`.
+        !log.to_lowercase().contains("forbidden") && !log.contains("code: 403"),
+        "{name}: the operator was refused by RBAC:\n{log}"
+    );
+}
+
+/// Two replicas on the chart's Lease, a cluster under `Approval` supervision: only the leader
+/// acts; the step waits for an approval given through the plugin binary (a typo is refused and
+/// writes nothing); the leader is killed with -9 while the old active upgrades, and the other
+/// replica takes over within the Lease's bounds and finishes without repeating a step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_two_replicas_fail_over_and_a_switchover_waits_for_approval() -> TestResult {
+    let test = "e2e_two_replicas_fail_over_and_a_switchover_waits_for_approval";
+    let Some(path) = kubeconfig(test) else {
+        return Ok(());
+    };
+    let client = client(&path).await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "baton-e2e-ha").await?;
+    let tmp = tempfile::tempdir()?;
+    let members = vec!["ha-1".to_string(), "ha-2".to_string()];
+    let tls = AgentTls::create(tmp.path(), &client, &members).await?;
+    // Upgrades slow enough to kill the leader in the middle of one.
+    let slow = ["--upgrade-seconds", "6"];
+    let (a_ctl, a_data) = tls
+        .start_agent_flags(tmp.path(), "ha-1", true, None, &slow)
+        .await?;
+    let (b_ctl, _) = tls
+        .start_agent_flags(tmp.path(), "ha-2", false, Some(&a_data), &slow)
+        .await?;
+    let mut replicas = [
+        OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "replica-a")?,
+        OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "replica-b")?,
+    ];
+    let names = ["replica-a", "replica-b"];
+    let api: Api<Cluster> = Api::namespaced(client.clone(), &ns.name);
+    let cluster: Cluster = serde_json::from_value(json!({
+        "apiVersion": "baton.dev/v1alpha1", "kind": "Cluster",
+        "metadata": {"name": "ha"},
+        "spec": {
+            "version": "2.0.0",
+            "members": [
+                {"name": "ha-1", "endpoint": a_ctl, "primary": true},
+                {"name": "ha-2", "endpoint": b_ctl},
+            ],
+            "upgrade": {"supervision": "Approval", "trafficCheck": {"timeout": "30s"}},
+        },
+    }))?;
+    api.create(&PostParams::default(), &cluster).await?;
+
+    let step = "switchover/ha/ha-2@2.0.0";
+    until(CONVERGE, "the approval gate", || async {
+        let c = api.get("ha").await?;
+        Ok(c.status
+            .filter(|s| baton::plan::conditions::condition_true(&s.conditions, "AwaitingApproval"))
+            .filter(|s| s.message.as_deref().is_some_and(|m| m.contains(step))))
+    })
+    .await?;
+    // Waiting means waiting: nothing switches over without the approval.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = api.get("ha").await?;
+    let st = c.status.as_ref().ok_or("no status")?;
+    assert!(
+        st.members
+            .iter()
+            .any(|m| m.name == "ha-1" && m.role == baton::api::MemberRole::Active),
+        "switched over before the approval: {st:?}"
+    );
+
+    // A typo in the member is refused and writes nothing.
+    let typo = plugin(&path, &ns.name, &["approve", "switchover/ha/ha-9@2.0.0"])?;
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success(), "a typo was accepted: {stderr}");
+    assert!(stderr.contains("has no member \"ha-9\""), "{stderr}");
+    let annotations = api
+        .get("ha")
+        .await?
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.contains_key("baton.dev/approve"),
+        "{annotations:?}"
+    );
+    let ok = plugin(&path, &ns.name, &["approve", step])?;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains(&format!("approved {step}")),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
+    // Kill the leader once the old active's upgrade is under way.
+    until(CONVERGE, "the old active's upgrade", || async {
+        let c = api.get("ha").await?;
+        Ok(c.status.filter(|s| {
+            s.log.iter().any(|e| {
+                e.scope == LogScope::Member
+                    && e.action == "upgrade"
+                    && e.target == "ha-1"
+                    && e.result == baton::api::LogResult::Running
+            })
+        }))
+    })
+    .await?;
+    let leader = lease_holder(&client)
+        .await?
+        .ok_or("nobody holds the Lease")?;
+    let at = names
+        .iter()
+        .position(|n| *n == leader)
+        .ok_or_else(|| format!("unexpected Lease holder {leader:?}"))?;
+    let killed = std::time::Instant::now();
+    replicas[at].kill9()?;
+    let survivor = names[1 - at];
+    until(
+        Duration::from_secs(60),
+        "the other replica to take the Lease",
+        || async { Ok((lease_holder(&client).await?.as_deref() == Some(survivor)).then_some(())) },
+    )
+    .await?;
+    let takeover = killed.elapsed();
+    println!(
+        "{test}: {survivor} took over {:.1} s after kill -9 of {leader}",
+        takeover.as_secs_f64()
+    );
+    // The Lease lasts 15 s; a bound above it leaves room for the renew period and the poll.
+    assert!(
+        takeover < Duration::from_secs(30),
+        "takeover took {takeover:?}"
+    );
+
+    let done = wait_converged(&api, &["ha"], "2.0.0").await?;
+    let st = done[0].status.as_ref().ok_or("no status")?;
+    assert!(
+        st.acknowledged
+            .iter()
+            .any(|a| a == &format!("approve:{step}")),
+        "{:?}",
+        st.acknowledged
+    );
+    for m in &done[0].spec.members {
+        assert_eq!(
+            tls.moves(&m.endpoint).await?,
+            ["upgrade 2.0.0"],
+            "{}: agent operations across the failover",
+            m.name
+        );
+    }
+    for (i, r) in replicas.iter_mut().enumerate() {
+        if i != at {
+            r.stop()?;
+        }
+    }
+    for (i, r) in replicas.iter().enumerate() {
+        assert_never_refused(names[i], &r.log()?);
+    }
+    ns.delete().await;
+    Ok(())
+}
+
+/// The shipped examples as a user runs them on Kubernetes: every manifest set is accepted by
+/// the API server (server-side dry run), and the Active/Standby deployment runs for real
+/// against its demo agents (`examples/agents.sh`, its certificates in the operator's Secret)
+/// to Ready at its target, tier by tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_the_examples_apply_and_the_active_standby_deployment_converges() -> TestResult {
+    let test = "e2e_the_examples_apply_and_the_active_standby_deployment_converges";
+    let Some(path) = kubeconfig(test) else {
+        return Ok(());
+    };
+    let client = client(&path).await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "baton-e2e-examples").await?;
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for ex in ["active-standby", "multi-master", "layered-stack"] {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&path)
+            .args(["apply", "--dry-run=server", "-n", &ns.name, "-f"])
+            .arg(examples.join(ex))
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{ex} refused by the API server: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A private copy: agents.sh writes certificates, pids and logs under the example's .run/.
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("active-standby");
+    std::fs::create_dir_all(&dir)?;
+    for f in std::fs::read_dir(examples.join("active-standby"))? {
+        let f = f?;
+        if f.file_type()?.is_file() {
+            std::fs::copy(f.path(), dir.join(f.file_name()))?;
+        }
+    }
+    let script = examples.join("agents.sh");
+    let agent = Path::new(env!("CARGO_BIN_EXE_baton")).with_file_name("baton-agent");
+    let agents = |cmd: &str| -> TestResult<std::process::Output> {
+        let mut c = std::process::Command::new("bash");
+        c.arg(&script)
+            .arg(cmd)
+            .arg(&dir)
+            .env("UPGRADE_SECONDS", "1");
+        // The workspace build put it beside `baton`; without it agents.sh builds one.
+        if agent.exists() {
+            c.env("BATON_AGENT", &agent);
+        }
+        Ok(c.output()?)
+    };
+    struct Stop<'a>(&'a dyn Fn(&str) -> TestResult<std::process::Output>);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)("stop");
+        }
+    }
+    let started = agents("start")?;
+    let _stop = Stop(&agents);
+    assert!(
+        started.status.success(),
+        "agents.sh start: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let tls = AgentTls::publish(dir.join(".run/certs"), &client).await?;
+    let mut operator = OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "op-examples")?;
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&path)
+        .args(["apply", "--server-side", "-n", &ns.name, "-f"])
+        .arg(&dir)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api: Api<Cluster> = Api::namespaced(client.clone(), &ns.name);
+    let names = ["cmp-primary", "cmp-secondary", "mpe-1", "mpe-2", "mra-1"];
+    let present: Vec<String> = api
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    for n in names {
+        assert!(
+            present.iter().any(|p| p == n),
+            "{n} not applied: {present:?}"
+        );
+    }
+    let done = wait_converged(&api, &names, "12.7.0").await?;
+    let span = |i: usize| step_span(&done[i], 0).ok_or(format!("no steps for {}", names[i]));
+    let (_, primary_end) = span(0)?;
+    let (secondary_start, secondary_end) = span(1)?;
+    assert!(
+        primary_end <= secondary_start,
+        "management tiers overlapped"
+    );
+    for (c, name) in done.iter().zip(names).skip(2) {
+        let (start, _) = step_span(c, 0).ok_or(format!("no steps for {name}"))?;
+        assert!(
+            secondary_end <= start,
+            "worker {name} started before the management tiers were done"
+        );
+    }
+    let mesh = Api::<Mesh>::namespaced(client.clone(), &ns.name)
+        .get("policy")
+        .await?;
+    assert!(
+        mesh.status
+            .as_ref()
+            .is_some_and(|s| baton::plan::conditions::condition_true(&s.conditions, "Ready")),
+        "{:?}",
+        mesh.status
+    );
+    operator.stop()?;
+    assert_never_refused("op-examples", &operator.log()?);
     ns.delete().await;
     Ok(())
 }

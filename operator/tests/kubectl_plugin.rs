@@ -401,6 +401,17 @@ async fn bad_input_changes_nothing() -> TestResult {
     let (mesh, clusters) = mid_rollout()?;
     let cases: Vec<(Scope, Intent, &str)> = vec![
         (ns(), Intent::Approve("w1".into()), "is not a step name"),
+        // A typo in the member would wait forever: refused, naming the members there are.
+        (
+            ns(),
+            Intent::Approve("switchover/w1/zz@2.0.0".into()),
+            "cluster w1 has no member \"zz\" (members: a, b)",
+        ),
+        (
+            ns(),
+            Intent::Approve("switchover/w1/b@two".into()),
+            "\"two\" is not a version",
+        ),
         (
             ns(),
             Intent::Retry(vec!["mesh/fleet".into()]),

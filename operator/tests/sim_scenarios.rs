@@ -1041,3 +1041,85 @@ fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
     assert!(!msg.contains("unknown cluster"), "{msg}");
     assert!(msg.contains("cannot read cluster cmp-primary"), "{msg}");
 }
+
+/// Every stop a human must act on is announced once as a warning event (an invalid spec has no
+/// planner step that would announce it), and not again while nothing about it changes.
+#[test]
+fn becoming_stalled_is_announced_once_by_an_event() {
+    use baton::plan::{Admission, ClusterInput, Intents, plan_cluster};
+    let mut spec = cluster_spec(2, Some("2.0.0"));
+    spec.members[1].name = spec.members[0].name.clone();
+    let (observed, admission, intents) = (
+        Default::default(),
+        Admission::standalone(),
+        Intents::default(),
+    );
+    let plan = |status: Option<&ClusterStatus>| {
+        plan_cluster(&ClusterInput {
+            name: "c",
+            generation: Some(1),
+            spec: &spec,
+            status,
+            observed: &observed,
+            admission: &admission,
+            intents: &intents,
+            now: T0,
+        })
+    };
+    let first = plan(None);
+    assert_eq!(first.status.phase, ClusterPhase::Stalled);
+    let stalls: Vec<_> = first
+        .events
+        .iter()
+        .filter(|e| e.reason == "InvalidSpec")
+        .collect();
+    assert_eq!(stalls.len(), 1, "{:?}", first.events);
+    assert!(stalls[0].warning);
+    assert!(
+        stalls[0].message.contains("duplicate member name"),
+        "{}",
+        stalls[0].message
+    );
+    let again = plan(Some(&first.status));
+    assert!(
+        again.events.iter().all(|e| e.reason != "InvalidSpec"),
+        "announced again: {:?}",
+        again.events
+    );
+
+    // The mesh planner does the same.
+    let mut t = topology::active_standby_deployment(2, 1, Duration(0), "2.0.0");
+    t.mesh.tiers.swap(0, 2);
+    let mut sim = mesh_sim(t, "1.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(60));
+    let mesh = sim.mesh.as_ref().expect("mesh");
+    let views: Vec<_> = sim.clusters.iter().map(|c| c.mesh_view()).collect();
+    let mesh_intents = Default::default();
+    let plan = |status: Option<&MeshStatus>| {
+        baton::plan::plan_mesh(&baton::plan::MeshInput {
+            name: "mesh",
+            generation: Some(1),
+            spec: &mesh.spec,
+            status,
+            clusters: &views,
+            outside: &[],
+            intents: &mesh_intents,
+            now: sim.now,
+        })
+    };
+    let first = plan(None);
+    assert!(
+        first
+            .events
+            .iter()
+            .any(|e| e.warning && e.reason == "InvalidSpec"),
+        "{:?}",
+        first.events
+    );
+    let again = plan(Some(&first.status));
+    assert!(
+        again.events.iter().all(|e| e.reason != "InvalidSpec"),
+        "{:?}",
+        again.events
+    );
+}

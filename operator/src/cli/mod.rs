@@ -392,6 +392,41 @@ pub fn approval_cluster(step: &str) -> anyhow::Result<&str> {
         })
 }
 
+/// Refuse an approval the planner could never act on: the member the step names must be one
+/// of the cluster's members (`members`, as the host knows them) and the version a version.
+/// Without this a typo is written as an annotation or intent and waits forever.
+pub fn check_approval<'a>(
+    step: &str,
+    cluster: &str,
+    members: impl IntoIterator<Item = &'a str>,
+) -> anyhow::Result<()> {
+    let rest = step
+        .strip_prefix("switchover/")
+        .and_then(|r| r.strip_prefix(cluster))
+        .and_then(|r| r.strip_prefix('/'));
+    let Some((member, version)) = rest.and_then(|r| r.rsplit_once('@')) else {
+        bail!(
+            "{step:?} is not a step name; approvable steps look like \
+             switchover/CLUSTER/MEMBER@VERSION (see `baton status`)"
+        );
+    };
+    if let Err(e) = version.parse::<crate::api::Version>() {
+        bail!("{step:?}: {version:?} is not a version: {e}");
+    }
+    let members: Vec<&str> = members.into_iter().collect();
+    if !members.contains(&member) {
+        bail!(
+            "{step:?}: cluster {cluster} has no member {member:?} (members: {})",
+            if members.is_empty() {
+                "none known yet".to_string()
+            } else {
+                members.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
 /// Record an intent for the runner (which acts on it at its next pass). Returns a message.
 pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
     let st = State::load(state_path)?;
@@ -422,9 +457,15 @@ pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
                 Target::Cluster(c) => c,
                 Target::Mesh(m) => bail!("{m:?} is a mesh; approvals name a cluster's step"),
             };
-            let waiting = st.clusters[&c]
-                .status
-                .as_ref()
+            let status = st.clusters[&c].status.as_ref();
+            check_approval(
+                &step,
+                &c,
+                status
+                    .into_iter()
+                    .flat_map(|s| s.members.iter().map(|m| m.name.as_str())),
+            )?;
+            let waiting = status
                 .and_then(|s| s.message.as_deref())
                 .is_some_and(|m| m.contains(&step));
             Intents::update(&path, |i| {
@@ -516,4 +557,60 @@ fn set_pause(st: &State, path: &Path, names: &[String], pause: bool) -> anyhow::
         if pause { "paused" } else { "resumed" },
         what.join(", ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{MemberRole, MemberStatus};
+    use crate::local::state::ObjectState;
+
+    fn member(name: &str) -> MemberStatus {
+        MemberStatus {
+            name: name.into(),
+            role: MemberRole::Standby,
+            version: None,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_approval_naming_no_member_or_no_version_is_refused_and_records_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state_path = dir.path().join("state.json");
+        let mut st = State::default();
+        st.clusters.insert(
+            "web".into(),
+            ObjectState {
+                generation: 1,
+                spec_hash: String::new(),
+                status: Some(ClusterStatus {
+                    members: vec![member("a"), member("b")],
+                    ..Default::default()
+                }),
+            },
+        );
+        st.save(&state_path).expect("save");
+        for (step, expected) in [
+            (
+                "switchover/web/c@2.0.0",
+                "cluster web has no member \"c\" (members: a, b)",
+            ),
+            ("switchover/web/b@2.x", "\"2.x\" is not a version"),
+            ("switchover/web/b", "is not a step name"),
+        ] {
+            let err = intent(&state_path, Intent::Approve(step.into()))
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains(expected), "{step}: {err}");
+        }
+        assert!(!Intents::path_for(&state_path).exists(), "nothing recorded");
+        let ok = intent(
+            &state_path,
+            Intent::Approve("switchover/web/b@2.0.0".into()),
+        )
+        .expect("a real member");
+        assert!(ok.starts_with("approved switchover/web/b@2.0.0"), "{ok}");
+        assert!(Intents::path_for(&state_path).exists());
+    }
 }

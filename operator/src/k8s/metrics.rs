@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::{ClusterStatus, LogEntry, LogResult, LogScope, MeshStatus};
+use crate::api::{ClusterStatus, LogEntry, LogMode, LogResult, LogScope, MeshStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -219,10 +219,21 @@ fn fraction(progress: &str) -> Option<f64> {
     Some(if total > 0.0 { done / total } else { 1.0 })
 }
 
-/// `(action, result)` for each member-step log entry that started or ended between two logs.
+/// A log entry for one step: a member step, or a cluster-wide step inside a rollout (the
+/// cluster verification). Rollout entries (no parent) and manual intents (`retry`) are not
+/// steps.
+fn is_step(e: &LogEntry) -> bool {
+    match e.scope {
+        LogScope::Member => true,
+        LogScope::Cluster => e.parent.is_some() && e.mode == LogMode::Automatic,
+        LogScope::Mesh => false,
+    }
+}
+
+/// `(action, result)` for each step log entry that started or ended between two logs.
 fn step_transitions(before: Option<&[LogEntry]>, after: &[LogEntry]) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for e in after.iter().filter(|e| e.scope == LogScope::Member) {
+    for e in after.iter().filter(|e| is_step(e)) {
         let prev = before.and_then(|b| b.iter().find(|p| p.id == e.id));
         let was_running = match prev {
             None => {
@@ -247,7 +258,7 @@ fn step_transitions(before: Option<&[LogEntry]>, after: &[LogEntry]) -> Vec<(Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{LogMode, MemberRole, MemberStatus, Timestamp};
+    use crate::api::{MemberRole, MemberStatus, Timestamp};
 
     fn entry(id: u64, action: &str, result: LogResult) -> LogEntry {
         LogEntry {
@@ -278,6 +289,36 @@ mod tests {
             vec![("upgrade".into(), "failed".into())]
         );
         assert!(step_transitions(Some(&b), &b).is_empty());
+    }
+
+    /// The cluster verification is a cluster-scoped step inside the rollout: counted. The
+    /// rollout entry itself and a manual retry are not steps.
+    #[test]
+    fn the_cluster_verification_is_a_step_and_the_rollout_is_not() {
+        let rollout = LogEntry {
+            scope: LogScope::Cluster,
+            target: "web".into(),
+            ..entry(1, "upgrade", LogResult::Running)
+        };
+        let verify = LogEntry {
+            parent: Some(1),
+            ..rollout.clone()
+        };
+        let verify = LogEntry {
+            id: 2,
+            action: "verify".into(),
+            ..verify
+        };
+        let retry = LogEntry {
+            id: 3,
+            action: "retry".into(),
+            mode: LogMode::Manual,
+            ..verify.clone()
+        };
+        assert_eq!(
+            step_transitions(Some(&[]), &[rollout, verify, retry]),
+            vec![("verify".into(), "started".into())]
+        );
     }
 
     #[test]

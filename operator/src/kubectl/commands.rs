@@ -17,7 +17,7 @@ use crate::api::{ClusterStatus, LogEntry, MeshStatus};
 use crate::cli::plan::{PlanOptions, Schedule, schedule_from};
 use crate::cli::tree::{TreeCluster, TreeInput, TreeInvalid, TreeMesh, render};
 use crate::cli::view::log_lines;
-use crate::cli::{Intent, Output, approval_cluster};
+use crate::cli::{Intent, Output, approval_cluster, check_approval};
 use crate::k8s::annotations::{APPROVE, FORCE, PAUSE, RETRY, approvals};
 use crate::k8s::stores::{GuardedCluster, GuardedMesh};
 use crate::local::Manifests;
@@ -391,6 +391,15 @@ async fn approve(client: &Client, ns: &str, step: &str) -> anyhow::Result<String
             .await
             .map_err(|e| explain(e, &format!("reading {target} in namespace {ns}")))?;
         let status = obj.0.as_ref().ok().and_then(|c| c.status.as_ref());
+        // An unreadable Cluster has no member list to check against; the operator reports it
+        // Stalled and the approval waits like any other.
+        if let Ok(c) = obj.0.as_ref() {
+            check_approval(
+                step,
+                cluster,
+                c.spec.members.iter().map(|m| m.name.as_str()),
+            )?;
+        }
         if status.is_some_and(|s| {
             s.acknowledged
                 .iter()

@@ -11,7 +11,7 @@ use crate::api::{
     SwitchoverRecord, Timestamp, UpgradeStrategy, Version, condition as cond, values::Duration,
 };
 
-use super::conditions::{Kstatus, Log, set_flag, set_kstatus};
+use super::conditions::{Kstatus, Log, announce_stall, set_flag, set_kstatus};
 use super::observe::{
     Action, AgentView, ClusterObservation, MemberObservation, OpKind, OpRequest, OpState, OpView,
     PlanEvent, Wake,
@@ -1831,6 +1831,8 @@ impl<'a> Planner<'a> {
             "StepInProgress"
         };
         let (g, t) = (g, now);
+        let stalled = self.stalled.as_ref().map(|(r, m)| (r.as_str(), m.as_str()));
+        announce_stall(&self.st.conditions, stalled, &mut self.events);
         let conds = &mut self.st.conditions;
         set_kstatus(
             conds,

@@ -3,6 +3,7 @@
 use crate::api::{
     Condition, LOG_LIMIT, LogEntry, LogMode, LogResult, LogScope, Timestamp, condition as cond,
 };
+use crate::plan::observe::PlanEvent;
 
 /// Set a condition, keeping `lastTransitionTime` when the status does not change, so that a
 /// converged system writes an identical status (and therefore writes nothing).
@@ -121,6 +122,31 @@ pub fn set_kstatus(
         g,
         t,
     );
+}
+
+/// A warning event when an object becomes `Stalled` (or stalls for another reason or with
+/// another message): `kubectl get events` and alerting on events must see every stop a human
+/// has to act on, not only those a planner step already announced. Call it before
+/// [`set_kstatus`] with the conditions as last persisted.
+pub fn announce_stall(
+    conds_before: &[Condition],
+    stalled: Option<(&str, &str)>,
+    events: &mut Vec<PlanEvent>,
+) {
+    let Some((reason, message)) = stalled else {
+        return;
+    };
+    let unchanged = conds_before.iter().any(|c| {
+        c.type_ == cond::STALLED && c.status == "True" && c.reason == reason && c.message == message
+    });
+    if unchanged || events.iter().any(|e| e.reason == reason) {
+        return;
+    }
+    events.push(PlanEvent {
+        warning: true,
+        reason: reason.to_string(),
+        message: message.to_string(),
+    });
 }
 
 pub fn condition_true(conds: &[Condition], type_: &str) -> bool {

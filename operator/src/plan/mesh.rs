@@ -13,7 +13,7 @@ use crate::api::{
 };
 
 use super::cluster::Admission;
-use super::conditions::{Kstatus, Log, set_condition, set_flag, set_kstatus};
+use super::conditions::{Kstatus, Log, announce_stall, set_condition, set_flag, set_kstatus};
 use super::observe::{PlanEvent, Wake};
 use super::validate::{
     ClusterRef, FastMap, MeshIndex, Roles, same_str, summarize, validate_mesh_indexed,
@@ -857,6 +857,8 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         waiting.first().cloned()
     };
     let reconciling = st.message.clone().unwrap_or_default();
+    let stall = stalled.as_ref().map(|(r, m)| (r.as_str(), m.as_str()));
+    announce_stall(&st.conditions, stall, &mut events);
     let conds = &mut st.conditions;
     set_kstatus(
         conds,

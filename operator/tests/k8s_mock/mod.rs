@@ -348,9 +348,11 @@ pub async fn start_agent_with(
         version.into(),
         "--role".into(),
         if active { "active" } else { "standby" }.into(),
-        "--upgrade-seconds".into(),
-        "0.3".into(),
     ];
+    // Fast upgrades unless the caller chose a time (clap refuses a flag given twice).
+    if !flags.iter().any(|f| f == "--upgrade-seconds") {
+        argv.extend(["--upgrade-seconds".to_string(), "0.3".into()]);
+    }
     if !tls {
         argv.push("--insecure-http".into());
     }
