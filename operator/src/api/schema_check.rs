@@ -53,8 +53,9 @@ pub fn check_object(kind: &str, value: &mut Value) -> Vec<SchemaError> {
             out.push(unknown(key));
         }
     }
-    if let Some(meta) = obj.get("metadata") {
-        check_metadata(meta, &mut out);
+    match obj.get("metadata") {
+        Some(meta) => check_metadata(meta, &mut out),
+        None => check_metadata(&Value::Object(Map::new()), &mut out),
     }
     let props = schema.get("properties");
     // `spec: null` is pruned like any non-nullable null (and is then a missing `spec`).
@@ -453,6 +454,13 @@ fn check_metadata(meta: &Value, out: &mut Vec<SchemaError>) {
         if !META_FIELDS.contains(&key.as_str()) {
             out.push(unknown(&format!("metadata.{key}")));
         }
+    }
+    let present = |f: &str| m.get(f).is_some_and(|v| !v.is_null());
+    if !present("name") && !present("generateName") {
+        out.push(error(
+            "metadata.name",
+            "Required value: name or generateName is required".into(),
+        ));
     }
     for (field, check, what) in [
         (
