@@ -285,14 +285,14 @@ pub fn parse_into(path: &Path, text: &str, out: &mut Manifests, errors: &mut Vec
             continue;
         }
         if name.is_none() {
-            // The API server would generate one from generateName; the state file keys
-            // objects by name, so the local runner needs it written down.
+            // Only generateName: `kubectl apply` refuses it too (it cannot find the object
+            // again), and the state file keys objects by name.
             errors.push(err_at(
-                Level::Semantic,
+                Level::Schema,
                 path,
                 object,
                 Some("metadata.name".into()),
-                "a name is required (the local runner does not generate names)".into(),
+                "a name is required: generateName cannot be used with apply".into(),
             ));
             continue;
         }
@@ -308,8 +308,8 @@ pub fn parse_into(path: &Path, text: &str, out: &mut Manifests, errors: &mut Vec
     }
 }
 
-/// YAML as kubectl sends it, JSON: keys become strings (`1: x` is `"1": x`), tags are
-/// refused, and numbers must be finite.
+/// YAML as kubectl sends it, JSON: keys become strings (`1: x` is `"1": x`), whole floats
+/// integers, tags are refused, and numbers must be finite.
 fn yaml_to_json(v: serde_yaml::Value, path: &str) -> Result<serde_json::Value, (String, String)> {
     use serde_json::Value as J;
     use serde_yaml::Value as Y;
@@ -323,6 +323,10 @@ fn yaml_to_json(v: serde_yaml::Value, path: &str) -> Result<serde_json::Value, (
                 J::from(u)
             } else {
                 let f = n.as_f64().unwrap_or(f64::NAN);
+                // Go writes a whole float64 as an integer (`2.0` is sent as `2`).
+                if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                    return Ok(J::from(f as i64));
+                }
                 match serde_json::Number::from_f64(f) {
                     Some(x) => J::Number(x),
                     None => return Err((path.into(), format!("{f} is not a JSON number"))),
