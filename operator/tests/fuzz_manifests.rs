@@ -36,34 +36,50 @@ fn config() -> Config {
 /// Far above what any case takes (milliseconds): a case this slow is a complexity bug.
 const CASE_BOUND: Duration = Duration::from_secs(5);
 
-/// (property, cases, total time, longest case, its size).
-static FIGURES: Mutex<Vec<(&'static str, u64, Duration, Duration, usize)>> = Mutex::new(Vec::new());
+/// What one property measured.
+struct Figures {
+    property: &'static str,
+    cases: u64,
+    total: Duration,
+    longest: Duration,
+    longest_bytes: usize,
+}
+
+static FIGURES: Mutex<Vec<Figures>> = Mutex::new(Vec::new());
 
 fn record(property: &'static str, took: Duration, size: usize) {
-    if let Ok(mut f) = FIGURES.lock() {
-        match f.iter_mut().find(|x| x.0 == property) {
+    if let Ok(mut all) = FIGURES.lock() {
+        match all.iter_mut().find(|x| x.property == property) {
             Some(x) => {
-                x.1 += 1;
-                x.2 += took;
-                if took > x.3 {
-                    x.3 = took;
-                    x.4 = size;
+                x.cases += 1;
+                x.total += took;
+                if took > x.longest {
+                    x.longest = took;
+                    x.longest_bytes = size;
                 }
             }
-            None => f.push((property, 1, took, took, size)),
+            None => all.push(Figures {
+                property,
+                cases: 1,
+                total: took,
+                longest: took,
+                longest_bytes: size,
+            }),
         }
     }
 }
 
 fn report(property: &'static str) {
-    if let Ok(f) = FIGURES.lock()
-        && let Some((_, n, total, longest, size)) = f.iter().find(|x| x.0 == property)
+    if let Ok(all) = FIGURES.lock()
+        && let Some(f) = all.iter().find(|x| x.property == property)
     {
         println!(
-            "{property}: {n} cases in {:.2?} ({:.0} cases/s), longest {:.2?} ({size} bytes)",
-            total,
-            *n as f64 / total.as_secs_f64().max(1e-9),
-            longest
+            "{property}: {} cases in {:.2?} ({:.0} cases/s), longest {:.2?} ({} bytes)",
+            f.cases,
+            f.total,
+            f.cases as f64 / f.total.as_secs_f64().max(1e-9),
+            f.longest,
+            f.longest_bytes
         );
     }
 }
