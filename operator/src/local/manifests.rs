@@ -180,7 +180,7 @@ pub fn parse_into(path: &Path, text: &str, out: &mut Manifests, errors: &mut Vec
             None,
             None,
             format!(
-                "invalid YAML: nested deeper than {MAX_FLOW_DEPTH} levels at line {line} column                  {column}; not parsed"
+                "invalid YAML: nested deeper than {MAX_FLOW_DEPTH} levels at line {line} column {column}; not parsed"
             ),
         ));
         return;
