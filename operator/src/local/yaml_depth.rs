@@ -166,7 +166,8 @@ fn skip_quoted(b: &[u8], start: usize) -> (usize, usize) {
         }
         i += 1;
     }
-    (i, lines)
+    // An escape as the last byte steps past the end.
+    (i.min(b.len()), lines)
 }
 
 #[cfg(test)]
@@ -189,6 +190,13 @@ mod tests {
         let text = "a: \"[[[[\"\nb: '[[{{''[['\nc: x[[[[\n# [[[[[[\nd: |\n  [[[[[[\n  {{{{\ne: [1, [2]]\n- \"[[\" # [[[\nf: >-\n\n   [[[[[\n";
         assert_eq!(too_deep(text, 2), None);
         assert_eq!(too_deep("e: [[[1]]]\n", 2), Some((1, 6)));
+    }
+
+    #[test]
+    fn an_unterminated_quote_ending_in_an_escape_is_not_a_panic() {
+        // Found by fuzz_manifests: the escape skipped past the end of the text.
+        assert_eq!(too_deep("a: \"x\n\\", 5), None);
+        assert_eq!(too_deep("\"\\", 5), None);
     }
 
     #[test]
