@@ -430,8 +430,8 @@ fn bad_manifests_are_rejected_before_anything_is_contacted() -> TestResult {
             vec![
                 "duplicate.yaml",
                 "Cluster/web",
-                // A list map keyed by name on the API server; named by field here.
-                "spec.members[1].name: duplicate member name \"a\"",
+                // A list map keyed by name: the API server's own message.
+                "spec.members[1]: Duplicate value: {\"name\":\"a\"}",
             ],
         ),
         (

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod common;
 pub mod mesh;
+pub mod schema_check;
 pub mod values;
 
 pub use cluster::*;
@@ -32,6 +33,20 @@ fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("baton.dev_clusters.yaml", for_api_server(Cluster::crd())),
         ("baton.dev_meshes.yaml", for_api_server(Mesh::crd())),
     ]
+}
+
+/// The `openAPIV3Schema` of each kind's served version, as the API server validates with.
+fn schemas_by_kind() -> Vec<(String, serde_json::Value)> {
+    crds()
+        .into_iter()
+        .flat_map(|(_, crd)| {
+            let kind = crd.spec.names.kind.clone();
+            crd.spec.versions.into_iter().filter_map(move |v| {
+                let schema = v.schema.and_then(|s| s.open_api_v3_schema)?;
+                Some((kind.clone(), serde_json::to_value(schema).ok()?))
+            })
+        })
+        .collect()
 }
 
 /// Integer formats the API server knows; schemars also writes `uint8`..`uint64`, which the API

@@ -8,14 +8,33 @@ use std::path::{Path, PathBuf};
 
 use kube::ResourceExt;
 
+use crate::api::schema_check::check_object;
 use crate::api::{Cluster, GROUP, Mesh};
-use crate::plan::validate::{ClusterRef, validate_cluster, validate_mesh};
+use crate::plan::validate::{ClusterRef, tier_membership, validate_cluster, validate_mesh};
+
+use super::yaml_depth::{MAX_FLOW_DEPTH, too_deep};
 
 const API_VERSION: &str = "baton.dev/v1alpha1";
+
+/// Which check found a problem. Everything but `Semantic` is refused by the API server too
+/// (`kubectl apply` fails); `Semantic` problems are accepted there and reported by the
+/// operator as `Stalled/InvalidSpec`, so the local runner refuses them before it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// The file: unreadable, not YAML, a document that is not an object, no object at all.
+    File,
+    /// The structural schema of the CRD, `apiVersion`, `kind` and `ObjectMeta`.
+    Schema,
+    /// The CRD's CEL rules.
+    Cel,
+    /// `plan::validate` and the checks across objects.
+    Semantic,
+}
 
 /// One problem with one manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManifestError {
+    pub level: Level,
     pub file: PathBuf,
     /// `Cluster/web` or `document 2` when the object has no usable name.
     pub object: Option<String>,
@@ -86,6 +105,13 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, ManifestErrors> {
         }
     }
     check_set(&out, &mut errors);
+    if errors.is_empty() && out.clusters.is_empty() && out.meshes.is_empty() {
+        // `kubectl apply` refuses this too ("no objects passed to apply"): a run over nothing
+        // is a mistake (a wrong path, an empty file), not a fleet that is converged.
+        for p in paths {
+            errors.push(err(p, None, None, "no Cluster or Mesh object found".into()));
+        }
+    }
     if errors.is_empty() {
         Ok(out)
     } else {
@@ -126,7 +152,18 @@ fn err(
     field: Option<String>,
     message: String,
 ) -> ManifestError {
+    err_at(Level::File, file, object, field, message)
+}
+
+fn err_at(
+    level: Level,
+    file: &Path,
+    object: Option<String>,
+    field: Option<String>,
+    message: String,
+) -> ManifestError {
     ManifestError {
+        level,
         file: file.to_path_buf(),
         object,
         field,
@@ -136,6 +173,18 @@ fn err(
 
 /// Parse the YAML documents of one file (exposed for tests and `baton plan -f -`).
 pub fn parse_into(path: &Path, text: &str, out: &mut Manifests, errors: &mut Vec<ManifestError>) {
+    if let Some((line, column)) = too_deep(text, MAX_FLOW_DEPTH) {
+        errors.push(err_at(
+            Level::File,
+            path,
+            None,
+            None,
+            format!(
+                "invalid YAML: nested deeper than {MAX_FLOW_DEPTH} levels at line {line} column {column}; not parsed"
+            ),
+        ));
+        return;
+    }
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let label = format!("document {}", i + 1);
         let value = match <serde_yaml::Value as serde::Deserialize>::deserialize(doc) {
@@ -143,14 +192,51 @@ pub fn parse_into(path: &Path, text: &str, out: &mut Manifests, errors: &mut Vec
             Err(e) => {
                 // The parser cannot resynchronise after a syntax error (it would yield the
                 // same error forever): report it and stop reading this file.
-                errors.push(err(path, Some(label), None, format!("invalid YAML: {e}")));
+                errors.push(err_at(
+                    Level::File,
+                    path,
+                    Some(label),
+                    None,
+                    format!("invalid YAML: {e}"),
+                ));
                 break;
             }
         };
-        if value.is_null() {
-            continue; // an empty document (`---` at the end)
+        let shape = match &value {
+            serde_yaml::Value::Null => continue, // an empty document (`---` at the end)
+            serde_yaml::Value::Mapping(_) => None,
+            serde_yaml::Value::Sequence(_) => Some("a list (sequence)"),
+            serde_yaml::Value::Tagged(_) => Some("a tagged value"),
+            _ => Some("a scalar"),
+        };
+        if let Some(shape) = shape {
+            errors.push(err_at(
+                Level::File,
+                path,
+                Some(label),
+                None,
+                format!("{shape}, expected a mapping with apiVersion and kind"),
+            ));
+            continue;
         }
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        let mut value = match yaml_to_json(value, "") {
+            Ok(v) => v,
+            Err((field, message)) => {
+                errors.push(err_at(
+                    Level::Schema,
+                    path,
+                    Some(label),
+                    (!field.is_empty()).then_some(field),
+                    message,
+                ));
+                continue;
+            }
+        };
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string();
         let name = value
             .get("metadata")
             .and_then(|m| m.get("name"))
@@ -165,7 +251,8 @@ pub fn parse_into(path: &Path, text: &str, out: &mut Manifests, errors: &mut Vec
             .and_then(|a| a.as_str())
             .unwrap_or("");
         if api != API_VERSION {
-            errors.push(err(
+            errors.push(err_at(
+                Level::Schema,
                 path,
                 object,
                 Some("apiVersion".into()),
@@ -173,49 +260,125 @@ pub fn parse_into(path: &Path, text: &str, out: &mut Manifests, errors: &mut Vec
             ));
             continue;
         }
-        if name.as_deref().is_none_or(|n| !is_dns_subdomain(n)) {
-            errors.push(err(
-                path,
-                object,
-                Some("metadata.name".into()),
-                "a name (a DNS subdomain) is required".into(),
-            ));
-            continue;
-        }
-        match kind {
-            "Cluster" => {
-                if let Some(c) = typed::<Cluster>(path, &object, value, errors) {
-                    check_cluster(path, &object, &c, errors);
-                    out.clusters.push((path.to_path_buf(), c));
-                }
-            }
-            "Mesh" => {
-                if let Some(m) = typed::<Mesh>(path, &object, value, errors) {
-                    cel(path, &object, m.validate_cel(), errors);
-                    out.meshes.push((path.to_path_buf(), m));
-                }
-            }
-            other => errors.push(err(
+        if !matches!(kind.as_str(), "Cluster" | "Mesh") {
+            errors.push(err_at(
+                Level::Schema,
                 path,
                 object,
                 Some("kind".into()),
-                format!("expected Cluster or Mesh ({GROUP}), found {other:?}"),
-            )),
+                format!("expected Cluster or Mesh ({GROUP}), found {kind:?}"),
+            ));
+            continue;
+        }
+        let structural = check_object(&kind, &mut value);
+        if !structural.is_empty() {
+            for e in structural {
+                let field = (!e.field.is_empty()).then_some(e.field);
+                errors.push(err_at(
+                    Level::Schema,
+                    path,
+                    object.clone(),
+                    field,
+                    e.message,
+                ));
+            }
+            continue;
+        }
+        if name.is_none() {
+            // Only generateName: `kubectl apply` refuses it too (it cannot find the object
+            // again), and the state file keys objects by name.
+            errors.push(err_at(
+                Level::Schema,
+                path,
+                object,
+                Some("metadata.name".into()),
+                "a name is required: generateName cannot be used with apply".into(),
+            ));
+            continue;
+        }
+        if kind == "Cluster" {
+            if let Some(c) = typed::<Cluster>(path, &object, value, errors) {
+                check_cluster(path, &object, &c, errors);
+                out.clusters.push((path.to_path_buf(), c));
+            }
+        } else if let Some(m) = typed::<Mesh>(path, &object, value, errors) {
+            cel(path, &object, m.validate_cel(), errors);
+            out.meshes.push((path.to_path_buf(), m));
         }
     }
+}
+
+/// YAML as kubectl sends it, JSON: keys become strings (`1: x` is `"1": x`), whole floats
+/// integers, tags are refused, and numbers must be finite.
+fn yaml_to_json(v: serde_yaml::Value, path: &str) -> Result<serde_json::Value, (String, String)> {
+    use serde_json::Value as J;
+    use serde_yaml::Value as Y;
+    Ok(match v {
+        Y::Null => J::Null,
+        Y::Bool(b) => J::Bool(b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                J::from(i)
+            } else if let Some(u) = n.as_u64() {
+                J::from(u)
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                // Go writes a whole float64 as an integer (`2.0` is sent as `2`).
+                if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                    return Ok(J::from(f as i64));
+                }
+                match serde_json::Number::from_f64(f) {
+                    Some(x) => J::Number(x),
+                    None => return Err((path.into(), format!("{f} is not a JSON number"))),
+                }
+            }
+        }
+        Y::String(s) => J::String(s),
+        Y::Sequence(items) => J::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| yaml_to_json(x, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Y::Mapping(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, x) in m {
+                let key = match k {
+                    Y::String(s) => s,
+                    Y::Bool(b) => b.to_string(),
+                    Y::Number(n) => n.to_string(),
+                    Y::Null => "null".into(),
+                    _ => return Err((path.into(), "a mapping key must be a scalar".into())),
+                };
+                let p = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                let x = yaml_to_json(x, &p)?;
+                out.insert(key, x);
+            }
+            J::Object(out)
+        }
+        Y::Tagged(t) => {
+            return Err((path.into(), format!("YAML tag {} is not supported", t.tag)));
+        }
+    })
 }
 
 fn typed<T: serde::de::DeserializeOwned>(
     path: &Path,
     object: &Option<String>,
-    value: serde_yaml::Value,
+    value: serde_json::Value,
     errors: &mut Vec<ManifestError>,
 ) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(t) => Some(t),
         Err(e) => {
             let field = e.path().to_string();
-            errors.push(err(
+            errors.push(err_at(
+                Level::Schema,
                 path,
                 object.clone(),
                 (field != ".").then_some(field),
@@ -244,7 +407,7 @@ fn cel<E: std::fmt::Display>(
                 Some((f, m)) if !f.contains(' ') => (Some(f.to_string()), m.to_string()),
                 _ => (None, line.to_string()),
             };
-            errors.push(err(path, object.clone(), field, msg));
+            errors.push(err_at(Level::Cel, path, object.clone(), field, msg));
         }
     }
 }
@@ -261,51 +424,95 @@ fn check_cluster(
         return; // the schema problems explain it; semantic checks would repeat them
     }
     for p in validate_cluster(&c.spec) {
-        errors.push(err(path, object.clone(), Some(p.field), p.message));
+        errors.push(err_at(
+            Level::Semantic,
+            path,
+            object.clone(),
+            Some(p.field),
+            p.message,
+        ));
     }
 }
 
-/// Checks across objects: unique names, meshes against the clusters they name.
+/// Checks across objects: unique names, one namespace, meshes against the clusters they
+/// name, each cluster claimed by at most one mesh.
 fn check_set(m: &Manifests, errors: &mut Vec<ManifestError>) {
+    let semantic = |path: &Path, object: String, field: &str, message: String| {
+        err_at(
+            Level::Semantic,
+            path,
+            Some(object),
+            Some(field.into()),
+            message,
+        )
+    };
     let mut seen: BTreeMap<(String, String), &Path> = BTreeMap::new();
-    let names = m
+    let objects = m
         .clusters
         .iter()
-        .map(|(p, c)| ("Cluster", p, c.name_any()))
-        .chain(m.meshes.iter().map(|(p, x)| ("Mesh", p, x.name_any())));
-    for (kind, path, name) in names {
+        .map(|(p, c)| ("Cluster", p, c.name_any(), c.namespace()))
+        .chain(
+            m.meshes
+                .iter()
+                .map(|(p, x)| ("Mesh", p, x.name_any(), x.namespace())),
+        );
+    let mut first_ns: Option<(String, String)> = None;
+    for (kind, path, name, ns) in objects {
+        let object = format!("{kind}/{name}");
         if let Some(first) = seen.insert((kind.to_string(), name.clone()), path) {
-            errors.push(err(
+            errors.push(semantic(
                 path,
-                Some(format!("{kind}/{name}")),
-                Some("metadata.name".into()),
+                object.clone(),
+                "metadata.name",
                 format!("defined twice (also in {})", first.display()),
             ));
         }
+        // The operator only lets a Mesh drive Clusters of its own namespace; the state file
+        // keys objects by name, so the local runner holds one namespace.
+        let ns = ns.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        match &first_ns {
+            None => first_ns = Some((ns, object)),
+            Some((want, by)) if *want != ns => errors.push(semantic(
+                path,
+                object,
+                "metadata.namespace",
+                format!(
+                    "namespace {ns:?} differs from {want:?} of {by}: a run holds the objects of \
+                     one namespace (a Mesh only drives Clusters of its own)"
+                ),
+            )),
+            Some(_) => {}
+        }
     }
     let refs = m.cluster_refs();
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
     for (path, mesh) in &m.meshes {
+        let object = format!("Mesh/{}", mesh.name_any());
         for p in validate_mesh(&mesh.spec, &refs) {
-            errors.push(err(
-                path,
-                Some(format!("Mesh/{}", mesh.name_any())),
-                Some(p.field),
-                p.message,
-            ));
+            errors.push(semantic(path, object.clone(), &p.field, p.message));
+        }
+        let mut claimed: Vec<String> = tier_membership(&mesh.spec, &refs).into_keys().collect();
+        claimed.sort();
+        for cluster in claimed {
+            match owner.get(&cluster) {
+                Some(other) => errors.push(semantic(
+                    path,
+                    object.clone(),
+                    "spec.tiers",
+                    format!(
+                        "cluster {cluster:?} is already claimed by {other}; a cluster belongs \
+                         to one mesh"
+                    ),
+                )),
+                None => {
+                    owner.insert(cluster, object.clone());
+                }
+            }
         }
     }
 }
 
-static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+/// Where an object without `metadata.namespace` lives, as `kubectl apply` puts it.
+pub const DEFAULT_NAMESPACE: &str = "default";
 
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
-}
+static EMPTY: BTreeMap<String, String> = BTreeMap::new();

@@ -4,7 +4,8 @@
 pub mod manifests;
 pub mod runner;
 pub mod state;
+mod yaml_depth;
 
-pub use manifests::{ManifestError, ManifestErrors, Manifests, load};
+pub use manifests::{Level, ManifestError, ManifestErrors, Manifests, load};
 pub use runner::{PassReport, Runner, RunnerStats, Settled};
 pub use state::{Intents, RunnerLock, State};

@@ -1,0 +1,355 @@
+//! One table of manifests, each with the verdict the API server gives it, shared by the local
+//! validator's test and the parity test that sends the same files to a real API server
+//! (`kubectl apply --dry-run=server`). Realistic mistakes, one per case, on top of a valid
+//! Cluster; `@NS@` and `@NS2@` stand for two namespaces the parity test creates.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+/// What the API server does with a case, and so what the local runner must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// `kubectl apply` succeeds and the local runner loads it.
+    Accepted,
+    /// `kubectl apply` fails; the local runner refuses it at the file, schema or CEL level.
+    Refused,
+    /// `kubectl apply` succeeds (the operator would report `Stalled/InvalidSpec`); the local
+    /// runner refuses it with a semantic rule, before anything is contacted.
+    Semantic,
+}
+
+pub struct Case {
+    pub name: &'static str,
+    /// (file name, text); the text may use `@NS@`, `@NS2@` and `@LONG@` (a 10,000 character
+    /// string).
+    pub files: Vec<(&'static str, String)>,
+    pub verdict: Verdict,
+    /// A part of the local error (it must also name the file): file, object, field, message.
+    pub expect: &'static str,
+}
+
+pub const HEAD: &str = "apiVersion: baton.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: web\n";
+
+/// A valid Cluster's spec lines after `spec:`.
+pub const MEMBERS: &str = "  members:\n  - name: a\n    endpoint: a.example:9443\n  - name: b\n    endpoint: https://b.example:9443\n";
+
+pub fn cluster(spec_extra: &str) -> String {
+    format!("{HEAD}spec:\n  version: \"1.2.0\"\n{MEMBERS}{spec_extra}")
+}
+
+fn cluster_named(name: &str, extra_meta: &str) -> String {
+    format!(
+        "apiVersion: baton.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: {name}\n{extra_meta}spec:\n{MEMBERS}"
+    )
+}
+
+fn mesh(name: &str, extra_meta: &str, clusters: &str) -> String {
+    format!(
+        "apiVersion: baton.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: {name}\n{extra_meta}spec:\n  version: \"2.0.0\"\n  tiers:\n  - name: all\n    clusters: [{clusters}]\n"
+    )
+}
+
+fn one(name: &'static str, text: String, verdict: Verdict, expect: &'static str) -> Case {
+    Case {
+        name,
+        files: vec![("c.yaml", text)],
+        verdict,
+        expect,
+    }
+}
+
+pub fn long() -> String {
+    "x".repeat(10_000)
+}
+
+/// Flow mappings nested `n` deep under `spec`.
+pub fn deep(n: usize) -> String {
+    format!("{HEAD}spec: {}1{}\n", "{a: ".repeat(n), "}".repeat(n))
+}
+
+pub fn cases() -> Vec<Case> {
+    use Verdict::*;
+    let spec_ok = cluster("");
+    vec![
+        one("valid", spec_ok.clone(), Accepted, ""),
+        one(
+            "valid with labels, annotations and a namespace",
+            format!(
+                "apiVersion: baton.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: web\n  namespace: \"@NS@\"\n  labels:\n    app.kubernetes.io/name: web\n    tier: \"\"\n  annotations:\n    example.com/note: \"any text: [at all]\"\nspec:\n{MEMBERS}"
+            ),
+            Accepted,
+            "",
+        ),
+        one(
+            "null for a non-nullable field means absent",
+            cluster("  paused: null\n  upgrade:\n    maxUnavailable: null\n"),
+            Accepted,
+            "",
+        ),
+        one(
+            "status is dropped on create",
+            format!("{spec_ok}status:\n  phase: 7\n"),
+            Accepted,
+            "",
+        ),
+        one(
+            "a whole float is an integer",
+            cluster("  upgrade:\n    maxUnavailable: 2.0\n"),
+            Accepted,
+            "",
+        ),
+        one(
+            "typo in a spec field",
+            spec_ok.replace("  version:", "  verison:"),
+            Refused,
+            "c.yaml: Cluster/web: spec.verison: unknown field \"spec.verison\"",
+        ),
+        one(
+            "misspelled member flag",
+            cluster("").replace(
+                "    endpoint: a.example:9443\n",
+                "    endpoint: a.example:9443\n    spaer: true\n",
+            ),
+            Refused,
+            "spec.members[0].spaer: unknown field",
+        ),
+        one(
+            "unknown top-level field",
+            format!("{spec_ok}spex: {{}}\n"),
+            Refused,
+            "spex: unknown field \"spex\"",
+        ),
+        one(
+            "unknown metadata field",
+            spec_ok.replace("  name: web\n", "  name: web\n  lables: {a: b}\n"),
+            Refused,
+            "metadata.lables: unknown field",
+        ),
+        one(
+            "unknown field in status",
+            format!("{spec_ok}status:\n  phaze: Ready\n"),
+            Refused,
+            "status.phaze: unknown field",
+        ),
+        one(
+            "string far over its maxLength",
+            cluster("  role: @LONG@\n"),
+            Refused,
+            "spec.role: Too long: may not be more than 63 characters (found 10000)",
+        ),
+        one(
+            "endpoint with a scheme the client cannot use",
+            spec_ok.replace("https://b.example:9443", "ftp://b.example:21"),
+            Refused,
+            "spec.members[1].endpoint: endpoint must be host:port or https://host:port",
+        ),
+        one(
+            "endpoint without a port",
+            spec_ok.replace("a.example:9443", "a.example"),
+            Refused,
+            "spec.members[0].endpoint: endpoint must be host:port",
+        ),
+        one(
+            "empty member list",
+            format!("{HEAD}spec:\n  members: []\n"),
+            Refused,
+            "spec.members: Invalid value: 0: spec.members in body should have at least 1 items",
+        ),
+        one(
+            "missing members",
+            format!("{HEAD}spec:\n  version: \"1.0\"\n"),
+            Refused,
+            "spec.members: Required value",
+        ),
+        one(
+            "missing spec",
+            HEAD.to_string(),
+            Refused,
+            "spec: Required value",
+        ),
+        one(
+            "wrong type",
+            cluster("  paused: maybe\n"),
+            Refused,
+            "spec.paused: Invalid value: \"string\": spec.paused in body must be of type boolean",
+        ),
+        one(
+            "a version that is not one",
+            spec_ok.replace("\"1.2.0\"", "\"1..0\""),
+            Refused,
+            "spec.version: Invalid value: \"1..0\": spec.version in body should match",
+        ),
+        one(
+            "enum",
+            cluster("  upgrade:\n    strategy: BlueGreen\n"),
+            Refused,
+            "spec.upgrade.strategy: Unsupported value: \"BlueGreen\"",
+        ),
+        one(
+            "below minimum",
+            cluster("  upgrade:\n    maxUnavailable: 0\n"),
+            Refused,
+            "spec.upgrade.maxUnavailable: Invalid value: 0",
+        ),
+        one(
+            "too many members",
+            format!(
+                "{HEAD}spec:\n  members:\n{}",
+                (0..17)
+                    .map(|i| format!("  - name: m{i}\n    endpoint: m{i}:1\n"))
+                    .collect::<String>()
+            ),
+            Refused,
+            "spec.members: Too many: 17: must have at most 16 items",
+        ),
+        one(
+            "duplicate member names (a list map)",
+            spec_ok.replace("name: b\n", "name: a\n"),
+            Refused,
+            "spec.members[1]: Duplicate value: {\"name\":\"a\"}",
+        ),
+        one(
+            "duplicate backup peers (a set)",
+            cluster("  backupPeers: [x, x]\n"),
+            Refused,
+            "spec.backupPeers[1]: Duplicate value: \"x\"",
+        ),
+        one(
+            "only spares (CEL)",
+            spec_ok
+                .replace(
+                    "    endpoint: a.example:9443\n",
+                    "    endpoint: a.example:9443\n    spare: true\n",
+                )
+                .replace(
+                    "    endpoint: https://b.example:9443\n",
+                    "    endpoint: https://b.example:9443\n    spare: true\n",
+                ),
+            Refused,
+            "spec: at least one member must not be a spare",
+        ),
+        one(
+            "InPlace without allowOutage (CEL)",
+            cluster("  upgrade:\n    strategy: InPlace\n"),
+            Refused,
+            "requires allowOutage",
+        ),
+        one(
+            "name not a DNS subdomain",
+            spec_ok.replace("name: web", "name: Web_1"),
+            Refused,
+            "metadata.name: Invalid value: \"Web_1\"",
+        ),
+        one(
+            "no name at all",
+            spec_ok.replace("  name: web\n", "  labels: {a: b}\n"),
+            Refused,
+            "metadata.name: Required value",
+        ),
+        one(
+            "a label value that is not one",
+            spec_ok.replace(
+                "  name: web\n",
+                "  name: web\n  labels:\n    team: \"a b\"\n",
+            ),
+            Refused,
+            "metadata.labels.team: Invalid value: \"a b\"",
+        ),
+        one(
+            "a label value that is a number",
+            spec_ok.replace("  name: web\n", "  name: web\n  labels:\n    replicas: 3\n"),
+            Refused,
+            "metadata.labels.replicas: Invalid value: \"integer\"",
+        ),
+        one(
+            "wrong apiVersion",
+            spec_ok.replace("v1alpha1", "v1"),
+            Refused,
+            "apiVersion: expected \"baton.dev/v1alpha1\"",
+        ),
+        one(
+            "unknown kind",
+            spec_ok.replace("kind: Cluster", "kind: Clustr"),
+            Refused,
+            "kind: expected Cluster or Mesh",
+        ),
+        one(
+            "empty file",
+            String::new(),
+            Refused,
+            "c.yaml: no Cluster or Mesh object found",
+        ),
+        one(
+            "only comments and separators",
+            "# nothing yet\n---\n---\n".into(),
+            Refused,
+            "no Cluster or Mesh object found",
+        ),
+        one(
+            "a document that is a list",
+            format!("- {}", spec_ok.replace('\n', "\n  ")),
+            Refused,
+            "c.yaml: document 1: a list (sequence), expected a mapping with apiVersion and kind",
+        ),
+        one(
+            "deeply nested flow",
+            deep(2_000),
+            Refused,
+            "invalid YAML: nested deeper than 1000 levels",
+        ),
+        one(
+            "nested below the parser's limit but unknown to the schema",
+            deep(100),
+            Refused,
+            "spec.a: unknown field",
+        ),
+        one(
+            "generateName instead of a name",
+            spec_ok.replace("  name: web\n", "  generateName: web-\n"),
+            Refused,
+            "metadata.name: a name is required: generateName cannot be used with apply",
+        ),
+        one(
+            "a prerequisite cycle",
+            cluster(
+                "  components:\n  - name: os\n    after: [app]\n  - name: app\n    after: [os]\n",
+            ),
+            Semantic,
+            "spec.components: prerequisite cycle among os, app",
+        ),
+        Case {
+            name: "a mesh naming an unknown cluster",
+            files: vec![
+                ("c.yaml", cluster_named("web", "")),
+                ("m.yaml", mesh("prod", "", "web, ghost")),
+            ],
+            verdict: Semantic,
+            expect: "m.yaml: Mesh/prod: spec.tiers[0].clusters: unknown cluster \"ghost\"",
+        },
+        Case {
+            name: "a mesh driving a cluster of another namespace",
+            files: vec![
+                ("c.yaml", cluster_named("web", "  namespace: \"@NS2@\"\n")),
+                ("m.yaml", mesh("prod", "  namespace: \"@NS@\"\n", "web")),
+            ],
+            verdict: Semantic,
+            expect: "metadata.namespace: namespace \"@NS@\" differs from \"@NS2@\" of Cluster/web",
+        },
+        Case {
+            name: "a cluster claimed by two meshes",
+            files: vec![
+                ("c.yaml", cluster_named("web", "")),
+                ("m1.yaml", mesh("prod", "", "web")),
+                ("m2.yaml", mesh("canary", "", "web")),
+            ],
+            verdict: Semantic,
+            expect: "m2.yaml: Mesh/canary: spec.tiers: cluster \"web\" is already claimed by Mesh/prod",
+        },
+    ]
+}
+
+/// The text of a file with its placeholders replaced.
+pub fn render(text: &str, ns: &str, ns2: &str) -> String {
+    text.replace("@NS2@", ns2)
+        .replace("@NS@", ns)
+        .replace("@LONG@", &long())
+}
