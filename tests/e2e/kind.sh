@@ -2,8 +2,10 @@
 # End-to-end test of the packaged operator on a throw-away kind cluster (see tests/README.md):
 # build both images and load them into kind, create the agents' certificates with
 # `baton-agent gen-certs`, install the chart with its demo agents, apply a Mesh of two Clusters,
-# wait for them to be Ready, raise the Mesh version, wait again and check from the agents'
-# operation records that the upgrade went tier by tier and standby first. Tears everything down
+# wait for them to be Ready, raise the Mesh version, kill the leading operator replica (no grace
+# period) once a step is recorded and wait for the other to take the Lease, wait again and check
+# from the agents' operation records that the upgrade went tier by tier, standby first, each
+# operation once; then back out to the old version. Tears everything down
 # (custom resources before the operator) unless KEEP_CLUSTER=1.
 #
 # Needs: docker, kind, kubectl, helm, curl, python3. Environment (all optional):
@@ -26,6 +28,8 @@ AGENT_IMAGE=${AGENT_IMAGE:-baton/agent:e2e}
 WAIT_SECONDS=${WAIT_SECONDS:-300}
 WAIT_TIMEOUT="${WAIT_SECONDS}s"
 TARGET_VERSION=${E2E_TARGET_VERSION:-2.0.0}
+# The demo agents' version (tests/e2e/manifests/demo-mesh.yaml): the backout returns to it.
+FROM_VERSION=1.0.0
 E2E_RUST=${E2E_RUST:-0}
 
 # These must match tests/e2e/manifests/ and the chart's demoAgents defaults.
@@ -38,6 +42,7 @@ readonly DEMO_MEMBERS=(a b)
 readonly CONTROL_PORT=7443
 readonly MESH=demo
 readonly CLIENT_SECRET=baton-agent-client
+readonly LEASE=baton-operator  # the chart's leaderElection.leaseName
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/baton-e2e.XXXXXX")
 KUBECONFIG_FILE="$WORK/kubeconfig"
@@ -218,6 +223,38 @@ check_upgrade_order() {
   python3 "$ROOT/tests/e2e/check_order.py" "$WORK/ops" "$TARGET_VERSION" "$DEMO" "$DEMO_CLUSTERS"
 }
 
+# The replica holding the operator's Lease (its POD_NAME is the holder identity).
+lease_holder() {
+  kc get lease "$LEASE" -n "$NAMESPACE" -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true
+}
+
+# Once a step of the rollout is recorded, kill the leading replica the hard way (no grace
+# period: no shutdown path, no Lease release) and wait for the other replica to take the Lease.
+# The order check that follows proves no agent operation was done twice across the takeover.
+fail_over_mid_rollout() {
+  local deadline leader steps now took
+  deadline=$((SECONDS + WAIT_SECONDS))
+  while :; do
+    steps=$(kc get clusters.baton.dev -n "$CR_NAMESPACE" -o jsonpath='{.items[*].status.steps[*].id}')
+    [[ -n "$steps" ]] && break
+    ((SECONDS < deadline)) || die "no step of the rollout was recorded within ${WAIT_SECONDS}s"
+    sleep 0.5
+  done
+  leader=$(lease_holder)
+  [[ -n "$leader" ]] || die "nobody holds Lease $NAMESPACE/$LEASE"
+  log "killing the leading replica $leader in the middle of step(s) $steps"
+  kc delete pod "$leader" -n "$NAMESPACE" --grace-period=0 --force --wait=false
+  now=$SECONDS
+  while :; do
+    holder=$(lease_holder)
+    [[ -n "$holder" && "$holder" != "$leader" ]] && break
+    ((SECONDS < deadline)) || die "no replica took the Lease over from $leader within ${WAIT_SECONDS}s"
+    sleep 0.5
+  done
+  took=$((SECONDS - now))
+  log "replica $holder took over after ${took}s"
+}
+
 main() {
   need docker "to build the images"
   need kind "https://kind.sigs.k8s.io"
@@ -272,6 +309,7 @@ main() {
   log "raising Mesh $MESH to $TARGET_VERSION"
   kc patch meshes.baton.dev "$MESH" -n "$CR_NAMESPACE" --type merge \
     -p "{\"spec\":{\"version\":\"$TARGET_VERSION\"}}"
+  fail_over_mid_rollout
   wait_all_ready
   kc get clusters.baton.dev,meshes.baton.dev -n "$CR_NAMESPACE"
 
@@ -281,9 +319,21 @@ main() {
   log "kubectl baton status (the plugin from the operator image)"
   check_plugin_tree
 
+  log "backing out: Mesh $MESH to $FROM_VERSION, last tier first"
+  kc patch meshes.baton.dev "$MESH" -n "$CR_NAMESPACE" --type merge \
+    -p "{\"spec\":{\"version\":\"$FROM_VERSION\"}}"
+  wait_all_ready
+  kc get clusters.baton.dev,meshes.baton.dev -n "$CR_NAMESPACE"
+
   if [[ "$E2E_RUST" == 1 ]]; then
-    log "Rust end-to-end tests against this cluster"
-    (cd "$ROOT" && BATON_E2E_KUBECONFIG="$KUBECONFIG_FILE" cargo nextest run --workspace --locked)
+    # The Rust tests run their own operator processes on this host, on the same Lease and
+    # Secret names: the in-cluster replicas must not hold the Lease or reconcile their objects.
+    log "Rust end-to-end tests against this cluster (in-cluster operator scaled to 0)"
+    kc scale deployment "$RELEASE" -n "$NAMESPACE" --replicas=0
+    kc rollout status deployment "$RELEASE" -n "$NAMESPACE" --timeout="$WAIT_TIMEOUT"
+    kc delete lease "$LEASE" -n "$NAMESPACE" --ignore-not-found
+    (cd "$ROOT" && BATON_E2E_KUBECONFIG="$KUBECONFIG_FILE" BATON_E2E_RELEASE_NAMESPACE="$NAMESPACE" \
+      cargo nextest run -p baton --test e2e_kube --test schema_parity --locked)
   fi
   log "end-to-end test passed"
 }
