@@ -58,6 +58,7 @@ pub(crate) fn same_str(a: &str, b: &str) -> bool {
 pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<WordHasher>>;
 pub type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<WordHasher>>;
 
+use crate::api::schema_check::is_dns_label;
 use crate::api::{ClusterSpec, MeshSpec, UpgradeStrategy, Version, values::VERSION_PATTERN};
 
 use super::window::parse_hhmm;
@@ -89,15 +90,6 @@ pub fn summarize(problems: &[Problem]) -> String {
         .map(Problem::to_string)
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-pub(crate) fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 fn check_version(out: &mut Vec<Problem>, field: &str, v: &str) {
