@@ -352,7 +352,8 @@ where
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             if entry.log_error {
-                tracing::error!("{e:#}");
+                // The target the binary's own `main` logged under.
+                tracing::error!(target: "baton_agent", "{e:#}");
             }
             eprintln!("{}: {e:#}", entry.name);
             std::process::ExitCode::FAILURE
