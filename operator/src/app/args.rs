@@ -4,8 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use super::std_duration;
 use crate::api::Duration;
-use crate::cli::{Output, TlsOptions};
+use crate::cli::plan::PlanOptions;
+use crate::cli::{Output, RunOptions, TlsOptions, Until};
+use crate::demo::{DemoOptions, Scenario};
+use crate::reconcile::Timing;
 
 #[derive(Parser)]
 #[command(
@@ -115,90 +119,13 @@ pub enum Command {
     /// upgrade it with the same reconcile loop as `baton run`, showing live progress. Exits 0
     /// when every invariant held (no acknowledged write lost, one active per cluster, tier
     /// order, expected outcome), 1 otherwise.
-    Demo {
-        #[arg(long, value_enum, default_value = "upgrade")]
-        scenario: ScenarioArg,
-        /// Clusters in all: one management cluster, the rest workers.
-        #[arg(long, default_value_t = 4)]
-        clusters: usize,
-        /// Members per cluster.
-        #[arg(long, default_value_t = 2)]
-        members: usize,
-        /// Duration of one member upgrade on the demo agents, in seconds.
-        #[arg(long, default_value_t = 4.0)]
-        upgrade_seconds: f64,
-        /// Worker clusters upgraded at once.
-        #[arg(long, default_value_t = 2)]
-        parallel: usize,
-        /// Version the agents start with.
-        #[arg(long, default_value = "1.0.0")]
-        from: String,
-        /// Version the mesh is upgraded to.
-        #[arg(long, default_value = "2.0.0")]
-        to: String,
-        /// Post-switchover traffic check timeout, in seconds (the rollback scenario waits it out).
-        #[arg(long, default_value_t = 5)]
-        traffic_timeout: u64,
-        /// Keep the directory (manifests, state file, certificates, agent logs) and print its path.
-        #[arg(long)]
-        keep: bool,
-        /// Plain log lines instead of progress bars (the default when stdout is not a terminal).
-        #[arg(long, short = 'q')]
-        quiet: bool,
-        /// Give up (exit 1) when the demo has not finished after this long.
-        #[arg(long, default_value = "10m")]
-        timeout: Duration,
-    },
+    Demo(DemoArgs),
     /// Reconcile Mesh/Cluster manifests against the agents they name, persisting status in a
     /// state file. Re-running after a crash resumes.
-    Run {
-        /// Manifest files or directories (repeatable).
-        #[arg(short = 'f', long = "file", required = true)]
-        files: Vec<PathBuf>,
-        #[command(flatten)]
-        state: StateArg,
-        #[command(flatten)]
-        tls: TlsArgs,
-        /// One reconcile pass, then exit.
-        #[arg(long, conflicts_with = "until_settled")]
-        once: bool,
-        /// Exit 0 once everything is Ready, 1 when blocked on a human (stalled, rolled back,
-        /// awaiting approval, paused).
-        #[arg(long)]
-        until_settled: bool,
-        /// Give up after this long (e.g. 10m); exit 3.
-        #[arg(long)]
-        timeout: Option<Duration>,
-        /// Poll interval while an operation runs.
-        #[arg(long, default_value = "250ms")]
-        busy_poll: Duration,
-        /// Resync interval once converged (one status request per member).
-        #[arg(long, default_value = "60s")]
-        resync: Duration,
-    },
+    Run(RunArgs),
     /// Print the ordered schedule from the current (or assumed) state to the desired one,
     /// without acting.
-    Plan {
-        /// Manifest files or directories (repeatable; local mode; on Kubernetes the live
-        /// objects are planned).
-        #[arg(short = 'f', long = "file")]
-        files: Vec<PathBuf>,
-        /// Start from the members recorded in this state file.
-        #[arg(long)]
-        state: Option<PathBuf>,
-        /// Assume members run this version where no state says otherwise; `COMPONENT=VERSION`
-        /// items assume component versions (repeatable, comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        from: Vec<String>,
-        /// Estimated duration of one member upgrade (enables time estimates).
-        #[arg(long)]
-        upgrade_time: Option<Duration>,
-        /// Estimated duration of short steps (preflight, switchover phases, verify).
-        #[arg(long)]
-        step_time: Option<Duration>,
-        #[arg(short = 'o', long, value_enum, default_value = "table")]
-        output: OutputArg,
-    },
+    Plan(PlanArgs),
     /// Show statuses: from the state file (clusters, members, upgrade log), or on Kubernetes
     /// as a tree (mesh → tiers → clusters → members).
     Status {
@@ -272,6 +199,160 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+// The commands whose options become the options of a library call have them in a struct of
+// their own, converted in one place.
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[arg(long, value_enum, default_value = "upgrade")]
+    pub scenario: ScenarioArg,
+    /// Clusters in all: one management cluster, the rest workers.
+    #[arg(long, default_value_t = 4)]
+    pub clusters: usize,
+    /// Members per cluster.
+    #[arg(long, default_value_t = 2)]
+    pub members: usize,
+    /// Duration of one member upgrade on the demo agents, in seconds.
+    #[arg(long, default_value_t = 4.0)]
+    pub upgrade_seconds: f64,
+    /// Worker clusters upgraded at once.
+    #[arg(long, default_value_t = 2)]
+    pub parallel: usize,
+    /// Version the agents start with.
+    #[arg(long, default_value = "1.0.0")]
+    pub from: String,
+    /// Version the mesh is upgraded to.
+    #[arg(long, default_value = "2.0.0")]
+    pub to: String,
+    /// Post-switchover traffic check timeout, in seconds (the rollback scenario waits it out).
+    #[arg(long, default_value_t = 5)]
+    pub traffic_timeout: u64,
+    /// Keep the directory (manifests, state file, certificates, agent logs) and print its path.
+    #[arg(long)]
+    pub keep: bool,
+    /// Plain log lines instead of progress bars (the default when stdout is not a terminal).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Give up (exit 1) when the demo has not finished after this long.
+    #[arg(long, default_value = "10m")]
+    pub timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Manifest files or directories (repeatable).
+    #[arg(short = 'f', long = "file", required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub state: StateArg,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// One reconcile pass, then exit.
+    #[arg(long, conflicts_with = "until_settled")]
+    pub once: bool,
+    /// Exit 0 once everything is Ready, 1 when blocked on a human (stalled, rolled back,
+    /// awaiting approval, paused).
+    #[arg(long)]
+    pub until_settled: bool,
+    /// Give up after this long (e.g. 10m); exit 3.
+    #[arg(long)]
+    pub timeout: Option<Duration>,
+    /// Poll interval while an operation runs.
+    #[arg(long, default_value = "250ms")]
+    pub busy_poll: Duration,
+    /// Resync interval once converged (one status request per member).
+    #[arg(long, default_value = "60s")]
+    pub resync: Duration,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// Manifest files or directories (repeatable; local mode; on Kubernetes the live
+    /// objects are planned).
+    #[arg(short = 'f', long = "file")]
+    pub files: Vec<PathBuf>,
+    /// Start from the members recorded in this state file.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Assume members run this version where no state says otherwise; `COMPONENT=VERSION`
+    /// items assume component versions (repeatable, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub from: Vec<String>,
+    /// Estimated duration of one member upgrade (enables time estimates).
+    #[arg(long)]
+    pub upgrade_time: Option<Duration>,
+    /// Estimated duration of short steps (preflight, switchover phases, verify).
+    #[arg(long)]
+    pub step_time: Option<Duration>,
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: OutputArg,
+}
+
+impl From<DemoArgs> for DemoOptions {
+    fn from(a: DemoArgs) -> Self {
+        use std::io::IsTerminal;
+        DemoOptions {
+            scenario: match a.scenario {
+                ScenarioArg::Upgrade => Scenario::Upgrade,
+                ScenarioArg::Rollback => Scenario::Rollback,
+                ScenarioArg::Backout => Scenario::Backout,
+            },
+            clusters: a.clusters,
+            members: a.members,
+            upgrade_seconds: a.upgrade_seconds,
+            parallel: a.parallel,
+            from: a.from,
+            to: a.to,
+            traffic_timeout: a.traffic_timeout,
+            keep: a.keep,
+            bars: !a.quiet && std::io::stdout().is_terminal(),
+            timeout: std_duration(a.timeout),
+        }
+    }
+}
+
+impl From<RunArgs> for RunOptions {
+    fn from(a: RunArgs) -> Self {
+        RunOptions {
+            files: a.files,
+            state: a.state.state,
+            tls: a.tls.into(),
+            until: if a.once {
+                Until::Once
+            } else if a.until_settled {
+                Until::Settled
+            } else {
+                Until::Forever
+            },
+            timeout: a.timeout.map(std_duration),
+            timing: Timing {
+                busy: std_duration(a.busy_poll),
+                resync: std_duration(a.resync),
+            },
+        }
+    }
+}
+
+impl From<PlanArgs> for PlanOptions {
+    fn from(a: PlanArgs) -> Self {
+        let (comps, versions): (Vec<String>, Vec<String>) =
+            a.from.into_iter().partition(|f| f.contains('='));
+        PlanOptions {
+            files: a.files,
+            state: a.state,
+            from: versions.into_iter().last(),
+            from_components: comps
+                .iter()
+                .filter_map(|c| c.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            upgrade_time: a.upgrade_time,
+            step_time: a.step_time,
+            horizon: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
 }
 
 impl From<TlsArgs> for TlsOptions {

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::args::{Command, KubeArgs};
-use super::{fail, plan_options, print_or_fail, runtime, serialized, watch_frames};
+use super::{fail, print_or_fail, runtime, serialized, watch_frames};
 use crate::cli::{self, Intent, Output};
 use crate::kubectl::{self, LogOptions, StatusOptions};
 
@@ -57,21 +57,15 @@ pub(super) fn run(kube: &KubeArgs, command: Command) -> ExitCode {
                 output: Output::from(o),
             },
         ))),
-        Command::Plan {
-            files,
-            state,
-            from,
-            upgrade_time,
-            step_time,
-            output: o,
-        } => {
-            if !files.is_empty() || state.is_some() {
+        Command::Plan(args) => {
+            if !args.files.is_empty() || args.state.is_some() {
                 return fail(anyhow::anyhow!(
                     "on Kubernetes `plan` reads the live objects; -f and --state are for local \
                      manifests (drop the Kubernetes flags to use them)"
                 ));
             }
-            let opts = plan_options(files, state, from, upgrade_time, step_time);
+            let o = args.output;
+            let opts = cli::plan::PlanOptions::from(args);
             let text = rt
                 .block_on(kubectl::plan(&client, &scope, &opts))
                 .and_then(|plans| match Output::from(o) {
@@ -102,13 +96,12 @@ pub(super) fn run(kube: &KubeArgs, command: Command) -> ExitCode {
         Command::Resume { names, .. } => intent(Intent::Resume(names)),
         Command::Retry { names, .. } => intent(Intent::Retry(names)),
         Command::Force { names, .. } => intent(Intent::Force(names)),
-        Command::Run { .. }
-        | Command::Demo { .. }
-        | Command::Crds { .. }
-        | Command::Operator(_) => fail(anyhow::anyhow!(
-            "this command does not take Kubernetes flags: on a cluster the operator runs the \
+        Command::Run(_) | Command::Demo(_) | Command::Crds { .. } | Command::Operator(_) => {
+            fail(anyhow::anyhow!(
+                "this command does not take Kubernetes flags: on a cluster the operator runs the \
                  loop (`baton operator`, see docs/operator.md); `kubectl baton` offers status, \
                  plan, log, approve, pause, resume, retry and force"
-        )),
+            ))
+        }
     }
 }

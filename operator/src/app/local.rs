@@ -5,50 +5,24 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration as StdDuration;
 
-use super::args::{Command, OutputArg, ScenarioArg, StateArg, TlsArgs};
-use super::{fail, plan_options, print_or_fail, runtime, serialized, std_duration, watch_frames};
+use super::args::{Command, OutputArg, StateArg};
+use super::{fail, print_or_fail, runtime, serialized, watch_frames};
 use crate::api::Duration;
-use crate::cli::{self, Intent, Output, RunEnd, RunOptions, Until};
-use crate::demo::{DemoEnd, DemoOptions, Scenario};
-use crate::reconcile::Timing;
+use crate::cli::{self, Intent, Output, RunEnd, RunOptions};
+use crate::demo::{DemoEnd, DemoOptions};
 
 pub(super) fn run(command: Command) -> ExitCode {
     match command {
-        Command::Run {
-            files,
-            state,
-            tls,
-            once,
-            until_settled,
-            timeout,
-            busy_poll,
-            resync,
-        } => {
-            let until = if once {
-                Until::Once
-            } else if until_settled {
-                Until::Settled
-            } else {
-                Until::Forever
-            };
-            reconcile(files, state, tls, until, timeout, busy_poll, resync)
-        }
-        Command::Plan {
-            files,
-            state,
-            from,
-            upgrade_time,
-            step_time,
-            output,
-        } => {
-            if files.is_empty() {
+        Command::Run(args) => reconcile(args.into()),
+        Command::Plan(args) => {
+            if args.files.is_empty() {
                 return fail(anyhow::anyhow!(
                     "name the manifests with -f FILE|DIR (or plan the live objects of a \
                      Kubernetes cluster with --context/--kube, or as `kubectl baton plan`)"
                 ));
             }
-            let opts = plan_options(files, state, from, upgrade_time, step_time);
-            let text = cli::plan::schedule(&opts).and_then(|s| match Output::from(output) {
+            let o = args.output;
+            let text = cli::plan::schedule(&args.into()).and_then(|s| match Output::from(o) {
                 Output::Table => Ok(cli::plan::render(&s)),
                 other => serialized(&s, other),
             });
@@ -72,63 +46,13 @@ pub(super) fn run(command: Command) -> ExitCode {
         Command::Retry { names, state } => intent(&state, Intent::Retry(names)),
         Command::Force { names, state } => intent(&state, Intent::Force(names)),
         Command::Operator(args) => crate::k8s::main(args, None),
-        Command::Demo {
-            scenario,
-            clusters,
-            members,
-            upgrade_seconds,
-            parallel,
-            from,
-            to,
-            traffic_timeout,
-            keep,
-            quiet,
-            timeout,
-        } => {
-            use std::io::IsTerminal;
-            demo(DemoOptions {
-                scenario: match scenario {
-                    ScenarioArg::Upgrade => Scenario::Upgrade,
-                    ScenarioArg::Rollback => Scenario::Rollback,
-                    ScenarioArg::Backout => Scenario::Backout,
-                },
-                clusters,
-                members,
-                upgrade_seconds,
-                parallel,
-                from,
-                to,
-                traffic_timeout,
-                keep,
-                bars: !quiet && std::io::stdout().is_terminal(),
-                timeout: std_duration(timeout),
-            })
-        }
+        Command::Demo(args) => demo(args.into()),
         Command::Crds { out, chart, check } => crds(&out, chart.as_deref(), check),
     }
 }
 
 /// `baton run`.
-fn reconcile(
-    files: Vec<PathBuf>,
-    state: StateArg,
-    tls: TlsArgs,
-    until: Until,
-    timeout: Option<Duration>,
-    busy_poll: Duration,
-    resync: Duration,
-) -> ExitCode {
-    let opts = RunOptions {
-        files,
-        state: state.state,
-        tls: tls.into(),
-        until,
-        timeout: timeout.map(std_duration),
-        timing: Timing {
-            busy: std_duration(busy_poll),
-            resync: std_duration(resync),
-        },
-    };
+fn reconcile(opts: RunOptions) -> ExitCode {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(e),

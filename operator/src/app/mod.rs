@@ -7,14 +7,13 @@ pub mod args;
 mod live;
 mod local;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration as StdDuration;
 
 pub use args::{Cli, Command, is_kubectl_plugin, parse};
 
 use crate::api::Duration;
-use crate::cli::{self, Output};
+use crate::cli::Output;
 
 /// Runs the parsed command; `plugin` when the binary runs as `kubectl baton`.
 pub fn run(cli: Cli, plugin: bool) -> ExitCode {
@@ -69,30 +68,6 @@ fn print_or_fail(text: anyhow::Result<String>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
-    }
-}
-
-fn plan_options(
-    files: Vec<PathBuf>,
-    state: Option<PathBuf>,
-    from: Vec<String>,
-    upgrade_time: Option<Duration>,
-    step_time: Option<Duration>,
-) -> cli::plan::PlanOptions {
-    let (comps, versions): (Vec<String>, Vec<String>) =
-        from.into_iter().partition(|f| f.contains('='));
-    cli::plan::PlanOptions {
-        files,
-        state,
-        from: versions.into_iter().last(),
-        from_components: comps
-            .iter()
-            .filter_map(|c| c.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        upgrade_time,
-        step_time,
-        horizon: Duration::from_secs(90 * 24 * 3600),
     }
 }
 
