@@ -45,6 +45,7 @@ pub(super) fn run(command: Command) -> ExitCode {
         Command::Resume { names, state } => intent(&state, Intent::Resume(names)),
         Command::Retry { names, state } => intent(&state, Intent::Retry(names)),
         Command::Force { names, state } => intent(&state, Intent::Force(names)),
+        // `app::run` starts the operator before logging is set up; this arm is never taken.
         Command::Operator(args) => crate::k8s::main(args, None),
         Command::Demo(args) => demo(args.into()),
         Command::Crds { out, chart, check } => crds(&out, chart.as_deref(), check),
