@@ -291,6 +291,76 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
 
+/// How a binary runs the agent: `baton-agent` itself, or `baton __agent` (what `baton demo`
+/// starts, so that the demo needs no second binary). The fields are where the two entries
+/// differ; each keeps what it did when it had its own copy of [`main_entry`].
+pub struct Entry {
+    /// Names the process in the error line on stderr.
+    pub name: &'static str,
+    /// Builds the async runtime the agent runs on.
+    pub runtime: fn() -> Result<tokio::runtime::Runtime>,
+    /// Colour log lines only when stderr is a terminal (else tracing-subscriber's default).
+    pub ansi_on_terminal: bool,
+    /// Also log the error that ends the process.
+    pub log_error: bool,
+}
+
+/// The `baton-agent` binary.
+pub const BATON_AGENT: Entry = Entry {
+    name: "baton-agent",
+    runtime: || {
+        Ok(tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?)
+    },
+    ansi_on_terminal: false,
+    log_error: true,
+};
+
+/// Parses `args` (the first names the program), runs the agent or `gen-certs`, and tells
+/// how the process ends.
+pub fn main_entry<I, T>(entry: &Entry, args: I) -> std::process::ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        );
+    let logs = if entry.ansi_on_terminal {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    } else {
+        logs
+    };
+    logs.init();
+    let result = match cli.command {
+        Some(Command::GenCerts(args)) => gen_certs(&args).map(|files| {
+            for f in files {
+                println!("{}", f.display());
+            }
+        }),
+        None => match (entry.runtime)() {
+            Ok(rt) => rt.block_on(run(cli.run)),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if entry.log_error {
+                // The target the binary's own `main` logged under.
+                tracing::error!(target: "baton_agent", "{e:#}");
+            }
+            eprintln!("{}: {e:#}", entry.name);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs an agent until SIGINT/SIGTERM.
 pub async fn run(args: RunArgs) -> Result<()> {
     let member = args

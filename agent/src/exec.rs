@@ -18,7 +18,7 @@ use crate::api::{
     Role, alarm_codes,
 };
 use crate::http_util::ApiError;
-use crate::ops_engine::Progress;
+use crate::ops::Progress;
 
 /// How much of each output stream is kept in an operation's message.
 const OUTPUT_TAIL: usize = 2048;

@@ -45,6 +45,25 @@ pub enum Begin {
     Existing(OperationRecord),
 }
 
+/// Lets a running operation report progress. It lives with the journal it writes to, so that
+/// the backends (`demo`, `exec`) and the engine that drives them all depend on `ops` and not
+/// on each other.
+#[derive(Clone)]
+pub struct Progress {
+    ops: Arc<OpsStore>,
+    id: String,
+}
+
+impl Progress {
+    pub fn new(ops: Arc<OpsStore>, id: String) -> Self {
+        Progress { ops, id }
+    }
+
+    pub fn set(&self, percent: u8, message: &str) {
+        self.ops.progress(&self.id, percent, message);
+    }
+}
+
 impl OpsStore {
     /// Loads the journal. Operations that were running when the agent stopped are marked
     /// Failed with [`INTERRUPTED`]: the agent cannot know how far they got, and reporting them

@@ -13,24 +13,11 @@ use crate::api::{
 use crate::demo::DemoBackend;
 use crate::exec::ExecBackend;
 use crate::http_util::ApiError;
-use crate::ops::{Begin, OpsStore, validate_request};
+use crate::ops::{Begin, OpsStore, Progress, validate_request};
 
 /// How long `POST /v1/operations` waits for a quick operation to finish before answering
 /// 202 with a Running record.
 const SUBMIT_WAIT: Duration = Duration::from_millis(500);
-
-/// Lets a running operation report progress.
-#[derive(Clone)]
-pub struct Progress {
-    ops: Arc<OpsStore>,
-    id: String,
-}
-
-impl Progress {
-    pub fn set(&self, percent: u8, message: &str) {
-        self.ops.progress(&self.id, percent, message);
-    }
-}
 
 #[derive(Clone)]
 pub enum Backend {
@@ -175,10 +162,7 @@ async fn start(
         describe_params(&record)
     );
     let id = record.id.clone();
-    let progress = Progress {
-        ops: ops.clone(),
-        id: id.clone(),
-    };
+    let progress = Progress::new(ops.clone(), id.clone());
     tokio::spawn(async move {
         let task = tokio::spawn({
             let backend = backend.clone();

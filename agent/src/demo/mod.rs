@@ -26,7 +26,7 @@ use crate::api::{
     alarm_codes,
 };
 use crate::http_util::ApiError;
-use crate::ops_engine::Progress;
+use crate::ops::Progress;
 use crate::persist;
 
 pub use member_tls::MemberTls;

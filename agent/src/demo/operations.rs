@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use super::{CONFIG_FILE, Shared, lock};
 use crate::api::{DemoteRole, OperationKind, OperationRequest, Role};
 use crate::http_client::Target;
-use crate::ops_engine::Progress;
+use crate::ops::Progress;
 use crate::persist;
 
 /// How long a promote waits for a connected source to finish handing over (its demotion to

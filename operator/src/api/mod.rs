@@ -1,6 +1,7 @@
 //! The declarative API: CRD types (group `baton.dev`, version `v1alpha1`), value types and the
 //! CRD YAML generated from them.
 
+pub mod annotations;
 pub mod cluster;
 pub mod common;
 pub mod mesh;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
+use crate::api::annotations::paused;
 use crate::api::{ClusterSpec, ClusterStatus, MemberStatus, MeshSpec, MeshStatus, condition};
 use crate::plan::conditions::condition_true;
 use crate::plan::validate::{ClusterRef, tier_membership};
@@ -51,12 +52,6 @@ fn quoted(m: Option<&str>) -> String {
     m.filter(|m| !m.is_empty())
         .map(|m| format!("  \"{m}\""))
         .unwrap_or_default()
-}
-
-fn paused(annotations: &BTreeMap<String, String>) -> bool {
-    annotations
-        .get(crate::k8s::annotations::PAUSE)
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 fn mesh_line(m: &TreeMesh<'_>) -> String {

@@ -7,30 +7,11 @@
 
 use std::collections::BTreeMap;
 
+// The keys and their parsing live in `api::annotations`, which the host-neutral status tree
+// reads too; re-exported so that the controllers and the kubectl plugin keep this path.
+pub use crate::api::annotations::{APPROVE, FORCE, PAUSE, RETRY, approvals};
+use crate::api::annotations::{paused, token};
 use crate::plan::{Intents, MeshIntents};
-
-/// Comma-separated step names to approve (e.g. `switchover/web/m2@2.0.0`).
-pub const APPROVE: &str = "baton.dev/approve";
-/// `"true"` pauses: no new step starts (steps in flight finish).
-pub const PAUSE: &str = "baton.dev/pause";
-/// Any token; a new value is a new retry of failed steps.
-pub const RETRY: &str = "baton.dev/retry";
-/// Any token; on a Mesh: start the rollout even though its preconditions fail.
-pub const FORCE: &str = "baton.dev/force";
-
-/// The step names the approve annotation lists.
-pub fn approvals(annotations: &BTreeMap<String, String>) -> Vec<String> {
-    annotations
-        .get(APPROVE)
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// The intents a Cluster's annotations carry.
 pub fn cluster_intents(annotations: &BTreeMap<String, String>) -> Intents {
@@ -47,20 +28,6 @@ pub fn mesh_intents(annotations: &BTreeMap<String, String>) -> MeshIntents {
         force: token(annotations, FORCE),
         pause: paused(annotations),
     }
-}
-
-fn token(annotations: &BTreeMap<String, String>, key: &str) -> Option<String> {
-    annotations
-        .get(key)
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
-}
-
-fn paused(annotations: &BTreeMap<String, String>) -> bool {
-    annotations
-        .get(PAUSE)
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// The annotation an acknowledged token (`approve:…`, `retry:…`, `force:…`) came from, for
