@@ -379,9 +379,9 @@ async fn e2e_scale_mesh_upgrade_and_backout() -> TestResult {
 
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
-    let kubeconfig = std::env::var("BATON_E2E_OPERATOR_KUBECONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| path.clone());
+    // The test's own identity: the chart's ServiceAccount may read only the chart's agent
+    // Secret, which `e2e_kube` (run beside this test) owns. Permissions are e2e_kube's subject.
+    let kubeconfig = path.clone();
     let bin = std::env::var("BATON_OPERATOR_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_baton").to_string());
     let log = std::fs::File::create(tmp.path().join("operator.log"))?;
