@@ -582,11 +582,6 @@ async fn a_mesh_write_wakes_only_the_clusters_whose_admission_changed() {
         &clusters,
         std::slice::from_ref(&mesh),
     );
-    // What the watch of the Mesh did at start: every cluster woken once for its admission.
-    h.ctx.relations.wake_clusters_in("ns");
-    for _ in 0..3 {
-        h.streams.clusters.next().await.unwrap();
-    }
     let g: GuardedMesh = serde_json::from_value(mesh.clone()).unwrap();
     mesh_controller::reconcile(Arc::new(g), h.ctx.clone())
         .await
