@@ -467,3 +467,128 @@ async fn an_operation_the_agent_does_not_accept_is_reported_by_a_warning_event()
         "{note}"
     );
 }
+
+/// Issue 11, item 4: while an upgrade runs, the agent's progress moves on every look; a
+/// status that differs only there is not written (it was ~4 writes per agent operation).
+#[tokio::test]
+async fn progress_of_a_running_operation_alone_makes_no_status_write() {
+    use baton::plan::{OpState, OpView};
+    use baton::reconcile::Members;
+    let tl = timeline();
+    let agents = FakeAgents::new(tl.clone(), &two_members("1.0.0"));
+    let mut web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    // Plan (and "persist") until the upgrade of the standby is in flight.
+    let mut upgrade = None;
+    for _ in 0..20 {
+        let c: Cluster = serde_json::from_value(web.clone()).unwrap();
+        let pass = observe_and_plan(
+            &agents,
+            &cluster_object(&c),
+            &admission(None, "web"),
+            baton::reconcile::now(),
+        )
+        .await;
+        web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
+        for a in &pass.plan.actions {
+            agents.submit(&a.member, "", &a.request).await.unwrap();
+            match a.request.kind {
+                baton::plan::OpKind::Upgrade => {
+                    upgrade = Some((a.member.clone(), a.request.id.clone()));
+                }
+                // Short operations succeed at once; the fake shows their effect on the role.
+                baton::plan::OpKind::ForceStandby => {
+                    if let Some(v) = agents.views.lock().unwrap().get_mut(&a.member) {
+                        v.role = MemberRole::ForcedStandby;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if upgrade.is_some() {
+            break;
+        }
+    }
+    let (member, id) = upgrade.expect("an upgrade in flight");
+    let running = |progress: u8| OpView {
+        id: id.clone(),
+        kind: "upgrade".into(),
+        state: OpState::Running,
+        progress,
+        message: format!("{progress}%"),
+    };
+    let show = |progress: u8| {
+        agents
+            .views
+            .lock()
+            .unwrap()
+            .get_mut(&member)
+            .unwrap()
+            .operation = Some(running(progress));
+        agents
+            .ops
+            .lock()
+            .unwrap()
+            .insert(id.clone(), running(progress));
+    };
+    show(10);
+    let c: Cluster = serde_json::from_value(web.clone()).unwrap();
+    let pass = observe_and_plan(
+        &agents,
+        &cluster_object(&c),
+        &admission(None, "web"),
+        baton::reconcile::now(),
+    )
+    .await;
+    web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
+
+    // The operator's pass with progress at 60 %: nothing is written.
+    show(60);
+    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let h = harness(
+        client,
+        agents,
+        Leadership::always(),
+        std::slice::from_ref(&web),
+        &[],
+    );
+    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
+        .await
+        .unwrap();
+    drop(h);
+    let requests = api.await.unwrap();
+    assert!(
+        !requests.iter().any(|r| r.method == "PATCH"),
+        "a status write for progress alone: {requests:?}"
+    );
+}
+
+/// Issue 11, item 3: a Mesh write wakes the Clusters whose admission changed, not every
+/// member of the mesh (200 woken passes per admission flooded the queue).
+#[tokio::test]
+async fn a_mesh_write_wakes_only_the_clusters_whose_admission_changed() {
+    let tl = timeline();
+    let mut mesh = mesh_json(&["a", "b", "c"]);
+    mesh["spec"]["tiers"] = json!([{"name": "all", "clusters": ["a", "b", "c"], "maxParallel": 1}]);
+    let clusters = [
+        ready_at("a", "1.0.0"),
+        ready_at("b", "1.0.0"),
+        ready_at("c", "1.0.0"),
+    ];
+    let (client, _api) = mock_api(tl.clone(), standard_responder(mesh.clone()));
+    let mut h = harness(
+        client,
+        FakeAgents::new(tl.clone(), &[]),
+        Leadership::always(),
+        &clusters,
+        std::slice::from_ref(&mesh),
+    );
+    let g: GuardedMesh = serde_json::from_value(mesh.clone()).unwrap();
+    mesh_controller::reconcile(Arc::new(g), h.ctx.clone())
+        .await
+        .unwrap();
+    let mut woken = Vec::new();
+    while let Ok(r) = h.streams.clusters.try_recv() {
+        woken.push(r.name);
+    }
+    assert_eq!(woken, ["a"], "only the admitted cluster is woken");
+}

@@ -1123,3 +1123,188 @@ fn becoming_stalled_is_announced_once_by_an_event() {
         again.events
     );
 }
+
+// ----- first apply, stagger across rollouts ---------------------------------------------
+
+/// Issue 11, item 6: a first apply of objects whose members already run the target owes
+/// nothing (no sync-config, no verification, no cluster verification): Ready at once.
+#[test]
+fn a_first_apply_of_a_cluster_already_on_its_target_owes_nothing() {
+    let comp = |n: &str, v: &str| ComponentSpec {
+        name: n.into(),
+        version: Some(v.into()),
+        after: vec![],
+        verify: VerifyPolicy {
+            skip: false,
+            deferrable: true,
+            requires_primary_active: false,
+        },
+    };
+    let mut spec = cluster_spec(3, Some("2.0.0"));
+    spec.components = vec![comp("os", "8.4"), comp("app", "2.0.0")];
+    spec.upgrade.reapply_config = true;
+    spec.upgrade.preflight = true;
+    let mut sim = Sim::new(SimConfig::default(), T0);
+    sim.add_cluster("c", BTreeMap::new(), spec.clone(), "2.0.0");
+    for m in sim.cluster_mut("c").unwrap().members.values_mut() {
+        m.components = [("os", "8.4"), ("app", "2.0.0")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+    }
+    sim.run(Duration::from_secs(10));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_eq!(
+        st.phase,
+        ClusterPhase::Ready,
+        "{:?} {:#?}",
+        st.message,
+        st.log
+    );
+    assert!(st.log.is_empty(), "nothing was owed: {:#?}", st.log);
+    assert_eq!(sim.stats.ops_submitted, 0);
+
+    // A later real rollout still runs the whole pipeline, verifications included.
+    sim.cluster_mut("c").unwrap().spec.version = Some("3.0.0".into());
+    sim.cluster_mut("c").unwrap().spec.components[1].version = Some("3.0.0".into());
+    sim.run(Duration::from_secs(4 * 3600));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Ready, "{:?}", st.message);
+    let lines = log_lines(&st);
+    for want in ["sync-config", "verify", "upgrade", "preflight"] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(want)),
+            "{want} missing from {lines:#?}"
+        );
+    }
+}
+
+/// A cluster held in forced standby on first observation may be a rollout part-way (a lost
+/// status): the first-apply rule does not apply, the pipeline finishes it (release, verify).
+#[test]
+fn a_first_observation_with_a_member_in_forced_standby_is_not_adopted() {
+    let mut spec = cluster_spec(2, Some("2.0.0"));
+    spec.upgrade.reapply_config = true;
+    let mut sim = standalone(spec, "2.0.0", SimConfig::default());
+    sim.cluster_mut("c")
+        .unwrap()
+        .members
+        .get_mut("m1")
+        .unwrap()
+        .role = MemberRole::ForcedStandby;
+    sim.run(Duration::from_secs(600));
+    assert_clean(&sim);
+    let st = status(&sim, "c");
+    assert_eq!(st.phase, ClusterPhase::Ready, "{:?}", st.message);
+    let lines = log_lines(&st);
+    assert!(lines.iter().any(|l| l == "release m1"), "{lines:#?}");
+    assert!(lines.iter().any(|l| l == "sync-config m1"), "{lines:#?}");
+}
+
+/// A mesh over clusters that already run its target: every cluster Ready without a step and
+/// without waiting for admissions one stagger apart.
+#[test]
+fn a_first_apply_of_a_mesh_already_on_its_target_is_ready_without_stagger() {
+    let mut t = topology::active_standby_deployment(8, 1, Duration::from_secs(60), "1.0.0");
+    for c in &mut t.clusters {
+        c.spec.upgrade.reapply_config = true;
+    }
+    let mut sim = mesh_sim(t, "1.0.0", SimConfig::default());
+    sim.run(Duration::from_secs(30));
+    assert_clean(&sim);
+    let ms = mesh_status(&sim);
+    assert_eq!(ms.phase, MeshPhase::Ready, "{:?}", ms.message);
+    assert_eq!(sim.stats.ops_submitted, 0);
+    for c in &sim.clusters {
+        let st = c.status.as_ref().expect("planned");
+        assert_eq!(
+            st.phase,
+            ClusterPhase::Ready,
+            "{}: {:?}",
+            c.name,
+            st.message
+        );
+    }
+}
+
+/// The stagger spaces the admissions of one rollout; the first admission of the next rollout
+/// does not wait for the last admission of the previous one.
+#[test]
+fn a_stagger_never_carries_over_to_the_next_rollout() {
+    let t = topology::active_standby_deployment(2, 1, Duration::from_secs(3600), "2.0.0");
+    let mut sim = mesh_sim(
+        t,
+        "1.0.0",
+        SimConfig {
+            upgrade_time: Duration::from_secs(5),
+            short_op_time: Duration::from_secs(1),
+            ..Default::default()
+        },
+    );
+    // Two workers an hour apart: the second admission is the last of the rollout.
+    let worker = |e: &LogEntry| {
+        e.action == "admit" && (e.target.starts_with("mpe") || e.target.starts_with("mra"))
+    };
+    for _ in 0..300 {
+        sim.run(Duration::from_secs(60));
+        if sim
+            .mesh
+            .as_ref()
+            .and_then(|m| m.status.as_ref())
+            .map(|s| s.phase)
+            == Some(MeshPhase::Ready)
+        {
+            break;
+        }
+    }
+    let ms = mesh_status(&sim);
+    assert_eq!(ms.phase, MeshPhase::Ready, "{:?}", ms.message);
+    let last_admit = ms
+        .log
+        .iter()
+        .filter(|e| worker(e))
+        .map(|e| e.start)
+        .max()
+        .expect("admissions");
+    // The next rollout starts well within the stagger after that last admission.
+    sim.mesh.as_mut().unwrap().spec.version = "3.0.0".into();
+    let started = sim.now;
+    assert!(started.since(last_admit) < Duration::from_secs(3600));
+    sim.run(Duration::from_secs(1800));
+    let ms = mesh_status(&sim);
+    let first_admit = ms
+        .log
+        .iter()
+        .filter(|e| worker(e) && e.start >= started)
+        .map(|e| e.start)
+        .min()
+        .expect("the new rollout admitted a cluster");
+    assert!(
+        first_admit.since(last_admit) < Duration::from_secs(3600),
+        "first worker admission of the new rollout {} s after its start",
+        first_admit.since(started).millis() / 1000
+    );
+}
+
+/// What a waiting cluster reads of its mesh changes only with its own situation: another
+/// cluster's admission (the mesh message "moving: a, b") must not wake and rewrite every
+/// waiting cluster of the mesh.
+#[test]
+fn a_waiting_clusters_admission_does_not_follow_the_mesh_message() {
+    let t = topology::active_standby_deployment(2, 1, Duration(0), "2.0.0");
+    let mut st = MeshStatus {
+        phase: MeshPhase::Progressing,
+        message: Some("moving: mpe-00".into()),
+        ..Default::default()
+    };
+    let before = baton::plan::admission_for("mesh", &t.mesh, Some(&st), "mra-01");
+    st.message = Some("moving: mpe-00, cmp-primary".into());
+    let after = baton::plan::admission_for("mesh", &t.mesh, Some(&st), "mra-01");
+    assert_eq!(before, after);
+    assert!(!after.admitted);
+    st.phase = MeshPhase::Paused;
+    let paused = baton::plan::admission_for("mesh", &t.mesh, Some(&st), "mra-01");
+    assert_ne!(paused, after, "a paused mesh is news to its clusters");
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use crate::api::{Cluster, ClusterStatus};
@@ -18,6 +19,7 @@ use super::context::{Context, Error};
 use super::events::{cluster_derived, reference, submission_failures};
 use super::invalid::{self, Outcome};
 use super::leader::is_conflict;
+use super::slots::Class;
 use super::status_write::{CLUSTER_MANAGER, apply_status};
 use super::stores::{GuardedCluster, cluster_object};
 
@@ -38,6 +40,18 @@ pub async fn reconcile<M: Members>(
     if !ctx.stores.synced() {
         return Ok(Action::requeue(NOT_SYNCED));
     }
+    let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let class = match &obj.0 {
+        Ok(c) if c.status.as_ref().is_some_and(|s| !s.steps.is_empty()) => Class::Busy,
+        _ if ctx.hot.lock().is_ok_and(|h| h.contains(&key)) => Class::Busy,
+        _ => Class::Idle,
+    };
+    let _slot = ctx.slots.acquire(class).await;
+    // The wait for a slot may have been long: plan from the cache as it is now.
+    let obj = match ctx.stores.clusters.get(&ObjectRef::from_obj(&*obj)) {
+        Some(fresh) => fresh,
+        None => return Ok(Action::await_change()),
+    };
     let timer = ctx.metrics.start(KIND);
     let result = match &obj.0 {
         Ok(c) => pass(c, &ctx).await,
@@ -48,6 +62,19 @@ pub async fn reconcile<M: Members>(
         ctx.metrics.error(KIND, e.metric_reason());
     }
     result
+}
+
+/// Remember whether a cluster asked to be looked at again soon: its next pass then waits in
+/// the busy queue of the slots (a step in flight, a switchover phase, a traffic check).
+fn mark_hot<M: Members>(ctx: &Context<M>, key: (String, String), wait: StdDuration) {
+    let soon = wait <= ctx.timing.busy.saturating_mul(4);
+    if let Ok(mut hot) = ctx.hot.lock() {
+        if soon {
+            hot.insert(key);
+        } else {
+            hot.remove(&key);
+        }
+    }
 }
 
 pub fn error_policy<M: Members>(
@@ -86,10 +113,14 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
         )
         .await
         {
-            Ok(updated) => ctx.stores.written_clusters.record(updated),
+            Ok(updated) => {
+                ctx.metrics.status_written(KIND);
+                ctx.stores.written_clusters.record(updated)
+            }
             Err(e) if is_conflict(&e) => {
                 // Planned from an outdated copy: read the current one and plan again.
                 refresh(ctx, &api, &ns, &name).await?;
+                mark_hot(ctx, (ns, name), ctx.timing.busy);
                 return Ok(Action::requeue(ctx.timing.busy));
             }
             Err(source) => {
@@ -135,6 +166,7 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     } else {
         ctx.timing.busy
     };
+    mark_hot(ctx, (ns, name), wait);
     Ok(Action::requeue(wait))
 }
 

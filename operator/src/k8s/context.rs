@@ -11,6 +11,8 @@ use crate::reconcile::{Members, Timing};
 use super::events::EventSink;
 use super::leader::Leadership;
 use super::metrics::Metrics;
+use super::relations::Relations;
+use super::slots::Slots;
 use super::stores::{GuardedCluster, GuardedMesh, Stores};
 
 /// Why a reconcile failed (the controller retries it after a delay).
@@ -96,4 +98,10 @@ pub struct Context<M: Members> {
     pub metrics: Arc<Metrics>,
     pub timing: Timing,
     pub triggers: Triggers,
+    /// Wakes Clusters whose admission changed (remembers what each was last woken for).
+    pub relations: Arc<Relations>,
+    /// Cluster passes at once, busy clusters first (see `slots`).
+    pub slots: Slots,
+    /// Clusters whose last pass asked to be looked at again soon (busy polling).
+    pub hot: std::sync::Mutex<std::collections::HashSet<super::stores::Key>>,
 }

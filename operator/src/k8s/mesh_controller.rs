@@ -8,6 +8,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use crate::api::{Mesh, MeshStatus};
+use crate::plan::admission_for;
 use crate::reconcile::{ClusterObject, Members, now, plan_mesh_object};
 
 use super::context::{Context, Error};
@@ -76,7 +77,10 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
         )
         .await
         {
-            Ok(updated) => ctx.stores.written_meshes.record(updated),
+            Ok(updated) => {
+                ctx.metrics.status_written(KIND);
+                ctx.stores.written_meshes.record(updated)
+            }
             Err(e) if is_conflict(&e) => {
                 ctx.stores
                     .written_meshes
@@ -104,11 +108,15 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
                 });
             }
         }
-        if pass.admissions_changed {
-            // Admitted or no longer admitted: the clusters decide at once.
-            for c in &members {
-                ctx.triggers.cluster(&ns, &c.name);
-            }
+        // The clusters whose admission changed decide at once; the others are not woken:
+        // waking every member on each admission flooded the queue of a 200-cluster mesh with
+        // passes that had nothing to do. The relation map remembers what each cluster was
+        // woken for, so the watch event of this write does not wake them a second time.
+        for c in &members {
+            let old = admission_for(&name, &object.spec, before, &c.name);
+            let new = admission_for(&name, &object.spec, Some(&pass.plan.status), &c.name);
+            let changed = old != new;
+            ctx.relations.admitted_by_write(&ns, &c.name, new, changed);
         }
     }
     let mut events = pass.plan.events.clone();

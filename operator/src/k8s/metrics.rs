@@ -57,6 +57,8 @@ pub struct Metrics {
     members: Family<MemberLabels, Gauge>,
     progress: Family<MeshLabels, Gauge<f64, AtomicU64>>,
     leader: Gauge,
+    kube_requests: super::requests::RequestCounter,
+    status_writes: Family<KindLabels, Counter>,
     /// Serializes refresh-and-encode so two scrapes never interleave their gauge rebuilds.
     scrape: Mutex<()>,
 }
@@ -82,6 +84,18 @@ impl Metrics {
         let members = Family::<MemberLabels, Gauge>::default();
         let progress = Family::<MeshLabels, Gauge<f64, AtomicU64>>::default();
         let leader = Gauge::default();
+        let kube_requests = super::requests::RequestCounter::default();
+        let status_writes = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "baton_kube_requests",
+            "Requests this operator made to the Kubernetes API, by verb, resource and HTTP code",
+            kube_requests.clone(),
+        );
+        registry.register(
+            "baton_status_writes",
+            "Status writes (server-side apply) accepted by the API server, by kind",
+            status_writes.clone(),
+        );
         registry.register(
             "baton_reconciles",
             "Reconcile passes by kind (Cluster, Mesh)",
@@ -126,6 +140,8 @@ impl Metrics {
             members,
             progress,
             leader,
+            kube_requests,
+            status_writes,
             scrape: Mutex::new(()),
         }
     }
@@ -137,6 +153,18 @@ impl Metrics {
             kind: kind.to_string(),
             started: Instant::now(),
         }
+    }
+
+    /// The counter the API client wrapper (`requests::counted`) increments.
+    pub fn kube_requests(&self) -> super::requests::RequestCounter {
+        self.kube_requests.clone()
+    }
+
+    /// One accepted status write of `kind`.
+    pub fn status_written(&self, kind: &str) {
+        self.status_writes
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
     }
 
     pub fn error(&self, kind: &str, reason: &str) {
@@ -326,6 +354,7 @@ mod tests {
         let m = Metrics::new();
         m.start("Cluster").finish();
         m.error("Cluster", "StatusWrite");
+        m.status_written("Cluster");
         m.count_steps(
             None,
             &ClusterStatus {
@@ -369,6 +398,7 @@ mod tests {
             "baton_members{role=\"Standby\",version=\"1.0.0\"} 1",
             "baton_mesh_rollout_progress{namespace=\"ns\",mesh=\"prod\"} 0.25",
             "baton_leader 1",
+            "baton_status_writes_total{kind=\"Cluster\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }

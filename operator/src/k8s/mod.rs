@@ -5,6 +5,7 @@
 //! * `stores` — the watch caches and the copies just written (never plan from a stale status);
 //! * `cluster_controller`, `mesh_controller` — the reconcilers;
 //! * `relations` — which objects to wake when another changes;
+//! * `slots` — fair reconcile slots (busy clusters first); `requests` — API request counts;
 //! * `status_write` — server-side apply of statuses, guarded by resourceVersion;
 //! * `invalid` — Stalled status for objects that do not deserialize;
 //! * `annotations` — imperative intents (`baton.dev/approve|pause|retry|force`);
@@ -25,6 +26,8 @@ pub mod mesh_controller;
 pub mod metrics;
 pub mod operator;
 pub mod relations;
+pub mod requests;
+pub mod slots;
 pub mod status_write;
 pub mod stores;
 

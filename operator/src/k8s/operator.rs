@@ -26,6 +26,7 @@ use super::http::{self, HttpState};
 use super::leader::{Leadership, LeaseConfig, LeaseElector};
 use super::metrics::Metrics;
 use super::relations::Relations;
+use super::slots::Slots;
 use super::stores::{GuardedCluster, GuardedMesh, Stores};
 use super::{cluster_controller, mesh_controller};
 
@@ -83,6 +84,9 @@ pub async fn run(
     cfg: OperatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    // Every API request below goes through this wrapper and is counted.
+    let client = super::requests::counted(client, metrics.kube_requests());
     let tls = match &cfg.agents {
         AgentCredentials::Secret { namespace, name } => {
             agent_tls::load(&client, namespace, name).await?
@@ -108,7 +112,6 @@ pub async fn run(
     let stores = Stores::new(cluster_store.clone(), mesh_store.clone());
     let (triggers, trigger_streams) = Triggers::new();
     let relations = Arc::new(Relations::new(stores.clone(), triggers.clone()));
-    let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context {
         client: client.clone(),
         members,
@@ -118,6 +121,9 @@ pub async fn run(
         metrics: metrics.clone(),
         timing: cfg.timing,
         triggers,
+        relations: relations.clone(),
+        slots: Slots::new(cfg.concurrency.into()),
+        hot: Default::default(),
     });
     let shutdown = shutdown.boxed().shared();
 
@@ -149,8 +155,11 @@ pub async fn run(
     .applied_objects();
 
     let config = controller::Config::default().concurrency(cfg.concurrency);
+    // Clusters: no limit in kube-runtime's runner (its queue of due objects is a HashSet
+    // served in hash order, which starved some clusters for minutes at 200 objects); every
+    // due pass starts and waits for one of `ctx.slots` instead, busy clusters first.
     let clusters = Controller::for_stream(cluster_events, cluster_store)
-        .with_config(config.clone())
+        .with_config(controller::Config::default().concurrency(0))
         .reconcile_on(trigger_streams.clusters)
         .reconcile_all_on(leadership_gains(&leader))
         .graceful_shutdown_on(shutdown.clone())

@@ -105,6 +105,18 @@ impl Relations {
         self.wake_clusters_in(&m.namespace().unwrap_or_default());
     }
 
+    /// After a Mesh write: remember the admission each of its clusters now has, and wake
+    /// those for which it changed (`wake`). Remembering the unchanged ones too keeps the watch
+    /// event of the same write from waking them as never seen.
+    pub fn admitted_by_write(&self, ns: &str, cluster: &str, adm: Admission, wake: bool) {
+        if let Ok(mut last) = self.admitted.lock() {
+            last.insert((ns.to_string(), cluster.to_string()), adm);
+        }
+        if wake {
+            self.triggers.cluster(ns, cluster);
+        }
+    }
+
     /// Wake the clusters of a namespace whose admission changed.
     pub fn wake_clusters_in(&self, ns: &str) {
         let own = self.stores.ownership(ns);

@@ -402,12 +402,71 @@ impl<'a> Planner<'a> {
         }
         self.apply_retry_intent();
         self.refresh_members();
+        self.adopt_converged();
         self.advance_steps();
         self.check_traffic();
         // Paused or not admitted: plan as usual (so convergence is still known) but start nothing.
         let paused = self.spec().paused || self.inp.intents.pause;
         self.may_start = !paused && self.inp.admission.admitted;
         self.choose_next();
+    }
+
+    /// The first-apply rule: a cluster Baton has never acted on (no log entry, no step, no
+    /// rollback: `next_log_id` is 0) whose members all already run the target, each in a
+    /// plain role (exactly one Active, the others Standby or Spare) with no operation running,
+    /// owes nothing. The configuration re-apply and the verifications belong to a version
+    /// change Baton makes; here none was made, so they are recorded as done and the cluster
+    /// goes Ready without a step (before this rule, a first apply of 200 converged clusters
+    /// ran sync-config and verify on each, one mesh stagger apart).
+    ///
+    /// A member held in forced standby, an operation running or an unreachable member means
+    /// a rollout may be part-way (a status lost mid-rollout): the rule does not apply and the
+    /// usual pipeline decides from observation.
+    fn adopt_converged(&mut self) {
+        if self.st.next_log_id != 0 || !self.st.steps.is_empty() || self.st.rolled_back.is_some() {
+            return;
+        }
+        let Ok(Some(active)) = self.active() else {
+            return;
+        };
+        let spec = self.spec();
+        let mut owed: Vec<(String, String, Vec<String>)> = Vec::new();
+        for m in &spec.members {
+            let Some(a) = self.agent(&m.name) else {
+                return;
+            };
+            let plain = matches!(
+                a.role,
+                MemberRole::Active | MemberRole::Standby | MemberRole::Spare
+            );
+            let running = a
+                .operation
+                .as_ref()
+                .is_some_and(|o| o.state == OpState::Running);
+            if !plain || running || self.moves(m).is_none_or(|v| !v.is_empty()) {
+                return;
+            }
+            let target = self.member_target(m);
+            let tokens = hosted(spec, m, &self.order)
+                .into_iter()
+                .filter_map(|c| target.components.get(c).map(|v| verify_token(Some(c), v)))
+                .collect();
+            owed.push((m.name.clone(), target.key(), tokens));
+        }
+        let active_key = self
+            .member_spec(active)
+            .map(|m| self.member_target(m).key());
+        for (name, key, tokens) in owed {
+            if let Some(ms) = self.mstatus(&name) {
+                ms.config_synced = Some(key.clone());
+                for t in tokens {
+                    if !ms.verified.contains(&t) {
+                        ms.verified.push(t);
+                    }
+                }
+            }
+        }
+        self.st.verified_target = active_key;
     }
 
     fn apply_retry_intent(&mut self) {

@@ -336,10 +336,17 @@ pub fn admission_for(
         mesh_version: Some(mesh.version.clone()),
         admitted,
         offline: mesh.strategy.type_ == MeshStrategyType::Offline,
+        // The reason is what the cluster planner shows, and an admission that changes wakes
+        // the cluster (and rewrites its status). It must therefore change only when this
+        // cluster's situation does: the mesh's own message ("moving: a, b, ...") changes with
+        // every admission elsewhere and, quoted here, woke and rewrote every waiting cluster
+        // of a 200-cluster mesh on each admission. The phase changes a few times per rollout.
         reason: (!admitted).then(|| {
-            let why = status
-                .and_then(|s| s.message.clone())
-                .unwrap_or_else(|| "waiting for its tier".into());
+            let why = match status.map(|s| s.phase) {
+                Some(MeshPhase::Paused) => "paused",
+                Some(MeshPhase::Stalled) => "stalled (see its Stalled condition)",
+                _ => "waiting for its turn (see its status)",
+            };
             format!("mesh {mesh_name}: {why}")
         }),
         mesh: Some(mesh_name.to_string()),
@@ -691,7 +698,11 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
                 if paused || (!s.in_motion && moving >= tier.max_parallel) {
                     break;
                 }
+                // Only admissions of this rollout count: a stagger never carries over from
+                // an earlier rollout (it delayed the first admission of the next one).
+                let this_rollout = st.rollout.as_ref().map(|r| r.started_at);
                 if let Some(last) = tiers[ti].last_start_at
+                    && this_rollout.is_some_and(|start| last >= start)
                     && tier.stagger.millis() > 0
                     && now < last.plus(tier.stagger)
                 {

@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod conditions;
 pub mod mesh;
 pub mod observe;
+pub mod persist;
 pub mod software;
 pub mod validate;
 pub mod window;

@@ -77,7 +77,8 @@ pub fn admission(mesh: Option<&MeshObject>, cluster: &str) -> Admission {
 #[derive(Clone, Debug)]
 pub struct ClusterPass {
     pub plan: ClusterPlan,
-    /// The status differs from the stored one: the host writes it (before acting).
+    /// The status records something the stored one does not: the host writes it (before
+    /// acting). False also when only volatile display fields moved (`plan::persist`).
     pub changed: bool,
 }
 
@@ -99,7 +100,8 @@ pub async fn observe_and_plan<M: Members>(
         intents: &cluster.intents,
         now,
     });
-    let changed = cluster.status.as_ref() != Some(&plan.status);
+    // Volatile display fields alone are not worth a write (see `plan::persist`).
+    let changed = crate::plan::persist::worth_writing(cluster.status.as_ref(), &plan.status);
     ClusterPass { plan, changed }
 }
 

@@ -257,10 +257,17 @@ pub fn harness<M: Members>(
     let stores = Stores::new(creader, mreader);
     stores.mark_synced();
     let (triggers, streams) = Triggers::new();
+    let relations = Arc::new(baton::k8s::relations::Relations::new(
+        stores.clone(),
+        triggers.clone(),
+    ));
     let ctx = Arc::new(Context {
         client: client.clone(),
         members,
         stores,
+        relations,
+        slots: baton::k8s::slots::Slots::new(4),
+        hot: Default::default(),
         events: EventSink::new(client, "test-replica"),
         leader,
         metrics: Arc::new(Metrics::new()),
