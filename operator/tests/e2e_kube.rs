@@ -27,16 +27,15 @@ use baton::api::{Cluster, ClusterPhase, LogScope, Mesh};
 use baton::cli::{Intent, Output};
 use baton::kubectl::{self, Scope, StatusOptions};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use serde_json::json;
 
 mod k8s_mock;
 use k8s_mock::start_agent_with;
 
-type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+mod kube_e2e;
+use kube_e2e::{TestResult, client, install_crds, ready_at, release_namespace};
 
 const VAR: &str = "BATON_E2E_KUBECONFIG";
 const CONVERGE: Duration = Duration::from_secs(300);
@@ -50,40 +49,6 @@ fn kubeconfig(test: &str) -> Option<PathBuf> {
                  test may install the baton.dev CRDs and create a namespace; see tests/README.md)"
             );
             None
-        }
-    }
-}
-
-async fn client(path: &Path) -> TestResult<Client> {
-    let kc = Kubeconfig::read_from(path)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(cfg)?)
-}
-
-/// Apply `crds/*.yaml` and wait until both are Established.
-async fn install_crds(client: &Client) -> TestResult {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for entry in std::fs::read_dir(&dir)? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
-        }
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
-        let name = crd.metadata.name.clone().ok_or("CRD without a name")?;
-        api.patch(
-            &name,
-            &PatchParams::apply("baton-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match baton::k8s::http::check_crds(client).await {
-            Ok(()) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() > deadline => return Err(e.into()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
 }
@@ -167,11 +132,6 @@ async fn start_clusters(
         }));
     }
     Ok(out)
-}
-
-/// Namespace of the chart's release: the operator's Lease and its agent client Secret.
-fn release_namespace() -> String {
-    std::env::var("BATON_E2E_RELEASE_NAMESPACE").unwrap_or_else(|_| "baton-system".into())
 }
 
 /// Name of the agent client Secret (the chart's `operator.agentTlsSecret`).
@@ -372,17 +332,6 @@ fn step_span(c: &Cluster, since: i64) -> Option<(i64, i64)> {
     let start = entries.iter().map(|e| e.start.0).min()?;
     let end = entries.iter().filter_map(|e| e.end.map(|t| t.0)).max()?;
     Some((start, end))
-}
-
-fn ready_at(c: &Cluster, version: &str) -> bool {
-    c.status.as_ref().is_some_and(|s| {
-        s.phase == ClusterPhase::Ready
-            && s.observed_generation == c.metadata.generation
-            && !s.members.is_empty()
-            && s.members
-                .iter()
-                .all(|m| m.version.as_deref() == Some(version))
-    })
 }
 
 async fn wait_converged(

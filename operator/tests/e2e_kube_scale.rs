@@ -25,24 +25,23 @@
 //!  cargo nextest run -p baton --test e2e_kube_scale --no-capture`
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use baton::api::{Cluster, ClusterPhase, LogScope, Mesh};
+use baton::api::{Cluster, LogScope, Mesh};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 mod k8s_mock;
 use k8s_mock::start_agent_with;
 
-type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+mod kube_e2e;
+use kube_e2e::{TestResult, client, install_crds, ready_at, release_namespace};
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -51,45 +50,8 @@ fn env_num(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn client(path: &Path) -> TestResult<Client> {
-    let kc = Kubeconfig::read_from(path)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(cfg)?)
-}
-
-async fn install_crds(client: &Client) -> TestResult {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for entry in std::fs::read_dir(&dir)? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
-            continue;
-        }
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
-        let name = crd.metadata.name.clone().ok_or("CRD without a name")?;
-        api.patch(
-            &name,
-            &PatchParams::apply("baton-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match baton::k8s::http::check_crds(client).await {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() > deadline => return Err(e.into()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-}
-
 /// Secret name and namespace the chart's operator reads (`operator.agentTlsSecret`).
 const AGENT_SECRET: &str = "baton-scale-agent-client";
-
-fn release_namespace() -> String {
-    std::env::var("BATON_E2E_RELEASE_NAMESPACE").unwrap_or_else(|_| "baton-system".into())
-}
 
 /// Every Cluster watched: resourceVersion changes (status writes) by cluster.
 #[derive(Default)]
@@ -167,17 +129,6 @@ async fn agent_gaps(
     }
     out.sort_by(|a, b| a.total_cmp(b));
     Ok((out, ops_total, worst.1))
-}
-
-fn ready_at(c: &Cluster, version: &str) -> bool {
-    c.status.as_ref().is_some_and(|s| {
-        s.phase == ClusterPhase::Ready
-            && s.observed_generation == c.metadata.generation
-            && !s.members.is_empty()
-            && s.members
-                .iter()
-                .all(|m| m.version.as_deref() == Some(version))
-    })
 }
 
 async fn wait_all(

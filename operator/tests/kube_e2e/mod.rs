@@ -1,0 +1,64 @@
+//! Helpers shared by the real-API-server tests (`e2e_kube`, `e2e_kube_scale`).
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use baton::api::{Cluster, ClusterPhase};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+pub async fn client(path: &Path) -> TestResult<Client> {
+    let kc = Kubeconfig::read_from(path)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(cfg)?)
+}
+
+/// Apply `crds/*.yaml` and wait until both are Established.
+pub async fn install_crds(client: &Client) -> TestResult {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+        let name = crd.metadata.name.clone().ok_or("CRD without a name")?;
+        api.patch(
+            &name,
+            &PatchParams::apply("baton-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match baton::k8s::http::check_crds(client).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Namespace of the chart's release: the operator's Lease and its agent client Secret.
+pub fn release_namespace() -> String {
+    std::env::var("BATON_E2E_RELEASE_NAMESPACE").unwrap_or_else(|_| "baton-system".into())
+}
+
+/// The cluster has seen its current generation and every member runs `version`.
+pub fn ready_at(c: &Cluster, version: &str) -> bool {
+    c.status.as_ref().is_some_and(|s| {
+        s.phase == ClusterPhase::Ready
+            && s.observed_generation == c.metadata.generation
+            && !s.members.is_empty()
+            && s.members
+                .iter()
+                .all(|m| m.version.as_deref() == Some(version))
+    })
+}
