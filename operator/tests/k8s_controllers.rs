@@ -592,3 +592,36 @@ async fn a_mesh_write_wakes_only_the_clusters_whose_admission_changed() {
     }
     assert_eq!(woken, ["a"], "only the admitted cluster is woken");
 }
+
+/// A Cluster deleted while it was busy is forgotten by the slots' busy set when its last
+/// trigger finds it gone, so the set does not grow with every deleted cluster.
+#[tokio::test]
+async fn a_deleted_busy_cluster_is_forgotten() {
+    let tl = timeline();
+    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    // The store holds no Cluster: it was deleted after its last pass.
+    let h = harness(
+        client,
+        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
+        Leadership::always(),
+        &[],
+        &[],
+    );
+    let key = ("ns".to_string(), "web".to_string());
+    h.ctx.hot.lock().unwrap().insert(key.clone());
+    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    assert!(
+        !h.ctx.hot.lock().unwrap().contains(&key),
+        "still marked busy"
+    );
+    drop(h);
+    let requests = api.await.unwrap();
+    assert!(
+        requests.is_empty(),
+        "a deleted cluster made requests: {requests:?}"
+    );
+}

@@ -35,6 +35,14 @@ case "{name} $*" in
   "kubectl"*"apply -f -"*) cat >/dev/null ;;
   "kubectl"*"{{.metadata.generation}}"*) echo 1 ;;
   "kubectl"*"{{.status.observedGeneration}}"*) echo 1 ;;
+  "kubectl"*"{{.items[*].status.steps[*].id}}"*) echo "demo-0.1.force-standby.b" ;;
+  "kubectl"*"get lease baton-operator"*)
+    # The other replica holds the Lease once the leader's pod was deleted (unless stuck).
+    if [[ -z "${{STUB_LEASE_STUCK:-}}" ]] && grep -q "delete pod baton-6f7d-1" "$STUB_LOG"; then
+      echo baton-6f7d-2
+    else
+      echo baton-6f7d-1
+    fi ;;
   "kubectl"*"port-forward"*) exec sleep 30 ;;
   "curl"*)
     [[ -n "${{STUB_CURL_FAIL:-}}" ]] && exit 7
@@ -95,9 +103,12 @@ def test_full_run_in_order_and_torn_down(tmp_path):
         "wait clusters.baton.dev/demo-0",
         "wait meshes.baton.dev/demo",
         'patch meshes.baton.dev demo -n baton-demo --type merge -p {"spec":{"version":"2.0.0"}}',
+        "get lease baton-operator -n baton-system",
+        "delete pod baton-6f7d-1 -n baton-system --grace-period=0 --force",
         "https://demo-agents-a-0.demo-agents.baton-system.svc:17443/v1/operations",
         "kind get kubeconfig --name baton-e2e --internal",
         "docker run --rm --network kind",
+        'patch meshes.baton.dev demo -n baton-demo --type merge -p {"spec":{"version":"1.0.0"}}',
         "delete meshes.baton.dev --all -n baton-demo",
         "delete clusters.baton.dev --all -n baton-demo",
         "uninstall baton -n baton-system",
@@ -113,9 +124,12 @@ def test_full_run_in_order_and_torn_down(tmp_path):
     gen = calls[index(calls, "gen-certs")]
     assert "--members demo-agents-a-0,demo-agents-a-1,demo-agents-b-0,demo-agents-b-1" in gen
     assert "demo-agents-b-1.demo-agents.baton-system.svc" in gen
-    # Both waits (before and after the version change) cover every Cluster and the Mesh.
-    assert sum("wait meshes.baton.dev/demo" in c for c in calls) == 2
-    assert sum("wait clusters.baton.dev/demo-1" in c for c in calls) == 2
+    # The three waits (first apply, upgrade, backout) cover every Cluster and the Mesh.
+    assert sum("wait meshes.baton.dev/demo" in c for c in calls) == 3
+    assert sum("wait clusters.baton.dev/demo-1" in c for c in calls) == 3
+    # The leader was killed once a step was recorded, and the takeover was seen.
+    assert index(calls, "status.steps") < index(calls, "delete pod")
+    assert "replica baton-6f7d-2 took over after" in res.stderr
     # Every agent's records were read over mutual TLS, verifying the agent's DNS name. (The
     # port-forward stand-ins run in the background and may be stopped before they log.)
     reads = [c for c in calls if c.startswith("curl ") and "/v1/operations" in c]
@@ -148,6 +162,13 @@ def test_a_bad_rollout_fails_and_still_tears_down(tmp_path):
     index(calls, "kind delete cluster")
 
 
+def test_no_takeover_after_killing_the_leader_fails_and_tears_down(tmp_path):
+    res, calls = harness(tmp_path, "ops-ok", {"STUB_LEASE_STUCK": "1"})
+    assert res.returncode != 0
+    assert "no replica took the Lease over from baton-6f7d-1" in res.stderr
+    index(calls, "kind delete cluster")
+
+
 def test_unreachable_agents_fail_and_tear_down(tmp_path):
     res, calls = harness(tmp_path, "ops-ok", {"STUB_CURL_FAIL": "1"})
     assert res.returncode != 0
@@ -160,7 +181,9 @@ def test_keep_cluster_and_skip_build(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "KEEP_CLUSTER=1" in res.stderr
     assert not any(c.startswith("docker build") for c in calls)
-    assert not any("delete" in c or "uninstall" in c for c in calls), calls
+    # (The leader's pod is deleted on purpose mid-rollout; nothing else is.)
+    assert not any(("delete" in c and "delete pod" not in c) or "uninstall" in c
+                   for c in calls), calls
     # The certificates stay for the person looking around.
     kept = list(tmp_path.glob("baton-e2e.*/pki/client.crt"))
     assert kept and not list(tmp_path.glob("baton-e2e.*/pki/ca.key"))

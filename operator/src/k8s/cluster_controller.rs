@@ -50,7 +50,13 @@ pub async fn reconcile<M: Members>(
     // The wait for a slot may have been long: plan from the cache as it is now.
     let obj = match ctx.stores.clusters.get(&ObjectRef::from_obj(&*obj)) {
         Some(fresh) => fresh,
-        None => return Ok(Action::await_change()),
+        None => {
+            // Deleted: forget that it was busy, or the set grows with every deleted cluster.
+            if let Ok(mut hot) = ctx.hot.lock() {
+                hot.remove(&key);
+            }
+            return Ok(Action::await_change());
+        }
     };
     let timer = ctx.metrics.start(KIND);
     let result = match &obj.0 {
