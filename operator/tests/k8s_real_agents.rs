@@ -10,8 +10,10 @@ use std::time::Duration;
 use baton::k8s::agent_tls::SwappableMembers;
 use baton::k8s::cluster_controller;
 use baton::k8s::leader::Leadership;
+use baton::k8s::stores::GuardedCluster;
 use baton_agent::client::ClientTls;
 use k8s_mock::*;
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +55,7 @@ async fn a_cluster_of_real_agents_is_upgraded_through_the_kubernetes_host() {
     let tl: Timeline = Default::default();
     let (client, api) = mock_api(tl, responder);
     let members = SwappableMembers::new(&ClientTls::Insecure).unwrap();
-    let h = harness(
+    let mut h = harness(
         client,
         members,
         Leadership::always(),
@@ -70,7 +72,10 @@ async fn a_cluster_of_real_agents_is_upgraded_through_the_kubernetes_host() {
             cache = server.lock().unwrap().0.clone();
         }
         passes += 1;
-        let g = Arc::new(serde_json::from_value(cache.clone()).unwrap());
+        let g: Arc<GuardedCluster> = Arc::new(serde_json::from_value(cache.clone()).unwrap());
+        // The watch fills the cache the pass plans from (after waiting for its slot).
+        h.cluster_writer
+            .apply_watcher_event(&watcher::Event::Apply((*g).clone()));
         cluster_controller::reconcile(g, h.ctx.clone())
             .await
             .unwrap();
@@ -146,7 +151,7 @@ async fn a_switchover_waits_for_the_approve_annotation_and_reports_its_acknowled
     let (responder, server) = object_server(web.clone());
     let (client, api) = mock_api(Default::default(), responder);
     let members = SwappableMembers::new(&ClientTls::Insecure).unwrap();
-    let h = harness(
+    let mut h = harness(
         client,
         members,
         Leadership::always(),
@@ -158,7 +163,9 @@ async fn a_switchover_waits_for_the_approve_annotation_and_reports_its_acknowled
     let mut approved = false;
     loop {
         let cache = server.lock().unwrap().0.clone();
-        let g = Arc::new(serde_json::from_value(cache).unwrap());
+        let g: Arc<GuardedCluster> = Arc::new(serde_json::from_value(cache).unwrap());
+        h.cluster_writer
+            .apply_watcher_event(&watcher::Event::Apply((*g).clone()));
         cluster_controller::reconcile(g, h.ctx.clone())
             .await
             .unwrap();

@@ -287,6 +287,16 @@ fn simulate(
     if let Some(v) = sim.violations.first() {
         bail!("the simulated schedule broke a safety rule (please report): {v}");
     }
+    // A stalled mesh says why in its own status; its clusters only point to it.
+    if let Some(m) = &sim.mesh
+        && let Some(ms) = &m.status
+        && ms.phase == crate::api::MeshPhase::Stalled
+    {
+        out.blocked.push((
+            format!("mesh/{}", m.name),
+            ms.message.clone().unwrap_or_else(|| "stalled".into()),
+        ));
+    }
     for c in &sim.clusters {
         match &c.status {
             Some(s) if s.phase == crate::api::ClusterPhase::Ready => {}
