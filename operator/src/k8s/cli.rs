@@ -6,7 +6,7 @@ use std::time::Duration as StdDuration;
 
 use clap::{ArgAction, Args, ValueEnum};
 
-use crate::kubectl::KubeTarget;
+use super::connect::{KubeTarget, connect};
 use crate::reconcile::Timing;
 
 use super::leader::{LeaseConfig, default_identity};
@@ -150,7 +150,7 @@ async fn wait_signal() {
 async fn start(args: OperatorArgs, kube: Option<KubeTarget>) -> anyhow::Result<()> {
     let client = match kube {
         // `baton --context NAME operator`: out of cluster, against a chosen context.
-        Some(t) => crate::kubectl::connect(&t).await?.0,
+        Some(t) => connect(&t).await?.0,
         None => kube::Client::try_default().await.map_err(|e| {
             anyhow::anyhow!("connecting to Kubernetes (in-cluster config or KUBECONFIG): {e}")
         })?,

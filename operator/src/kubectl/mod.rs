@@ -7,16 +7,16 @@
 //! (`crate::k8s::annotations`) — the plugin never writes a spec or a status, so it cannot race
 //! the operator's server-side applies.
 //!
-//! * `connect` — kubeconfig, context and namespace to a client and a scope;
+//! * `connect` — kubeconfig, context and namespace to a client and a scope (it lives in
+//!   `k8s::connect`, which the operator uses too: imports run from `kubectl` to `k8s` only);
 //! * `live` — listing and resolving objects;
 //! * `commands` — what each command does and prints;
 //! * `watch` — `status --watch`.
 
 pub mod commands;
-pub mod connect;
 pub mod live;
 pub mod watch;
 
+pub use crate::k8s::connect::{self, KubeTarget, Scope, connect};
 pub use commands::{LogOptions, StatusOptions, intent, log, plan, status};
-pub use connect::{KubeTarget, Scope, connect};
 pub use live::{Live, fetch};
