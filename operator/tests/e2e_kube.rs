@@ -35,7 +35,10 @@ mod k8s_mock;
 use k8s_mock::start_agent_with;
 
 mod kube_e2e;
-use kube_e2e::{TestResult, client, install_crds, ready_at, release_namespace};
+use kube_e2e::{
+    TestResult, client, install_crds, mtls_agent_flags, publish_agent_secret, ready_at,
+    release_namespace,
+};
 
 const VAR: &str = "BATON_E2E_KUBECONFIG";
 const CONVERGE: Duration = Duration::from_secs(300);
@@ -159,34 +162,8 @@ impl AgentTls {
     /// Use certificates already made (an example's `.run/certs`): the operator's client
     /// certificate goes into the Secret.
     async fn publish(pki: PathBuf, kube: &Client) -> TestResult<AgentTls> {
-        let read = |f: &str| std::fs::read_to_string(pki.join(f));
-        let (ca, crt, key) = (read("ca.crt")?, read("client.crt")?, read("client.key")?);
-        let ns = release_namespace();
-        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(kube.clone(), &ns);
-        let want: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
-        match Api::<Namespace>::all(kube.clone())
-            .create(&PostParams::default(), &want)
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-            "metadata": {"name": AGENT_SECRET},
-            "stringData": {"ca.crt": ca, "tls.crt": crt, "tls.key": key},
-        }))?;
-        secrets
-            .patch(
-                AGENT_SECRET,
-                &PatchParams::apply("baton-e2e").force(),
-                &Patch::Apply(&secret),
-            )
-            .await?;
-        Ok(AgentTls {
-            client: baton_agent::client::ClientTls::mtls(ca, crt, key),
-            pki,
-        })
+        let client = publish_agent_secret(kube, AGENT_SECRET, &pki).await?;
+        Ok(AgentTls { client, pki })
     }
 
     /// A demo agent in this process: control API over mutual TLS (the test CA), replication
@@ -211,18 +188,7 @@ impl AgentTls {
         source: Option<&str>,
         extra: &[&str],
     ) -> TestResult<(String, String)> {
-        let p = |f: &str| self.pki.join(f).display().to_string();
-        let mut flags = [
-            ("--tls-cert", p("server.crt")),
-            ("--tls-key", p("server.key")),
-            ("--client-ca", p("ca.crt")),
-            ("--member-cert", p(&format!("member-{member}.crt"))),
-            ("--member-key", p(&format!("member-{member}.key"))),
-            ("--trust", p("trust.pem")),
-        ]
-        .into_iter()
-        .flat_map(|(f, v)| [f.to_string(), v])
-        .collect::<Vec<_>>();
+        let mut flags = mtls_agent_flags(&self.pki, member);
         flags.extend(extra.iter().map(|f| f.to_string()));
         Ok(start_agent_with(dir, member, "1.0.0", active, source, &flags).await?)
     }

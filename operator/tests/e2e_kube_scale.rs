@@ -41,7 +41,10 @@ mod k8s_mock;
 use k8s_mock::start_agent_with;
 
 mod kube_e2e;
-use kube_e2e::{TestResult, client, install_crds, ready_at, release_namespace};
+use kube_e2e::{
+    TestResult, client, install_crds, mtls_agent_flags, publish_agent_secret, ready_at,
+    release_namespace,
+};
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -258,55 +261,16 @@ async fn e2e_scale_mesh_upgrade_and_backout() -> TestResult {
         hosts: vec!["127.0.0.1".into(), "localhost".into()],
         days: 2,
     })?;
-    let read = |f: &str| std::fs::read_to_string(pki.join(f));
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": AGENT_SECRET},
-        "stringData": {"ca.crt": read("ca.crt")?, "tls.crt": read("client.crt")?, "tls.key": read("client.key")?},
-    }))?;
-    let rel = release_namespace();
-    match ns_api
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": rel}}))?,
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(e.into()),
-    }
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(kube.clone(), &rel)
-        .patch(
-            AGENT_SECRET,
-            &PatchParams::apply("baton-e2e").force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
-    let p = |f: &str| pki.join(f).display().to_string();
+    let agent_tls = publish_agent_secret(&kube, AGENT_SECRET, &pki).await?;
     let started = Instant::now();
     let cluster_api: Api<Cluster> = Api::namespaced(kube.clone(), &ns);
-    let agent_tls = baton_agent::client::ClientTls::mtls(
-        read("ca.crt")?,
-        read("client.crt")?,
-        read("client.key")?,
-    );
     let mut agents: Vec<(String, Vec<String>)> = Vec::new();
     for c in &names {
         let mut endpoints = Vec::new();
         let mut data = None;
         for (i, active) in [(1, true), (2, false)] {
             let member = format!("{c}-{i}");
-            let flags: Vec<String> = [
-                ("--tls-cert", p("server.crt")),
-                ("--tls-key", p("server.key")),
-                ("--client-ca", p("ca.crt")),
-                ("--member-cert", p(&format!("member-{member}.crt"))),
-                ("--member-key", p(&format!("member-{member}.key"))),
-                ("--trust", p("trust.pem")),
-            ]
-            .into_iter()
-            .flat_map(|(f, v)| [f.to_string(), v])
-            .collect();
+            let flags = mtls_agent_flags(&pki, &member);
             let (ctl, d) = start_agent_with(
                 tmp.path(),
                 &member,
@@ -377,7 +341,7 @@ async fn e2e_scale_mesh_upgrade_and_backout() -> TestResult {
             .arg("operator")
             .args(["--http-addr", &addr])
             .args(["--leader-election=false"])
-            .args(["--lease-namespace", &rel])
+            .args(["--lease-namespace", &release_namespace()])
             .args(["--watch-namespace", &ns])
             .args(["--agent-tls-secret", AGENT_SECRET])
             .args(["--concurrency", "8"])

@@ -4,6 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use baton_agent::client::ClientTls;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::PostParams;
+use serde_json::json;
+
 use baton::api::{Cluster, ClusterPhase};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
@@ -61,4 +66,51 @@ pub fn ready_at(c: &Cluster, version: &str) -> bool {
                 .iter()
                 .all(|m| m.version.as_deref() == Some(version))
     })
+}
+
+/// Put the operator's client certificate of `pki` (from `gen-certs`) into Secret `name` of the
+/// release namespace (created if missing), as `--agent-tls-secret` reads it; returns the same
+/// credentials for the test's own agent calls.
+pub async fn publish_agent_secret(kube: &Client, name: &str, pki: &Path) -> TestResult<ClientTls> {
+    let read = |f: &str| std::fs::read_to_string(pki.join(f));
+    let (ca, crt, key) = (read("ca.crt")?, read("client.crt")?, read("client.key")?);
+    let ns = release_namespace();
+    let want: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+    match Api::<Namespace>::all(kube.clone())
+        .create(&PostParams::default(), &want)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {"ca.crt": ca, "tls.crt": crt, "tls.key": key},
+    }))?;
+    Api::<Secret>::namespaced(kube.clone(), &ns)
+        .patch(
+            name,
+            &PatchParams::apply("baton-e2e").force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    Ok(ClientTls::mtls(ca, crt, key))
+}
+
+/// The flags of a demo agent serving its control API over mutual TLS with the certificates of
+/// `pki`, and replicating over TLS with its member certificate.
+pub fn mtls_agent_flags(pki: &Path, member: &str) -> Vec<String> {
+    let p = |f: &str| pki.join(f).display().to_string();
+    [
+        ("--tls-cert", p("server.crt")),
+        ("--tls-key", p("server.key")),
+        ("--client-ca", p("ca.crt")),
+        ("--member-cert", p(&format!("member-{member}.crt"))),
+        ("--member-key", p(&format!("member-{member}.key"))),
+        ("--trust", p("trust.pem")),
+    ]
+    .into_iter()
+    .flat_map(|(f, v)| [f.to_string(), v])
+    .collect()
 }
