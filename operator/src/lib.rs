@@ -1,16 +1,18 @@
 //! Baton: declarative, failover-ordered upgrades of HA clusters and meshes.
 //!
-//! Layers (see docs/architecture.md): `api` (CRD types), `plan` (pure planner), and the
-//! effectful layers built on them; `app` is the `baton` binary's commands, above them all.
+//! Layers (see docs/architecture.md): `api` (CRD types, crate `baton-api`), `plan` and `sim`
+//! (the pure planner and simulator, crate `baton-core`), and the effectful layers built on them
+//! here; `app` is the `baton` binary's commands, above them all.
 
-pub mod api;
+pub use baton_api as api;
+pub use baton_core::{plan, sim};
+
 pub mod app;
 pub mod cli;
+pub mod crds;
 pub mod demo;
 pub mod host;
 pub mod k8s;
 pub mod kubectl;
 pub mod local;
-pub mod plan;
 pub mod reconcile;
-pub mod sim;

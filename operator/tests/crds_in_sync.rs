@@ -6,7 +6,7 @@ use std::path::Path;
 #[test]
 fn crds_directory_matches_the_rust_types() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    let stale = baton::api::write_crds(&dir, true).expect("generate CRDs");
+    let stale = baton::crds::write_crds(&dir, true).expect("generate CRDs");
     assert!(
         stale.is_empty(),
         "crds/ is stale; run `{}`: {stale:?}",
@@ -22,7 +22,7 @@ fn chart_crd_templates_match_the_rust_types() {
         "the Helm chart is missing at {}",
         chart.display()
     );
-    let stale = baton::api::write_chart_crds(&chart, true).expect("generate chart CRDs");
+    let stale = baton::crds::write_chart_crds(&chart, true).expect("generate chart CRDs");
     assert!(
         stale.is_empty(),
         "charts/baton/{} is stale; run `{}`: {stale:?}",
@@ -128,10 +128,10 @@ fn crd_schema_carries_validation_and_printer_columns() {
 fn generator_rewrites_changed_files_and_removes_leftovers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let chart = tmp.path();
-    let written = baton::api::write_chart_crds(chart, false).expect("write");
+    let written = baton::crds::write_chart_crds(chart, false).expect("write");
     assert_eq!(written.len(), 2, "{written:?}");
     assert!(
-        baton::api::write_chart_crds(chart, true)
+        baton::crds::write_chart_crds(chart, true)
             .expect("check")
             .is_empty()
     );
@@ -143,7 +143,7 @@ fn generator_rewrites_changed_files_and_removes_leftovers() {
     let edited = std::fs::read_to_string(&cluster).expect("read") + "# hand edit\n";
     std::fs::write(&cluster, edited).expect("write");
 
-    let stale = baton::api::write_chart_crds(chart, true).expect("check");
+    let stale = baton::crds::write_chart_crds(chart, true).expect("check");
     assert_eq!(stale.len(), 2, "{stale:?}");
     assert!(stale.iter().any(|s| s.ends_with("baton.dev_widgets.yaml")));
     assert!(stale.iter().any(|s| s.ends_with("baton.dev_clusters.yaml")));
@@ -152,14 +152,14 @@ fn generator_rewrites_changed_files_and_removes_leftovers() {
         "check must not change files"
     );
 
-    baton::api::write_chart_crds(chart, false).expect("write");
+    baton::crds::write_chart_crds(chart, false).expect("write");
     assert!(!dir.join("baton.dev_widgets.yaml").exists());
     assert!(
         dir.join("notes.txt").exists(),
         "only *.yaml files are managed"
     );
     assert!(
-        baton::api::write_chart_crds(chart, true)
+        baton::crds::write_chart_crds(chart, true)
             .expect("check")
             .is_empty()
     );

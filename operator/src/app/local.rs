@@ -147,9 +147,9 @@ fn demo(opts: DemoOptions) -> ExitCode {
 
 /// `baton crds`.
 fn crds(out: &Path, chart: Option<&Path>, check: bool) -> ExitCode {
-    let written = crate::api::write_crds(out, check).and_then(|mut stale| {
+    let written = crate::crds::write_crds(out, check).and_then(|mut stale| {
         if let Some(chart) = chart {
-            stale.extend(crate::api::write_chart_crds(chart, check)?);
+            stale.extend(crate::crds::write_chart_crds(chart, check)?);
         }
         Ok(stale)
     });

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::{CustomResource, KubeSchema};
+use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,10 @@ use super::values::{Duration, Timestamp};
 
 /// Desired state of one HA cluster of members.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[kube(
+    crates(kube = "::kube_derive", kube_core = "::kube_core"),
+    attr = "x_kube(crates(kube_core = \"::kube_core\"))",
     group = "baton.dev",
     version = "v1alpha1",
     kind = "Cluster",
@@ -92,6 +95,7 @@ pub struct ClusterSpec {
 
 /// One member (server) of a cluster.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct MemberSpec {
     /// Unique name inside the cluster (DNS label).
@@ -123,6 +127,7 @@ pub struct MemberSpec {
 
 /// One software component or stack layer.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentSpec {
     #[schemars(
@@ -149,6 +154,7 @@ pub struct ComponentSpec {
 
 /// When the verification of a layer runs.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyPolicy {
     /// Skip verification of this layer entirely.
@@ -164,6 +170,7 @@ pub struct VerifyPolicy {
 
 /// How the cluster moves between versions.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.strategy) || self.strategy != 'InPlace' || (has(self.allowOutage) && self.allowOutage)").message("strategy InPlace takes every member down and requires allowOutage: true"))]
 pub struct UpgradePolicy {
@@ -260,6 +267,7 @@ pub enum Supervision {
 
 /// Post-switchover traffic check.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct TrafficCheck {
     /// The new active must serve traffic within this time.
@@ -283,6 +291,7 @@ fn default_traffic_timeout() -> Duration {
 
 /// Exponential backoff for failed steps.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct RetryPolicy {
     /// Attempts of one step before the member is declared Zombie (needs a human).
@@ -317,6 +326,7 @@ fn default_max_backoff() -> Duration {
 
 /// A weekly maintenance window in UTC.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct MaintenanceWindow {
     /// Days the window opens on; empty means every day.
@@ -345,6 +355,7 @@ pub enum Weekday {
 
 /// Observed state of a Cluster.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -463,6 +474,7 @@ pub enum Health {
 
 /// Per-member status.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
     pub name: String,
@@ -511,6 +523,7 @@ pub struct MemberStatus {
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct AlarmStatus {
     pub code: String,
@@ -522,6 +535,7 @@ pub struct AlarmStatus {
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct OperationStatus {
     pub id: String,
@@ -562,6 +576,7 @@ impl StepAction {
 
 /// A step in flight. Recorded before any agent is asked to act on it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct StepRecord {
     /// Deterministic id; agent operation ids derive from it, so a repeat is the same operation.
@@ -590,6 +605,7 @@ pub struct StepRecord {
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct SwitchoverRecord {
     pub from: String,
@@ -602,6 +618,7 @@ pub struct SwitchoverRecord {
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct RolledBack {
     /// The target that failed.
@@ -614,6 +631,7 @@ pub struct RolledBack {
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct BackupRecord {
     pub version: String,

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::{CustomResource, KubeSchema};
+use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,10 @@ use super::values::{Duration, Timestamp};
 
 /// Desired state of a mesh of clusters.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[kube(
+    crates(kube = "::kube_derive", kube_core = "::kube_core"),
+    attr = "x_kube(crates(kube_core = \"::kube_core\"))",
     group = "baton.dev",
     version = "v1alpha1",
     kind = "Mesh",
@@ -69,6 +72,7 @@ pub struct MeshSpec {
 
 /// A tier: clusters named explicitly and/or selected by labels.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.clusters) && size(self.clusters) > 0) || has(self.selector)").message("a tier names clusters or has a selector"))]
 pub struct TierSpec {
@@ -99,6 +103,7 @@ fn default_one() -> u32 {
 
 /// Equality-based label selector (`matchLabels`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.matchLabels) && size(self.matchLabels) > 0").message("selector.matchLabels must not be empty"))]
 pub struct LabelSelector {
@@ -132,6 +137,7 @@ fn match_labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 /// Clusters of `role` may never run a newer version than any cluster of `notNewerThan`.
 /// (A new management cluster can manage old workers; an old one cannot manage new workers.)
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.role != self.notNewerThan").message("a compatibility rule must relate two different roles"))]
 pub struct CompatibilityRule {
@@ -143,6 +149,7 @@ pub struct CompatibilityRule {
 
 /// How clusters of the mesh are taken down.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct MeshStrategy {
     #[serde(default, rename = "type")]
@@ -165,6 +172,7 @@ pub enum MeshStrategyType {
 
 /// Checked before a rollout starts; a failure is a condition and nothing moves.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct Preconditions {
     #[serde(default = "default_true")]
@@ -205,6 +213,7 @@ pub enum Direction {
 
 /// Observed state of a Mesh.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct MeshStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,6 +245,7 @@ pub struct MeshStatus {
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
     pub version: String,
@@ -245,6 +255,7 @@ pub struct RolloutStatus {
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct TierStatus {
     pub name: String,
@@ -257,6 +268,7 @@ pub struct TierStatus {
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct Admitted {
     pub cluster: String,

@@ -1,6 +1,6 @@
 //! Types shared by `Cluster` and `Mesh`: conditions, the upgrade log, certificates.
 
-use kube::KubeSchema;
+use kube_derive::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +8,7 @@ use super::values::Timestamp;
 
 /// A condition as Kubernetes API conventions describe it (kstatus compatible).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -37,6 +38,7 @@ pub mod condition {
 
 /// One entry of the upgrade log (kept apart from the audit log, as the source procedures do).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct LogEntry {
     pub id: u64,
@@ -84,6 +86,7 @@ pub const LOG_LIMIT: usize = 64;
 
 /// Reference to a Secret holding a CA certificate (`ca.crt`) and optionally its key.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
     #[schemars(length(min = 1, max = 253))]
@@ -96,6 +99,7 @@ pub struct SecretRef {
 /// Desired certificate authority. Changing it starts a phased rotation in which no member
 /// presents a certificate from the new CA before every peer trusts it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct CertificatesSpec {
     pub ca_secret_ref: SecretRef,
@@ -111,6 +115,7 @@ pub struct CertificatesSpec {
 
 /// Where a certificate rotation stands.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct CertificatesStatus {
     /// SHA-256 fingerprint of the CA every member's certificate is issued from.
