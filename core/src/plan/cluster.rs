@@ -19,7 +19,8 @@ use super::observe::{
 use super::software::{
     Move, Software, effective_version, hosted, pending_moves, running, same_software, spec_target,
 };
-use super::validate::{component_order, summarize, validate_cluster};
+use super::stall::Stall;
+use super::validate::{component_order, validate_cluster};
 use super::window::{WindowState, window_state};
 
 /// What the mesh (if any) allows this cluster to do.
@@ -120,7 +121,7 @@ struct Planner<'a> {
     events: Vec<PlanEvent>,
     wake: Wake,
     waiting: Vec<String>,
-    stalled: Option<(String, String)>,
+    stalled: Option<Stall>,
     degraded: Vec<String>,
     awaiting: Option<String>,
     order: Vec<usize>,
@@ -369,7 +370,7 @@ impl<'a> Planner<'a> {
         let problems = validate_cluster(self.spec());
         if !problems.is_empty() {
             self.refresh_members();
-            self.stalled = Some(("InvalidSpec".into(), summarize(&problems)));
+            self.stalled = Some(Stall::InvalidSpec(problems));
             return;
         }
         self.order = component_order(self.spec()).unwrap_or_default();
@@ -380,15 +381,12 @@ impl<'a> Planner<'a> {
             .or_else(|| self.inp.admission.mesh_version.clone());
         let Some(target) = target else {
             self.refresh_members();
-            self.stalled = Some((
-                "NoVersion".into(),
-                "no version: set spec.version or add the cluster to a Mesh".into(),
-            ));
+            self.stalled = Some(Stall::NoVersion);
             return;
         };
         if let Err(e) = target.parse::<Version>() {
             self.refresh_members();
-            self.stalled = Some(("InvalidSpec".into(), e.to_string()));
+            self.stalled = Some(Stall::InvalidVersion(e.to_string()));
             return;
         }
         self.target_version = target;
@@ -851,10 +849,9 @@ impl<'a> Planner<'a> {
         }
         if ta.role == MemberRole::Active {
             if fa.role == MemberRole::Active {
-                self.stalled = Some((
-                    "SplitBrain".into(),
-                    format!("both {from} and {to} report Active"),
-                ));
+                self.stalled = Some(Stall::SplitBrain(format!(
+                    "both {from} and {to} report Active"
+                )));
                 return Some(s.clone());
             }
             self.step_succeeded(s);
@@ -1106,7 +1103,7 @@ impl<'a> Planner<'a> {
         self.log().close(id, LogResult::Failed, reason.clone(), now);
         self.st.switchover = None;
         if !tc.rollback {
-            self.stalled = Some(("TrafficCheckFailed".into(), reason.clone()));
+            self.stalled = Some(Stall::TrafficCheckFailed(reason.clone()));
             self.event(true, "TrafficCheckFailed", reason);
             return;
         }
@@ -1176,17 +1173,14 @@ impl<'a> Planner<'a> {
             .map(|m| m.name.clone())
             .collect();
         if !zombies.is_empty() {
-            let errs: Vec<String> = self
+            let errors = self
                 .st
                 .members
                 .iter()
                 .filter(|m| m.role == MemberRole::Zombie)
-                .map(|m| format!("{}: {}", m.name, m.last_error.clone().unwrap_or_default()))
+                .map(|m| (m.name.clone(), m.last_error.clone().unwrap_or_default()))
                 .collect();
-            self.stalled = Some((
-                "MemberZombie".into(),
-                format!("needs a human (then retry): {}", errs.join("; ")),
-            ));
+            self.stalled = Some(Stall::MemberZombie(errors));
             return;
         }
         let unreachable: Vec<&str> = self
@@ -1210,7 +1204,7 @@ impl<'a> Planner<'a> {
         let active = match self.active() {
             Ok(a) => a,
             Err(e) => {
-                self.stalled = Some(("SplitBrain".into(), e));
+                self.stalled = Some(Stall::SplitBrain(e));
                 return;
             }
         };
@@ -1296,12 +1290,9 @@ impl<'a> Planner<'a> {
         if !active_moves.is_empty() {
             if self.in_place() || (others.is_empty() && spares.is_empty()) {
                 if !self.allow_outage() {
-                    self.stalled = Some((
-                        "OutageNotAllowed".into(),
-                        format!(
-                            "upgrading {active} in place stops service (no other member can take over); set spec.upgrade.allowOutage: true"
-                        ),
-                    ));
+                    self.stalled = Some(Stall::OutageNotAllowed {
+                        active: active.to_string(),
+                    });
                     return;
                 }
                 self.member_phase(active_m, active);
@@ -1848,13 +1839,10 @@ impl<'a> Planner<'a> {
         if phase == ClusterPhase::RolledBack
             && let Some(rb) = &rolled_back
         {
-            self.stalled = Some((
-                "AutomaticRollback".into(),
-                format!(
-                    "rolled back from {}: {}; set a new version or request a retry",
-                    rb.version, rb.reason
-                ),
-            ));
+            self.stalled = Some(Stall::AutomaticRollback {
+                version: rb.version.clone(),
+                reason: rb.reason.clone(),
+            });
         }
         self.st.phase = phase;
         let ready = phase == ClusterPhase::Ready;
@@ -1890,13 +1878,12 @@ impl<'a> Planner<'a> {
             "StepInProgress"
         };
         let (g, t) = (g, now);
-        let stalled = self.stalled.as_ref().map(|(r, m)| (r.as_str(), m.as_str()));
-        announce_stall(&self.st.conditions, stalled, &mut self.events);
+        announce_stall(&self.st.conditions, self.stalled.as_ref(), &mut self.events);
         let conds = &mut self.st.conditions;
         set_kstatus(
             conds,
             Kstatus {
-                stalled: self.stalled.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
+                stalled: self.stalled.as_ref(),
                 ready: ready.then(|| format!("every member runs {}", self.target_version)),
                 paused,
                 reconciling: (rec_reason, rec_msg),
@@ -1942,8 +1929,8 @@ impl<'a> Planner<'a> {
             g,
             t,
         );
-        self.st.message = if let Some((_, m)) = &self.stalled {
-            Some(m.clone())
+        self.st.message = if let Some(stall) = &self.stalled {
+            Some(stall.message())
         } else if let Some(a) = &self.awaiting {
             Some(format!("awaiting approval of {a}"))
         } else if ready {

@@ -4,6 +4,7 @@ use crate::api::{
     Condition, LOG_LIMIT, LogEntry, LogMode, LogResult, LogScope, Timestamp, condition as cond,
 };
 use crate::plan::observe::PlanEvent;
+use crate::plan::stall::Stall;
 
 /// Set a condition, keeping `lastTransitionTime` when the status does not change, so that a
 /// converged system writes an identical status (and therefore writes nothing).
@@ -66,8 +67,8 @@ pub fn set_flag(
 
 /// Where an object stands, as the kstatus conditions say it.
 pub struct Kstatus<'a> {
-    /// Reason and message when it cannot make progress without a human.
-    pub stalled: Option<(&'a str, &'a str)>,
+    /// Why it cannot make progress without a human.
+    pub stalled: Option<&'a Stall>,
     /// Converged, and what `Ready` says then.
     pub ready: Option<String>,
     pub paused: bool,
@@ -85,7 +86,10 @@ pub fn set_kstatus(
 ) {
     let (g, t) = (generation, now);
     match k.stalled {
-        Some((reason, message)) => set_condition(conds, cond::STALLED, true, reason, message, g, t),
+        Some(stall) => {
+            let message = stall.message();
+            set_condition(conds, cond::STALLED, true, stall.reason(), message, g, t)
+        }
         None => set_condition(conds, cond::STALLED, false, "Progressing", "", g, t),
     }
     let ready = k.ready.is_some();
@@ -130,12 +134,13 @@ pub fn set_kstatus(
 /// [`set_kstatus`] with the conditions as last persisted.
 pub fn announce_stall(
     conds_before: &[Condition],
-    stalled: Option<(&str, &str)>,
+    stalled: Option<&Stall>,
     events: &mut Vec<PlanEvent>,
 ) {
-    let Some((reason, message)) = stalled else {
+    let Some(stall) = stalled else {
         return;
     };
+    let (reason, message) = (stall.reason(), stall.message());
     let unchanged = conds_before.iter().any(|c| {
         c.type_ == cond::STALLED && c.status == "True" && c.reason == reason && c.message == message
     });
@@ -145,7 +150,7 @@ pub fn announce_stall(
     events.push(PlanEvent {
         warning: true,
         reason: reason.to_string(),
-        message: message.to_string(),
+        message,
     });
 }
 

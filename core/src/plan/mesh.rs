@@ -15,9 +15,8 @@ use crate::api::{
 use super::cluster::Admission;
 use super::conditions::{Kstatus, Log, announce_stall, set_condition, set_flag, set_kstatus};
 use super::observe::{PlanEvent, Wake};
-use super::validate::{
-    ClusterRef, FastMap, MeshIndex, Roles, same_str, summarize, validate_mesh_indexed,
-};
+use super::stall::Stall;
+use super::validate::{ClusterRef, FastMap, MeshIndex, Roles, same_str, validate_mesh_indexed};
 
 /// A cluster as the mesh planner sees it.
 pub struct MeshClusterView<'a> {
@@ -368,7 +367,7 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     let mut events = Vec::new();
     let mut wake = Wake::Idle;
     let mut waiting: Vec<String> = Vec::new();
-    let mut stalled: Option<(String, String)> = None;
+    let mut stalled: Option<Stall> = None;
     let mut preconditions_ok = true;
     let mut precondition_msg = String::new();
     let paused = spec.paused || input.intents.pause;
@@ -432,23 +431,16 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     st.progress = Some(format!("{done_count}/{total}"));
 
     if !problems.is_empty() {
-        stalled = Some(("InvalidSpec".into(), summarize(&problems)));
+        stalled = Some(Stall::InvalidSpec(problems.clone()));
         st.admitted.clear();
     } else if !unreadable.is_empty() {
         // Hold: admit nothing new (clusters already admitted finish their rollout) until the
         // object is fixed; never call the rollout done without it.
-        let list: Vec<String> = unreadable
+        let clusters = unreadable
             .iter()
-            .map(|(n, e)| format!("{n}: {}", crate::plan::conditions::bounded(e, 200)))
+            .map(|(n, e)| (n.to_string(), e.to_string()))
             .collect();
-        stalled = Some((
-            "ClusterUnreadable".into(),
-            format!(
-                "cannot read cluster {} (see its Stalled condition); no new cluster is \
-                 admitted until it is fixed",
-                list.join("; ")
-            ),
-        ));
+        stalled = Some(Stall::ClusterUnreadable(clusters));
     }
 
     let direction = if sums
@@ -502,13 +494,10 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
             if !failures.is_empty() && forced.is_none() {
                 preconditions_ok = false;
                 precondition_msg = failures.join("; ");
-                stalled = Some((
-                    "PreconditionFailed".into(),
-                    format!(
-                        "rollout to {} not started: {precondition_msg}",
-                        spec.version
-                    ),
-                ));
+                stalled = Some(Stall::PreconditionFailed {
+                    version: spec.version.clone(),
+                    failures: precondition_msg.clone(),
+                });
                 st.admitted.clear();
             } else {
                 if let Some(t) = forced
@@ -795,7 +784,7 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
                 && wake == Wake::Idle
             {
                 // Nothing moves, nothing will: a rule or the capacity check blocks the tier.
-                stalled = Some(("Blocked".into(), waiting.join("; ")));
+                stalled = Some(Stall::Blocked(waiting.clone()));
             }
         }
         for t in &mut tiers {
@@ -846,8 +835,8 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         MeshPhase::Waiting
     };
     st.phase = phase;
-    st.message = if let Some((_, m)) = &stalled {
-        Some(m.clone())
+    st.message = if let Some(stall) = &stalled {
+        Some(stall.message())
     } else if degraded {
         Some(format!(
             "clusters failed and hold their slots: {}",
@@ -868,13 +857,12 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         waiting.first().cloned()
     };
     let reconciling = st.message.clone().unwrap_or_default();
-    let stall = stalled.as_ref().map(|(r, m)| (r.as_str(), m.as_str()));
-    announce_stall(&st.conditions, stall, &mut events);
+    announce_stall(&st.conditions, stalled.as_ref(), &mut events);
     let conds = &mut st.conditions;
     set_kstatus(
         conds,
         Kstatus {
-            stalled: stalled.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
+            stalled: stalled.as_ref(),
             ready: ready.then(|| format!("all {total} clusters run their target")),
             paused,
             reconciling: ("RolloutInProgress", reconciling),

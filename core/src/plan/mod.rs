@@ -6,6 +6,7 @@ pub mod mesh;
 pub mod observe;
 pub mod persist;
 pub mod software;
+pub mod stall;
 pub mod validate;
 pub mod window;
 

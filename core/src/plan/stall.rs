@@ -1,0 +1,184 @@
+//! Why an object cannot make progress without a human: one typed reason per stop, carrying the
+//! data its message is made of. The planners decide *which* stall holds; [`Stall::reason`] and
+//! [`Stall::message`] are the only place that turns it into the `Stalled` condition's reason
+//! and message, the object's `status.message` and the warning event
+//! ([`super::conditions::announce_stall`]).
+
+use std::fmt;
+
+use super::validate::Problem;
+
+/// A stop that a human must act on (kstatus `Stalled=True`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stall {
+    /// The spec fails validation (CEL/schema rules the API server would also enforce, or a
+    /// semantic rule only the planner can check); nothing runs until it is fixed.
+    InvalidSpec(Vec<Problem>),
+    /// A version string that does not parse.
+    InvalidVersion(String),
+    /// No `spec.version` and no Mesh setting one.
+    NoVersion,
+    /// Two members report Active: acting could make it worse.
+    SplitBrain(String),
+    /// The new active did not serve in time and automatic rollback is off.
+    TrafficCheckFailed(String),
+    /// Members that exhausted their retries, with their last errors (`(member, error)`).
+    MemberZombie(Vec<(String, String)>),
+    /// The only way forward stops service and `allowOutage` is not set.
+    OutageNotAllowed { active: String },
+    /// An automatic rollback completed: the rollout from `version` failed with `reason`.
+    AutomaticRollback { version: String, reason: String },
+    /// Mesh: member clusters whose objects cannot be read (`(cluster, error)`).
+    ClusterUnreadable(Vec<(String, String)>),
+    /// Mesh: the preconditions of a rollout to `version` failed.
+    PreconditionFailed { version: String, failures: String },
+    /// Mesh: nothing moves and nothing will; what each cluster waits for.
+    Blocked(Vec<String>),
+}
+
+impl Stall {
+    /// The condition's `reason` (CamelCase, stable: alerting and tests match on it).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Stall::InvalidSpec(_) | Stall::InvalidVersion(_) => "InvalidSpec",
+            Stall::NoVersion => "NoVersion",
+            Stall::SplitBrain(_) => "SplitBrain",
+            Stall::TrafficCheckFailed(_) => "TrafficCheckFailed",
+            Stall::MemberZombie(_) => "MemberZombie",
+            Stall::OutageNotAllowed { .. } => "OutageNotAllowed",
+            Stall::AutomaticRollback { .. } => "AutomaticRollback",
+            Stall::ClusterUnreadable(_) => "ClusterUnreadable",
+            Stall::PreconditionFailed { .. } => "PreconditionFailed",
+            Stall::Blocked(_) => "Blocked",
+        }
+    }
+
+    /// The condition's message, also the object's `status.message` while stalled.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Stall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stall::InvalidSpec(problems) => f.write_str(&super::validate::summarize(problems)),
+            Stall::InvalidVersion(e) | Stall::SplitBrain(e) | Stall::TrafficCheckFailed(e) => {
+                f.write_str(e)
+            }
+            Stall::NoVersion => {
+                f.write_str("no version: set spec.version or add the cluster to a Mesh")
+            }
+            Stall::MemberZombie(errors) => {
+                let errs: Vec<String> = errors.iter().map(|(m, e)| format!("{m}: {e}")).collect();
+                write!(f, "needs a human (then retry): {}", errs.join("; "))
+            }
+            Stall::OutageNotAllowed { active } => write!(
+                f,
+                "upgrading {active} in place stops service (no other member can take over); set spec.upgrade.allowOutage: true"
+            ),
+            Stall::AutomaticRollback { version, reason } => write!(
+                f,
+                "rolled back from {version}: {reason}; set a new version or request a retry"
+            ),
+            Stall::ClusterUnreadable(clusters) => {
+                let list: Vec<String> = clusters
+                    .iter()
+                    .map(|(n, e)| format!("{n}: {}", super::conditions::bounded(e, 200)))
+                    .collect();
+                write!(
+                    f,
+                    "cannot read cluster {} (see its Stalled condition); no new cluster is \
+                     admitted until it is fixed",
+                    list.join("; ")
+                )
+            }
+            Stall::PreconditionFailed { version, failures } => {
+                write!(f, "rollout to {version} not started: {failures}")
+            }
+            Stall::Blocked(waiting) => f.write_str(&waiting.join("; ")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_stall_has_its_reason_and_a_message_with_its_data() {
+        let cases = [
+            (Stall::NoVersion, "NoVersion", "no version"),
+            (
+                Stall::InvalidVersion("bad version \"x\"".into()),
+                "InvalidSpec",
+                "bad version",
+            ),
+            (
+                Stall::SplitBrain("both a and b report Active".into()),
+                "SplitBrain",
+                "both a and b",
+            ),
+            (
+                Stall::TrafficCheckFailed("b did not serve".into()),
+                "TrafficCheckFailed",
+                "b did not",
+            ),
+            (
+                Stall::MemberZombie(vec![
+                    ("a".into(), "disk full".into()),
+                    ("b".into(), "x".into()),
+                ]),
+                "MemberZombie",
+                "needs a human (then retry): a: disk full; b: x",
+            ),
+            (
+                Stall::OutageNotAllowed { active: "a".into() },
+                "OutageNotAllowed",
+                "upgrading a in place",
+            ),
+            (
+                Stall::AutomaticRollback {
+                    version: "2.0".into(),
+                    reason: "no traffic".into(),
+                },
+                "AutomaticRollback",
+                "rolled back from 2.0: no traffic;",
+            ),
+            (
+                Stall::ClusterUnreadable(vec![("c0".into(), "bad".into())]),
+                "ClusterUnreadable",
+                "cannot read cluster c0: bad",
+            ),
+            (
+                Stall::PreconditionFailed {
+                    version: "2.0".into(),
+                    failures: "backlog on c1".into(),
+                },
+                "PreconditionFailed",
+                "rollout to 2.0 not started: backlog on c1",
+            ),
+            (
+                Stall::Blocked(vec!["c1 waits".into(), "c2 waits".into()]),
+                "Blocked",
+                "c1 waits; c2 waits",
+            ),
+        ];
+        for (stall, reason, message) in cases {
+            assert_eq!(stall.reason(), reason, "{stall:?}");
+            assert!(
+                stall.message().contains(message),
+                "{:?} → {}",
+                stall,
+                stall.message()
+            );
+        }
+    }
+
+    #[test]
+    fn an_unreadable_cluster_error_is_bounded_in_the_message() {
+        let long = "x".repeat(10_000);
+        let m = Stall::ClusterUnreadable(vec![("c0".into(), long)]).message();
+        assert!(m.len() < 400, "{} bytes", m.len());
+    }
+}
