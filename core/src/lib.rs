@@ -9,3 +9,6 @@ pub use baton_api as api;
 
 pub mod plan;
 pub mod sim;
+
+#[cfg(test)]
+mod purity;
