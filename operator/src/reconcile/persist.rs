@@ -20,7 +20,7 @@ use std::future::Future;
 /// Only [`persist`] creates one, after [`StatusStore::write`] succeeded; the field is private,
 /// so no other module can build one:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0451
 /// use baton::reconcile::{ClusterPass, Persisted};
 /// fn forge(pass: ClusterPass) -> Persisted<ClusterPass> {
 ///     Persisted { value: pass } // error: the field `value` is private
