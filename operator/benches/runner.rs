@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use baton::api::{Cluster, ClusterSpec, Health, MemberRole, MemberSpec, UpgradePolicy};
 use baton::local::{Manifests, Runner, Settled};
 use baton::plan::{AgentView, OpKind, OpRequest, OpState, OpView};
-use baton::reconcile::{Members, SubmitError, Timing};
+use baton::reconcile::{MemberError, Members, SubmitError, Timing};
 use kube::core::ObjectMeta;
 
 const UPGRADE: Duration = Duration::from_secs(1);
@@ -133,7 +133,7 @@ impl Fleet {
 }
 
 impl Members for Fleet {
-    async fn status(&self, _member: &str, endpoint: &str) -> Result<AgentView, String> {
+    async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, MemberError> {
         self.with(endpoint, |a, now| AgentView {
             version: a.version.clone(),
             components: Default::default(),
@@ -150,15 +150,17 @@ impl Members for Fleet {
             load: None,
             operation: a.current.as_deref().and_then(|c| a.view(c, now)),
         })
+        .map_err(|e| MemberError::unavailable(member, e))
     }
 
     async fn operation(
         &self,
-        _m: &str,
+        member: &str,
         endpoint: &str,
         id: &str,
-    ) -> Result<Option<OpView>, String> {
+    ) -> Result<Option<OpView>, MemberError> {
         self.with(endpoint, |a, now| a.view(id, now))
+            .map_err(|e| MemberError::unavailable(member, e))
     }
 
     async fn submit(&self, _m: &str, endpoint: &str, req: &OpRequest) -> Result<(), SubmitError> {

@@ -16,3 +16,6 @@ pub mod k8s;
 pub mod kubectl;
 pub mod local;
 pub mod reconcile;
+
+#[cfg(test)]
+mod layers;

@@ -163,7 +163,7 @@ fn existing_state(state_path: &Path) -> anyhow::Result<State> {
             state_path.display()
         );
     }
-    State::load(state_path)
+    Ok(State::load(state_path)?)
 }
 
 /// `baton status`: the state file as tables (clusters, members, log), JSON or YAML.

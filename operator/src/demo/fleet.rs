@@ -259,7 +259,10 @@ impl Fleet {
             })
             .collect();
         let body = serde_json::to_vec_pretty(&recs).context("encoding agents.json")?;
-        crate::local::state::write_atomic(&self.root.join(AGENTS_FILE), &body)
+        Ok(crate::local::state::write_atomic(
+            &self.root.join(AGENTS_FILE),
+            &body,
+        )?)
     }
 
     pub fn get(&self, cluster: &str, member: &str) -> Option<&AgentProc> {

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
 use crate::plan::{AgentView, OpRequest, OpView};
-use crate::reconcile::{AgentMembers, Members, SubmitError};
+use crate::reconcile::{AgentMembers, MemberError, Members, SubmitError};
 
 /// Keys of the agent client Secret.
 pub const CA_KEY: &str = "ca.crt";
@@ -68,16 +68,18 @@ impl SwappableMembers {
         Ok(())
     }
 
-    fn current(&self) -> Result<Arc<AgentMembers>, String> {
+    fn current(&self) -> Result<Arc<AgentMembers>, MemberError> {
         self.inner
             .read()
             .map(|g| g.clone())
-            .map_err(|_| "agent credentials lock poisoned".to_string())
+            .map_err(|_| MemberError::Poisoned {
+                what: "agent credentials lock",
+            })
     }
 }
 
 impl Members for SwappableMembers {
-    async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, String> {
+    async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, MemberError> {
         let m = self.current()?;
         m.status(member, endpoint).await
     }
@@ -87,7 +89,7 @@ impl Members for SwappableMembers {
         member: &str,
         endpoint: &str,
         id: &str,
-    ) -> Result<Option<OpView>, String> {
+    ) -> Result<Option<OpView>, MemberError> {
         let m = self.current()?;
         m.operation(member, endpoint, id).await
     }
@@ -98,7 +100,9 @@ impl Members for SwappableMembers {
         endpoint: &str,
         request: &OpRequest,
     ) -> Result<(), SubmitError> {
-        let m = self.current().map_err(SubmitError::Refused)?;
+        let m = self
+            .current()
+            .map_err(|e| SubmitError::Refused(e.to_string()))?;
         m.submit(member, endpoint, request).await
     }
 }

@@ -3,7 +3,9 @@
 //! A pass: (leader?) → freshest copy of the Cluster → admission from the Mesh that owns it →
 //! observe the members and plan → write the status when it changed (server-side apply,
 //! guarded by resourceVersion) → (still leader?) → act → events → requeue after the planner's
-//! wake-up. Nothing is sent to an agent unless the status naming it was written first.
+//! wake-up. Nothing is sent to an agent unless the status naming it was written first: `act`
+//! takes the [`Persisted`] pass that only the status write (`persist` through
+//! [`StatusTarget`]) hands back.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -13,14 +15,14 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use crate::api::{Cluster, ClusterStatus};
-use crate::reconcile::{Members, act, now, observe_and_plan};
+use crate::reconcile::{Members, Persisted, act, now, observe_and_plan, persist};
 
 use super::context::{Context, Error};
 use super::events::{cluster_derived, reference, submission_failures};
 use super::invalid::{self, Outcome};
 use super::leader::is_conflict;
 use super::slots::Class;
-use super::status_write::{CLUSTER_MANAGER, apply_status};
+use super::status_write::{CLUSTER_MANAGER, StatusTarget};
 use super::stores::{GuardedCluster, cluster_object};
 
 pub const KIND: &str = "Cluster";
@@ -28,6 +30,10 @@ pub const KIND: &str = "Cluster";
 /// Before the caches are listed: look again shortly.
 const NOT_SYNCED: StdDuration = StdDuration::from_secs(1);
 
+#[tracing::instrument(
+    skip(obj, ctx),
+    fields(name = %obj.name_any(), namespace = %obj.namespace().unwrap_or_default())
+)]
 pub async fn reconcile<M: Members>(
     obj: Arc<GuardedCluster>,
     ctx: Arc<Context<M>>,
@@ -58,14 +64,14 @@ pub async fn reconcile<M: Members>(
             return Ok(Action::await_change());
         }
     };
-    let timer = ctx.metrics.start(KIND);
+    // Counts the pass and observes its duration when dropped, however it ends.
+    let _timer = ctx.metrics.start(KIND);
     let result = match &obj.0 {
         Ok(c) => pass(c, &ctx).await,
         Err(invalid) => report_invalid(invalid, &ctx).await,
     };
-    timer.finish();
     if let Err(e) = &result {
-        ctx.metrics.error(KIND, e.metric_reason());
+        ctx.metrics.error(KIND, e);
     }
     result
 }
@@ -108,45 +114,45 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
         return Ok(Action::await_change());
     }
     let before: Option<&ClusterStatus> = object.status.as_ref();
-    if pass.changed {
-        let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
-        match apply_status(
-            &api,
-            CLUSTER_MANAGER,
-            &name,
-            c.metadata.resource_version.as_deref(),
-            &pass.plan.status,
-        )
-        .await
-        {
-            Ok(updated) => {
-                ctx.metrics.status_written(KIND);
-                ctx.stores.written_clusters.record(updated)
+    let changed = pass.changed;
+    let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut target = StatusTarget {
+        api: &api,
+        manager: CLUSTER_MANAGER,
+        name: &name,
+        resource_version: c.metadata.resource_version.as_deref(),
+    };
+    let pass: Persisted<_> = match persist(&mut target, pass).await {
+        Ok((pass, None)) => pass,
+        Ok((pass, Some(updated))) => {
+            ctx.metrics.status_written(KIND);
+            ctx.stores.written_clusters.record(updated);
+            ctx.metrics.count_steps(before, &pass.get().plan.status);
+            if let Some(m) = &mesh {
+                // The mesh reads this status: let it decide at once.
+                ctx.triggers.mesh(&ns, m);
             }
-            Err(e) if is_conflict(&e) => {
-                // Planned from an outdated copy: read the current one and plan again.
-                refresh(ctx, &api, &ns, &name).await?;
-                mark_hot(ctx, (ns, name), ctx.timing.busy);
-                return Ok(Action::requeue(ctx.timing.busy));
-            }
-            Err(source) => {
-                return Err(Error::StatusWrite {
-                    kind: KIND,
-                    namespace: ns,
-                    name,
-                    source,
-                });
-            }
+            pass
         }
-        ctx.metrics.count_steps(before, &pass.plan.status);
-        if let Some(m) = &mesh {
-            // The mesh reads this status: let it decide at once.
-            ctx.triggers.mesh(&ns, m);
+        Err(e) if is_conflict(&e) => {
+            // Planned from an outdated copy: read the current one and plan again.
+            refresh(ctx, &api, &ns, &name).await?;
+            mark_hot(ctx, (ns, name), ctx.timing.busy);
+            return Ok(Action::requeue(ctx.timing.busy));
         }
-    }
-    let mut events = pass.plan.events.clone();
-    if pass.changed {
-        events.extend(cluster_derived(before, &pass.plan.status));
+        Err(source) => {
+            return Err(Error::StatusWrite {
+                kind: KIND,
+                namespace: ns,
+                name,
+                source,
+            });
+        }
+    };
+    let plan = &pass.get().plan;
+    let mut events = plan.events.clone();
+    if changed {
+        events.extend(cluster_derived(before, &plan.status));
     }
     let regarding = reference::<Cluster>(&c.metadata);
     if !ctx.leader.is_leader() {
@@ -168,7 +174,7 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     events.extend(submission_failures(&outcomes));
     ctx.events.publish(&regarding, &events).await;
     let wait = if outcomes.is_empty() {
-        ctx.timing.after(pass.plan.wake, ts)
+        ctx.timing.after(plan.wake, ts)
     } else {
         ctx.timing.busy
     };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use kube::runtime::reflector::ObjectRef;
 
-use crate::reconcile::{Members, Timing};
+use crate::reconcile::{Members, MetricLabel, Timing};
 
 use super::events::EventSink;
 use super::leader::Leadership;
@@ -36,9 +36,9 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// Short reason for the error metric.
-    pub fn metric_reason(&self) -> &'static str {
+/// The `reason` of `baton_reconcile_errors_total` (documented in `docs/operator.md`).
+impl MetricLabel for Error {
+    fn metric_label(&self) -> &'static str {
         match self {
             Error::StatusWrite { .. } => "StatusWrite",
             Error::Read { .. } => "Read",
@@ -104,4 +104,42 @@ pub struct Context<M: Members> {
     pub slots: Slots,
     /// Clusters whose last pass asked to be looked at again soon (busy polling).
     pub hot: std::sync::Mutex<std::collections::HashSet<super::stores::Key>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_controller_error_has_its_metric_label() {
+        let e = |write: bool| {
+            let (kind, namespace, name) = ("Cluster", "ns".to_string(), "web".to_string());
+            let source = kube::Error::Service("boom".into());
+            if write {
+                Error::StatusWrite {
+                    kind,
+                    namespace,
+                    name,
+                    source,
+                }
+            } else {
+                Error::Read {
+                    kind,
+                    namespace,
+                    name,
+                    source,
+                }
+            }
+        };
+        assert_eq!(e(true).metric_label(), "StatusWrite");
+        assert_eq!(e(false).metric_label(), "Read");
+        assert!(
+            e(true)
+                .to_string()
+                .starts_with("writing the status of Cluster ns/web: "),
+            "{}",
+            e(true)
+        );
+        assert!(e(false).to_string().starts_with("reading Cluster ns/web: "));
+    }
 }

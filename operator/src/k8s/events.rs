@@ -14,7 +14,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use crate::api::{ClusterStatus, MeshStatus, condition as cond};
 use crate::plan::PlanEvent;
 use crate::plan::conditions::{bounded, condition_true};
-use crate::reconcile::{ActOutcome, SubmitError};
+use crate::reconcile::ActOutcome;
 
 use super::annotations::annotation_of;
 
@@ -157,19 +157,7 @@ pub fn mesh_derived(before: Option<&MeshStatus>, after: &MeshStatus) -> Vec<Plan
 pub fn submission_failures(outcomes: &[ActOutcome]) -> Vec<PlanEvent> {
     outcomes
         .iter()
-        .filter_map(|o| {
-            let e = o.result.as_ref().err()?;
-            let (warning, reason) = match e {
-                SubmitError::Busy(_) => (false, "OperationDeferred"),
-                SubmitError::Unreachable(_) => (true, "AgentUnreachable"),
-                SubmitError::Refused(_) => (true, "OperationRefused"),
-            };
-            Some(PlanEvent {
-                warning,
-                reason: reason.into(),
-                message: format!("{} {} on {}: {e}", o.kind.as_str(), o.id, o.member),
-            })
-        })
+        .filter_map(ActOutcome::failure_event)
         .collect()
 }
 

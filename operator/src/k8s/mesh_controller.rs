@@ -1,5 +1,6 @@
 //! The Mesh reconciler: plans admissions from the member Clusters' statuses (pure, no agent
-//! calls), writes the status when it changed, and wakes the Clusters whose admission changed.
+//! calls), writes the status when it changed, and wakes the Clusters whose admission changed;
+//! only a [`Persisted`] pass (one the status write handed back) wakes them.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -7,19 +8,25 @@ use std::time::Duration as StdDuration;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use crate::api::{Mesh, MeshStatus};
+use crate::api::{Mesh, MeshSpec, MeshStatus};
 use crate::plan::admission_for;
-use crate::reconcile::{ClusterObject, Members, now, plan_mesh_object};
+use crate::reconcile::{
+    ClusterObject, Members, MeshPass, Persisted, now, persist, plan_mesh_object,
+};
 
 use super::context::{Context, Error};
 use super::events::{mesh_derived, reference};
 use super::invalid::{self, Outcome};
 use super::leader::is_conflict;
-use super::status_write::{MESH_MANAGER, apply_status};
+use super::status_write::{MESH_MANAGER, StatusTarget};
 use super::stores::{GuardedMesh, mesh_object};
 
 pub const KIND: &str = "Mesh";
 
+#[tracing::instrument(
+    skip(obj, ctx),
+    fields(name = %obj.name_any(), namespace = %obj.namespace().unwrap_or_default())
+)]
 pub async fn reconcile<M: Members>(
     obj: Arc<GuardedMesh>,
     ctx: Arc<Context<M>>,
@@ -30,14 +37,14 @@ pub async fn reconcile<M: Members>(
     if !ctx.stores.synced() {
         return Ok(Action::requeue(StdDuration::from_secs(1)));
     }
-    let timer = ctx.metrics.start(KIND);
+    // Counts the pass and observes its duration when dropped, however it ends.
+    let _timer = ctx.metrics.start(KIND);
     let result = match &obj.0 {
         Ok(m) => pass(m, &ctx).await,
         Err(invalid) => report_invalid(invalid, &ctx).await,
     };
-    timer.finish();
     if let Err(e) = &result {
-        ctx.metrics.error(KIND, e.metric_reason());
+        ctx.metrics.error(KIND, e);
     }
     result
 }
@@ -66,67 +73,81 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
         return Ok(Action::await_change());
     }
     let before: Option<&MeshStatus> = object.status.as_ref();
-    if pass.changed {
-        let api: Api<Mesh> = Api::namespaced(ctx.client.clone(), &ns);
-        match apply_status(
-            &api,
-            MESH_MANAGER,
-            &name,
-            fresh.metadata.resource_version.as_deref(),
-            &pass.plan.status,
-        )
-        .await
-        {
-            Ok(updated) => {
-                ctx.metrics.status_written(KIND);
-                ctx.stores.written_meshes.record(updated)
-            }
-            Err(e) if is_conflict(&e) => {
-                ctx.stores
-                    .written_meshes
-                    .forget(&(ns.clone(), name.clone()));
-                match api.get_opt(&name).await {
-                    Ok(Some(m)) => ctx.stores.written_meshes.record_read(m),
-                    Ok(None) | Err(kube::Error::SerdeError(_)) => {}
-                    Err(source) => {
-                        return Err(Error::Read {
-                            kind: KIND,
-                            namespace: ns,
-                            name,
-                            source,
-                        });
-                    }
+    let changed = pass.changed;
+    let api: Api<Mesh> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut target = StatusTarget {
+        api: &api,
+        manager: MESH_MANAGER,
+        name: &name,
+        resource_version: fresh.metadata.resource_version.as_deref(),
+    };
+    let pass = match persist(&mut target, pass).await {
+        Ok((pass, None)) => pass,
+        Ok((pass, Some(updated))) => {
+            ctx.metrics.status_written(KIND);
+            ctx.stores.written_meshes.record(updated);
+            wake_admitted(ctx, &ns, &name, &object.spec, before, &members, &pass);
+            pass
+        }
+        Err(e) if is_conflict(&e) => {
+            ctx.stores
+                .written_meshes
+                .forget(&(ns.clone(), name.clone()));
+            match api.get_opt(&name).await {
+                Ok(Some(m)) => ctx.stores.written_meshes.record_read(m),
+                Ok(None) | Err(kube::Error::SerdeError(_)) => {}
+                Err(source) => {
+                    return Err(Error::Read {
+                        kind: KIND,
+                        namespace: ns,
+                        name,
+                        source,
+                    });
                 }
-                return Ok(Action::requeue(ctx.timing.busy));
             }
-            Err(source) => {
-                return Err(Error::StatusWrite {
-                    kind: KIND,
-                    namespace: ns,
-                    name,
-                    source,
-                });
-            }
+            return Ok(Action::requeue(ctx.timing.busy));
         }
-        // The clusters whose admission changed decide at once; the others are not woken:
-        // waking every member on each admission flooded the queue of a 200-cluster mesh with
-        // passes that had nothing to do. The relation map remembers what each cluster was
-        // woken for, so the watch event of this write does not wake them a second time.
-        for c in &members {
-            let old = admission_for(&name, &object.spec, before, &c.name);
-            let new = admission_for(&name, &object.spec, Some(&pass.plan.status), &c.name);
-            let changed = old != new;
-            ctx.relations.admitted_by_write(&ns, &c.name, new, changed);
+        Err(source) => {
+            return Err(Error::StatusWrite {
+                kind: KIND,
+                namespace: ns,
+                name,
+                source,
+            });
         }
-    }
-    let mut events = pass.plan.events.clone();
-    if pass.changed {
-        events.extend(mesh_derived(before, &pass.plan.status));
+    };
+    let plan = &pass.get().plan;
+    let mut events = plan.events.clone();
+    if changed {
+        events.extend(mesh_derived(before, &plan.status));
     }
     ctx.events
         .publish(&reference::<Mesh>(&fresh.metadata), &events)
         .await;
-    Ok(Action::requeue(ctx.timing.after(pass.plan.wake, ts)))
+    Ok(Action::requeue(ctx.timing.after(plan.wake, ts)))
+}
+
+/// After a status write: the clusters whose admission changed decide at once; the others are
+/// not woken: waking every member on each admission flooded the queue of a 200-cluster mesh
+/// with passes that had nothing to do. The relation map remembers what each cluster was woken
+/// for, so the watch event of this write does not wake them a second time. Takes the
+/// [`Persisted`] pass: a cluster is never woken for an admission that is not stored.
+fn wake_admitted<M: Members>(
+    ctx: &Context<M>,
+    ns: &str,
+    mesh: &str,
+    spec: &MeshSpec,
+    before: Option<&MeshStatus>,
+    members: &[&ClusterObject],
+    pass: &Persisted<MeshPass>,
+) {
+    let after = &pass.get().plan.status;
+    for c in members {
+        let old = admission_for(mesh, spec, before, &c.name);
+        let new = admission_for(mesh, spec, Some(after), &c.name);
+        let changed = old != new;
+        ctx.relations.admitted_by_write(ns, &c.name, new, changed);
+    }
 }
 
 async fn report_invalid<M: Members>(

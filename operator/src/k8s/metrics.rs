@@ -16,6 +16,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::api::{ClusterStatus, LogEntry, LogMode, LogResult, LogScope, MeshStatus};
+use crate::reconcile::MetricLabel;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -146,7 +147,8 @@ impl Metrics {
         }
     }
 
-    /// Start timing one reconcile of `kind`.
+    /// Start timing one reconcile of `kind`: the pass is counted and its duration observed
+    /// when the returned guard is dropped, however the reconcile ends (see [`ReconcileTimer`]).
     pub fn start(&self, kind: &str) -> ReconcileTimer<'_> {
         ReconcileTimer {
             metrics: self,
@@ -167,11 +169,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn error(&self, kind: &str, reason: &str) {
+    /// One failed reconcile of `kind`; the `reason` label is the error's [`MetricLabel`].
+    pub fn error(&self, kind: &str, error: &impl MetricLabel) {
         self.errors
             .get_or_create(&ErrorLabels {
                 kind: kind.into(),
-                reason: reason.into(),
+                reason: error.metric_label().into(),
             })
             .inc();
     }
@@ -221,16 +224,23 @@ impl Metrics {
     }
 }
 
-/// Times one reconcile; counts it when finished.
+/// Times one reconcile, as a drop guard (like kube-rs `controller-rs`'s `ReconcileMeasurer`):
+/// created when the pass starts, it counts the pass (`baton_reconciles_total`) and observes
+/// its duration (`baton_reconcile_duration_seconds`) exactly once, when dropped, so every way
+/// out of the reconcile (an early return, `?` on an error, a cancelled future) is measured.
+/// Bind it to a named variable (`let _timer = …`): `let _ = …` drops it at once.
+#[must_use = "the reconcile is measured when this guard is dropped"]
 pub struct ReconcileTimer<'a> {
     metrics: &'a Metrics,
     kind: String,
     started: Instant,
 }
 
-impl ReconcileTimer<'_> {
-    pub fn finish(self) {
-        let labels = KindLabels { kind: self.kind };
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        let labels = KindLabels {
+            kind: std::mem::take(&mut self.kind),
+        };
         self.metrics.reconciles.get_or_create(&labels).inc();
         self.metrics
             .duration
@@ -352,8 +362,16 @@ mod tests {
     #[test]
     fn render_exposes_the_documented_names() {
         let m = Metrics::new();
-        m.start("Cluster").finish();
-        m.error("Cluster", "StatusWrite");
+        drop(m.start("Cluster"));
+        m.error(
+            "Cluster",
+            &super::super::context::Error::StatusWrite {
+                kind: "Cluster",
+                namespace: "ns".into(),
+                name: "web".into(),
+                source: kube::Error::Service("test".into()),
+            },
+        );
         m.status_written("Cluster");
         m.count_steps(
             None,
@@ -406,5 +424,87 @@ mod tests {
         let text = m.render(std::iter::empty(), std::iter::empty(), false);
         assert!(!text.contains("baton_members{"), "{text}");
         assert!(text.contains("baton_leader 0"), "{text}");
+    }
+
+    fn count(text: &str, series: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    /// The guard observes once when dropped, on every way out of a reconcile.
+    #[test]
+    fn the_reconcile_timer_observes_once_on_every_way_out() {
+        fn reconcile(m: &Metrics, fail: bool) -> Result<(), &'static str> {
+            let _timer = m.start("Mesh");
+            if fail {
+                Err("early")?;
+            }
+            Ok(())
+        }
+        let m = Metrics::new();
+        let dur = "baton_reconcile_duration_seconds_count{kind=\"Mesh\"}";
+        let total = "baton_reconciles_total{kind=\"Mesh\"}";
+        let text = m.render(std::iter::empty(), std::iter::empty(), false);
+        assert_eq!(count(&text, dur), None, "nothing before a reconcile");
+
+        assert!(reconcile(&m, false).is_ok());
+        let text = m.render(std::iter::empty(), std::iter::empty(), false);
+        assert_eq!((count(&text, dur), count(&text, total)), (Some(1), Some(1)));
+
+        assert!(reconcile(&m, true).is_err(), "the error path");
+        let text = m.render(std::iter::empty(), std::iter::empty(), false);
+        assert_eq!((count(&text, dur), count(&text, total)), (Some(2), Some(2)));
+
+        // Still running: not observed yet.
+        let running = m.start("Mesh");
+        let text = m.render(std::iter::empty(), std::iter::empty(), false);
+        assert_eq!(count(&text, dur), Some(2));
+        drop(running);
+        let text = m.render(std::iter::empty(), std::iter::empty(), false);
+        assert_eq!(count(&text, dur), Some(3));
+    }
+
+    /// A cancelled reconcile (its future dropped mid-pass) is measured too.
+    #[tokio::test]
+    async fn a_cancelled_reconcile_is_measured() {
+        let m = Metrics::new();
+        let pass = async {
+            let _timer = m.start("Cluster");
+            std::future::pending::<()>().await;
+        };
+        let timed_out = tokio::time::timeout(std::time::Duration::from_millis(10), pass).await;
+        assert!(timed_out.is_err());
+        let text = m.render(std::iter::empty(), std::iter::empty(), false);
+        assert_eq!(
+            count(
+                &text,
+                "baton_reconcile_duration_seconds_count{kind=\"Cluster\"}"
+            ),
+            Some(1)
+        );
+    }
+
+    /// Every error kind reaches the metric as its own label.
+    #[test]
+    fn error_metrics_are_labelled_by_the_error_kind() {
+        use super::super::context::Error;
+        let m = Metrics::new();
+        let read = Error::Read {
+            kind: "Mesh",
+            namespace: "ns".into(),
+            name: "prod".into(),
+            source: kube::Error::Service("test".into()),
+        };
+        m.error("Mesh", &read);
+        m.error("Mesh", &read);
+        let text = m.render(std::iter::empty(), std::iter::empty(), false);
+        assert_eq!(
+            count(
+                &text,
+                "baton_reconcile_errors_total{kind=\"Mesh\",reason=\"Read\"}"
+            ),
+            Some(2),
+            "{text}"
+        );
     }
 }

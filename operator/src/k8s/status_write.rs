@@ -4,6 +4,11 @@
 //! The precondition is what makes "persist before act" hold under a lagging watch cache: a
 //! status planned from an outdated copy of the object is refused (409) instead of
 //! overwriting a newer one, and the reconciler plans again from a fresh read.
+//!
+//! [`StatusTarget`] is the engine's [`StatusStore`] for one object: the reconcilers persist a
+//! pass through it (`reconcile::persist`) and act only on the [`Persisted`] pass it yields.
+//!
+//! [`Persisted`]: crate::reconcile::Persisted
 
 use std::fmt::Debug;
 
@@ -11,6 +16,9 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::api::{Cluster, Mesh};
+use crate::reconcile::{ClusterPass, MeshPass, StatusStore};
 
 /// Field manager of the Cluster controller's status writes.
 pub const CLUSTER_MANAGER: &str = "baton-cluster-controller";
@@ -53,4 +61,59 @@ where
         &Patch::Apply(&body),
     )
     .await
+}
+
+/// The status subresource of one object, as the engine's status store: a pass whose status
+/// changed is applied (guarded by the `resourceVersion` it was planned from); an unchanged one
+/// is already stored. The write returns the object as stored after it, `None` when nothing was
+/// written; a refusal is the API server's error (409 when planned from an outdated copy).
+pub struct StatusTarget<'a, K> {
+    pub api: &'a Api<K>,
+    /// Field manager: [`CLUSTER_MANAGER`] or [`MESH_MANAGER`].
+    pub manager: &'static str,
+    pub name: &'a str,
+    /// The version of the object the pass planned from.
+    pub resource_version: Option<&'a str>,
+}
+
+impl StatusStore<ClusterPass> for StatusTarget<'_, Cluster> {
+    type Written = Option<Cluster>;
+    type Error = kube::Error;
+
+    async fn write(&mut self, pass: &ClusterPass) -> Result<Option<Cluster>, kube::Error> {
+        if !pass.changed {
+            return Ok(None);
+        }
+        let status = &pass.plan.status;
+        apply_status(
+            self.api,
+            self.manager,
+            self.name,
+            self.resource_version,
+            status,
+        )
+        .await
+        .map(Some)
+    }
+}
+
+impl StatusStore<MeshPass> for StatusTarget<'_, Mesh> {
+    type Written = Option<Mesh>;
+    type Error = kube::Error;
+
+    async fn write(&mut self, pass: &MeshPass) -> Result<Option<Mesh>, kube::Error> {
+        if !pass.changed {
+            return Ok(None);
+        }
+        let status = &pass.plan.status;
+        apply_status(
+            self.api,
+            self.manager,
+            self.name,
+            self.resource_version,
+            status,
+        )
+        .await
+        .map(Some)
+    }
 }

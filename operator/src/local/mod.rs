@@ -7,5 +7,5 @@ pub mod state;
 mod yaml_depth;
 
 pub use manifests::{Level, ManifestError, ManifestErrors, Manifests, load};
-pub use runner::{PassReport, Runner, RunnerStats, Settled};
-pub use state::{Intents, RunnerLock, State};
+pub use runner::{PassReport, Runner, RunnerError, RunnerStats, Settled};
+pub use state::{Intents, RunnerLock, State, StateError};

@@ -10,20 +10,41 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration as StdDuration, Instant, SystemTime};
 
-use anyhow::Context;
 use futures::StreamExt;
 use kube::ResourceExt;
+use tracing::Instrument;
 
-use crate::api::{ClusterPhase, MeshPhase, condition as cond};
+use crate::api::{ClusterPhase, MeshPhase, Timestamp, condition as cond};
 use crate::plan::conditions::condition_true;
-use crate::plan::{Intents as PlanIntents, MeshIntents, PlanEvent};
+use crate::plan::{Admission, Intents as PlanIntents, MeshIntents, PlanEvent};
 use crate::reconcile::{
-    ActOutcome, ClusterObject, ClusterPass, Members, MeshObject, SubmitError, Timing, act,
-    admission, mesh_membership, now, observe_and_plan, owned_elsewhere, plan_mesh_object,
+    ActOutcome, ClusterObject, ClusterPass, Members, MeshObject, MetricLabel, Persisted,
+    StatusStore, Timing, act, admission, mesh_membership, now, observe_and_plan, owned_elsewhere,
+    persist, plan_mesh_object,
 };
 
 use super::manifests::Manifests;
-use super::state::{Intents, ObjectState, RunnerLock, State, spec_hash};
+use super::state::{Intents, ObjectState, RunnerLock, State, StateError, spec_hash};
+
+/// Why a pass of the local runner failed. Nothing was sent to a member in that pass.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The intents file could not be read.
+    #[error("reading intents (written by approve/pause/resume/retry)")]
+    Intents(#[source] StateError),
+    /// The state file could not be written: the pass acts on nothing.
+    #[error(transparent)]
+    Persist(StateError),
+}
+
+impl MetricLabel for RunnerError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            RunnerError::Intents(_) => "Intents",
+            RunnerError::Persist(_) => "Persist",
+        }
+    }
+}
 
 /// What happened in one pass, for output and tests.
 #[derive(Clone, Debug, Default)]
@@ -81,7 +102,7 @@ pub struct Runner<M: Members> {
 
 impl<M: Members> Runner<M> {
     /// Load the state for these manifests (bumping generations of changed specs).
-    pub fn new(members: M, manifests: &Manifests, state_path: &Path) -> anyhow::Result<Self> {
+    pub fn new(members: M, manifests: &Manifests, state_path: &Path) -> Result<Self, StateError> {
         // Before anything is read: a second runner must not even bump generations.
         let lock = RunnerLock::acquire(state_path)?;
         let mut state = State::load(state_path)?;
@@ -174,7 +195,7 @@ impl<M: Members> Runner<M> {
     }
 
     /// One pass (see the module documentation).
-    pub async fn pass(&mut self) -> anyhow::Result<PassReport> {
+    pub async fn pass(&mut self) -> Result<PassReport, RunnerError> {
         self.stats.passes += 1;
         let mut report = PassReport::default();
         self.reload_intents()?;
@@ -193,7 +214,7 @@ impl<M: Members> Runner<M> {
             futures::stream::iter(due.iter().map(|&i| {
                 let c = &clusters[i];
                 let adm = admission(membership.get(&c.name).map(|&m| &meshes[m]), &c.name);
-                async move { (i, observe_and_plan(members, c, &adm, ts).await) }
+                async move { (i, cluster_pass(members, c, &adm, ts).await) }
             }))
             .buffer_unordered(self.concurrency)
             .collect()
@@ -220,49 +241,46 @@ impl<M: Members> Runner<M> {
             // The mesh reads the statuses just planned: admissions follow in this pass.
             dirty |= self.plan_meshes(ts, instant, &mut report);
         }
-        if dirty {
-            self.persist()?;
+        // Every changed status (clusters and meshes) in one atomic write; only what it hands
+        // back may act.
+        let mut store = StateFile {
+            path: &self.state_path,
+            state: &mut self.state,
+            clusters: &self.clusters,
+            meshes: &self.meshes,
+            dirty,
+        };
+        let (persisted, wrote) = persist(&mut store, passes)
+            .await
+            .map_err(RunnerError::Persist)?;
+        if wrote {
+            self.stats.state_writes += 1;
             report.wrote = true;
         }
         // Only now, with every intent on disk, touch the members.
-        let acting: Vec<&(usize, ClusterPass)> = passes
-            .iter()
-            .filter(|(_, p)| !p.plan.actions.is_empty())
+        let acting: Vec<(usize, Persisted<ClusterPass>)> = persisted
+            .into_iter()
+            .map(Persisted::into_parts)
+            .filter(|(_, p)| !p.get().plan.actions.is_empty())
             .collect();
         if !acting.is_empty() {
             let members = &self.members;
             let clusters = &self.clusters;
-            let outcomes: Vec<(usize, Vec<ActOutcome>)> = futures::stream::iter(
-                acting
-                    .iter()
-                    .map(|(i, p)| async move { (*i, act(members, &clusters[*i].spec, p).await) }),
-            )
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+            let outcomes: Vec<(usize, Vec<ActOutcome>)> =
+                futures::stream::iter(acting.iter().map(|(i, p)| {
+                    let c = &clusters[*i];
+                    let span = tracing::debug_span!("act", cluster = %c.name);
+                    async move { (*i, act(members, &c.spec, p).await) }.instrument(span)
+                }))
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
             for (i, outs) in outcomes {
                 let name = self.clusters[i].name.clone();
                 for o in outs {
                     self.stats.actions += 1;
-                    if let Err(e) = &o.result {
-                        let (warning, reason) = match e {
-                            SubmitError::Busy(_) => (false, "OperationDeferred"),
-                            SubmitError::Unreachable(_) => (true, "AgentUnreachable"),
-                            SubmitError::Refused(_) => (true, "OperationRefused"),
-                        };
-                        report.events.push((
-                            format!("Cluster/{name}"),
-                            PlanEvent {
-                                warning,
-                                reason: reason.into(),
-                                message: format!(
-                                    "{} {} on {}: {e}",
-                                    o.kind.as_str(),
-                                    o.id,
-                                    o.member
-                                ),
-                            },
-                        ));
+                    if let Some(event) = o.failure_event() {
+                        report.events.push((format!("Cluster/{name}"), event));
                     }
                     report.actions.push((name.clone(), o));
                 }
@@ -285,12 +303,7 @@ impl<M: Members> Runner<M> {
     }
 
     /// Plan every due mesh; returns whether a status changed.
-    fn plan_meshes(
-        &mut self,
-        ts: crate::api::Timestamp,
-        instant: Instant,
-        report: &mut PassReport,
-    ) -> bool {
+    fn plan_meshes(&mut self, ts: Timestamp, instant: Instant, report: &mut PassReport) -> bool {
         let mut changed = false;
         for mi in 0..self.meshes.len() {
             let members: Vec<&ClusterObject> = self
@@ -320,23 +333,7 @@ impl<M: Members> Runner<M> {
         changed
     }
 
-    fn persist(&mut self) -> anyhow::Result<()> {
-        for c in &self.clusters {
-            if let Some(e) = self.state.clusters.get_mut(&c.name) {
-                e.status = c.status.clone();
-            }
-        }
-        for m in &self.meshes {
-            if let Some(e) = self.state.meshes.get_mut(&m.name) {
-                e.status = m.status.clone();
-            }
-        }
-        self.state.save(&self.state_path)?;
-        self.stats.state_writes += 1;
-        Ok(())
-    }
-
-    fn reload_intents(&mut self) -> anyhow::Result<()> {
+    fn reload_intents(&mut self) -> Result<(), RunnerError> {
         let modified = std::fs::metadata(&self.intents_path)
             .and_then(|m| m.modified())
             .ok();
@@ -344,8 +341,7 @@ impl<M: Members> Runner<M> {
             return Ok(());
         }
         self.intents_seen = modified;
-        let intents = Intents::load(&self.intents_path)
-            .with_context(|| "reading intents (written by approve/pause/resume/retry)")?;
+        let intents = Intents::load(&self.intents_path).map_err(RunnerError::Intents)?;
         let instant = Instant::now();
         for (i, c) in self.clusters.iter_mut().enumerate() {
             let ci = intents.clusters.get(&c.name).cloned().unwrap_or_default();
@@ -464,6 +460,53 @@ impl<M: Members> Runner<M> {
     }
 }
 
+/// One cluster's observation and plan, in a span naming it.
+#[tracing::instrument(level = "debug", skip_all, fields(cluster = %cluster.name))]
+async fn cluster_pass<M: Members>(
+    members: &M,
+    cluster: &ClusterObject,
+    admission: &Admission,
+    now: Timestamp,
+) -> ClusterPass {
+    observe_and_plan(members, cluster, admission, now).await
+}
+
+/// The state file as the engine's status store, for one pass: the statuses the runner holds
+/// (the passes' changed statuses are already copied into its objects), all in one atomic
+/// replace when any changed, nothing otherwise.
+struct StateFile<'a> {
+    path: &'a Path,
+    state: &'a mut State,
+    clusters: &'a [ClusterObject],
+    meshes: &'a [MeshObject],
+    /// A cluster or mesh status changed in this pass.
+    dirty: bool,
+}
+
+impl StatusStore<Vec<(usize, ClusterPass)>> for StateFile<'_> {
+    /// Whether the file was written.
+    type Written = bool;
+    type Error = StateError;
+
+    async fn write(&mut self, _passes: &Vec<(usize, ClusterPass)>) -> Result<bool, StateError> {
+        if !self.dirty {
+            return Ok(false);
+        }
+        for c in self.clusters {
+            if let Some(e) = self.state.clusters.get_mut(&c.name) {
+                e.status = c.status.clone();
+            }
+        }
+        for m in self.meshes {
+            if let Some(e) = self.state.meshes.get_mut(&m.name) {
+                e.status = m.status.clone();
+            }
+        }
+        self.state.save(self.path)?;
+        Ok(true)
+    }
+}
+
 fn bump<T>(entry: &mut ObjectState<T>, spec: &impl serde::Serialize) {
     let h = spec_hash(spec);
     if entry.spec_hash != h {
@@ -481,6 +524,7 @@ mod tests {
     use crate::api::{Admitted, ClusterStatus, Direction, Health, MemberRole, MeshStatus};
     use crate::local::manifests::parse_into;
     use crate::plan::{AgentView, OpRequest, OpView};
+    use crate::reconcile::{MemberError, SubmitError};
 
     /// Agents answering from fixed views; every operation succeeds at once (and changes
     /// nothing).
@@ -490,14 +534,23 @@ mod tests {
     );
 
     impl Members for Fixed {
-        async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, String> {
+        async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, MemberError> {
             self.0
                 .get(endpoint)
                 .cloned()
-                .ok_or_else(|| format!("{member}: unreachable"))
+                .ok_or_else(|| MemberError::unavailable(member, format!("{member}: unreachable")))
         }
-        async fn operation(&self, _: &str, _: &str, id: &str) -> Result<Option<OpView>, String> {
-            Ok(self.1.lock().map_err(|e| e.to_string())?.get(id).cloned())
+        async fn operation(
+            &self,
+            _: &str,
+            _: &str,
+            id: &str,
+        ) -> Result<Option<OpView>, MemberError> {
+            let ops = self
+                .1
+                .lock()
+                .map_err(|_| MemberError::Poisoned { what: "test ops" })?;
+            Ok(ops.get(id).cloned())
         }
         async fn submit(&self, _: &str, _: &str, r: &OpRequest) -> Result<(), SubmitError> {
             let op = OpView {
@@ -694,5 +747,113 @@ spec:
         // A cluster waiting for a slot that the mesh cannot give (no admission) is not moving.
         r.clusters[2].status = Some(status(ClusterPhase::Waiting, g));
         assert!(matches!(r.settled(), Settled::Blocked(_)));
+    }
+
+    /// [`Fixed`] that, on each submit, reads the state file from disk and records whether it
+    /// already holds the step the operation belongs to.
+    struct OnDisk {
+        agents: Fixed,
+        state: PathBuf,
+        /// (operation id, its step was on disk when the agent received it).
+        submits: std::sync::Mutex<Vec<(String, bool)>>,
+    }
+
+    impl Members for OnDisk {
+        async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, MemberError> {
+            self.agents.status(member, endpoint).await
+        }
+        async fn operation(
+            &self,
+            member: &str,
+            endpoint: &str,
+            id: &str,
+        ) -> Result<Option<OpView>, MemberError> {
+            self.agents.operation(member, endpoint, id).await
+        }
+        async fn submit(&self, m: &str, e: &str, r: &OpRequest) -> Result<(), SubmitError> {
+            let recorded = State::load(&self.state).is_ok_and(|st| {
+                st.clusters
+                    .values()
+                    .filter_map(|c| c.status.as_ref())
+                    .flat_map(|s| &s.steps)
+                    .any(|step| r.id.starts_with(&step.id))
+            });
+            if let Ok(mut s) = self.submits.lock() {
+                s.push((r.id.clone(), recorded));
+            }
+            self.agents.submit(m, e, r).await
+        }
+    }
+
+    /// The act path gets its passes from the real persist (the state file write): every
+    /// operation reaches its agent with its step already in the file.
+    #[tokio::test]
+    async fn every_operation_is_on_disk_before_its_agent_receives_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state.json");
+        let members = OnDisk {
+            agents: converged(),
+            state: state.clone(),
+            submits: Default::default(),
+        };
+        // An upgrade: the agents run 1.0.0.
+        let upgrade = manifests(&CLUSTER.replace("\"1.0.0\"", "\"1.1.0\""));
+        let mut r = Runner::new(members, &upgrade, &state).expect("runner");
+        for _ in 0..5 {
+            r.cluster_due = vec![Instant::now(); r.clusters.len()];
+            r.pass().await.expect("pass");
+        }
+        let submits = r.members().submits.lock().expect("submits").clone();
+        assert!(!submits.is_empty(), "the upgrade's first steps were sent");
+        for (id, recorded) in &submits {
+            assert!(recorded, "{id} was sent before its step was written");
+        }
+    }
+
+    /// A state write that fails leaves nothing to act on: the pass fails and no agent is
+    /// asked to do anything.
+    #[tokio::test]
+    async fn a_failed_state_write_sends_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state.json");
+        let members = OnDisk {
+            agents: converged(),
+            state: state.clone(),
+            submits: Default::default(),
+        };
+        let upgrade = manifests(&CLUSTER.replace("\"1.0.0\"", "\"1.1.0\""));
+        let mut r = Runner::new(members, &upgrade, &state).expect("runner");
+        // The state file becomes a non-empty directory: the atomic replace cannot happen.
+        std::fs::remove_file(&state).expect("remove");
+        std::fs::create_dir_all(state.join("in-the-way")).expect("dir");
+        let e = r.pass().await.expect_err("the write fails");
+        assert_eq!(e.metric_label(), "Persist");
+        assert!(
+            format!("{:#}", anyhow::Error::from(e)).contains("replacing"),
+            "the cause is kept"
+        );
+        assert!(r.members().submits.lock().expect("submits").is_empty());
+        assert_eq!(r.stats().actions, 0);
+    }
+
+    #[test]
+    fn each_runner_error_has_its_label() {
+        let io = || StateError::Read {
+            path: "/i".into(),
+            source: std::io::Error::other("boom"),
+        };
+        let intents = RunnerError::Intents(io());
+        assert_eq!(intents.metric_label(), "Intents");
+        assert_eq!(
+            intents.to_string(),
+            "reading intents (written by approve/pause/resume/retry)"
+        );
+        let persist = RunnerError::Persist(io());
+        assert_eq!(persist.metric_label(), "Persist");
+        assert_eq!(
+            persist.to_string(),
+            "reading /i",
+            "the state error as it is"
+        );
     }
 }

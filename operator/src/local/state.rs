@@ -14,12 +14,119 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{ClusterStatus, MeshStatus};
+use crate::reconcile::MetricLabel;
 
 pub const STATE_FORMAT: u32 = 1;
+
+/// What went wrong with the state file, the intents file or their locks. Each variant names
+/// the file; the I/O or decoding error is its source.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a baton state file", path.display())]
+    NotState {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: not a baton intents file", path.display())]
+    NotIntents {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{}: state format {found} is not supported (expected {STATE_FORMAT})",
+        path.display()
+    )]
+    Format { path: PathBuf, found: u32 },
+    /// `what`: "the state" or "intents".
+    #[error("encoding {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A directory or a file could not be created.
+    #[error("creating {}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("locking {}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another runner holds the state file's lock.
+    #[error(
+        "another `baton run` is already running on {}: {holder} holds {}; stop it first \
+         (two runners on one state file would both send the same steps)",
+        state.display(),
+        lock.display()
+    )]
+    Held {
+        state: PathBuf,
+        lock: PathBuf,
+        /// Who holds it, as the lock file says.
+        holder: String,
+    },
+    /// Writing (or syncing) the temporary file of an atomic replace.
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("replacing {} with {}", path.display(), tmp.display())]
+    Replace {
+        path: PathBuf,
+        tmp: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl MetricLabel for StateError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            StateError::Read { .. } => "Read",
+            StateError::NotState { .. } => "NotState",
+            StateError::NotIntents { .. } => "NotIntents",
+            StateError::Format { .. } => "Format",
+            StateError::Encode { .. } => "Encode",
+            StateError::Create { .. } => "Create",
+            StateError::Open { .. } => "Open",
+            StateError::Lock { .. } => "Lock",
+            StateError::Held { .. } => "Held",
+            StateError::Write { .. } => "Write",
+            StateError::Replace { .. } => "Replace",
+        }
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), StateError> {
+    std::fs::create_dir_all(dir).map_err(|source| StateError::Create {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,25 +161,35 @@ impl Default for State {
 
 impl State {
     /// The state in `path`, or an empty state when the file does not exist yet.
-    pub fn load(path: &Path) -> anyhow::Result<State> {
+    pub fn load(path: &Path) -> Result<State, StateError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         };
-        let st: State = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a baton state file", path.display()))?;
-        anyhow::ensure!(
-            st.format == STATE_FORMAT,
-            "{}: state format {} is not supported (expected {STATE_FORMAT})",
-            path.display(),
-            st.format
-        );
+        let st: State = serde_json::from_str(&text).map_err(|source| StateError::NotState {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if st.format != STATE_FORMAT {
+            return Err(StateError::Format {
+                path: path.to_path_buf(),
+                found: st.format,
+            });
+        }
         Ok(st)
     }
 
-    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let body = serde_json::to_vec_pretty(self).context("encoding the state")?;
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let body = serde_json::to_vec_pretty(self).map_err(|source| StateError::Encode {
+            what: "the state",
+            source,
+        })?;
         write_atomic(path, &body)
     }
 }
@@ -98,12 +215,12 @@ impl RunnerLock {
     }
 
     /// Takes the lock or fails at once, naming the holder (pid, host, start time).
-    pub fn acquire(state: &Path) -> anyhow::Result<RunnerLock> {
+    pub fn acquire(state: &Path) -> Result<RunnerLock, StateError> {
         use fs2::FileExt;
         use std::io::{Read, Seek};
         let path = Self::path_for(state);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            create_dir(dir)?;
         }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -111,28 +228,29 @@ impl RunnerLock {
             .read(true)
             .write(true)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .map_err(|source| StateError::Open {
+                path: path.clone(),
+                source,
+            })?;
         if let Err(e) = file.try_lock_exclusive() {
             let contended = e.raw_os_error() == fs2::lock_contended_error().raw_os_error()
                 || e.kind() == std::io::ErrorKind::WouldBlock;
             if !contended {
-                return Err(e).with_context(|| format!("locking {}", path.display()));
+                return Err(StateError::Lock { path, source: e });
             }
             let mut holder = String::new();
             // Bounded: the file is ours, but nothing forces it to stay small.
             let _ = (&mut file).take(4096).read_to_string(&mut holder);
             let holder = holder.trim();
-            anyhow::bail!(
-                "another `baton run` is already running on {}: {} holds {}; stop it first \
-                 (two runners on one state file would both send the same steps)",
-                state.display(),
-                if holder.is_empty() {
+            return Err(StateError::Held {
+                state: state.to_path_buf(),
+                lock: path,
+                holder: if holder.is_empty() {
                     "a runner that is still starting".to_string()
                 } else {
                     holder.to_string()
                 },
-                path.display()
-            );
+            });
         }
         let holder = format!(
             "pid {} on host {} since {}\n",
@@ -206,17 +324,22 @@ impl Intents {
         state.with_file_name(name)
     }
 
-    pub fn load(path: &Path) -> anyhow::Result<Intents> {
+    pub fn load(path: &Path) -> Result<Intents, StateError> {
         match std::fs::read_to_string(path) {
-            Ok(t) => serde_json::from_str(&t)
-                .with_context(|| format!("{}: not a baton intents file", path.display())),
+            Ok(t) => serde_json::from_str(&t).map_err(|source| StateError::NotIntents {
+                path: path.to_path_buf(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Intents::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(source) => Err(StateError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 
     /// Read-modify-write under an exclusive lock, so two CLI commands never lose an update.
-    pub fn update(path: &Path, f: impl FnOnce(&mut Intents)) -> anyhow::Result<Intents> {
+    pub fn update(path: &Path, f: impl FnOnce(&mut Intents)) -> Result<Intents, StateError> {
         use fs2::FileExt;
         let lock_path = {
             let mut n = path
@@ -227,19 +350,27 @@ impl Intents {
             path.with_file_name(n)
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            create_dir(dir)?;
         }
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        lock.lock_exclusive()
-            .with_context(|| format!("locking {}", lock_path.display()))?;
+            .map_err(|source| StateError::Open {
+                path: lock_path.clone(),
+                source,
+            })?;
+        lock.lock_exclusive().map_err(|source| StateError::Lock {
+            path: lock_path.clone(),
+            source,
+        })?;
         let mut intents = Intents::load(path)?;
         f(&mut intents);
-        let body = serde_json::to_vec_pretty(&intents).context("encoding intents")?;
+        let body = serde_json::to_vec_pretty(&intents).map_err(|source| StateError::Encode {
+            what: "intents",
+            source,
+        })?;
         let r = write_atomic(path, &body);
         let _ = FileExt::unlock(&lock);
         r.map(|_| intents)
@@ -247,34 +378,42 @@ impl Intents {
 }
 
 /// Replace `path` with `body` atomically and durably.
-pub fn write_atomic(path: &Path, body: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, body: &[u8]) -> Result<(), StateError> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_dir(dir)?;
     let mut tmp = tempfile_in(dir, path)?;
     tmp.1
         .write_all(body)
         .and_then(|_| tmp.1.sync_all())
-        .with_context(|| format!("writing {}", tmp.0.display()))?;
+        .map_err(|source| StateError::Write {
+            path: tmp.0.clone(),
+            source,
+        })?;
     drop(tmp.1);
-    std::fs::rename(&tmp.0, path)
-        .with_context(|| format!("replacing {} with {}", path.display(), tmp.0.display()))?;
+    std::fs::rename(&tmp.0, path).map_err(|source| StateError::Replace {
+        path: path.to_path_buf(),
+        tmp: tmp.0.clone(),
+        source,
+    })?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
 }
 
-fn tempfile_in(dir: &Path, path: &Path) -> anyhow::Result<(PathBuf, std::fs::File)> {
+fn tempfile_in(dir: &Path, path: &Path) -> Result<(PathBuf, std::fs::File), StateError> {
     let base = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "state".into());
     let tmp = dir.join(format!(".{base}.{}.tmp", std::process::id()));
-    let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    Ok((tmp, f))
+    match std::fs::File::create(&tmp) {
+        Ok(f) => Ok((tmp, f)),
+        Err(source) => Err(StateError::Create { path: tmp, source }),
+    }
 }
 
 /// A stable fingerprint of a spec (FNV-1a over its JSON encoding).
@@ -338,5 +477,135 @@ mod tests {
         }
         let intents = Intents::load(&path).expect("load");
         assert_eq!(intents.clusters["c"].approve.len(), 80);
+    }
+
+    #[test]
+    fn each_state_error_has_its_label_and_names_its_file() {
+        let io = || std::io::Error::other("boom");
+        let json = || serde_json::from_str::<u32>("x").expect_err("not a number");
+        let p = || PathBuf::from("/s/state.json");
+        let cases = [
+            (
+                StateError::Read {
+                    path: p(),
+                    source: io(),
+                },
+                "Read",
+                "reading /s/state.json",
+            ),
+            (
+                StateError::NotState {
+                    path: p(),
+                    source: json(),
+                },
+                "NotState",
+                "/s/state.json: not a baton state file",
+            ),
+            (
+                StateError::NotIntents {
+                    path: p(),
+                    source: json(),
+                },
+                "NotIntents",
+                "/s/state.json: not a baton intents file",
+            ),
+            (
+                StateError::Format {
+                    path: p(),
+                    found: 9,
+                },
+                "Format",
+                "/s/state.json: state format 9 is not supported (expected 1)",
+            ),
+            (
+                StateError::Encode {
+                    what: "the state",
+                    source: json(),
+                },
+                "Encode",
+                "encoding the state",
+            ),
+            (
+                StateError::Create {
+                    path: p(),
+                    source: io(),
+                },
+                "Create",
+                "creating /s/state.json",
+            ),
+            (
+                StateError::Open {
+                    path: p(),
+                    source: io(),
+                },
+                "Open",
+                "opening /s/state.json",
+            ),
+            (
+                StateError::Lock {
+                    path: p(),
+                    source: io(),
+                },
+                "Lock",
+                "locking /s/state.json",
+            ),
+            (
+                StateError::Held {
+                    state: p(),
+                    lock: PathBuf::from("/s/state.json.lock"),
+                    holder: "pid 1".into(),
+                },
+                "Held",
+                "another `baton run` is already running on /s/state.json: pid 1 holds \
+                 /s/state.json.lock; stop it first (two runners on one state file would both \
+                 send the same steps)",
+            ),
+            (
+                StateError::Write {
+                    path: p(),
+                    source: io(),
+                },
+                "Write",
+                "writing /s/state.json",
+            ),
+            (
+                StateError::Replace {
+                    path: p(),
+                    tmp: PathBuf::from("/s/.state.json.1.tmp"),
+                    source: io(),
+                },
+                "Replace",
+                "replacing /s/state.json with /s/.state.json.1.tmp",
+            ),
+        ];
+        for (e, label, message) in &cases {
+            assert_eq!(e.metric_label(), *label);
+            assert_eq!(e.to_string(), *message);
+        }
+    }
+
+    #[test]
+    fn unreadable_files_are_reported_by_kind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state.json");
+        std::fs::write(&state, "not json").expect("write");
+        let e = State::load(&state).expect_err("not a state file");
+        assert_eq!(e.metric_label(), "NotState");
+        std::fs::write(&state, r#"{"format": 7}"#).expect("write");
+        let e = State::load(&state).expect_err("a future format");
+        assert_eq!(e.metric_label(), "Format");
+        let intents = Intents::path_for(&state);
+        std::fs::write(&intents, "[").expect("write");
+        assert_eq!(
+            Intents::load(&intents).expect_err("bad").metric_label(),
+            "NotIntents"
+        );
+        let _held = RunnerLock::acquire(&state).expect("lock");
+        assert_eq!(
+            RunnerLock::acquire(&state)
+                .expect_err("held")
+                .metric_label(),
+            "Held"
+        );
     }
 }

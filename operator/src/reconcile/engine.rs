@@ -2,9 +2,10 @@
 //! decide when to look again. Hosts (the local runner, the Kubernetes controllers) differ only
 //! in where objects and statuses live and what wakes them.
 //!
-//! The ordering rule that makes a crash harmless is the host's one duty: persist
-//! [`ClusterPass::plan`]'s status (when [`ClusterPass::changed`]) before calling [`act`]. A
-//! crash before the write loses nothing (the next pass plans the same step again); a crash
+//! The ordering rule that makes a crash harmless is held by a type: [`act`] takes a
+//! [`Persisted`] pass, which only [`super::persist()`] gives, after the host's
+//! [`super::StatusStore`] wrote [`ClusterPass::plan`]'s status (when [`ClusterPass::changed`]).
+//! A crash before the write loses nothing (the next pass plans the same step again); a crash
 //! after it leaves the intent recorded, and the operation ids derived from the step make
 //! sending it again the same operation.
 
@@ -20,6 +21,7 @@ use crate::plan::{
 };
 
 use super::members::{ActOutcome, Members, observe_cluster, perform};
+use super::persist::Persisted;
 
 /// A Cluster as every host holds it.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -105,12 +107,13 @@ pub async fn observe_and_plan<M: Members>(
     ClusterPass { plan, changed }
 }
 
-/// Perform the actions of a pass whose status is persisted.
+/// Perform the actions of a pass whose status is persisted (see [`Persisted`]).
 pub async fn act<M: Members>(
     members: &M,
     spec: &ClusterSpec,
-    pass: &ClusterPass,
+    pass: &Persisted<ClusterPass>,
 ) -> Vec<ActOutcome> {
+    let pass = pass.get();
     if pass.plan.actions.is_empty() {
         return Vec::new();
     }

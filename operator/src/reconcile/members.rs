@@ -13,20 +13,23 @@ use baton_agent::api::{
     DemoteRole, Health as AgentHealth, MemberStatus as AgentStatus, OperationKind, OperationRecord,
     OperationRequest, OperationState, Role,
 };
-use baton_agent::client::{AgentClient, CallPolicy, ClientTls, SharedTls};
+use baton_agent::client::{AgentClient, CallPolicy, ClientError, ClientTls, SharedTls};
 
 use crate::api::{ClusterSpec, ClusterStatus, Health, MemberRole, StepAction};
 use crate::plan::{AgentView, AlarmView, ClusterObservation, MemberObservation, OpKind, OpRequest};
-use crate::plan::{OpState, OpView};
+use crate::plan::{OpState, OpView, PlanEvent};
+
+use super::errors::MetricLabel;
 
 /// Access to the members of clusters, addressed by name (for messages) and agent endpoint.
-/// Errors are human-readable and name the member.
+/// Errors are typed ([`MemberError`], [`SubmitError`]); their messages are human-readable and
+/// name the member.
 pub trait Members: Send + Sync {
     fn status(
         &self,
         member: &str,
         endpoint: &str,
-    ) -> impl Future<Output = Result<AgentView, String>> + Send;
+    ) -> impl Future<Output = Result<AgentView, MemberError>> + Send;
 
     /// An operation by id; `Ok(None)` when the agent does not know the id.
     fn operation(
@@ -34,7 +37,7 @@ pub trait Members: Send + Sync {
         member: &str,
         endpoint: &str,
         id: &str,
-    ) -> impl Future<Output = Result<Option<OpView>, String>> + Send;
+    ) -> impl Future<Output = Result<Option<OpView>, MemberError>> + Send;
 
     /// Submit (idempotent by id).
     fn submit(
@@ -43,6 +46,59 @@ pub trait Members: Send + Sync {
         endpoint: &str,
         request: &OpRequest,
     ) -> impl Future<Output = Result<(), SubmitError>> + Send;
+}
+
+/// Why a member could not be observed (its status or an operation could not be read). The
+/// planner sees the message (`MemberObservation::error`): the member counts as unobserved for
+/// the pass.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    /// The agent's client failed: no connection, TLS, a timeout, an HTTP error or an answer
+    /// that does not decode. The client's message names the agent and is kept as it is.
+    #[error("{error}")]
+    Agent {
+        member: String,
+        endpoint: String,
+        /// Boxed: the client's error is large, and this travels on every failed look.
+        error: Box<ClientError>,
+    },
+    /// A lock of the member access was poisoned (a thread panicked holding it).
+    #[error("{what} poisoned")]
+    Poisoned { what: &'static str },
+    /// The member cannot be reached for a reason of the [`Members`] implementation itself (an
+    /// in-process fleet without that member, a fake in tests); the message says why.
+    #[error("{message}")]
+    Unavailable { member: String, message: String },
+}
+
+impl MemberError {
+    /// [`MemberError::Unavailable`] for `member`, with `message` as the whole text.
+    pub fn unavailable(member: &str, message: impl Into<String>) -> Self {
+        MemberError::Unavailable {
+            member: member.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The member the error is about, when it is about one.
+    pub fn member(&self) -> Option<&str> {
+        match self {
+            MemberError::Agent { member, .. } | MemberError::Unavailable { member, .. } => {
+                Some(member)
+            }
+            MemberError::Poisoned { .. } => None,
+        }
+    }
+}
+
+impl MetricLabel for MemberError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            MemberError::Agent { .. } => "Agent",
+            MemberError::Poisoned { .. } => "Poisoned",
+            MemberError::Unavailable { .. } => "Unavailable",
+        }
+    }
 }
 
 /// Why an operation was not started.
@@ -62,6 +118,30 @@ impl std::fmt::Display for SubmitError {
             SubmitError::Busy(m) | SubmitError::Unreachable(m) | SubmitError::Refused(m) => {
                 f.write_str(m)
             }
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+impl MetricLabel for SubmitError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            SubmitError::Busy(_) => "Busy",
+            SubmitError::Unreachable(_) => "Unreachable",
+            SubmitError::Refused(_) => "Refused",
+        }
+    }
+}
+
+impl SubmitError {
+    /// The reason of the event that reports it, and whether that event is a warning (a busy
+    /// member is expected: the step is only deferred).
+    pub fn event_reason(&self) -> (bool, &'static str) {
+        match self {
+            SubmitError::Busy(_) => (false, "OperationDeferred"),
+            SubmitError::Unreachable(_) => (true, "AgentUnreachable"),
+            SubmitError::Refused(_) => (true, "OperationRefused"),
         }
     }
 }
@@ -134,16 +214,15 @@ impl AgentMembers {
         })
     }
 
-    fn client(&self, member: &str, endpoint: &str) -> Result<AgentClient, String> {
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| "agent client cache poisoned".to_string())?;
+    fn client(&self, member: &str, endpoint: &str) -> Result<AgentClient, MemberError> {
+        let mut clients = self.clients.lock().map_err(|_| MemberError::Poisoned {
+            what: "agent client cache",
+        })?;
         if let Some(c) = clients.get(endpoint) {
             return Ok(c.clone());
         }
         let c = AgentClient::with_shared(endpoint, &self.tls)
-            .map_err(|e| e.to_string())?
+            .map_err(|error| agent_error(member, endpoint, error))?
             .with_member(member)
             .with_policy(self.policy);
         clients.insert(endpoint.to_string(), c.clone());
@@ -151,10 +230,21 @@ impl AgentMembers {
     }
 }
 
+fn agent_error(member: &str, endpoint: &str, error: ClientError) -> MemberError {
+    MemberError::Agent {
+        member: member.to_string(),
+        endpoint: endpoint.to_string(),
+        error: Box::new(error),
+    }
+}
+
 impl Members for AgentMembers {
-    async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, String> {
+    async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, MemberError> {
         let c = self.client(member, endpoint)?;
-        let st = c.status().await.map_err(|e| e.to_string())?;
+        let st = c
+            .status()
+            .await
+            .map_err(|e| agent_error(member, endpoint, e))?;
         Ok(agent_view(&st))
     }
 
@@ -163,7 +253,7 @@ impl Members for AgentMembers {
         member: &str,
         endpoint: &str,
         id: &str,
-    ) -> Result<Option<OpView>, String> {
+    ) -> Result<Option<OpView>, MemberError> {
         let c = self.client(member, endpoint)?;
         match c.operation(id).await {
             Ok(rec) => Ok(Some(op_view(&rec))),
@@ -172,7 +262,7 @@ impl Members for AgentMembers {
                 .lock()
                 .ok()
                 .and_then(|r| r.lookup(endpoint, id))),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(agent_error(member, endpoint, e)),
         }
     }
 
@@ -184,7 +274,7 @@ impl Members for AgentMembers {
     ) -> Result<(), SubmitError> {
         let c = self
             .client(member, endpoint)
-            .map_err(SubmitError::Refused)?;
+            .map_err(|e| SubmitError::Refused(e.to_string()))?;
         match c.submit(&operation_request(request)).await {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("operation_running") || e.status() == Some(409) => {
@@ -354,7 +444,7 @@ pub async fn observe_cluster<M: Members>(
                             Err(e) => {
                                 // Without the operation's state the planner could resend or
                                 // misjudge it: treat the member as not observed this pass.
-                                obs.error = Some(e);
+                                obs.error = Some(e.to_string());
                                 obs.ops.clear();
                                 return (m.name.clone(), obs);
                             }
@@ -362,7 +452,7 @@ pub async fn observe_cluster<M: Members>(
                     }
                     obs.agent = Some(view);
                 }
-                Err(e) => obs.error = Some(e),
+                Err(e) => obs.error = Some(e.to_string()),
             }
             (m.name.clone(), obs)
         }
@@ -379,8 +469,22 @@ pub struct ActOutcome {
     pub result: Result<(), SubmitError>,
 }
 
-/// Perform the planner's actions (after their intent was persisted), concurrently.
-pub async fn perform<M: Members>(
+impl ActOutcome {
+    /// The event reporting an operation the agent did not accept; `None` when it did.
+    pub fn failure_event(&self) -> Option<PlanEvent> {
+        let e = self.result.as_ref().err()?;
+        let (warning, reason) = e.event_reason();
+        Some(PlanEvent {
+            warning,
+            reason: reason.into(),
+            message: format!("{} {} on {}: {e}", self.kind.as_str(), self.id, self.member),
+        })
+    }
+}
+
+/// Perform the planner's actions, concurrently. Only [`super::act`] calls it, with a pass whose
+/// status is [`super::Persisted`].
+pub(super) async fn perform<M: Members>(
     members: &M,
     spec: &ClusterSpec,
     actions: &[crate::plan::Action],
@@ -468,5 +572,85 @@ mod tests {
             "bounded, oldest dropped"
         );
         assert!(r.lookup("127.0.0.1:1", "x5").is_some());
+    }
+
+    #[test]
+    fn each_member_error_has_its_label_and_keeps_its_message() {
+        let agent = MemberError::Agent {
+            member: "m1".into(),
+            endpoint: "127.0.0.1:1".into(),
+            error: Box::new(ClientError::Config {
+                agent: "m1".into(),
+                message: "bad".into(),
+            }),
+        };
+        let poisoned = MemberError::Poisoned {
+            what: "agent client cache",
+        };
+        let unavailable = MemberError::unavailable("m2", "m2: unreachable");
+        let cases = [
+            (
+                &agent,
+                "Agent",
+                "agent m1: invalid client configuration: bad",
+            ),
+            (&poisoned, "Poisoned", "agent client cache poisoned"),
+            (&unavailable, "Unavailable", "m2: unreachable"),
+        ];
+        for (e, label, message) in cases {
+            assert_eq!(e.metric_label(), label);
+            assert_eq!(e.to_string(), message);
+        }
+        assert_eq!(agent.member(), Some("m1"));
+        assert_eq!(unavailable.member(), Some("m2"));
+        assert_eq!(poisoned.member(), None);
+    }
+
+    #[test]
+    fn each_submit_error_has_its_label_and_event() {
+        let cases = [
+            (
+                SubmitError::Busy("b".into()),
+                "Busy",
+                false,
+                "OperationDeferred",
+            ),
+            (
+                SubmitError::Unreachable("u".into()),
+                "Unreachable",
+                true,
+                "AgentUnreachable",
+            ),
+            (
+                SubmitError::Refused("r".into()),
+                "Refused",
+                true,
+                "OperationRefused",
+            ),
+        ];
+        for (e, label, warning, reason) in cases {
+            assert_eq!(e.metric_label(), label);
+            assert_eq!(e.event_reason(), (warning, reason));
+            let outcome = ActOutcome {
+                member: "m1".into(),
+                id: "web.1.upgrade.m1.1".into(),
+                kind: OpKind::Upgrade,
+                result: Err(e.clone()),
+            };
+            let ev = outcome.failure_event().expect("an event");
+            assert_eq!((ev.warning, ev.reason.as_str()), (warning, reason));
+            assert_eq!(
+                ev.message,
+                format!("upgrade web.1.upgrade.m1.1 on m1: {e}"),
+                "the message the hosts always reported"
+            );
+        }
+        let ok = ActOutcome {
+            member: "m1".into(),
+            id: "x".into(),
+            kind: OpKind::Verify,
+            result: Ok(()),
+        };
+        assert_eq!(ok.failure_event(), None);
     }
 }

@@ -14,7 +14,7 @@ use baton::k8s::metrics::Metrics;
 use baton::k8s::stores::{GuardedCluster, GuardedMesh, Stores};
 use baton::k8s::{Context, Triggers};
 use baton::plan::{AgentView, OpKind, OpRequest, OpState, OpView};
-use baton::reconcile::{Members, SubmitError, Timing};
+use baton::reconcile::{MemberError, Members, SubmitError, Timing};
 use http::{Request, Response};
 use kube::client::Body;
 use kube::runtime::reflector::{self, store::Writer};
@@ -175,14 +175,14 @@ impl FakeAgents {
 }
 
 impl Members for FakeAgents {
-    async fn status(&self, member: &str, _endpoint: &str) -> Result<AgentView, String> {
+    async fn status(&self, member: &str, _endpoint: &str) -> Result<AgentView, MemberError> {
         *self.calls.lock().unwrap() += 1;
         self.views
             .lock()
             .unwrap()
             .get(member)
             .cloned()
-            .ok_or_else(|| format!("{member}: unknown"))
+            .ok_or_else(|| MemberError::unavailable(member, format!("{member}: unknown")))
     }
 
     async fn operation(
@@ -190,7 +190,7 @@ impl Members for FakeAgents {
         _member: &str,
         _endpoint: &str,
         id: &str,
-    ) -> Result<Option<OpView>, String> {
+    ) -> Result<Option<OpView>, MemberError> {
         *self.calls.lock().unwrap() += 1;
         Ok(self.ops.lock().unwrap().get(id).cloned())
     }
