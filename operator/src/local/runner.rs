@@ -35,6 +35,11 @@ pub enum RunnerError {
     /// The state file could not be written: the pass acts on nothing.
     #[error(transparent)]
     Persist(StateError),
+    /// An earlier pass planned statuses it could not write: the runner's memory is ahead of
+    /// the file, and planning on from it could act on intents never recorded. A new runner
+    /// (which reads the file and observes the members again) must take over.
+    #[error("an earlier state write failed; restart the runner to continue from the state file")]
+    Unpersisted,
 }
 
 impl MetricLabel for RunnerError {
@@ -42,6 +47,7 @@ impl MetricLabel for RunnerError {
         match self {
             RunnerError::Intents(_) => "Intents",
             RunnerError::Persist(_) => "Persist",
+            RunnerError::Unpersisted => "Unpersisted",
         }
     }
 }
@@ -93,6 +99,8 @@ pub struct Runner<M: Members> {
     timing: Timing,
     concurrency: usize,
     stats: RunnerStats,
+    /// A state write failed after this pass's statuses were planned into memory.
+    unpersisted: bool,
     /// When each (object, reason, message) was last reported: a refusal repeated every poll
     /// is reported once a minute, like Kubernetes aggregates repeated events.
     reported: BTreeMap<(String, String, String), Instant>,
@@ -155,6 +163,7 @@ impl<M: Members> Runner<M> {
             timing: Timing::default(),
             concurrency: 64,
             stats: RunnerStats::default(),
+            unpersisted: false,
             reported: BTreeMap::new(),
             _lock: lock,
         })
@@ -196,6 +205,9 @@ impl<M: Members> Runner<M> {
 
     /// One pass (see the module documentation).
     pub async fn pass(&mut self) -> Result<PassReport, RunnerError> {
+        if self.unpersisted {
+            return Err(RunnerError::Unpersisted);
+        }
         self.stats.passes += 1;
         let mut report = PassReport::default();
         self.reload_intents()?;
@@ -250,9 +262,13 @@ impl<M: Members> Runner<M> {
             meshes: &self.meshes,
             dirty,
         };
-        let (persisted, wrote) = persist(&mut store, passes)
-            .await
-            .map_err(RunnerError::Persist)?;
+        let (persisted, wrote) = match persist(&mut store, passes).await {
+            Ok(done) => done,
+            Err(e) => {
+                self.unpersisted = true;
+                return Err(RunnerError::Persist(e));
+            }
+        };
         if wrote {
             self.stats.state_writes += 1;
             report.wrote = true;
@@ -834,6 +850,13 @@ spec:
         );
         assert!(r.members().submits.lock().expect("submits").is_empty());
         assert_eq!(r.stats().actions, 0);
+        // Memory now holds statuses the file does not: even with the file writable again, this
+        // runner never acts on them; a new one starts from the file.
+        std::fs::remove_dir_all(&state).expect("clear");
+        r.cluster_due = vec![Instant::now(); r.clusters.len()];
+        let again = r.pass().await.expect_err("the runner stays stopped");
+        assert_eq!(again.metric_label(), "Unpersisted");
+        assert!(r.members().submits.lock().expect("submits").is_empty());
     }
 
     #[test]
@@ -855,5 +878,6 @@ spec:
             "reading /i",
             "the state error as it is"
         );
+        assert_eq!(RunnerError::Unpersisted.metric_label(), "Unpersisted");
     }
 }
