@@ -2,7 +2,7 @@
 # Run a command against a real, throw-away Kubernetes API server (kube-apiserver + etcd) on
 # 127.0.0.1, with the Baton operator's ServiceAccount bound to exactly the chart's RBAC.
 #
-#   bash tests/e2e/apiserver.sh -- cargo nextest run -p baton --test e2e_kube
+#   bash tests/e2e/apiserver.sh -- cargo nextest run -p baton --test real_apiserver
 #
 # It only STARTS binaries it finds on this machine; it never downloads or builds them:
 #   BATON_KUBE_APISERVER, BATON_ETCD   paths of the two binaries, or

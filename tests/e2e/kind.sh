@@ -333,7 +333,7 @@ main() {
     kc rollout status deployment "$RELEASE" -n "$NAMESPACE" --timeout="$WAIT_TIMEOUT"
     kc delete lease "$LEASE" -n "$NAMESPACE" --ignore-not-found
     (cd "$ROOT" && BATON_E2E_KUBECONFIG="$KUBECONFIG_FILE" BATON_E2E_RELEASE_NAMESPACE="$NAMESPACE" \
-      cargo nextest run -p baton --test e2e_kube --test schema_parity --locked)
+      cargo nextest run -p baton --test real_apiserver e2e_kube:: schema_parity:: --locked)
   fi
   log "end-to-end test passed"
 }

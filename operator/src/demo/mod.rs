@@ -9,7 +9,9 @@
 pub mod display;
 pub mod fleet;
 pub mod load;
+mod setup;
 pub mod topology;
+mod verdict;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use baton_agent::api::Faults;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -27,9 +28,10 @@ use crate::local::{Runner, Settled, load as load_manifests};
 use crate::reconcile::{AgentMembers, Timing};
 
 use display::{Display, LoadView};
-use fleet::{AgentSpec, Fleet, Pki};
-use load::{LoadCounters, LoadLimits, LoadResult, Verification, Writer};
-use topology::{ClusterLayout, ManifestSettings, Tier};
+use fleet::{Fleet, Pki};
+use load::{LoadCounters, LoadResult, Writer};
+use setup::Traffic;
+use topology::{ClusterLayout, ManifestSettings};
 use watch::ClusterRecords;
 
 /// What the demo shows.
@@ -317,201 +319,64 @@ impl Demo {
         }
     }
 
+    /// The demo from start to verdict: each step is one function (setting up in `setup.rs`,
+    /// the rollout below, judging in `verdict.rs`).
     async fn run(&mut self) -> anyhow::Result<DemoEnd> {
         let started = Instant::now();
-        let o = self.opts.clone();
-        let workers = o.clusters - 1;
-        println!(
-            "Baton demo ({}): {} clusters × {} members — 1 management, {workers} worker{} — \
-             {} → {}{}",
-            o.scenario.name(),
-            o.clusters,
-            o.members,
-            if workers == 1 { "" } else { "s" },
-            o.from,
-            o.to,
-            if o.scenario == Scenario::Backout {
-                format!(" → {}", o.from)
-            } else {
-                String::new()
-            }
-        );
-        println!("  directory {}", self.root.display());
+        self.announce();
+        let (pki, agents) = self.start_agents().await?;
+        let (manifest_dir, settings) = self.write_manifests(&agents)?;
+        let reach = self.reach(&pki, &agents)?;
+        self.inject_fault(&reach.watched).await?;
+        let mut traffic = self.start_traffic(&reach)?;
+        self.start_display();
 
-        // Certificates and agents.
-        let agents: Vec<String> = self
-            .layout
-            .iter()
-            .flat_map(|c| c.members.iter().map(|m| c.agent_name(m)))
-            .collect();
-        let pki = Pki::generate(&self.root.join("pki"), &agents)?;
-        self.pki = Some(pki.clone());
-        let mut fleet = Fleet::new(&self.root, pki.clone(), o.upgrade_seconds)?;
-        let t = Instant::now();
-        for c in &self.layout {
-            let first = &c.members[0];
-            let active = fleet
-                .start(&AgentSpec {
-                    cluster: c.name.clone(),
-                    member: first.clone(),
-                    agent: c.agent_name(first),
-                    active: true,
-                    source: None,
-                    version: o.from.clone(),
-                })
-                .await?;
-            let source = active.data.clone();
-            for m in &c.members[1..] {
-                fleet
-                    .start(&AgentSpec {
-                        cluster: c.name.clone(),
-                        member: m.clone(),
-                        agent: c.agent_name(m),
-                        active: false,
-                        source: Some(source.clone()),
-                        version: o.from.clone(),
-                    })
-                    .await?;
-            }
-        }
-        println!(
-            "  started {} agents on 127.0.0.1 in {:.1} s (mutual TLS; logs in {})",
-            fleet.agents.len(),
-            t.elapsed().as_secs_f64(),
-            self.root.join("agents").display()
-        );
-        // (cluster, member, control endpoint, data endpoint) of every agent.
-        let agent_eps: Vec<(String, String, String, String)> = fleet
-            .agents
-            .iter()
-            .map(|a| {
-                (
-                    a.cluster.clone(),
-                    a.member.clone(),
-                    a.control.clone(),
-                    a.data.clone(),
-                )
-            })
-            .collect();
-        self.fleet = Some(fleet);
-        let find = |c: &str, m: &str| agent_eps.iter().find(|a| a.0 == c && a.1 == m);
-
-        // Manifests.
-        let manifest_dir = self.root.join("manifests");
-        std::fs::create_dir_all(&manifest_dir)
-            .with_context(|| format!("creating {}", manifest_dir.display()))?;
-        let settings = ManifestSettings {
-            mesh: "demo".into(),
-            version: o.to.clone(),
-            workers_parallel: o.parallel,
-            traffic_timeout_secs: o.traffic_timeout,
-        };
-        let clusters_text = topology::clusters_yaml(
-            &self.layout,
-            |c, m| find(&c.name, m).map(|a| a.2.clone()).unwrap_or_default(),
-            &settings,
-        );
-        write(&manifest_dir.join("clusters.yaml"), &clusters_text)?;
-        write(
-            &manifest_dir.join("mesh.yaml"),
-            &topology::mesh_yaml(&settings),
-        )?;
-        println!(
-            "  manifests {} (mesh demo → {})",
-            manifest_dir.display(),
-            o.to
-        );
-
-        // Who is where, for the load and the watchers.
-        let data_members: Vec<(String, Vec<(String, String)>)> = self
-            .layout
-            .iter()
-            .map(|c| {
-                let members = c
-                    .members
-                    .iter()
-                    .filter_map(|m| find(&c.name, m).map(|a| (m.clone(), a.3.clone())))
-                    .collect();
-                (c.name.clone(), members)
-            })
-            .collect();
-        let control_tls = pki.control_tls()?;
-        let data_tls = pki.data_tls()?;
-        let watched = watch::clients(
-            &agent_eps
-                .iter()
-                .map(|a| (a.0.clone(), a.1.clone(), a.2.clone()))
-                .collect::<Vec<_>>(),
-            &control_tls,
-        )?;
-
-        // The fault of the rollback scenario.
-        if let Some(fc) = self.fault_cluster() {
-            for w in watched.iter().filter(|w| w.cluster == fc) {
-                w.client
-                    .set_faults(&Faults {
-                        no_traffic_after_promote_on: vec![o.to.clone()],
-                        ..Faults::default()
-                    })
-                    .await
-                    .with_context(|| format!("injecting the fault on {fc}/{}", w.member))?;
-            }
-            println!(
-                "  fault injected: members of {fc} stop serving when promoted on {} \
-                 (their traffic check will fail)",
-                o.to
-            );
-        }
-
-        // Write load and the split-brain watcher.
-        let mut counters: Vec<(String, Arc<LoadCounters>)> = Vec::new();
-        let mut pending = Vec::new();
-        let limits = LoadLimits {
-            max_time: o.timeout,
-            ..LoadLimits::default()
-        };
-        for (c, members) in &data_members {
-            let w = Writer::new(c, members, &data_tls, limits)?;
-            counters.push((c.clone(), w.counters.clone()));
-            pending.push(w);
-        }
-        let monitor = tokio::spawn(watch::split_brain_monitor(
-            watched.clone(),
-            self.breaches.clone(),
-            self.stop_watch.clone(),
-        ));
-        println!(
-            "  write load: one writer per cluster on the active member's data port, from the \
-             first pass on\n"
-        );
-        let mut load = Load {
-            pending,
-            running: Vec::new(),
-            stop: self.stop_load.clone(),
-        };
-
-        self.display = Some(Display::new(
-            o.bars,
-            &self
-                .layout
-                .iter()
-                .map(|c| (c.name.clone(), c.members.len()))
-                .collect::<Vec<_>>(),
-        ));
-
-        // Phase 1: the upgrade.
         let state = self.root.join("state.json");
-        let deadline = started + o.timeout;
+        let deadline = started + self.opts.timeout;
+        let (rollout, mut failures) = self
+            .rollout(
+                &manifest_dir,
+                &settings,
+                &state,
+                &reach.control_tls,
+                &mut traffic,
+                deadline,
+            )
+            .await?;
+
+        let (loads, verifications) = self.stop_and_read_back(traffic, &reach).await?;
+        let (records, mut summary) = self
+            .read_records(&reach.watched, &rollout, started, &mut failures)
+            .await?;
+        verdict::check_writes(&loads, &verifications, &mut summary, &mut failures);
+        self.check_final_state(&reach.watched, &state, &mut summary, &mut failures)
+            .await?;
+        self.conclude(&summary, &records, &state, &manifest_dir, failures)
+    }
+
+    /// Phase 1, the upgrade; in the backout scenario, when it went well, phase 2: the old
+    /// version set back, as a user would edit the Mesh. With the phases, how they did not end
+    /// as the scenario expects.
+    async fn rollout(
+        &mut self,
+        manifest_dir: &Path,
+        settings: &ManifestSettings,
+        state: &Path,
+        tls: &baton_agent::client::ClientTls,
+        traffic: &mut Traffic,
+        deadline: Instant,
+    ) -> anyhow::Result<(Rollout, Vec<String>)> {
+        let o = self.opts.clone();
         let phase1 = Timestamp::now();
         let mut stats = crate::local::RunnerStats::default();
         let mut failures = Vec::new();
         let first = self
             .drive(
-                &manifest_dir,
-                &state,
-                &control_tls,
-                &counters,
-                &mut load,
+                manifest_dir,
+                state,
+                tls,
+                &traffic.counters,
+                &mut traffic.load,
                 deadline,
             )
             .await?;
@@ -535,11 +400,11 @@ impl Demo {
             phase2 = Some(Timestamp::now());
             let second = self
                 .drive(
-                    &manifest_dir,
-                    &state,
-                    &control_tls,
-                    &counters,
-                    &mut load,
+                    manifest_dir,
+                    state,
+                    tls,
+                    &traffic.counters,
+                    &mut traffic.load,
                     deadline,
                 )
                 .await?;
@@ -551,158 +416,14 @@ impl Demo {
         if let Some(d) = &mut self.display {
             d.finish();
         }
-
-        // Stop the load; read everything back.
-        self.stop_load.store(true, Ordering::Relaxed);
-        let mut loads: Vec<LoadResult> = Vec::new();
-        for w in load.running {
-            loads.push(w.await.context("a writer task failed")?);
-        }
-        let mut verifications: Vec<Verification> = Vec::new();
-        for l in &loads {
-            let members = data_members
-                .iter()
-                .find(|(c, _)| c == &l.cluster)
-                .map(|(_, m)| m.clone())
-                .unwrap_or_default();
-            verifications.push(load::verify(l, &members, &data_tls, Duration::from_secs(20)).await);
-        }
-        self.stop_watch.store(true, Ordering::Relaxed);
-        let _ = monitor.await;
-
-        // The agents' own records: tier order and switchovers.
-        let tiers: Vec<(String, Tier)> = self
-            .layout
-            .iter()
-            .map(|c| (c.name.clone(), c.tier))
-            .collect();
-        let records = watch::fetch_records(&watched, &tiers).await?;
-        let mut summary = Summary {
-            elapsed: started.elapsed(),
-            switchovers: watch::switchovers(&records, phase1, None),
-            passes: stats.passes,
-            state_writes: stats.state_writes,
-            actions: stats.actions,
-            ..Default::default()
-        };
-        match watch::tier_order(&records, phase1, phase2, Tier::Management) {
-            Ok(s) => summary.tier_order.push(format!("upgrade: {s}")),
-            Err(e) => failures.push(e),
-        }
-        if let Some(p2) = phase2 {
-            match watch::tier_order(&records, p2, None, Tier::Worker) {
-                Ok(s) => summary.tier_order.push(format!("backout: {s}")),
-                Err(e) => failures.push(e),
-            }
-        }
-
-        // Writes.
-        for (l, v) in loads.iter().zip(&verifications) {
-            summary.acked += l.acked.len() as u64;
-            summary.refused += l.refused;
-            summary.lost += v.lost.len();
-            let worst = l.worst_window();
-            if summary
-                .worst_window
-                .as_ref()
-                .is_none_or(|(_, w)| worst > *w)
-            {
-                summary.worst_window = Some((l.cluster.clone(), worst));
-            }
-            if l.acked.is_empty() {
-                failures.push(format!(
-                    "no write was acknowledged on cluster {}",
-                    l.cluster
-                ));
-            }
-            if !v.lost.is_empty() {
-                let sample: Vec<String> = v
-                    .lost
-                    .iter()
-                    .take(5)
-                    .map(|(k, m)| format!("{k} (missing on {})", m.join(", ")))
-                    .collect();
-                failures.push(format!(
-                    "{} acknowledged writes lost on cluster {}: {}",
-                    v.lost.len(),
-                    l.cluster,
-                    sample.join("; ")
-                ));
-            }
-            for (m, e) in &v.unreadable {
-                failures.push(format!(
-                    "cannot read back the writes of cluster {} from {m}: {e}",
-                    l.cluster
-                ));
-            }
-        }
-
-        // Final versions as the agents report them, and the expected outcome.
-        let expected_final = |cluster: &str| -> &str {
-            match o.scenario {
-                Scenario::Upgrade => &o.to,
-                Scenario::Backout => &o.from,
-                Scenario::Rollback if Some(cluster) == self.fault_cluster() => &o.from,
-                Scenario::Rollback => &o.to,
-            }
-        };
-        let phases = self.final_phases(&state)?;
-        for c in &self.layout {
-            let mut versions = Vec::new();
-            for w in watched.iter().filter(|w| w.cluster == c.name) {
-                match w.client.status().await {
-                    Ok(s) => versions.push((w.member.clone(), s.version)),
-                    Err(e) => failures.push(format!("{}/{}: {e}", c.name, w.member)),
-                }
-            }
-            let want = expected_final(&c.name);
-            for (m, v) in &versions {
-                if v != want {
-                    failures.push(format!(
-                        "{}/{m} runs {v}, expected {want} after the {} scenario",
-                        c.name,
-                        o.scenario.name()
-                    ));
-                }
-            }
-            let phase = phases
-                .iter()
-                .find(|(n, _)| n == &c.name)
-                .map(|(_, p)| *p)
-                .unwrap_or_default();
-            let want_phase = if Some(c.name.as_str()) == self.fault_cluster() {
-                ClusterPhase::RolledBack
-            } else {
-                ClusterPhase::Ready
-            };
-            if phase != want_phase {
-                failures.push(format!(
-                    "cluster {} ended {phase:?}, expected {want_phase:?}",
-                    c.name
-                ));
-            }
-            summary
-                .clusters
-                .push((c.name.clone(), format!("{phase:?}"), versions));
-        }
-        for b in self.breached() {
-            failures.insert(0, b);
-        }
-        let fleet = self.fleet.as_mut().context("agents")?;
-        for (agent, how, log) in fleet.exited() {
-            failures.push(format!("agent {agent} exited ({how}); log tail:\n{log}"));
-        }
-        self.print_summary(&summary, &records, &state, &manifest_dir);
-        if failures.is_empty() {
-            println!("\nresult: PASSED — every invariant held");
-            Ok(DemoEnd::Passed)
-        } else {
-            println!("\nresult: FAILED");
-            for f in &failures {
-                println!("  breach: {f}");
-            }
-            Ok(DemoEnd::Failed(failures))
-        }
+        Ok((
+            Rollout {
+                phase1,
+                phase2,
+                stats,
+            },
+            failures,
+        ))
     }
 
     fn breached(&self) -> Vec<String> {
@@ -878,6 +599,15 @@ impl Demo {
             );
         }
     }
+}
+
+/// When the phases of the rollout started, and what the reconcile loop did in them.
+struct Rollout {
+    /// The upgrade.
+    phase1: Timestamp,
+    /// The backout, when the scenario has one and the upgrade went well.
+    phase2: Option<Timestamp>,
+    stats: crate::local::RunnerStats,
 }
 
 /// The writers, started once.

@@ -22,7 +22,7 @@
 //!
 //! Full run (about 10 minutes):
 //! `BATON_SCALE_CLUSTERS=200 BATON_K8S_BIN=/work/k8s-bin bash tests/e2e/apiserver.sh -- \
-//!  cargo nextest run -p baton --test e2e_kube_scale --no-capture`
+//!  cargo nextest run -p baton --test real_apiserver e2e_kube_scale:: --no-capture`
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,10 +37,10 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-mod k8s_mock;
+use crate::k8s_mock;
 use k8s_mock::start_agent_with;
 
-mod kube_e2e;
+use crate::kube_e2e;
 use kube_e2e::{
     TestResult, client, install_crds, mtls_agent_flags, publish_agent_secret, ready_at,
     release_namespace,

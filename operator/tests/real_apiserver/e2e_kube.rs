@@ -31,10 +31,10 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-mod k8s_mock;
+use crate::k8s_mock;
 use k8s_mock::start_agent_with;
 
-mod kube_e2e;
+use crate::kube_e2e;
 use kube_e2e::{
     TestResult, client, install_crds, mtls_agent_flags, publish_agent_secret, ready_at,
     release_namespace,

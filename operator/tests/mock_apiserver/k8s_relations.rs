@@ -1,7 +1,7 @@
 //! Which objects a watch event wakes: the owning Mesh for a Cluster, only the Clusters whose
 //! admission changed for a Mesh, the referencing objects for a Secret.
 
-mod k8s_mock;
+use crate::k8s_mock;
 
 use baton::k8s::leader::Leadership;
 use baton::k8s::relations::Relations;

@@ -4,7 +4,7 @@
 //! either a value or a 4xx `ApiError` whose message is bounded.
 //!
 //! `BATON_FUZZ_CASES` sets the cases per property (default 300, a few seconds). A longer run:
-//! `BATON_FUZZ_CASES=200000 cargo nextest run -p baton-agent --test fuzz_parsing --no-capture`.
+//! `BATON_FUZZ_CASES=200000 cargo nextest run -p baton-agent --test agents fuzz_parsing:: --no-capture`.
 
 use std::time::Instant;
 

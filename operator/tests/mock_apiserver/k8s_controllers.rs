@@ -2,7 +2,7 @@
 //! writes by server-side apply, no write when nothing changed, events, invalid objects,
 //! pause, leadership.
 
-mod k8s_mock;
+use crate::k8s_mock;
 
 use std::sync::{Arc, Mutex};
 

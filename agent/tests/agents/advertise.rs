@@ -2,7 +2,7 @@
 //! endpoint its peers can dial, and that endpoint works as a replication source over the
 //! member PKI, as the operator uses it in a switchover.
 
-mod common;
+use crate::common;
 
 use baton_agent::api::{OperationKind, OperationRequest};
 use common::*;

@@ -2,7 +2,7 @@
 //! its descriptors, hold connections with unfinished requests, or make it echo (and log)
 //! unbounded input.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! follow, take over an expired lease, lose it on conflict or silence, release it; and a
 //! reconcile that loses the lease after writing its status sends nothing.
 
-mod k8s_mock;
+use crate::k8s_mock;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The exec backend runs configured commands: success, failure and timeout.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

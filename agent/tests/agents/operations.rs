@@ -1,6 +1,6 @@
 //! What each operation does on a demo member.
 
-mod common;
+use crate::common;
 
 use baton_agent::api::{
     Faults, Health, OperationKind as K, OperationRequest as Req, OperationState, Role,

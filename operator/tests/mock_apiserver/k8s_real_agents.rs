@@ -2,7 +2,7 @@
 //! through a whole upgrade, with the API server mocked as one object that enforces the
 //! resourceVersion precondition, and a watch cache that lags several passes behind.
 
-mod k8s_mock;
+use crate::k8s_mock;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

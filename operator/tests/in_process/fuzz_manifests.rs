@@ -6,7 +6,7 @@
 //!
 //! `BATON_FUZZ_CASES` sets the cases per property (default 200, about 10 s in a debug build).
 //! A longer run:
-//! `BATON_FUZZ_CASES=20000 cargo nextest run -p baton --test fuzz_manifests --no-capture`.
+//! `BATON_FUZZ_CASES=20000 cargo nextest run -p baton --test in_process fuzz_manifests:: --no-capture`.
 
 use std::path::Path;
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
 //! `/healthz`, `/readyz`, `/metrics` over real HTTP on 127.0.0.1, and the CRD readiness check
 //! against a mock API server.
 
-mod k8s_mock;
+use crate::k8s_mock;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! caches and controllers, a listed Cluster and Mesh get their statuses written by their own
 //! field managers, readiness sees the CRDs, and a shutdown request ends the operator cleanly.
 
-mod k8s_mock;
+use crate::k8s_mock;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

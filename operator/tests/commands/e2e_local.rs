@@ -2,7 +2,7 @@
 //! order of what happened is read from the agents' own operation records, not from Baton's
 //! view of itself.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

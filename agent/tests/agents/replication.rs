@@ -1,6 +1,6 @@
 //! Three real agents: one Active, two Standbys replicating over mutual TLS.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

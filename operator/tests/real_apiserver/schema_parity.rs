@@ -4,7 +4,7 @@
 //! `kubectl apply --dry-run=server`; both must give the table's verdict. Semantic rules are
 //! the only local refusals the API server does not share, and each says why.
 
-mod bad_manifests;
+use crate::bad_manifests;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! what it prints, and that bad input writes nothing. Objects and statuses come from the
 //! deterministic simulator stopped mid-rollout, so the tree shows what a real rollout shows.
 
-mod k8s_mock;
+use crate::k8s_mock;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,6 +1,6 @@
 //! Switchovers under write load lose no acknowledged write, and diverged logs are detected.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

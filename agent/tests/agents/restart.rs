@@ -1,6 +1,6 @@
 //! Agents killed mid-operation come back reporting the truth, with their data intact.
 
-mod common;
+use crate::common;
 
 use baton_agent::api::{Faults, OperationKind, OperationRequest, OperationState, Role};
 use baton_agent::ops::INTERRUPTED;

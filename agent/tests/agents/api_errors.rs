@@ -1,7 +1,7 @@
 //! The control API refuses what it must: unauthenticated clients, and every malformed or
 //! out-of-order request, always with a machine-readable 4xx and no change of state.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

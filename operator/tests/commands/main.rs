@@ -1,0 +1,9 @@
+//! Integration tests that run the `baton` binary as a process, with real agents where the
+//! command starts them: `baton run` end to end, `baton demo` and the shipped examples.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod demo;
+mod e2e_local;
+mod examples;
