@@ -166,3 +166,124 @@ fn run_phases(p: &mut Pass<'_>, active: &str) {
     converge::finish_rollout(p, active);
 }
 
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{recorded, steps};
+    use super::*;
+    use crate::fixtures::cluster::{ClusterBuilder, observed};
+
+    /// Target 2.0.0, every member on 1.0.0 (the first active), no preflight.
+    fn cluster() -> ClusterBuilder {
+        ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .spare("s")
+            .version("2.0.0")
+            .running("1.0.0")
+            .upgrade(|u| u.preflight = false)
+    }
+
+    fn chosen(b: ClusterBuilder) -> Vec<(StepAction, String)> {
+        let case = b.build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        choose_next(&mut p);
+        steps(&p)
+    }
+
+    #[test]
+    fn standbys_go_first_and_spares_wait_for_them() {
+        let got = chosen(cluster());
+        assert_eq!(got, [(StepAction::ForceStandby, "b".to_string())]);
+    }
+
+    #[test]
+    fn spares_go_last_after_the_active() {
+        // b and a upgraded (a a forced standby after the switchover), s held: its turn.
+        let got = chosen(
+            cluster()
+                .observe(observed("b").version("2.0.0").active())
+                .observe(
+                    observed("a")
+                        .version("2.0.0")
+                        .role(MemberRole::ForcedStandby),
+                )
+                .observe(observed("s").role(MemberRole::ForcedStandby)),
+        );
+        assert_eq!(got, [(StepAction::Upgrade, "s".to_string())]);
+    }
+
+    #[test]
+    fn the_active_goes_last_through_a_switchover_to_an_upgraded_standby() {
+        let got = chosen(
+            cluster().observe(
+                observed("b")
+                    .version("2.0.0")
+                    .role(MemberRole::ForcedStandby),
+            ),
+        );
+        // First the spare, on the old version, is held: it would not run the new active's.
+        assert!(
+            got.contains(&(StepAction::ForceStandby, "s".to_string())),
+            "{got:?}"
+        );
+        assert!(!got.iter().any(|(a, _)| *a == StepAction::Switchover));
+        // Once the spare is held, the switchover to b.
+        let got = chosen(
+            cluster()
+                .observe(
+                    observed("b")
+                        .version("2.0.0")
+                        .role(MemberRole::ForcedStandby),
+                )
+                .observe(observed("s").role(MemberRole::ForcedStandby)),
+        );
+        assert_eq!(got, [(StepAction::Switchover, "b".to_string())]);
+    }
+
+    #[test]
+    fn a_member_on_another_version_than_the_active_is_forced_standby_first() {
+        // b already runs the target but a plain failover to it would change what serves.
+        let got = chosen(cluster().observe(observed("b").version("2.0.0")));
+        assert!(
+            got.contains(&(StepAction::ForceStandby, "b".to_string())),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_lone_member_needs_allow_outage() {
+        let lone = || {
+            ClusterBuilder::new("c")
+                .members(["a"])
+                .version("2.0.0")
+                .running("1.0.0")
+                .upgrade(|u| u.preflight = false)
+        };
+        let case = lone().build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        choose_next(&mut p);
+        assert!(matches!(p.stalled, Some(Stall::OutageNotAllowed { .. })));
+        let got = chosen(lone().upgrade(|u| u.allow_outage = true));
+        assert_eq!(got, [(StepAction::Upgrade, "a".to_string())]);
+    }
+
+    #[test]
+    fn nothing_is_chosen_around_an_unreachable_or_zombie_member() {
+        assert!(chosen(cluster().unreachable("b")).is_empty());
+        let case = cluster()
+            .with_status(|st| {
+                st.members = vec![crate::api::MemberStatus {
+                    name: "b".into(),
+                    failures: 3,
+                    ..Default::default()
+                }]
+            })
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        choose_next(&mut p);
+        assert!(p.st.steps.is_empty());
+        assert!(matches!(p.stalled, Some(Stall::MemberZombie(_))));
+    }
+}

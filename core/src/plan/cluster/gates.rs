@@ -126,3 +126,166 @@ pub(super) fn switchover_allowed(p: &mut Pass<'_>, to: &str) -> Option<LogMode> 
     Some(LogMode::Manual)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{recorded, steps};
+    use super::*;
+    use crate::api::{BackupRecord, Timestamp, values::Duration};
+    use crate::fixtures::cluster::{ClusterBuilder, NOW};
+    use crate::plan::observe::Wake;
+
+    const HOUR: i64 = 3_600_000;
+
+    fn cluster() -> ClusterBuilder {
+        // NOW is a Friday, 08:00 UTC.
+        ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .running("1.0.0")
+    }
+
+    #[test]
+    fn a_disruptive_step_outside_the_window_waits_and_wakes_when_it_opens() {
+        let case = cluster()
+            .window(&[], "22:00", Duration::from_secs(7200))
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(!disruption_allowed(&mut p, true));
+        let opens = Timestamp(NOW.millis() + 14 * HOUR);
+        assert_eq!(p.wake, Wake::At(opens));
+        assert_eq!(
+            p.waiting,
+            [format!(
+                "outside maintenance windows; next opens at {opens}"
+            )]
+        );
+    }
+
+    #[test]
+    fn inside_a_window_a_disruptive_step_may_start() {
+        let case = cluster()
+            .window(&[], "07:00", Duration::from_secs(7200))
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(disruption_allowed(&mut p, true));
+        assert!(p.waiting.is_empty());
+    }
+
+    #[test]
+    fn max_unavailable_holds_a_step_that_takes_a_member_down() {
+        let case = cluster().upgrade(|u| u.max_unavailable = 2).build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        p.unavailable = 1;
+        assert!(disruption_allowed(&mut p, true), "one of two is down");
+        p.unavailable = 2;
+        assert!(!disruption_allowed(&mut p, true));
+        assert_eq!(p.waiting, ["maxUnavailable 2 reached"]);
+        // A switchover does not take a member down: the budget does not hold it.
+        assert!(disruption_allowed(&mut p, false));
+    }
+
+    #[test]
+    fn a_backup_of_every_member_comes_before_the_first_disruptive_step_of_a_window() {
+        let window_start = Timestamp(NOW.millis() - HOUR);
+        let case = cluster()
+            .window(&[], "07:00", Duration::from_secs(7200))
+            .upgrade(|u| u.backup_before_disruptive = true)
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(!disruption_allowed(&mut p, true));
+        let backups = [
+            (StepAction::Backup, "a".to_string()),
+            (StepAction::Backup, "b".to_string()),
+        ];
+        assert_eq!(steps(&p), backups);
+        // While the backups run, no second round starts.
+        assert!(!disruption_allowed(&mut p, true));
+        assert_eq!(steps(&p), backups);
+
+        // Backed up in this window: allowed. Backed up in an earlier one: backed up again.
+        let backed_up = |window| {
+            cluster()
+                .window(&[], "07:00", Duration::from_secs(7200))
+                .upgrade(|u| u.backup_before_disruptive = true)
+                .with_status(|st| {
+                    st.last_backup = Some(BackupRecord {
+                        version: "2.0.0".into(),
+                        window,
+                        at: window,
+                    })
+                })
+                .build()
+        };
+        let case = backed_up(window_start);
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(disruption_allowed(&mut p, true));
+        let case = backed_up(Timestamp(window_start.millis() - 24 * HOUR));
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(!disruption_allowed(&mut p, true));
+        assert_eq!(steps(&p), backups);
+    }
+
+    #[test]
+    fn a_switchover_under_approval_waits_for_its_approval_then_is_acknowledged() {
+        let approval = |u: &mut crate::api::UpgradePolicy| u.supervision = Supervision::Approval;
+        let case = cluster().upgrade(approval).build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert_eq!(switchover_allowed(&mut p, "b"), None);
+        assert_eq!(p.awaiting.as_deref(), Some("switchover/c/b@1.0.0"));
+
+        let case = cluster()
+            .upgrade(approval)
+            .approve("switchover/c/b@1.0.0")
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert_eq!(switchover_allowed(&mut p, "b"), Some(LogMode::Manual));
+        assert_eq!(p.awaiting, None);
+        assert_eq!(p.st.acknowledged, ["approve:switchover/c/b@1.0.0"]);
+    }
+
+    #[test]
+    fn nothing_new_starts_while_paused_or_not_admitted_and_that_is_remembered() {
+        let case = cluster().paused().build();
+        let input = case.input();
+        let p = recorded(&input);
+        assert!(!may_start(&p));
+        let case = cluster()
+            .admission(crate::plan::cluster::Admission::default())
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(!may_start(&p));
+        p.may_start = false;
+        assert_eq!(switchover_allowed(&mut p, "b"), None);
+        assert!(p.held);
+        let case = cluster().build();
+        let input = case.input();
+        assert!(may_start(&recorded(&input)));
+    }
+
+    #[test]
+    fn an_outage_needs_allow_outage_or_the_mesh_offline_strategy() {
+        let case = cluster().build();
+        let input = case.input();
+        assert!(!allow_outage(&recorded(&input)));
+        let case = cluster().upgrade(|u| u.allow_outage = true).build();
+        let input = case.input();
+        assert!(allow_outage(&recorded(&input)));
+        let offline = crate::plan::cluster::Admission {
+            offline: true,
+            ..crate::plan::cluster::Admission::standalone()
+        };
+        let case = cluster().admission(offline).build();
+        let input = case.input();
+        let p = recorded(&input);
+        assert!(allow_outage(&p) && in_place(&p));
+    }
+}

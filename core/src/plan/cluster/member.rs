@@ -173,3 +173,66 @@ fn pending_verify(p: &Pass<'_>, m: &MemberSpec, target: &Software, all: bool) ->
     None
 }
 
+#[cfg(test)]
+mod tests {
+    use super::super::testing::recorded;
+    use super::*;
+    use crate::api::{MemberStatus, Timestamp};
+    use crate::fixtures::cluster::{ClusterBuilder, NOW, observed};
+
+    /// What `b` needs next, with `b` observed as given and its record as given.
+    fn next(
+        b: crate::fixtures::cluster::Observed,
+        record: MemberStatus,
+    ) -> (Option<StepAction>, Vec<String>) {
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .running("1.0.0")
+            .observe(b)
+            .with_status(|st| st.members = vec![record])
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        let b = p.member_spec("b").unwrap();
+        member_phase(&mut p, b, "a");
+        (p.st.steps.first().map(|s| s.action), p.waiting.clone())
+    }
+
+    fn b_record() -> MemberStatus {
+        MemberStatus {
+            name: "b".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_standby_is_held_then_checked_then_upgraded_then_waited_for() {
+        let held = || observed("b").role(MemberRole::ForcedStandby);
+        assert_eq!(
+            next(observed("b"), b_record()).0,
+            Some(StepAction::ForceStandby)
+        );
+        assert_eq!(next(held(), b_record()).0, Some(StepAction::Preflight));
+        let passed = MemberStatus {
+            preflight_passed: Some("2.0.0".into()),
+            ..b_record()
+        };
+        assert_eq!(next(held(), passed).0, Some(StepAction::Upgrade));
+        let upgraded = held().version("2.0.0").lag(30.0);
+        assert_eq!(next(upgraded, b_record()).0, Some(StepAction::AwaitSync));
+    }
+
+    #[test]
+    fn a_member_in_backoff_waits_until_its_retry() {
+        let at = Timestamp(NOW.millis() + 20_000);
+        let backing_off = MemberStatus {
+            failures: 1,
+            next_attempt_at: Some(at),
+            ..b_record()
+        };
+        let (step, waiting) = next(observed("b"), backing_off);
+        assert_eq!(step, None);
+        assert_eq!(waiting, [format!("b retries at {at}")]);
+    }
+}

@@ -42,6 +42,8 @@ mod state;
 mod summary;
 mod switchover;
 mod target;
+#[cfg(test)]
+mod testing;
 mod view;
 
 use crate::api::{ClusterSpec, ClusterStatus, Timestamp};

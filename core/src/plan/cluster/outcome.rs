@@ -131,3 +131,111 @@ pub(super) fn failed_then(p: &mut Pass<'_>, s: &StepRecord, msg: &str) -> Advanc
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::super::testing::recorded;
+    use super::*;
+    use crate::api::{StepAction, Timestamp};
+    use crate::fixtures::cluster::{ClusterBuilder, NOW, observed, step};
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn backoff_doubles_with_each_failure_up_to_the_cap() {
+        let policy = RetryPolicy {
+            limit: 10,
+            backoff: secs(10),
+            max_backoff: secs(60),
+        };
+        let delays: Vec<Duration> = (1..=5).map(|n| backoff(&policy, n)).collect();
+        assert_eq!(delays, [secs(10), secs(20), secs(40), secs(60), secs(60)]);
+        assert_eq!(backoff(&policy, 200), secs(60), "no overflow");
+    }
+
+    #[test]
+    fn a_failed_step_backs_off_and_after_the_limit_the_member_is_zombie() {
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .running("1.0.0")
+            .upgrade(|u| {
+                u.retries = RetryPolicy {
+                    limit: 3,
+                    backoff: secs(10),
+                    max_backoff: secs(300),
+                }
+            })
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        let s = step(StepAction::Upgrade, "b", NOW);
+        let at = |secs: i64| Some(Timestamp(NOW.millis() + secs * 1000));
+        assert!(failed(&mut p, &s, "disk full").is_none());
+        let b = p.record("b").unwrap();
+        assert_eq!((b.failures, b.next_attempt_at), (1, at(10)));
+        failed(&mut p, &s, "disk full");
+        assert_eq!(p.record("b").unwrap().next_attempt_at, at(20));
+        assert!(p.events.iter().all(|e| e.reason != "MemberZombie"));
+        failed(&mut p, &s, "disk full");
+        let b = p.record("b").unwrap();
+        assert_eq!(b.role, MemberRole::Zombie);
+        assert_eq!(b.next_attempt_at, None);
+        assert_eq!(b.last_error.as_deref(), Some("disk full"));
+        assert!(p.events.iter().any(|e| e.reason == "MemberZombie"));
+    }
+
+    #[test]
+    fn a_switchover_that_failed_with_nobody_active_switches_back() {
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .observe(observed("a").role(MemberRole::ForcedStandby))
+            .observe(observed("b").version("2.0.0"))
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        let mut s = step(StepAction::Switchover, "b", NOW);
+        s.from = Some("a".into());
+        let back = failed(&mut p, &s, "promote failed").expect("a switch back");
+        assert_eq!(back.action, StepAction::Switchover);
+        assert_eq!(
+            (back.member.as_str(), back.from.as_deref()),
+            ("a", Some("b"))
+        );
+        assert!(back.rollback, "an emergency step");
+        // With an active left, nothing to undo.
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .running("1.0.0")
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(failed(&mut p, &s, "demote failed").is_none());
+    }
+
+    #[test]
+    fn a_passed_preflight_is_remembered_for_the_target_and_clears_failures() {
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .running("1.0.0")
+            .with_status(|st| {
+                st.members = vec![crate::api::MemberStatus {
+                    name: "b".into(),
+                    failures: 1,
+                    last_error: Some("x".into()),
+                    ..Default::default()
+                }]
+            })
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        succeeded(&mut p, &step(StepAction::Preflight, "b", NOW));
+        let b = p.record("b").unwrap();
+        assert_eq!(b.preflight_passed.as_deref(), Some("2.0.0"));
+        assert_eq!((b.failures, b.last_error.as_deref()), (0, None));
+    }
+}

@@ -264,3 +264,112 @@ pub fn expected_alarm(name: &str) -> bool {
     .any(|k| n.replace(['_'], "").contains(k))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::super::testing::recorded;
+    use super::*;
+    use crate::fixtures::cluster::{ClusterBuilder, observed};
+
+    fn with_failures(n: u32) -> MemberStatus {
+        MemberStatus {
+            name: "b".into(),
+            failures: n,
+            preflight_passed: Some("2.0.0".into()),
+            version: Some("0.9.0".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn member_records_follow_observation_and_keep_what_only_the_status_knows() {
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b", "x"])
+            .version("2.0.0")
+            .running("1.0.0")
+            .observe(observed("b").version("2.0.0").lag(2.7))
+            .unreachable("x")
+            .with_status(|st| st.members = vec![with_failures(1)])
+            .build();
+        let input = case.input();
+        let p = recorded(&input);
+        let b = p.record("b").unwrap();
+        assert_eq!(b.version.as_deref(), Some("2.0.0"));
+        assert_eq!(b.previous_version.as_deref(), Some("0.9.0"));
+        assert_eq!(
+            (b.failures, b.preflight_passed.as_deref()),
+            (1, Some("2.0.0"))
+        );
+        assert_eq!(b.lag_seconds, 2.0, "whole seconds");
+        assert!(b.up_to_date);
+        let x = p.record("x").unwrap();
+        assert_eq!(
+            (x.role, x.health),
+            (MemberRole::Unreachable, Health::Offline)
+        );
+        assert_eq!(x.last_error.as_deref(), Some("connection refused"));
+        assert_eq!(p.st.active_member.as_deref(), Some("a"));
+        assert_eq!(p.st.running_versions.as_deref(), Some("1.0.0,2.0.0"));
+    }
+
+    #[test]
+    fn a_member_at_the_retry_limit_is_zombie_until_a_retry_clears_it_once() {
+        let zombie = || {
+            ClusterBuilder::new("c")
+                .members(["a", "b"])
+                .version("2.0.0")
+                .running("1.0.0")
+                .with_status(|st| st.members = vec![with_failures(3)])
+        };
+        let case = zombie().build();
+        let input = case.input();
+        assert_eq!(
+            recorded(&input).record("b").unwrap().role,
+            MemberRole::Zombie
+        );
+
+        let case = zombie().retry("t1").build();
+        let input = case.input();
+        let p = recorded(&input);
+        assert_eq!(p.record("b").unwrap().role, MemberRole::Standby);
+        assert_eq!(p.st.acknowledged, ["retry:t1"]);
+        assert!(p.events.iter().any(|e| e.reason == "RetryRequested"));
+        // The same token again (acknowledged in the status) does nothing.
+        let case = zombie()
+            .retry("t1")
+            .with_status(|st| st.acknowledged = vec!["retry:t1".into()])
+            .build();
+        let input = case.input();
+        let p = recorded(&input);
+        assert_eq!(p.record("b").unwrap().role, MemberRole::Zombie);
+        assert!(p.events.is_empty());
+    }
+
+    #[test]
+    fn a_cluster_first_seen_at_its_target_owes_no_config_or_verification() {
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .running("2.0.0")
+            .build();
+        let input = case.input();
+        let p = recorded(&input);
+        assert_eq!(p.st.verified_target.as_deref(), Some("2.0.0"));
+        assert_eq!(
+            p.record("b").unwrap().config_synced.as_deref(),
+            Some("2.0.0")
+        );
+        // Not when a member is held in forced standby (a rollout may be part-way).
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .running("2.0.0")
+            .observe(
+                observed("b")
+                    .version("2.0.0")
+                    .role(MemberRole::ForcedStandby),
+            )
+            .build();
+        let input = case.input();
+        assert_eq!(recorded(&input).st.verified_target, None);
+    }
+}

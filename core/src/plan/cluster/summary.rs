@@ -159,3 +159,87 @@ fn message(p: &Pass<'_>, paused: bool, ready: bool) -> Option<String> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::super::testing::recorded;
+    use super::*;
+    use crate::api::{Condition, StepAction};
+    use crate::fixtures::cluster::{ClusterBuilder, NOW, step};
+
+    fn on(conds: &[Condition]) -> Vec<&str> {
+        [cond::READY, cond::STALLED, cond::RECONCILING]
+            .into_iter()
+            .filter(|t| conds.iter().any(|c| c.type_ == *t && c.status == "True"))
+            .collect()
+    }
+
+    fn summarized(
+        f: impl FnOnce(&mut Pass<'_>),
+    ) -> (Vec<String>, Option<String>, Wake, ClusterPhase) {
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .running("1.0.0")
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        f(&mut p);
+        summarize(&mut p);
+        let on = on(&p.st.conditions).into_iter().map(String::from).collect();
+        (on, p.st.message.clone(), p.wake, p.st.phase)
+    }
+
+    #[test]
+    fn exactly_one_of_ready_stalled_and_reconciling_holds() {
+        let (ready, msg, _, phase) = summarized(|p| p.converged = true);
+        assert_eq!(
+            (ready, msg, phase),
+            (vec![cond::READY.to_string()], None, ClusterPhase::Ready)
+        );
+        let (stalled, ..) = summarized(|p| p.stalled = Some(Stall::NoVersion));
+        assert_eq!(stalled, [cond::STALLED]);
+        let (waiting, msg, _, phase) = summarized(|p| p.wait("waiting for b".into()));
+        assert_eq!(waiting, [cond::RECONCILING]);
+        assert_eq!(
+            (msg.as_deref(), phase),
+            (Some("waiting for b"), ClusterPhase::Waiting)
+        );
+        let (busy, msg, _, phase) =
+            summarized(|p| p.st.steps.push(step(StepAction::Upgrade, "b", NOW)));
+        assert_eq!(busy, [cond::RECONCILING]);
+        assert_eq!(
+            (msg.as_deref(), phase),
+            (Some("upgrade b"), ClusterPhase::Progressing)
+        );
+    }
+
+    #[test]
+    fn while_stalled_the_message_is_the_stall_and_nothing_wakes_the_cluster() {
+        let stall = Stall::SplitBrain("both a and b report Active".into());
+        let (_, msg, wake, phase) = summarized(|p| {
+            p.wake = Wake::Busy;
+            p.wait("something else".into());
+            p.stalled = Some(stall.clone());
+        });
+        assert_eq!(msg, Some(stall.message()));
+        assert_eq!((wake, phase), (Wake::Idle, ClusterPhase::Stalled));
+    }
+
+    #[test]
+    fn a_completed_automatic_rollback_is_a_stall() {
+        let (on, msg, ..) = summarized(|p| {
+            p.converged = true;
+            p.st.rolled_back = Some(crate::api::RolledBack {
+                version: "2.0.0".into(),
+                restored: Some("1.0.0".into()),
+                reason: "b did not serve".into(),
+                at: NOW,
+            });
+        });
+        assert_eq!(on, [cond::STALLED]);
+        assert!(
+            msg.unwrap()
+                .starts_with("rolled back from 2.0.0: b did not serve")
+        );
+    }
+}

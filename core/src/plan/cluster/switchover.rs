@@ -182,3 +182,133 @@ fn promote_when_caught_up(p: &mut Pass<'_>, x: &Pair<'_, '_>) -> Advanced {
     Advanced::Keep
 }
 
+#[cfg(test)]
+mod tests {
+    use super::super::testing::recorded;
+    use super::*;
+    use crate::api::{StepAction, Timestamp};
+    use crate::fixtures::cluster::{ClusterBuilder, NOW, Observed, observed, step};
+
+    /// A switchover from `a` (old active, 1.0.0) to `b` (upgraded, 2.0.0) in flight.
+    fn switching(
+        a: Observed,
+        b: Observed,
+        now: Timestamp,
+    ) -> crate::fixtures::cluster::ClusterCase {
+        ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .observe(a)
+            .observe(b)
+            .now(now)
+            .build()
+    }
+
+    fn the_step() -> StepRecord {
+        let mut s = step(StepAction::Switchover, "b", NOW);
+        s.from = Some("a".into());
+        s
+    }
+
+    fn b_upgraded() -> Observed {
+        observed("b")
+            .version("2.0.0")
+            .role(MemberRole::ForcedStandby)
+    }
+
+    #[test]
+    fn phase_one_the_old_active_is_held_in_forced_standby_following_the_target() {
+        let case = switching(observed("a").active(), b_upgraded(), NOW);
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(matches!(advance(&mut p, &the_step()), Advanced::Keep));
+        let [a] = p.actions.as_slice() else {
+            panic!("{:?}", p.actions)
+        };
+        assert_eq!(a.member, "a");
+        assert_eq!(a.request.kind, OpKind::ForceStandby);
+        assert_eq!(a.request.id, "switchover-b.demote");
+        assert_eq!(a.request.source.as_deref(), Some("b:7000"));
+        assert!(p.st.log.iter().any(|e| e.action == "demote"));
+    }
+
+    #[test]
+    fn phase_two_the_target_must_catch_up_before_it_is_promoted() {
+        let a = observed("a")
+            .role(MemberRole::ForcedStandby)
+            .applied(100, 0);
+        let behind = b_upgraded().applied(90, 10);
+        let case = switching(a.clone(), behind.clone(), NOW);
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(matches!(advance(&mut p, &the_step()), Advanced::Keep));
+        assert!(p.actions.is_empty(), "no promote before it caught up");
+        // Still behind after syncTimeout: the step fails.
+        let late = Timestamp(NOW.millis() + 600_000);
+        let case = switching(a, behind, late);
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(!matches!(advance(&mut p, &the_step()), Advanced::Keep));
+        assert_eq!(p.record("b").unwrap().failures, 1);
+    }
+
+    #[test]
+    fn phase_three_a_caught_up_target_is_promoted_and_then_the_step_succeeds() {
+        let a = observed("a").role(MemberRole::ForcedStandby);
+        let case = switching(a.clone(), b_upgraded(), NOW);
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(matches!(advance(&mut p, &the_step()), Advanced::Keep));
+        let [x] = p.actions.as_slice() else {
+            panic!("{:?}", p.actions)
+        };
+        assert_eq!((x.member.as_str(), x.request.kind), ("b", OpKind::Promote));
+        // b reports Active: done, and the traffic check follows this switchover.
+        let case = switching(a, b_upgraded().active(), NOW);
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(matches!(advance(&mut p, &the_step()), Advanced::Done));
+        let sw = p.st.switchover.as_ref().expect("a switchover record");
+        assert_eq!((sw.from.as_str(), sw.to.as_str()), ("a", "b"));
+        assert!(!sw.verified);
+    }
+
+    #[test]
+    fn two_actives_during_a_switchover_stall_on_split_brain() {
+        let case = switching(observed("a").active(), b_upgraded().active(), NOW);
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(matches!(advance(&mut p, &the_step()), Advanced::Keep));
+        assert!(matches!(p.stalled, Some(Stall::SplitBrain(_))));
+    }
+
+    #[test]
+    fn a_target_that_no_longer_runs_the_target_is_not_promoted() {
+        // The target changed back to 1.0.0: b (on 2.0.0) must not take over.
+        let stale = |a: Observed| {
+            ClusterBuilder::new("c")
+                .members(["a", "b"])
+                .version("1.0.0")
+                .observe(a)
+                .observe(b_upgraded())
+                .build()
+        };
+        // Before a stepped down: the step is dropped.
+        let case = stale(observed("a").active());
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(matches!(advance(&mut p, &the_step()), Advanced::Done));
+        assert!(p.actions.is_empty());
+        // After: a is brought back.
+        let case = stale(observed("a").role(MemberRole::ForcedStandby));
+        let input = case.input();
+        let mut p = recorded(&input);
+        let Advanced::Then(back) = advance(&mut p, &the_step()) else {
+            panic!("a switch back")
+        };
+        assert_eq!(
+            (back.member.as_str(), back.from.as_deref()),
+            ("a", Some("b"))
+        );
+    }
+}
