@@ -131,7 +131,7 @@ mod tests {
     use super::super::testing::{recorded, steps};
     use super::*;
     use crate::api::{BackupRecord, Timestamp, values::Duration};
-    use crate::fixtures::cluster::{ClusterBuilder, NOW};
+    use crate::fixtures::cluster::{ClusterBuilder, NOW, step};
     use crate::plan::observe::Wake;
 
     const HOUR: i64 = 3_600_000;
@@ -202,9 +202,16 @@ mod tests {
             (StepAction::Backup, "b".to_string()),
         ];
         assert_eq!(steps(&p), backups);
-        // While the backups run, no second round starts.
+        // While a backup runs, no other starts (not even of an idle member).
+        let case = cluster()
+            .window(&[], "07:00", Duration::from_secs(7200))
+            .upgrade(|u| u.backup_before_disruptive = true)
+            .step(step(StepAction::Backup, "a", NOW))
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
         assert!(!disruption_allowed(&mut p, true));
-        assert_eq!(steps(&p), backups);
+        assert_eq!(steps(&p), [(StepAction::Backup, "a".to_string())]);
 
         // Backed up in this window: allowed. Backed up in an earlier one: backed up again.
         let backed_up = |window| {
