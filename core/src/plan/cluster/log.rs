@@ -1,0 +1,135 @@
+//! The rollout's entries in the upgrade log: the cluster-level `upgrade`/`backout` entry that
+//! parents every step entry of a rollout, and the `demote`/`promote` phase entries of a
+//! switchover step.
+//!
+//! Owns: `status.log` entries of those kinds (opening and closing them; the log itself is
+//! `plan::conditions::Log`).
+//!
+//! May use: `state`. Used by `record`, `outcome`, `switchover`, `start`, `flight`, `converge`
+//! and `summary`.
+
+use crate::api::{LogEntry, LogMode, LogResult, LogScope, StepRecord, values::cmp_versions};
+
+use super::state::Pass;
+
+/// The open cluster-level entry of the rollout to the current target: the parent of its step
+/// entries. Opened with the first step of the rollout (`open`), closed when the cluster
+/// converges, rolls back or gets another target.
+pub(super) fn rollout(p: &mut Pass<'_>, open: bool) -> Option<u64> {
+    let target = p.target_version.as_str();
+    let found =
+        p.st.log
+            .iter()
+            .rev()
+            .find(|e| is_rollout_entry(e) && e.version.as_deref() == Some(target))
+            .map(|e| e.id);
+    if found.is_some() || !open || target.is_empty() {
+        return found;
+    }
+    let back = p.st.members.iter().any(|m| {
+        m.version
+            .as_deref()
+            .is_some_and(|v| cmp_versions(v, target).is_gt())
+    });
+    let (action, what) = if back {
+        ("backout", "back out")
+    } else {
+        ("upgrade", "upgrade")
+    };
+    let (name, now) = (p.inp.name, p.now());
+    let target = p.target_version.clone();
+    let message = format!("{what} {name} to {target}");
+    let id = p.log().open(
+        None,
+        action,
+        LogScope::Cluster,
+        name,
+        Some(&target),
+        LogMode::Automatic,
+        message,
+        now,
+    );
+    Some(id)
+}
+
+/// A new target ends the rollout to the old one.
+pub(super) fn close_superseded(p: &mut Pass<'_>) {
+    let target = p.target_version.clone();
+    let old: Vec<u64> =
+        p.st.log
+            .iter()
+            .filter(|e| is_rollout_entry(e) && e.version.as_deref() != Some(target.as_str()))
+            .map(|e| e.id)
+            .collect();
+    let now = p.now();
+    for id in old {
+        let msg = format!("superseded by target {target}");
+        p.log().close(id, LogResult::Cancelled, msg, now);
+    }
+}
+
+/// The running entry of one phase of a switchover step (`demote`, `promote`), opened under
+/// the switchover's entry when its operation is first asked for.
+pub(super) fn open_phase(p: &mut Pass<'_>, s: &StepRecord, phase: &str, member: &str) {
+    let open =
+        p.st.log
+            .iter()
+            .any(|e| e.parent == Some(s.log_id) && e.action == phase && is_running(e));
+    if open {
+        return;
+    }
+    let now = p.now();
+    let message = match phase {
+        "demote" => format!("{member} stops taking writes and follows {}", s.member),
+        _ => format!("{member} takes over as active"),
+    };
+    p.log().open(
+        Some(s.log_id),
+        phase,
+        LogScope::Member,
+        member,
+        None,
+        LogMode::Automatic,
+        message,
+        now,
+    );
+}
+
+/// Close the running phase entries of a switchover step (`phase` None: all of them).
+pub(super) fn close_phases(
+    p: &mut Pass<'_>,
+    s: &StepRecord,
+    phase: Option<&str>,
+    result: LogResult,
+    msg: &str,
+) {
+    let ids: Vec<u64> =
+        p.st.log
+            .iter()
+            .filter(|e| e.parent == Some(s.log_id) && is_running(e))
+            .filter(|e| phase.is_none_or(|ph| e.action == ph))
+            .map(|e| e.id)
+            .collect();
+    let now = p.now();
+    for id in ids {
+        p.log().close(id, result, msg, now);
+    }
+}
+
+/// Close a step's entry and its phase entries with one result.
+pub(super) fn close_step(p: &mut Pass<'_>, s: &StepRecord, result: LogResult, msg: &str) {
+    let now = p.now();
+    close_phases(p, s, None, result, msg);
+    p.log().close(s.log_id, result, msg, now);
+}
+
+/// A cluster-level rollout entry still open (`upgrade` or `backout` of the whole cluster).
+fn is_rollout_entry(e: &LogEntry) -> bool {
+    e.scope == LogScope::Cluster
+        && is_running(e)
+        && matches!(e.action.as_str(), "upgrade" | "backout")
+}
+
+fn is_running(e: &LogEntry) -> bool {
+    e.result == LogResult::Running
+}

@@ -1,0 +1,148 @@
+//! The cluster planner: (spec, last status, observation, admission, intents, now) → the next
+//! steps, the status to write and when to look again. Pure: no I/O, no clock, no randomness.
+//!
+//! Everything that can be derived from observation is derived again on every pass; the status
+//! only remembers what cannot be observed (steps in flight, failures and backoff, the pending
+//! traffic check, an automatic rollback, passed preflights/verifications, the log).
+//!
+//! A pass is a pipeline of stages over one working state ([`state::Pass`]), run in this order
+//! by [`plan_cluster_from`]:
+//!
+//! 1. `target` — validate, pick the target version;
+//! 2. `record` — what is recorded: supersede an old rollout, a retry intent, member records
+//!    from observation, the first-apply rule;
+//! 3. `flight` — steps in flight, then the traffic check;
+//! 4. `choose` — the next steps (through `member`, `handover`, `converge`, `gates`);
+//! 5. `summary` — phase, conditions, message, wake.
+//!
+//! The modules form layers; each uses only modules listed before it (and the plain input
+//! types of this module), never one after it:
+//!
+//! ```text
+//! state → view → log → target, record → outcome → op, switchover → start → flight
+//!       → gates → member, handover → converge → choose → summary
+//! ```
+//!
+//! A step asked for while advancing another (the switch back after a failed switchover) is
+//! returned to `start` ([`state::Advanced::Then`]), which starts it: advancing never calls
+//! back up into starting.
+
+mod choose;
+mod converge;
+mod flight;
+mod gates;
+mod handover;
+mod log;
+mod member;
+mod op;
+mod outcome;
+mod record;
+mod start;
+mod state;
+mod summary;
+mod switchover;
+mod target;
+#[cfg(test)]
+mod testing;
+mod view;
+
+use crate::api::{ClusterSpec, ClusterStatus, Timestamp};
+
+use super::observe::{Action, ClusterObservation, PlanEvent, Wake};
+
+pub use record::expected_alarm;
+pub use state::switchover_step_name;
+
+/// What the mesh (if any) allows this cluster to do.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Admission {
+    /// The mesh target version, used when the cluster does not pin one.
+    pub mesh_version: Option<String>,
+    /// May start new steps. Standalone clusters are always admitted.
+    pub admitted: bool,
+    /// The mesh runs the offline strategy: members upgrade in place, outage allowed.
+    pub offline: bool,
+    /// Why the cluster is not admitted (shown in status).
+    pub reason: Option<String>,
+    /// Name of the mesh, for messages.
+    pub mesh: Option<String>,
+}
+
+impl Admission {
+    pub fn standalone() -> Self {
+        Admission {
+            admitted: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// Imperative intent from annotations or CLI commands. Each is acted on once: the status
+/// records what was acknowledged.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Intents {
+    /// Step names approved (e.g. `switchover/web/m2@2.0.0`).
+    pub approve: Vec<String>,
+    /// A retry request token: clears failures, Zombie members and an automatic rollback.
+    pub retry: Option<String>,
+    /// Pause without changing the spec.
+    pub pause: bool,
+}
+
+pub struct ClusterInput<'a> {
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    pub spec: &'a ClusterSpec,
+    pub status: Option<&'a ClusterStatus>,
+    pub observed: &'a ClusterObservation,
+    pub admission: &'a Admission,
+    pub intents: &'a Intents,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterPlan {
+    pub status: ClusterStatus,
+    /// Agent operations to submit, after `status` is persisted.
+    pub actions: Vec<Action>,
+    pub events: Vec<PlanEvent>,
+    pub wake: Wake,
+}
+
+/// Plan one pass for one cluster.
+pub fn plan_cluster(input: &ClusterInput<'_>) -> ClusterPlan {
+    plan_cluster_from(input, input.status.cloned())
+}
+
+/// `plan_cluster` for a caller that owns the last status and replaces it with the plan's
+/// anyway: `last` stands for `input.status` (which is not read) and is not copied. On a long
+/// rollout that copy (the log, the member records) is a good part of a pass.
+pub fn plan_cluster_from(input: &ClusterInput<'_>, last: Option<ClusterStatus>) -> ClusterPlan {
+    let mut p = state::Pass::new(input, last.unwrap_or_default());
+    run(&mut p);
+    summary::summarize(&mut p);
+    ClusterPlan {
+        status: p.st,
+        actions: p.actions,
+        events: p.events,
+        wake: p.wake,
+    }
+}
+
+/// The stages before the summary, in order.
+fn run(p: &mut state::Pass<'_>) {
+    if let Err(stall) = target::resolve(p) {
+        record::refresh_members(p);
+        p.stalled = Some(stall);
+        return;
+    }
+    record::supersede(p);
+    record::apply_retry_intent(p);
+    record::refresh_members(p);
+    record::adopt_converged(p);
+    flight::advance_steps(p);
+    flight::check_traffic(p);
+    // Paused or not admitted: plan as usual (so convergence is still known) but start nothing.
+    p.may_start = gates::may_start(p);
+    choose::choose_next(p);
+}

@@ -1,0 +1,241 @@
+//! How a step ends: succeeded (what it passed is remembered so it is not repeated), failed
+//! (the member backs off `backoff · 2^(n-1)` capped at `maxBackoff`, and after `retries.limit`
+//! failures is Zombie), or cancelled.
+//!
+//! Owns: `status.members[].{failures, nextAttemptAt, lastError, preflightPassed,
+//! configSynced, verified}` and the Zombie role on failure, `verifiedTarget`, `lastBackup`,
+//! `switchover` (the record a traffic check follows), and the step's log entry result.
+//!
+//! May use: `state`, `view`, `log`. Used by `op`, `switchover`.
+
+use crate::api::{
+    BackupRecord, LogResult, MemberRole, RetryPolicy, StepAction, StepRecord, SwitchoverRecord,
+    values::Duration,
+};
+
+use super::log;
+use super::state::{Advanced, NewStep, Pass, describe, verify_token};
+use super::view;
+
+/// The delay before attempt `failures + 1`: `backoff · 2^(failures-1)`, at most `maxBackoff`.
+pub(super) fn backoff(policy: &RetryPolicy, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(30);
+    let ms = policy.backoff.millis().saturating_mul(1u64 << exp);
+    Duration(ms.min(policy.max_backoff.millis()))
+}
+
+pub(super) fn succeeded(p: &mut Pass<'_>, s: &StepRecord) {
+    let now = p.now();
+    log::close_step(p, s, LogResult::Succeeded, "");
+    let key = view::target_key(p, &s.member);
+    p.event(false, "StepSucceeded", format!("{} succeeded", describe(s)));
+    if let Some(ms) = p.record_mut(&s.member) {
+        ms.failures = 0;
+        ms.next_attempt_at = None;
+        ms.last_error = None;
+    }
+    match s.action {
+        StepAction::Preflight => {
+            if let Some(ms) = p.record_mut(&s.member) {
+                ms.preflight_passed = key;
+            }
+        }
+        StepAction::SyncConfig => {
+            if let Some(ms) = p.record_mut(&s.member) {
+                ms.config_synced = key;
+            }
+        }
+        StepAction::Verify => {
+            let token = verify_token(s.component.as_deref(), s.version.as_deref().unwrap_or(""));
+            if s.component.is_none() && s.from.as_deref() == Some("cluster") {
+                p.st.verified_target = key;
+            } else if let Some(ms) = p.record_mut(&s.member)
+                && !ms.verified.contains(&token)
+            {
+                ms.verified.push(token);
+            }
+        }
+        // The last backup of the window to finish records it.
+        StepAction::Backup if !p.has_step(StepAction::Backup) => {
+            p.st.last_backup = Some(BackupRecord {
+                version: p.target_version.clone(),
+                window: view::backup_window(p),
+                at: now,
+            });
+        }
+        StepAction::Switchover if !s.rollback => {
+            p.st.switchover = Some(SwitchoverRecord {
+                from: s.from.clone().unwrap_or_default(),
+                to: s.member.clone(),
+                version: p
+                    .agent(&s.member)
+                    .map(|a| a.version.clone())
+                    .unwrap_or_default(),
+                at: now,
+                verified: false,
+            });
+        }
+        _ => {}
+    }
+}
+
+pub(super) fn cancelled(p: &mut Pass<'_>, s: &StepRecord, msg: &str) {
+    log::close_step(p, s, LogResult::Cancelled, msg);
+    p.event(
+        false,
+        "StepCancelled",
+        format!("{} cancelled: {msg}", describe(s)),
+    );
+}
+
+/// Record the failure; a switchover that left nobody active returns the switch back to start
+/// at once (the old active comes back).
+pub(super) fn failed(p: &mut Pass<'_>, s: &StepRecord, msg: &str) -> Option<NewStep> {
+    let now = p.now();
+    log::close_step(p, s, LogResult::Failed, msg);
+    p.event(true, "StepFailed", format!("{} failed: {msg}", describe(s)));
+    let policy = &p.spec().upgrade.retries;
+    let mut zombie = false;
+    if let Some(ms) = p.record_mut(&s.member) {
+        ms.failures += 1;
+        ms.last_error = Some(msg.to_string());
+        if ms.failures >= policy.limit {
+            ms.role = MemberRole::Zombie;
+            ms.next_attempt_at = None;
+            zombie = true;
+        } else {
+            ms.next_attempt_at = Some(now.plus(backoff(policy, ms.failures)));
+        }
+    }
+    if zombie {
+        let why = format!(
+            "{} failed {} times and needs a human: {msg}",
+            s.member, policy.limit
+        );
+        p.event(true, "MemberZombie", why);
+    }
+    let from = s.from.as_deref()?;
+    (s.action == StepAction::Switchover && !s.rollback && matches!(view::active(p), Ok(None))).then(
+        || {
+            let why = format!("switch back to {from} after failed switchover");
+            NewStep::switch_back(from, &s.member, why)
+        },
+    )
+}
+
+/// A failed step as the end of its advance: the follow-up, if any, or done.
+pub(super) fn failed_then(p: &mut Pass<'_>, s: &StepRecord, msg: &str) -> Advanced {
+    match failed(p, s, msg) {
+        Some(n) => Advanced::Then(n),
+        None => Advanced::Done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::recorded;
+    use super::*;
+    use crate::api::{StepAction, Timestamp};
+    use crate::fixtures::cluster::{ClusterBuilder, NOW, observed, step};
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn backoff_doubles_with_each_failure_up_to_the_cap() {
+        let policy = RetryPolicy {
+            limit: 10,
+            backoff: secs(10),
+            max_backoff: secs(60),
+        };
+        let delays: Vec<Duration> = (1..=5).map(|n| backoff(&policy, n)).collect();
+        assert_eq!(delays, [secs(10), secs(20), secs(40), secs(60), secs(60)]);
+        assert_eq!(backoff(&policy, 200), secs(60), "no overflow");
+    }
+
+    #[test]
+    fn a_failed_step_backs_off_and_after_the_limit_the_member_is_zombie() {
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .running("1.0.0")
+            .upgrade(|u| {
+                u.retries = RetryPolicy {
+                    limit: 3,
+                    backoff: secs(10),
+                    max_backoff: secs(300),
+                }
+            })
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        let s = step(StepAction::Upgrade, "b", NOW);
+        let at = |secs: i64| Some(Timestamp(NOW.millis() + secs * 1000));
+        assert!(failed(&mut p, &s, "disk full").is_none());
+        let b = p.record("b").unwrap();
+        assert_eq!((b.failures, b.next_attempt_at), (1, at(10)));
+        failed(&mut p, &s, "disk full");
+        assert_eq!(p.record("b").unwrap().next_attempt_at, at(20));
+        assert!(p.events.iter().all(|e| e.reason != "MemberZombie"));
+        failed(&mut p, &s, "disk full");
+        let b = p.record("b").unwrap();
+        assert_eq!(b.role, MemberRole::Zombie);
+        assert_eq!(b.next_attempt_at, None);
+        assert_eq!(b.last_error.as_deref(), Some("disk full"));
+        assert!(p.events.iter().any(|e| e.reason == "MemberZombie"));
+    }
+
+    #[test]
+    fn a_switchover_that_failed_with_nobody_active_switches_back() {
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .observe(observed("a").role(MemberRole::ForcedStandby))
+            .observe(observed("b").version("2.0.0"))
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        let mut s = step(StepAction::Switchover, "b", NOW);
+        s.from = Some("a".into());
+        let back = failed(&mut p, &s, "promote failed").expect("a switch back");
+        assert_eq!(back.action, StepAction::Switchover);
+        assert_eq!(
+            (back.member.as_str(), back.from.as_deref()),
+            ("a", Some("b"))
+        );
+        assert!(back.rollback, "an emergency step");
+        // With an active left, nothing to undo.
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .running("1.0.0")
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        assert!(failed(&mut p, &s, "demote failed").is_none());
+    }
+
+    #[test]
+    fn a_passed_preflight_is_remembered_for_the_target_and_clears_failures() {
+        let case = ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("2.0.0")
+            .running("1.0.0")
+            .with_status(|st| {
+                st.members = vec![crate::api::MemberStatus {
+                    name: "b".into(),
+                    failures: 1,
+                    last_error: Some("x".into()),
+                    ..Default::default()
+                }]
+            })
+            .build();
+        let input = case.input();
+        let mut p = recorded(&input);
+        succeeded(&mut p, &step(StepAction::Preflight, "b", NOW));
+        let b = p.record("b").unwrap();
+        assert_eq!(b.preflight_passed.as_deref(), Some("2.0.0"));
+        assert_eq!((b.failures, b.last_error.as_deref()), (0, None));
+    }
+}

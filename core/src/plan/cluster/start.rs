@@ -1,0 +1,96 @@
+//! Starting a step: record it (intent first: the step record and its log entry are in the
+//! status this pass writes) and ask for its first operation at once; the loop persists the
+//! status before sending. A step that is not an emergency is held while new steps may not
+//! start (paused, or not admitted by the mesh).
+//!
+//! Also the one place a recorded step is advanced ([`advance`]): the in-flight stage and a
+//! newly started step both go through it, and it starts the switch back a failed or stale
+//! switchover asks for.
+//!
+//! Owns: `status.steps` (appending), the step's log entry and `StepStarted` event, the
+//! unavailability count of new disruptive steps.
+//!
+//! May use: `state`, `log`, `op`, `switchover`. Used by `flight`, `gates`, `member`,
+//! `handover`, `converge`, `choose`.
+
+use crate::api::{LogScope, StepAction, StepRecord};
+use crate::plan::observe::Wake;
+
+use super::log;
+use super::state::{Advanced, NewStep, Pass, action_name, describe, step_id};
+use super::{op, switchover};
+
+/// Advance a recorded step; `Some` while it stays in flight.
+pub(super) fn advance(p: &mut Pass<'_>, s: StepRecord) -> Option<StepRecord> {
+    let advanced = match s.action {
+        StepAction::AwaitSync => op::advance_await(p, &s),
+        StepAction::Switchover => switchover::advance(p, &s),
+        _ => op::advance_op(p, &s),
+    };
+    match advanced {
+        Advanced::Keep => Some(s),
+        Advanced::Done => None,
+        Advanced::Then(n) => {
+            start(p, n);
+            None
+        }
+    }
+}
+
+/// Record a new step (intent first) and ask for its first operation.
+pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
+    if !p.may_start && !n.rollback {
+        p.held = true;
+        return;
+    }
+    let now = p.now();
+    let scope = if n.from.as_deref() == Some("cluster") {
+        LogScope::Cluster
+    } else {
+        LogScope::Member
+    };
+    let version = n
+        .version
+        .clone()
+        .or_else(|| (n.action == StepAction::Switchover).then(|| p.target_version.clone()));
+    let target = if scope == LogScope::Cluster {
+        p.inp.name
+    } else {
+        n.member.as_str()
+    };
+    let parent = log::rollout(p, true);
+    let log_id = p.log().open(
+        parent,
+        action_name(n.action),
+        scope,
+        target,
+        version.as_deref(),
+        n.mode,
+        n.message.as_str(),
+        now,
+    );
+    let attempt = p.record(&n.member).map(|m| m.failures + 1).unwrap_or(1);
+    let rec = StepRecord {
+        id: step_id(p.inp.name, log_id, n.action, &n.member, now),
+        action: n.action,
+        member: n.member,
+        from: n.from,
+        version: n.version,
+        component: n.component,
+        attempt,
+        started_at: now,
+        log_id,
+        source: n.source,
+        rollback: n.rollback,
+    };
+    let started = format!("{}: {}", describe(&rec), n.message);
+    p.event(false, "StepStarted", started);
+    if rec.action.disruptive() && rec.action != StepAction::Switchover {
+        p.unavailable += 1;
+    }
+    // Ask for the first operation at once; the loop persists the status before sending it.
+    if let Some(r) = advance(p, rec) {
+        p.st.steps.push(r);
+        p.wake = Wake::Busy;
+    }
+}

@@ -1,0 +1,253 @@
+//! The working state of one pass, at the bottom of the pipeline: what the stages read (the
+//! input, the status being written) and what they add to (actions, events, the wake hint, the
+//! waits, the stall, degraded notes, the approval awaited, the unavailability count).
+//!
+//! Owns: [`Pass`] and its tiny accessors, [`NewStep`] (a step about to be recorded),
+//! [`Advanced`] (what advancing a step left), and the names a step goes by (`action_name`,
+//! `describe`, `step_id`, `verify_token`).
+//!
+//! May use: the types of `super` (`ClusterInput`), the API types and `plan::{observe,
+//! conditions, stall}`. Every other module of the cluster planner may use this one; this one
+//! uses none of them.
+
+use crate::api::{
+    ClusterSpec, ClusterStatus, LogMode, MemberSpec, MemberStatus, StepAction, StepRecord,
+    Timestamp,
+};
+use crate::plan::conditions::Log;
+use crate::plan::observe::{Action, AgentView, MemberObservation, OpView, PlanEvent, Wake};
+use crate::plan::stall::Stall;
+
+use super::ClusterInput;
+
+/// One planning pass: the input, the status being built from the last one, and what the
+/// stages found so far.
+pub(super) struct Pass<'a> {
+    pub inp: &'a ClusterInput<'a>,
+    pub st: ClusterStatus,
+    pub actions: Vec<Action>,
+    pub events: Vec<PlanEvent>,
+    pub wake: Wake,
+    /// What the cluster waits for, first one first (the message when nothing runs).
+    pub waiting: Vec<String>,
+    /// The stop a human must act on; turned into the condition by the summary only.
+    pub stalled: Option<Stall>,
+    pub degraded: Vec<String>,
+    /// The switchover step name awaiting approval.
+    pub awaiting: Option<String>,
+    /// Component indices in prerequisite order.
+    pub order: Vec<usize>,
+    pub target_version: String,
+    /// Members out of service (disruptive step in flight, or reported OutOfService).
+    pub unavailable: u32,
+    pub converged: bool,
+    /// New steps may start (not paused, admitted by the mesh). Emergency steps ignore it.
+    pub may_start: bool,
+    /// A step would have started but `may_start` forbade it.
+    pub held: bool,
+}
+
+impl<'a> Pass<'a> {
+    pub fn new(inp: &'a ClusterInput<'a>, st: ClusterStatus) -> Self {
+        Pass {
+            inp,
+            st,
+            actions: Vec::new(),
+            events: Vec::new(),
+            wake: Wake::Idle,
+            waiting: Vec::new(),
+            stalled: None,
+            degraded: Vec::new(),
+            awaiting: None,
+            order: Vec::new(),
+            target_version: String::new(),
+            unavailable: 0,
+            converged: false,
+            may_start: true,
+            held: false,
+        }
+    }
+    pub fn spec(&self) -> &'a ClusterSpec {
+        self.inp.spec
+    }
+    pub fn now(&self) -> Timestamp {
+        self.inp.now
+    }
+    pub fn obs(&self, member: &str) -> Option<&'a MemberObservation> {
+        self.inp.observed.get(member)
+    }
+    pub fn agent(&self, member: &str) -> Option<&'a AgentView> {
+        self.obs(member).and_then(|o| o.agent.as_ref())
+    }
+    pub fn member_spec(&self, member: &str) -> Option<&'a MemberSpec> {
+        self.spec().members.iter().find(|m| m.name == member)
+    }
+    /// The member's record in the status being written.
+    pub fn record(&self, member: &str) -> Option<&MemberStatus> {
+        self.st.members.iter().find(|m| m.name == member)
+    }
+    pub fn record_mut(&mut self, member: &str) -> Option<&mut MemberStatus> {
+        self.st.members.iter_mut().find(|m| m.name == member)
+    }
+    /// The operation `id` on `member`: looked up by id, or the agent's current one.
+    pub fn lookup_op(&self, member: &str, id: &str) -> Option<&'a OpView> {
+        let o = self.obs(member)?;
+        o.ops.get(id).or_else(|| {
+            o.agent
+                .as_ref()?
+                .operation
+                .as_ref()
+                .filter(|op| op.id == id)
+        })
+    }
+    pub fn event(&mut self, warning: bool, reason: &str, message: String) {
+        self.events.push(PlanEvent {
+            warning,
+            reason: reason.to_string(),
+            message,
+        });
+    }
+    pub fn wake_at(&mut self, t: Timestamp) {
+        self.wake = self.wake.min(Wake::At(t));
+    }
+    pub fn wait(&mut self, why: String) {
+        self.waiting.push(why);
+    }
+    pub fn log(&mut self) -> Log<'_> {
+        Log {
+            entries: &mut self.st.log,
+            next_id: &mut self.st.next_log_id,
+        }
+    }
+    /// A member with a step in flight (as its subject or as a switchover's source).
+    pub fn busy(&self, member: &str) -> bool {
+        self.st
+            .steps
+            .iter()
+            .any(|s| s.member == member || s.from.as_deref() == Some(member))
+    }
+    pub fn has_step(&self, action: StepAction) -> bool {
+        self.st.steps.iter().any(|s| s.action == action)
+    }
+}
+
+/// A step about to be recorded.
+pub(super) struct NewStep {
+    pub action: StepAction,
+    pub member: String,
+    pub from: Option<String>,
+    pub version: Option<String>,
+    pub component: Option<String>,
+    pub source: Option<String>,
+    /// An emergency step (switching back): allowed while paused or not admitted.
+    pub rollback: bool,
+    pub mode: LogMode,
+    pub message: String,
+}
+
+impl NewStep {
+    pub fn on(action: StepAction, member: &str) -> Self {
+        NewStep {
+            action,
+            member: member.to_string(),
+            from: None,
+            version: None,
+            component: None,
+            source: None,
+            rollback: false,
+            mode: LogMode::Automatic,
+            message: String::new(),
+        }
+    }
+    /// The switchover back to `to` from `from` that undoes a failed or stale one.
+    pub fn switch_back(to: &str, from: &str, message: String) -> Self {
+        let mut n = NewStep::on(StepAction::Switchover, to);
+        n.from = Some(from.to_string());
+        n.rollback = true;
+        n.message = message;
+        n
+    }
+}
+
+/// What advancing a recorded step left.
+pub(super) enum Advanced {
+    /// Still in flight: stays in `status.steps`.
+    Keep,
+    /// Finished (succeeded, failed or cancelled) and recorded.
+    Done,
+    /// Finished, and this step must start at once (the switch back after a failed
+    /// switchover); the caller starts it.
+    Then(NewStep),
+}
+
+pub(super) fn action_name(a: StepAction) -> &'static str {
+    match a {
+        StepAction::Preflight => "preflight",
+        StepAction::ForceStandby => "force-standby",
+        StepAction::Upgrade => "upgrade",
+        StepAction::Rollback => "rollback",
+        StepAction::AwaitSync => "await-sync",
+        StepAction::Switchover => "switchover",
+        StepAction::Release => "release",
+        StepAction::Backup => "backup",
+        StepAction::Verify => "verify",
+        StepAction::SyncConfig => "sync-config",
+    }
+}
+
+/// Deterministic, agent-safe operation id for a step: unique per status history (the log id)
+/// and per creation instant, so a later rollout never reuses an earlier operation's id.
+pub(super) fn step_id(
+    cluster: &str,
+    log_id: u64,
+    action: StepAction,
+    member: &str,
+    now: Timestamp,
+) -> String {
+    let raw = format!(
+        "{cluster}.{log_id}.{}.{member}.{:x}",
+        action_name(action),
+        now.millis()
+    );
+    if raw.len() <= 120 {
+        return raw;
+    }
+    // FNV-1a keeps long names deterministic and short.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in raw.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{}.{h:016x}", &raw[..100])
+}
+
+pub(super) fn verify_token(component: Option<&str>, version: &str) -> String {
+    format!("{}@{version}", component.unwrap_or(""))
+}
+
+/// One line on a step: `upgrade app m1 to 2.0.0`, `switchover m0 -> m1 to 2.0.0`.
+pub(super) fn describe(s: &StepRecord) -> String {
+    let mut out = action_name(s.action).to_string();
+    if let Some(c) = &s.component {
+        out.push(' ');
+        out.push_str(c);
+    }
+    match (s.action, &s.from) {
+        (StepAction::Switchover, Some(f)) => out.push_str(&format!(" {f} -> {}", s.member)),
+        _ => out.push_str(&format!(" {}", s.member)),
+    }
+    if let Some(v) = &s.version {
+        out.push_str(&format!(" to {v}"));
+    }
+    out
+}
+
+/// The steps in flight, one line each.
+pub(super) fn describe_steps(steps: &[StepRecord]) -> String {
+    steps.iter().map(describe).collect::<Vec<_>>().join("; ")
+}
+
+/// The approval name of a switchover step.
+pub fn switchover_step_name(cluster: &str, to: &str, version: &str) -> String {
+    format!("switchover/{cluster}/{to}@{version}")
+}

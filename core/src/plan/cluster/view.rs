@@ -1,0 +1,95 @@
+//! What the observation says, derived: read-only questions every later stage asks (which
+//! member is active, what a member should run and what it still has to move, whether it is in
+//! sync, which maintenance window a backup belongs to).
+//!
+//! Owns: nothing of the status; these functions only read the [`Pass`].
+//!
+//! May use: `state`, `plan::{software, window}`. Used by every stage above it.
+
+use crate::api::{MemberRole, MemberSpec, Timestamp};
+use crate::plan::software::{Move, Software, hosted, pending_moves, running, spec_target};
+use crate::plan::window::{WindowState, window_state};
+
+use super::state::Pass;
+
+/// The member currently Active (per agent), if exactly one; two or more is an error.
+pub(super) fn active<'a>(p: &Pass<'a>) -> Result<Option<&'a str>, String> {
+    let actives: Vec<&'a str> = p
+        .spec()
+        .members
+        .iter()
+        .filter(|m| {
+            p.agent(&m.name)
+                .is_some_and(|a| a.role == MemberRole::Active)
+        })
+        .map(|m| m.name.as_str())
+        .collect();
+    match actives.len() {
+        0 => Ok(None),
+        1 => Ok(Some(actives[0])),
+        _ => Err(format!(
+            "more than one active member: {}",
+            actives.join(", ")
+        )),
+    }
+}
+
+/// What `m` should run: the spec's target, or after an automatic rollback what the
+/// (switched-back) active runs.
+pub(super) fn member_target(p: &Pass<'_>, m: &MemberSpec) -> Software {
+    if p.st.rolled_back.is_some()
+        && let Ok(Some(active)) = active(p)
+        && let Some(a) = p.agent(active)
+    {
+        let spec_t = spec_target(p.spec(), m, &p.order, &p.target_version);
+        let mut t = running(a, &spec_t);
+        t.components
+            .retain(|k, _| spec_t.components.contains_key(k));
+        return t;
+    }
+    spec_target(p.spec(), m, &p.order, &p.target_version)
+}
+
+/// The key of what `member` should run (recorded when a step for that target passed).
+pub(super) fn target_key(p: &Pass<'_>, member: &str) -> Option<String> {
+    p.member_spec(member).map(|m| member_target(p, m).key())
+}
+
+/// The moves between what `m` runs and its target; `None` while unreachable.
+pub(super) fn moves(p: &Pass<'_>, m: &MemberSpec) -> Option<Vec<Move>> {
+    let a = p.agent(&m.name)?;
+    let t = member_target(p, m);
+    let cur = running(a, &t);
+    let names = hosted(p.spec(), m, &p.order);
+    Some(pending_moves(&cur, &t, &names))
+}
+
+/// Runs its target already (reachable, nothing to move).
+pub(super) fn at_target(p: &Pass<'_>, m: &MemberSpec) -> bool {
+    moves(p, m).is_some_and(|v| v.is_empty())
+}
+
+/// What `m` runs, restricted to the components of its spec target.
+pub(super) fn software_of(p: &Pass<'_>, m: &MemberSpec) -> Option<Software> {
+    let a = p.agent(&m.name)?;
+    Some(running(
+        a,
+        &spec_target(p.spec(), m, &p.order, &p.target_version),
+    ))
+}
+
+/// Healthy and replicating within `maxReplicationLag`.
+pub(super) fn in_sync(p: &Pass<'_>, member: &str) -> bool {
+    p.agent(member).is_some_and(|a| {
+        a.healthy() && a.lag_seconds <= p.spec().upgrade.max_replication_lag.as_secs_f64()
+    })
+}
+
+/// The start of the maintenance window open now (the instant 0 without windows): a backup
+/// counts for the window it was taken in.
+pub(super) fn backup_window(p: &Pass<'_>) -> Timestamp {
+    match window_state(&p.spec().upgrade.maintenance_windows, p.now()) {
+        WindowState::Open { start, .. } => start,
+        _ => Timestamp(0),
+    }
+}
