@@ -7,5 +7,7 @@
 
 pub use baton_api as api;
 
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod plan;
 pub mod sim;
