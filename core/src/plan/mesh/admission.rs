@@ -192,3 +192,183 @@ pub(super) fn admit(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::values::Duration;
+    use crate::api::{Admitted, RolloutStatus};
+    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::plan::mesh::{read, rollout};
+
+    /// One admission pass over `scene` from `st`: what it returns, and `st` after it.
+    fn admit_in(
+        scene: &Scene,
+        direction: Direction,
+        mut st: MeshStatus,
+    ) -> (Admissions, MeshStatus, Vec<TierStatus>) {
+        scene.with_input(|input| {
+            let clusters = read::read(input);
+            let mut tiers = rollout::tier_statuses(input.spec, &st.tiers, &clusters.sums);
+            let turn = Turn {
+                spec: input.spec,
+                clusters: &clusters,
+                direction,
+                paused: input.spec.paused,
+                now: input.now,
+            };
+            let out = admit(&turn, &mut st, &mut tiers, &mut Vec::new());
+            (out, st, tiers)
+        })
+    }
+
+    fn admitted(st: &MeshStatus) -> Vec<&str> {
+        st.admitted.iter().map(|a| a.cluster.as_str()).collect()
+    }
+
+    fn two_tiers() -> Scene {
+        Scene::new(
+            mesh("2.0.0")
+                .tier("first", &["a"])
+                .tier("second", &["b"])
+                .build(),
+        )
+    }
+
+    #[test]
+    fn tiers_move_strictly_in_order_and_in_reverse_for_a_backout() {
+        let scene = two_tiers()
+            .with(cluster("a").runs("1.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let (_, st, _) = admit_in(&scene, Direction::Upgrade, MeshStatus::default());
+        assert_eq!(admitted(&st), ["a"], "the first tier first");
+        let (_, st, _) = admit_in(&scene, Direction::Backout, MeshStatus::default());
+        assert_eq!(admitted(&st), ["b"], "a backout starts from the last tier");
+        // The second tier waits until every cluster of the first is done.
+        let scene = two_tiers()
+            .with(cluster("a").ready("2.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let (_, st, _) = admit_in(&scene, Direction::Upgrade, MeshStatus::default());
+        assert_eq!(admitted(&st), ["b"]);
+    }
+
+    #[test]
+    fn at_most_max_parallel_clusters_are_admitted_and_part_way_ones_first() {
+        let spec = mesh("2.0.0")
+            .tier("t", &["a", "b", "c", "d"])
+            .max_parallel(2)
+            .build();
+        let scene = Scene::new(spec.clone())
+            .with(cluster("a").runs("1.0.0"))
+            .with(cluster("b").runs("1.0.0"))
+            .with(cluster("c").runs("1.0.0"))
+            .with(cluster("d").members_run(&["2.0.0", "1.0.0"]));
+        let (_, st, tiers) = admit_in(&scene, Direction::Upgrade, MeshStatus::default());
+        assert_eq!(
+            admitted(&st),
+            ["d", "a"],
+            "the part-way cluster, then one more"
+        );
+        assert_eq!(tiers[0].moving, ["d", "a"]);
+        // A second pass keeps them and admits nobody else.
+        let (_, st, _) = admit_in(&scene, Direction::Upgrade, st);
+        assert_eq!(admitted(&st), ["d", "a"]);
+    }
+
+    #[test]
+    fn stagger_spaces_admissions_and_wakes_at_the_next_slot() {
+        let spec = mesh("2.0.0")
+            .tier("t", &["a", "b"])
+            .max_parallel(2)
+            .stagger(Duration::from_secs(60))
+            .build();
+        let scene = Scene::new(spec)
+            .with(cluster("a").runs("1.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let started = NOW.plus(Duration(0));
+        let st = MeshStatus {
+            rollout: Some(RolloutStatus {
+                version: "2.0.0".into(),
+                direction: Direction::Upgrade,
+                started_at: started,
+                log_id: 0,
+            }),
+            ..Default::default()
+        };
+        let (out, st, tiers) = admit_in(&scene, Direction::Upgrade, st);
+        assert_eq!(admitted(&st), ["a"], "one start, then the stagger");
+        let next = NOW.plus(Duration::from_secs(60));
+        assert_eq!(out.wake, Wake::At(next));
+        assert!(
+            out.waiting[0].contains("next start at"),
+            "{:?}",
+            out.waiting
+        );
+        assert_eq!(tiers[0].last_start_at, Some(NOW));
+        assert_eq!(out.blocked, None, "a stagger is not a stall");
+        let st = MeshStatus { tiers, ..st };
+        let (out, after, _) = admit_in(&scene.clone().at(next), Direction::Upgrade, st.clone());
+        assert_eq!(admitted(&after), ["a", "b"], "the next slot");
+        assert_eq!(out.wake, Wake::Idle);
+        // A start of an earlier rollout does not delay this one's first admission.
+        let mut earlier = st;
+        earlier.admitted.clear();
+        earlier.rollout.as_mut().unwrap().started_at = NOW.plus(Duration(1));
+        let (_, after, _) = admit_in(&scene, Direction::Upgrade, earlier);
+        assert_eq!(admitted(&after), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_failed_cluster_keeps_its_slot() {
+        let spec = mesh("2.0.0")
+            .tier("t", &["a", "b", "c"])
+            .max_parallel(2)
+            .build();
+        let scene = Scene::new(spec)
+            .with(cluster("a").runs("1.0.0").stalled())
+            .with(cluster("b").runs("1.0.0").stalled())
+            .with(cluster("c").runs("1.0.0"));
+        let earlier = Timestamp(NOW.0 - 3_600_000);
+        let st = MeshStatus {
+            admitted: ["a", "b"]
+                .map(|c| Admitted {
+                    cluster: c.into(),
+                    version: "2.0.0".into(),
+                    direction: Direction::Upgrade,
+                    since: earlier,
+                })
+                .into(),
+            ..Default::default()
+        };
+        let (out, st, _) = admit_in(&scene, Direction::Upgrade, st);
+        assert_eq!(admitted(&st), ["a", "b"], "c waits: the budget is spent");
+        assert!(
+            st.admitted.iter().all(|a| a.since == earlier),
+            "kept, not admitted again"
+        );
+        assert_eq!(out.failed, ["a", "b"]);
+        assert_eq!(
+            out.blocked, None,
+            "failed clusters are Degraded, not Blocked"
+        );
+    }
+
+    #[test]
+    fn a_tier_that_nothing_can_move_is_blocked() {
+        let spec = mesh("2.0.0")
+            .tier("peers", &["p1", "p2"])
+            .tier("core", &["core"])
+            .max_takeover_load_factor(3.0)
+            .build();
+        let scene = Scene::new(spec)
+            .with(cluster("p1").load(500).ready("2.0.0"))
+            .with(cluster("p2").load(500).ready("2.0.0"))
+            .with(cluster("core").members(1).load(10_000).runs("1.0.0"));
+        let (out, st, _) = admit_in(&scene, Direction::Upgrade, MeshStatus::default());
+        assert!(st.admitted.is_empty());
+        let Some(Stall::Blocked(why)) = out.blocked else {
+            panic!("{:?}", out.blocked)
+        };
+        assert!(why[0].starts_with("core: taking core down"), "{why:?}");
+    }
+}

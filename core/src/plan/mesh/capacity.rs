@@ -81,3 +81,104 @@ pub(super) fn capacity_refusal(
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Direction;
+    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::plan::mesh::read;
+
+    fn admitted(names: &[&str]) -> Vec<Admitted> {
+        names
+            .iter()
+            .map(|c| Admitted {
+                cluster: c.to_string(),
+                version: "2.0.0".into(),
+                direction: Direction::Upgrade,
+                since: NOW,
+            })
+            .collect()
+    }
+
+    /// The 10,000-load core (one member: an outage) and two 500-load peers.
+    fn core_and_peers(factor: f64) -> Scene {
+        let spec = mesh("2.0.0")
+            .tier("t", &["core", "p1", "p2"])
+            .max_takeover_load_factor(factor)
+            .build();
+        Scene::new(spec)
+            .with(cluster("core").members(1).load(10_000).runs("1.0.0"))
+            .with(cluster("p1").members(1).load(500).runs("1.0.0"))
+            .with(cluster("p2").members(1).load(500).runs("1.0.0"))
+    }
+
+    fn refusal(scene: &Scene, down: &[&str], cand: &str) -> Option<String> {
+        scene.with_input(|input| {
+            let c = read::read(input);
+            capacity_refusal(input.spec, &c, &admitted(down), c.find(cand).unwrap())
+        })
+    }
+
+    #[test]
+    fn a_core_of_10000_with_two_peers_of_500_puts_them_at_11x() {
+        assert_eq!(
+            refusal(&core_and_peers(3.0), &[], "core").as_deref(),
+            Some("taking core down would put p1 at 11.0x its own load (maxTakeoverLoadFactor 3)")
+        );
+        assert_eq!(
+            refusal(&core_and_peers(11.0), &[], "core"),
+            None,
+            "11.0 is allowed"
+        );
+        // A peer's load spread over the core and the other peer stays low...
+        assert_eq!(refusal(&core_and_peers(3.0), &[], "p1"), None);
+        // ...unless the other peer is down too.
+        let why = refusal(&core_and_peers(1.05), &["p2"], "p1").unwrap();
+        assert!(why.contains("put core at 1.1x"), "{why}");
+    }
+
+    #[test]
+    fn only_outage_clusters_of_a_rolling_mesh_with_a_factor_are_checked() {
+        let spec = mesh("2.0.0").tier("t", &["core", "p"]).build();
+        let scene = Scene::new(spec)
+            .with(cluster("core").members(1).load(10_000).runs("1.0.0"))
+            .with(cluster("p").members(1).load(1).runs("1.0.0"));
+        assert_eq!(refusal(&scene, &[], "core"), None, "no factor, no check");
+        let spec = mesh("2.0.0")
+            .tier("t", &["core", "p"])
+            .max_takeover_load_factor(2.0)
+            .build();
+        let scene = Scene::new(spec)
+            .with(cluster("core").load(10_000).runs("1.0.0"))
+            .with(cluster("p").members(1).load(1).runs("1.0.0"));
+        assert_eq!(refusal(&scene, &[], "core"), None, "a standby takes over");
+    }
+
+    #[test]
+    fn backup_peers_take_the_load_and_none_up_is_a_refusal() {
+        let spec = mesh("2.0.0")
+            .tier("t", &["core", "p1", "p2"])
+            .max_takeover_load_factor(3.0)
+            .build();
+        let scene = Scene::new(spec)
+            .with(
+                cluster("core")
+                    .members(1)
+                    .load(1_000)
+                    .backup_peers(&["p1"])
+                    .runs("1.0.0"),
+            )
+            .with(cluster("p1").members(1).load(1_000).runs("1.0.0"))
+            .with(cluster("p2").members(1).load(1).runs("1.0.0"));
+        assert_eq!(
+            refusal(&scene, &[], "core"),
+            None,
+            "p1 goes to 2.0x, p2 gets nothing"
+        );
+        assert_eq!(
+            refusal(&scene, &["p1"], "core").as_deref(),
+            Some("no peer is up to take over the load of core")
+        );
+    }
+}

@@ -116,3 +116,94 @@ impl<'a> RoleVersions<'a> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::mesh::{ClusterBuilder, Scene, cluster, mesh};
+    use crate::plan::mesh::read;
+
+    /// Why `who` may not move in `direction` under "worker notNewerThan mgmt".
+    fn check(
+        version: &str,
+        m: ClusterBuilder,
+        w: ClusterBuilder,
+        who: &str,
+        d: Direction,
+    ) -> Option<String> {
+        let spec = mesh(version)
+            .tier("mgmt", &["m"])
+            .tier("workers", &["w"])
+            .rule("worker", "mgmt")
+            .build();
+        let scene = Scene::new(spec).with(m.role("mgmt")).with(w.role("worker"));
+        scene.with_input(|input| {
+            let c = read::read(input);
+            let rv = RoleVersions::of(input.spec, &c.sums, &c.index, &c.versions);
+            rv.incompatible(input.spec, c.find(who).unwrap(), d, &c.index.roles)
+        })
+    }
+
+    #[test]
+    fn on_the_way_up_a_role_waits_until_the_other_role_runs_the_target() {
+        let up = Direction::Upgrade;
+        let why = check(
+            "2.0.0",
+            cluster("m").runs("1.0.0"),
+            cluster("w").runs("1.0.0"),
+            "w",
+            up,
+        );
+        assert_eq!(
+            why.as_deref(),
+            Some(
+                "worker clusters may not run a newer version than mgmt clusters, which still run 1.0.0"
+            )
+        );
+        let mixed = cluster("m").members_run(&["2.0.0", "1.0.0"]);
+        assert!(check("2.0.0", mixed, cluster("w").runs("1.0.0"), "w", up).is_some());
+        let done = cluster("m").ready("2.0.0");
+        assert_eq!(
+            check("2.0.0", done, cluster("w").runs("1.0.0"), "w", up),
+            None
+        );
+        // The other role is never held by the rule on the way up.
+        let m = cluster("m").runs("1.0.0");
+        assert_eq!(check("2.0.0", m, cluster("w").runs("1.0.0"), "m", up), None);
+        // Unknown versions hold too.
+        let why = check("2.0.0", cluster("m"), cluster("w").runs("1.0.0"), "w", up);
+        assert_eq!(
+            why.as_deref(),
+            Some("versions of mgmt clusters are not known yet")
+        );
+    }
+
+    #[test]
+    fn on_the_way_down_the_other_role_waits_until_the_role_runs_nothing_newer() {
+        let down = Direction::Backout;
+        let why = check(
+            "1.0.0",
+            cluster("m").runs("2.0.0"),
+            cluster("w").runs("2.0.0"),
+            "m",
+            down,
+        );
+        assert_eq!(
+            why.as_deref(),
+            Some("worker clusters still run 2.0.0, newer than 1.0.0; they back out first")
+        );
+        let part_way = cluster("w").members_run(&["1.0.0", "2.0.0"]);
+        assert!(check("1.0.0", cluster("m").runs("2.0.0"), part_way, "m", down).is_some());
+        let backed_out = cluster("w").runs("1.0.0");
+        assert_eq!(
+            check("1.0.0", cluster("m").runs("2.0.0"), backed_out, "m", down),
+            None
+        );
+        // The role itself backs out first, unheld.
+        let w = cluster("w").runs("2.0.0");
+        assert_eq!(
+            check("1.0.0", cluster("m").runs("2.0.0"), w, "w", down),
+            None
+        );
+    }
+}

@@ -85,3 +85,128 @@ pub(super) fn unreported(clusters: &Clusters<'_>, st: &MeshStatus) -> Option<Str
     (!unknown.is_empty() && st.admitted.is_empty())
         .then(|| format!("waiting for the first status of {}", unknown.join(", ")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Admitted, Direction, MeshPhase};
+    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::plan::mesh::read;
+    use crate::plan::observe::Wake;
+
+    fn holds_of(scene: &Scene, st: &mut MeshStatus) -> (Option<Stall>, Option<String>) {
+        scene.with_input(|input| {
+            let c = read::read(input);
+            let stall = check(input, &c).stall(st);
+            (stall, unreported(&c, st))
+        })
+    }
+
+    fn admitted_a() -> MeshStatus {
+        MeshStatus {
+            admitted: vec![Admitted {
+                cluster: "a".into(),
+                version: "2.0.0".into(),
+                direction: Direction::Upgrade,
+                since: NOW,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_mesh_never_decides_before_every_cluster_reported() {
+        let scene = Scene::new(
+            mesh("2.0.0")
+                .tier("t", &["a", "b", "c"])
+                .max_parallel(3)
+                .build(),
+        )
+        .with(cluster("a").runs("1.0.0"))
+        .with(cluster("b"))
+        .with(cluster("c"));
+        let (stall, wait) = holds_of(&scene, &mut MeshStatus::default());
+        assert_eq!(stall, None);
+        assert_eq!(
+            wait.as_deref(),
+            Some("waiting for the first status of b, c")
+        );
+        let plan = scene.plan();
+        assert!(
+            plan.status.admitted.is_empty(),
+            "{:?}",
+            plan.status.admitted
+        );
+        assert_eq!(plan.status.phase, MeshPhase::Waiting);
+        assert_eq!(plan.wake, Wake::Busy);
+        // Once clusters move, the rollout goes on (their admissions are kept).
+        let (_, wait) = holds_of(&scene, &mut admitted_a());
+        assert_eq!(wait, None);
+    }
+
+    #[test]
+    fn an_unreadable_cluster_holds_the_mesh() {
+        let scene = Scene::new(
+            mesh("2.0.0")
+                .tier("t", &["a", "b", "c"])
+                .max_parallel(3)
+                .build(),
+        )
+        .with(cluster("a").runs("1.0.0"))
+        .with(cluster("b").ready("2.0.0"))
+        .with_unreadable("c", "spec.members: invalid type");
+        let mut st = admitted_a();
+        let (stall, _) = holds_of(&scene, &mut st);
+        assert_eq!(
+            stall,
+            Some(Stall::ClusterUnreadable(vec![(
+                "c".into(),
+                "spec.members: invalid type".into()
+            )]))
+        );
+        assert_eq!(st.admitted.len(), 1, "clusters already admitted finish");
+        let plan = scene.plan();
+        assert_eq!(plan.status.phase, MeshPhase::Stalled);
+        assert!(plan.status.admitted.is_empty(), "nothing new is admitted");
+        assert_eq!(
+            plan.status.progress.as_deref(),
+            Some("1/3"),
+            "c is not done"
+        );
+        // An unreadable cluster the mesh does not claim is none of its business.
+        let unclaimed = Scene::new(mesh("2.0.0").tier("t", &["a"]).build())
+            .with(cluster("a").runs("1.0.0"))
+            .with_unreadable("x", "bad");
+        assert_eq!(holds_of(&unclaimed, &mut MeshStatus::default()).0, None);
+    }
+
+    #[test]
+    fn an_invalid_spec_withdraws_every_admission() {
+        let scene = Scene::new(mesh("2.0.0").tier("t", &["a", "ghost"]).build())
+            .with(cluster("a").runs("1.0.0"))
+            .with_owned_by("other", "mesh-b");
+        let mut st = admitted_a();
+        let (stall, _) = holds_of(&scene, &mut st);
+        let Some(Stall::InvalidSpec(problems)) = stall else {
+            panic!("{stall:?}")
+        };
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].message.contains("unknown cluster \"ghost\""),
+            "{problems:?}"
+        );
+        assert!(st.admitted.is_empty());
+        // A listed cluster another mesh owns is named as such.
+        let scene = Scene::new(mesh("2.0.0").tier("t", &["a", "other"]).build())
+            .with(cluster("a").runs("1.0.0"))
+            .with_owned_by("other", "mesh-b");
+        let (stall, _) = holds_of(&scene, &mut MeshStatus::default());
+        assert!(
+            stall
+                .unwrap()
+                .message()
+                .contains("belongs to mesh \"mesh-b\""),
+            "owned by another mesh"
+        );
+    }
+}

@@ -175,3 +175,103 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         wake,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Direction;
+    use crate::fixtures::mesh::{Scene, cluster, mesh};
+
+    /// Names admitted by a plan.
+    fn admitted(plan: &MeshPlan) -> Vec<&str> {
+        plan.status
+            .admitted
+            .iter()
+            .map(|a| a.cluster.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_rollout_runs_tier_by_tier_to_ready() {
+        let spec = mesh("2.0.0")
+            .tier("mgmt", &["m"])
+            .tier("workers", &["w1", "w2"])
+            .max_parallel(2)
+            .rule("worker", "mgmt")
+            .build();
+        let mut scene = Scene::new(spec)
+            .with(cluster("m").role("mgmt").ready("1.0.0"))
+            .with(cluster("w1").role("worker").ready("1.0.0"))
+            .with(cluster("w2").role("worker").ready("1.0.0"));
+        let plan = scene.step();
+        assert_eq!(admitted(&plan), ["m"]);
+        let reasons: Vec<&str> = plan.events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["RolloutStarted", "ClusterAdmitted"]);
+        assert_eq!(plan.wake, Wake::Busy);
+        scene.set(cluster("m").role("mgmt").ready("2.0.0"));
+        let plan = scene.step();
+        assert_eq!(admitted(&plan), ["w1", "w2"]);
+        assert_eq!(plan.status.progress.as_deref(), Some("1/3"));
+        scene.set(cluster("w1").role("worker").ready("2.0.0"));
+        scene.set(cluster("w2").role("worker").ready("2.0.0"));
+        let plan = scene.step();
+        assert_eq!(plan.status.phase, MeshPhase::Ready);
+        assert!(plan.status.admitted.is_empty());
+        assert_eq!(plan.wake, Wake::Idle);
+        let reasons: Vec<&str> = plan.events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["RolloutComplete", "TierComplete"]);
+        // Converged: the next pass changes nothing.
+        assert_eq!(scene.plan().status, plan.status);
+    }
+
+    #[test]
+    fn a_held_precondition_stalls_and_a_force_starts_the_rollout() {
+        let spec = mesh("2.0.0").tier("t", &["a"]).build();
+        let scene = Scene::new(spec).with(cluster("a").ready("1.0.0").backlog(3));
+        let plan = scene.plan();
+        assert_eq!(plan.status.phase, MeshPhase::Stalled);
+        assert!(plan.status.rollout.is_none() && plan.status.admitted.is_empty());
+        let forced = scene.forced("now").plan();
+        assert_eq!(admitted(&forced), ["a"]);
+        assert_eq!(
+            forced.status.rollout.map(|r| r.direction),
+            Some(Direction::Upgrade)
+        );
+    }
+
+    #[test]
+    fn the_summary_and_the_member_records_decide_the_same() {
+        // b is part-way (mixed versions) and is admitted first, before c listed ahead of it.
+        let spec = mesh("2.0.0").tier("t", &["a", "c", "b"]).build();
+        let with = Scene::new(spec)
+            .with(cluster("a").ready("2.0.0"))
+            .with(cluster("b").members_run(&["2.0.0", "1.0.0"]))
+            .with(cluster("c").runs("1.0.0"));
+        let mut without = with.clone();
+        for c in &mut without.clusters {
+            if let Some(st) = &mut c.status {
+                st.running_versions = None;
+            }
+        }
+        let plan = with.plan();
+        assert_eq!(admitted(&plan), ["b"]);
+        assert_eq!(plan, without.plan());
+    }
+
+    #[test]
+    fn admission_follows_the_mesh_status() {
+        let spec = mesh("2.0.0").tier("t", &["a", "b"]).build();
+        let scene = Scene::new(spec.clone())
+            .with(cluster("a").runs("1.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let plan = scene.plan();
+        let a = admission_for("mesh", &spec, Some(&plan.status), "a");
+        assert!(a.admitted && a.reason.is_none());
+        let b = admission_for("mesh", &spec, Some(&plan.status), "b");
+        assert!(!b.admitted);
+        assert_eq!(
+            b.reason.as_deref(),
+            Some("mesh mesh: waiting for its turn (see its status)")
+        );
+    }
+}

@@ -96,3 +96,79 @@ fn precondition_failures(spec: &MeshSpec, sums: &[Summary<'_>]) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Admitted;
+    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::plan::mesh::read;
+
+    fn scene() -> Scene {
+        Scene::new(mesh("2.0.0").tier("t", &["a", "b"]).build())
+            .with(cluster("a").runs("1.0.0").backlog(5))
+            .with(cluster("b").runs("1.0.0").conflicts(2))
+    }
+
+    fn gate_in(scene: &Scene, st: &mut MeshStatus, d: Direction) -> (Gate, Vec<PlanEvent>) {
+        let mut events = Vec::new();
+        let gate = scene.with_input(|input| {
+            let c = read::read(input);
+            gate(input.spec, input.intents, st, &c.sums, d, &mut events)
+        });
+        (gate, events)
+    }
+
+    #[test]
+    fn a_rollout_from_rest_is_held_by_backlog_and_conflicts() {
+        let (g, events) = gate_in(&scene(), &mut MeshStatus::default(), Direction::Upgrade);
+        assert_eq!(
+            g,
+            Gate::Hold {
+                failures: "replication backlog on a (5); replication conflicts on b (2)".into()
+            }
+        );
+        assert!(events.is_empty());
+        let mut spec = scene().spec;
+        spec.preconditions.no_backlog = false;
+        spec.preconditions.no_conflicts = false;
+        let unchecked = Scene { spec, ..scene() };
+        let (g, _) = gate_in(&unchecked, &mut MeshStatus::default(), Direction::Upgrade);
+        assert_eq!(g, Gate::Go { forced: false });
+    }
+
+    #[test]
+    fn preconditions_hold_only_a_rollout_from_rest() {
+        // A backout is an emergency.
+        let (g, _) = gate_in(&scene(), &mut MeshStatus::default(), Direction::Backout);
+        assert_eq!(g, Gate::Go { forced: false });
+        // A new target while clusters move is not a start from rest.
+        let mut moving = MeshStatus {
+            admitted: vec![Admitted {
+                cluster: "a".into(),
+                version: "1.5.0".into(),
+                direction: Direction::Upgrade,
+                since: NOW,
+            }],
+            ..Default::default()
+        };
+        let (g, _) = gate_in(&scene(), &mut moving, Direction::Upgrade);
+        assert_eq!(g, Gate::Go { forced: false });
+    }
+
+    #[test]
+    fn a_force_intent_overrides_a_failure_once() {
+        let forced = scene().forced("t1");
+        let mut st = MeshStatus::default();
+        let (g, events) = gate_in(&forced, &mut st, Direction::Upgrade);
+        assert_eq!(g, Gate::Go { forced: true });
+        assert_eq!(st.acknowledged, ["force:t1"]);
+        assert_eq!(events.len(), 1);
+        assert!(events[0].warning && events[0].reason == "PreconditionForced");
+        // The same token again is spent.
+        let (g, events) = gate_in(&forced, &mut st, Direction::Upgrade);
+        assert!(matches!(g, Gate::Hold { .. }), "{g:?}");
+        assert!(events.is_empty());
+        assert_eq!(st.acknowledged, ["force:t1"]);
+    }
+}

@@ -260,3 +260,109 @@ impl<'a> Reader<'a> {
         (sums, self.versions)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ClusterPhase;
+    use crate::fixtures::mesh::{ClusterBuilder, Scene, cluster, mesh};
+
+    /// The summary of a cluster `c` alone in a mesh to 2.0.0.
+    fn summary_of<R>(c: ClusterBuilder, f: impl FnOnce(&Summary<'_>) -> R) -> R {
+        let scene = Scene::new(mesh("2.0.0").tier("t", &["c"]).build()).with(c);
+        scene.with_input(|input| f(read(input).find("c").expect("planned")))
+    }
+
+    #[test]
+    fn done_means_ready_for_the_target_with_nothing_in_flight() {
+        assert!(summary_of(cluster("c").ready("2.0.0"), |s| s.done));
+        assert!(
+            summary_of(cluster("c").ready("2.0"), |s| s.done),
+            "2.0 is 2.0.0"
+        );
+        assert!(!summary_of(cluster("c").ready("1.0.0"), |s| s.done));
+        assert!(
+            !summary_of(cluster("c").runs("2.0.0"), |s| s.done),
+            "not Ready"
+        );
+        let busy = cluster("c")
+            .ready("2.0.0")
+            .step_in_flight()
+            .phase(ClusterPhase::Ready);
+        assert!(!summary_of(busy, |s| s.done));
+        // A pinned version is the cluster's own target.
+        assert!(summary_of(cluster("c").pin("1.0.0").ready("1.0.0"), |s| s.done));
+    }
+
+    #[test]
+    fn a_summary_knows_its_bounds_and_which_way_it_moves() {
+        let mixed = cluster("c").members_run(&["1.0.0", "3.0.0", "2.0.0"]);
+        summary_of(mixed, |s| {
+            assert!(s.in_motion && s.backout && s.behind);
+            assert_eq!(s.direction(), Direction::Backout);
+            assert!(s.lo_rank() < s.hi_rank());
+        });
+        summary_of(cluster("c").runs("1.0.0"), |s| {
+            assert!(!s.in_motion && !s.backout && s.behind && !s.unreported());
+        });
+        summary_of(cluster("c").runs("1.0.0").step_in_flight(), |s| {
+            assert!(s.in_motion)
+        });
+        summary_of(cluster("c"), |s| {
+            assert!(s.unreported() && s.lo_rank().is_none())
+        });
+        summary_of(cluster("c").runs("1.0.0").stalled(), |s| assert!(s.failed));
+    }
+
+    #[test]
+    fn the_member_records_say_what_the_running_summary_says() {
+        for c in [
+            cluster("c").members_run(&["1.0.0", "2.0.0"]),
+            cluster("c").ready("2.0.0"),
+            cluster("c").runs("3.0.0"),
+        ] {
+            let with = summary_of(c.clone(), |s| {
+                (
+                    s.lo_rank(),
+                    s.hi_rank(),
+                    s.done,
+                    s.in_motion,
+                    s.backout,
+                    s.behind,
+                )
+            });
+            let without = summary_of(c.without_summary(), |s| {
+                (
+                    s.lo_rank(),
+                    s.hi_rank(),
+                    s.done,
+                    s.in_motion,
+                    s.backout,
+                    s.behind,
+                )
+            });
+            assert_eq!(with, without);
+        }
+    }
+
+    #[test]
+    fn clusters_are_found_by_name_in_tier_order() {
+        let spec = mesh("2.0.0")
+            .tier("first", &["b", "a"])
+            .tier_selecting("second", &[("kind", "edge")])
+            .build();
+        let scene = Scene::new(spec)
+            .with(cluster("z").label("kind", "edge"))
+            .with(cluster("a"))
+            .with(cluster("y").label("kind", "edge"))
+            .with(cluster("b"))
+            .with(cluster("loner"));
+        scene.with_input(|input| {
+            let c = read(input);
+            let order: Vec<&str> = c.sums.iter().map(|s| s.name()).collect();
+            assert_eq!(order, ["b", "a", "y", "z"], "listed order, then by name");
+            assert_eq!(c.find("z").map(|s| s.tier), Some(1));
+            assert!(c.find("loner").is_none(), "in no tier");
+        });
+    }
+}

@@ -284,3 +284,203 @@ fn open_tier_entries(log: &[LogEntry], rollout: u64) -> Vec<u64> {
         .map(|e| e.id)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::plan::mesh::read;
+
+    fn direction_of(scene: &Scene, st: &MeshStatus) -> Direction {
+        scene.with_input(|input| direction(st, input.spec, &read::read(input).sums))
+    }
+
+    /// A status with a backout to `version` started (its log entry running).
+    fn backing_out(scene: &Scene, version: &str) -> MeshStatus {
+        let mut st = MeshStatus::default();
+        let spec = MeshSpec {
+            version: version.into(),
+            ..scene.spec.clone()
+        };
+        start(
+            &mut st,
+            "mesh",
+            &spec,
+            Direction::Backout,
+            2,
+            false,
+            &mut Vec::new(),
+            NOW,
+        );
+        st
+    }
+
+    #[test]
+    fn a_cluster_newer_than_its_target_makes_a_backout() {
+        let spec = mesh("1.0.0").tier("t", &["a", "b"]).build();
+        let up = Scene::new(spec.clone())
+            .with(cluster("a").runs("1.0.0"))
+            .with(cluster("b").runs("0.9.0"));
+        assert_eq!(
+            direction_of(&up, &MeshStatus::default()),
+            Direction::Upgrade
+        );
+        let mut down = up.clone();
+        down.set(cluster("b").members_run(&["1.0.0", "2.0.0"]));
+        assert_eq!(
+            direction_of(&down, &MeshStatus::default()),
+            Direction::Backout
+        );
+        // A done cluster does not count, whatever its members run.
+        let mut done = up;
+        done.set(cluster("b").ready("1.0.0").members_run(&["2.0.0"]));
+        assert_eq!(
+            direction_of(&done, &MeshStatus::default()),
+            Direction::Upgrade
+        );
+    }
+
+    #[test]
+    fn a_backout_keeps_backing_out_while_its_target_holds_and_nobody_is_behind() {
+        // The last clusters of a backout already run the old version.
+        let scene = Scene::new(mesh("1.0.0").tier("t", &["a", "b"]).build())
+            .with(cluster("a").ready("1.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let st = backing_out(&scene, "1.0.0");
+        assert_eq!(direction_of(&scene, &st), Direction::Backout);
+        assert_eq!(
+            direction_of(&scene, &MeshStatus::default()),
+            Direction::Upgrade
+        );
+        // Another target, or a cluster behind it, is an upgrade.
+        assert_eq!(
+            direction_of(&scene, &backing_out(&scene, "0.9.0")),
+            Direction::Upgrade
+        );
+        let mut behind = scene.clone();
+        behind.set(cluster("b").runs("0.9.0"));
+        assert_eq!(direction_of(&behind, &st), Direction::Upgrade);
+        // A finished backout is over.
+        let mut closed = st.clone();
+        closed.log[0].result = LogResult::Succeeded;
+        assert_eq!(direction_of(&scene, &closed), Direction::Upgrade);
+    }
+
+    #[test]
+    fn a_new_rollout_supersedes_the_last_and_its_tiers_but_not_finished_entries() {
+        let spec = mesh("2.0.0").tier("t", &["a"]).build();
+        let scene = Scene::new(spec.clone()).with(cluster("a").runs("1.0.0"));
+        let mut st = MeshStatus::default();
+        let mut events = Vec::new();
+        start(
+            &mut st,
+            "mesh",
+            &spec,
+            Direction::Upgrade,
+            1,
+            false,
+            &mut events,
+            NOW,
+        );
+        assert!(!is_new(&st, &spec, Direction::Upgrade));
+        assert!(is_new(&st, &spec, Direction::Backout));
+        scene.with_input(|input| {
+            let c = read::read(input);
+            log_admission(
+                &mut st,
+                &spec,
+                &spec.tiers[0],
+                &c.sums[0],
+                Direction::Upgrade,
+                1,
+                NOW,
+            );
+        });
+        let (rollout, tier, admit) = (&st.log[0], &st.log[1], &st.log[2]);
+        assert_eq!(
+            (rollout.action.as_str(), rollout.mode),
+            ("upgrade", LogMode::Automatic)
+        );
+        assert_eq!(
+            (tier.action.as_str(), tier.parent),
+            ("tier", Some(rollout.id))
+        );
+        assert_eq!(
+            (admit.action.as_str(), admit.parent),
+            ("admit", Some(tier.id))
+        );
+        assert_eq!(admit.result, LogResult::Succeeded);
+        let back = MeshSpec {
+            version: "1.0.0".into(),
+            ..spec
+        };
+        start(
+            &mut st,
+            "mesh",
+            &back,
+            Direction::Backout,
+            1,
+            true,
+            &mut events,
+            NOW,
+        );
+        assert_eq!(st.log[0].result, LogResult::Cancelled);
+        assert_eq!(
+            st.log[1].result,
+            LogResult::Cancelled,
+            "its tier ends with it"
+        );
+        assert_eq!(st.log[2].result, LogResult::Succeeded, "history stays");
+        assert_eq!(st.log[3].mode, LogMode::Manual, "forced");
+        assert_eq!(st.rollout.as_ref().map(|r| r.log_id), Some(st.log[3].id));
+        let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["RolloutStarted", "RolloutStarted"]);
+    }
+
+    #[test]
+    fn tier_entries_close_when_the_tier_is_done_and_the_rollout_when_all_are() {
+        let spec = mesh("2.0.0").tier("t", &["a"]).tier("u", &["b"]).build();
+        let scene = Scene::new(spec.clone())
+            .with(cluster("a").ready("2.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let mut st = MeshStatus::default();
+        let mut events = Vec::new();
+        start(
+            &mut st,
+            "mesh",
+            &spec,
+            Direction::Upgrade,
+            2,
+            false,
+            &mut events,
+            NOW,
+        );
+        let tiers = scene.with_input(|input| {
+            let c = read::read(input);
+            for s in &c.sums {
+                let tier = &spec.tiers[s.tier as usize];
+                log_admission(&mut st, &spec, tier, s, Direction::Upgrade, 1, NOW);
+            }
+            tier_statuses(&spec, &[], &c.sums)
+        });
+        assert_eq!((tiers[0].done, tiers[0].total, tiers[1].done), (1, 1, 0));
+        close_done_tiers(&mut st, &tiers, &mut events, NOW);
+        let tier_entries: Vec<LogResult> = st
+            .log
+            .iter()
+            .filter(|e| e.action == "tier")
+            .map(|e| e.result)
+            .collect();
+        assert_eq!(tier_entries, [LogResult::Succeeded, LogResult::Running]);
+        finish(&mut st, &spec, 2, &mut events, NOW);
+        assert_eq!(st.log[0].result, LogResult::Succeeded);
+        let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            ["RolloutStarted", "TierComplete", "RolloutComplete"]
+        );
+        // Finishing again announces nothing.
+        finish(&mut st, &spec, 2, &mut events, NOW);
+        assert_eq!(events.len(), 3);
+    }
+}

@@ -162,3 +162,106 @@ pub(super) fn wake(st: &MeshStatus, wake: Wake) -> Wake {
         Wake::Busy
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Admitted, Direction};
+    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::plan::conditions::condition_true;
+    use crate::plan::mesh::read;
+
+    fn outcome<'x>(stalled: Option<&'x Stall>, failed: &'x [String]) -> Outcome<'x> {
+        Outcome {
+            stalled,
+            paused: false,
+            total: 2,
+            done: 1,
+            failed,
+            waiting: &[],
+            unmet: None,
+        }
+    }
+
+    fn written(o: &Outcome<'_>, st: &mut MeshStatus) -> Vec<PlanEvent> {
+        let scene = Scene::new(mesh("2.0.0").tier("t", &["a", "b"]).build())
+            .with(cluster("a").ready("2.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let mut events = Vec::new();
+        scene.with_input(|input| write(st, o, &read::read(input), &mut events, Some(3), NOW));
+        events
+    }
+
+    #[test]
+    fn a_stall_wins_over_everything_and_is_announced_once() {
+        let stall = Stall::Blocked(vec!["b: waits".into()]);
+        let failed = ["b".to_string()];
+        let mut st = MeshStatus::default();
+        let events = written(&outcome(Some(&stall), &failed), &mut st);
+        assert_eq!(st.phase, MeshPhase::Stalled);
+        assert_eq!(st.message.as_deref(), Some("b: waits"));
+        assert!(condition_true(&st.conditions, cond::STALLED));
+        assert!(condition_true(&st.conditions, cond::DEGRADED));
+        assert_eq!(events.len(), 1);
+        assert!(events[0].warning && events[0].reason == "Blocked");
+        let again = written(&outcome(Some(&stall), &failed), &mut st);
+        assert!(again.is_empty(), "the same stall is not announced twice");
+    }
+
+    #[test]
+    fn phase_message_and_conditions_follow_the_outcome() {
+        let mut st = MeshStatus::default();
+        written(&outcome(None, &["b".into()]), &mut st);
+        assert_eq!(st.phase, MeshPhase::Degraded);
+        assert_eq!(
+            st.message.as_deref(),
+            Some("clusters failed and hold their slots: b")
+        );
+        assert_eq!(st.progress.as_deref(), Some("1/2"));
+        assert!(
+            condition_true(&st.conditions, cond::MIXED_VERSION),
+            "1.0.0 and 2.0.0 run"
+        );
+        assert!(condition_true(&st.conditions, cond::PRECONDITIONS));
+        let mut st = MeshStatus {
+            admitted: vec![Admitted {
+                cluster: "b".into(),
+                version: "2.0.0".into(),
+                direction: Direction::Upgrade,
+                since: NOW,
+            }],
+            ..Default::default()
+        };
+        let o = Outcome {
+            unmet: Some("backlog"),
+            ..outcome(None, &[])
+        };
+        written(&o, &mut st);
+        assert_eq!(st.phase, MeshPhase::Progressing);
+        assert_eq!(st.message.as_deref(), Some("moving: b"));
+        assert!(condition_true(&st.conditions, cond::RECONCILING));
+        assert!(!condition_true(&st.conditions, cond::PRECONDITIONS));
+        assert_eq!(wake(&st, Wake::Idle), Wake::Busy);
+        let mut st = MeshStatus::default();
+        written(
+            &Outcome {
+                done: 2,
+                ..outcome(None, &[])
+            },
+            &mut st,
+        );
+        assert_eq!((st.phase, st.message.as_deref()), (MeshPhase::Ready, None));
+        assert!(condition_true(&st.conditions, cond::READY));
+        let mut st = MeshStatus::default();
+        written(
+            &Outcome {
+                paused: true,
+                ..outcome(None, &[])
+            },
+            &mut st,
+        );
+        assert_eq!(st.phase, MeshPhase::Paused);
+        assert!(condition_true(&st.conditions, cond::PAUSED));
+        assert_eq!(wake(&st, Wake::Idle), Wake::Idle);
+    }
+}

@@ -65,3 +65,24 @@ impl<'a> VersionTable<'a> {
         rank
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_versions_share_an_id_per_string_and_a_rank() {
+        let mut t = VersionTable::default();
+        let (a, b, c, a2) = (t.id("1.2"), t.id("1.10.0"), t.id("1.2.0"), t.id("1.2"));
+        assert_eq!(a, a2, "one id per distinct string");
+        assert_ne!(a, c);
+        let rank = t.ranks();
+        assert_eq!(rank[a as usize], rank[c as usize], "1.2 == 1.2.0");
+        assert!(
+            rank[a as usize] < rank[b as usize],
+            "1.2 < 1.10.0 (not by text)"
+        );
+        assert_eq!(t.str(NONE), None);
+        assert_eq!(t.str(b), Some("1.10.0"));
+    }
+}
