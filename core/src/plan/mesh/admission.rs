@@ -70,21 +70,7 @@ pub(super) fn admit(
         blocked: None,
     };
     let active_tier = active_tier(sums, direction);
-    // Keep admissions of clusters still moving in the active tier toward the same target.
-    let before = std::mem::take(&mut st.admitted);
-    for a in before {
-        if let Some(s) = clusters.find(a.cluster.as_str())
-            && !s.done
-            && Some(s.tier as usize) == active_tier
-        {
-            // A reversal keeps the clusters part-way admitted, now in the new direction.
-            st.admitted.push(Admitted {
-                version: s.target.to_string(),
-                direction,
-                ..a
-            });
-        }
-    }
+    keep_admissions(clusters, st, active_tier, direction);
     if let Some(ti) = active_tier {
         let tier = &spec.tiers[ti];
         let role_versions = RoleVersions::of(spec, sums, &clusters.index, &clusters.versions);
@@ -177,6 +163,40 @@ pub(super) fn admit(
             out.blocked = Some(Stall::Blocked(out.waiting.clone()));
         }
     }
+    list_moving(spec, clusters, st, tiers);
+    out
+}
+
+/// Keep admissions of clusters still moving in the active tier toward the same target.
+fn keep_admissions(
+    clusters: &Clusters<'_>,
+    st: &mut MeshStatus,
+    active_tier: Option<usize>,
+    direction: Direction,
+) {
+    let before = std::mem::take(&mut st.admitted);
+    for a in before {
+        if let Some(s) = clusters.find(a.cluster.as_str())
+            && !s.done
+            && Some(s.tier as usize) == active_tier
+        {
+            // A reversal keeps the clusters part-way admitted, now in the new direction.
+            st.admitted.push(Admitted {
+                version: s.target.to_string(),
+                direction,
+                ..a
+            });
+        }
+    }
+}
+
+/// Each tier's `moving`: its admitted clusters.
+fn list_moving(
+    spec: &MeshSpec,
+    clusters: &Clusters<'_>,
+    st: &MeshStatus,
+    tiers: &mut [TierStatus],
+) {
     for t in tiers.iter_mut() {
         t.moving = st
             .admitted
@@ -190,7 +210,6 @@ pub(super) fn admit(
             .map(|a| a.cluster.clone())
             .collect();
     }
-    out
 }
 
 #[cfg(test)]
