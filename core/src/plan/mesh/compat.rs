@@ -1,0 +1,209 @@
+//! Compatibility rules `role notNewerThan otherRole`: on the way up a `role` cluster waits
+//! until every `otherRole` cluster runs at least the target; on the way down an `otherRole`
+//! cluster waits until no `role` cluster runs anything newer than its target.
+//!
+//! Owns: [`RoleVersions`] (lowest and highest version running per role) and the rule check.
+//! May use: `read`, `versions`, `plan::validate` (roles).
+
+use crate::api::{Direction, MeshSpec, values::cmp_versions};
+use crate::plan::validate::{FastMap, MeshIndex, Roles};
+
+use super::read::Summary;
+use super::versions::VersionTable;
+
+/// Lowest and highest version running per role, for compatibility rules.
+pub(super) struct RoleVersions<'a> {
+    min: FastMap<&'a str, Option<&'a str>>,
+    max: FastMap<&'a str, Option<&'a str>>,
+}
+
+impl<'a> RoleVersions<'a> {
+    pub(super) fn of(
+        spec: &MeshSpec,
+        sums: &[Summary<'a>],
+        index: &MeshIndex<'a>,
+        versions: &VersionTable<'a>,
+    ) -> Self {
+        type Bound<'a> = Option<(u32, &'a str)>;
+        // Per role id: its name, lowest and highest bound.
+        let mut bounds: Vec<Option<(&'a str, Bound<'a>, Bound<'a>)>> =
+            vec![None; index.roles.len()];
+        // Only rules read these bounds.
+        let sums = if spec.compatibility.is_empty() {
+            &[]
+        } else {
+            sums
+        };
+        for s in sums {
+            let Some(r) = index.roles.name(s.role) else {
+                continue;
+            };
+            let lo = s.lo_rank().zip(versions.str(s.lo));
+            let hi = s.hi_rank().zip(versions.str(s.hi));
+            let e = bounds[s.role as usize].get_or_insert((r, lo, hi));
+            // A cluster without observed versions makes the role's bound unknown (None); of
+            // equal versions the first stays.
+            e.1 = match (e.1, lo) {
+                (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+                _ => None,
+            };
+            e.2 = match (e.2, hi) {
+                (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+                _ => None,
+            };
+        }
+        let bounds = bounds.into_iter().flatten();
+        RoleVersions {
+            min: bounds.clone().map(|b| (b.0, b.1.map(|(_, v)| v))).collect(),
+            max: bounds.map(|b| (b.0, b.2.map(|(_, v)| v))).collect(),
+        }
+    }
+
+    /// Why moving `s` to its target would break a rule, if it would.
+    pub(super) fn incompatible(
+        &self,
+        spec: &MeshSpec,
+        s: &Summary<'_>,
+        direction: Direction,
+        roles: &Roles<'_>,
+    ) -> Option<String> {
+        let role = roles.name(s.role)?;
+        for r in &spec.compatibility {
+            match direction {
+                Direction::Upgrade if r.role == role => {
+                    // Every `notNewerThan` cluster must already run at least the target.
+                    if let Some(bound) = self.min.get(r.not_newer_than.as_str()) {
+                        match bound {
+                            Some(v) if !cmp_versions(v, s.target).is_lt() => {}
+                            Some(v) => {
+                                return Some(format!(
+                                    "{} clusters may not run a newer version than {} clusters, which still run {v}",
+                                    r.role, r.not_newer_than
+                                ));
+                            }
+                            None => {
+                                return Some(format!(
+                                    "versions of {} clusters are not known yet",
+                                    r.not_newer_than
+                                ));
+                            }
+                        }
+                    }
+                }
+                Direction::Backout if r.not_newer_than == role => {
+                    // No `role` cluster may still run something newer than the backout target.
+                    if let Some(bound) = self.max.get(r.role.as_str()) {
+                        match bound {
+                            Some(v) if !cmp_versions(v, s.target).is_gt() => {}
+                            Some(v) => {
+                                return Some(format!(
+                                    "{} clusters still run {v}, newer than {}; they back out first",
+                                    r.role, s.target
+                                ));
+                            }
+                            None => {
+                                return Some(format!(
+                                    "versions of {} clusters are not known yet",
+                                    r.role
+                                ));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::mesh::{ClusterBuilder, Scene, cluster, mesh};
+    use crate::plan::mesh::read;
+
+    /// Why `who` may not move in `direction` under "worker notNewerThan mgmt".
+    fn check(
+        version: &str,
+        m: ClusterBuilder,
+        w: ClusterBuilder,
+        who: &str,
+        d: Direction,
+    ) -> Option<String> {
+        let spec = mesh(version)
+            .tier("mgmt", &["m"])
+            .tier("workers", &["w"])
+            .rule("worker", "mgmt")
+            .build();
+        let scene = Scene::new(spec).with(m.role("mgmt")).with(w.role("worker"));
+        scene.with_input(|input| {
+            let c = read::read(input);
+            let rv = RoleVersions::of(input.spec, &c.sums, &c.index, &c.versions);
+            rv.incompatible(input.spec, c.find(who).unwrap(), d, &c.index.roles)
+        })
+    }
+
+    #[test]
+    fn on_the_way_up_a_role_waits_until_the_other_role_runs_the_target() {
+        let up = Direction::Upgrade;
+        let why = check(
+            "2.0.0",
+            cluster("m").runs("1.0.0"),
+            cluster("w").runs("1.0.0"),
+            "w",
+            up,
+        );
+        assert_eq!(
+            why.as_deref(),
+            Some(
+                "worker clusters may not run a newer version than mgmt clusters, which still run 1.0.0"
+            )
+        );
+        let mixed = cluster("m").members_run(&["2.0.0", "1.0.0"]);
+        assert!(check("2.0.0", mixed, cluster("w").runs("1.0.0"), "w", up).is_some());
+        let done = cluster("m").ready("2.0.0");
+        assert_eq!(
+            check("2.0.0", done, cluster("w").runs("1.0.0"), "w", up),
+            None
+        );
+        // The other role is never held by the rule on the way up.
+        let m = cluster("m").runs("1.0.0");
+        assert_eq!(check("2.0.0", m, cluster("w").runs("1.0.0"), "m", up), None);
+        // Unknown versions hold too.
+        let why = check("2.0.0", cluster("m"), cluster("w").runs("1.0.0"), "w", up);
+        assert_eq!(
+            why.as_deref(),
+            Some("versions of mgmt clusters are not known yet")
+        );
+    }
+
+    #[test]
+    fn on_the_way_down_the_other_role_waits_until_the_role_runs_nothing_newer() {
+        let down = Direction::Backout;
+        let why = check(
+            "1.0.0",
+            cluster("m").runs("2.0.0"),
+            cluster("w").runs("2.0.0"),
+            "m",
+            down,
+        );
+        assert_eq!(
+            why.as_deref(),
+            Some("worker clusters still run 2.0.0, newer than 1.0.0; they back out first")
+        );
+        let part_way = cluster("w").members_run(&["1.0.0", "2.0.0"]);
+        assert!(check("1.0.0", cluster("m").runs("2.0.0"), part_way, "m", down).is_some());
+        let backed_out = cluster("w").runs("1.0.0");
+        assert_eq!(
+            check("1.0.0", cluster("m").runs("2.0.0"), backed_out, "m", down),
+            None
+        );
+        // The role itself backs out first, unheld.
+        let w = cluster("w").runs("2.0.0");
+        assert_eq!(
+            check("1.0.0", cluster("m").runs("2.0.0"), w, "w", down),
+            None
+        );
+    }
+}

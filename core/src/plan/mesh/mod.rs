@@ -1,0 +1,277 @@
+//! The mesh planner: which clusters may move now. Pure, like the cluster planner.
+//!
+//! The mesh never talks to members: it reads the Clusters' specs and statuses and writes the
+//! list of admitted clusters, which the cluster planner obeys. Tier order, `maxParallel`,
+//! stagger, compatibility rules, preconditions and the takeover-capacity check live here.
+//!
+//! One pass is a pipeline of stages, each a module that only uses the ones listed before it
+//! (and `types`, the input and output data):
+//!
+//! 1. [`read`] (with [`versions`]): summarise and index the clusters;
+//! 2. [`holds`]: an invalid spec, an unreadable cluster, clusters not reported yet;
+//! 3. [`rollout`]: the direction, and the rollout, tier and admission log entries;
+//! 4. [`preconditions`]: backlog and conflicts at rest, the force intent;
+//! 5. [`admission`] (with [`compat`] and [`capacity`]): tiers, slots, stagger, rules;
+//! 6. [`summary`]: phase, message, conditions and wake.
+//!
+//! This module owns the public entry points and calls the stages in that order.
+
+mod admission;
+mod capacity;
+mod compat;
+mod holds;
+mod preconditions;
+mod read;
+mod rollout;
+mod summary;
+mod types;
+mod versions;
+
+pub use types::{MeshClusterView, MeshInput, MeshIntents, MeshPlan, Outside, OutsideCluster};
+
+use crate::api::{MeshPhase, MeshSpec, MeshStatus, MeshStrategyType};
+use crate::plan::Admission;
+use crate::plan::observe::Wake;
+
+use admission::{Turn, admit};
+use preconditions::Gate;
+
+/// The admission a cluster gets from a mesh status (what the Cluster controller reads).
+pub fn admission_for(
+    mesh_name: &str,
+    mesh: &MeshSpec,
+    status: Option<&MeshStatus>,
+    cluster: &str,
+) -> Admission {
+    let admitted = status.is_some_and(|s| s.admitted.iter().any(|a| a.cluster == cluster));
+    Admission {
+        mesh_version: Some(mesh.version.clone()),
+        admitted,
+        offline: mesh.strategy.type_ == MeshStrategyType::Offline,
+        // The reason is what the cluster planner shows, and an admission that changes wakes
+        // the cluster (and rewrites its status). It must therefore change only when this
+        // cluster's situation does: the mesh's own message ("moving: a, b, ...") changes with
+        // every admission elsewhere and, quoted here, woke and rewrote every waiting cluster
+        // of a 200-cluster mesh on each admission. The phase changes a few times per rollout.
+        reason: (!admitted).then(|| {
+            let why = match status.map(|s| s.phase) {
+                Some(MeshPhase::Paused) => "paused",
+                Some(MeshPhase::Stalled) => "stalled (see its Stalled condition)",
+                _ => "waiting for its turn (see its status)",
+            };
+            format!("mesh {mesh_name}: {why}")
+        }),
+        mesh: Some(mesh_name.to_string()),
+    }
+}
+
+pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
+    plan_mesh_from(input, input.status.cloned())
+}
+
+/// `plan_mesh` for a caller that owns the last status and replaces it with the plan's anyway:
+/// `last` stands for `input.status` (which is not read) and is not copied.
+pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPlan {
+    let (spec, now) = (input.spec, input.now);
+    let mut st = last.unwrap_or_default();
+    st.observed_generation = input.generation;
+    let mut events = Vec::new();
+    let mut wake = Wake::Idle;
+    let mut waiting: Vec<String> = Vec::new();
+    let paused = spec.paused || input.intents.pause;
+
+    // 1. Read the clusters.
+    let clusters = read::read(input);
+    // 2. Holds: nothing is decided past an invalid spec or an unreadable cluster.
+    let holds = holds::check(input, &clusters);
+    let total = (clusters.sums.len() + holds.unreadable.len()) as u32;
+    let done = clusters.done_count();
+    let all_done = done == total;
+    let mut stalled = holds.stall(&mut st);
+    // 3. Direction; 4. a new rollout passes the preconditions first.
+    let direction = rollout::direction(&st, spec, &clusters.sums);
+    let unreported = holds::unreported(&clusters, &st);
+    let mut unmet: Option<String> = None;
+    if stalled.is_none() && !all_done {
+        if let Some(why) = &unreported {
+            waiting.push(why.clone());
+            wake = Wake::Busy;
+        } else if rollout::is_new(&st, spec, direction) {
+            let intents = input.intents;
+            match preconditions::gate(
+                spec,
+                intents,
+                &mut st,
+                &clusters.sums,
+                direction,
+                &mut events,
+            ) {
+                Gate::Hold { failures } => {
+                    stalled = Some(Gate::stall(spec, &failures));
+                    unmet = Some(failures);
+                    st.admitted.clear();
+                }
+                Gate::Go { forced } => {
+                    rollout::start(
+                        &mut st,
+                        input.name,
+                        spec,
+                        direction,
+                        total,
+                        forced,
+                        &mut events,
+                        now,
+                    );
+                }
+            }
+        }
+    }
+    if all_done && stalled.is_none() {
+        rollout::finish(&mut st, spec, total, &mut events, now);
+    }
+    let mut tiers = rollout::tier_statuses(spec, &st.tiers, &clusters.sums);
+    rollout::close_done_tiers(&mut st, &tiers, &mut events, now);
+
+    // 5. Admission.
+    let mut failed: Vec<String> = Vec::new();
+    if stalled.is_none() && !all_done && unreported.is_none() {
+        let turn = Turn {
+            spec,
+            clusters: &clusters,
+            direction,
+            paused,
+            now,
+        };
+        let out = admit(&turn, &mut st, &mut tiers, &mut events);
+        failed = out.failed;
+        waiting.extend(out.waiting);
+        wake = wake.min(out.wake);
+        stalled = out.blocked;
+    }
+    st.tiers = tiers;
+
+    // 6. The summary.
+    let outcome = summary::Outcome {
+        stalled: stalled.as_ref(),
+        paused,
+        total,
+        done,
+        failed: &failed,
+        waiting: &waiting,
+        unmet: unmet.as_deref(),
+    };
+    summary::write(
+        &mut st,
+        &outcome,
+        &clusters,
+        &mut events,
+        input.generation,
+        now,
+    );
+    let wake = summary::wake(&st, wake);
+    MeshPlan {
+        status: st,
+        events,
+        wake,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Direction;
+    use crate::fixtures::mesh::{Scene, cluster, mesh};
+
+    /// Names admitted by a plan.
+    fn admitted(plan: &MeshPlan) -> Vec<&str> {
+        plan.status
+            .admitted
+            .iter()
+            .map(|a| a.cluster.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_rollout_runs_tier_by_tier_to_ready() {
+        let spec = mesh("2.0.0")
+            .tier("mgmt", &["m"])
+            .tier("workers", &["w1", "w2"])
+            .max_parallel(2)
+            .rule("worker", "mgmt")
+            .build();
+        let mut scene = Scene::new(spec)
+            .with(cluster("m").role("mgmt").ready("1.0.0"))
+            .with(cluster("w1").role("worker").ready("1.0.0"))
+            .with(cluster("w2").role("worker").ready("1.0.0"));
+        let plan = scene.step();
+        assert_eq!(admitted(&plan), ["m"]);
+        let reasons: Vec<&str> = plan.events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["RolloutStarted", "ClusterAdmitted"]);
+        assert_eq!(plan.wake, Wake::Busy);
+        scene.set(cluster("m").role("mgmt").ready("2.0.0"));
+        let plan = scene.step();
+        assert_eq!(admitted(&plan), ["w1", "w2"]);
+        assert_eq!(plan.status.progress.as_deref(), Some("1/3"));
+        scene.set(cluster("w1").role("worker").ready("2.0.0"));
+        scene.set(cluster("w2").role("worker").ready("2.0.0"));
+        let plan = scene.step();
+        assert_eq!(plan.status.phase, MeshPhase::Ready);
+        assert!(plan.status.admitted.is_empty());
+        assert_eq!(plan.wake, Wake::Idle);
+        let reasons: Vec<&str> = plan.events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["RolloutComplete", "TierComplete"]);
+        // Converged: the next pass changes nothing.
+        assert_eq!(scene.plan().status, plan.status);
+    }
+
+    #[test]
+    fn a_held_precondition_stalls_and_a_force_starts_the_rollout() {
+        let spec = mesh("2.0.0").tier("t", &["a"]).build();
+        let scene = Scene::new(spec).with(cluster("a").ready("1.0.0").backlog(3));
+        let plan = scene.plan();
+        assert_eq!(plan.status.phase, MeshPhase::Stalled);
+        assert!(plan.status.rollout.is_none() && plan.status.admitted.is_empty());
+        let forced = scene.forced("now").plan();
+        assert_eq!(admitted(&forced), ["a"]);
+        assert_eq!(
+            forced.status.rollout.map(|r| r.direction),
+            Some(Direction::Upgrade)
+        );
+    }
+
+    #[test]
+    fn the_summary_and_the_member_records_decide_the_same() {
+        // b is part-way (mixed versions) and is admitted first, before c listed ahead of it.
+        let spec = mesh("2.0.0").tier("t", &["a", "c", "b"]).build();
+        let with = Scene::new(spec)
+            .with(cluster("a").ready("2.0.0"))
+            .with(cluster("b").members_run(&["2.0.0", "1.0.0"]))
+            .with(cluster("c").runs("1.0.0"));
+        let mut without = with.clone();
+        for c in &mut without.clusters {
+            if let Some(st) = &mut c.status {
+                st.running_versions = None;
+            }
+        }
+        let plan = with.plan();
+        assert_eq!(admitted(&plan), ["b"]);
+        assert_eq!(plan, without.plan());
+    }
+
+    #[test]
+    fn admission_follows_the_mesh_status() {
+        let spec = mesh("2.0.0").tier("t", &["a", "b"]).build();
+        let scene = Scene::new(spec.clone())
+            .with(cluster("a").runs("1.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let plan = scene.plan();
+        let a = admission_for("mesh", &spec, Some(&plan.status), "a");
+        assert!(a.admitted && a.reason.is_none());
+        let b = admission_for("mesh", &spec, Some(&plan.status), "b");
+        assert!(!b.admitted);
+        assert_eq!(
+            b.reason.as_deref(),
+            Some("mesh mesh: waiting for its turn (see its status)")
+        );
+    }
+}

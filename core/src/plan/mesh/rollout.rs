@@ -1,0 +1,486 @@
+//! Direction and the rollout log: which way the mesh moves, and the log entries that record
+//! it (the rollout, its tiers, each admission).
+//!
+//! Owns: upgrade vs backout (and a backout that keeps backing out), when a rollout is new, the
+//! rollout entry (opened, superseded, closed when every cluster is done), tier statuses and
+//! tier entries, admission entries. May use: `read`, `plan::conditions` (the log). Calls no
+//! other stage.
+
+use crate::api::{
+    Direction, LogEntry, LogMode, LogResult, LogScope, MeshSpec, MeshStatus, RolloutStatus,
+    TierSpec, TierStatus, Timestamp, values::cmp_versions,
+};
+use crate::plan::conditions::Log;
+use crate::plan::observe::PlanEvent;
+
+use super::read::Summary;
+
+/// A backout while any unfinished cluster has a member newer than its target, or while a
+/// backout keeps backing out; an upgrade otherwise.
+pub(super) fn direction(st: &MeshStatus, spec: &MeshSpec, sums: &[Summary<'_>]) -> Direction {
+    if sums
+        .iter()
+        .any(|s| !s.done && s.direction() == Direction::Backout)
+    {
+        Direction::Backout
+    } else if keeps_backing_out(st.rollout.as_ref(), &st.log, spec, sums) {
+        // The last clusters of a backout run the old version before they report Ready: the
+        // rollout stays a backout (same log entry, reverse tier order) rather than turning
+        // into an "upgrade" of clusters that are only finishing.
+        Direction::Backout
+    } else {
+        Direction::Upgrade
+    }
+}
+
+/// A backout rollout toward the current target, still open, with no cluster behind the target
+/// (which would need an upgrade, a new rollout).
+fn keeps_backing_out(
+    rollout: Option<&RolloutStatus>,
+    log: &[LogEntry],
+    spec: &MeshSpec,
+    sums: &[Summary<'_>],
+) -> bool {
+    rollout.is_some_and(|r| {
+        r.direction == Direction::Backout
+            && cmp_versions(&r.version, &spec.version).is_eq()
+            && rollout_open(log, r)
+            && !sums.iter().any(|s| !s.done && s.behind)
+    })
+}
+
+/// The rollout's log entry is still running (not closed as done or superseded).
+fn rollout_open(log: &[LogEntry], r: &RolloutStatus) -> bool {
+    log.iter()
+        .any(|e| e.id == r.log_id && e.result == LogResult::Running)
+}
+
+pub(super) fn dir_word(d: Direction) -> &'static str {
+    match d {
+        Direction::Upgrade => "upgrade",
+        Direction::Backout => "backout",
+    }
+}
+
+/// A new target or a new direction starts a new rollout.
+pub(super) fn is_new(st: &MeshStatus, spec: &MeshSpec, direction: Direction) -> bool {
+    st.rollout.as_ref().is_none_or(|r| {
+        !cmp_versions(&r.version, &spec.version).is_eq() || r.direction != direction
+    })
+}
+
+fn log(st: &mut MeshStatus) -> Log<'_> {
+    Log {
+        entries: &mut st.log,
+        next_id: &mut st.next_log_id,
+    }
+}
+
+/// Start a rollout of `total` clusters: the previous one (and its open tiers) is superseded,
+/// a new entry opens (manual when forced) and `status.rollout` points at it.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn start(
+    st: &mut MeshStatus,
+    mesh: &str,
+    spec: &MeshSpec,
+    direction: Direction,
+    total: u32,
+    forced: bool,
+    events: &mut Vec<PlanEvent>,
+    now: Timestamp,
+) {
+    let prev = st.rollout.as_ref().map(|r| r.log_id);
+    let mut log = log(st);
+    if let Some(prev) = prev {
+        let why = format!("superseded by {} {}", dir_word(direction), spec.version);
+        // Its tiers end with it.
+        for id in open_tier_entries(log.entries, prev) {
+            log.close(id, LogResult::Cancelled, why.clone(), now);
+        }
+        log.close(prev, LogResult::Cancelled, why, now);
+    }
+    let id = log.open(
+        None,
+        dir_word(direction),
+        LogScope::Mesh,
+        mesh,
+        Some(&spec.version),
+        if forced {
+            LogMode::Manual
+        } else {
+            LogMode::Automatic
+        },
+        format!(
+            "{} {total} clusters to {}",
+            dir_word(direction),
+            spec.version
+        ),
+        now,
+    );
+    st.rollout = Some(RolloutStatus {
+        version: spec.version.clone(),
+        direction,
+        started_at: now,
+        log_id: id,
+    });
+    events.push(PlanEvent {
+        warning: false,
+        reason: "RolloutStarted".into(),
+        message: format!("{} to {}", dir_word(direction), spec.version),
+    });
+}
+
+/// Every cluster is done: the open rollout entry succeeds and nothing stays admitted.
+pub(super) fn finish(
+    st: &mut MeshStatus,
+    spec: &MeshSpec,
+    total: u32,
+    events: &mut Vec<PlanEvent>,
+    now: Timestamp,
+) {
+    if let Some(r) = &st.rollout
+        && rollout_open(&st.log, r)
+    {
+        let id = r.log_id;
+        log(st).close(
+            id,
+            LogResult::Succeeded,
+            format!("all {total} clusters run {}", spec.version),
+            now,
+        );
+        events.push(PlanEvent {
+            warning: false,
+            reason: "RolloutComplete".into(),
+            message: format!("all clusters run {}", spec.version),
+        });
+    }
+    st.admitted.clear();
+}
+
+/// One status per tier of the spec: its clusters counted, done or not, and the last start
+/// kept from the last status (`moving` is filled by admission).
+pub(super) fn tier_statuses(
+    spec: &MeshSpec,
+    last: &[TierStatus],
+    sums: &[Summary<'_>],
+) -> Vec<TierStatus> {
+    let mut tiers: Vec<TierStatus> = spec
+        .tiers
+        .iter()
+        .map(|t| {
+            let prev = last.iter().find(|x| x.name == t.name);
+            TierStatus {
+                name: t.name.clone(),
+                done: 0,
+                total: 0,
+                moving: vec![],
+                last_start_at: prev.and_then(|p| p.last_start_at),
+            }
+        })
+        .collect();
+    for s in sums {
+        if let Some(t) = tiers.get_mut(s.tier as usize) {
+            t.total += 1;
+            if s.done {
+                t.done += 1;
+            }
+        }
+    }
+    tiers
+}
+
+/// A tier's entry (under the rollout's) closes when every cluster of the tier is done.
+pub(super) fn close_done_tiers(
+    st: &mut MeshStatus,
+    tiers: &[TierStatus],
+    events: &mut Vec<PlanEvent>,
+    now: Timestamp,
+) {
+    let Some(rollout) = st.rollout.as_ref().map(|r| r.log_id) else {
+        return;
+    };
+    let mut log = log(st);
+    for id in open_tier_entries(log.entries, rollout) {
+        let tier = log
+            .entries
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.target.clone());
+        if let Some(t) = tiers.iter().find(|t| Some(&t.name) == tier.as_ref())
+            && t.total > 0
+            && t.done == t.total
+        {
+            let msg = format!("all {} clusters of tier {} done", t.total, t.name);
+            log.close(id, LogResult::Succeeded, msg.clone(), now);
+            events.push(PlanEvent {
+                warning: false,
+                reason: "TierComplete".into(),
+                message: msg,
+            });
+        }
+    }
+}
+
+/// Record an admission: an entry of its tier's entry (opened on the tier's first admission
+/// of the rollout), itself under the rollout's; `moving` counts the tier's moving clusters.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn log_admission(
+    st: &mut MeshStatus,
+    spec: &MeshSpec,
+    tier: &TierSpec,
+    s: &Summary<'_>,
+    direction: Direction,
+    moving: u32,
+    now: Timestamp,
+) {
+    let rollout = st.rollout.as_ref().map(|r| r.log_id);
+    let mut log = log(st);
+    let parent = match rollout {
+        Some(r) => Some(
+            open_tier_entries(log.entries, r)
+                .into_iter()
+                .find(|&id| {
+                    log.entries
+                        .iter()
+                        .any(|e| e.id == id && e.target == tier.name)
+                })
+                .unwrap_or_else(|| {
+                    log.open(
+                        Some(r),
+                        "tier",
+                        LogScope::Mesh,
+                        &tier.name,
+                        Some(&spec.version),
+                        LogMode::Automatic,
+                        format!("{} tier {}", dir_word(direction), tier.name),
+                        now,
+                    )
+                }),
+        ),
+        None => None,
+    };
+    let id = log.open(
+        parent,
+        "admit",
+        LogScope::Cluster,
+        s.name(),
+        Some(s.target),
+        LogMode::Automatic,
+        format!(
+            "tier {} ({}/{} moving)",
+            tier.name, moving, tier.max_parallel
+        ),
+        now,
+    );
+    log.close(id, LogResult::Succeeded, "", now);
+}
+
+/// Ids of the tier entries still open under a rollout entry.
+fn open_tier_entries(log: &[LogEntry], rollout: u64) -> Vec<u64> {
+    log.iter()
+        .filter(|e| {
+            e.parent == Some(rollout) && e.action == "tier" && e.result == LogResult::Running
+        })
+        .map(|e| e.id)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::plan::mesh::read;
+
+    fn direction_of(scene: &Scene, st: &MeshStatus) -> Direction {
+        scene.with_input(|input| direction(st, input.spec, &read::read(input).sums))
+    }
+
+    /// A status with a backout to `version` started (its log entry running).
+    fn backing_out(scene: &Scene, version: &str) -> MeshStatus {
+        let mut st = MeshStatus::default();
+        let spec = MeshSpec {
+            version: version.into(),
+            ..scene.spec.clone()
+        };
+        start(
+            &mut st,
+            "mesh",
+            &spec,
+            Direction::Backout,
+            2,
+            false,
+            &mut Vec::new(),
+            NOW,
+        );
+        st
+    }
+
+    #[test]
+    fn a_cluster_newer_than_its_target_makes_a_backout() {
+        let spec = mesh("1.0.0").tier("t", &["a", "b"]).build();
+        let up = Scene::new(spec.clone())
+            .with(cluster("a").runs("1.0.0"))
+            .with(cluster("b").runs("0.9.0"));
+        assert_eq!(
+            direction_of(&up, &MeshStatus::default()),
+            Direction::Upgrade
+        );
+        let mut down = up.clone();
+        down.set(cluster("b").members_run(&["1.0.0", "2.0.0"]));
+        assert_eq!(
+            direction_of(&down, &MeshStatus::default()),
+            Direction::Backout
+        );
+        // A done cluster does not count, whatever its members run.
+        let mut done = up;
+        done.set(cluster("b").ready("1.0.0").members_run(&["2.0.0"]));
+        assert_eq!(
+            direction_of(&done, &MeshStatus::default()),
+            Direction::Upgrade
+        );
+    }
+
+    #[test]
+    fn a_backout_keeps_backing_out_while_its_target_holds_and_nobody_is_behind() {
+        // The last clusters of a backout already run the old version.
+        let scene = Scene::new(mesh("1.0.0").tier("t", &["a", "b"]).build())
+            .with(cluster("a").ready("1.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let st = backing_out(&scene, "1.0.0");
+        assert_eq!(direction_of(&scene, &st), Direction::Backout);
+        assert_eq!(
+            direction_of(&scene, &MeshStatus::default()),
+            Direction::Upgrade
+        );
+        // Another target, or a cluster behind it, is an upgrade.
+        assert_eq!(
+            direction_of(&scene, &backing_out(&scene, "0.9.0")),
+            Direction::Upgrade
+        );
+        let mut behind = scene.clone();
+        behind.set(cluster("b").runs("0.9.0"));
+        assert_eq!(direction_of(&behind, &st), Direction::Upgrade);
+        // A finished backout is over.
+        let mut closed = st.clone();
+        closed.log[0].result = LogResult::Succeeded;
+        assert_eq!(direction_of(&scene, &closed), Direction::Upgrade);
+    }
+
+    #[test]
+    fn a_new_rollout_supersedes_the_last_and_its_tiers_but_not_finished_entries() {
+        let spec = mesh("2.0.0").tier("t", &["a"]).build();
+        let scene = Scene::new(spec.clone()).with(cluster("a").runs("1.0.0"));
+        let mut st = MeshStatus::default();
+        let mut events = Vec::new();
+        start(
+            &mut st,
+            "mesh",
+            &spec,
+            Direction::Upgrade,
+            1,
+            false,
+            &mut events,
+            NOW,
+        );
+        assert!(!is_new(&st, &spec, Direction::Upgrade));
+        assert!(is_new(&st, &spec, Direction::Backout));
+        scene.with_input(|input| {
+            let c = read::read(input);
+            log_admission(
+                &mut st,
+                &spec,
+                &spec.tiers[0],
+                &c.sums[0],
+                Direction::Upgrade,
+                1,
+                NOW,
+            );
+        });
+        let (rollout, tier, admit) = (&st.log[0], &st.log[1], &st.log[2]);
+        assert_eq!(
+            (rollout.action.as_str(), rollout.mode),
+            ("upgrade", LogMode::Automatic)
+        );
+        assert_eq!(
+            (tier.action.as_str(), tier.parent),
+            ("tier", Some(rollout.id))
+        );
+        assert_eq!(
+            (admit.action.as_str(), admit.parent),
+            ("admit", Some(tier.id))
+        );
+        assert_eq!(admit.result, LogResult::Succeeded);
+        let back = MeshSpec {
+            version: "1.0.0".into(),
+            ..spec
+        };
+        start(
+            &mut st,
+            "mesh",
+            &back,
+            Direction::Backout,
+            1,
+            true,
+            &mut events,
+            NOW,
+        );
+        assert_eq!(st.log[0].result, LogResult::Cancelled);
+        assert_eq!(
+            st.log[1].result,
+            LogResult::Cancelled,
+            "its tier ends with it"
+        );
+        assert_eq!(st.log[2].result, LogResult::Succeeded, "history stays");
+        assert_eq!(st.log[3].mode, LogMode::Manual, "forced");
+        assert_eq!(st.rollout.as_ref().map(|r| r.log_id), Some(st.log[3].id));
+        let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["RolloutStarted", "RolloutStarted"]);
+    }
+
+    #[test]
+    fn tier_entries_close_when_the_tier_is_done_and_the_rollout_when_all_are() {
+        let spec = mesh("2.0.0").tier("t", &["a"]).tier("u", &["b"]).build();
+        let scene = Scene::new(spec.clone())
+            .with(cluster("a").ready("2.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let mut st = MeshStatus::default();
+        let mut events = Vec::new();
+        start(
+            &mut st,
+            "mesh",
+            &spec,
+            Direction::Upgrade,
+            2,
+            false,
+            &mut events,
+            NOW,
+        );
+        let tiers = scene.with_input(|input| {
+            let c = read::read(input);
+            for s in &c.sums {
+                let tier = &spec.tiers[s.tier as usize];
+                log_admission(&mut st, &spec, tier, s, Direction::Upgrade, 1, NOW);
+            }
+            tier_statuses(&spec, &[], &c.sums)
+        });
+        assert_eq!((tiers[0].done, tiers[0].total, tiers[1].done), (1, 1, 0));
+        close_done_tiers(&mut st, &tiers, &mut events, NOW);
+        let tier_entries: Vec<LogResult> = st
+            .log
+            .iter()
+            .filter(|e| e.action == "tier")
+            .map(|e| e.result)
+            .collect();
+        assert_eq!(tier_entries, [LogResult::Succeeded, LogResult::Running]);
+        finish(&mut st, &spec, 2, &mut events, NOW);
+        assert_eq!(st.log[0].result, LogResult::Succeeded);
+        let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            ["RolloutStarted", "TierComplete", "RolloutComplete"]
+        );
+        // Finishing again announces nothing.
+        finish(&mut st, &spec, 2, &mut events, NOW);
+        assert_eq!(events.len(), 3);
+    }
+}
