@@ -138,10 +138,7 @@ mod tests {
 
     fn cluster() -> ClusterBuilder {
         // NOW is a Friday, 08:00 UTC.
-        ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
-            .running("1.0.0")
+        ClusterBuilder::pair("2.0.0").running("1.0.0")
     }
 
     #[test]

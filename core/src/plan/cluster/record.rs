@@ -314,9 +314,7 @@ mod tests {
     #[test]
     fn a_member_at_the_retry_limit_is_zombie_until_a_retry_clears_it_once() {
         let zombie = || {
-            ClusterBuilder::new("c")
-                .members(["a", "b"])
-                .version("2.0.0")
+            ClusterBuilder::pair("2.0.0")
                 .running("1.0.0")
                 .with_status(|st| st.members = vec![with_failures(3)])
         };
@@ -346,11 +344,7 @@ mod tests {
 
     #[test]
     fn a_cluster_first_seen_at_its_target_owes_no_config_or_verification() {
-        let case = ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
-            .running("2.0.0")
-            .build();
+        let case = ClusterBuilder::pair("2.0.0").running("2.0.0").build();
         let input = case.input();
         let p = recorded(&input);
         assert_eq!(p.st.verified_target.as_deref(), Some("2.0.0"));
@@ -359,9 +353,7 @@ mod tests {
             Some("2.0.0")
         );
         // Not when a member is held in forced standby (a rollout may be part-way).
-        let case = ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
+        let case = ClusterBuilder::pair("2.0.0")
             .running("2.0.0")
             .observe(
                 observed("b")

@@ -5,6 +5,8 @@
 //! Owns: [`RoleVersions`] (lowest and highest version running per role) and the rule check.
 //! May use: `read`, `versions`, `plan::validate` (roles).
 
+use std::cmp::Ordering;
+
 use crate::api::{Direction, MeshSpec, values::cmp_versions};
 use crate::plan::validate::{FastMap, MeshIndex, Roles};
 
@@ -69,48 +71,36 @@ impl<'a> RoleVersions<'a> {
     ) -> Option<String> {
         let role = roles.name(s.role)?;
         for r in &spec.compatibility {
-            match direction {
+            // The bound to read, of which role, and what it must be to the target.
+            let (bounds, other, ok): (_, &str, fn(Ordering) -> bool) = match direction {
+                // Every `notNewerThan` cluster must already run at least the target.
                 Direction::Upgrade if r.role == role => {
-                    // Every `notNewerThan` cluster must already run at least the target.
-                    if let Some(bound) = self.min.get(r.not_newer_than.as_str()) {
-                        match bound {
-                            Some(v) if !cmp_versions(v, s.target).is_lt() => {}
-                            Some(v) => {
-                                return Some(format!(
-                                    "{} clusters may not run a newer version than {} clusters, which still run {v}",
-                                    r.role, r.not_newer_than
-                                ));
-                            }
-                            None => {
-                                return Some(format!(
-                                    "versions of {} clusters are not known yet",
-                                    r.not_newer_than
-                                ));
-                            }
-                        }
-                    }
+                    (&self.min, r.not_newer_than.as_str(), Ordering::is_ge)
                 }
+                // No `role` cluster may still run something newer than the backout target.
                 Direction::Backout if r.not_newer_than == role => {
-                    // No `role` cluster may still run something newer than the backout target.
-                    if let Some(bound) = self.max.get(r.role.as_str()) {
-                        match bound {
-                            Some(v) if !cmp_versions(v, s.target).is_gt() => {}
-                            Some(v) => {
-                                return Some(format!(
-                                    "{} clusters still run {v}, newer than {}; they back out first",
-                                    r.role, s.target
-                                ));
-                            }
-                            None => {
-                                return Some(format!(
-                                    "versions of {} clusters are not known yet",
-                                    r.role
-                                ));
-                            }
-                        }
-                    }
+                    (&self.max, r.role.as_str(), Ordering::is_le)
                 }
-                _ => {}
+                _ => continue,
+            };
+            match bounds.get(other) {
+                None => {}
+                Some(Some(v)) if ok(cmp_versions(v, s.target)) => {}
+                Some(Some(v)) => {
+                    return Some(match direction {
+                        Direction::Upgrade => format!(
+                            "{} clusters may not run a newer version than {} clusters, which still run {v}",
+                            r.role, r.not_newer_than
+                        ),
+                        Direction::Backout => format!(
+                            "{} clusters still run {v}, newer than {}; they back out first",
+                            r.role, s.target
+                        ),
+                    });
+                }
+                Some(None) => {
+                    return Some(format!("versions of {other} clusters are not known yet"));
+                }
             }
         }
         None

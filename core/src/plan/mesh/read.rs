@@ -321,7 +321,7 @@ mod tests {
             cluster("c").ready("2.0.0"),
             cluster("c").runs("3.0.0"),
         ] {
-            let with = summary_of(c.clone(), |s| {
+            let said = |s: &Summary<'_>| {
                 (
                     s.lo_rank(),
                     s.hi_rank(),
@@ -330,17 +330,9 @@ mod tests {
                     s.backout,
                     s.behind,
                 )
-            });
-            let without = summary_of(c.without_summary(), |s| {
-                (
-                    s.lo_rank(),
-                    s.hi_rank(),
-                    s.done,
-                    s.in_motion,
-                    s.backout,
-                    s.behind,
-                )
-            });
+            };
+            let with = summary_of(c.clone(), said);
+            let without = summary_of(c.without_summary(), said);
             assert_eq!(with, without);
         }
     }
