@@ -9,8 +9,8 @@
 //! May use: `state`, `view`, `log`, `plan::software`. Used by the pipeline (`super`) only.
 
 use crate::api::{
-    AlarmStatus, Health, LogMode, LogResult, LogScope, MemberRole, MemberSpec, MemberStatus,
-    OperationStatus, values::cmp_versions,
+    AlarmStatus, Health, LogMode, LogResult, MemberRole, MemberSpec, MemberStatus, OperationStatus,
+    values::cmp_versions,
 };
 use crate::plan::observe::{AgentView, OpState};
 use crate::plan::software::{effective_version, hosted, running, same_software, spec_target};
@@ -45,25 +45,12 @@ pub(super) fn apply_retry_intent(p: &mut Pass<'_>) {
     }
     let had_rollback = p.st.rolled_back.take().is_some();
     acknowledge(p, ack);
-    let now = p.now();
     let msg = if had_rollback {
         "retry requested: automatic rollback cleared"
     } else {
         "retry requested: failures cleared"
     };
-    let name = p.inp.name;
-    let parent = log::rollout(p, false);
-    let id = p.log().open(
-        parent,
-        "retry",
-        LogScope::Cluster,
-        name,
-        None,
-        LogMode::Manual,
-        msg,
-        now,
-    );
-    p.log().close(id, LogResult::Succeeded, "", now);
+    log::record_done(p, "retry", LogMode::Manual, msg, LogResult::Succeeded, "");
     p.event(false, "RetryRequested", msg.to_string());
 }
 

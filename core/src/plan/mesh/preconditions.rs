@@ -74,24 +74,26 @@ pub(super) fn gate(
 
 fn precondition_failures(spec: &MeshSpec, sums: &[Summary<'_>]) -> Vec<String> {
     let mut out = Vec::new();
-    if spec.preconditions.no_backlog {
+    // Each precondition: whether it is on, what it counts per cluster and its name.
+    let counted: [(bool, fn(&Summary<'_>) -> u64, &str); 2] = [
+        (spec.preconditions.no_backlog, |s| s.backlog().0, "backlog"),
+        (
+            spec.preconditions.no_conflicts,
+            |s| s.backlog().1,
+            "conflicts",
+        ),
+    ];
+    for (on, count, what) in counted {
+        if !on {
+            continue;
+        }
         let b: Vec<String> = sums
             .iter()
-            .filter_map(|s| Some((s.name(), s.backlog().0)).filter(|x| x.1 > 0))
+            .filter_map(|s| Some((s.name(), count(s))).filter(|x| x.1 > 0))
             .map(|(name, n)| format!("{name} ({n})"))
             .collect();
         if !b.is_empty() {
-            out.push(format!("replication backlog on {}", b.join(", ")));
-        }
-    }
-    if spec.preconditions.no_conflicts {
-        let c: Vec<String> = sums
-            .iter()
-            .filter_map(|s| Some((s.name(), s.backlog().1)).filter(|x| x.1 > 0))
-            .map(|(name, n)| format!("{name} ({n})"))
-            .collect();
-        if !c.is_empty() {
-            out.push(format!("replication conflicts on {}", c.join(", ")));
+            out.push(format!("replication {what} on {}", b.join(", ")));
         }
     }
     out

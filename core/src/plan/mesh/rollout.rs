@@ -295,15 +295,15 @@ mod tests {
         scene.with_input(|input| direction(st, input.spec, &read::read(input).sums))
     }
 
-    /// A fresh status with an unforced upgrade of `total` clusters started, and its events.
-    fn upgrading(spec: &MeshSpec, total: u32) -> (MeshStatus, Vec<PlanEvent>) {
+    /// A fresh status with an unforced rollout of `total` clusters started, and its events.
+    fn started(spec: &MeshSpec, direction: Direction, total: u32) -> (MeshStatus, Vec<PlanEvent>) {
         let mut st = MeshStatus::default();
         let mut events = Vec::new();
         start(
             &mut st,
             "mesh",
             spec,
-            Direction::Upgrade,
+            direction,
             total,
             false,
             &mut events,
@@ -314,22 +314,11 @@ mod tests {
 
     /// A status with a backout to `version` started (its log entry running).
     fn backing_out(scene: &Scene, version: &str) -> MeshStatus {
-        let mut st = MeshStatus::default();
         let spec = MeshSpec {
             version: version.into(),
             ..scene.spec.clone()
         };
-        start(
-            &mut st,
-            "mesh",
-            &spec,
-            Direction::Backout,
-            2,
-            false,
-            &mut Vec::new(),
-            NOW,
-        );
-        st
+        started(&spec, Direction::Backout, 2).0
     }
 
     #[test]
@@ -387,7 +376,7 @@ mod tests {
     fn a_new_rollout_supersedes_the_last_and_its_tiers_but_not_finished_entries() {
         let spec = mesh("2.0.0").tier("t", &["a"]).build();
         let scene = Scene::new(spec.clone()).with(cluster("a").runs("1.0.0"));
-        let (mut st, mut events) = upgrading(&spec, 1);
+        let (mut st, mut events) = started(&spec, Direction::Upgrade, 1);
         assert!(!is_new(&st, &spec, Direction::Upgrade));
         assert!(is_new(&st, &spec, Direction::Backout));
         scene.with_input(|input| {
@@ -449,7 +438,7 @@ mod tests {
         let scene = Scene::new(spec.clone())
             .with(cluster("a").ready("2.0.0"))
             .with(cluster("b").runs("1.0.0"));
-        let (mut st, mut events) = upgrading(&spec, 2);
+        let (mut st, mut events) = started(&spec, Direction::Upgrade, 2);
         let tiers = scene.with_input(|input| {
             let c = read::read(input);
             for s in &c.sums {
