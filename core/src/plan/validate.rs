@@ -326,6 +326,12 @@ pub struct ClusterRef<'a> {
     pub spec: &'a ClusterSpec,
 }
 
+impl<'a> ClusterRef<'a> {
+    pub fn new(name: &'a str, labels: &'a BTreeMap<String, String>, spec: &'a ClusterSpec) -> Self {
+        ClusterRef { name, labels, spec }
+    }
+}
+
 /// Names and tiers of a mesh's clusters, worked out once per decision and shared by validation
 /// and the mesh planner (on a large mesh, hashing names is most of the cost of both). Clusters
 /// are referred to by their position in the slice the index was built from.

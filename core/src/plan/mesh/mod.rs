@@ -260,14 +260,14 @@ mod tests {
 
     #[test]
     fn admission_follows_the_mesh_status() {
-        let spec = mesh("2.0.0").tier("t", &["a", "b"]).build();
-        let scene = Scene::new(spec.clone())
-            .with(cluster("a").runs("1.0.0"))
-            .with(cluster("b").runs("1.0.0"));
-        let plan = scene.plan();
-        let a = admission_for("mesh", &spec, Some(&plan.status), "a");
+        let scene = Scene::one_tier(
+            "2.0.0",
+            [cluster("a").runs("1.0.0"), cluster("b").runs("1.0.0")],
+        );
+        let (plan, spec) = (scene.plan(), &scene.spec);
+        let a = admission_for("mesh", spec, Some(&plan.status), "a");
         assert!(a.admitted && a.reason.is_none());
-        let b = admission_for("mesh", &spec, Some(&plan.status), "b");
+        let b = admission_for("mesh", spec, Some(&plan.status), "b");
         assert!(!b.admitted);
         assert_eq!(
             b.reason.as_deref(),

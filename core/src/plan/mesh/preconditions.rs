@@ -103,13 +103,17 @@ fn precondition_failures(spec: &MeshSpec, sums: &[Summary<'_>]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::api::Admitted;
-    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::fixtures::mesh::{NOW, Scene, cluster};
     use crate::plan::mesh::read;
 
     fn scene() -> Scene {
-        Scene::new(mesh("2.0.0").tier("t", &["a", "b"]).build())
-            .with(cluster("a").runs("1.0.0").backlog(5))
-            .with(cluster("b").runs("1.0.0").conflicts(2))
+        Scene::one_tier(
+            "2.0.0",
+            [
+                cluster("a").runs("1.0.0").backlog(5),
+                cluster("b").runs("1.0.0").conflicts(2),
+            ],
+        )
     }
 
     fn gate_in(scene: &Scene, st: &mut MeshStatus, d: Direction) -> (Gate, Vec<PlanEvent>) {

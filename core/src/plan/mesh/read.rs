@@ -128,11 +128,7 @@ pub(super) fn read<'a>(input: &MeshInput<'a>) -> Clusters<'a> {
     let (spec, clusters) = (input.spec, input.clusters);
     let refs: Vec<ClusterRef<'a>> = clusters
         .iter()
-        .map(|c| ClusterRef {
-            name: c.name,
-            labels: c.labels,
-            spec: c.spec,
-        })
+        .map(|c| ClusterRef::new(c.name, c.labels, c.spec))
         .collect();
     let mut reader = Reader {
         versions: VersionTable::default(),

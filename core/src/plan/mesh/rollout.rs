@@ -323,10 +323,10 @@ mod tests {
 
     #[test]
     fn a_cluster_newer_than_its_target_makes_a_backout() {
-        let spec = mesh("1.0.0").tier("t", &["a", "b"]).build();
-        let up = Scene::new(spec.clone())
-            .with(cluster("a").runs("1.0.0"))
-            .with(cluster("b").runs("0.9.0"));
+        let up = Scene::one_tier(
+            "1.0.0",
+            [cluster("a").runs("1.0.0"), cluster("b").runs("0.9.0")],
+        );
         assert_eq!(
             direction_of(&up, &MeshStatus::default()),
             Direction::Upgrade
@@ -349,9 +349,10 @@ mod tests {
     #[test]
     fn a_backout_keeps_backing_out_while_its_target_holds_and_nobody_is_behind() {
         // The last clusters of a backout already run the old version.
-        let scene = Scene::new(mesh("1.0.0").tier("t", &["a", "b"]).build())
-            .with(cluster("a").ready("1.0.0"))
-            .with(cluster("b").runs("1.0.0"));
+        let scene = Scene::one_tier(
+            "1.0.0",
+            [cluster("a").ready("1.0.0"), cluster("b").runs("1.0.0")],
+        );
         let st = backing_out(&scene, "1.0.0");
         assert_eq!(direction_of(&scene, &st), Direction::Backout);
         assert_eq!(
