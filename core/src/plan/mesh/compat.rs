@@ -134,16 +134,15 @@ mod tests {
         })
     }
 
+    /// [`check`] with both clusters still on `from` and the mesh going to `to`.
+    fn unmoved(from: &str, to: &str, who: &str, d: Direction) -> Option<String> {
+        check(to, cluster("m").runs(from), cluster("w").runs(from), who, d)
+    }
+
     #[test]
     fn on_the_way_up_a_role_waits_until_the_other_role_runs_the_target() {
         let up = Direction::Upgrade;
-        let why = check(
-            "2.0.0",
-            cluster("m").runs("1.0.0"),
-            cluster("w").runs("1.0.0"),
-            "w",
-            up,
-        );
+        let why = unmoved("1.0.0", "2.0.0", "w", up);
         assert_eq!(
             why.as_deref(),
             Some(
@@ -171,13 +170,7 @@ mod tests {
     #[test]
     fn on_the_way_down_the_other_role_waits_until_the_role_runs_nothing_newer() {
         let down = Direction::Backout;
-        let why = check(
-            "1.0.0",
-            cluster("m").runs("2.0.0"),
-            cluster("w").runs("2.0.0"),
-            "m",
-            down,
-        );
+        let why = unmoved("2.0.0", "1.0.0", "m", down);
         assert_eq!(
             why.as_deref(),
             Some("worker clusters still run 2.0.0, newer than 1.0.0; they back out first")
