@@ -110,7 +110,7 @@ impl<'a> RoleVersions<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::mesh::{ClusterBuilder, Scene, cluster, mesh};
+    use crate::fixtures::mesh::{ClusterBuilder, cluster, mesh};
     use crate::plan::mesh::read;
 
     /// Why `who` may not move in `direction` under "worker notNewerThan mgmt".
@@ -121,12 +121,13 @@ mod tests {
         who: &str,
         d: Direction,
     ) -> Option<String> {
-        let spec = mesh(version)
+        let scene = mesh(version)
             .tier("mgmt", &["m"])
             .tier("workers", &["w"])
             .rule("worker", "mgmt")
-            .build();
-        let scene = Scene::new(spec).with(m.role("mgmt")).with(w.role("worker"));
+            .scene()
+            .with(m.role("mgmt"))
+            .with(w.role("worker"));
         scene.with_input(|input| {
             let c = read::read(input);
             let rv = RoleVersions::of(input.spec, &c.sums, &c.index, &c.versions);
@@ -139,15 +140,17 @@ mod tests {
         check(to, cluster("m").runs(from), cluster("w").runs(from), who, d)
     }
 
+    /// Asserts the check refused, saying `msg`.
+    fn refused(why: Option<String>, msg: &str) {
+        assert_eq!(why.as_deref(), Some(msg));
+    }
+
     #[test]
     fn on_the_way_up_a_role_waits_until_the_other_role_runs_the_target() {
         let up = Direction::Upgrade;
-        let why = unmoved("1.0.0", "2.0.0", "w", up);
-        assert_eq!(
-            why.as_deref(),
-            Some(
-                "worker clusters may not run a newer version than mgmt clusters, which still run 1.0.0"
-            )
+        refused(
+            unmoved("1.0.0", "2.0.0", "w", up),
+            "worker clusters may not run a newer version than mgmt clusters, which still run 1.0.0",
         );
         let mixed = cluster("m").members_run(&["2.0.0", "1.0.0"]);
         assert!(check("2.0.0", mixed, cluster("w").runs("1.0.0"), "w", up).is_some());
@@ -161,19 +164,15 @@ mod tests {
         assert_eq!(check("2.0.0", m, cluster("w").runs("1.0.0"), "m", up), None);
         // Unknown versions hold too.
         let why = check("2.0.0", cluster("m"), cluster("w").runs("1.0.0"), "w", up);
-        assert_eq!(
-            why.as_deref(),
-            Some("versions of mgmt clusters are not known yet")
-        );
+        refused(why, "versions of mgmt clusters are not known yet");
     }
 
     #[test]
     fn on_the_way_down_the_other_role_waits_until_the_role_runs_nothing_newer() {
         let down = Direction::Backout;
-        let why = unmoved("2.0.0", "1.0.0", "m", down);
-        assert_eq!(
-            why.as_deref(),
-            Some("worker clusters still run 2.0.0, newer than 1.0.0; they back out first")
+        refused(
+            unmoved("2.0.0", "1.0.0", "m", down),
+            "worker clusters still run 2.0.0, newer than 1.0.0; they back out first",
         );
         let part_way = cluster("w").members_run(&["1.0.0", "2.0.0"]);
         assert!(check("1.0.0", cluster("m").runs("2.0.0"), part_way, "m", down).is_some());

@@ -335,11 +335,10 @@ mod tests {
 
     #[test]
     fn clusters_are_found_by_name_in_tier_order() {
-        let spec = mesh("2.0.0")
+        let scene = mesh("2.0.0")
             .tier("first", &["b", "a"])
             .tier_selecting("second", &[("kind", "edge")])
-            .build();
-        let scene = Scene::new(spec)
+            .scene()
             .with(cluster("z").label("kind", "edge"))
             .with(cluster("a"))
             .with(cluster("y").label("kind", "edge"))
