@@ -75,7 +75,8 @@ pub(super) fn gate(
 fn precondition_failures(spec: &MeshSpec, sums: &[Summary<'_>]) -> Vec<String> {
     let mut out = Vec::new();
     // Each precondition: whether it is on, what it counts per cluster and its name.
-    let counted: [(bool, fn(&Summary<'_>) -> u64, &str); 2] = [
+    type Count = fn(&Summary<'_>) -> u64;
+    let counted: [(bool, Count, &str); 2] = [
         (spec.preconditions.no_backlog, |s| s.backlog().0, "backlog"),
         (
             spec.preconditions.no_conflicts,
