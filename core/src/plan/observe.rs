@@ -79,35 +79,35 @@ impl MemberObservation {
 /// The members of one cluster, by name.
 pub type ClusterObservation = BTreeMap<String, MemberObservation>;
 
-/// Kinds of agent operations the planner asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "kebab-case")]
-pub enum OpKind {
-    Preflight,
-    Upgrade,
-    Rollback,
-    Promote,
-    Demote,
-    ForceStandby,
-    Backup,
-    Verify,
-    SyncConfig,
+/// Defines [`OpKind`] from one table of kinds and their wire names (serde's and `as_str`'s).
+macro_rules! op_kinds {
+    ($($kind:ident => $wire:literal,)*) => {
+        /// Kinds of agent operations the planner asks for.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+        pub enum OpKind {
+            $(#[serde(rename = $wire)] $kind,)*
+        }
+
+        impl OpKind {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(OpKind::$kind => $wire,)*
+                }
+            }
+        }
+    };
 }
 
-impl OpKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpKind::Preflight => "preflight",
-            OpKind::Upgrade => "upgrade",
-            OpKind::Rollback => "rollback",
-            OpKind::Promote => "promote",
-            OpKind::Demote => "demote",
-            OpKind::ForceStandby => "force-standby",
-            OpKind::Backup => "backup",
-            OpKind::Verify => "verify",
-            OpKind::SyncConfig => "sync-config",
-        }
-    }
+op_kinds! {
+    Preflight => "preflight",
+    Upgrade => "upgrade",
+    Rollback => "rollback",
+    Promote => "promote",
+    Demote => "demote",
+    ForceStandby => "force-standby",
+    Backup => "backup",
+    Verify => "verify",
+    SyncConfig => "sync-config",
 }
 
 /// A request to an agent. The id is derived from the recorded step, so sending it twice is the

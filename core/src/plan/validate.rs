@@ -83,6 +83,31 @@ fn problem(out: &mut Vec<Problem>, field: impl Into<String>, message: impl Into<
     });
 }
 
+/// The name of one of a list's entries (at the field path `at()`, built only for a problem):
+/// a DNS label, and not one `seen` before in the list.
+fn check_name<'a>(
+    out: &mut Vec<Problem>,
+    seen: &mut BTreeSet<&'a str>,
+    at: &dyn Fn() -> String,
+    what: &str,
+    name: &'a str,
+) {
+    if !is_dns_label(name) {
+        problem(
+            out,
+            format!("{}.name", at()),
+            format!("{name:?} must be a DNS label"),
+        );
+    }
+    if !seen.insert(name) {
+        problem(
+            out,
+            format!("{}.name", at()),
+            format!("duplicate {what} {name:?}"),
+        );
+    }
+}
+
 /// One line summarising problems, for conditions and CLI errors.
 pub fn summarize(problems: &[Problem]) -> String {
     problems
@@ -179,20 +204,7 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
     for (i, m) in spec.members.iter().enumerate() {
         // The field path only when there is a problem: this runs on every pass.
         let f = || format!("spec.members[{i}]");
-        if !is_dns_label(&m.name) {
-            problem(
-                &mut out,
-                format!("{}.name", f()),
-                format!("{:?} must be a DNS label", m.name),
-            );
-        }
-        if !seen.insert(m.name.as_str()) {
-            problem(
-                &mut out,
-                format!("{}.name", f()),
-                format!("duplicate member name {:?}", m.name),
-            );
-        }
+        check_name(&mut out, &mut seen, &f, "member name", &m.name);
         if !valid_endpoint(&m.endpoint) {
             problem(
                 &mut out,
@@ -227,20 +239,7 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
     let mut cseen = BTreeSet::new();
     for (i, c) in spec.components.iter().enumerate() {
         let f = || format!("spec.components[{i}]");
-        if !is_dns_label(&c.name) {
-            problem(
-                &mut out,
-                format!("{}.name", f()),
-                format!("{:?} must be a DNS label", c.name),
-            );
-        }
-        if !cseen.insert(c.name.as_str()) {
-            problem(
-                &mut out,
-                format!("{}.name", f()),
-                format!("duplicate component {:?}", c.name),
-            );
-        }
+        check_name(&mut out, &mut cseen, &f, "component", &c.name);
         if let Some(v) = &c.version {
             check_version(&mut out, &format!("{}.version", f()), v);
         } else if spec.version.is_none() {
@@ -325,6 +324,12 @@ pub struct ClusterRef<'a> {
     pub name: &'a str,
     pub labels: &'a BTreeMap<String, String>,
     pub spec: &'a ClusterSpec,
+}
+
+impl<'a> ClusterRef<'a> {
+    pub fn new(name: &'a str, labels: &'a BTreeMap<String, String>, spec: &'a ClusterSpec) -> Self {
+        ClusterRef { name, labels, spec }
+    }
 }
 
 /// Names and tiers of a mesh's clusters, worked out once per decision and shared by validation
@@ -578,20 +583,7 @@ fn validate_mesh_core(
     let mut seen: Vec<usize> = vec![usize::MAX; clusters.len()];
     for (ti, t) in mesh.tiers.iter().enumerate() {
         let f = format!("spec.tiers[{ti}]");
-        if !is_dns_label(&t.name) {
-            problem(
-                &mut out,
-                format!("{f}.name"),
-                format!("{:?} must be a DNS label", t.name),
-            );
-        }
-        if !tier_names.insert(t.name.as_str()) {
-            problem(
-                &mut out,
-                format!("{f}.name"),
-                format!("duplicate tier {:?}", t.name),
-            );
-        }
+        check_name(&mut out, &mut tier_names, &|| f.clone(), "tier", &t.name);
         if t.max_parallel == 0 {
             problem(&mut out, format!("{f}.maxParallel"), "must be at least 1");
         }

@@ -202,25 +202,15 @@ mod tests {
         let got = chosen(
             cluster()
                 .observe(observed("b").version("2.0.0").active())
-                .observe(
-                    observed("a")
-                        .version("2.0.0")
-                        .role(MemberRole::ForcedStandby),
-                )
-                .observe(observed("s").role(MemberRole::ForcedStandby)),
+                .observe(observed("a").version("2.0.0").held())
+                .observe(observed("s").held()),
         );
         assert_eq!(got, [(StepAction::Upgrade, "s".to_string())]);
     }
 
     #[test]
     fn the_active_goes_last_through_a_switchover_to_an_upgraded_standby() {
-        let got = chosen(
-            cluster().observe(
-                observed("b")
-                    .version("2.0.0")
-                    .role(MemberRole::ForcedStandby),
-            ),
-        );
+        let got = chosen(cluster().observe(observed("b").version("2.0.0").held()));
         // First the spare, on the old version, is held: it would not run the new active's.
         assert!(
             got.contains(&(StepAction::ForceStandby, "s".to_string())),
@@ -230,12 +220,8 @@ mod tests {
         // Once the spare is held, the switchover to b.
         let got = chosen(
             cluster()
-                .observe(
-                    observed("b")
-                        .version("2.0.0")
-                        .role(MemberRole::ForcedStandby),
-                )
-                .observe(observed("s").role(MemberRole::ForcedStandby)),
+                .observe(observed("b").version("2.0.0").held())
+                .observe(observed("s").held()),
         );
         assert_eq!(got, [(StepAction::Switchover, "b".to_string())]);
     }

@@ -8,7 +8,7 @@
 //!
 //! May use: `state`, `view`, `log`, `start`, `handover`. Used by `choose`.
 
-use crate::api::{LogMode, LogResult, LogScope, MemberRole, StepAction};
+use crate::api::{LogMode, LogResult, MemberRole, StepAction};
 
 use super::handover;
 use super::log;
@@ -86,25 +86,14 @@ fn verify_cluster(p: &mut Pass<'_>, active: &str) {
         .components
         .iter()
         .any(|c| c.verify.requires_primary_active && !c.verify.skip);
-    let now = p.now();
     if needs_primary && !primary_active {
-        let name = p.inp.name;
-        let parent = log::rollout(p, false);
-        let id = p.log().open(
-            parent,
+        log::record_done(
+            p,
             "verify",
-            LogScope::Cluster,
-            name,
-            None,
             LogMode::Automatic,
             "",
-            now,
-        );
-        p.log().close(
-            id,
             LogResult::Cancelled,
             "HA-pair verification skipped: the primary is not active",
-            now,
         );
     }
     let mut n = NewStep::on(StepAction::Verify, active);

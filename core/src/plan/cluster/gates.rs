@@ -138,17 +138,17 @@ mod tests {
 
     fn cluster() -> ClusterBuilder {
         // NOW is a Friday, 08:00 UTC.
-        ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
-            .running("1.0.0")
+        ClusterBuilder::pair("2.0.0").running("1.0.0")
+    }
+
+    /// With a maintenance window of two hours from `start`, every day.
+    fn in_window(start: &str) -> ClusterBuilder {
+        cluster().window(&[], start, Duration::from_secs(7200))
     }
 
     #[test]
     fn a_disruptive_step_outside_the_window_waits_and_wakes_when_it_opens() {
-        let case = cluster()
-            .window(&[], "22:00", Duration::from_secs(7200))
-            .build();
+        let case = in_window("22:00").build();
         let input = case.input();
         let mut p = recorded(&input);
         assert!(!disruption_allowed(&mut p, true));
@@ -164,9 +164,7 @@ mod tests {
 
     #[test]
     fn inside_a_window_a_disruptive_step_may_start() {
-        let case = cluster()
-            .window(&[], "07:00", Duration::from_secs(7200))
-            .build();
+        let case = in_window("07:00").build();
         let input = case.input();
         let mut p = recorded(&input);
         assert!(disruption_allowed(&mut p, true));
@@ -190,8 +188,7 @@ mod tests {
     #[test]
     fn a_backup_of_every_member_comes_before_the_first_disruptive_step_of_a_window() {
         let window_start = Timestamp(NOW.millis() - HOUR);
-        let case = cluster()
-            .window(&[], "07:00", Duration::from_secs(7200))
+        let case = in_window("07:00")
             .upgrade(|u| u.backup_before_disruptive = true)
             .build();
         let input = case.input();
@@ -203,8 +200,7 @@ mod tests {
         ];
         assert_eq!(steps(&p), backups);
         // While a backup runs, no other starts (not even of an idle member).
-        let case = cluster()
-            .window(&[], "07:00", Duration::from_secs(7200))
+        let case = in_window("07:00")
             .upgrade(|u| u.backup_before_disruptive = true)
             .step(step(StepAction::Backup, "a", NOW))
             .build();
@@ -215,8 +211,7 @@ mod tests {
 
         // Backed up in this window: allowed. Backed up in an earlier one: backed up again.
         let backed_up = |window| {
-            cluster()
-                .window(&[], "07:00", Duration::from_secs(7200))
+            in_window("07:00")
                 .upgrade(|u| u.backup_before_disruptive = true)
                 .with_status(|st| {
                     st.last_backup = Some(BackupRecord {

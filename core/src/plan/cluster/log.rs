@@ -1,6 +1,7 @@
 //! The rollout's entries in the upgrade log: the cluster-level `upgrade`/`backout` entry that
 //! parents every step entry of a rollout, and the `demote`/`promote` phase entries of a
-//! switchover step.
+//! switchover step; and the cluster-level entries that are over when written (`retry`, a
+//! skipped `verify`).
 //!
 //! Owns: `status.log` entries of those kinds (opening and closing them; the log itself is
 //! `plan::conditions::Log`).
@@ -121,6 +122,31 @@ pub(super) fn close_step(p: &mut Pass<'_>, s: &StepRecord, result: LogResult, ms
     let now = p.now();
     close_phases(p, s, None, result, msg);
     p.log().close(s.log_id, result, msg, now);
+}
+
+/// A cluster-level entry over as soon as it is written (a retry, a skipped verification):
+/// opened with `message` under the open rollout entry, if any, and closed with `result`.
+pub(super) fn record_done(
+    p: &mut Pass<'_>,
+    action: &str,
+    mode: LogMode,
+    message: &str,
+    result: LogResult,
+    closing: &str,
+) {
+    let (name, now) = (p.inp.name, p.now());
+    let parent = rollout(p, false);
+    let id = p.log().open(
+        parent,
+        action,
+        LogScope::Cluster,
+        name,
+        None,
+        mode,
+        message,
+        now,
+    );
+    p.log().close(id, result, closing, now);
 }
 
 /// A cluster-level rollout entry still open (`upgrade` or `backout` of the whole cluster).

@@ -185,9 +185,7 @@ mod tests {
         b: crate::fixtures::cluster::Observed,
         record: MemberStatus,
     ) -> (Option<StepAction>, Vec<String>) {
-        let case = ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
+        let case = ClusterBuilder::pair("2.0.0")
             .running("1.0.0")
             .observe(b)
             .with_status(|st| st.members = vec![record])

@@ -156,9 +156,7 @@ mod tests {
 
     #[test]
     fn a_failed_step_backs_off_and_after_the_limit_the_member_is_zombie() {
-        let case = ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
+        let case = ClusterBuilder::pair("2.0.0")
             .running("1.0.0")
             .upgrade(|u| {
                 u.retries = RetryPolicy {
@@ -188,9 +186,7 @@ mod tests {
 
     #[test]
     fn a_switchover_that_failed_with_nobody_active_switches_back() {
-        let case = ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
+        let case = ClusterBuilder::pair("2.0.0")
             .observe(observed("a").role(MemberRole::ForcedStandby))
             .observe(observed("b").version("2.0.0"))
             .build();
@@ -206,11 +202,7 @@ mod tests {
         );
         assert!(back.rollback, "an emergency step");
         // With an active left, nothing to undo.
-        let case = ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
-            .running("1.0.0")
-            .build();
+        let case = ClusterBuilder::pair("2.0.0").running("1.0.0").build();
         let input = case.input();
         let mut p = recorded(&input);
         assert!(failed(&mut p, &s, "demote failed").is_none());
@@ -218,9 +210,7 @@ mod tests {
 
     #[test]
     fn a_passed_preflight_is_remembered_for_the_target_and_clears_failures() {
-        let case = ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
+        let case = ClusterBuilder::pair("2.0.0")
             .running("1.0.0")
             .with_status(|st| {
                 st.members = vec![crate::api::MemberStatus {

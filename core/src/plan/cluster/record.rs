@@ -9,8 +9,8 @@
 //! May use: `state`, `view`, `log`, `plan::software`. Used by the pipeline (`super`) only.
 
 use crate::api::{
-    AlarmStatus, Health, LogMode, LogResult, LogScope, MemberRole, MemberSpec, MemberStatus,
-    OperationStatus, values::cmp_versions,
+    AlarmStatus, Health, LogMode, LogResult, MemberRole, MemberSpec, MemberStatus, OperationStatus,
+    values::cmp_versions,
 };
 use crate::plan::observe::{AgentView, OpState};
 use crate::plan::software::{effective_version, hosted, running, same_software, spec_target};
@@ -45,25 +45,12 @@ pub(super) fn apply_retry_intent(p: &mut Pass<'_>) {
     }
     let had_rollback = p.st.rolled_back.take().is_some();
     acknowledge(p, ack);
-    let now = p.now();
     let msg = if had_rollback {
         "retry requested: automatic rollback cleared"
     } else {
         "retry requested: failures cleared"
     };
-    let name = p.inp.name;
-    let parent = log::rollout(p, false);
-    let id = p.log().open(
-        parent,
-        "retry",
-        LogScope::Cluster,
-        name,
-        None,
-        LogMode::Manual,
-        msg,
-        now,
-    );
-    p.log().close(id, LogResult::Succeeded, "", now);
+    log::record_done(p, "retry", LogMode::Manual, msg, LogResult::Succeeded, "");
     p.event(false, "RetryRequested", msg.to_string());
 }
 
@@ -314,9 +301,7 @@ mod tests {
     #[test]
     fn a_member_at_the_retry_limit_is_zombie_until_a_retry_clears_it_once() {
         let zombie = || {
-            ClusterBuilder::new("c")
-                .members(["a", "b"])
-                .version("2.0.0")
+            ClusterBuilder::pair("2.0.0")
                 .running("1.0.0")
                 .with_status(|st| st.members = vec![with_failures(3)])
         };
@@ -346,11 +331,7 @@ mod tests {
 
     #[test]
     fn a_cluster_first_seen_at_its_target_owes_no_config_or_verification() {
-        let case = ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
-            .running("2.0.0")
-            .build();
+        let case = ClusterBuilder::pair("2.0.0").running("2.0.0").build();
         let input = case.input();
         let p = recorded(&input);
         assert_eq!(p.st.verified_target.as_deref(), Some("2.0.0"));
@@ -359,9 +340,7 @@ mod tests {
             Some("2.0.0")
         );
         // Not when a member is held in forced standby (a rollout may be part-way).
-        let case = ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
+        let case = ClusterBuilder::pair("2.0.0")
             .running("2.0.0")
             .observe(
                 observed("b")

@@ -176,11 +176,7 @@ mod tests {
     fn summarized(
         f: impl FnOnce(&mut Pass<'_>),
     ) -> (Vec<String>, Option<String>, Wake, ClusterPhase) {
-        let case = ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
-            .running("1.0.0")
-            .build();
+        let case = ClusterBuilder::pair("2.0.0").running("1.0.0").build();
         let input = case.input();
         let mut p = recorded(&input);
         f(&mut p);

@@ -139,15 +139,37 @@ fn demote(p: &mut Pass<'_>, x: &Pair<'_, '_>) {
     if p.lookup_op(x.from, &x.demote_id).is_some() {
         return;
     }
-    log::open_phase(p, x.s, "demote", x.from);
+    let source = x.ta.data_endpoint.clone();
+    start_phase(
+        p,
+        x,
+        "demote",
+        x.from,
+        &x.demote_id,
+        OpKind::ForceStandby,
+        source,
+    );
+}
+
+/// Open the log entry of one phase and ask `member` for its operation `id`.
+fn start_phase(
+    p: &mut Pass<'_>,
+    x: &Pair<'_, '_>,
+    phase: &str,
+    member: &str,
+    id: &str,
+    kind: OpKind,
+    source: Option<String>,
+) {
+    log::open_phase(p, x.s, phase, member);
     p.actions.push(Action {
-        member: x.from.to_string(),
+        member: member.to_string(),
         request: OpRequest {
-            id: x.demote_id.clone(),
-            kind: OpKind::ForceStandby,
+            id: id.to_string(),
+            kind,
             version: None,
             component: None,
-            source: x.ta.data_endpoint.clone(),
+            source,
             role: None,
         },
     });
@@ -159,18 +181,7 @@ fn promote_when_caught_up(p: &mut Pass<'_>, x: &Pair<'_, '_>) -> Advanced {
     let caught_up = x.ta.applied_index >= x.fa.applied_index && x.ta.lag_entries == 0;
     if caught_up {
         if p.lookup_op(x.to, &x.promote_id).is_none() {
-            log::open_phase(p, x.s, "promote", x.to);
-            p.actions.push(Action {
-                member: x.to.to_string(),
-                request: OpRequest {
-                    id: x.promote_id.clone(),
-                    kind: OpKind::Promote,
-                    version: None,
-                    component: None,
-                    source: None,
-                    role: None,
-                },
-            });
+            start_phase(p, x, "promote", x.to, &x.promote_id, OpKind::Promote, None);
         }
         return Advanced::Keep;
     }
@@ -195,9 +206,7 @@ mod tests {
         b: Observed,
         now: Timestamp,
     ) -> crate::fixtures::cluster::ClusterCase {
-        ClusterBuilder::new("c")
-            .members(["a", "b"])
-            .version("2.0.0")
+        ClusterBuilder::pair("2.0.0")
             .observe(a)
             .observe(b)
             .now(now)
@@ -286,9 +295,7 @@ mod tests {
     fn a_target_that_no_longer_runs_the_target_is_not_promoted() {
         // The target changed back to 1.0.0: b (on 2.0.0) must not take over.
         let stale = |a: Observed| {
-            ClusterBuilder::new("c")
-                .members(["a", "b"])
-                .version("1.0.0")
+            ClusterBuilder::pair("1.0.0")
                 .observe(a)
                 .observe(b_upgraded())
                 .build()

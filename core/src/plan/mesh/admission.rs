@@ -296,12 +296,11 @@ mod tests {
 
     #[test]
     fn stagger_spaces_admissions_and_wakes_at_the_next_slot() {
-        let spec = mesh("2.0.0")
+        let scene = mesh("2.0.0")
             .tier("t", &["a", "b"])
             .max_parallel(2)
             .stagger(Duration::from_secs(60))
-            .build();
-        let scene = Scene::new(spec)
+            .scene()
             .with(cluster("a").runs("1.0.0"))
             .with(cluster("b").runs("1.0.0"));
         let started = NOW.plus(Duration(0));
@@ -339,11 +338,10 @@ mod tests {
 
     #[test]
     fn a_failed_cluster_keeps_its_slot() {
-        let spec = mesh("2.0.0")
+        let scene = mesh("2.0.0")
             .tier("t", &["a", "b", "c"])
             .max_parallel(2)
-            .build();
-        let scene = Scene::new(spec)
+            .scene()
             .with(cluster("a").runs("1.0.0").stalled())
             .with(cluster("b").runs("1.0.0").stalled())
             .with(cluster("c").runs("1.0.0"));
@@ -374,12 +372,11 @@ mod tests {
 
     #[test]
     fn a_tier_that_nothing_can_move_is_blocked() {
-        let spec = mesh("2.0.0")
+        let scene = mesh("2.0.0")
             .tier("peers", &["p1", "p2"])
             .tier("core", &["core"])
             .max_takeover_load_factor(3.0)
-            .build();
-        let scene = Scene::new(spec)
+            .scene()
             .with(cluster("p1").load(500).ready("2.0.0"))
             .with(cluster("p2").load(500).ready("2.0.0"))
             .with(cluster("core").members(1).load(10_000).runs("1.0.0"));

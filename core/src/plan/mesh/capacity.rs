@@ -140,16 +140,16 @@ mod tests {
 
     #[test]
     fn only_outage_clusters_of_a_rolling_mesh_with_a_factor_are_checked() {
-        let spec = mesh("2.0.0").tier("t", &["core", "p"]).build();
-        let scene = Scene::new(spec)
+        let scene = mesh("2.0.0")
+            .tier("t", &["core", "p"])
+            .scene()
             .with(cluster("core").members(1).load(10_000).runs("1.0.0"))
             .with(cluster("p").members(1).load(1).runs("1.0.0"));
         assert_eq!(refusal(&scene, &[], "core"), None, "no factor, no check");
-        let spec = mesh("2.0.0")
+        let scene = mesh("2.0.0")
             .tier("t", &["core", "p"])
             .max_takeover_load_factor(2.0)
-            .build();
-        let scene = Scene::new(spec)
+            .scene()
             .with(cluster("core").load(10_000).runs("1.0.0"))
             .with(cluster("p").members(1).load(1).runs("1.0.0"));
         assert_eq!(refusal(&scene, &[], "core"), None, "a standby takes over");
@@ -157,11 +157,10 @@ mod tests {
 
     #[test]
     fn backup_peers_take_the_load_and_none_up_is_a_refusal() {
-        let spec = mesh("2.0.0")
+        let scene = mesh("2.0.0")
             .tier("t", &["core", "p1", "p2"])
             .max_takeover_load_factor(3.0)
-            .build();
-        let scene = Scene::new(spec)
+            .scene()
             .with(
                 cluster("core")
                     .members(1)

@@ -5,6 +5,8 @@
 //! Owns: [`RoleVersions`] (lowest and highest version running per role) and the rule check.
 //! May use: `read`, `versions`, `plan::validate` (roles).
 
+use std::cmp::Ordering;
+
 use crate::api::{Direction, MeshSpec, values::cmp_versions};
 use crate::plan::validate::{FastMap, MeshIndex, Roles};
 
@@ -69,48 +71,36 @@ impl<'a> RoleVersions<'a> {
     ) -> Option<String> {
         let role = roles.name(s.role)?;
         for r in &spec.compatibility {
-            match direction {
+            // The bound to read, of which role, and what it must be to the target.
+            let (bounds, other, ok): (_, &str, fn(Ordering) -> bool) = match direction {
+                // Every `notNewerThan` cluster must already run at least the target.
                 Direction::Upgrade if r.role == role => {
-                    // Every `notNewerThan` cluster must already run at least the target.
-                    if let Some(bound) = self.min.get(r.not_newer_than.as_str()) {
-                        match bound {
-                            Some(v) if !cmp_versions(v, s.target).is_lt() => {}
-                            Some(v) => {
-                                return Some(format!(
-                                    "{} clusters may not run a newer version than {} clusters, which still run {v}",
-                                    r.role, r.not_newer_than
-                                ));
-                            }
-                            None => {
-                                return Some(format!(
-                                    "versions of {} clusters are not known yet",
-                                    r.not_newer_than
-                                ));
-                            }
-                        }
-                    }
+                    (&self.min, r.not_newer_than.as_str(), Ordering::is_ge)
                 }
+                // No `role` cluster may still run something newer than the backout target.
                 Direction::Backout if r.not_newer_than == role => {
-                    // No `role` cluster may still run something newer than the backout target.
-                    if let Some(bound) = self.max.get(r.role.as_str()) {
-                        match bound {
-                            Some(v) if !cmp_versions(v, s.target).is_gt() => {}
-                            Some(v) => {
-                                return Some(format!(
-                                    "{} clusters still run {v}, newer than {}; they back out first",
-                                    r.role, s.target
-                                ));
-                            }
-                            None => {
-                                return Some(format!(
-                                    "versions of {} clusters are not known yet",
-                                    r.role
-                                ));
-                            }
-                        }
-                    }
+                    (&self.max, r.role.as_str(), Ordering::is_le)
                 }
-                _ => {}
+                _ => continue,
+            };
+            match bounds.get(other) {
+                None => {}
+                Some(Some(v)) if ok(cmp_versions(v, s.target)) => {}
+                Some(Some(v)) => {
+                    return Some(match direction {
+                        Direction::Upgrade => format!(
+                            "{} clusters may not run a newer version than {} clusters, which still run {v}",
+                            r.role, r.not_newer_than
+                        ),
+                        Direction::Backout => format!(
+                            "{} clusters still run {v}, newer than {}; they back out first",
+                            r.role, s.target
+                        ),
+                    });
+                }
+                Some(None) => {
+                    return Some(format!("versions of {other} clusters are not known yet"));
+                }
             }
         }
         None
@@ -120,7 +110,7 @@ impl<'a> RoleVersions<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::mesh::{ClusterBuilder, Scene, cluster, mesh};
+    use crate::fixtures::mesh::{ClusterBuilder, cluster, mesh};
     use crate::plan::mesh::read;
 
     /// Why `who` may not move in `direction` under "worker notNewerThan mgmt".
@@ -131,12 +121,13 @@ mod tests {
         who: &str,
         d: Direction,
     ) -> Option<String> {
-        let spec = mesh(version)
+        let scene = mesh(version)
             .tier("mgmt", &["m"])
             .tier("workers", &["w"])
             .rule("worker", "mgmt")
-            .build();
-        let scene = Scene::new(spec).with(m.role("mgmt")).with(w.role("worker"));
+            .scene()
+            .with(m.role("mgmt"))
+            .with(w.role("worker"));
         scene.with_input(|input| {
             let c = read::read(input);
             let rv = RoleVersions::of(input.spec, &c.sums, &c.index, &c.versions);
@@ -144,21 +135,22 @@ mod tests {
         })
     }
 
+    /// [`check`] with both clusters still on `from` and the mesh going to `to`.
+    fn unmoved(from: &str, to: &str, who: &str, d: Direction) -> Option<String> {
+        check(to, cluster("m").runs(from), cluster("w").runs(from), who, d)
+    }
+
+    /// Asserts the check refused, saying `msg`.
+    fn refused(why: Option<String>, msg: &str) {
+        assert_eq!(why.as_deref(), Some(msg));
+    }
+
     #[test]
     fn on_the_way_up_a_role_waits_until_the_other_role_runs_the_target() {
         let up = Direction::Upgrade;
-        let why = check(
-            "2.0.0",
-            cluster("m").runs("1.0.0"),
-            cluster("w").runs("1.0.0"),
-            "w",
-            up,
-        );
-        assert_eq!(
-            why.as_deref(),
-            Some(
-                "worker clusters may not run a newer version than mgmt clusters, which still run 1.0.0"
-            )
+        refused(
+            unmoved("1.0.0", "2.0.0", "w", up),
+            "worker clusters may not run a newer version than mgmt clusters, which still run 1.0.0",
         );
         let mixed = cluster("m").members_run(&["2.0.0", "1.0.0"]);
         assert!(check("2.0.0", mixed, cluster("w").runs("1.0.0"), "w", up).is_some());
@@ -168,29 +160,18 @@ mod tests {
             None
         );
         // The other role is never held by the rule on the way up.
-        let m = cluster("m").runs("1.0.0");
-        assert_eq!(check("2.0.0", m, cluster("w").runs("1.0.0"), "m", up), None);
+        assert_eq!(unmoved("1.0.0", "2.0.0", "m", up), None);
         // Unknown versions hold too.
         let why = check("2.0.0", cluster("m"), cluster("w").runs("1.0.0"), "w", up);
-        assert_eq!(
-            why.as_deref(),
-            Some("versions of mgmt clusters are not known yet")
-        );
+        refused(why, "versions of mgmt clusters are not known yet");
     }
 
     #[test]
     fn on_the_way_down_the_other_role_waits_until_the_role_runs_nothing_newer() {
         let down = Direction::Backout;
-        let why = check(
-            "1.0.0",
-            cluster("m").runs("2.0.0"),
-            cluster("w").runs("2.0.0"),
-            "m",
-            down,
-        );
-        assert_eq!(
-            why.as_deref(),
-            Some("worker clusters still run 2.0.0, newer than 1.0.0; they back out first")
+        refused(
+            unmoved("2.0.0", "1.0.0", "m", down),
+            "worker clusters still run 2.0.0, newer than 1.0.0; they back out first",
         );
         let part_way = cluster("w").members_run(&["1.0.0", "2.0.0"]);
         assert!(check("1.0.0", cluster("m").runs("2.0.0"), part_way, "m", down).is_some());
@@ -200,10 +181,6 @@ mod tests {
             None
         );
         // The role itself backs out first, unheld.
-        let w = cluster("w").runs("2.0.0");
-        assert_eq!(
-            check("1.0.0", cluster("m").runs("2.0.0"), w, "w", down),
-            None
-        );
+        assert_eq!(unmoved("2.0.0", "1.0.0", "w", down), None);
     }
 }

@@ -102,6 +102,17 @@ mod tests {
         })
     }
 
+    /// One tier of a, b and c admitted all at once, with a still on 1.0.0.
+    fn three_wide_a_behind() -> Scene {
+        Scene::new(
+            mesh("2.0.0")
+                .tier("t", &["a", "b", "c"])
+                .max_parallel(3)
+                .build(),
+        )
+        .with(cluster("a").runs("1.0.0"))
+    }
+
     fn admitted_a() -> MeshStatus {
         MeshStatus {
             admitted: vec![Admitted {
@@ -116,15 +127,7 @@ mod tests {
 
     #[test]
     fn the_mesh_never_decides_before_every_cluster_reported() {
-        let scene = Scene::new(
-            mesh("2.0.0")
-                .tier("t", &["a", "b", "c"])
-                .max_parallel(3)
-                .build(),
-        )
-        .with(cluster("a").runs("1.0.0"))
-        .with(cluster("b"))
-        .with(cluster("c"));
+        let scene = three_wide_a_behind().with(cluster("b")).with(cluster("c"));
         let (stall, wait) = holds_of(&scene, &mut MeshStatus::default());
         assert_eq!(stall, None);
         assert_eq!(
@@ -146,15 +149,9 @@ mod tests {
 
     #[test]
     fn an_unreadable_cluster_holds_the_mesh() {
-        let scene = Scene::new(
-            mesh("2.0.0")
-                .tier("t", &["a", "b", "c"])
-                .max_parallel(3)
-                .build(),
-        )
-        .with(cluster("a").runs("1.0.0"))
-        .with(cluster("b").ready("2.0.0"))
-        .with_unreadable("c", "spec.members: invalid type");
+        let scene = three_wide_a_behind()
+            .with(cluster("b").ready("2.0.0"))
+            .with_unreadable("c", "spec.members: invalid type");
         let mut st = admitted_a();
         let (stall, _) = holds_of(&scene, &mut st);
         assert_eq!(

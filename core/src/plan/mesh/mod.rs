@@ -226,8 +226,10 @@ mod tests {
 
     #[test]
     fn a_held_precondition_stalls_and_a_force_starts_the_rollout() {
-        let spec = mesh("2.0.0").tier("t", &["a"]).build();
-        let scene = Scene::new(spec).with(cluster("a").ready("1.0.0").backlog(3));
+        let scene = mesh("2.0.0")
+            .tier("t", &["a"])
+            .scene()
+            .with(cluster("a").ready("1.0.0").backlog(3));
         let plan = scene.plan();
         assert_eq!(plan.status.phase, MeshPhase::Stalled);
         assert!(plan.status.rollout.is_none() && plan.status.admitted.is_empty());
@@ -242,8 +244,9 @@ mod tests {
     #[test]
     fn the_summary_and_the_member_records_decide_the_same() {
         // b is part-way (mixed versions) and is admitted first, before c listed ahead of it.
-        let spec = mesh("2.0.0").tier("t", &["a", "c", "b"]).build();
-        let with = Scene::new(spec)
+        let with = mesh("2.0.0")
+            .tier("t", &["a", "c", "b"])
+            .scene()
             .with(cluster("a").ready("2.0.0"))
             .with(cluster("b").members_run(&["2.0.0", "1.0.0"]))
             .with(cluster("c").runs("1.0.0"));
@@ -260,14 +263,14 @@ mod tests {
 
     #[test]
     fn admission_follows_the_mesh_status() {
-        let spec = mesh("2.0.0").tier("t", &["a", "b"]).build();
-        let scene = Scene::new(spec.clone())
-            .with(cluster("a").runs("1.0.0"))
-            .with(cluster("b").runs("1.0.0"));
-        let plan = scene.plan();
-        let a = admission_for("mesh", &spec, Some(&plan.status), "a");
+        let scene = Scene::one_tier(
+            "2.0.0",
+            [cluster("a").runs("1.0.0"), cluster("b").runs("1.0.0")],
+        );
+        let (plan, spec) = (scene.plan(), &scene.spec);
+        let a = admission_for("mesh", spec, Some(&plan.status), "a");
         assert!(a.admitted && a.reason.is_none());
-        let b = admission_for("mesh", &spec, Some(&plan.status), "b");
+        let b = admission_for("mesh", spec, Some(&plan.status), "b");
         assert!(!b.admitted);
         assert_eq!(
             b.reason.as_deref(),

@@ -74,24 +74,27 @@ pub(super) fn gate(
 
 fn precondition_failures(spec: &MeshSpec, sums: &[Summary<'_>]) -> Vec<String> {
     let mut out = Vec::new();
-    if spec.preconditions.no_backlog {
+    // Each precondition: whether it is on, what it counts per cluster and its name.
+    type Count = fn(&Summary<'_>) -> u64;
+    let counted: [(bool, Count, &str); 2] = [
+        (spec.preconditions.no_backlog, |s| s.backlog().0, "backlog"),
+        (
+            spec.preconditions.no_conflicts,
+            |s| s.backlog().1,
+            "conflicts",
+        ),
+    ];
+    for (on, count, what) in counted {
+        if !on {
+            continue;
+        }
         let b: Vec<String> = sums
             .iter()
-            .filter_map(|s| Some((s.name(), s.backlog().0)).filter(|x| x.1 > 0))
+            .filter_map(|s| Some((s.name(), count(s))).filter(|x| x.1 > 0))
             .map(|(name, n)| format!("{name} ({n})"))
             .collect();
         if !b.is_empty() {
-            out.push(format!("replication backlog on {}", b.join(", ")));
-        }
-    }
-    if spec.preconditions.no_conflicts {
-        let c: Vec<String> = sums
-            .iter()
-            .filter_map(|s| Some((s.name(), s.backlog().1)).filter(|x| x.1 > 0))
-            .map(|(name, n)| format!("{name} ({n})"))
-            .collect();
-        if !c.is_empty() {
-            out.push(format!("replication conflicts on {}", c.join(", ")));
+            out.push(format!("replication {what} on {}", b.join(", ")));
         }
     }
     out
@@ -101,13 +104,17 @@ fn precondition_failures(spec: &MeshSpec, sums: &[Summary<'_>]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::api::Admitted;
-    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::fixtures::mesh::{NOW, Scene, cluster};
     use crate::plan::mesh::read;
 
     fn scene() -> Scene {
-        Scene::new(mesh("2.0.0").tier("t", &["a", "b"]).build())
-            .with(cluster("a").runs("1.0.0").backlog(5))
-            .with(cluster("b").runs("1.0.0").conflicts(2))
+        Scene::one_tier(
+            "2.0.0",
+            [
+                cluster("a").runs("1.0.0").backlog(5),
+                cluster("b").runs("1.0.0").conflicts(2),
+            ],
+        )
     }
 
     fn gate_in(scene: &Scene, st: &mut MeshStatus, d: Direction) -> (Gate, Vec<PlanEvent>) {

@@ -128,11 +128,7 @@ pub(super) fn read<'a>(input: &MeshInput<'a>) -> Clusters<'a> {
     let (spec, clusters) = (input.spec, input.clusters);
     let refs: Vec<ClusterRef<'a>> = clusters
         .iter()
-        .map(|c| ClusterRef {
-            name: c.name,
-            labels: c.labels,
-            spec: c.spec,
-        })
+        .map(|c| ClusterRef::new(c.name, c.labels, c.spec))
         .collect();
     let mut reader = Reader {
         versions: VersionTable::default(),
@@ -321,7 +317,7 @@ mod tests {
             cluster("c").ready("2.0.0"),
             cluster("c").runs("3.0.0"),
         ] {
-            let with = summary_of(c.clone(), |s| {
+            let said = |s: &Summary<'_>| {
                 (
                     s.lo_rank(),
                     s.hi_rank(),
@@ -330,28 +326,19 @@ mod tests {
                     s.backout,
                     s.behind,
                 )
-            });
-            let without = summary_of(c.without_summary(), |s| {
-                (
-                    s.lo_rank(),
-                    s.hi_rank(),
-                    s.done,
-                    s.in_motion,
-                    s.backout,
-                    s.behind,
-                )
-            });
+            };
+            let with = summary_of(c.clone(), said);
+            let without = summary_of(c.without_summary(), said);
             assert_eq!(with, without);
         }
     }
 
     #[test]
     fn clusters_are_found_by_name_in_tier_order() {
-        let spec = mesh("2.0.0")
+        let scene = mesh("2.0.0")
             .tier("first", &["b", "a"])
             .tier_selecting("second", &[("kind", "edge")])
-            .build();
-        let scene = Scene::new(spec)
+            .scene()
             .with(cluster("z").label("kind", "edge"))
             .with(cluster("a"))
             .with(cluster("y").label("kind", "edge"))

@@ -295,32 +295,38 @@ mod tests {
         scene.with_input(|input| direction(st, input.spec, &read::read(input).sums))
     }
 
+    /// A fresh status with an unforced rollout of `total` clusters started, and its events.
+    fn started(spec: &MeshSpec, direction: Direction, total: u32) -> (MeshStatus, Vec<PlanEvent>) {
+        let mut st = MeshStatus::default();
+        let mut events = Vec::new();
+        start(
+            &mut st,
+            "mesh",
+            spec,
+            direction,
+            total,
+            false,
+            &mut events,
+            NOW,
+        );
+        (st, events)
+    }
+
     /// A status with a backout to `version` started (its log entry running).
     fn backing_out(scene: &Scene, version: &str) -> MeshStatus {
-        let mut st = MeshStatus::default();
         let spec = MeshSpec {
             version: version.into(),
             ..scene.spec.clone()
         };
-        start(
-            &mut st,
-            "mesh",
-            &spec,
-            Direction::Backout,
-            2,
-            false,
-            &mut Vec::new(),
-            NOW,
-        );
-        st
+        started(&spec, Direction::Backout, 2).0
     }
 
     #[test]
     fn a_cluster_newer_than_its_target_makes_a_backout() {
-        let spec = mesh("1.0.0").tier("t", &["a", "b"]).build();
-        let up = Scene::new(spec.clone())
-            .with(cluster("a").runs("1.0.0"))
-            .with(cluster("b").runs("0.9.0"));
+        let up = Scene::one_tier(
+            "1.0.0",
+            [cluster("a").runs("1.0.0"), cluster("b").runs("0.9.0")],
+        );
         assert_eq!(
             direction_of(&up, &MeshStatus::default()),
             Direction::Upgrade
@@ -343,9 +349,10 @@ mod tests {
     #[test]
     fn a_backout_keeps_backing_out_while_its_target_holds_and_nobody_is_behind() {
         // The last clusters of a backout already run the old version.
-        let scene = Scene::new(mesh("1.0.0").tier("t", &["a", "b"]).build())
-            .with(cluster("a").ready("1.0.0"))
-            .with(cluster("b").runs("1.0.0"));
+        let scene = Scene::one_tier(
+            "1.0.0",
+            [cluster("a").ready("1.0.0"), cluster("b").runs("1.0.0")],
+        );
         let st = backing_out(&scene, "1.0.0");
         assert_eq!(direction_of(&scene, &st), Direction::Backout);
         assert_eq!(
@@ -370,18 +377,7 @@ mod tests {
     fn a_new_rollout_supersedes_the_last_and_its_tiers_but_not_finished_entries() {
         let spec = mesh("2.0.0").tier("t", &["a"]).build();
         let scene = Scene::new(spec.clone()).with(cluster("a").runs("1.0.0"));
-        let mut st = MeshStatus::default();
-        let mut events = Vec::new();
-        start(
-            &mut st,
-            "mesh",
-            &spec,
-            Direction::Upgrade,
-            1,
-            false,
-            &mut events,
-            NOW,
-        );
+        let (mut st, mut events) = started(&spec, Direction::Upgrade, 1);
         assert!(!is_new(&st, &spec, Direction::Upgrade));
         assert!(is_new(&st, &spec, Direction::Backout));
         scene.with_input(|input| {
@@ -443,18 +439,7 @@ mod tests {
         let scene = Scene::new(spec.clone())
             .with(cluster("a").ready("2.0.0"))
             .with(cluster("b").runs("1.0.0"));
-        let mut st = MeshStatus::default();
-        let mut events = Vec::new();
-        start(
-            &mut st,
-            "mesh",
-            &spec,
-            Direction::Upgrade,
-            2,
-            false,
-            &mut events,
-            NOW,
-        );
+        let (mut st, mut events) = started(&spec, Direction::Upgrade, 2);
         let tiers = scene.with_input(|input| {
             let c = read::read(input);
             for s in &c.sums {

@@ -167,7 +167,7 @@ pub(super) fn wake(st: &MeshStatus, wake: Wake) -> Wake {
 mod tests {
     use super::*;
     use crate::api::{Admitted, Direction};
-    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::fixtures::mesh::{NOW, Scene, cluster};
     use crate::plan::conditions::condition_true;
     use crate::plan::mesh::read;
 
@@ -184,9 +184,10 @@ mod tests {
     }
 
     fn written(o: &Outcome<'_>, st: &mut MeshStatus) -> Vec<PlanEvent> {
-        let scene = Scene::new(mesh("2.0.0").tier("t", &["a", "b"]).build())
-            .with(cluster("a").ready("2.0.0"))
-            .with(cluster("b").runs("1.0.0"));
+        let scene = Scene::one_tier(
+            "2.0.0",
+            [cluster("a").ready("2.0.0"), cluster("b").runs("1.0.0")],
+        );
         let mut events = Vec::new();
         scene.with_input(|input| write(st, o, &read::read(input), &mut events, Some(3), NOW));
         events
