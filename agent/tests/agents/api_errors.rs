@@ -13,23 +13,14 @@ use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
 
-async fn start(tmp: &std::path::Path, pki: &Pki, extra: &[&str]) -> TestResult<Agent> {
-    let mut args = pki.args("m1");
-    args.extend(["--role".to_string(), "active".to_string()]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Agent::start("m1", &tmp.join("m1"), pki.client_tls(), args).await
+/// `m1`, Active, with `extra`.
+async fn start(fx: &Fixture, extra: &[&str]) -> TestResult<Agent> {
+    fx.start("m1", &[&["--role", "active"], extra].concat())
+        .await
 }
 
 fn raw(pki: &Pki, addr: &str) -> TestResult<Target> {
-    let config = baton_agent::tls::client_config(
-        pki.control_ca.cert_pem().as_bytes(),
-        Some((
-            pki.client.cert_pem.as_bytes(),
-            pki.client.key_pem.as_bytes(),
-        )),
-        "test",
-    )?;
-    Ok(Target::new(addr, Some(config))?)
+    Ok(Target::new(addr, Some(pki.control_client_config()?))?)
 }
 
 async fn call(
@@ -53,9 +44,9 @@ async fn call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_rejects_strangers() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let m1 = start(tmp.path(), &pki, &[]).await?;
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let m1 = start(&fx, &[]).await?;
     let quick = baton_agent::client::CallPolicy {
         timeout: Duration::from_secs(20),
         retries: 0,
@@ -135,9 +126,9 @@ async fn mutual_tls_rejects_strangers() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let m1 = start(tmp.path(), &pki, &["--upgrade-seconds", "60"]).await?;
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let m1 = start(&fx, &["--upgrade-seconds", "60"]).await?;
     let t = raw(&pki, &m1.control)?;
     let before = m1.status().await?;
 
@@ -373,9 +364,9 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_never_leak_into_records_status_or_logs() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let m1 = start(tmp.path(), &pki, &[]).await?;
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let m1 = start(&fx, &[]).await?;
     let fresh = pki.mesh_ca.issue(&CertSpec::member("m1-renewed"))?;
     let req = OperationRequest::new("cert-1", OperationKind::InstallCertificate)
         .with_certificate(&fresh.cert_pem, &fresh.key_pem);

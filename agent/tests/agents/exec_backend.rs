@@ -18,9 +18,9 @@ fn script(dir: &std::path::Path, name: &str, body: &str) -> TestResult<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_backend_runs_commands_and_reports_outcomes() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let host = tmp.path().join("host");
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let host = fx.path().join("host");
     std::fs::create_dir_all(&host)?;
     std::fs::write(host.join("version"), "1.0.0")?;
     let h = host.display().to_string();
@@ -69,16 +69,12 @@ operations:
     command: ["{upgrade}", "{{version}}"]
 "#
     );
-    let cfg_path = tmp.path().join("exec.yaml");
+    let cfg_path = fx.path().join("exec.yaml");
     std::fs::write(&cfg_path, config)?;
-    let mut args = pki.args("m1");
-    args.extend([
-        "--backend".to_string(),
-        "exec".to_string(),
-        "--exec-config".to_string(),
-        cfg_path.display().to_string(),
-    ]);
-    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), args).await?;
+    let cfg = cfg_path.display().to_string();
+    let m1 = fx
+        .start("m1", &["--backend", "exec", "--exec-config", &cfg])
+        .await?;
 
     let s = m1.status().await?;
     assert_eq!(

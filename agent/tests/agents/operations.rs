@@ -8,24 +8,25 @@ use baton_agent::api::{
 use baton_agent::pki::{CertAuthority, CertSpec};
 use common::*;
 
-async fn pair(tmp: &std::path::Path, pki: &Pki, extra2: &[&str]) -> TestResult<(Agent, Agent)> {
-    let mut a1 = pki.args("m1");
-    a1.extend(["--role", "active", "--upgrade-seconds", "0.4"].map(String::from));
-    let m1 = Agent::start("m1", &tmp.join("m1"), pki.client_tls(), a1).await?;
-    let mut a2 = pki.args("m2");
-    a2.extend(["--source".to_string(), m1.data.clone()]);
-    a2.extend(["--upgrade-seconds", "0.4", "--components", "os=8.4,app=2.1"].map(String::from));
-    a2.extend(extra2.iter().map(|s| s.to_string()));
-    let m2 = Agent::start("m2", &tmp.join("m2"), pki.client_tls(), a2).await?;
+/// `m1` Active and `m2` its caught-up standby, both with quick upgrades; `m2` also has
+/// components and `extra2`.
+async fn pair(fx: &Fixture, extra2: &[&str]) -> TestResult<(Agent, Agent)> {
+    let m2_args = [
+        &["--upgrade-seconds", "0.4", "--components", "os=8.4,app=2.1"],
+        extra2,
+    ]
+    .concat();
+    let (m1, m2) = fx
+        .active_standby(&["--upgrade-seconds", "0.4"], &m2_args)
+        .await?;
     wait_caught_up(&m2, &m1).await?;
     Ok((m1, m2))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_rollbacks_and_roles() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let (m1, m2) = pair(tmp.path(), &pki, &["--reject-versions", "9.0.0"]).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let (m1, m2) = pair(&fx, &["--reject-versions", "9.0.0"]).await?;
 
     // Preflight checks and changes nothing.
     let ok = m2
@@ -126,14 +127,9 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_traffic_check_after_promote() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let (m1, m2) = pair(
-        tmp.path(),
-        &pki,
-        &["--no-traffic-after-promote-on", "2.0.0"],
-    )
-    .await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (m1, m2) = pair(&fx, &["--no-traffic-after-promote-on", "2.0.0"]).await?;
     m2.run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0"))
         .await?;
     switchover(&m1, &m2, "sw").await?;
@@ -162,9 +158,9 @@ async fn failed_traffic_check_after_promote() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_verify_and_resign() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let (m1, _m2) = pair(tmp.path(), &pki, &[]).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (m1, _m2) = pair(&fx, &[]).await?;
     let w = m1.data_client(pki.data_tls("m1")?)?;
     for i in 0..10 {
         w.put(&format!("k{i}"), &format!("v{i}")).await?;
@@ -209,9 +205,9 @@ async fn backup_verify_and_resign() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let (m1, m2) = pair(tmp.path(), &pki, &[]).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (m1, m2) = pair(&fx, &[]).await?;
     let new_ca = CertAuthority::generate("new mesh CA")?;
 
     // m2 trusts only the new CA: it can no longer verify m1.
@@ -294,9 +290,8 @@ async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> T
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_config_copies_from_a_peer() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let (m1, m2) = pair(tmp.path(), &pki, &[]).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let (m1, m2) = pair(&fx, &[]).await?;
     let config = serde_json::json!({"revision": 7, "settings": {"gateway": "on"}});
     std::fs::write(
         m1.data_dir.join("config.json"),
