@@ -43,14 +43,10 @@ async fn bench(default_rounds: usize) -> TestResult {
         .clamp(1, 1000);
     let fx = Fixture::new(&["m1", "m2"])?;
     let pki = &fx.pki;
-    let (m1, m2) = fx.active_standby(&[], &[]).await?;
-    wait_caught_up(&m2, &m1).await?;
+    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
 
     let load = WriteLoad::start(
-        vec![
-            m1.data_client(pki.data_tls("m1")?)?,
-            m2.data_client(pki.data_tls("m2")?)?,
-        ],
+        fx.data_clients(&[&m1, &m2])?,
         u64::MAX,
         Duration::from_secs(600),
     );

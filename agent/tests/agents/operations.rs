@@ -16,11 +16,8 @@ async fn pair(fx: &Fixture, extra2: &[&str]) -> TestResult<(Agent, Agent)> {
         extra2,
     ]
     .concat();
-    let (m1, m2) = fx
-        .active_standby(&["--upgrade-seconds", "0.4"], &m2_args)
-        .await?;
-    wait_caught_up(&m2, &m1).await?;
-    Ok((m1, m2))
+    fx.caught_up_pair(&["--upgrade-seconds", "0.4"], &m2_args)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

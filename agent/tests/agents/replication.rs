@@ -86,8 +86,7 @@ async fn every_acknowledged_write_reaches_every_member() -> TestResult {
 async fn lag_is_measured_and_returns_to_zero() -> TestResult {
     let fx = Fixture::new(&["m1", "m2"])?;
     let pki = &fx.pki;
-    let (m1, m2) = fx.active_standby(&[], &[]).await?;
-    wait_caught_up(&m2, &m1).await?;
+    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
 
     // A slow link: entries are applied 1.5 s after they were written.
     m2.client
@@ -130,8 +129,7 @@ async fn restarting_the_follower_under_load_never_reports_a_conflict() -> TestRe
 
     let fx = Fixture::new(&["m1", "m2"])?;
     let pki = &fx.pki;
-    let (m1, m2) = fx.active_standby(&[], &[]).await?;
-    wait_caught_up(&m2, &m1).await?;
+    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
 
     // Bounded load: 4 writers, at most 20 s or 20,000 writes each.
     let stop = Arc::new(AtomicBool::new(false));

@@ -11,14 +11,10 @@ use common::*;
 async fn switchover_under_load_loses_no_acknowledged_write() -> TestResult {
     let fx = Fixture::new(&["m1", "m2"])?;
     let pki = &fx.pki;
-    let (m1, m2) = fx.active_standby(&[], &[]).await?;
-    wait_caught_up(&m2, &m1).await?;
+    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
 
     let load = WriteLoad::start(
-        vec![
-            m1.data_client(pki.data_tls("m1")?)?,
-            m2.data_client(pki.data_tls("m2")?)?,
-        ],
+        fx.data_clients(&[&m1, &m2])?,
         1_000_000,
         Duration::from_secs(240),
     );
@@ -96,8 +92,7 @@ async fn switchover_under_load_loses_no_acknowledged_write() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_refuses_while_the_source_is_still_active() -> TestResult {
     let fx = Fixture::new(&["m1", "m2"])?;
-    let (m1, m2) = fx.active_standby(&[], &[]).await?;
-    wait_caught_up(&m2, &m1).await?;
+    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
     let rec = m2
         .run(&OperationRequest::new("p1", OperationKind::Promote))
         .await?;

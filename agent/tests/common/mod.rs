@@ -173,6 +173,25 @@ impl Fixture {
             .await?;
         Ok((m1, m2))
     }
+
+    /// `active_standby`, once `m2` has caught up with `m1`.
+    pub async fn caught_up_pair(
+        &self,
+        extra1: &[&str],
+        extra2: &[&str],
+    ) -> TestResult<(Agent, Agent)> {
+        let (m1, m2) = self.active_standby(extra1, extra2).await?;
+        wait_caught_up(&m2, &m1).await?;
+        Ok((m1, m2))
+    }
+
+    /// A data client for each agent, with that agent's own member certificate.
+    pub fn data_clients(&self, agents: &[&Agent]) -> TestResult<Vec<DataClient>> {
+        agents
+            .iter()
+            .map(|a| a.data_client(self.pki.data_tls(&a.name)?))
+            .collect()
+    }
 }
 
 /// A `baton-agent` process.
