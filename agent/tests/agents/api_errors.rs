@@ -8,7 +8,7 @@ use std::time::Duration;
 use baton_agent::api::{ErrorBody, Faults, OperationKind, OperationRequest, OperationState};
 use baton_agent::client::{AgentClient, ClientError, ClientTls};
 use baton_agent::http_client::Target;
-use baton_agent::pki::{CertAuthority, CertSpec, Validity};
+use baton_agent::pki::{CertAuthority, CertSpec, IssuedCert, Validity};
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
@@ -68,45 +68,31 @@ async fn mutual_tls_rejects_strangers() -> TestResult {
         .await;
     assert!(r.is_err(), "no client certificate must be refused: {r:?}");
 
+    // A client trusting the agent's CA and presenting `cert`.
+    let presenting = |cert: &IssuedCert| -> TestResult<AgentClient> {
+        let tls = ClientTls::mtls(pki.control_ca.cert_pem(), &cert.cert_pem, &cert.key_pem);
+        Ok(AgentClient::new(&m1.control, tls)?.with_policy(quick))
+    };
+
     // A certificate from another CA.
     let other_ca = CertAuthority::generate("intruder CA")?;
     let other = other_ca.issue(&CertSpec::client("intruder"))?;
-    let c = AgentClient::new(
-        &m1.control,
-        ClientTls::mtls(pki.control_ca.cert_pem(), &other.cert_pem, &other.key_pem),
-    )?
-    .with_policy(quick);
-    let e = c
-        .status()
-        .await
-        .err()
-        .ok_or_else(|| err("other CA accepted"))?;
+    let c = presenting(&other)?;
+    let e = refused(c.status(), "other CA accepted").await?;
     assert!(matches!(e, ClientError::Tls { .. }), "{e}");
 
     // An expired certificate from the right CA.
     let expired = pki
         .control_ca
         .issue(&CertSpec::client("old-operator").with_validity(Validity::Expired))?;
-    let c = AgentClient::new(
-        &m1.control,
-        ClientTls::mtls(
-            pki.control_ca.cert_pem(),
-            &expired.cert_pem,
-            &expired.key_pem,
-        ),
-    )?
-    .with_policy(quick);
-    let e = c
-        .status()
-        .await
-        .err()
-        .ok_or_else(|| err("expired certificate accepted"))?;
+    let c = presenting(&expired)?;
+    let e = refused(c.status(), "expired certificate accepted").await?;
     assert!(matches!(e, ClientError::Tls { .. }), "{e}");
-    let e = c
-        .submit(&OperationRequest::new("sneaky", OperationKind::Demote))
-        .await
-        .err()
-        .ok_or_else(|| err("expired certificate could submit"))?;
+    let e = refused(
+        c.submit(&OperationRequest::new("sneaky", OperationKind::Demote)),
+        "expired certificate could submit",
+    )
+    .await?;
     assert!(matches!(e, ClientError::Tls { .. }), "{e}");
 
     // Plain HTTP against the TLS port.
@@ -349,12 +335,12 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
     )
     .await?;
     assert_eq!((s, e.error.as_str()), (StatusCode::CONFLICT, "id_conflict"));
-    let e = m1
-        .client
-        .submit(&OperationRequest::new("backup-1", OperationKind::Backup))
-        .await
-        .err()
-        .ok_or_else(|| err("second operation accepted while one runs"))?;
+    let e = refused(
+        m1.client
+            .submit(&OperationRequest::new("backup-1", OperationKind::Backup)),
+        "second operation accepted while one runs",
+    )
+    .await?;
     assert_eq!(e.code(), Some("operation_running"));
     assert!(e.to_string().contains("up-1"), "{e}");
     let ops = m1.client.operations().await?;

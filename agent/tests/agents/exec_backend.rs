@@ -139,19 +139,14 @@ operations:
     );
 
     // Kinds without a command, and templates without values, are refused up front.
-    let e = m1
-        .client
-        .submit(&Req::new("pr", K::Promote))
-        .await
-        .err()
-        .ok_or_else(|| err("accepted"))?;
+    let e = refused(m1.client.submit(&Req::new("pr", K::Promote)), "accepted").await?;
     assert_eq!(e.code(), Some("unsupported_operation"));
-    let e = m1
-        .client
-        .submit(&Req::new("sc", K::SyncConfig).with_source("127.0.0.1:9"))
-        .await
-        .err()
-        .ok_or_else(|| err("accepted"))?;
+    let e = refused(
+        m1.client
+            .submit(&Req::new("sc", K::SyncConfig).with_source("127.0.0.1:9")),
+        "accepted",
+    )
+    .await?;
     assert_eq!(e.code(), Some("missing_param"), "{e}");
 
     // A broken status command is reported, not hidden.

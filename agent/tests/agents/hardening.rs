@@ -129,23 +129,36 @@ async fn idle_connections_beyond_the_descriptor_limit_do_not_lock_the_operator_o
     Ok(())
 }
 
+/// Starts `m1` with `extra`, sends it the unfinished request `partial` over the operator's
+/// TLS and reads until the agent closes the connection or `wait` passes: the agent, what it
+/// answered, whether it closed, and how long that took from the send.
+async fn send_unfinished(
+    fx: &Fixture,
+    extra: &[&str],
+    partial: &[u8],
+    wait: Duration,
+) -> TestResult<(Agent, String, bool, Duration)> {
+    let m1 = start(fx, extra).await?;
+    let mut s = raw_tls(&fx.pki, &m1.control).await?;
+    let t0 = Instant::now();
+    send_raw(&mut s, partial).await?;
+    let (answer, closed) = read_until_close(&mut s, wait).await;
+    Ok((m1, answer, closed, t0.elapsed()))
+}
+
 /// A client that declares a body and sends part of it is answered 408 and disconnected by the
 /// body deadline; before, it held the connection for minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_body_is_cut_by_the_body_deadline() -> TestResult {
     let fx = Fixture::new(&["m1"])?;
-    let pki = &fx.pki;
-    let m1 = start(&fx, &["--body-timeout-seconds", "1"]).await?;
-    let mut s = raw_tls(&pki, &m1.control).await?;
-    let t0 = Instant::now();
-    send_raw(
-        &mut s,
+    let (m1, answer, closed, took) = send_unfinished(
+        &fx,
+        &["--body-timeout-seconds", "1"],
         b"POST /v1/operations HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n\
           Content-Length: 1000\r\n\r\n{\"id\":",
+        Duration::from_secs(8),
     )
     .await?;
-    let (answer, closed) = read_until_close(&mut s, Duration::from_secs(8)).await;
-    let took = t0.elapsed();
     assert!(
         answer.starts_with("HTTP/1.1 408"),
         "after {took:?}: {answer:?}"
@@ -202,18 +215,15 @@ async fn an_oversized_content_length_is_refused_up_front() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_headers_are_cut_by_the_header_timeout() -> TestResult {
     let fx = Fixture::new(&["m1"])?;
-    let pki = &fx.pki;
-    let m1 = start(&fx, &["--header-timeout-seconds", "1"]).await?;
-    let mut s = raw_tls(&pki, &m1.control).await?;
-    let t0 = Instant::now();
-    send_raw(
-        &mut s,
+    let (_m1, _, closed, took) = send_unfinished(
+        &fx,
+        &["--header-timeout-seconds", "1"],
         b"GET /v1/status HTTP/1.1\r\nHost: agent\r\nX-Slow: ",
+        Duration::from_secs(6),
     )
     .await?;
-    let (_, closed) = read_until_close(&mut s, Duration::from_secs(6)).await;
     assert!(closed, "half-sent headers kept the connection for 6 s");
-    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    assert!(took < Duration::from_secs(4), "{took:?}");
     Ok(())
 }
 

@@ -478,6 +478,11 @@ pub async fn switchover(
     Ok((demote, promote))
 }
 
+/// The error `call` must end in; `what` says what it did instead.
+pub async fn refused<T, E>(call: impl Future<Output = Result<T, E>>, what: &str) -> TestResult<E> {
+    call.await.err().ok_or_else(|| err(what))
+}
+
 pub fn tempdir() -> TestResult<tempfile::TempDir> {
     Ok(tempfile::Builder::new()
         .prefix("baton-agent-test")
