@@ -115,7 +115,7 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
     let fx = Fixture::new(&["m1"])?;
     let pki = &fx.pki;
     let m1 = start(&fx, &["--upgrade-seconds", "60"]).await?;
-    let t = raw(&pki, &m1.control)?;
+    let t = raw(pki, &m1.control)?;
     let before = m1.status().await?;
 
     let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![

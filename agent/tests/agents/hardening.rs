@@ -101,7 +101,7 @@ async fn idle_connections_beyond_the_descriptor_limit_do_not_lock_the_operator_o
     // A new operator connection (the client opens one per call) gets in at once, well before
     // the flood's handshake timeout would have freed anything.
     let t0 = Instant::now();
-    let status = fresh_client(&m1, &pki, Duration::from_secs(4))?
+    let status = fresh_client(&m1, pki, Duration::from_secs(4))?
         .status()
         .await;
     let took = t0.elapsed();
@@ -179,7 +179,7 @@ async fn an_oversized_content_length_is_refused_up_front() -> TestResult {
     let m1 = start(&fx, &[]).await?;
     for path in ["/v1/operations", "/v1/faults"] {
         let method = if path == "/v1/faults" { "PUT" } else { "POST" };
-        let mut s = raw_tls(&pki, &m1.control).await?;
+        let mut s = raw_tls(pki, &m1.control).await?;
         let t0 = Instant::now();
         send_raw(
             &mut s,
