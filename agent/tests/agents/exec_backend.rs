@@ -156,10 +156,6 @@ operations:
         (s.health == Health::Critical).then_some(s)
     })
     .await?;
-    assert!(
-        s.alarms.iter().any(|a| a.name == "StatusUnavailable"),
-        "{:?}",
-        s.alarms
-    );
+    assert!(has_alarm(&s, "StatusUnavailable"), "{:?}", s.alarms);
     Ok(())
 }

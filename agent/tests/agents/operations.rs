@@ -45,7 +45,7 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
     m2.run_ok(&Req::new("fs", K::ForceStandby)).await?;
     let s = m2.status().await?;
     assert_eq!(s.role, Role::ForcedStandby);
-    assert!(s.alarms.iter().any(|a| a.name == "ForcedStandby"));
+    assert!(has_alarm(&s, "ForcedStandby"));
     let up = m2
         .run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0"))
         .await?;
@@ -59,11 +59,7 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
     })
     .await?;
     assert_eq!(s.role, Role::ForcedStandby);
-    assert!(
-        s.alarms.iter().any(|a| a.name == "MixedVersion"),
-        "{:?}",
-        s.alarms
-    );
+    assert!(has_alarm(&s, "MixedVersion"), "{:?}", s.alarms);
 
     // Component upgrade and rollback leave the member version alone.
     m2.run_ok(
@@ -100,7 +96,7 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
     assert!(failed.progress > 0 && failed.progress < 100, "{failed:?}");
     let s = m2.status().await?;
     assert_eq!(s.version, "2.0.0");
-    assert!(s.alarms.iter().any(|a| a.name == "OperationFailed"));
+    assert!(has_alarm(&s, "OperationFailed"));
     let back = m2
         .run_ok(&Req::new("rb", K::Rollback).with_version("1.0.0"))
         .await?;
@@ -114,7 +110,7 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
         .await?;
     let s = m2.status().await?;
     assert_eq!(s.role, Role::Standby);
-    assert!(!s.alarms.iter().any(|a| a.name == "ForcedStandby"));
+    assert!(!has_alarm(&s, "ForcedStandby"));
 
     // Promote on an Active member is a no-op success.
     let p = m1.run_ok(&Req::new("p", K::Promote)).await?;
@@ -134,7 +130,7 @@ async fn failed_traffic_check_after_promote() -> TestResult {
     assert_eq!(s.role, Role::Active);
     assert!(!s.serving);
     assert_eq!(s.health, Health::Major);
-    assert!(s.alarms.iter().any(|a| a.name == "TrafficCheckFailed"));
+    assert!(has_alarm(&s, "TrafficCheckFailed"));
     let w = m2.data_client(pki.data_tls("m2")?)?;
     assert!(
         w.put("k", "v").await.is_err(),
@@ -182,7 +178,7 @@ async fn backup_verify_and_resign() -> TestResult {
     assert!(v.message.contains("index 4"), "{}", v.message);
     let s = m1.status().await?;
     assert_eq!(s.health, Health::Critical);
-    assert!(s.alarms.iter().any(|a| a.name == "DataIntegrity"));
+    assert!(has_alarm(&s, "DataIntegrity"));
     let pf = m1
         .run(&Req::new("pf", K::Preflight).with_version("2.0.0"))
         .await?;
@@ -190,13 +186,7 @@ async fn backup_verify_and_resign() -> TestResult {
 
     m1.run_ok(&Req::new("resign", K::ResignData)).await?;
     m1.run_ok(&Req::new("verify-3", K::Verify)).await?;
-    assert!(
-        !m1.status()
-            .await?
-            .alarms
-            .iter()
-            .any(|a| a.name == "DataIntegrity")
-    );
+    assert!(!has_alarm(&m1.status().await?, "DataIntegrity"));
     Ok(())
 }
 

@@ -44,7 +44,7 @@ async fn crash_mid_upgrade_is_reported_as_interrupted_and_data_survives() -> Tes
     assert_eq!(s.role, Role::Active);
     assert!(s.serving);
     assert_eq!(s.replication.applied_index, 50);
-    assert!(s.alarms.iter().any(|a| a.name == "OperationFailed"));
+    assert!(has_alarm(&s, "OperationFailed"));
     let reader = m1.data_client(pki.data_tls("m1")?)?;
     for i in 0..50 {
         assert_eq!(
@@ -65,7 +65,7 @@ async fn crash_mid_upgrade_is_reported_as_interrupted_and_data_survives() -> Tes
         (s.version.as_str(), s.previous_version.as_deref()),
         ("2.0.0", Some("1.0.0"))
     );
-    assert!(!s.alarms.iter().any(|a| a.name == "OperationFailed"));
+    assert!(!has_alarm(&s, "OperationFailed"));
     Ok(())
 }
 

@@ -135,11 +135,7 @@ async fn diverged_logs_raise_a_conflict_instead_of_merging() -> TestResult {
     })
     .await?;
     assert_eq!(s.health, Health::Critical);
-    assert!(
-        s.alarms.iter().any(|a| a.name == "Conflict"),
-        "{:?}",
-        s.alarms
-    );
+    assert!(has_alarm(&s, "Conflict"), "{:?}", s.alarms);
     let reader = m1.data_client(pki.data_tls("m1")?)?;
     assert_eq!(reader.get("only-on-m2").await?, None);
     assert_eq!(reader.get("only-on-m1").await?.as_deref(), Some("a"));

@@ -478,6 +478,11 @@ pub async fn switchover(
     Ok((demote, promote))
 }
 
+/// Whether `status` carries an alarm named `name`.
+pub fn has_alarm(status: &MemberStatus, name: &str) -> bool {
+    status.alarms.iter().any(|a| a.name == name)
+}
+
 /// The error `call` must end in; `what` says what it did instead.
 pub async fn refused<T, E>(call: impl Future<Output = Result<T, E>>, what: &str) -> TestResult<E> {
     call.await.err().ok_or_else(|| err(what))
