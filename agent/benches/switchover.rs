@@ -41,21 +41,12 @@ async fn bench(default_rounds: usize) -> TestResult {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_rounds)
         .clamp(1, 1000);
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let mut a1 = pki.args("m1");
-    a1.extend(["--role".into(), "active".into()]);
-    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
-    let mut a2 = pki.args("m2");
-    a2.extend(["--source".into(), m1.data.clone()]);
-    let m2 = Agent::start("m2", &tmp.path().join("m2"), pki.client_tls(), a2).await?;
-    wait_caught_up(&m2, &m1).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
 
     let load = WriteLoad::start(
-        vec![
-            m1.data_client(pki.data_tls("m1")?)?,
-            m2.data_client(pki.data_tls("m2")?)?,
-        ],
+        fx.data_clients(&[&m1, &m2])?,
         u64::MAX,
         Duration::from_secs(600),
     );

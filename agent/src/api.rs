@@ -9,6 +9,19 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+/// `Display` for a fieldless enum: each variant's name, as listed.
+macro_rules! display_names {
+    ($ty:ident { $($variant:ident => $name:literal,)* }) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $($ty::$variant => $name,)*
+                })
+            }
+        }
+    };
+}
+
 /// The role a member plays in its cluster, as reported by `GET /v1/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
@@ -24,18 +37,13 @@ pub enum Role {
     OutOfService,
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            Role::Active => "Active",
-            Role::Standby => "Standby",
-            Role::ForcedStandby => "ForcedStandby",
-            Role::Spare => "Spare",
-            Role::OutOfService => "OutOfService",
-        };
-        f.write_str(s)
-    }
-}
+display_names!(Role {
+    Active => "Active",
+    Standby => "Standby",
+    ForcedStandby => "ForcedStandby",
+    Spare => "Spare",
+    OutOfService => "OutOfService",
+});
 
 /// Health levels, ordered from best to worst so `max()` gives the overall health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -48,18 +56,13 @@ pub enum Health {
     Critical,
 }
 
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            Health::Ok => "OK",
-            Health::Info => "Info",
-            Health::Minor => "Minor",
-            Health::Major => "Major",
-            Health::Critical => "Critical",
-        };
-        f.write_str(s)
-    }
-}
+display_names!(Health {
+    Ok => "OK",
+    Info => "Info",
+    Minor => "Minor",
+    Major => "Major",
+    Critical => "Critical",
+});
 
 /// Well-known alarm codes raised by the demo backend. The exec backend passes through
 /// whatever its status command reports.

@@ -264,6 +264,16 @@ impl AgentClient {
         &self.target.addr
     }
 
+    /// A request body, as JSON.
+    fn encode(&self, value: &impl serde::Serialize, what: &str) -> Result<Bytes, ClientError> {
+        serde_json::to_vec(value)
+            .map(Bytes::from)
+            .map_err(|e| ClientError::Config {
+                agent: self.agent.clone(),
+                message: format!("cannot encode {what}: {e}"),
+            })
+    }
+
     pub async fn status(&self) -> Result<MemberStatus, ClientError> {
         self.call(Method::GET, "/v1/status", None, "status", true)
             .await
@@ -272,19 +282,10 @@ impl AgentClient {
     /// Starts an operation, or returns the existing record when this id was already
     /// submitted with the same request.
     pub async fn submit(&self, req: &OperationRequest) -> Result<OperationRecord, ClientError> {
-        let body = serde_json::to_vec(req).map_err(|e| ClientError::Config {
-            agent: self.agent.clone(),
-            message: format!("cannot encode request: {e}"),
-        })?;
+        let body = self.encode(req, "request")?;
         let what = format!("submit {} {:?}", req.kind, req.id);
-        self.call(
-            Method::POST,
-            "/v1/operations",
-            Some(Bytes::from(body)),
-            &what,
-            true,
-        )
-        .await
+        self.call(Method::POST, "/v1/operations", Some(body), &what, true)
+            .await
     }
 
     pub async fn operation(&self, id: &str) -> Result<OperationRecord, ClientError> {
@@ -310,18 +311,9 @@ impl AgentClient {
 
     /// Replaces the fault-injection settings (PUT is idempotent, so it is retried too).
     pub async fn set_faults(&self, faults: &Faults) -> Result<Faults, ClientError> {
-        let body = serde_json::to_vec(faults).map_err(|e| ClientError::Config {
-            agent: self.agent.clone(),
-            message: format!("cannot encode faults: {e}"),
-        })?;
-        self.call(
-            Method::PUT,
-            "/v1/faults",
-            Some(Bytes::from(body)),
-            "set faults",
-            true,
-        )
-        .await
+        let body = self.encode(faults, "faults")?;
+        self.call(Method::PUT, "/v1/faults", Some(body), "set faults", true)
+            .await
     }
 
     /// Polls an operation until it is finished or `timeout` passes.

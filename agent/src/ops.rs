@@ -337,25 +337,23 @@ pub fn validate_id(id: &str) -> Result<(), ApiError> {
 }
 
 pub fn validate_version(v: &str) -> Result<(), ApiError> {
-    if v.is_empty() || v.len() > 64 || !valid_chars(v, "._+-") {
-        return Err(ApiError::bad_request(
-            "invalid_param",
-            format!(
-                "version {} must be 1 to 64 characters of A-Z a-z 0-9 . _ + -",
-                excerpt(v)
-            ),
-        ));
-    }
-    Ok(())
+    validate_token("version", v, "._+-")
 }
 
 pub fn validate_component(c: &str) -> Result<(), ApiError> {
-    if c.is_empty() || c.len() > 64 || !valid_chars(c, "._-") {
+    validate_token("component", c, "._-")
+}
+
+/// 1 to 64 characters: ASCII letters, digits and `extra`.
+fn validate_token(what: &str, v: &str, extra: &str) -> Result<(), ApiError> {
+    if v.is_empty() || v.len() > 64 || !valid_chars(v, extra) {
+        let listed: Vec<String> = extra.chars().map(String::from).collect();
         return Err(ApiError::bad_request(
             "invalid_param",
             format!(
-                "component {} must be 1 to 64 characters of A-Z a-z 0-9 . _ -",
-                excerpt(c)
+                "{what} {} must be 1 to 64 characters of A-Z a-z 0-9 {}",
+                excerpt(v),
+                listed.join(" ")
             ),
         ));
     }

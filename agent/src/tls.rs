@@ -5,7 +5,10 @@ use std::sync::{Arc, RwLock};
 use jiff::Timestamp;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{RootCertStore, ServerConfig};
+
+/// The client configuration `client_config` builds (and `http_client::Target` takes).
+pub use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 

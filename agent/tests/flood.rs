@@ -197,23 +197,16 @@ fn shed_total(log: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_status_stays_fast_during_a_connection_flood() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let mut args = pki.args("m1");
-    args.extend(["--role".to_string(), "active".to_string()]);
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
     // Extra agent flags, to compare limits: BATON_FLOOD_AGENT_ARGS="--max-pending-connections 64".
-    if let Ok(extra) = std::env::var("BATON_FLOOD_AGENT_ARGS") {
-        args.extend(extra.split_whitespace().map(str::to_string));
-    }
+    let extra = std::env::var("BATON_FLOOD_AGENT_ARGS").unwrap_or_default();
+    let mut args = vec!["--role", "active"];
+    args.extend(extra.split_whitespace());
     let agent_nofile = 4096;
-    let m1 = Agent::start_with_nofile(
-        "m1",
-        &tmp.path().join("m1"),
-        pki.client_tls(),
-        args,
-        Some(agent_nofile),
-    )
-    .await?;
+    let m1 = fx
+        .start_with_nofile("m1", &args, Some(agent_nofile))
+        .await?;
     let operator = AgentClient::new(&m1.control, pki.client_tls())?.with_policy(CallPolicy {
         timeout: Duration::from_secs(5),
         retries: 0,

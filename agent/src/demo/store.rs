@@ -707,19 +707,34 @@ mod tests {
         Ok(())
     }
 
-    #[tokio::test]
-    async fn replicated_entries_must_chain() -> Result<()> {
+    /// An accepting store holding `n` writes `k{i}` = `v{i}`, an empty store to replicate
+    /// into, and the first one's entries (with the directories that hold them).
+    async fn source_and_replica(
+        n: usize,
+    ) -> Result<(
+        tempfile::TempDir,
+        tempfile::TempDir,
+        Arc<Store>,
+        Arc<Store>,
+        Vec<Entry>,
+    )> {
         let a_dir = tempfile::tempdir()?;
         let b_dir = tempfile::tempdir()?;
         let a = Store::open(a_dir.path())?;
         let b = Store::open(b_dir.path())?;
         a.set_accepting(true);
-        for i in 0..5 {
+        for i in 0..n {
             a.write(format!("k{i}"), format!("v{i}"))
                 .await
                 .map_err(anyhow::Error::msg)?;
         }
         let entries = a.entries_after(0, 100);
+        Ok((a_dir, b_dir, a, b, entries))
+    }
+
+    #[tokio::test]
+    async fn replicated_entries_must_chain() -> Result<()> {
+        let (_a_dir, _b_dir, a, b, entries) = source_and_replica(5).await?;
         assert_eq!(b.append_replicated(entries[..2].to_vec()).await, Ok(2));
         assert_eq!(
             b.append_replicated(entries[3..].to_vec()).await,
@@ -738,17 +753,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_delivered_twice_is_not_a_conflict() -> Result<()> {
-        let a_dir = tempfile::tempdir()?;
-        let b_dir = tempfile::tempdir()?;
-        let a = Store::open(a_dir.path())?;
-        let b = Store::open(b_dir.path())?;
-        a.set_accepting(true);
-        for i in 0..6 {
-            a.write(format!("k{i}"), format!("v{i}"))
-                .await
-                .map_err(anyhow::Error::msg)?;
-        }
-        let entries = a.entries_after(0, 100);
+        let (_a_dir, _b_dir, a, b, entries) = source_and_replica(6).await?;
         assert_eq!(b.append_replicated(entries[..3].to_vec()).await, Ok(3));
         // Entries 2..=5 again (a restarted stream): 2 and 3 are held, 4 and 5 are new.
         assert_eq!(b.append_replicated(entries[1..5].to_vec()).await, Ok(5));

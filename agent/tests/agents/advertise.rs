@@ -7,12 +7,6 @@ use crate::common;
 use baton_agent::api::{OperationKind, OperationRequest};
 use common::*;
 
-fn args(pki: &Pki, member: &str, extra: &[&str]) -> Vec<String> {
-    let mut args = pki.args(member);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
 fn port(addr: &str) -> TestResult<&str> {
     addr.rsplit_once(':')
         .map(|(_, p)| p)
@@ -21,30 +15,21 @@ fn port(addr: &str) -> TestResult<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advertised_endpoint_is_reported_and_serves_a_switchover() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["a", "b"])?;
+    let fx = Fixture::new(&["a", "b"])?;
+    let pki = &fx.pki;
     // The member certificates name `localhost` (and 127.0.0.1); the agents bind 127.0.0.1.
-    let a = Agent::start(
-        "a",
-        &tmp.path().join("a"),
-        pki.client_tls(),
-        args(
-            &pki,
+    let a = fx
+        .start(
             "a",
             &["--role", "active", "--data-advertise-host", "localhost"],
-        ),
-    )
-    .await?;
+        )
+        .await?;
     let a_endpoint = a.status().await?.data_endpoint;
     assert_eq!(a_endpoint, format!("localhost:{}", port(&a.data)?));
     assert_ne!(a_endpoint, a.data, "the bound address must not be reported");
 
-    let b = Agent::start(
-        "b",
-        &tmp.path().join("b"),
-        pki.client_tls(),
-        args(
-            &pki,
+    let b = fx
+        .start(
             "b",
             &[
                 "--role",
@@ -54,9 +39,8 @@ async fn advertised_endpoint_is_reported_and_serves_a_switchover() -> TestResult
                 "--data-advertise-host",
                 "localhost",
             ],
-        ),
-    )
-    .await?;
+        )
+        .await?;
     let b_endpoint = b.status().await?.data_endpoint;
     assert_eq!(b_endpoint, format!("localhost:{}", port(&b.data)?));
 

@@ -8,28 +8,19 @@ use std::time::Duration;
 use baton_agent::api::{ErrorBody, Faults, OperationKind, OperationRequest, OperationState};
 use baton_agent::client::{AgentClient, ClientError, ClientTls};
 use baton_agent::http_client::Target;
-use baton_agent::pki::{CertAuthority, CertSpec, Validity};
+use baton_agent::pki::{CertAuthority, CertSpec, IssuedCert, Validity};
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
 
-async fn start(tmp: &std::path::Path, pki: &Pki, extra: &[&str]) -> TestResult<Agent> {
-    let mut args = pki.args("m1");
-    args.extend(["--role".to_string(), "active".to_string()]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Agent::start("m1", &tmp.join("m1"), pki.client_tls(), args).await
+/// `m1`, Active, with `extra`.
+async fn start(fx: &Fixture, extra: &[&str]) -> TestResult<Agent> {
+    fx.start("m1", &[&["--role", "active"], extra].concat())
+        .await
 }
 
 fn raw(pki: &Pki, addr: &str) -> TestResult<Target> {
-    let config = baton_agent::tls::client_config(
-        pki.control_ca.cert_pem().as_bytes(),
-        Some((
-            pki.client.cert_pem.as_bytes(),
-            pki.client.key_pem.as_bytes(),
-        )),
-        "test",
-    )?;
-    Ok(Target::new(addr, Some(config))?)
+    Ok(Target::new(addr, Some(pki.control_client_config()?))?)
 }
 
 async fn call(
@@ -53,9 +44,9 @@ async fn call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_rejects_strangers() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let m1 = start(tmp.path(), &pki, &[]).await?;
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let m1 = start(&fx, &[]).await?;
     let quick = baton_agent::client::CallPolicy {
         timeout: Duration::from_secs(20),
         retries: 0,
@@ -77,45 +68,31 @@ async fn mutual_tls_rejects_strangers() -> TestResult {
         .await;
     assert!(r.is_err(), "no client certificate must be refused: {r:?}");
 
+    // A client trusting the agent's CA and presenting `cert`.
+    let presenting = |cert: &IssuedCert| -> TestResult<AgentClient> {
+        let tls = ClientTls::mtls(pki.control_ca.cert_pem(), &cert.cert_pem, &cert.key_pem);
+        Ok(AgentClient::new(&m1.control, tls)?.with_policy(quick))
+    };
+
     // A certificate from another CA.
     let other_ca = CertAuthority::generate("intruder CA")?;
     let other = other_ca.issue(&CertSpec::client("intruder"))?;
-    let c = AgentClient::new(
-        &m1.control,
-        ClientTls::mtls(pki.control_ca.cert_pem(), &other.cert_pem, &other.key_pem),
-    )?
-    .with_policy(quick);
-    let e = c
-        .status()
-        .await
-        .err()
-        .ok_or_else(|| err("other CA accepted"))?;
+    let c = presenting(&other)?;
+    let e = refused(c.status(), "other CA accepted").await?;
     assert!(matches!(e, ClientError::Tls { .. }), "{e}");
 
     // An expired certificate from the right CA.
     let expired = pki
         .control_ca
         .issue(&CertSpec::client("old-operator").with_validity(Validity::Expired))?;
-    let c = AgentClient::new(
-        &m1.control,
-        ClientTls::mtls(
-            pki.control_ca.cert_pem(),
-            &expired.cert_pem,
-            &expired.key_pem,
-        ),
-    )?
-    .with_policy(quick);
-    let e = c
-        .status()
-        .await
-        .err()
-        .ok_or_else(|| err("expired certificate accepted"))?;
+    let c = presenting(&expired)?;
+    let e = refused(c.status(), "expired certificate accepted").await?;
     assert!(matches!(e, ClientError::Tls { .. }), "{e}");
-    let e = c
-        .submit(&OperationRequest::new("sneaky", OperationKind::Demote))
-        .await
-        .err()
-        .ok_or_else(|| err("expired certificate could submit"))?;
+    let e = refused(
+        c.submit(&OperationRequest::new("sneaky", OperationKind::Demote)),
+        "expired certificate could submit",
+    )
+    .await?;
     assert!(matches!(e, ClientError::Tls { .. }), "{e}");
 
     // Plain HTTP against the TLS port.
@@ -135,10 +112,10 @@ async fn mutual_tls_rejects_strangers() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let m1 = start(tmp.path(), &pki, &["--upgrade-seconds", "60"]).await?;
-    let t = raw(&pki, &m1.control)?;
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let m1 = start(&fx, &["--upgrade-seconds", "60"]).await?;
+    let t = raw(pki, &m1.control)?;
     let before = m1.status().await?;
 
     let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
@@ -358,12 +335,12 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
     )
     .await?;
     assert_eq!((s, e.error.as_str()), (StatusCode::CONFLICT, "id_conflict"));
-    let e = m1
-        .client
-        .submit(&OperationRequest::new("backup-1", OperationKind::Backup))
-        .await
-        .err()
-        .ok_or_else(|| err("second operation accepted while one runs"))?;
+    let e = refused(
+        m1.client
+            .submit(&OperationRequest::new("backup-1", OperationKind::Backup)),
+        "second operation accepted while one runs",
+    )
+    .await?;
     assert_eq!(e.code(), Some("operation_running"));
     assert!(e.to_string().contains("up-1"), "{e}");
     let ops = m1.client.operations().await?;
@@ -373,9 +350,9 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_never_leak_into_records_status_or_logs() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let m1 = start(tmp.path(), &pki, &[]).await?;
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let m1 = start(&fx, &[]).await?;
     let fresh = pki.mesh_ca.issue(&CertSpec::member("m1-renewed"))?;
     let req = OperationRequest::new("cert-1", OperationKind::InstallCertificate)
         .with_certificate(&fresh.cert_pem, &fresh.key_pem);

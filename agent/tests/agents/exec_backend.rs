@@ -18,9 +18,9 @@ fn script(dir: &std::path::Path, name: &str, body: &str) -> TestResult<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_backend_runs_commands_and_reports_outcomes() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let host = tmp.path().join("host");
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let host = fx.path().join("host");
     std::fs::create_dir_all(&host)?;
     std::fs::write(host.join("version"), "1.0.0")?;
     let h = host.display().to_string();
@@ -69,16 +69,12 @@ operations:
     command: ["{upgrade}", "{{version}}"]
 "#
     );
-    let cfg_path = tmp.path().join("exec.yaml");
+    let cfg_path = fx.path().join("exec.yaml");
     std::fs::write(&cfg_path, config)?;
-    let mut args = pki.args("m1");
-    args.extend([
-        "--backend".to_string(),
-        "exec".to_string(),
-        "--exec-config".to_string(),
-        cfg_path.display().to_string(),
-    ]);
-    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), args).await?;
+    let cfg = cfg_path.display().to_string();
+    let m1 = fx
+        .start("m1", &["--backend", "exec", "--exec-config", &cfg])
+        .await?;
 
     let s = m1.status().await?;
     assert_eq!(
@@ -143,19 +139,14 @@ operations:
     );
 
     // Kinds without a command, and templates without values, are refused up front.
-    let e = m1
-        .client
-        .submit(&Req::new("pr", K::Promote))
-        .await
-        .err()
-        .ok_or_else(|| err("accepted"))?;
+    let e = refused(m1.client.submit(&Req::new("pr", K::Promote)), "accepted").await?;
     assert_eq!(e.code(), Some("unsupported_operation"));
-    let e = m1
-        .client
-        .submit(&Req::new("sc", K::SyncConfig).with_source("127.0.0.1:9"))
-        .await
-        .err()
-        .ok_or_else(|| err("accepted"))?;
+    let e = refused(
+        m1.client
+            .submit(&Req::new("sc", K::SyncConfig).with_source("127.0.0.1:9")),
+        "accepted",
+    )
+    .await?;
     assert_eq!(e.code(), Some("missing_param"), "{e}");
 
     // A broken status command is reported, not hidden.
@@ -165,10 +156,6 @@ operations:
         (s.health == Health::Critical).then_some(s)
     })
     .await?;
-    assert!(
-        s.alarms.iter().any(|a| a.name == "StatusUnavailable"),
-        "{:?}",
-        s.alarms
-    );
+    assert!(has_alarm(&s, "StatusUnavailable"), "{:?}", s.alarms);
     Ok(())
 }

@@ -4,7 +4,6 @@
 
 use crate::common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_agent::api::ErrorBody;
@@ -16,31 +15,14 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn start(tmp: &std::path::Path, pki: &Pki, extra: &[&str]) -> TestResult<Agent> {
-    start_nofile(tmp, pki, extra, None).await
+/// `m1`, Active, with `extra`.
+async fn start(fx: &Fixture, extra: &[&str]) -> TestResult<Agent> {
+    start_nofile(fx, extra, None).await
 }
 
-async fn start_nofile(
-    tmp: &std::path::Path,
-    pki: &Pki,
-    extra: &[&str],
-    nofile: Option<u64>,
-) -> TestResult<Agent> {
-    let mut args = pki.args("m1");
-    args.extend(["--role".to_string(), "active".to_string()]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Agent::start_with_nofile("m1", &tmp.join("m1"), pki.client_tls(), args, nofile).await
-}
-
-fn client_config(pki: &Pki) -> TestResult<Arc<rustls::ClientConfig>> {
-    Ok(baton_agent::tls::client_config(
-        pki.control_ca.cert_pem().as_bytes(),
-        Some((
-            pki.client.cert_pem.as_bytes(),
-            pki.client.key_pem.as_bytes(),
-        )),
-        "test",
-    )?)
+async fn start_nofile(fx: &Fixture, extra: &[&str], nofile: Option<u64>) -> TestResult<Agent> {
+    let args = [&["--role", "active"], extra].concat();
+    fx.start_with_nofile("m1", &args, nofile).await
 }
 
 /// A fresh client that tries once, within `timeout`.
@@ -57,7 +39,7 @@ fn fresh_client(agent: &Agent, pki: &Pki, timeout: Duration) -> TestResult<Agent
 /// An authenticated TLS connection on which the test writes raw bytes.
 async fn raw_tls(pki: &Pki, addr: &str) -> TestResult<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
-    let connector = tokio_rustls::TlsConnector::from(client_config(pki)?);
+    let connector = tokio_rustls::TlsConnector::from(pki.control_client_config()?);
     Ok(connector
         .connect(baton_agent::tls::server_name("127.0.0.1")?, tcp)
         .await?)
@@ -89,9 +71,9 @@ async fn send_raw<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> TestResult 
 /// in. Now the oldest idle (unauthenticated) ones are shed and the operator is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_beyond_the_descriptor_limit_do_not_lock_the_operator_out() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let m1 = start_nofile(tmp.path(), &pki, &[], Some(1024)).await?;
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let m1 = start_nofile(&fx, &[], Some(1024)).await?;
     m1.status().await?;
 
     let started = Instant::now();
@@ -119,7 +101,7 @@ async fn idle_connections_beyond_the_descriptor_limit_do_not_lock_the_operator_o
     // A new operator connection (the client opens one per call) gets in at once, well before
     // the flood's handshake timeout would have freed anything.
     let t0 = Instant::now();
-    let status = fresh_client(&m1, &pki, Duration::from_secs(4))?
+    let status = fresh_client(&m1, pki, Duration::from_secs(4))?
         .status()
         .await;
     let took = t0.elapsed();
@@ -147,23 +129,36 @@ async fn idle_connections_beyond_the_descriptor_limit_do_not_lock_the_operator_o
     Ok(())
 }
 
+/// Starts `m1` with `extra`, sends it the unfinished request `partial` over the operator's
+/// TLS and reads until the agent closes the connection or `wait` passes: the agent, what it
+/// answered, whether it closed, and how long that took from the send.
+async fn send_unfinished(
+    fx: &Fixture,
+    extra: &[&str],
+    partial: &[u8],
+    wait: Duration,
+) -> TestResult<(Agent, String, bool, Duration)> {
+    let m1 = start(fx, extra).await?;
+    let mut s = raw_tls(&fx.pki, &m1.control).await?;
+    let t0 = Instant::now();
+    send_raw(&mut s, partial).await?;
+    let (answer, closed) = read_until_close(&mut s, wait).await;
+    Ok((m1, answer, closed, t0.elapsed()))
+}
+
 /// A client that declares a body and sends part of it is answered 408 and disconnected by the
 /// body deadline; before, it held the connection for minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_body_is_cut_by_the_body_deadline() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let m1 = start(tmp.path(), &pki, &["--body-timeout-seconds", "1"]).await?;
-    let mut s = raw_tls(&pki, &m1.control).await?;
-    let t0 = Instant::now();
-    send_raw(
-        &mut s,
+    let fx = Fixture::new(&["m1"])?;
+    let (m1, answer, closed, took) = send_unfinished(
+        &fx,
+        &["--body-timeout-seconds", "1"],
         b"POST /v1/operations HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n\
           Content-Length: 1000\r\n\r\n{\"id\":",
+        Duration::from_secs(8),
     )
     .await?;
-    let (answer, closed) = read_until_close(&mut s, Duration::from_secs(8)).await;
-    let took = t0.elapsed();
     assert!(
         answer.starts_with("HTTP/1.1 408"),
         "after {took:?}: {answer:?}"
@@ -179,12 +174,12 @@ async fn an_unfinished_body_is_cut_by_the_body_deadline() -> TestResult {
 /// A declared Content-Length above the limit is refused before any of the body is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_content_length_is_refused_up_front() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let m1 = start(tmp.path(), &pki, &[]).await?;
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let m1 = start(&fx, &[]).await?;
     for path in ["/v1/operations", "/v1/faults"] {
         let method = if path == "/v1/faults" { "PUT" } else { "POST" };
-        let mut s = raw_tls(&pki, &m1.control).await?;
+        let mut s = raw_tls(pki, &m1.control).await?;
         let t0 = Instant::now();
         send_raw(
             &mut s,
@@ -219,19 +214,16 @@ async fn an_oversized_content_length_is_refused_up_front() -> TestResult {
 /// Headers that never finish are cut by the header timeout (hyper's, with a timer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_headers_are_cut_by_the_header_timeout() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let m1 = start(tmp.path(), &pki, &["--header-timeout-seconds", "1"]).await?;
-    let mut s = raw_tls(&pki, &m1.control).await?;
-    let t0 = Instant::now();
-    send_raw(
-        &mut s,
+    let fx = Fixture::new(&["m1"])?;
+    let (_m1, _, closed, took) = send_unfinished(
+        &fx,
+        &["--header-timeout-seconds", "1"],
         b"GET /v1/status HTTP/1.1\r\nHost: agent\r\nX-Slow: ",
+        Duration::from_secs(6),
     )
     .await?;
-    let (_, closed) = read_until_close(&mut s, Duration::from_secs(6)).await;
     assert!(closed, "half-sent headers kept the connection for 6 s");
-    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    assert!(took < Duration::from_secs(4), "{took:?}");
     Ok(())
 }
 
@@ -249,10 +241,10 @@ type Case = (
 /// the original was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_and_logs_quote_input_in_bounded_excerpts() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let m1 = start(tmp.path(), &pki, &[]).await?;
-    let t = Target::new(&m1.control, Some(client_config(&pki)?))?;
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let m1 = start(&fx, &[]).await?;
+    let t = Target::new(&m1.control, Some(pki.control_client_config()?))?;
     let call = |method: Method, path: String, body: Vec<u8>| {
         let t = t.clone();
         async move {

@@ -8,24 +8,22 @@ use baton_agent::api::{
 use baton_agent::pki::{CertAuthority, CertSpec};
 use common::*;
 
-async fn pair(tmp: &std::path::Path, pki: &Pki, extra2: &[&str]) -> TestResult<(Agent, Agent)> {
-    let mut a1 = pki.args("m1");
-    a1.extend(["--role", "active", "--upgrade-seconds", "0.4"].map(String::from));
-    let m1 = Agent::start("m1", &tmp.join("m1"), pki.client_tls(), a1).await?;
-    let mut a2 = pki.args("m2");
-    a2.extend(["--source".to_string(), m1.data.clone()]);
-    a2.extend(["--upgrade-seconds", "0.4", "--components", "os=8.4,app=2.1"].map(String::from));
-    a2.extend(extra2.iter().map(|s| s.to_string()));
-    let m2 = Agent::start("m2", &tmp.join("m2"), pki.client_tls(), a2).await?;
-    wait_caught_up(&m2, &m1).await?;
-    Ok((m1, m2))
+/// `m1` Active and `m2` its caught-up standby, both with quick upgrades; `m2` also has
+/// components and `extra2`.
+async fn pair(fx: &Fixture, extra2: &[&str]) -> TestResult<(Agent, Agent)> {
+    let m2_args = [
+        &["--upgrade-seconds", "0.4", "--components", "os=8.4,app=2.1"],
+        extra2,
+    ]
+    .concat();
+    fx.caught_up_pair(&["--upgrade-seconds", "0.4"], &m2_args)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_rollbacks_and_roles() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let (m1, m2) = pair(tmp.path(), &pki, &["--reject-versions", "9.0.0"]).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let (m1, m2) = pair(&fx, &["--reject-versions", "9.0.0"]).await?;
 
     // Preflight checks and changes nothing.
     let ok = m2
@@ -47,7 +45,7 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
     m2.run_ok(&Req::new("fs", K::ForceStandby)).await?;
     let s = m2.status().await?;
     assert_eq!(s.role, Role::ForcedStandby);
-    assert!(s.alarms.iter().any(|a| a.name == "ForcedStandby"));
+    assert!(has_alarm(&s, "ForcedStandby"));
     let up = m2
         .run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0"))
         .await?;
@@ -61,11 +59,7 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
     })
     .await?;
     assert_eq!(s.role, Role::ForcedStandby);
-    assert!(
-        s.alarms.iter().any(|a| a.name == "MixedVersion"),
-        "{:?}",
-        s.alarms
-    );
+    assert!(has_alarm(&s, "MixedVersion"), "{:?}", s.alarms);
 
     // Component upgrade and rollback leave the member version alone.
     m2.run_ok(
@@ -102,7 +96,7 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
     assert!(failed.progress > 0 && failed.progress < 100, "{failed:?}");
     let s = m2.status().await?;
     assert_eq!(s.version, "2.0.0");
-    assert!(s.alarms.iter().any(|a| a.name == "OperationFailed"));
+    assert!(has_alarm(&s, "OperationFailed"));
     let back = m2
         .run_ok(&Req::new("rb", K::Rollback).with_version("1.0.0"))
         .await?;
@@ -116,7 +110,7 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
         .await?;
     let s = m2.status().await?;
     assert_eq!(s.role, Role::Standby);
-    assert!(!s.alarms.iter().any(|a| a.name == "ForcedStandby"));
+    assert!(!has_alarm(&s, "ForcedStandby"));
 
     // Promote on an Active member is a no-op success.
     let p = m1.run_ok(&Req::new("p", K::Promote)).await?;
@@ -126,14 +120,9 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_traffic_check_after_promote() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let (m1, m2) = pair(
-        tmp.path(),
-        &pki,
-        &["--no-traffic-after-promote-on", "2.0.0"],
-    )
-    .await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (m1, m2) = pair(&fx, &["--no-traffic-after-promote-on", "2.0.0"]).await?;
     m2.run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0"))
         .await?;
     switchover(&m1, &m2, "sw").await?;
@@ -141,7 +130,7 @@ async fn failed_traffic_check_after_promote() -> TestResult {
     assert_eq!(s.role, Role::Active);
     assert!(!s.serving);
     assert_eq!(s.health, Health::Major);
-    assert!(s.alarms.iter().any(|a| a.name == "TrafficCheckFailed"));
+    assert!(has_alarm(&s, "TrafficCheckFailed"));
     let w = m2.data_client(pki.data_tls("m2")?)?;
     assert!(
         w.put("k", "v").await.is_err(),
@@ -162,9 +151,9 @@ async fn failed_traffic_check_after_promote() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_verify_and_resign() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let (m1, _m2) = pair(tmp.path(), &pki, &[]).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (m1, _m2) = pair(&fx, &[]).await?;
     let w = m1.data_client(pki.data_tls("m1")?)?;
     for i in 0..10 {
         w.put(&format!("k{i}"), &format!("v{i}")).await?;
@@ -189,7 +178,7 @@ async fn backup_verify_and_resign() -> TestResult {
     assert!(v.message.contains("index 4"), "{}", v.message);
     let s = m1.status().await?;
     assert_eq!(s.health, Health::Critical);
-    assert!(s.alarms.iter().any(|a| a.name == "DataIntegrity"));
+    assert!(has_alarm(&s, "DataIntegrity"));
     let pf = m1
         .run(&Req::new("pf", K::Preflight).with_version("2.0.0"))
         .await?;
@@ -197,21 +186,15 @@ async fn backup_verify_and_resign() -> TestResult {
 
     m1.run_ok(&Req::new("resign", K::ResignData)).await?;
     m1.run_ok(&Req::new("verify-3", K::Verify)).await?;
-    assert!(
-        !m1.status()
-            .await?
-            .alarms
-            .iter()
-            .any(|a| a.name == "DataIntegrity")
-    );
+    assert!(!has_alarm(&m1.status().await?, "DataIntegrity"));
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let (m1, m2) = pair(tmp.path(), &pki, &[]).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (m1, m2) = pair(&fx, &[]).await?;
     let new_ca = CertAuthority::generate("new mesh CA")?;
 
     // m2 trusts only the new CA: it can no longer verify m1.
@@ -294,9 +277,8 @@ async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> T
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_config_copies_from_a_peer() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let (m1, m2) = pair(tmp.path(), &pki, &[]).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let (m1, m2) = pair(&fx, &[]).await?;
     let config = serde_json::json!({"revision": 7, "settings": {"gateway": "on"}});
     std::fs::write(
         m1.data_dir.join("config.json"),

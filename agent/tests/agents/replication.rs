@@ -11,21 +11,15 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_reaches_every_member() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2", "m3"])?;
-    let mut a1 = pki.args("m1");
-    a1.extend(["--role".into(), "active".into()]);
-    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
+    let fx = Fixture::new(&["m1", "m2", "m3"])?;
+    let pki = &fx.pki;
+    let m1 = fx.start("m1", &["--role", "active"]).await?;
     let mut followers = Vec::new();
     for name in ["m2", "m3"] {
-        let mut args = pki.args(name);
-        args.extend([
-            "--role".into(),
-            "standby".into(),
-            "--source".into(),
-            m1.data.clone(),
-        ]);
-        followers.push(Agent::start(name, &tmp.path().join(name), pki.client_tls(), args).await?);
+        followers.push(
+            fx.start(name, &["--role", "standby", "--source", &m1.data])
+                .await?,
+        );
     }
 
     // 4 concurrent writers x 125 writes, so the active's group commit is exercised.
@@ -90,15 +84,9 @@ async fn every_acknowledged_write_reaches_every_member() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_is_measured_and_returns_to_zero() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let mut a1 = pki.args("m1");
-    a1.extend(["--role".into(), "active".into()]);
-    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
-    let mut a2 = pki.args("m2");
-    a2.extend(["--source".into(), m1.data.clone()]);
-    let m2 = Agent::start("m2", &tmp.path().join("m2"), pki.client_tls(), a2).await?;
-    wait_caught_up(&m2, &m1).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
 
     // A slow link: entries are applied 1.5 s after they were written.
     m2.client
@@ -139,15 +127,9 @@ async fn restarting_the_follower_under_load_never_reports_a_conflict() -> TestRe
     use baton_agent::api::{DemoteRole, OperationKind, OperationRequest};
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let mut a1 = pki.args("m1");
-    a1.extend(["--role".into(), "active".into()]);
-    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
-    let mut a2 = pki.args("m2");
-    a2.extend(["--source".into(), m1.data.clone()]);
-    let m2 = Agent::start("m2", &tmp.path().join("m2"), pki.client_tls(), a2).await?;
-    wait_caught_up(&m2, &m1).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
 
     // Bounded load: 4 writers, at most 20 s or 20,000 writes each.
     let stop = Arc::new(AtomicBool::new(false));

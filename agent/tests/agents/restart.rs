@@ -8,16 +8,11 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_mid_upgrade_is_reported_as_interrupted_and_data_survives() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1"])?;
-    let mut args = pki.args("m1");
-    args.extend([
-        "--role".into(),
-        "active".into(),
-        "--upgrade-seconds".into(),
-        "1".into(),
-    ]);
-    let mut m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), args).await?;
+    let fx = Fixture::new(&["m1"])?;
+    let pki = &fx.pki;
+    let mut m1 = fx
+        .start("m1", &["--role", "active", "--upgrade-seconds", "1"])
+        .await?;
     let writer = m1.data_client(pki.data_tls("m1")?)?;
     for i in 0..50 {
         writer.put(&format!("k{i}"), &format!("v{i}")).await?;
@@ -49,7 +44,7 @@ async fn crash_mid_upgrade_is_reported_as_interrupted_and_data_survives() -> Tes
     assert_eq!(s.role, Role::Active);
     assert!(s.serving);
     assert_eq!(s.replication.applied_index, 50);
-    assert!(s.alarms.iter().any(|a| a.name == "OperationFailed"));
+    assert!(has_alarm(&s, "OperationFailed"));
     let reader = m1.data_client(pki.data_tls("m1")?)?;
     for i in 0..50 {
         assert_eq!(
@@ -70,27 +65,20 @@ async fn crash_mid_upgrade_is_reported_as_interrupted_and_data_survives() -> Tes
         (s.version.as_str(), s.previous_version.as_deref()),
         ("2.0.0", Some("1.0.0"))
     );
-    assert!(!s.alarms.iter().any(|a| a.name == "OperationFailed"));
+    assert!(!has_alarm(&s, "OperationFailed"));
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_slow_upgrade_of_a_standby() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let mut a1 = pki.args("m1");
-    a1.extend(["--role".into(), "active".into()]);
-    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
-    let mut a2 = pki.args("m2");
-    a2.extend([
-        "--source".into(),
-        m1.data.clone(),
-        "--upgrade-seconds".into(),
-        "30".into(),
-        "--components".into(),
-        "os=8.4,app=2.1".into(),
-    ]);
-    let mut m2 = Agent::start("m2", &tmp.path().join("m2"), pki.client_tls(), a2).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (m1, mut m2) = fx
+        .active_standby(
+            &[],
+            &["--upgrade-seconds", "30", "--components", "os=8.4,app=2.1"],
+        )
+        .await?;
     let writer = m1.data_client(pki.data_tls("m1")?)?;
     for i in 0..20 {
         writer.put(&format!("k{i}"), "v").await?;

@@ -9,21 +9,12 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_under_load_loses_no_acknowledged_write() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let mut a1 = pki.args("m1");
-    a1.extend(["--role".into(), "active".into()]);
-    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
-    let mut a2 = pki.args("m2");
-    a2.extend(["--source".into(), m1.data.clone()]);
-    let m2 = Agent::start("m2", &tmp.path().join("m2"), pki.client_tls(), a2).await?;
-    wait_caught_up(&m2, &m1).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
 
     let load = WriteLoad::start(
-        vec![
-            m1.data_client(pki.data_tls("m1")?)?,
-            m2.data_client(pki.data_tls("m2")?)?,
-        ],
+        fx.data_clients(&[&m1, &m2])?,
         1_000_000,
         Duration::from_secs(240),
     );
@@ -100,15 +91,8 @@ async fn switchover_under_load_loses_no_acknowledged_write() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_refuses_while_the_source_is_still_active() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let mut a1 = pki.args("m1");
-    a1.extend(["--role".into(), "active".into()]);
-    let m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
-    let mut a2 = pki.args("m2");
-    a2.extend(["--source".into(), m1.data.clone()]);
-    let m2 = Agent::start("m2", &tmp.path().join("m2"), pki.client_tls(), a2).await?;
-    wait_caught_up(&m2, &m1).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
     let rec = m2
         .run(&OperationRequest::new("p1", OperationKind::Promote))
         .await?;
@@ -121,14 +105,9 @@ async fn promote_refuses_while_the_source_is_still_active() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diverged_logs_raise_a_conflict_instead_of_merging() -> TestResult {
-    let tmp = tempdir()?;
-    let pki = Pki::new(&tmp.path().join("pki"), &["m1", "m2"])?;
-    let mut a1 = pki.args("m1");
-    a1.extend(["--role".into(), "active".into()]);
-    let mut m1 = Agent::start("m1", &tmp.path().join("m1"), pki.client_tls(), a1).await?;
-    let mut a2 = pki.args("m2");
-    a2.extend(["--source".into(), m1.data.clone()]);
-    let m2 = Agent::start("m2", &tmp.path().join("m2"), pki.client_tls(), a2).await?;
+    let fx = Fixture::new(&["m1", "m2"])?;
+    let pki = &fx.pki;
+    let (mut m1, m2) = fx.active_standby(&[], &[]).await?;
     let w1 = m1.data_client(pki.data_tls("m1")?)?;
     for i in 0..10 {
         w1.put(&format!("common{i}"), "x").await?;
@@ -156,11 +135,7 @@ async fn diverged_logs_raise_a_conflict_instead_of_merging() -> TestResult {
     })
     .await?;
     assert_eq!(s.health, Health::Critical);
-    assert!(
-        s.alarms.iter().any(|a| a.name == "Conflict"),
-        "{:?}",
-        s.alarms
-    );
+    assert!(has_alarm(&s, "Conflict"), "{:?}", s.alarms);
     let reader = m1.data_client(pki.data_tls("m1")?)?;
     assert_eq!(reader.get("only-on-m2").await?, None);
     assert_eq!(reader.get("only-on-m1").await?.as_deref(), Some("a"));

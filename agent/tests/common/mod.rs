@@ -107,6 +107,91 @@ impl Pki {
             p("trust.pem"),
         ]
     }
+    /// The operator's TLS client configuration for the control API, for raw requests.
+    pub fn control_client_config(
+        &self,
+    ) -> TestResult<std::sync::Arc<baton_agent::tls::ClientConfig>> {
+        Ok(baton_agent::tls::client_config(
+            self.control_ca.cert_pem().as_bytes(),
+            Some((
+                self.client.cert_pem.as_bytes(),
+                self.client.key_pem.as_bytes(),
+            )),
+            "test",
+        )?)
+    }
+}
+
+/// A scratch directory holding a PKI for some members; agents started from it live in
+/// `<dir>/<member>`.
+pub struct Fixture {
+    pub tmp: tempfile::TempDir,
+    pub pki: Pki,
+}
+
+impl Fixture {
+    pub fn new(members: &[&str]) -> TestResult<Fixture> {
+        let tmp = tempdir()?;
+        let pki = Pki::new(&tmp.path().join("pki"), members)?;
+        Ok(Fixture { tmp, pki })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Starts `member` with its TLS arguments followed by `extra`.
+    pub async fn start(&self, member: &str, extra: &[&str]) -> TestResult<Agent> {
+        self.start_with_nofile(member, extra, None).await
+    }
+
+    /// Like `start`, with the process's descriptor limit set to `nofile`.
+    pub async fn start_with_nofile(
+        &self,
+        member: &str,
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> TestResult<Agent> {
+        let mut args = self.pki.args(member);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let dir = self.path().join(member);
+        Agent::start_with_nofile(member, &dir, self.pki.client_tls(), args, nofile).await
+    }
+
+    /// `m1` Active (with `extra1`) and `m2` a standby replicating from it (with `extra2`);
+    /// the caller decides whether to wait for `m2` to catch up.
+    pub async fn active_standby(
+        &self,
+        extra1: &[&str],
+        extra2: &[&str],
+    ) -> TestResult<(Agent, Agent)> {
+        let m1 = self
+            .start("m1", &[&["--role", "active"], extra1].concat())
+            .await?;
+        let m2 = self
+            .start("m2", &[&["--source", m1.data.as_str()], extra2].concat())
+            .await?;
+        Ok((m1, m2))
+    }
+
+    /// `active_standby`, once `m2` has caught up with `m1`.
+    pub async fn caught_up_pair(
+        &self,
+        extra1: &[&str],
+        extra2: &[&str],
+    ) -> TestResult<(Agent, Agent)> {
+        let (m1, m2) = self.active_standby(extra1, extra2).await?;
+        wait_caught_up(&m2, &m1).await?;
+        Ok((m1, m2))
+    }
+
+    /// A data client for each agent, with that agent's own member certificate.
+    pub fn data_clients(&self, agents: &[&Agent]) -> TestResult<Vec<DataClient>> {
+        agents
+            .iter()
+            .map(|a| a.data_client(self.pki.data_tls(&a.name)?))
+            .collect()
+    }
 }
 
 /// A `baton-agent` process.
@@ -391,6 +476,16 @@ pub async fn switchover(
         ))
         .await?;
     Ok((demote, promote))
+}
+
+/// Whether `status` carries an alarm named `name`.
+pub fn has_alarm(status: &MemberStatus, name: &str) -> bool {
+    status.alarms.iter().any(|a| a.name == name)
+}
+
+/// The error `call` must end in; `what` says what it did instead.
+pub async fn refused<T, E>(call: impl Future<Output = Result<T, E>>, what: &str) -> TestResult<E> {
+    call.await.err().ok_or_else(|| err(what))
 }
 
 pub fn tempdir() -> TestResult<tempfile::TempDir> {

@@ -116,35 +116,13 @@ fn init_logging(args: &OperatorArgs, filter: tracing_subscriber::EnvFilter) {
 
 /// SIGTERM or Ctrl-C; a second one exits at once.
 async fn shutdown_signal() {
-    wait_signal().await;
+    baton_agent::cli::shutdown_signal().await;
     tracing::info!("shutting down: finishing running reconciles (signal again to exit now)");
     tokio::spawn(async {
-        wait_signal().await;
+        baton_agent::cli::shutdown_signal().await;
         tracing::warn!("second signal: exiting without waiting");
         std::process::exit(130);
     });
-}
-
-async fn wait_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 async fn start(args: OperatorArgs, kube: Option<KubeTarget>) -> anyhow::Result<()> {
