@@ -10,19 +10,19 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
 
 use crate::api::{Cluster, ClusterStatus};
 use crate::plan::PlanEvent;
-use crate::reconcile::{Members, Persisted, act, now, observe_and_plan, persist};
+use crate::reconcile::{Members, act, now, observe_and_plan};
 
 use super::context::{Context, Error};
 use super::events::{cluster_derived, reference, submission_failures};
-use super::passes::{self, not_now, timed, unless_conflict};
+use super::passes::{self, not_now, timed, write_status};
 use super::slots::Class;
-use super::status_write::{CLUSTER_MANAGER, StatusTarget};
+use super::status_write::CLUSTER_MANAGER;
 use super::stores::{GuardedCluster, cluster_object};
 
 pub const KIND: &str = "Cluster";
@@ -105,32 +105,19 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     }
     let before: Option<&ClusterStatus> = object.status.as_ref();
     let changed = pass.changed;
-    let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut target = StatusTarget {
-        api: &api,
-        manager: CLUSTER_MANAGER,
-        name: &name,
-        resource_version: c.metadata.resource_version.as_deref(),
-    };
-    let written = persist(&mut target, pass).await;
     let copies = &ctx.stores.written_clusters;
-    let Some(written) = unless_conflict(written, copies, &api, KIND, &ns, &name).await? else {
+    let written = write_status(ctx, copies, KIND, CLUSTER_MANAGER, &c, pass).await?;
+    let Some((pass, written)) = written else {
         mark_hot(ctx, (ns, name), ctx.timing.busy);
         return Ok(Action::requeue(ctx.timing.busy));
     };
-    let pass: Persisted<_> = match written {
-        (pass, None) => pass,
-        (pass, Some(updated)) => {
-            ctx.metrics.status_written(KIND);
-            ctx.stores.written_clusters.record(updated);
-            ctx.metrics.count_steps(before, &pass.get().plan.status);
-            if let Some(m) = &mesh {
-                // The mesh reads this status: let it decide at once.
-                ctx.triggers.mesh(&ns, m);
-            }
-            pass
+    if written {
+        ctx.metrics.count_steps(before, &pass.get().plan.status);
+        if let Some(m) = &mesh {
+            // The mesh reads this status: let it decide at once.
+            ctx.triggers.mesh(&ns, m);
         }
-    };
+    }
     let plan = &pass.get().plan;
     let mut events = plan.events.clone();
     if changed {

@@ -5,19 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
 
 use crate::api::{Mesh, MeshSpec, MeshStatus};
 use crate::plan::{PlanEvent, admission_for};
-use crate::reconcile::{
-    ClusterObject, Members, MeshPass, Persisted, now, persist, plan_mesh_object,
-};
+use crate::reconcile::{ClusterObject, Members, MeshPass, Persisted, now, plan_mesh_object};
 
 use super::context::{Context, Error};
 use super::events::{mesh_derived, reference};
-use super::passes::{self, not_now, timed, unless_conflict};
-use super::status_write::{MESH_MANAGER, StatusTarget};
+use super::passes::{self, not_now, timed, write_status};
+use super::status_write::MESH_MANAGER;
 use super::stores::{GuardedMesh, mesh_object};
 
 pub const KIND: &str = "Mesh";
@@ -67,27 +65,14 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
     }
     let before: Option<&MeshStatus> = object.status.as_ref();
     let changed = pass.changed;
-    let api: Api<Mesh> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut target = StatusTarget {
-        api: &api,
-        manager: MESH_MANAGER,
-        name: &name,
-        resource_version: fresh.metadata.resource_version.as_deref(),
-    };
-    let written = persist(&mut target, pass).await;
     let copies = &ctx.stores.written_meshes;
-    let Some(written) = unless_conflict(written, copies, &api, KIND, &ns, &name).await? else {
+    let written = write_status(ctx, copies, KIND, MESH_MANAGER, &fresh, pass).await?;
+    let Some((pass, written)) = written else {
         return Ok(Action::requeue(ctx.timing.busy));
     };
-    let pass = match written {
-        (pass, None) => pass,
-        (pass, Some(updated)) => {
-            ctx.metrics.status_written(KIND);
-            ctx.stores.written_meshes.record(updated);
-            wake_admitted(ctx, &ns, &name, &object.spec, before, &members, &pass);
-            pass
-        }
-    };
+    if written {
+        wake_admitted(ctx, &ns, &name, &object.spec, before, &members, &pass);
+    }
     let plan = &pass.get().plan;
     let mut events = plan.events.clone();
     if changed {

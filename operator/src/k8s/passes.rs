@@ -1,22 +1,24 @@
 //! What the two reconcilers (`cluster_controller`, `mesh_controller`) share around their
-//! passes: the leader and cache gate, the pass timer and error count, the conflict read after
-//! a refused status write, and the report of an object that does not deserialize.
+//! passes: the leader and cache gate, the pass timer and error count, the status write and the
+//! conflict read after a refused one, and the report of an object that does not deserialize.
 
 use std::future::Future;
 use std::time::Duration as StdDuration;
 
-use kube::Api;
+use kube::core::NamespaceResourceScope;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::plan::PlanEvent;
-use crate::reconcile::{Members, now};
+use crate::reconcile::{Members, Persisted, StatusStore, now, persist};
 
 use super::context::{Context, Error};
 use super::events::reference;
 use super::invalid::{self, Outcome, StallStatus};
 use super::leader::is_conflict;
+use super::status_write::StatusTarget;
 use super::stores::{WithStatus, Written};
 
 /// Before the caches are listed: look again shortly.
@@ -48,31 +50,49 @@ pub async fn timed<M: Members>(
     result
 }
 
-/// The result of a status write: `Ok(None)` when it was refused for a conflict (planned from
-/// an outdated copy: the current one is read, and the caller plans again soon), the error of
-/// the pass for any other failure.
-pub async fn unless_conflict<K, T>(
-    written: Result<T, kube::Error>,
+/// Persist `pass` as the status of `object` (guarded by the resourceVersion it was planned
+/// from). `Ok(None)` when the write was refused for a conflict (planned from an outdated copy:
+/// the current one is read, and the caller plans again soon); the error of the pass for any
+/// other failure. A write is counted and its result remembered as the freshest copy; the
+/// flag says whether there was one.
+pub async fn write_status<K, P, M>(
+    ctx: &Context<M>,
     copies: &Written<K>,
-    api: &Api<K>,
     kind: &'static str,
-    ns: &str,
-    name: &str,
-) -> Result<Option<T>, Error>
+    manager: &'static str,
+    object: &K,
+    pass: P,
+) -> Result<Option<(Persisted<P>, bool)>, Error>
 where
-    K: WithStatus + DeserializeOwned + std::fmt::Debug,
-    K::DynamicType: Default,
+    K: WithStatus + Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    K: DeserializeOwned + std::fmt::Debug,
+    for<'a> StatusTarget<'a, K>: StatusStore<P, Written = Option<K>, Error = kube::Error>,
+    M: Members,
 {
-    match written {
-        Ok(t) => Ok(Some(t)),
+    let ns = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut target = StatusTarget {
+        api: &api,
+        manager,
+        name: &name,
+        resource_version: object.meta().resource_version.as_deref(),
+    };
+    match persist(&mut target, pass).await {
+        Ok((pass, None)) => Ok(Some((pass, false))),
+        Ok((pass, Some(updated))) => {
+            ctx.metrics.status_written(kind);
+            copies.record(updated);
+            Ok(Some((pass, true)))
+        }
         Err(e) if is_conflict(&e) => {
-            refresh(copies, api, kind, ns, name).await?;
+            refresh(copies, &api, kind, &ns, &name).await?;
             Ok(None)
         }
         Err(source) => Err(Error::StatusWrite {
             kind,
-            namespace: ns.to_string(),
-            name: name.to_string(),
+            namespace: ns,
+            name,
             source,
         }),
     }
@@ -87,8 +107,7 @@ async fn refresh<K>(
     name: &str,
 ) -> Result<(), Error>
 where
-    K: WithStatus + DeserializeOwned + std::fmt::Debug,
-    K::DynamicType: Default,
+    K: WithStatus + Resource<DynamicType = ()> + DeserializeOwned + std::fmt::Debug,
 {
     copies.forget(&(ns.to_string(), name.to_string()));
     match api.get_opt(name).await {
@@ -118,7 +137,7 @@ pub async fn report_invalid<K, S, M>(
     log: impl FnOnce(&str, &str, &PlanEvent),
 ) -> Result<Action, Error>
 where
-    K: kube::Resource<DynamicType = ()> + DeserializeOwned,
+    K: Resource<DynamicType = ()> + DeserializeOwned,
     S: StallStatus,
     M: Members,
 {
