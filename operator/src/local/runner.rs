@@ -801,20 +801,25 @@ spec:
         }
     }
 
+    /// A runner of an upgrade (the agents run 1.0.0) whose agents record, for each operation,
+    /// whether its step was in the state file when it arrived.
+    fn upgrade_on_disk(state: &std::path::Path) -> Runner<OnDisk> {
+        let members = OnDisk {
+            agents: converged(),
+            state: state.to_path_buf(),
+            submits: Default::default(),
+        };
+        let upgrade = manifests(&CLUSTER.replace("\"1.0.0\"", "\"1.1.0\""));
+        Runner::new(members, &upgrade, state).expect("runner")
+    }
+
     /// The act path gets its passes from the real persist (the state file write): every
     /// operation reaches its agent with its step already in the file.
     #[tokio::test]
     async fn every_operation_is_on_disk_before_its_agent_receives_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state.json");
-        let members = OnDisk {
-            agents: converged(),
-            state: state.clone(),
-            submits: Default::default(),
-        };
-        // An upgrade: the agents run 1.0.0.
-        let upgrade = manifests(&CLUSTER.replace("\"1.0.0\"", "\"1.1.0\""));
-        let mut r = Runner::new(members, &upgrade, &state).expect("runner");
+        let mut r = upgrade_on_disk(&state);
         for _ in 0..5 {
             r.cluster_due = vec![Instant::now(); r.clusters.len()];
             r.pass().await.expect("pass");
@@ -832,13 +837,7 @@ spec:
     async fn a_failed_state_write_sends_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state.json");
-        let members = OnDisk {
-            agents: converged(),
-            state: state.clone(),
-            submits: Default::default(),
-        };
-        let upgrade = manifests(&CLUSTER.replace("\"1.0.0\"", "\"1.1.0\""));
-        let mut r = Runner::new(members, &upgrade, &state).expect("runner");
+        let mut r = upgrade_on_disk(&state);
         // The state file becomes a non-empty directory: the atomic replace cannot happen.
         std::fs::remove_file(&state).expect("remove");
         std::fs::create_dir_all(state.join("in-the-way")).expect("dir");
