@@ -540,7 +540,7 @@ mod tests {
     use crate::api::{Admitted, ClusterStatus, Direction, Health, MemberRole, MeshStatus};
     use crate::local::manifests::parse_into;
     use crate::plan::{AgentView, OpRequest, OpView};
-    use crate::reconcile::{MemberError, SubmitError};
+    use crate::reconcile::{Delegate, MemberError, SubmitError};
 
     /// Agents answering from fixed views; every operation succeeds at once (and changes
     /// nothing).
@@ -774,19 +774,14 @@ spec:
         submits: std::sync::Mutex<Vec<(String, bool)>>,
     }
 
-    impl Members for OnDisk {
-        async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, MemberError> {
-            self.agents.status(member, endpoint).await
+    impl Delegate for OnDisk {
+        type To = Fixed;
+
+        fn to(&self) -> Result<impl std::ops::Deref<Target = Fixed> + Send + '_, MemberError> {
+            Ok(&self.agents)
         }
-        async fn operation(
-            &self,
-            member: &str,
-            endpoint: &str,
-            id: &str,
-        ) -> Result<Option<OpView>, MemberError> {
-            self.agents.operation(member, endpoint, id).await
-        }
-        async fn submit(&self, m: &str, e: &str, r: &OpRequest) -> Result<(), SubmitError> {
+
+        fn before_submit(&self, r: &OpRequest) {
             let recorded = State::load(&self.state).is_ok_and(|st| {
                 st.clusters
                     .values()
@@ -797,7 +792,6 @@ spec:
             if let Ok(mut s) = self.submits.lock() {
                 s.push((r.id.clone(), recorded));
             }
-            self.agents.submit(m, e, r).await
         }
     }
 
