@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -47,6 +48,26 @@ struct Dumped<'a, T> {
     status: Option<&'a T>,
 }
 
+/// One object as the dump shows it; `status` reads the status of one that deserializes.
+fn dumped<'a, K, S>(
+    kind: &'static str,
+    o: &'a DeserializeGuard<K>,
+    status: impl FnOnce(&'a K) -> Option<&'a S>,
+) -> Dumped<'a, S>
+where
+    DeserializeGuard<K>: Resource,
+{
+    Dumped {
+        kind,
+        namespace: o.namespace().unwrap_or_default(),
+        name: o.name_any(),
+        generation: o.meta().generation,
+        annotations: baton_annotations(o.annotations()),
+        invalid: o.0.as_ref().err().map(|e| e.error.as_str()),
+        status: o.0.as_ref().ok().and_then(status),
+    }
+}
+
 fn baton_annotations(all: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
     all.iter()
         .filter(|(k, _)| k.starts_with("baton.dev/"))
@@ -73,28 +94,12 @@ pub fn render_status(live: &Live, scope: &Scope, opts: StatusOptions) -> anyhow:
             meshes: live
                 .meshes
                 .iter()
-                .map(|m| Dumped {
-                    kind: "Mesh",
-                    namespace: m.namespace().unwrap_or_default(),
-                    name: m.name_any(),
-                    generation: m.meta().generation,
-                    annotations: baton_annotations(m.annotations()),
-                    invalid: m.0.as_ref().err().map(|e| e.error.as_str()),
-                    status: m.0.as_ref().ok().and_then(|m| m.status.as_ref()),
-                })
+                .map(|m| dumped("Mesh", m, |m| m.status.as_ref()))
                 .collect(),
             clusters: live
                 .clusters
                 .iter()
-                .map(|c| Dumped {
-                    kind: "Cluster",
-                    namespace: c.namespace().unwrap_or_default(),
-                    name: c.name_any(),
-                    generation: c.meta().generation,
-                    annotations: baton_annotations(c.annotations()),
-                    invalid: c.0.as_ref().err().map(|e| e.error.as_str()),
-                    status: c.0.as_ref().ok().and_then(|c| c.status.as_ref()),
-                })
+                .map(|c| dumped("Cluster", c, |c| c.status.as_ref()))
                 .collect(),
         };
         return dump(&all, opts.output);
