@@ -258,6 +258,24 @@ pub async fn log(client: &Client, scope: &Scope, opts: &LogOptions) -> anyhow::R
     render_log(&live, scope, opts)
 }
 
+/// The objects `here` accepts (by namespace) as manifests, each at `<dir>/<name>`.
+fn as_manifests<K: Resource + Clone>(
+    dir: &str,
+    objects: &[&K],
+    here: impl Fn(&Option<String>) -> bool,
+) -> Vec<(PathBuf, K)> {
+    objects
+        .iter()
+        .filter(|o| here(&o.meta().namespace))
+        .map(|o| {
+            (
+                PathBuf::from(format!("{dir}/{}", o.name_any())),
+                (*o).clone(),
+            )
+        })
+        .collect()
+}
+
 /// The schedule from the live state, per namespace (a mesh only spans its namespace).
 pub fn plan_live(live: &Live, opts: &PlanOptions) -> anyhow::Result<Vec<(String, Schedule)>> {
     let mut out = Vec::new();
@@ -272,26 +290,8 @@ pub fn plan_live(live: &Live, opts: &PlanOptions) -> anyhow::Result<Vec<(String,
     for ns in namespaces {
         let here = |o: &Option<String>| o.as_deref().unwrap_or_default() == ns;
         let manifests = Manifests {
-            clusters: clusters
-                .iter()
-                .filter(|c| here(&c.metadata.namespace))
-                .map(|c| {
-                    (
-                        PathBuf::from(format!("cluster/{}", c.name_any())),
-                        (*c).clone(),
-                    )
-                })
-                .collect(),
-            meshes: meshes
-                .iter()
-                .filter(|m| here(&m.metadata.namespace))
-                .map(|m| {
-                    (
-                        PathBuf::from(format!("mesh/{}", m.name_any())),
-                        (*m).clone(),
-                    )
-                })
-                .collect(),
+            clusters: as_manifests("cluster", &clusters, here),
+            meshes: as_manifests("mesh", &meshes, here),
         };
         let statuses: BTreeMap<&str, &ClusterStatus> = clusters
             .iter()
