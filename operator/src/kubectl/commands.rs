@@ -7,6 +7,7 @@ use anyhow::bail;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -123,11 +124,7 @@ pub fn render_status(live: &Live, scope: &Scope, opts: StatusOptions) -> anyhow:
                     status: mesh.status.as_ref(),
                     annotations: mesh.metadata.annotations.as_ref().unwrap_or(&EMPTY),
                 }),
-                Err(e) => input.invalid.push(TreeInvalid {
-                    kind: "mesh",
-                    name: e.metadata.name.as_deref().unwrap_or_default(),
-                    error: &e.error,
-                }),
+                Err(e) => input.invalid.push(tree_invalid("mesh", e)),
             }
         }
         for c in &clusters {
@@ -140,11 +137,7 @@ pub fn render_status(live: &Live, scope: &Scope, opts: StatusOptions) -> anyhow:
                     status: cl.status.as_ref(),
                     annotations: cl.metadata.annotations.as_ref().unwrap_or(&EMPTY),
                 }),
-                Err(e) => input.invalid.push(TreeInvalid {
-                    kind: "cluster",
-                    name: e.metadata.name.as_deref().unwrap_or_default(),
-                    error: &e.error,
-                }),
+                Err(e) => input.invalid.push(tree_invalid("cluster", e)),
             }
         }
         if scope == &Scope::All {
@@ -256,6 +249,15 @@ pub fn render_log(live: &Live, scope: &Scope, opts: &LogOptions) -> anyhow::Resu
 pub async fn log(client: &Client, scope: &Scope, opts: &LogOptions) -> anyhow::Result<String> {
     let live = fetch(client, scope).await?;
     render_log(&live, scope, opts)
+}
+
+/// An object that does not deserialize, as the tree shows it.
+fn tree_invalid<'a>(kind: &'a str, e: &'a InvalidObject) -> TreeInvalid<'a> {
+    TreeInvalid {
+        kind,
+        name: e.metadata.name.as_deref().unwrap_or_default(),
+        error: &e.error,
+    }
 }
 
 /// The objects `here` accepts (by namespace) as manifests, each at `<dir>/<name>`.
