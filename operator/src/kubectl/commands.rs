@@ -178,24 +178,12 @@ pub fn render_log(live: &Live, scope: &Scope, opts: &LogOptions) -> anyhow::Resu
     };
     let entries = |t: &Target| -> (String, Option<&[LogEntry]>) {
         match t {
-            Target::Cluster(n) => {
-                let o = live.clusters.iter().find(|c| &c.name_any() == n);
-                (
-                    o.and_then(|c| c.namespace()).unwrap_or_default(),
-                    o.and_then(|c| c.0.as_ref().ok())
-                        .and_then(|c| c.status.as_ref())
-                        .map(|s| s.log.as_slice()),
-                )
-            }
-            Target::Mesh(n) => {
-                let o = live.meshes.iter().find(|m| &m.name_any() == n);
-                (
-                    o.and_then(|m| m.namespace()).unwrap_or_default(),
-                    o.and_then(|m| m.0.as_ref().ok())
-                        .and_then(|m| m.status.as_ref())
-                        .map(|s| s.log.as_slice()),
-                )
-            }
+            Target::Cluster(n) => log_of(&live.clusters, n, |c| {
+                c.status.as_ref().map(|s| s.log.as_slice())
+            }),
+            Target::Mesh(n) => log_of(&live.meshes, n, |m| {
+                m.status.as_ref().map(|s| s.log.as_slice())
+            }),
         }
     };
     if opts.output != Output::Table {
@@ -249,6 +237,23 @@ pub fn render_log(live: &Live, scope: &Scope, opts: &LogOptions) -> anyhow::Resu
 pub async fn log(client: &Client, scope: &Scope, opts: &LogOptions) -> anyhow::Result<String> {
     let live = fetch(client, scope).await?;
     render_log(&live, scope, opts)
+}
+
+/// The namespace and the log of the object `name` (no log when it is missing, does not
+/// deserialize or has no status); `log` reads the log of one that deserializes.
+fn log_of<'a, K>(
+    objects: &'a [DeserializeGuard<K>],
+    name: &str,
+    log: impl FnOnce(&'a K) -> Option<&'a [LogEntry]>,
+) -> (String, Option<&'a [LogEntry]>)
+where
+    DeserializeGuard<K>: Resource,
+{
+    let o = objects.iter().find(|o| o.name_any() == name);
+    (
+        o.and_then(|o| o.namespace()).unwrap_or_default(),
+        o.and_then(|o| o.0.as_ref().ok()).and_then(log),
+    )
 }
 
 /// An object that does not deserialize, as the tree shows it.
