@@ -17,6 +17,7 @@ use baton::api::*;
 use baton::plan::*;
 use baton::sim::topology::{self, member};
 use baton::sim::{Sim, SimConfig};
+use baton_core::fixtures::cluster::observed;
 
 const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
@@ -188,34 +189,12 @@ fn decision_times() {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let agent = AgentView {
-                    version: "1.0.0".into(),
-                    components: BTreeMap::new(),
-                    role: if i == 0 {
-                        MemberRole::Active
-                    } else {
-                        MemberRole::Standby
-                    },
-                    serving: i == 0,
-                    health: Health::Ok,
-                    alarms: vec![],
-                    lag_seconds: 0.0,
-                    lag_entries: 0,
-                    applied_index: 100,
-                    backlog: 0,
-                    conflicts: 0,
-                    data_endpoint: Some(format!("{m}:1")),
-                    load: None,
-                    operation: None,
+                let role = if i == 0 {
+                    MemberRole::Active
+                } else {
+                    MemberRole::Standby
                 };
-                (
-                    m.to_string(),
-                    MemberObservation {
-                        agent: Some(agent),
-                        error: None,
-                        ops: BTreeMap::new(),
-                    },
-                )
+                (m.to_string(), observed(m).role(role).build())
             })
             .collect();
         let adm = Admission::standalone();

@@ -15,10 +15,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use baton::api::{Cluster, ClusterSpec, Health, MemberRole, MemberSpec, UpgradePolicy};
+use baton::api::{Cluster, ClusterSpec, MemberRole, MemberSpec, UpgradePolicy};
 use baton::local::{Manifests, Runner, Settled};
 use baton::plan::{AgentView, OpKind, OpRequest, OpState, OpView};
 use baton::reconcile::{MemberError, Members, SubmitError, Timing};
+use baton_core::fixtures::cluster::observed;
 use kube::core::ObjectMeta;
 
 const UPGRADE: Duration = Duration::from_secs(1);
@@ -134,21 +135,13 @@ impl Fleet {
 
 impl Members for Fleet {
     async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, MemberError> {
-        self.with(endpoint, |a, now| AgentView {
-            version: a.version.clone(),
-            components: Default::default(),
-            role: a.role,
-            serving: a.role == MemberRole::Active,
-            health: Health::Ok,
-            alarms: vec![],
-            lag_seconds: 0.0,
-            lag_entries: 0,
-            applied_index: 100,
-            backlog: 0,
-            conflicts: 0,
-            data_endpoint: Some(format!("{endpoint}-data")),
-            load: None,
-            operation: a.current.as_deref().and_then(|c| a.view(c, now)),
+        self.with(endpoint, |a, now| {
+            let agent = observed(endpoint).version(&a.version).role(a.role).build();
+            AgentView {
+                data_endpoint: Some(format!("{endpoint}-data")),
+                operation: a.current.as_deref().and_then(|c| a.view(c, now)),
+                ..agent.agent.expect("an observed agent")
+            }
         })
         .map_err(|e| MemberError::unavailable(member, e))
     }

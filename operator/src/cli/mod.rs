@@ -417,11 +417,7 @@ pub fn check_approval<'a>(
     if !members.contains(&member) {
         bail!(
             "{step:?}: cluster {cluster} has no member {member:?} (members: {})",
-            if members.is_empty() {
-                "none known yet".to_string()
-            } else {
-                members.join(", ")
-            }
+            listed(&members, "none known yet")
         );
     }
     Ok(())
@@ -557,6 +553,16 @@ fn set_pause(st: &State, path: &Path, names: &[String], pause: bool) -> anyhow::
         if pause { "paused" } else { "resumed" },
         what.join(", ")
     ))
+}
+
+/// `items` joined with commas, or `none` when there are none (for error messages).
+pub fn listed(items: &[impl AsRef<str>], none: &str) -> String {
+    if items.is_empty() {
+        none.to_string()
+    } else {
+        let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+        items.join(", ")
+    }
 }
 
 #[cfg(test)]

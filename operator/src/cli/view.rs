@@ -47,19 +47,18 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The first row of a table: its column names.
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
 fn or_dash(s: Option<&str>) -> String {
     s.filter(|s| !s.is_empty()).unwrap_or("-").to_string()
 }
 
 /// The `kubectl get meshes` view.
 pub fn meshes_table(meshes: &[MeshRow<'_>]) -> String {
-    let mut rows = vec![vec![
-        "MESH".into(),
-        "VERSION".into(),
-        "PROGRESS".into(),
-        "PHASE".into(),
-        "MESSAGE".into(),
-    ]];
+    let mut rows = vec![header(&["MESH", "VERSION", "PROGRESS", "PHASE", "MESSAGE"])];
     for m in meshes {
         let st = m.status;
         rows.push(vec![
@@ -75,15 +74,9 @@ pub fn meshes_table(meshes: &[MeshRow<'_>]) -> String {
 
 /// The `kubectl get clusters` view.
 pub fn clusters_table(clusters: &[ClusterRow<'_>]) -> String {
-    let mut rows = vec![vec![
-        "CLUSTER".into(),
-        "TARGET".into(),
-        "RUNNING".into(),
-        "ACTIVE".into(),
-        "PHASE".into(),
-        "READY".into(),
-        "MESSAGE".into(),
-    ]];
+    let mut rows = vec![header(&[
+        "CLUSTER", "TARGET", "RUNNING", "ACTIVE", "PHASE", "READY", "MESSAGE",
+    ])];
     for c in clusters {
         let st = c.status;
         let ready = st.is_some_and(|s| {
@@ -104,15 +97,15 @@ pub fn clusters_table(clusters: &[ClusterRow<'_>]) -> String {
 
 /// Per-member detail of one cluster.
 pub fn members_table(status: &ClusterStatus) -> String {
-    let mut rows = vec![vec![
-        "  MEMBER".into(),
-        "ROLE".into(),
-        "VERSION".into(),
-        "UP-TO-DATE".into(),
-        "LAG".into(),
-        "HEALTH".into(),
-        "OPERATION".into(),
-    ]];
+    let mut rows = vec![header(&[
+        "  MEMBER",
+        "ROLE",
+        "VERSION",
+        "UP-TO-DATE",
+        "LAG",
+        "HEALTH",
+        "OPERATION",
+    ])];
     for m in &status.members {
         let op = m.operation.as_ref().map_or("-".to_string(), |o| {
             format!("{} {} {}%", o.kind, o.state, o.progress)

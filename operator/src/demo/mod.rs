@@ -370,21 +370,12 @@ impl Demo {
         let phase1 = Timestamp::now();
         let mut stats = crate::local::RunnerStats::default();
         let mut failures = Vec::new();
-        let first = self
-            .drive(
-                manifest_dir,
-                state,
-                tls,
-                &traffic.counters,
-                &mut traffic.load,
-                deadline,
-            )
+        let (first, failure) = self
+            .phase(manifest_dir, state, tls, traffic, deadline, true)
             .await?;
-        add_stats(&mut stats, &first.1);
+        add_stats(&mut stats, &first);
+        failures.extend(failure);
         let mut phase2 = None;
-        if let Err(e) = check_settled(&first.0, self.fault_cluster()) {
-            failures.push(e);
-        }
         if o.scenario == Scenario::Backout && failures.is_empty() && self.breached().is_empty() {
             // Phase 2: set the old version back, as a user would edit the Mesh.
             let back = ManifestSettings {
@@ -398,20 +389,11 @@ impl Demo {
                 manifest_dir.join("mesh.yaml").display()
             ));
             phase2 = Some(Timestamp::now());
-            let second = self
-                .drive(
-                    manifest_dir,
-                    state,
-                    tls,
-                    &traffic.counters,
-                    &mut traffic.load,
-                    deadline,
-                )
+            let (second, failure) = self
+                .phase(manifest_dir, state, tls, traffic, deadline, false)
                 .await?;
-            add_stats(&mut stats, &second.1);
-            if let Err(e) = check_settled(&second.0, None) {
-                failures.push(e);
-            }
+            add_stats(&mut stats, &second);
+            failures.extend(failure);
         }
         if let Some(d) = &mut self.display {
             d.finish();
@@ -428,6 +410,36 @@ impl Demo {
 
     fn breached(&self) -> Vec<String> {
         self.breaches.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// One phase of the rollout: drive the loop until it settles; its counts, and what is
+    /// wrong with how it settled (`with_fault`: the fault cluster, if the scenario has one,
+    /// should have been rolled back).
+    async fn phase(
+        &mut self,
+        manifest_dir: &Path,
+        state: &Path,
+        tls: &baton_agent::client::ClientTls,
+        traffic: &mut Traffic,
+        deadline: Instant,
+        with_fault: bool,
+    ) -> anyhow::Result<(crate::local::RunnerStats, Option<String>)> {
+        let (settled, stats) = self
+            .drive(
+                manifest_dir,
+                state,
+                tls,
+                &traffic.counters,
+                &mut traffic.load,
+                deadline,
+            )
+            .await?;
+        let fault = if with_fault {
+            self.fault_cluster()
+        } else {
+            None
+        };
+        Ok((stats, check_settled(&settled, fault).err()))
     }
 
     /// Run the reconcile loop on the manifests until it settles (or a breach, or the deadline).

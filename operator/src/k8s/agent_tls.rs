@@ -2,14 +2,14 @@
 //! `tls.key`), and member access that picks up a rotated Secret without a restart.
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 use baton_agent::client::ClientTls;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
-use crate::plan::{AgentView, OpRequest, OpView};
-use crate::reconcile::{AgentMembers, MemberError, Members, SubmitError};
+use crate::reconcile::{AgentMembers, Delegate, MemberError};
 
 /// Keys of the agent client Secret.
 pub const CA_KEY: &str = "ca.crt";
@@ -78,32 +78,11 @@ impl SwappableMembers {
     }
 }
 
-impl Members for SwappableMembers {
-    async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, MemberError> {
-        let m = self.current()?;
-        m.status(member, endpoint).await
-    }
+impl Delegate for SwappableMembers {
+    type To = AgentMembers;
 
-    async fn operation(
-        &self,
-        member: &str,
-        endpoint: &str,
-        id: &str,
-    ) -> Result<Option<OpView>, MemberError> {
-        let m = self.current()?;
-        m.operation(member, endpoint, id).await
-    }
-
-    async fn submit(
-        &self,
-        member: &str,
-        endpoint: &str,
-        request: &OpRequest,
-    ) -> Result<(), SubmitError> {
-        let m = self
-            .current()
-            .map_err(|e| SubmitError::Refused(e.to_string()))?;
-        m.submit(member, endpoint, request).await
+    fn to(&self) -> Result<impl Deref<Target = AgentMembers> + Send + '_, MemberError> {
+        self.current()
     }
 }
 

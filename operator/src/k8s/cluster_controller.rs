@@ -10,25 +10,22 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
 
 use crate::api::{Cluster, ClusterStatus};
-use crate::reconcile::{Members, Persisted, act, now, observe_and_plan, persist};
+use crate::plan::PlanEvent;
+use crate::reconcile::{Members, act, now, observe_and_plan};
 
 use super::context::{Context, Error};
 use super::events::{cluster_derived, reference, submission_failures};
-use super::invalid::{self, Outcome};
-use super::leader::is_conflict;
+use super::passes::{self, not_now, timed, write_status};
 use super::slots::Class;
-use super::status_write::{CLUSTER_MANAGER, StatusTarget};
+use super::status_write::CLUSTER_MANAGER;
 use super::stores::{GuardedCluster, cluster_object};
 
 pub const KIND: &str = "Cluster";
-
-/// Before the caches are listed: look again shortly.
-const NOT_SYNCED: StdDuration = StdDuration::from_secs(1);
 
 #[tracing::instrument(
     skip(obj, ctx),
@@ -39,12 +36,8 @@ pub async fn reconcile<M: Members>(
     ctx: Arc<Context<M>>,
 ) -> Result<Action, Error> {
     tracing::debug!(cluster = %obj.name_any(), leader = ctx.leader.is_leader(), synced = ctx.stores.synced(), "reconcile");
-    if !ctx.leader.is_leader() {
-        // Woken again by `reconcile_all_on` when this replica becomes the leader.
-        return Ok(Action::await_change());
-    }
-    if !ctx.stores.synced() {
-        return Ok(Action::requeue(NOT_SYNCED));
+    if let Some(later) = not_now(&ctx) {
+        return Ok(later);
     }
     let key = (obj.namespace().unwrap_or_default(), obj.name_any());
     let class = match &obj.0 {
@@ -64,16 +57,13 @@ pub async fn reconcile<M: Members>(
             return Ok(Action::await_change());
         }
     };
-    // Counts the pass and observes its duration when dropped, however it ends.
-    let _timer = ctx.metrics.start(KIND);
-    let result = match &obj.0 {
-        Ok(c) => pass(c, &ctx).await,
-        Err(invalid) => report_invalid(invalid, &ctx).await,
+    let pass = async {
+        match &obj.0 {
+            Ok(c) => pass(c, &ctx).await,
+            Err(invalid) => report_invalid(invalid, &ctx).await,
+        }
     };
-    if let Err(e) = &result {
-        ctx.metrics.error(KIND, e);
-    }
-    result
+    timed(&ctx, KIND, pass).await
 }
 
 /// Remember whether a cluster asked to be looked at again soon: its next pass then waits in
@@ -115,40 +105,19 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     }
     let before: Option<&ClusterStatus> = object.status.as_ref();
     let changed = pass.changed;
-    let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut target = StatusTarget {
-        api: &api,
-        manager: CLUSTER_MANAGER,
-        name: &name,
-        resource_version: c.metadata.resource_version.as_deref(),
+    let copies = &ctx.stores.written_clusters;
+    let written = write_status(ctx, copies, KIND, CLUSTER_MANAGER, &c, pass).await?;
+    let Some((pass, written)) = written else {
+        mark_hot(ctx, (ns, name), ctx.timing.busy);
+        return Ok(Action::requeue(ctx.timing.busy));
     };
-    let pass: Persisted<_> = match persist(&mut target, pass).await {
-        Ok((pass, None)) => pass,
-        Ok((pass, Some(updated))) => {
-            ctx.metrics.status_written(KIND);
-            ctx.stores.written_clusters.record(updated);
-            ctx.metrics.count_steps(before, &pass.get().plan.status);
-            if let Some(m) = &mesh {
-                // The mesh reads this status: let it decide at once.
-                ctx.triggers.mesh(&ns, m);
-            }
-            pass
+    if written {
+        ctx.metrics.count_steps(before, &pass.get().plan.status);
+        if let Some(m) = &mesh {
+            // The mesh reads this status: let it decide at once.
+            ctx.triggers.mesh(&ns, m);
         }
-        Err(e) if is_conflict(&e) => {
-            // Planned from an outdated copy: read the current one and plan again.
-            refresh(ctx, &api, &ns, &name).await?;
-            mark_hot(ctx, (ns, name), ctx.timing.busy);
-            return Ok(Action::requeue(ctx.timing.busy));
-        }
-        Err(source) => {
-            return Err(Error::StatusWrite {
-                kind: KIND,
-                namespace: ns,
-                name,
-                source,
-            });
-        }
-    };
+    }
     let plan = &pass.get().plan;
     let mut events = plan.events.clone();
     if changed {
@@ -182,54 +151,13 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     Ok(Action::requeue(wait))
 }
 
-/// After a conflict: a quorum read replaces whatever copy the pass planned from.
-async fn refresh<M: Members>(
-    ctx: &Context<M>,
-    api: &Api<Cluster>,
-    ns: &str,
-    name: &str,
-) -> Result<(), Error> {
-    let key = (ns.to_string(), name.to_string());
-    ctx.stores.written_clusters.forget(&key);
-    match api.get_opt(name).await {
-        Ok(Some(fresh)) => ctx.stores.written_clusters.record_read(fresh),
-        Ok(None) => {}
-        // Unreadable now: the next pass reads the cache; the precondition guards it again.
-        Err(kube::Error::SerdeError(_)) => {}
-        Err(source) => {
-            return Err(Error::Read {
-                kind: KIND,
-                namespace: ns.to_string(),
-                name: name.to_string(),
-                source,
-            });
-        }
-    }
-    Ok(())
-}
-
 async fn report_invalid<M: Members>(
     invalid: &kube::core::error_boundary::InvalidObject,
     ctx: &Context<M>,
 ) -> Result<Action, Error> {
-    let ns = invalid.metadata.namespace.clone().unwrap_or_default();
-    let name = invalid.metadata.name.clone().unwrap_or_default();
-    match invalid::report::<Cluster, ClusterStatus>(&ctx.client, invalid, CLUSTER_MANAGER, now())
+    let log = |ns: &str, name: &str, event: &PlanEvent| {
+        tracing::warn!(cluster = %name, namespace = %ns, "{}", event.message);
+    };
+    passes::report_invalid::<Cluster, ClusterStatus, M>(invalid, ctx, KIND, CLUSTER_MANAGER, log)
         .await
-    {
-        Ok(Outcome::Written(event)) => {
-            tracing::warn!(cluster = %name, namespace = %ns, "{}", event.message);
-            let regarding = reference::<Cluster>(&invalid.metadata);
-            ctx.events.publish(&regarding, &[event]).await;
-            Ok(Action::await_change())
-        }
-        Ok(Outcome::NowValid) => Ok(Action::requeue(ctx.timing.busy)),
-        Ok(_) => Ok(Action::await_change()),
-        Err(source) => Err(Error::StatusWrite {
-            kind: KIND,
-            namespace: ns,
-            name,
-            source,
-        }),
-    }
 }

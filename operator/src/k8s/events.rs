@@ -11,7 +11,7 @@ use kube::Resource;
 use kube::api::ObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use crate::api::{ClusterStatus, MeshStatus, condition as cond};
+use crate::api::{ClusterStatus, Condition, MeshStatus, condition as cond};
 use crate::plan::PlanEvent;
 use crate::plan::conditions::{bounded, condition_true};
 use crate::reconcile::ActOutcome;
@@ -132,24 +132,29 @@ pub fn derived(
 }
 
 pub fn cluster_derived(before: Option<&ClusterStatus>, after: &ClusterStatus) -> Vec<PlanEvent> {
-    derived(
-        before
-            .map(|s| s.acknowledged.as_slice())
-            .unwrap_or_default(),
-        &after.acknowledged,
-        before.map(|s| condition_true(&s.conditions, cond::PAUSED)),
-        condition_true(&after.conditions, cond::PAUSED),
+    derived_between(
+        before.map(|s| (s.acknowledged.as_slice(), s.conditions.as_slice())),
+        (&after.acknowledged, &after.conditions),
     )
 }
 
 pub fn mesh_derived(before: Option<&MeshStatus>, after: &MeshStatus) -> Vec<PlanEvent> {
+    derived_between(
+        before.map(|s| (s.acknowledged.as_slice(), s.conditions.as_slice())),
+        (&after.acknowledged, &after.conditions),
+    )
+}
+
+/// [`derived`] between two statuses, each as its acknowledged tokens and its conditions.
+fn derived_between(
+    before: Option<(&[String], &[Condition])>,
+    (after_ack, after_conditions): (&[String], &[Condition]),
+) -> Vec<PlanEvent> {
     derived(
-        before
-            .map(|s| s.acknowledged.as_slice())
-            .unwrap_or_default(),
-        &after.acknowledged,
-        before.map(|s| condition_true(&s.conditions, cond::PAUSED)),
-        condition_true(&after.conditions, cond::PAUSED),
+        before.map(|(ack, _)| ack).unwrap_or_default(),
+        after_ack,
+        before.map(|(_, c)| condition_true(c, cond::PAUSED)),
+        condition_true(after_conditions, cond::PAUSED),
     )
 }
 

@@ -5,20 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
 
 use crate::api::{Mesh, MeshSpec, MeshStatus};
-use crate::plan::admission_for;
-use crate::reconcile::{
-    ClusterObject, Members, MeshPass, Persisted, now, persist, plan_mesh_object,
-};
+use crate::plan::{PlanEvent, admission_for};
+use crate::reconcile::{ClusterObject, Members, MeshPass, Persisted, now, plan_mesh_object};
 
 use super::context::{Context, Error};
 use super::events::{mesh_derived, reference};
-use super::invalid::{self, Outcome};
-use super::leader::is_conflict;
-use super::status_write::{MESH_MANAGER, StatusTarget};
+use super::passes::{self, not_now, timed, write_status};
+use super::status_write::MESH_MANAGER;
 use super::stores::{GuardedMesh, mesh_object};
 
 pub const KIND: &str = "Mesh";
@@ -31,22 +28,16 @@ pub async fn reconcile<M: Members>(
     obj: Arc<GuardedMesh>,
     ctx: Arc<Context<M>>,
 ) -> Result<Action, Error> {
-    if !ctx.leader.is_leader() {
-        return Ok(Action::await_change());
+    if let Some(later) = not_now(&ctx) {
+        return Ok(later);
     }
-    if !ctx.stores.synced() {
-        return Ok(Action::requeue(StdDuration::from_secs(1)));
-    }
-    // Counts the pass and observes its duration when dropped, however it ends.
-    let _timer = ctx.metrics.start(KIND);
-    let result = match &obj.0 {
-        Ok(m) => pass(m, &ctx).await,
-        Err(invalid) => report_invalid(invalid, &ctx).await,
+    let pass = async {
+        match &obj.0 {
+            Ok(m) => pass(m, &ctx).await,
+            Err(invalid) => report_invalid(invalid, &ctx).await,
+        }
     };
-    if let Err(e) = &result {
-        ctx.metrics.error(KIND, e);
-    }
-    result
+    timed(&ctx, KIND, pass).await
 }
 
 pub fn error_policy<M: Members>(
@@ -74,48 +65,14 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
     }
     let before: Option<&MeshStatus> = object.status.as_ref();
     let changed = pass.changed;
-    let api: Api<Mesh> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut target = StatusTarget {
-        api: &api,
-        manager: MESH_MANAGER,
-        name: &name,
-        resource_version: fresh.metadata.resource_version.as_deref(),
+    let copies = &ctx.stores.written_meshes;
+    let written = write_status(ctx, copies, KIND, MESH_MANAGER, &fresh, pass).await?;
+    let Some((pass, written)) = written else {
+        return Ok(Action::requeue(ctx.timing.busy));
     };
-    let pass = match persist(&mut target, pass).await {
-        Ok((pass, None)) => pass,
-        Ok((pass, Some(updated))) => {
-            ctx.metrics.status_written(KIND);
-            ctx.stores.written_meshes.record(updated);
-            wake_admitted(ctx, &ns, &name, &object.spec, before, &members, &pass);
-            pass
-        }
-        Err(e) if is_conflict(&e) => {
-            ctx.stores
-                .written_meshes
-                .forget(&(ns.clone(), name.clone()));
-            match api.get_opt(&name).await {
-                Ok(Some(m)) => ctx.stores.written_meshes.record_read(m),
-                Ok(None) | Err(kube::Error::SerdeError(_)) => {}
-                Err(source) => {
-                    return Err(Error::Read {
-                        kind: KIND,
-                        namespace: ns,
-                        name,
-                        source,
-                    });
-                }
-            }
-            return Ok(Action::requeue(ctx.timing.busy));
-        }
-        Err(source) => {
-            return Err(Error::StatusWrite {
-                kind: KIND,
-                namespace: ns,
-                name,
-                source,
-            });
-        }
-    };
+    if written {
+        wake_admitted(ctx, &ns, &name, &object.spec, before, &members, &pass);
+    }
     let plan = &pass.get().plan;
     let mut events = plan.events.clone();
     if changed {
@@ -154,23 +111,8 @@ async fn report_invalid<M: Members>(
     invalid: &kube::core::error_boundary::InvalidObject,
     ctx: &Context<M>,
 ) -> Result<Action, Error> {
-    let ns = invalid.metadata.namespace.clone().unwrap_or_default();
-    let name = invalid.metadata.name.clone().unwrap_or_default();
-    match invalid::report::<Mesh, MeshStatus>(&ctx.client, invalid, MESH_MANAGER, now()).await {
-        Ok(Outcome::Written(event)) => {
-            tracing::warn!(mesh = %name, namespace = %ns, "{}", event.message);
-            ctx.events
-                .publish(&reference::<Mesh>(&invalid.metadata), &[event])
-                .await;
-            Ok(Action::await_change())
-        }
-        Ok(Outcome::NowValid) => Ok(Action::requeue(ctx.timing.busy)),
-        Ok(_) => Ok(Action::await_change()),
-        Err(source) => Err(Error::StatusWrite {
-            kind: KIND,
-            namespace: ns,
-            name,
-            source,
-        }),
-    }
+    let log = |ns: &str, name: &str, event: &PlanEvent| {
+        tracing::warn!(mesh = %name, namespace = %ns, "{}", event.message);
+    };
+    passes::report_invalid::<Mesh, MeshStatus, M>(invalid, ctx, KIND, MESH_MANAGER, log).await
 }

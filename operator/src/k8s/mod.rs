@@ -5,6 +5,7 @@
 //! * `stores` — the watch caches and the copies just written (never plan from a stale status);
 //! * `cluster_controller`, `mesh_controller` — the reconcilers;
 //! * `relations` — which objects to wake when another changes;
+//! * `passes` — what the two reconcilers share around a pass;
 //! * `slots` — fair reconcile slots (busy clusters first); `requests` — API request counts;
 //! * `status_write` — server-side apply of statuses, guarded by resourceVersion;
 //! * `invalid` — Stalled status for objects that do not deserialize;
@@ -28,6 +29,7 @@ pub mod leader;
 pub mod mesh_controller;
 pub mod metrics;
 pub mod operator;
+pub mod passes;
 pub mod relations;
 pub mod requests;
 pub mod slots;

@@ -5,17 +5,20 @@
 //! persist-then-act sequence (the Lease is still renewed meanwhile), then release the Lease
 //! so another replica takes over at once, then stop the HTTP endpoints.
 
+use std::fmt::Debug;
 use std::future::Future;
+use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use baton_agent::client::ClientTls;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
+use serde::de::DeserializeOwned;
 
 use crate::reconcile::Timing;
 
@@ -53,6 +56,28 @@ pub struct OperatorConfig {
     pub identity: String,
     /// Period of the CRD readiness check.
     pub crd_check_period: StdDuration,
+}
+
+/// The watch of one kind: it feeds the cache (`writer`), tells `on` of each event and yields
+/// the objects applied.
+fn watch<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    on: impl Fn(&watcher::Event<K>) + Send + 'static,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |ev| {
+            if let Ok(ev) = ev {
+                on(ev);
+            }
+        })
+        .applied_objects()
 }
 
 fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
@@ -128,31 +153,17 @@ pub async fn run(
     let shutdown = shutdown.boxed().shared();
 
     let rel = relations.clone();
-    let cluster_events = watcher(
+    let cluster_events = watch(
         api::<GuardedCluster>(&client, &cfg.watch_namespace),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(cluster_writer)
-    .inspect(move |ev| {
-        if let Ok(ev) = ev {
-            rel.on_cluster(ev);
-        }
-    })
-    .applied_objects();
+        cluster_writer,
+        move |ev| rel.on_cluster(ev),
+    );
     let rel = relations.clone();
-    let mesh_events = watcher(
+    let mesh_events = watch(
         api::<GuardedMesh>(&client, &cfg.watch_namespace),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(mesh_writer)
-    .inspect(move |ev| {
-        if let Ok(ev) = ev {
-            rel.on_mesh(ev);
-        }
-    })
-    .applied_objects();
+        mesh_writer,
+        move |ev| rel.on_mesh(ev),
+    );
 
     let config = controller::Config::default().concurrency(cfg.concurrency);
     // Clusters: no limit in kube-runtime's runner (its queue of due objects is a HashSet

@@ -96,37 +96,40 @@ mod tests {
     #[test]
     fn verbs_and_resources_follow_the_path() {
         let cl = "/apis/baton.dev/v1alpha1/namespaces/ns/clusters";
-        assert_eq!(c(Method::GET, cl), ("list", "clusters".into()));
-        assert_eq!(
-            c(Method::GET, &format!("{cl}?watch=true&resourceVersion=5")),
-            ("watch", "clusters".into())
-        );
-        assert_eq!(
-            c(Method::PATCH, &format!("{cl}/web/status?fieldManager=x")),
-            ("patch", "clusters/status".into())
-        );
-        assert_eq!(
-            c(Method::GET, "/apis/baton.dev/v1alpha1/clusters"),
-            ("list", "clusters".into())
-        );
-        assert_eq!(
-            c(
-                Method::PUT,
-                "/apis/coordination.k8s.io/v1/namespaces/baton-system/leases/baton-operator"
-            ),
-            ("update", "leases".into())
-        );
-        assert_eq!(
-            c(Method::POST, "/apis/events.k8s.io/v1/namespaces/ns/events"),
-            ("create", "events".into())
-        );
-        assert_eq!(
-            c(
+        let lease = "/apis/coordination.k8s.io/v1/namespaces/baton-system/leases/baton-operator";
+        let crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusters.baton.dev";
+        let cases = [
+            (Method::GET, cl.to_string(), "list", "clusters"),
+            (
                 Method::GET,
-                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusters.baton.dev"
+                format!("{cl}?watch=true&resourceVersion=5"),
+                "watch",
+                "clusters",
             ),
-            ("get", "customresourcedefinitions".into())
-        );
-        assert_eq!(c(Method::GET, "/version"), ("list", "version".into()));
+            (
+                Method::PATCH,
+                format!("{cl}/web/status?fieldManager=x"),
+                "patch",
+                "clusters/status",
+            ),
+            (
+                Method::GET,
+                "/apis/baton.dev/v1alpha1/clusters".into(),
+                "list",
+                "clusters",
+            ),
+            (Method::PUT, lease.into(), "update", "leases"),
+            (
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/ns/events".into(),
+                "create",
+                "events",
+            ),
+            (Method::GET, crd.into(), "get", "customresourcedefinitions"),
+            (Method::GET, "/version".into(), "list", "version"),
+        ];
+        for (method, uri, verb, resource) in cases {
+            assert_eq!(c(method, &uri), (verb, resource.into()), "{uri}");
+        }
     }
 }

@@ -63,6 +63,32 @@ where
     .await
 }
 
+impl<K> StatusTarget<'_, K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    /// Apply `status` when it `changed`: the object as stored after the write, `None` when
+    /// nothing was written.
+    async fn apply_if(
+        &self,
+        changed: bool,
+        status: &impl Serialize,
+    ) -> Result<Option<K>, kube::Error> {
+        if !changed {
+            return Ok(None);
+        }
+        apply_status(
+            self.api,
+            self.manager,
+            self.name,
+            self.resource_version,
+            status,
+        )
+        .await
+        .map(Some)
+    }
+}
+
 /// The status subresource of one object, as the engine's status store: a pass whose status
 /// changed is applied (guarded by the `resourceVersion` it was planned from); an unchanged one
 /// is already stored. The write returns the object as stored after it, `None` when nothing was
@@ -81,19 +107,7 @@ impl StatusStore<ClusterPass> for StatusTarget<'_, Cluster> {
     type Error = kube::Error;
 
     async fn write(&mut self, pass: &ClusterPass) -> Result<Option<Cluster>, kube::Error> {
-        if !pass.changed {
-            return Ok(None);
-        }
-        let status = &pass.plan.status;
-        apply_status(
-            self.api,
-            self.manager,
-            self.name,
-            self.resource_version,
-            status,
-        )
-        .await
-        .map(Some)
+        self.apply_if(pass.changed, &pass.plan.status).await
     }
 }
 
@@ -102,18 +116,6 @@ impl StatusStore<MeshPass> for StatusTarget<'_, Mesh> {
     type Error = kube::Error;
 
     async fn write(&mut self, pass: &MeshPass) -> Result<Option<Mesh>, kube::Error> {
-        if !pass.changed {
-            return Ok(None);
-        }
-        let status = &pass.plan.status;
-        apply_status(
-            self.api,
-            self.manager,
-            self.name,
-            self.resource_version,
-            status,
-        )
-        .await
-        .map(Some)
+        self.apply_if(pass.changed, &pass.plan.status).await
     }
 }

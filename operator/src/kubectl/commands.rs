@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::bail;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -47,6 +49,26 @@ struct Dumped<'a, T> {
     status: Option<&'a T>,
 }
 
+/// One object as the dump shows it; `status` reads the status of one that deserializes.
+fn dumped<'a, K, S>(
+    kind: &'static str,
+    o: &'a DeserializeGuard<K>,
+    status: impl FnOnce(&'a K) -> Option<&'a S>,
+) -> Dumped<'a, S>
+where
+    DeserializeGuard<K>: Resource,
+{
+    Dumped {
+        kind,
+        namespace: o.namespace().unwrap_or_default(),
+        name: o.name_any(),
+        generation: o.meta().generation,
+        annotations: baton_annotations(o.annotations()),
+        invalid: o.0.as_ref().err().map(|e| e.error.as_str()),
+        status: o.0.as_ref().ok().and_then(status),
+    }
+}
+
 fn baton_annotations(all: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
     all.iter()
         .filter(|(k, _)| k.starts_with("baton.dev/"))
@@ -73,28 +95,12 @@ pub fn render_status(live: &Live, scope: &Scope, opts: StatusOptions) -> anyhow:
             meshes: live
                 .meshes
                 .iter()
-                .map(|m| Dumped {
-                    kind: "Mesh",
-                    namespace: m.namespace().unwrap_or_default(),
-                    name: m.name_any(),
-                    generation: m.meta().generation,
-                    annotations: baton_annotations(m.annotations()),
-                    invalid: m.0.as_ref().err().map(|e| e.error.as_str()),
-                    status: m.0.as_ref().ok().and_then(|m| m.status.as_ref()),
-                })
+                .map(|m| dumped("Mesh", m, |m| m.status.as_ref()))
                 .collect(),
             clusters: live
                 .clusters
                 .iter()
-                .map(|c| Dumped {
-                    kind: "Cluster",
-                    namespace: c.namespace().unwrap_or_default(),
-                    name: c.name_any(),
-                    generation: c.meta().generation,
-                    annotations: baton_annotations(c.annotations()),
-                    invalid: c.0.as_ref().err().map(|e| e.error.as_str()),
-                    status: c.0.as_ref().ok().and_then(|c| c.status.as_ref()),
-                })
+                .map(|c| dumped("Cluster", c, |c| c.status.as_ref()))
                 .collect(),
         };
         return dump(&all, opts.output);
@@ -118,11 +124,7 @@ pub fn render_status(live: &Live, scope: &Scope, opts: StatusOptions) -> anyhow:
                     status: mesh.status.as_ref(),
                     annotations: mesh.metadata.annotations.as_ref().unwrap_or(&EMPTY),
                 }),
-                Err(e) => input.invalid.push(TreeInvalid {
-                    kind: "mesh",
-                    name: e.metadata.name.as_deref().unwrap_or_default(),
-                    error: &e.error,
-                }),
+                Err(e) => input.invalid.push(tree_invalid("mesh", e)),
             }
         }
         for c in &clusters {
@@ -135,11 +137,7 @@ pub fn render_status(live: &Live, scope: &Scope, opts: StatusOptions) -> anyhow:
                     status: cl.status.as_ref(),
                     annotations: cl.metadata.annotations.as_ref().unwrap_or(&EMPTY),
                 }),
-                Err(e) => input.invalid.push(TreeInvalid {
-                    kind: "cluster",
-                    name: e.metadata.name.as_deref().unwrap_or_default(),
-                    error: &e.error,
-                }),
+                Err(e) => input.invalid.push(tree_invalid("cluster", e)),
             }
         }
         if scope == &Scope::All {
@@ -180,24 +178,12 @@ pub fn render_log(live: &Live, scope: &Scope, opts: &LogOptions) -> anyhow::Resu
     };
     let entries = |t: &Target| -> (String, Option<&[LogEntry]>) {
         match t {
-            Target::Cluster(n) => {
-                let o = live.clusters.iter().find(|c| &c.name_any() == n);
-                (
-                    o.and_then(|c| c.namespace()).unwrap_or_default(),
-                    o.and_then(|c| c.0.as_ref().ok())
-                        .and_then(|c| c.status.as_ref())
-                        .map(|s| s.log.as_slice()),
-                )
-            }
-            Target::Mesh(n) => {
-                let o = live.meshes.iter().find(|m| &m.name_any() == n);
-                (
-                    o.and_then(|m| m.namespace()).unwrap_or_default(),
-                    o.and_then(|m| m.0.as_ref().ok())
-                        .and_then(|m| m.status.as_ref())
-                        .map(|s| s.log.as_slice()),
-                )
-            }
+            Target::Cluster(n) => log_of(&live.clusters, n, |c| {
+                c.status.as_ref().map(|s| s.log.as_slice())
+            }),
+            Target::Mesh(n) => log_of(&live.meshes, n, |m| {
+                m.status.as_ref().map(|s| s.log.as_slice())
+            }),
         }
     };
     if opts.output != Output::Table {
@@ -253,6 +239,50 @@ pub async fn log(client: &Client, scope: &Scope, opts: &LogOptions) -> anyhow::R
     render_log(&live, scope, opts)
 }
 
+/// The namespace and the log of the object `name` (no log when it is missing, does not
+/// deserialize or has no status); `log` reads the log of one that deserializes.
+fn log_of<'a, K>(
+    objects: &'a [DeserializeGuard<K>],
+    name: &str,
+    log: impl FnOnce(&'a K) -> Option<&'a [LogEntry]>,
+) -> (String, Option<&'a [LogEntry]>)
+where
+    DeserializeGuard<K>: Resource,
+{
+    let o = objects.iter().find(|o| o.name_any() == name);
+    (
+        o.and_then(|o| o.namespace()).unwrap_or_default(),
+        o.and_then(|o| o.0.as_ref().ok()).and_then(log),
+    )
+}
+
+/// An object that does not deserialize, as the tree shows it.
+fn tree_invalid<'a>(kind: &'a str, e: &'a InvalidObject) -> TreeInvalid<'a> {
+    TreeInvalid {
+        kind,
+        name: e.metadata.name.as_deref().unwrap_or_default(),
+        error: &e.error,
+    }
+}
+
+/// The objects `here` accepts (by namespace) as manifests, each at `<dir>/<name>`.
+fn as_manifests<K: Resource + Clone>(
+    dir: &str,
+    objects: &[&K],
+    here: impl Fn(&Option<String>) -> bool,
+) -> Vec<(PathBuf, K)> {
+    objects
+        .iter()
+        .filter(|o| here(&o.meta().namespace))
+        .map(|o| {
+            (
+                PathBuf::from(format!("{dir}/{}", o.name_any())),
+                (*o).clone(),
+            )
+        })
+        .collect()
+}
+
 /// The schedule from the live state, per namespace (a mesh only spans its namespace).
 pub fn plan_live(live: &Live, opts: &PlanOptions) -> anyhow::Result<Vec<(String, Schedule)>> {
     let mut out = Vec::new();
@@ -267,26 +297,8 @@ pub fn plan_live(live: &Live, opts: &PlanOptions) -> anyhow::Result<Vec<(String,
     for ns in namespaces {
         let here = |o: &Option<String>| o.as_deref().unwrap_or_default() == ns;
         let manifests = Manifests {
-            clusters: clusters
-                .iter()
-                .filter(|c| here(&c.metadata.namespace))
-                .map(|c| {
-                    (
-                        PathBuf::from(format!("cluster/{}", c.name_any())),
-                        (*c).clone(),
-                    )
-                })
-                .collect(),
-            meshes: meshes
-                .iter()
-                .filter(|m| here(&m.metadata.namespace))
-                .map(|m| {
-                    (
-                        PathBuf::from(format!("mesh/{}", m.name_any())),
-                        (*m).clone(),
-                    )
-                })
-                .collect(),
+            clusters: as_manifests("cluster", &clusters, here),
+            meshes: as_manifests("mesh", &meshes, here),
         };
         let statuses: BTreeMap<&str, &ClusterStatus> = clusters
             .iter()

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::connect::Scope;
 use crate::api::{Cluster, Mesh};
+use crate::cli::listed;
 use crate::k8s::stores::{GuardedCluster, GuardedMesh};
 
 /// Objects per list page: large fleets are read in pages, never in one response.
@@ -159,11 +160,7 @@ pub fn resolve(live: &Live, name: &str) -> anyhow::Result<Target> {
             let known: Vec<String> = all_targets(live).iter().map(|t| t.to_string()).collect();
             bail!(
                 "{name:?} not found (known here: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
+                listed(&known, "none")
             )
         }
     }

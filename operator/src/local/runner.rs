@@ -540,7 +540,7 @@ mod tests {
     use crate::api::{Admitted, ClusterStatus, Direction, Health, MemberRole, MeshStatus};
     use crate::local::manifests::parse_into;
     use crate::plan::{AgentView, OpRequest, OpView};
-    use crate::reconcile::{MemberError, SubmitError};
+    use crate::reconcile::{Delegate, MemberError, SubmitError};
 
     /// Agents answering from fixed views; every operation succeeds at once (and changes
     /// nothing).
@@ -774,19 +774,14 @@ spec:
         submits: std::sync::Mutex<Vec<(String, bool)>>,
     }
 
-    impl Members for OnDisk {
-        async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, MemberError> {
-            self.agents.status(member, endpoint).await
+    impl Delegate for OnDisk {
+        type To = Fixed;
+
+        fn to(&self) -> Result<impl std::ops::Deref<Target = Fixed> + Send + '_, MemberError> {
+            Ok(&self.agents)
         }
-        async fn operation(
-            &self,
-            member: &str,
-            endpoint: &str,
-            id: &str,
-        ) -> Result<Option<OpView>, MemberError> {
-            self.agents.operation(member, endpoint, id).await
-        }
-        async fn submit(&self, m: &str, e: &str, r: &OpRequest) -> Result<(), SubmitError> {
+
+        fn before_submit(&self, r: &OpRequest) {
             let recorded = State::load(&self.state).is_ok_and(|st| {
                 st.clusters
                     .values()
@@ -797,8 +792,19 @@ spec:
             if let Ok(mut s) = self.submits.lock() {
                 s.push((r.id.clone(), recorded));
             }
-            self.agents.submit(m, e, r).await
         }
+    }
+
+    /// A runner of an upgrade (the agents run 1.0.0) whose agents record, for each operation,
+    /// whether its step was in the state file when it arrived.
+    fn upgrade_on_disk(state: &std::path::Path) -> Runner<OnDisk> {
+        let members = OnDisk {
+            agents: converged(),
+            state: state.to_path_buf(),
+            submits: Default::default(),
+        };
+        let upgrade = manifests(&CLUSTER.replace("\"1.0.0\"", "\"1.1.0\""));
+        Runner::new(members, &upgrade, state).expect("runner")
     }
 
     /// The act path gets its passes from the real persist (the state file write): every
@@ -807,14 +813,7 @@ spec:
     async fn every_operation_is_on_disk_before_its_agent_receives_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state.json");
-        let members = OnDisk {
-            agents: converged(),
-            state: state.clone(),
-            submits: Default::default(),
-        };
-        // An upgrade: the agents run 1.0.0.
-        let upgrade = manifests(&CLUSTER.replace("\"1.0.0\"", "\"1.1.0\""));
-        let mut r = Runner::new(members, &upgrade, &state).expect("runner");
+        let mut r = upgrade_on_disk(&state);
         for _ in 0..5 {
             r.cluster_due = vec![Instant::now(); r.clusters.len()];
             r.pass().await.expect("pass");
@@ -832,13 +831,7 @@ spec:
     async fn a_failed_state_write_sends_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state.json");
-        let members = OnDisk {
-            agents: converged(),
-            state: state.clone(),
-            submits: Default::default(),
-        };
-        let upgrade = manifests(&CLUSTER.replace("\"1.0.0\"", "\"1.1.0\""));
-        let mut r = Runner::new(members, &upgrade, &state).expect("runner");
+        let mut r = upgrade_on_disk(&state);
         // The state file becomes a non-empty directory: the atomic replace cannot happen.
         std::fs::remove_file(&state).expect("remove");
         std::fs::create_dir_all(state.join("in-the-way")).expect("dir");

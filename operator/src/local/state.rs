@@ -206,12 +206,7 @@ pub struct RunnerLock {
 
 impl RunnerLock {
     pub fn path_for(state: &Path) -> PathBuf {
-        let mut name = state
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        name.push(".lock");
-        state.with_file_name(name)
+        beside(state, ".lock")
     }
 
     /// Takes the lock or fails at once, naming the holder (pid, host, start time).
@@ -316,12 +311,7 @@ pub struct Intents {
 
 impl Intents {
     pub fn path_for(state: &Path) -> PathBuf {
-        let mut name = state
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        name.push(".intents");
-        state.with_file_name(name)
+        beside(state, ".intents")
     }
 
     pub fn load(path: &Path) -> Result<Intents, StateError> {
@@ -425,6 +415,16 @@ pub fn spec_hash<T: Serialize>(spec: &T) -> String {
         h = h.wrapping_mul(0x100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// The file beside the state file whose name is the state file's and `suffix`.
+fn beside(state: &Path, suffix: &str) -> PathBuf {
+    let mut name = state
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(suffix);
+    state.with_file_name(name)
 }
 
 #[cfg(test)]

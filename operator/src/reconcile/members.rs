@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::ops::Deref;
 use std::sync::Mutex;
 use std::time::Duration as StdDuration;
 
@@ -46,6 +47,46 @@ pub trait Members: Send + Sync {
         endpoint: &str,
         request: &OpRequest,
     ) -> impl Future<Output = Result<(), SubmitError>> + Send;
+}
+
+/// A [`Members`] that hands every call on to other members (the ones it holds now):
+/// implementing this implements [`Members`]. `before_submit` sees each submission first.
+pub trait Delegate: Send + Sync {
+    type To: Members;
+
+    /// The members to hand a call on to; an error fails the call.
+    fn to(&self) -> Result<impl Deref<Target = Self::To> + Send + '_, MemberError>;
+
+    /// Called with each submission before it is handed on.
+    fn before_submit(&self, _request: &OpRequest) {}
+}
+
+impl<D: Delegate> Members for D {
+    async fn status(&self, member: &str, endpoint: &str) -> Result<AgentView, MemberError> {
+        let m = self.to()?;
+        m.status(member, endpoint).await
+    }
+
+    async fn operation(
+        &self,
+        member: &str,
+        endpoint: &str,
+        id: &str,
+    ) -> Result<Option<OpView>, MemberError> {
+        let m = self.to()?;
+        m.operation(member, endpoint, id).await
+    }
+
+    async fn submit(
+        &self,
+        member: &str,
+        endpoint: &str,
+        request: &OpRequest,
+    ) -> Result<(), SubmitError> {
+        self.before_submit(request);
+        let m = self.to().map_err(|e| SubmitError::Refused(e.to_string()))?;
+        m.submit(member, endpoint, request).await
+    }
 }
 
 /// Why a member could not be observed (its status or an operation could not be read). The
