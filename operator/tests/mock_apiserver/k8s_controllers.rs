@@ -35,6 +35,28 @@ fn guarded(v: &Value) -> Arc<GuardedCluster> {
     Arc::new(serde_json::from_value(v.clone()).unwrap())
 }
 
+fn web_json() -> Value {
+    cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)])
+}
+
+fn guarded_mesh(v: &Value) -> Arc<GuardedMesh> {
+    Arc::new(serde_json::from_value(v.clone()).unwrap())
+}
+
+/// A harness whose API server answers with [`standard_responder`] for `object`; also the
+/// task that returns the requests it saw.
+fn serve<M: baton::reconcile::Members>(
+    tl: &Timeline,
+    object: &Value,
+    members: M,
+    leader: Leadership,
+    clusters: &[Value],
+    meshes: &[Value],
+) -> (Harness<M>, tokio::task::JoinHandle<Vec<Recorded>>) {
+    let (client, api) = mock_api(tl.clone(), standard_responder(object.clone()));
+    (harness(client, members, leader, clusters, meshes), api)
+}
+
 /// Answers status patches with the patched object and events with 201; anything else 404.
 fn standard_responder(object: Value) -> Responder {
     Box::new(move |r: &Recorded| {
@@ -51,10 +73,10 @@ fn standard_responder(object: Value) -> Responder {
 #[tokio::test]
 async fn a_new_step_is_persisted_by_server_side_apply_before_the_agent_is_asked() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
+    let web = web_json();
+    let (h, api) = serve(
+        &tl,
+        &web,
         FakeAgents::new(tl.clone(), &two_members("1.0.0")),
         Leadership::always(),
         std::slice::from_ref(&web),
@@ -152,16 +174,12 @@ async fn converged(web: &Value, agents: &FakeAgents) -> Value {
 async fn a_converged_cluster_makes_no_write_no_event_and_sends_nothing() {
     let tl = timeline();
     let agents = FakeAgents::new(tl.clone(), &two_members("2.0.0"));
-    let web = converged(
-        &cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]),
-        &agents,
-    )
-    .await;
+    let web = converged(&web_json(), &agents).await;
     assert_eq!(web["status"]["phase"], "Ready", "{}", web["status"]);
     let before = agents.submitted().len();
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
+    let (h, api) = serve(
+        &tl,
+        &web,
         agents,
         Leadership::always(),
         std::slice::from_ref(&web),
@@ -238,11 +256,11 @@ async fn an_object_that_does_not_deserialize_gets_a_stalled_condition_and_an_eve
 #[tokio::test]
 async fn the_pause_annotation_is_honoured_no_operation_is_sent() {
     let tl = timeline();
-    let mut web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let mut web = web_json();
     web["metadata"]["annotations"] = json!({"baton.dev/pause": "true"});
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
+    let (h, api) = serve(
+        &tl,
+        &web,
         FakeAgents::new(tl.clone(), &two_members("1.0.0")),
         Leadership::always(),
         std::slice::from_ref(&web),
@@ -262,10 +280,10 @@ async fn the_pause_annotation_is_honoured_no_operation_is_sent() {
 #[tokio::test]
 async fn a_replica_that_is_not_the_leader_writes_nothing_and_calls_no_agent() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
+    let web = web_json();
+    let (h, api) = serve(
+        &tl,
+        &web,
         FakeAgents::new(tl.clone(), &two_members("1.0.0")),
         Leadership::elected(),
         std::slice::from_ref(&web),
@@ -288,7 +306,7 @@ async fn a_replica_that_is_not_the_leader_writes_nothing_and_calls_no_agent() {
 #[tokio::test]
 async fn a_stale_cache_is_refused_by_the_precondition_and_nothing_is_sent() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let web = web_json();
     let fresh = {
         let mut f = web.clone();
         f["metadata"]["resourceVersion"] = json!("105");
@@ -364,16 +382,15 @@ async fn the_mesh_admits_its_first_tier_and_wakes_that_cluster() {
     let tl = timeline();
     let mesh = mesh_json(&["a", "b"]);
     let clusters = [ready_at("a", "1.0.0"), ready_at("b", "1.0.0")];
-    let (client, api) = mock_api(tl.clone(), standard_responder(mesh.clone()));
-    let mut h = harness(
-        client,
+    let (mut h, api) = serve(
+        &tl,
+        &mesh,
         FakeAgents::new(tl.clone(), &[]),
         Leadership::always(),
         &clusters,
         std::slice::from_ref(&mesh),
     );
-    let g: GuardedMesh = serde_json::from_value(mesh.clone()).unwrap();
-    mesh_controller::reconcile(Arc::new(g), h.ctx.clone())
+    mesh_controller::reconcile(guarded_mesh(&mesh), h.ctx.clone())
         .await
         .unwrap();
     assert_eq!(h.ctx.members.calls(), 0, "a mesh never talks to agents");
@@ -408,12 +425,12 @@ async fn the_mesh_admits_its_first_tier_and_wakes_that_cluster() {
 #[tokio::test]
 async fn a_cluster_is_held_while_a_mesh_of_its_namespace_cannot_be_read() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let web = web_json();
     let mut broken = mesh_json(&["web"]);
     broken["spec"]["tiers"] = json!("not a list");
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
+    let (h, api) = serve(
+        &tl,
+        &web,
         FakeAgents::new(tl.clone(), &two_members("1.0.0")),
         Leadership::always(),
         std::slice::from_ref(&web),
@@ -437,14 +454,14 @@ async fn a_cluster_is_held_while_a_mesh_of_its_namespace_cannot_be_read() {
 #[tokio::test]
 async fn an_operation_the_agent_does_not_accept_is_reported_by_a_warning_event() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let web = web_json();
     let agents = FakeAgents::new(tl.clone(), &two_members("1.0.0"));
     *agents.refuse.lock().unwrap() = Some(baton::reconcile::SubmitError::Unreachable(
         "agent m2: connection refused".into(),
     ));
-    let h = harness(
-        client,
+    let (h, api) = serve(
+        &tl,
+        &web,
         agents,
         Leadership::always(),
         std::slice::from_ref(&web),
@@ -476,7 +493,7 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
     use baton::reconcile::Members;
     let tl = timeline();
     let agents = FakeAgents::new(tl.clone(), &two_members("1.0.0"));
-    let mut web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let mut web = web_json();
     // Plan (and "persist") until the upgrade of the standby is in flight.
     let mut upgrade = None;
     for _ in 0..20 {
@@ -543,9 +560,9 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
 
     // The operator's pass with progress at 60 %: nothing is written.
     show(60);
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
+    let (h, api) = serve(
+        &tl,
+        &web,
         agents,
         Leadership::always(),
         std::slice::from_ref(&web),
@@ -574,16 +591,15 @@ async fn a_mesh_write_wakes_only_the_clusters_whose_admission_changed() {
         ready_at("b", "1.0.0"),
         ready_at("c", "1.0.0"),
     ];
-    let (client, _api) = mock_api(tl.clone(), standard_responder(mesh.clone()));
-    let mut h = harness(
-        client,
+    let (mut h, _api) = serve(
+        &tl,
+        &mesh,
         FakeAgents::new(tl.clone(), &[]),
         Leadership::always(),
         &clusters,
         std::slice::from_ref(&mesh),
     );
-    let g: GuardedMesh = serde_json::from_value(mesh.clone()).unwrap();
-    mesh_controller::reconcile(Arc::new(g), h.ctx.clone())
+    mesh_controller::reconcile(guarded_mesh(&mesh), h.ctx.clone())
         .await
         .unwrap();
     let mut woken = Vec::new();
@@ -598,11 +614,11 @@ async fn a_mesh_write_wakes_only_the_clusters_whose_admission_changed() {
 #[tokio::test]
 async fn a_deleted_busy_cluster_is_forgotten() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let web = web_json();
     // The store holds no Cluster: it was deleted after its last pass.
-    let h = harness(
-        client,
+    let (h, api) = serve(
+        &tl,
+        &web,
         FakeAgents::new(tl.clone(), &two_members("1.0.0")),
         Leadership::always(),
         &[],

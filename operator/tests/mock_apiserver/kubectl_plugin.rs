@@ -331,23 +331,27 @@ fn patches(requests: &[Recorded]) -> Vec<&Recorded> {
     requests.iter().filter(|r| r.method == "PATCH").collect()
 }
 
-#[tokio::test]
-async fn approve_appends_to_the_annotation_and_retries_a_conflict() -> TestResult {
-    let (mesh, mut clusters) = mid_rollout()?;
-    clusters[1].metadata.annotations = Some(
-        [(
-            "baton.dev/approve".to_string(),
-            "switchover/w1/a@1.5.0".to_string(),
-        )]
-        .into(),
-    );
-    let (client, requests) = server(&mesh, &clusters, vec![], 1);
-    let msg = kubectl::intent(
-        &client,
+/// Cluster `c` carries the approval annotation with `step` already.
+fn approved_before(c: &mut Cluster, step: &str) {
+    c.metadata.annotations = Some([("baton.dev/approve".to_string(), step.to_string())].into());
+}
+
+/// `kubectl baton approve switchover/w1/b@2.0.0 -n ns`.
+async fn approve_b(client: &kube::Client) -> anyhow::Result<String> {
+    kubectl::intent(
+        client,
         &ns(),
         Intent::Approve("switchover/w1/b@2.0.0".into()),
     )
-    .await?;
+    .await
+}
+
+#[tokio::test]
+async fn approve_appends_to_the_annotation_and_retries_a_conflict() -> TestResult {
+    let (mesh, mut clusters) = mid_rollout()?;
+    approved_before(&mut clusters[1], "switchover/w1/a@1.5.0");
+    let (client, requests) = server(&mesh, &clusters, vec![], 1);
+    let msg = approve_b(&client).await?;
     drop(client);
     let requests = requests.await?;
     assert!(msg.starts_with("approved switchover/w1/b@2.0.0"), "{msg}");
@@ -376,20 +380,9 @@ async fn approve_appends_to_the_annotation_and_retries_a_conflict() -> TestResul
 #[tokio::test]
 async fn approving_twice_writes_once() -> TestResult {
     let (mesh, mut clusters) = mid_rollout()?;
-    clusters[1].metadata.annotations = Some(
-        [(
-            "baton.dev/approve".to_string(),
-            "switchover/w1/b@2.0.0".to_string(),
-        )]
-        .into(),
-    );
+    approved_before(&mut clusters[1], "switchover/w1/b@2.0.0");
     let (client, requests) = server(&mesh, &clusters, vec![], 0);
-    let msg = kubectl::intent(
-        &client,
-        &ns(),
-        Intent::Approve("switchover/w1/b@2.0.0".into()),
-    )
-    .await?;
+    let msg = approve_b(&client).await?;
     drop(client);
     assert!(msg.contains("already approved"), "{msg}");
     assert!(patches(&requests.await?).is_empty());
