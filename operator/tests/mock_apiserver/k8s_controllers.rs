@@ -57,6 +57,23 @@ fn serve<M: baton::reconcile::Members>(
     (harness(client, members, leader, clusters, meshes), api)
 }
 
+/// [`serve`] with `web` alone in the store, its members on 1.0.0.
+fn serve_web(
+    tl: &Timeline,
+    web: &Value,
+    leader: Leadership,
+) -> (Harness<FakeAgents>, tokio::task::JoinHandle<Vec<Recorded>>) {
+    let agents = FakeAgents::new(tl.clone(), &two_members("1.0.0"));
+    serve(tl, web, agents, leader, std::slice::from_ref(web), &[])
+}
+
+/// One pass of the Cluster reconciler over `web`.
+async fn reconcile_web<M: baton::reconcile::Members>(h: &Harness<M>, web: &Value) -> Action {
+    cluster_controller::reconcile(guarded(web), h.ctx.clone())
+        .await
+        .unwrap()
+}
+
 /// Answers status patches with the patched object and events with 201; anything else 404.
 fn standard_responder(object: Value) -> Responder {
     Box::new(move |r: &Recorded| {
@@ -74,17 +91,8 @@ fn standard_responder(object: Value) -> Responder {
 async fn a_new_step_is_persisted_by_server_side_apply_before_the_agent_is_asked() {
     let tl = timeline();
     let web = web_json();
-    let (h, api) = serve(
-        &tl,
-        &web,
-        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
-        Leadership::always(),
-        std::slice::from_ref(&web),
-        &[],
-    );
-    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let (h, api) = serve_web(&tl, &web, Leadership::always());
+    let action = reconcile_web(&h, &web).await;
     assert_eq!(action, Action::requeue(Timing::default().busy));
     let submitted = h.ctx.members.submitted();
     drop(h);
@@ -185,9 +193,7 @@ async fn a_converged_cluster_makes_no_write_no_event_and_sends_nothing() {
         std::slice::from_ref(&web),
         &[],
     );
-    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let action = reconcile_web(&h, &web).await;
     assert_eq!(action, Action::requeue(Timing::default().resync));
     assert_eq!(h.ctx.members.submitted().len(), before);
     drop(h);
@@ -258,17 +264,8 @@ async fn the_pause_annotation_is_honoured_no_operation_is_sent() {
     let tl = timeline();
     let mut web = web_json();
     web["metadata"]["annotations"] = json!({"baton.dev/pause": "true"});
-    let (h, api) = serve(
-        &tl,
-        &web,
-        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
-        Leadership::always(),
-        std::slice::from_ref(&web),
-        &[],
-    );
-    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let (h, api) = serve_web(&tl, &web, Leadership::always());
+    reconcile_web(&h, &web).await;
     assert!(h.ctx.members.submitted().is_empty());
     drop(h);
     let requests = api.await.unwrap();
@@ -281,17 +278,8 @@ async fn the_pause_annotation_is_honoured_no_operation_is_sent() {
 async fn a_replica_that_is_not_the_leader_writes_nothing_and_calls_no_agent() {
     let tl = timeline();
     let web = web_json();
-    let (h, api) = serve(
-        &tl,
-        &web,
-        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
-        Leadership::elected(),
-        std::slice::from_ref(&web),
-        &[],
-    );
-    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let (h, api) = serve_web(&tl, &web, Leadership::elected());
+    let action = reconcile_web(&h, &web).await;
     assert_eq!(action, Action::await_change());
     let mesh = serde_json::from_value::<GuardedMesh>(mesh_json(&["web"])).unwrap();
     let action = mesh_controller::reconcile(Arc::new(mesh), h.ctx.clone())
@@ -330,9 +318,7 @@ async fn a_stale_cache_is_refused_by_the_precondition_and_nothing_is_sent() {
         std::slice::from_ref(&web),
         &[],
     );
-    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let action = reconcile_web(&h, &web).await;
     assert_eq!(action, Action::requeue(Timing::default().busy));
     assert!(
         h.ctx.members.submitted().is_empty(),
@@ -436,9 +422,7 @@ async fn a_cluster_is_held_while_a_mesh_of_its_namespace_cannot_be_read() {
         std::slice::from_ref(&web),
         std::slice::from_ref(&broken),
     );
-    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    reconcile_web(&h, &web).await;
     assert!(
         h.ctx.members.submitted().is_empty(),
         "not moved out of the mesh's order"
@@ -467,9 +451,7 @@ async fn an_operation_the_agent_does_not_accept_is_reported_by_a_warning_event()
         std::slice::from_ref(&web),
         &[],
     );
-    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    reconcile_web(&h, &web).await;
     assert_eq!(h.ctx.members.submitted().len(), 1);
     drop(h);
     let requests = api.await.unwrap();
@@ -568,9 +550,7 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
         std::slice::from_ref(&web),
         &[],
     );
-    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    reconcile_web(&h, &web).await;
     drop(h);
     let requests = api.await.unwrap();
     assert!(
@@ -626,9 +606,7 @@ async fn a_deleted_busy_cluster_is_forgotten() {
     );
     let key = ("ns".to_string(), "web".to_string());
     h.ctx.hot.lock().unwrap().insert(key.clone());
-    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let action = reconcile_web(&h, &web).await;
     assert_eq!(action, Action::await_change());
     assert!(
         !h.ctx.hot.lock().unwrap().contains(&key),
