@@ -363,22 +363,28 @@ fn ready_at(name: &str, version: &str) -> Value {
     c
 }
 
+/// One pass of the Mesh reconciler over `mesh` (in the store with `clusters`), by a leader
+/// without agents.
+async fn mesh_pass(
+    tl: &Timeline,
+    mesh: &Value,
+    clusters: &[Value],
+) -> (Harness<FakeAgents>, tokio::task::JoinHandle<Vec<Recorded>>) {
+    let agents = FakeAgents::new(tl.clone(), &[]);
+    let meshes = std::slice::from_ref(mesh);
+    let (h, api) = serve(tl, mesh, agents, Leadership::always(), clusters, meshes);
+    mesh_controller::reconcile(guarded_mesh(mesh), h.ctx.clone())
+        .await
+        .unwrap();
+    (h, api)
+}
+
 #[tokio::test]
 async fn the_mesh_admits_its_first_tier_and_wakes_that_cluster() {
     let tl = timeline();
     let mesh = mesh_json(&["a", "b"]);
     let clusters = [ready_at("a", "1.0.0"), ready_at("b", "1.0.0")];
-    let (mut h, api) = serve(
-        &tl,
-        &mesh,
-        FakeAgents::new(tl.clone(), &[]),
-        Leadership::always(),
-        &clusters,
-        std::slice::from_ref(&mesh),
-    );
-    mesh_controller::reconcile(guarded_mesh(&mesh), h.ctx.clone())
-        .await
-        .unwrap();
+    let (mut h, api) = mesh_pass(&tl, &mesh, &clusters).await;
     assert_eq!(h.ctx.members.calls(), 0, "a mesh never talks to agents");
     let woken = h.streams.clusters.next().await.unwrap();
     assert_eq!(woken.name, "a");
@@ -571,17 +577,7 @@ async fn a_mesh_write_wakes_only_the_clusters_whose_admission_changed() {
         ready_at("b", "1.0.0"),
         ready_at("c", "1.0.0"),
     ];
-    let (mut h, _api) = serve(
-        &tl,
-        &mesh,
-        FakeAgents::new(tl.clone(), &[]),
-        Leadership::always(),
-        &clusters,
-        std::slice::from_ref(&mesh),
-    );
-    mesh_controller::reconcile(guarded_mesh(&mesh), h.ctx.clone())
-        .await
-        .unwrap();
+    let (mut h, _api) = mesh_pass(&tl, &mesh, &clusters).await;
     let mut woken = Vec::new();
     while let Ok(r) = h.streams.clusters.try_recv() {
         woken.push(r.name);
