@@ -52,6 +52,11 @@ fn condition<'a>(conds: &'a [Condition], t: &str) -> &'a Condition {
         .unwrap_or_else(|| panic!("no {t} condition in {conds:#?}"))
 }
 
+/// The condition's message names `needle`.
+fn assert_says(c: &Condition, needle: &str) {
+    assert!(c.message.contains(needle), "{}", c.message);
+}
+
 fn status(sim: &Sim, c: &str) -> ClusterStatus {
     sim.cluster(c)
         .and_then(|c| c.status.clone())
@@ -343,11 +348,7 @@ fn approval_mode_stops_before_the_switchover() {
     assert_ne!(st.phase, ClusterPhase::Ready);
     let cond = condition(&st.conditions, "AwaitingApproval");
     assert_eq!(cond.status, "True");
-    assert!(
-        cond.message.contains("switchover/c/m1@2.0.0"),
-        "{}",
-        cond.message
-    );
+    assert_says(cond, "switchover/c/m1@2.0.0");
     assert_eq!(sim.stats.switchovers, 0);
     assert_eq!(sim.cluster("c").unwrap().members["m1"].version, "2.0.0");
 
@@ -545,11 +546,7 @@ fn invalid_spec_is_stalled_with_the_reason_and_nothing_happens() {
     assert_eq!(st.phase, ClusterPhase::Stalled);
     let c = condition(&st.conditions, "Stalled");
     assert_eq!(c.reason, "InvalidSpec");
-    assert!(
-        c.message.contains("prerequisite cycle among a, b"),
-        "{}",
-        c.message
-    );
+    assert_says(c, "prerequisite cycle among a, b");
     assert_eq!(sim.stats.ops_submitted, 0);
 }
 
@@ -745,11 +742,7 @@ fn preconditions_block_the_start_until_forced() {
     assert_eq!(ms.phase, MeshPhase::Stalled);
     let c = condition(&ms.conditions, "PreconditionsMet");
     assert_eq!(c.status, "False");
-    assert!(
-        c.message.contains("replication backlog on mpe-00 (42)"),
-        "{}",
-        c.message
-    );
+    assert_says(c, "replication backlog on mpe-00 (42)");
     assert_eq!(
         sim.stats.ops_submitted, 0,
         "nothing may change when preconditions fail"
@@ -831,11 +824,7 @@ fn invalid_mesh_is_stalled_and_admits_nothing() {
     assert_eq!(ms.phase, MeshPhase::Stalled);
     let c = condition(&ms.conditions, "Stalled");
     assert_eq!(c.reason, "InvalidSpec");
-    assert!(
-        c.message.contains("can never be satisfied"),
-        "{}",
-        c.message
-    );
+    assert_says(c, "can never be satisfied");
     assert!(ms.admitted.is_empty());
     assert_eq!(sim.stats.ops_submitted, 0);
 }
@@ -957,7 +946,7 @@ fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
     assert_eq!(p.status.progress, Some(format!("{n}/{}", n + 1)));
     let stalled = condition(&p.status.conditions, "Stalled");
     assert_eq!(stalled.reason, "ClusterUnreadable");
-    assert!(stalled.message.contains("mpe-extra"), "{}", stalled.message);
+    assert_says(stalled, "mpe-extra");
     assert!(
         p.status
             .conditions
