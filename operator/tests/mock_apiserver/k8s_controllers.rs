@@ -57,6 +57,22 @@ fn serve<M: baton::reconcile::Members>(
     (harness(client, members, leader, clusters, meshes), api)
 }
 
+/// [`serve`] by a leader with `web` alone in the store.
+fn serve_alone<M: baton::reconcile::Members>(
+    tl: &Timeline,
+    web: &Value,
+    members: M,
+) -> (Harness<M>, tokio::task::JoinHandle<Vec<Recorded>>) {
+    serve(
+        tl,
+        web,
+        members,
+        Leadership::always(),
+        std::slice::from_ref(web),
+        &[],
+    )
+}
+
 /// [`serve`] with `web` alone in the store, its members on 1.0.0.
 fn serve_web(
     tl: &Timeline,
@@ -185,14 +201,7 @@ async fn a_converged_cluster_makes_no_write_no_event_and_sends_nothing() {
     let web = converged(&web_json(), &agents).await;
     assert_eq!(web["status"]["phase"], "Ready", "{}", web["status"]);
     let before = agents.submitted().len();
-    let (h, api) = serve(
-        &tl,
-        &web,
-        agents,
-        Leadership::always(),
-        std::slice::from_ref(&web),
-        &[],
-    );
+    let (h, api) = serve_alone(&tl, &web, agents);
     let action = reconcile_web(&h, &web).await;
     assert_eq!(action, Action::requeue(Timing::default().resync));
     assert_eq!(h.ctx.members.submitted().len(), before);
@@ -449,14 +458,7 @@ async fn an_operation_the_agent_does_not_accept_is_reported_by_a_warning_event()
     *agents.refuse.lock().unwrap() = Some(baton::reconcile::SubmitError::Unreachable(
         "agent m2: connection refused".into(),
     ));
-    let (h, api) = serve(
-        &tl,
-        &web,
-        agents,
-        Leadership::always(),
-        std::slice::from_ref(&web),
-        &[],
-    );
+    let (h, api) = serve_alone(&tl, &web, agents);
     reconcile_web(&h, &web).await;
     assert_eq!(h.ctx.members.submitted().len(), 1);
     drop(h);
@@ -548,14 +550,7 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
 
     // The operator's pass with progress at 60 %: nothing is written.
     show(60);
-    let (h, api) = serve(
-        &tl,
-        &web,
-        agents,
-        Leadership::always(),
-        std::slice::from_ref(&web),
-        &[],
-    );
+    let (h, api) = serve_alone(&tl, &web, agents);
     reconcile_web(&h, &web).await;
     drop(h);
     let requests = api.await.unwrap();
