@@ -217,14 +217,7 @@ async fn status_tree_nests_mesh_tiers_clusters_members() -> TestResult {
         "spec": {"members": "not a list"},
     });
     let (client, requests) = server(&mesh, &clusters, vec![invalid], 0);
-    let text = kubectl::status(
-        &client,
-        &ns(),
-        StatusOptions {
-            output: Output::Table,
-        },
-    )
-    .await?;
+    let text = status_in_ns(&client, Output::Table).await?;
     drop(client);
     let requests = requests.await?;
 
@@ -279,14 +272,7 @@ async fn status_reads_every_page_and_dumps_yaml() -> TestResult {
             _ => (404, status_failure(404, "NotFound")),
         }),
     );
-    let text = kubectl::status(
-        &client,
-        &ns(),
-        StatusOptions {
-            output: Output::Yaml,
-        },
-    )
-    .await?;
+    let text = status_in_ns(&client, Output::Yaml).await?;
     drop(client);
     let requests = requests.await?;
     let dumped: Value = serde_yaml::from_str(&text)?;
@@ -312,19 +298,18 @@ async fn missing_crds_are_explained() -> TestResult {
         Arc::new(Mutex::new(Vec::new())),
         Box::new(|_| (404, status_failure(404, "NotFound"))),
     );
-    let err = kubectl::status(
-        &client,
-        &ns(),
-        StatusOptions {
-            output: Output::Table,
-        },
-    )
-    .await
-    .expect_err("a 404 list must fail");
+    let err = status_in_ns(&client, Output::Table)
+        .await
+        .expect_err("a 404 list must fail");
     let msg = format!("{err:#}");
     assert!(msg.contains("CRDs installed"), "{msg}");
     assert!(msg.contains("namespace ns"), "{msg}");
     Ok(())
+}
+
+/// `kubectl baton status -n ns -o OUTPUT`.
+async fn status_in_ns(client: &kube::Client, output: Output) -> anyhow::Result<String> {
+    kubectl::status(client, &ns(), StatusOptions { output }).await
 }
 
 fn patches(requests: &[Recorded]) -> Vec<&Recorded> {
