@@ -10,7 +10,7 @@ use baton::api::{Cluster, MemberRole};
 use baton::k8s::leader::Leadership;
 use baton::k8s::stores::{GuardedCluster, GuardedMesh, cluster_object};
 use baton::k8s::{cluster_controller, mesh_controller};
-use baton::reconcile::{Timing, admission, observe_and_plan};
+use baton::reconcile::{ClusterPass, Timing, admission, observe_and_plan};
 use futures::StreamExt;
 use k8s_mock::*;
 use kube::runtime::controller::Action;
@@ -170,18 +170,22 @@ async fn a_new_step_is_persisted_by_server_side_apply_before_the_agent_is_asked(
 }
 
 /// Plan with the fake agents until nothing changes; returns the Cluster with that status.
+/// The planner's pass over `web` as the agents show it now (nothing sent, nothing written).
+async fn plan_web(agents: &FakeAgents, web: &Value) -> ClusterPass {
+    let c: Cluster = serde_json::from_value(web.clone()).unwrap();
+    observe_and_plan(
+        agents,
+        &cluster_object(&c),
+        &admission(None, "web"),
+        baton::reconcile::now(),
+    )
+    .await
+}
+
 async fn converged(web: &Value, agents: &FakeAgents) -> Value {
     let mut web = web.clone();
     for _ in 0..30 {
-        let c: Cluster = serde_json::from_value(web.clone()).unwrap();
-        let obj = cluster_object(&c);
-        let pass = observe_and_plan(
-            agents,
-            &obj,
-            &admission(None, "web"),
-            baton::reconcile::now(),
-        )
-        .await;
+        let pass = plan_web(agents, &web).await;
         if !pass.changed && pass.plan.actions.is_empty() {
             return web;
         }
@@ -487,14 +491,7 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
     // Plan (and "persist") until the upgrade of the standby is in flight.
     let mut upgrade = None;
     for _ in 0..20 {
-        let c: Cluster = serde_json::from_value(web.clone()).unwrap();
-        let pass = observe_and_plan(
-            &agents,
-            &cluster_object(&c),
-            &admission(None, "web"),
-            baton::reconcile::now(),
-        )
-        .await;
+        let pass = plan_web(&agents, &web).await;
         web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
         for a in &pass.plan.actions {
             agents.submit(&a.member, "", &a.request).await.unwrap();
@@ -538,14 +535,7 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
             .insert(id.clone(), running(progress));
     };
     show(10);
-    let c: Cluster = serde_json::from_value(web.clone()).unwrap();
-    let pass = observe_and_plan(
-        &agents,
-        &cluster_object(&c),
-        &admission(None, "web"),
-        baton::reconcile::now(),
-    )
-    .await;
+    let pass = plan_web(&agents, &web).await;
     web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
 
     // The operator's pass with progress at 60 %: nothing is written.
