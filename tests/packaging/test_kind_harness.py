@@ -146,10 +146,18 @@ def test_full_run_in_order_and_torn_down(tmp_path):
     assert not list(tmp_path.glob("baton-e2e.*"))
 
 
-def test_plugin_tree_not_on_the_target_fails(tmp_path):
-    res, calls = harness(tmp_path, "ops-ok", {"STUB_TREE_OLD": "1"})
+@pytest.mark.parametrize("stub, message", [
+    pytest.param("STUB_TREE_OLD", "does not show demo-0 Ready on 2.0.0",
+                 id="plugin_tree_not_on_the_target"),
+    pytest.param("STUB_LEASE_STUCK", "no replica took the Lease over from baton-6f7d-1",
+                 id="no_takeover_after_killing_the_leader"),
+    pytest.param("STUB_CURL_FAIL", "could not read /v1/operations of demo-agents-a-0",
+                 id="unreachable_agents"),
+])
+def test_a_failed_check_fails_and_tears_down(tmp_path, stub, message):
+    res, calls = harness(tmp_path, "ops-ok", {stub: "1"})
     assert res.returncode != 0
-    assert "does not show demo-0 Ready on 2.0.0" in res.stderr
+    assert message in res.stderr
     index(calls, "kind delete cluster")
 
 
@@ -159,20 +167,6 @@ def test_a_bad_rollout_fails_and_still_tears_down(tmp_path):
     assert "upgraded before standby" in res.stderr
     assert "== diagnostics" in res.stderr
     assert index(calls, "delete meshes.baton.dev") < index(calls, "uninstall baton")
-    index(calls, "kind delete cluster")
-
-
-def test_no_takeover_after_killing_the_leader_fails_and_tears_down(tmp_path):
-    res, calls = harness(tmp_path, "ops-ok", {"STUB_LEASE_STUCK": "1"})
-    assert res.returncode != 0
-    assert "no replica took the Lease over from baton-6f7d-1" in res.stderr
-    index(calls, "kind delete cluster")
-
-
-def test_unreachable_agents_fail_and_tear_down(tmp_path):
-    res, calls = harness(tmp_path, "ops-ok", {"STUB_CURL_FAIL": "1"})
-    assert res.returncode != 0
-    assert "could not read /v1/operations of demo-agents-a-0" in res.stderr
     index(calls, "kind delete cluster")
 
 

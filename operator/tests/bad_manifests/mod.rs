@@ -57,6 +57,24 @@ fn one(name: &'static str, text: String, verdict: Verdict, expect: &'static str)
     }
 }
 
+/// A semantic mistake across files: the Cluster `web` in `c.yaml` (with `cluster_meta` lines
+/// in its metadata), then `meshes`.
+fn meshed<const N: usize>(
+    name: &'static str,
+    cluster_meta: &str,
+    meshes: [(&'static str, String); N],
+    expect: &'static str,
+) -> Case {
+    let mut files = vec![("c.yaml", cluster_named("web", cluster_meta))];
+    files.extend(meshes);
+    Case {
+        name,
+        files,
+        verdict: Verdict::Semantic,
+        expect,
+    }
+}
+
 pub fn long() -> String {
     "x".repeat(10_000)
 }
@@ -316,34 +334,27 @@ pub fn cases() -> Vec<Case> {
             Semantic,
             "spec.components: prerequisite cycle among os, app",
         ),
-        Case {
-            name: "a mesh naming an unknown cluster",
-            files: vec![
-                ("c.yaml", cluster_named("web", "")),
-                ("m.yaml", mesh("prod", "", "web, ghost")),
-            ],
-            verdict: Semantic,
-            expect: "m.yaml: Mesh/prod: spec.tiers[0].clusters: unknown cluster \"ghost\"",
-        },
-        Case {
-            name: "a mesh driving a cluster of another namespace",
-            files: vec![
-                ("c.yaml", cluster_named("web", "  namespace: \"@NS2@\"\n")),
-                ("m.yaml", mesh("prod", "  namespace: \"@NS@\"\n", "web")),
-            ],
-            verdict: Semantic,
-            expect: "metadata.namespace: namespace \"@NS@\" differs from \"@NS2@\" of Cluster/web",
-        },
-        Case {
-            name: "a cluster claimed by two meshes",
-            files: vec![
-                ("c.yaml", cluster_named("web", "")),
+        meshed(
+            "a mesh naming an unknown cluster",
+            "",
+            [("m.yaml", mesh("prod", "", "web, ghost"))],
+            "m.yaml: Mesh/prod: spec.tiers[0].clusters: unknown cluster \"ghost\"",
+        ),
+        meshed(
+            "a mesh driving a cluster of another namespace",
+            "  namespace: \"@NS2@\"\n",
+            [("m.yaml", mesh("prod", "  namespace: \"@NS@\"\n", "web"))],
+            "metadata.namespace: namespace \"@NS@\" differs from \"@NS2@\" of Cluster/web",
+        ),
+        meshed(
+            "a cluster claimed by two meshes",
+            "",
+            [
                 ("m1.yaml", mesh("prod", "", "web")),
                 ("m2.yaml", mesh("canary", "", "web")),
             ],
-            verdict: Semantic,
-            expect: "m2.yaml: Mesh/canary: spec.tiers: cluster \"web\" is already claimed by Mesh/prod",
-        },
+            "m2.yaml: Mesh/canary: spec.tiers: cluster \"web\" is already claimed by Mesh/prod",
+        ),
     ]
 }
 

@@ -194,15 +194,22 @@ fn final_line<'a>(out: &'a str, cluster: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no final state line for {cluster}:\n{out}"))
 }
 
+/// The final state line of `cluster` shows `phase` with both members on `version`.
+fn assert_final(out: &str, cluster: &str, phase: &str, version: &str) {
+    let l = final_line(out, cluster);
+    assert!(
+        l.contains(phase)
+            && l.contains(&format!("m1 {version}"))
+            && l.contains(&format!("m2 {version}")),
+        "{l}"
+    );
+}
+
 #[test]
 fn upgrade_scenario_upgrades_every_cluster_without_losing_writes() {
     let out = scenario("upgrade");
     for c in ["mgmt", "worker-1"] {
-        let l = final_line(&out, c);
-        assert!(
-            l.contains("Ready") && l.contains("m1 2.0.0") && l.contains("m2 2.0.0"),
-            "{l}"
-        );
+        assert_final(&out, c, "Ready", "2.0.0");
     }
     let switchovers = out
         .lines()
@@ -215,11 +222,7 @@ fn upgrade_scenario_upgrades_every_cluster_without_losing_writes() {
 #[test]
 fn rollback_scenario_rolls_the_faulty_cluster_back_and_completes_the_others() {
     let out = scenario("rollback");
-    let l = final_line(&out, "worker-1");
-    assert!(
-        l.contains("RolledBack") && l.contains("m1 1.0.0") && l.contains("m2 1.0.0"),
-        "{l}"
-    );
+    assert_final(&out, "worker-1", "RolledBack", "1.0.0");
     let l = final_line(&out, "mgmt");
     assert!(l.contains("Ready") && l.contains("m1 2.0.0"), "{l}");
 }
@@ -228,11 +231,7 @@ fn rollback_scenario_rolls_the_faulty_cluster_back_and_completes_the_others() {
 fn backout_scenario_returns_to_the_old_version_workers_first() {
     let out = scenario("backout");
     for c in ["mgmt", "worker-1"] {
-        let l = final_line(&out, c);
-        assert!(
-            l.contains("Ready") && l.contains("m1 1.0.0") && l.contains("m2 1.0.0"),
-            "{l}"
-        );
+        assert_final(&out, c, "Ready", "1.0.0");
     }
     assert!(
         out.contains("backout: management started"),

@@ -89,14 +89,19 @@ fn chart_crds_are_the_plain_crds_guarded_and_kept() {
     }
 }
 
+/// The generated CRD whose file name contains `plural`.
+fn crd<'a>(files: &'a [(String, String)], plural: &str) -> &'a str {
+    &files
+        .iter()
+        .find(|(n, _)| n.contains(plural))
+        .unwrap_or_else(|| panic!("no {plural} crd"))
+        .1
+}
+
 #[test]
 fn crd_schema_carries_validation_and_printer_columns() {
     let files = baton::api::crd_files().expect("generate");
-    let cluster = &files
-        .iter()
-        .find(|(n, _)| n.contains("clusters"))
-        .expect("cluster crd")
-        .1;
+    let cluster = crd(&files, "clusters");
     for needle in [
         "x-kubernetes-list-map-keys:\n                - name",
         "at least one member must not be a spare",
@@ -108,11 +113,7 @@ fn crd_schema_carries_validation_and_printer_columns() {
     ] {
         assert!(cluster.contains(needle), "cluster CRD lacks {needle:?}");
     }
-    let mesh = &files
-        .iter()
-        .find(|(n, _)| n.contains("meshes"))
-        .expect("mesh crd")
-        .1;
+    let mesh = crd(&files, "meshes");
     for needle in [
         "x-kubernetes-list-type: set",
         "jsonPath: .status.progress",

@@ -11,13 +11,19 @@ fn parse(text: &str) -> (Manifests, Vec<String>) {
     (out, errors.iter().map(|e| e.to_string()).collect())
 }
 
+/// The one error parsing `text` reports.
+fn only_error(text: &str) -> String {
+    let (_, mut errors) = parse(text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors.remove(0)
+}
+
 #[test]
 fn a_syntax_error_is_reported_once_and_parsing_stops() {
-    let (_, errors) = parse("kind: Cluster\nmetadata: [unclosed\n---\nkind: Mesh\n");
-    assert_eq!(errors.len(), 1, "{errors:?}");
+    let error = only_error("kind: Cluster\nmetadata: [unclosed\n---\nkind: Mesh\n");
     assert!(
-        errors[0].starts_with("f.yaml: document 1: invalid YAML"),
-        "{errors:?}"
+        error.starts_with("f.yaml: document 1: invalid YAML"),
+        "{error}"
     );
 }
 
@@ -40,13 +46,12 @@ fn documents_are_read_in_order_and_empty_ones_skipped() {
 
 #[test]
 fn a_wrong_type_names_the_field_path() {
-    let (_, errors) = parse(
+    let error = only_error(
         "apiVersion: baton.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c\nspec:\n  members:\n  - name: a\n    endpoint: h:1\n    spare: maybe\n",
     );
-    assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].contains("Cluster/c: spec.members[0].spare"),
-        "{errors:?}"
+        error.contains("Cluster/c: spec.members[0].spare"),
+        "{error}"
     );
 }
 

@@ -46,19 +46,25 @@ fn rollouts(st: &ClusterStatus) -> Vec<&LogEntry> {
         .collect()
 }
 
+/// Cluster `c` of `n` members on 1.0.0 asked for 2.0.0, alone in a default simulation.
+fn upgrading_c(n: usize) -> Sim {
+    let mut sim = Sim::new(SimConfig::default(), T0);
+    sim.add_cluster(
+        "c",
+        BTreeMap::new(),
+        cluster_spec("c", n, Some("2.0.0")),
+        "1.0.0",
+    );
+    sim
+}
+
 fn clean(sim: &Sim) {
     assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
 }
 
 #[test]
 fn cluster_steps_hang_under_the_rollout_and_switchover_phases_under_the_switchover() {
-    let mut sim = Sim::new(SimConfig::default(), T0);
-    sim.add_cluster(
-        "c",
-        BTreeMap::new(),
-        cluster_spec("c", 3, Some("2.0.0")),
-        "1.0.0",
-    );
+    let mut sim = upgrading_c(3);
     sim.run(Duration::from_secs(3 * 3600));
     clean(&sim);
     let st = status(&sim, "c");
@@ -116,13 +122,7 @@ fn cluster_steps_hang_under_the_rollout_and_switchover_phases_under_the_switchov
 
 #[test]
 fn a_new_target_closes_the_old_rollout_and_opens_a_backout_under_which_its_steps_hang() {
-    let mut sim = Sim::new(SimConfig::default(), T0);
-    sim.add_cluster(
-        "c",
-        BTreeMap::new(),
-        cluster_spec("c", 2, Some("2.0.0")),
-        "1.0.0",
-    );
+    let mut sim = upgrading_c(2);
     // Part-way: the standby is being upgraded.
     sim.run(Duration::from_secs(40));
     clean(&sim);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use baton::api::values::Duration;
 use baton::api::*;
 use baton::sim::topology::{self, member};
-use baton::sim::{Sim, SimConfig};
+use baton::sim::{Sim, SimConfig, SimMember};
 
 // 2027-01-15T08:00:00Z
 const T0: Timestamp = Timestamp(1_800_000_000_000 - 1_800_000_000_000 % 86_400_000 + 8 * 3_600_000);
@@ -23,6 +23,38 @@ fn standalone(spec: ClusterSpec, from: &str, cfg: SimConfig) -> Sim {
     let mut sim = Sim::new(cfg, T0);
     sim.add_cluster("c", BTreeMap::new(), spec, from);
     sim
+}
+
+/// A standalone cluster of `n` members running `from`, asked for `to`, default simulation.
+fn upgrading(n: usize, from: &str, to: &str) -> Sim {
+    standalone(cluster_spec(n, Some(to)), from, SimConfig::default())
+}
+
+fn sim_member<'s>(sim: &'s mut Sim, c: &str, m: &str) -> &'s mut SimMember {
+    sim.cluster_mut(c)
+        .and_then(|c| c.members.get_mut(m))
+        .expect("member simulated")
+}
+
+/// Every member of cluster `c` runs `v`.
+fn all_members_on(sim: &Sim, v: &str) -> bool {
+    sim.cluster("c")
+        .unwrap()
+        .members
+        .values()
+        .all(|m| m.version == v)
+}
+
+fn condition<'a>(conds: &'a [Condition], t: &str) -> &'a Condition {
+    conds
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap_or_else(|| panic!("no {t} condition in {conds:#?}"))
+}
+
+/// The condition's message names `needle`.
+fn assert_says(c: &Condition, needle: &str) {
+    assert!(c.message.contains(needle), "{}", c.message);
 }
 
 fn status(sim: &Sim, c: &str) -> ClusterStatus {
@@ -50,11 +82,7 @@ fn assert_clean(sim: &Sim) {
 
 #[test]
 fn two_member_cluster_upgrades_standby_first_then_switches_over() {
-    let mut sim = standalone(
-        cluster_spec(2, Some("2.0.0")),
-        "1.0.0",
-        SimConfig::default(),
-    );
+    let mut sim = upgrading(2, "1.0.0", "2.0.0");
     // `upToDate` follows each member's version as the status reports it, and is seen mixed
     // part-way (the upgraded standby before the old active).
     let mut seen_mixed = false;
@@ -136,11 +164,7 @@ fn spares_go_last_and_max_unavailable_holds() {
 
 #[test]
 fn single_member_cluster_needs_permission_for_the_outage() {
-    let mut sim = standalone(
-        cluster_spec(1, Some("2.0.0")),
-        "1.0.0",
-        SimConfig::default(),
-    );
+    let mut sim = upgrading(1, "1.0.0", "2.0.0");
     sim.run(Duration::from_secs(600));
     assert_clean(&sim);
     let st = status(&sim, "c");
@@ -271,11 +295,7 @@ fn failing_upgrade_retries_with_backoff_then_zombie_and_stalled() {
 
 #[test]
 fn backout_is_declarative_and_standby_first() {
-    let mut sim = standalone(
-        cluster_spec(2, Some("1.0.0")),
-        "2.0.0",
-        SimConfig::default(),
-    );
+    let mut sim = upgrading(2, "2.0.0", "1.0.0");
     sim.run(Duration::from_secs(3600));
     assert_clean(&sim);
     let st = status(&sim, "c");
@@ -286,11 +306,7 @@ fn backout_is_declarative_and_standby_first() {
 
 #[test]
 fn target_change_mid_upgrade_waits_for_the_step_in_flight() {
-    let mut sim = standalone(
-        cluster_spec(3, Some("2.0.0")),
-        "1.0.0",
-        SimConfig::default(),
-    );
+    let mut sim = upgrading(3, "1.0.0", "2.0.0");
     // Run until the first upgrade is in flight, then ask for the old version back.
     for _ in 0..200 {
         sim.pass();
@@ -318,13 +334,7 @@ fn target_change_mid_upgrade_waits_for_the_step_in_flight() {
     assert_clean(&sim); // includes: never an upgrade and a rollback at once
     let st = status(&sim, "c");
     assert_eq!(st.phase, ClusterPhase::Ready);
-    assert!(
-        sim.cluster("c")
-            .unwrap()
-            .members
-            .values()
-            .all(|m| m.version == "1.0.0")
-    );
+    assert!(all_members_on(&sim, "1.0.0"));
 }
 
 #[test]
@@ -336,17 +346,9 @@ fn approval_mode_stops_before_the_switchover() {
     assert_clean(&sim);
     let st = status(&sim, "c");
     assert_ne!(st.phase, ClusterPhase::Ready);
-    let cond = st
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "AwaitingApproval")
-        .unwrap();
+    let cond = condition(&st.conditions, "AwaitingApproval");
     assert_eq!(cond.status, "True");
-    assert!(
-        cond.message.contains("switchover/c/m1@2.0.0"),
-        "{}",
-        cond.message
-    );
+    assert_says(cond, "switchover/c/m1@2.0.0");
     assert_eq!(sim.stats.switchovers, 0);
     assert_eq!(sim.cluster("c").unwrap().members["m1"].version, "2.0.0");
 
@@ -383,13 +385,7 @@ fn disruptive_steps_wait_for_the_maintenance_window() {
         "{:?}",
         st.message
     );
-    assert!(
-        sim.cluster("c")
-            .unwrap()
-            .members
-            .values()
-            .all(|m| m.version == "1.0.0")
-    );
+    assert!(all_members_on(&sim, "1.0.0"));
     sim.run(Duration::from_secs(86_400));
     assert_clean(&sim);
     let st = status(&sim, "c");
@@ -492,18 +488,9 @@ fn layered_components_follow_prerequisites_verify_and_back_up_first() {
 
 #[test]
 fn unreachable_members_are_waited_for_never_acted_on() {
-    let mut sim = standalone(
-        cluster_spec(2, Some("2.0.0")),
-        "1.0.0",
-        SimConfig::default(),
-    );
+    let mut sim = upgrading(2, "1.0.0", "2.0.0");
     let until = T0.plus(Duration::from_secs(600));
-    sim.cluster_mut("c")
-        .unwrap()
-        .members
-        .get_mut("m1")
-        .unwrap()
-        .cut_until = Some(until);
+    sim_member(&mut sim, "c", "m1").cut_until = Some(until);
     sim.run(Duration::from_secs(300));
     let st = status(&sim, "c");
     assert_eq!(sim.stats.ops_submitted, 0, "{:?}", st.log);
@@ -557,23 +544,15 @@ fn invalid_spec_is_stalled_with_the_reason_and_nothing_happens() {
     sim.run(Duration::from_secs(300));
     let st = status(&sim, "c");
     assert_eq!(st.phase, ClusterPhase::Stalled);
-    let c = st.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    let c = condition(&st.conditions, "Stalled");
     assert_eq!(c.reason, "InvalidSpec");
-    assert!(
-        c.message.contains("prerequisite cycle among a, b"),
-        "{}",
-        c.message
-    );
+    assert_says(c, "prerequisite cycle among a, b");
     assert_eq!(sim.stats.ops_submitted, 0);
 }
 
 #[test]
 fn converged_cluster_plans_an_identical_status() {
-    let mut sim = standalone(
-        cluster_spec(2, Some("2.0.0")),
-        "1.0.0",
-        SimConfig::default(),
-    );
+    let mut sim = upgrading(2, "1.0.0", "2.0.0");
     sim.run(Duration::from_secs(3600));
     let before = status(&sim, "c");
     assert_eq!(before.phase, ClusterPhase::Ready);
@@ -592,17 +571,8 @@ fn converged_cluster_plans_an_identical_status() {
 
 #[test]
 fn split_brain_is_stalled_not_acted_on() {
-    let mut sim = standalone(
-        cluster_spec(2, Some("2.0.0")),
-        "1.0.0",
-        SimConfig::default(),
-    );
-    sim.cluster_mut("c")
-        .unwrap()
-        .members
-        .get_mut("m1")
-        .unwrap()
-        .role = MemberRole::Active;
+    let mut sim = upgrading(2, "1.0.0", "2.0.0");
+    sim_member(&mut sim, "c", "m1").role = MemberRole::Active;
     sim.run(Duration::from_secs(300));
     let st = status(&sim, "c");
     assert_eq!(st.phase, ClusterPhase::Stalled);
@@ -766,26 +736,13 @@ fn a_finished_rollout_keeps_its_result_when_the_next_one_starts() {
 fn preconditions_block_the_start_until_forced() {
     let t = topology::active_standby_deployment(2, 1, Duration(0), "2.0.0");
     let mut sim = mesh_sim(t, "1.0.0", SimConfig::default());
-    sim.cluster_mut("mpe-00")
-        .unwrap()
-        .members
-        .get_mut("s1")
-        .unwrap()
-        .backlog = 42;
+    sim_member(&mut sim, "mpe-00", "s1").backlog = 42;
     sim.run(Duration::from_secs(600));
     let ms = mesh_status(&sim);
     assert_eq!(ms.phase, MeshPhase::Stalled);
-    let c = ms
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "PreconditionsMet")
-        .unwrap();
+    let c = condition(&ms.conditions, "PreconditionsMet");
     assert_eq!(c.status, "False");
-    assert!(
-        c.message.contains("replication backlog on mpe-00 (42)"),
-        "{}",
-        c.message
-    );
+    assert_says(c, "replication backlog on mpe-00 (42)");
     assert_eq!(
         sim.stats.ops_submitted, 0,
         "nothing may change when preconditions fail"
@@ -865,13 +822,9 @@ fn invalid_mesh_is_stalled_and_admits_nothing() {
     sim.run(Duration::from_secs(600));
     let ms = mesh_status(&sim);
     assert_eq!(ms.phase, MeshPhase::Stalled);
-    let c = ms.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    let c = condition(&ms.conditions, "Stalled");
     assert_eq!(c.reason, "InvalidSpec");
-    assert!(
-        c.message.contains("can never be satisfied"),
-        "{}",
-        c.message
-    );
+    assert_says(c, "can never be satisfied");
     assert!(ms.admitted.is_empty());
     assert_eq!(sim.stats.ops_submitted, 0);
 }
@@ -991,14 +944,9 @@ fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
     assert_eq!(p.status.phase, MeshPhase::Stalled, "{:?}", p.status.message);
     let n = views.len();
     assert_eq!(p.status.progress, Some(format!("{n}/{}", n + 1)));
-    let stalled = p
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Stalled")
-        .expect("stalled");
+    let stalled = condition(&p.status.conditions, "Stalled");
     assert_eq!(stalled.reason, "ClusterUnreadable");
-    assert!(stalled.message.contains("mpe-extra"), "{}", stalled.message);
+    assert_says(stalled, "mpe-extra");
     assert!(
         p.status
             .conditions
@@ -1188,12 +1136,7 @@ fn a_first_observation_with_a_member_in_forced_standby_is_not_adopted() {
     let mut spec = cluster_spec(2, Some("2.0.0"));
     spec.upgrade.reapply_config = true;
     let mut sim = standalone(spec, "2.0.0", SimConfig::default());
-    sim.cluster_mut("c")
-        .unwrap()
-        .members
-        .get_mut("m1")
-        .unwrap()
-        .role = MemberRole::ForcedStandby;
+    sim_member(&mut sim, "c", "m1").role = MemberRole::ForcedStandby;
     sim.run(Duration::from_secs(600));
     assert_clean(&sim);
     let st = status(&sim, "c");

@@ -15,6 +15,29 @@ fn spec(n: usize) -> ClusterSpec {
     }
 }
 
+/// A two-member cluster spec of `role`.
+fn with_role(role: &str) -> ClusterSpec {
+    ClusterSpec {
+        role: Some(role.into()),
+        ..spec(2)
+    }
+}
+
+fn cluster_ref<'a>(
+    name: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    spec: &'a ClusterSpec,
+) -> ClusterRef<'a> {
+    ClusterRef { name, labels, spec }
+}
+
+fn rule(role: &str, not_newer_than: &str) -> CompatibilityRule {
+    CompatibilityRule {
+        role: role.into(),
+        not_newer_than: not_newer_than.into(),
+    }
+}
+
 fn messages(p: &[baton::plan::validate::Problem]) -> String {
     p.iter()
         .map(|p| p.to_string())
@@ -97,39 +120,16 @@ fn tier(name: &str, clusters: &[&str]) -> TierSpec {
 fn mesh_problems_unknown_cluster_double_tier_and_cycles() {
     let labels = BTreeMap::from([("tier".to_string(), "w".to_string())]);
     let none = BTreeMap::new();
-    let (a, b) = (spec(2), spec(2));
-    let mut ra = a.clone();
-    ra.role = Some("x".into());
-    let mut rb = b.clone();
-    rb.role = Some("y".into());
-    let clusters = [
-        ClusterRef {
-            name: "a",
-            labels: &none,
-            spec: &ra,
-        },
-        ClusterRef {
-            name: "b",
-            labels: &labels,
-            spec: &rb,
-        },
-    ];
+    let ra = with_role("x");
+    let rb = with_role("y");
+    let clusters = [cluster_ref("a", &none, &ra), cluster_ref("b", &labels, &rb)];
     let mut t2 = tier("t2", &[]);
     t2.selector = Some(LabelSelector {
         match_labels: labels.clone(),
     });
     let m = mesh(
         vec![tier("t1", &["a", "b", "ghost"]), t2],
-        vec![
-            CompatibilityRule {
-                role: "x".into(),
-                not_newer_than: "y".into(),
-            },
-            CompatibilityRule {
-                role: "y".into(),
-                not_newer_than: "x".into(),
-            },
-        ],
+        vec![rule("x", "y"), rule("y", "x")],
     );
     let msg = messages(&validate_mesh(&m, &clusters));
     assert!(
@@ -146,28 +146,15 @@ fn mesh_problems_unknown_cluster_double_tier_and_cycles() {
 #[test]
 fn a_good_mesh_has_no_problems() {
     let none = BTreeMap::new();
-    let mut mgmt = spec(2);
-    mgmt.role = Some("management".into());
-    let mut work = spec(2);
-    work.role = Some("worker".into());
+    let mgmt = with_role("management");
+    let work = with_role("worker");
     let clusters = [
-        ClusterRef {
-            name: "m",
-            labels: &none,
-            spec: &mgmt,
-        },
-        ClusterRef {
-            name: "w",
-            labels: &none,
-            spec: &work,
-        },
+        cluster_ref("m", &none, &mgmt),
+        cluster_ref("w", &none, &work),
     ];
     let m = mesh(
         vec![tier("a", &["m"]), tier("b", &["w"])],
-        vec![CompatibilityRule {
-            role: "worker".into(),
-            not_newer_than: "management".into(),
-        }],
+        vec![rule("worker", "management")],
     );
     assert!(validate_mesh(&m, &clusters).is_empty());
 }

@@ -44,6 +44,29 @@ impl Recorded {
 }
 
 /// `(status code, JSON body)` for a request.
+/// A request as the mock API server records it (a body that is not JSON reads as null).
+pub async fn recorded(req: Request<Body>) -> Recorded {
+    let method = req.method().to_string();
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
+    Recorded {
+        method,
+        uri,
+        content_type,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
 pub type Responder = Box<dyn FnMut(&Recorded) -> (u16, Value) + Send>;
 
 /// A kube client whose requests go to `respond`; returns the client and a task yielding
@@ -67,26 +90,7 @@ pub fn mock_api_slow_patches(
         while let Ok(Some((req, send))) =
             tokio::time::timeout(Duration::from_secs(30), handle.next_request()).await
         {
-            let method = req.method().to_string();
-            let uri = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default();
-            let content_type = req
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
-            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let rec = Recorded {
-                method,
-                uri,
-                content_type,
-                body,
-            };
+            let rec = recorded(req).await;
             timeline
                 .lock()
                 .unwrap()

@@ -10,7 +10,7 @@ use baton::api::{Cluster, MemberRole};
 use baton::k8s::leader::Leadership;
 use baton::k8s::stores::{GuardedCluster, GuardedMesh, cluster_object};
 use baton::k8s::{cluster_controller, mesh_controller};
-use baton::reconcile::{Timing, admission, observe_and_plan};
+use baton::reconcile::{ClusterPass, Timing, admission, observe_and_plan};
 use futures::StreamExt;
 use k8s_mock::*;
 use kube::runtime::controller::Action;
@@ -35,6 +35,61 @@ fn guarded(v: &Value) -> Arc<GuardedCluster> {
     Arc::new(serde_json::from_value(v.clone()).unwrap())
 }
 
+fn web_json() -> Value {
+    cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)])
+}
+
+fn guarded_mesh(v: &Value) -> Arc<GuardedMesh> {
+    Arc::new(serde_json::from_value(v.clone()).unwrap())
+}
+
+/// A harness whose API server answers with [`standard_responder`] for `object`; also the
+/// task that returns the requests it saw.
+fn serve<M: baton::reconcile::Members>(
+    tl: &Timeline,
+    object: &Value,
+    members: M,
+    leader: Leadership,
+    clusters: &[Value],
+    meshes: &[Value],
+) -> (Harness<M>, tokio::task::JoinHandle<Vec<Recorded>>) {
+    let (client, api) = mock_api(tl.clone(), standard_responder(object.clone()));
+    (harness(client, members, leader, clusters, meshes), api)
+}
+
+/// [`serve`] by a leader with `web` alone in the store.
+fn serve_alone<M: baton::reconcile::Members>(
+    tl: &Timeline,
+    web: &Value,
+    members: M,
+) -> (Harness<M>, tokio::task::JoinHandle<Vec<Recorded>>) {
+    serve(
+        tl,
+        web,
+        members,
+        Leadership::always(),
+        std::slice::from_ref(web),
+        &[],
+    )
+}
+
+/// [`serve`] with `web` alone in the store, its members on 1.0.0.
+fn serve_web(
+    tl: &Timeline,
+    web: &Value,
+    leader: Leadership,
+) -> (Harness<FakeAgents>, tokio::task::JoinHandle<Vec<Recorded>>) {
+    let agents = FakeAgents::new(tl.clone(), &two_members("1.0.0"));
+    serve(tl, web, agents, leader, std::slice::from_ref(web), &[])
+}
+
+/// One pass of the Cluster reconciler over `web`.
+async fn reconcile_web<M: baton::reconcile::Members>(h: &Harness<M>, web: &Value) -> Action {
+    cluster_controller::reconcile(guarded(web), h.ctx.clone())
+        .await
+        .unwrap()
+}
+
 /// Answers status patches with the patched object and events with 201; anything else 404.
 fn standard_responder(object: Value) -> Responder {
     Box::new(move |r: &Recorded| {
@@ -51,18 +106,9 @@ fn standard_responder(object: Value) -> Responder {
 #[tokio::test]
 async fn a_new_step_is_persisted_by_server_side_apply_before_the_agent_is_asked() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
-        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
-        Leadership::always(),
-        std::slice::from_ref(&web),
-        &[],
-    );
-    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let web = web_json();
+    let (h, api) = serve_web(&tl, &web, Leadership::always());
+    let action = reconcile_web(&h, &web).await;
     assert_eq!(action, Action::requeue(Timing::default().busy));
     let submitted = h.ctx.members.submitted();
     drop(h);
@@ -124,18 +170,22 @@ async fn a_new_step_is_persisted_by_server_side_apply_before_the_agent_is_asked(
 }
 
 /// Plan with the fake agents until nothing changes; returns the Cluster with that status.
+/// The planner's pass over `web` as the agents show it now (nothing sent, nothing written).
+async fn plan_web(agents: &FakeAgents, web: &Value) -> ClusterPass {
+    let c: Cluster = serde_json::from_value(web.clone()).unwrap();
+    observe_and_plan(
+        agents,
+        &cluster_object(&c),
+        &admission(None, "web"),
+        baton::reconcile::now(),
+    )
+    .await
+}
+
 async fn converged(web: &Value, agents: &FakeAgents) -> Value {
     let mut web = web.clone();
     for _ in 0..30 {
-        let c: Cluster = serde_json::from_value(web.clone()).unwrap();
-        let obj = cluster_object(&c);
-        let pass = observe_and_plan(
-            agents,
-            &obj,
-            &admission(None, "web"),
-            baton::reconcile::now(),
-        )
-        .await;
+        let pass = plan_web(agents, &web).await;
         if !pass.changed && pass.plan.actions.is_empty() {
             return web;
         }
@@ -152,24 +202,11 @@ async fn converged(web: &Value, agents: &FakeAgents) -> Value {
 async fn a_converged_cluster_makes_no_write_no_event_and_sends_nothing() {
     let tl = timeline();
     let agents = FakeAgents::new(tl.clone(), &two_members("2.0.0"));
-    let web = converged(
-        &cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]),
-        &agents,
-    )
-    .await;
+    let web = converged(&web_json(), &agents).await;
     assert_eq!(web["status"]["phase"], "Ready", "{}", web["status"]);
     let before = agents.submitted().len();
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
-        agents,
-        Leadership::always(),
-        std::slice::from_ref(&web),
-        &[],
-    );
-    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let (h, api) = serve_alone(&tl, &web, agents);
+    let action = reconcile_web(&h, &web).await;
     assert_eq!(action, Action::requeue(Timing::default().resync));
     assert_eq!(h.ctx.members.submitted().len(), before);
     drop(h);
@@ -238,19 +275,10 @@ async fn an_object_that_does_not_deserialize_gets_a_stalled_condition_and_an_eve
 #[tokio::test]
 async fn the_pause_annotation_is_honoured_no_operation_is_sent() {
     let tl = timeline();
-    let mut web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let mut web = web_json();
     web["metadata"]["annotations"] = json!({"baton.dev/pause": "true"});
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
-        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
-        Leadership::always(),
-        std::slice::from_ref(&web),
-        &[],
-    );
-    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let (h, api) = serve_web(&tl, &web, Leadership::always());
+    reconcile_web(&h, &web).await;
     assert!(h.ctx.members.submitted().is_empty());
     drop(h);
     let requests = api.await.unwrap();
@@ -262,18 +290,9 @@ async fn the_pause_annotation_is_honoured_no_operation_is_sent() {
 #[tokio::test]
 async fn a_replica_that_is_not_the_leader_writes_nothing_and_calls_no_agent() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
-        FakeAgents::new(tl.clone(), &two_members("1.0.0")),
-        Leadership::elected(),
-        std::slice::from_ref(&web),
-        &[],
-    );
-    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let web = web_json();
+    let (h, api) = serve_web(&tl, &web, Leadership::elected());
+    let action = reconcile_web(&h, &web).await;
     assert_eq!(action, Action::await_change());
     let mesh = serde_json::from_value::<GuardedMesh>(mesh_json(&["web"])).unwrap();
     let action = mesh_controller::reconcile(Arc::new(mesh), h.ctx.clone())
@@ -288,7 +307,7 @@ async fn a_replica_that_is_not_the_leader_writes_nothing_and_calls_no_agent() {
 #[tokio::test]
 async fn a_stale_cache_is_refused_by_the_precondition_and_nothing_is_sent() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let web = web_json();
     let fresh = {
         let mut f = web.clone();
         f["metadata"]["resourceVersion"] = json!("105");
@@ -312,9 +331,7 @@ async fn a_stale_cache_is_refused_by_the_precondition_and_nothing_is_sent() {
         std::slice::from_ref(&web),
         &[],
     );
-    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let action = reconcile_web(&h, &web).await;
     assert_eq!(action, Action::requeue(Timing::default().busy));
     assert!(
         h.ctx.members.submitted().is_empty(),
@@ -359,23 +376,28 @@ fn ready_at(name: &str, version: &str) -> Value {
     c
 }
 
+/// One pass of the Mesh reconciler over `mesh` (in the store with `clusters`), by a leader
+/// without agents.
+async fn mesh_pass(
+    tl: &Timeline,
+    mesh: &Value,
+    clusters: &[Value],
+) -> (Harness<FakeAgents>, tokio::task::JoinHandle<Vec<Recorded>>) {
+    let agents = FakeAgents::new(tl.clone(), &[]);
+    let meshes = std::slice::from_ref(mesh);
+    let (h, api) = serve(tl, mesh, agents, Leadership::always(), clusters, meshes);
+    mesh_controller::reconcile(guarded_mesh(mesh), h.ctx.clone())
+        .await
+        .unwrap();
+    (h, api)
+}
+
 #[tokio::test]
 async fn the_mesh_admits_its_first_tier_and_wakes_that_cluster() {
     let tl = timeline();
     let mesh = mesh_json(&["a", "b"]);
     let clusters = [ready_at("a", "1.0.0"), ready_at("b", "1.0.0")];
-    let (client, api) = mock_api(tl.clone(), standard_responder(mesh.clone()));
-    let mut h = harness(
-        client,
-        FakeAgents::new(tl.clone(), &[]),
-        Leadership::always(),
-        &clusters,
-        std::slice::from_ref(&mesh),
-    );
-    let g: GuardedMesh = serde_json::from_value(mesh.clone()).unwrap();
-    mesh_controller::reconcile(Arc::new(g), h.ctx.clone())
-        .await
-        .unwrap();
+    let (mut h, api) = mesh_pass(&tl, &mesh, &clusters).await;
     assert_eq!(h.ctx.members.calls(), 0, "a mesh never talks to agents");
     let woken = h.streams.clusters.next().await.unwrap();
     assert_eq!(woken.name, "a");
@@ -408,20 +430,18 @@ async fn the_mesh_admits_its_first_tier_and_wakes_that_cluster() {
 #[tokio::test]
 async fn a_cluster_is_held_while_a_mesh_of_its_namespace_cannot_be_read() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let web = web_json();
     let mut broken = mesh_json(&["web"]);
     broken["spec"]["tiers"] = json!("not a list");
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
+    let (h, api) = serve(
+        &tl,
+        &web,
         FakeAgents::new(tl.clone(), &two_members("1.0.0")),
         Leadership::always(),
         std::slice::from_ref(&web),
         std::slice::from_ref(&broken),
     );
-    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    reconcile_web(&h, &web).await;
     assert!(
         h.ctx.members.submitted().is_empty(),
         "not moved out of the mesh's order"
@@ -437,22 +457,13 @@ async fn a_cluster_is_held_while_a_mesh_of_its_namespace_cannot_be_read() {
 #[tokio::test]
 async fn an_operation_the_agent_does_not_accept_is_reported_by_a_warning_event() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let web = web_json();
     let agents = FakeAgents::new(tl.clone(), &two_members("1.0.0"));
     *agents.refuse.lock().unwrap() = Some(baton::reconcile::SubmitError::Unreachable(
         "agent m2: connection refused".into(),
     ));
-    let h = harness(
-        client,
-        agents,
-        Leadership::always(),
-        std::slice::from_ref(&web),
-        &[],
-    );
-    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let (h, api) = serve_alone(&tl, &web, agents);
+    reconcile_web(&h, &web).await;
     assert_eq!(h.ctx.members.submitted().len(), 1);
     drop(h);
     let requests = api.await.unwrap();
@@ -476,18 +487,11 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
     use baton::reconcile::Members;
     let tl = timeline();
     let agents = FakeAgents::new(tl.clone(), &two_members("1.0.0"));
-    let mut web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
+    let mut web = web_json();
     // Plan (and "persist") until the upgrade of the standby is in flight.
     let mut upgrade = None;
     for _ in 0..20 {
-        let c: Cluster = serde_json::from_value(web.clone()).unwrap();
-        let pass = observe_and_plan(
-            &agents,
-            &cluster_object(&c),
-            &admission(None, "web"),
-            baton::reconcile::now(),
-        )
-        .await;
+        let pass = plan_web(&agents, &web).await;
         web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
         for a in &pass.plan.actions {
             agents.submit(&a.member, "", &a.request).await.unwrap();
@@ -531,29 +535,13 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
             .insert(id.clone(), running(progress));
     };
     show(10);
-    let c: Cluster = serde_json::from_value(web.clone()).unwrap();
-    let pass = observe_and_plan(
-        &agents,
-        &cluster_object(&c),
-        &admission(None, "web"),
-        baton::reconcile::now(),
-    )
-    .await;
+    let pass = plan_web(&agents, &web).await;
     web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
 
     // The operator's pass with progress at 60 %: nothing is written.
     show(60);
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
-    let h = harness(
-        client,
-        agents,
-        Leadership::always(),
-        std::slice::from_ref(&web),
-        &[],
-    );
-    cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let (h, api) = serve_alone(&tl, &web, agents);
+    reconcile_web(&h, &web).await;
     drop(h);
     let requests = api.await.unwrap();
     assert!(
@@ -574,18 +562,7 @@ async fn a_mesh_write_wakes_only_the_clusters_whose_admission_changed() {
         ready_at("b", "1.0.0"),
         ready_at("c", "1.0.0"),
     ];
-    let (client, _api) = mock_api(tl.clone(), standard_responder(mesh.clone()));
-    let mut h = harness(
-        client,
-        FakeAgents::new(tl.clone(), &[]),
-        Leadership::always(),
-        &clusters,
-        std::slice::from_ref(&mesh),
-    );
-    let g: GuardedMesh = serde_json::from_value(mesh.clone()).unwrap();
-    mesh_controller::reconcile(Arc::new(g), h.ctx.clone())
-        .await
-        .unwrap();
+    let (mut h, _api) = mesh_pass(&tl, &mesh, &clusters).await;
     let mut woken = Vec::new();
     while let Ok(r) = h.streams.clusters.try_recv() {
         woken.push(r.name);
@@ -598,11 +575,11 @@ async fn a_mesh_write_wakes_only_the_clusters_whose_admission_changed() {
 #[tokio::test]
 async fn a_deleted_busy_cluster_is_forgotten() {
     let tl = timeline();
-    let web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
-    let (client, api) = mock_api(tl.clone(), standard_responder(web.clone()));
+    let web = web_json();
     // The store holds no Cluster: it was deleted after its last pass.
-    let h = harness(
-        client,
+    let (h, api) = serve(
+        &tl,
+        &web,
         FakeAgents::new(tl.clone(), &two_members("1.0.0")),
         Leadership::always(),
         &[],
@@ -610,9 +587,7 @@ async fn a_deleted_busy_cluster_is_forgotten() {
     );
     let key = ("ns".to_string(), "web".to_string());
     h.ctx.hot.lock().unwrap().insert(key.clone());
-    let action = cluster_controller::reconcile(guarded(&web), h.ctx.clone())
-        .await
-        .unwrap();
+    let action = reconcile_web(&h, &web).await;
     assert_eq!(action, Action::await_change());
     assert!(
         !h.ctx.hot.lock().unwrap().contains(&key),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use baton::k8s::{AgentCredentials, OperatorConfig, run};
 use baton::reconcile::Timing;
 use http::{Request, Response};
-use k8s_mock::{Recorded, cluster_json, status_failure};
+use k8s_mock::{Recorded, cluster_json, recorded, status_failure};
 use kube::client::Body;
 use serde_json::{Value, json};
 
@@ -85,19 +85,7 @@ async fn the_operator_lists_watches_reconciles_and_shuts_down() {
         // Watches are long polls: keep them open and unanswered.
         let mut watches = Vec::new();
         while let Some((req, send)) = handle.next_request().await {
-            let method = req.method().to_string();
-            let uri = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default();
-            let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
-            let rec = Recorded {
-                method,
-                uri,
-                content_type: String::new(),
-                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            };
+            let rec = recorded(req).await;
             if rec.query().contains("watch=true") {
                 watches.push(send);
                 log.lock().unwrap().push(rec);

@@ -19,49 +19,11 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_of_real_agents_is_upgraded_through_the_kubernetes_host() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a_ctl, a_data) = start_agent(tmp.path(), "m1", "1.0.0", true, None)
-        .await
-        .unwrap();
-    let (b_ctl, _) = start_agent(tmp.path(), "m2", "1.0.0", false, Some(&a_data))
-        .await
-        .unwrap();
-    let mut web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
-    web["spec"]["members"][0]["endpoint"] = json!(a_ctl);
-    web["spec"]["members"][1]["endpoint"] = json!(b_ctl);
+    let web = web_of_real_agents(tmp.path()).await;
 
     // The API server: one object, optimistic concurrency on status writes.
-    let server: Arc<Mutex<(Value, u64)>> = Arc::new(Mutex::new((web.clone(), 100)));
-    let conflicts = Arc::new(Mutex::new(0u32));
-    let (srv, confl) = (server.clone(), conflicts.clone());
-    let responder: Responder = Box::new(move |r: &Recorded| {
-        let mut s = srv.lock().unwrap();
-        let rv = s.1.to_string();
-        match r.method.as_str() {
-            "PATCH" => {
-                if r.body["metadata"]["resourceVersion"].as_str() != Some(rv.as_str()) {
-                    *confl.lock().unwrap() += 1;
-                    return (409, status_failure(409, "Conflict"));
-                }
-                s.1 += 1;
-                s.0["status"] = r.body["status"].clone();
-                s.0["metadata"]["resourceVersion"] = json!(s.1.to_string());
-                (200, s.0.clone())
-            }
-            "GET" => (200, s.0.clone()),
-            "POST" => created_event(r),
-            _ => (404, status_failure(404, "NotFound")),
-        }
-    });
-    let tl: Timeline = Default::default();
-    let (client, api) = mock_api(tl, responder);
-    let members = SwappableMembers::new(&ClientTls::Insecure).unwrap();
-    let mut h = harness(
-        client,
-        members,
-        Leadership::always(),
-        std::slice::from_ref(&web),
-        &[],
-    );
+    let (responder, server, conflicts) = object_server(web.clone());
+    let (mut h, api) = real_harness(&web, responder);
 
     let mut cache = web.clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -72,13 +34,7 @@ async fn a_cluster_of_real_agents_is_upgraded_through_the_kubernetes_host() {
             cache = server.lock().unwrap().0.clone();
         }
         passes += 1;
-        let g: Arc<GuardedCluster> = Arc::new(serde_json::from_value(cache.clone()).unwrap());
-        // The watch fills the cache the pass plans from (after waiting for its slot).
-        h.cluster_writer
-            .apply_watcher_event(&watcher::Event::Apply((*g).clone()));
-        cluster_controller::reconcile(g, h.ctx.clone())
-            .await
-            .unwrap();
+        pass(&mut h, &cache).await;
         let current = server.lock().unwrap().0.clone();
         let st = &current["status"];
         let done = st["phase"] == "Ready"
@@ -111,14 +67,17 @@ async fn a_cluster_of_real_agents_is_upgraded_through_the_kubernetes_host() {
 }
 
 /// One object behind a mock API server with optimistic concurrency on status writes.
-fn object_server(object: Value) -> (Responder, Arc<Mutex<(Value, u64)>>) {
-    let server: Arc<Mutex<(Value, u64)>> = Arc::new(Mutex::new((object, 100)));
-    let srv = server.clone();
+/// Also the object with its resourceVersion, and how many writes were refused.
+fn object_server(object: Value) -> (Responder, Shared<(Value, u64)>, Shared<u32>) {
+    let server: Shared<(Value, u64)> = Arc::new(Mutex::new((object, 100)));
+    let conflicts = Arc::new(Mutex::new(0u32));
+    let (srv, confl) = (server.clone(), conflicts.clone());
     let responder: Responder = Box::new(move |r: &Recorded| {
         let mut s = srv.lock().unwrap();
         let rv = s.1.to_string();
         match r.method.as_str() {
             "PATCH" if r.body["metadata"]["resourceVersion"].as_str() != Some(rv.as_str()) => {
+                *confl.lock().unwrap() += 1;
                 (409, status_failure(409, "Conflict"))
             }
             "PATCH" => {
@@ -132,43 +91,68 @@ fn object_server(object: Value) -> (Responder, Arc<Mutex<(Value, u64)>>) {
             _ => (404, status_failure(404, "NotFound")),
         }
     });
-    (responder, server)
+    (responder, server, conflicts)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_switchover_waits_for_the_approve_annotation_and_reports_its_acknowledgement() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (a_ctl, a_data) = start_agent(tmp.path(), "m1", "1.0.0", true, None)
-        .await
-        .unwrap();
-    let (b_ctl, _) = start_agent(tmp.path(), "m2", "1.0.0", false, Some(&a_data))
+type Shared<T> = Arc<Mutex<T>>;
+
+/// Two demo agents, m1 active and m2 its standby, both on 1.0.0, and the Cluster `web` over
+/// them asking for 2.0.0.
+async fn web_of_real_agents(dir: &std::path::Path) -> Value {
+    let (a_ctl, a_data) = start_agent(dir, "m1", "1.0.0", true, None).await.unwrap();
+    let (b_ctl, _) = start_agent(dir, "m2", "1.0.0", false, Some(&a_data))
         .await
         .unwrap();
     let mut web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);
     web["spec"]["members"][0]["endpoint"] = json!(a_ctl);
     web["spec"]["members"][1]["endpoint"] = json!(b_ctl);
-    web["spec"]["upgrade"] = json!({"supervision": "Approval"});
-    let (responder, server) = object_server(web.clone());
+    web
+}
+
+/// A harness over real agents (plain HTTP) whose store holds `web`.
+fn real_harness(
+    web: &Value,
+    responder: Responder,
+) -> (
+    Harness<SwappableMembers>,
+    tokio::task::JoinHandle<Vec<Recorded>>,
+) {
     let (client, api) = mock_api(Default::default(), responder);
     let members = SwappableMembers::new(&ClientTls::Insecure).unwrap();
-    let mut h = harness(
+    let h = harness(
         client,
         members,
         Leadership::always(),
-        std::slice::from_ref(&web),
+        std::slice::from_ref(web),
         &[],
     );
+    (h, api)
+}
+
+/// One pass over `cache`: the watch fills the cache the pass plans from (after waiting for
+/// its slot), then the reconciler runs.
+async fn pass(h: &mut Harness<SwappableMembers>, cache: &Value) {
+    let g: Arc<GuardedCluster> = Arc::new(serde_json::from_value(cache.clone()).unwrap());
+    h.cluster_writer
+        .apply_watcher_event(&watcher::Event::Apply((*g).clone()));
+    cluster_controller::reconcile(g, h.ctx.clone())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_waits_for_the_approve_annotation_and_reports_its_acknowledgement() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut web = web_of_real_agents(tmp.path()).await;
+    web["spec"]["upgrade"] = json!({"supervision": "Approval"});
+    let (responder, server, _) = object_server(web.clone());
+    let (mut h, api) = real_harness(&web, responder);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let mut approved = false;
     loop {
         let cache = server.lock().unwrap().0.clone();
-        let g: Arc<GuardedCluster> = Arc::new(serde_json::from_value(cache).unwrap());
-        h.cluster_writer
-            .apply_watcher_event(&watcher::Event::Apply((*g).clone()));
-        cluster_controller::reconcile(g, h.ctx.clone())
-            .await
-            .unwrap();
+        pass(&mut h, &cache).await;
         let st = server.lock().unwrap().0["status"].clone();
         let awaiting = st["conditions"]
             .as_array()

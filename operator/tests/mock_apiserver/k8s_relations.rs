@@ -22,6 +22,15 @@ fn mesh(clusters: &[&str], admitted: &[&str]) -> Value {
 }
 
 /// Everything queued on a trigger stream so far.
+/// The names of the objects woken.
+fn names<K>(woken: Vec<kube::runtime::reflector::ObjectRef<K>>) -> Vec<String>
+where
+    K: kube::Resource,
+    K::DynamicType: Default,
+{
+    woken.into_iter().map(|r| r.name).collect()
+}
+
 fn drain<T: Clone>(rx: &mut futures::channel::mpsc::UnboundedReceiver<T>) -> Vec<T> {
     let mut out = Vec::new();
     while let Ok(x) = rx.try_recv() {
@@ -49,10 +58,7 @@ async fn watch_events_wake_the_related_objects_only() {
 
     // First look at the namespace: every cluster is woken once for its admission.
     rel.wake_clusters_in("ns");
-    let mut woken: Vec<String> = drain(&mut h.streams.clusters)
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let mut woken: Vec<String> = names(drain(&mut h.streams.clusters));
     woken.sort();
     assert_eq!(woken, ["a", "b", "lone"]);
 
@@ -62,10 +68,7 @@ async fn watch_events_wake_the_related_objects_only() {
     h.mesh_writer
         .apply_watcher_event(&watcher::Event::Apply(g.clone()));
     rel.on_mesh(&watcher::Event::Apply(g.clone()));
-    let woken: Vec<String> = drain(&mut h.streams.clusters)
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let woken: Vec<String> = names(drain(&mut h.streams.clusters));
     assert_eq!(woken, ["a"]);
     // The same mesh again (a status-only change that does not touch admissions): nobody.
     rel.on_mesh(&watcher::Event::Apply(g));
@@ -74,10 +77,7 @@ async fn watch_events_wake_the_related_objects_only() {
     // A member cluster changed: its mesh is woken; the standalone one wakes no mesh.
     let ga: GuardedCluster = serde_json::from_value(a).unwrap();
     rel.on_cluster(&watcher::Event::Apply(ga));
-    let meshes: Vec<String> = drain(&mut h.streams.meshes)
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let meshes: Vec<String> = names(drain(&mut h.streams.meshes));
     assert_eq!(meshes, ["prod"]);
     let gl: GuardedCluster = serde_json::from_value(lone).unwrap();
     rel.on_cluster(&watcher::Event::Apply(gl));
@@ -108,10 +108,7 @@ async fn a_deleted_cluster_is_forgotten_and_woken_again_when_recreated() {
     h.cluster_writer
         .apply_watcher_event(&watcher::Event::Delete(ga.clone()));
     rel.on_cluster(&watcher::Event::Delete(ga.clone()));
-    let meshes: Vec<String> = drain(&mut h.streams.meshes)
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let meshes: Vec<String> = names(drain(&mut h.streams.meshes));
     assert_eq!(meshes, ["prod"]);
     assert_eq!(rel.remembered(), (0, 0));
 
@@ -120,9 +117,6 @@ async fn a_deleted_cluster_is_forgotten_and_woken_again_when_recreated() {
         .apply_watcher_event(&watcher::Event::Apply(ga.clone()));
     rel.on_cluster(&watcher::Event::Apply(ga));
     rel.wake_clusters_in("ns");
-    let woken: Vec<String> = drain(&mut h.streams.clusters)
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let woken: Vec<String> = names(drain(&mut h.streams.clusters));
     assert_eq!(woken, ["a"]);
 }

@@ -217,14 +217,7 @@ async fn status_tree_nests_mesh_tiers_clusters_members() -> TestResult {
         "spec": {"members": "not a list"},
     });
     let (client, requests) = server(&mesh, &clusters, vec![invalid], 0);
-    let text = kubectl::status(
-        &client,
-        &ns(),
-        StatusOptions {
-            output: Output::Table,
-        },
-    )
-    .await?;
+    let text = status_in_ns(&client, Output::Table).await?;
     drop(client);
     let requests = requests.await?;
 
@@ -279,14 +272,7 @@ async fn status_reads_every_page_and_dumps_yaml() -> TestResult {
             _ => (404, status_failure(404, "NotFound")),
         }),
     );
-    let text = kubectl::status(
-        &client,
-        &ns(),
-        StatusOptions {
-            output: Output::Yaml,
-        },
-    )
-    .await?;
+    let text = status_in_ns(&client, Output::Yaml).await?;
     drop(client);
     let requests = requests.await?;
     let dumped: Value = serde_yaml::from_str(&text)?;
@@ -312,42 +298,45 @@ async fn missing_crds_are_explained() -> TestResult {
         Arc::new(Mutex::new(Vec::new())),
         Box::new(|_| (404, status_failure(404, "NotFound"))),
     );
-    let err = kubectl::status(
-        &client,
-        &ns(),
-        StatusOptions {
-            output: Output::Table,
-        },
-    )
-    .await
-    .expect_err("a 404 list must fail");
+    let err = status_in_ns(&client, Output::Table)
+        .await
+        .expect_err("a 404 list must fail");
     let msg = format!("{err:#}");
     assert!(msg.contains("CRDs installed"), "{msg}");
     assert!(msg.contains("namespace ns"), "{msg}");
     Ok(())
 }
 
+/// `kubectl baton status -n ns -o OUTPUT`.
+async fn status_in_ns(client: &kube::Client, output: Output) -> anyhow::Result<String> {
+    kubectl::status(client, &ns(), StatusOptions { output }).await
+}
+
 fn patches(requests: &[Recorded]) -> Vec<&Recorded> {
     requests.iter().filter(|r| r.method == "PATCH").collect()
+}
+
+/// Cluster `c` carries the approval annotation with `step` already.
+fn approved_before(c: &mut Cluster, step: &str) {
+    c.metadata.annotations = Some([("baton.dev/approve".to_string(), step.to_string())].into());
+}
+
+/// `kubectl baton approve switchover/w1/b@2.0.0 -n ns`.
+async fn approve_b(client: &kube::Client) -> anyhow::Result<String> {
+    kubectl::intent(
+        client,
+        &ns(),
+        Intent::Approve("switchover/w1/b@2.0.0".into()),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn approve_appends_to_the_annotation_and_retries_a_conflict() -> TestResult {
     let (mesh, mut clusters) = mid_rollout()?;
-    clusters[1].metadata.annotations = Some(
-        [(
-            "baton.dev/approve".to_string(),
-            "switchover/w1/a@1.5.0".to_string(),
-        )]
-        .into(),
-    );
+    approved_before(&mut clusters[1], "switchover/w1/a@1.5.0");
     let (client, requests) = server(&mesh, &clusters, vec![], 1);
-    let msg = kubectl::intent(
-        &client,
-        &ns(),
-        Intent::Approve("switchover/w1/b@2.0.0".into()),
-    )
-    .await?;
+    let msg = approve_b(&client).await?;
     drop(client);
     let requests = requests.await?;
     assert!(msg.starts_with("approved switchover/w1/b@2.0.0"), "{msg}");
@@ -376,20 +365,9 @@ async fn approve_appends_to_the_annotation_and_retries_a_conflict() -> TestResul
 #[tokio::test]
 async fn approving_twice_writes_once() -> TestResult {
     let (mesh, mut clusters) = mid_rollout()?;
-    clusters[1].metadata.annotations = Some(
-        [(
-            "baton.dev/approve".to_string(),
-            "switchover/w1/b@2.0.0".to_string(),
-        )]
-        .into(),
-    );
+    approved_before(&mut clusters[1], "switchover/w1/b@2.0.0");
     let (client, requests) = server(&mesh, &clusters, vec![], 0);
-    let msg = kubectl::intent(
-        &client,
-        &ns(),
-        Intent::Approve("switchover/w1/b@2.0.0".into()),
-    )
-    .await?;
+    let msg = approve_b(&client).await?;
     drop(client);
     assert!(msg.contains("already approved"), "{msg}");
     assert!(patches(&requests.await?).is_empty());

@@ -43,6 +43,18 @@ use kube_e2e::{
 const VAR: &str = "BATON_E2E_KUBECONFIG";
 const CONVERGE: Duration = Duration::from_secs(300);
 
+/// A client of the server in the kubeconfig, with the CRDs installed and a fresh namespace
+/// named from `prefix`; none (the test skips) without a kubeconfig.
+async fn start(test: &str, prefix: &str) -> TestResult<Option<(PathBuf, Client, TestNamespace)>> {
+    let Some(path) = kubeconfig(test) else {
+        return Ok(None);
+    };
+    let client = client(&path).await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, prefix).await?;
+    Ok(Some((path, client, ns)))
+}
+
 fn kubeconfig(test: &str) -> Option<PathBuf> {
     match std::env::var(VAR) {
         Ok(p) if !p.is_empty() => Some(PathBuf::from(p)),
@@ -625,12 +637,9 @@ fn assert_never_refused(name: &str, log: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_two_replicas_fail_over_and_a_switchover_waits_for_approval() -> TestResult {
     let test = "e2e_two_replicas_fail_over_and_a_switchover_waits_for_approval";
-    let Some(path) = kubeconfig(test) else {
+    let Some((path, client, ns)) = start(test, "baton-e2e-ha").await? else {
         return Ok(());
     };
-    let client = client(&path).await?;
-    install_crds(&client).await?;
-    let ns = TestNamespace::create(&client, "baton-e2e-ha").await?;
     let tmp = tempfile::tempdir()?;
     let members = vec!["ha-1".to_string(), "ha-2".to_string()];
     let tls = AgentTls::create(tmp.path(), &client, &members).await?;
@@ -784,12 +793,9 @@ async fn e2e_two_replicas_fail_over_and_a_switchover_waits_for_approval() -> Tes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_the_examples_apply_and_the_active_standby_deployment_converges() -> TestResult {
     let test = "e2e_the_examples_apply_and_the_active_standby_deployment_converges";
-    let Some(path) = kubeconfig(test) else {
+    let Some((path, client, ns)) = start(test, "baton-e2e-examples").await? else {
         return Ok(());
     };
-    let client = client(&path).await?;
-    install_crds(&client).await?;
-    let ns = TestNamespace::create(&client, "baton-e2e-examples").await?;
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     for ex in ["active-standby", "multi-master", "layered-stack"] {
         let out = std::process::Command::new("kubectl")

@@ -221,6 +221,66 @@ struct Phase {
     requests: Option<f64>,
 }
 
+/// Where a phase starts: the clock, the planner's clock, the status writes and the API
+/// requests so far.
+struct Mark {
+    t: Instant,
+    since: i64,
+    writes: u64,
+    requests: Option<f64>,
+}
+
+/// What a phase is counted from: the agents' TLS, the agents of each cluster, the status
+/// writes seen and the operator's metrics address.
+type Counted<'a> = (
+    &'a baton_agent::client::ClientTls,
+    &'a [(String, Vec<String>)],
+    &'a Mutex<Writes>,
+    &'a str,
+);
+
+impl Mark {
+    async fn now(writes: &Mutex<Writes>, addr: &str) -> Mark {
+        let t = Instant::now();
+        let since = baton::reconcile::now().0;
+        let writes = writes.lock().unwrap().total();
+        let requests = kube_requests(addr).await;
+        Mark {
+            t,
+            since,
+            writes,
+            requests,
+        }
+    }
+
+    /// The phase from this mark until now, which ended with the clusters `list`.
+    async fn phase(
+        self,
+        name: &'static str,
+        list: &[Cluster],
+        (tls, agents, writes, addr): Counted<'_>,
+    ) -> TestResult<Phase> {
+        let steps = steps_since(list, self.since);
+        let (gaps, ops, worst) = agent_gaps(tls, agents, self.since).await?;
+        let seconds = self.t.elapsed().as_secs_f64();
+        let written = writes.lock().unwrap().total() - self.writes;
+        let requests = kube_requests(addr)
+            .await
+            .zip(self.requests)
+            .map(|(a, b)| a - b);
+        Ok(Phase {
+            name,
+            seconds,
+            steps,
+            ops,
+            writes: written,
+            gaps,
+            worst,
+            requests,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_scale_mesh_upgrade_and_backout() -> TestResult {
     let Ok(path) = std::env::var("BATON_E2E_KUBECONFIG").map(PathBuf::from) else {
@@ -393,36 +453,20 @@ async fn e2e_scale_mesh_upgrade_and_backout() -> TestResult {
     };
 
     // 1. First apply at the version every agent runs.
-    let t0 = Instant::now();
-    let since = baton::reconcile::now().0;
-    let w0 = writes.lock().unwrap().total();
-    let r0 = kube_requests(&addr).await;
+    let mark = Mark::now(&writes, &addr).await;
     mesh_api.create(&PostParams::default(), &mesh).await?;
     let list = wait("1.0.0").await?;
-    let steps = steps_since(&list, since);
-    let (g, ops, worst) = agent_gaps(&agent_tls, &agents, since).await?;
-    let seconds = t0.elapsed().as_secs_f64();
-    let written = writes.lock().unwrap().total() - w0;
-    let requests = kube_requests(&addr).await.zip(r0).map(|(a, b)| a - b);
-    phases.push(Phase {
-        name: "first apply (1.0.0 on 1.0.0)",
-        seconds,
-        steps,
-        ops,
-        writes: written,
-        gaps: g,
-        worst,
-        requests,
-    });
+    let counted = (&agent_tls, &agents[..], &*writes, &addr[..]);
+    phases.push(
+        mark.phase("first apply (1.0.0 on 1.0.0)", &list, counted)
+            .await?,
+    );
 
     // 2. Upgrade, then backout.
     for (name, version) in [("upgrade to 2.0.0", "2.0.0"), ("backout to 1.0.0", "1.0.0")] {
         // Let the previous phase's last writes land before counting.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let t = Instant::now();
-        let since = baton::reconcile::now().0;
-        let w0 = writes.lock().unwrap().total();
-        let r0 = kube_requests(&addr).await;
+        let mark = Mark::now(&writes, &addr).await;
         mesh_api
             .patch(
                 "scale",
@@ -435,21 +479,8 @@ async fn e2e_scale_mesh_upgrade_and_backout() -> TestResult {
             )
             .await?;
         let list = wait(version).await?;
-        let steps = steps_since(&list, since);
-        let (g, ops, worst) = agent_gaps(&agent_tls, &agents, since).await?;
-        let seconds = t.elapsed().as_secs_f64();
-        let written = writes.lock().unwrap().total() - w0;
-        let requests = kube_requests(&addr).await.zip(r0).map(|(a, b)| a - b);
-        phases.push(Phase {
-            name,
-            seconds,
-            steps,
-            ops,
-            writes: written,
-            gaps: g,
-            worst,
-            requests,
-        });
+        let counted = (&agent_tls, &agents[..], &*writes, &addr[..]);
+        phases.push(mark.phase(name, &list, counted).await?);
     }
 
     // 3. One idle minute.
