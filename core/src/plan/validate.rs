@@ -366,6 +366,7 @@ pub struct Roles<'a> {
 }
 
 impl<'a> Roles<'a> {
+    #[inline]
     fn push(&mut self, role: Option<&'a str>) {
         let id = role.map(|r| match self.last {
             Some((l, id)) if same_str(l, r) => id,
