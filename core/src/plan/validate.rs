@@ -58,6 +58,32 @@ pub(crate) fn same_str(a: &str, b: &str) -> bool {
 pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<WordHasher>>;
 pub type FastSet<K> = std::collections::HashSet<K, BuildHasherDefault<WordHasher>>;
 
+/// A position or a tier number, or none, in four bytes (an `Option<usize>` takes sixteen).
+/// The index keeps several per cluster, and on a large mesh the pages a decision touches for
+/// the first time (each one a page fault once the allocator has returned them) are a good
+/// part of its cost. A mesh of four billion clusters would not fit in memory anyway.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Slot(u32);
+
+impl Slot {
+    pub const NONE: Slot = Slot(u32::MAX);
+
+    #[inline]
+    pub fn of(i: usize) -> Slot {
+        Slot(u32::try_from(i).unwrap_or(u32::MAX))
+    }
+
+    #[inline]
+    pub fn get(self) -> Option<usize> {
+        (self != Slot::NONE).then_some(self.0 as usize)
+    }
+
+    #[inline]
+    pub fn is_none(self) -> bool {
+        self == Slot::NONE
+    }
+}
+
 use crate::api::schema_check::is_dns_label;
 use crate::api::{ClusterSpec, MeshSpec, UpgradeStrategy, Version, values::VERSION_PATTERN};
 
@@ -339,14 +365,15 @@ pub struct MeshIndex<'a> {
     /// Position of each name: the last cluster of that name, as a map built in order keeps it.
     pub by_name: FastMap<&'a str, usize>,
     /// Per position, the position that stands for its name (itself unless a later cluster
-    /// has the same name).
-    pub canon: Vec<usize>,
-    /// Per standing position: the first tier that names or selects the cluster.
-    pub tier: Vec<Option<usize>>,
+    /// has the same name); see [`MeshIndex::canon`].
+    canon: Vec<u32>,
+    /// Per standing position: the first tier that names or selects the cluster; see
+    /// [`MeshIndex::tier_at`].
+    tier: Vec<Slot>,
     /// Per standing position: its place in the last tier list that names it.
-    pub listed_at: Vec<Option<usize>>,
-    /// Per tier: the standing position of each listed name (None: no such cluster).
-    listed: Vec<Vec<Option<usize>>>,
+    listed_at: Vec<Slot>,
+    /// Per tier: the standing position of each listed name (none: no such cluster).
+    listed: Vec<Vec<Slot>>,
     /// Per tier: the positions its selector matches, in slice order.
     selected: Vec<Vec<usize>>,
     /// The clusters' roles.
@@ -359,8 +386,8 @@ pub struct Roles<'a> {
     pub ids: FastMap<&'a str, u32>,
     /// Per id: the role.
     pub names: Vec<&'a str>,
-    /// Per position: the id of the cluster's role.
-    pub of: Vec<Option<u32>>,
+    /// Per position: the id of the cluster's role (`u32::MAX`: none); see [`Roles::of`].
+    of: Vec<u32>,
     /// The role met last: neighbours mostly share one.
     last: Option<(&'a str, u32)>,
 }
@@ -368,7 +395,7 @@ pub struct Roles<'a> {
 impl<'a> Roles<'a> {
     #[inline]
     fn push(&mut self, role: Option<&'a str>) {
-        let id = role.map(|r| match self.last {
+        let id = role.map_or(u32::MAX, |r| match self.last {
             Some((l, id)) if same_str(l, r) => id,
             _ => {
                 let next = self.names.len() as u32;
@@ -381,6 +408,12 @@ impl<'a> Roles<'a> {
             }
         });
         self.of.push(id);
+    }
+
+    /// The id of the role of the cluster at `pos` (None: it has none).
+    #[inline]
+    pub fn of(&self, pos: usize) -> Option<u32> {
+        self.of.get(pos).copied().filter(|&id| id != u32::MAX)
     }
 
     /// The role with this id (None for `u32::MAX`, no role).
@@ -428,36 +461,45 @@ impl<'a> MeshIndex<'a> {
             roles.push(c.spec.role.as_deref());
             visit(i);
         }
-        let canon: Vec<usize> = if duplicates {
+        let canon: Vec<u32> = if duplicates {
             clusters
                 .iter()
                 .enumerate()
-                .map(|(i, c)| by_name.get(c.name).copied().unwrap_or(i))
+                .map(|(i, c)| by_name.get(c.name).copied().unwrap_or(i) as u32)
                 .collect()
         } else {
-            (0..n).collect()
+            (0..n as u32).collect()
         };
-        let mut tier = vec![None; n];
-        let mut listed_at = vec![None; n];
+        let mut tier = vec![Slot::NONE; n];
+        let mut listed_at = vec![Slot::NONE; n];
         let mut listed = Vec::with_capacity(mesh.tiers.len());
         let mut selected = Vec::with_capacity(mesh.tiers.len());
         for (ti, t) in mesh.tiers.iter().enumerate() {
-            let pos: Vec<Option<usize>> = t
+            let pos: Vec<Slot> = t
                 .clusters
                 .iter()
-                .map(|name| by_name.get(name.as_str()).copied())
+                .map(|name| {
+                    by_name
+                        .get(name.as_str())
+                        .map_or(Slot::NONE, |&k| Slot::of(k))
+                })
                 .collect();
             for (j, p) in pos.iter().enumerate() {
-                if let Some(&k) = p.as_ref() {
-                    tier[k].get_or_insert(ti);
-                    listed_at[k] = Some(j);
+                if let Some(k) = p.get() {
+                    if tier[k].is_none() {
+                        tier[k] = Slot::of(ti);
+                    }
+                    listed_at[k] = Slot::of(j);
                 }
             }
             let mut sel = Vec::new();
             if let Some(s) = &t.selector {
                 for (i, c) in clusters.iter().enumerate() {
                     if s.matches(c.labels) {
-                        tier[canon[i]].get_or_insert(ti);
+                        let k = canon[i] as usize;
+                        if tier[k].is_none() {
+                            tier[k] = Slot::of(ti);
+                        }
                         sel.push(i);
                     }
                 }
@@ -481,8 +523,8 @@ impl<'a> MeshIndex<'a> {
     pub fn in_tier_order(&self, clusters: &[ClusterRef<'_>]) -> Vec<usize> {
         let key = |k: usize| {
             (
-                self.tier[k],
-                self.listed_at[k].unwrap_or(usize::MAX),
+                self.tier[k].get(),
+                self.listed_at[k].get().unwrap_or(usize::MAX),
                 clusters[k].name,
             )
         };
@@ -491,17 +533,17 @@ impl<'a> MeshIndex<'a> {
         let mut out = Vec::with_capacity(clusters.len());
         for ti in 0..self.listed.len() {
             for (j, p) in self.listed[ti].iter().enumerate() {
-                if let &Some(k) = p
-                    && self.tier[k] == Some(ti)
-                    && self.listed_at[k] == Some(j)
+                if let Some(k) = p.get()
+                    && self.tier[k].get() == Some(ti)
+                    && self.listed_at[k].get() == Some(j)
                 {
                     out.push(k);
                 }
             }
             let start = out.len();
             for &i in &self.selected[ti] {
-                let k = self.canon[i];
-                if self.tier[k] == Some(ti) && self.listed_at[k].is_none() {
+                let k = self.canon(i);
+                if self.tier[k].get() == Some(ti) && self.listed_at[k].is_none() {
                     out.push(k);
                 }
             }
@@ -512,11 +554,11 @@ impl<'a> MeshIndex<'a> {
             out.append(&mut tail);
         }
         let expected = (0..clusters.len())
-            .filter(|&k| self.canon[k] == k && self.tier[k].is_some())
+            .filter(|&k| self.canon(k) == k && !self.tier[k].is_none())
             .count();
         if out.len() != expected || !out.is_sorted_by_key(|&k| key(k)) {
             out = (0..clusters.len())
-                .filter(|&k| self.canon[k] == k && self.tier[k].is_some())
+                .filter(|&k| self.canon(k) == k && !self.tier[k].is_none())
                 .collect();
             out.sort_by_key(|&k| key(k));
         }
@@ -525,7 +567,20 @@ impl<'a> MeshIndex<'a> {
 
     /// The tier of the cluster called `name`.
     pub fn tier_of(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).and_then(|&k| self.tier[k])
+        self.by_name.get(name).and_then(|&k| self.tier_at(k))
+    }
+
+    /// The position that stands for the name of the cluster at `pos` (itself unless a later
+    /// cluster has the same name).
+    #[inline]
+    pub fn canon(&self, pos: usize) -> usize {
+        self.canon.get(pos).map_or(pos, |&k| k as usize)
+    }
+
+    /// The tier of the cluster standing at `pos` (None: no tier names or selects it).
+    #[inline]
+    pub fn tier_at(&self, pos: usize) -> Option<usize> {
+        self.tier.get(pos).and_then(|t| t.get())
     }
 }
 
@@ -535,8 +590,8 @@ pub fn tier_membership(mesh: &MeshSpec, clusters: &[ClusterRef<'_>]) -> FastMap<
     let index = MeshIndex::new(mesh, clusters);
     let mut out = FastMap::with_capacity_and_hasher(clusters.len(), Default::default());
     for (i, c) in clusters.iter().enumerate() {
-        if index.canon[i] == i
-            && let Some(t) = index.tier[i]
+        if index.canon(i) == i
+            && let Some(t) = index.tier_at(i)
         {
             out.insert(c.name.to_string(), t);
         }
@@ -561,7 +616,7 @@ pub fn validate_mesh_indexed(
     outside: impl Fn(&str) -> Option<Option<String>>,
 ) -> Vec<Problem> {
     validate_mesh_core(mesh, clusters, index, outside, |i, _| {
-        index.tier[index.canon[i]]
+        index.tier_at(index.canon(i))
     })
 }
 
@@ -580,8 +635,8 @@ fn validate_mesh_core(
     let mut tier_names = BTreeSet::new();
     // Per standing position: the last tier that claimed it, and the last tier that saw it
     // (a tier names or selects a cluster at most once).
-    let mut claimed: Vec<Option<usize>> = vec![None; clusters.len()];
-    let mut seen: Vec<usize> = vec![usize::MAX; clusters.len()];
+    let mut claimed: Vec<Slot> = vec![Slot::NONE; clusters.len()];
+    let mut seen: Vec<Slot> = vec![Slot::NONE; clusters.len()];
     for (ti, t) in mesh.tiers.iter().enumerate() {
         let f = format!("spec.tiers[{ti}]");
         check_name(&mut out, &mut tier_names, &|| f.clone(), "tier", &t.name);
@@ -613,14 +668,14 @@ fn validate_mesh_core(
                 }
             }
         }
-        let listed = index.listed[ti].iter().flatten().copied();
-        let selected = index.selected[ti].iter().map(|&i| index.canon[i]);
+        let listed = index.listed[ti].iter().filter_map(|p| p.get());
+        let selected = index.selected[ti].iter().map(|&i| index.canon(i));
         for k in listed.chain(selected) {
-            if seen[k] == ti {
+            if seen[k] == Slot::of(ti) {
                 continue;
             }
-            seen[k] = ti;
-            if let Some(prev) = claimed[k].replace(ti)
+            seen[k] = Slot::of(ti);
+            if let Some(prev) = std::mem::replace(&mut claimed[k], Slot::of(ti)).get()
                 && mesh.tiers[prev].name != t.name
             {
                 problem(
@@ -678,7 +733,7 @@ fn validate_mesh_core(
     let roles = &index.roles;
     let mut span: Vec<Option<(usize, usize)>> = vec![None; roles.len()];
     for (i, c) in clusters.iter().enumerate() {
-        if let (Some(role), Some(t)) = (roles.of[i], tier_of(i, c.name)) {
+        if let (Some(role), Some(t)) = (roles.of(i), tier_of(i, c.name)) {
             let e = span[role as usize].get_or_insert((t, t));
             e.0 = e.0.min(t);
             e.1 = e.1.max(t);
@@ -688,7 +743,7 @@ fn validate_mesh_core(
         let names = clusters
             .iter()
             .enumerate()
-            .filter(|(i, c)| roles.of[*i] == Some(role) && tier_of(*i, c.name) == Some(tier));
+            .filter(|(i, c)| roles.of(*i) == Some(role) && tier_of(*i, c.name) == Some(tier));
         let names = names.map(|(_, c)| c.name);
         if last { names.max() } else { names.min() }.unwrap_or_default()
     };

@@ -70,7 +70,7 @@ pub(super) fn admit(
         blocked: None,
     };
     let active_tier = active_tier(sums, direction);
-    keep_admissions(clusters, st, active_tier, direction);
+    keep_admissions(spec, clusters, st, active_tier, direction);
     if let Some(ti) = active_tier {
         let tier = &spec.tiers[ti];
         let role_versions = RoleVersions::of(spec, sums, &clusters.index, &clusters.versions);
@@ -133,7 +133,7 @@ pub(super) fn admit(
             }
             st.admitted.push(Admitted {
                 cluster: s.name().to_string(),
-                version: s.target.to_string(),
+                version: s.target(spec).to_string(),
                 direction,
                 since: now,
             });
@@ -149,7 +149,7 @@ pub(super) fn admit(
                     "{} may {} to {} (tier {})",
                     s.name(),
                     dir_word(direction),
-                    s.target,
+                    s.target(spec),
                     tier.name
                 ),
             });
@@ -169,6 +169,7 @@ pub(super) fn admit(
 
 /// Keep admissions of clusters still moving in the active tier toward the same target.
 fn keep_admissions(
+    spec: &MeshSpec,
     clusters: &Clusters<'_>,
     st: &mut MeshStatus,
     active_tier: Option<usize>,
@@ -182,7 +183,7 @@ fn keep_admissions(
         {
             // A reversal keeps the clusters part-way admitted, now in the new direction.
             st.admitted.push(Admitted {
-                version: s.target.to_string(),
+                version: s.target(spec).to_string(),
                 direction,
                 ..a
             });

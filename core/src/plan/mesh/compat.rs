@@ -85,7 +85,7 @@ impl<'a> RoleVersions<'a> {
             };
             match bounds.get(other) {
                 None => {}
-                Some(Some(v)) if ok(cmp_versions(v, s.target)) => {}
+                Some(Some(v)) if ok(cmp_versions(v, s.target(spec))) => {}
                 Some(Some(v)) => {
                     return Some(match direction {
                         Direction::Upgrade => format!(
@@ -94,7 +94,8 @@ impl<'a> RoleVersions<'a> {
                         ),
                         Direction::Backout => format!(
                             "{} clusters still run {v}, newer than {}; they back out first",
-                            r.role, s.target
+                            r.role,
+                            s.target(spec)
                         ),
                     });
                 }

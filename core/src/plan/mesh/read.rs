@@ -18,7 +18,6 @@ pub(super) struct Summary<'a> {
     /// The cluster: its name, and what only the capacity check and the preconditions read
     /// (left out of the sweep over every cluster).
     pub(super) view: &'a MeshClusterView<'a>,
-    pub(super) target: &'a str,
     /// Position in the input's cluster list.
     pub(super) pos: u32,
     pub(super) tier: u32,
@@ -48,6 +47,13 @@ pub(super) struct Summary<'a> {
 impl<'a> Summary<'a> {
     pub(super) fn name(&self) -> &'a str {
         self.view.name
+    }
+
+    /// The version the cluster is to run: its own, else the mesh's. Read again where needed
+    /// rather than kept: a summary is copied once per cluster, and on a large mesh the bytes
+    /// a decision touches are most of its cost.
+    pub(super) fn target<'s>(&'s self, mesh: &'s MeshSpec) -> &'s str {
+        self.view.spec.version.as_deref().unwrap_or(&mesh.version)
     }
 
     pub(super) fn lo_rank(&self) -> Option<u32> {
@@ -108,14 +114,15 @@ pub(super) struct Clusters<'a> {
     pub(super) sums: Vec<Summary<'a>>,
     pub(super) versions: VersionTable<'a>,
     /// Per input position: its summary's place in `sums` (`usize::MAX`: none).
-    sum_at: Vec<usize>,
+    sum_at: Vec<u32>,
 }
 
 impl<'a> Clusters<'a> {
     /// The summary of the cluster called `name`, if the mesh plans it.
     pub(super) fn find(&self, name: &str) -> Option<&Summary<'a>> {
         let &p = self.index.by_name.get(name)?;
-        self.sums.get(*self.sum_at.get(self.index.canon[p])?)
+        self.sums
+            .get(*self.sum_at.get(self.index.canon(p))? as usize)
     }
 
     pub(super) fn done_count(&self) -> u32 {
@@ -139,9 +146,9 @@ pub(super) fn read<'a>(input: &MeshInput<'a>) -> Clusters<'a> {
         reader.read(&clusters[i], i, spec);
     });
     let (sums, versions) = reader.summaries(&index.in_tier_order(&refs), &index);
-    let mut sum_at: Vec<usize> = vec![usize::MAX; clusters.len()];
+    let mut sum_at: Vec<u32> = vec![u32::MAX; clusters.len()];
     for (k, s) in sums.iter().enumerate() {
-        sum_at[s.pos as usize] = k;
+        sum_at[s.pos as usize] = k as u32;
     }
     Clusters {
         refs,
@@ -193,7 +200,6 @@ impl<'a> Reader<'a> {
             .map_or(NONE, |t| self.versions.id(t));
         self.raws.push(Summary {
             view: c,
-            target,
             pos: pos as u32,
             tier: 0,
             role: NONE,
@@ -224,10 +230,12 @@ impl<'a> Reader<'a> {
         let rank = self.versions.ranks();
         let mut sums = Vec::with_capacity(order.len());
         for &k in order {
-            let Some(tier) = index.tier[k] else { continue };
+            let Some(tier) = index.tier_at(k) else {
+                continue;
+            };
             let mut s = self.raws[k];
             s.tier = tier as u32;
-            s.role = index.roles.of[k].unwrap_or(NONE);
+            s.role = index.roles.of(k).unwrap_or(NONE);
             let (start, len) = (s.members.0 as usize, s.members.1 as usize);
             for &id in &self.member_ids[start..start + len] {
                 if id == NONE {

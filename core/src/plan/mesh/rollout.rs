@@ -264,7 +264,7 @@ pub(super) fn log_admission(
         "admit",
         LogScope::Cluster,
         s.name(),
-        Some(s.target),
+        Some(s.target(spec)),
         LogMode::Automatic,
         format!(
             "tier {} ({}/{} moving)",
