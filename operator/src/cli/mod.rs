@@ -6,6 +6,7 @@ pub mod plan;
 pub mod tree;
 pub mod view;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration as StdDuration, Instant};
 
@@ -13,7 +14,8 @@ use anyhow::{Context, bail};
 use baton_agent::client::ClientTls;
 use serde::Serialize;
 
-use crate::api::{ClusterStatus, MeshStatus};
+use crate::api::{ClusterStatus, LogEntry, MeshStatus};
+use crate::local::state::ObjectState;
 use crate::local::{Intents, Runner, Settled, State, load};
 use crate::reconcile::{AgentMembers, Timing};
 
@@ -278,24 +280,14 @@ pub fn log(state_path: &Path, names: &[String], output: Output) -> anyhow::Resul
             .map(|n| resolve(&st, n))
             .collect::<anyhow::Result<_>>()?
     };
-    let entries = |t: &Target| -> (&'static str, String, &[crate::api::LogEntry]) {
+    let entries = |t: &Target| -> (&'static str, String, &[LogEntry]) {
         match t {
             Target::Cluster(c) => (
                 "Cluster",
                 c.clone(),
-                st.clusters
-                    .get(c)
-                    .and_then(|o| o.status.as_ref())
-                    .map_or(&[][..], |s| s.log.as_slice()),
+                stored_log(&st.clusters, c, |s| &s.log),
             ),
-            Target::Mesh(m) => (
-                "Mesh",
-                m.clone(),
-                st.meshes
-                    .get(m)
-                    .and_then(|o| o.status.as_ref())
-                    .map_or(&[][..], |s| s.log.as_slice()),
-            ),
+            Target::Mesh(m) => ("Mesh", m.clone(), stored_log(&st.meshes, m, |s| &s.log)),
         }
     };
     if output != Output::Table {
@@ -303,7 +295,7 @@ pub fn log(state_path: &Path, names: &[String], output: Output) -> anyhow::Resul
         struct Logged<'a> {
             kind: &'static str,
             name: String,
-            log: &'a [crate::api::LogEntry],
+            log: &'a [LogEntry],
         }
         let all: Vec<Logged<'_>> = targets
             .iter()
@@ -332,6 +324,19 @@ pub fn log(state_path: &Path, names: &[String], output: Output) -> anyhow::Resul
         }
     }
     Ok(out)
+}
+
+/// The upgrade log (`log` of the status) of the object `name` of `objects`; empty before its
+/// first status.
+fn stored_log<'a, S>(
+    objects: &'a BTreeMap<String, ObjectState<S>>,
+    name: &str,
+    log: impl FnOnce(&'a S) -> &'a Vec<LogEntry>,
+) -> &'a [LogEntry] {
+    objects
+        .get(name)
+        .and_then(|o| o.status.as_ref())
+        .map_or(&[], |s| log(s).as_slice())
 }
 
 /// An imperative intent for the local runner.

@@ -15,7 +15,8 @@ use std::time::Duration as StdDuration;
 use baton_agent::client::ClientTls;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::controller::{self, Controller};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
@@ -23,7 +24,7 @@ use serde::de::DeserializeOwned;
 use crate::reconcile::Timing;
 
 use super::agent_tls::{self, SwappableMembers};
-use super::context::{Context, Triggers};
+use super::context::{Context, Error, Triggers};
 use super::events::EventSink;
 use super::http::{self, HttpState};
 use super::leader::{Leadership, LeaseConfig, LeaseElector};
@@ -32,6 +33,9 @@ use super::relations::Relations;
 use super::slots::Slots;
 use super::stores::{GuardedCluster, GuardedMesh, Stores};
 use super::{cluster_controller, mesh_controller};
+
+/// What the passes of this process share.
+type OperatorContext = Context<SwappableMembers>;
 
 /// How the operator reaches agents.
 #[derive(Clone, Debug)]
@@ -103,6 +107,36 @@ fn leadership_gains(leader: &Leadership) -> impl futures::Stream<Item = ()> + Se
     })
 }
 
+/// Runs `controller` (when awaited) until `shutdown` resolves, then until its running passes
+/// end. Besides its watch, `triggers` and each gain of leadership (every object then) start
+/// passes; each error it yields is logged (at debug) with the message `what`. Built at once:
+/// a gain of leadership before the first poll still counts.
+fn run_controller<K, Pass>(
+    controller: Controller<K>,
+    triggers: impl Stream<Item = ObjectRef<K>> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    reconcile: impl FnMut(Arc<K>, Arc<OperatorContext>) -> Pass,
+    error_policy: impl Fn(Arc<K>, &Error, Arc<OperatorContext>) -> Action,
+    ctx: Arc<OperatorContext>,
+    what: &'static str,
+) -> impl Future<Output = ()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    Pass: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let gains = leadership_gains(&ctx.leader);
+    controller
+        .reconcile_on(triggers)
+        .reconcile_all_on(gains)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(move |r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "{what}");
+            }
+        })
+}
+
 /// Run the operator until `shutdown` resolves (then shut down gracefully).
 pub async fn run(
     client: Client,
@@ -169,36 +203,25 @@ pub async fn run(
     // Clusters: no limit in kube-runtime's runner (its queue of due objects is a HashSet
     // served in hash order, which starved some clusters for minutes at 200 objects); every
     // due pass starts and waits for one of `ctx.slots` instead, busy clusters first.
-    let clusters = Controller::for_stream(cluster_events, cluster_store)
-        .with_config(controller::Config::default().concurrency(0))
-        .reconcile_on(trigger_streams.clusters)
-        .reconcile_all_on(leadership_gains(&leader))
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            cluster_controller::reconcile,
-            cluster_controller::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "cluster controller");
-            }
-        });
-    let meshes = Controller::for_stream(mesh_events, mesh_store)
-        .with_config(config)
-        .reconcile_on(trigger_streams.meshes)
-        .reconcile_all_on(leadership_gains(&leader))
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            mesh_controller::reconcile,
-            mesh_controller::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "mesh controller");
-            }
-        });
+    let clusters = run_controller(
+        Controller::for_stream(cluster_events, cluster_store)
+            .with_config(controller::Config::default().concurrency(0)),
+        trigger_streams.clusters,
+        shutdown.clone(),
+        cluster_controller::reconcile,
+        cluster_controller::error_policy,
+        ctx.clone(),
+        "cluster controller",
+    );
+    let meshes = run_controller(
+        Controller::for_stream(mesh_events, mesh_store).with_config(config),
+        trigger_streams.meshes,
+        shutdown.clone(),
+        mesh_controller::reconcile,
+        mesh_controller::error_policy,
+        ctx.clone(),
+        "mesh controller",
+    );
 
     // The agent client Secret: new credentials are used as soon as it changes.
     let reload = match &cfg.agents {

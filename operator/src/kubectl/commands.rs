@@ -332,29 +332,32 @@ where
     Api::namespaced(client.clone(), ns)
 }
 
-/// Merge-patch one annotation (`None` removes it).
+/// Merge-patch one annotation of `target`, a `K` in namespace `ns` (`None` removes it).
 async fn annotate<K>(
-    api: &Api<K>,
+    client: &Client,
+    ns: &str,
     target: &Target,
     key: &str,
     value: Option<&str>,
     resource_version: Option<&str>,
 ) -> Result<(), kube::Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    K: Clone + DeserializeOwned + std::fmt::Debug,
 {
     let mut meta = json!({ "annotations": { key: value } });
     // With the version read, a concurrent change fails with 409 instead of being lost.
     if let Some(rv) = resource_version {
         meta["resourceVersion"] = Value::String(rv.to_string());
     }
-    api.patch(
-        target.name(),
-        &PatchParams::default(),
-        &Patch::Merge(&json!({ "metadata": meta })),
-    )
-    .await
-    .map(|_| ())
+    namespaced::<K>(client, ns)
+        .patch(
+            target.name(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "metadata": meta })),
+        )
+        .await
+        .map(|_| ())
 }
 
 async fn annotate_target(
@@ -367,25 +370,9 @@ async fn annotate_target(
     let what = format!("annotating {target} in namespace {ns}");
     match target {
         Target::Cluster(_) => {
-            annotate(
-                &namespaced::<GuardedCluster>(client, ns),
-                target,
-                key,
-                value,
-                None,
-            )
-            .await
+            annotate::<GuardedCluster>(client, ns, target, key, value, None).await
         }
-        Target::Mesh(_) => {
-            annotate(
-                &namespaced::<GuardedMesh>(client, ns),
-                target,
-                key,
-                value,
-                None,
-            )
-            .await
-        }
+        Target::Mesh(_) => annotate::<GuardedMesh>(client, ns, target, key, value, None).await,
     }
     .map_err(|e| explain(e, &what))
 }
@@ -427,8 +414,9 @@ async fn approve(client: &Client, ns: &str, step: &str) -> anyhow::Result<String
         }
         approvals.push(step.to_string());
         let value = approvals.join(",");
-        match annotate(
-            &api,
+        match annotate::<GuardedCluster>(
+            client,
+            ns,
             &target,
             APPROVE,
             Some(&value),

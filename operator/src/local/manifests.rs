@@ -250,50 +250,33 @@ pub fn parse_into(path: &Path, text: &str, out: &mut Manifests, errors: &mut Vec
             .get("apiVersion")
             .and_then(|a| a.as_str())
             .unwrap_or("");
+        // A schema error of this object at a field (`None`: the whole object).
+        let schema_error = |field: Option<String>, message: String| {
+            err_at(Level::Schema, path, object.clone(), field, message)
+        };
         if api != API_VERSION {
-            errors.push(err_at(
-                Level::Schema,
-                path,
-                object,
-                Some("apiVersion".into()),
-                format!("expected {API_VERSION:?}, found {api:?}"),
-            ));
+            let message = format!("expected {API_VERSION:?}, found {api:?}");
+            errors.push(schema_error(Some("apiVersion".into()), message));
             continue;
         }
         if !matches!(kind.as_str(), "Cluster" | "Mesh") {
-            errors.push(err_at(
-                Level::Schema,
-                path,
-                object,
-                Some("kind".into()),
-                format!("expected Cluster or Mesh ({GROUP}), found {kind:?}"),
-            ));
+            let message = format!("expected Cluster or Mesh ({GROUP}), found {kind:?}");
+            errors.push(schema_error(Some("kind".into()), message));
             continue;
         }
         let structural = check_object(&kind, &mut value);
         if !structural.is_empty() {
             for e in structural {
                 let field = (!e.field.is_empty()).then_some(e.field);
-                errors.push(err_at(
-                    Level::Schema,
-                    path,
-                    object.clone(),
-                    field,
-                    e.message,
-                ));
+                errors.push(schema_error(field, e.message));
             }
             continue;
         }
         if name.is_none() {
             // Only generateName: `kubectl apply` refuses it too (it cannot find the object
             // again), and the state file keys objects by name.
-            errors.push(err_at(
-                Level::Schema,
-                path,
-                object,
-                Some("metadata.name".into()),
-                "a name is required: generateName cannot be used with apply".into(),
-            ));
+            let message = "a name is required: generateName cannot be used with apply";
+            errors.push(schema_error(Some("metadata.name".into()), message.into()));
             continue;
         }
         if kind == "Cluster" {

@@ -118,27 +118,25 @@ impl<M: Members> Runner<M> {
         let mut clusters = Vec::new();
         for (_, c) in &manifests.clusters {
             let name = c.name_any();
-            let entry = state.clusters.entry(name.clone()).or_default();
-            bump(entry, &c.spec);
+            let (generation, status) = track(&mut state.clusters, &name, &c.spec);
             clusters.push(ClusterObject {
                 name,
                 labels: c.labels().clone(),
-                generation: Some(entry.generation),
+                generation: Some(generation),
                 spec: c.spec.clone(),
-                status: entry.status.clone(),
+                status,
                 intents: PlanIntents::default(),
             });
         }
         let mut meshes = Vec::new();
         for (_, m) in &manifests.meshes {
             let name = m.name_any();
-            let entry = state.meshes.entry(name.clone()).or_default();
-            bump(entry, &m.spec);
+            let (generation, status) = track(&mut state.meshes, &name, &m.spec);
             meshes.push(MeshObject {
                 name,
-                generation: Some(entry.generation),
+                generation: Some(generation),
                 spec: m.spec.clone(),
-                status: entry.status.clone(),
+                status,
                 intents: MeshIntents::default(),
             });
         }
@@ -523,12 +521,20 @@ impl StatusStore<Vec<(usize, ClusterPass)>> for StateFile<'_> {
     }
 }
 
-fn bump<T>(entry: &mut ObjectState<T>, spec: &impl serde::Serialize) {
+/// The generation and the stored status of the object `name` of `states`, which holds it from
+/// now on; the generation is bumped when `spec` is not the one it belongs to.
+fn track<T: Clone + Default>(
+    states: &mut BTreeMap<String, ObjectState<T>>,
+    name: &str,
+    spec: &impl serde::Serialize,
+) -> (i64, Option<T>) {
+    let entry = states.entry(name.to_string()).or_default();
     let h = spec_hash(spec);
     if entry.spec_hash != h {
         entry.generation += 1;
         entry.spec_hash = h;
     }
+    (entry.generation, entry.status.clone())
 }
 
 #[cfg(test)]

@@ -52,11 +52,7 @@ pub fn mesh_membership(
 ) -> BTreeMap<String, usize> {
     let refs: Vec<ClusterRef<'_>> = clusters
         .iter()
-        .map(|c| ClusterRef {
-            name: &c.name,
-            labels: &c.labels,
-            spec: &c.spec,
-        })
+        .map(|c| ClusterRef::new(&c.name, &c.labels, &c.spec))
         .collect();
     let mut out = BTreeMap::new();
     for (mi, m) in meshes.iter().enumerate() {
