@@ -13,12 +13,6 @@ use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
 
-/// `m1`, Active, with `extra`.
-async fn start(fx: &Fixture, extra: &[&str]) -> TestResult<Agent> {
-    fx.start("m1", &[&["--role", "active"], extra].concat())
-        .await
-}
-
 fn raw(pki: &Pki, addr: &str) -> TestResult<Target> {
     Ok(Target::new(addr, Some(pki.control_client_config()?))?)
 }
@@ -44,9 +38,8 @@ async fn call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_rejects_strangers() -> TestResult {
-    let fx = Fixture::new(&["m1"])?;
+    let (fx, m1) = Fixture::active_m1(&[]).await?;
     let pki = &fx.pki;
-    let m1 = start(&fx, &[]).await?;
     let quick = baton_agent::client::CallPolicy {
         timeout: Duration::from_secs(20),
         retries: 0,
@@ -112,9 +105,8 @@ async fn mutual_tls_rejects_strangers() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestResult {
-    let fx = Fixture::new(&["m1"])?;
+    let (fx, m1) = Fixture::active_m1(&["--upgrade-seconds", "60"]).await?;
     let pki = &fx.pki;
-    let m1 = start(&fx, &["--upgrade-seconds", "60"]).await?;
     let t = raw(pki, &m1.control)?;
     let before = m1.status().await?;
 
@@ -350,9 +342,8 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_never_leak_into_records_status_or_logs() -> TestResult {
-    let fx = Fixture::new(&["m1"])?;
+    let (fx, m1) = Fixture::active_m1(&[]).await?;
     let pki = &fx.pki;
-    let m1 = start(&fx, &[]).await?;
     let fresh = pki.mesh_ca.issue(&CertSpec::member("m1-renewed"))?;
     let req = OperationRequest::new("cert-1", OperationKind::InstallCertificate)
         .with_certificate(&fresh.cert_pem, &fresh.key_pem);
