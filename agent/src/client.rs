@@ -195,13 +195,7 @@ pub struct AgentClient {
     policy: CallPolicy,
 }
 
-impl std::fmt::Debug for AgentClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentClient")
-            .field("agent", &self.agent)
-            .finish()
-    }
-}
+crate::debug_shows_only!(AgentClient, agent);
 
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 

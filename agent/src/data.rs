@@ -33,13 +33,7 @@ pub struct DataClient {
     conn: Mutex<Option<Sender>>,
 }
 
-impl std::fmt::Debug for DataClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataClient")
-            .field("endpoint", &self.endpoint)
-            .finish()
-    }
-}
+crate::debug_shows_only!(DataClient, endpoint);
 
 const MAX_RESPONSE: usize = 1024 * 1024;
 

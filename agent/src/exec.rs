@@ -492,13 +492,7 @@ impl ExecBackend {
     }
 }
 
-impl std::fmt::Debug for ExecBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExecBackend")
-            .field("member", &self.member)
-            .finish()
-    }
-}
+crate::debug_shows_only!(ExecBackend, member);
 
 #[cfg(unix)]
 fn signal_code(status: &std::process::ExitStatus) -> Option<i32> {

@@ -16,6 +16,21 @@
 //!   [`conn_limits`] bounding what unauthenticated clients can hold open; [`persist`]
 //!   does crash-safe file writes; [`cli`] is the binary's command line.
 
+/// `impl Debug` for the struct `$ty` that shows its field `$field` alone: the other fields
+/// hold connections, TLS settings or configuration, not worth (or not safe) printing.
+macro_rules! debug_shows_only {
+    ($ty:ident, $field:ident) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field(stringify!($field), &self.$field)
+                    .finish()
+            }
+        }
+    };
+}
+pub(crate) use debug_shows_only;
+
 pub mod api;
 pub mod cli;
 pub mod client;

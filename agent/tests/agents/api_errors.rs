@@ -13,12 +13,6 @@ use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
 
-/// `m1`, Active, with `extra`.
-async fn start(fx: &Fixture, extra: &[&str]) -> TestResult<Agent> {
-    fx.start("m1", &[&["--role", "active"], extra].concat())
-        .await
-}
-
 fn raw(pki: &Pki, addr: &str) -> TestResult<Target> {
     Ok(Target::new(addr, Some(pki.control_client_config()?))?)
 }
@@ -42,11 +36,29 @@ async fn call(
     Ok((status, parsed))
 }
 
+/// Method, path and body (none when empty) of a request.
+type Request<'a> = (Method, &'a str, &'a [u8]);
+
+/// Status and error code of a refusal.
+type Refusal<'a> = (StatusCode, &'a str);
+
+/// `call`, expecting the refusal `want` with a message.
+async fn expect_error(
+    t: &Target,
+    what: &str,
+    (method, path, body): Request<'_>,
+    want: Refusal<'_>,
+) -> TestResult {
+    let (status, e) = call(t, method, path, body).await?;
+    assert_eq!((status, e.error.as_str()), want, "{what}: {}", e.message);
+    assert!(!e.message.is_empty(), "{what}: no message");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_rejects_strangers() -> TestResult {
-    let fx = Fixture::new(&["m1"])?;
+    let (fx, m1) = Fixture::active_m1(&[]).await?;
     let pki = &fx.pki;
-    let m1 = start(&fx, &[]).await?;
     let quick = baton_agent::client::CallPolicy {
         timeout: Duration::from_secs(20),
         retries: 0,
@@ -112,201 +124,93 @@ async fn mutual_tls_rejects_strangers() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestResult {
-    let fx = Fixture::new(&["m1"])?;
+    let (fx, m1) = Fixture::active_m1(&["--upgrade-seconds", "60"]).await?;
     let pki = &fx.pki;
-    let m1 = start(&fx, &["--upgrade-seconds", "60"]).await?;
     let t = raw(pki, &m1.control)?;
     let before = m1.status().await?;
 
-    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
-        (
-            "malformed JSON",
-            b"{\"id\": \"x\", ".to_vec(),
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-        ),
-        (
-            "not an object",
-            b"[1,2]".to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-        ),
-        (
-            "oversized",
-            vec![b' '; 2 * 1024 * 1024],
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-        ),
-        (
-            "unknown kind",
-            br#"{"id":"a","kind":"reboot-the-world"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "unknown_kind",
-        ),
-        (
-            "missing kind",
-            br#"{"id":"a"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "missing_param",
-        ),
-        (
-            "missing id",
-            br#"{"kind":"promote"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "missing_param",
-        ),
-        (
-            "bad id",
-            br#"{"id":"no spaces allowed","kind":"promote"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-        ),
-        (
-            "long id",
-            format!(r#"{{"id":"{}","kind":"promote"}}"#, "x".repeat(129)).into_bytes(),
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-        ),
-        (
-            "upgrade without version",
-            br#"{"id":"a","kind":"upgrade"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "missing_param",
-        ),
-        (
-            "sync-config without source",
-            br#"{"id":"a","kind":"sync-config"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "missing_param",
-        ),
-        (
-            "install-trust without PEM",
-            br#"{"id":"a","kind":"install-trust"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "missing_param",
-        ),
-        (
-            "install-trust garbage",
-            br#"{"id":"a","kind":"install-trust","trustPem":"nope"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_param",
-        ),
-        (
-            "install-trust: PEM framing around garbage",
-            br#"{"id":"a","kind":"install-trust","trustPem":"-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_param",
-        ),
-        (
-            "id of the wrong type",
-            br#"{"id":17,"kind":"promote"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-        ),
-        (
-            "duplicate key",
-            br#"{"id":"a","kind":"backup","kind":"promote"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-        ),
-        (
-            "duplicate id",
-            br#"{"id":"a","id":"b","kind":"promote"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-        ),
-        (
-            "bad version",
-            br#"{"id":"a","kind":"upgrade","version":"1.0; rm -rf /"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_param",
-        ),
-        (
-            "bad source",
-            br#"{"id":"a","kind":"demote","source":"nowhere"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_param",
-        ),
-        (
-            "bad role",
-            br#"{"id":"a","kind":"demote","role":"emperor"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-        ),
-        (
-            "stray param",
-            br#"{"id":"a","kind":"promote","version":"2"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "unexpected_param",
-        ),
-        (
-            "unknown field",
-            br#"{"id":"a","kind":"promote","force":true}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-        ),
-        (
-            "unknown component",
-            br#"{"id":"a","kind":"upgrade","version":"2","component":"kernel"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "unknown_component",
-        ),
-        (
-            "own endpoint as source",
-            format!(r#"{{"id":"a","kind":"demote","source":"{}"}}"#, m1.data).into_bytes(),
-            StatusCode::BAD_REQUEST,
-            "invalid_param",
-        ),
-    ];
-    for (what, body, status, code) in &cases {
-        let (got_status, e) = call(&t, Method::POST, "/v1/operations", body).await?;
-        assert_eq!(
-            (got_status, e.error.as_str()),
-            (*status, *code),
-            "{what}: {}",
-            e.message
-        );
-        assert!(!e.message.is_empty());
-    }
-
-    // Routing errors.
-    let (s, e) = call(&t, Method::GET, "/v1/nothing", b"").await?;
-    assert_eq!((s, e.error.as_str()), (StatusCode::NOT_FOUND, "not_found"));
-    let (s, e) = call(&t, Method::DELETE, "/v1/status", b"").await?;
-    assert_eq!(
-        (s, e.error.as_str()),
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-    );
-    let (s, e) = call(&t, Method::GET, "/v1/operations/nope", b"").await?;
-    assert_eq!((s, e.error.as_str()), (StatusCode::NOT_FOUND, "not_found"));
-    let (s, e) = call(&t, Method::GET, "/v1/operations/bad%20id", b"").await?;
-    assert_eq!(
-        (s, e.error.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_id")
-    );
-    let (s, e) = call(&t, Method::PUT, "/v1/faults", br#"{"hangUpgrades":true}"#).await?;
-    assert_eq!(
-        (s, e.error.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_request")
-    );
-    let (s, e) = call(
+    // The one refusal that is not a 400: a body over the limit.
+    expect_error(
         &t,
-        Method::PUT,
-        "/v1/faults",
-        br#"{"hangUpgrade":true,"hangUpgrade":false}"#,
+        "oversized",
+        (Method::POST, "/v1/operations", &vec![b' '; 2 * 1024 * 1024]),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
     )
     .await?;
-    assert_eq!(
-        (s, e.error.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_request"),
-        "{}",
-        e.message
-    );
-    let (s, e) = call(&t, Method::PUT, "/v1/faults", br#"{"upgradeSeconds":-1}"#).await?;
-    assert_eq!(
-        (s, e.error.as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_param")
-    );
+
+    // Everything else malformed is a 400 naming what is wrong.
+    let long_id = format!(r#"{{"id":"{}","kind":"promote"}}"#, "x".repeat(129));
+    let own_source = format!(r#"{{"id":"a","kind":"demote","source":"{}"}}"#, m1.data);
+    // One row a case: what, the body, the error code.
+    #[rustfmt::skip]
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("malformed JSON", b"{\"id\": \"x\", ", "malformed_json"),
+        ("not an object", b"[1,2]", "invalid_request"),
+        ("unknown kind", br#"{"id":"a","kind":"reboot-the-world"}"#, "unknown_kind"),
+        ("missing kind", br#"{"id":"a"}"#, "missing_param"),
+        ("missing id", br#"{"kind":"promote"}"#, "missing_param"),
+        ("bad id", br#"{"id":"no spaces allowed","kind":"promote"}"#, "invalid_id"),
+        ("long id", long_id.as_bytes(), "invalid_id"),
+        ("upgrade without version", br#"{"id":"a","kind":"upgrade"}"#, "missing_param"),
+        ("sync-config without source", br#"{"id":"a","kind":"sync-config"}"#, "missing_param"),
+        ("install-trust without PEM", br#"{"id":"a","kind":"install-trust"}"#, "missing_param"),
+        ("install-trust garbage", br#"{"id":"a","kind":"install-trust","trustPem":"nope"}"#, "invalid_param"),
+        ("install-trust: PEM framing around garbage", br#"{"id":"a","kind":"install-trust","trustPem":"-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n"}"#, "invalid_param"),
+        ("id of the wrong type", br#"{"id":17,"kind":"promote"}"#, "invalid_request"),
+        ("duplicate key", br#"{"id":"a","kind":"backup","kind":"promote"}"#, "invalid_request"),
+        ("duplicate id", br#"{"id":"a","id":"b","kind":"promote"}"#, "invalid_request"),
+        ("bad version", br#"{"id":"a","kind":"upgrade","version":"1.0; rm -rf /"}"#, "invalid_param"),
+        ("bad source", br#"{"id":"a","kind":"demote","source":"nowhere"}"#, "invalid_param"),
+        ("bad role", br#"{"id":"a","kind":"demote","role":"emperor"}"#, "invalid_request"),
+        ("stray param", br#"{"id":"a","kind":"promote","version":"2"}"#, "unexpected_param"),
+        ("unknown field", br#"{"id":"a","kind":"promote","force":true}"#, "invalid_request"),
+        ("unknown component", br#"{"id":"a","kind":"upgrade","version":"2","component":"kernel"}"#, "unknown_component"),
+        ("own endpoint as source", own_source.as_bytes(), "invalid_param"),
+    ];
+    for (what, body, code) in cases {
+        let request = (Method::POST, "/v1/operations", *body);
+        expect_error(&t, what, request, (StatusCode::BAD_REQUEST, code)).await?;
+    }
+
+    // Routing and fault-body errors.
+    let routing: [(Request, Refusal); 7] = [
+        (
+            (Method::GET, "/v1/nothing", b""),
+            (StatusCode::NOT_FOUND, "not_found"),
+        ),
+        (
+            (Method::DELETE, "/v1/status", b""),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ),
+        (
+            (Method::GET, "/v1/operations/nope", b""),
+            (StatusCode::NOT_FOUND, "not_found"),
+        ),
+        (
+            (Method::GET, "/v1/operations/bad%20id", b""),
+            (StatusCode::BAD_REQUEST, "invalid_id"),
+        ),
+        (
+            (Method::PUT, "/v1/faults", br#"{"hangUpgrades":true}"#),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+        ),
+        (
+            (
+                Method::PUT,
+                "/v1/faults",
+                br#"{"hangUpgrade":true,"hangUpgrade":false}"#,
+            ),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+        ),
+        (
+            (Method::PUT, "/v1/faults", br#"{"upgradeSeconds":-1}"#),
+            (StatusCode::BAD_REQUEST, "invalid_param"),
+        ),
+    ];
+    for ((method, path, body), want) in routing {
+        let what = format!("{method} {path} {}", String::from_utf8_lossy(body));
+        expect_error(&t, &what, (method, path, body), want).await?;
+    }
 
     // Nothing was recorded or changed.
     assert!(m1.client.operations().await?.is_empty());
@@ -327,14 +231,17 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
         (again.id.as_str(), again.started_at),
         ("up-1", first.started_at)
     );
-    let (s, e) = call(
+    expect_error(
         &t,
-        Method::POST,
-        "/v1/operations",
-        br#"{"id":"up-1","kind":"upgrade","version":"3.0.0"}"#,
+        "another body under id up-1",
+        (
+            Method::POST,
+            "/v1/operations",
+            br#"{"id":"up-1","kind":"upgrade","version":"3.0.0"}"#,
+        ),
+        (StatusCode::CONFLICT, "id_conflict"),
     )
     .await?;
-    assert_eq!((s, e.error.as_str()), (StatusCode::CONFLICT, "id_conflict"));
     let e = refused(
         m1.client
             .submit(&OperationRequest::new("backup-1", OperationKind::Backup)),
@@ -350,9 +257,8 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_never_leak_into_records_status_or_logs() -> TestResult {
-    let fx = Fixture::new(&["m1"])?;
+    let (fx, m1) = Fixture::active_m1(&[]).await?;
     let pki = &fx.pki;
-    let m1 = start(&fx, &[]).await?;
     let fresh = pki.mesh_ca.issue(&CertSpec::member("m1-renewed"))?;
     let req = OperationRequest::new("cert-1", OperationKind::InstallCertificate)
         .with_certificate(&fresh.cert_pem, &fresh.key_pem);

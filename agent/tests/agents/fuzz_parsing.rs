@@ -14,24 +14,13 @@ use baton_agent::ops::{parse_request, validate_request};
 use baton_agent::server::{parse_faults, resolve};
 use http::Method;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError};
+use proptest::test_runner::TestCaseError;
 
-fn cases() -> u32 {
-    std::env::var("BATON_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
-}
+#[path = "../common/fuzz.rs"]
+mod fuzz;
 
-fn config() -> Config {
-    Config {
-        cases: cases(),
-        // Shrinking a 1 MB input takes long and tells little more than the first failure.
-        max_shrink_iters: 200,
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
+/// Cases per property unless `BATON_FUZZ_CASES` sets them.
+const DEFAULT_CASES: u32 = 300;
 
 fn check_err(e: &ApiError, input_len: usize) -> Result<(), TestCaseError> {
     prop_assert!(
@@ -186,21 +175,35 @@ fn mutated_body() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Runs `test` on `strategy` for the configured cases, prints how long that took and panics
+/// with the failure, if any.
+fn run_property<S: Strategy>(
+    what: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let t0 = Instant::now();
+    let mut runner = proptest::test_runner::TestRunner::new(fuzz::config(DEFAULT_CASES));
+    let result = runner.run(&strategy, test);
+    println!(
+        "fuzz {what}: {} cases in {:?}",
+        fuzz::cases(DEFAULT_CASES),
+        t0.elapsed()
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
 #[test]
 fn operation_and_fault_bodies_never_panic_and_fail_with_bounded_4xx() {
-    let t0 = Instant::now();
-    let mut runner = proptest::test_runner::TestRunner::new(config());
     let strategy = prop_oneof![
         prop::collection::vec(any::<u8>(), 0..512),
         request_body(),
         mutated_body(),
         json_value().prop_map(|v| v.to_string().into_bytes()),
     ];
-    let result = runner.run(&strategy, |body| check_body(&body));
-    println!("fuzz bodies: {} cases in {:?}", cases(), t0.elapsed());
-    if let Err(e) = result {
-        panic!("{e}");
-    }
+    run_property("bodies", strategy, |body| check_body(&body));
 }
 
 fn methods() -> impl Strategy<Value = Method> {
@@ -233,10 +236,9 @@ fn paths() -> impl Strategy<Value = String> {
 
 #[test]
 fn routes_ids_and_queries_never_panic_and_fail_with_bounded_4xx() {
-    let t0 = Instant::now();
-    let mut runner = proptest::test_runner::TestRunner::new(config());
-    let result = runner.run(
-        &(methods(), paths(), prop::option::of(".{0,300}")),
+    run_property(
+        "routes",
+        (methods(), paths(), prop::option::of(".{0,300}")),
         |(method, path, query)| {
             match resolve(&method, &path) {
                 Ok(_) => {}
@@ -249,8 +251,4 @@ fn routes_ids_and_queries_never_panic_and_fail_with_bounded_4xx() {
             Ok(())
         },
     );
-    println!("fuzz routes: {} cases in {:?}", cases(), t0.elapsed());
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }

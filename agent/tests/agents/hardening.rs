@@ -15,16 +15,6 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// `m1`, Active, with `extra`.
-async fn start(fx: &Fixture, extra: &[&str]) -> TestResult<Agent> {
-    start_nofile(fx, extra, None).await
-}
-
-async fn start_nofile(fx: &Fixture, extra: &[&str], nofile: Option<u64>) -> TestResult<Agent> {
-    let args = [&["--role", "active"], extra].concat();
-    fx.start_with_nofile("m1", &args, nofile).await
-}
-
 /// A fresh client that tries once, within `timeout`.
 fn fresh_client(agent: &Agent, pki: &Pki, timeout: Duration) -> TestResult<AgentClient> {
     Ok(
@@ -73,7 +63,9 @@ async fn send_raw<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> TestResult 
 async fn idle_connections_beyond_the_descriptor_limit_do_not_lock_the_operator_out() -> TestResult {
     let fx = Fixture::new(&["m1"])?;
     let pki = &fx.pki;
-    let m1 = start_nofile(&fx, &[], Some(1024)).await?;
+    let m1 = fx
+        .start_with_nofile("m1", &["--role", "active"], Some(1024))
+        .await?;
     m1.status().await?;
 
     let started = Instant::now();
@@ -129,54 +121,65 @@ async fn idle_connections_beyond_the_descriptor_limit_do_not_lock_the_operator_o
     Ok(())
 }
 
-/// Starts `m1` with `extra`, sends it the unfinished request `partial` over the operator's
-/// TLS and reads until the agent closes the connection or `wait` passes: the agent, what it
-/// answered, whether it closed, and how long that took from the send.
-async fn send_unfinished(
-    fx: &Fixture,
-    extra: &[&str],
-    partial: &[u8],
-    wait: Duration,
-) -> TestResult<(Agent, String, bool, Duration)> {
-    let m1 = start(fx, extra).await?;
+/// What `send_unfinished` saw.
+struct Unfinished {
+    m1: Agent,
+    /// What the agent answered.
+    answer: String,
+    /// Whether the agent closed the connection.
+    closed: bool,
+    /// How long the answer (or the wait) took from the send.
+    took: Duration,
+    /// Dropped after `m1`: it holds the agent's files.
+    _fx: Fixture,
+}
+
+/// Starts `m1` Active with `extra`, sends it the unfinished request `partial` over the
+/// operator's TLS and reads until the agent closes the connection or `wait` passes.
+async fn send_unfinished(extra: &[&str], partial: &[u8], wait: Duration) -> TestResult<Unfinished> {
+    let (fx, m1) = Fixture::active_m1(extra).await?;
     let mut s = raw_tls(&fx.pki, &m1.control).await?;
     let t0 = Instant::now();
     send_raw(&mut s, partial).await?;
     let (answer, closed) = read_until_close(&mut s, wait).await;
-    Ok((m1, answer, closed, t0.elapsed()))
+    Ok(Unfinished {
+        m1,
+        answer,
+        closed,
+        took: t0.elapsed(),
+        _fx: fx,
+    })
 }
 
 /// A client that declares a body and sends part of it is answered 408 and disconnected by the
 /// body deadline; before, it held the connection for minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_body_is_cut_by_the_body_deadline() -> TestResult {
-    let fx = Fixture::new(&["m1"])?;
-    let (m1, answer, closed, took) = send_unfinished(
-        &fx,
+    let u = send_unfinished(
         &["--body-timeout-seconds", "1"],
         b"POST /v1/operations HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\n\
           Content-Length: 1000\r\n\r\n{\"id\":",
         Duration::from_secs(8),
     )
     .await?;
+    let (answer, took) = (&u.answer, u.took);
     assert!(
         answer.starts_with("HTTP/1.1 408"),
         "after {took:?}: {answer:?}"
     );
     assert!(answer.contains("body_timeout"), "{answer}");
-    assert!(closed, "the connection stayed open after the 408");
+    assert!(u.closed, "the connection stayed open after the 408");
     assert!(took < Duration::from_secs(5), "took {took:?}");
     // Nothing was recorded.
-    assert!(m1.client.operations().await?.is_empty());
+    assert!(u.m1.client.operations().await?.is_empty());
     Ok(())
 }
 
 /// A declared Content-Length above the limit is refused before any of the body is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_content_length_is_refused_up_front() -> TestResult {
-    let fx = Fixture::new(&["m1"])?;
+    let (fx, m1) = Fixture::active_m1(&[]).await?;
     let pki = &fx.pki;
-    let m1 = start(&fx, &[]).await?;
     for path in ["/v1/operations", "/v1/faults"] {
         let method = if path == "/v1/faults" { "PUT" } else { "POST" };
         let mut s = raw_tls(pki, &m1.control).await?;
@@ -214,16 +217,14 @@ async fn an_oversized_content_length_is_refused_up_front() -> TestResult {
 /// Headers that never finish are cut by the header timeout (hyper's, with a timer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_headers_are_cut_by_the_header_timeout() -> TestResult {
-    let fx = Fixture::new(&["m1"])?;
-    let (_m1, _, closed, took) = send_unfinished(
-        &fx,
+    let u = send_unfinished(
         &["--header-timeout-seconds", "1"],
         b"GET /v1/status HTTP/1.1\r\nHost: agent\r\nX-Slow: ",
         Duration::from_secs(6),
     )
     .await?;
-    assert!(closed, "half-sent headers kept the connection for 6 s");
-    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(u.closed, "half-sent headers kept the connection for 6 s");
+    assert!(u.took < Duration::from_secs(4), "{:?}", u.took);
     Ok(())
 }
 
@@ -241,9 +242,8 @@ type Case = (
 /// the original was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_and_logs_quote_input_in_bounded_excerpts() -> TestResult {
-    let fx = Fixture::new(&["m1"])?;
+    let (fx, m1) = Fixture::active_m1(&[]).await?;
     let pki = &fx.pki;
-    let m1 = start(&fx, &[]).await?;
     let t = Target::new(&m1.control, Some(pki.control_client_config()?))?;
     let call = |method: Method, path: String, body: Vec<u8>| {
         let t = t.clone();

@@ -8,22 +8,20 @@ use baton_agent::api::{
 use baton_agent::pki::{CertAuthority, CertSpec};
 use common::*;
 
-/// `m1` Active and `m2` its caught-up standby, both with quick upgrades; `m2` also has
-/// components and `extra2`.
-async fn pair(fx: &Fixture, extra2: &[&str]) -> TestResult<(Agent, Agent)> {
+/// A fixture of `m1` Active and `m2` its caught-up standby, both with quick upgrades; `m2`
+/// also has components and `extra2`.
+async fn pair(extra2: &[&str]) -> TestResult<(Fixture, Agent, Agent)> {
     let m2_args = [
         &["--upgrade-seconds", "0.4", "--components", "os=8.4,app=2.1"],
         extra2,
     ]
     .concat();
-    fx.caught_up_pair(&["--upgrade-seconds", "0.4"], &m2_args)
-        .await
+    Fixture::new_caught_up_pair(&["--upgrade-seconds", "0.4"], &m2_args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_rollbacks_and_roles() -> TestResult {
-    let fx = Fixture::new(&["m1", "m2"])?;
-    let (m1, m2) = pair(&fx, &["--reject-versions", "9.0.0"]).await?;
+    let (_fx, m1, m2) = pair(&["--reject-versions", "9.0.0"]).await?;
 
     // Preflight checks and changes nothing.
     let ok = m2
@@ -120,9 +118,8 @@ async fn upgrades_rollbacks_and_roles() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_traffic_check_after_promote() -> TestResult {
-    let fx = Fixture::new(&["m1", "m2"])?;
+    let (fx, m1, m2) = pair(&["--no-traffic-after-promote-on", "2.0.0"]).await?;
     let pki = &fx.pki;
-    let (m1, m2) = pair(&fx, &["--no-traffic-after-promote-on", "2.0.0"]).await?;
     m2.run_ok(&Req::new("up", K::Upgrade).with_version("2.0.0"))
         .await?;
     switchover(&m1, &m2, "sw").await?;
@@ -151,9 +148,8 @@ async fn failed_traffic_check_after_promote() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_verify_and_resign() -> TestResult {
-    let fx = Fixture::new(&["m1", "m2"])?;
+    let (fx, m1, _m2) = pair(&[]).await?;
     let pki = &fx.pki;
-    let (m1, _m2) = pair(&fx, &[]).await?;
     let w = m1.data_client(pki.data_tls("m1")?)?;
     for i in 0..10 {
         w.put(&format!("k{i}"), &format!("v{i}")).await?;
@@ -192,9 +188,8 @@ async fn backup_verify_and_resign() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> TestResult {
-    let fx = Fixture::new(&["m1", "m2"])?;
+    let (fx, m1, m2) = pair(&[]).await?;
     let pki = &fx.pki;
-    let (m1, m2) = pair(&fx, &[]).await?;
     let new_ca = CertAuthority::generate("new mesh CA")?;
 
     // m2 trusts only the new CA: it can no longer verify m1.
@@ -277,8 +272,7 @@ async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> T
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_config_copies_from_a_peer() -> TestResult {
-    let fx = Fixture::new(&["m1", "m2"])?;
-    let (m1, m2) = pair(&fx, &[]).await?;
+    let (_fx, m1, m2) = pair(&[]).await?;
     let config = serde_json::json!({"revision": 7, "settings": {"gateway": "on"}});
     std::fs::write(
         m1.data_dir.join("config.json"),

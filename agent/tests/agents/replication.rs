@@ -13,7 +13,7 @@ use common::*;
 async fn every_acknowledged_write_reaches_every_member() -> TestResult {
     let fx = Fixture::new(&["m1", "m2", "m3"])?;
     let pki = &fx.pki;
-    let m1 = fx.start("m1", &["--role", "active"]).await?;
+    let m1 = fx.start_m1_active(&[]).await?;
     let mut followers = Vec::new();
     for name in ["m2", "m3"] {
         followers.push(
@@ -84,9 +84,8 @@ async fn every_acknowledged_write_reaches_every_member() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_is_measured_and_returns_to_zero() -> TestResult {
-    let fx = Fixture::new(&["m1", "m2"])?;
+    let (fx, m1, m2) = Fixture::new_caught_up_pair(&[], &[]).await?;
     let pki = &fx.pki;
-    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
 
     // A slow link: entries are applied 1.5 s after they were written.
     m2.client
@@ -127,9 +126,8 @@ async fn restarting_the_follower_under_load_never_reports_a_conflict() -> TestRe
     use baton_agent::api::{DemoteRole, OperationKind, OperationRequest};
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let fx = Fixture::new(&["m1", "m2"])?;
+    let (fx, m1, m2) = Fixture::new_caught_up_pair(&[], &[]).await?;
     let pki = &fx.pki;
-    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
 
     // Bounded load: 4 writers, at most 20 s or 20,000 writes each.
     let stop = Arc::new(AtomicBool::new(false));

@@ -9,9 +9,8 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_under_load_loses_no_acknowledged_write() -> TestResult {
-    let fx = Fixture::new(&["m1", "m2"])?;
+    let (fx, m1, m2) = Fixture::new_caught_up_pair(&[], &[]).await?;
     let pki = &fx.pki;
-    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
 
     let load = WriteLoad::start(
         fx.data_clients(&[&m1, &m2])?,
@@ -91,8 +90,7 @@ async fn switchover_under_load_loses_no_acknowledged_write() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_refuses_while_the_source_is_still_active() -> TestResult {
-    let fx = Fixture::new(&["m1", "m2"])?;
-    let (m1, m2) = fx.caught_up_pair(&[], &[]).await?;
+    let (_fx, m1, m2) = Fixture::new_caught_up_pair(&[], &[]).await?;
     let rec = m2
         .run(&OperationRequest::new("p1", OperationKind::Promote))
         .await?;

@@ -158,6 +158,19 @@ impl Fixture {
         Agent::start_with_nofile(member, &dir, self.pki.client_tls(), args, nofile).await
     }
 
+    /// A fixture of the one member `m1`, and `m1` started Active with `extra`.
+    pub async fn active_m1(extra: &[&str]) -> TestResult<(Fixture, Agent)> {
+        let fx = Fixture::new(&["m1"])?;
+        let m1 = fx.start_m1_active(extra).await?;
+        Ok((fx, m1))
+    }
+
+    /// Starts `m1` Active with `extra`.
+    pub async fn start_m1_active(&self, extra: &[&str]) -> TestResult<Agent> {
+        self.start("m1", &[&["--role", "active"], extra].concat())
+            .await
+    }
+
     /// `m1` Active (with `extra1`) and `m2` a standby replicating from it (with `extra2`);
     /// the caller decides whether to wait for `m2` to catch up.
     pub async fn active_standby(
@@ -165,13 +178,21 @@ impl Fixture {
         extra1: &[&str],
         extra2: &[&str],
     ) -> TestResult<(Agent, Agent)> {
-        let m1 = self
-            .start("m1", &[&["--role", "active"], extra1].concat())
-            .await?;
+        let m1 = self.start_m1_active(extra1).await?;
         let m2 = self
             .start("m2", &[&["--source", m1.data.as_str()], extra2].concat())
             .await?;
         Ok((m1, m2))
+    }
+
+    /// A fixture of the members `m1` and `m2`, and its `caught_up_pair`.
+    pub async fn new_caught_up_pair(
+        extra1: &[&str],
+        extra2: &[&str],
+    ) -> TestResult<(Fixture, Agent, Agent)> {
+        let fx = Fixture::new(&["m1", "m2"])?;
+        let (m1, m2) = fx.caught_up_pair(extra1, extra2).await?;
+        Ok((fx, m1, m2))
     }
 
     /// `active_standby`, once `m2` has caught up with `m1`.

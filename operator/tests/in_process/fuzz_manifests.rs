@@ -14,24 +14,14 @@ use std::time::{Duration, Instant};
 
 use baton::local::{Level, ManifestError, Manifests, manifests::parse_into};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::{Value, json};
 
-fn cases() -> u32 {
-    std::env::var("BATON_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
-}
+#[path = "../../../agent/tests/common/fuzz.rs"]
+mod fuzz;
 
-fn config() -> Config {
-    Config {
-        cases: cases(),
-        max_shrink_iters: 200,
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
+/// Cases per property unless `BATON_FUZZ_CASES` sets them.
+const DEFAULT_CASES: u32 = 200;
 
 /// Far above what any case takes (milliseconds): a case this slow is a complexity bug.
 const CASE_BOUND: Duration = Duration::from_secs(5);
@@ -192,14 +182,14 @@ fn object_paths(v: &Value) -> Vec<(String, String)> {
     out
 }
 
-/// Run one property with `config()` and print its figures (each test is its own process
+/// Run one property with `fuzz::config` and print its figures (each test is its own process
 /// under nextest, so the figures are printed where they were measured).
 fn check<S: Strategy>(
     property: &'static str,
     strategy: S,
     test: impl Fn(S::Value) -> Result<(), TestCaseError>,
 ) {
-    let mut runner = TestRunner::new(config());
+    let mut runner = TestRunner::new(fuzz::config(DEFAULT_CASES));
     let result = runner.run(&strategy, test);
     report(property);
     if let Err(e) = result {
