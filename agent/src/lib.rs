@@ -32,6 +32,7 @@ macro_rules! debug_shows_only {
 pub(crate) use debug_shows_only;
 
 pub mod api;
+pub mod ca_material;
 pub mod cli;
 pub mod client;
 pub mod conn_limits;

@@ -127,31 +127,30 @@ impl CertAuthority {
 
     pub fn generate_with_validity(common_name: &str, validity: Validity) -> Result<Self, PkiError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "Baton");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        apply_validity(&mut params, validity)?;
-        params.serial_number = Some(serial_for(common_name));
+        let params = ca_params(common_name, validity)?;
         let cert = params.self_signed(&key)?;
+        Ok(Self::from_parts(cert, params, key))
+    }
+
+    /// A new intermediate CA signed by this one (for chains: root, intermediates, issuer).
+    pub fn issue_ca(&self, common_name: &str, validity: Validity) -> Result<Self, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = ca_params(common_name, validity)?;
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Self::from_parts(cert, params, key))
+    }
+
+    fn from_parts(cert: rcgen::Certificate, params: CertificateParams, key: KeyPair) -> Self {
         let issued = IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             fingerprint: fingerprint_der(cert.der()),
         };
-        Ok(CertAuthority {
+        CertAuthority {
             cert: issued,
             issuer: Issuer::new(params, key),
-        })
+        }
     }
 
     /// Loads an existing CA (for example one written by `baton-agent gen-certs`).
@@ -219,6 +218,25 @@ impl CertAuthority {
             fingerprint: fingerprint_der(cert.der()),
         })
     }
+}
+
+fn ca_params(common_name: &str, validity: Validity) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Baton");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    apply_validity(&mut params, validity)?;
+    params.serial_number = Some(serial_for(common_name));
+    Ok(params)
 }
 
 fn to_offset(ts: Timestamp) -> Result<time::OffsetDateTime, PkiError> {
