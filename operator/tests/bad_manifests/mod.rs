@@ -57,6 +57,16 @@ fn one(name: &'static str, text: String, verdict: Verdict, expect: &'static str)
     }
 }
 
+/// The valid Cluster with `from` replaced by `to`: a mistake the API server refuses.
+fn edited(name: &'static str, from: &str, to: &str, expect: &'static str) -> Case {
+    one(
+        name,
+        cluster("").replace(from, to),
+        Verdict::Refused,
+        expect,
+    )
+}
+
 /// A semantic mistake across files: the Cluster `web` in `c.yaml` (with `cluster_meta` lines
 /// in its metadata), then `meshes`.
 fn meshed<const N: usize>(
@@ -115,19 +125,16 @@ pub fn cases() -> Vec<Case> {
             Accepted,
             "",
         ),
-        one(
+        edited(
             "typo in a spec field",
-            spec_ok.replace("  version:", "  verison:"),
-            Refused,
+            "  version:",
+            "  verison:",
             "c.yaml: Cluster/web: spec.verison: unknown field \"spec.verison\"",
         ),
-        one(
+        edited(
             "misspelled member flag",
-            cluster("").replace(
-                "    endpoint: a.example:9443\n",
-                "    endpoint: a.example:9443\n    spaer: true\n",
-            ),
-            Refused,
+            "    endpoint: a.example:9443\n",
+            "    endpoint: a.example:9443\n    spaer: true\n",
             "spec.members[0].spaer: unknown field",
         ),
         one(
@@ -136,10 +143,10 @@ pub fn cases() -> Vec<Case> {
             Refused,
             "spex: unknown field \"spex\"",
         ),
-        one(
+        edited(
             "unknown metadata field",
-            spec_ok.replace("  name: web\n", "  name: web\n  lables: {a: b}\n"),
-            Refused,
+            "  name: web\n",
+            "  name: web\n  lables: {a: b}\n",
             "metadata.lables: unknown field",
         ),
         one(
@@ -154,16 +161,16 @@ pub fn cases() -> Vec<Case> {
             Refused,
             "spec.role: Too long: may not be more than 63 characters (found 10000)",
         ),
-        one(
+        edited(
             "endpoint with a scheme the client cannot use",
-            spec_ok.replace("https://b.example:9443", "ftp://b.example:21"),
-            Refused,
+            "https://b.example:9443",
+            "ftp://b.example:21",
             "spec.members[1].endpoint: endpoint must be host:port or https://host:port",
         ),
-        one(
+        edited(
             "endpoint without a port",
-            spec_ok.replace("a.example:9443", "a.example"),
-            Refused,
+            "a.example:9443",
+            "a.example",
             "spec.members[0].endpoint: endpoint must be host:port",
         ),
         one(
@@ -190,10 +197,10 @@ pub fn cases() -> Vec<Case> {
             Refused,
             "spec.paused: Invalid value: \"string\": spec.paused in body must be of type boolean",
         ),
-        one(
+        edited(
             "a version that is not one",
-            spec_ok.replace("\"1.2.0\"", "\"1..0\""),
-            Refused,
+            "\"1.2.0\"",
+            "\"1..0\"",
             "spec.version: Invalid value: \"1..0\": spec.version in body should match",
         ),
         one(
@@ -219,10 +226,10 @@ pub fn cases() -> Vec<Case> {
             Refused,
             "spec.members: Too many: 17: must have at most 16 items",
         ),
-        one(
+        edited(
             "duplicate member names (a list map)",
-            spec_ok.replace("name: b\n", "name: a\n"),
-            Refused,
+            "name: b\n",
+            "name: a\n",
             "spec.members[1]: Duplicate value: {\"name\":\"a\"}",
         ),
         one(
@@ -251,43 +258,40 @@ pub fn cases() -> Vec<Case> {
             Refused,
             "requires allowOutage",
         ),
-        one(
+        edited(
             "name not a DNS subdomain",
-            spec_ok.replace("name: web", "name: Web_1"),
-            Refused,
+            "name: web",
+            "name: Web_1",
             "metadata.name: Invalid value: \"Web_1\"",
         ),
-        one(
+        edited(
             "no name at all",
-            spec_ok.replace("  name: web\n", "  labels: {a: b}\n"),
-            Refused,
+            "  name: web\n",
+            "  labels: {a: b}\n",
             "metadata.name: Required value",
         ),
-        one(
+        edited(
             "a label value that is not one",
-            spec_ok.replace(
-                "  name: web\n",
-                "  name: web\n  labels:\n    team: \"a b\"\n",
-            ),
-            Refused,
+            "  name: web\n",
+            "  name: web\n  labels:\n    team: \"a b\"\n",
             "metadata.labels.team: Invalid value: \"a b\"",
         ),
-        one(
+        edited(
             "a label value that is a number",
-            spec_ok.replace("  name: web\n", "  name: web\n  labels:\n    replicas: 3\n"),
-            Refused,
+            "  name: web\n",
+            "  name: web\n  labels:\n    replicas: 3\n",
             "metadata.labels.replicas: Invalid value: \"integer\"",
         ),
-        one(
+        edited(
             "wrong apiVersion",
-            spec_ok.replace("v1alpha1", "v1"),
-            Refused,
+            "v1alpha1",
+            "v1",
             "apiVersion: expected \"baton.dev/v1alpha1\"",
         ),
-        one(
+        edited(
             "unknown kind",
-            spec_ok.replace("kind: Cluster", "kind: Clustr"),
-            Refused,
+            "kind: Cluster",
+            "kind: Clustr",
             "kind: expected Cluster or Mesh",
         ),
         one(
@@ -320,10 +324,10 @@ pub fn cases() -> Vec<Case> {
             Refused,
             "spec.a: unknown field",
         ),
-        one(
+        edited(
             "generateName instead of a name",
-            spec_ok.replace("  name: web\n", "  generateName: web-\n"),
-            Refused,
+            "  name: web\n",
+            "  generateName: web-\n",
             "metadata.name: a name is required: generateName cannot be used with apply",
         ),
         one(

@@ -7,7 +7,10 @@ use std::path::Path;
 
 use baton::api::{Cluster, Mesh};
 use baton::plan::validate::{ClusterRef, validate_cluster, validate_mesh};
-use serde::Deserialize;
+use kube::core::CustomResourceExt;
+use kube::core::cel::validate_cel;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Every field set in `doc` reads back from the typed value (no misspelt field is dropped).
 fn unknown_fields(
@@ -30,6 +33,19 @@ fn unknown_fields(
     }
 }
 
+/// `doc` (a `kind` from `file`) read as the API type `T`, which must pass the CRD's CEL rules,
+/// and the value `T` serializes back to.
+fn typed_passing_cel<T>(doc: &serde_json::Value, kind: &str, file: &Path) -> (T, serde_json::Value)
+where
+    T: DeserializeOwned + Serialize + CustomResourceExt,
+{
+    let t: T = serde_json::from_value(doc.clone())
+        .unwrap_or_else(|e| panic!("{}: {kind}: {e}", file.display()));
+    validate_cel(&t).unwrap_or_else(|e| panic!("{}: CEL: {e:?}", file.display()));
+    let v = serde_json::to_value(&t).expect("serialize");
+    (t, v)
+}
+
 #[test]
 fn e2e_manifests_pass_schema_cel_and_planner_validation() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/manifests");
@@ -50,20 +66,12 @@ fn e2e_manifests_pass_schema_cel_and_planner_validation() {
             let kind = doc["kind"].as_str().unwrap_or_default().to_string();
             let typed = match kind.as_str() {
                 "Cluster" => {
-                    let c: Cluster = serde_json::from_value(doc.clone())
-                        .unwrap_or_else(|e| panic!("{}: Cluster: {e}", file.display()));
-                    c.validate_cel()
-                        .unwrap_or_else(|e| panic!("{}: CEL: {e:?}", file.display()));
-                    let v = serde_json::to_value(&c).expect("serialize");
+                    let (c, v) = typed_passing_cel::<Cluster>(&doc, &kind, file);
                     clusters.push(c);
                     v
                 }
                 "Mesh" => {
-                    let m: Mesh = serde_json::from_value(doc.clone())
-                        .unwrap_or_else(|e| panic!("{}: Mesh: {e}", file.display()));
-                    m.validate_cel()
-                        .unwrap_or_else(|e| panic!("{}: CEL: {e:?}", file.display()));
-                    let v = serde_json::to_value(&m).expect("serialize");
+                    let (m, v) = typed_passing_cel::<Mesh>(&doc, &kind, file);
                     meshes.push(m);
                     v
                 }

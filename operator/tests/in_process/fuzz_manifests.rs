@@ -159,6 +159,13 @@ fn valid_cluster() -> impl Strategy<Value = Value> {
         )
 }
 
+/// A valid Cluster, an index (to pick a place in it) and a text matching `pattern`.
+fn cluster_index_text(
+    pattern: &'static str,
+) -> impl Strategy<Value = (Value, prop::sample::Index, String)> {
+    (valid_cluster(), any::<prop::sample::Index>(), pattern)
+}
+
 fn yaml(v: &Value) -> Result<String, TestCaseError> {
     serde_yaml::to_string(v).map_err(|e| TestCaseError::fail(e.to_string()))
 }
@@ -210,11 +217,7 @@ fn generated_valid_clusters_load() {
 
 #[test]
 fn an_unknown_field_is_refused_by_name() {
-    let strategy = (
-        valid_cluster(),
-        any::<prop::sample::Index>(),
-        "zz[a-zA-Z]{1,10}",
-    );
+    let strategy = cluster_index_text("zz[a-zA-Z]{1,10}");
     check("unknown field", strategy, |(mut c, pick, key)| {
         let paths = object_paths(&c);
         let (pointer, field) = &paths[pick.index(paths.len())];
@@ -343,11 +346,7 @@ fn deep_nesting_is_refused_in_bounded_time() {
 
 #[test]
 fn random_text_and_truncations_never_panic() {
-    let strategy = (
-        valid_cluster(),
-        any::<prop::sample::Index>(),
-        "[\\PC\\n\\t:\\-\\[\\]{}'\"#&*!|>%@`]{0,200}",
-    );
+    let strategy = cluster_index_text("[\\PC\\n\\t:\\-\\[\\]{}'\"#&*!|>%@`]{0,200}");
     check("random", strategy, |(c, cut, noise)| {
         let text = yaml(&c)?;
         let mut at = cut.index(text.len() + 1);

@@ -37,33 +37,28 @@ fn check(seed: u64, scenario: Scenario) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
-
-    #[test]
-    fn clean_upgrades_converge(seed in any::<u64>()) {
-        check(seed, Scenario::CleanUpgrade)?;
-    }
-
-    #[test]
-    fn faulty_upgrades_stay_safe_and_settle(seed in any::<u64>()) {
-        check(seed, Scenario::FaultyUpgrade)?;
-    }
-
-    #[test]
-    fn faulty_backouts_stay_safe_and_settle(seed in any::<u64>()) {
-        check(seed, Scenario::FaultyBackout)?;
-    }
-
-    #[test]
-    fn reversals_mid_rollout_stay_safe_and_settle(seed in any::<u64>()) {
-        check(seed, Scenario::Reversal)?;
-    }
+/// One property test per scenario, named first: `check` holds for any seed.
+macro_rules! scenario_properties {
+    ($($name:ident: $scenario:ident),* $(,)?) => {
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+            $(
+                #[test]
+                fn $name(seed in any::<u64>()) {
+                    check(seed, Scenario::$scenario)?;
+                }
+            )*
+        }
+    };
 }
 
-/// Seeds the soak run found: a backout decided while a switchover toward the new version was
-/// half done must not promote the member that no longer runs the target, nor create two
-/// actives by switching back while the promote is already under way.
+scenario_properties! {
+    clean_upgrades_converge: CleanUpgrade,
+    faulty_upgrades_stay_safe_and_settle: FaultyUpgrade,
+    faulty_backouts_stay_safe_and_settle: FaultyBackout,
+    reversals_mid_rollout_stay_safe_and_settle: Reversal,
+}
+
 /// A mesh whose first tier is a single-member cluster without outage permission: nothing
 /// converges, and the reason is the forbidden outage.
 #[test]
@@ -71,6 +66,9 @@ fn regression_clean_mesh_blocked_by_a_forbidden_outage() {
     check(1116268025436333477, Scenario::CleanUpgrade).expect("blocked only by OutageNotAllowed");
 }
 
+/// Seeds the soak run found: a backout decided while a switchover toward the new version was
+/// half done must not promote the member that no longer runs the target, nor create two
+/// actives by switching back while the promote is already under way.
 #[test]
 fn regression_reversal_during_switchover() {
     for seed in [

@@ -80,6 +80,20 @@ fn assert_clean(sim: &Sim) {
     );
 }
 
+/// Runs `sim` for `d`, asserts no invariant was violated, and returns cluster c's status.
+fn run_clean(sim: &mut Sim, d: Duration) -> ClusterStatus {
+    sim.run(d);
+    assert_clean(sim);
+    status(sim, "c")
+}
+
+/// The `Stalled` condition says `InvalidSpec`, naming `needle`.
+fn assert_invalid_spec(conds: &[Condition], needle: &str) {
+    let c = condition(conds, "Stalled");
+    assert_eq!(c.reason, "InvalidSpec");
+    assert_says(c, needle);
+}
+
 #[test]
 fn two_member_cluster_upgrades_standby_first_then_switches_over() {
     let mut sim = upgrading(2, "1.0.0", "2.0.0");
@@ -143,9 +157,7 @@ fn spares_go_last_and_max_unavailable_holds() {
     let mut spec = cluster_spec(4, Some("2.0.0"));
     spec.members[3].spare = true;
     let mut sim = standalone(spec, "1.0.0", SimConfig::default());
-    sim.run(Duration::from_secs(7200));
-    assert_clean(&sim);
-    let st = status(&sim, "c");
+    let st = run_clean(&mut sim, Duration::from_secs(7200));
     assert_eq!(st.phase, ClusterPhase::Ready, "{:?}", st.message);
     let ups = member_lines(&st, "upgrade");
     assert_eq!(ups.len(), 4);
@@ -165,9 +177,7 @@ fn spares_go_last_and_max_unavailable_holds() {
 #[test]
 fn single_member_cluster_needs_permission_for_the_outage() {
     let mut sim = upgrading(1, "1.0.0", "2.0.0");
-    sim.run(Duration::from_secs(600));
-    assert_clean(&sim);
-    let st = status(&sim, "c");
+    let st = run_clean(&mut sim, Duration::from_secs(600));
     assert_eq!(st.phase, ClusterPhase::Stalled);
     assert!(
         st.conditions
@@ -197,9 +207,7 @@ fn failed_traffic_check_rolls_the_cluster_back_automatically() {
         ..Default::default()
     };
     let mut sim = standalone(cluster_spec(2, Some("2.0.0")), "1.0.0", cfg);
-    sim.run(Duration::from_secs(3600));
-    assert_clean(&sim);
-    let st = status(&sim, "c");
+    let st = run_clean(&mut sim, Duration::from_secs(3600));
     assert_eq!(st.phase, ClusterPhase::RolledBack, "{:?}", st.message);
     let rb = st.rolled_back.clone().expect("rollback recorded");
     assert_eq!(rb.version, "2.0.0");
@@ -249,9 +257,7 @@ fn failing_upgrade_retries_with_backoff_then_zombie_and_stalled() {
         max_backoff: Duration::from_secs(15),
     };
     let mut sim = standalone(spec, "1.0.0", cfg);
-    sim.run(Duration::from_secs(3600));
-    assert_clean(&sim);
-    let st = status(&sim, "c");
+    let st = run_clean(&mut sim, Duration::from_secs(3600));
     assert_eq!(st.phase, ClusterPhase::Stalled);
     let m1 = st.members.iter().find(|m| m.name == "m1").unwrap();
     assert_eq!(m1.role, MemberRole::Zombie);
@@ -296,9 +302,7 @@ fn failing_upgrade_retries_with_backoff_then_zombie_and_stalled() {
 #[test]
 fn backout_is_declarative_and_standby_first() {
     let mut sim = upgrading(2, "2.0.0", "1.0.0");
-    sim.run(Duration::from_secs(3600));
-    assert_clean(&sim);
-    let st = status(&sim, "c");
+    let st = run_clean(&mut sim, Duration::from_secs(3600));
     assert_eq!(st.phase, ClusterPhase::Ready);
     assert_eq!(member_lines(&st, "rollback"), ["m1", "m0"]);
     assert!(member_lines(&st, "upgrade").is_empty());
@@ -342,9 +346,7 @@ fn approval_mode_stops_before_the_switchover() {
     let mut spec = cluster_spec(2, Some("2.0.0"));
     spec.upgrade.supervision = Supervision::Approval;
     let mut sim = standalone(spec, "1.0.0", SimConfig::default());
-    sim.run(Duration::from_secs(1800));
-    assert_clean(&sim);
-    let st = status(&sim, "c");
+    let st = run_clean(&mut sim, Duration::from_secs(1800));
     assert_ne!(st.phase, ClusterPhase::Ready);
     let cond = condition(&st.conditions, "AwaitingApproval");
     assert_eq!(cond.status, "True");
@@ -386,9 +388,7 @@ fn disruptive_steps_wait_for_the_maintenance_window() {
         st.message
     );
     assert!(all_members_on(&sim, "1.0.0"));
-    sim.run(Duration::from_secs(86_400));
-    assert_clean(&sim);
-    let st = status(&sim, "c");
+    let st = run_clean(&mut sim, Duration::from_secs(86_400));
     assert_eq!(st.phase, ClusterPhase::Ready);
     // The first member upgrade (the cluster's rollout entry, also `upgrade`, opened earlier
     // with the first non-disruptive step).
@@ -429,9 +429,7 @@ fn layered_components_follow_prerequisites_verify_and_back_up_first() {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
     }
-    sim.run(Duration::from_secs(4 * 3600));
-    assert_clean(&sim);
-    let st = status(&sim, "c");
+    let st = run_clean(&mut sim, Duration::from_secs(4 * 3600));
     assert_eq!(st.phase, ClusterPhase::Ready, "{:?}", st.message);
     let seq: Vec<String> = st
         .log
@@ -544,9 +542,7 @@ fn invalid_spec_is_stalled_with_the_reason_and_nothing_happens() {
     sim.run(Duration::from_secs(300));
     let st = status(&sim, "c");
     assert_eq!(st.phase, ClusterPhase::Stalled);
-    let c = condition(&st.conditions, "Stalled");
-    assert_eq!(c.reason, "InvalidSpec");
-    assert_says(c, "prerequisite cycle among a, b");
+    assert_invalid_spec(&st.conditions, "prerequisite cycle among a, b");
     assert_eq!(sim.stats.ops_submitted, 0);
 }
 
@@ -591,6 +587,13 @@ fn mesh_sim(t: topology::Topology, from: &str, cfg: SimConfig) -> Sim {
     sim
 }
 
+/// The active/standby deployment (see [`topology::active_standby_deployment`]) asked for
+/// 2.0.0 while running 1.0.0.
+fn deployment_rollout(workers: usize, max_parallel: u32, stagger: Duration, cfg: SimConfig) -> Sim {
+    let t = topology::active_standby_deployment(workers, max_parallel, stagger, "2.0.0");
+    mesh_sim(t, "1.0.0", cfg)
+}
+
 fn mesh_status(sim: &Sim) -> MeshStatus {
     sim.mesh
         .as_ref()
@@ -618,10 +621,10 @@ fn first_moves(sim: &Sim) -> Vec<(Timestamp, String)> {
 
 #[test]
 fn active_standby_deployment_upgrades_in_tier_order_with_parallelism_and_stagger() {
-    let t = topology::active_standby_deployment(12, 4, Duration::from_secs(60), "2.0.0");
-    let mut sim = mesh_sim(
-        t,
-        "1.0.0",
+    let mut sim = deployment_rollout(
+        12,
+        4,
+        Duration::from_secs(60),
         SimConfig {
             upgrade_time: Duration::from_secs(600),
             ..Default::default()
@@ -698,8 +701,7 @@ fn mesh_backout_walks_tiers_in_reverse() {
 /// never rewrites the one before as "Cancelled" (seen on a real API server after every rollout).
 #[test]
 fn a_finished_rollout_keeps_its_result_when_the_next_one_starts() {
-    let t = topology::active_standby_deployment(2, 1, Duration(0), "2.0.0");
-    let mut sim = mesh_sim(t, "1.0.0", SimConfig::default());
+    let mut sim = deployment_rollout(2, 1, Duration(0), SimConfig::default());
     sim.run(Duration::from_secs(86_400));
     assert_eq!(mesh_status(&sim).phase, MeshPhase::Ready);
     let first = mesh_status(&sim)
@@ -734,8 +736,7 @@ fn a_finished_rollout_keeps_its_result_when_the_next_one_starts() {
 
 #[test]
 fn preconditions_block_the_start_until_forced() {
-    let t = topology::active_standby_deployment(2, 1, Duration(0), "2.0.0");
-    let mut sim = mesh_sim(t, "1.0.0", SimConfig::default());
+    let mut sim = deployment_rollout(2, 1, Duration(0), SimConfig::default());
     sim_member(&mut sim, "mpe-00", "s1").backlog = 42;
     sim.run(Duration::from_secs(600));
     let ms = mesh_status(&sim);
@@ -822,9 +823,7 @@ fn invalid_mesh_is_stalled_and_admits_nothing() {
     sim.run(Duration::from_secs(600));
     let ms = mesh_status(&sim);
     assert_eq!(ms.phase, MeshPhase::Stalled);
-    let c = condition(&ms.conditions, "Stalled");
-    assert_eq!(c.reason, "InvalidSpec");
-    assert_says(c, "can never be satisfied");
+    assert_invalid_spec(&ms.conditions, "can never be satisfied");
     assert!(ms.admitted.is_empty());
     assert_eq!(sim.stats.ops_submitted, 0);
 }
@@ -906,8 +905,7 @@ fn mesh_decides_the_same_from_running_versions_or_member_records() {
 fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
     use baton::plan::mesh::{Outside, OutsideCluster};
     use baton::plan::{MeshClusterView, MeshInput, plan_mesh};
-    let t = topology::active_standby_deployment(2, 1, Duration(0), "2.0.0");
-    let mut sim = mesh_sim(t, "1.0.0", SimConfig::default());
+    let mut sim = deployment_rollout(2, 1, Duration(0), SimConfig::default());
     sim.run(Duration::from_secs(86_400));
     let mesh = sim.mesh.as_ref().expect("mesh");
     assert_eq!(mesh_status(&sim).phase, MeshPhase::Ready);
@@ -1100,9 +1098,7 @@ fn a_first_apply_of_a_cluster_already_on_its_target_owes_nothing() {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
     }
-    sim.run(Duration::from_secs(10));
-    assert_clean(&sim);
-    let st = status(&sim, "c");
+    let st = run_clean(&mut sim, Duration::from_secs(10));
     assert_eq!(
         st.phase,
         ClusterPhase::Ready,
@@ -1116,9 +1112,7 @@ fn a_first_apply_of_a_cluster_already_on_its_target_owes_nothing() {
     // A later real rollout still runs the whole pipeline, verifications included.
     sim.cluster_mut("c").unwrap().spec.version = Some("3.0.0".into());
     sim.cluster_mut("c").unwrap().spec.components[1].version = Some("3.0.0".into());
-    sim.run(Duration::from_secs(4 * 3600));
-    assert_clean(&sim);
-    let st = status(&sim, "c");
+    let st = run_clean(&mut sim, Duration::from_secs(4 * 3600));
     assert_eq!(st.phase, ClusterPhase::Ready, "{:?}", st.message);
     let lines = log_lines(&st);
     for want in ["sync-config", "verify", "upgrade", "preflight"] {
@@ -1137,9 +1131,7 @@ fn a_first_observation_with_a_member_in_forced_standby_is_not_adopted() {
     spec.upgrade.reapply_config = true;
     let mut sim = standalone(spec, "2.0.0", SimConfig::default());
     sim_member(&mut sim, "c", "m1").role = MemberRole::ForcedStandby;
-    sim.run(Duration::from_secs(600));
-    assert_clean(&sim);
-    let st = status(&sim, "c");
+    let st = run_clean(&mut sim, Duration::from_secs(600));
     assert_eq!(st.phase, ClusterPhase::Ready, "{:?}", st.message);
     let lines = log_lines(&st);
     assert!(lines.iter().any(|l| l == "release m1"), "{lines:#?}");
@@ -1176,10 +1168,10 @@ fn a_first_apply_of_a_mesh_already_on_its_target_is_ready_without_stagger() {
 /// does not wait for the last admission of the previous one.
 #[test]
 fn a_stagger_never_carries_over_to_the_next_rollout() {
-    let t = topology::active_standby_deployment(2, 1, Duration::from_secs(3600), "2.0.0");
-    let mut sim = mesh_sim(
-        t,
-        "1.0.0",
+    let mut sim = deployment_rollout(
+        2,
+        1,
+        Duration::from_secs(3600),
         SimConfig {
             upgrade_time: Duration::from_secs(5),
             short_op_time: Duration::from_secs(1),

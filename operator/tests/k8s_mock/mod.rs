@@ -325,20 +325,9 @@ pub fn is_event_post(r: &Recorded) -> bool {
     r.method == "POST" && r.path() == "/apis/events.k8s.io/v1/namespaces/ns/events"
 }
 
-/// A demo `baton-agent` running in this process on 127.0.0.1 (plain HTTP, fast upgrades);
-/// returns (control URL, data address).
-pub async fn start_agent(
-    dir: &std::path::Path,
-    member: &str,
-    version: &str,
-    active: bool,
-    source: Option<&str>,
-) -> Result<(String, String), String> {
-    start_agent_with(dir, member, version, active, source, &[]).await
-}
-
-/// [`start_agent`] with more agent flags; with `--tls-cert` among them the control API is
-/// served over mutual TLS instead of plain HTTP, and the endpoint says `https://`.
+/// A demo `baton-agent` running in this process on 127.0.0.1 (plain HTTP and fast upgrades
+/// unless `flags` say otherwise); returns (control URL, data address). With `--tls-cert` among
+/// the flags the control API is served over mutual TLS, and the endpoint says `https://`.
 pub async fn start_agent_with(
     dir: &std::path::Path,
     member: &str,

@@ -98,6 +98,33 @@ pub async fn publish_agent_secret(kube: &Client, name: &str, pki: &Path) -> Test
     Ok(ClientTls::mtls(ca, crt, key))
 }
 
+/// Certificates from `gen-certs` in `pki` for the demo agents `members` on this machine
+/// (127.0.0.1, localhost), valid two days.
+pub fn gen_agent_certs(pki: &Path, members: &[String]) -> TestResult {
+    baton_agent::cli::gen_certs(&baton_agent::cli::GenCertsArgs {
+        out: pki.to_path_buf(),
+        members: members.to_vec(),
+        hosts: vec!["127.0.0.1".into(), "localhost".into()],
+        days: 2,
+    })?;
+    Ok(())
+}
+
+/// A demo agent in this process on 1.0.0 (see `k8s_mock::start_agent_with`) with the flags of
+/// [`mtls_agent_flags`] and then `extra`; returns (control URL, data address).
+pub async fn start_mtls_agent(
+    dir: &Path,
+    pki: &Path,
+    member: &str,
+    active: bool,
+    source: Option<&str>,
+    extra: &[&str],
+) -> TestResult<(String, String)> {
+    let mut flags = mtls_agent_flags(pki, member);
+    flags.extend(extra.iter().map(|f| f.to_string()));
+    Ok(crate::k8s_mock::start_agent_with(dir, member, "1.0.0", active, source, &flags).await?)
+}
+
 /// The flags of a demo agent serving its control API over mutual TLS with the certificates of
 /// `pki`, and replicating over TLS with its member certificate.
 pub fn mtls_agent_flags(pki: &Path, member: &str) -> Vec<String> {

@@ -73,14 +73,25 @@ fn serve_alone<M: baton::reconcile::Members>(
     )
 }
 
-/// [`serve`] with `web` alone in the store, its members on 1.0.0.
-fn serve_web(
-    tl: &Timeline,
-    web: &Value,
-    leader: Leadership,
-) -> (Harness<FakeAgents>, tokio::task::JoinHandle<Vec<Recorded>>) {
+/// What [`web_pass`] leaves: the timeline, the harness, the API server's task (returning the
+/// requests it saw) and the reconciler's answer.
+struct WebPass {
+    tl: Timeline,
+    h: Harness<FakeAgents>,
+    api: tokio::task::JoinHandle<Vec<Recorded>>,
+    action: Action,
+}
+
+/// One pass of the Cluster reconciler over [`web_json`] (changed by `edit` first), alone in the
+/// store of a harness with `leader`, its members on 1.0.0.
+async fn web_pass(edit: impl FnOnce(&mut Value), leader: Leadership) -> WebPass {
+    let tl = timeline();
+    let mut web = web_json();
+    edit(&mut web);
     let agents = FakeAgents::new(tl.clone(), &two_members("1.0.0"));
-    serve(tl, web, agents, leader, std::slice::from_ref(web), &[])
+    let (h, api) = serve(&tl, &web, agents, leader, std::slice::from_ref(&web), &[]);
+    let action = reconcile_web(&h, &web).await;
+    WebPass { tl, h, api, action }
 }
 
 /// One pass of the Cluster reconciler over `web`.
@@ -105,10 +116,7 @@ fn standard_responder(object: Value) -> Responder {
 
 #[tokio::test]
 async fn a_new_step_is_persisted_by_server_side_apply_before_the_agent_is_asked() {
-    let tl = timeline();
-    let web = web_json();
-    let (h, api) = serve_web(&tl, &web, Leadership::always());
-    let action = reconcile_web(&h, &web).await;
+    let WebPass { tl, h, api, action } = web_pass(|_| {}, Leadership::always()).await;
     assert_eq!(action, Action::requeue(Timing::default().busy));
     let submitted = h.ctx.members.submitted();
     drop(h);
@@ -274,11 +282,8 @@ async fn an_object_that_does_not_deserialize_gets_a_stalled_condition_and_an_eve
 
 #[tokio::test]
 async fn the_pause_annotation_is_honoured_no_operation_is_sent() {
-    let tl = timeline();
-    let mut web = web_json();
-    web["metadata"]["annotations"] = json!({"baton.dev/pause": "true"});
-    let (h, api) = serve_web(&tl, &web, Leadership::always());
-    reconcile_web(&h, &web).await;
+    let pause = |w: &mut Value| w["metadata"]["annotations"] = json!({"baton.dev/pause": "true"});
+    let WebPass { h, api, .. } = web_pass(pause, Leadership::always()).await;
     assert!(h.ctx.members.submitted().is_empty());
     drop(h);
     let requests = api.await.unwrap();
@@ -289,10 +294,7 @@ async fn the_pause_annotation_is_honoured_no_operation_is_sent() {
 
 #[tokio::test]
 async fn a_replica_that_is_not_the_leader_writes_nothing_and_calls_no_agent() {
-    let tl = timeline();
-    let web = web_json();
-    let (h, api) = serve_web(&tl, &web, Leadership::elected());
-    let action = reconcile_web(&h, &web).await;
+    let WebPass { h, api, action, .. } = web_pass(|_| {}, Leadership::elected()).await;
     assert_eq!(action, Action::await_change());
     let mesh = serde_json::from_value::<GuardedMesh>(mesh_json(&["web"])).unwrap();
     let action = mesh_controller::reconcile(Arc::new(mesh), h.ctx.clone())

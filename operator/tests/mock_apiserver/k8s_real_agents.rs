@@ -99,8 +99,10 @@ type Shared<T> = Arc<Mutex<T>>;
 /// Two demo agents, m1 active and m2 its standby, both on 1.0.0, and the Cluster `web` over
 /// them asking for 2.0.0.
 async fn web_of_real_agents(dir: &std::path::Path) -> Value {
-    let (a_ctl, a_data) = start_agent(dir, "m1", "1.0.0", true, None).await.unwrap();
-    let (b_ctl, _) = start_agent(dir, "m2", "1.0.0", false, Some(&a_data))
+    let (a_ctl, a_data) = start_agent_with(dir, "m1", "1.0.0", true, None, &[])
+        .await
+        .unwrap();
+    let (b_ctl, _) = start_agent_with(dir, "m2", "1.0.0", false, Some(&a_data), &[])
         .await
         .unwrap();
     let mut web = cluster_json("web", "2.0.0", &[("m1", true), ("m2", false)]);

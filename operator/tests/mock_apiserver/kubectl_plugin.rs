@@ -321,24 +321,38 @@ fn approved_before(c: &mut Cluster, step: &str) {
     c.metadata.annotations = Some([("baton.dev/approve".to_string(), step.to_string())].into());
 }
 
-/// `kubectl baton approve switchover/w1/b@2.0.0 -n ns`.
-async fn approve_b(client: &kube::Client) -> anyhow::Result<String> {
-    kubectl::intent(
-        client,
-        &ns(),
-        Intent::Approve("switchover/w1/b@2.0.0".into()),
-    )
-    .await
+/// `kubectl baton INTENT -n ns` for each of `intents` in turn, against the mid-rollout
+/// objects (changed by `edit` first) with `conflicts` PATCHes answered 409 first: the
+/// messages, and the requests the server saw.
+async fn intents_mid_rollout<const N: usize>(
+    edit: impl FnOnce(&mut [Cluster]),
+    conflicts: usize,
+    intents: [Intent; N],
+) -> TestResult<([String; N], Vec<Recorded>)> {
+    let (mesh, mut clusters) = mid_rollout()?;
+    edit(&mut clusters);
+    let (client, requests) = server(&mesh, &clusters, vec![], conflicts);
+    let mut msgs = Vec::new();
+    for intent in intents {
+        msgs.push(kubectl::intent(&client, &ns(), intent).await?);
+    }
+    drop(client);
+    let msgs = <[String; N]>::try_from(msgs).map_err(|_| "one message per intent")?;
+    Ok((msgs, requests.await?))
+}
+
+/// `kubectl baton approve switchover/w1/b@2.0.0 -n ns`, w1 carrying the approval annotation
+/// with `before` already.
+async fn approve_b(before: &str, conflicts: usize) -> TestResult<(String, Vec<Recorded>)> {
+    let approve = Intent::Approve("switchover/w1/b@2.0.0".into());
+    let edit = |c: &mut [Cluster]| approved_before(&mut c[1], before);
+    let ([msg], requests) = intents_mid_rollout(edit, conflicts, [approve]).await?;
+    Ok((msg, requests))
 }
 
 #[tokio::test]
 async fn approve_appends_to_the_annotation_and_retries_a_conflict() -> TestResult {
-    let (mesh, mut clusters) = mid_rollout()?;
-    approved_before(&mut clusters[1], "switchover/w1/a@1.5.0");
-    let (client, requests) = server(&mesh, &clusters, vec![], 1);
-    let msg = approve_b(&client).await?;
-    drop(client);
-    let requests = requests.await?;
+    let (msg, requests) = approve_b("switchover/w1/a@1.5.0", 1).await?;
     assert!(msg.starts_with("approved switchover/w1/b@2.0.0"), "{msg}");
     let p = patches(&requests);
     assert_eq!(p.len(), 2, "one 409, then the retry: {requests:?}");
@@ -364,13 +378,9 @@ async fn approve_appends_to_the_annotation_and_retries_a_conflict() -> TestResul
 
 #[tokio::test]
 async fn approving_twice_writes_once() -> TestResult {
-    let (mesh, mut clusters) = mid_rollout()?;
-    approved_before(&mut clusters[1], "switchover/w1/b@2.0.0");
-    let (client, requests) = server(&mesh, &clusters, vec![], 0);
-    let msg = approve_b(&client).await?;
-    drop(client);
+    let (msg, requests) = approve_b("switchover/w1/b@2.0.0", 0).await?;
     assert!(msg.contains("already approved"), "{msg}");
-    assert!(patches(&requests.await?).is_empty());
+    assert!(patches(&requests).is_empty());
     Ok(())
 }
 
@@ -432,14 +442,16 @@ async fn bad_input_changes_nothing() -> TestResult {
 
 #[tokio::test]
 async fn pause_everything_then_resume_one() -> TestResult {
-    let (mesh, mut clusters) = mid_rollout()?;
-    clusters[2].spec.paused = true;
-    let (client, requests) = server(&mesh, &clusters, vec![], 0);
-    let msg = kubectl::intent(&client, &ns(), Intent::Pause(vec![])).await?;
-    let msg2 = kubectl::intent(&client, &ns(), Intent::Resume(vec!["w1".into()])).await?;
-    let msg3 = kubectl::intent(&client, &ns(), Intent::Resume(vec!["w2".into()])).await?;
-    drop(client);
-    let requests = requests.await?;
+    let ([msg, msg2, msg3], requests) = intents_mid_rollout(
+        |c| c[2].spec.paused = true,
+        0,
+        [
+            Intent::Pause(vec![]),
+            Intent::Resume(vec!["w1".into()]),
+            Intent::Resume(vec!["w2".into()]),
+        ],
+    )
+    .await?;
     assert_eq!(
         msg,
         "paused mesh/fleet, cluster/mgmt, cluster/w1, cluster/w2"
@@ -487,12 +499,8 @@ async fn pause_everything_then_resume_one() -> TestResult {
 
 #[tokio::test]
 async fn retry_and_force_set_fresh_tokens() -> TestResult {
-    let (mesh, clusters) = mid_rollout()?;
-    let (client, requests) = server(&mesh, &clusters, vec![], 0);
-    let retry = kubectl::intent(&client, &ns(), Intent::Retry(vec![])).await?;
-    let force = kubectl::intent(&client, &ns(), Intent::Force(vec!["fleet".into()])).await?;
-    drop(client);
-    let requests = requests.await?;
+    let intents = [Intent::Retry(vec![]), Intent::Force(vec!["fleet".into()])];
+    let ([retry, force], requests) = intents_mid_rollout(|_| {}, 0, intents).await?;
     assert_eq!(
         retry,
         "retry requested for cluster/mgmt, cluster/w1, cluster/w2"

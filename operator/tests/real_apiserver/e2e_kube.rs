@@ -31,13 +31,10 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::k8s_mock;
-use k8s_mock::start_agent_with;
-
 use crate::kube_e2e;
 use kube_e2e::{
-    TestResult, client, install_crds, mtls_agent_flags, publish_agent_secret, ready_at,
-    release_namespace,
+    TestResult, client, gen_agent_certs, install_crds, publish_agent_secret, ready_at,
+    release_namespace, start_mtls_agent,
 };
 
 const VAR: &str = "BATON_E2E_KUBECONFIG";
@@ -128,12 +125,17 @@ async fn start_clusters(
 ) -> TestResult<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     for name in names {
-        let (a_ctl, a_data) = tls
-            .start_agent(dir, &format!("{name}-1"), true, None)
-            .await?;
-        let (b_ctl, _) = tls
-            .start_agent(dir, &format!("{name}-2"), false, Some(&a_data))
-            .await?;
+        let (a_ctl, a_data) =
+            start_mtls_agent(dir, &tls.pki, &format!("{name}-1"), true, None, &[]).await?;
+        let (b_ctl, _) = start_mtls_agent(
+            dir,
+            &tls.pki,
+            &format!("{name}-2"),
+            false,
+            Some(&a_data),
+            &[],
+        )
+        .await?;
         out.push(json!({
             "apiVersion": "baton.dev/v1alpha1", "kind": "Cluster",
             "metadata": {"name": name, "labels": {"e2e": "yes"}},
@@ -162,12 +164,7 @@ struct AgentTls {
 impl AgentTls {
     async fn create(dir: &Path, kube: &Client, members: &[String]) -> TestResult<AgentTls> {
         let pki = dir.join("pki");
-        baton_agent::cli::gen_certs(&baton_agent::cli::GenCertsArgs {
-            out: pki.clone(),
-            members: members.to_vec(),
-            hosts: vec!["127.0.0.1".into(), "localhost".into()],
-            days: 2,
-        })?;
+        gen_agent_certs(&pki, members)?;
         Self::publish(pki, kube).await
     }
 
@@ -176,33 +173,6 @@ impl AgentTls {
     async fn publish(pki: PathBuf, kube: &Client) -> TestResult<AgentTls> {
         let client = publish_agent_secret(kube, AGENT_SECRET, &pki).await?;
         Ok(AgentTls { client, pki })
-    }
-
-    /// A demo agent in this process: control API over mutual TLS (the test CA), replication
-    /// between members over TLS with the mesh certificates.
-    async fn start_agent(
-        &self,
-        dir: &Path,
-        member: &str,
-        active: bool,
-        source: Option<&str>,
-    ) -> TestResult<(String, String)> {
-        self.start_agent_flags(dir, member, active, source, &[])
-            .await
-    }
-
-    /// [`Self::start_agent`] with more agent flags (e.g. a slower `--upgrade-seconds`).
-    async fn start_agent_flags(
-        &self,
-        dir: &Path,
-        member: &str,
-        active: bool,
-        source: Option<&str>,
-        extra: &[&str],
-    ) -> TestResult<(String, String)> {
-        let mut flags = mtls_agent_flags(&self.pki, member);
-        flags.extend(extra.iter().map(|f| f.to_string()));
-        Ok(start_agent_with(dir, member, "1.0.0", active, source, &flags).await?)
     }
 
     /// The upgrades and rollbacks an agent recorded, in order (`"upgrade 2.0.0"`).
@@ -344,12 +314,10 @@ async fn wait_converged(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_mesh_upgrades_tier_by_tier_and_backs_out_in_reverse() -> TestResult {
-    let Some(path) = kubeconfig("e2e_mesh_upgrades_tier_by_tier_and_backs_out_in_reverse") else {
+    let test = "e2e_mesh_upgrades_tier_by_tier_and_backs_out_in_reverse";
+    let Some((path, client, ns)) = start(test, "baton-e2e").await? else {
         return Ok(());
     };
-    let client = client(&path).await?;
-    install_crds(&client).await?;
-    let ns = TestNamespace::create(&client, "baton-e2e").await?;
     let tmp = tempfile::tempdir()?;
     let members: Vec<String> = ["first", "second"]
         .iter()
@@ -538,12 +506,10 @@ async fn e2e_mesh_upgrades_tier_by_tier_and_backs_out_in_reverse() -> TestResult
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_invalid_manifests_are_rejected_by_the_api_server() -> TestResult {
-    let Some(path) = kubeconfig("e2e_invalid_manifests_are_rejected_by_the_api_server") else {
+    let test = "e2e_invalid_manifests_are_rejected_by_the_api_server";
+    let Some((_, client, ns)) = start(test, "baton-e2e-invalid").await? else {
         return Ok(());
     };
-    let client = client(&path).await?;
-    install_crds(&client).await?;
-    let ns = TestNamespace::create(&client, "baton-e2e-invalid").await?;
     let api: Api<Cluster> = Api::namespaced(client.clone(), &ns.name);
     let cases = [
         (
@@ -645,12 +611,9 @@ async fn e2e_two_replicas_fail_over_and_a_switchover_waits_for_approval() -> Tes
     let tls = AgentTls::create(tmp.path(), &client, &members).await?;
     // Upgrades slow enough to kill the leader in the middle of one.
     let slow = ["--upgrade-seconds", "6"];
-    let (a_ctl, a_data) = tls
-        .start_agent_flags(tmp.path(), "ha-1", true, None, &slow)
-        .await?;
-    let (b_ctl, _) = tls
-        .start_agent_flags(tmp.path(), "ha-2", false, Some(&a_data), &slow)
-        .await?;
+    let (a_ctl, a_data) = start_mtls_agent(tmp.path(), &tls.pki, "ha-1", true, None, &slow).await?;
+    let (b_ctl, _) =
+        start_mtls_agent(tmp.path(), &tls.pki, "ha-2", false, Some(&a_data), &slow).await?;
     let mut replicas = [
         OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "replica-a")?,
         OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "replica-b")?,

@@ -37,13 +37,10 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use crate::k8s_mock;
-use k8s_mock::start_agent_with;
-
 use crate::kube_e2e;
 use kube_e2e::{
-    TestResult, client, install_crds, mtls_agent_flags, publish_agent_secret, ready_at,
-    release_namespace,
+    TestResult, client, gen_agent_certs, install_crds, publish_agent_secret, ready_at,
+    release_namespace, start_mtls_agent,
 };
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -315,12 +312,7 @@ async fn e2e_scale_mesh_upgrade_and_backout() -> TestResult {
     // Certificates: agents' server and member certificates, the operator's client certificate
     // in a Secret it reads (--agent-tls-secret).
     let pki = tmp.path().join("pki");
-    baton_agent::cli::gen_certs(&baton_agent::cli::GenCertsArgs {
-        out: pki.clone(),
-        members: members.clone(),
-        hosts: vec!["127.0.0.1".into(), "localhost".into()],
-        days: 2,
-    })?;
+    gen_agent_certs(&pki, &members)?;
     let agent_tls = publish_agent_secret(&kube, AGENT_SECRET, &pki).await?;
     let started = Instant::now();
     let cluster_api: Api<Cluster> = Api::namespaced(kube.clone(), &ns);
@@ -330,16 +322,8 @@ async fn e2e_scale_mesh_upgrade_and_backout() -> TestResult {
         let mut data = None;
         for (i, active) in [(1, true), (2, false)] {
             let member = format!("{c}-{i}");
-            let flags = mtls_agent_flags(&pki, &member);
-            let (ctl, d) = start_agent_with(
-                tmp.path(),
-                &member,
-                "1.0.0",
-                active,
-                data.as_deref(),
-                &flags,
-            )
-            .await?;
+            let (ctl, d) =
+                start_mtls_agent(tmp.path(), &pki, &member, active, data.as_deref(), &[]).await?;
             endpoints.push(ctl);
             data.get_or_insert(d);
         }
