@@ -7,6 +7,7 @@ pub mod observe;
 pub mod persist;
 pub mod software;
 pub mod stall;
+pub mod trust;
 pub mod validate;
 pub mod window;
 

@@ -1,0 +1,380 @@
+//! Where a CA rotation stands, derived from what the members report (the CAs each trusts, the
+//! CA its presented certificate is issued by), never from a stored counter: after a restart at
+//! any instant the operator looks again and continues from where the mesh really is.
+//!
+//! A member's *stage* is the first phase it has not finished: it does not trust the new root
+//! yet (`AddTrust`), it trusts it but presents a certificate of another issuer (`Reissue`), it
+//! presents a new certificate but still trusts an old root (`RemoveOldTrust`), or `Done`. The
+//! rotation's phase is the lowest stage among the members observed. The two gates that keep
+//! every handshake working are checked against *every* member, so a member that cannot be
+//! observed holds them: nobody presents a new certificate before all trust the new root, and
+//! no old root leaves a trust store while anyone presents a certificate it signed.
+//!
+//! Owns: [`Phase`], [`MemberTrust`], [`Assessment`], [`assess`], [`handshake_ok`]. A leaf
+//! module: not yet wired into the planners (issue 14 builds on it).
+
+use std::collections::BTreeMap;
+
+/// The phases of a rotation, in order. Data re-signing and removal of old material come after
+/// `RemoveOldTrust` and are steps of their own (not visible in a member's trust).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Install old + new roots in every trust store.
+    AddTrust,
+    /// Members present certificates issued by the new CA (then restart as configured).
+    Reissue,
+    /// Trust stores keep only the new root.
+    RemoveOldTrust,
+    Done,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::AddTrust => "AddTrust",
+            Phase::Reissue => "Reissue",
+            Phase::RemoveOldTrust => "RemoveOldTrust",
+            Phase::Done => "Done",
+        }
+    }
+}
+
+/// The CA rotated to, by SHA-256 fingerprints: the root trust stores hold and the CA that
+/// issues member certificates (the same when the root issues them itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub anchor: &'a str,
+    pub issuer: &'a str,
+}
+
+/// What one member reports about its trust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrustReport<'a> {
+    /// Fingerprints of the roots in its trust store.
+    pub trusted: &'a [String],
+    /// The issuer of the certificate it presents, and the root that issuer chains to (None:
+    /// not known, e.g. an issuer outside every known chain).
+    pub issuer: Option<&'a str>,
+    pub anchor: Option<&'a str>,
+}
+
+/// One member as the rotation sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberTrust<'a> {
+    pub name: &'a str,
+    /// Agent-wide phases run per site, a bounded number of jobs at a time.
+    pub site: &'a str,
+    /// None: not observed (unreachable, or its agent reports no trust).
+    pub report: Option<TrustReport<'a>>,
+    /// A step of this rotation is in flight on it.
+    pub busy: bool,
+    /// Order within a site: lower first (standbys before the active, whose restart needs a
+    /// switchover first).
+    pub rank: u32,
+}
+
+/// Options that change what counts as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Keep trusting the old roots: `RemoveOldTrust` is skipped (old-CA certificates stay
+    /// accepted; stated in status and the docs).
+    pub keep_old_trust: bool,
+    /// Jobs at a time per site (the procedure: one).
+    pub per_site: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            keep_old_trust: false,
+            per_site: 1,
+        }
+    }
+}
+
+/// Where the rotation stands and what may be done next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assessment<'a> {
+    /// The lowest stage among observed members.
+    pub phase: Phase,
+    /// Every member observed and done: the rotation is over.
+    pub complete: bool,
+    /// Per site: members past the phase / members.
+    pub sites: BTreeMap<&'a str, (u32, u32)>,
+    /// Members to act on now for the phase: per site at most `per_site` minus those busy,
+    /// lowest rank first, then by name. Empty when a gate holds.
+    pub next: Vec<&'a str>,
+    /// Members not observed: they hold every gate and the end of the rotation.
+    pub unobserved: Vec<&'a str>,
+    /// Members whose presented certificate is not issued by the new CA.
+    pub presenting_old: Vec<&'a str>,
+}
+
+fn stage(r: &TrustReport<'_>, t: Target<'_>, o: Options) -> Phase {
+    let trusts_new = r.trusted.iter().any(|f| f == t.anchor);
+    if !trusts_new {
+        Phase::AddTrust
+    } else if r.issuer != Some(t.issuer) {
+        Phase::Reissue
+    } else if !o.keep_old_trust && r.trusted.iter().any(|f| f != t.anchor) {
+        Phase::RemoveOldTrust
+    } else {
+        Phase::Done
+    }
+}
+
+/// Where the rotation to `target` stands among `members`.
+pub fn assess<'a>(target: Target<'_>, members: &[MemberTrust<'a>], o: Options) -> Assessment<'a> {
+    let stages: Vec<Option<Phase>> = members
+        .iter()
+        .map(|m| m.report.as_ref().map(|r| stage(r, target, o)))
+        .collect();
+    let unobserved: Vec<&str> = members
+        .iter()
+        .zip(&stages)
+        .filter(|(_, s)| s.is_none())
+        .map(|(m, _)| m.name)
+        .collect();
+    let lowest = stages.iter().flatten().min().copied();
+    let phase = match lowest {
+        Some(p) => p,
+        None if members.is_empty() => Phase::Done,
+        // Nothing observed: nothing is known to be done.
+        None => Phase::AddTrust,
+    };
+    let complete = phase == Phase::Done && unobserved.is_empty();
+    let mut sites: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+    for (m, s) in members.iter().zip(&stages) {
+        let e = sites.entry(m.site).or_default();
+        e.1 += 1;
+        if s.is_some_and(|s| s > phase || s == Phase::Done) {
+            e.0 += 1;
+        }
+    }
+    // Gates: adding trust is always safe; presenting a new certificate needs every member to
+    // trust the new root, dropping old roots needs every member to present a new certificate.
+    // Both are facts about all members, so an unobserved one holds them.
+    let gate_open = match phase {
+        Phase::AddTrust => true,
+        Phase::Reissue | Phase::RemoveOldTrust => unobserved.is_empty(),
+        Phase::Done => false,
+    };
+    let mut next = Vec::new();
+    if gate_open {
+        let mut by_site: BTreeMap<&str, Vec<&MemberTrust<'a>>> = BTreeMap::new();
+        for (m, s) in members.iter().zip(&stages) {
+            if *s == Some(phase) {
+                by_site.entry(m.site).or_default().push(m);
+            }
+        }
+        for (_, mut ms) in by_site {
+            let busy = ms.iter().filter(|m| m.busy).count() as u32;
+            ms.retain(|m| !m.busy);
+            ms.sort_by_key(|m| (m.rank, m.name));
+            let slots = o.per_site.saturating_sub(busy) as usize;
+            next.extend(ms.iter().take(slots).map(|m| m.name));
+        }
+    }
+    let presenting_old = members
+        .iter()
+        .filter(|m| m.report.is_some_and(|r| r.issuer != Some(target.issuer)))
+        .map(|m| m.name)
+        .collect();
+    Assessment {
+        phase,
+        complete,
+        sites,
+        next,
+        unobserved,
+        presenting_old,
+    }
+}
+
+/// Whether a peer trusting `trusted` accepts a certificate chaining to `presented_anchor`
+/// (unknown: refused). Every link is checked both ways: the simulator's invariant.
+pub fn handshake_ok(presented_anchor: Option<&str>, trusted: &[String]) -> bool {
+    presented_anchor.is_some_and(|a| trusted.iter().any(|f| f == a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: &str = "old-root";
+    const NEW: &str = "new-root";
+    const NEW_ISSUER: &str = "new-issuing";
+    const T: Target<'static> = Target {
+        anchor: NEW,
+        issuer: NEW_ISSUER,
+    };
+
+    /// A member with an owned trust list: (name, site, trusted, presents new?).
+    struct M {
+        name: &'static str,
+        site: &'static str,
+        trusted: Vec<String>,
+        new_cert: bool,
+        seen: bool,
+        busy: bool,
+        rank: u32,
+    }
+
+    fn m(name: &'static str, site: &'static str, trusted: &[&str], new_cert: bool) -> M {
+        M {
+            name,
+            site,
+            trusted: trusted.iter().map(|s| s.to_string()).collect(),
+            new_cert,
+            seen: true,
+            busy: false,
+            rank: 0,
+        }
+    }
+
+    fn views(ms: &[M]) -> Vec<MemberTrust<'_>> {
+        ms.iter()
+            .map(|x| MemberTrust {
+                name: x.name,
+                site: x.site,
+                report: x.seen.then_some(TrustReport {
+                    trusted: &x.trusted,
+                    issuer: Some(if x.new_cert {
+                        NEW_ISSUER
+                    } else {
+                        "old-issuing"
+                    }),
+                    anchor: Some(if x.new_cert { NEW } else { OLD }),
+                }),
+                busy: x.busy,
+                rank: x.rank,
+            })
+            .collect()
+    }
+
+    fn run(ms: &[M], o: Options) -> Assessment<'_> {
+        assess(T, &views(ms), o)
+    }
+
+    #[test]
+    fn the_phase_is_the_lowest_stage_and_sites_count_members_past_it() {
+        let ms = [
+            m("a1", "east", &[OLD, NEW], false),
+            m("a2", "east", &[OLD], false),
+            m("b1", "west", &[OLD, NEW], false),
+        ];
+        let a = run(&ms, Options::default());
+        assert_eq!(a.phase, Phase::AddTrust);
+        assert_eq!(a.sites["east"], (1, 2));
+        assert_eq!(a.sites["west"], (1, 1));
+        assert_eq!(a.next, ["a2"]);
+        let ms = [
+            m("a1", "east", &[OLD, NEW], true),
+            m("a2", "east", &[OLD, NEW], false),
+        ];
+        let a = run(&ms, Options::default());
+        assert_eq!(a.phase, Phase::Reissue);
+        assert_eq!(a.next, ["a2"]);
+        assert_eq!(a.presenting_old, ["a2"]);
+        let done = [m("a1", "east", &[NEW], true), m("b1", "west", &[NEW], true)];
+        let a = run(&done, Options::default());
+        assert_eq!(a.phase, Phase::Done);
+        assert!(a.complete);
+        assert!(a.next.is_empty());
+        assert_eq!(a.sites["west"], (1, 1));
+    }
+
+    #[test]
+    fn at_most_per_site_jobs_run_and_busy_members_take_their_slot() {
+        let mut ms = vec![
+            m("e1", "east", &[OLD], false),
+            m("e2", "east", &[OLD], false),
+            m("e3", "east", &[OLD], false),
+            m("w1", "west", &[OLD], false),
+        ];
+        let a = run(&ms, Options::default());
+        assert_eq!(a.next, ["e1", "w1"], "one job per site");
+        ms[0].busy = true;
+        let a = run(&ms, Options::default());
+        assert_eq!(a.next, ["w1"], "east's slot is taken by e1 in flight");
+        let two = Options {
+            per_site: 2,
+            ..Options::default()
+        };
+        assert_eq!(run(&ms, two).next, ["e2", "w1"]);
+        // Standbys before the active within a site.
+        ms[0].busy = false;
+        ms[0].rank = 1;
+        assert_eq!(run(&ms, Options::default()).next, ["e2", "w1"]);
+    }
+
+    #[test]
+    fn nobody_is_reissued_while_any_member_is_unobserved_or_lacks_the_new_root() {
+        let mut ms = vec![
+            m("a", "s", &[OLD, NEW], false),
+            m("b", "s", &[OLD, NEW], false),
+        ];
+        ms[1].seen = false;
+        let a = run(&ms, Options::default());
+        assert_eq!(a.phase, Phase::Reissue, "from what is observed");
+        assert_eq!(a.unobserved, ["b"]);
+        assert!(a.next.is_empty(), "b might not trust the new root");
+        // A member that does not trust the new root puts the rotation back to AddTrust, even if
+        // another already presents a new certificate (a member added late, or a forced phase).
+        let ms = [
+            m("a", "s", &[OLD, NEW], true),
+            m("late", "s", &[OLD], false),
+        ];
+        let a = run(&ms, Options::default());
+        assert_eq!(a.phase, Phase::AddTrust);
+        assert_eq!(a.next, ["late"]);
+    }
+
+    #[test]
+    fn the_old_root_goes_only_when_everyone_presents_a_new_certificate() {
+        let mut ms = vec![
+            m("a", "s", &[OLD, NEW], true),
+            m("b", "t", &[OLD, NEW], true),
+        ];
+        let a = run(&ms, Options::default());
+        assert_eq!(a.phase, Phase::RemoveOldTrust);
+        assert_eq!(a.next, ["a", "b"]);
+        ms[1].seen = false;
+        assert!(
+            run(&ms, Options::default()).next.is_empty(),
+            "b unobserved: it might still present an old certificate"
+        );
+        let keep = Options {
+            keep_old_trust: true,
+            ..Options::default()
+        };
+        ms[1].seen = true;
+        let a = run(&ms, keep);
+        assert_eq!(a.phase, Phase::Done, "keepOldTrust skips the removal");
+    }
+
+    #[test]
+    fn a_rotation_nobody_can_be_seen_in_is_not_done() {
+        let mut ms = vec![m("a", "s", &[NEW], true)];
+        ms[0].seen = false;
+        let a = run(&ms, Options::default());
+        assert_eq!(a.phase, Phase::AddTrust, "nothing is known to be done");
+        assert!(!a.complete);
+        let mut ms = vec![m("a", "s", &[NEW], true), m("b", "s", &[NEW], true)];
+        ms[1].seen = false;
+        let a = run(&ms, Options::default());
+        assert_eq!(a.phase, Phase::Done, "a is done");
+        assert!(!a.complete, "b holds the end");
+        assert_eq!(a.unobserved, ["b"]);
+        assert_eq!(a.sites["s"], (1, 2));
+    }
+
+    #[test]
+    fn a_handshake_needs_the_presented_root_in_the_peers_trust() {
+        let both = [OLD.to_string(), NEW.to_string()];
+        let new_only = [NEW.to_string()];
+        assert!(handshake_ok(Some(OLD), &both));
+        assert!(handshake_ok(Some(NEW), &new_only));
+        assert!(!handshake_ok(Some(OLD), &new_only));
+        assert!(!handshake_ok(None, &both));
+    }
+}
