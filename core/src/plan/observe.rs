@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::values::Timestamp;
 use crate::api::{Health, MemberRole};
 
 /// The state of one agent operation, as the agent reports it.
@@ -50,6 +51,22 @@ pub struct AgentView {
     pub load: Option<u64>,
     /// The agent's current or most recent operation.
     pub operation: Option<OpView>,
+    /// SHA-256 fingerprints of the CAs the member trusts for member-to-member TLS (empty:
+    /// none reported).
+    #[serde(default)]
+    pub trust: Vec<String>,
+    /// The certificate the member presents on its data port (None: not reported).
+    #[serde(default)]
+    pub certificate: Option<CertView>,
+}
+
+/// A member's presented certificate, as its agent reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertView {
+    pub fingerprint: String,
+    /// The issuing CA's fingerprint, when the agent found it in its chain or trust bundle.
+    pub issuer_fingerprint: Option<String>,
+    pub not_after: Timestamp,
 }
 
 impl AgentView {

@@ -145,6 +145,8 @@ impl SimMember {
                 .as_ref()
                 .and_then(|id| self.ops.get(id))
                 .map(Self::op_view),
+            trust: Vec::new(),
+            certificate: None,
         }
     }
 

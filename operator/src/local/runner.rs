@@ -606,6 +606,8 @@ mod tests {
             data_endpoint: Some(data.into()),
             load: None,
             operation: None,
+            trust: Vec::new(),
+            certificate: None,
         }
     }
 

@@ -16,8 +16,11 @@ use baton_agent::api::{
 };
 use baton_agent::client::{AgentClient, CallPolicy, ClientError, ClientTls, SharedTls};
 
+use crate::api::values::Timestamp;
 use crate::api::{ClusterSpec, ClusterStatus, Health, MemberRole, StepAction};
-use crate::plan::{AgentView, AlarmView, ClusterObservation, MemberObservation, OpKind, OpRequest};
+use crate::plan::{
+    AgentView, AlarmView, CertView, ClusterObservation, MemberObservation, OpKind, OpRequest,
+};
 use crate::plan::{OpState, OpView, PlanEvent};
 
 use super::errors::MetricLabel;
@@ -377,6 +380,12 @@ pub fn agent_view(st: &AgentStatus) -> AgentView {
         data_endpoint: (!st.data_endpoint.is_empty()).then(|| st.data_endpoint.clone()),
         load: st.load,
         operation: st.operation.as_ref().map(op_view),
+        trust: st.trust.clone(),
+        certificate: st.certificate.as_ref().map(|c| CertView {
+            fingerprint: c.fingerprint.clone(),
+            issuer_fingerprint: c.issuer_fingerprint.clone(),
+            not_after: Timestamp(c.not_after.as_millisecond()),
+        }),
     }
 }
 
@@ -551,6 +560,31 @@ pub(super) async fn perform<M: Members>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_view_carries_the_trust_and_the_presented_certificate() -> serde_json::Result<()> {
+        let st: AgentStatus = serde_json::from_value(serde_json::json!({
+            "member": "m1", "version": "1.0.0", "role": "Standby", "serving": false,
+            "health": "OK", "dataEndpoint": "127.0.0.1:7001",
+            "trust": ["aa", "bb"],
+            "certificate": {"fingerprint": "cc", "issuerFingerprint": "bb",
+                            "notAfter": "2027-01-01T00:00:00Z"},
+        }))?;
+        let v = agent_view(&st);
+        assert_eq!(v.trust, ["aa", "bb"]);
+        let cert = v.certificate.expect("certificate mapped");
+        assert_eq!(cert.fingerprint, "cc");
+        assert_eq!(cert.issuer_fingerprint.as_deref(), Some("bb"));
+        assert_eq!(cert.not_after, Timestamp(1_798_761_600_000));
+        let bare = AgentStatus {
+            trust: vec![],
+            certificate: None,
+            ..st
+        };
+        let v = agent_view(&bare);
+        assert!(v.trust.is_empty() && v.certificate.is_none());
+        Ok(())
+    }
 
     fn req(kind: OpKind) -> OpRequest {
         OpRequest {
