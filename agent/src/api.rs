@@ -122,6 +122,28 @@ pub struct Replication {
     pub source_version: Option<String>,
 }
 
+/// Data-port TLS handshakes that failed over certificates or trust, per peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandshakeFailures {
+    /// Connections from a peer that failed, by the peer's address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inbound: BTreeMap<String, u64>,
+    /// Connections to a peer (the replication source) that failed, by its data endpoint.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outbound: BTreeMap<String, u64>,
+}
+
+impl HandshakeFailures {
+    pub fn is_empty(&self) -> bool {
+        self.inbound.is_empty() && self.outbound.is_empty()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.inbound.values().chain(self.outbound.values()).sum()
+    }
+}
+
 /// The member's own certificate on the data port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -165,6 +187,10 @@ pub struct MemberStatus {
     pub trust: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertInfo>,
+    /// Data-port handshakes that failed over certificates or trust since the agent started
+    /// (demo backend; absent when there were none).
+    #[serde(default, skip_serializing_if = "HandshakeFailures::is_empty")]
+    pub handshake_failures: HandshakeFailures,
     /// The running operation, or else the most recent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationRecord>,

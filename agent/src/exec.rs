@@ -487,6 +487,7 @@ impl ExecBackend {
             load: self.faults().load.or(s.load),
             trust: s.trust.unwrap_or_default(),
             certificate: s.certificate,
+            handshake_failures: Default::default(),
             operation: None,
         }
     }

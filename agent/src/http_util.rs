@@ -2,6 +2,7 @@
 //! bounded body reading, a streaming body, bounded quoting of client input, and an accept
 //! loop over optional TLS that keeps its connections within [`ConnLimits`].
 
+use crate::handshakes::HandshakeCounter;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::future::Future;
@@ -329,7 +330,8 @@ const CONN_LOG_BUDGET: u64 = 20;
 /// Accepts connections forever. Each connection is served with the TLS configuration current
 /// at accept time (plain TCP when there is none). When `cut` changes, every open connection
 /// is dropped: that is how a data-service restart forces peers to reconnect and re-handshake.
-/// Connections are kept within `limits` (see [`crate::conn_limits`]).
+/// Connections are kept within `limits` (see [`crate::conn_limits`]). Handshakes refused over
+/// certificates or trust are counted in `failures`, when given.
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
@@ -337,6 +339,7 @@ pub async fn serve(
     cut: watch::Receiver<u64>,
     limits: ConnLimits,
     handler: Handler,
+    failures: Option<Arc<HandshakeCounter>>,
 ) {
     let tracker = ConnTracker::new(limits);
     let log_budget = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -391,6 +394,7 @@ pub async fn serve(
         let mut cut = cut.clone();
         let limits = *tracker.limits();
         let log_budget = log_budget.clone();
+        let failures = failures.clone();
         tokio::spawn(async move {
             cut.borrow_and_update();
             let conn = async {
@@ -405,6 +409,11 @@ pub async fn serve(
                         {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(e)) => {
+                                if let Some(f) = &failures
+                                    && crate::handshakes::io_is_trust_failure(&e)
+                                {
+                                    f.inbound(peer.ip());
+                                }
                                 if log_budget.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                                     < CONN_LOG_BUDGET
                                 {

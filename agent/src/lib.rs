@@ -39,6 +39,7 @@ pub mod conn_limits;
 pub mod data;
 pub mod demo;
 pub mod exec;
+pub mod handshakes;
 pub mod http_client;
 pub mod http_util;
 pub mod ops;

@@ -44,7 +44,7 @@ pub async fn serve(
             }
         })
     });
-    http_util::serve("control API", listener, tls, cut, limits, handler).await;
+    http_util::serve("control API", listener, tls, cut, limits, handler, None).await;
     // Dropping the sender earlier would look like a cut to every connection.
     drop(keep);
 }

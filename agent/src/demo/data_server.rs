@@ -21,6 +21,7 @@ const MAX_CONFIG: usize = 64 * 1024;
 
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, limits: ConnLimits) {
     let tls = shared.tls.server.clone();
+    let failures = Some(shared.handshakes.clone());
     let cut = shared.subscribe_cut();
     let handler: Handler = Arc::new(move |req, info| {
         let shared = shared.clone();
@@ -31,7 +32,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, limits: Co
             }
         })
     });
-    http_util::serve("data port", listener, tls, cut, limits, handler).await;
+    http_util::serve("data port", listener, tls, cut, limits, handler, failures).await;
 }
 
 pub fn valid_key(key: &str) -> bool {

@@ -25,6 +25,7 @@ use crate::api::{
     Alarm, Faults, Health, MemberStatus, OperationKind, OperationRequest, Replication, Role,
     alarm_codes,
 };
+use crate::handshakes::HandshakeCounter;
 use crate::http_util::ApiError;
 use crate::ops::Progress;
 use crate::persist;
@@ -108,6 +109,8 @@ pub(crate) struct Shared {
     state: Mutex<MemberState>,
     pub store: Arc<Store>,
     pub tls: MemberTls,
+    /// Data-port handshakes refused over certificates or trust, both ways.
+    pub handshakes: Arc<HandshakeCounter>,
     faults: Mutex<Faults>,
     default_upgrade_seconds: f64,
     default_load: Option<u64>,
@@ -386,6 +389,7 @@ impl Shared {
             load: faults.load.or(self.default_load),
             trust: self.tls.trust_fingerprints(),
             certificate: self.tls.cert_info(),
+            handshake_failures: self.handshakes.snapshot(),
             operation: None,
         }
     }
@@ -477,6 +481,7 @@ impl DemoBackend {
             state: Mutex::new(state),
             store,
             tls,
+            handshakes: Arc::default(),
             faults: Mutex::new(cfg.faults.clone()),
             default_upgrade_seconds: cfg.upgrade_seconds,
             default_load: cfg.load,

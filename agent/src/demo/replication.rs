@@ -262,6 +262,14 @@ fn transient(e: TransportError) -> FollowError {
 }
 
 async fn follow_once(shared: &Arc<Shared>, source: &str) -> Result<(), FollowError> {
+    // A TLS failure toward the source is a handshake refused one way or the other (with TLS
+    // 1.3 a refused client certificate shows on the first exchange, not in the handshake).
+    let transient = |e: TransportError| {
+        if matches!(e, TransportError::Tls(_)) {
+            shared.handshakes.outbound(source);
+        }
+        transient(e)
+    };
     let mut tls_rx = shared.tls.subscribe();
     tls_rx.borrow_and_update();
     let target = Target::new(source, shared.tls.client_config()).map_err(transient)?;

@@ -209,6 +209,13 @@ async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> T
     .await?;
     assert_eq!(s.health, Health::Major);
     assert!(!s.replication.connected);
+    // Both sides count the refused handshakes: m2 toward its source, m1 from m2's address.
+    let m1_endpoint = m1.status().await?.data_endpoint;
+    let refused_out = s.handshake_failures.outbound.get(&m1_endpoint).copied();
+    assert!(refused_out > Some(0), "{:?}", s.handshake_failures);
+    let m1_in = m1.status().await?.handshake_failures;
+    assert!(m1_in.inbound.get("127.0.0.1") > Some(&0), "{m1_in:?}");
+    assert!(m1_in.outbound.is_empty(), "m1 follows nobody: {m1_in:?}");
 
     // The phased way: both trust old + new, then certificates from the new CA, restart.
     let both = format!("{}{}", pki.mesh_ca.cert_pem(), new_ca.cert_pem());
@@ -218,6 +225,9 @@ async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> T
             .await?;
     }
     wait_caught_up(&m2, &m1).await?;
+    // From here on the rotation is done in order: not one more handshake may fail.
+    let failures = |s: &baton_agent::api::MemberStatus| s.handshake_failures.total();
+    let before = [failures(&m1.status().await?), failures(&m2.status().await?)];
     for agent in [&m1, &m2] {
         let cert = new_ca.issue(&CertSpec::member(&agent.name))?;
         agent
@@ -267,6 +277,11 @@ async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> T
     w.put("after-rotation", "ok").await?;
     wait_caught_up(&m2, &m1).await?;
     assert_eq!(m2.status().await?.health, Health::Ok);
+    let after = [failures(&m1.status().await?), failures(&m2.status().await?)];
+    assert_eq!(
+        after, before,
+        "handshake failures during the phased rotation"
+    );
     Ok(())
 }
 
