@@ -23,12 +23,27 @@ use super::stores::Stores;
 /// Names of the CRDs readiness waits for.
 pub const CRD_NAMES: [&str; 2] = ["clusters.baton.dev", "meshes.baton.dev"];
 
+/// Why the operator is not ready (the body of a 503 from `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("caches of Clusters and Meshes not listed yet")]
+    CachesNotListed,
+    #[error("CRDs not checked yet")]
+    CrdsNotChecked,
+    #[error("reading CRD {name}: {error}")]
+    CrdUnreadable { name: &'static str, error: String },
+    #[error("CRD {name} is not installed (kubectl apply -f crds/)")]
+    CrdMissing { name: &'static str },
+    #[error("CRD {name} is not Established yet")]
+    CrdNotEstablished { name: &'static str },
+}
+
 pub struct HttpState {
     pub stores: Stores,
     pub metrics: Arc<Metrics>,
     pub leader: Leadership,
     pub crds_established: AtomicBool,
-    pub crd_problem: std::sync::Mutex<String>,
+    pub crd_problem: std::sync::Mutex<NotReady>,
 }
 
 impl HttpState {
@@ -38,26 +53,26 @@ impl HttpState {
             metrics,
             leader,
             crds_established: AtomicBool::new(false),
-            crd_problem: std::sync::Mutex::new("CRDs not checked yet".into()),
+            crd_problem: std::sync::Mutex::new(NotReady::CrdsNotChecked),
         }
     }
 
     /// `Ok` when ready, else why not.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub fn readiness(&self) -> Result<(), NotReady> {
         if !self.stores.synced() {
-            return Err("caches of Clusters and Meshes not listed yet".into());
+            return Err(NotReady::CachesNotListed);
         }
         if !self.crds_established.load(Ordering::Acquire) {
             return Err(self
                 .crd_problem
                 .lock()
                 .map(|s| s.clone())
-                .unwrap_or_default());
+                .unwrap_or(NotReady::CrdsNotChecked));
         }
         Ok(())
     }
 
-    pub fn set_crds(&self, result: Result<(), String>) {
+    pub fn set_crds(&self, result: Result<(), NotReady>) {
         self.crds_established
             .store(result.is_ok(), Ordering::Release);
         if let (Err(why), Ok(mut p)) = (result, self.crd_problem.lock()) {
@@ -114,14 +129,17 @@ async fn metrics(State(st): State<Arc<HttpState>>) -> Response {
 }
 
 /// Whether both CRDs exist and are Established.
-pub async fn check_crds(client: &kube::Client) -> Result<(), String> {
+pub async fn check_crds(client: &kube::Client) -> Result<(), NotReady> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for name in CRD_NAMES {
         let crd = api
             .get_opt(name)
             .await
-            .map_err(|e| format!("reading CRD {name}: {e}"))?
-            .ok_or_else(|| format!("CRD {name} is not installed (kubectl apply -f crds/)"))?;
+            .map_err(|e| NotReady::CrdUnreadable {
+                name,
+                error: e.to_string(),
+            })?
+            .ok_or(NotReady::CrdMissing { name })?;
         let established = crd
             .status
             .as_ref()
@@ -131,7 +149,7 @@ pub async fn check_crds(client: &kube::Client) -> Result<(), String> {
                     .any(|c| c.type_ == "Established" && c.status == "True")
             });
         if !established {
-            return Err(format!("CRD {name} is not Established yet"));
+            return Err(NotReady::CrdNotEstablished { name });
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use crate::k8s_mock;
 
 use std::sync::Arc;
 
-use baton::k8s::http::{HttpState, check_crds, serve_on};
+use baton::k8s::http::{HttpState, NotReady, check_crds, serve_on};
 use baton::k8s::leader::Leadership;
 use baton::k8s::metrics::Metrics;
 use baton::k8s::stores::{GuardedCluster, GuardedMesh, Stores};
@@ -92,10 +92,24 @@ async fn the_crd_check_needs_both_crds_established() {
     });
     let (client, _api) = mock_api(Default::default(), responder);
     let err = check_crds(&client).await.unwrap_err();
-    assert!(err.contains("meshes.baton.dev is not Established"), "{err}");
+    assert_eq!(
+        err,
+        NotReady::CrdNotEstablished {
+            name: "meshes.baton.dev"
+        }
+    );
+    assert!(
+        err.to_string()
+            .contains("meshes.baton.dev is not Established"),
+        "{err}"
+    );
 
     let responder: Responder = Box::new(|_r: &Recorded| (404, status_failure(404, "NotFound")));
     let (client, _api) = mock_api(Default::default(), responder);
     let err = check_crds(&client).await.unwrap_err();
-    assert!(err.contains("clusters.baton.dev is not installed"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("clusters.baton.dev is not installed"),
+        "{err}"
+    );
 }
