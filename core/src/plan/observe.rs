@@ -35,19 +35,30 @@ pub struct AlarmView {
 /// What an agent says about its member.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentView {
+    /// The version the member runs.
     pub version: String,
+    /// Version of each component the member hosts.
     pub components: BTreeMap<String, String>,
     /// Active, Standby, ForcedStandby, Spare or OutOfService.
     pub role: MemberRole,
+    /// Active and accepting writes.
     pub serving: bool,
+    /// The worst severity among its alarms.
     pub health: Health,
     pub alarms: Vec<AlarmView>,
+    /// Seconds since the oldest entry it has not applied was written at its source.
     pub lag_seconds: f64,
+    /// Entries its source has that it has not applied.
     pub lag_entries: u64,
+    /// Index of the last entry in its log (how far a switchover target has caught up).
     pub applied_index: u64,
+    /// Entries it holds that a follower has not been sent yet (the mesh's backlog check).
     pub backlog: u64,
+    /// Divergences found between its log and its source's.
     pub conflicts: u64,
+    /// Where peers replicate from (None: not reported).
     pub data_endpoint: Option<String>,
+    /// The load it carries, for the mesh's takeover-capacity check.
     pub load: Option<u64>,
     /// The agent's current or most recent operation.
     pub operation: Option<OpView>,
@@ -131,9 +142,13 @@ op_kinds! {
 /// same operation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OpRequest {
+    /// Derived from the step (cluster, log entry, action, member, attempt): a repeat is the
+    /// same operation, which the agent runs once.
     pub id: String,
     pub kind: OpKind,
+    /// The version to install (upgrade, rollback) or to check (verify).
     pub version: Option<String>,
+    /// The component, on a layered stack (None: the member's whole software).
     pub component: Option<String>,
     /// Data endpoint of the peer to replicate from (demote, force-standby, sync-config).
     pub source: Option<String>,

@@ -89,14 +89,21 @@ pub struct Intents {
     pub pause: bool,
 }
 
+/// Everything one cluster decision reads. The planner has no clock and does no I/O: the same
+/// input gives the same plan.
 pub struct ClusterInput<'a> {
     pub name: &'a str,
+    /// `metadata.generation` of the spec, written back as `observedGeneration`.
     pub generation: Option<i64>,
     pub spec: &'a ClusterSpec,
+    /// The status the last pass wrote (None: never planned): the steps in flight and the log.
     pub status: Option<&'a ClusterStatus>,
+    /// What the agents reported just before this pass, by member.
     pub observed: &'a ClusterObservation,
+    /// What the cluster's mesh allows it (a standalone cluster: everything).
     pub admission: &'a Admission,
     pub intents: &'a Intents,
+    /// The instant of the decision: windows, stagger, backoff and timeouts are measured from it.
     pub now: Timestamp,
 }
 

@@ -24,22 +24,29 @@ use super::ClusterInput;
 /// stages found so far.
 pub(super) struct Pass<'a> {
     pub inp: &'a ClusterInput<'a>,
+    /// The status this pass writes, started from the last one.
     pub st: ClusterStatus,
+    /// Agent operations to send once `st` is persisted.
     pub actions: Vec<Action>,
+    /// One Event per step started, finished or refused.
     pub events: Vec<PlanEvent>,
+    /// When the host should look again.
     pub wake: Wake,
     /// What the cluster waits for, first one first (the message when nothing runs).
     pub waiting: Vec<String>,
     /// The stop a human must act on; turned into the condition by the summary only.
     pub stalled: Option<Stall>,
+    /// Why the cluster serves with less than it should (one line each; the Degraded condition).
     pub degraded: Vec<String>,
     /// The switchover step name awaiting approval.
     pub awaiting: Option<String>,
     /// Component indices in prerequisite order.
     pub order: Vec<usize>,
+    /// The version this pass moves the cluster to (or holds it at).
     pub target_version: String,
     /// Members out of service (disruptive step in flight, or reported OutOfService).
     pub unavailable: u32,
+    /// Every member runs the target and nothing is in flight.
     pub converged: bool,
     /// New steps may start (not paused, admitted by the mesh). Emergency steps ignore it.
     pub may_start: bool,
@@ -134,14 +141,21 @@ impl<'a> Pass<'a> {
 /// A step about to be recorded.
 pub(super) struct NewStep {
     pub action: StepAction,
+    /// The member acted on (the target of a switchover).
     pub member: String,
+    /// A switchover's source, the active being replaced.
     pub from: Option<String>,
+    /// The version to install or return to.
     pub version: Option<String>,
+    /// The component, on a layered stack.
     pub component: Option<String>,
+    /// Data endpoint to replicate from, resolved now so a re-sent request is the same.
     pub source: Option<String>,
     /// An emergency step (switching back): allowed while paused or not admitted.
     pub rollback: bool,
+    /// How the log entry says it started: automatically, approved or forced.
     pub mode: LogMode,
+    /// The log line.
     pub message: String,
 }
 

@@ -22,19 +22,26 @@ pub struct MeshClusterView<'a> {
 pub struct MeshIntents {
     /// Start the rollout even though preconditions fail (token, acknowledged once).
     pub force: Option<String>,
+    /// Admit no cluster (those admitted finish their steps) without changing the spec.
     pub pause: bool,
 }
 
+/// Everything one mesh decision reads: the mesh, the clusters it plans and the ones it only
+/// sees. Like the cluster planner, no clock and no I/O.
 pub struct MeshInput<'a> {
     pub name: &'a str,
+    /// `metadata.generation` of the spec, written back as `observedGeneration`.
     pub generation: Option<i64>,
     pub spec: &'a MeshSpec,
+    /// The status the last decision wrote (None: never planned): admissions and the log.
     pub status: Option<&'a MeshStatus>,
+    /// The clusters of the namespace the mesh may plan, with the status each last wrote.
     pub clusters: &'a [MeshClusterView<'a>],
     /// Clusters of the namespace that exist but are not this mesh's to plan: unreadable ones
     /// (which the mesh may claim: it cannot know their version) and ones another mesh owns.
     pub outside: &'a [OutsideCluster<'a>],
     pub intents: &'a MeshIntents,
+    /// The instant of the decision: stagger and the preconditions' timeouts count from it.
     pub now: Timestamp,
 }
 
