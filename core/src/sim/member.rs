@@ -17,6 +17,24 @@ pub struct SimOp {
     pub message: String,
 }
 
+/// A set of CA numbers (0 to 63): the trust store of a simulated member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CaSet(pub u64);
+
+impl CaSet {
+    pub fn of(ca: u8) -> CaSet {
+        CaSet(1u64 << (ca % 64))
+    }
+
+    pub fn has(self, ca: u8) -> bool {
+        self.0 & (1u64 << (ca % 64)) != 0
+    }
+
+    pub fn with(self, ca: u8) -> CaSet {
+        CaSet(self.0 | CaSet::of(ca).0)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SimMember {
     pub name: String,
@@ -38,6 +56,11 @@ pub struct SimMember {
     pub current: Option<String>,
     pub backlog: u64,
     pub conflicts: u64,
+    /// The CAs its trust store holds, as a set of CA numbers (bit n: CA n). Every simulated
+    /// member starts trusting CA 0 and presenting a certificate it issued.
+    pub trust: CaSet,
+    /// The CA that issued the certificate it presents.
+    pub presents: u8,
     /// Kind and end of the running operation: `current` looked up in `ops` while Running,
     /// kept at hand because every simulated instant asks for it (and ids are long strings).
     /// Kept in step by `start`, `finish` and `crash`, the only changes to either.
@@ -62,8 +85,15 @@ impl SimMember {
             current: None,
             backlog: 0,
             conflicts: 0,
+            trust: CaSet::of(0),
+            presents: 0,
             running: None,
         }
+    }
+
+    /// A TLS handshake between the two succeeds: each trusts the CA of the other's certificate.
+    pub fn handshake_with(&self, peer: &SimMember) -> bool {
+        self.trust.has(peer.presents) && peer.trust.has(self.presents)
     }
 
     pub fn up(&self, now: Timestamp) -> bool {

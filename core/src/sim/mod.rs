@@ -25,7 +25,7 @@ use crate::plan::{
     OpRequest, OpState, Wake, admission_for, mesh::MeshIntents, plan_cluster_from, plan_mesh_from,
 };
 
-pub use member::{SimMember, SimOp};
+pub use member::{CaSet, SimMember, SimOp};
 use rng::Rng;
 
 /// Fault and timing knobs.
@@ -643,6 +643,8 @@ impl Sim {
         let rate = (cfg.replication_rate as f64 * secs).round() as u64;
         // (applied index, up) of each member before replication, in member order.
         let mut snapshot: Vec<(u64, bool)> = Vec::new();
+        // Whether each member's link to its source completes a TLS handshake.
+        let mut handshake: Vec<bool> = Vec::new();
         // Index of the member each member replicates from.
         let mut source_of: Vec<Option<usize>> = Vec::new();
         for c in clusters.iter_mut() {
@@ -663,8 +665,15 @@ impl Sim {
                 let s = m.source.as_deref()?;
                 c.members.values().position(|o| o.endpoint == s)
             }));
-            for (m, src) in c.members.values_mut().zip(&source_of) {
+            // A follower replicates only over a link whose handshake succeeds both ways.
+            handshake.clear();
+            handshake.extend(c.members.values().zip(&source_of).map(|(m, src)| {
+                src.and_then(|i| c.members.values().nth(i))
+                    .is_some_and(|s| m.handshake_with(s))
+            }));
+            for ((m, src), &tls_ok) in c.members.values_mut().zip(&source_of).zip(&handshake) {
                 if m.role != MemberRole::Active
+                    && tls_ok
                     && m.up(now)
                     && let Some(&(src, src_up)) = src.and_then(|i| snapshot.get(i))
                     && src_up
@@ -938,6 +947,22 @@ impl Sim {
                             c.name, m.name, m.version, a.name, a.version, m.role
                         ));
                     }
+                }
+            }
+            // Trust: every replication link between members that are up completes its TLS
+            // handshake (nobody presents a certificate its peer does not trust).
+            for m in c.members.values() {
+                if let Some(s) = m.source.as_deref()
+                    && m.up(now)
+                    && let Some(src) = c.members.values().find(|o| o.endpoint == s)
+                    && src.up(now)
+                    && !m.handshake_with(src)
+                {
+                    found.push(format!(
+                        "{}/{}: TLS handshake with its source {} fails (presents CA {}, trusts \
+                         {:#b}; the source presents CA {}, trusts {:#b})",
+                        c.name, m.name, src.name, m.presents, m.trust.0, src.presents, src.trust.0
+                    ));
                 }
             }
             let ((lo, lo_rank), (hi, hi_rank)) = (lo.unwrap_or(none), hi.unwrap_or(none));

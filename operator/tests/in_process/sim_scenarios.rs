@@ -1243,3 +1243,43 @@ fn a_waiting_clusters_admission_does_not_follow_the_mesh_message() {
     let paused = baton::plan::admission_for("mesh", &t.mesh, Some(&st), "mra-01");
     assert_ne!(paused, after, "a paused mesh is news to its clusters");
 }
+
+/// The simulator's trust model: a follower replicates only over a link whose TLS handshake
+/// succeeds both ways, and a link that fails is an invariant violation (the check that CA
+/// rotations will be held to). Trust added alongside keeps every link working.
+#[test]
+fn a_link_whose_handshake_fails_stops_replication_and_is_a_violation() {
+    use baton::sim::CaSet;
+    let cfg = SimConfig {
+        write_rate: 10,
+        ..SimConfig::default()
+    };
+    let mut sim = standalone(cluster_spec(2, None), "1.0.0", cfg);
+    sim.tick(Duration::from_secs(30));
+    assert_clean(&sim);
+    // Old and new CA trusted everywhere, the standby presenting a new-CA certificate: fine.
+    for m in ["m0", "m1"] {
+        sim_member(&mut sim, "c", m).trust = CaSet::of(0).with(1);
+    }
+    sim_member(&mut sim, "c", "m1").presents = 1;
+    sim.tick(Duration::from_secs(30));
+    assert_clean(&sim);
+    let caught_up = sim_member(&mut sim, "c", "m1").applied;
+    assert!(caught_up > 0, "the standby replicates");
+    // The active drops CA 1 while the standby still presents a certificate it issued.
+    sim_member(&mut sim, "c", "m0").trust = CaSet::of(0);
+    sim.tick(Duration::from_secs(30));
+    assert!(
+        sim.violations
+            .iter()
+            .any(|v| v.contains("c/m1: TLS handshake with its source m0 fails")),
+        "{:#?}",
+        sim.violations
+    );
+    let active = sim_member(&mut sim, "c", "m0").applied;
+    let standby = sim_member(&mut sim, "c", "m1").applied;
+    assert!(
+        active > standby,
+        "replication stopped: {standby} of {active}"
+    );
+}
