@@ -10,7 +10,8 @@
 //! observed holds them: nobody presents a new certificate before all trust the new root, and
 //! no old root leaves a trust store while anyone presents a certificate it signed.
 //!
-//! Owns: [`Phase`], [`MemberTrust`], [`Assessment`], [`assess`], [`handshake_ok`]. A leaf
+//! Owns: [`Phase`], [`MemberTrust`], [`Assessment`], [`assess`], [`TrustStep`],
+//! [`next_steps`], [`handshake_ok`]. A leaf
 //! module: not yet wired into the planners (issue 14 builds on it).
 
 use std::collections::BTreeMap;
@@ -190,6 +191,54 @@ pub fn assess<'a>(target: Target<'_>, members: &[MemberTrust<'a>], o: Options) -
     }
 }
 
+/// What to ask of one member next, for the rotation's phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustStep<'a> {
+    /// Install these roots (what it trusts now and the new root): old and new both verify.
+    Trust {
+        member: &'a str,
+        anchors: Vec<String>,
+    },
+    /// Install a certificate the new issuer signed (then restart, as configured).
+    Reissue { member: &'a str },
+    /// Keep only the new root.
+    DropOld { member: &'a str, anchor: String },
+}
+
+/// The steps [`assess`] allows now: one per member of `next`, for the phase it is in.
+pub fn next_steps<'a>(
+    target: Target<'_>,
+    members: &[MemberTrust<'a>],
+    o: Options,
+) -> Vec<TrustStep<'a>> {
+    let a = assess(target, members, o);
+    a.next
+        .iter()
+        .filter_map(|&name| {
+            let m = members.iter().find(|m| m.name == name)?;
+            Some(match a.phase {
+                Phase::AddTrust => {
+                    let now = m.report.map_or(&[][..], |r| r.trusted);
+                    let mut anchors: Vec<String> = now.to_vec();
+                    anchors.push(target.anchor.to_string());
+                    anchors.sort();
+                    anchors.dedup();
+                    TrustStep::Trust {
+                        member: m.name,
+                        anchors,
+                    }
+                }
+                Phase::Reissue => TrustStep::Reissue { member: m.name },
+                Phase::RemoveOldTrust => TrustStep::DropOld {
+                    member: m.name,
+                    anchor: target.anchor.to_string(),
+                },
+                Phase::Done => return None,
+            })
+        })
+        .collect()
+}
+
 /// Whether a peer trusting `trusted` accepts a certificate chaining to `presented_anchor`
 /// (unknown: refused). Every link is checked both ways: the simulator's invariant.
 pub fn handshake_ok(presented_anchor: Option<&str>, trusted: &[String]) -> bool {
@@ -366,6 +415,38 @@ mod tests {
         assert!(!a.complete, "b holds the end");
         assert_eq!(a.unobserved, ["b"]);
         assert_eq!(a.sites["s"], (1, 2));
+    }
+
+    #[test]
+    fn steps_add_the_new_root_beside_the_old_then_reissue_then_drop_the_old() {
+        let o = Options::default();
+        let ms = [m("a", "s", &[OLD], false), m("b", "t", &[OLD, NEW], false)];
+        assert_eq!(
+            next_steps(T, &views(&ms), o),
+            [TrustStep::Trust {
+                member: "a",
+                anchors: vec![NEW.to_string(), OLD.to_string()]
+            }],
+            "b already trusts both; the old root stays"
+        );
+        let ms = [
+            m("a", "s", &[OLD, NEW], false),
+            m("b", "t", &[OLD, NEW], true),
+        ];
+        assert_eq!(
+            next_steps(T, &views(&ms), o),
+            [TrustStep::Reissue { member: "a" }]
+        );
+        let ms = [m("a", "s", &[OLD, NEW], true), m("b", "t", &[NEW], true)];
+        assert_eq!(
+            next_steps(T, &views(&ms), o),
+            [TrustStep::DropOld {
+                member: "a",
+                anchor: NEW.to_string()
+            }]
+        );
+        let done = [m("a", "s", &[NEW], true)];
+        assert!(next_steps(T, &views(&done), o).is_empty());
     }
 
     #[test]
