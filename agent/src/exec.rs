@@ -95,6 +95,16 @@ pub struct ExecConfig {
     /// Operation kind (wire name, e.g. `force-standby`) to command.
     #[serde(default)]
     pub operations: BTreeMap<String, CommandSpec>,
+    /// PEM file of the CAs the application trusts. When the status command reports no
+    /// `trust`, the agent reports the fingerprints of this file's certificates, read afresh
+    /// for every status: what a CA rotation's gates observe. Relative to the work directory.
+    #[serde(default)]
+    pub trust_file: Option<PathBuf>,
+    /// PEM file of the certificate the application presents (its own first, then its chain).
+    /// When the status command reports no `certificate`, the agent describes this one (its
+    /// issuer found in the chain or in `trustFile`). Relative to the work directory.
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
 }
 
 impl ExecConfig {
@@ -284,12 +294,7 @@ impl ExecBackend {
         };
         let mut cmd = Command::new(program);
         cmd.args(args)
-            .current_dir(
-                self.config
-                    .work_dir
-                    .clone()
-                    .unwrap_or_else(|| self.data_dir.clone()),
-            )
+            .current_dir(self.work_dir())
             .envs(&self.config.env)
             .env("BATON_MEMBER", &self.member)
             .env("BATON_DATA_DIR", &self.data_dir)
@@ -408,6 +413,42 @@ impl ExecBackend {
         }
     }
 
+    fn work_dir(&self) -> PathBuf {
+        self.config
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone())
+    }
+
+    /// Trust and certificate from `trustFile` / `certificateFile`, where the status command
+    /// said nothing of them. A file that cannot be read or parsed is a status problem (never
+    /// an empty trust: the rotation's gates must not read "trusts nothing" into a typo).
+    fn trust_from_files(&self, s: &mut ExecStatus) -> Result<(), String> {
+        let read = |p: &PathBuf, what: &str| -> Result<Vec<u8>, String> {
+            let path = self.work_dir().join(p);
+            std::fs::read(&path).map_err(|e| format!("{what} {}: {e}", path.display()))
+        };
+        let wants_cert = s.certificate.is_none() && self.config.certificate_file.is_some();
+        let trust_pem = match &self.config.trust_file {
+            Some(p) if s.trust.is_none() || wants_cert => Some(read(p, "trustFile")?),
+            _ => None,
+        };
+        if s.trust.is_none()
+            && let Some(pem) = &trust_pem
+        {
+            s.trust = Some(crate::tls::fingerprints(pem, "trustFile").map_err(|e| e.to_string())?);
+        }
+        if s.certificate.is_none()
+            && let Some(p) = &self.config.certificate_file
+        {
+            let pem = read(p, "certificateFile")?;
+            let info = crate::tls::cert_info(&pem, trust_pem.as_deref())
+                .map_err(|e| format!("certificateFile: {e}"))?;
+            s.certificate = Some(info);
+        }
+        Ok(())
+    }
+
     pub async fn version(&self) -> Option<String> {
         Some(self.status().await.version)
     }
@@ -456,7 +497,10 @@ impl ExecBackend {
                 }
             },
         };
-        let s = reported.or(&self.config.status);
+        let mut s = reported.or(&self.config.status);
+        if let Err(e) = self.trust_from_files(&mut s) {
+            problem = Some(problem.map_or(e.clone(), |p| format!("{p}; {e}")));
+        }
         let mut alarms = s.alarms.unwrap_or_default();
         if let Some(p) = problem {
             alarms.push(Alarm {

@@ -159,3 +159,115 @@ operations:
     assert!(has_alarm(&s, "StatusUnavailable"), "{:?}", s.alarms);
     Ok(())
 }
+
+/// `examples/recertification`: the trust operations as user commands on files, the status read
+/// from those files. Each phase shows in `/v1/status` only once the application has it on disk,
+/// and a new certificate only after the restart that applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_trust_operations_of_the_recertification_example_show_in_the_status() -> TestResult {
+    use baton_agent::pki::CertAuthority;
+    let fx = Fixture::new(&["m1"])?;
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/recertification");
+    let app = fx.path().join("app");
+    std::fs::create_dir_all(app.join("bin"))?;
+    std::fs::create_dir_all(app.join("tls"))?;
+    for script in ["trust.sh", "certificate.sh", "restart.sh"] {
+        let to = app.join("bin").join(script);
+        std::fs::copy(example.join("bin").join(script), &to)?;
+    }
+    let config = std::fs::read_to_string(example.join("exec.yaml"))?
+        .replace("workDir: /opt/app", &format!("workDir: {}", app.display()));
+    assert!(
+        config.contains(&app.display().to_string()),
+        "the example sets workDir"
+    );
+    let cfg = fx.path().join("exec.yaml");
+    std::fs::write(&cfg, config)?;
+    // The application starts on the old CA.
+    let (old, new) = (
+        CertAuthority::generate("old CA")?,
+        CertAuthority::generate("new CA")?,
+    );
+    let leaf = old.issue(&CertSpec::member("m1"))?;
+    std::fs::write(app.join("tls/trust.pem"), old.cert_pem())?;
+    std::fs::write(app.join("tls/cert.pem"), &leaf.cert_pem)?;
+    let cfg = cfg.display().to_string();
+    let m1 = fx
+        .start("m1", &["--backend", "exec", "--exec-config", &cfg])
+        .await?;
+    let issuer = |s: &baton_agent::api::MemberStatus| {
+        s.certificate
+            .as_ref()
+            .and_then(|c| c.issuer_fingerprint.clone())
+    };
+    let s = m1.status().await?;
+    assert_eq!(s.trust, [old.fingerprint()]);
+    assert_eq!(issuer(&s).as_deref(), Some(old.fingerprint()));
+    assert_eq!(s.health, Health::Ok);
+
+    // Trust old + new.
+    let both = format!("{}{}", old.cert_pem(), new.cert_pem());
+    m1.run_ok(&Req::new("trust-both", K::InstallTrust).with_trust_pem(&both))
+        .await?;
+    let s = wait_until("both CAs trusted", Duration::from_secs(5), || async {
+        let s = m1.status().await.ok()?;
+        (s.trust.len() == 2).then_some(s)
+    })
+    .await?;
+    assert_eq!(s.trust, [old.fingerprint(), new.fingerprint()]);
+    // A new certificate is staged, not presented, until the restart.
+    let next = new.issue(&CertSpec::member("m1"))?;
+    m1.run_ok(
+        &Req::new("cert", K::InstallCertificate).with_certificate(&next.cert_pem, &next.key_pem),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(600)).await; // past the status cache
+    assert_eq!(
+        issuer(&m1.status().await?).as_deref(),
+        Some(old.fingerprint()),
+        "restart pending"
+    );
+    m1.run_ok(&Req::new("restart", K::Restart)).await?;
+    let s = wait_until(
+        "the new certificate presented",
+        Duration::from_secs(5),
+        || async {
+            let s = m1.status().await.ok()?;
+            (issuer(&s).as_deref() == Some(new.fingerprint())).then_some(s)
+        },
+    )
+    .await?;
+    assert_eq!(
+        s.certificate.map(|c| c.fingerprint),
+        Some(next.fingerprint.clone())
+    );
+    // Stop trusting the old CA.
+    m1.run_ok(&Req::new("trust-new", K::InstallTrust).with_trust_pem(new.cert_pem()))
+        .await?;
+    wait_until(
+        "only the new CA trusted",
+        Duration::from_secs(5),
+        || async {
+            let s = m1.status().await.ok()?;
+            (s.trust == [new.fingerprint()]).then_some(())
+        },
+    )
+    .await?;
+    // A trust file that disappears is a status problem, not "trusts nothing" in silence.
+    std::fs::remove_file(app.join("tls/trust.pem"))?;
+    let s = wait_until(
+        "the missing trust file alarmed",
+        Duration::from_secs(5),
+        || async {
+            let s = m1.status().await.ok()?;
+            has_alarm(&s, "StatusUnavailable").then_some(s)
+        },
+    )
+    .await?;
+    assert_eq!(s.health, Health::Critical);
+    let alarm = s.alarms.iter().find(|a| a.name == "StatusUnavailable");
+    let message = alarm.and_then(|a| a.message.clone()).unwrap_or_default();
+    assert!(message.contains("trustFile"), "{message}");
+    Ok(())
+}
