@@ -16,6 +16,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::api::Timestamp;
+
 /// The phases of a rotation, in order. Data re-signing and removal of old material come after
 /// `RemoveOldTrust` and are steps of their own (not visible in a member's trust).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,6 +59,8 @@ pub struct TrustReport<'a> {
     /// not known, e.g. an issuer outside every known chain).
     pub issuer: Option<&'a str>,
     pub anchor: Option<&'a str>,
+    /// When the presented certificate expires (None: not reported).
+    pub not_after: Option<Timestamp>,
 }
 
 /// One member as the rotation sees it.
@@ -160,22 +164,11 @@ pub fn assess<'a>(target: Target<'_>, members: &[MemberTrust<'a>], o: Options) -
         Phase::Reissue | Phase::RemoveOldTrust => unobserved.is_empty(),
         Phase::Done => false,
     };
-    let mut next = Vec::new();
-    if gate_open {
-        let mut by_site: BTreeMap<&str, Vec<&MemberTrust<'a>>> = BTreeMap::new();
-        for (m, s) in members.iter().zip(&stages) {
-            if *s == Some(phase) {
-                by_site.entry(m.site).or_default().push(m);
-            }
-        }
-        for (_, mut ms) in by_site {
-            let busy = ms.iter().filter(|m| m.busy).count() as u32;
-            ms.retain(|m| !m.busy);
-            ms.sort_by_key(|m| (m.rank, m.name));
-            let slots = o.per_site.saturating_sub(busy) as usize;
-            next.extend(ms.iter().take(slots).map(|m| m.name));
-        }
-    }
+    let next = if gate_open {
+        pick(members, |i, _| stages[i] == Some(phase), o.per_site)
+    } else {
+        Vec::new()
+    };
     let presenting_old = members
         .iter()
         .filter(|m| m.report.is_some_and(|r| r.issuer != Some(target.issuer)))
@@ -189,6 +182,56 @@ pub fn assess<'a>(target: Target<'_>, members: &[MemberTrust<'a>], o: Options) -
         unobserved,
         presenting_old,
     }
+}
+
+/// At most `per_site` jobs at a time in each site: a busy member (whatever it is busy with)
+/// holds a slot; candidates go lowest rank first, then by name.
+fn pick<'a>(
+    members: &[MemberTrust<'a>],
+    candidate: impl Fn(usize, &MemberTrust<'a>) -> bool,
+    per_site: u32,
+) -> Vec<&'a str> {
+    let mut sites: BTreeMap<&str, (u32, Vec<&MemberTrust<'a>>)> = BTreeMap::new();
+    for (i, m) in members.iter().enumerate() {
+        let e = sites.entry(m.site).or_default();
+        if m.busy {
+            e.0 += 1;
+        } else if candidate(i, m) {
+            e.1.push(m);
+        }
+    }
+    let mut out = Vec::new();
+    for (_, (busy, mut ms)) in sites {
+        ms.sort_by_key(|m| (m.rank, m.name));
+        let slots = per_site.saturating_sub(busy) as usize;
+        out.extend(ms.iter().take(slots).map(|m| m.name));
+    }
+    out
+}
+
+/// Members whose certificate to renew from the current CA (no trust phase): once a rotation
+/// is complete, those presenting a certificate of `target`'s issuer that expires within
+/// `renew_before` of `now`, in per-site slots like the rotation's jobs.
+pub fn renewals<'a>(
+    target: Target<'_>,
+    members: &[MemberTrust<'a>],
+    now: Timestamp,
+    renew_before: crate::api::values::Duration,
+    o: Options,
+) -> Vec<&'a str> {
+    if !assess(target, members, o).complete {
+        return Vec::new();
+    }
+    let due = now.plus(renew_before);
+    pick(
+        members,
+        |_, m| {
+            m.report.is_some_and(|r| {
+                r.issuer == Some(target.issuer) && r.not_after.is_some_and(|t| t <= due)
+            })
+        },
+        o.per_site,
+    )
 }
 
 /// What to ask of one member next, for the rotation's phase.
@@ -266,6 +309,7 @@ mod tests {
         seen: bool,
         busy: bool,
         rank: u32,
+        not_after: Option<Timestamp>,
     }
 
     fn m(name: &'static str, site: &'static str, trusted: &[&str], new_cert: bool) -> M {
@@ -277,6 +321,7 @@ mod tests {
             seen: true,
             busy: false,
             rank: 0,
+            not_after: None,
         }
     }
 
@@ -293,6 +338,7 @@ mod tests {
                         "old-issuing"
                     }),
                     anchor: Some(if x.new_cert { NEW } else { OLD }),
+                    not_after: x.not_after,
                 }),
                 busy: x.busy,
                 rank: x.rank,
@@ -447,6 +493,47 @@ mod tests {
         );
         let done = [m("a", "s", &[NEW], true)];
         assert!(next_steps(T, &views(&done), o).is_empty());
+    }
+
+    #[test]
+    fn a_member_busy_with_another_stage_still_holds_its_sites_slot() {
+        let mut ms = vec![
+            m("a", "s", &[OLD, NEW], true),
+            m("b", "s", &[OLD], false),
+            m("c", "s", &[OLD], false),
+        ];
+        ms[0].busy = true; // a's last job is still being looked at
+        assert!(
+            run(&ms, Options::default()).next.is_empty(),
+            "one job per site"
+        );
+    }
+
+    #[test]
+    fn certificates_near_expiry_are_renewed_from_the_same_ca_once_the_rotation_is_over() {
+        use crate::api::values::Duration;
+        let now = Timestamp(1_000_000_000_000);
+        let day = 86_400_000;
+        let month = Duration::from_secs(30 * 86_400);
+        let mut ms = vec![
+            m("a", "s", &[NEW], true),
+            m("b", "s", &[NEW], true),
+            m("c", "t", &[NEW], true),
+        ];
+        ms[0].not_after = Some(Timestamp(now.0 + 10 * day));
+        ms[1].not_after = Some(Timestamp(now.0 + 5 * day));
+        ms[2].not_after = Some(Timestamp(now.0 + 90 * day));
+        let o = Options::default();
+        assert_eq!(
+            renewals(T, &views(&ms), now, month, o),
+            ["a"],
+            "one per site"
+        );
+        ms[0].rank = 1;
+        assert_eq!(renewals(T, &views(&ms), now, month, o), ["b"]);
+        // c expires in 90 days: not due. A rotation in progress renews nobody separately.
+        ms[2].trusted = vec![OLD.to_string(), NEW.to_string()];
+        assert!(renewals(T, &views(&ms), now, month, o).is_empty());
     }
 
     #[test]
