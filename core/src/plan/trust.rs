@@ -16,7 +16,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::Timestamp;
+use crate::api::{Health, MemberRole, MemberSpec, Timestamp};
+use crate::plan::observe::MemberObservation;
 
 /// The phases of a rotation, in order. Data re-signing and removal of old material come after
 /// `RemoveOldTrust` and are steps of their own (not visible in a member's trust).
@@ -76,6 +77,50 @@ pub struct MemberTrust<'a> {
     /// Order within a site: lower first (standbys before the active, whose restart needs a
     /// switchover first).
     pub rank: u32,
+}
+
+impl<'a> MemberTrust<'a> {
+    /// A member as the agents report it. `chains` pairs each known issuer fingerprint with the
+    /// root it chains to (the CA rotated to and the one rotated from; a root that issues its
+    /// own leaves pairs with itself). A member that is unreachable, reports no trust, or is
+    /// Critical (its agent cannot say what it holds) is unobserved. `busy`: a step of the
+    /// rotation is in flight on it. The active goes after the standbys of its site (its restart
+    /// needs a switchover first).
+    pub fn observed(
+        spec: &'a MemberSpec,
+        obs: Option<&'a MemberObservation>,
+        chains: &[(&'a str, &'a str)],
+        busy: bool,
+    ) -> Self {
+        let agent = obs
+            .and_then(|o| o.agent.as_ref())
+            .filter(|a| a.health < Health::Critical && !a.trust.is_empty());
+        let report = agent.map(|a| {
+            let issuer = a
+                .certificate
+                .as_ref()
+                .and_then(|c| c.issuer_fingerprint.as_deref());
+            TrustReport {
+                trusted: &a.trust,
+                issuer,
+                anchor: issuer.and_then(|i| {
+                    chains
+                        .iter()
+                        .find(|(iss, _)| *iss == i)
+                        .map(|&(_, anchor)| anchor)
+                }),
+                not_after: a.certificate.as_ref().map(|c| c.not_after),
+            }
+        });
+        let active = agent.is_some_and(|a| a.role == MemberRole::Active);
+        MemberTrust {
+            name: &spec.name,
+            site: spec.site.as_deref().unwrap_or(""),
+            report,
+            busy,
+            rank: u32::from(active),
+        }
+    }
 }
 
 /// Options that change what counts as done.
@@ -534,6 +579,68 @@ mod tests {
         // c expires in 90 days: not due. A rotation in progress renews nobody separately.
         ms[2].trusted = vec![OLD.to_string(), NEW.to_string()];
         assert!(renewals(T, &views(&ms), now, month, o).is_empty());
+    }
+
+    #[test]
+    fn members_are_read_from_their_agents_reports() {
+        use crate::fixtures::cluster::observed;
+        use crate::plan::observe::CertView;
+        let spec = MemberSpec {
+            name: "m1".into(),
+            site: Some("east".into()),
+            endpoint: "m1:9443".into(),
+            ..Default::default()
+        };
+        let chains = [(NEW_ISSUER, NEW), (OLD, OLD)];
+        let mut obs = observed("m1").role(MemberRole::Active).build();
+        let agent = obs.agent.as_mut().expect("reachable");
+        agent.trust = vec![OLD.to_string(), NEW.to_string()];
+        agent.certificate = Some(CertView {
+            fingerprint: "leaf".into(),
+            issuer_fingerprint: Some(NEW_ISSUER.into()),
+            not_after: Timestamp(42),
+        });
+        let m = MemberTrust::observed(&spec, Some(&obs), &chains, false);
+        assert_eq!(
+            (m.name, m.site, m.rank),
+            ("m1", "east", 1),
+            "the active goes last"
+        );
+        let r = m.report.expect("observed");
+        assert_eq!(r.trusted, [OLD.to_string(), NEW.to_string()]);
+        assert_eq!((r.issuer, r.anchor), (Some(NEW_ISSUER), Some(NEW)));
+        assert_eq!(r.not_after, Some(Timestamp(42)));
+        // Critical, or no trust reported, or unreachable: unobserved, never "trusts nothing".
+        let mut critical = obs.clone();
+        if let Some(a) = critical.agent.as_mut() {
+            a.health = Health::Critical;
+        }
+        assert!(
+            MemberTrust::observed(&spec, Some(&critical), &chains, false)
+                .report
+                .is_none()
+        );
+        let mut silent = obs.clone();
+        if let Some(a) = silent.agent.as_mut() {
+            a.trust.clear();
+        }
+        assert!(
+            MemberTrust::observed(&spec, Some(&silent), &chains, false)
+                .report
+                .is_none()
+        );
+        assert!(
+            MemberTrust::observed(&spec, None, &chains, true)
+                .report
+                .is_none()
+        );
+        // An issuer outside the known chains has no root: no handshake can be judged for it.
+        let mut foreign = obs;
+        if let Some(c) = foreign.agent.as_mut().and_then(|a| a.certificate.as_mut()) {
+            c.issuer_fingerprint = Some("someone-else".into());
+        }
+        let r = MemberTrust::observed(&spec, Some(&foreign), &chains, false).report;
+        assert_eq!(r.and_then(|r| r.anchor), None);
     }
 
     #[test]
