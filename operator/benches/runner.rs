@@ -140,8 +140,6 @@ impl Members for Fleet {
             AgentView {
                 data_endpoint: Some(format!("{endpoint}-data")),
                 operation: a.current.as_deref().and_then(|c| a.view(c, now)),
-                trust: Vec::new(),
-                certificate: None,
                 ..agent.agent.expect("an observed agent")
             }
         })

@@ -643,10 +643,9 @@ impl Sim {
         let rate = (cfg.replication_rate as f64 * secs).round() as u64;
         // (applied index, up) of each member before replication, in member order.
         let mut snapshot: Vec<(u64, bool)> = Vec::new();
-        // Whether each member's link to its source completes a TLS handshake.
-        let mut handshake: Vec<bool> = Vec::new();
-        // Index of the member each member replicates from.
-        let mut source_of: Vec<Option<usize>> = Vec::new();
+        // Index of the member each member replicates from, and whether the link between them
+        // completes a TLS handshake both ways (a follower replicates only over one that does).
+        let mut source_of: Vec<Option<(usize, bool)>> = Vec::new();
         for c in clusters.iter_mut() {
             let mut touched = false;
             // Writes on the serving active.
@@ -663,19 +662,18 @@ impl Sim {
             source_of.clear();
             source_of.extend(c.members.values().map(|m| {
                 let s = m.source.as_deref()?;
-                c.members.values().position(|o| o.endpoint == s)
+                let (i, src) = c
+                    .members
+                    .values()
+                    .enumerate()
+                    .find(|(_, o)| o.endpoint == s)?;
+                Some((i, m.handshake_with(src)))
             }));
-            // A follower replicates only over a link whose handshake succeeds both ways.
-            handshake.clear();
-            handshake.extend(c.members.values().zip(&source_of).map(|(m, src)| {
-                src.and_then(|i| c.members.values().nth(i))
-                    .is_some_and(|s| m.handshake_with(s))
-            }));
-            for ((m, src), &tls_ok) in c.members.values_mut().zip(&source_of).zip(&handshake) {
+            for (m, src) in c.members.values_mut().zip(&source_of) {
                 if m.role != MemberRole::Active
-                    && tls_ok
                     && m.up(now)
-                    && let Some(&(src, src_up)) = src.and_then(|i| snapshot.get(i))
+                    && let Some((i, true)) = *src
+                    && let Some(&(src, src_up)) = snapshot.get(i)
                     && src_up
                     && src > m.applied
                 {
