@@ -2,7 +2,6 @@
 //! bounded body reading, a streaming body, bounded quoting of client input, and an accept
 //! loop over optional TLS that keeps its connections within [`ConnLimits`].
 
-use crate::handshakes::HandshakeCounter;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::future::Future;
@@ -28,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::ErrorBody;
 use crate::conn_limits::{ConnLimits, ConnSlot, ConnTracker};
+use crate::handshakes::HandshakeCounter;
 use crate::pki::fingerprint_der;
 use crate::tls::ReloadableServerTls;
 
