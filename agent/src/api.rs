@@ -285,8 +285,14 @@ pub struct OperationRequest {
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<DemoteRole>,
+    /// `install-trust`: the CA certificates to trust. Without `keepTrust`, the whole bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_pem: Option<String>,
+    /// `install-trust`: fingerprints of CAs the member trusts now that stay in its bundle beside
+    /// `trustPem` (the rotation's old CA, which the operator may know by fingerprint only).
+    /// Empty: `trustPem` replaces the bundle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_trust: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_pem: Option<String>,
     /// Private key of `install-certificate`. Never logged, never echoed back.
@@ -305,6 +311,7 @@ impl OperationRequest {
             source: None,
             role: None,
             trust_pem: None,
+            keep_trust: Vec::new(),
             certificate_pem: None,
             key_pem: None,
         }
@@ -335,6 +342,12 @@ impl OperationRequest {
         self
     }
 
+    /// Keep these currently trusted CAs (by fingerprint) beside `trustPem`.
+    pub fn with_keep_trust(mut self, fingerprints: Vec<String>) -> Self {
+        self.keep_trust = fingerprints;
+        self
+    }
+
     pub fn with_certificate(
         mut self,
         cert_pem: impl Into<String>,
@@ -357,6 +370,7 @@ impl fmt::Debug for OperationRequest {
             .field("source", &self.source)
             .field("role", &self.role)
             .field("trust_pem", &self.trust_pem.as_ref().map(|p| p.len()))
+            .field("keep_trust", &self.keep_trust)
             .field(
                 "certificate_pem",
                 &self.certificate_pem.as_ref().map(|p| p.len()),
@@ -381,6 +395,9 @@ pub struct OperationParams {
     pub role: Option<DemoteRole>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trust_fingerprints: Vec<String>,
+    /// `keepTrust` as asked (the bundle's result is in the operation's message and the status).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_trust: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_fingerprint: Option<String>,
 }

@@ -350,6 +350,31 @@ impl ExecBackend {
         })
     }
 
+    /// The bundle `{trust_path}` holds: `trustPem`, or with `keepTrust` the listed CAs of the
+    /// application's current bundle (`trustFile`) beside it, so the user command always receives
+    /// the whole bundle to install.
+    fn trust_bundle(&self, req: &OperationRequest) -> Result<Option<String>, String> {
+        let Some(add) = &req.trust_pem else {
+            return Ok(None);
+        };
+        if req.keep_trust.is_empty() {
+            return Ok(Some(add.clone()));
+        }
+        let Some(file) = &self.config.trust_file else {
+            return Err(
+                "install-trust with keepTrust needs `trustFile` in the exec configuration: \
+                 the agent keeps the listed CAs from the application's current bundle"
+                    .to_string(),
+            );
+        };
+        let path = self.work_dir().join(file);
+        let current = std::fs::read(&path)
+            .map_err(|e| format!("cannot read trustFile {}: {e}", path.display()))?;
+        let (bundle, _) = crate::tls::merge_trust(Some(&current), add.as_bytes(), &req.keep_trust)
+            .map_err(|e| e.to_string())?;
+        Ok(Some(bundle))
+    }
+
     fn write_inputs(&self, req: &OperationRequest) -> Result<(), String> {
         let dir = self.secrets_dir();
         let write = |name: &str, content: &Option<String>, private: bool| -> Result<(), String> {
@@ -359,7 +384,8 @@ impl ExecBackend {
             }
             Ok(())
         };
-        write("trust.pem", &req.trust_pem, false)?;
+        let trust = self.trust_bundle(req)?;
+        write("trust.pem", &trust, false)?;
         write("cert.pem", &req.certificate_pem, false)?;
         write("key.pem", &req.key_pem, true)?;
         Ok(())

@@ -313,6 +313,7 @@ fn recorded_params(req: &OperationRequest) -> OperationParams {
             .as_deref()
             .and_then(|p| crate::tls::fingerprints(p.as_bytes(), "trust").ok())
             .unwrap_or_default(),
+        keep_trust: req.keep_trust.clone(),
         certificate_fingerprint: req
             .certificate_pem
             .as_deref()
@@ -399,6 +400,34 @@ fn require<'a>(
     }
 }
 
+/// Most CAs a `keepTrust` list names: a rotation keeps one old root, a chain a few.
+pub const MAX_KEEP_TRUST: usize = 16;
+
+/// SHA-256 fingerprints as agents report them: 64 lowercase hex digits.
+fn validate_fingerprints(fps: &[String], what: &str) -> Result<(), ApiError> {
+    if fps.len() > MAX_KEEP_TRUST {
+        return Err(ApiError::bad_request(
+            "invalid_param",
+            format!(
+                "{what} lists {} fingerprints; at most {MAX_KEEP_TRUST}",
+                fps.len()
+            ),
+        ));
+    }
+    for fp in fps {
+        if fp.len() != 64 || !fp.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+            return Err(ApiError::bad_request(
+                "invalid_param",
+                format!(
+                    "{what}: {:?} is not a SHA-256 fingerprint (64 lowercase hex digits)",
+                    clip(fp, 80)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the parameters of a request against its kind: required ones present and well
 /// formed, and none that the kind does not use (a stray parameter usually means the caller
 /// meant another kind).
@@ -411,7 +440,7 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         K::Demote => &["source", "role"],
         K::ForceStandby => &["source"],
         K::SyncConfig => &["source"],
-        K::InstallTrust => &["trustPem"],
+        K::InstallTrust => &["trustPem", "keepTrust"],
         K::InstallCertificate => &["certificatePem", "keyPem"],
         K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData => &[],
     };
@@ -421,6 +450,7 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         ("source", req.source.is_some()),
         ("role", req.role.is_some()),
         ("trustPem", req.trust_pem.is_some()),
+        ("keepTrust", !req.keep_trust.is_empty()),
         ("certificatePem", req.certificate_pem.is_some()),
         ("keyPem", req.key_pem.is_some()),
     ];
@@ -453,6 +483,7 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
             let pem = require(&req.trust_pem, kind, "trustPem")?;
             crate::tls::parse_cert_bundle_strict(pem.as_bytes(), "trustPem")
                 .map_err(|e| ApiError::bad_request("invalid_param", e.to_string()))?;
+            validate_fingerprints(&req.keep_trust, "keepTrust")?;
         }
         K::InstallCertificate => {
             let cert = require(&req.certificate_pem, kind, "certificatePem")?;

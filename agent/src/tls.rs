@@ -219,6 +219,52 @@ pub fn fingerprints(pem: &[u8], what: &str) -> Result<Vec<String>, TlsError> {
         .collect())
 }
 
+/// The trust bundle an `install-trust` with `keepTrust` leaves: the certificates of `current`
+/// whose fingerprints are in `keep`, then those of `add` not already kept (a CA listed twice is
+/// stored once). Returns the bundle as PEM and the fingerprints of `current` it drops.
+///
+/// Kept CAs come from the member's own bundle because the operator may never have seen them
+/// (the CA the members trusted before Baton managed them, or one cert-manager renewed in place):
+/// the request names them by fingerprint only. A listed fingerprint the member does not trust is
+/// not an error: the request was planned from an observation, and the bundle may have moved.
+pub fn merge_trust(
+    current: Option<&[u8]>,
+    add: &[u8],
+    keep: &[String],
+) -> Result<(String, Vec<String>), TlsError> {
+    let current = match current {
+        Some(pem) => parse_certs(pem, "current trust bundle")?,
+        None => Vec::new(),
+    };
+    let added = parse_cert_bundle_strict(add, "trustPem")?;
+    let mut seen: Vec<String> = Vec::new();
+    let mut dropped = Vec::new();
+    let mut out = String::new();
+    let lf = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    let mut push = |der: &CertificateDer<'_>, fp: String, seen: &mut Vec<String>| {
+        if !seen.contains(&fp) {
+            out.push_str(&pem::encode_config(
+                &pem::Pem::new("CERTIFICATE", der.to_vec()),
+                lf,
+            ));
+            seen.push(fp);
+        }
+    };
+    for der in &current {
+        let fp = fingerprint_der(der);
+        if keep.contains(&fp) {
+            push(der, fp, &mut seen);
+        } else if !dropped.contains(&fp) {
+            dropped.push(fp);
+        }
+    }
+    for der in &added {
+        push(der, fingerprint_der(der), &mut seen);
+    }
+    dropped.retain(|fp| !seen.contains(fp));
+    Ok((out, dropped))
+}
+
 /// Describes the first certificate of `cert_pem`. The issuer fingerprint is found among the
 /// rest of the chain and then the trust bundle, matching the issuer name.
 pub fn cert_info(cert_pem: &[u8], trust_pem: Option<&[u8]>) -> Result<CertInfo, TlsError> {
@@ -298,6 +344,61 @@ mod tests {
         check_key_pair(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())?;
         let other_leaf = other.issue(&CertSpec::member("m2"))?;
         assert!(check_key_pair(leaf.cert_pem.as_bytes(), other_leaf.key_pem.as_bytes()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn merge_trust_keeps_only_the_listed_cas_and_adds_the_new_once()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (old, other, new) = (
+            CertAuthority::generate("old")?,
+            CertAuthority::generate("other")?,
+            CertAuthority::generate("new")?,
+        );
+        let current = format!("{}{}", old.cert_pem(), other.cert_pem());
+        let fp = |ca: &CertAuthority| ca.fingerprint().to_string();
+        // AddTrust: keep the old root, add the new one; `other` was not listed and goes.
+        let (bundle, dropped) = merge_trust(
+            Some(current.as_bytes()),
+            new.cert_pem().as_bytes(),
+            &[fp(&old)],
+        )?;
+        assert_eq!(
+            fingerprints(bundle.as_bytes(), "b")?,
+            vec![fp(&old), fp(&new)]
+        );
+        assert_eq!(dropped, vec![fp(&other)]);
+        // Sent again on the result (a replay with a new id): the same bundle, nothing dropped.
+        let (again, dropped) = merge_trust(
+            Some(bundle.as_bytes()),
+            new.cert_pem().as_bytes(),
+            &[fp(&old)],
+        )?;
+        assert_eq!(again, bundle);
+        assert!(dropped.is_empty());
+        // Keeping the CA being added does not list it twice.
+        let (both, _) = merge_trust(
+            Some(bundle.as_bytes()),
+            new.cert_pem().as_bytes(),
+            &[fp(&old), fp(&new)],
+        )?;
+        assert_eq!(
+            fingerprints(both.as_bytes(), "b")?,
+            vec![fp(&old), fp(&new)]
+        );
+        // RemoveOldTrust: keep nothing but the new root.
+        let (only_new, dropped) = merge_trust(
+            Some(both.as_bytes()),
+            new.cert_pem().as_bytes(),
+            &[fp(&new)],
+        )?;
+        assert_eq!(fingerprints(only_new.as_bytes(), "b")?, vec![fp(&new)]);
+        assert_eq!(dropped, vec![fp(&old)]);
+        // A fingerprint the member does not trust is ignored; no current bundle at all is fine.
+        let (fresh, _) = merge_trust(None, new.cert_pem().as_bytes(), &["0".repeat(64)])?;
+        assert_eq!(fingerprints(fresh.as_bytes(), "b")?, vec![fp(&new)]);
+        // A key in trustPem is refused, whatever is kept.
+        assert!(merge_trust(None, new.key_pem().as_bytes(), &[]).is_err());
         Ok(())
     }
 

@@ -165,6 +165,19 @@ impl MemberTls {
         Ok(())
     }
 
+    /// Installs `add` beside the CAs of the current bundle listed in `keep` (an empty `keep`
+    /// replaces the bundle); returns the fingerprints no longer trusted. A bundle left empty is
+    /// refused: the member would accept no peer at all.
+    pub fn install_trust_keeping(&self, add: &[u8], keep: &[String]) -> Result<Vec<String>> {
+        let current = read_opt(&self.dir.join(TRUST_FILE))?;
+        let (bundle, dropped) = tls::merge_trust(current.as_deref(), add, keep)?;
+        if bundle.is_empty() {
+            bail!("the resulting trust bundle is empty; the member would trust no peer");
+        }
+        self.install_trust(bundle.as_bytes())?;
+        Ok(dropped)
+    }
+
     /// Replaces the member certificate and key (validated by the caller) and applies them.
     pub fn install_certificate(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<()> {
         let cert_path = self.dir.join(CERT_FILE);

@@ -38,15 +38,20 @@ pub(crate) async fn execute(
         K::Verify => verify(shared).await,
         K::InstallTrust => {
             let pem = req.trust_pem.unwrap_or_default();
-            shared
+            let dropped = shared
                 .tls
-                .install_trust(pem.as_bytes())
+                .install_trust_keeping(pem.as_bytes(), &req.keep_trust)
                 .map_err(|e| format!("trust bundle not installed: {e:#}"))?;
             let fps = shared.tls.trust_fingerprints();
             Ok(format!(
-                "trust bundle replaced: {} CA certificate(s): {}",
+                "trust bundle replaced: {} CA certificate(s): {}{}",
                 fps.len(),
-                fps.join(", ")
+                fps.join(", "),
+                if dropped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; no longer trusted: {}", dropped.join(", "))
+                }
             ))
         }
         K::InstallCertificate => {

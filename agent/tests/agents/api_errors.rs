@@ -141,6 +141,14 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
     // Everything else malformed is a 400 naming what is wrong.
     let long_id = format!(r#"{{"id":"{}","kind":"promote"}}"#, "x".repeat(129));
     let own_source = format!(r#"{{"id":"a","kind":"demote","source":"{}"}}"#, m1.data);
+    let ca = baton_agent::pki::CertAuthority::generate("keep-trust test CA")?;
+    let keep = |fps: Vec<String>| {
+        serde_json::json!({"id": "a", "kind": "install-trust", "trustPem": ca.cert_pem(), "keepTrust": fps})
+            .to_string()
+    };
+    let keep_short = keep(vec!["abc".into()]);
+    let keep_upper = keep(vec!["A".repeat(64)]);
+    let keep_many = keep((0..17).map(|i| format!("{i:064x}")).collect());
     // One row a case: what, the body, the error code.
     #[rustfmt::skip]
     let cases: &[(&str, &[u8], &str)] = &[
@@ -166,6 +174,10 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
         ("unknown field", br#"{"id":"a","kind":"promote","force":true}"#, "invalid_request"),
         ("unknown component", br#"{"id":"a","kind":"upgrade","version":"2","component":"kernel"}"#, "unknown_component"),
         ("own endpoint as source", own_source.as_bytes(), "invalid_param"),
+        ("keepTrust not a fingerprint", keep_short.as_bytes(), "invalid_param"),
+        ("keepTrust in upper case", keep_upper.as_bytes(), "invalid_param"),
+        ("keepTrust too long", keep_many.as_bytes(), "invalid_param"),
+        ("keepTrust on another kind", br#"{"id":"a","kind":"restart","keepTrust":["00"]}"#, "unexpected_param"),
     ];
     for (what, body, code) in cases {
         let request = (Method::POST, "/v1/operations", *body);

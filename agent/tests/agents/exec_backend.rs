@@ -65,6 +65,8 @@ operations:
     timeoutSeconds: 1
   install-certificate:
     command: ["{trust}", "{{cert_path}}", "{{key_path}}"]
+  install-trust:
+    command: ["{trust}", "{{trust_path}}", "/dev/null"]
   sync-config:
     command: ["{upgrade}", "{{version}}"]
 "#
@@ -138,6 +140,22 @@ operations:
         cert.cert_pem
     );
 
+    // keepTrust needs the application's bundle (trustFile) to keep CAs from: without it the
+    // operation fails before the command runs, and the command's files are untouched.
+    let kt = m1
+        .run(
+            &Req::new("kt", K::InstallTrust)
+                .with_trust_pem(pki.mesh_ca.cert_pem())
+                .with_keep_trust(vec![pki.mesh_ca.fingerprint().to_string()]),
+        )
+        .await?;
+    assert_eq!(kt.state, OperationState::Failed);
+    assert!(kt.message.contains("trustFile"), "{}", kt.message);
+    assert_eq!(
+        std::fs::read_to_string(host.join("trust.pem"))?,
+        cert.cert_pem
+    );
+
     // Kinds without a command, and templates without values, are refused up front.
     let e = refused(m1.client.submit(&Req::new("pr", K::Promote)), "accepted").await?;
     assert_eq!(e.code(), Some("unsupported_operation"));
@@ -206,10 +224,13 @@ async fn exec_trust_operations_of_the_recertification_example_show_in_the_status
     assert_eq!(issuer(&s).as_deref(), Some(old.fingerprint()));
     assert_eq!(s.health, Health::Ok);
 
-    // Trust old + new.
-    let both = format!("{}{}", old.cert_pem(), new.cert_pem());
-    m1.run_ok(&Req::new("trust-both", K::InstallTrust).with_trust_pem(&both))
-        .await?;
+    // Trust old + new: the old CA kept by fingerprint, from the application's trustFile.
+    m1.run_ok(
+        &Req::new("trust-both", K::InstallTrust)
+            .with_trust_pem(new.cert_pem())
+            .with_keep_trust(vec![old.fingerprint().to_string()]),
+    )
+    .await?;
     let s = wait_until("both CAs trusted", Duration::from_secs(5), || async {
         let s = m1.status().await.ok()?;
         (s.trust.len() == 2).then_some(s)
@@ -243,8 +264,12 @@ async fn exec_trust_operations_of_the_recertification_example_show_in_the_status
         Some(next.fingerprint.clone())
     );
     // Stop trusting the old CA.
-    m1.run_ok(&Req::new("trust-new", K::InstallTrust).with_trust_pem(new.cert_pem()))
-        .await?;
+    m1.run_ok(
+        &Req::new("trust-new", K::InstallTrust)
+            .with_trust_pem(new.cert_pem())
+            .with_keep_trust(vec![new.fingerprint().to_string()]),
+    )
+    .await?;
     wait_until(
         "only the new CA trusted",
         Duration::from_secs(5),

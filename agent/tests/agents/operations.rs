@@ -218,11 +218,23 @@ async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> T
     assert!(m1_in.outbound.is_empty(), "m1 follows nobody: {m1_in:?}");
 
     // The phased way: both trust old + new, then certificates from the new CA, restart.
+    // m1 keeps the old CA it trusts by fingerprint (the operator may not hold its PEM);
+    // m2 lost it, so it gets both certificates.
+    let old_fp = pki.mesh_ca.fingerprint().to_string();
+    m1.run_ok(
+        &Req::new("trust-both-a", K::InstallTrust)
+            .with_trust_pem(new_ca.cert_pem())
+            .with_keep_trust(vec![old_fp.clone()]),
+    )
+    .await?;
     let both = format!("{}{}", pki.mesh_ca.cert_pem(), new_ca.cert_pem());
-    for (agent, tag) in [(&m1, "a"), (&m2, "b")] {
-        agent
-            .run_ok(&Req::new(format!("trust-both-{tag}"), K::InstallTrust).with_trust_pem(&both))
-            .await?;
+    m2.run_ok(&Req::new("trust-both-b", K::InstallTrust).with_trust_pem(&both))
+        .await?;
+    for agent in [&m1, &m2] {
+        assert_eq!(
+            agent.status().await?.trust,
+            vec![old_fp.clone(), new_ca.fingerprint().to_string()]
+        );
     }
     wait_caught_up(&m2, &m1).await?;
     // From here on the rotation is done in order: not one more handshake may fail.
@@ -250,7 +262,8 @@ async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> T
         agent
             .run_ok(
                 &Req::new(format!("trust-new-{tag}"), K::InstallTrust)
-                    .with_trust_pem(new_ca.cert_pem()),
+                    .with_trust_pem(new_ca.cert_pem())
+                    .with_keep_trust(vec![new_ca.fingerprint().to_string()]),
             )
             .await?;
         agent
