@@ -9,7 +9,7 @@ use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{CertificatesSpec, Condition, LogEntry};
+use super::common::{CertificatesSpec, CertificatesStatus, Condition, LogEntry};
 use super::values::{Duration, Timestamp};
 
 /// Desired state of one HA cluster of members.
@@ -401,6 +401,9 @@ pub struct ClusterStatus {
     /// Next id for the upgrade log.
     #[serde(default)]
     pub next_log_id: u64,
+    /// Where the rotation to `spec.certificates` stands (absent without `spec.certificates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<CertificatesStatus>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -562,6 +565,14 @@ pub enum StepAction {
     Backup,
     Verify,
     SyncConfig,
+    /// Rotation: install a trust bundle (the new root beside the kept ones, or the new only).
+    InstallTrust,
+    /// Rotation or renewal: install a certificate the target CA issues.
+    InstallCertificate,
+    /// Rotation: restart so the member presents its new certificate.
+    Restart,
+    /// Rotation: re-sign the stored data with the new keys.
+    ResignData,
 }
 
 impl StepAction {
@@ -569,7 +580,10 @@ impl StepAction {
     pub fn disruptive(self) -> bool {
         matches!(
             self,
-            StepAction::Upgrade | StepAction::Rollback | StepAction::Switchover
+            StepAction::Upgrade
+                | StepAction::Rollback
+                | StepAction::Switchover
+                | StepAction::Restart
         )
     }
 }
@@ -602,6 +616,25 @@ pub struct StepRecord {
     /// True for a switchover that undoes a failed one (automatic rollback).
     #[serde(default)]
     pub rollback: bool,
+    /// A rotation step's CA material, by fingerprint (the host resolves the PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustParams>,
+}
+
+/// The CA material of a rotation step, by SHA-256 fingerprint only: no key and no PEM is ever
+/// written to a status.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct TrustParams {
+    /// The target CA's root (installed by `InstallTrust`).
+    pub anchor: String,
+    /// The target CA's issuer (signs the certificate of `InstallCertificate`).
+    pub issuer: String,
+    /// `InstallTrust`: roots the member trusts now that stay beside `anchor`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub keep: Vec<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -4,7 +4,7 @@ use kube_derive::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::values::Timestamp;
+use super::values::{Duration, Timestamp};
 
 /// A condition as Kubernetes API conventions describe it (kstatus compatible).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -96,37 +96,141 @@ pub struct SecretRef {
     pub namespace: Option<String>,
 }
 
-/// Desired certificate authority. Changing it starts a phased rotation in which no member
-/// presents a certificate from the new CA before every peer trusts it.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// Desired certificate authority. Changing the Secret it names, or its content, starts a phased
+/// rotation: every trust store gains the new root, members present certificates the new CA
+/// issued, the old root leaves the trust stores, stored data is re-signed. Each phase starts only
+/// once the one before is observed complete on every member, so no handshake fails.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.renewBefore) || !has(self.certificateValidity) || duration(self.renewBefore) < duration(self.certificateValidity)").message("renewBefore must be shorter than certificateValidity (every certificate would be renewed at once)"))]
 pub struct CertificatesSpec {
+    /// The CA Secret: Baton's layout (`ca.crt`, `ca.key`) or cert-manager's (`tls.crt`,
+    /// `tls.key`, `ca.crt`). With a chain, trust stores hold the root and members get
+    /// certificates from the issuer (the certificate the key belongs to).
     pub ca_secret_ref: SecretRef,
-    /// Phases that stop for an approval before they start (e.g. `RemoveOldTrust`).
+    /// Phases that stop for an approval before they start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
+    #[schemars(length(max = 4))]
     #[x_kube(merge_strategy = ListMerge::Set)]
-    pub approve_phases: Vec<String>,
-    /// Keep trusting the old CA after the rotation (skips the removal phase).
+    pub approve_phases: Vec<RotationPhase>,
+    /// Keep trusting the old CA after the rotation: `RemoveOldTrust` is skipped, so certificates
+    /// of the old CA stay accepted (a leaked old key still opens the mesh).
     #[serde(default)]
     pub keep_old_trust: bool,
+    /// Re-sign the stored data with the new keys once the old CA is gone. `false` skips
+    /// `ResignData`: data signed under the old keys keeps its old signatures.
+    #[serde(default = "default_true")]
+    pub resign_data: bool,
+    /// `Automatic`: members restart in failover order (standbys first, then the active after a
+    /// switchover). `Manual`: a member that needs a restart waits in `RestartPending` until a
+    /// human restarts it; Baton then checks that it presents the new certificate.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Rotation jobs at a time per site (the procedure: one).
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 16))]
+    pub max_jobs_per_site: u32,
+    /// Renew a member certificate from the same CA this long before it expires (no trust phase).
+    #[serde(default = "default_renew_before")]
+    pub renew_before: Duration,
+    /// Validity of the member certificates Baton issues.
+    #[serde(default = "default_certificate_validity")]
+    pub certificate_validity: Duration,
 }
 
-/// Where a certificate rotation stands.
+impl Default for CertificatesSpec {
+    fn default() -> Self {
+        CertificatesSpec {
+            ca_secret_ref: SecretRef::default(),
+            approve_phases: Vec::new(),
+            keep_old_trust: false,
+            resign_data: true,
+            restart: RestartPolicy::default(),
+            max_jobs_per_site: 1,
+            renew_before: default_renew_before(),
+            certificate_validity: default_certificate_validity(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_one() -> u32 {
+    1
+}
+fn default_renew_before() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+fn default_certificate_validity() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+
+/// The phases of a CA rotation, in order.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub enum RotationPhase {
+    /// Every trust store gains the new root beside the old.
+    AddTrust,
+    /// Members get certificates of the new CA (and restart as `restart` says).
+    Reissue,
+    /// Trust stores keep only the new root.
+    RemoveOldTrust,
+    /// Stored data is re-signed with the new keys.
+    ResignData,
+}
+
+impl RotationPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationPhase::AddTrust => "AddTrust",
+            RotationPhase::Reissue => "Reissue",
+            RotationPhase::RemoveOldTrust => "RemoveOldTrust",
+            RotationPhase::ResignData => "ResignData",
+        }
+    }
+}
+
+/// How members restart to present new certificates.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+/// Where a certificate rotation stands, derived from what the members report.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct CertificatesStatus {
-    /// SHA-256 fingerprint of the CA every member's certificate is issued from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_ca: Option<String>,
-    /// Fingerprint of the CA being rotated to.
+    /// The CA rotated to: its root's SHA-256 fingerprint, and the issuer's after a `/` when an
+    /// intermediate issues member certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_ca: Option<String>,
+    /// `AddTrust`, `Reissue`, `RemoveOldTrust`, `ResignData`, `Done` (every member on the
+    /// target), or `Invalid` (the CA Secret cannot be used; see the Stalled condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
-    /// Per-site progress of the current phase: site → members done / total.
+    /// Per-site progress of the phase: site → members past it / members.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sites: std::collections::BTreeMap<String, String>,
+    /// Members that still present a certificate not issued by the target CA (at most 16 named).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub presenting_old: Vec<String>,
+    /// Members with a new certificate that wait for a human restart (`restart: Manual`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_pending: Vec<String>,
+    /// When the earliest member certificate expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Timestamp>,
+    /// A rotation to the target ran (some member was not on it): its data is re-signed
+    /// once the old CA is gone. Not set when Baton adopts members already on the target.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resign_pending: bool,
+    /// Members that re-signed their data for the target CA.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resigned: Vec<String>,
 }

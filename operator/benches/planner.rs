@@ -207,6 +207,7 @@ fn decision_times() {
             observed: &obs,
             admission: &adm,
             intents: &intents,
+            ca: None,
             now: NOW,
         };
         let cluster_us = median_micros(

@@ -156,7 +156,13 @@ impl Members for Fleet {
             .map_err(|e| MemberError::unavailable(member, e))
     }
 
-    async fn submit(&self, _m: &str, endpoint: &str, req: &OpRequest) -> Result<(), SubmitError> {
+    async fn submit(
+        &self,
+        _m: &str,
+        endpoint: &str,
+        req: &OpRequest,
+        _material: &baton::reconcile::ca::Material,
+    ) -> Result<(), SubmitError> {
         let r = self
             .with(endpoint, |a, now| {
                 if a.ops.contains_key(&req.id) {

@@ -16,6 +16,9 @@ use crate::tls::{self, ReloadableServerTls};
 pub const CERT_FILE: &str = "member.crt";
 pub const KEY_FILE: &str = "member.key";
 pub const TRUST_FILE: &str = "trust.pem";
+/// A certificate and key installed and not yet applied (applied by the `restart` operation).
+pub const STAGED_CERT_FILE: &str = "member.staged.crt";
+pub const STAGED_KEY_FILE: &str = "member.staged.key";
 
 #[derive(Clone, Default)]
 struct Material {
@@ -74,6 +77,7 @@ impl MemberTls {
                 atomic_write(&target, &bytes, private)?;
             }
         }
+        Self::finish_interrupted_apply(&dir)?;
         let (generation, _) = watch::channel(0);
         let me = MemberTls {
             dir,
@@ -178,16 +182,47 @@ impl MemberTls {
         Ok(dropped)
     }
 
-    /// Replaces the member certificate and key (validated by the caller) and applies them.
+    /// Stages a member certificate and key (validated by the caller): checked against the
+    /// current trust bundle, written beside the live pair, and presented from the next
+    /// [`MemberTls::apply_staged`] (the `restart` operation), as an application that loads its
+    /// certificate at start does. Until then every handshake uses the live pair.
     pub fn install_certificate(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<()> {
-        let cert_path = self.dir.join(CERT_FILE);
-        let key_path = self.dir.join(KEY_FILE);
+        if let Some(trust) = self.material().trust_pem {
+            tls::server_config_mtls(cert_pem, key_pem, &trust, "staged certificate")?;
+        }
+        // Key first, then the certificate: a staged certificate without a staged key means the
+        // key was applied and the certificate not yet (see `finish_interrupted_apply`).
+        atomic_write(&self.dir.join(STAGED_KEY_FILE), key_pem, true)?;
+        atomic_write(&self.dir.join(STAGED_CERT_FILE), cert_pem, false)?;
+        Ok(())
+    }
+
+    /// A staged certificate waits for a restart.
+    pub fn restart_pending(&self) -> bool {
+        self.dir.join(STAGED_CERT_FILE).exists()
+    }
+
+    /// Makes the staged pair (if any) the live one and reloads; true when a pair was applied.
+    /// If the staged pair does not load, the previous live pair is put back and the staged
+    /// one discarded: the member keeps serving with what it had.
+    pub fn apply_staged(&self) -> Result<bool> {
+        let (staged_cert, staged_key) = (
+            self.dir.join(STAGED_CERT_FILE),
+            self.dir.join(STAGED_KEY_FILE),
+        );
+        if !staged_cert.exists() {
+            self.reload()?;
+            return Ok(false);
+        }
+        let (cert_path, key_path) = (self.dir.join(CERT_FILE), self.dir.join(KEY_FILE));
         let old_cert = read_opt(&cert_path)?;
         let old_key = read_opt(&key_path)?;
-        // Key first: a crash between the two writes leaves a mismatched pair that `reload`
-        // refuses loudly, rather than a silently wrong identity.
-        atomic_write(&key_path, key_pem, true)?;
-        atomic_write(&cert_path, cert_pem, false)?;
+        if staged_key.exists() {
+            fs::rename(&staged_key, &key_path)
+                .with_context(|| format!("applying {}", staged_key.display()))?;
+        }
+        fs::rename(&staged_cert, &cert_path)
+            .with_context(|| format!("applying {}", staged_cert.display()))?;
         if let Err(e) = self.reload() {
             for (path, old, private) in [(&cert_path, old_cert, false), (&key_path, old_key, true)]
             {
@@ -199,7 +234,18 @@ impl MemberTls {
                 }
             }
             self.reload()?;
-            return Err(e);
+            return Err(e.context("the staged certificate was discarded"));
+        }
+        Ok(true)
+    }
+
+    /// A crash inside `apply_staged` between its two renames leaves the staged certificate
+    /// without its key (already live): finish the apply rather than serve a mismatched pair.
+    fn finish_interrupted_apply(dir: &Path) -> Result<()> {
+        let staged_cert = dir.join(STAGED_CERT_FILE);
+        if staged_cert.exists() && !dir.join(STAGED_KEY_FILE).exists() {
+            fs::rename(&staged_cert, dir.join(CERT_FILE))
+                .with_context(|| format!("finishing the apply of {}", staged_cert.display()))?;
         }
         Ok(())
     }
@@ -215,5 +261,81 @@ impl MemberTls {
         let m = self.material();
         let cert = m.cert_pem?;
         tls::cert_info(&cert, m.trust_pem.as_deref()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertAuthority, CertSpec};
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn member(
+        dir: &Path,
+        ca: &CertAuthority,
+    ) -> std::result::Result<MemberTls, Box<dyn std::error::Error>> {
+        let leaf = ca.issue(&CertSpec::member("m1"))?;
+        let tls = dir.join("tls");
+        fs::create_dir_all(&tls)?;
+        fs::write(tls.join(CERT_FILE), &leaf.cert_pem)?;
+        fs::write(tls.join(KEY_FILE), &leaf.key_pem)?;
+        fs::write(tls.join(TRUST_FILE), ca.cert_pem())?;
+        Ok(MemberTls::open(dir, None, None, None, false)?)
+    }
+
+    fn presented(m: &MemberTls) -> Option<String> {
+        m.cert_info().map(|c| c.fingerprint)
+    }
+
+    #[test]
+    fn an_installed_certificate_is_presented_only_after_the_restart_applies_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = CertAuthority::generate("ca")?;
+        let m = member(dir.path(), &ca)?;
+        let first = presented(&m);
+        let next = ca.issue(&CertSpec::member("m1"))?;
+        m.install_certificate(next.cert_pem.as_bytes(), next.key_pem.as_bytes())?;
+        assert!(m.restart_pending());
+        assert_eq!(presented(&m), first, "staged, not presented");
+        assert!(m.apply_staged()?);
+        assert!(!m.restart_pending());
+        assert_eq!(presented(&m).as_deref(), Some(next.fingerprint.as_str()));
+        // A restart with nothing staged only reloads.
+        assert!(!m.apply_staged()?);
+        assert_eq!(presented(&m).as_deref(), Some(next.fingerprint.as_str()));
+        Ok(())
+    }
+
+    #[test]
+    fn a_pair_that_does_not_load_is_refused_at_install_and_nothing_is_staged() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = CertAuthority::generate("ca")?;
+        let m = member(dir.path(), &ca)?;
+        let (leaf, other) = (
+            ca.issue(&CertSpec::member("m1"))?,
+            ca.issue(&CertSpec::member("m1"))?,
+        );
+        let err = m.install_certificate(leaf.cert_pem.as_bytes(), other.key_pem.as_bytes());
+        assert!(err.is_err(), "a key of another certificate");
+        assert!(!m.restart_pending());
+        Ok(())
+    }
+
+    #[test]
+    fn a_crash_between_the_two_renames_of_an_apply_is_finished_at_the_next_start() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let ca = CertAuthority::generate("ca")?;
+        let m = member(dir.path(), &ca)?;
+        let next = ca.issue(&CertSpec::member("m1"))?;
+        m.install_certificate(next.cert_pem.as_bytes(), next.key_pem.as_bytes())?;
+        drop(m);
+        // The key was applied, the certificate not: a mismatched live pair on disk.
+        let tls = dir.path().join("tls");
+        fs::rename(tls.join(STAGED_KEY_FILE), tls.join(KEY_FILE))?;
+        let m = MemberTls::open(dir.path(), None, None, None, false)?;
+        assert!(!m.restart_pending());
+        assert_eq!(presented(&m).as_deref(), Some(next.fingerprint.as_str()));
+        Ok(())
     }
 }

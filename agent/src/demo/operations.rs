@@ -11,6 +11,7 @@ use crate::api::{DemoteRole, OperationKind, OperationRequest, Role};
 use crate::http_client::Target;
 use crate::ops::Progress;
 use crate::persist;
+use crate::tls;
 
 /// How long a promote waits for a connected source to finish handing over (its demotion to
 /// arrive, the last entries to be applied) before refusing.
@@ -61,29 +62,40 @@ pub(crate) async fn execute(
                 .tls
                 .install_certificate(cert.as_bytes(), key.as_bytes())
                 .map_err(|e| format!("certificate not installed: {e:#}"))?;
-            match shared.tls.cert_info() {
-                Some(info) => Ok(format!(
-                    "certificate {} installed (valid until {}); new connections use it",
+            let info = tls::cert_info(cert.as_bytes(), None).ok();
+            Ok(match info {
+                Some(info) => format!(
+                    "certificate {} staged (valid until {}); presented after the next restart",
                     info.fingerprint, info.not_after
-                )),
-                None => Ok("certificate installed".to_string()),
-            }
+                ),
+                None => "certificate staged; presented after the next restart".to_string(),
+            })
         }
         K::Restart => {
-            progress.set(30, "reloading certificates and trust");
-            shared
+            progress.set(30, "applying staged certificates, reloading trust");
+            let applied = shared
                 .tls
-                .reload()
+                .apply_staged()
                 .map_err(|e| format!("data service cannot restart: {e:#}"))?;
             progress.set(60, "closing open connections");
             shared.cut_connections();
             shared.restart_follower();
+            let presented = shared
+                .tls
+                .cert_info()
+                .map(|c| format!("; presents {}", c.fingerprint))
+                .unwrap_or_default();
             Ok(format!(
-                "data service restarted ({}); peers reconnect with the current certificates",
+                "data service restarted ({}{}){presented}; peers reconnect with the current certificates",
                 if shared.tls.is_tls() {
                     "mutual TLS"
                 } else {
                     "plain TCP"
+                },
+                if applied {
+                    ", staged certificate applied"
+                } else {
+                    ""
                 }
             ))
         }

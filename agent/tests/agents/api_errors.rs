@@ -279,6 +279,11 @@ async fn keys_never_leak_into_records_status_or_logs() -> TestResult {
         rec.params.certificate_fingerprint.as_deref(),
         Some(fresh.fingerprint.as_str())
     );
+    // Staged until the restart applies it; then presented.
+    let before = m1.status().await?.certificate.map(|c| c.fingerprint);
+    assert_ne!(before.as_deref(), Some(fresh.fingerprint.as_str()));
+    m1.run_ok(&OperationRequest::new("restart-1", OperationKind::Restart))
+        .await?;
     let status = m1.status().await?;
     assert_eq!(
         status.certificate.map(|c| c.fingerprint),

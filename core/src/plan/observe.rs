@@ -136,6 +136,10 @@ op_kinds! {
     Backup => "backup",
     Verify => "verify",
     SyncConfig => "sync-config",
+    InstallTrust => "install-trust",
+    InstallCertificate => "install-certificate",
+    Restart => "restart",
+    ResignData => "resign-data",
 }
 
 /// A request to an agent. The id is derived from the recorded step, so sending it twice is the
@@ -154,6 +158,9 @@ pub struct OpRequest {
     pub source: Option<String>,
     /// Plain role to return to on demote: `standby` or `spare`.
     pub role: Option<String>,
+    /// A rotation step's CA material by fingerprint; the host resolves it to PEM (and issues
+    /// the certificate of `install-certificate`), so no key passes through a plan.
+    pub trust: Option<crate::api::TrustParams>,
 }
 
 /// An effect the planner asks for. The loop persists the status first, then performs these.

@@ -35,7 +35,7 @@ pub fn worth_writing(stored: Option<&ClusterStatus>, planned: &ClusterStatus) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MemberStatus, OperationStatus, StepAction, StepRecord, Timestamp};
+    use crate::api::{MemberStatus, OperationStatus, StepAction, Timestamp};
 
     fn with_op(progress: u8, state: &str) -> ClusterStatus {
         ClusterStatus {
@@ -74,19 +74,9 @@ mod tests {
     fn anything_else_is_written() {
         assert!(worth_writing(None, &with_op(0, "Running")));
         let mut step = with_op(60, "Running");
-        step.steps.push(StepRecord {
-            id: "s".into(),
-            action: StepAction::Upgrade,
-            member: "m1".into(),
-            from: None,
-            version: Some("2.0.0".into()),
-            component: None,
-            attempt: 1,
-            started_at: Timestamp(1),
-            log_id: 1,
-            source: None,
-            rollback: false,
-        });
+        let mut upgrade = crate::fixtures::cluster::step(StepAction::Upgrade, "m1", Timestamp(1));
+        upgrade.version = Some("2.0.0".into());
+        step.steps.push(upgrade);
         assert!(worth_writing(Some(&with_op(10, "Running")), &step));
         let mut lag = with_op(10, "Running");
         lag.members[0].lag_seconds = 3.0;

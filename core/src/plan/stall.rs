@@ -34,6 +34,15 @@ pub enum Stall {
     PreconditionFailed { version: String, failures: String },
     /// Mesh: nothing moves and nothing will; what each cluster waits for.
     Blocked(Vec<String>),
+    /// The CA Secret of `spec.certificates` is missing or unusable (`reason` is the stable
+    /// reason the host found, e.g. `CAExpired`); no member is contacted about certificates.
+    CaUnusable {
+        reason: &'static str,
+        message: String,
+    },
+    /// A member must restart onto its new certificate and no other member can take over
+    /// first (`allowOutage` is not set).
+    RestartNeedsOutage { member: String },
 }
 
 impl Stall {
@@ -50,6 +59,8 @@ impl Stall {
             Stall::ClusterUnreadable(_) => "ClusterUnreadable",
             Stall::PreconditionFailed { .. } => "PreconditionFailed",
             Stall::Blocked(_) => "Blocked",
+            Stall::CaUnusable { reason, .. } => reason,
+            Stall::RestartNeedsOutage { .. } => "RestartNeedsOutage",
         }
     }
 
@@ -97,6 +108,15 @@ impl fmt::Display for Stall {
                 write!(f, "rollout to {version} not started: {failures}")
             }
             Stall::Blocked(waiting) => f.write_str(&waiting.join("; ")),
+            Stall::CaUnusable { message, .. } => write!(
+                f,
+                "the CA of spec.certificates cannot be used: {}; nothing is sent to the members until it is fixed",
+                super::conditions::bounded(message, 400)
+            ),
+            Stall::RestartNeedsOutage { member } => write!(
+                f,
+                "{member} must restart to present its new certificate and no other member can take over first; set spec.upgrade.allowOutage: true or restart it by hand (restart: Manual)"
+            ),
         }
     }
 }
@@ -162,6 +182,19 @@ mod tests {
                 Stall::Blocked(vec!["c1 waits".into(), "c2 waits".into()]),
                 "Blocked",
                 "c1 waits; c2 waits",
+            ),
+            (
+                Stall::CaUnusable {
+                    reason: "CAExpired",
+                    message: "CA certificate x expired".into(),
+                },
+                "CAExpired",
+                "cannot be used: CA certificate x expired; nothing is sent",
+            ),
+            (
+                Stall::RestartNeedsOutage { member: "a".into() },
+                "RestartNeedsOutage",
+                "a must restart",
             ),
         ];
         for (stall, reason, message) in cases {

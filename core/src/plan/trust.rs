@@ -10,9 +10,9 @@
 //! observed holds them: nobody presents a new certificate before all trust the new root, and
 //! no old root leaves a trust store while anyone presents a certificate it signed.
 //!
-//! Owns: [`Phase`], [`MemberTrust`], [`Assessment`], [`assess`], [`TrustStep`],
-//! [`next_steps`], [`handshake_ok`]. A leaf
-//! module: not yet wired into the planners (issue 14 builds on it).
+//! Owns: [`CaInput`] (the CA as the host read it), [`Phase`], [`MemberTrust`],
+//! [`Assessment`], [`assess`], [`renewals`], [`TrustStep`], [`next_steps`], [`handshake_ok`].
+//! The cluster planner's rotation stage (`plan::cluster::rotation`) acts on it.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +40,59 @@ impl Phase {
             Phase::RemoveOldTrust => "RemoveOldTrust",
             Phase::Done => "Done",
         }
+    }
+}
+
+/// The CA `spec.certificates` names, as the host read and checked it. The planner sees
+/// fingerprints and dates only: PEMs and keys stay with the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaInput {
+    Ready(CaView),
+    /// The Secret is missing or cannot be used: a stable reason (`CAExpired`,
+    /// `CASecretNotFound`, …) and what is wrong. Nothing is sent to any member.
+    Unusable {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// A checked CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaView {
+    /// The root trust stores hold.
+    pub anchor: String,
+    /// The CA that issues member certificates (the anchor itself without intermediates).
+    pub issuer: String,
+    /// Each CA of the chain (issuer, intermediates, root) paired with its root.
+    pub chains: Vec<(String, String)>,
+    /// When the first certificate of the chain expires.
+    pub not_after: Timestamp,
+}
+
+impl CaView {
+    /// The rotation's name for this CA: the root's fingerprint, and the issuer's after a `/`
+    /// when they differ (what `status.certificates.targetCa` shows).
+    pub fn id(&self) -> String {
+        if self.anchor == self.issuer {
+            self.anchor.clone()
+        } else {
+            format!("{}/{}", self.anchor, self.issuer)
+        }
+    }
+
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            anchor: &self.anchor,
+            issuer: &self.issuer,
+        }
+    }
+
+    /// `chains` as borrowed pairs, as [`MemberTrust::observed`] takes them.
+    pub fn chain_pairs(&self) -> Vec<(&str, &str)> {
+        self.chains
+            .iter()
+            .map(|(i, a)| (i.as_str(), a.as_str()))
+            .collect()
     }
 }
 

@@ -33,6 +33,22 @@ impl CaSet {
     pub fn with(self, ca: u8) -> CaSet {
         CaSet(self.0 | CaSet::of(ca).0)
     }
+
+    /// The CA numbers in the set, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = u8> {
+        (0..64u8).filter(move |&n| self.has(n))
+    }
+}
+
+/// The fingerprint simulated agents report for CA `n` (shaped like a SHA-256 fingerprint).
+pub fn ca_fingerprint(n: u8) -> String {
+    format!("{:064x}", u64::from(n) + 1)
+}
+
+/// The CA number of a fingerprint [`ca_fingerprint`] made (None: not a simulated CA's).
+pub fn ca_number(fingerprint: &str) -> Option<u8> {
+    let n = u64::from_str_radix(fingerprint, 16).ok()?.checked_sub(1)?;
+    u8::try_from(n).ok().filter(|&n| n < 64)
 }
 
 #[derive(Clone, Debug)]
@@ -247,7 +263,31 @@ impl SimMember {
                     self.source = req.source.clone();
                 }
             }
-            OpKind::Preflight | OpKind::Backup | OpKind::Verify | OpKind::SyncConfig => {}
+            OpKind::InstallTrust => {
+                if let Some(t) = &req.trust {
+                    let mut set = CaSet::default();
+                    for n in t.keep.iter().filter_map(|f| ca_number(f)) {
+                        if self.trust.has(n) {
+                            set = set.with(n);
+                        }
+                    }
+                    if let Some(n) = ca_number(&t.anchor) {
+                        set = set.with(n);
+                    }
+                    self.trust = set;
+                }
+            }
+            OpKind::InstallCertificate => {
+                if let Some(n) = req.trust.as_ref().and_then(|t| ca_number(&t.issuer)) {
+                    self.presents = n;
+                }
+            }
+            OpKind::Preflight
+            | OpKind::Backup
+            | OpKind::Verify
+            | OpKind::SyncConfig
+            | OpKind::Restart
+            | OpKind::ResignData => {}
         }
     }
 

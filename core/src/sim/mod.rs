@@ -434,6 +434,7 @@ impl Sim {
                     observed: &obs,
                     admission: &admission,
                     intents: &c.intents,
+                    ca: None,
                     now,
                 },
                 last,

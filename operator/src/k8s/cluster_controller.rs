@@ -129,7 +129,7 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
         ctx.events.publish(&regarding, &events).await;
         return Ok(Action::await_change());
     }
-    let outcomes = act(&ctx.members, &object.spec, &pass).await;
+    let outcomes = act(&ctx.members, &object, &pass).await;
     for o in &outcomes {
         match &o.result {
             Ok(()) => {

@@ -344,6 +344,7 @@ pub fn cluster_object(c: &Cluster) -> ClusterObject {
         spec: c.spec.clone(),
         status: c.status.clone(),
         intents: cluster_intents(c.annotations()),
+        ca: None,
     }
 }
 

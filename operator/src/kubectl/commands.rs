@@ -299,6 +299,7 @@ pub fn plan_live(live: &Live, opts: &PlanOptions) -> anyhow::Result<Vec<(String,
         let manifests = Manifests {
             clusters: as_manifests("cluster", &clusters, here),
             meshes: as_manifests("mesh", &meshes, here),
+            secrets: Vec::new(),
         };
         let statuses: BTreeMap<&str, &ClusterStatus> = clusters
             .iter()

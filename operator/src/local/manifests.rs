@@ -78,6 +78,79 @@ impl std::error::Error for ManifestErrors {}
 pub struct Manifests {
     pub clusters: Vec<(PathBuf, Cluster)>,
     pub meshes: Vec<(PathBuf, Mesh)>,
+    /// `v1` Secrets: the CA Secrets `spec.certificates` names, read from the same files the
+    /// way the operator reads them from the API server.
+    pub secrets: Vec<(PathBuf, SecretDoc)>,
+}
+
+/// A `v1` Secret of the manifests: `data` (base64) and `stringData` merged as the API server
+/// merges them (`stringData` wins).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretDoc {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+// Hand-written: a Secret's values never reach a `{:?}`.
+impl std::fmt::Debug for SecretDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretDoc")
+            .field("name", &self.name)
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The API server's limit on a Secret's data.
+const MAX_SECRET_BYTES: usize = 1024 * 1024;
+
+/// A Secret as the API server validates it: a DNS-subdomain name, keys of `[-._a-zA-Z0-9]`,
+/// `data` values in base64, at most 1 MiB in all.
+fn secret_doc(value: serde_json::Value) -> Result<SecretDoc, (String, String)> {
+    use k8s_openapi::api::core::v1::Secret;
+    let s: Secret = serde_json::from_value(value).map_err(|e| (String::new(), e.to_string()))?;
+    let name = s.metadata.name.clone().unwrap_or_default();
+    if !crate::api::schema_check::is_dns_subdomain(&name) {
+        return Err((
+            "metadata.name".into(),
+            format!("{name:?} is not a valid name (a lowercase DNS subdomain)"),
+        ));
+    }
+    let mut data: BTreeMap<String, Vec<u8>> = s
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in s.string_data.unwrap_or_default() {
+        data.insert(k, v.into_bytes());
+    }
+    for k in data.keys() {
+        let ok = !k.is_empty()
+            && k.len() <= 253
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+        if !ok {
+            return Err((
+                format!("data[{k}]"),
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
+                    .into(),
+            ));
+        }
+    }
+    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_SECRET_BYTES {
+        return Err((
+            "data".into(),
+            format!("Too long: must have at most {MAX_SECRET_BYTES} bytes"),
+        ));
+    }
+    Ok(SecretDoc {
+        name,
+        namespace: s.metadata.namespace,
+        data,
+    })
 }
 
 impl Manifests {
@@ -254,6 +327,15 @@ pub fn parse_into(path: &Path, text: &str, out: &mut Manifests, errors: &mut Vec
         let schema_error = |field: Option<String>, message: String| {
             err_at(Level::Schema, path, object.clone(), field, message)
         };
+        if kind == "Secret" && api == "v1" {
+            match secret_doc(value) {
+                Ok(doc) => out.secrets.push((path.to_path_buf(), doc)),
+                Err((field, message)) => {
+                    errors.push(schema_error((!field.is_empty()).then_some(field), message));
+                }
+            }
+            continue;
+        }
         if api != API_VERSION {
             let message = format!("expected {API_VERSION:?}, found {api:?}");
             errors.push(schema_error(Some("apiVersion".into()), message));
@@ -438,6 +520,11 @@ fn check_set(m: &Manifests, errors: &mut Vec<ManifestError>) {
             m.meshes
                 .iter()
                 .map(|(p, x)| ("Mesh", p, x.name_any(), x.namespace())),
+        )
+        .chain(
+            m.secrets
+                .iter()
+                .map(|(p, s)| ("Secret", p, s.name.clone(), s.namespace.clone())),
         );
     let mut first_ns: Option<(String, String)> = None;
     for (kind, path, name, ns) in objects {

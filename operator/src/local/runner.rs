@@ -25,6 +25,7 @@ use crate::reconcile::{
 
 use super::manifests::Manifests;
 use super::state::{Intents, ObjectState, RunnerLock, State, StateError, spec_hash};
+use crate::reconcile::ca::CaState;
 
 /// Why a pass of the local runner failed. Nothing was sent to a member in that pass.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +105,8 @@ pub struct Runner<M: Members> {
     /// When each (object, reason, message) was last reported: a refusal repeated every poll
     /// is reported once a minute, like Kubernetes aggregates repeated events.
     reported: BTreeMap<(String, String, String), Instant>,
+    /// The Secrets of the manifests by name: CA Secrets of `spec.certificates`.
+    secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// Held until the runner is dropped.
     _lock: RunnerLock,
 }
@@ -126,6 +129,7 @@ impl<M: Members> Runner<M> {
                 spec: c.spec.clone(),
                 status,
                 intents: PlanIntents::default(),
+                ca: None,
             });
         }
         let mut meshes = Vec::new();
@@ -163,6 +167,11 @@ impl<M: Members> Runner<M> {
             stats: RunnerStats::default(),
             unpersisted: false,
             reported: BTreeMap::new(),
+            secrets: manifests
+                .secrets
+                .iter()
+                .map(|(_, s)| (s.name.clone(), s.data.clone()))
+                .collect(),
             _lock: lock,
         })
     }
@@ -216,6 +225,14 @@ impl<M: Members> Runner<M> {
         let due: Vec<usize> = (0..self.clusters.len())
             .filter(|&i| self.cluster_due[i] <= instant)
             .collect();
+        // The CA is checked again every pass: validity is a matter of the instant.
+        for &i in &due {
+            let c = &mut self.clusters[i];
+            c.ca = c.spec.certificates.as_ref().map(|certs| {
+                let name = &certs.ca_secret_ref.name;
+                CaState::read(self.secrets.get(name), name, ts)
+            });
+        }
         let passes: Vec<(usize, ClusterPass)> = {
             let members = &self.members;
             let clusters = &self.clusters;
@@ -284,7 +301,7 @@ impl<M: Members> Runner<M> {
                 futures::stream::iter(acting.iter().map(|(i, p)| {
                     let c = &clusters[*i];
                     let span = tracing::debug_span!("act", cluster = %c.name);
-                    async move { (*i, act(members, &c.spec, p).await) }.instrument(span)
+                    async move { (*i, act(members, c, p).await) }.instrument(span)
                 }))
                 .buffer_unordered(self.concurrency)
                 .collect()
@@ -574,7 +591,13 @@ mod tests {
                 .map_err(|_| MemberError::Poisoned { what: "test ops" })?;
             Ok(ops.get(id).cloned())
         }
-        async fn submit(&self, _: &str, _: &str, r: &OpRequest) -> Result<(), SubmitError> {
+        async fn submit(
+            &self,
+            _: &str,
+            _: &str,
+            r: &OpRequest,
+            _: &crate::reconcile::ca::Material,
+        ) -> Result<(), SubmitError> {
             let op = OpView {
                 id: r.id.clone(),
                 kind: r.kind.as_str().into(),

@@ -20,6 +20,7 @@ use crate::plan::{
     MeshPlan, Wake, admission_for, plan_cluster, plan_mesh,
 };
 
+use super::ca::CaState;
 use super::members::{ActOutcome, Members, observe_cluster, perform};
 use super::persist::Persisted;
 
@@ -32,6 +33,9 @@ pub struct ClusterObject {
     pub spec: ClusterSpec,
     pub status: Option<ClusterStatus>,
     pub intents: Intents,
+    /// The CA `spec.certificates` names, as the host read it this pass (None without
+    /// `spec.certificates`).
+    pub ca: Option<CaState>,
 }
 
 /// A Mesh as every host holds it.
@@ -96,6 +100,7 @@ pub async fn observe_and_plan<M: Members>(
         observed: &observed,
         admission,
         intents: &cluster.intents,
+        ca: cluster.ca.as_ref().map(|c| &c.input),
         now,
     });
     // Volatile display fields alone are not worth a write (see `plan::persist`).
@@ -106,14 +111,20 @@ pub async fn observe_and_plan<M: Members>(
 /// Perform the actions of a pass whose status is persisted (see [`Persisted`]).
 pub async fn act<M: Members>(
     members: &M,
-    spec: &ClusterSpec,
+    cluster: &ClusterObject,
     pass: &Persisted<ClusterPass>,
 ) -> Vec<ActOutcome> {
     let pass = pass.get();
     if pass.plan.actions.is_empty() {
         return Vec::new();
     }
-    perform(members, spec, &pass.plan.actions).await
+    perform(
+        members,
+        &cluster.spec,
+        cluster.ca.as_ref(),
+        &pass.plan.actions,
+    )
+    .await
 }
 
 /// One mesh's pass: pure, from the clusters' persisted statuses.

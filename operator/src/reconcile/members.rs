@@ -23,6 +23,7 @@ use crate::plan::{
 };
 use crate::plan::{OpState, OpView, PlanEvent};
 
+use super::ca::{CaState, Material, material_for};
 use super::errors::MetricLabel;
 
 /// Access to the members of clusters, addressed by name (for messages) and agent endpoint.
@@ -43,12 +44,14 @@ pub trait Members: Send + Sync {
         id: &str,
     ) -> impl Future<Output = Result<Option<OpView>, MemberError>> + Send;
 
-    /// Submit (idempotent by id).
+    /// Submit (idempotent by id). `material`: what a rotation request carries beyond the
+    /// plan (PEMs, an issued certificate), resolved by the host as it sends.
     fn submit(
         &self,
         member: &str,
         endpoint: &str,
         request: &OpRequest,
+        material: &Material,
     ) -> impl Future<Output = Result<(), SubmitError>> + Send;
 }
 
@@ -85,10 +88,11 @@ impl<D: Delegate> Members for D {
         member: &str,
         endpoint: &str,
         request: &OpRequest,
+        material: &Material,
     ) -> Result<(), SubmitError> {
         self.before_submit(request);
         let m = self.to().map_err(|e| SubmitError::Refused(e.to_string()))?;
-        m.submit(member, endpoint, request).await
+        m.submit(member, endpoint, request, material).await
     }
 }
 
@@ -315,11 +319,19 @@ impl Members for AgentMembers {
         member: &str,
         endpoint: &str,
         request: &OpRequest,
+        material: &Material,
     ) -> Result<(), SubmitError> {
+        if let Some(why) = &material.unavailable {
+            // Recorded like an agent's refusal: the step fails and backs off, visibly.
+            if let Ok(mut r) = self.refused.lock() {
+                r.note(endpoint, &request.id, request.kind.as_str(), why);
+            }
+            return Err(SubmitError::Refused(why.clone()));
+        }
         let c = self
             .client(member, endpoint)
             .map_err(|e| SubmitError::Refused(e.to_string()))?;
-        match c.submit(&operation_request(request)).await {
+        match c.submit(&operation_request(request, material)).await {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("operation_running") || e.status() == Some(409) => {
                 Err(SubmitError::Busy(e.to_string()))
@@ -414,6 +426,10 @@ fn operation_kind(k: OpKind) -> OperationKind {
         OpKind::Backup => OperationKind::Backup,
         OpKind::Verify => OperationKind::Verify,
         OpKind::SyncConfig => OperationKind::SyncConfig,
+        OpKind::InstallTrust => OperationKind::InstallTrust,
+        OpKind::InstallCertificate => OperationKind::InstallCertificate,
+        OpKind::Restart => OperationKind::Restart,
+        OpKind::ResignData => OperationKind::ResignData,
     }
 }
 
@@ -423,7 +439,7 @@ fn operation_kind(k: OpKind) -> OperationKind {
 /// step names the version it belongs to — but an agent refuses (400 `unexpected_param`) any
 /// parameter the kind does not take (`docs/agent-api.md`), so only the kind's own parameters
 /// go on the wire.
-pub fn operation_request(r: &OpRequest) -> OperationRequest {
+pub fn operation_request(r: &OpRequest, material: &Material) -> OperationRequest {
     let mut req = OperationRequest::new(r.id.clone(), operation_kind(r.kind));
     let role = match r.role.as_deref() {
         Some("spare") => Some(DemoteRole::Spare),
@@ -440,7 +456,20 @@ pub fn operation_request(r: &OpRequest) -> OperationRequest {
             req.role = role;
         }
         OpKind::ForceStandby | OpKind::SyncConfig => req.source = r.source.clone(),
-        OpKind::Promote | OpKind::Backup | OpKind::Verify => {}
+        OpKind::InstallTrust => {
+            req.trust_pem = material.trust_pem.clone();
+            req.keep_trust = r.trust.as_ref().map(|t| t.keep.clone()).unwrap_or_default();
+        }
+        OpKind::InstallCertificate => {
+            if let Some((cert, key)) = &material.certificate {
+                req = req.with_certificate(cert.clone(), key.clone());
+            }
+        }
+        OpKind::Promote
+        | OpKind::Backup
+        | OpKind::Verify
+        | OpKind::Restart
+        | OpKind::ResignData => {}
     }
     req
 }
@@ -537,11 +566,18 @@ impl ActOutcome {
 pub(super) async fn perform<M: Members>(
     members: &M,
     spec: &ClusterSpec,
+    ca: Option<&CaState>,
     actions: &[crate::plan::Action],
 ) -> Vec<ActOutcome> {
+    let now = Timestamp(jiff::Timestamp::now().as_millisecond());
     let futs = actions.iter().map(|a| async move {
         let result = match spec.members.iter().find(|m| m.name == a.member) {
-            Some(m) => members.submit(&m.name, &m.endpoint, &a.request).await,
+            Some(m) => {
+                let material = material_for(&a.request, m, ca, spec.certificates.as_ref(), now);
+                members
+                    .submit(&m.name, &m.endpoint, &a.request, &material)
+                    .await
+            }
             None => Err(SubmitError::Refused(format!(
                 "member {} is not in the spec",
                 a.member
@@ -594,6 +630,7 @@ mod tests {
             component: Some("app".into()),
             source: Some("127.0.0.1:7001".into()),
             role: Some("spare".into()),
+            trust: None,
         }
     }
 
@@ -610,7 +647,7 @@ mod tests {
             OpKind::Verify,
             OpKind::SyncConfig,
         ] {
-            let wire = operation_request(&req(kind));
+            let wire = operation_request(&req(kind), &Material::default());
             assert_eq!(wire.id, req(kind).id);
             assert!(
                 baton_agent::ops::validate_request(&wire).is_ok(),
@@ -618,13 +655,13 @@ mod tests {
                 baton_agent::ops::validate_request(&wire).err()
             );
         }
-        let up = operation_request(&req(OpKind::Upgrade));
+        let up = operation_request(&req(OpKind::Upgrade), &Material::default());
         assert_eq!(up.version.as_deref(), Some("2.0.0"));
         assert_eq!(up.component.as_deref(), Some("app"));
-        let demote = operation_request(&req(OpKind::Demote));
+        let demote = operation_request(&req(OpKind::Demote), &Material::default());
         assert_eq!(demote.source.as_deref(), Some("127.0.0.1:7001"));
         assert_eq!(demote.role, Some(DemoteRole::Spare));
-        let verify = operation_request(&req(OpKind::Verify));
+        let verify = operation_request(&req(OpKind::Verify), &Material::default());
         assert_eq!((verify.version, verify.source), (None, None));
     }
 

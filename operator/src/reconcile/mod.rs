@@ -6,6 +6,7 @@
 //! The hosts (the local runner, the Kubernetes controllers) sit above this module and import
 //! from it, never the other way round.
 
+pub mod ca;
 pub mod engine;
 pub mod errors;
 pub mod members;

@@ -1009,6 +1009,7 @@ fn becoming_stalled_is_announced_once_by_an_event() {
             observed: &observed,
             admission: &admission,
             intents: &intents,
+            ca: None,
             now: T0,
         })
     };

@@ -206,6 +206,7 @@ impl Members for FakeAgents {
         member: &str,
         _endpoint: &str,
         request: &OpRequest,
+        _material: &baton::reconcile::ca::Material,
     ) -> Result<(), SubmitError> {
         *self.calls.lock().unwrap() += 1;
         self.timeline

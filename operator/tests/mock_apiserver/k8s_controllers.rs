@@ -200,7 +200,10 @@ async fn converged(web: &Value, agents: &FakeAgents) -> Value {
         web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
         for a in &pass.plan.actions {
             use baton::reconcile::Members;
-            agents.submit(&a.member, "", &a.request).await.unwrap();
+            agents
+                .submit(&a.member, "", &a.request, &Default::default())
+                .await
+                .unwrap();
         }
     }
     panic!("no convergence: {}", web["status"]);
@@ -496,7 +499,10 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
         let pass = plan_web(&agents, &web).await;
         web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
         for a in &pass.plan.actions {
-            agents.submit(&a.member, "", &a.request).await.unwrap();
+            agents
+                .submit(&a.member, "", &a.request, &Default::default())
+                .await
+                .unwrap();
             match a.request.kind {
                 baton::plan::OpKind::Upgrade => {
                     upgrade = Some((a.member.clone(), a.request.id.clone()));

@@ -19,13 +19,17 @@ use crate::plan::stall::Stall;
 
 use super::member::member_phase;
 use super::state::{NewStep, Pass};
-use super::{converge, gates, handover, start, view};
+use super::{converge, gates, handover, rotation, start, view};
 
 pub(super) fn choose_next(p: &mut Pass<'_>) {
     let Some(active) = ready_to_choose(p) else {
         return;
     };
     p.unavailable += out_of_service(p);
+    // A CA rotation due now runs instead of new upgrade steps (see `rotation`).
+    if !rotation::rotate(p, active) {
+        return;
+    }
     hold_mixed_versions(p, active);
     run_phases(p, active);
 }

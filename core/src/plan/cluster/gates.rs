@@ -45,6 +45,12 @@ pub(super) fn disruption_allowed(p: &mut Pass<'_>, takes_member_down: bool) -> b
     window_open(p) && backed_up(p) && (!takes_member_down || room_to_take_down(p))
 }
 
+/// The gates of a rotation's restart: a window and room under `maxUnavailable` (no backup: the
+/// data does not change).
+pub(super) fn disruption_allowed_for_rotation(p: &mut Pass<'_>) -> bool {
+    window_open(p) && room_to_take_down(p)
+}
+
 /// Inside a maintenance window (or none configured); otherwise wake when the next opens.
 fn window_open(p: &mut Pass<'_>) -> bool {
     let WindowState::Closed { next } = window_state(&p.spec().upgrade.maintenance_windows, p.now())

@@ -92,6 +92,18 @@ fn hold_others(p: &mut Pass<'_>, active: &str, to: &str) -> bool {
 
 /// Start the switchover `from -> to` once its gates let it.
 pub(super) fn request_switchover(p: &mut Pass<'_>, from: &str, to: &str, why: &str) {
+    request_switchover_with(p, from, to, why, None);
+}
+
+/// [`request_switchover`] for a CA rotation (`trust`: the rotation's CA, which makes the step
+/// one of the rotation's).
+pub(super) fn request_switchover_with(
+    p: &mut Pass<'_>,
+    from: &str,
+    to: &str,
+    why: &str,
+    trust: Option<crate::api::TrustParams>,
+) {
     let Some(mode) = gates::switchover_allowed(p, to) else {
         return;
     };
@@ -99,5 +111,6 @@ pub(super) fn request_switchover(p: &mut Pass<'_>, from: &str, to: &str, why: &s
     n.from = Some(from.to_string());
     n.mode = mode;
     n.message = format!("{why}: {from} -> {to}");
+    n.trust = trust;
     start::start(p, n);
 }

@@ -53,6 +53,47 @@ pub(super) fn rollout(p: &mut Pass<'_>, open: bool) -> Option<u64> {
     Some(id)
 }
 
+/// The open cluster-level entry of the CA rotation to `status.certificates.targetCa`: the
+/// parent of the rotation's step entries (`open`: opened with its first step). A rotation to
+/// another CA closes it as superseded.
+pub(super) fn rotation(p: &mut Pass<'_>, open: bool) -> Option<u64> {
+    let target = p.st.certificates.as_ref()?.target_ca.clone()?;
+    let mut found = None;
+    let mut stale = Vec::new();
+    for e in &p.st.log {
+        if e.scope == LogScope::Cluster && is_running(e) && e.action == ROTATION {
+            if e.message.ends_with(&target) {
+                found = Some(e.id);
+            } else {
+                stale.push(e.id);
+            }
+        }
+    }
+    let now = p.now();
+    for id in stale {
+        p.log()
+            .close(id, LogResult::Cancelled, "superseded by another CA", now);
+    }
+    if found.is_some() || !open {
+        return found;
+    }
+    let name = p.inp.name;
+    let message = format!("rotate the CA of {name} to {target}");
+    Some(p.log().open(
+        None,
+        ROTATION,
+        LogScope::Cluster,
+        name,
+        None,
+        LogMode::Automatic,
+        message,
+        now,
+    ))
+}
+
+/// The action of a rotation's cluster-level entry.
+const ROTATION: &str = "rotate-ca";
+
 /// A new target ends the rollout to the old one.
 pub(super) fn close_superseded(p: &mut Pass<'_>) {
     let target = p.target_version.clone();

@@ -49,7 +49,7 @@ pub(super) fn member_phase(p: &mut Pass<'_>, m: &MemberSpec, active: &str) -> bo
 }
 
 /// Waiting for its retry; wakes at that instant.
-fn in_backoff(p: &mut Pass<'_>, member: &str) -> bool {
+pub(super) fn in_backoff(p: &mut Pass<'_>, member: &str) -> bool {
     let now = p.now();
     match p.record(member).and_then(|m| m.next_attempt_at) {
         Some(t) if t > now => {

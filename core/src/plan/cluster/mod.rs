@@ -12,7 +12,9 @@
 //! 2. `record` — what is recorded: supersede an old rollout, a retry intent, member records
 //!    from observation, the first-apply rule;
 //! 3. `flight` — steps in flight, then the traffic check;
-//! 4. `choose` — the next steps (through `member`, `handover`, `converge`, `gates`);
+//! 4. `choose` — the next steps (through `member`, `handover`, `converge`, `gates`), after
+//!    `rotation`, the CA rotation of `spec.certificates` (which, while it runs, stands in for
+//!    new upgrade steps; an unusable CA stalls the pass before `choose`);
 //! 5. `summary` — phase, conditions, message, wake.
 //!
 //! The modules form layers; each uses only modules listed before it (and the plain input
@@ -20,7 +22,7 @@
 //!
 //! ```text
 //! state → view → log → target, record → outcome → op, switchover → start → flight
-//!       → gates → member, handover → converge → choose → summary
+//!       → gates → member, handover → converge → rotation → choose → summary
 //! ```
 //!
 //! A step asked for while advancing another (the switch back after a failed switchover) is
@@ -37,6 +39,7 @@ mod member;
 mod op;
 mod outcome;
 mod record;
+mod rotation;
 mod start;
 mod state;
 mod summary;
@@ -103,6 +106,9 @@ pub struct ClusterInput<'a> {
     /// What the cluster's mesh allows it (a standalone cluster: everything).
     pub admission: &'a Admission,
     pub intents: &'a Intents,
+    /// The CA `spec.certificates` names, as the host read it (None without
+    /// `spec.certificates`, or when the host has not read it).
+    pub ca: Option<&'a crate::plan::trust::CaInput>,
     /// The instant of the decision: windows, stagger, backoff and timeouts are measured from it.
     pub now: Timestamp,
 }
@@ -149,6 +155,9 @@ fn run(p: &mut state::Pass<'_>) {
     record::adopt_converged(p);
     flight::advance_steps(p);
     flight::check_traffic(p);
+    if !rotation::check_ca(p) {
+        return;
+    }
     // Paused or not admitted: plan as usual (so convergence is still known) but start nothing.
     p.may_start = gates::may_start(p);
     choose::choose_next(p);

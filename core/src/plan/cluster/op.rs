@@ -76,6 +76,10 @@ fn request_for(p: &Pass<'_>, s: &StepRecord) -> Option<OpRequest> {
         StepAction::Backup => OpKind::Backup,
         StepAction::Verify => OpKind::Verify,
         StepAction::SyncConfig => OpKind::SyncConfig,
+        StepAction::InstallTrust => OpKind::InstallTrust,
+        StepAction::InstallCertificate => OpKind::InstallCertificate,
+        StepAction::Restart => OpKind::Restart,
+        StepAction::ResignData => OpKind::ResignData,
         StepAction::AwaitSync | StepAction::Switchover => return None,
     };
     let role = (s.action == StepAction::Release).then(|| {
@@ -93,5 +97,6 @@ fn request_for(p: &Pass<'_>, s: &StepRecord) -> Option<OpRequest> {
         component: s.component.clone(),
         source: s.source.clone(),
         role,
+        trust: s.trust.clone(),
     })
 }

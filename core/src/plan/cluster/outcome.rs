@@ -63,6 +63,11 @@ pub(super) fn succeeded(p: &mut Pass<'_>, s: &StepRecord) {
                 at: now,
             });
         }
+        // A staged certificate waits for its restart; a restart presents it; re-signed data
+        // is not re-signed again (see `rotation`).
+        StepAction::InstallCertificate | StepAction::Restart | StepAction::ResignData => {
+            record_rotation(p, s)
+        }
         StepAction::Switchover if !s.rollback => {
             p.st.switchover = Some(SwitchoverRecord {
                 from: s.from.clone().unwrap_or_default(),
@@ -75,6 +80,24 @@ pub(super) fn succeeded(p: &mut Pass<'_>, s: &StepRecord) {
                 verified: false,
             });
         }
+        _ => {}
+    }
+}
+
+fn record_rotation(p: &mut Pass<'_>, s: &StepRecord) {
+    let Some(st) = p.st.certificates.as_mut() else {
+        return;
+    };
+    let member = s.member.clone();
+    let add = |list: &mut Vec<String>| {
+        if !list.contains(&member) {
+            list.push(member.clone());
+        }
+    };
+    match s.action {
+        StepAction::InstallCertificate => add(&mut st.restart_pending),
+        StepAction::Restart => st.restart_pending.retain(|m| m != &s.member),
+        StepAction::ResignData => add(&mut st.resigned),
         _ => {}
     }
 }
@@ -126,7 +149,7 @@ pub(super) fn failed(p: &mut Pass<'_>, s: &StepRecord, msg: &str) -> Option<NewS
 /// A failed step as the end of its advance: the follow-up, if any, or done.
 pub(super) fn failed_then(p: &mut Pass<'_>, s: &StepRecord, msg: &str) -> Advanced {
     match failed(p, s, msg) {
-        Some(n) => Advanced::Then(n),
+        Some(n) => Advanced::Then(Box::new(n)),
         None => Advanced::Done,
     }
 }

@@ -31,7 +31,7 @@ pub(super) fn advance(p: &mut Pass<'_>, s: StepRecord) -> Option<StepRecord> {
         Advanced::Keep => Some(s),
         Advanced::Done => None,
         Advanced::Then(n) => {
-            start(p, n);
+            start(p, *n);
             None
         }
     }
@@ -58,7 +58,12 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
     } else {
         n.member.as_str()
     };
-    let parent = log::rollout(p, true);
+    // A rotation's steps (its switchover too) belong to the rotation's entry.
+    let parent = if n.trust.is_some() {
+        log::rotation(p, true)
+    } else {
+        log::rollout(p, true)
+    };
     let log_id = p.log().open(
         parent,
         action_name(n.action),
@@ -82,6 +87,7 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
         log_id,
         source: n.source,
         rollback: n.rollback,
+        trust: n.trust,
     };
     let started = format!("{}: {}", describe(&rec), n.message);
     p.event(false, "StepStarted", started);

@@ -157,6 +157,8 @@ pub(super) struct NewStep {
     pub mode: LogMode,
     /// The log line.
     pub message: String,
+    /// A rotation step's CA material, by fingerprint.
+    pub trust: Option<crate::api::TrustParams>,
 }
 
 impl NewStep {
@@ -171,6 +173,7 @@ impl NewStep {
             rollback: false,
             mode: LogMode::Automatic,
             message: String::new(),
+            trust: None,
         }
     }
     /// The switchover back to `to` from `from` that undoes a failed or stale one.
@@ -191,7 +194,7 @@ pub(super) enum Advanced {
     Done,
     /// Finished, and this step must start at once (the switch back after a failed
     /// switchover); the caller starts it.
-    Then(NewStep),
+    Then(Box<NewStep>),
 }
 
 pub(super) fn action_name(a: StepAction) -> &'static str {
@@ -206,6 +209,10 @@ pub(super) fn action_name(a: StepAction) -> &'static str {
         StepAction::Backup => "backup",
         StepAction::Verify => "verify",
         StepAction::SyncConfig => "sync-config",
+        StepAction::InstallTrust => "install-trust",
+        StepAction::InstallCertificate => "install-certificate",
+        StepAction::Restart => "restart",
+        StepAction::ResignData => "resign-data",
     }
 }
 

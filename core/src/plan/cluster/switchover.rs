@@ -101,7 +101,9 @@ fn drop_stale(p: &mut Pass<'_>, x: &Pair<'_, '_>) -> Option<Advanced> {
     let why = format!("target changed: {to} no longer runs it; switching back to {from}");
     outcome::cancelled(p, x.s, &why);
     let why = format!("switch back to {from}: the target changed during the switchover");
-    Some(Advanced::Then(NewStep::switch_back(from, to, why)))
+    Some(Advanced::Then(Box::new(NewStep::switch_back(
+        from, to, why,
+    ))))
 }
 
 /// The target is active: done, unless the old active still says so too.
@@ -171,6 +173,7 @@ fn start_phase(
             component: None,
             source,
             role: None,
+            trust: None,
         },
     });
 }

@@ -1,0 +1,972 @@
+//! The CA rotation of `spec.certificates`, as a stage of the cluster pass. Where the rotation
+//! stands is derived from what the members report ([`crate::plan::trust`]), never from a
+//! counter; the status remembers only what no member can show: which members hold a staged
+//! certificate that waits for a restart, which re-signed their data, and the approvals given.
+//!
+//! The phases, each started only once the one before is observed complete on every member:
+//! 1. `AddTrust` — every trust store gets the new root beside the roots it has;
+//! 2. `Reissue` — each member gets a certificate the new issuer signed (staged), then restarts
+//!    onto it: `Automatic` restarts standbys first and the active only after a switchover to a
+//!    member that already presents a new certificate; `Manual` waits until a human restarted
+//!    it (it then presents the new certificate);
+//! 3. `RemoveOldTrust` — trust stores keep only the new root (skipped by `keepOldTrust`);
+//! 4. `ResignData` — every member re-signs its stored data (skipped by `resignData: false`).
+//!
+//! Then, while nothing rotates, certificates that expire within `renewBefore` are renewed from
+//! the same CA, through the same install-and-restart steps.
+//!
+//! Jobs run per site, at most `maxJobsPerSite` at once (a member busy with anything holds its
+//! site's slot). Restarts are disruptive: inside maintenance windows and within
+//! `maxUnavailable`. A rotation and an upgrade never run at once on a cluster: whichever is
+//! under way finishes first; asked for together from rest, the rotation goes first (a CA
+//! nearing expiry is a deadline, a version is not).
+//!
+//! Owns: `status.certificates`, the rotation's log entry, the approvals of phases in
+//! `approvePhases`, and the waits and events of the rotation.
+//!
+//! May use: `state`, `view`, `log`, `record`, `start`, `gates`, `member` (backoff),
+//! `handover` (the switchover before the active restarts). Used by `choose`, `outcome` (what a
+//! finished rotation step records) and the pipeline (`super`).
+
+use std::collections::BTreeMap;
+
+use crate::api::{
+    CertificatesSpec, CertificatesStatus, LogResult, MemberRole, RestartPolicy, RotationPhase,
+    StepAction, StepRecord, TrustParams,
+};
+use crate::plan::observe::Wake;
+use crate::plan::stall::Stall;
+use crate::plan::trust::{self, CaInput, CaView, MemberTrust, Options, Phase};
+
+use super::state::{NewStep, Pass};
+use super::{gates, handover, log, member, record, start, view};
+
+/// Members named in a status list at most (the rest are counted).
+const MAX_NAMED: usize = 16;
+
+/// The actions of rotation steps (a rotation's switchover is told apart by its `trust`).
+pub(super) fn is_rotation_step(s: &StepRecord) -> bool {
+    s.trust.is_some()
+        || matches!(
+            s.action,
+            StepAction::InstallTrust
+                | StepAction::InstallCertificate
+                | StepAction::Restart
+                | StepAction::ResignData
+        )
+}
+
+/// Before the steps in flight advance: an unusable CA stalls the cluster (nothing about
+/// certificates is sent; upgrade steps in flight finish), and `status.certificates` follows
+/// `spec.certificates`. False when the cluster must not start anything.
+pub(super) fn check_ca(p: &mut Pass<'_>) -> bool {
+    if p.spec().certificates.is_none() {
+        p.st.certificates = None;
+        return true;
+    }
+    let (reason, message) = match p.inp.ca {
+        Some(CaInput::Ready(_)) => return true,
+        Some(CaInput::Unusable { reason, message }) => (*reason, message.clone()),
+        None => (
+            "CASecretNotRead",
+            "the CA Secret has not been read yet".to_string(),
+        ),
+    };
+    let st = p.st.certificates.get_or_insert_with(Default::default);
+    st.phase = Some("Invalid".into());
+    p.stalled = Some(Stall::CaUnusable { reason, message });
+    false
+}
+
+/// The rotation's turn, once nothing stands in the way of new steps (`active` is the single
+/// active member). True when upgrade steps may be chosen after it (no rotation is due, or it
+/// waits for the rollout under way).
+pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
+    let (Some(certs), Some(CaInput::Ready(ca))) = (&p.spec().certificates, p.inp.ca) else {
+        return true;
+    };
+    let r = Rotation::observe(p, certs, ca);
+    r.write_status(p);
+    match r.due {
+        Due::Nothing => {
+            close_entry(p, "the members present certificates of the target CA");
+            renew(p, &r, certs, ca, active);
+            true
+        }
+        Due::Phase(phase) => {
+            if upgrade_under_way(p) && !rotation_under_way(p, &r) {
+                p.wait(format!(
+                    "the CA rotation ({}) waits for the rollout to {} to finish",
+                    phase.as_str(),
+                    p.target_version
+                ));
+                return true;
+            }
+            run_phase(p, &r, certs, ca, phase, active);
+            false
+        }
+    }
+}
+
+/// What the rotation has to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    Nothing,
+    Phase(RotationPhase),
+}
+
+/// The rotation as observed in this pass.
+struct Rotation<'a> {
+    members: Vec<MemberTrust<'a>>,
+    assessment: trust::Assessment<'a>,
+    due: Due,
+    /// `targetCa` of the status.
+    id: String,
+    options: Options,
+}
+
+impl<'a> Rotation<'a> {
+    fn observe(p: &mut Pass<'a>, certs: &CertificatesSpec, ca: &'a CaView) -> Self {
+        let id = ca.id();
+        // A new target: what was remembered for the old one no longer holds.
+        let st = p.st.certificates.get_or_insert_with(Default::default);
+        if st.target_ca.as_deref() != Some(id.as_str()) {
+            *st = CertificatesStatus {
+                target_ca: Some(id.clone()),
+                ..Default::default()
+            };
+        }
+        let chains = ca.chain_pairs();
+        let members: Vec<MemberTrust<'a>> = p
+            .spec()
+            .members
+            .iter()
+            .map(|m| MemberTrust::observed(m, p.obs(&m.name), &chains, p.busy(&m.name)))
+            .collect();
+        let options = Options {
+            keep_old_trust: certs.keep_old_trust,
+            per_site: certs.max_jobs_per_site.max(1),
+        };
+        let assessment = trust::assess(ca.target(), &members, options);
+        let resign =
+            certs.resign_data && p.st.certificates.as_ref().is_some_and(|c| c.resign_pending);
+        let due = if !assessment.complete {
+            Due::Phase(phase_of(assessment.phase))
+        } else if resign && !all_resigned(p, &members) {
+            Due::Phase(RotationPhase::ResignData)
+        } else {
+            Due::Nothing
+        };
+        if let Some(st) = p.st.certificates.as_mut() {
+            // Re-signing is owed by a rotation that ran, not by adopting members on the CA.
+            st.resign_pending = certs.resign_data && due != Due::Nothing;
+        }
+        Rotation {
+            members,
+            assessment,
+            due,
+            id,
+            options,
+        }
+    }
+
+    /// `status.certificates` from the observation (the remembered lists kept as they are).
+    fn write_status(&self, p: &mut Pass<'_>) {
+        let a = &self.assessment;
+        let expires = self
+            .members
+            .iter()
+            .filter_map(|m| m.report.and_then(|r| r.not_after))
+            .min();
+        let phase = match self.due {
+            Due::Nothing => "Done",
+            Due::Phase(ph) => ph.as_str(),
+        };
+        let sites: BTreeMap<String, String> = a
+            .sites
+            .iter()
+            .map(|(site, (done, total))| {
+                let name = if site.is_empty() { "-" } else { site };
+                (name.to_string(), format!("{done}/{total}"))
+            })
+            .collect();
+        let presenting_old = named(&a.presenting_old);
+        let old_phase = p.st.certificates.as_ref().and_then(|c| c.phase.clone());
+        let Some(st) = p.st.certificates.as_mut() else {
+            return;
+        };
+        st.phase = Some(phase.to_string());
+        st.sites = sites;
+        st.presenting_old = presenting_old;
+        st.expires = expires;
+        // A member that presents a certificate of the target CA has restarted onto it.
+        let presenting_new: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|m| !a.presenting_old.contains(&m.name) && m.report.is_some())
+            .map(|m| m.name)
+            .collect();
+        st.restart_pending
+            .retain(|m| !presenting_new.contains(&m.as_str()));
+        if old_phase.as_deref() != Some(phase) {
+            let msg = match self.due {
+                Due::Nothing => format!("CA rotation to {} complete", short(&self.id)),
+                Due::Phase(ph) => format!(
+                    "CA rotation to {}: phase {} ({})",
+                    short(&self.id),
+                    ph.as_str(),
+                    describe_sites(&a.sites)
+                ),
+            };
+            p.event(false, "RotationPhase", msg);
+        }
+    }
+}
+
+fn phase_of(p: Phase) -> RotationPhase {
+    match p {
+        Phase::AddTrust => RotationPhase::AddTrust,
+        Phase::Reissue => RotationPhase::Reissue,
+        // `Done` with members unobserved: nothing is known to be left but the removal.
+        Phase::RemoveOldTrust | Phase::Done => RotationPhase::RemoveOldTrust,
+    }
+}
+
+fn all_resigned(p: &Pass<'_>, members: &[MemberTrust<'_>]) -> bool {
+    let done =
+        p.st.certificates
+            .as_ref()
+            .map(|c| c.resigned.as_slice())
+            .unwrap_or_default();
+    members.iter().all(|m| done.iter().any(|d| d == m.name))
+}
+
+fn named(names: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = names
+        .iter()
+        .take(MAX_NAMED)
+        .map(|n| n.to_string())
+        .collect();
+    if names.len() > MAX_NAMED {
+        out.push(format!("… {} more", names.len() - MAX_NAMED));
+    }
+    out
+}
+
+/// The first 12 hex digits of each fingerprint of a CA id: enough to tell CAs apart in text.
+fn short(id: &str) -> String {
+    id.split('/')
+        .map(|f| f.get(..12).unwrap_or(f))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn describe_sites(sites: &BTreeMap<&str, (u32, u32)>) -> String {
+    sites
+        .iter()
+        .map(|(s, (d, t))| {
+            let s = if s.is_empty() { "-" } else { s };
+            format!("site {s} {d}/{t}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Upgrade steps in flight, or a rollout part-way (some members on the target, some not).
+fn upgrade_under_way(p: &Pass<'_>) -> bool {
+    if p.st.steps.iter().any(|s| !is_rotation_step(s)) {
+        return true;
+    }
+    let (mut on, mut off) = (false, false);
+    for m in &p.spec().members {
+        if view::at_target(p, m) {
+            on = true;
+        } else {
+            off = true;
+        }
+    }
+    on && off
+}
+
+/// The rotation has started: a rotation step in flight, or a member past `AddTrust`.
+fn rotation_under_way(p: &Pass<'_>, r: &Rotation<'_>) -> bool {
+    p.st.steps.iter().any(is_rotation_step)
+        || r.assessment.phase > Phase::AddTrust
+        || matches!(r.due, Due::Phase(RotationPhase::ResignData))
+        || r.members.iter().any(|m| {
+            m.report.is_some_and(|rep| {
+                p.inp
+                    .ca
+                    .and_then(|c| match c {
+                        CaInput::Ready(v) => Some(v.anchor.as_str()),
+                        CaInput::Unusable { .. } => None,
+                    })
+                    .is_some_and(|anchor| rep.trusted.iter().any(|t| t == anchor))
+            })
+        })
+}
+
+/// The approval a phase in `approvePhases` waits for: `rotation/<cluster>/<phase>@<ca>`.
+pub fn phase_approval_name(cluster: &str, phase: RotationPhase, ca_id: &str) -> String {
+    format!("rotation/{cluster}/{}@{}", phase.as_str(), short(ca_id))
+}
+
+/// Approved (now or earlier): a phase in `approvePhases` starts only then.
+fn approved(p: &mut Pass<'_>, certs: &CertificatesSpec, phase: RotationPhase, id: &str) -> bool {
+    if !certs.approve_phases.contains(&phase) {
+        return true;
+    }
+    let name = phase_approval_name(p.inp.name, phase, id);
+    let ack = format!("approve:{name}");
+    if p.st.acknowledged.contains(&ack) {
+        return true;
+    }
+    if !p.inp.intents.approve.iter().any(|a| a == &name) {
+        p.wait(format!(
+            "phase {} waits for approval {name}",
+            phase.as_str()
+        ));
+        p.awaiting = Some(name);
+        return false;
+    }
+    record::acknowledge(p, ack);
+    p.event(false, "Approved", format!("rotation phase {name} approved"));
+    true
+}
+
+fn params(ca: &CaView, keep: Vec<String>) -> TrustParams {
+    TrustParams {
+        anchor: ca.anchor.clone(),
+        issuer: ca.issuer.clone(),
+        keep,
+    }
+}
+
+/// Start what `phase` allows now. What it waits for comes first among the waits (the status
+/// message), then where the rotation stands.
+fn run_phase(
+    p: &mut Pass<'_>,
+    r: &Rotation<'_>,
+    certs: &CertificatesSpec,
+    ca: &CaView,
+    phase: RotationPhase,
+    active: &str,
+) {
+    start_phase(p, r, certs, ca, phase, active);
+    p.wait(format!(
+        "rotating the CA to {}: phase {} ({})",
+        short(&r.id),
+        phase.as_str(),
+        describe_sites(&r.assessment.sites)
+    ));
+}
+
+fn start_phase(
+    p: &mut Pass<'_>,
+    r: &Rotation<'_>,
+    certs: &CertificatesSpec,
+    ca: &CaView,
+    phase: RotationPhase,
+    active: &str,
+) {
+    if !r.assessment.unobserved.is_empty() {
+        let names = r.assessment.unobserved.join(", ");
+        p.wait(format!("waiting for {names} to report their trust"));
+        p.wake = p.wake.min(Wake::Busy);
+    }
+    if !approved(p, certs, phase, &r.id) {
+        return;
+    }
+    match phase {
+        RotationPhase::AddTrust => {
+            for &name in &r.assessment.next {
+                let Some(m) = r.members.iter().find(|m| m.name == name) else {
+                    continue;
+                };
+                if member::in_backoff(p, name) {
+                    continue;
+                }
+                let keep: Vec<String> = m
+                    .report
+                    .map(|rep| {
+                        rep.trusted
+                            .iter()
+                            .filter(|t| **t != ca.anchor)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut n = NewStep::on(StepAction::InstallTrust, name);
+                n.message = format!(
+                    "{name} trusts the new CA {} beside its own",
+                    short(&ca.anchor)
+                );
+                n.trust = Some(params(ca, keep));
+                start::start(p, n);
+            }
+        }
+        RotationPhase::Reissue => {
+            let next = r.assessment.next.clone();
+            reissue(p, certs, ca, &next, active);
+        }
+        RotationPhase::RemoveOldTrust => {
+            for &name in &r.assessment.next {
+                if member::in_backoff(p, name) {
+                    continue;
+                }
+                let mut n = NewStep::on(StepAction::InstallTrust, name);
+                n.message = format!("{name} stops trusting every CA but {}", short(&ca.anchor));
+                n.trust = Some(params(ca, vec![ca.anchor.clone()]));
+                start::start(p, n);
+            }
+        }
+        RotationPhase::ResignData => {
+            let done: Vec<String> =
+                p.st.certificates
+                    .as_ref()
+                    .map(|c| c.resigned.clone())
+                    .unwrap_or_default();
+            let todo: Vec<&str> = r
+                .members
+                .iter()
+                .filter(|m| !done.iter().any(|d| d == m.name))
+                .map(|m| m.name)
+                .collect();
+            for name in per_site_slots(p, r, &todo) {
+                let mut n = NewStep::on(StepAction::ResignData, name);
+                n.message = format!("{name} re-signs its stored data with the new keys");
+                n.trust = Some(params(ca, Vec::new()));
+                start::start(p, n);
+            }
+        }
+    }
+}
+
+/// Of `candidates` (in order), those that fit the per-site job slots now, not in backoff.
+fn per_site_slots<'a>(p: &mut Pass<'_>, r: &Rotation<'a>, candidates: &[&'a str]) -> Vec<&'a str> {
+    let mut used: BTreeMap<&str, u32> = BTreeMap::new();
+    for m in &r.members {
+        if m.busy {
+            *used.entry(m.site).or_default() += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for &name in candidates {
+        let Some(m) = r.members.iter().find(|m| m.name == name) else {
+            continue;
+        };
+        if m.busy || member::in_backoff(p, name) {
+            continue;
+        }
+        let n = used.entry(m.site).or_default();
+        if *n < r.options.per_site {
+            *n += 1;
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Phase 2 (and renewals) for the members `next` picked: stage a certificate of the new
+/// issuer, then the restart that presents it.
+fn reissue(p: &mut Pass<'_>, certs: &CertificatesSpec, ca: &CaView, next: &[&str], active: &str) {
+    let pending: Vec<String> =
+        p.st.certificates
+            .as_ref()
+            .map(|c| c.restart_pending.clone())
+            .unwrap_or_default();
+    let mut manual = Vec::new();
+    for &name in next {
+        if member::in_backoff(p, name) {
+            continue;
+        }
+        if !pending.iter().any(|m| m == name) {
+            let mut n = NewStep::on(StepAction::InstallCertificate, name);
+            n.message = format!(
+                "{name} gets a certificate from {} (presented after its restart)",
+                short(&ca.issuer)
+            );
+            n.trust = Some(params(ca, Vec::new()));
+            start::start(p, n);
+            continue;
+        }
+        if certs.restart == RestartPolicy::Manual {
+            manual.push(name);
+            continue;
+        }
+        if name == active {
+            restart_active(p, ca, name);
+            continue;
+        }
+        if !gates::disruption_allowed_for_rotation(p) {
+            continue;
+        }
+        let mut n = NewStep::on(StepAction::Restart, name);
+        n.message = format!("{name} restarts to present its new certificate");
+        n.trust = Some(params(ca, Vec::new()));
+        start::start(p, n);
+    }
+    if !manual.is_empty() {
+        p.wait(format!(
+            "restart pending on {} (restart: Manual): restart them; each counts once it presents its new certificate",
+            manual.join(", ")
+        ));
+    }
+}
+
+/// The active restarts only after a switchover to a member that already presents a
+/// certificate of the new issuer and is in sync; alone, only with `allowOutage`.
+fn restart_active(p: &mut Pass<'_>, ca: &CaView, active: &str) {
+    let target = p.spec().members.iter().find(|m| {
+        m.name != active
+            && !p.busy(&m.name)
+            && view::in_sync(p, &m.name)
+            && p.agent(&m.name).is_some_and(|a| {
+                matches!(
+                    a.role,
+                    MemberRole::Standby | MemberRole::ForcedStandby | MemberRole::Spare
+                ) && a
+                    .certificate
+                    .as_ref()
+                    .and_then(|c| c.issuer_fingerprint.as_deref())
+                    == Some(ca.issuer.as_str())
+            })
+    });
+    if let Some(to) = target {
+        let to = to.name.clone();
+        handover::request_switchover_with(
+            p,
+            active,
+            &to,
+            "hand over before the active restarts onto its new certificate",
+            Some(params(ca, Vec::new())),
+        );
+        return;
+    }
+    if p.spec().members.len() > 1 {
+        p.wait(format!(
+            "{active} restarts after a switchover to a member that presents a new certificate and is in sync"
+        ));
+        return;
+    }
+    if !gates::allow_outage(p) {
+        p.stalled = Some(Stall::RestartNeedsOutage {
+            member: active.to_string(),
+        });
+        return;
+    }
+    if gates::disruption_allowed_for_rotation(p) {
+        let mut n = NewStep::on(StepAction::Restart, active);
+        n.message =
+            format!("{active} restarts in place to present its new certificate (allowOutage)");
+        n.trust = Some(params(ca, Vec::new()));
+        start::start(p, n);
+    }
+}
+
+/// Certificates of the target CA that expire within `renewBefore`: the same install and
+/// restart steps, without a trust phase.
+fn renew(p: &mut Pass<'_>, r: &Rotation<'_>, certs: &CertificatesSpec, ca: &CaView, active: &str) {
+    let pending: Vec<String> =
+        p.st.certificates
+            .as_ref()
+            .map(|c| c.restart_pending.clone())
+            .unwrap_or_default();
+    let mut due = trust::renewals(
+        ca.target(),
+        &r.members,
+        p.now(),
+        certs.renew_before,
+        r.options,
+    );
+    // A renewed certificate waiting for its restart is still the old one in the report.
+    for m in &pending {
+        if !due.contains(&m.as_str())
+            && let Some(x) = r.members.iter().find(|x| x.name == m)
+            && !x.busy
+        {
+            due.push(x.name);
+        }
+    }
+    if due.is_empty() {
+        return;
+    }
+    p.wait(format!("renewing the certificates of {}", due.join(", ")));
+    reissue(p, certs, ca, &due, active);
+}
+
+/// Close the rotation's log entry when it is over.
+fn close_entry(p: &mut Pass<'_>, msg: &str) {
+    let now = p.now();
+    if let Some(id) = log::rotation(p, false) {
+        p.log().close(id, LogResult::Succeeded, msg, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ClusterPhase, Timestamp};
+    use crate::fixtures::cluster::{ClusterBuilder, NOW, observed, root_ca, step};
+    use crate::plan::ClusterPlan;
+
+    const OLD: &str = "0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0";
+    const NEW: &str = "4e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e4";
+    const DAY: i64 = 86_400_000;
+
+    fn far() -> Timestamp {
+        Timestamp(NOW.0 + 365 * DAY)
+    }
+
+    /// Members a (active) and b in site x, c in site y, all on 1.0.0, trusting and presenting
+    /// the old CA; the target is the new CA.
+    fn rotating() -> ClusterBuilder {
+        ClusterBuilder::new("c")
+            .members(["a", "b", "c"])
+            .site("a", "x")
+            .site("b", "x")
+            .site("c", "y")
+            .version("1.0.0")
+            .running("1.0.0")
+            .trust_everywhere(&[OLD], OLD, far())
+            .certificates(root_ca(NEW, far()))
+    }
+
+    /// Member `name` as observed in `b`'s default shape (active when `active`), trusting
+    /// `trusted` and presenting a certificate of `issuer`.
+    fn member(
+        name: &str,
+        active: bool,
+        trusted: &[&str],
+        issuer: &str,
+    ) -> crate::fixtures::cluster::Observed {
+        let o = observed(name)
+            .version("1.0.0")
+            .trusts(trusted)
+            .presents(issuer, far());
+        if active { o.active() } else { o }
+    }
+
+    fn started(plan: &ClusterPlan) -> Vec<(StepAction, String)> {
+        plan.status
+            .steps
+            .iter()
+            .map(|s| (s.action, s.member.clone()))
+            .collect()
+    }
+
+    fn certs(plan: &ClusterPlan) -> CertificatesStatus {
+        plan.status.certificates.clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn without_certificates_nothing_rotates_and_no_status_is_kept() {
+        let plan = ClusterBuilder::pair("1.0.0")
+            .running("1.0.0")
+            .build()
+            .plan();
+        assert!(plan.status.certificates.is_none());
+        assert_eq!(plan.status.phase, ClusterPhase::Ready);
+    }
+
+    #[test]
+    fn an_unusable_ca_stalls_with_its_reason_and_sends_nothing() {
+        let plan = rotating()
+            .certificates(CaInput::Unusable {
+                reason: "CAExpired",
+                message: "CA certificate new expired at 2026-01-01".into(),
+            })
+            .build()
+            .plan();
+        assert_eq!(plan.status.phase, ClusterPhase::Stalled);
+        assert!(plan.actions.is_empty());
+        let stalled = plan.status.conditions.iter().find(|c| c.type_ == "Stalled");
+        assert_eq!(stalled.map(|c| c.reason.as_str()), Some("CAExpired"));
+        assert_eq!(certs(&plan).phase.as_deref(), Some("Invalid"));
+    }
+
+    #[test]
+    fn add_trust_goes_one_job_per_site_and_keeps_the_old_root() {
+        let plan = rotating().build().plan();
+        // Standbys first within a site: b in x (a is active), c in y.
+        assert_eq!(
+            started(&plan),
+            [
+                (StepAction::InstallTrust, "b".to_string()),
+                (StepAction::InstallTrust, "c".to_string())
+            ]
+        );
+        let t = plan.status.steps[0].trust.clone().unwrap_or_default();
+        assert_eq!(
+            (t.anchor.as_str(), t.keep.as_slice()),
+            (NEW, &[OLD.to_string()][..])
+        );
+        let st = certs(&plan);
+        assert_eq!(st.phase.as_deref(), Some("AddTrust"));
+        assert_eq!(st.sites.get("x").map(String::as_str), Some("0/2"));
+        assert_eq!(st.presenting_old, ["a", "b", "c"]);
+        assert!(plan.events.iter().any(|e| e.reason == "RotationPhase"));
+    }
+
+    #[test]
+    fn nobody_is_reissued_while_one_member_does_not_trust_the_new_root() {
+        let plan = rotating()
+            .observe(member("a", true, &[OLD, NEW], OLD))
+            .observe(member("b", false, &[OLD, NEW], OLD))
+            .build()
+            .plan();
+        assert_eq!(
+            started(&plan),
+            [(StepAction::InstallTrust, "c".to_string())]
+        );
+    }
+
+    #[test]
+    fn an_unobserved_member_holds_the_reissue_gate() {
+        let plan = rotating()
+            .trust_everywhere(&[OLD, NEW], OLD, far())
+            .observe(crate::fixtures::cluster::observed("c").version("1.0.0"))
+            .build()
+            .plan();
+        assert!(
+            !started(&plan)
+                .iter()
+                .any(|(a, _)| *a == StepAction::InstallCertificate),
+            "{:?}",
+            started(&plan)
+        );
+        assert!(
+            plan.status
+                .message
+                .unwrap_or_default()
+                .contains("report their trust")
+        );
+    }
+
+    #[test]
+    fn reissue_stages_standbys_first_then_restarts_them() {
+        let both = rotating().trust_everywhere(&[OLD, NEW], OLD, far());
+        let plan = both.clone().build().plan();
+        assert_eq!(
+            started(&plan),
+            [
+                (StepAction::InstallCertificate, "b".to_string()),
+                (StepAction::InstallCertificate, "c".to_string())
+            ]
+        );
+        // b's certificate is staged: its restart is next; the active waits its turn.
+        let plan = both
+            .with_status(|st| {
+                st.certificates = Some(CertificatesStatus {
+                    target_ca: Some(NEW.into()),
+                    restart_pending: vec!["b".into()],
+                    ..Default::default()
+                })
+            })
+            .build()
+            .plan();
+        assert!(started(&plan).contains(&(StepAction::Restart, "b".to_string())));
+        assert!(!started(&plan).iter().any(|(_, m)| m == "a"));
+    }
+
+    #[test]
+    fn the_active_restarts_only_after_a_switchover_to_a_member_presenting_the_new_ca() {
+        let plan = rotating()
+            .observe(member("a", true, &[OLD, NEW], OLD))
+            .observe(member("b", false, &[OLD, NEW], NEW))
+            .observe(member("c", false, &[OLD, NEW], NEW))
+            .with_status(|st| {
+                st.certificates = Some(CertificatesStatus {
+                    target_ca: Some(NEW.into()),
+                    restart_pending: vec!["a".into()],
+                    ..Default::default()
+                })
+            })
+            .build()
+            .plan();
+        assert_eq!(started(&plan), [(StepAction::Switchover, "b".to_string())]);
+        let s = &plan.status.steps[0];
+        assert_eq!(s.from.as_deref(), Some("a"));
+        assert!(s.trust.is_some(), "the switchover is one of the rotation's");
+    }
+
+    #[test]
+    fn manual_restarts_wait_for_a_human_and_count_once_the_new_certificate_shows() {
+        let pending = |b: ClusterBuilder| {
+            b.certificate_options(|c| c.restart = RestartPolicy::Manual)
+                .with_status(|st| {
+                    st.certificates = Some(CertificatesStatus {
+                        target_ca: Some(NEW.into()),
+                        restart_pending: vec!["b".into()],
+                        ..Default::default()
+                    })
+                })
+        };
+        let both = rotating().trust_everywhere(&[OLD, NEW], OLD, far());
+        let plan = pending(both.clone()).build().plan();
+        assert!(
+            !started(&plan)
+                .iter()
+                .any(|(a, _)| *a == StepAction::Restart)
+        );
+        assert_eq!(certs(&plan).restart_pending, ["b"]);
+        // With nothing else to do, the message says what the rotation waits for.
+        let idle = pending(
+            both.clone()
+                .certificate_options(|c| c.max_jobs_per_site = 1),
+        )
+        .site("c", "x")
+        .build()
+        .plan();
+        let message = idle.status.message.clone().unwrap_or_default();
+        assert!(message.contains("restart pending on b"), "{message}");
+        // A human restarted b: it presents the new certificate and leaves the list.
+        let plan = pending(both.observe(member("b", false, &[OLD, NEW], NEW)))
+            .build()
+            .plan();
+        assert!(certs(&plan).restart_pending.is_empty());
+    }
+
+    #[test]
+    fn old_trust_goes_only_once_everyone_presents_the_new_ca_and_stays_with_keep_old_trust() {
+        let done = rotating().trust_everywhere(&[OLD, NEW], NEW, far());
+        let plan = done.clone().build().plan();
+        let t = plan
+            .status
+            .steps
+            .first()
+            .and_then(|s| s.trust.clone())
+            .unwrap_or_default();
+        assert_eq!(plan.status.steps[0].action, StepAction::InstallTrust);
+        assert_eq!(t.keep, [NEW.to_string()]);
+        let kept = done
+            .certificate_options(|c| c.keep_old_trust = true)
+            .build()
+            .plan();
+        assert!(started(&kept).is_empty(), "{:?}", started(&kept));
+        assert_eq!(certs(&kept).phase.as_deref(), Some("Done"));
+    }
+
+    #[test]
+    fn data_is_resigned_after_a_rotation_but_not_when_members_are_adopted_on_the_ca() {
+        let on_new = rotating().trust_everywhere(&[NEW], NEW, far());
+        let adopted = on_new.clone().build().plan();
+        assert!(started(&adopted).is_empty());
+        assert_eq!(adopted.status.phase, ClusterPhase::Ready);
+        let after = on_new
+            .with_status(|st| {
+                st.certificates = Some(CertificatesStatus {
+                    target_ca: Some(NEW.into()),
+                    resign_pending: true,
+                    resigned: vec!["b".into()],
+                    ..Default::default()
+                })
+            })
+            .build()
+            .plan();
+        assert_eq!(
+            started(&after),
+            [
+                (StepAction::ResignData, "a".to_string()),
+                (StepAction::ResignData, "c".to_string())
+            ]
+        );
+        assert_eq!(certs(&after).phase.as_deref(), Some("ResignData"));
+    }
+
+    #[test]
+    fn a_phase_in_approve_phases_waits_for_its_approval() {
+        let case = || {
+            rotating()
+                .trust_everywhere(&[OLD, NEW], NEW, far())
+                .certificate_options(|c| c.approve_phases = vec![RotationPhase::RemoveOldTrust])
+        };
+        let plan = case().build().plan();
+        assert!(started(&plan).is_empty());
+        let name = phase_approval_name("c", RotationPhase::RemoveOldTrust, NEW);
+        assert!(
+            plan.status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "AwaitingApproval" && c.status == "True")
+        );
+        let plan = case().approve(&name).build().plan();
+        assert!(!started(&plan).is_empty());
+        assert!(
+            plan.status
+                .acknowledged
+                .contains(&format!("approve:{name}"))
+        );
+    }
+
+    #[test]
+    fn a_rollout_under_way_finishes_before_the_rotation_starts_and_the_rotation_goes_first_from_rest()
+     {
+        // From rest, both asked for: the rotation first, no upgrade step.
+        let both = rotating().version("2.0.0").upgrade(|u| u.preflight = false);
+        let plan = both.clone().build().plan();
+        assert!(
+            started(&plan)
+                .iter()
+                .all(|(a, _)| *a == StepAction::InstallTrust)
+        );
+        // b already upgraded: the rollout is under way and the rotation waits.
+        let plan = both
+            .observe(member("b", false, &[OLD], OLD).version("2.0.0").held())
+            .build()
+            .plan();
+        assert!(
+            !started(&plan)
+                .iter()
+                .any(|(a, _)| *a == StepAction::InstallTrust),
+            "{:?}",
+            started(&plan)
+        );
+        assert!(!started(&plan).is_empty(), "the rollout goes on");
+    }
+
+    #[test]
+    fn certificates_near_expiry_are_renewed_from_the_same_ca() {
+        let soon = Timestamp(NOW.0 + 10 * DAY);
+        let plan = rotating()
+            .trust_everywhere(&[NEW], NEW, far())
+            .observe(member("c", false, &[NEW], NEW).presents(NEW, soon))
+            .build()
+            .plan();
+        assert_eq!(
+            started(&plan),
+            [(StepAction::InstallCertificate, "c".to_string())]
+        );
+        assert!(plan.status.steps[0].trust.is_some());
+    }
+
+    #[test]
+    fn a_busy_member_holds_its_sites_slot() {
+        let mut b_trusts = step(StepAction::InstallTrust, "b", NOW);
+        b_trusts.trust = Some(params(
+            match &root_ca(NEW, far()) {
+                CaInput::Ready(v) => v,
+                CaInput::Unusable { .. } => unreachable!(),
+            },
+            vec![OLD.into()],
+        ));
+        let plan = rotating().step(b_trusts).build().plan();
+        // b busy in site x: a (the other member of x) waits; c in y goes.
+        assert_eq!(
+            started(&plan),
+            [
+                (StepAction::InstallTrust, "b".to_string()),
+                (StepAction::InstallTrust, "c".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn an_upgrade_step_in_flight_holds_the_rotation() {
+        let plan = rotating()
+            .step(step(StepAction::Backup, "b", NOW))
+            .build()
+            .plan();
+        assert_eq!(started(&plan), [(StepAction::Backup, "b".to_string())]);
+    }
+}
