@@ -144,6 +144,16 @@ impl HandshakeFailures {
     }
 }
 
+/// Data-port connections whose peer presented a certificate of one issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresentedIssuer {
+    /// Such connections open now.
+    pub open: u32,
+    /// When one was last opened or closed.
+    pub last_seen: Timestamp,
+}
+
 /// The member's own certificate on the data port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -191,6 +201,12 @@ pub struct MemberStatus {
     /// (demo backend; absent when there were none).
     #[serde(default, skip_serializing_if = "HandshakeFailures::is_empty")]
     pub handshake_failures: HandshakeFailures,
+    /// The CAs that issued the certificates peers (members and clients) presented on the data
+    /// port, by fingerprint (`unknown`: an issuer neither in the chain nor trusted; `other`:
+    /// past 16 issuers). A CA rotation drops an old CA only once nobody presents its
+    /// certificates here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub presented_issuers: BTreeMap<String, PresentedIssuer>,
     /// The running operation, or else the most recent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationRecord>,

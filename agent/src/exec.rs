@@ -50,6 +50,9 @@ pub struct ExecStatus {
     pub load: Option<u64>,
     pub trust: Option<Vec<String>>,
     pub certificate: Option<CertInfo>,
+    /// The CAs of the certificates the application's peers and clients present to it (see
+    /// `/v1/status`): what holds the removal of an old CA while clients still use it.
+    pub presented_issuers: Option<BTreeMap<String, crate::api::PresentedIssuer>>,
 }
 
 impl ExecStatus {
@@ -69,6 +72,7 @@ impl ExecStatus {
             load: self.load.or(f.load),
             trust: self.trust.or(f.trust),
             certificate: self.certificate.or(f.certificate),
+            presented_issuers: self.presented_issuers.or(f.presented_issuers),
         }
     }
 }
@@ -557,6 +561,7 @@ impl ExecBackend {
             load: self.faults().load.or(s.load),
             trust: s.trust.unwrap_or_default(),
             certificate: s.certificate,
+            presented_issuers: s.presented_issuers.unwrap_or_default(),
             handshake_failures: Default::default(),
             operation: None,
         }

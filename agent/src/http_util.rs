@@ -429,12 +429,15 @@ pub async fn serve(
                         if !slot.establish() {
                             return;
                         }
-                        let client_fingerprint = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|certs| certs.first())
+                        let peer_certs = stream.get_ref().1.peer_certificates();
+                        let client_fingerprint = peer_certs
+                            .and_then(|c| c.first())
                             .map(|c| fingerprint_der(c));
+                        // Held for as long as the connection is served.
+                        let _presented = match (&failures, peer_certs) {
+                            (Some(f), Some(chain)) => f.presented(chain),
+                            _ => None,
+                        };
                         let info = ConnInfo {
                             peer,
                             client_fingerprint,

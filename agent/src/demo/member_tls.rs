@@ -10,6 +10,7 @@ use rustls::ClientConfig;
 use tokio::sync::watch;
 
 use crate::api::CertInfo;
+use crate::handshakes::HandshakeCounter;
 use crate::persist::atomic_write;
 use crate::tls::{self, ReloadableServerTls};
 
@@ -35,6 +36,8 @@ pub struct MemberTls {
     pub server: Arc<ReloadableServerTls>,
     /// Bumped whenever the material changes, so followers re-handshake.
     generation: watch::Sender<u64>,
+    /// Told the trust bundle whenever it changes (to name the issuers peers present).
+    observer: RwLock<Option<Arc<HandshakeCounter>>>,
 }
 
 fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
@@ -86,6 +89,7 @@ impl MemberTls {
             client: RwLock::new(None),
             server: Arc::new(ReloadableServerTls::new(None)),
             generation,
+            observer: RwLock::new(None),
         };
         me.reload()?;
         Ok(me)
@@ -133,7 +137,28 @@ impl MemberTls {
             Err(p) => *p.into_inner() = m,
         }
         self.generation.send_modify(|g| *g += 1);
+        self.tell_observer();
         Ok(())
+    }
+
+    /// From now on, `counter` knows the trust bundle in force.
+    pub fn observe(&self, counter: Arc<HandshakeCounter>) {
+        match self.observer.write() {
+            Ok(mut g) => *g = Some(counter),
+            Err(p) => *p.into_inner() = Some(counter),
+        }
+        self.tell_observer();
+    }
+
+    fn tell_observer(&self) {
+        let observer = match self.observer.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if let Some(o) = observer {
+            let trust = self.material().trust_pem.unwrap_or_default();
+            o.set_trusted(&tls::parse_certs(&trust, "trust bundle").unwrap_or_default());
+        }
     }
 
     pub fn is_tls(&self) -> bool {

@@ -390,6 +390,7 @@ impl Shared {
             trust: self.tls.trust_fingerprints(),
             certificate: self.tls.cert_info(),
             handshake_failures: self.handshakes.snapshot(),
+            presented_issuers: self.handshakes.presented_snapshot(),
             operation: None,
         }
     }
@@ -464,6 +465,8 @@ impl DemoBackend {
             cfg.trust.as_deref(),
             cfg.allow_plain,
         )?;
+        let handshakes: Arc<HandshakeCounter> = Arc::default();
+        tls.observe(handshakes.clone());
         let listener = crate::http_util::bind(cfg.data_listen)
             .with_context(|| format!("binding the data port on {}", cfg.data_listen))?;
         let data_addr = listener
@@ -481,7 +484,7 @@ impl DemoBackend {
             state: Mutex::new(state),
             store,
             tls,
-            handshakes: Arc::default(),
+            handshakes,
             faults: Mutex::new(cfg.faults.clone()),
             default_upgrade_seconds: cfg.upgrade_seconds,
             default_load: cfg.load,

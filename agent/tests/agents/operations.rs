@@ -257,6 +257,21 @@ async fn trust_mistakes_break_replication_visibly_and_rotation_repairs_it() -> T
             Some(new_ca.fingerprint())
         );
     }
+    // m2 replicates from m1 on its new certificate: m1 sees the new CA presented, and
+    // nothing of the old one on an open connection.
+    let fresh = wait_until(
+        "m2 to reconnect on its new certificate",
+        CONVERGE,
+        || async {
+            let p = m1.status().await.ok()?.presented_issuers;
+            p.get(new_ca.fingerprint())
+                .is_some_and(|e| e.open > 0)
+                .then_some(p)
+        },
+    )
+    .await?;
+    let old_open = fresh.get(pki.mesh_ca.fingerprint()).map_or(0, |e| e.open);
+    assert_eq!(old_open, 0, "{fresh:?}");
     // Drop the old CA everywhere; replication keeps working on the new chain.
     for (agent, tag) in [(&m1, "a"), (&m2, "b")] {
         agent
