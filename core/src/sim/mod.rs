@@ -21,8 +21,9 @@ use crate::api::{
 use crate::plan::software::effective_version_str;
 use crate::plan::validate::{FastMap, same_str};
 use crate::plan::{
-    Admission, ClusterInput, Intents, MemberObservation, MeshClusterView, MeshInput, OpKind,
-    OpRequest, OpState, Wake, admission_for, mesh::MeshIntents, plan_cluster_from, plan_mesh_from,
+    Admission, ClusterInput, Intents, MemberObservation, MeshClusterView, MeshInput, ObjectView,
+    OpKind, OpRequest, OpState, Wake, admission_for, mesh::MeshIntents, plan_cluster_from,
+    plan_mesh_from,
 };
 
 pub use member::{CaSet, SimMember, SimOp};
@@ -352,10 +353,12 @@ impl Sim {
                 self.clusters.iter().map(SimCluster::mesh_view).collect();
             let mut plan = plan_mesh_from(
                 &MeshInput {
-                    name: &mesh.name,
-                    generation: Some(1),
-                    spec: &mesh.spec,
-                    status: None,
+                    mesh: ObjectView {
+                        name: &mesh.name,
+                        generation: Some(1),
+                        spec: &mesh.spec,
+                        status: None,
+                    },
                     clusters: &views,
                     outside: &[],
                     intents: &mesh.intents,
@@ -427,10 +430,12 @@ impl Sim {
             // The status is replaced by the plan's in both remaining outcomes: hand it over.
             let plan = plan_cluster_from(
                 &ClusterInput {
-                    name: &c.name,
-                    generation: Some(1),
-                    spec: &c.spec,
-                    status: None,
+                    cluster: ObjectView {
+                        name: &c.name,
+                        generation: Some(1),
+                        spec: &c.spec,
+                        status: None,
+                    },
                     observed: &obs,
                     admission: &admission,
                     intents: &c.intents,

@@ -830,7 +830,7 @@ fn invalid_mesh_is_stalled_and_admits_nothing() {
 
 #[test]
 fn mesh_decides_the_same_from_running_versions_or_member_records() {
-    use baton::plan::{MeshClusterView, MeshInput, plan_mesh};
+    use baton::plan::{MeshClusterView, MeshInput, ObjectView, plan_mesh};
     // The mesh planner reads each cluster's `runningVersions` summary and falls back to the
     // member records when it is missing: both must give the same decision at every stage of
     // an upgrade and of a backout.
@@ -870,10 +870,12 @@ fn mesh_decides_the_same_from_running_versions_or_member_records() {
             let (full, stripped) = (views(false), views(true));
             let intents = Default::default();
             let input = |clusters| MeshInput {
-                name: "mesh",
-                generation: Some(1),
-                spec: &mesh.spec,
-                status: mesh.status.as_ref(),
+                mesh: ObjectView {
+                    name: "mesh",
+                    generation: Some(1),
+                    spec: &mesh.spec,
+                    status: mesh.status.as_ref(),
+                },
                 clusters,
                 outside: &[],
                 intents: &intents,
@@ -904,7 +906,7 @@ fn mesh_decides_the_same_from_running_versions_or_member_records() {
 #[test]
 fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
     use baton::plan::mesh::{Outside, OutsideCluster};
-    use baton::plan::{MeshClusterView, MeshInput, plan_mesh};
+    use baton::plan::{MeshClusterView, MeshInput, ObjectView, plan_mesh};
     let mut sim = deployment_rollout(2, 1, Duration(0), SimConfig::default());
     sim.run(Duration::from_secs(86_400));
     let mesh = sim.mesh.as_ref().expect("mesh");
@@ -919,10 +921,12 @@ fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
     let intents = Default::default();
     let plan = |views: &[MeshClusterView<'_>], outside: &[OutsideCluster<'_>]| {
         plan_mesh(&MeshInput {
-            name: "mesh",
-            generation: Some(1),
-            spec: &spec,
-            status: mesh.status.as_ref(),
+            mesh: ObjectView {
+                name: "mesh",
+                generation: Some(1),
+                spec: &spec,
+                status: mesh.status.as_ref(),
+            },
             clusters: views,
             outside,
             intents: &intents,
@@ -992,7 +996,7 @@ fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
 /// planner step that would announce it), and not again while nothing about it changes.
 #[test]
 fn becoming_stalled_is_announced_once_by_an_event() {
-    use baton::plan::{Admission, ClusterInput, Intents, plan_cluster};
+    use baton::plan::{Admission, ClusterInput, Intents, ObjectView, plan_cluster};
     let mut spec = cluster_spec(2, Some("2.0.0"));
     spec.members[1].name = spec.members[0].name.clone();
     let (observed, admission, intents) = (
@@ -1002,10 +1006,12 @@ fn becoming_stalled_is_announced_once_by_an_event() {
     );
     let plan = |status: Option<&ClusterStatus>| {
         plan_cluster(&ClusterInput {
-            name: "c",
-            generation: Some(1),
-            spec: &spec,
-            status,
+            cluster: ObjectView {
+                name: "c",
+                generation: Some(1),
+                spec: &spec,
+                status,
+            },
             observed: &observed,
             admission: &admission,
             intents: &intents,
@@ -1043,10 +1049,12 @@ fn becoming_stalled_is_announced_once_by_an_event() {
     let mesh_intents = Default::default();
     let plan = |status: Option<&MeshStatus>| {
         baton::plan::plan_mesh(&baton::plan::MeshInput {
-            name: "mesh",
-            generation: Some(1),
-            spec: &mesh.spec,
-            status,
+            mesh: baton::plan::ObjectView {
+                name: "mesh",
+                generation: Some(1),
+                spec: &mesh.spec,
+                status,
+            },
             clusters: &views,
             outside: &[],
             intents: &mesh_intents,

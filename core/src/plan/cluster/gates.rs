@@ -113,7 +113,7 @@ pub(super) fn switchover_allowed(p: &mut Pass<'_>, to: &str) -> Option<LogMode> 
         return disruption_allowed(p, false).then_some(LogMode::Automatic);
     }
     let version = p.agent(to).map(|a| a.version.as_str()).unwrap_or_default();
-    let name = switchover_step_name(p.inp.name, to, version);
+    let name = switchover_step_name(p.inp.cluster.name, to, version);
     if !p.inp.intents.approve.iter().any(|a| a == &name) {
         p.awaiting = Some(name);
         return None;

@@ -37,7 +37,7 @@ pub(super) fn rollout(p: &mut Pass<'_>, open: bool) -> Option<u64> {
     } else {
         ("upgrade", "upgrade")
     };
-    let (name, now) = (p.inp.name, p.now());
+    let (name, now) = (p.inp.cluster.name, p.now());
     let target = p.target_version.clone();
     let message = format!("{what} {name} to {target}");
     let id = p.log().open(
@@ -134,7 +134,7 @@ pub(super) fn record_done(
     result: LogResult,
     closing: &str,
 ) {
-    let (name, now) = (p.inp.name, p.now());
+    let (name, now) = (p.inp.cluster.name, p.now());
     let parent = rollout(p, false);
     let id = p.log().open(
         parent,

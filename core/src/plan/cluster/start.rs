@@ -54,7 +54,7 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
         .clone()
         .or_else(|| (n.action == StepAction::Switchover).then(|| p.target_version.clone()));
     let target = if scope == LogScope::Cluster {
-        p.inp.name
+        p.inp.cluster.name
     } else {
         n.member.as_str()
     };
@@ -71,7 +71,7 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
     );
     let attempt = p.record(&n.member).map(|m| m.failures + 1).unwrap_or(1);
     let rec = StepRecord {
-        id: step_id(p.inp.name, log_id, n.action, &n.member, now),
+        id: step_id(p.inp.cluster.name, log_id, n.action, &n.member, now),
         action: n.action,
         member: n.member,
         from: n.from,

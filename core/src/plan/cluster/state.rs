@@ -75,7 +75,7 @@ impl<'a> Pass<'a> {
         }
     }
     pub fn spec(&self) -> &'a ClusterSpec {
-        self.inp.spec
+        self.inp.cluster.spec
     }
     pub fn now(&self) -> Timestamp {
         self.inp.now

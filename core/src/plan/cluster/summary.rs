@@ -107,7 +107,7 @@ fn close_rollout(p: &mut Pass<'_>, phase: ClusterPhase) {
 }
 
 fn write_conditions(p: &mut Pass<'_>, paused: bool, ready: bool) {
-    let (g, t) = (p.inp.generation, p.now());
+    let (g, t) = (p.inp.cluster.generation, p.now());
     let (reason, message) = if p.st.steps.is_empty() {
         ("Waiting", p.waiting.first().cloned().unwrap_or_default())
     } else {

@@ -15,7 +15,7 @@ use super::state::Pass;
 /// Set the pass's target, or say why there is none (the only stalls found before the members
 /// are looked at).
 pub(super) fn resolve(p: &mut Pass<'_>) -> Result<(), Stall> {
-    p.st.observed_generation = p.inp.generation;
+    p.st.observed_generation = p.inp.cluster.generation;
     let problems = validate_cluster(p.spec());
     if !problems.is_empty() {
         return Err(Stall::InvalidSpec(problems));

@@ -229,12 +229,12 @@ mod tests {
     ) -> (Admissions, MeshStatus, Vec<TierStatus>) {
         scene.with_input(|input| {
             let clusters = read::read(input);
-            let mut tiers = rollout::tier_statuses(input.spec, &st.tiers, &clusters.sums);
+            let mut tiers = rollout::tier_statuses(input.mesh.spec, &st.tiers, &clusters.sums);
             let turn = Turn {
-                spec: input.spec,
+                spec: input.mesh.spec,
                 clusters: &clusters,
                 direction,
-                paused: input.spec.paused,
+                paused: input.mesh.spec.paused,
                 now: input.now,
             };
             let out = admit(&turn, &mut st, &mut tiers, &mut Vec::new());

@@ -116,7 +116,7 @@ mod tests {
     fn refusal(scene: &Scene, down: &[&str], cand: &str) -> Option<String> {
         scene.with_input(|input| {
             let c = read::read(input);
-            capacity_refusal(input.spec, &c, &admitted(down), c.find(cand).unwrap())
+            capacity_refusal(input.mesh.spec, &c, &admitted(down), c.find(cand).unwrap())
         })
     }
 

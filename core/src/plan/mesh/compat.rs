@@ -131,8 +131,8 @@ mod tests {
             .with(w.role("worker"));
         scene.with_input(|input| {
             let c = read::read(input);
-            let rv = RoleVersions::of(input.spec, &c.sums, &c.index, &c.versions);
-            rv.incompatible(input.spec, c.find(who).unwrap(), d, &c.index.roles)
+            let rv = RoleVersions::of(input.mesh.spec, &c.sums, &c.index, &c.versions);
+            rv.incompatible(input.mesh.spec, c.find(who).unwrap(), d, &c.index.roles)
         })
     }
 
