@@ -98,7 +98,7 @@ fn verify_cluster(p: &mut Pass<'_>, active: &str) {
     }
     let mut n = NewStep::on(StepAction::Verify, active);
     n.from = Some("cluster".into());
-    n.version = Some(p.target_version.clone());
+    n.version = Some(p.target.version.clone());
     n.message = format!("verify cluster {} on {active}", p.inp.cluster.name);
     start::start(p, n);
 }

@@ -148,7 +148,7 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
 fn pending_verify(p: &Pass<'_>, m: &MemberSpec, target: &Software, all: bool) -> Option<NewStep> {
     let a = p.agent(&m.name)?;
     let ms = p.record(&m.name)?;
-    for name in hosted(p.spec(), m, &p.order) {
+    for name in hosted(p.spec(), m, &p.target.order) {
         let c = p.spec().components.iter().find(|c| c.name == name)?;
         if c.verify.skip || c.verify.requires_primary_active || (!all && c.verify.deferrable) {
             continue;
@@ -194,7 +194,10 @@ mod tests {
         let mut p = recorded(&input);
         let b = p.member_spec("b").unwrap();
         member_phase(&mut p, b, "a");
-        (p.st.steps.first().map(|s| s.action), p.waiting.clone())
+        (
+            p.st.steps.first().map(|s| s.action),
+            p.found.waiting.clone(),
+        )
     }
 
     fn b_record() -> MemberStatus {

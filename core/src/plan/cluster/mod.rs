@@ -138,7 +138,7 @@ pub fn plan_cluster_from(input: &ClusterInput<'_>, last: Option<ClusterStatus>) 
 fn run(p: &mut state::Pass<'_>) {
     if let Err(stall) = target::resolve(p) {
         record::refresh_members(p);
-        p.stalled = Some(stall);
+        p.found.stalled = Some(stall);
         return;
     }
     record::supersede(p);

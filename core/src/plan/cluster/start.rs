@@ -52,7 +52,7 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
     let version = n
         .version
         .clone()
-        .or_else(|| (n.action == StepAction::Switchover).then(|| p.target_version.clone()));
+        .or_else(|| (n.action == StepAction::Switchover).then(|| p.target.version.clone()));
     let target = if scope == LogScope::Cluster {
         p.inp.cluster.name
     } else {

@@ -1,8 +1,8 @@
 //! The first stage: is there anything to plan for? The spec must validate and a target version
 //! must be known (the cluster's, or its mesh's) and parse.
 //!
-//! Owns: `status.observedGeneration`, `status.targetVersion`, and the pass's component order
-//! and target version.
+//! Owns: `status.observedGeneration`, `status.targetVersion`, and the pass's target (its
+//! version and component order).
 //!
 //! May use: `state`, `plan::validate`. Used by the pipeline (`super`) only.
 
@@ -20,7 +20,7 @@ pub(super) fn resolve(p: &mut Pass<'_>) -> Result<(), Stall> {
     if !problems.is_empty() {
         return Err(Stall::InvalidSpec(problems));
     }
-    p.order = component_order(p.spec()).unwrap_or_default();
+    p.target.order = component_order(p.spec()).unwrap_or_default();
     let target = p
         .spec()
         .version
@@ -33,6 +33,6 @@ pub(super) fn resolve(p: &mut Pass<'_>) -> Result<(), Stall> {
         return Err(Stall::InvalidVersion(e.to_string()));
     }
     p.st.target_version = Some(target.clone());
-    p.target_version = target;
+    p.target.version = target;
     Ok(())
 }
