@@ -13,7 +13,7 @@ use crate::plan::software::{Software, hosted};
 
 use super::gates;
 use super::start;
-use super::state::{NewStep, Pass, action_name, describe, verify_token};
+use super::state::{NewStep, Pass, StepVersion, action_name, describe, verify_token};
 use super::view;
 
 /// What a member needs next.
@@ -96,7 +96,7 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
         if p.spec().upgrade.preflight && ms.and_then(|x| x.preflight_passed.as_ref()) != Some(&key)
         {
             let mut n = NewStep::on(StepAction::Preflight, &m.name);
-            n.version = Some(mv.version.clone());
+            n.version = Some(StepVersion::whole(&mv.version));
             n.message = format!("narrow checks before moving {} to {}", m.name, key);
             return Next::Step(n);
         }
@@ -110,8 +110,10 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
             (StepAction::Upgrade, "upgrade")
         };
         let mut n = NewStep::on(action, &m.name);
-        n.version = Some(mv.version.clone());
-        n.component = mv.component.clone();
+        n.version = Some(StepVersion {
+            version: mv.version.clone(),
+            component: mv.component.clone(),
+        });
         n.message = match &mv.component {
             Some(c) => format!("{verb} {c} on {} to {}", m.name, mv.version),
             None => format!("{verb} {} to {}", m.name, mv.version),
@@ -164,8 +166,10 @@ fn pending_verify(p: &Pass<'_>, m: &MemberSpec, target: &Software, all: bool) ->
         let token = verify_token(Some(name), want);
         if !ms.verified.contains(&token) {
             let mut n = NewStep::on(StepAction::Verify, &m.name);
-            n.component = Some(name.to_string());
-            n.version = Some(want.clone());
+            n.version = Some(StepVersion {
+                version: want.clone(),
+                component: Some(name.to_string()),
+            });
             n.message = format!("verify {name} {want} on {}", m.name);
             return Some(n);
         }

@@ -49,8 +49,12 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
     } else {
         LogScope::Member
     };
-    let version = n
-        .version
+    let (version, component) = match n.version {
+        Some(v) => (Some(v.version), v.component),
+        None => (None, None),
+    };
+    // A switchover has no version of its own; its log entry names the target's.
+    let logged = version
         .clone()
         .or_else(|| (n.action == StepAction::Switchover).then(|| p.target.version.clone()));
     let target = if scope == LogScope::Cluster {
@@ -64,7 +68,7 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
         action_name(n.action),
         scope,
         target,
-        version.as_deref(),
+        logged.as_deref(),
         n.mode,
         n.message.as_str(),
         now,
@@ -75,8 +79,8 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
         action: n.action,
         member: n.member,
         from: n.from,
-        version: n.version,
-        component: n.component,
+        version,
+        component,
         attempt,
         started_at: now,
         log_id,

@@ -3,9 +3,9 @@
 //! waits, the stall, degraded notes, the approval awaited, the unavailability count).
 //!
 //! Owns: [`Pass`] and its tiny accessors, [`Target`] (what the pass moves toward), [`Findings`]
-//! (what the summary reports), [`NewStep`] (a step about to be recorded), [`Advanced`] (what
-//! advancing a step left), and the names a step goes by (`action_name`, `describe`, `step_id`,
-//! `verify_token`).
+//! (what the summary reports), [`NewStep`] (a step about to be recorded, with its
+//! [`StepVersion`]), [`Advanced`] (what advancing a step left), and the names a step goes by
+//! (`action_name`, `describe`, `step_id`, `verify_token`).
 //!
 //! May use: the types of `super` (`ClusterInput`), the API types and `plan::{observe,
 //! conditions, stall}`. Every other module of the cluster planner may use this one; this one
@@ -157,10 +157,8 @@ pub(super) struct NewStep {
     pub member: String,
     /// A switchover's source, the active being replaced.
     pub from: Option<String>,
-    /// The version to install or return to.
-    pub version: Option<String>,
-    /// The component, on a layered stack.
-    pub component: Option<String>,
+    /// The version to install, return to or verify (None: the step has none of its own).
+    pub version: Option<StepVersion>,
     /// Data endpoint to replicate from, resolved now so a re-sent request is the same.
     pub source: Option<String>,
     /// An emergency step (switching back): allowed while paused or not admitted.
@@ -178,7 +176,6 @@ impl NewStep {
             member: member.to_string(),
             from: None,
             version: None,
-            component: None,
             source: None,
             rollback: false,
             mode: LogMode::Automatic,
@@ -192,6 +189,24 @@ impl NewStep {
         n.rollback = true;
         n.message = message;
         n
+    }
+}
+
+/// The version a step installs or checks: of one component, or of the member's whole software.
+pub(super) struct StepVersion {
+    /// The version to install, return to or verify.
+    pub version: String,
+    /// The component, on a layered stack (None: the whole software).
+    pub component: Option<String>,
+}
+
+impl StepVersion {
+    /// `version` of the member's whole software.
+    pub fn whole(version: &str) -> Self {
+        StepVersion {
+            version: version.to_string(),
+            component: None,
+        }
     }
 }
 
