@@ -46,16 +46,24 @@ pub struct SimConfig {
     pub operator_crash_rate: f64,
     /// No new fault after this instant (liveness is judged after it).
     pub faults_until: Timestamp,
-    /// Upgrades to these versions always fail.
-    pub fail_versions: Vec<String>,
-    /// Members on these versions do not serve traffic after a promote.
-    pub no_traffic_versions: Vec<String>,
+    /// Versions the simulated software misbehaves on, however the faults are drawn.
+    pub broken: BrokenVersions,
     /// Writes per second on each active member.
     pub write_rate: u64,
     /// Entries per second a standby applies.
     pub replication_rate: u64,
     /// Operations take up to this fraction longer than nominal, at random.
     pub duration_jitter: f64,
+}
+
+/// Versions of the simulated software with a bug the planner must survive (like the demo
+/// agent's `fail_upgrade_to` and `no_traffic_after_promote_on` faults).
+#[derive(Clone, Debug, Default)]
+pub struct BrokenVersions {
+    /// Upgrades to these versions always fail.
+    pub fail_upgrade_to: Vec<String>,
+    /// Members on these versions do not serve traffic after a promote.
+    pub no_traffic_after_promote_on: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -70,8 +78,7 @@ impl Default for SimConfig {
             cut_rate: 0.0,
             operator_crash_rate: 0.0,
             faults_until: Timestamp(0),
-            fail_versions: vec![],
-            no_traffic_versions: vec![],
+            broken: BrokenVersions::default(),
             write_rate: 10,
             replication_rate: 1000,
             duration_jitter: 0.25,
@@ -591,10 +598,13 @@ impl Sim {
         );
         let mut fails = can_fail && self.faulty() && self.rng.chance(self.cfg.op_fail_rate);
         if req.kind == OpKind::Upgrade
-            && req
-                .version
-                .as_ref()
-                .is_some_and(|v| self.cfg.fail_versions.iter().any(|f| same_version(f, v)))
+            && req.version.as_ref().is_some_and(|v| {
+                self.cfg
+                    .broken
+                    .fail_upgrade_to
+                    .iter()
+                    .any(|f| same_version(f, v))
+            })
         {
             fails = true;
         }
@@ -692,7 +702,7 @@ impl Sim {
                     && m.up(now)
                     && let Some(id) = m.current.clone()
                 {
-                    m.finish(&id, &cfg.no_traffic_versions);
+                    m.finish(&id, &cfg.broken.no_traffic_after_promote_on);
                     touched = true;
                 }
             }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use baton::api::values::Duration;
 use baton::api::*;
 use baton::sim::topology::{self, member};
-use baton::sim::{Sim, SimConfig, SimMember};
+use baton::sim::{BrokenVersions, Sim, SimConfig, SimMember};
 
 // 2027-01-15T08:00:00Z
 const T0: Timestamp = Timestamp(1_800_000_000_000 - 1_800_000_000_000 % 86_400_000 + 8 * 3_600_000);
@@ -28,6 +28,14 @@ fn standalone(spec: ClusterSpec, from: &str, cfg: SimConfig) -> Sim {
 /// A standalone cluster of `n` members running `from`, asked for `to`, default simulation.
 fn upgrading(n: usize, from: &str, to: &str) -> Sim {
     standalone(cluster_spec(n, Some(to)), from, SimConfig::default())
+}
+
+/// The default configuration, the simulated software broken on the versions `b` names.
+fn broken(b: BrokenVersions) -> SimConfig {
+    SimConfig {
+        broken: b,
+        ..SimConfig::default()
+    }
 }
 
 fn sim_member<'s>(sim: &'s mut Sim, c: &str, m: &str) -> &'s mut SimMember {
@@ -202,10 +210,10 @@ fn single_member_cluster_needs_permission_for_the_outage() {
 
 #[test]
 fn failed_traffic_check_rolls_the_cluster_back_automatically() {
-    let cfg = SimConfig {
-        no_traffic_versions: vec!["2.0.0".into()],
+    let cfg = broken(BrokenVersions {
+        no_traffic_after_promote_on: vec!["2.0.0".into()],
         ..Default::default()
-    };
+    });
     let mut sim = standalone(cluster_spec(2, Some("2.0.0")), "1.0.0", cfg);
     let st = run_clean(&mut sim, Duration::from_secs(3600));
     assert_eq!(st.phase, ClusterPhase::RolledBack, "{:?}", st.message);
@@ -246,10 +254,10 @@ fn failed_traffic_check_rolls_the_cluster_back_automatically() {
 
 #[test]
 fn failing_upgrade_retries_with_backoff_then_zombie_and_stalled() {
-    let cfg = SimConfig {
-        fail_versions: vec!["2.0.0".into()],
+    let cfg = broken(BrokenVersions {
+        fail_upgrade_to: vec!["2.0.0".into()],
         ..Default::default()
-    };
+    });
     let mut spec = cluster_spec(2, Some("2.0.0"));
     spec.upgrade.retries = RetryPolicy {
         limit: 3,
