@@ -26,7 +26,7 @@ use crate::plan::{
     plan_mesh_from,
 };
 
-pub use member::{CaSet, SimMember, SimOp};
+pub use member::{CaSet, Downtime, SimMember, SimOp};
 use rng::Rng;
 
 /// Fault and timing knobs.
@@ -716,7 +716,7 @@ impl Sim {
                     }
                     if rng.chance(cfg.cut_rate * minutes) {
                         let d = Duration::from_secs(5 + rng.below(90));
-                        m.cut_until = Some(now.plus(d));
+                        m.downtime.cut_until = Some(now.plus(d));
                         touched = true;
                     }
                 }
@@ -739,10 +739,10 @@ impl Sim {
                 if let Some(end) = m.running_until() {
                     t = t.min(end);
                 }
-                if let Some(d) = m.down_until {
+                if let Some(d) = m.downtime.down_until {
                     t = t.min(d);
                 }
-                if let Some(d) = m.cut_until
+                if let Some(d) = m.downtime.cut_until
                     && d > self.now
                 {
                     t = t.min(d);

@@ -496,7 +496,7 @@ fn layered_components_follow_prerequisites_verify_and_back_up_first() {
 fn unreachable_members_are_waited_for_never_acted_on() {
     let mut sim = upgrading(2, "1.0.0", "2.0.0");
     let until = T0.plus(Duration::from_secs(600));
-    sim_member(&mut sim, "c", "m1").cut_until = Some(until);
+    sim_member(&mut sim, "c", "m1").downtime.cut_until = Some(until);
     sim.run(Duration::from_secs(300));
     let st = status(&sim, "c");
     assert_eq!(sim.stats.ops_submitted, 0, "{:?}", st.log);
