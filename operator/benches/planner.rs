@@ -130,10 +130,12 @@ fn decision_times() {
             .collect();
         let intents = baton::plan::mesh::MeshIntents::default();
         let input = MeshInput {
-            name: "mesh",
-            generation: Some(1),
-            spec: &mesh,
-            status: None,
+            mesh: ObjectView {
+                name: "mesh",
+                generation: Some(1),
+                spec: &mesh,
+                status: None,
+            },
             clusters: &views,
             outside: &[],
             intents: &intents,
@@ -141,7 +143,10 @@ fn decision_times() {
         };
         let first = plan_mesh(&input);
         let input = MeshInput {
-            status: Some(&first.status),
+            mesh: ObjectView {
+                status: Some(&first.status),
+                ..input.mesh
+            },
             ..input
         };
         let iters = if n >= 10_000 { 30 } else { 200 };
@@ -200,10 +205,12 @@ fn decision_times() {
         let adm = Admission::standalone();
         let intents = Intents::default();
         let cin = ClusterInput {
-            name: "c",
-            generation: Some(1),
-            spec,
-            status: Some(status),
+            cluster: ObjectView {
+                name: "c",
+                generation: Some(1),
+                spec,
+                status: Some(status),
+            },
             observed: &obs,
             admission: &adm,
             intents: &intents,

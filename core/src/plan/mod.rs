@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod conditions;
 pub mod mesh;
+pub mod object;
 pub mod observe;
 pub mod persist;
 pub mod software;
@@ -18,4 +19,5 @@ pub use cluster::{
 pub use mesh::{
     MeshClusterView, MeshInput, MeshIntents, MeshPlan, admission_for, plan_mesh, plan_mesh_from,
 };
+pub use object::ObjectView;
 pub use observe::*;

@@ -51,6 +51,27 @@ pub fn ca_number(fingerprint: &str) -> Option<u8> {
     u8::try_from(n).ok().filter(|&n| n < 64)
 }
 
+/// What keeps a simulated member from answering, each until its instant (None: not now).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Downtime {
+    /// The process is down (crashed) until this instant.
+    pub down_until: Option<Timestamp>,
+    /// The network to it is cut until this instant (it keeps running).
+    pub cut_until: Option<Timestamp>,
+}
+
+impl Downtime {
+    /// The process runs at `now`.
+    pub fn up(&self, now: Timestamp) -> bool {
+        self.down_until.is_none_or(|t| now >= t)
+    }
+
+    /// The process runs and the network reaches it at `now`.
+    pub fn reachable(&self, now: Timestamp) -> bool {
+        self.up(now) && self.cut_until.is_none_or(|t| now >= t)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SimMember {
     pub name: String,
@@ -64,10 +85,8 @@ pub struct SimMember {
     pub applied: u64,
     /// Data endpoint of the member it replicates from.
     pub source: Option<String>,
-    /// The process is down (crashed) until this instant.
-    pub down_until: Option<Timestamp>,
-    /// The network to it is cut until this instant (it keeps running).
-    pub cut_until: Option<Timestamp>,
+    /// A crash or a network cut it has not recovered from yet.
+    pub downtime: Downtime,
     pub ops: BTreeMap<String, SimOp>,
     pub current: Option<String>,
     pub backlog: u64,
@@ -95,8 +114,7 @@ impl SimMember {
             broken_traffic: false,
             applied: 0,
             source: None,
-            down_until: None,
-            cut_until: None,
+            downtime: Downtime::default(),
             ops: BTreeMap::new(),
             current: None,
             backlog: 0,
@@ -113,11 +131,11 @@ impl SimMember {
     }
 
     pub fn up(&self, now: Timestamp) -> bool {
-        self.down_until.is_none_or(|t| now >= t)
+        self.downtime.up(now)
     }
 
     pub fn reachable(&self, now: Timestamp) -> bool {
-        self.up(now) && self.cut_until.is_none_or(|t| now >= t)
+        self.downtime.reachable(now)
     }
 
     pub fn running_kind(&self) -> Option<OpKind> {
@@ -293,7 +311,7 @@ impl SimMember {
 
     /// A crash interrupts the running operation, as a real agent restart reports it.
     pub fn crash(&mut self, until: Timestamp) {
-        self.down_until = Some(until);
+        self.downtime.down_until = Some(until);
         self.running = None;
         if let Some(id) = self.current.take()
             && let Some(op) = self.ops.get_mut(&id)
@@ -309,8 +327,8 @@ impl SimMember {
 
     /// Back up once the crash is over; true when it came back now.
     pub fn recover(&mut self, now: Timestamp) -> bool {
-        if self.down_until.is_some_and(|t| now >= t) {
-            self.down_until = None;
+        if self.downtime.down_until.is_some_and(|t| now >= t) {
+            self.downtime.down_until = None;
             if self.role == MemberRole::Active {
                 self.serving = !self.broken_traffic;
             }

@@ -21,11 +21,12 @@ use crate::api::{
 use crate::plan::software::effective_version_str;
 use crate::plan::validate::{FastMap, same_str};
 use crate::plan::{
-    Admission, ClusterInput, Intents, MemberObservation, MeshClusterView, MeshInput, OpKind,
-    OpRequest, OpState, Wake, admission_for, mesh::MeshIntents, plan_cluster_from, plan_mesh_from,
+    Admission, ClusterInput, Intents, MemberObservation, MeshClusterView, MeshInput, ObjectView,
+    OpKind, OpRequest, OpState, Wake, admission_for, mesh::MeshIntents, plan_cluster_from,
+    plan_mesh_from,
 };
 
-pub use member::{CaSet, SimMember, SimOp};
+pub use member::{CaSet, Downtime, SimMember, SimOp};
 use rng::Rng;
 
 /// Fault and timing knobs.
@@ -45,16 +46,24 @@ pub struct SimConfig {
     pub operator_crash_rate: f64,
     /// No new fault after this instant (liveness is judged after it).
     pub faults_until: Timestamp,
-    /// Upgrades to these versions always fail.
-    pub fail_versions: Vec<String>,
-    /// Members on these versions do not serve traffic after a promote.
-    pub no_traffic_versions: Vec<String>,
+    /// Versions the simulated software misbehaves on, however the faults are drawn.
+    pub broken: BrokenVersions,
     /// Writes per second on each active member.
     pub write_rate: u64,
     /// Entries per second a standby applies.
     pub replication_rate: u64,
     /// Operations take up to this fraction longer than nominal, at random.
     pub duration_jitter: f64,
+}
+
+/// Versions of the simulated software with a bug the planner must survive (like the demo
+/// agent's `fail_upgrade_to` and `no_traffic_after_promote_on` faults).
+#[derive(Clone, Debug, Default)]
+pub struct BrokenVersions {
+    /// Upgrades to these versions always fail.
+    pub fail_upgrade_to: Vec<String>,
+    /// Members on these versions do not serve traffic after a promote.
+    pub no_traffic_after_promote_on: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -69,8 +78,7 @@ impl Default for SimConfig {
             cut_rate: 0.0,
             operator_crash_rate: 0.0,
             faults_until: Timestamp(0),
-            fail_versions: vec![],
-            no_traffic_versions: vec![],
+            broken: BrokenVersions::default(),
             write_rate: 10,
             replication_rate: 1000,
             duration_jitter: 0.25,
@@ -352,10 +360,12 @@ impl Sim {
                 self.clusters.iter().map(SimCluster::mesh_view).collect();
             let mut plan = plan_mesh_from(
                 &MeshInput {
-                    name: &mesh.name,
-                    generation: Some(1),
-                    spec: &mesh.spec,
-                    status: None,
+                    mesh: ObjectView {
+                        name: &mesh.name,
+                        generation: Some(1),
+                        spec: &mesh.spec,
+                        status: None,
+                    },
                     clusters: &views,
                     outside: &[],
                     intents: &mesh.intents,
@@ -427,10 +437,12 @@ impl Sim {
             // The status is replaced by the plan's in both remaining outcomes: hand it over.
             let plan = plan_cluster_from(
                 &ClusterInput {
-                    name: &c.name,
-                    generation: Some(1),
-                    spec: &c.spec,
-                    status: None,
+                    cluster: ObjectView {
+                        name: &c.name,
+                        generation: Some(1),
+                        spec: &c.spec,
+                        status: None,
+                    },
                     observed: &obs,
                     admission: &admission,
                     intents: &c.intents,
@@ -587,10 +599,13 @@ impl Sim {
         );
         let mut fails = can_fail && self.faulty() && self.rng.chance(self.cfg.op_fail_rate);
         if req.kind == OpKind::Upgrade
-            && req
-                .version
-                .as_ref()
-                .is_some_and(|v| self.cfg.fail_versions.iter().any(|f| same_version(f, v)))
+            && req.version.as_ref().is_some_and(|v| {
+                self.cfg
+                    .broken
+                    .fail_upgrade_to
+                    .iter()
+                    .any(|f| same_version(f, v))
+            })
         {
             fails = true;
         }
@@ -688,7 +703,7 @@ impl Sim {
                     && m.up(now)
                     && let Some(id) = m.current.clone()
                 {
-                    m.finish(&id, &cfg.no_traffic_versions);
+                    m.finish(&id, &cfg.broken.no_traffic_after_promote_on);
                     touched = true;
                 }
             }
@@ -702,7 +717,7 @@ impl Sim {
                     }
                     if rng.chance(cfg.cut_rate * minutes) {
                         let d = Duration::from_secs(5 + rng.below(90));
-                        m.cut_until = Some(now.plus(d));
+                        m.downtime.cut_until = Some(now.plus(d));
                         touched = true;
                     }
                 }
@@ -725,10 +740,10 @@ impl Sim {
                 if let Some(end) = m.running_until() {
                     t = t.min(end);
                 }
-                if let Some(d) = m.down_until {
+                if let Some(d) = m.downtime.down_until {
                     t = t.min(d);
                 }
-                if let Some(d) = m.cut_until
+                if let Some(d) = m.downtime.cut_until
                     && d > self.now
                 {
                     t = t.min(d);

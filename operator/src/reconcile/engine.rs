@@ -17,7 +17,7 @@ use crate::plan::mesh::{Outside, OutsideCluster};
 use crate::plan::validate::{ClusterRef, tier_membership};
 use crate::plan::{
     Admission, ClusterInput, ClusterPlan, Intents, MeshClusterView, MeshInput, MeshIntents,
-    MeshPlan, Wake, admission_for, plan_cluster, plan_mesh,
+    MeshPlan, ObjectView, Wake, admission_for, plan_cluster, plan_mesh,
 };
 
 use super::ca::CaState;
@@ -93,10 +93,12 @@ pub async fn observe_and_plan<M: Members>(
 ) -> ClusterPass {
     let observed = observe_cluster(members, &cluster.spec, cluster.status.as_ref()).await;
     let plan = plan_cluster(&ClusterInput {
-        name: &cluster.name,
-        generation: cluster.generation,
-        spec: &cluster.spec,
-        status: cluster.status.as_ref(),
+        cluster: ObjectView {
+            name: &cluster.name,
+            generation: cluster.generation,
+            spec: &cluster.spec,
+            status: cluster.status.as_ref(),
+        },
         observed: &observed,
         admission,
         intents: &cluster.intents,
@@ -199,10 +201,12 @@ pub fn plan_mesh_object(
         })
         .collect();
     let plan = plan_mesh(&MeshInput {
-        name: &mesh.name,
-        generation: mesh.generation,
-        spec: &mesh.spec,
-        status: mesh.status.as_ref(),
+        mesh: ObjectView {
+            name: &mesh.name,
+            generation: mesh.generation,
+            spec: &mesh.spec,
+            status: mesh.status.as_ref(),
+        },
         clusters: &views,
         outside: &outside,
         intents: &mesh.intents,

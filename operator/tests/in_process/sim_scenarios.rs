@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use baton::api::values::Duration;
 use baton::api::*;
 use baton::sim::topology::{self, member};
-use baton::sim::{Sim, SimConfig, SimMember};
+use baton::sim::{BrokenVersions, Sim, SimConfig, SimMember};
 
 // 2027-01-15T08:00:00Z
 const T0: Timestamp = Timestamp(1_800_000_000_000 - 1_800_000_000_000 % 86_400_000 + 8 * 3_600_000);
@@ -28,6 +28,14 @@ fn standalone(spec: ClusterSpec, from: &str, cfg: SimConfig) -> Sim {
 /// A standalone cluster of `n` members running `from`, asked for `to`, default simulation.
 fn upgrading(n: usize, from: &str, to: &str) -> Sim {
     standalone(cluster_spec(n, Some(to)), from, SimConfig::default())
+}
+
+/// The default configuration, the simulated software broken on the versions `b` names.
+fn broken(b: BrokenVersions) -> SimConfig {
+    SimConfig {
+        broken: b,
+        ..SimConfig::default()
+    }
 }
 
 fn sim_member<'s>(sim: &'s mut Sim, c: &str, m: &str) -> &'s mut SimMember {
@@ -202,10 +210,10 @@ fn single_member_cluster_needs_permission_for_the_outage() {
 
 #[test]
 fn failed_traffic_check_rolls_the_cluster_back_automatically() {
-    let cfg = SimConfig {
-        no_traffic_versions: vec!["2.0.0".into()],
+    let cfg = broken(BrokenVersions {
+        no_traffic_after_promote_on: vec!["2.0.0".into()],
         ..Default::default()
-    };
+    });
     let mut sim = standalone(cluster_spec(2, Some("2.0.0")), "1.0.0", cfg);
     let st = run_clean(&mut sim, Duration::from_secs(3600));
     assert_eq!(st.phase, ClusterPhase::RolledBack, "{:?}", st.message);
@@ -246,10 +254,10 @@ fn failed_traffic_check_rolls_the_cluster_back_automatically() {
 
 #[test]
 fn failing_upgrade_retries_with_backoff_then_zombie_and_stalled() {
-    let cfg = SimConfig {
-        fail_versions: vec!["2.0.0".into()],
+    let cfg = broken(BrokenVersions {
+        fail_upgrade_to: vec!["2.0.0".into()],
         ..Default::default()
-    };
+    });
     let mut spec = cluster_spec(2, Some("2.0.0"));
     spec.upgrade.retries = RetryPolicy {
         limit: 3,
@@ -488,7 +496,7 @@ fn layered_components_follow_prerequisites_verify_and_back_up_first() {
 fn unreachable_members_are_waited_for_never_acted_on() {
     let mut sim = upgrading(2, "1.0.0", "2.0.0");
     let until = T0.plus(Duration::from_secs(600));
-    sim_member(&mut sim, "c", "m1").cut_until = Some(until);
+    sim_member(&mut sim, "c", "m1").downtime.cut_until = Some(until);
     sim.run(Duration::from_secs(300));
     let st = status(&sim, "c");
     assert_eq!(sim.stats.ops_submitted, 0, "{:?}", st.log);
@@ -830,7 +838,7 @@ fn invalid_mesh_is_stalled_and_admits_nothing() {
 
 #[test]
 fn mesh_decides_the_same_from_running_versions_or_member_records() {
-    use baton::plan::{MeshClusterView, MeshInput, plan_mesh};
+    use baton::plan::{MeshClusterView, MeshInput, ObjectView, plan_mesh};
     // The mesh planner reads each cluster's `runningVersions` summary and falls back to the
     // member records when it is missing: both must give the same decision at every stage of
     // an upgrade and of a backout.
@@ -870,10 +878,12 @@ fn mesh_decides_the_same_from_running_versions_or_member_records() {
             let (full, stripped) = (views(false), views(true));
             let intents = Default::default();
             let input = |clusters| MeshInput {
-                name: "mesh",
-                generation: Some(1),
-                spec: &mesh.spec,
-                status: mesh.status.as_ref(),
+                mesh: ObjectView {
+                    name: "mesh",
+                    generation: Some(1),
+                    spec: &mesh.spec,
+                    status: mesh.status.as_ref(),
+                },
                 clusters,
                 outside: &[],
                 intents: &intents,
@@ -904,7 +914,7 @@ fn mesh_decides_the_same_from_running_versions_or_member_records() {
 #[test]
 fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
     use baton::plan::mesh::{Outside, OutsideCluster};
-    use baton::plan::{MeshClusterView, MeshInput, plan_mesh};
+    use baton::plan::{MeshClusterView, MeshInput, ObjectView, plan_mesh};
     let mut sim = deployment_rollout(2, 1, Duration(0), SimConfig::default());
     sim.run(Duration::from_secs(86_400));
     let mesh = sim.mesh.as_ref().expect("mesh");
@@ -919,10 +929,12 @@ fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
     let intents = Default::default();
     let plan = |views: &[MeshClusterView<'_>], outside: &[OutsideCluster<'_>]| {
         plan_mesh(&MeshInput {
-            name: "mesh",
-            generation: Some(1),
-            spec: &spec,
-            status: mesh.status.as_ref(),
+            mesh: ObjectView {
+                name: "mesh",
+                generation: Some(1),
+                spec: &spec,
+                status: mesh.status.as_ref(),
+            },
             clusters: views,
             outside,
             intents: &intents,
@@ -992,7 +1004,7 @@ fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
 /// planner step that would announce it), and not again while nothing about it changes.
 #[test]
 fn becoming_stalled_is_announced_once_by_an_event() {
-    use baton::plan::{Admission, ClusterInput, Intents, plan_cluster};
+    use baton::plan::{Admission, ClusterInput, Intents, ObjectView, plan_cluster};
     let mut spec = cluster_spec(2, Some("2.0.0"));
     spec.members[1].name = spec.members[0].name.clone();
     let (observed, admission, intents) = (
@@ -1002,10 +1014,12 @@ fn becoming_stalled_is_announced_once_by_an_event() {
     );
     let plan = |status: Option<&ClusterStatus>| {
         plan_cluster(&ClusterInput {
-            name: "c",
-            generation: Some(1),
-            spec: &spec,
-            status,
+            cluster: ObjectView {
+                name: "c",
+                generation: Some(1),
+                spec: &spec,
+                status,
+            },
             observed: &observed,
             admission: &admission,
             intents: &intents,
@@ -1044,10 +1058,12 @@ fn becoming_stalled_is_announced_once_by_an_event() {
     let mesh_intents = Default::default();
     let plan = |status: Option<&MeshStatus>| {
         baton::plan::plan_mesh(&baton::plan::MeshInput {
-            name: "mesh",
-            generation: Some(1),
-            spec: &mesh.spec,
-            status,
+            mesh: baton::plan::ObjectView {
+                name: "mesh",
+                generation: Some(1),
+                spec: &mesh.spec,
+                status,
+            },
             clusters: &views,
             outside: &[],
             intents: &mesh_intents,

@@ -46,7 +46,7 @@ fn ready_to_choose<'a>(p: &mut Pass<'a>) -> Option<&'a str> {
             .map(|m| (m.name.clone(), m.last_error.clone().unwrap_or_default()))
             .collect();
     if !zombies.is_empty() {
-        p.stalled = Some(Stall::MemberZombie(zombies));
+        p.found.stalled = Some(Stall::MemberZombie(zombies));
         return None;
     }
     let unreachable: Vec<&str> = p
@@ -59,19 +59,19 @@ fn ready_to_choose<'a>(p: &mut Pass<'a>) -> Option<&'a str> {
     if !unreachable.is_empty() {
         // Never act on a member whose state is unknown, nor around it.
         let names = unreachable.join(", ");
-        p.degraded.push(format!("unreachable: {names}"));
+        p.found.degraded.push(format!("unreachable: {names}"));
         p.wait(format!("waiting for {names} to be reachable"));
         p.wake = p.wake.min(Wake::Busy);
         return None;
     }
     match view::active(p) {
         Err(e) => {
-            p.stalled = Some(Stall::SplitBrain(e));
+            p.found.stalled = Some(Stall::SplitBrain(e));
             None
         }
         Ok(None) => {
             if p.st.steps.is_empty() {
-                p.degraded.push("no active member".into());
+                p.found.degraded.push("no active member".into());
                 p.wait("no member is active; waiting for the HA system to elect one".into());
             }
             None
@@ -150,7 +150,7 @@ fn run_phases(p: &mut Pass<'_>, active: &str) {
         if gates::in_place(p) || (others.is_empty() && spares.is_empty()) {
             if !gates::allow_outage(p) {
                 let active = active.to_string();
-                p.stalled = Some(Stall::OutageNotAllowed { active });
+                p.found.stalled = Some(Stall::OutageNotAllowed { active });
                 return;
             }
             member_phase(p, active_m, active);
@@ -253,7 +253,10 @@ mod tests {
         let input = case.input();
         let mut p = recorded(&input);
         choose_next(&mut p);
-        assert!(matches!(p.stalled, Some(Stall::OutageNotAllowed { .. })));
+        assert!(matches!(
+            p.found.stalled,
+            Some(Stall::OutageNotAllowed { .. })
+        ));
         let got = chosen(lone().upgrade(|u| u.allow_outage = true));
         assert_eq!(got, [(StepAction::Upgrade, "a".to_string())]);
     }
@@ -274,6 +277,6 @@ mod tests {
         let mut p = recorded(&input);
         choose_next(&mut p);
         assert!(p.st.steps.is_empty());
-        assert!(matches!(p.stalled, Some(Stall::MemberZombie(_))));
+        assert!(matches!(p.found.stalled, Some(Stall::MemberZombie(_))));
     }
 }

@@ -13,7 +13,7 @@ use crate::api::{LogMode, LogResult, MemberRole, StepAction};
 use super::handover;
 use super::log;
 use super::start;
-use super::state::{NewStep, Pass};
+use super::state::{NewStep, Pass, StepVersion};
 use super::view;
 
 /// Every member runs the target: return to the primary, release, verify, converge.
@@ -98,7 +98,7 @@ fn verify_cluster(p: &mut Pass<'_>, active: &str) {
     }
     let mut n = NewStep::on(StepAction::Verify, active);
     n.from = Some("cluster".into());
-    n.version = Some(p.target_version.clone());
-    n.message = format!("verify cluster {} on {active}", p.inp.name);
+    n.version = Some(StepVersion::whole(&p.target.version));
+    n.message = format!("verify cluster {} on {active}", p.inp.cluster.name);
     start::start(p, n);
 }

@@ -90,13 +90,13 @@ pub(super) fn check_traffic(p: &mut Pass<'_>) {
     record(p, LogResult::Failed, reason.clone());
     p.st.switchover = None;
     if !tc.rollback {
-        p.stalled = Some(Stall::TrafficCheckFailed(reason.clone()));
+        p.found.stalled = Some(Stall::TrafficCheckFailed(reason.clone()));
         p.event(true, "TrafficCheckFailed", reason);
         return;
     }
     let restored = p.agent(&from).map(|a| a.version.clone());
     p.st.rolled_back = Some(RolledBack {
-        version: p.target_version.clone(),
+        version: p.target.version.clone(),
         restored,
         reason: reason.clone(),
         at: now,

@@ -77,7 +77,7 @@ fn backed_up(p: &mut Pass<'_>) -> bool {
     let fresh =
         p.st.last_backup
             .as_ref()
-            .is_some_and(|b| b.version == p.target_version && b.window == window);
+            .is_some_and(|b| b.version == p.target.version && b.window == window);
     if fresh {
         return true;
     }
@@ -119,9 +119,9 @@ pub(super) fn switchover_allowed(p: &mut Pass<'_>, to: &str) -> Option<LogMode> 
         return disruption_allowed(p, false).then_some(LogMode::Automatic);
     }
     let version = p.agent(to).map(|a| a.version.as_str()).unwrap_or_default();
-    let name = switchover_step_name(p.inp.name, to, version);
+    let name = switchover_step_name(p.inp.cluster.name, to, version);
     if !p.inp.intents.approve.iter().any(|a| a == &name) {
-        p.awaiting = Some(name);
+        p.found.awaiting = Some(name);
         return None;
     }
     if !disruption_allowed(p, false) {
@@ -161,7 +161,7 @@ mod tests {
         let opens = Timestamp(NOW.millis() + 14 * HOUR);
         assert_eq!(p.wake, Wake::At(opens));
         assert_eq!(
-            p.waiting,
+            p.found.waiting,
             [format!(
                 "outside maintenance windows; next opens at {opens}"
             )]
@@ -174,7 +174,7 @@ mod tests {
         let input = case.input();
         let mut p = recorded(&input);
         assert!(disruption_allowed(&mut p, true));
-        assert!(p.waiting.is_empty());
+        assert!(p.found.waiting.is_empty());
     }
 
     #[test]
@@ -186,7 +186,7 @@ mod tests {
         assert!(disruption_allowed(&mut p, true), "one of two is down");
         p.unavailable = 2;
         assert!(!disruption_allowed(&mut p, true));
-        assert_eq!(p.waiting, ["maxUnavailable 2 reached"]);
+        assert_eq!(p.found.waiting, ["maxUnavailable 2 reached"]);
         // A switchover does not take a member down: the budget does not hold it.
         assert!(disruption_allowed(&mut p, false));
     }
@@ -246,7 +246,7 @@ mod tests {
         let input = case.input();
         let mut p = recorded(&input);
         assert_eq!(switchover_allowed(&mut p, "b"), None);
-        assert_eq!(p.awaiting.as_deref(), Some("switchover/c/b@1.0.0"));
+        assert_eq!(p.found.awaiting.as_deref(), Some("switchover/c/b@1.0.0"));
 
         let case = cluster()
             .upgrade(approval)
@@ -255,7 +255,7 @@ mod tests {
         let input = case.input();
         let mut p = recorded(&input);
         assert_eq!(switchover_allowed(&mut p, "b"), Some(LogMode::Manual));
-        assert_eq!(p.awaiting, None);
+        assert_eq!(p.found.awaiting, None);
         assert_eq!(p.st.acknowledged, ["approve:switchover/c/b@1.0.0"]);
     }
 

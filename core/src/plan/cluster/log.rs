@@ -17,7 +17,7 @@ use super::state::Pass;
 /// entries. Opened with the first step of the rollout (`open`), closed when the cluster
 /// converges, rolls back or gets another target.
 pub(super) fn rollout(p: &mut Pass<'_>, open: bool) -> Option<u64> {
-    let target = p.target_version.as_str();
+    let target = p.target.version.as_str();
     let found =
         p.st.log
             .iter()
@@ -37,8 +37,8 @@ pub(super) fn rollout(p: &mut Pass<'_>, open: bool) -> Option<u64> {
     } else {
         ("upgrade", "upgrade")
     };
-    let (name, now) = (p.inp.name, p.now());
-    let target = p.target_version.clone();
+    let (name, now) = (p.inp.cluster.name, p.now());
+    let target = p.target.version.clone();
     let message = format!("{what} {name} to {target}");
     let id = p.log().open(
         None,
@@ -96,7 +96,7 @@ const ROTATION: &str = "rotate-ca";
 
 /// A new target ends the rollout to the old one.
 pub(super) fn close_superseded(p: &mut Pass<'_>) {
-    let target = p.target_version.clone();
+    let target = p.target.version.clone();
     let old: Vec<u64> =
         p.st.log
             .iter()
@@ -175,7 +175,7 @@ pub(super) fn record_done(
     result: LogResult,
     closing: &str,
 ) {
-    let (name, now) = (p.inp.name, p.now());
+    let (name, now) = (p.inp.cluster.name, p.now());
     let parent = rollout(p, false);
     let id = p.log().open(
         parent,

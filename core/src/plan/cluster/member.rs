@@ -13,7 +13,7 @@ use crate::plan::software::{Software, hosted};
 
 use super::gates;
 use super::start;
-use super::state::{NewStep, Pass, action_name, describe, verify_token};
+use super::state::{NewStep, Pass, StepVersion, action_name, describe, verify_token};
 use super::view;
 
 /// What a member needs next.
@@ -96,7 +96,7 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
         if p.spec().upgrade.preflight && ms.and_then(|x| x.preflight_passed.as_ref()) != Some(&key)
         {
             let mut n = NewStep::on(StepAction::Preflight, &m.name);
-            n.version = Some(mv.version.clone());
+            n.version = Some(StepVersion::whole(&mv.version));
             n.message = format!("narrow checks before moving {} to {}", m.name, key);
             return Next::Step(n);
         }
@@ -110,8 +110,10 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
             (StepAction::Upgrade, "upgrade")
         };
         let mut n = NewStep::on(action, &m.name);
-        n.version = Some(mv.version.clone());
-        n.component = mv.component.clone();
+        n.version = Some(StepVersion {
+            version: mv.version.clone(),
+            component: mv.component.clone(),
+        });
         n.message = match &mv.component {
             Some(c) => format!("{verb} {c} on {} to {}", m.name, mv.version),
             None => format!("{verb} {} to {}", m.name, mv.version),
@@ -148,7 +150,7 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
 fn pending_verify(p: &Pass<'_>, m: &MemberSpec, target: &Software, all: bool) -> Option<NewStep> {
     let a = p.agent(&m.name)?;
     let ms = p.record(&m.name)?;
-    for name in hosted(p.spec(), m, &p.order) {
+    for name in hosted(p.spec(), m, &p.target.order) {
         let c = p.spec().components.iter().find(|c| c.name == name)?;
         if c.verify.skip || c.verify.requires_primary_active || (!all && c.verify.deferrable) {
             continue;
@@ -164,8 +166,10 @@ fn pending_verify(p: &Pass<'_>, m: &MemberSpec, target: &Software, all: bool) ->
         let token = verify_token(Some(name), want);
         if !ms.verified.contains(&token) {
             let mut n = NewStep::on(StepAction::Verify, &m.name);
-            n.component = Some(name.to_string());
-            n.version = Some(want.clone());
+            n.version = Some(StepVersion {
+                version: want.clone(),
+                component: Some(name.to_string()),
+            });
             n.message = format!("verify {name} {want} on {}", m.name);
             return Some(n);
         }
@@ -194,7 +198,10 @@ mod tests {
         let mut p = recorded(&input);
         let b = p.member_spec("b").unwrap();
         member_phase(&mut p, b, "a");
-        (p.st.steps.first().map(|s| s.action), p.waiting.clone())
+        (
+            p.st.steps.first().map(|s| s.action),
+            p.found.waiting.clone(),
+        )
     }
 
     fn b_record() -> MemberStatus {

@@ -51,6 +51,7 @@ mod view;
 
 use crate::api::{ClusterSpec, ClusterStatus, Timestamp};
 
+use super::object::ObjectView;
 use super::observe::{Action, ClusterObservation, PlanEvent, Wake};
 
 pub use record::expected_alarm;
@@ -95,12 +96,9 @@ pub struct Intents {
 /// Everything one cluster decision reads. The planner has no clock and does no I/O: the same
 /// input gives the same plan.
 pub struct ClusterInput<'a> {
-    pub name: &'a str,
-    /// `metadata.generation` of the spec, written back as `observedGeneration`.
-    pub generation: Option<i64>,
-    pub spec: &'a ClusterSpec,
-    /// The status the last pass wrote (None: never planned): the steps in flight and the log.
-    pub status: Option<&'a ClusterStatus>,
+    /// The Cluster: its name, generation, spec and the status the last pass wrote (the steps
+    /// in flight and the log).
+    pub cluster: ObjectView<'a, ClusterSpec, ClusterStatus>,
     /// What the agents reported just before this pass, by member.
     pub observed: &'a ClusterObservation,
     /// What the cluster's mesh allows it (a standalone cluster: everything).
@@ -124,11 +122,11 @@ pub struct ClusterPlan {
 
 /// Plan one pass for one cluster.
 pub fn plan_cluster(input: &ClusterInput<'_>) -> ClusterPlan {
-    plan_cluster_from(input, input.status.cloned())
+    plan_cluster_from(input, input.cluster.status.cloned())
 }
 
 /// `plan_cluster` for a caller that owns the last status and replaces it with the plan's
-/// anyway: `last` stands for `input.status` (which is not read) and is not copied. On a long
+/// anyway: `last` stands for `input.cluster.status` (which is not read) and is not copied. On a long
 /// rollout that copy (the log, the member records) is a good part of a pass.
 pub fn plan_cluster_from(input: &ClusterInput<'_>, last: Option<ClusterStatus>) -> ClusterPlan {
     let mut p = state::Pass::new(input, last.unwrap_or_default());
@@ -146,7 +144,7 @@ pub fn plan_cluster_from(input: &ClusterInput<'_>, last: Option<ClusterStatus>) 
 fn run(p: &mut state::Pass<'_>) {
     if let Err(stall) = target::resolve(p) {
         record::refresh_members(p);
-        p.stalled = Some(stall);
+        p.found.stalled = Some(stall);
         return;
     }
     record::supersede(p);

@@ -58,7 +58,7 @@ pub(super) fn succeeded(p: &mut Pass<'_>, s: &StepRecord) {
         // The last backup of the window to finish records it.
         StepAction::Backup if !p.has_step(StepAction::Backup) => {
             p.st.last_backup = Some(BackupRecord {
-                version: p.target_version.clone(),
+                version: p.target.version.clone(),
                 window: view::backup_window(p),
                 at: now,
             });

@@ -23,7 +23,7 @@ use super::view;
 pub(super) fn supersede(p: &mut Pass<'_>) {
     log::close_superseded(p);
     if let Some(rb) = &p.st.rolled_back
-        && rb.version != p.target_version
+        && rb.version != p.target.version
     {
         p.st.rolled_back = None;
     }
@@ -113,9 +113,9 @@ fn member_record(p: &Pass<'_>, m: &MemberSpec, prev: Option<MemberStatus>) -> Me
     // Runs exactly the cluster's target software (version and every hosted component), not
     // what an automatic rollback restores; unknown (false) while the member is unreachable or
     // the target is not known.
-    ms.up_to_date = !p.target_version.is_empty()
+    ms.up_to_date = !p.target.version.is_empty()
         && p.agent(&m.name).is_some_and(|a| {
-            let target = spec_target(p.spec(), m, &p.order, &p.target_version);
+            let target = spec_target(p.spec(), m, &p.target.order, &p.target.version);
             same_software(&running(a, &target), &target)
         });
     ms
@@ -211,7 +211,7 @@ pub(super) fn adopt_converged(p: &mut Pass<'_>) {
             return;
         }
         let target = view::member_target(p, m);
-        let tokens = hosted(spec, m, &p.order)
+        let tokens = hosted(spec, m, &p.target.order)
             .into_iter()
             .filter_map(|c| target.components.get(c).map(|v| verify_token(Some(c), v)))
             .collect();

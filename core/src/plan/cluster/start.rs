@@ -49,12 +49,16 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
     } else {
         LogScope::Member
     };
-    let version = n
-        .version
+    let (version, component) = match n.version {
+        Some(v) => (Some(v.version), v.component),
+        None => (None, None),
+    };
+    // A switchover has no version of its own; its log entry names the target's.
+    let logged = version
         .clone()
-        .or_else(|| (n.action == StepAction::Switchover).then(|| p.target_version.clone()));
+        .or_else(|| (n.action == StepAction::Switchover).then(|| p.target.version.clone()));
     let target = if scope == LogScope::Cluster {
-        p.inp.name
+        p.inp.cluster.name
     } else {
         n.member.as_str()
     };
@@ -69,19 +73,19 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
         action_name(n.action),
         scope,
         target,
-        version.as_deref(),
+        logged.as_deref(),
         n.mode,
         n.message.as_str(),
         now,
     );
     let attempt = p.record(&n.member).map(|m| m.failures + 1).unwrap_or(1);
     let rec = StepRecord {
-        id: step_id(p.inp.name, log_id, n.action, &n.member, now),
+        id: step_id(p.inp.cluster.name, log_id, n.action, &n.member, now),
         action: n.action,
         member: n.member,
         from: n.from,
-        version: n.version,
-        component: n.component,
+        version,
+        component,
         attempt,
         started_at: now,
         log_id,

@@ -2,9 +2,10 @@
 //! input, the status being written) and what they add to (actions, events, the wake hint, the
 //! waits, the stall, degraded notes, the approval awaited, the unavailability count).
 //!
-//! Owns: [`Pass`] and its tiny accessors, [`NewStep`] (a step about to be recorded),
-//! [`Advanced`] (what advancing a step left), and the names a step goes by (`action_name`,
-//! `describe`, `step_id`, `verify_token`).
+//! Owns: [`Pass`] and its tiny accessors, [`Target`] (what the pass moves toward), [`Findings`]
+//! (what the summary reports), [`NewStep`] (a step about to be recorded, with its
+//! [`StepVersion`]), [`Advanced`] (what advancing a step left), and the names a step goes by
+//! (`action_name`, `describe`, `step_id`, `verify_token`).
 //!
 //! May use: the types of `super` (`ClusterInput`), the API types and `plan::{observe,
 //! conditions, stall}`. Every other module of the cluster planner may use this one; this one
@@ -32,18 +33,10 @@ pub(super) struct Pass<'a> {
     pub events: Vec<PlanEvent>,
     /// When the host should look again.
     pub wake: Wake,
-    /// What the cluster waits for, first one first (the message when nothing runs).
-    pub waiting: Vec<String>,
-    /// The stop a human must act on; turned into the condition by the summary only.
-    pub stalled: Option<Stall>,
-    /// Why the cluster serves with less than it should (one line each; the Degraded condition).
-    pub degraded: Vec<String>,
-    /// The switchover step name awaiting approval.
-    pub awaiting: Option<String>,
-    /// Component indices in prerequisite order.
-    pub order: Vec<usize>,
-    /// The version this pass moves the cluster to (or holds it at).
-    pub target_version: String,
+    /// What stops or holds the cluster, for the summary to report.
+    pub found: Findings,
+    /// What the pass moves the cluster to, set by the first stage.
+    pub target: Target,
     /// Members out of service (disruptive step in flight, or reported OutOfService).
     pub unavailable: u32,
     /// Every member runs the target and nothing is in flight.
@@ -62,12 +55,8 @@ impl<'a> Pass<'a> {
             actions: Vec::new(),
             events: Vec::new(),
             wake: Wake::Idle,
-            waiting: Vec::new(),
-            stalled: None,
-            degraded: Vec::new(),
-            awaiting: None,
-            order: Vec::new(),
-            target_version: String::new(),
+            found: Findings::default(),
+            target: Target::default(),
             unavailable: 0,
             converged: false,
             may_start: true,
@@ -75,7 +64,7 @@ impl<'a> Pass<'a> {
         }
     }
     pub fn spec(&self) -> &'a ClusterSpec {
-        self.inp.spec
+        self.inp.cluster.spec
     }
     pub fn now(&self) -> Timestamp {
         self.inp.now
@@ -118,7 +107,7 @@ impl<'a> Pass<'a> {
         self.wake = self.wake.min(Wake::At(t));
     }
     pub fn wait(&mut self, why: String) {
-        self.waiting.push(why);
+        self.found.waiting.push(why);
     }
     pub fn log(&mut self) -> Log<'_> {
         Log {
@@ -138,6 +127,29 @@ impl<'a> Pass<'a> {
     }
 }
 
+/// The target of a pass: what the first stage resolves and every later one moves toward.
+#[derive(Default)]
+pub(super) struct Target {
+    /// The version this pass moves the cluster to (or holds it at).
+    pub version: String,
+    /// Component indices in prerequisite order.
+    pub order: Vec<usize>,
+}
+
+/// What the stages found that stops, holds or impairs the cluster: the summary turns it into
+/// the message and the Stalled, Degraded and AwaitingApproval conditions.
+#[derive(Default)]
+pub(super) struct Findings {
+    /// What the cluster waits for, first one first (the message when nothing runs).
+    pub waiting: Vec<String>,
+    /// The stop a human must act on; turned into the condition by the summary only.
+    pub stalled: Option<Stall>,
+    /// Why the cluster serves with less than it should (one line each; the Degraded condition).
+    pub degraded: Vec<String>,
+    /// The switchover step name awaiting approval.
+    pub awaiting: Option<String>,
+}
+
 /// A step about to be recorded.
 pub(super) struct NewStep {
     pub action: StepAction,
@@ -145,10 +157,8 @@ pub(super) struct NewStep {
     pub member: String,
     /// A switchover's source, the active being replaced.
     pub from: Option<String>,
-    /// The version to install or return to.
-    pub version: Option<String>,
-    /// The component, on a layered stack.
-    pub component: Option<String>,
+    /// The version to install, return to or verify (None: the step has none of its own).
+    pub version: Option<StepVersion>,
     /// Data endpoint to replicate from, resolved now so a re-sent request is the same.
     pub source: Option<String>,
     /// An emergency step (switching back): allowed while paused or not admitted.
@@ -168,7 +178,6 @@ impl NewStep {
             member: member.to_string(),
             from: None,
             version: None,
-            component: None,
             source: None,
             rollback: false,
             mode: LogMode::Automatic,
@@ -183,6 +192,24 @@ impl NewStep {
         n.rollback = true;
         n.message = message;
         n
+    }
+}
+
+/// The version a step installs or checks: of one component, or of the member's whole software.
+pub(super) struct StepVersion {
+    /// The version to install, return to or verify.
+    pub version: String,
+    /// The component, on a layered stack (None: the whole software).
+    pub component: Option<String>,
+}
+
+impl StepVersion {
+    /// `version` of the member's whole software.
+    pub fn whole(version: &str) -> Self {
+        StepVersion {
+            version: version.to_string(),
+            component: None,
+        }
     }
 }
 

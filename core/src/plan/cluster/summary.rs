@@ -28,7 +28,7 @@ pub(super) fn summarize(p: &mut Pass<'_>) {
     if phase == ClusterPhase::RolledBack
         && let Some(rb) = &p.st.rolled_back
     {
-        p.stalled = Some(Stall::AutomaticRollback {
+        p.found.stalled = Some(Stall::AutomaticRollback {
             version: rb.version.clone(),
             reason: rb.reason.clone(),
         });
@@ -37,7 +37,7 @@ pub(super) fn summarize(p: &mut Pass<'_>) {
     close_rollout(p, phase);
     write_conditions(p, paused, phase == ClusterPhase::Ready);
     p.st.message = message(p, paused, phase == ClusterPhase::Ready);
-    if p.stalled.is_some() && p.st.steps.is_empty() {
+    if p.found.stalled.is_some() && p.st.steps.is_empty() {
         p.wake = Wake::Idle;
     }
 }
@@ -46,21 +46,23 @@ pub(super) fn summarize(p: &mut Pass<'_>) {
 fn note_impairments(p: &mut Pass<'_>) {
     for m in &p.st.members {
         if m.role == MemberRole::Unreachable {
-            p.degraded.push(format!("{} unreachable", m.name));
+            p.found.degraded.push(format!("{} unreachable", m.name));
         } else if m.health >= Health::Major && m.health != Health::Offline {
-            p.degraded.push(format!("{} health {:?}", m.name, m.health));
+            p.found
+                .degraded
+                .push(format!("{} health {:?}", m.name, m.health));
         }
     }
     if let Some(rb) = &p.st.rolled_back
-        && p.stalled.is_none()
+        && p.found.stalled.is_none()
     {
-        p.degraded.push(format!(
+        p.found.degraded.push(format!(
             "automatic rollback from {}: {}",
             rb.version, rb.reason
         ));
     }
     let admission = p.inp.admission;
-    if !admission.admitted && !p.converged && p.stalled.is_none() {
+    if !admission.admitted && !p.converged && p.found.stalled.is_none() {
         let reason = admission
             .reason
             .clone()
@@ -71,7 +73,7 @@ fn note_impairments(p: &mut Pass<'_>) {
 
 fn phase_of(p: &Pass<'_>, paused: bool) -> ClusterPhase {
     let steps = !p.st.steps.is_empty();
-    if p.stalled.is_some() {
+    if p.found.stalled.is_some() {
         ClusterPhase::Stalled
     } else if p.st.rolled_back.is_some() && !steps && p.converged {
         ClusterPhase::RolledBack
@@ -91,7 +93,7 @@ fn close_rollout(p: &mut Pass<'_>, phase: ClusterPhase) {
     let end = match (phase, &p.st.rolled_back) {
         (ClusterPhase::Ready, _) => Some((
             LogResult::Succeeded,
-            format!("every member runs {}", p.target_version),
+            format!("every member runs {}", p.target.version),
         )),
         (ClusterPhase::RolledBack, Some(rb)) => {
             Some((LogResult::Failed, format!("rolled back: {}", rb.reason)))
@@ -107,27 +109,30 @@ fn close_rollout(p: &mut Pass<'_>, phase: ClusterPhase) {
 }
 
 fn write_conditions(p: &mut Pass<'_>, paused: bool, ready: bool) {
-    let (g, t) = (p.inp.generation, p.now());
+    let (g, t) = (p.inp.cluster.generation, p.now());
     let (reason, message) = if p.st.steps.is_empty() {
-        ("Waiting", p.waiting.first().cloned().unwrap_or_default())
+        (
+            "Waiting",
+            p.found.waiting.first().cloned().unwrap_or_default(),
+        )
     } else {
         ("StepInProgress", describe_steps(&p.st.steps))
     };
-    announce_stall(&p.st.conditions, p.stalled.as_ref(), &mut p.events);
+    announce_stall(&p.st.conditions, p.found.stalled.as_ref(), &mut p.events);
     let conds = &mut p.st.conditions;
     set_kstatus(
         conds,
         Kstatus {
-            stalled: p.stalled.as_ref(),
-            ready: ready.then(|| format!("every member runs {}", p.target_version)),
+            stalled: p.found.stalled.as_ref(),
+            ready: ready.then(|| format!("every member runs {}", p.target.version)),
             paused,
             reconciling: (reason, message),
         },
         g,
         t,
     );
-    let impaired = || p.degraded.join("; ");
-    let degraded = !p.degraded.is_empty();
+    let impaired = || p.found.degraded.join("; ");
+    let degraded = !p.found.degraded.is_empty();
     let (on, off) = ("MembersImpaired", "AsExpected");
     set_flag(conds, cond::DEGRADED, degraded, on, off, impaired, g, t);
     let versions = p.st.running_versions.as_deref().unwrap_or_default();
@@ -135,7 +140,7 @@ fn write_conditions(p: &mut Pass<'_>, paused: bool, ready: bool) {
     let runs = || format!("members run {versions}");
     let (on, off) = ("MixedVersion", "SingleVersion");
     set_flag(conds, cond::MIXED_VERSION, mixed, on, off, runs, g, t);
-    let awaiting = p.awaiting.as_deref();
+    let awaiting = p.found.awaiting.as_deref();
     let approve = || format!("approve step {}", awaiting.unwrap_or_default());
     let (on, off) = ("ApprovalRequired", "NoApprovalPending");
     let flag = awaiting.is_some();
@@ -144,9 +149,9 @@ fn write_conditions(p: &mut Pass<'_>, paused: bool, ready: bool) {
 
 /// The one line on what the cluster does or waits for (none when ready).
 fn message(p: &Pass<'_>, paused: bool, ready: bool) -> Option<String> {
-    if let Some(stall) = &p.stalled {
+    if let Some(stall) = &p.found.stalled {
         Some(stall.message())
-    } else if let Some(a) = &p.awaiting {
+    } else if let Some(a) = &p.found.awaiting {
         Some(format!("awaiting approval of {a}"))
     } else if ready {
         None
@@ -155,7 +160,7 @@ fn message(p: &Pass<'_>, paused: bool, ready: bool) -> Option<String> {
     } else if !p.st.steps.is_empty() {
         Some(describe_steps(&p.st.steps))
     } else {
-        p.waiting.first().cloned()
+        p.found.waiting.first().cloned()
     }
 }
 
@@ -192,7 +197,7 @@ mod tests {
             (ready, msg, phase),
             (vec![cond::READY.to_string()], None, ClusterPhase::Ready)
         );
-        let (stalled, ..) = summarized(|p| p.stalled = Some(Stall::NoVersion));
+        let (stalled, ..) = summarized(|p| p.found.stalled = Some(Stall::NoVersion));
         assert_eq!(stalled, [cond::STALLED]);
         let (waiting, msg, _, phase) = summarized(|p| p.wait("waiting for b".into()));
         assert_eq!(waiting, [cond::RECONCILING]);
@@ -215,7 +220,7 @@ mod tests {
         let (_, msg, wake, phase) = summarized(|p| {
             p.wake = Wake::Busy;
             p.wait("something else".into());
-            p.stalled = Some(stall.clone());
+            p.found.stalled = Some(stall.clone());
         });
         assert_eq!(msg, Some(stall.message()));
         assert_eq!((wake, phase), (Wake::Idle, ClusterPhase::Stalled));

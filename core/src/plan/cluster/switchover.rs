@@ -110,7 +110,7 @@ fn drop_stale(p: &mut Pass<'_>, x: &Pair<'_, '_>) -> Option<Advanced> {
 fn promoted(p: &mut Pass<'_>, x: &Pair<'_, '_>) -> Advanced {
     if x.fa.role == MemberRole::Active {
         let (from, to) = (x.from, x.to);
-        p.stalled = Some(Stall::SplitBrain(format!(
+        p.found.stalled = Some(Stall::SplitBrain(format!(
             "both {from} and {to} report Active"
         )));
         return Advanced::Keep;
@@ -291,7 +291,7 @@ mod tests {
         let input = case.input();
         let mut p = recorded(&input);
         assert!(matches!(advance(&mut p, &the_step()), Advanced::Keep));
-        assert!(matches!(p.stalled, Some(Stall::SplitBrain(_))));
+        assert!(matches!(p.found.stalled, Some(Stall::SplitBrain(_))));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The first stage: is there anything to plan for? The spec must validate and a target version
 //! must be known (the cluster's, or its mesh's) and parse.
 //!
-//! Owns: `status.observedGeneration`, `status.targetVersion`, and the pass's component order
-//! and target version.
+//! Owns: `status.observedGeneration`, `status.targetVersion`, and the pass's target (its
+//! version and component order).
 //!
 //! May use: `state`, `plan::validate`. Used by the pipeline (`super`) only.
 
@@ -15,12 +15,12 @@ use super::state::Pass;
 /// Set the pass's target, or say why there is none (the only stalls found before the members
 /// are looked at).
 pub(super) fn resolve(p: &mut Pass<'_>) -> Result<(), Stall> {
-    p.st.observed_generation = p.inp.generation;
+    p.st.observed_generation = p.inp.cluster.generation;
     let problems = validate_cluster(p.spec());
     if !problems.is_empty() {
         return Err(Stall::InvalidSpec(problems));
     }
-    p.order = component_order(p.spec()).unwrap_or_default();
+    p.target.order = component_order(p.spec()).unwrap_or_default();
     let target = p
         .spec()
         .version
@@ -33,6 +33,6 @@ pub(super) fn resolve(p: &mut Pass<'_>) -> Result<(), Stall> {
         return Err(Stall::InvalidVersion(e.to_string()));
     }
     p.st.target_version = Some(target.clone());
-    p.target_version = target;
+    p.target.version = target;
     Ok(())
 }

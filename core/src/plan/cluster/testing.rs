@@ -6,7 +6,7 @@ use super::{ClusterInput, record, target};
 
 /// The pass after `target` and `record`, as `flight` and later stages see it.
 pub(super) fn recorded<'a>(input: &'a ClusterInput<'a>) -> Pass<'a> {
-    let mut p = Pass::new(input, input.status.cloned().unwrap_or_default());
+    let mut p = Pass::new(input, input.cluster.status.cloned().unwrap_or_default());
     target::resolve(&mut p).expect("a valid spec with a target version");
     record::supersede(&mut p);
     record::apply_retry_intent(&mut p);

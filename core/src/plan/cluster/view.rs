@@ -41,13 +41,13 @@ pub(super) fn member_target(p: &Pass<'_>, m: &MemberSpec) -> Software {
         && let Ok(Some(active)) = active(p)
         && let Some(a) = p.agent(active)
     {
-        let spec_t = spec_target(p.spec(), m, &p.order, &p.target_version);
+        let spec_t = spec_target(p.spec(), m, &p.target.order, &p.target.version);
         let mut t = running(a, &spec_t);
         t.components
             .retain(|k, _| spec_t.components.contains_key(k));
         return t;
     }
-    spec_target(p.spec(), m, &p.order, &p.target_version)
+    spec_target(p.spec(), m, &p.target.order, &p.target.version)
 }
 
 /// The key of what `member` should run (recorded when a step for that target passed).
@@ -60,7 +60,7 @@ pub(super) fn moves(p: &Pass<'_>, m: &MemberSpec) -> Option<Vec<Move>> {
     let a = p.agent(&m.name)?;
     let t = member_target(p, m);
     let cur = running(a, &t);
-    let names = hosted(p.spec(), m, &p.order);
+    let names = hosted(p.spec(), m, &p.target.order);
     Some(pending_moves(&cur, &t, &names))
 }
 
@@ -74,7 +74,7 @@ pub(super) fn software_of(p: &Pass<'_>, m: &MemberSpec) -> Option<Software> {
     let a = p.agent(&m.name)?;
     Some(running(
         a,
-        &spec_target(p.spec(), m, &p.order, &p.target_version),
+        &spec_target(p.spec(), m, &p.target.order, &p.target.version),
     ))
 }
 

@@ -229,12 +229,12 @@ mod tests {
     ) -> (Admissions, MeshStatus, Vec<TierStatus>) {
         scene.with_input(|input| {
             let clusters = read::read(input);
-            let mut tiers = rollout::tier_statuses(input.spec, &st.tiers, &clusters.sums);
+            let mut tiers = rollout::tier_statuses(input.mesh.spec, &st.tiers, &clusters.sums);
             let turn = Turn {
-                spec: input.spec,
+                spec: input.mesh.spec,
                 clusters: &clusters,
                 direction,
-                paused: input.spec.paused,
+                paused: input.mesh.spec.paused,
                 now: input.now,
             };
             let out = admit(&turn, &mut st, &mut tiers, &mut Vec::new());
@@ -339,13 +339,10 @@ mod tests {
 
     #[test]
     fn a_failed_cluster_keeps_its_slot() {
-        let scene = mesh("2.0.0")
-            .tier("t", &["a", "b", "c"])
-            .max_parallel(2)
-            .scene()
-            .with(cluster("a").runs("1.0.0").stalled())
-            .with(cluster("b").runs("1.0.0").stalled())
-            .with(cluster("c").runs("1.0.0"));
+        let failed = |c| cluster(c).runs("1.0.0").stalled();
+        let mut scene =
+            mesh("2.0.0").one_tier([failed("a"), failed("b"), cluster("c").runs("1.0.0")]);
+        scene.mesh.spec.tiers[0].max_parallel = 2;
         let earlier = Timestamp(NOW.0 - 3_600_000);
         let st = MeshStatus {
             admitted: ["a", "b"]

@@ -103,20 +103,17 @@ mod tests {
 
     /// The 10,000-load core (one member: an outage) and two 500-load peers.
     fn core_and_peers(factor: f64) -> Scene {
-        let spec = mesh("2.0.0")
-            .tier("t", &["core", "p1", "p2"])
-            .max_takeover_load_factor(factor)
-            .build();
-        Scene::new(spec)
-            .with(cluster("core").members(1).load(10_000).runs("1.0.0"))
-            .with(cluster("p1").members(1).load(500).runs("1.0.0"))
-            .with(cluster("p2").members(1).load(500).runs("1.0.0"))
+        mesh("2.0.0").max_takeover_load_factor(factor).one_tier([
+            cluster("core").members(1).load(10_000).runs("1.0.0"),
+            cluster("p1").members(1).load(500).runs("1.0.0"),
+            cluster("p2").members(1).load(500).runs("1.0.0"),
+        ])
     }
 
     fn refusal(scene: &Scene, down: &[&str], cand: &str) -> Option<String> {
         scene.with_input(|input| {
             let c = read::read(input);
-            capacity_refusal(input.spec, &c, &admitted(down), c.find(cand).unwrap())
+            capacity_refusal(input.mesh.spec, &c, &admitted(down), c.find(cand).unwrap())
         })
     }
 
@@ -140,36 +137,26 @@ mod tests {
 
     #[test]
     fn only_outage_clusters_of_a_rolling_mesh_with_a_factor_are_checked() {
-        let scene = mesh("2.0.0")
-            .tier("t", &["core", "p"])
-            .scene()
-            .with(cluster("core").members(1).load(10_000).runs("1.0.0"))
-            .with(cluster("p").members(1).load(1).runs("1.0.0"));
+        let scene = mesh("2.0.0").one_tier([
+            cluster("core").members(1).load(10_000).runs("1.0.0"),
+            cluster("p").members(1).load(1).runs("1.0.0"),
+        ]);
         assert_eq!(refusal(&scene, &[], "core"), None, "no factor, no check");
-        let scene = mesh("2.0.0")
-            .tier("t", &["core", "p"])
-            .max_takeover_load_factor(2.0)
-            .scene()
-            .with(cluster("core").load(10_000).runs("1.0.0"))
-            .with(cluster("p").members(1).load(1).runs("1.0.0"));
+        let scene = mesh("2.0.0").max_takeover_load_factor(2.0).one_tier([
+            cluster("core").load(10_000).runs("1.0.0"),
+            cluster("p").members(1).load(1).runs("1.0.0"),
+        ]);
         assert_eq!(refusal(&scene, &[], "core"), None, "a standby takes over");
     }
 
     #[test]
     fn backup_peers_take_the_load_and_none_up_is_a_refusal() {
-        let scene = mesh("2.0.0")
-            .tier("t", &["core", "p1", "p2"])
-            .max_takeover_load_factor(3.0)
-            .scene()
-            .with(
-                cluster("core")
-                    .members(1)
-                    .load(1_000)
-                    .backup_peers(&["p1"])
-                    .runs("1.0.0"),
-            )
-            .with(cluster("p1").members(1).load(1_000).runs("1.0.0"))
-            .with(cluster("p2").members(1).load(1).runs("1.0.0"));
+        let core = cluster("core").members(1).load(1_000).backup_peers(&["p1"]);
+        let scene = mesh("2.0.0").max_takeover_load_factor(3.0).one_tier([
+            core.runs("1.0.0"),
+            cluster("p1").members(1).load(1_000).runs("1.0.0"),
+            cluster("p2").members(1).load(1).runs("1.0.0"),
+        ]);
         assert_eq!(
             refusal(&scene, &[], "core"),
             None,

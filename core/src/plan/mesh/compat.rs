@@ -131,57 +131,66 @@ mod tests {
             .with(w.role("worker"));
         scene.with_input(|input| {
             let c = read::read(input);
-            let rv = RoleVersions::of(input.spec, &c.sums, &c.index, &c.versions);
-            rv.incompatible(input.spec, c.find(who).unwrap(), d, &c.index.roles)
+            let rv = RoleVersions::of(input.mesh.spec, &c.sums, &c.index, &c.versions);
+            rv.incompatible(input.mesh.spec, c.find(who).unwrap(), d, &c.index.roles)
         })
     }
 
-    /// [`check`] with both clusters still on `from` and the mesh going to `to`.
-    fn unmoved(from: &str, to: &str, who: &str, d: Direction) -> Option<String> {
-        check(to, cluster("m").runs(from), cluster("w").runs(from), who, d)
+    /// A cluster as a case writes it: `""` has reported no version, `"ready 2.0.0"` is Ready on
+    /// it, `"2.0.0 1.0.0"` has members on those, and `"1.0.0"` runs that.
+    fn state(name: &str, s: &str) -> ClusterBuilder {
+        let versions: Vec<&str> = s.split(' ').collect();
+        match versions[..] {
+            [""] => cluster(name),
+            ["ready", v] => cluster(name).ready(v),
+            [v] => cluster(name).runs(v),
+            _ => cluster(name).members_run(&versions),
+        }
     }
 
-    /// Asserts the check refused, saying `msg`.
-    fn refused(why: Option<String>, msg: &str) {
-        assert_eq!(why.as_deref(), Some(msg));
-    }
-
-    #[test]
-    fn on_the_way_up_a_role_waits_until_the_other_role_runs_the_target() {
-        let up = Direction::Upgrade;
-        refused(
-            unmoved("1.0.0", "2.0.0", "w", up),
-            "worker clusters may not run a newer version than mgmt clusters, which still run 1.0.0",
-        );
-        let mixed = cluster("m").members_run(&["2.0.0", "1.0.0"]);
-        assert!(check("2.0.0", mixed, cluster("w").runs("1.0.0"), "w", up).is_some());
-        let done = cluster("m").ready("2.0.0");
-        assert_eq!(
-            check("2.0.0", done, cluster("w").runs("1.0.0"), "w", up),
-            None
-        );
-        // The other role is never held by the rule on the way up.
-        assert_eq!(unmoved("1.0.0", "2.0.0", "m", up), None);
-        // Unknown versions hold too.
-        let why = check("2.0.0", cluster("m"), cluster("w").runs("1.0.0"), "w", up);
-        refused(why, "versions of mgmt clusters are not known yet");
+    /// What a case expects of the check.
+    enum Expect {
+        /// `who` may move.
+        Free,
+        /// `who` is held, whatever the message.
+        Held,
+        /// `who` is held, saying this.
+        Refused(&'static str),
     }
 
     #[test]
-    fn on_the_way_down_the_other_role_waits_until_the_role_runs_nothing_newer() {
-        let down = Direction::Backout;
-        refused(
-            unmoved("2.0.0", "1.0.0", "m", down),
-            "worker clusters still run 2.0.0, newer than 1.0.0; they back out first",
-        );
-        let part_way = cluster("w").members_run(&["1.0.0", "2.0.0"]);
-        assert!(check("1.0.0", cluster("m").runs("2.0.0"), part_way, "m", down).is_some());
-        let backed_out = cluster("w").runs("1.0.0");
-        assert_eq!(
-            check("1.0.0", cluster("m").runs("2.0.0"), backed_out, "m", down),
-            None
-        );
-        // The role itself backs out first, unheld.
-        assert_eq!(unmoved("2.0.0", "1.0.0", "w", down), None);
+    fn each_role_waits_for_the_other_in_the_order_of_the_direction() {
+        use Direction::{Backout as Down, Upgrade as Up};
+        use Expect::{Free, Held, Refused};
+        const UP_FIRST: &str =
+            "worker clusters may not run a newer version than mgmt clusters, which still run 1.0.0";
+        const DOWN_FIRST: &str =
+            "worker clusters still run 2.0.0, newer than 1.0.0; they back out first";
+        const UNKNOWN: &str = "versions of mgmt clusters are not known yet";
+        // The mesh's target, what mgmt (`m`) and the worker (`w`) run, who asks, which way.
+        let cases = [
+            // On the way up a worker waits until mgmt runs the target (unknown versions hold)...
+            ("2.0.0", "1.0.0", "1.0.0", "w", Up, Refused(UP_FIRST)),
+            ("2.0.0", "2.0.0 1.0.0", "1.0.0", "w", Up, Held),
+            ("2.0.0", "ready 2.0.0", "1.0.0", "w", Up, Free),
+            ("2.0.0", "", "1.0.0", "w", Up, Refused(UNKNOWN)),
+            // ...and mgmt is never held by the rule.
+            ("2.0.0", "1.0.0", "1.0.0", "m", Up, Free),
+            // On the way down mgmt waits until no worker runs anything newer...
+            ("1.0.0", "2.0.0", "2.0.0", "m", Down, Refused(DOWN_FIRST)),
+            ("1.0.0", "2.0.0", "1.0.0 2.0.0", "m", Down, Held),
+            ("1.0.0", "2.0.0", "1.0.0", "m", Down, Free),
+            // ...and the workers back out first, unheld.
+            ("1.0.0", "2.0.0", "2.0.0", "w", Down, Free),
+        ];
+        for (version, m, w, who, d, expect) in cases {
+            let why = check(version, state("m", m), state("w", w), who, d);
+            let case = format!("{who} {d:?} to {version}, mgmt on {m:?}, worker on {w:?}");
+            match expect {
+                Free => assert_eq!(why, None, "{case}"),
+                Held => assert!(why.is_some(), "{case}"),
+                Refused(msg) => assert_eq!(why.as_deref(), Some(msg), "{case}"),
+            }
+        }
     }
 }

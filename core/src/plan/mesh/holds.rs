@@ -22,7 +22,7 @@ pub(super) struct Holds<'a> {
 }
 
 pub(super) fn check<'a>(input: &MeshInput<'a>, clusters: &Clusters<'a>) -> Holds<'a> {
-    let spec = input.spec;
+    let spec = input.mesh.spec;
     let problems = validate_mesh_indexed(spec, &clusters.refs, &clusters.index, |name| {
         input
             .outside

@@ -66,15 +66,15 @@ pub fn admission_for(
 }
 
 pub fn plan_mesh(input: &MeshInput<'_>) -> MeshPlan {
-    plan_mesh_from(input, input.status.cloned())
+    plan_mesh_from(input, input.mesh.status.cloned())
 }
 
 /// `plan_mesh` for a caller that owns the last status and replaces it with the plan's anyway:
-/// `last` stands for `input.status` (which is not read) and is not copied.
+/// `last` stands for `input.mesh.status` (which is not read) and is not copied.
 pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPlan {
-    let (spec, now) = (input.spec, input.now);
+    let (spec, now) = (input.mesh.spec, input.now);
     let mut st = last.unwrap_or_default();
-    st.observed_generation = input.generation;
+    st.observed_generation = input.mesh.generation;
     let mut events = Vec::new();
     let mut wake = Wake::Idle;
     let mut waiting: Vec<String> = Vec::new();
@@ -114,7 +114,7 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
                 Gate::Go { forced } => {
                     rollout::start(
                         &mut st,
-                        input.name,
+                        input.mesh.name,
                         spec,
                         direction,
                         total,
@@ -165,7 +165,7 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         &outcome,
         &clusters,
         &mut events,
-        input.generation,
+        input.mesh.generation,
         now,
     );
     let wake = summary::wake(&st, wake);
@@ -267,7 +267,7 @@ mod tests {
             "2.0.0",
             [cluster("a").runs("1.0.0"), cluster("b").runs("1.0.0")],
         );
-        let (plan, spec) = (scene.plan(), &scene.spec);
+        let (plan, spec) = (scene.plan(), &scene.mesh.spec);
         let a = admission_for("mesh", spec, Some(&plan.status), "a");
         assert!(a.admitted && a.reason.is_none());
         let b = admission_for("mesh", spec, Some(&plan.status), "b");

@@ -121,7 +121,7 @@ mod tests {
         let mut events = Vec::new();
         let gate = scene.with_input(|input| {
             let c = read::read(input);
-            gate(input.spec, input.intents, st, &c.sums, d, &mut events)
+            gate(input.mesh.spec, input.intents, st, &c.sums, d, &mut events)
         });
         (gate, events)
     }
@@ -136,10 +136,9 @@ mod tests {
             }
         );
         assert!(events.is_empty());
-        let mut spec = scene().spec;
-        spec.preconditions.no_backlog = false;
-        spec.preconditions.no_conflicts = false;
-        let unchecked = Scene { spec, ..scene() };
+        let mut unchecked = scene();
+        unchecked.mesh.spec.preconditions.no_backlog = false;
+        unchecked.mesh.spec.preconditions.no_conflicts = false;
         let (g, _) = gate_in(&unchecked, &mut MeshStatus::default(), Direction::Upgrade);
         assert_eq!(g, Gate::Go { forced: false });
     }

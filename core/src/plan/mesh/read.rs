@@ -132,7 +132,7 @@ impl<'a> Clusters<'a> {
 
 /// Read every cluster once, during the index's sweep; ranks and tiers come after.
 pub(super) fn read<'a>(input: &MeshInput<'a>) -> Clusters<'a> {
-    let (spec, clusters) = (input.spec, input.clusters);
+    let (spec, clusters) = (input.mesh.spec, input.clusters);
     let refs: Vec<ClusterRef<'a>> = clusters
         .iter()
         .map(|c| ClusterRef::new(c.name, c.labels, c.spec))

@@ -292,7 +292,7 @@ mod tests {
     use crate::plan::mesh::read;
 
     fn direction_of(scene: &Scene, st: &MeshStatus) -> Direction {
-        scene.with_input(|input| direction(st, input.spec, &read::read(input).sums))
+        scene.with_input(|input| direction(st, input.mesh.spec, &read::read(input).sums))
     }
 
     /// A fresh status with an unforced rollout of `total` clusters started, and its events.
@@ -316,7 +316,7 @@ mod tests {
     fn backing_out(scene: &Scene, version: &str) -> MeshStatus {
         let spec = MeshSpec {
             version: version.into(),
-            ..scene.spec.clone()
+            ..scene.mesh.spec.clone()
         };
         started(&spec, Direction::Backout, 2).0
     }

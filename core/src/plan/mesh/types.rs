@@ -1,12 +1,13 @@
 //! The mesh planner's input and output types: data only.
 //!
 //! Owns: [`MeshInput`] (with [`MeshClusterView`], [`OutsideCluster`], [`MeshIntents`]) and
-//! [`MeshPlan`]. May use: the API types and `plan::observe`. Every stage may read these; none
+//! [`MeshPlan`]. May use: the API types and `plan::{object, observe}`. Every stage may read these; none
 //! of them calls anything.
 
 use std::collections::BTreeMap;
 
 use crate::api::{ClusterSpec, ClusterStatus, MeshSpec, MeshStatus, Timestamp};
+use crate::plan::object::ObjectView;
 use crate::plan::observe::{PlanEvent, Wake};
 
 /// A cluster as the mesh planner sees it.
@@ -29,12 +30,9 @@ pub struct MeshIntents {
 /// Everything one mesh decision reads: the mesh, the clusters it plans and the ones it only
 /// sees. Like the cluster planner, no clock and no I/O.
 pub struct MeshInput<'a> {
-    pub name: &'a str,
-    /// `metadata.generation` of the spec, written back as `observedGeneration`.
-    pub generation: Option<i64>,
-    pub spec: &'a MeshSpec,
-    /// The status the last decision wrote (None: never planned): admissions and the log.
-    pub status: Option<&'a MeshStatus>,
+    /// The Mesh: its name, generation, spec and the status the last decision wrote (the
+    /// admissions and the log).
+    pub mesh: ObjectView<'a, MeshSpec, MeshStatus>,
     /// The clusters of the namespace the mesh may plan, with the status each last wrote.
     pub clusters: &'a [MeshClusterView<'a>],
     /// Clusters of the namespace that exist but are not this mesh's to plan: unreadable ones
