@@ -77,7 +77,7 @@ pub(super) fn rotation(p: &mut Pass<'_>, open: bool) -> Option<u64> {
     if found.is_some() || !open {
         return found;
     }
-    let name = p.inp.name;
+    let name = p.inp.cluster.name;
     let message = format!("rotate the CA of {name} to {target}");
     Some(p.log().open(
         None,

@@ -74,7 +74,7 @@ pub(super) fn check_ca(p: &mut Pass<'_>) -> bool {
     };
     let st = p.st.certificates.get_or_insert_with(Default::default);
     st.phase = Some("Invalid".into());
-    p.stalled = Some(Stall::CaUnusable { reason, message });
+    p.found.stalled = Some(Stall::CaUnusable { reason, message });
     false
 }
 
@@ -98,7 +98,7 @@ pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
                 p.wait(format!(
                     "the CA rotation ({}) waits for the rollout to {} to finish",
                     phase.as_str(),
-                    p.target_version
+                    p.target.version
                 ));
                 return true;
             }
@@ -316,7 +316,7 @@ fn approved(p: &mut Pass<'_>, certs: &CertificatesSpec, phase: RotationPhase, id
     if !certs.approve_phases.contains(&phase) {
         return true;
     }
-    let name = phase_approval_name(p.inp.name, phase, id);
+    let name = phase_approval_name(p.inp.cluster.name, phase, id);
     let ack = format!("approve:{name}");
     if p.st.acknowledged.contains(&ack) {
         return true;
@@ -326,7 +326,7 @@ fn approved(p: &mut Pass<'_>, certs: &CertificatesSpec, phase: RotationPhase, id
             "phase {} waits for approval {name}",
             phase.as_str()
         ));
-        p.awaiting = Some(name);
+        p.found.awaiting = Some(name);
         return false;
     }
     record::acknowledge(p, ack);
@@ -550,7 +550,7 @@ fn restart_active(p: &mut Pass<'_>, ca: &CaView, active: &str) {
         return;
     }
     if !gates::allow_outage(p) {
-        p.stalled = Some(Stall::RestartNeedsOutage {
+        p.found.stalled = Some(Stall::RestartNeedsOutage {
             member: active.to_string(),
         });
         return;
