@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use baton::api::{Cluster, ClusterSpec, MemberRole, MemberSpec, UpgradePolicy};
 use baton::local::{Manifests, Runner, Settled};
 use baton::plan::{AgentView, OpKind, OpRequest, OpState, OpView};
-use baton::reconcile::{MemberError, Members, SubmitError, Timing};
+use baton::reconcile::{MemberError, Members, Submission, SubmitError, Submitted, Timing};
 use baton_core::fixtures::cluster::observed;
 use kube::core::ObjectMeta;
 
@@ -156,13 +156,8 @@ impl Members for Fleet {
             .map_err(|e| MemberError::unavailable(member, e))
     }
 
-    async fn submit(
-        &self,
-        _m: &str,
-        endpoint: &str,
-        req: &OpRequest,
-        _material: &baton::reconcile::ca::Material,
-    ) -> Result<(), SubmitError> {
+    async fn submit(&self, _m: &str, endpoint: &str, sub: Submission<'_>) -> Submitted {
+        let req = sub.request;
         let r = self
             .with(endpoint, |a, now| {
                 if a.ops.contains_key(&req.id) {

@@ -309,15 +309,24 @@ mod tests {
         Ok(MemberTls::open(dir, None, None, None, false)?)
     }
 
+    /// A member in a new data directory, on a certificate of a new CA.
+    fn fresh() -> std::result::Result<
+        (tempfile::TempDir, CertAuthority, MemberTls),
+        Box<dyn std::error::Error>,
+    > {
+        let dir = tempfile::tempdir()?;
+        let ca = CertAuthority::generate("ca")?;
+        let m = member(dir.path(), &ca)?;
+        Ok((dir, ca, m))
+    }
+
     fn presented(m: &MemberTls) -> Option<String> {
         m.cert_info().map(|c| c.fingerprint)
     }
 
     #[test]
     fn an_installed_certificate_is_presented_only_after_the_restart_applies_it() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let ca = CertAuthority::generate("ca")?;
-        let m = member(dir.path(), &ca)?;
+        let (_dir, ca, m) = fresh()?;
         let first = presented(&m);
         let next = ca.issue(&CertSpec::member("m1"))?;
         m.install_certificate(next.cert_pem.as_bytes(), next.key_pem.as_bytes())?;
@@ -334,9 +343,7 @@ mod tests {
 
     #[test]
     fn a_pair_that_does_not_load_is_refused_at_install_and_nothing_is_staged() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let ca = CertAuthority::generate("ca")?;
-        let m = member(dir.path(), &ca)?;
+        let (_dir, ca, m) = fresh()?;
         let (leaf, other) = (
             ca.issue(&CertSpec::member("m1"))?,
             ca.issue(&CertSpec::member("m1"))?,
@@ -349,9 +356,7 @@ mod tests {
 
     #[test]
     fn a_crash_between_the_two_renames_of_an_apply_is_finished_at_the_next_start() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let ca = CertAuthority::generate("ca")?;
-        let m = member(dir.path(), &ca)?;
+        let (dir, ca, m) = fresh()?;
         let next = ca.issue(&CertSpec::member("m1"))?;
         m.install_certificate(next.cert_pem.as_bytes(), next.key_pem.as_bytes())?;
         drop(m);

@@ -595,9 +595,9 @@ mod tests {
             &self,
             _: &str,
             _: &str,
-            r: &OpRequest,
-            _: &crate::reconcile::ca::Material,
-        ) -> Result<(), SubmitError> {
+            s: crate::reconcile::Submission<'_>,
+        ) -> crate::reconcile::Submitted {
+            let r = s.request;
             let op = OpView {
                 id: r.id.clone(),
                 kind: r.kind.as_str().into(),

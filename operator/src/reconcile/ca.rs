@@ -107,6 +107,13 @@ impl fmt::Debug for Material {
 }
 
 impl Material {
+    /// Nothing beyond the plan.
+    pub const NONE: Material = Material {
+        trust_pem: None,
+        certificate: None,
+        unavailable: None,
+    };
+
     fn unavailable(why: String) -> Self {
         Material {
             unavailable: Some(why),
@@ -250,6 +257,11 @@ mod tests {
         }
     }
 
+    /// What `material_for` gives a request of `kind` recorded for CA `anchor`.
+    fn resolve(kind: OpKind, anchor: &str, st: &CaState) -> Material {
+        material_for(&request(kind, anchor), &member(), Some(st), None, now())
+    }
+
     #[test]
     fn a_missing_or_unusable_secret_is_a_typed_reason_and_yields_no_material()
     -> Result<(), Box<dyn std::error::Error>> {
@@ -272,13 +284,7 @@ mod tests {
                 ..
             }
         ));
-        let m = material_for(
-            &request(OpKind::InstallTrust, ca.fingerprint()),
-            &member(),
-            Some(&st),
-            None,
-            now(),
-        );
+        let m = resolve(OpKind::InstallTrust, ca.fingerprint(), &st);
         assert!(m.unavailable.is_some() && m.trust_pem.is_none());
         Ok(())
     }
@@ -292,21 +298,9 @@ mod tests {
             return Err("the CA should be usable".into());
         };
         assert_eq!(view.id(), ca.fingerprint());
-        let trust = material_for(
-            &request(OpKind::InstallTrust, ca.fingerprint()),
-            &member(),
-            Some(&st),
-            None,
-            now(),
-        );
+        let trust = resolve(OpKind::InstallTrust, ca.fingerprint(), &st);
         assert_eq!(trust.trust_pem.as_deref(), Some(ca.cert_pem()));
-        let cert = material_for(
-            &request(OpKind::InstallCertificate, ca.fingerprint()),
-            &member(),
-            Some(&st),
-            None,
-            now(),
-        );
+        let cert = resolve(OpKind::InstallCertificate, ca.fingerprint(), &st);
         let (chain, key) = cert.certificate.clone().ok_or("no certificate")?;
         baton_agent::tls::check_key_pair(chain.as_bytes(), key.as_bytes())?;
         let info = baton_agent::tls::cert_info(chain.as_bytes(), Some(ca.cert_pem().as_bytes()))?;
@@ -316,13 +310,7 @@ mod tests {
             "Debug redacts the key"
         );
         // Other kinds and requests without trust need nothing.
-        let restart = material_for(
-            &request(OpKind::Restart, ca.fingerprint()),
-            &member(),
-            Some(&st),
-            None,
-            now(),
-        );
+        let restart = resolve(OpKind::Restart, ca.fingerprint(), &st);
         assert_eq!(restart, Material::default());
         Ok(())
     }
@@ -335,13 +323,7 @@ mod tests {
             CertAuthority::generate("new")?,
         );
         let st = CaState::read(Some(&secret(&new)), "mesh-ca", now());
-        let m = material_for(
-            &request(OpKind::InstallTrust, old.fingerprint()),
-            &member(),
-            Some(&st),
-            None,
-            now(),
-        );
+        let m = resolve(OpKind::InstallTrust, old.fingerprint(), &st);
         assert!(m.trust_pem.is_none());
         assert!(
             m.unavailable

@@ -44,15 +44,35 @@ pub trait Members: Send + Sync {
         id: &str,
     ) -> impl Future<Output = Result<Option<OpView>, MemberError>> + Send;
 
-    /// Submit (idempotent by id). `material`: what a rotation request carries beyond the
-    /// plan (PEMs, an issued certificate), resolved by the host as it sends.
+    /// Submit (idempotent by id).
     fn submit(
         &self,
         member: &str,
         endpoint: &str,
-        request: &OpRequest,
-        material: &Material,
-    ) -> impl Future<Output = Result<(), SubmitError>> + Send;
+        sub: Submission<'_>,
+    ) -> impl Future<Output = Submitted> + Send;
+}
+
+/// What a submission comes to: accepted, or why not.
+pub type Submitted = Result<(), SubmitError>;
+
+/// One request on its way to an agent: the planned request and what a rotation request carries
+/// beyond the plan (PEMs, an issued certificate), resolved by the host as it sends.
+#[derive(Clone, Copy, Debug)]
+pub struct Submission<'a> {
+    pub request: &'a OpRequest,
+    pub material: &'a Material,
+}
+
+impl<'a> Submission<'a> {
+    /// A request that needs nothing beyond the plan.
+    pub fn plain(request: &'a OpRequest) -> Self {
+        static NONE: Material = Material::NONE;
+        Submission {
+            request,
+            material: &NONE,
+        }
+    }
 }
 
 /// A [`Members`] that hands every call on to other members (the ones it holds now):
@@ -83,16 +103,10 @@ impl<D: Delegate> Members for D {
         m.operation(member, endpoint, id).await
     }
 
-    async fn submit(
-        &self,
-        member: &str,
-        endpoint: &str,
-        request: &OpRequest,
-        material: &Material,
-    ) -> Result<(), SubmitError> {
-        self.before_submit(request);
+    async fn submit(&self, member: &str, endpoint: &str, sub: Submission<'_>) -> Submitted {
+        self.before_submit(sub.request);
         let m = self.to().map_err(|e| SubmitError::Refused(e.to_string()))?;
-        m.submit(member, endpoint, request, material).await
+        m.submit(member, endpoint, sub).await
     }
 }
 
@@ -314,13 +328,8 @@ impl Members for AgentMembers {
         }
     }
 
-    async fn submit(
-        &self,
-        member: &str,
-        endpoint: &str,
-        request: &OpRequest,
-        material: &Material,
-    ) -> Result<(), SubmitError> {
+    async fn submit(&self, member: &str, endpoint: &str, sub: Submission<'_>) -> Submitted {
+        let (request, material) = (sub.request, sub.material);
         if let Some(why) = &material.unavailable {
             // Recorded like an agent's refusal: the step fails and backs off, visibly.
             if let Ok(mut r) = self.refused.lock() {
@@ -574,9 +583,11 @@ pub(super) async fn perform<M: Members>(
         let result = match spec.members.iter().find(|m| m.name == a.member) {
             Some(m) => {
                 let material = material_for(&a.request, m, ca, spec.certificates.as_ref(), now);
-                members
-                    .submit(&m.name, &m.endpoint, &a.request, &material)
-                    .await
+                let sub = Submission {
+                    request: &a.request,
+                    material: &material,
+                };
+                members.submit(&m.name, &m.endpoint, sub).await
             }
             None => Err(SubmitError::Refused(format!(
                 "member {} is not in the spec",

@@ -14,7 +14,7 @@ use baton::k8s::metrics::Metrics;
 use baton::k8s::stores::{GuardedCluster, GuardedMesh, Stores};
 use baton::k8s::{Context, Triggers};
 use baton::plan::{AgentView, OpKind, OpRequest, OpState, OpView};
-use baton::reconcile::{MemberError, Members, SubmitError, Timing};
+use baton::reconcile::{MemberError, Members, Submission, SubmitError, Submitted, Timing};
 use http::{Request, Response};
 use kube::client::Body;
 use kube::runtime::reflector::{self, store::Writer};
@@ -201,13 +201,8 @@ impl Members for FakeAgents {
         Ok(self.ops.lock().unwrap().get(id).cloned())
     }
 
-    async fn submit(
-        &self,
-        member: &str,
-        _endpoint: &str,
-        request: &OpRequest,
-        _material: &baton::reconcile::ca::Material,
-    ) -> Result<(), SubmitError> {
+    async fn submit(&self, member: &str, _endpoint: &str, sub: Submission<'_>) -> Submitted {
+        let request = sub.request;
         *self.calls.lock().unwrap() += 1;
         self.timeline
             .lock()

@@ -10,7 +10,7 @@ use baton::api::{Cluster, MemberRole};
 use baton::k8s::leader::Leadership;
 use baton::k8s::stores::{GuardedCluster, GuardedMesh, cluster_object};
 use baton::k8s::{cluster_controller, mesh_controller};
-use baton::reconcile::{ClusterPass, Timing, admission, observe_and_plan};
+use baton::reconcile::{ClusterPass, Submission, Timing, admission, observe_and_plan};
 use futures::StreamExt;
 use k8s_mock::*;
 use kube::runtime::controller::Action;
@@ -201,7 +201,7 @@ async fn converged(web: &Value, agents: &FakeAgents) -> Value {
         for a in &pass.plan.actions {
             use baton::reconcile::Members;
             agents
-                .submit(&a.member, "", &a.request, &Default::default())
+                .submit(&a.member, "", Submission::plain(&a.request))
                 .await
                 .unwrap();
         }
@@ -500,7 +500,7 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
         web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
         for a in &pass.plan.actions {
             agents
-                .submit(&a.member, "", &a.request, &Default::default())
+                .submit(&a.member, "", Submission::plain(&a.request))
                 .await
                 .unwrap();
             match a.request.kind {

@@ -90,7 +90,7 @@ pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
     match r.due {
         Due::Nothing => {
             close_entry(p, "the members present certificates of the target CA");
-            renew(p, &r, certs, ca, active);
+            renew(p, &r, active);
             true
         }
         Due::Phase(phase) => {
@@ -102,7 +102,7 @@ pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
                 ));
                 return true;
             }
-            run_phase(p, &r, certs, ca, phase, active);
+            run_phase(p, &r, phase, active);
             false
         }
     }
@@ -117,6 +117,8 @@ enum Due {
 
 /// The rotation as observed in this pass.
 struct Rotation<'a> {
+    certs: &'a CertificatesSpec,
+    ca: &'a CaView,
     members: Vec<MemberTrust<'a>>,
     assessment: trust::Assessment<'a>,
     due: Due,
@@ -126,7 +128,7 @@ struct Rotation<'a> {
 }
 
 impl<'a> Rotation<'a> {
-    fn observe(p: &mut Pass<'a>, certs: &CertificatesSpec, ca: &'a CaView) -> Self {
+    fn observe(p: &mut Pass<'a>, certs: &'a CertificatesSpec, ca: &'a CaView) -> Self {
         let id = ca.id();
         // A new target: what was remembered for the old one no longer holds.
         let st = p.st.certificates.get_or_insert_with(Default::default);
@@ -162,6 +164,8 @@ impl<'a> Rotation<'a> {
             st.resign_pending = certs.resign_data && due != Due::Nothing;
         }
         Rotation {
+            certs,
+            ca,
             members,
             assessment,
             due,
@@ -223,6 +227,15 @@ impl<'a> Rotation<'a> {
     }
 }
 
+/// A member list the status remembers for the rotation (empty before it starts).
+fn remembered(p: &Pass<'_>, list: fn(&CertificatesStatus) -> &Vec<String>) -> Vec<String> {
+    p.st.certificates
+        .as_ref()
+        .map(list)
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn phase_of(p: Phase) -> RotationPhase {
     match p {
         Phase::AddTrust => RotationPhase::AddTrust,
@@ -233,11 +246,7 @@ fn phase_of(p: Phase) -> RotationPhase {
 }
 
 fn all_resigned(p: &Pass<'_>, members: &[MemberTrust<'_>]) -> bool {
-    let done =
-        p.st.certificates
-            .as_ref()
-            .map(|c| c.resigned.as_slice())
-            .unwrap_or_default();
+    let done = remembered(p, |c| &c.resigned);
     members.iter().all(|m| done.iter().any(|d| d == m.name))
 }
 
@@ -312,8 +321,9 @@ pub fn phase_approval_name(cluster: &str, phase: RotationPhase, ca_id: &str) -> 
 }
 
 /// Approved (now or earlier): a phase in `approvePhases` starts only then.
-fn approved(p: &mut Pass<'_>, certs: &CertificatesSpec, phase: RotationPhase, id: &str) -> bool {
-    if !certs.approve_phases.contains(&phase) {
+fn approved(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase) -> bool {
+    let id = r.id.as_str();
+    if !r.certs.approve_phases.contains(&phase) {
         return true;
     }
     let name = phase_approval_name(p.inp.cluster.name, phase, id);
@@ -344,15 +354,8 @@ fn params(ca: &CaView, keep: Vec<String>) -> TrustParams {
 
 /// Start what `phase` allows now. What it waits for comes first among the waits (the status
 /// message), then where the rotation stands.
-fn run_phase(
-    p: &mut Pass<'_>,
-    r: &Rotation<'_>,
-    certs: &CertificatesSpec,
-    ca: &CaView,
-    phase: RotationPhase,
-    active: &str,
-) {
-    start_phase(p, r, certs, ca, phase, active);
+fn run_phase(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, active: &str) {
+    start_phase(p, r, phase, active);
     p.wait(format!(
         "rotating the CA to {}: phase {} ({})",
         short(&r.id),
@@ -361,20 +364,14 @@ fn run_phase(
     ));
 }
 
-fn start_phase(
-    p: &mut Pass<'_>,
-    r: &Rotation<'_>,
-    certs: &CertificatesSpec,
-    ca: &CaView,
-    phase: RotationPhase,
-    active: &str,
-) {
+fn start_phase(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, active: &str) {
+    let ca = r.ca;
     if !r.assessment.unobserved.is_empty() {
         let names = r.assessment.unobserved.join(", ");
         p.wait(format!("waiting for {names} to report their trust"));
         p.wake = p.wake.min(Wake::Busy);
     }
-    if !approved(p, certs, phase, &r.id) {
+    if !approved(p, r, phase) {
         return;
     }
     match phase {
@@ -407,7 +404,7 @@ fn start_phase(
         }
         RotationPhase::Reissue => {
             let next = r.assessment.next.clone();
-            reissue(p, certs, ca, &next, active);
+            reissue(p, r, &next, active);
         }
         RotationPhase::RemoveOldTrust => {
             for &name in &r.assessment.next {
@@ -421,11 +418,7 @@ fn start_phase(
             }
         }
         RotationPhase::ResignData => {
-            let done: Vec<String> =
-                p.st.certificates
-                    .as_ref()
-                    .map(|c| c.resigned.clone())
-                    .unwrap_or_default();
+            let done = remembered(p, |c| &c.resigned);
             let todo: Vec<&str> = r
                 .members
                 .iter()
@@ -469,12 +462,9 @@ fn per_site_slots<'a>(p: &mut Pass<'_>, r: &Rotation<'a>, candidates: &[&'a str]
 
 /// Phase 2 (and renewals) for the members `next` picked: stage a certificate of the new
 /// issuer, then the restart that presents it.
-fn reissue(p: &mut Pass<'_>, certs: &CertificatesSpec, ca: &CaView, next: &[&str], active: &str) {
-    let pending: Vec<String> =
-        p.st.certificates
-            .as_ref()
-            .map(|c| c.restart_pending.clone())
-            .unwrap_or_default();
+fn reissue(p: &mut Pass<'_>, r: &Rotation<'_>, next: &[&str], active: &str) {
+    let ca = r.ca;
+    let pending = remembered(p, |c| &c.restart_pending);
     let mut manual = Vec::new();
     for &name in next {
         if member::in_backoff(p, name) {
@@ -490,7 +480,7 @@ fn reissue(p: &mut Pass<'_>, certs: &CertificatesSpec, ca: &CaView, next: &[&str
             start::start(p, n);
             continue;
         }
-        if certs.restart == RestartPolicy::Manual {
+        if r.certs.restart == RestartPolicy::Manual {
             manual.push(name);
             continue;
         }
@@ -566,17 +556,14 @@ fn restart_active(p: &mut Pass<'_>, ca: &CaView, active: &str) {
 
 /// Certificates of the target CA that expire within `renewBefore`: the same install and
 /// restart steps, without a trust phase.
-fn renew(p: &mut Pass<'_>, r: &Rotation<'_>, certs: &CertificatesSpec, ca: &CaView, active: &str) {
-    let pending: Vec<String> =
-        p.st.certificates
-            .as_ref()
-            .map(|c| c.restart_pending.clone())
-            .unwrap_or_default();
+fn renew(p: &mut Pass<'_>, r: &Rotation<'_>, active: &str) {
+    let ca = r.ca;
+    let pending = remembered(p, |c| &c.restart_pending);
     let mut due = trust::renewals(
         ca.target(),
         &r.members,
         p.now(),
-        certs.renew_before,
+        r.certs.renew_before,
         r.options,
     );
     // A renewed certificate waiting for its restart is still the old one in the report.
@@ -592,7 +579,7 @@ fn renew(p: &mut Pass<'_>, r: &Rotation<'_>, certs: &CertificatesSpec, ca: &CaVi
         return;
     }
     p.wait(format!("renewing the certificates of {}", due.join(", ")));
-    reissue(p, certs, ca, &due, active);
+    reissue(p, r, &due, active);
 }
 
 /// Close the rotation's log entry when it is over.
@@ -653,6 +640,25 @@ mod tests {
             .iter()
             .map(|s| (s.action, s.member.clone()))
             .collect()
+    }
+
+    /// What the last status remembers of the rotation to NEW, changed by `f`.
+    fn remembered(st: &mut crate::api::ClusterStatus, f: impl FnOnce(&mut CertificatesStatus)) {
+        let mut c = CertificatesStatus {
+            target_ca: Some(NEW.into()),
+            ..Default::default()
+        };
+        f(&mut c);
+        st.certificates = Some(c);
+    }
+
+    /// A step of `action` was started.
+    fn starts(plan: &ClusterPlan, action: StepAction) -> bool {
+        plan.status.steps.iter().any(|s| s.action == action)
+    }
+
+    fn assert_not_started(plan: &ClusterPlan, action: StepAction) {
+        assert!(!starts(plan, action), "{action:?} in {:?}", started(plan));
     }
 
     fn certs(plan: &ClusterPlan) -> CertificatesStatus {
@@ -728,13 +734,7 @@ mod tests {
             .observe(crate::fixtures::cluster::observed("c").version("1.0.0"))
             .build()
             .plan();
-        assert!(
-            !started(&plan)
-                .iter()
-                .any(|(a, _)| *a == StepAction::InstallCertificate),
-            "{:?}",
-            started(&plan)
-        );
+        assert_not_started(&plan, StepAction::InstallCertificate);
         assert!(
             plan.status
                 .message
@@ -756,13 +756,7 @@ mod tests {
         );
         // b's certificate is staged: its restart is next; the active waits its turn.
         let plan = both
-            .with_status(|st| {
-                st.certificates = Some(CertificatesStatus {
-                    target_ca: Some(NEW.into()),
-                    restart_pending: vec!["b".into()],
-                    ..Default::default()
-                })
-            })
+            .with_status(|st| remembered(st, |c| c.restart_pending = vec!["b".into()]))
             .build()
             .plan();
         assert!(started(&plan).contains(&(StepAction::Restart, "b".to_string())));
@@ -775,13 +769,7 @@ mod tests {
             .observe(member("a", true, &[OLD, NEW], OLD))
             .observe(member("b", false, &[OLD, NEW], NEW))
             .observe(member("c", false, &[OLD, NEW], NEW))
-            .with_status(|st| {
-                st.certificates = Some(CertificatesStatus {
-                    target_ca: Some(NEW.into()),
-                    restart_pending: vec!["a".into()],
-                    ..Default::default()
-                })
-            })
+            .with_status(|st| remembered(st, |c| c.restart_pending = vec!["a".into()]))
             .build()
             .plan();
         assert_eq!(started(&plan), [(StepAction::Switchover, "b".to_string())]);
@@ -794,21 +782,11 @@ mod tests {
     fn manual_restarts_wait_for_a_human_and_count_once_the_new_certificate_shows() {
         let pending = |b: ClusterBuilder| {
             b.certificate_options(|c| c.restart = RestartPolicy::Manual)
-                .with_status(|st| {
-                    st.certificates = Some(CertificatesStatus {
-                        target_ca: Some(NEW.into()),
-                        restart_pending: vec!["b".into()],
-                        ..Default::default()
-                    })
-                })
+                .with_status(|st| remembered(st, |c| c.restart_pending = vec!["b".into()]))
         };
         let both = rotating().trust_everywhere(&[OLD, NEW], OLD, far());
         let plan = pending(both.clone()).build().plan();
-        assert!(
-            !started(&plan)
-                .iter()
-                .any(|(a, _)| *a == StepAction::Restart)
-        );
+        assert!(!starts(&plan, StepAction::Restart));
         assert_eq!(certs(&plan).restart_pending, ["b"]);
         // With nothing else to do, the message says what the rotation waits for.
         let idle = pending(
@@ -855,11 +833,9 @@ mod tests {
         assert_eq!(adopted.status.phase, ClusterPhase::Ready);
         let after = on_new
             .with_status(|st| {
-                st.certificates = Some(CertificatesStatus {
-                    target_ca: Some(NEW.into()),
-                    resign_pending: true,
-                    resigned: vec!["b".into()],
-                    ..Default::default()
+                remembered(st, |c| {
+                    c.resign_pending = true;
+                    c.resigned = vec!["b".into()];
                 })
             })
             .build()
@@ -915,13 +891,7 @@ mod tests {
             .observe(member("b", false, &[OLD], OLD).version("2.0.0").held())
             .build()
             .plan();
-        assert!(
-            !started(&plan)
-                .iter()
-                .any(|(a, _)| *a == StepAction::InstallTrust),
-            "{:?}",
-            started(&plan)
-        );
+        assert_not_started(&plan, StepAction::InstallTrust);
         assert!(!started(&plan).is_empty(), "the rollout goes on");
     }
 
