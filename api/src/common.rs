@@ -137,6 +137,11 @@ pub struct CertificatesSpec {
     /// Validity of the member certificates Baton issues.
     #[serde(default = "default_certificate_validity")]
     pub certificate_validity: Duration,
+    /// The old CA leaves the trust stores only once no member reports a connection presenting
+    /// one of its certificates (a member or a client Baton does not manage) open, or seen
+    /// within this long: a client that connects now and then is not cut off.
+    #[serde(default = "default_client_grace")]
+    pub client_grace: Duration,
 }
 
 impl Default for CertificatesSpec {
@@ -150,6 +155,7 @@ impl Default for CertificatesSpec {
             max_jobs_per_site: 1,
             renew_before: default_renew_before(),
             certificate_validity: default_certificate_validity(),
+            client_grace: default_client_grace(),
         }
     }
 }
@@ -162,6 +168,9 @@ fn default_one() -> u32 {
 }
 fn default_renew_before() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
+}
+fn default_client_grace() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_certificate_validity() -> Duration {
     Duration::from_secs(90 * 24 * 3600)

@@ -69,6 +69,20 @@ pub struct AgentView {
     /// The certificate the member presents on its data port (None: not reported).
     #[serde(default)]
     pub certificate: Option<CertView>,
+    /// The CAs whose certificates peers and clients presented to it, by issuer fingerprint.
+    #[serde(default)]
+    pub presented: Vec<PresentedView>,
+}
+
+/// Connections to a member whose peer presented a certificate of one issuer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresentedView {
+    /// The issuer's fingerprint (`unknown` or `other` when the agent could not name it).
+    pub issuer: String,
+    /// Such connections open now.
+    pub open: u32,
+    /// When one was last opened or closed.
+    pub last_seen: Timestamp,
 }
 
 /// A member's presented certificate, as its agent reports it.

@@ -211,6 +211,7 @@ impl SimMember {
                 .map(Self::op_view),
             trust: Vec::new(),
             certificate: None,
+            presented: Vec::new(),
         }
     }
 

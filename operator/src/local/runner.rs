@@ -631,6 +631,7 @@ mod tests {
             operation: None,
             trust: Vec::new(),
             certificate: None,
+            presented: Vec::new(),
         }
     }
 

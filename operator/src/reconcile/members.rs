@@ -20,6 +20,7 @@ use crate::api::values::Timestamp;
 use crate::api::{ClusterSpec, ClusterStatus, Health, MemberRole, StepAction};
 use crate::plan::{
     AgentView, AlarmView, CertView, ClusterObservation, MemberObservation, OpKind, OpRequest,
+    PresentedView,
 };
 use crate::plan::{OpState, OpView, PlanEvent};
 
@@ -407,6 +408,15 @@ pub fn agent_view(st: &AgentStatus) -> AgentView {
             issuer_fingerprint: c.issuer_fingerprint.clone(),
             not_after: Timestamp(c.not_after.as_millisecond()),
         }),
+        presented: st
+            .presented_issuers
+            .iter()
+            .map(|(issuer, p)| PresentedView {
+                issuer: issuer.clone(),
+                open: p.open,
+                last_seen: Timestamp(p.last_seen.as_millisecond()),
+            })
+            .collect(),
     }
 }
 
@@ -616,6 +626,7 @@ mod tests {
             "trust": ["aa", "bb"],
             "certificate": {"fingerprint": "cc", "issuerFingerprint": "bb",
                             "notAfter": "2027-01-01T00:00:00Z"},
+            "presentedIssuers": {"bb": {"open": 2, "lastSeen": "2027-01-01T00:00:00Z"}},
         }))?;
         let v = agent_view(&st);
         assert_eq!(v.trust, ["aa", "bb"]);
@@ -623,13 +634,20 @@ mod tests {
         assert_eq!(cert.fingerprint, "cc");
         assert_eq!(cert.issuer_fingerprint.as_deref(), Some("bb"));
         assert_eq!(cert.not_after, Timestamp(1_798_761_600_000));
+        let seen = PresentedView {
+            issuer: "bb".into(),
+            open: 2,
+            last_seen: Timestamp(1_798_761_600_000),
+        };
+        assert_eq!(v.presented, [seen]);
         let bare = AgentStatus {
             trust: vec![],
             certificate: None,
+            presented_issuers: Default::default(),
             ..st
         };
         let v = agent_view(&bare);
-        assert!(v.trust.is_empty() && v.certificate.is_none());
+        assert!(v.trust.is_empty() && v.certificate.is_none() && v.presented.is_empty());
         Ok(())
     }
 

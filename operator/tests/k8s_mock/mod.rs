@@ -150,6 +150,7 @@ pub fn agent(version: &str, role: MemberRole) -> AgentView {
         operation: None,
         trust: Vec::new(),
         certificate: None,
+        presented: Vec::new(),
     }
 }
 

@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 
 use crate::api::{
     CertificatesSpec, CertificatesStatus, LogResult, MemberRole, RestartPolicy, RotationPhase,
-    StepAction, StepRecord, TrustParams,
+    StepAction, StepRecord, Timestamp, TrustParams,
 };
 use crate::plan::observe::Wake;
 use crate::plan::stall::Stall;
@@ -407,6 +407,16 @@ fn start_phase(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, active:
             reissue(p, r, &next, active);
         }
         RotationPhase::RemoveOldTrust => {
+            let holding = presenting_old_to(p, r);
+            if !holding.is_empty() {
+                p.wait(format!(
+                    "certificates of another CA are still presented to {} (within clientGrace {}); the old CA stays trusted",
+                    holding.join(", "),
+                    r.certs.client_grace
+                ));
+                p.wake = p.wake.min(Wake::At(p.now().plus(r.certs.client_grace)));
+                return;
+            }
             for &name in &r.assessment.next {
                 if member::in_backoff(p, name) {
                     continue;
@@ -433,6 +443,33 @@ fn start_phase(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, active:
             }
         }
     }
+}
+
+/// Members to which a peer or client presented a certificate of another issuer than the
+/// target chain's on a connection open now or within `clientGrace`: dropping the old CA
+/// would cut those peers off.
+fn presenting_old_to<'a>(p: &Pass<'a>, r: &Rotation<'a>) -> Vec<&'a str> {
+    let since = Timestamp(
+        p.now()
+            .millis()
+            .saturating_sub(r.certs.client_grace.millis() as i64),
+    );
+    let new: Vec<&str> =
+        r.ca.chains
+            .iter()
+            .map(|(issuer, _)| issuer.as_str())
+            .collect();
+    r.members
+        .iter()
+        .filter(|m| {
+            p.agent(m.name).is_some_and(|a| {
+                a.presented.iter().any(|x| {
+                    !new.contains(&x.issuer.as_str()) && (x.open > 0 || x.last_seen >= since)
+                })
+            })
+        })
+        .map(|m| m.name)
+        .collect()
 }
 
 /// Of `candidates` (in order), those that fit the per-site job slots now, not in backoff.
@@ -593,7 +630,7 @@ fn close_entry(p: &mut Pass<'_>, msg: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ClusterPhase, Timestamp};
+    use crate::api::ClusterPhase;
     use crate::fixtures::cluster::{ClusterBuilder, NOW, observed, root_ca, step};
     use crate::plan::ClusterPlan;
 
@@ -823,6 +860,32 @@ mod tests {
             .plan();
         assert!(started(&kept).is_empty(), "{:?}", started(&kept));
         assert_eq!(certs(&kept).phase.as_deref(), Some("Done"));
+    }
+
+    #[test]
+    fn old_trust_stays_while_a_client_presents_an_old_certificate_open_or_within_the_grace() {
+        let done = || rotating().trust_everywhere(&[OLD, NEW], NEW, far());
+        let with_client = |open: u32, at: Timestamp| {
+            done()
+                .observe(member("a", true, &[OLD, NEW], NEW).presented_to(OLD, open, at))
+                .build()
+                .plan()
+        };
+        // An open connection on an old certificate: nobody drops the old CA.
+        let open = with_client(1, Timestamp(NOW.0 - 3_600_000));
+        assert_not_started(&open, StepAction::InstallTrust);
+        // Closed 10 s ago, inside the 5 min grace: still held, and the pass wakes after it.
+        let recent = with_client(0, Timestamp(NOW.0 - 10_000));
+        assert_not_started(&recent, StepAction::InstallTrust);
+        // Closed an hour ago: the removal goes ahead.
+        let old = with_client(0, Timestamp(NOW.0 - 3_600_000));
+        assert!(starts(&old, StepAction::InstallTrust));
+        // Certificates of the new CA presented to members hold nothing.
+        let plan = done()
+            .observe(member("a", true, &[OLD, NEW], NEW).presented_to(NEW, 3, NOW))
+            .build()
+            .plan();
+        assert!(starts(&plan, StepAction::InstallTrust));
     }
 
     #[test]
