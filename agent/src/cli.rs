@@ -117,6 +117,9 @@ pub struct RunArgs {
     /// Duration of a demo upgrade or rollback.
     #[arg(long, default_value_t = 2.0)]
     pub upgrade_seconds: f64,
+    /// Duration of a demo restart (the `restart` operation of a CA rotation).
+    #[arg(long, default_value_t = 0.0)]
+    pub restart_seconds: f64,
     /// Load figure reported in /v1/status.
     #[arg(long)]
     pub load: Option<u64>,
@@ -392,6 +395,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
             );
         }
     }
+    if !(args.restart_seconds.is_finite() && (0.0..=3600.0).contains(&args.restart_seconds)) {
+        bail!("--restart-seconds must be between 0 and 3600");
+    }
     if !(args.upgrade_seconds.is_finite() && args.upgrade_seconds >= 0.0) {
         bail!("--upgrade-seconds must be a non-negative number");
     }
@@ -451,6 +457,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 trust: args.trust.clone(),
                 allow_plain: args.insecure_http,
                 upgrade_seconds: args.upgrade_seconds,
+                restart_seconds: args.restart_seconds,
                 load: args.load,
                 faults: args.faults(),
                 conn_limits,

@@ -247,6 +247,7 @@ mod tests {
             trust: None,
             allow_plain: true,
             upgrade_seconds: 0.1,
+            restart_seconds: 0.0,
             load: None,
             faults: Faults::default(),
             conn_limits: Default::default(),

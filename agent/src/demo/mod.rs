@@ -96,6 +96,8 @@ pub struct DemoConfig {
     pub trust: Option<PathBuf>,
     pub allow_plain: bool,
     pub upgrade_seconds: f64,
+    /// How long the `restart` operation takes.
+    pub restart_seconds: f64,
     pub load: Option<u64>,
     pub faults: Faults,
     /// Connection limits and timeouts of the data port.
@@ -113,6 +115,7 @@ pub(crate) struct Shared {
     pub handshakes: Arc<HandshakeCounter>,
     faults: Mutex<Faults>,
     default_upgrade_seconds: f64,
+    pub restart_seconds: f64,
     default_load: Option<u64>,
     upgrading: Mutex<Option<Timestamp>>,
     traffic_failed: Mutex<Option<(Timestamp, String)>>,
@@ -487,6 +490,7 @@ impl DemoBackend {
             handshakes,
             faults: Mutex::new(cfg.faults.clone()),
             default_upgrade_seconds: cfg.upgrade_seconds,
+            restart_seconds: cfg.restart_seconds,
             default_load: cfg.load,
             upgrading: Mutex::new(None),
             traffic_failed: Mutex::new(None),

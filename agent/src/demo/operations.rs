@@ -72,6 +72,8 @@ pub(crate) async fn execute(
             })
         }
         K::Restart => {
+            progress.set(10, "restarting the data service");
+            tokio::time::sleep(Duration::from_secs_f64(shared.restart_seconds)).await;
             progress.set(30, "applying staged certificates, reloading trust");
             let applied = shared
                 .tls

@@ -7,3 +7,4 @@ mod support;
 mod demo;
 mod e2e_local;
 mod examples;
+mod rotation;

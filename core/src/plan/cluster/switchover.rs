@@ -142,15 +142,15 @@ fn demote(p: &mut Pass<'_>, x: &Pair<'_, '_>) {
         return;
     }
     let source = x.ta.data_endpoint.clone();
-    start_phase(
-        p,
-        x,
-        "demote",
-        x.from,
-        &x.demote_id,
-        OpKind::ForceStandby,
-        source,
-    );
+    // An upgrade holds the old active out of failover until it runs the new version; a CA
+    // rotation's old active runs the same version and only waits for its restart: a plain
+    // standby.
+    let kind = if x.s.trust.is_some() {
+        OpKind::Demote
+    } else {
+        OpKind::ForceStandby
+    };
+    start_phase(p, x, "demote", x.from, &x.demote_id, kind, source);
 }
 
 /// Open the log entry of one phase and ask `member` for its operation `id`.

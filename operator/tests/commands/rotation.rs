@@ -1,0 +1,355 @@
+//! End-to-end CA rotation: `baton run` rotates the CA of a cluster of real demo agents (mutual
+//! TLS on every replication and client connection) under a write load, and the agents' own
+//! records and counters say what happened: every phase in order, one job per site at a time,
+//! the active restarted only after a switchover, not one TLS handshake refused, no write lost.
+
+use crate::support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use baton_agent::api::{OperationKind as K, OperationRecord, OperationState, Role};
+use baton_agent::client::ClientTls;
+use baton_agent::pki::{CertAuthority, CertSpec};
+use support::*;
+
+const VERSION: &str = "1.0.0";
+
+const POLICY: &str = "  upgrade:\n    maxReplicationLag: 2s\n    syncTimeout: 30s\n    trafficCheck:\n      timeout: 3s\n    retries:\n      limit: 5\n      backoff: 300ms\n      maxBackoff: 1s\n";
+
+/// Cluster `web`: m0 (active) and m1 in site a, m2 in site b, all on the fleet's (old) CA.
+/// A restart takes `restart` seconds.
+async fn fleet(restart: &str) -> TestResult<Fleet> {
+    let mut web = ClusterDef::new("web", "app", 3);
+    for i in 0..3 {
+        web = web.with(i, &["--restart-seconds", restart]);
+    }
+    Fleet::start(&[web], VERSION, 0.2).await
+}
+
+/// The Cluster with `spec.certificates` naming `web-ca`, and that Secret holding `ca`.
+fn manifests(f: &Fleet, ca: &CertAuthority) -> TestResult<PathBuf> {
+    let sites = ["a", "a", "b"];
+    let mut members = String::new();
+    for (i, a) in f.clusters["web"].iter().enumerate() {
+        members.push_str(&format!(
+            "  - name: m{i}\n    site: {}\n    endpoint: https://{}\n",
+            sites[i], a.control
+        ));
+    }
+    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+    let yaml = format!(
+        "apiVersion: baton.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: web\nspec:\n  version: {VERSION}\n  members:\n{members}{POLICY}  certificates:\n    caSecretRef:\n      name: web-ca\n    clientGrace: 2s\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: web-ca\nstringData:\n  ca.crt: |\n{}  ca.key: |\n{}",
+        indent(ca.cert_pem()),
+        indent(ca.key_pem())
+    );
+    f.write("web.yaml", &yaml)
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Writes every `every` until `stop`, to whichever client accepts (the active member).
+/// Paced so that checking every acknowledged write afterwards stays cheap.
+async fn paced_writes(
+    clients: Vec<baton_agent::data::DataClient>,
+    tag: &'static str,
+    stop: Arc<AtomicBool>,
+    every: Duration,
+) -> WriteReport {
+    let mut report = WriteReport::default();
+    let mut current = 0usize;
+    while !stop.load(Ordering::SeqCst) && report.attempts < 20_000 {
+        report.attempts += 1;
+        let key = format!("{tag}{}", report.attempts);
+        let value = format!("v{}", report.attempts);
+        match clients[current].put(&key, &value).await {
+            Ok(_) => report.acked.push((key, value)),
+            Err(_) => current = (current + 1) % clients.len(),
+        }
+        tokio::time::sleep(every).await;
+    }
+    report
+}
+
+/// The write load of a client Baton does not manage: it starts on a certificate of the old
+/// CA and, once every member trusts the new CA (what its owner would wait for), reconnects on
+/// one the new CA issued, trusting both. Baton must not drop the old CA before that.
+struct RotatingClient {
+    done: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<TestResult<(WriteReport, WriteReport)>>,
+}
+
+impl RotatingClient {
+    fn start(f: &Fleet, new_ca: &CertAuthority, every: Duration) -> TestResult<Self> {
+        let both = format!("{}{}", f.pki.mesh_ca.cert_pem(), new_ca.cert_pem());
+        let id = new_ca.issue(&CertSpec::client("writer"))?;
+        let (mut old, mut next, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, a) in f.clusters["web"].iter().enumerate() {
+            old.push(a.data_client(f.pki.data_tls(&format!("web-m{i}"))?)?);
+            next.push(a.data_client(ClientTls::mtls(&both, &id.cert_pem, &id.key_pem))?);
+            statuses.push(a.client.clone());
+        }
+        let new_fp = new_ca.fingerprint().to_string();
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        let task = tokio::spawn(async move {
+            let switch = Arc::new(AtomicBool::new(false));
+            let first = tokio::spawn(paced_writes(old, "a", switch.clone(), every));
+            loop {
+                let mut all = true;
+                for c in &statuses {
+                    all &= c.status().await.is_ok_and(|s| s.trust.contains(&new_fp));
+                }
+                if all || stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            switch.store(true, Ordering::SeqCst);
+            let before = first.await?;
+            let second = paced_writes(next, "b", stop, every).await;
+            Ok((before, second))
+        });
+        Ok(RotatingClient { done, task })
+    }
+
+    async fn stop(self) -> TestResult<(WriteReport, WriteReport)> {
+        self.done.store(true, Ordering::SeqCst);
+        self.task.await?
+    }
+}
+
+/// Every rotation operation that succeeded, by member.
+fn rotation_ops(
+    records: &BTreeMap<(String, String), Vec<OperationRecord>>,
+) -> BTreeMap<String, Vec<OperationRecord>> {
+    records
+        .iter()
+        .map(|((_, m), rs)| {
+            let ops = rs
+                .iter()
+                .filter(|r| r.state == OperationState::Succeeded)
+                .filter(|r| {
+                    matches!(
+                        r.kind,
+                        K::InstallTrust | K::InstallCertificate | K::Restart | K::ResignData
+                    )
+                })
+                .cloned()
+                .collect();
+            (m.clone(), ops)
+        })
+        .collect()
+}
+
+/// Acknowledged writes missing from any member, read on a certificate of the new CA (the
+/// only one members accept once the rotation is over). Replication may still be applying the
+/// last writes: each member gets a moment to have the newest one first.
+async fn lost_writes(
+    f: &Fleet,
+    new: &CertAuthority,
+    acked: &[(String, String)],
+) -> TestResult<usize> {
+    let id = new.issue(&CertSpec::client("checker"))?;
+    let mut lost = 0;
+    for a in &f.clusters["web"] {
+        let c = a.data_client(ClientTls::mtls(new.cert_pem(), &id.cert_pem, &id.key_pem))?;
+        if let Some((k, v)) = acked.last() {
+            let _ = wait_until(
+                &format!("{k} on {}", a.name),
+                Duration::from_secs(10),
+                || async { matches!(c.get(k).await, Ok(Some(got)) if &got == v).then_some(()) },
+            )
+            .await;
+        }
+        for (k, v) in acked {
+            if !matches!(c.get(k).await, Ok(Some(got)) if &got == v) {
+                lost += 1;
+            }
+        }
+    }
+    Ok(lost)
+}
+
+/// What the rotation must leave and must never have done, from the agents' side.
+async fn check_rotation(
+    f: &Fleet,
+    old: &str,
+    new: &CertAuthority,
+    client: (WriteReport, WriteReport),
+) -> TestResult {
+    let new_fp = new.fingerprint();
+    // Every member trusts only the new CA and presents a certificate it issued.
+    for a in &f.clusters["web"] {
+        let s = a.status().await?;
+        assert_eq!(s.trust, [new_fp], "{}: {:?}", a.name, s.trust);
+        let issuer = s.certificate.and_then(|c| c.issuer_fingerprint);
+        assert_eq!(issuer.as_deref(), Some(new_fp), "{}", a.name);
+        // Not one handshake refused, either way, on any member.
+        assert_eq!(
+            s.handshake_failures.total(),
+            0,
+            "{}: {:?}",
+            a.name,
+            s.handshake_failures
+        );
+    }
+    let active = f.roles().await?["web"]
+        .iter()
+        .filter(|(r, _)| *r == Role::Active)
+        .count();
+    assert_eq!(active, 1);
+    // No acknowledged write lost, before or after the client's own switch.
+    let (before, after) = client;
+    assert!(
+        !before.acked.is_empty() && !after.acked.is_empty(),
+        "writes on both identities"
+    );
+    let mut acked = before.acked;
+    acked.extend(after.acked);
+    assert_eq!(
+        lost_writes(f, new, &acked).await?,
+        0,
+        "acknowledged writes lost"
+    );
+
+    let records = f.records().await?;
+    let ops = rotation_ops(&records);
+    // Each member: trust added once (keeping the old root), a certificate once, a restart
+    // once, the old root dropped once, its data re-signed once. Nothing twice.
+    for (m, rs) in &ops {
+        let kinds: Vec<K> = rs.iter().map(|r| r.kind).collect();
+        let count = |k: K| kinds.iter().filter(|x| **x == k).count();
+        assert_eq!(count(K::InstallTrust), 2, "{m}: {kinds:?}");
+        assert_eq!(count(K::InstallCertificate), 1, "{m}: {kinds:?}");
+        assert_eq!(count(K::Restart), 1, "{m}: {kinds:?}");
+        assert_eq!(count(K::ResignData), 1, "{m}: {kinds:?}");
+        let trusts: Vec<&OperationRecord> =
+            rs.iter().filter(|r| r.kind == K::InstallTrust).collect();
+        assert_eq!(
+            trusts[0].params.keep_trust,
+            [old],
+            "{m}: AddTrust keeps the old root"
+        );
+        assert_eq!(
+            trusts[1].params.keep_trust,
+            [new_fp],
+            "{m}: removal keeps the new only"
+        );
+    }
+    // Phase order across the cluster, from the agents' clocks (one machine).
+    let all_ops: Vec<&OperationRecord> = ops.values().flatten().collect();
+    let span = |r: &OperationRecord| support::span(r);
+    let first_of = |pred: &dyn Fn(&OperationRecord) -> bool| {
+        all_ops.iter().filter(|r| pred(r)).map(|r| span(r).0).min()
+    };
+    let last_of = |pred: &dyn Fn(&OperationRecord) -> bool| {
+        all_ops.iter().filter(|r| pred(r)).map(|r| span(r).1).max()
+    };
+    let adds = |r: &OperationRecord| r.kind == K::InstallTrust && r.params.keep_trust == [old];
+    let drops = |r: &OperationRecord| r.kind == K::InstallTrust && r.params.keep_trust == [new_fp];
+    let reissue = |r: &OperationRecord| matches!(r.kind, K::InstallCertificate | K::Restart);
+    assert!(
+        last_of(&adds) <= first_of(&reissue),
+        "a certificate of the new CA before every member trusted it"
+    );
+    assert!(
+        last_of(&reissue) <= first_of(&drops),
+        "the old root dropped while a member still presented its certificate"
+    );
+    // Site a (m0, m1): never two rotation jobs at once.
+    let mut site_a: Vec<(jiff::Timestamp, jiff::Timestamp)> = ["m0", "m1"]
+        .iter()
+        .flat_map(|m| ops[*m].iter().map(span))
+        .collect();
+    site_a.sort();
+    for w in site_a.windows(2) {
+        assert!(w[0].1 <= w[1].0, "two jobs at once in site a: {w:?}");
+    }
+    // m0 was active: it restarted only after handing over (its demote finished first).
+    let m0 = &records[&("web".to_string(), "m0".to_string())];
+    let demoted = m0
+        .iter()
+        .filter(|r| r.kind == K::Demote && r.state == OperationState::Succeeded)
+        .map(|r| span(r).1)
+        .min();
+    let restarted = ops["m0"]
+        .iter()
+        .find(|r| r.kind == K::Restart)
+        .map(|r| span(r).0);
+    assert!(
+        demoted.is_some() && demoted <= restarted,
+        "m0 restarted while active: demote {demoted:?}, restart {restarted:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_rotation_under_write_load_refuses_no_handshake_and_keeps_every_order() -> TestResult {
+    let f = fleet("0.3").await?;
+    let new_ca = CertAuthority::generate("web CA 2")?;
+    let file = manifests(&f, &new_ca)?;
+    let state = f.path("state.json");
+    let client = RotatingClient::start(&f, &new_ca, Duration::from_millis(2))?;
+    let mut args = run_args(&[&file], &state, &f.pki.dir);
+    args.extend(["--until-settled".into(), "--timeout".into(), "150s".into()]);
+    let out = tokio::task::spawn_blocking(move || baton().args(&args).output()).await??;
+    let client = client.stop().await?;
+    assert!(out.status.success(), "{}", text(&out));
+    check_rotation(&f, f.pki.mesh_ca.fingerprint(), &new_ca, client).await
+}
+
+/// `baton run` killed with SIGKILL at 24 points of a rotation, then run to the end: the
+/// rotation completes from where the members really are, with nothing done twice and not one
+/// handshake refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_baton_run_at_24_points_of_a_rotation_does_nothing_twice() -> TestResult {
+    // Restarts of 3 s: the rotation outlasts the 24 kills, which land in every phase.
+    let f = fleet("3").await?;
+    let new_ca = CertAuthority::generate("web CA 2")?;
+    let file = manifests(&f, &new_ca)?;
+    let state = f.path("state.json");
+    let client = RotatingClient::start(&f, &new_ca, Duration::from_millis(10))?;
+    let run = run_args(&[&file], &state, &f.pki.dir);
+    let delays = [
+        250u64, 400, 300, 550, 350, 450, 500, 300, 400, 600, 350, 450, 300, 500, 400, 550, 380,
+        420, 300, 480, 350, 520, 400, 450,
+    ];
+    for delay in delays {
+        let mut child = baton()
+            .args(&run)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        child.kill()?; // SIGKILL
+        child.wait()?;
+    }
+    // The kills landed inside the rotation: it started and is not over yet.
+    let (mut started, mut finished) = (false, true);
+    for a in &f.clusters["web"] {
+        let trust = a.status().await?.trust;
+        started |= trust.iter().any(|t| t == new_ca.fingerprint());
+        finished &= trust == [new_ca.fingerprint()];
+    }
+    assert!(
+        started && !finished,
+        "kills outside the rotation: started {started}, finished {finished}"
+    );
+    let mut args = run.clone();
+    args.extend(["--until-settled".into(), "--timeout".into(), "150s".into()]);
+    let out = tokio::task::spawn_blocking(move || baton().args(&args).output()).await??;
+    let client = client.stop().await?;
+    assert!(out.status.success(), "{}", text(&out));
+    check_rotation(&f, f.pki.mesh_ca.fingerprint(), &new_ca, client).await
+}
