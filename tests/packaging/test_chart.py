@@ -281,11 +281,24 @@ def test_watching_one_namespace_keeps_cluster_wide_rights_to_crds():
 
 
 def test_secrets_are_readable_only_by_the_name_of_the_agent_client_secret():
-    # No Secret at all by default (CA Secrets are not read until certificate rotation lands).
+    # No Secret at all by default.
     assert not any(res == "secrets" for (_, _, res, _, _) in rules_of(render()))
     rules = rules_of(render({"operator": {"agentTlsSecret": "client"}}))
     secrets = {(ns, v, n) for (ns, _, res, v, n) in rules if res == "secrets"}
     assert secrets == {(NAMESPACE, v, "client") for v in ("get", "list", "watch")}
+
+
+def test_ca_secrets_are_readable_by_name_only_get_and_where_clusters_are_watched():
+    names = ["mesh-ca", "web-ca"]
+    everywhere = rules_of(render({"certificates": {"caSecretNames": names}}))
+    secrets = {(ns, v, n) for (ns, _, res, v, n) in everywhere if res == "secrets"}
+    assert secrets == {(None, "get", n) for n in names}, secrets
+    one = rules_of(render({"certificates": {"caSecretNames": names},
+                           "operator": {"watchNamespace": "apps"}}))
+    secrets = {(ns, v, n) for (ns, _, res, v, n) in one if res == "secrets"}
+    assert secrets == {("apps", "get", n) for n in names}, secrets
+    # A name that is not a Secret name is refused before anything renders.
+    assert "caSecretNames" in render_error({"certificates": {"caSecretNames": ["Not A Name"]}})
 
 
 def test_clusters_and_meshes_are_never_patched():

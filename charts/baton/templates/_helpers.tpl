@@ -108,4 +108,12 @@ namespace is watched, in a Role of the watched namespace otherwise.
   - apiGroups: ["events.k8s.io"]
     resources: ["events"]
     verbs: ["create", "patch"]
+  {{- with .Values.certificates.caSecretNames }}
+  # The CA Secrets of spec.certificates, by name only: read on every pass of a Cluster that
+  # names one (never listed, never written).
+  - apiGroups: [""]
+    resources: ["secrets"]
+    resourceNames: {{ toJson . }}
+    verbs: ["get"]
+  {{- end }}
 {{- end }}

@@ -92,7 +92,11 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     let c = ctx.stores.written_clusters.pick(stored);
     let ns = c.namespace().unwrap_or_default();
     let name = c.name_any();
-    let object = cluster_object(&c);
+    let mut object = cluster_object(&c);
+    object.ca = match &c.spec.certificates {
+        Some(certs) => Some(read_ca(&ctx.client, &ns, certs).await),
+        None => None,
+    };
     let own = ctx.stores.ownership(&ns);
     let mesh = own.mesh_of(&name).map(|m| m.name_any());
     let adm = own.admission_of(&name);
@@ -147,8 +151,57 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     } else {
         ctx.timing.busy
     };
+    // The CA Secret is read by name, not watched: look at it again at least this often, so a
+    // renewed CA (cert-manager renews in place) starts its rotation without a restart.
+    let wait = match &c.spec.certificates {
+        Some(_) => wait.min(CA_RECHECK),
+        None => wait,
+    };
     mark_hot(ctx, (ns, name), wait);
     Ok(Action::requeue(wait))
+}
+
+/// How often a Cluster with `spec.certificates` reads its CA Secret again when nothing else
+/// wakes it.
+pub const CA_RECHECK: StdDuration = StdDuration::from_secs(30);
+
+/// The CA Secret of `spec.certificates`, read now (a Secret in another namespace when the ref
+/// names one). Missing, forbidden or unreadable is an unusable CA with its reason: the planner
+/// stalls the cluster and contacts no member about certificates.
+async fn read_ca(
+    client: &kube::Client,
+    ns: &str,
+    certs: &crate::api::CertificatesSpec,
+) -> crate::reconcile::ca::CaState {
+    use crate::reconcile::ca::CaState;
+    use k8s_openapi::api::core::v1::Secret;
+    let r = &certs.ca_secret_ref;
+    let secret_ns = r.namespace.as_deref().unwrap_or(ns);
+    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), secret_ns);
+    let name = format!("{secret_ns}/{}", r.name);
+    match api.get_opt(&r.name).await {
+        Ok(Some(s)) => {
+            let data: std::collections::BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            CaState::read(Some(&data), &name, now())
+        }
+        Ok(None) => CaState::read(None, &name, now()),
+        Err(kube::Error::Api(e)) if e.code == 403 => CaState::unusable(
+            "CASecretForbidden",
+            format!(
+                "the operator may not read Secret {name}: list it in the chart value \
+                 certificates.caSecretNames (docs/rbac.md)"
+            ),
+        ),
+        Err(e) => CaState::unusable(
+            "CASecretUnreadable",
+            format!("Secret {name} could not be read: {e}"),
+        ),
+    }
 }
 
 async fn report_invalid<M: Members>(

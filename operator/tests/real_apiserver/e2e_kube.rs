@@ -869,3 +869,142 @@ async fn e2e_the_examples_apply_and_the_active_standby_deployment_converges() ->
     ns.delete().await;
     Ok(())
 }
+
+/// The CA Secret the chart lets the operator read in CI (`certificates.caSecretNames`).
+const CA_SECRET: &str = "baton-e2e-ca";
+
+/// The reason of a Cluster's `Stalled` condition, when it is stalled.
+fn stalled_reason(c: &Cluster) -> Option<String> {
+    let st = c.status.as_ref()?;
+    st.conditions
+        .iter()
+        .find(|x| x.type_ == "Stalled" && x.status == "True")
+        .map(|x| x.reason.clone())
+}
+
+/// `spec.certificates` against a real API server and the chart's RBAC: a missing CA Secret,
+/// then one holding garbage, each stall the Cluster with its reason and contact no member about
+/// certificates; a Secret outside `certificates.caSecretNames` is reported as forbidden; the
+/// real CA then written into the Secret (without restarting the operator) rotates the
+/// members' trust and certificates to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_ca_secret_rotates_a_cluster_and_bad_secrets_stall_it() -> TestResult {
+    use baton_agent::pki::CertAuthority;
+    use k8s_openapi::api::core::v1::Secret;
+    let test = "e2e_a_ca_secret_rotates_a_cluster_and_bad_secrets_stall_it";
+    let Some((path, client, ns)) = start(test, "baton-e2e-ca").await? else {
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir()?;
+    let members: Vec<String> = vec!["web-1".into(), "web-2".into()];
+    let tls = AgentTls::create(tmp.path(), &client, &members).await?;
+    let mut web = start_clusters(tmp.path(), &tls, &["web"]).await?.remove(0);
+    web["spec"]["version"] = json!("1.0.0");
+    web["spec"]["certificates"] = json!({"caSecretRef": {"name": CA_SECRET}, "clientGrace": "1s"});
+    let mut operator = OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "op-ca")?;
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    clusters
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(web.clone())?,
+        )
+        .await?;
+    let stalled_with = |reason: &'static str| {
+        let clusters = clusters.clone();
+        async move {
+            until(CONVERGE, reason, || async {
+                let c = clusters.get("web").await?;
+                Ok((stalled_reason(&c).as_deref() == Some(reason)).then_some(c))
+            })
+            .await
+        }
+    };
+    stalled_with("CASecretNotFound").await?;
+    let secret = |data: serde_json::Value| -> TestResult<Secret> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": CA_SECRET}, "stringData": data,
+        }))?)
+    };
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret(json!({"ca.crt": "not a certificate"}))?,
+        )
+        .await?;
+    let c = stalled_with("CASecretInvalidPEM").await?;
+    let message = c.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains(CA_SECRET), "{message}");
+    // Nothing about certificates was sent while the CA was unusable.
+    let agents: Vec<baton_agent::client::AgentClient> = web["spec"]["members"]
+        .as_array()
+        .ok_or("members")?
+        .iter()
+        .map(|m| {
+            let endpoint = m["endpoint"].as_str().unwrap_or_default();
+            baton_agent::client::AgentClient::new(endpoint, tls.client.clone())
+        })
+        .collect::<Result<_, _>>()?;
+    for a in &agents {
+        let ops = a.operations().await?;
+        assert!(
+            ops.is_empty(),
+            "operations sent with an unusable CA: {ops:?}"
+        );
+    }
+
+    // A Secret the chart does not name: the operator may not read it, and says so.
+    if std::env::var("BATON_E2E_OPERATOR_KUBECONFIG").is_ok() {
+        let mut other = web.clone();
+        other["metadata"]["name"] = json!("other");
+        other["spec"]["certificates"]["caSecretRef"]["name"] = json!("not-listed-ca");
+        clusters
+            .create(&PostParams::default(), &serde_json::from_value(other)?)
+            .await?;
+        until(CONVERGE, "CASecretForbidden", || async {
+            let c = clusters.get("other").await?;
+            Ok((stalled_reason(&c).as_deref() == Some("CASecretForbidden")).then_some(()))
+        })
+        .await?;
+        clusters.delete("other", &DeleteParams::default()).await?;
+    }
+
+    // The real CA, written into the same Secret: the rotation runs without an operator restart.
+    let ca = CertAuthority::generate("e2e rotated CA")?;
+    secrets
+        .replace(
+            CA_SECRET,
+            &PostParams::default(),
+            &secret(json!({"ca.crt": ca.cert_pem(), "ca.key": ca.key_pem()}))?,
+        )
+        .await?;
+    let done = until(CONVERGE, "the rotation to complete", || async {
+        let c = clusters.get("web").await?;
+        let st = c.status.clone().unwrap_or_default();
+        let phase = st.certificates.as_ref().and_then(|x| x.phase.clone());
+        Ok((phase.as_deref() == Some("Done") && st.phase == ClusterPhase::Ready).then_some(c))
+    })
+    .await?;
+    let target = done
+        .status
+        .and_then(|s| s.certificates)
+        .and_then(|c| c.target_ca);
+    assert_eq!(target.as_deref(), Some(ca.fingerprint()));
+    for a in &agents {
+        let s = a.status().await?;
+        assert_eq!(s.trust, [ca.fingerprint()], "{}", s.member);
+        let issuer = s.certificate.and_then(|c| c.issuer_fingerprint);
+        assert_eq!(issuer.as_deref(), Some(ca.fingerprint()), "{}", s.member);
+        assert_eq!(
+            s.handshake_failures.total(),
+            0,
+            "{}: {:?}",
+            s.member,
+            s.handshake_failures
+        );
+    }
+    operator.stop()?;
+    ns.delete().await;
+    Ok(())
+}
