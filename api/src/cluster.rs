@@ -37,6 +37,11 @@ use super::values::{Duration, Timestamp};
     printcolumn(name = "Active", type_ = "string", json_path = ".status.activeMember"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
+        name = "CA",
+        type_ = "string",
+        json_path = ".status.certificates.phase"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"

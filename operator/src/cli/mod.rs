@@ -230,6 +230,12 @@ pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Resu
                 let Some(s) = &o.status else { continue };
                 out.push_str(&format!("\nCluster {n}\n"));
                 out.push_str(&members_table(s));
+                if let Some(c) = &s.certificates {
+                    out.push_str(&format!(
+                        "  certificates: {}\n",
+                        view::certificates_summary(c)
+                    ));
+                }
                 let pending: Vec<String> = intents
                     .clusters
                     .get(n)

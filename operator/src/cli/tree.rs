@@ -100,6 +100,9 @@ fn cluster_line(c: &TreeCluster<'_>) -> String {
             if let Some(a) = &st.active_member {
                 let _ = write!(s, "  active {a}");
             }
+            if let Some(ca) = &st.certificates {
+                let _ = write!(s, "  [{}]", super::view::certificates_summary(ca));
+            }
             if st.observed_generation != c.generation {
                 s.push_str("  (status not yet for the latest spec)");
             }

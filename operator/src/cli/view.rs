@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::api::{ClusterStatus, LogEntry, MeshStatus, Timestamp, condition as cond};
+use crate::api::{
+    CertificatesStatus, ClusterStatus, LogEntry, MeshStatus, Timestamp, condition as cond,
+};
 use crate::plan::conditions::condition_true;
 
 /// One Cluster for display.
@@ -75,7 +77,7 @@ pub fn meshes_table(meshes: &[MeshRow<'_>]) -> String {
 /// The `kubectl get clusters` view.
 pub fn clusters_table(clusters: &[ClusterRow<'_>]) -> String {
     let mut rows = vec![header(&[
-        "CLUSTER", "TARGET", "RUNNING", "ACTIVE", "PHASE", "READY", "MESSAGE",
+        "CLUSTER", "TARGET", "RUNNING", "ACTIVE", "PHASE", "CA", "READY", "MESSAGE",
     ])];
     for c in clusters {
         let st = c.status;
@@ -88,11 +90,43 @@ pub fn clusters_table(clusters: &[ClusterRow<'_>]) -> String {
             or_dash(st.and_then(|s| s.running_versions.as_deref())),
             or_dash(st.and_then(|s| s.active_member.as_deref())),
             st.map_or("-".into(), |s| format!("{:?}", s.phase)),
+            or_dash(st.and_then(|s| s.certificates.as_ref()?.phase.as_deref())),
             if ready { "True" } else { "False" }.into(),
             or_dash(st.and_then(|s| s.message.as_deref())),
         ]);
     }
     table(&rows)
+}
+
+/// Where a CA rotation stands, on one line: the target CA (short fingerprints), the phase,
+/// per-site progress, who still presents an old certificate, who waits for a restart, and
+/// the earliest certificate expiry.
+pub fn certificates_summary(c: &CertificatesStatus) -> String {
+    let short = |id: &str| -> String {
+        id.split('/')
+            .map(|f| f.get(..12).unwrap_or(f))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let mut s = format!(
+        "CA {} {}",
+        c.target_ca.as_deref().map_or("-".to_string(), short),
+        c.phase.as_deref().unwrap_or("-")
+    );
+    if !c.sites.is_empty() {
+        let sites: Vec<String> = c.sites.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = write!(s, "  sites {}", sites.join(", "));
+    }
+    if !c.presenting_old.is_empty() {
+        let _ = write!(s, "  presenting old: {}", c.presenting_old.join(", "));
+    }
+    if !c.restart_pending.is_empty() {
+        let _ = write!(s, "  restart pending: {}", c.restart_pending.join(", "));
+    }
+    if let Some(t) = c.expires {
+        let _ = write!(s, "  expires {}", ts(t));
+    }
+    s
 }
 
 /// Per-member detail of one cluster.

@@ -306,6 +306,14 @@ async fn a_ca_rotation_under_write_load_refuses_no_handshake_and_keeps_every_ord
     let out = tokio::task::spawn_blocking(move || baton().args(&args).output()).await??;
     let client = client.stop().await?;
     assert!(out.status.success(), "{}", text(&out));
+    // `baton status` says where the rotation stands: done, on the new CA.
+    let status = baton().arg("status").arg("--state").arg(&state).output()?;
+    let shown = String::from_utf8_lossy(&status.stdout).to_string();
+    let short = &new_ca.fingerprint()[..12];
+    assert!(
+        shown.contains(&format!("certificates: CA {short} Done")),
+        "{shown}"
+    );
     check_rotation(&f, f.pki.mesh_ca.fingerprint(), &new_ca, client).await
 }
 
