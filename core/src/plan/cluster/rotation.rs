@@ -102,6 +102,9 @@ pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
                 ));
                 return true;
             }
+            if !rotation_under_way(p, &r) && !preconditions_hold(p) {
+                return false;
+            }
             run_phase(p, &r, phase, active);
             false
         }
@@ -313,6 +316,27 @@ fn rotation_under_way(p: &Pass<'_>, r: &Rotation<'_>) -> bool {
                     .is_some_and(|anchor| rep.trusted.iter().any(|t| t == anchor))
             })
         })
+}
+
+/// The procedure's precondition for starting a rotation: no member reports replication
+/// conflicts (a diverged log must be resolved by a human before trust and identities move).
+/// A rotation already under way is not held by it.
+fn preconditions_hold(p: &mut Pass<'_>) -> bool {
+    let conflicted: Vec<&str> = p
+        .spec()
+        .members
+        .iter()
+        .filter(|m| p.agent(&m.name).is_some_and(|a| a.conflicts > 0))
+        .map(|m| m.name.as_str())
+        .collect();
+    if conflicted.is_empty() {
+        return true;
+    }
+    p.wait(format!(
+        "the CA rotation does not start while {} report replication conflicts",
+        conflicted.join(", ")
+    ));
+    false
 }
 
 /// The approval a phase in `approvePhases` waits for: `rotation/<cluster>/<phase>@<ca>`.
@@ -971,6 +995,24 @@ mod tests {
             [(StepAction::InstallCertificate, "c".to_string())]
         );
         assert!(plan.status.steps[0].trust.is_some());
+    }
+
+    #[test]
+    fn a_rotation_does_not_start_while_a_member_reports_conflicts_but_one_under_way_goes_on() {
+        let conflicted = |b: ClusterBuilder| {
+            let mut case = b.build();
+            if let Some(a) = case.observed.get_mut("c").and_then(|o| o.agent.as_mut()) {
+                a.conflicts = 1;
+            }
+            case.plan()
+        };
+        let plan = conflicted(rotating());
+        assert!(started(&plan).is_empty(), "{:?}", started(&plan));
+        let message = plan.status.message.clone().unwrap_or_default();
+        assert!(message.contains("replication conflicts"), "{message}");
+        // Every member already trusts the new root: the rotation is under way and goes on.
+        let plan = conflicted(rotating().trust_everywhere(&[OLD, NEW], OLD, far()));
+        assert!(starts(&plan, StepAction::InstallCertificate));
     }
 
     #[test]
