@@ -54,15 +54,6 @@ fn run_baton(args: &[String], timeout: &str) -> TestResult<std::process::Output>
     Ok(baton().args(&full).output()?)
 }
 
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// What the state file says (the status tree and the upgrade log), for a failure message.
 fn state_report(state: &Path) -> String {
     ["status", "log"]

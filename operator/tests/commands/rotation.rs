@@ -49,15 +49,6 @@ fn manifests(f: &Fleet, ca: &CertAuthority) -> TestResult<PathBuf> {
     f.write("web.yaml", &yaml)
 }
 
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// Writes every `every` until `stop`, to whichever client accepts (the active member).
 /// Paced so that checking every acknowledged write afterwards stays cheap.
 async fn paced_writes(
@@ -294,18 +285,57 @@ async fn check_rotation(
     Ok(())
 }
 
+/// A fleet whose restarts take `restart` seconds, a new CA declared for it in `web.yaml`, and
+/// the rotating client writing every `every`.
+struct Rotation {
+    f: Fleet,
+    new_ca: CertAuthority,
+    state: PathBuf,
+    run: Vec<String>,
+    client: RotatingClient,
+}
+
+impl Rotation {
+    async fn start(restart: &str, every: Duration) -> TestResult<Rotation> {
+        let f = fleet(restart).await?;
+        let new_ca = CertAuthority::generate("web CA 2")?;
+        let file = manifests(&f, &new_ca)?;
+        let state = f.path("state.json");
+        let client = RotatingClient::start(&f, &new_ca, every)?;
+        let run = run_args(&[&file], &state, &f.pki.dir);
+        Ok(Rotation {
+            f,
+            new_ca,
+            state,
+            run,
+            client,
+        })
+    }
+
+    /// `baton run --until-settled` to the end, then the client stopped; what the agents say.
+    async fn finish(self) -> TestResult<(Fleet, CertAuthority, PathBuf)> {
+        let mut args = self.run.clone();
+        args.extend(["--until-settled".into(), "--timeout".into(), "150s".into()]);
+        let out = tokio::task::spawn_blocking(move || baton().args(&args).output()).await??;
+        let client = self.client.stop().await?;
+        assert!(out.status.success(), "{}", text(&out));
+        check_rotation(
+            &self.f,
+            self.f.pki.mesh_ca.fingerprint(),
+            &self.new_ca,
+            client,
+        )
+        .await?;
+        Ok((self.f, self.new_ca, self.state))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_rotation_under_write_load_refuses_no_handshake_and_keeps_every_order() -> TestResult {
-    let f = fleet("0.3").await?;
-    let new_ca = CertAuthority::generate("web CA 2")?;
-    let file = manifests(&f, &new_ca)?;
-    let state = f.path("state.json");
-    let client = RotatingClient::start(&f, &new_ca, Duration::from_millis(2))?;
-    let mut args = run_args(&[&file], &state, &f.pki.dir);
-    args.extend(["--until-settled".into(), "--timeout".into(), "150s".into()]);
-    let out = tokio::task::spawn_blocking(move || baton().args(&args).output()).await??;
-    let client = client.stop().await?;
-    assert!(out.status.success(), "{}", text(&out));
+    let (_f, new_ca, state) = Rotation::start("0.3", Duration::from_millis(2))
+        .await?
+        .finish()
+        .await?;
     // `baton status` says where the rotation stands: done, on the new CA.
     let status = baton().arg("status").arg("--state").arg(&state).output()?;
     let shown = String::from_utf8_lossy(&status.stdout).to_string();
@@ -314,7 +344,7 @@ async fn a_ca_rotation_under_write_load_refuses_no_handshake_and_keeps_every_ord
         shown.contains(&format!("certificates: CA {short} Done")),
         "{shown}"
     );
-    check_rotation(&f, f.pki.mesh_ca.fingerprint(), &new_ca, client).await
+    Ok(())
 }
 
 /// `baton run` killed with SIGKILL at 24 points of a rotation, then run to the end: the
@@ -323,19 +353,14 @@ async fn a_ca_rotation_under_write_load_refuses_no_handshake_and_keeps_every_ord
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_baton_run_at_24_points_of_a_rotation_does_nothing_twice() -> TestResult {
     // Restarts of 3 s: the rotation outlasts the 24 kills, which land in every phase.
-    let f = fleet("3").await?;
-    let new_ca = CertAuthority::generate("web CA 2")?;
-    let file = manifests(&f, &new_ca)?;
-    let state = f.path("state.json");
-    let client = RotatingClient::start(&f, &new_ca, Duration::from_millis(10))?;
-    let run = run_args(&[&file], &state, &f.pki.dir);
+    let r = Rotation::start("3", Duration::from_millis(10)).await?;
     let delays = [
         250u64, 400, 300, 550, 350, 450, 500, 300, 400, 600, 350, 450, 300, 500, 400, 550, 380,
         420, 300, 480, 350, 520, 400, 450,
     ];
     for delay in delays {
         let mut child = baton()
-            .args(&run)
+            .args(&r.run)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()?;
@@ -345,19 +370,15 @@ async fn killing_baton_run_at_24_points_of_a_rotation_does_nothing_twice() -> Te
     }
     // The kills landed inside the rotation: it started and is not over yet.
     let (mut started, mut finished) = (false, true);
-    for a in &f.clusters["web"] {
+    for a in &r.f.clusters["web"] {
         let trust = a.status().await?.trust;
-        started |= trust.iter().any(|t| t == new_ca.fingerprint());
-        finished &= trust == [new_ca.fingerprint()];
+        started |= trust.iter().any(|t| t == r.new_ca.fingerprint());
+        finished &= trust == [r.new_ca.fingerprint()];
     }
     assert!(
         started && !finished,
         "kills outside the rotation: started {started}, finished {finished}"
     );
-    let mut args = run.clone();
-    args.extend(["--until-settled".into(), "--timeout".into(), "150s".into()]);
-    let out = tokio::task::spawn_blocking(move || baton().args(&args).output()).await??;
-    let client = client.stop().await?;
-    assert!(out.status.success(), "{}", text(&out));
-    check_rotation(&f, f.pki.mesh_ca.fingerprint(), &new_ca, client).await
+    r.finish().await?;
+    Ok(())
 }

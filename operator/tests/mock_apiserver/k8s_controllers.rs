@@ -190,6 +190,15 @@ async fn plan_web(agents: &FakeAgents, web: &Value) -> ClusterPass {
     .await
 }
 
+/// Hand a planned action to the fake agents (after its status is "persisted").
+async fn send(agents: &FakeAgents, a: &baton::plan::Action) {
+    use baton::reconcile::Members;
+    agents
+        .submit(&a.member, "", Submission::plain(&a.request))
+        .await
+        .unwrap();
+}
+
 async fn converged(web: &Value, agents: &FakeAgents) -> Value {
     let mut web = web.clone();
     for _ in 0..30 {
@@ -199,11 +208,7 @@ async fn converged(web: &Value, agents: &FakeAgents) -> Value {
         }
         web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
         for a in &pass.plan.actions {
-            use baton::reconcile::Members;
-            agents
-                .submit(&a.member, "", Submission::plain(&a.request))
-                .await
-                .unwrap();
+            send(agents, a).await;
         }
     }
     panic!("no convergence: {}", web["status"]);
@@ -489,7 +494,6 @@ async fn an_operation_the_agent_does_not_accept_is_reported_by_a_warning_event()
 #[tokio::test]
 async fn progress_of_a_running_operation_alone_makes_no_status_write() {
     use baton::plan::{OpState, OpView};
-    use baton::reconcile::Members;
     let tl = timeline();
     let agents = FakeAgents::new(tl.clone(), &two_members("1.0.0"));
     let mut web = web_json();
@@ -499,10 +503,7 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
         let pass = plan_web(&agents, &web).await;
         web["status"] = serde_json::to_value(&pass.plan.status).unwrap();
         for a in &pass.plan.actions {
-            agents
-                .submit(&a.member, "", Submission::plain(&a.request))
-                .await
-                .unwrap();
+            send(&agents, a).await;
             match a.request.kind {
                 baton::plan::OpKind::Upgrade => {
                     upgrade = Some((a.member.clone(), a.request.id.clone()));

@@ -188,6 +188,16 @@ impl Fleet {
     }
 }
 
+/// A finished process's exit code and output, for a failure message.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// The `baton` binary under test.
 pub fn baton() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_baton"));
