@@ -62,15 +62,20 @@ pub struct AgentView {
     pub load: Option<u64>,
     /// The agent's current or most recent operation.
     pub operation: Option<OpView>,
-    /// SHA-256 fingerprints of the CAs the member trusts for member-to-member TLS (empty:
-    /// none reported).
+    /// What it reports about its data-port TLS (a CA rotation's observations).
     #[serde(default)]
+    pub tls: TlsReport,
+}
+
+/// What a member reports about its data-port TLS: the CAs it trusts, the certificate it
+/// presents, and the issuers of the certificates its peers and clients present to it.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TlsReport {
+    /// SHA-256 fingerprints of the CAs the member trusts (empty: none reported).
     pub trust: Vec<String>,
     /// The certificate the member presents on its data port (None: not reported).
-    #[serde(default)]
     pub certificate: Option<CertView>,
-    /// The CAs whose certificates peers and clients presented to it, by issuer fingerprint.
-    #[serde(default)]
+    /// By issuer fingerprint, the connections whose peer presented a certificate to it.
     pub presented: Vec<PresentedView>,
 }
 

@@ -147,14 +147,15 @@ impl<'a> MemberTrust<'a> {
     ) -> Self {
         let agent = obs
             .and_then(|o| o.agent.as_ref())
-            .filter(|a| a.health < Health::Critical && !a.trust.is_empty());
+            .filter(|a| a.health < Health::Critical && !a.tls.trust.is_empty());
         let report = agent.map(|a| {
             let issuer = a
+                .tls
                 .certificate
                 .as_ref()
                 .and_then(|c| c.issuer_fingerprint.as_deref());
             TrustReport {
-                trusted: &a.trust,
+                trusted: &a.tls.trust,
                 issuer,
                 anchor: issuer.and_then(|i| {
                     chains
@@ -162,7 +163,7 @@ impl<'a> MemberTrust<'a> {
                         .find(|(iss, _)| *iss == i)
                         .map(|&(_, anchor)| anchor)
                 }),
-                not_after: a.certificate.as_ref().map(|c| c.not_after),
+                not_after: a.tls.certificate.as_ref().map(|c| c.not_after),
             }
         });
         let active = agent.is_some_and(|a| a.role == MemberRole::Active);
@@ -647,8 +648,8 @@ mod tests {
         let chains = [(NEW_ISSUER, NEW), (OLD, OLD)];
         let mut obs = observed("m1").role(MemberRole::Active).build();
         let agent = obs.agent.as_mut().expect("reachable");
-        agent.trust = vec![OLD.to_string(), NEW.to_string()];
-        agent.certificate = Some(CertView {
+        agent.tls.trust = vec![OLD.to_string(), NEW.to_string()];
+        agent.tls.certificate = Some(CertView {
             fingerprint: "leaf".into(),
             issuer_fingerprint: Some(NEW_ISSUER.into()),
             not_after: Timestamp(42),
@@ -675,7 +676,7 @@ mod tests {
         );
         let mut silent = obs.clone();
         if let Some(a) = silent.agent.as_mut() {
-            a.trust.clear();
+            a.tls.trust.clear();
         }
         assert!(
             MemberTrust::observed(&spec, Some(&silent), &chains, false)
@@ -689,7 +690,11 @@ mod tests {
         );
         // An issuer outside the known chains has no root: no handshake can be judged for it.
         let mut foreign = obs;
-        if let Some(c) = foreign.agent.as_mut().and_then(|a| a.certificate.as_mut()) {
+        if let Some(c) = foreign
+            .agent
+            .as_mut()
+            .and_then(|a| a.tls.certificate.as_mut())
+        {
             c.issuer_fingerprint = Some("someone-else".into());
         }
         let r = MemberTrust::observed(&spec, Some(&foreign), &chains, false).report;

@@ -209,9 +209,7 @@ impl SimMember {
                 .as_ref()
                 .and_then(|id| self.ops.get(id))
                 .map(Self::op_view),
-            trust: Vec::new(),
-            certificate: None,
-            presented: Vec::new(),
+            tls: Default::default(),
         }
     }
 

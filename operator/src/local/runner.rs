@@ -629,9 +629,7 @@ mod tests {
             data_endpoint: Some(data.into()),
             load: None,
             operation: None,
-            trust: Vec::new(),
-            certificate: None,
-            presented: Vec::new(),
+            tls: Default::default(),
         }
     }
 

@@ -20,7 +20,7 @@ use crate::api::values::Timestamp;
 use crate::api::{ClusterSpec, ClusterStatus, Health, MemberRole, StepAction};
 use crate::plan::{
     AgentView, AlarmView, CertView, ClusterObservation, MemberObservation, OpKind, OpRequest,
-    PresentedView,
+    PresentedView, TlsReport,
 };
 use crate::plan::{OpState, OpView, PlanEvent};
 
@@ -402,6 +402,13 @@ pub fn agent_view(st: &AgentStatus) -> AgentView {
         data_endpoint: (!st.data_endpoint.is_empty()).then(|| st.data_endpoint.clone()),
         load: st.load,
         operation: st.operation.as_ref().map(op_view),
+        tls: tls_report(st),
+    }
+}
+
+/// The trust, certificate and presented issuers an agent reports.
+fn tls_report(st: &AgentStatus) -> TlsReport {
+    TlsReport {
         trust: st.trust.clone(),
         certificate: st.certificate.as_ref().map(|c| CertView {
             fingerprint: c.fingerprint.clone(),
@@ -629,8 +636,8 @@ mod tests {
             "presentedIssuers": {"bb": {"open": 2, "lastSeen": "2027-01-01T00:00:00Z"}},
         }))?;
         let v = agent_view(&st);
-        assert_eq!(v.trust, ["aa", "bb"]);
-        let cert = v.certificate.expect("certificate mapped");
+        assert_eq!(v.tls.trust, ["aa", "bb"]);
+        let cert = v.tls.certificate.expect("certificate mapped");
         assert_eq!(cert.fingerprint, "cc");
         assert_eq!(cert.issuer_fingerprint.as_deref(), Some("bb"));
         assert_eq!(cert.not_after, Timestamp(1_798_761_600_000));
@@ -639,7 +646,7 @@ mod tests {
             open: 2,
             last_seen: Timestamp(1_798_761_600_000),
         };
-        assert_eq!(v.presented, [seen]);
+        assert_eq!(v.tls.presented, [seen]);
         let bare = AgentStatus {
             trust: vec![],
             certificate: None,
@@ -647,7 +654,7 @@ mod tests {
             ..st
         };
         let v = agent_view(&bare);
-        assert!(v.trust.is_empty() && v.certificate.is_none() && v.presented.is_empty());
+        assert_eq!(v.tls, TlsReport::default());
         Ok(())
     }
 

@@ -148,9 +148,7 @@ pub fn agent(version: &str, role: MemberRole) -> AgentView {
         data_endpoint: Some("127.0.0.1:1".into()),
         load: None,
         operation: None,
-        trust: Vec::new(),
-        certificate: None,
-        presented: Vec::new(),
+        tls: Default::default(),
     }
 }
 

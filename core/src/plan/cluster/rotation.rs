@@ -487,7 +487,7 @@ fn presenting_old_to<'a>(p: &Pass<'a>, r: &Rotation<'a>) -> Vec<&'a str> {
         .iter()
         .filter(|m| {
             p.agent(m.name).is_some_and(|a| {
-                a.presented.iter().any(|x| {
+                a.tls.presented.iter().any(|x| {
                     !new.contains(&x.issuer.as_str()) && (x.open > 0 || x.last_seen >= since)
                 })
             })
@@ -577,6 +577,7 @@ fn restart_active(p: &mut Pass<'_>, ca: &CaView, active: &str) {
                     a.role,
                     MemberRole::Standby | MemberRole::ForcedStandby | MemberRole::Spare
                 ) && a
+                    .tls
                     .certificate
                     .as_ref()
                     .and_then(|c| c.issuer_fingerprint.as_deref())
