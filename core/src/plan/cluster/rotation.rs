@@ -994,6 +994,39 @@ mod tests {
         );
     }
 
+    /// Found by the simulator (RotationDuringRollout): the rotation went first from rest, so
+    /// its switchover hands over between members still on the old version while the target
+    /// is the new one. The switchover took that as a target changed mid-way and cancelled
+    /// itself on every pass: the active never restarted and the rollout never started.
+    #[test]
+    fn the_rotations_switchover_goes_ahead_while_a_new_version_waits() {
+        let ca = match &root_ca(NEW, far()) {
+            CaInput::Ready(v) => params(v, Vec::new()),
+            CaInput::Unusable { .. } => unreachable!(),
+        };
+        let mut sw = step(StepAction::Switchover, "b", NOW);
+        sw.from = Some("a".into());
+        sw.trust = Some(ca);
+        let plan = rotating()
+            .version("2.0.0")
+            .upgrade(|u| u.preflight = false)
+            .observe(member("a", true, &[OLD, NEW], OLD))
+            .observe(member("b", false, &[OLD, NEW], NEW))
+            .observe(member("c", false, &[OLD, NEW], NEW))
+            .with_status(|st| remembered(st, |c| c.restart_pending = vec!["a".into()]))
+            .step(sw)
+            .build()
+            .plan();
+        assert_eq!(started(&plan), [(StepAction::Switchover, "b".to_string())]);
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| a.member == "a" && a.request.kind == crate::plan::OpKind::Demote),
+            "the old active steps down: {:?}",
+            plan.actions
+        );
+    }
+
     #[test]
     fn an_upgrade_step_in_flight_holds_the_rotation() {
         let plan = rotating()
