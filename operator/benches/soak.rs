@@ -5,6 +5,11 @@
 //! Prints a table per scenario: rollouts, clusters, members, operator and member crashes,
 //! violations and liveness failures. Exits non-zero on any violation.
 //!
+//! SOAK_SET=rotation runs the CA rotation scenarios (`Scenario::ROTATION`) instead of the four
+//! rollout scenarios, ROLLOUTS split evenly among the five; the table then also counts the
+//! clusters rotated and how their rotations ended: done, Stalled (or RolledBack) with a reason,
+//! or held behind a mesh such clusters block. SOAK_SCENARIO picks one of the set.
+//!
 //! SOAK_TRACE=FILE appends one line per rollout (scenario, seed, passes, operations,
 //! switchovers, crashes, virtual seconds, outcome): two builds that simulate the same
 //! trajectories write the same lines, which is how simulator speed-ups are checked.
@@ -24,12 +29,29 @@ fn main() {
     let first: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
     let bounds = Bounds::FULL;
     let started = Instant::now();
-    println!(
-        "| scenario | rollouts | clusters | members | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let rotation = match std::env::var("SOAK_SET").ok().as_deref() {
+        None | Some("") | Some("rollout") => false,
+        Some("rotation") => true,
+        Some(other) => panic!("SOAK_SET={other}: rollout or rotation"),
+    };
+    let set: &[Scenario] = if rotation {
+        &Scenario::ROTATION
+    } else {
+        &Scenario::ALL
+    };
+    if rotation {
+        println!(
+            "| scenario | rollouts | clusters | members | rotations | done | stalled | held by the mesh | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    } else {
+        println!(
+            "| scenario | rollouts | clusters | members | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+    }
     let mut bad = 0u64;
-    let per = total / Scenario::ALL.len() as u64;
+    let per = total / set.len() as u64;
     // SOAK_SCENARIO=Reversal (etc.) runs one scenario, keeping the same seeds as a full run.
     let only = std::env::var("SOAK_SCENARIO").ok();
     let mut trace = std::env::var("SOAK_TRACE").ok().map(|p| {
@@ -39,13 +61,14 @@ fn main() {
             .open(&p)
             .unwrap_or_else(|e| panic!("SOAK_TRACE {p}: {e}"))
     });
-    for (k, scenario) in Scenario::ALL.iter().enumerate() {
+    for (k, scenario) in set.iter().enumerate() {
         if only.as_ref().is_some_and(|o| o != &format!("{scenario:?}")) {
             continue;
         }
         let t = Instant::now();
         let (mut clusters, mut members, mut oc, mut mc, mut ready, mut viol, mut live) =
             (0, 0, 0, 0, 0, 0u64, 0u64);
+        let (mut rotations, mut rotated, mut r_stalled, mut r_held) = (0, 0, 0, 0);
         for i in 0..per {
             let seed = first + k as u64 * per + i;
             let v = random_rollout(seed, bounds, *scenario);
@@ -54,8 +77,12 @@ fn main() {
             oc += v.operator_crashes;
             mc += v.member_crashes;
             ready += v.ready;
+            rotations += v.rotations;
+            rotated += v.rotations_done;
+            r_stalled += v.rotations_stalled;
+            r_held += v.rotations_held;
             if let Some(f) = trace.as_mut() {
-                let line = format!(
+                let mut line = format!(
                     "{scenario:?} {seed} clusters={} members={} passes={} ops={} switchovers={} oc={} mc={} virtual={} ready={} stalled={:?} violations={:?} liveness={:?}\n",
                     v.clusters,
                     v.members,
@@ -70,6 +97,13 @@ fn main() {
                     v.violations,
                     v.liveness
                 );
+                if scenario.rotates() {
+                    line.pop();
+                    line.push_str(&format!(
+                        " rotations={} rotated={} rotation_stalled={} rotation_held={}\n",
+                        v.rotations, v.rotations_done, v.rotations_stalled, v.rotations_held
+                    ));
+                }
                 if let Err(e) = f.write_all(line.as_bytes()) {
                     eprintln!("SOAK_TRACE: {e}");
                 }
@@ -90,14 +124,21 @@ fn main() {
             }
         }
         bad += viol + live;
-        println!(
-            "| {scenario:?} | {per} | {clusters} | {members} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
-            t.elapsed().as_secs_f64()
-        );
+        if rotation {
+            println!(
+                "| {scenario:?} | {per} | {clusters} | {members} | {rotations} | {rotated} | {r_stalled} | {r_held} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
+                t.elapsed().as_secs_f64()
+            );
+        } else {
+            println!(
+                "| {scenario:?} | {per} | {clusters} | {members} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
+                t.elapsed().as_secs_f64()
+            );
+        }
     }
     println!(
         "\ntotal {} rollouts in {:.1}s, {bad} failing",
-        per * 4,
+        per * set.len() as u64,
         started.elapsed().as_secs_f64()
     );
     if bad > 0 {

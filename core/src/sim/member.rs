@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::api::{Health, MemberRole, Timestamp, values::same_version};
-use crate::plan::{AgentView, OpKind, OpRequest, OpState, OpView};
+use crate::plan::{AgentView, CertView, OpKind, OpRequest, OpState, OpView, TlsReport};
 
 #[derive(Clone, Debug)]
 pub struct SimOp {
@@ -41,15 +41,25 @@ impl CaSet {
 }
 
 /// The fingerprint simulated agents report for CA `n` (shaped like a SHA-256 fingerprint).
+/// Its number repeats across the 64 digits, so that the first 12 (what status texts and
+/// approval names show) tell CAs apart, as real fingerprints do.
 pub fn ca_fingerprint(n: u8) -> String {
-    format!("{:064x}", u64::from(n) + 1)
+    format!("{:016x}", u64::from(n) + 1).repeat(4)
 }
 
 /// The CA number of a fingerprint [`ca_fingerprint`] made (None: not a simulated CA's).
 pub fn ca_number(fingerprint: &str) -> Option<u8> {
-    let n = u64::from_str_radix(fingerprint, 16).ok()?.checked_sub(1)?;
+    let head = fingerprint.get(..16)?;
+    if fingerprint.len() != 64 || fingerprint != head.repeat(4) {
+        return None;
+    }
+    let n = u64::from_str_radix(head, 16).ok()?.checked_sub(1)?;
     u8::try_from(n).ok().filter(|&n| n < 64)
 }
+
+/// When every simulated member certificate expires: far beyond any simulated run (about three
+/// years after the simulations' start), so no renewal falls due.
+pub const CERT_NOT_AFTER: Timestamp = Timestamp(1_900_000_000_000);
 
 /// What keeps a simulated member from answering, each until its instant (None: not now).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,6 +106,10 @@ pub struct SimMember {
     pub trust: CaSet,
     /// The CA that issued the certificate it presents.
     pub presents: u8,
+    /// A certificate `install-certificate` staged (the CA that issued it): presented from the
+    /// next `restart` on, as the demo agent does. A crash does not apply it (the agent loads
+    /// its live pair on start).
+    pub staged: Option<u8>,
     /// Kind and end of the running operation: `current` looked up in `ops` while Running,
     /// kept at hand because every simulated instant asks for it (and ids are long strings).
     /// Kept in step by `start`, `finish` and `crash`, the only changes to either.
@@ -121,6 +135,7 @@ impl SimMember {
             conflicts: 0,
             trust: CaSet::of(0),
             presents: 0,
+            staged: None,
             running: None,
         }
     }
@@ -209,7 +224,15 @@ impl SimMember {
                 .as_ref()
                 .and_then(|id| self.ops.get(id))
                 .map(Self::op_view),
-            tls: Default::default(),
+            tls: TlsReport {
+                trust: self.trust.iter().map(ca_fingerprint).collect(),
+                certificate: Some(CertView {
+                    fingerprint: format!("{:064x}", 0x1_0000 + u64::from(self.presents)),
+                    issuer_fingerprint: Some(ca_fingerprint(self.presents)),
+                    not_after: CERT_NOT_AFTER,
+                }),
+                presented: Vec::new(),
+            },
         }
     }
 
@@ -228,8 +251,10 @@ impl SimMember {
         if op.fails {
             op.state = OpState::Failed;
             op.message = format!("{} failed (simulated)", op.req.kind.as_str());
-            if matches!(op.req.kind, OpKind::Upgrade | OpKind::Rollback)
-                && self.role == MemberRole::Active
+            if matches!(
+                op.req.kind,
+                OpKind::Upgrade | OpKind::Rollback | OpKind::Restart
+            ) && self.role == MemberRole::Active
             {
                 self.serving = true;
             }
@@ -296,14 +321,21 @@ impl SimMember {
             }
             OpKind::InstallCertificate => {
                 if let Some(n) = req.trust.as_ref().and_then(|t| ca_number(&t.issuer)) {
+                    self.staged = Some(n);
+                }
+            }
+            OpKind::Restart => {
+                if let Some(n) = self.staged.take() {
                     self.presents = n;
+                }
+                if self.role == MemberRole::Active {
+                    self.serving = !self.broken_traffic;
                 }
             }
             OpKind::Preflight
             | OpKind::Backup
             | OpKind::Verify
             | OpKind::SyncConfig
-            | OpKind::Restart
             | OpKind::ResignData => {}
         }
     }

@@ -19,6 +19,7 @@ use crate::api::{
     values::{cmp_versions, same_version},
 };
 use crate::plan::software::effective_version_str;
+use crate::plan::trust::{CaInput, CaView};
 use crate::plan::validate::{FastMap, same_str};
 use crate::plan::{
     Admission, ClusterInput, Intents, MemberObservation, MeshClusterView, MeshInput, ObjectView,
@@ -26,7 +27,7 @@ use crate::plan::{
     plan_mesh_from,
 };
 
-pub use member::{CaSet, Downtime, SimMember, SimOp};
+pub use member::{CERT_NOT_AFTER, CaSet, Downtime, SimMember, SimOp, ca_fingerprint, ca_number};
 use rng::Rng;
 
 /// Fault and timing knobs.
@@ -95,6 +96,9 @@ pub struct SimCluster {
     pub intents: Intents,
     /// Highest index acknowledged to a writer on this cluster.
     pub acked: u64,
+    /// The CA `spec.certificates` names, as the host would read it (see [`ca_input`]); None
+    /// until a scenario sets one. Change it with [`Sim::set_ca`].
+    pub ca: Option<CaInput>,
     /// Next time the planner wants to look (the loop's requeue).
     next_look: Timestamp,
 }
@@ -156,6 +160,81 @@ pub struct Sim {
 
 fn endpoint(cluster: &str, member: &str) -> String {
     format!("sim://{cluster}/{member}")
+}
+
+/// The CA Secret of simulated CA `n` as the host reads it: a root that issues member
+/// certificates itself.
+pub fn ca_input(n: u8) -> CaInput {
+    let fp = ca_fingerprint(n);
+    CaInput::Ready(CaView {
+        anchor: fp.clone(),
+        issuer: fp.clone(),
+        chains: vec![(fp.clone(), fp)],
+        not_after: CERT_NOT_AFTER,
+    })
+}
+
+/// The simulated CA a cluster's `ca` names (None: none, or unusable).
+pub fn ca_target(c: &SimCluster) -> Option<u8> {
+    match &c.ca {
+        Some(CaInput::Ready(v)) => ca_number(&v.anchor),
+        _ => None,
+    }
+}
+
+/// What `m`'s agent reports of the certificates presented to it: each follower replicating
+/// from it presents its own certificate on its link (links that exist at `now`: the follower
+/// runs and names `m` as its source), grouped by issuer.
+fn presented_to(c: &SimCluster, m: &SimMember, now: Timestamp) -> Vec<crate::plan::PresentedView> {
+    let mut by_issuer: BTreeMap<u8, u32> = BTreeMap::new();
+    for f in c.members.values() {
+        if f.name != m.name && f.up(now) && f.source.as_deref() == Some(m.endpoint.as_str()) {
+            *by_issuer.entry(f.presents).or_default() += 1;
+        }
+    }
+    by_issuer
+        .into_iter()
+        .map(|(n, open)| crate::plan::PresentedView {
+            issuer: ca_fingerprint(n),
+            open,
+            last_seen: now,
+        })
+        .collect()
+}
+
+/// The actions of a CA rotation's steps (a rotation's switchover is told apart by `trust`).
+fn is_rotation_step(s: &crate::api::StepRecord) -> bool {
+    use crate::api::StepAction;
+    s.trust.is_some()
+        || matches!(
+            s.action,
+            StepAction::InstallTrust
+                | StepAction::InstallCertificate
+                | StepAction::Restart
+                | StepAction::ResignData
+        )
+}
+
+/// Operations of a CA rotation's jobs.
+fn is_rotation_op(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::InstallTrust | OpKind::InstallCertificate | OpKind::Restart | OpKind::ResignData
+    )
+}
+
+/// Operations of an upgrade (not of a switchover, which either may run).
+fn is_upgrade_op(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::Preflight
+            | OpKind::Upgrade
+            | OpKind::Rollback
+            | OpKind::ForceStandby
+            | OpKind::Backup
+            | OpKind::Verify
+            | OpKind::SyncConfig
+    )
 }
 
 impl Sim {
@@ -230,6 +309,7 @@ impl Sim {
             members,
             intents: Intents::default(),
             acked: 0,
+            ca: None,
             next_look: self.now,
         });
     }
@@ -254,6 +334,85 @@ impl Sim {
 
     pub fn cluster_mut(&mut self, name: &str) -> Option<&mut SimCluster> {
         self.clusters.iter_mut().find(|c| c.name == name)
+    }
+
+    /// The CA of cluster `name`'s `spec.certificates` becomes simulated CA `n` (a rotation when
+    /// its members trust and present another); the cluster is looked at at once, as a watch
+    /// of the Secret would.
+    pub fn set_ca(&mut self, name: &str, n: u8) {
+        let now = self.now;
+        if let Some(c) = self.cluster_mut(name) {
+            c.ca = Some(ca_input(n));
+            c.next_look = now;
+        }
+    }
+
+    /// Send `req` to `member` of cluster `cluster` as if the operator had: for tests that break
+    /// a planner rule on purpose and expect an invariant to catch it.
+    pub fn inject(&mut self, cluster: &str, member: &str, req: OpRequest) {
+        if let Some(ci) = self.clusters.iter().position(|c| c.name == cluster) {
+            self.submit(ci, member, req);
+        }
+    }
+
+    /// Liveness of the CA rotations once settled: in every cluster with a CA and not stopped
+    /// with a reason (Stalled, RolledBack, or waiting behind a blocked mesh, which
+    /// [`Sim::liveness_problems`] judges), the rotation is done: phase `Done`, every member
+    /// presents a certificate of the CA and trusts it (and only it, unless `keepOldTrust`).
+    pub fn rotation_problems(&self) -> Vec<String> {
+        let mut out = vec![];
+        for c in &self.clusters {
+            let (Some(n), Some(certs)) = (ca_target(c), &c.spec.certificates) else {
+                continue;
+            };
+            let Some(st) = &c.status else { continue };
+            if matches!(
+                st.phase,
+                ClusterPhase::Stalled | ClusterPhase::RolledBack | ClusterPhase::Waiting
+            ) {
+                continue;
+            }
+            let phase = st.certificates.as_ref().and_then(|x| x.phase.as_deref());
+            if phase != Some("Done") {
+                out.push(format!(
+                    "{}: {:?} but the rotation to CA {n} is in phase {phase:?}: {:?}",
+                    c.name, st.phase, st.message
+                ));
+                continue;
+            }
+            for m in c.members.values() {
+                let only = m.trust == CaSet::of(n);
+                if m.presents != n || !m.trust.has(n) || (!certs.keep_old_trust && !only) {
+                    out.push(format!(
+                        "{}/{}: rotation Done but it presents CA {} and trusts {:?} (target {n})",
+                        c.name,
+                        m.name,
+                        m.presents,
+                        m.trust.iter().collect::<Vec<_>>()
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Clusters whose CA rotation is done (phase `Done`, every member on the CA).
+    pub fn rotations_done(&self) -> usize {
+        self.clusters
+            .iter()
+            .filter(|c| {
+                ca_target(c).is_some_and(|n| {
+                    c.status
+                        .as_ref()
+                        .and_then(|s| s.certificates.as_ref())
+                        .and_then(|x| x.phase.as_deref())
+                        == Some("Done")
+                        && c.members
+                            .values()
+                            .all(|m| m.presents == n && m.trust.has(n))
+                })
+            })
+            .count()
     }
 
     fn violation(&mut self, msg: String) {
@@ -302,8 +461,10 @@ impl Sim {
                         }
                         _ => (0, 0.0),
                     };
+                    let mut agent = m.view(lag_e, lag_s);
+                    agent.tls.presented = presented_to(c, m, self.now);
                     MemberObservation {
-                        agent: Some(m.view(lag_e, lag_s)),
+                        agent: Some(agent),
                         error: None,
                         ops: ids
                             .iter()
@@ -446,7 +607,7 @@ impl Sim {
                     observed: &obs,
                     admission: &admission,
                     intents: &c.intents,
-                    ca: None,
+                    ca: c.ca.as_ref(),
                     now,
                 },
                 last,
@@ -581,7 +742,25 @@ impl Sim {
                                 && req.id == format!("{}.promote", st.id)
                         })
                 });
-                if !rollback && !same_version(&m.version, t) && m.components.is_empty() {
+                // A CA rotation's switchover hands over to a member on the old active's own
+                // software (a rollout waits for the rotation): the target is not its concern.
+                let rotation = status.is_some_and(|s| {
+                    s.steps.iter().any(|st| {
+                        st.trust.is_some()
+                            && st.action == crate::api::StepAction::Switchover
+                            && req.id == format!("{}.promote", st.id)
+                            && st
+                                .from
+                                .as_ref()
+                                .and_then(|f| self.clusters[ci].members.get(f))
+                                .is_some_and(|f| {
+                                    same_version(&f.version, &m.version)
+                                        && f.components == m.components
+                                })
+                    })
+                });
+                if !rollback && !rotation && !same_version(&m.version, t) && m.components.is_empty()
+                {
                     self.violation(format!(
                         "{cname}/{member}: switchover to {} which is not the target {t} (operation {})",
                         m.version, req.id
@@ -620,7 +799,7 @@ impl Sim {
         let Some(m) = self.clusters[ci].members.get_mut(member) else {
             return;
         };
-        if moving && m.role == MemberRole::Active {
+        if (moving || req.kind == OpKind::Restart) && m.role == MemberRole::Active {
             m.serving = false;
         }
         m.start(SimOp {
@@ -901,6 +1080,9 @@ impl Sim {
         let mut own: Vec<u32> = Vec::new();
         for c in &self.clusters {
             let mut moving = 0u32;
+            // Restarts take a member out of service too (not a version move: the mesh's
+            // checks do not count them).
+            let mut restarting = 0u32;
             let mut actives = 0usize;
             let mut active: Option<(&SimMember, u32)> = None;
             // Lowest and highest version as the mesh compares them: the first of equal lowest
@@ -909,8 +1091,10 @@ impl Sim {
             let mut hi: Option<(&str, u32)> = None;
             own.clear();
             for m in c.members.values() {
-                if matches!(m.running_kind(), Some(OpKind::Upgrade | OpKind::Rollback)) {
-                    moving += 1;
+                match m.running_kind() {
+                    Some(OpKind::Upgrade | OpKind::Rollback) => moving += 1,
+                    Some(OpKind::Restart) => restarting += 1,
+                    _ => {}
                 }
                 let v = effective_version_str(&c.spec, &m.version, &m.components);
                 let r = ranks.rank(v);
@@ -932,10 +1116,13 @@ impl Sim {
                 }
             }
             // maxUnavailable.
-            if moving > c.spec.upgrade.max_unavailable {
+            if moving + restarting > c.spec.upgrade.max_unavailable {
                 found.push(format!(
-                    "{}: {moving} members out of service > maxUnavailable {}",
-                    c.name, c.spec.upgrade.max_unavailable
+                    "{}: {} members out of service ({moving} moving, {restarting} restarting) > \
+                     maxUnavailable {}",
+                    c.name,
+                    moving + restarting,
+                    c.spec.upgrade.max_unavailable
                 ));
             }
             // Mixed version: everyone up and not on the active's software is forced standby.
@@ -979,6 +1166,7 @@ impl Sim {
                     ));
                 }
             }
+            rotation_violations(c, &mut found);
             let ((lo, lo_rank), (hi, hi_rank)) = (lo.unwrap_or(none), hi.unwrap_or(none));
             facts.push(ClusterFacts {
                 lo,
@@ -1089,6 +1277,103 @@ impl Sim {
             }
         }
         out
+    }
+}
+
+/// The invariants of a CA rotation on cluster `c`, at this instant:
+/// * every certificate a member presents is of a CA every member of the cluster trusts: nobody
+///   presents a new CA's certificate before all trust it, and no CA leaves a trust store while
+///   anyone presents its certificates (crashed or cut members count: their stores persist);
+/// * no rotation step is in flight beside an upgrade step, nor a rotation operation running
+///   beside an upgrade operation;
+/// * at most `maxJobsPerSite` rotation operations run at once on the members of one site;
+/// * no restart runs on the active (only a lone member with `allowOutage` restarts in place).
+fn rotation_violations(c: &SimCluster, found: &mut Vec<String>) {
+    let target = ca_target(c);
+    for p in c.members.values() {
+        for t in c.members.values() {
+            if t.trust.has(p.presents) {
+                continue;
+            }
+            let trusted: Vec<u8> = t.trust.iter().collect();
+            if Some(p.presents) == target {
+                found.push(format!(
+                    "{}/{}: presents a certificate of the new CA {} before every member trusts \
+                     it ({} trusts only CAs {trusted:?})",
+                    c.name, p.name, p.presents, t.name
+                ));
+            } else {
+                found.push(format!(
+                    "{}/{}: CA {} left its trust store (it trusts CAs {trusted:?}) while {} \
+                     still presents a certificate of it",
+                    c.name, t.name, p.presents, p.name
+                ));
+            }
+        }
+    }
+    if let Some(st) = &c.status {
+        let rot = st.steps.iter().find(|s| is_rotation_step(s));
+        let up = st.steps.iter().find(|s| !is_rotation_step(s));
+        if let (Some(r), Some(u)) = (rot, up) {
+            found.push(format!(
+                "{}: rotation step {:?} on {} in flight beside upgrade step {:?} on {}",
+                c.name, r.action, r.member, u.action, u.member
+            ));
+        }
+    }
+    let rot_op = c.members.values().find_map(|m| {
+        m.running_kind()
+            .filter(|&k| is_rotation_op(k))
+            .map(|k| (m, k))
+    });
+    let up_op = c.members.values().find_map(|m| {
+        m.running_kind()
+            .filter(|&k| is_upgrade_op(k))
+            .map(|k| (m, k))
+    });
+    if let (Some((rm, rk)), Some((um, uk))) = (rot_op, up_op) {
+        found.push(format!(
+            "{}: rotation operation {} runs on {} beside upgrade operation {} on {}",
+            c.name,
+            rk.as_str(),
+            rm.name,
+            uk.as_str(),
+            um.name
+        ));
+    }
+    if rot_op.is_none() {
+        return;
+    }
+    let per_site = c
+        .spec
+        .certificates
+        .as_ref()
+        .map_or(1, |x| x.max_jobs_per_site.max(1));
+    let mut sites: BTreeMap<&str, u32> = BTreeMap::new();
+    for s in &c.spec.members {
+        if let Some(m) = c.members.get(&s.name)
+            && m.running_kind().is_some_and(is_rotation_op)
+        {
+            *sites.entry(s.site.as_deref().unwrap_or("")).or_default() += 1;
+        }
+    }
+    for (site, n) in sites {
+        if n > per_site {
+            found.push(format!(
+                "{}: {n} rotation operations run at once in site {site:?} > maxJobsPerSite \
+                 {per_site}",
+                c.name
+            ));
+        }
+    }
+    let in_place = c.members.len() <= 1 && c.spec.upgrade.allow_outage;
+    for m in c.members.values() {
+        if m.role == MemberRole::Active && m.running_kind() == Some(OpKind::Restart) && !in_place {
+            found.push(format!(
+                "{}/{}: restarts while it is the active",
+                c.name, m.name
+            ));
+        }
     }
 }
 

@@ -1,11 +1,16 @@
 //! Randomized rollouts: a random topology, a random fault schedule, a rollout, and a verdict.
 //! Used by the property tests (a few dozen cases) and the soak benchmark (100,000 cases).
+//!
+//! The rotation scenarios ([`Scenario::ROTATION`]) rotate the CA of every cluster from
+//! simulated CA 0 (which every member trusts and presents) to CA 1, members spread over 1–3
+//! sites. Not simulated: `restart: Manual` and `approvePhases` (they wait for a human), and a
+//! forced phase (not in the planner yet).
 
 use super::rng::Rng;
 use super::topology::{self, Bounds};
 use super::{Sim, SimConfig};
-use crate::api::Timestamp;
 use crate::api::values::Duration;
+use crate::api::{CertificatesSpec, Timestamp};
 
 /// What a randomized rollout does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +24,19 @@ pub enum Scenario {
     FaultyBackout,
     /// Upgrade, then the target is set back to the old version mid-way.
     Reversal,
+    /// CA rotation of every cluster, no faults, no upgrade.
+    CleanRotation,
+    /// CA rotation under failed operations, member crashes, cut networks, operator crashes.
+    FaultyRotation,
+    /// CA rotation asked for with an upgrade: both at once from rest, or the CA changed
+    /// mid-rollout (half of the cases each), under faults.
+    RotationDuringRollout,
+    /// CA rotation while every member of one site is unreachable for a window (1–30 min,
+    /// starting in the first 10 min), no other fault.
+    RotationSiteCut,
+    /// CA rotation with random `maxJobsPerSite` (1–3), `keepOldTrust` and `resignData`
+    /// (`restart: Automatic`), faults in half of the cases.
+    RotationOptions,
 }
 
 impl Scenario {
@@ -28,6 +46,20 @@ impl Scenario {
         Scenario::FaultyBackout,
         Scenario::Reversal,
     ];
+
+    /// The CA rotation scenarios (the soak runs them with `SOAK_SET=rotation`).
+    pub const ROTATION: [Scenario; 5] = [
+        Scenario::CleanRotation,
+        Scenario::FaultyRotation,
+        Scenario::RotationDuringRollout,
+        Scenario::RotationSiteCut,
+        Scenario::RotationOptions,
+    ];
+
+    /// One of [`Scenario::ROTATION`].
+    pub fn rotates(self) -> bool {
+        Scenario::ROTATION.contains(&self)
+    }
 }
 
 /// The outcome of one randomized rollout.
@@ -47,6 +79,13 @@ pub struct Verdict {
     pub operator_crashes: u64,
     pub member_crashes: u64,
     pub virtual_secs: f64,
+    /// Clusters whose CA was rotated; of those, the ones whose rotation ended done, the ones
+    /// that ended Stalled or RolledBack (with their reason), and the ones left waiting behind a
+    /// mesh blocked by such clusters (the mesh admits clusters to rotate as to a rollout).
+    pub rotations: usize,
+    pub rotations_done: usize,
+    pub rotations_stalled: usize,
+    pub rotations_held: usize,
 }
 
 impl Verdict {
@@ -59,6 +98,9 @@ const START: Timestamp = Timestamp(1_800_000_000_000);
 
 /// Run one randomized rollout, fully determined by `seed`.
 pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict {
+    if scenario.rotates() {
+        return random_rotation(seed, bounds, scenario);
+    }
     let mut rng = Rng::new(seed);
     let (from, to) = match scenario {
         Scenario::FaultyBackout => ("2.0.0", "1.0.0"),
@@ -80,12 +122,9 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
         ..SimConfig::default()
     };
     let mut sim = Sim::new(cfg, START);
-    let mut members = 0;
     for c in topo.clusters {
-        members += c.spec.members.len();
         sim.add_cluster(&c.name, c.labels, c.spec, from);
     }
-    let clusters = sim.clusters.len();
     sim.set_mesh("mesh", topo.mesh);
     if scenario == Scenario::Reversal {
         let until = sim.now.plus(Duration::from_secs(60 + rng.below(1800)));
@@ -96,11 +135,17 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
     }
     // Generous bound: 50 clusters upgraded one at a time take a few simulated hours.
     sim.run(Duration::from_secs(72 * 3600));
+    verdict(&sim)
+}
+
+/// The verdict on a run: violations, liveness once settled (rotations included), counts.
+fn verdict(sim: &Sim) -> Verdict {
     let mut liveness = Vec::new();
     if !sim.settled() {
         liveness.push("did not settle within 72 simulated hours".to_string());
     }
     liveness.extend(sim.liveness_problems());
+    liveness.extend(sim.rotation_problems());
     let ready = sim
         .clusters
         .iter()
@@ -122,12 +167,26 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
                 .map(|c| c.reason.clone())
         })
         .collect();
+    let rotating: Vec<&super::SimCluster> =
+        sim.clusters.iter().filter(|c| c.ca.is_some()).collect();
+    let done = sim.rotations_done();
+    let stalled = rotating
+        .iter()
+        .filter(|c| {
+            c.status.as_ref().is_some_and(|s| {
+                matches!(
+                    s.phase,
+                    crate::api::ClusterPhase::Stalled | crate::api::ClusterPhase::RolledBack
+                )
+            })
+        })
+        .count();
     Verdict {
         violations: sim.violations.clone(),
         stalled_reasons,
         liveness,
-        clusters,
-        members,
+        clusters: sim.clusters.len(),
+        members: sim.clusters.iter().map(|c| c.members.len()).sum(),
         ready,
         passes: sim.stats.passes,
         ops_submitted: sim.stats.ops_submitted,
@@ -135,5 +194,128 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
         operator_crashes: sim.stats.operator_crashes,
         member_crashes: sim.stats.member_crashes,
         virtual_secs: sim.now.since(START).as_secs_f64(),
+        rotations: rotating.len(),
+        rotations_done: done,
+        rotations_stalled: stalled,
+        rotations_held: rotating.len() - done - stalled,
+    }
+}
+
+/// One randomized CA rotation (a [`Scenario::ROTATION`] scenario), fully determined by `seed`:
+/// every cluster's CA goes from 0 to 1.
+fn random_rotation(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict {
+    verdict(&rotation_run(seed, bounds, scenario))
+}
+
+/// The simulation [`random_rollout`] judges for a rotation scenario, after its run (to look
+/// into a failing seed).
+pub fn rotation_run(seed: u64, bounds: Bounds, scenario: Scenario) -> Sim {
+    let mut rng = Rng::new(seed);
+    let from = "1.0.0";
+    let to = if scenario == Scenario::RotationDuringRollout {
+        "2.0.0"
+    } else {
+        from
+    };
+    let mut topo = topology::random(&mut rng, bounds, to);
+    topology::add_sites(&mut rng, &mut topo);
+    let faulty = match scenario {
+        Scenario::FaultyRotation | Scenario::RotationDuringRollout => true,
+        Scenario::RotationOptions => rng.chance(0.5),
+        _ => false,
+    };
+    // RotationSiteCut: the window in which one site is cut off.
+    let cut = (scenario == Scenario::RotationSiteCut).then(|| {
+        let at = Duration::from_secs(rng.below(600));
+        let length = Duration::from_secs(60 + rng.below(1740));
+        (at, length)
+    });
+    let faults_until = if faulty {
+        START.plus(Duration::from_secs(rng.below(7200)))
+    } else if let Some((at, length)) = cut {
+        START.plus(at).plus(length)
+    } else {
+        START
+    };
+    let cfg = SimConfig {
+        seed: rng.next_u64(),
+        op_fail_rate: if faulty { 0.05 } else { 0.0 },
+        crash_rate: if faulty { 0.01 } else { 0.0 },
+        cut_rate: if faulty { 0.01 } else { 0.0 },
+        operator_crash_rate: if faulty { 0.05 } else { 0.0 },
+        faults_until,
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(cfg, START);
+    let names: Vec<String> = topo.clusters.iter().map(|c| c.name.clone()).collect();
+    for mut c in topo.clusters {
+        let mut certs = CertificatesSpec::default();
+        if scenario == Scenario::RotationOptions {
+            certs.max_jobs_per_site = 1 + rng.below(3) as u32;
+            certs.keep_old_trust = rng.chance(0.3);
+            certs.resign_data = rng.chance(0.7);
+        }
+        c.spec.certificates = Some(certs);
+        sim.add_cluster(&c.name, c.labels, c.spec, from);
+        // Adopted on CA 0 (what every member trusts and presents): nothing to rotate yet.
+        sim.set_ca(&c.name, 0);
+    }
+    sim.set_mesh("mesh", topo.mesh);
+    // With a rollout: the CA changes with the version, or a while into the rollout.
+    if scenario == Scenario::RotationDuringRollout && rng.chance(0.5) {
+        let until = sim.now.plus(Duration::from_secs(60 + rng.below(1800)));
+        sim.run(until.since(sim.now));
+    }
+    for n in &names {
+        sim.set_ca(n, 1);
+    }
+    if let Some((at, length)) = cut {
+        if at.millis() > 0 {
+            sim.run(at);
+        }
+        let sites: std::collections::BTreeSet<String> = sim
+            .clusters
+            .iter()
+            .flat_map(|c| c.spec.members.iter().filter_map(|m| m.site.clone()))
+            .collect();
+        let site = sites
+            .iter()
+            .nth(rng.below(sites.len() as u64) as usize)
+            .cloned()
+            .unwrap_or_default();
+        let until = sim.now.plus(length);
+        for c in &mut sim.clusters {
+            for s in &c.spec.members {
+                if s.site.as_deref() == Some(site.as_str())
+                    && let Some(m) = c.members.get_mut(&s.name)
+                {
+                    m.downtime.cut_until = Some(until);
+                }
+            }
+        }
+    }
+    sim.run(Duration::from_secs(72 * 3600));
+    sim
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: Bounds = Bounds {
+        max_tiers: 2,
+        max_clusters: 4,
+        max_members: 4,
+    };
+
+    #[test]
+    fn every_rotation_scenario_rotates_safely_on_small_meshes() {
+        for scenario in Scenario::ROTATION {
+            for seed in 1..=6 {
+                let v = random_rollout(seed, SMALL, scenario);
+                assert!(v.ok(), "seed {seed} {scenario:?}: {v:#?}");
+                assert!(v.rotations > 0, "seed {seed} {scenario:?}: nothing rotated");
+            }
+        }
     }
 }

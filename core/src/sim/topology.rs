@@ -236,3 +236,14 @@ pub fn active_standby_deployment(
     };
     Topology { clusters, mesh }
 }
+
+/// Give every member of `topo` one of 1–3 sites (`s0`, `s1`, `s2`) at random: the per-site
+/// job slots of a CA rotation need them.
+pub fn add_sites(rng: &mut Rng, topo: &mut Topology) {
+    let n_sites = 1 + rng.below(3);
+    for c in &mut topo.clusters {
+        for m in &mut c.spec.members {
+            m.site = Some(format!("s{}", rng.below(n_sites)));
+        }
+    }
+}

@@ -1300,3 +1300,166 @@ fn a_link_whose_handshake_fails_stops_replication_and_is_a_violation() {
         "replication stopped: {standby} of {active}"
     );
 }
+
+/// A three-member cluster over two sites whose CA goes from simulated CA 0 to CA 1.
+fn rotating_cluster(certs: CertificatesSpec) -> Sim {
+    let mut spec = cluster_spec(3, Some("1.0.0"));
+    for (m, site) in spec.members.iter_mut().zip(["east", "east", "west"]) {
+        m.site = Some(site.to_string());
+    }
+    spec.certificates = Some(certs);
+    let mut sim = standalone(spec, "1.0.0", SimConfig::default());
+    sim.set_ca("c", 0);
+    sim.run(Duration::from_secs(60));
+    assert_clean(&sim);
+    sim.set_ca("c", 1);
+    sim
+}
+
+fn trusts(sim: &Sim, m: &str) -> Vec<u8> {
+    sim.cluster("c").unwrap().members[m].trust.iter().collect()
+}
+
+/// The simulated agents report their trust stores and presented certificates; a CA rotation
+/// runs its phases in order (trust added beside the old CA, certificates staged and presented
+/// after a restart, the active restarted after a switchover, the old CA dropped, data
+/// re-signed) with every invariant holding at every instant.
+#[test]
+fn a_clean_rotation_completes_with_every_link_working() {
+    let mut sim = rotating_cluster(CertificatesSpec::default());
+    let st = run_clean(&mut sim, Duration::from_secs(3600));
+    let certs = st.certificates.clone().expect("certificates status");
+    assert_eq!(certs.phase.as_deref(), Some("Done"), "{:?}", st.message);
+    assert_eq!(st.phase, ClusterPhase::Ready);
+    for m in ["m0", "m1", "m2"] {
+        assert_eq!(trusts(&sim, m), [1], "{m} trusts only the new CA");
+        let sm = &sim.cluster("c").unwrap().members[m];
+        assert_eq!((sm.presents, sm.staged), (1, None), "{m} presents it");
+    }
+    assert_eq!(certs.resigned.len(), 3, "every member re-signed its data");
+    let lines = log_lines(&st);
+    let first = |a: &str| lines.iter().position(|l| l.starts_with(a));
+    let last = |a: &str| lines.iter().rposition(|l| l.starts_with(a));
+    let trust_steps: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("install-trust"))
+        .collect();
+    assert_eq!(
+        trust_steps.len(),
+        6,
+        "added, then removed, on each: {lines:#?}"
+    );
+    assert!(
+        first("install-certificate") > Some(trust_steps[2]),
+        "{lines:#?}"
+    );
+    assert!(last("restart") < Some(trust_steps[3]), "{lines:#?}");
+    assert!(first("resign-data") > Some(trust_steps[5]), "{lines:#?}");
+    // m0 was the active: it restarted only after the switchover.
+    let sw = first("switchover").expect("the active hands over before its restart");
+    let m0_restart = lines
+        .iter()
+        .position(|l| l == "restart m0")
+        .expect("m0 restarted");
+    assert!(m0_restart > sw, "{lines:#?}");
+}
+
+/// With `keepOldTrust` the old CA stays in every store, and with `maxJobsPerSite: 2` the two
+/// members of site east may work at once; the invariants hold throughout.
+#[test]
+fn a_rotation_keeping_the_old_trust_ends_with_both_cas_trusted() {
+    let mut sim = rotating_cluster(CertificatesSpec {
+        keep_old_trust: true,
+        max_jobs_per_site: 2,
+        resign_data: false,
+        ..CertificatesSpec::default()
+    });
+    let st = run_clean(&mut sim, Duration::from_secs(3600));
+    let certs = st.certificates.clone().expect("certificates status");
+    assert_eq!(certs.phase.as_deref(), Some("Done"), "{:?}", st.message);
+    for m in ["m0", "m1", "m2"] {
+        assert_eq!(trusts(&sim, m), [0, 1], "{m} keeps the old CA");
+    }
+    assert!(certs.resigned.is_empty(), "resignData: false");
+}
+
+fn rotation_op(
+    id: &str,
+    kind: baton::plan::OpKind,
+    keep: &[u8],
+    anchor: u8,
+) -> baton::plan::OpRequest {
+    let fp = baton::sim::ca_fingerprint;
+    baton::plan::OpRequest {
+        id: id.to_string(),
+        kind,
+        version: None,
+        component: None,
+        source: None,
+        role: None,
+        trust: Some(TrustParams {
+            anchor: fp(anchor),
+            issuer: fp(anchor),
+            keep: keep.iter().map(|&n| fp(n)).collect(),
+        }),
+    }
+}
+
+/// The invariants can fail: a step that drops the old CA from one store while the others still
+/// present its certificates (what `RemoveOldTrust` must wait for) is caught, and so is a
+/// member presenting a new-CA certificate before every member trusts that CA, and a restart
+/// of the active.
+#[test]
+fn a_rotation_rule_broken_on_purpose_is_caught_by_the_invariants() {
+    use baton::plan::OpKind;
+    // The old CA leaves m1's store at once.
+    let mut sim = rotating_cluster(CertificatesSpec::default());
+    sim.inject(
+        "c",
+        "m1",
+        rotation_op("bad-drop", OpKind::InstallTrust, &[], 1),
+    );
+    sim.run(Duration::from_secs(600));
+    assert!(
+        sim.violations
+            .iter()
+            .any(|v| v.contains("c/m1: CA 0 left its trust store")),
+        "{:#?}",
+        sim.violations
+    );
+    // m2 stages and presents a new-CA certificate before anyone added the new CA.
+    let mut sim = rotating_cluster(CertificatesSpec::default());
+    sim.inject(
+        "c",
+        "m2",
+        rotation_op("bad-cert", OpKind::InstallCertificate, &[], 1),
+    );
+    sim.tick(Duration::from_secs(5));
+    sim.inject(
+        "c",
+        "m2",
+        rotation_op("bad-restart", OpKind::Restart, &[], 1),
+    );
+    sim.tick(Duration::from_secs(5));
+    assert!(
+        sim.violations.iter().any(|v| v.contains(
+            "c/m2: presents a certificate of the new CA 1 before every member trusts it"
+        )),
+        "{:#?}",
+        sim.violations
+    );
+    // The active restarts in place.
+    let mut sim = rotating_cluster(CertificatesSpec::default());
+    sim.inject(
+        "c",
+        "m0",
+        rotation_op("bad-active", OpKind::Restart, &[], 1),
+    );
+    sim.tick(Duration::from_millis(500));
+    assert!(
+        sim.violations
+            .iter()
+            .any(|v| v.contains("c/m0: restarts while it is the active")),
+        "{:#?}",
+        sim.violations
+    );
+}

@@ -35,6 +35,7 @@ use crate::api::{
     StepAction, StepRecord, Timestamp, TrustParams,
 };
 use crate::plan::observe::Wake;
+use crate::plan::software::{Software, same_software};
 use crate::plan::stall::Stall;
 use crate::plan::trust::{self, CaInput, CaView, MemberTrust, Options, Phase};
 
@@ -284,17 +285,27 @@ fn describe_sites(sites: &BTreeMap<&str, (u32, u32)>) -> String {
         .join(", ")
 }
 
-/// Upgrade steps in flight, or a rollout part-way (some members on the target, some not).
+/// Upgrade steps in flight, or a rollout part-way: some members on the target and some not,
+/// or members on different software (a layered rollout in which nobody has every component on
+/// the target yet).
 fn upgrade_under_way(p: &Pass<'_>) -> bool {
     if p.st.steps.iter().any(|s| !is_rotation_step(s)) {
         return true;
     }
     let (mut on, mut off) = (false, false);
+    let mut first: Option<Software> = None;
     for m in &p.spec().members {
         if view::at_target(p, m) {
             on = true;
         } else {
             off = true;
+        }
+        if let Some(sw) = view::software_of(p, m) {
+            match &first {
+                Some(f) if !same_software(f, &sw) => return true,
+                Some(_) => {}
+                None => first = Some(sw),
+            }
         }
     }
     on && off
@@ -1035,6 +1046,67 @@ mod tests {
                 (StepAction::InstallTrust, "c".to_string())
             ]
         );
+    }
+
+    /// Found by the simulator (RotationDuringRollout): the rotation went first from rest, so
+    /// its switchover hands over between members still on the old version while the target
+    /// is the new one. The switchover took that as a target changed mid-way and cancelled
+    /// itself on every pass: the active never restarted and the rollout never started.
+    #[test]
+    fn the_rotations_switchover_goes_ahead_while_a_new_version_waits() {
+        let ca = match &root_ca(NEW, far()) {
+            CaInput::Ready(v) => params(v, Vec::new()),
+            CaInput::Unusable { .. } => unreachable!(),
+        };
+        let mut sw = step(StepAction::Switchover, "b", NOW);
+        sw.from = Some("a".into());
+        sw.trust = Some(ca);
+        let plan = rotating()
+            .version("2.0.0")
+            .upgrade(|u| u.preflight = false)
+            .observe(member("a", true, &[OLD, NEW], OLD))
+            .observe(member("b", false, &[OLD, NEW], NEW))
+            .observe(member("c", false, &[OLD, NEW], NEW))
+            .with_status(|st| remembered(st, |c| c.restart_pending = vec!["a".into()]))
+            .step(sw)
+            .build()
+            .plan();
+        assert_eq!(started(&plan), [(StepAction::Switchover, "b".to_string())]);
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| a.member == "a" && a.request.kind == crate::plan::OpKind::Demote),
+            "the old active steps down: {:?}",
+            plan.actions
+        );
+    }
+
+    /// Found by the simulator (RotationDuringRollout, seed 210): a layered rollout part-way in
+    /// which no member had every component on the target yet (b upgraded os, not app) did not
+    /// count as under way, so the rotation started inside it and its switchover demoted the
+    /// old active to a plain standby beside an active on other software.
+    #[test]
+    fn a_layered_rollout_part_way_holds_the_rotation_though_nobody_is_on_the_target_yet() {
+        let comp = |name: &str, after: &[&str]| crate::api::ComponentSpec {
+            name: name.into(),
+            after: after.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        };
+        let on = |o: crate::fixtures::cluster::Observed, os: &str| {
+            o.component("os", os).component("app", "1.0.0")
+        };
+        let plan = rotating()
+            .version("2.0.0")
+            .component(comp("os", &[]))
+            .component(comp("app", &["os"]))
+            .upgrade(|u| u.preflight = false)
+            .observe(on(member("a", true, &[OLD], OLD), "1.0.0"))
+            .observe(on(member("b", false, &[OLD], OLD).held(), "2.0.0"))
+            .observe(on(member("c", false, &[OLD], OLD), "1.0.0"))
+            .build()
+            .plan();
+        assert_not_started(&plan, StepAction::InstallTrust);
+        assert!(!started(&plan).is_empty(), "the rollout goes on");
     }
 
     #[test]

@@ -74,9 +74,11 @@ pub(super) fn advance(p: &mut Pass<'_>, s: &StepRecord) -> Advanced {
 /// The target changed while switching over (a backout mid-way): never promote a member that
 /// no longer runs the target. Once the promote was sent it may land at any moment: the
 /// switchover finishes rather than risk two actives; the backout then moves traffic back the
-/// normal way.
+/// normal way. A CA rotation's switchover is not about versions (it hands over between
+/// members on the same software, before a rollout that waits for it): never stale.
 fn stale(p: &Pass<'_>, x: &Pair<'_, '_>) -> bool {
     !x.s.rollback
+        && x.s.trust.is_none()
         && x.ta.role != MemberRole::Active
         && p.lookup_op(x.to, &x.promote_id).is_none()
         && p.member_spec(x.to)
