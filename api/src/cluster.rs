@@ -626,6 +626,20 @@ pub struct StepRecord {
     pub trust: Option<TrustParams>,
 }
 
+impl StepRecord {
+    /// A step of a CA rotation: one of its actions, or its switchover (which carries `trust`).
+    pub fn is_rotation(&self) -> bool {
+        self.trust.is_some()
+            || matches!(
+                self.action,
+                StepAction::InstallTrust
+                    | StepAction::InstallCertificate
+                    | StepAction::Restart
+                    | StepAction::ResignData
+            )
+    }
+}
+
 /// The CA material of a rotation step, by SHA-256 fingerprint only: no key and no PEM is ever
 /// written to a status.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

@@ -202,19 +202,6 @@ fn presented_to(c: &SimCluster, m: &SimMember, now: Timestamp) -> Vec<crate::pla
         .collect()
 }
 
-/// The actions of a CA rotation's steps (a rotation's switchover is told apart by `trust`).
-fn is_rotation_step(s: &crate::api::StepRecord) -> bool {
-    use crate::api::StepAction;
-    s.trust.is_some()
-        || matches!(
-            s.action,
-            StepAction::InstallTrust
-                | StepAction::InstallCertificate
-                | StepAction::Restart
-                | StepAction::ResignData
-        )
-}
-
 /// Operations of a CA rotation's jobs.
 fn is_rotation_op(k: OpKind) -> bool {
     matches!(
@@ -1312,8 +1299,8 @@ fn rotation_violations(c: &SimCluster, found: &mut Vec<String>) {
         }
     }
     if let Some(st) = &c.status {
-        let rot = st.steps.iter().find(|s| is_rotation_step(s));
-        let up = st.steps.iter().find(|s| !is_rotation_step(s));
+        let rot = st.steps.iter().find(|s| s.is_rotation());
+        let up = st.steps.iter().find(|s| !s.is_rotation());
         if let (Some(r), Some(u)) = (rot, up) {
             found.push(format!(
                 "{}: rotation step {:?} on {} in flight beside upgrade step {:?} on {}",

@@ -45,18 +45,6 @@ use super::{gates, handover, log, member, record, start, view};
 /// Members named in a status list at most (the rest are counted).
 const MAX_NAMED: usize = 16;
 
-/// The actions of rotation steps (a rotation's switchover is told apart by its `trust`).
-pub(super) fn is_rotation_step(s: &StepRecord) -> bool {
-    s.trust.is_some()
-        || matches!(
-            s.action,
-            StepAction::InstallTrust
-                | StepAction::InstallCertificate
-                | StepAction::Restart
-                | StepAction::ResignData
-        )
-}
-
 /// Before the steps in flight advance: an unusable CA stalls the cluster (nothing about
 /// certificates is sent; upgrade steps in flight finish), and `status.certificates` follows
 /// `spec.certificates`. False when the cluster must not start anything.
@@ -289,7 +277,7 @@ fn describe_sites(sites: &BTreeMap<&str, (u32, u32)>) -> String {
 /// or members on different software (a layered rollout in which nobody has every component on
 /// the target yet).
 fn upgrade_under_way(p: &Pass<'_>) -> bool {
-    if p.st.steps.iter().any(|s| !is_rotation_step(s)) {
+    if p.st.steps.iter().any(|s| !s.is_rotation()) {
         return true;
     }
     let (mut on, mut off) = (false, false);
@@ -313,7 +301,7 @@ fn upgrade_under_way(p: &Pass<'_>) -> bool {
 
 /// The rotation has started: a rotation step in flight, or a member past `AddTrust`.
 fn rotation_under_way(p: &Pass<'_>, r: &Rotation<'_>) -> bool {
-    p.st.steps.iter().any(is_rotation_step)
+    p.st.steps.iter().any(StepRecord::is_rotation)
         || r.assessment.phase > Phase::AddTrust
         || matches!(r.due, Due::Phase(RotationPhase::ResignData))
         || r.members.iter().any(|m| {
