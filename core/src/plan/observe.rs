@@ -182,6 +182,21 @@ pub struct OpRequest {
     pub trust: Option<crate::api::TrustParams>,
 }
 
+impl OpRequest {
+    /// A request of `kind` with no parameters (set those the kind takes).
+    pub fn new(id: impl Into<String>, kind: OpKind) -> Self {
+        OpRequest {
+            id: id.into(),
+            kind,
+            version: None,
+            component: None,
+            source: None,
+            role: None,
+            trust: None,
+        }
+    }
+}
+
 /// An effect the planner asks for. The loop persists the status first, then performs these.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Action {

@@ -96,6 +96,25 @@ impl Verdict {
 
 const START: Timestamp = Timestamp(1_800_000_000_000);
 
+/// The fault rates of a randomized run: none when not `faulty`; faults stop at `faults_until`.
+fn fault_config(seed: u64, faulty: bool, faults_until: Timestamp) -> SimConfig {
+    let rate = |r: f64| if faulty { r } else { 0.0 };
+    SimConfig {
+        seed,
+        op_fail_rate: rate(0.05),
+        crash_rate: rate(0.01),
+        cut_rate: rate(0.01),
+        operator_crash_rate: rate(0.05),
+        faults_until,
+        ..SimConfig::default()
+    }
+}
+
+/// When faults stop in a faulty run: up to two hours in.
+fn random_fault_end(rng: &mut Rng) -> Timestamp {
+    START.plus(Duration::from_secs(rng.below(7200)))
+}
+
 /// Run one randomized rollout, fully determined by `seed`.
 pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict {
     if scenario.rotates() {
@@ -108,19 +127,14 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
     };
     let topo = topology::random(&mut rng, bounds, to);
     let faulty = scenario != Scenario::CleanUpgrade;
-    let cfg = SimConfig {
-        seed: rng.next_u64(),
-        op_fail_rate: if faulty { 0.05 } else { 0.0 },
-        crash_rate: if faulty { 0.01 } else { 0.0 },
-        cut_rate: if faulty { 0.01 } else { 0.0 },
-        operator_crash_rate: if faulty { 0.05 } else { 0.0 },
-        faults_until: if faulty {
-            START.plus(Duration::from_secs(rng.below(7200)))
-        } else {
-            START
-        },
-        ..SimConfig::default()
+    // The seed is drawn before the end of the faults: the order fixes every later draw.
+    let seed = rng.next_u64();
+    let faults_until = if faulty {
+        random_fault_end(&mut rng)
+    } else {
+        START
     };
+    let cfg = fault_config(seed, faulty, faults_until);
     let mut sim = Sim::new(cfg, START);
     for c in topo.clusters {
         sim.add_cluster(&c.name, c.labels, c.spec, from);
@@ -231,21 +245,13 @@ pub fn rotation_run(seed: u64, bounds: Bounds, scenario: Scenario) -> Sim {
         (at, length)
     });
     let faults_until = if faulty {
-        START.plus(Duration::from_secs(rng.below(7200)))
+        random_fault_end(&mut rng)
     } else if let Some((at, length)) = cut {
         START.plus(at).plus(length)
     } else {
         START
     };
-    let cfg = SimConfig {
-        seed: rng.next_u64(),
-        op_fail_rate: if faulty { 0.05 } else { 0.0 },
-        crash_rate: if faulty { 0.01 } else { 0.0 },
-        cut_rate: if faulty { 0.01 } else { 0.0 },
-        operator_crash_rate: if faulty { 0.05 } else { 0.0 },
-        faults_until,
-        ..SimConfig::default()
-    };
+    let cfg = fault_config(rng.next_u64(), faulty, faults_until);
     let mut sim = Sim::new(cfg, START);
     let names: Vec<String> = topo.clusters.iter().map(|c| c.name.clone()).collect();
     for mut c in topo.clusters {

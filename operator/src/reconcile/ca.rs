@@ -243,17 +243,12 @@ mod tests {
 
     fn request(kind: OpKind, anchor: &str) -> OpRequest {
         OpRequest {
-            id: "s1".into(),
-            kind,
-            version: None,
-            component: None,
-            source: None,
-            role: None,
             trust: Some(TrustParams {
                 anchor: anchor.into(),
                 issuer: anchor.into(),
                 keep: vec![],
             }),
+            ..OpRequest::new("s1", kind)
         }
     }
 

@@ -1390,17 +1390,12 @@ fn rotation_op(
 ) -> baton::plan::OpRequest {
     let fp = baton::sim::ca_fingerprint;
     baton::plan::OpRequest {
-        id: id.to_string(),
-        kind,
-        version: None,
-        component: None,
-        source: None,
-        role: None,
         trust: Some(TrustParams {
             anchor: fp(anchor),
             issuer: fp(anchor),
             keep: keep.iter().map(|&n| fp(n)).collect(),
         }),
+        ..baton::plan::OpRequest::new(id, kind)
     }
 }
 

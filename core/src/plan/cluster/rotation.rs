@@ -305,15 +305,8 @@ fn rotation_under_way(p: &Pass<'_>, r: &Rotation<'_>) -> bool {
         || r.assessment.phase > Phase::AddTrust
         || matches!(r.due, Due::Phase(RotationPhase::ResignData))
         || r.members.iter().any(|m| {
-            m.report.is_some_and(|rep| {
-                p.inp
-                    .ca
-                    .and_then(|c| match c {
-                        CaInput::Ready(v) => Some(v.anchor.as_str()),
-                        CaInput::Unusable { .. } => None,
-                    })
-                    .is_some_and(|anchor| rep.trusted.iter().any(|t| t == anchor))
-            })
+            m.report
+                .is_some_and(|rep| rep.trusted.contains(&r.ca.anchor))
         })
 }
 

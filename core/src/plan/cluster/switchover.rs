@@ -169,13 +169,8 @@ fn start_phase(
     p.actions.push(Action {
         member: member.to_string(),
         request: OpRequest {
-            id: id.to_string(),
-            kind,
-            version: None,
-            component: None,
             source,
-            role: None,
-            trust: None,
+            ..OpRequest::new(id, kind)
         },
     });
 }
