@@ -192,6 +192,18 @@ pub enum RotationPhase {
 }
 
 impl RotationPhase {
+    pub const ALL: [RotationPhase; 4] = [
+        RotationPhase::AddTrust,
+        RotationPhase::Reissue,
+        RotationPhase::RemoveOldTrust,
+        RotationPhase::ResignData,
+    ];
+
+    /// The phase a status names (`as_str`); None for `Done`, `Invalid` or anything else.
+    pub fn parse(s: &str) -> Option<RotationPhase> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RotationPhase::AddTrust => "AddTrust",
@@ -208,6 +220,33 @@ pub enum RestartPolicy {
     #[default]
     Automatic,
     Manual,
+}
+
+/// Where a mesh-wide CA rotation stands, derived from what its clusters report.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct MeshCertificatesStatus {
+    /// The CA rotated to (as in a Cluster's `status.certificates.targetCa`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ca: Option<String>,
+    /// The mesh's phase: the lowest of its clusters' (`AddTrust`, `Reissue`,
+    /// `RemoveOldTrust`, `ResignData`), `Done` when every cluster is on the target, or
+    /// `Invalid` (the CA Secret cannot be used; see the Stalled condition). A cluster runs the
+    /// steps of a phase only while the mesh is in it: no cluster presents the new CA before
+    /// every cluster trusts it, none drops the old CA before every cluster presents the new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Each cluster's phase for the target (`Unknown`: it has not reported one yet).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub clusters: std::collections::BTreeMap<String, String>,
+    /// Clusters allowed to run rotation steps now (the Cluster controllers read this): those
+    /// in the mesh's phase whose sites no other rotating cluster uses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotating: Vec<String>,
+    /// What the rotation waits for, when it waits (a rollout under way, conflicts, a pause).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// Where a certificate rotation stands, derived from what the members report.

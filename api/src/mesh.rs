@@ -9,7 +9,7 @@ use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{CertificatesSpec, CertificatesStatus, Condition, LogEntry};
+use super::common::{CertificatesSpec, Condition, LogEntry, MeshCertificatesStatus};
 use super::values::{Duration, Timestamp};
 
 /// Desired state of a mesh of clusters.
@@ -31,6 +31,11 @@ use super::values::{Duration, Timestamp};
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
     printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "CA",
+        type_ = "string",
+        json_path = ".status.certificates.phase"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -66,6 +71,9 @@ pub struct MeshSpec {
     /// Admit no new cluster; clusters already moving finish their steps in flight.
     #[serde(default)]
     pub paused: bool,
+    /// The CA every cluster of the mesh takes its member certificates from, and the options
+    /// of its rotation. The clusters share one trust: they rotate together, phase by phase
+    /// (a Cluster of the mesh does not declare its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<CertificatesSpec>,
 }
@@ -234,8 +242,9 @@ pub struct MeshStatus {
     pub admitted: Vec<Admitted>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Where the mesh-wide rotation to `spec.certificates` stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificates: Option<CertificatesStatus>,
+    pub certificates: Option<MeshCertificatesStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acknowledged: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -139,6 +139,7 @@ fn decision_times() {
             clusters: &views,
             outside: &[],
             intents: &intents,
+            ca: None,
             now: NOW,
         };
         let first = plan_mesh(&input);

@@ -13,7 +13,7 @@ pub mod validate;
 pub mod window;
 
 pub use cluster::{
-    Admission, ClusterInput, ClusterPlan, Intents, plan_cluster, plan_cluster_from,
+    Admission, ClusterInput, ClusterPlan, Intents, RotationGrant, plan_cluster, plan_cluster_from,
     switchover_step_name,
 };
 pub use mesh::{

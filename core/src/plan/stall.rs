@@ -43,6 +43,9 @@ pub enum Stall {
     /// A member must restart onto its new certificate and no other member can take over
     /// first (`allowOutage` is not set).
     RestartNeedsOutage { member: String },
+    /// The Cluster declares `spec.certificates` while it belongs to mesh `mesh`, whose
+    /// clusters share one trust (`mesh_declares`: the mesh declares other certificates).
+    CertificatesInMesh { mesh: String, mesh_declares: bool },
 }
 
 impl Stall {
@@ -61,6 +64,7 @@ impl Stall {
             Stall::Blocked(_) => "Blocked",
             Stall::CaUnusable { reason, .. } => reason,
             Stall::RestartNeedsOutage { .. } => "RestartNeedsOutage",
+            Stall::CertificatesInMesh { .. } => "CertificatesInMesh",
         }
     }
 
@@ -116,6 +120,17 @@ impl fmt::Display for Stall {
             Stall::RestartNeedsOutage { member } => write!(
                 f,
                 "{member} must restart to present its new certificate and no other member can take over first; set spec.upgrade.allowOutage: true or restart it by hand (restart: Manual)"
+            ),
+            Stall::CertificatesInMesh {
+                mesh,
+                mesh_declares: true,
+            } => write!(
+                f,
+                "spec.certificates differs from mesh {mesh}'s: the clusters of a mesh share one trust and rotate together; remove spec.certificates from the Cluster (the mesh's applies)"
+            ),
+            Stall::CertificatesInMesh { mesh, .. } => write!(
+                f,
+                "spec.certificates is declared on a Cluster of mesh {mesh}: the clusters of a mesh share one trust and rotate together; declare it on the Mesh instead"
             ),
         }
     }

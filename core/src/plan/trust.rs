@@ -43,6 +43,14 @@ impl Phase {
     }
 }
 
+/// The first 12 hex digits of each fingerprint of a CA id: enough to tell CAs apart in text.
+pub fn short_id(id: &str) -> String {
+    id.split('/')
+        .map(|f| f.get(..12).unwrap_or(f))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The CA `spec.certificates` names, as the host read and checked it. The planner sees
 /// fingerprints and dates only: PEMs and keys stay with the host.
 #[derive(Clone, Debug, PartialEq, Eq)]

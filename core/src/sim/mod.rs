@@ -517,6 +517,7 @@ impl Sim {
                     clusters: &views,
                     outside: &[],
                     intents: &mesh.intents,
+                    ca: None,
                     now,
                 },
                 last,

@@ -16,7 +16,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::api::{Cluster, ClusterStatus};
 use crate::plan::PlanEvent;
-use crate::reconcile::{Members, act, now, observe_and_plan};
+use crate::reconcile::{Members, act, certificates_of, now, observe_and_plan};
 
 use super::context::{Context, Error};
 use super::events::{cluster_derived, reference, submission_failures};
@@ -93,13 +93,15 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     let ns = c.namespace().unwrap_or_default();
     let name = c.name_any();
     let mut object = cluster_object(&c);
-    object.ca = match &c.spec.certificates {
-        Some(certs) => Some(read_ca(&ctx.client, &ns, certs).await),
-        None => None,
-    };
     let own = ctx.stores.ownership(&ns);
     let mesh = own.mesh_of(&name).map(|m| m.name_any());
     let adm = own.admission_of(&name);
+    // The CA the cluster rotates to: its mesh's when the mesh declares certificates.
+    let certs = certificates_of(&object, &adm).cloned();
+    object.ca = match &certs {
+        Some(certs) => Some(read_ca(&ctx.client, &ns, certs).await),
+        None => None,
+    };
     let ts = now();
     let pass = observe_and_plan(&ctx.members, &object, &adm, ts).await;
 
@@ -133,7 +135,7 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
         ctx.events.publish(&regarding, &events).await;
         return Ok(Action::await_change());
     }
-    let outcomes = act(&ctx.members, &object, &pass).await;
+    let outcomes = act(&ctx.members, &object, &adm, &pass).await;
     for o in &outcomes {
         match &o.result {
             Ok(()) => {
@@ -153,7 +155,7 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     };
     // The CA Secret is read by name, not watched: look at it again at least this often, so a
     // renewed CA (cert-manager renews in place) starts its rotation without a restart.
-    let wait = match &c.spec.certificates {
+    let wait = match &certs {
         Some(_) => wait.min(CA_RECHECK),
         None => wait,
     };
@@ -165,10 +167,11 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
 /// wakes it.
 pub const CA_RECHECK: StdDuration = StdDuration::from_secs(30);
 
-/// The CA Secret of `spec.certificates`, read now (a Secret in another namespace when the ref
-/// names one). Missing, forbidden or unreadable is an unusable CA with its reason: the planner
-/// stalls the cluster and contacts no member about certificates.
-async fn read_ca(
+/// The CA Secret of `spec.certificates` (a Cluster's or a Mesh's), read now (a Secret in
+/// another namespace when the ref names one). Missing, forbidden or unreadable is an unusable
+/// CA with its reason: the planner stalls the object and contacts no member about
+/// certificates.
+pub(super) async fn read_ca(
     client: &kube::Client,
     ns: &str,
     certs: &crate::api::CertificatesSpec,

@@ -54,7 +54,11 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
     let ns = fresh.namespace().unwrap_or_default();
     let name = fresh.name_any();
     let own = ctx.stores.ownership(&ns);
-    let object = mesh_object(&fresh);
+    let mut object = mesh_object(&fresh);
+    object.ca = match &fresh.spec.certificates {
+        Some(certs) => Some(super::cluster_controller::read_ca(&ctx.client, &ns, certs).await),
+        None => None,
+    };
     let clusters = ctx.stores.members_of(&ns, &own, &name);
     let outside = ctx.stores.outside_of(&ns, &own, &name);
     let members: Vec<&ClusterObject> = clusters.iter().collect();
@@ -81,7 +85,13 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
     ctx.events
         .publish(&reference::<Mesh>(&fresh.metadata), &events)
         .await;
-    Ok(Action::requeue(ctx.timing.after(plan.wake, ts)))
+    let wait = ctx.timing.after(plan.wake, ts);
+    // The CA Secret is read by name, not watched (see the Cluster controller).
+    let wait = match &fresh.spec.certificates {
+        Some(_) => wait.min(super::cluster_controller::CA_RECHECK),
+        None => wait,
+    };
+    Ok(Action::requeue(wait))
 }
 
 /// After a status write: the clusters whose admission changed decide at once; the others are

@@ -356,6 +356,7 @@ pub fn mesh_object(m: &Mesh) -> MeshObject {
         spec: m.spec.clone(),
         status: m.status.clone(),
         intents: mesh_intents(m.annotations()),
+        ca: None,
     }
 }
 

@@ -19,8 +19,8 @@ use crate::plan::conditions::condition_true;
 use crate::plan::{Admission, Intents as PlanIntents, MeshIntents, PlanEvent};
 use crate::reconcile::{
     ActOutcome, ClusterObject, ClusterPass, Members, MeshObject, MetricLabel, Persisted,
-    StatusStore, Timing, act, admission, mesh_membership, now, observe_and_plan, owned_elsewhere,
-    persist, plan_mesh_object,
+    StatusStore, Timing, act, admission, certificates_of, mesh_membership, now, observe_and_plan,
+    owned_elsewhere, persist, plan_mesh_object,
 };
 
 use super::manifests::Manifests;
@@ -142,6 +142,7 @@ impl<M: Members> Runner<M> {
                 spec: m.spec.clone(),
                 status,
                 intents: MeshIntents::default(),
+                ca: None,
             });
         }
         // Only new objects or changed specs (generations) are worth a write: a restart of a
@@ -227,11 +228,11 @@ impl<M: Members> Runner<M> {
             .collect();
         // The CA is checked again every pass: validity is a matter of the instant.
         for &i in &due {
-            let c = &mut self.clusters[i];
-            c.ca = c.spec.certificates.as_ref().map(|certs| {
-                let name = &certs.ca_secret_ref.name;
-                CaState::read(self.secrets.get(name), name, ts)
-            });
+            let c = &self.clusters[i];
+            let mesh = self.membership.get(&c.name).map(|&m| &self.meshes[m]);
+            let adm = admission(mesh, &c.name);
+            let ca = certificates_of(c, &adm).map(|certs| read_ca(&self.secrets, certs, ts));
+            self.clusters[i].ca = ca;
         }
         let passes: Vec<(usize, ClusterPass)> = {
             let members = &self.members;
@@ -297,11 +298,14 @@ impl<M: Members> Runner<M> {
         if !acting.is_empty() {
             let members = &self.members;
             let clusters = &self.clusters;
+            let meshes = &self.meshes;
+            let membership = &self.membership;
             let outcomes: Vec<(usize, Vec<ActOutcome>)> =
                 futures::stream::iter(acting.iter().map(|(i, p)| {
                     let c = &clusters[*i];
+                    let adm = admission(membership.get(&c.name).map(|&m| &meshes[m]), &c.name);
                     let span = tracing::debug_span!("act", cluster = %c.name);
-                    async move { (*i, act(members, c, p).await) }.instrument(span)
+                    async move { (*i, act(members, c, &adm, p).await) }.instrument(span)
                 }))
                 .buffer_unordered(self.concurrency)
                 .collect()
@@ -337,6 +341,12 @@ impl<M: Members> Runner<M> {
     fn plan_meshes(&mut self, ts: Timestamp, instant: Instant, report: &mut PassReport) -> bool {
         let mut changed = false;
         for mi in 0..self.meshes.len() {
+            let ca = self.meshes[mi]
+                .spec
+                .certificates
+                .as_ref()
+                .map(|certs| read_ca(&self.secrets, certs, ts));
+            self.meshes[mi].ca = ca;
             let members: Vec<&ClusterObject> = self
                 .clusters
                 .iter()
@@ -903,4 +913,14 @@ spec:
         );
         assert_eq!(RunnerError::Unpersisted.metric_label(), "Unpersisted");
     }
+}
+
+/// The CA Secret `certs` names, from the manifests' Secrets.
+fn read_ca(
+    secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    certs: &crate::api::CertificatesSpec,
+    ts: Timestamp,
+) -> CaState {
+    let name = &certs.ca_secret_ref.name;
+    CaState::read(secrets.get(name), name, ts)
 }

@@ -12,7 +12,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
-use crate::api::{ClusterSpec, ClusterStatus, MeshSpec, MeshStatus, Timestamp};
+use crate::api::{
+    CertificatesSpec, ClusterSpec, ClusterStatus, MeshCertificatesStatus, MeshSpec, MeshStatus,
+    Timestamp,
+};
 use crate::plan::mesh::{Outside, OutsideCluster};
 use crate::plan::validate::{ClusterRef, tier_membership};
 use crate::plan::{
@@ -33,8 +36,8 @@ pub struct ClusterObject {
     pub spec: ClusterSpec,
     pub status: Option<ClusterStatus>,
     pub intents: Intents,
-    /// The CA `spec.certificates` names, as the host read it this pass (None without
-    /// `spec.certificates`).
+    /// The CA the cluster rotates to (its mesh's `spec.certificates`, or its own: see
+    /// [`certificates_of`]), as the host read it this pass (None without certificates).
     pub ca: Option<CaState>,
 }
 
@@ -46,6 +49,17 @@ pub struct MeshObject {
     pub spec: MeshSpec,
     pub status: Option<MeshStatus>,
     pub intents: MeshIntents,
+    /// The CA of `spec.certificates`, as the host read it this pass.
+    pub ca: Option<CaState>,
+}
+
+/// The certificates a cluster rotates to, whose CA Secret the host reads for it: its mesh's
+/// when the mesh declares them, else its own.
+pub fn certificates_of<'a>(
+    cluster: &'a ClusterObject,
+    admission: &'a Admission,
+) -> Option<&'a CertificatesSpec> {
+    admission.certificates(cluster.spec.certificates.as_ref())
 }
 
 /// The mesh (index into `meshes`) each cluster belongs to, by cluster name. A cluster claimed
@@ -114,6 +128,7 @@ pub async fn observe_and_plan<M: Members>(
 pub async fn act<M: Members>(
     members: &M,
     cluster: &ClusterObject,
+    admission: &Admission,
     pass: &Persisted<ClusterPass>,
 ) -> Vec<ActOutcome> {
     let pass = pass.get();
@@ -124,6 +139,7 @@ pub async fn act<M: Members>(
         members,
         &cluster.spec,
         cluster.ca.as_ref(),
+        certificates_of(cluster, admission),
         &pass.plan.actions,
     )
     .await
@@ -210,16 +226,31 @@ pub fn plan_mesh_object(
         clusters: &views,
         outside: &outside,
         intents: &mesh.intents,
+        ca: mesh.ca.as_ref().map(|c| &c.input),
         now,
     });
     let changed = mesh.status.as_ref() != Some(&plan.status);
-    let admissions_changed =
-        mesh.status.as_ref().map(|s| &s.admitted) != Some(&plan.status.admitted);
+    let admissions_changed = mesh.status.as_ref().map(|s| &s.admitted)
+        != Some(&plan.status.admitted)
+        || grants(mesh.status.as_ref()) != grants(Some(&plan.status));
     MeshPass {
         plan,
         changed,
         admissions_changed,
     }
+}
+
+/// What a mesh's status tells its clusters about the rotation (a change wakes them).
+fn grants(
+    st: Option<&MeshStatus>,
+) -> Option<(
+    &Option<String>,
+    &Option<String>,
+    &Vec<String>,
+    &Option<String>,
+)> {
+    let c: &MeshCertificatesStatus = st?.certificates.as_ref()?;
+    Some((&c.target_ca, &c.phase, &c.rotating, &c.waiting))
 }
 
 /// How often to look, by what the planner said.

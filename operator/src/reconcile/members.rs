@@ -17,7 +17,7 @@ use baton_agent::api::{
 use baton_agent::client::{AgentClient, CallPolicy, ClientError, ClientTls, SharedTls};
 
 use crate::api::values::Timestamp;
-use crate::api::{ClusterSpec, ClusterStatus, Health, MemberRole, StepAction};
+use crate::api::{CertificatesSpec, ClusterSpec, ClusterStatus, Health, MemberRole, StepAction};
 use crate::plan::{
     AgentView, AlarmView, CertView, ClusterObservation, MemberObservation, OpKind, OpRequest,
     PresentedView, TlsReport,
@@ -593,13 +593,14 @@ pub(super) async fn perform<M: Members>(
     members: &M,
     spec: &ClusterSpec,
     ca: Option<&CaState>,
+    certs: Option<&CertificatesSpec>,
     actions: &[crate::plan::Action],
 ) -> Vec<ActOutcome> {
     let now = Timestamp(jiff::Timestamp::now().as_millisecond());
     let futs = actions.iter().map(|a| async move {
         let result = match spec.members.iter().find(|m| m.name == a.member) {
             Some(m) => {
-                let material = material_for(&a.request, m, ca, spec.certificates.as_ref(), now);
+                let material = material_for(&a.request, m, ca, certs, now);
                 let sub = Submission {
                     request: &a.request,
                     material: &material,

@@ -887,6 +887,7 @@ fn mesh_decides_the_same_from_running_versions_or_member_records() {
                 clusters,
                 outside: &[],
                 intents: &intents,
+                ca: None,
                 now: sim.now,
             };
             assert_eq!(
@@ -938,6 +939,7 @@ fn an_unreadable_or_foreign_cluster_is_named_and_holds_the_mesh() {
             clusters: views,
             outside,
             intents: &intents,
+            ca: None,
             now: sim.now,
         })
     };
@@ -1067,6 +1069,7 @@ fn becoming_stalled_is_announced_once_by_an_event() {
             clusters: &views,
             outside: &[],
             intents: &mesh_intents,
+            ca: None,
             now: sim.now,
         })
     };

@@ -49,7 +49,7 @@ mod target;
 mod testing;
 mod view;
 
-use crate::api::{ClusterSpec, ClusterStatus, Timestamp};
+use crate::api::{CertificatesSpec, ClusterSpec, ClusterStatus, RotationPhase, Timestamp};
 
 use super::object::ObjectView;
 use super::observe::{Action, ClusterObservation, PlanEvent, Wake};
@@ -70,6 +70,8 @@ pub struct Admission {
     pub reason: Option<String>,
     /// Name of the mesh, for messages.
     pub mesh: Option<String>,
+    /// The mesh declares `spec.certificates`: its clusters rotate together, phase by phase.
+    pub rotation: Option<RotationGrant>,
 }
 
 impl Admission {
@@ -79,6 +81,36 @@ impl Admission {
             ..Default::default()
         }
     }
+
+    /// The certificates a cluster rotates to: its mesh's when the mesh declares them (a
+    /// cluster of such a mesh declares none of its own), else its own `spec.certificates`.
+    /// Hosts read the CA Secret these name.
+    pub fn certificates<'a>(
+        &'a self,
+        own: Option<&'a CertificatesSpec>,
+    ) -> Option<&'a CertificatesSpec> {
+        match &self.rotation {
+            Some(g) => Some(&g.certificates),
+            None => own,
+        }
+    }
+}
+
+/// What a mesh that declares `spec.certificates` lets one of its clusters do about the
+/// rotation (from the mesh's `status.certificates`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RotationGrant {
+    /// The mesh's `spec.certificates`.
+    pub certificates: CertificatesSpec,
+    /// The CA the mesh rotates to (None until the mesh has read its CA).
+    pub target: Option<String>,
+    /// The mesh's phase: the cluster runs steps of this phase only (None: the mesh is done,
+    /// or has not decided).
+    pub phase: Option<RotationPhase>,
+    /// The cluster may start rotation steps now.
+    pub admitted: bool,
+    /// Why not, when not (shown in the cluster's status).
+    pub reason: Option<String>,
 }
 
 /// Imperative intent from annotations or CLI commands. Each is acted on once: the status

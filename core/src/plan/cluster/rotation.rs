@@ -37,7 +37,7 @@ use crate::api::{
 use crate::plan::observe::Wake;
 use crate::plan::software::{Software, same_software};
 use crate::plan::stall::Stall;
-use crate::plan::trust::{self, CaInput, CaView, MemberTrust, Options, Phase};
+use crate::plan::trust::{self, CaInput, CaView, MemberTrust, Options, Phase, short_id as short};
 
 use super::state::{NewStep, Pass};
 use super::{gates, handover, log, member, record, start, view};
@@ -49,9 +49,15 @@ const MAX_NAMED: usize = 16;
 /// certificates is sent; upgrade steps in flight finish), and `status.certificates` follows
 /// `spec.certificates`. False when the cluster must not start anything.
 pub(super) fn check_ca(p: &mut Pass<'_>) -> bool {
-    if p.spec().certificates.is_none() {
+    if p.certificates().is_none() {
         p.st.certificates = None;
         return true;
+    }
+    if let Some(stall) = declared_in_mesh(p) {
+        let st = p.st.certificates.get_or_insert_with(Default::default);
+        st.phase = Some("Invalid".into());
+        p.found.stalled = Some(stall);
+        return false;
     }
     let (reason, message) = match p.inp.ca {
         Some(CaInput::Ready(_)) => return true,
@@ -67,11 +73,25 @@ pub(super) fn check_ca(p: &mut Pass<'_>) -> bool {
     false
 }
 
+/// A Cluster of a mesh declares its own `spec.certificates` (the same as its mesh's is
+/// harmless: a template may write both).
+fn declared_in_mesh(p: &Pass<'_>) -> Option<Stall> {
+    let (adm, own) = (p.inp.admission, p.spec().certificates.as_ref()?);
+    let mesh = adm.mesh.as_ref()?;
+    match &adm.rotation {
+        Some(g) if &g.certificates == own => None,
+        g => Some(Stall::CertificatesInMesh {
+            mesh: mesh.clone(),
+            mesh_declares: g.is_some(),
+        }),
+    }
+}
+
 /// The rotation's turn, once nothing stands in the way of new steps (`active` is the single
 /// active member). True when upgrade steps may be chosen after it (no rotation is due, or it
 /// waits for the rollout under way).
 pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
-    let (Some(certs), Some(CaInput::Ready(ca))) = (&p.spec().certificates, p.inp.ca) else {
+    let (Some(certs), Some(CaInput::Ready(ca))) = (p.certificates(), p.inp.ca) else {
         return true;
     };
     let r = Rotation::observe(p, certs, ca);
@@ -79,7 +99,7 @@ pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
     match r.due {
         Due::Nothing => {
             close_entry(p, "the members present certificates of the target CA");
-            renew(p, &r, active);
+            as_rotation(p, |p| renew(p, &r, active));
             true
         }
         Due::Phase(phase) => {
@@ -94,10 +114,52 @@ pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
             if !rotation_under_way(p, &r) && !preconditions_hold(p) {
                 return false;
             }
-            run_phase(p, &r, phase, active);
+            if !mesh_allows(p, &r, phase) {
+                return false;
+            }
+            as_rotation(p, |p| run_phase(p, &r, phase, active));
             false
         }
     }
+}
+
+/// Run `f` under the rotation's admission: a cluster of a mesh that declares certificates
+/// starts rotation steps on its mesh's rotation grant (checked before), not on the rollout's
+/// admission; a pause holds both.
+fn as_rotation<'a>(p: &mut Pass<'a>, f: impl FnOnce(&mut Pass<'a>)) {
+    let may_start = p.may_start;
+    if p.inp.admission.rotation.is_some() {
+        p.may_start = !gates::paused(p);
+    }
+    f(p);
+    p.may_start = may_start;
+}
+
+/// A cluster of a mesh that declares certificates runs a phase only on the mesh's grant: the
+/// mesh rotates to the same CA, is in this phase, and lets this cluster use its sites now.
+fn mesh_allows(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase) -> bool {
+    let (Some(g), Some(mesh)) = (&p.inp.admission.rotation, &p.inp.admission.mesh) else {
+        return true;
+    };
+    let why = if g.target.as_deref() != Some(r.id.as_str()) {
+        format!(
+            "mesh {mesh} has not started the rotation to {} yet",
+            short(&r.id)
+        )
+    } else if !g.admitted {
+        g.reason
+            .clone()
+            .unwrap_or_else(|| format!("mesh {mesh}: waiting for its turn to rotate"))
+    } else if g.phase.is_none_or(|m| phase > m) {
+        format!(
+            "phase {} waits until every cluster of mesh {mesh} has finished the phase before",
+            phase.as_str()
+        )
+    } else {
+        return true;
+    };
+    p.wait(why);
+    false
 }
 
 /// What the rotation has to do next.
@@ -252,14 +314,6 @@ fn named(names: &[&str]) -> Vec<String> {
         out.push(format!("… {} more", names.len() - MAX_NAMED));
     }
     out
-}
-
-/// The first 12 hex digits of each fingerprint of a CA id: enough to tell CAs apart in text.
-fn short(id: &str) -> String {
-    id.split('/')
-        .map(|f| f.get(..12).unwrap_or(f))
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn describe_sites(sites: &BTreeMap<&str, (u32, u32)>) -> String {
@@ -717,6 +771,127 @@ mod tests {
 
     fn certs(plan: &ClusterPlan) -> CertificatesStatus {
         plan.status.certificates.clone().unwrap_or_default()
+    }
+
+    /// `rotating()` as a cluster of mesh `m` that declares the certificates (and not the
+    /// cluster), with the grant `f` shapes (admitted in AddTrust for NEW by default). The mesh
+    /// rolls nothing out: the cluster is not admitted for upgrades.
+    fn in_mesh(f: impl FnOnce(&mut crate::plan::RotationGrant)) -> ClusterBuilder {
+        let b = rotating();
+        let certificates = b.spec_certificates().expect("rotating() declares them");
+        let mut grant = crate::plan::RotationGrant {
+            certificates,
+            target: Some(NEW.into()),
+            phase: Some(RotationPhase::AddTrust),
+            admitted: true,
+            reason: None,
+        };
+        f(&mut grant);
+        b.certificate_options_clear()
+            .admission(crate::plan::Admission {
+                mesh_version: Some("1.0.0".into()),
+                admitted: false,
+                reason: Some("mesh m: waiting for its turn (see its status)".into()),
+                mesh: Some("m".into()),
+                rotation: Some(grant),
+                ..Default::default()
+            })
+    }
+
+    #[test]
+    fn a_cluster_of_a_mesh_rotates_on_the_mesh_grant_not_on_the_rollout_admission() {
+        let plan = in_mesh(|_| {}).build().plan();
+        assert_eq!(
+            started(&plan),
+            [
+                (StepAction::InstallTrust, "b".to_string()),
+                (StepAction::InstallTrust, "c".to_string())
+            ],
+            "admitted for the rotation, not for a rollout"
+        );
+        assert_eq!(certs(&plan).phase.as_deref(), Some("AddTrust"));
+        // Not granted: the mesh's reason, nothing started, the phase still reported.
+        let plan = in_mesh(|g| {
+            g.admitted = false;
+            g.reason = Some("mesh m: phase AddTrust: waiting for a site".into());
+        })
+        .build()
+        .plan();
+        assert!(plan.status.steps.is_empty(), "{:?}", started(&plan));
+        assert_eq!(certs(&plan).phase.as_deref(), Some("AddTrust"));
+        assert_eq!(
+            plan.status.message.as_deref(),
+            Some("mesh m: phase AddTrust: waiting for a site")
+        );
+        // Paused: nothing either.
+        let plan = in_mesh(|_| {}).paused().build().plan();
+        assert!(plan.status.steps.is_empty());
+    }
+
+    #[test]
+    fn a_cluster_of_a_mesh_never_runs_a_phase_the_mesh_has_not_reached() {
+        // Every member trusts NEW: the cluster is in Reissue, the mesh still in AddTrust.
+        let plan = in_mesh(|_| {})
+            .observe(member("a", true, &[OLD, NEW], OLD))
+            .observe(member("b", false, &[OLD, NEW], OLD))
+            .observe(member("c", false, &[OLD, NEW], OLD))
+            .build()
+            .plan();
+        assert_eq!(certs(&plan).phase.as_deref(), Some("Reissue"));
+        assert_not_started(&plan, StepAction::InstallCertificate);
+        assert!(
+            plan.status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("phase Reissue waits until every cluster of mesh m")),
+            "{:?}",
+            plan.status.message
+        );
+        // The mesh rotates to another CA (it has not read the new Secret yet): wait.
+        let plan = in_mesh(|g| g.target = Some(OLD.into())).build().plan();
+        assert!(plan.status.steps.is_empty());
+        assert_eq!(
+            plan.status.message.as_deref(),
+            Some("mesh m has not started the rotation to 4e44e44e44e4 yet")
+        );
+    }
+
+    #[test]
+    fn a_cluster_of_a_mesh_may_not_declare_other_certificates() {
+        // Its own declaration beside the mesh's, different: stalled, nothing sent.
+        let plan = in_mesh(|g| g.certificates.keep_old_trust = true)
+            .certificates(root_ca(NEW, far()))
+            .build()
+            .plan();
+        assert_eq!(plan.status.phase, ClusterPhase::Stalled);
+        assert!(plan.actions.is_empty());
+        let stalled = plan.status.conditions.iter().find(|c| c.type_ == "Stalled");
+        assert_eq!(
+            stalled.map(|c| c.reason.as_str()),
+            Some("CertificatesInMesh")
+        );
+        // The same declaration as the mesh's is harmless.
+        let plan = in_mesh(|_| {})
+            .certificates(root_ca(NEW, far()))
+            .build()
+            .plan();
+        assert!(starts(&plan, StepAction::InstallTrust));
+        // A mesh without certificates: the cluster's own is refused too.
+        let plan = rotating()
+            .admission(crate::plan::Admission {
+                mesh: Some("m".into()),
+                mesh_version: Some("1.0.0".into()),
+                admitted: true,
+                ..Default::default()
+            })
+            .build()
+            .plan();
+        let stalled = plan.status.conditions.iter().find(|c| c.type_ == "Stalled");
+        assert!(
+            stalled.is_some_and(|c| c.reason == "CertificatesInMesh"
+                && c.message.contains("declare it on the Mesh")),
+            "{stalled:?}"
+        );
     }
 
     #[test]

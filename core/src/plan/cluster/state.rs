@@ -12,8 +12,8 @@
 //! uses none of them.
 
 use crate::api::{
-    ClusterSpec, ClusterStatus, LogMode, MemberSpec, MemberStatus, StepAction, StepRecord,
-    Timestamp,
+    CertificatesSpec, ClusterSpec, ClusterStatus, LogMode, MemberSpec, MemberStatus, StepAction,
+    StepRecord, Timestamp,
 };
 use crate::plan::conditions::Log;
 use crate::plan::observe::{Action, AgentView, MemberObservation, OpView, PlanEvent, Wake};
@@ -65,6 +65,12 @@ impl<'a> Pass<'a> {
     }
     pub fn spec(&self) -> &'a ClusterSpec {
         self.inp.cluster.spec
+    }
+    /// The certificates the cluster rotates to: its mesh's, or its own.
+    pub fn certificates(&self) -> Option<&'a CertificatesSpec> {
+        self.inp
+            .admission
+            .certificates(self.inp.cluster.spec.certificates.as_ref())
     }
     pub fn now(&self) -> Timestamp {
         self.inp.now

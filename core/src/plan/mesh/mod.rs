@@ -10,9 +10,11 @@
 //! 1. [`read`] (with [`versions`]): summarise and index the clusters;
 //! 2. [`holds`]: an invalid spec, an unreadable cluster, clusters not reported yet;
 //! 3. [`rollout`]: the direction, and the rollout, tier and admission log entries;
-//! 4. [`preconditions`]: backlog and conflicts at rest, the force intent;
-//! 5. [`admission`] (with [`compat`] and [`capacity`]): tiers, slots, stagger, rules;
-//! 6. [`summary`]: phase, message, conditions and wake.
+//! 4. [`rotation`]: the mesh-wide CA rotation of `spec.certificates` (while it runs, no
+//!    rollout starts and nobody is admitted for one; a rollout under way makes it wait);
+//! 5. [`preconditions`]: backlog and conflicts at rest, the force intent;
+//! 6. [`admission`] (with [`compat`] and [`capacity`]): tiers, slots, stagger, rules;
+//! 7. [`summary`]: phase, message, conditions and wake.
 //!
 //! This module owns the public entry points and calls the stages in that order.
 
@@ -23,15 +25,17 @@ mod holds;
 mod preconditions;
 mod read;
 mod rollout;
+mod rotation;
 mod summary;
 mod types;
 mod versions;
 
 pub use types::{MeshClusterView, MeshInput, MeshIntents, MeshPlan, Outside, OutsideCluster};
 
-use crate::api::{MeshPhase, MeshSpec, MeshStatus, MeshStrategyType};
-use crate::plan::Admission;
+use crate::api::{MeshPhase, MeshSpec, MeshStatus, MeshStrategyType, RotationPhase};
+use crate::plan::observe::PlanEvent;
 use crate::plan::observe::Wake;
+use crate::plan::{Admission, RotationGrant};
 
 use admission::{Turn, admit};
 use preconditions::Gate;
@@ -62,6 +66,56 @@ pub fn admission_for(
             format!("mesh {mesh_name}: {why}")
         }),
         mesh: Some(mesh_name.to_string()),
+        rotation: mesh
+            .certificates
+            .as_ref()
+            .map(|certs| rotation_grant(mesh_name, certs, status, cluster)),
+    }
+}
+
+/// What the mesh's `status.certificates` lets `cluster` do about the rotation. The reason
+/// changes only with this cluster's situation (see `admission_for`).
+fn rotation_grant(
+    mesh_name: &str,
+    certs: &crate::api::CertificatesSpec,
+    status: Option<&MeshStatus>,
+    cluster: &str,
+) -> RotationGrant {
+    let cs = status.and_then(|s| s.certificates.as_ref());
+    let phase = cs
+        .and_then(|c| c.phase.as_deref())
+        .and_then(RotationPhase::parse);
+    let admitted = cs.is_some_and(|c| c.rotating.iter().any(|r| r == cluster));
+    let reason = (!admitted).then(|| {
+        let why = match cs {
+            None => "has not read its CA yet".to_string(),
+            Some(c) => match (&c.waiting, phase) {
+                (Some(w), _) => w.clone(),
+                (None, None) => "rotates no cluster now".to_string(),
+                (None, Some(p)) => {
+                    let mine = c.clusters.get(cluster).map(String::as_str);
+                    if mine.and_then(RotationPhase::parse) == Some(p) || mine == Some("Unknown") {
+                        format!(
+                            "phase {}: waiting for a site that a rotating cluster uses (one rotation job per site across the mesh)",
+                            p.as_str()
+                        )
+                    } else {
+                        format!(
+                            "phase {} runs on the other clusters first (every cluster completes a phase before any starts the next)",
+                            p.as_str()
+                        )
+                    }
+                }
+            },
+        };
+        format!("mesh {mesh_name}: {why}")
+    });
+    RotationGrant {
+        certificates: certs.clone(),
+        target: cs.and_then(|c| c.target_ca.clone()),
+        phase,
+        admitted,
+        reason,
     }
 }
 
@@ -88,11 +142,13 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     let done = clusters.done_count();
     let all_done = done == total;
     let mut stalled = holds.stall(&mut st);
-    // 3. Direction; 4. a new rollout passes the preconditions first.
+    // 3. Direction; 5. a new rollout passes the preconditions first.
     let direction = rollout::direction(&st, spec, &clusters.sums);
     let unreported = holds::unreported(&clusters, &st);
+    // 4. The CA rotation: decided before a rollout may start (from rest it goes first).
+    let rotating = rotate(input, &clusters, &mut st, &mut stalled, paused, &mut events);
     let mut unmet: Option<String> = None;
-    if stalled.is_none() && !all_done {
+    if stalled.is_none() && !all_done && rotating.is_none() {
         if let Some(why) = &unreported {
             waiting.push(why.clone());
             wake = Wake::Busy;
@@ -132,9 +188,12 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     let mut tiers = rollout::tier_statuses(spec, &st.tiers, &clusters.sums);
     rollout::close_done_tiers(&mut st, &tiers, &mut events, now);
 
-    // 5. Admission.
+    // 6. Admission.
     let mut failed: Vec<String> = Vec::new();
-    if stalled.is_none() && !all_done && unreported.is_none() {
+    if rotating.is_some() {
+        st.admitted.clear();
+    }
+    if stalled.is_none() && !all_done && unreported.is_none() && rotating.is_none() {
         let turn = Turn {
             spec,
             clusters: &clusters,
@@ -150,8 +209,9 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     }
     st.tiers = tiers;
 
-    // 6. The summary.
+    // 7. The summary.
     let outcome = summary::Outcome {
+        rotating: rotating.as_deref(),
         stalled: stalled.as_ref(),
         paused,
         total,
@@ -173,6 +233,48 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         status: st,
         events,
         wake,
+    }
+}
+
+/// The rotation's stage (see [`rotation`]). `Some(message)` while it runs: the version
+/// rollout stands still; a CA that cannot be used stalls the mesh.
+fn rotate(
+    input: &MeshInput<'_>,
+    clusters: &read::Clusters<'_>,
+    st: &mut MeshStatus,
+    stalled: &mut Option<crate::plan::stall::Stall>,
+    paused: bool,
+    events: &mut Vec<PlanEvent>,
+) -> Option<String> {
+    let spec = input.mesh.spec;
+    if stalled.is_some() {
+        // Nothing is decided past a hold: nobody starts rotation steps either.
+        if let Some(c) = st.certificates.as_mut() {
+            c.rotating.clear();
+        }
+        return None;
+    }
+    let sit = rotation::Situation {
+        ca: input.ca,
+        rollout_open: rollout::open_version(st).map(str::to_string),
+        paused,
+    };
+    match rotation::run(spec.certificates.is_some(), &sit, clusters, st, events) {
+        rotation::Rotation::Idle | rotation::Rotation::WaitsForRollout => None,
+        rotation::Rotation::Stalled(stall) => {
+            *stalled = Some(stall);
+            None
+        }
+        rotation::Rotation::Running { waiting } => Some(waiting.unwrap_or_else(|| {
+            let c = st.certificates.as_ref();
+            let phase = c.and_then(|c| c.phase.as_deref()).unwrap_or_default();
+            let target = c
+                .and_then(|c| c.target_ca.as_deref())
+                .map(crate::plan::trust::short_id)
+                .unwrap_or_default();
+            let moving = c.map(|c| c.rotating.join(", ")).unwrap_or_default();
+            format!("rotating the CA to {target}: phase {phase} (rotating: {moving})")
+        })),
     }
 }
 

@@ -55,6 +55,14 @@ fn rollout_open(log: &[LogEntry], r: &RolloutStatus) -> bool {
         .any(|e| e.id == r.log_id && e.result == LogResult::Running)
 }
 
+/// The version of the rollout under way (its log entry open), if one is.
+pub(super) fn open_version(st: &MeshStatus) -> Option<&str> {
+    st.rollout
+        .as_ref()
+        .filter(|r| rollout_open(&st.log, r))
+        .map(|r| r.version.as_str())
+}
+
 pub(super) fn dir_word(d: Direction) -> &'static str {
     match d {
         Direction::Upgrade => "upgrade",

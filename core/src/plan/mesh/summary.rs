@@ -15,6 +15,8 @@ use super::read::Clusters;
 
 /// The outcome of a pass, as the earlier stages left it.
 pub(super) struct Outcome<'x> {
+    /// The CA rotation runs (what it does or waits for): no rollout moves meanwhile.
+    pub(super) rotating: Option<&'x str>,
     pub(super) stalled: Option<&'x Stall>,
     pub(super) paused: bool,
     /// Clusters the mesh claims (readable or not) and those done.
@@ -29,7 +31,7 @@ pub(super) struct Outcome<'x> {
 
 impl Outcome<'_> {
     fn ready(&self) -> bool {
-        self.done == self.total && self.stalled.is_none()
+        self.done == self.total && self.stalled.is_none() && self.rotating.is_none()
     }
 
     fn phase(&self, st: &MeshStatus) -> MeshPhase {
@@ -39,6 +41,16 @@ impl Outcome<'_> {
             MeshPhase::Ready
         } else if self.paused {
             MeshPhase::Paused
+        } else if self.rotating.is_some() {
+            let granted = st
+                .certificates
+                .as_ref()
+                .is_some_and(|c| !c.rotating.is_empty());
+            if granted {
+                MeshPhase::Progressing
+            } else {
+                MeshPhase::Waiting
+            }
         } else if !self.failed.is_empty() {
             MeshPhase::Degraded
         } else if !st.admitted.is_empty() {
@@ -51,6 +63,8 @@ impl Outcome<'_> {
     fn message(&self, st: &MeshStatus) -> Option<String> {
         if let Some(stall) = self.stalled {
             Some(stall.message())
+        } else if let Some(rotation) = self.rotating {
+            Some(rotation.to_string())
         } else if !self.failed.is_empty() {
             Some(format!(
                 "clusters failed and hold their slots: {}",
@@ -116,7 +130,14 @@ pub(super) fn write(
                 .ready()
                 .then(|| format!("all {total} clusters run their target")),
             paused: o.paused,
-            reconciling: ("RolloutInProgress", reconciling),
+            reconciling: (
+                if o.rotating.is_some() {
+                    "RotationInProgress"
+                } else {
+                    "RolloutInProgress"
+                },
+                reconciling,
+            ),
         },
         g,
         now,
@@ -156,7 +177,11 @@ pub(super) fn write(
 
 /// Something admitted keeps the mesh busy; otherwise the earlier stages' wake stands.
 pub(super) fn wake(st: &MeshStatus, wake: Wake) -> Wake {
-    if st.admitted.is_empty() {
+    let rotating = st
+        .certificates
+        .as_ref()
+        .is_some_and(|c| !c.rotating.is_empty());
+    if st.admitted.is_empty() && !rotating {
         wake
     } else {
         Wake::Busy
@@ -173,6 +198,7 @@ mod tests {
 
     fn outcome<'x>(stalled: Option<&'x Stall>, failed: &'x [String]) -> Outcome<'x> {
         Outcome {
+            rotating: None,
             stalled,
             paused: false,
             total: 2,

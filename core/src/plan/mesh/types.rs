@@ -39,6 +39,9 @@ pub struct MeshInput<'a> {
     /// (which the mesh may claim: it cannot know their version) and ones another mesh owns.
     pub outside: &'a [OutsideCluster<'a>],
     pub intents: &'a MeshIntents,
+    /// The CA the mesh's `spec.certificates` names, as the host read it (None without
+    /// `spec.certificates`, or when the host has not read it).
+    pub ca: Option<&'a crate::plan::trust::CaInput>,
     /// The instant of the decision: stagger and the preconditions' timeouts count from it.
     pub now: Timestamp,
 }

@@ -1,0 +1,542 @@
+//! The mesh-wide CA rotation of the Mesh's `spec.certificates`: which clusters may run
+//! rotation steps now. Every cluster of the mesh shares one trust, and members of different
+//! clusters talk to each other, so the phases are mesh-wide: no cluster presents a certificate
+//! of the new CA before every cluster trusts it, and none drops the old CA before every
+//! cluster presents the new one.
+//!
+//! Where the rotation stands is read from the clusters' own `status.certificates` (each
+//! derived from what its members report), never counted here: the mesh's phase is the lowest
+//! of its clusters', and a cluster that has not reported a phase for the target counts as the
+//! first phase. A cluster may run the steps of the mesh's phase only, and only while no other
+//! rotating cluster uses one of its sites (the procedure's one job per site at a time, across
+//! the mesh; members without a site are their cluster's own).
+//!
+//! A rotation and a version rollout of the mesh never run at once: a rollout under way
+//! finishes first; from rest the rotation goes first (a CA nearing expiry is a deadline, a
+//! version is not), and the mesh starts no rollout until it is done.
+//!
+//! Owns: `status.certificates`, the rotation's events, the CA stall of the mesh. May use:
+//! `read`, `plan::trust`, `plan::stall`.
+
+use std::collections::BTreeSet;
+
+use crate::api::{MeshCertificatesStatus, MeshStatus, RotationPhase, StepRecord};
+use crate::plan::observe::PlanEvent;
+use crate::plan::stall::Stall;
+use crate::plan::trust::{CaInput, short_id as short};
+
+use super::read::{Clusters, Summary};
+
+/// What the rotation leaves for the rest of the pass.
+#[derive(Debug, PartialEq)]
+pub(super) enum Rotation {
+    /// No `spec.certificates`, or every cluster is on the target CA.
+    Idle,
+    /// Due, but a version rollout is under way: it goes on, the rotation waits.
+    WaitsForRollout,
+    /// Due and running (or waiting at its start, `waiting` says why): the version rollout
+    /// stands still, no rollout starts and nobody is admitted for one.
+    Running { waiting: Option<String> },
+    /// The CA cannot be used: the mesh is stalled.
+    Stalled(Stall),
+}
+
+/// A cluster's stage in the rotation to the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    /// No phase reported for the target yet (counts as the first phase).
+    Unknown,
+    Phase(RotationPhase),
+    Done,
+}
+
+impl Stage {
+    fn of(s: &Summary<'_>, target: &str) -> Stage {
+        let Some(c) = s.view.status.and_then(|st| st.certificates.as_ref()) else {
+            return Stage::Unknown;
+        };
+        if c.target_ca.as_deref() != Some(target) {
+            return Stage::Unknown;
+        }
+        match c.phase.as_deref() {
+            Some("Done") => Stage::Done,
+            Some(p) => RotationPhase::parse(p).map_or(Stage::Unknown, Stage::Phase),
+            None => Stage::Unknown,
+        }
+    }
+
+    /// The phase this stage stands in for in the mesh's minimum.
+    fn phase(self) -> Option<RotationPhase> {
+        match self {
+            Stage::Unknown => Some(RotationPhase::AddTrust),
+            Stage::Phase(p) => Some(p),
+            Stage::Done => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Unknown => "Unknown",
+            Stage::Phase(p) => p.as_str(),
+            Stage::Done => "Done",
+        }
+    }
+}
+
+/// What the rotation stage reads besides the clusters.
+pub(super) struct Situation<'x> {
+    pub(super) ca: Option<&'x CaInput>,
+    /// A version rollout is under way (its log entry is open).
+    pub(super) rollout_open: Option<String>,
+    pub(super) paused: bool,
+}
+
+/// Decide the rotation's part of this pass and write `status.certificates`.
+pub(super) fn run(
+    has_certificates: bool,
+    sit: &Situation<'_>,
+    clusters: &Clusters<'_>,
+    st: &mut MeshStatus,
+    events: &mut Vec<PlanEvent>,
+) -> Rotation {
+    if !has_certificates {
+        st.certificates = None;
+        return Rotation::Idle;
+    }
+    let ca = match sit.ca {
+        Some(CaInput::Ready(ca)) => ca,
+        Some(CaInput::Unusable { reason, message }) => {
+            return invalid(st, reason, message.clone());
+        }
+        None => {
+            return invalid(
+                st,
+                "CASecretNotRead",
+                "the CA Secret has not been read yet".into(),
+            );
+        }
+    };
+    let target = ca.id();
+    let cs = st.certificates.get_or_insert_with(Default::default);
+    if cs.target_ca.as_deref() != Some(target.as_str()) {
+        *cs = MeshCertificatesStatus {
+            target_ca: Some(target.clone()),
+            ..Default::default()
+        };
+    }
+    let stages: Vec<(&Summary<'_>, Stage)> = clusters
+        .sums
+        .iter()
+        .map(|s| (s, Stage::of(s, &target)))
+        .collect();
+    cs.clusters = stages
+        .iter()
+        .map(|(s, stage)| (s.name().to_string(), stage.as_str().to_string()))
+        .collect();
+    let lowest = stages.iter().filter_map(|(_, st)| st.phase()).min();
+    let phase = lowest.map_or("Done", RotationPhase::as_str);
+    if cs.phase.as_deref() != Some(phase) {
+        let short = short(&target);
+        events.push(PlanEvent {
+            warning: false,
+            reason: "RotationPhase".into(),
+            message: match lowest {
+                Some(p) => format!(
+                    "CA rotation to {short}: phase {} across the mesh",
+                    p.as_str()
+                ),
+                None => format!("CA rotation to {short} complete on every cluster"),
+            },
+        });
+        cs.phase = Some(phase.to_string());
+    }
+    let Some(mesh_phase) = lowest else {
+        cs.rotating.clear();
+        cs.waiting = None;
+        return Rotation::Idle;
+    };
+    let waiting = if let Some(version) = &sit.rollout_open {
+        Some(format!(
+            "the CA rotation waits for the rollout to {version} to finish"
+        ))
+    } else if sit.paused {
+        Some("paused: no cluster starts rotation steps".into())
+    } else if !under_way(&stages, mesh_phase) {
+        conflicted(&stages).map(|names| {
+            format!("the CA rotation does not start while {names} report replication conflicts")
+        })
+    } else {
+        None
+    };
+    if let Some(why) = waiting {
+        cs.rotating.clear();
+        cs.waiting = Some(why.clone());
+        return if sit.rollout_open.is_some() {
+            Rotation::WaitsForRollout
+        } else {
+            Rotation::Running { waiting: Some(why) }
+        };
+    }
+    cs.rotating = grant(&stages, mesh_phase);
+    cs.waiting = None;
+    Rotation::Running { waiting: None }
+}
+
+fn invalid(st: &mut MeshStatus, reason: &'static str, message: String) -> Rotation {
+    let cs = st.certificates.get_or_insert_with(Default::default);
+    cs.phase = Some("Invalid".into());
+    cs.rotating.clear();
+    cs.waiting = None;
+    Rotation::Stalled(Stall::CaUnusable { reason, message })
+}
+
+/// Rotation steps in flight on the cluster.
+fn rotating_now(s: &Summary<'_>) -> bool {
+    s.view
+        .status
+        .is_some_and(|st| st.steps.iter().any(StepRecord::is_rotation))
+}
+
+/// The rotation has started somewhere: a cluster past the first phase, a rotation step in
+/// flight, or a member that already trusts the target (a site counted done).
+fn under_way(stages: &[(&Summary<'_>, Stage)], mesh_phase: RotationPhase) -> bool {
+    mesh_phase > RotationPhase::AddTrust
+        || stages.iter().any(|(s, stage)| {
+            rotating_now(s)
+                || matches!(stage, Stage::Phase(p) if *p > RotationPhase::AddTrust)
+                || (*stage == Stage::Phase(RotationPhase::AddTrust)
+                    && s.view
+                        .status
+                        .and_then(|st| st.certificates.as_ref())
+                        .is_some_and(|c| c.sites.values().any(|v| !v.starts_with("0/"))))
+        })
+}
+
+/// Clusters whose members report replication conflicts (joined), if any.
+fn conflicted(stages: &[(&Summary<'_>, Stage)]) -> Option<String> {
+    let names: Vec<&str> = stages
+        .iter()
+        .filter(|(s, _)| s.backlog().1 > 0)
+        .map(|(s, _)| s.name())
+        .collect();
+    (!names.is_empty()).then(|| names.join(", "))
+}
+
+/// The sites a cluster's members stand in (members without a site are the cluster's own).
+fn sites<'a>(s: &Summary<'a>) -> BTreeSet<&'a str> {
+    s.view
+        .spec
+        .members
+        .iter()
+        .filter_map(|m| m.site.as_deref())
+        .filter(|site| !site.is_empty())
+        .collect()
+}
+
+/// The clusters that may run rotation steps now: first those with rotation steps in flight
+/// (they hold their sites), then, in tier order, those in the mesh's phase whose sites are
+/// free; a failed cluster only after the healthy ones (it must not hold a site others need).
+fn grant(stages: &[(&Summary<'_>, Stage)], mesh_phase: RotationPhase) -> Vec<String> {
+    let mut used: BTreeSet<&str> = BTreeSet::new();
+    let mut out: Vec<String> = Vec::new();
+    for (s, _) in stages.iter().filter(|(s, _)| rotating_now(s)) {
+        used.extend(sites(s));
+        out.push(s.name().to_string());
+    }
+    let mut candidates: Vec<&Summary<'_>> = stages
+        .iter()
+        .filter(|(s, stage)| {
+            !rotating_now(s) && matches!(stage.phase(), Some(p) if p == mesh_phase)
+        })
+        .map(|(s, _)| *s)
+        .collect();
+    candidates.sort_by_key(|s| s.failed);
+    for s in candidates {
+        let own = sites(s);
+        if own.iter().any(|site| used.contains(site)) {
+            continue;
+        }
+        used.extend(own);
+        out.push(s.name().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::{MeshPhase, RotationPhase, condition as cond};
+    use crate::fixtures::cluster::root_ca;
+    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::plan::conditions::condition_true;
+    use crate::plan::mesh::{MeshPlan, admission_for};
+    use crate::plan::trust::CaInput;
+
+    const NEW: &str = "4e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e4";
+    const OLD: &str = "0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0";
+
+    fn ca() -> CaInput {
+        root_ca(NEW, crate::api::Timestamp(NOW.0 + 365 * 86_400_000))
+    }
+
+    /// Mesh to 1.0.0 with certificates; a and b share sites x and y, c stands in z alone.
+    fn scene(a: &str, b: &str, c: &str) -> Scene {
+        let at = |name: &str, phase: &str, sites: &[&str]| {
+            let b = cluster(name).ready("1.0.0").sites(sites);
+            if phase.is_empty() {
+                b
+            } else {
+                b.rotation(NEW, phase, 0)
+            }
+        };
+        mesh("1.0.0")
+            .tier("t", &["a", "b", "c"])
+            .certificates()
+            .scene()
+            .with(at("a", a, &["x", "y"]))
+            .with(at("b", b, &["x", "y"]))
+            .with(at("c", c, &["z"]))
+            .with_ca(ca())
+    }
+
+    fn rotating(plan: &MeshPlan) -> Vec<&str> {
+        plan.status
+            .certificates
+            .as_ref()
+            .map(|c| c.rotating.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    fn phase(plan: &MeshPlan) -> Option<&str> {
+        plan.status.certificates.as_ref()?.phase.as_deref()
+    }
+
+    #[test]
+    fn the_mesh_phase_is_the_lowest_and_only_clusters_in_it_rotate() {
+        let plan = scene("Reissue", "AddTrust", "Reissue").plan();
+        assert_eq!(phase(&plan), Some("AddTrust"));
+        assert_eq!(
+            rotating(&plan),
+            ["b"],
+            "a and c wait for b to trust the new CA"
+        );
+        let c = plan.status.certificates.as_ref().expect("written");
+        assert_eq!(c.target_ca.as_deref(), Some(NEW));
+        assert_eq!(c.clusters.get("a").map(String::as_str), Some("Reissue"));
+        assert_eq!(plan.status.phase, MeshPhase::Progressing);
+        assert!(condition_true(&plan.status.conditions, cond::RECONCILING));
+        assert!(!condition_true(&plan.status.conditions, cond::READY));
+        assert!(
+            plan.events.iter().any(|e| e.reason == "RotationPhase"),
+            "the phase is announced"
+        );
+        // Everyone past AddTrust: the next phase, and the first free sites go first.
+        let plan = scene("Reissue", "Reissue", "Reissue").plan();
+        assert_eq!(phase(&plan), Some("Reissue"));
+        assert_eq!(rotating(&plan), ["a", "c"], "b shares a's sites");
+    }
+
+    #[test]
+    fn a_cluster_that_has_not_reported_holds_the_mesh_in_the_first_phase() {
+        let plan = scene("Reissue", "", "Reissue").plan();
+        assert_eq!(phase(&plan), Some("AddTrust"));
+        assert_eq!(rotating(&plan), ["b"]);
+        let c = plan.status.certificates.as_ref().expect("written");
+        assert_eq!(c.clusters.get("b").map(String::as_str), Some("Unknown"));
+        // A status for another CA is no report for this one.
+        let mut s = scene("Reissue", "Reissue", "Reissue");
+        s.set(
+            cluster("c")
+                .ready("1.0.0")
+                .sites(&["z"])
+                .rotation(OLD, "Done", 3),
+        );
+        assert_eq!(phase(&s.plan()), Some("AddTrust"));
+    }
+
+    #[test]
+    fn a_cluster_with_rotation_steps_in_flight_keeps_its_sites() {
+        let mut s = scene("Reissue", "Reissue", "Reissue");
+        s.set(
+            cluster("b")
+                .ready("1.0.0")
+                .sites(&["x", "y"])
+                .rotation(NEW, "Reissue", 1)
+                .rotation_step_in_flight(NEW),
+        );
+        assert_eq!(rotating(&s.plan()), ["b", "c"]);
+        // A failed cluster goes after the healthy ones.
+        let mut s = scene("Reissue", "Reissue", "Reissue");
+        s.set(
+            cluster("a")
+                .ready("1.0.0")
+                .sites(&["x", "y"])
+                .rotation(NEW, "Reissue", 0)
+                .stalled(),
+        );
+        assert_eq!(rotating(&s.plan()), ["b", "c"]);
+    }
+
+    #[test]
+    fn members_without_a_site_share_none() {
+        let s = mesh("1.0.0")
+            .tier("t", &["a", "b"])
+            .certificates()
+            .scene()
+            .with(cluster("a").ready("1.0.0").rotation(NEW, "AddTrust", 0))
+            .with(cluster("b").ready("1.0.0").rotation(NEW, "AddTrust", 0))
+            .with_ca(ca());
+        assert_eq!(rotating(&s.plan()), ["a", "b"]);
+    }
+
+    #[test]
+    fn from_rest_the_rotation_goes_first_and_no_rollout_starts() {
+        let mut s = scene("AddTrust", "AddTrust", "AddTrust");
+        s.mesh.spec.version = "2.0.0".into();
+        let plan = s.plan();
+        assert!(plan.status.rollout.is_none(), "no rollout while rotating");
+        assert!(plan.status.admitted.is_empty());
+        assert_eq!(rotating(&plan), ["a", "c"]);
+        assert!(
+            plan.status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("rotating the CA to 4e44e44e44e4: phase AddTrust")),
+            "{:?}",
+            plan.status.message
+        );
+        // Once every cluster is on the new CA, the rollout starts.
+        let mut s = scene("Done", "Done", "Done");
+        s.mesh.spec.version = "2.0.0".into();
+        let plan = s.plan();
+        assert_eq!(phase(&plan), Some("Done"));
+        assert!(rotating(&plan).is_empty());
+        assert!(plan.status.rollout.is_some());
+        assert!(!plan.status.admitted.is_empty());
+    }
+
+    #[test]
+    fn a_rollout_under_way_finishes_first() {
+        // Start a rollout to 2.0.0 with every cluster on the new CA.
+        let mut s = scene("Done", "Done", "Done");
+        s.mesh.spec.version = "2.0.0".into();
+        let plan = s.step();
+        assert!(!plan.status.admitted.is_empty());
+        // The CA changes under it: the rollout goes on, nobody rotates.
+        s.set(
+            cluster("a")
+                .ready("1.0.0")
+                .sites(&["x", "y"])
+                .rotation(NEW, "AddTrust", 0),
+        );
+        let plan = s.step();
+        assert!(rotating(&plan).is_empty());
+        assert!(!plan.status.admitted.is_empty(), "the rollout keeps moving");
+        let c = plan.status.certificates.as_ref().expect("written");
+        assert_eq!(
+            c.waiting.as_deref(),
+            Some("the CA rotation waits for the rollout to 2.0.0 to finish")
+        );
+        let grant = admission_for("mesh", &s.mesh.spec, Some(&plan.status), "a")
+            .rotation
+            .expect("the mesh declares certificates");
+        assert!(!grant.admitted);
+        assert_eq!(
+            grant.reason.as_deref(),
+            Some("mesh mesh: the CA rotation waits for the rollout to 2.0.0 to finish")
+        );
+    }
+
+    #[test]
+    fn conflicts_hold_the_start_but_not_a_rotation_under_way() {
+        let mut s = scene("AddTrust", "AddTrust", "AddTrust");
+        s.set(
+            cluster("c")
+                .ready("1.0.0")
+                .sites(&["z"])
+                .rotation(NEW, "AddTrust", 0)
+                .conflicts(2),
+        );
+        let plan = s.plan();
+        assert!(rotating(&plan).is_empty());
+        assert_eq!(plan.status.phase, MeshPhase::Waiting);
+        assert_eq!(
+            plan.status.message.as_deref(),
+            Some("the CA rotation does not start while c report replication conflicts")
+        );
+        // Once a site has a member on the new CA, the rotation is under way.
+        s.set(
+            cluster("a")
+                .ready("1.0.0")
+                .sites(&["x", "y"])
+                .rotation(NEW, "AddTrust", 1),
+        );
+        assert_eq!(rotating(&s.plan()), ["a", "c"]);
+    }
+
+    #[test]
+    fn an_unusable_ca_stalls_the_mesh_and_rotates_nobody() {
+        let s = scene("AddTrust", "AddTrust", "AddTrust").with_ca(CaInput::Unusable {
+            reason: "CAExpired",
+            message: "the CA expired".into(),
+        });
+        let plan = s.plan();
+        assert_eq!(plan.status.phase, MeshPhase::Stalled);
+        assert!(condition_true(&plan.status.conditions, cond::STALLED));
+        assert_eq!(phase(&plan), Some("Invalid"));
+        assert!(rotating(&plan).is_empty());
+        let mut s = scene("AddTrust", "AddTrust", "AddTrust");
+        s.ca = None;
+        assert_eq!(phase(&s.plan()), Some("Invalid"), "not read yet");
+    }
+
+    #[test]
+    fn done_everywhere_is_ready_and_a_paused_mesh_rotates_nobody() {
+        let plan = scene("Done", "Done", "Done").plan();
+        assert_eq!(phase(&plan), Some("Done"));
+        assert_eq!(plan.status.phase, MeshPhase::Ready);
+        let mut s = scene("AddTrust", "AddTrust", "AddTrust");
+        s.mesh.spec.paused = true;
+        let plan = s.plan();
+        assert!(rotating(&plan).is_empty());
+        assert_eq!(plan.status.phase, MeshPhase::Paused);
+    }
+
+    #[test]
+    fn each_cluster_learns_its_grant_and_why_it_waits() {
+        let mut s = scene("Reissue", "Reissue", "AddTrust");
+        let plan = s.step();
+        let grant = |name: &str| {
+            admission_for("mesh", &s.mesh.spec, Some(&plan.status), name)
+                .rotation
+                .expect("the mesh declares certificates")
+        };
+        let c = grant("c");
+        assert!(c.admitted && c.reason.is_none());
+        assert_eq!(c.phase, Some(RotationPhase::AddTrust));
+        assert_eq!(c.target.as_deref(), Some(NEW));
+        assert_eq!(
+            grant("a").reason.as_deref(),
+            Some(
+                "mesh mesh: phase AddTrust runs on the other clusters first (every cluster completes a phase before any starts the next)"
+            )
+        );
+        let plan = scene("Reissue", "Reissue", "Reissue").plan();
+        let b = admission_for("mesh", &s.mesh.spec, Some(&plan.status), "b")
+            .rotation
+            .expect("declared");
+        assert!(!b.admitted);
+        assert!(
+            b.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("waiting for a site that a rotating cluster uses")),
+            "{:?}",
+            b.reason
+        );
+        s.mesh.spec.certificates = None;
+        assert!(
+            admission_for("mesh", &s.mesh.spec, Some(&plan.status), "b")
+                .rotation
+                .is_none()
+        );
+    }
+}
