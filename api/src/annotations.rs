@@ -11,13 +11,20 @@ pub const APPROVE: &str = "baton.dev/approve";
 pub const PAUSE: &str = "baton.dev/pause";
 /// Any token; a new value is a new retry of failed steps.
 pub const RETRY: &str = "baton.dev/retry";
-/// Any token; on a Mesh: start the rollout even though its preconditions fail.
+/// On a Mesh, any token: start the rollout even though its preconditions fail. On a Cluster,
+/// comma-separated rotation phase names (`rotation/CLUSTER/PHASE@CA`) to run before the phase
+/// before them is complete.
 pub const FORCE: &str = "baton.dev/force";
 
 /// The step names the approve annotation lists.
 pub fn approvals(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    names(annotations, APPROVE)
+}
+
+/// The comma-separated names under `key` (blanks dropped).
+pub fn names(annotations: &BTreeMap<String, String>, key: &str) -> Vec<String> {
     annotations
-        .get(APPROVE)
+        .get(key)
         .map(|v| {
             v.split(',')
                 .map(str::trim)

@@ -32,6 +32,9 @@ pub mod condition {
     pub const MIXED_VERSION: &str = "MixedVersion";
     pub const PAUSED: &str = "Paused";
     pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    /// A CA rotation phase runs before the one before it completed (a force intent); the
+    /// message names what breaks.
+    pub const ROTATION_FORCED: &str = "RotationForced";
     /// Mesh only: the preconditions for starting a rollout hold.
     pub const PRECONDITIONS: &str = "PreconditionsMet";
 }

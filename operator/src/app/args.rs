@@ -152,7 +152,8 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: OutputArg,
     },
-    /// Approve a step that waits for approval (e.g. switchover/web/m2@2.0.0).
+    /// Approve a step that waits for approval (e.g. switchover/web/m2@2.0.0, or a rotation
+    /// phase in approvePhases: rotation/web/Reissue@4e44e44e44e4).
     Approve {
         step: String,
         #[command(flatten)]
@@ -178,7 +179,9 @@ pub enum Command {
         #[command(flatten)]
         state: StateArg,
     },
-    /// Start a mesh rollout whose preconditions fail.
+    /// Start a mesh rollout whose preconditions fail (NAME: a mesh), or run a CA rotation
+    /// phase before the one before it is complete (NAME: rotation/CLUSTER/PHASE@CA; the
+    /// RotationForced condition says what breaks).
     Force {
         #[arg(required = true)]
         names: Vec<String>,

@@ -392,15 +392,41 @@ fn resolve(st: &State, name: &str) -> anyhow::Result<Target> {
 
 /// The cluster an approvable step (`switchover/CLUSTER/MEMBER@VERSION`) belongs to.
 pub fn approval_cluster(step: &str) -> anyhow::Result<&str> {
+    if let Some((cluster, ..)) = rotation_name(step) {
+        return Ok(cluster);
+    }
     step.strip_prefix("switchover/")
         .and_then(|r| r.split('/').next())
         .filter(|c| !c.is_empty() && step.contains('@'))
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "{step:?} is not a step name; approvable steps look like \
-                 switchover/CLUSTER/MEMBER@VERSION (see `baton status`)"
+                 switchover/CLUSTER/MEMBER@VERSION or rotation/CLUSTER/PHASE@CA (see `baton status`)"
             )
         })
+}
+
+/// A rotation phase's name, `rotation/CLUSTER/PHASE@CA` (what `approvePhases` waits for and a
+/// force intent names): the cluster, the phase and the CA's short id.
+pub fn rotation_name(name: &str) -> Option<(&str, crate::api::RotationPhase, &str)> {
+    let rest = name.strip_prefix("rotation/")?;
+    let (cluster, rest) = rest.split_once('/')?;
+    let (phase, ca) = rest.split_once('@')?;
+    let phase = crate::api::RotationPhase::parse(phase)?;
+    let hex = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (!cluster.is_empty() && ca.split('/').all(hex) && ca.split('/').count() <= 2)
+        .then_some((cluster, phase, ca))
+}
+
+/// Refuse a rotation phase name the planner could never act on (see [`rotation_name`]).
+pub fn check_rotation_name(name: &str) -> anyhow::Result<(&str, crate::api::RotationPhase)> {
+    rotation_name(name).map(|(c, p, _)| (c, p)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{name:?} is not a rotation phase name; they look like \
+                 rotation/CLUSTER/PHASE@CA with PHASE one of AddTrust, Reissue, RemoveOldTrust, \
+                 ResignData and CA the short id `baton status` shows"
+        )
+    })
 }
 
 /// Refuse an approval the planner could never act on: the member the step names must be one
@@ -411,6 +437,10 @@ pub fn check_approval<'a>(
     cluster: &str,
     members: impl IntoIterator<Item = &'a str>,
 ) -> anyhow::Result<()> {
+    if step.starts_with("rotation/") {
+        // A phase of the rotation, not a member's step: the name says all there is to check.
+        return check_rotation_name(step).map(|_| ());
+    }
     let rest = step
         .strip_prefix("switchover/")
         .and_then(|r| r.strip_prefix(cluster))
@@ -514,27 +544,51 @@ pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
             Ok(format!("retry requested for {}", done.join(", ")))
         }
         Intent::Force(names) => {
-            let mut done = Vec::new();
+            let (mut meshes, mut phases) = (Vec::new(), Vec::new());
             for n in &names {
+                if n.starts_with("rotation/") {
+                    let (cluster, _) = check_rotation_name(n)?;
+                    let Target::Cluster(c) = resolve(&st, &format!("cluster/{cluster}"))? else {
+                        bail!("{n}: {cluster:?} is not a cluster");
+                    };
+                    phases.push((c, n.clone()));
+                    continue;
+                }
                 match resolve(&st, n)? {
-                    Target::Mesh(m) => done.push(m),
+                    Target::Mesh(m) => meshes.push(m),
                     Target::Cluster(c) => bail!(
-                        "force applies to meshes (their preconditions); cluster/{c}: use `baton retry`"
+                        "force applies to meshes (their preconditions) and to rotation phases \
+                         (rotation/CLUSTER/PHASE@CA); cluster/{c}: use `baton retry`"
                     ),
                 }
             }
-            if done.is_empty() {
-                bail!("name the mesh to force");
+            if meshes.is_empty() && phases.is_empty() {
+                bail!("name the mesh or the rotation phase to force");
             }
             Intents::update(&path, |i| {
-                for m in &done {
+                for m in &meshes {
                     i.meshes.entry(m.clone()).or_default().force = Some(token.clone());
                 }
+                for (c, name) in &phases {
+                    let e = i.clusters.entry(c.clone()).or_default();
+                    if !e.force.contains(name) {
+                        e.force.push(name.clone());
+                    }
+                }
             })?;
-            Ok(format!(
-                "forcing {} despite failed preconditions",
-                done.join(", ")
-            ))
+            let mut said = Vec::new();
+            if !meshes.is_empty() {
+                said.push(format!(
+                    "forcing {} despite failed preconditions",
+                    meshes.join(", ")
+                ));
+            }
+            for (_, name) in &phases {
+                said.push(format!(
+                    "forcing {name} before the phase before it is complete (see the RotationForced condition for what breaks)"
+                ));
+            }
+            Ok(said.join("; "))
         }
     }
 }
@@ -629,5 +683,56 @@ mod tests {
         .expect("a real member");
         assert!(ok.starts_with("approved switchover/web/b@2.0.0"), "{ok}");
         assert!(Intents::path_for(&state_path).exists());
+    }
+
+    #[test]
+    fn rotation_phases_are_approved_and_forced_by_name_and_bad_names_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state_path = dir.path().join("state.json");
+        let mut st = State::default();
+        st.clusters.insert(
+            "web".into(),
+            ObjectState {
+                generation: 1,
+                spec_hash: String::new(),
+                status: Some(ClusterStatus::default()),
+            },
+        );
+        st.save(&state_path).expect("save");
+        for bad in [
+            "rotation/web/Removal@4e44e44e44e4",
+            "rotation/web/Reissue@not-hex",
+            "rotation/web/Reissue",
+            "rotation//Reissue@4e44e44e44e4",
+        ] {
+            let err = intent(&state_path, Intent::Force(vec![bad.into()]))
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains("is not a rotation phase name"), "{bad}: {err}");
+            let err = intent(&state_path, Intent::Approve(bad.into()))
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains("not a"), "{bad}: {err}");
+        }
+        let err = intent(
+            &state_path,
+            Intent::Force(vec!["rotation/db/Reissue@4e44e44e44e4".into()]),
+        )
+        .expect_err("no such cluster")
+        .to_string();
+        assert!(err.contains("db"), "{err}");
+        assert!(!Intents::path_for(&state_path).exists(), "nothing recorded");
+
+        let name = "rotation/web/RemoveOldTrust@4e44e44e44e4";
+        let said = intent(&state_path, Intent::Force(vec![name.into()])).expect("forced");
+        assert!(said.contains("RotationForced"), "{said}");
+        // Twice is once.
+        intent(&state_path, Intent::Force(vec![name.into()])).expect("again");
+        let approve = "rotation/web/Reissue@4e44e44e44e4";
+        intent(&state_path, Intent::Approve(approve.into())).expect("approved");
+        let i = Intents::load(&Intents::path_for(&state_path)).expect("intents");
+        let web = i.clusters.get("web").cloned().unwrap_or_default();
+        assert_eq!(web.force, [name.to_string()]);
+        assert_eq!(web.approve, [approve.to_string()]);
     }
 }

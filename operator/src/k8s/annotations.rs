@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 // The keys and their parsing live in `api::annotations`, which the host-neutral status tree
 // reads too; re-exported so that the controllers and the kubectl plugin keep this path.
 pub use crate::api::annotations::{APPROVE, FORCE, PAUSE, RETRY, approvals};
-use crate::api::annotations::{paused, token};
+use crate::api::annotations::{names, paused, token};
 use crate::plan::{Intents, MeshIntents};
 
 /// The intents a Cluster's annotations carry.
@@ -19,6 +19,7 @@ pub fn cluster_intents(annotations: &BTreeMap<String, String>) -> Intents {
         approve: approvals(annotations),
         retry: token(annotations, RETRY),
         pause: paused(annotations),
+        force: names(annotations, FORCE),
     }
 }
 
@@ -60,8 +61,10 @@ mod tests {
             (APPROVE, " switchover/web/m2@2.0.0, ,switchover/db/n1@3.1 "),
             (PAUSE, "True"),
             (RETRY, "2024-06-01T10:00"),
+            (FORCE, "rotation/web/RemoveOldTrust@4e44e44e44e4, "),
             ("other", "x"),
         ]));
+        assert_eq!(i.force, ["rotation/web/RemoveOldTrust@4e44e44e44e4"]);
         assert_eq!(
             i.approve,
             vec!["switchover/web/m2@2.0.0", "switchover/db/n1@3.1"]

@@ -15,12 +15,13 @@ use serde_json::{Value, json};
 
 use super::connect::Scope;
 use super::live::{Live, Target, all_targets, by_namespace, explain, fetch, parsed, resolve};
+use crate::api::annotations::names;
 use crate::api::{ClusterStatus, LogEntry, MeshStatus};
 use crate::cli::plan::{PlanOptions, Schedule, schedule_from};
 use crate::cli::tree::{TreeCluster, TreeInput, TreeInvalid, TreeMesh, render};
 use crate::cli::view::log_lines;
-use crate::cli::{Intent, Output, approval_cluster, check_approval};
-use crate::k8s::annotations::{APPROVE, FORCE, PAUSE, RETRY, approvals};
+use crate::cli::{Intent, Output, approval_cluster, check_approval, check_rotation_name};
+use crate::k8s::annotations::{APPROVE, FORCE, PAUSE, RETRY};
 use crate::k8s::stores::{GuardedCluster, GuardedMesh};
 use crate::local::Manifests;
 
@@ -381,8 +382,48 @@ async fn annotate_target(
 /// Concurrent writers of the approve annotation are retried this many times.
 const APPROVE_ATTEMPTS: usize = 5;
 
+/// Approve a step: its name joins the Cluster's approve annotation.
 async fn approve(client: &Client, ns: &str, step: &str) -> anyhow::Result<String> {
-    let cluster = approval_cluster(step)?;
+    add_name(client, ns, step, Listed::Approval).await
+}
+
+/// What a name added to a Cluster's annotation list is.
+#[derive(Clone, Copy, PartialEq)]
+enum Listed {
+    /// A step to approve (`baton.dev/approve`).
+    Approval,
+    /// A rotation phase to force (`baton.dev/force`).
+    Force,
+}
+
+impl Listed {
+    fn key(self) -> &'static str {
+        match self {
+            Listed::Approval => APPROVE,
+            Listed::Force => FORCE,
+        }
+    }
+    fn ack(self) -> &'static str {
+        match self {
+            Listed::Approval => "approve",
+            Listed::Force => "force",
+        }
+    }
+    fn done(self) -> &'static str {
+        match self {
+            Listed::Approval => "approved",
+            Listed::Force => "forced (see the RotationForced condition for what breaks)",
+        }
+    }
+}
+
+/// Add `step` to the list annotation `what` names on its Cluster, after checking the name
+/// against the Cluster (a typo is refused, not written to wait forever).
+async fn add_name(client: &Client, ns: &str, step: &str, what: Listed) -> anyhow::Result<String> {
+    let cluster = match what {
+        Listed::Approval => approval_cluster(step)?,
+        Listed::Force => check_rotation_name(step)?.0,
+    };
     let target = Target::Cluster(cluster.to_string());
     let api = namespaced::<GuardedCluster>(client, ns);
     for _ in 0..APPROVE_ATTEMPTS {
@@ -400,17 +441,14 @@ async fn approve(client: &Client, ns: &str, step: &str) -> anyhow::Result<String
                 c.spec.members.iter().map(|m| m.name.as_str()),
             )?;
         }
-        if status.is_some_and(|s| {
-            s.acknowledged
-                .iter()
-                .any(|a| a == &format!("approve:{step}"))
-        }) {
-            return Ok(format!("{step} was already approved and acted on"));
+        let (ack, done) = (what.ack(), what.done());
+        if status.is_some_and(|s| s.acknowledged.iter().any(|a| a == &format!("{ack}:{step}"))) {
+            return Ok(format!("{step} was already {ack}d and acted on"));
         }
-        let mut approvals = approvals(obj.annotations());
+        let mut approvals = names(obj.annotations(), what.key());
         if approvals.iter().any(|a| a == step) {
             return Ok(format!(
-                "{step} is already approved (the operator acts on it at its next pass)"
+                "{step} is already {ack}d (the operator acts on it at its next pass)"
             ));
         }
         approvals.push(step.to_string());
@@ -419,7 +457,7 @@ async fn approve(client: &Client, ns: &str, step: &str) -> anyhow::Result<String
             client,
             ns,
             &target,
-            APPROVE,
+            what.key(),
             Some(&value),
             obj.meta().resource_version.as_deref(),
         )
@@ -429,8 +467,8 @@ async fn approve(client: &Client, ns: &str, step: &str) -> anyhow::Result<String
                 let waiting = status
                     .and_then(|s| s.message.as_deref())
                     .is_some_and(|m| m.contains(step));
-                return Ok(if waiting {
-                    format!("approved {step}")
+                return Ok(if waiting || what == Listed::Force {
+                    format!("{done} {step}")
                 } else {
                     format!(
                         "approved {step} ({target} is not waiting for it now; the approval \
@@ -447,7 +485,7 @@ async fn approve(client: &Client, ns: &str, step: &str) -> anyhow::Result<String
             }
         }
     }
-    bail!("{target} kept changing while approving {step}; try again")
+    bail!("{target} kept changing while adding {step}; try again")
 }
 
 fn token() -> String {
@@ -498,9 +536,25 @@ pub async fn intent(client: &Client, scope: &Scope, intent: Intent) -> anyhow::R
         }
         Intent::Force(names) => {
             if names.is_empty() {
-                bail!("name the mesh to force");
+                bail!("name the mesh or the rotation phase to force");
             }
-            let chosen = targets(names)?;
+            let (phases, names): (Vec<&String>, Vec<String>) = {
+                let (p, m): (Vec<&String>, Vec<&String>) =
+                    names.iter().partition(|n| n.starts_with("rotation/"));
+                (p, m.into_iter().cloned().collect())
+            };
+            // Every name is checked before the first write.
+            for p in &phases {
+                check_rotation_name(p)?;
+            }
+            let mut said = Vec::new();
+            for p in &phases {
+                said.push(add_name(client, &ns, p, Listed::Force).await?);
+            }
+            if names.is_empty() {
+                return Ok(said.join("; "));
+            }
+            let chosen = targets(&names)?;
             if let Some(c) = chosen.iter().find(|t| matches!(t, Target::Cluster(_))) {
                 bail!("force applies to meshes (their preconditions); {c}: use `{COMMAND} retry`");
             }

@@ -390,6 +390,7 @@ impl<M: Members> Runner<M> {
                 approve: ci.approve,
                 retry: ci.retry,
                 pause: ci.pause,
+                force: ci.force,
             };
             if new != c.intents {
                 c.intents = new;

@@ -288,6 +288,9 @@ pub struct ClusterIntents {
     pub retry: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pause: bool,
+    /// Rotation phases forced early (`rotation/CLUSTER/PHASE@CA`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub force: Vec<String>,
 }
 
 /// Intents for one Mesh.

@@ -123,6 +123,9 @@ pub struct Intents {
     pub retry: Option<String>,
     /// Pause without changing the spec.
     pub pause: bool,
+    /// Rotation phases to run before the phase before them is complete, by the phase's name
+    /// (`rotation/<cluster>/<phase>@<ca>`); each acknowledged once.
+    pub force: Vec<String>,
 }
 
 /// Everything one cluster decision reads. The planner has no clock and does no I/O: the same

@@ -114,10 +114,14 @@ pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
             if !rotation_under_way(p, &r) && !preconditions_hold(p) {
                 return false;
             }
-            if !mesh_allows(p, &r, phase) {
+            let forced = forced_phase(p, &r, phase);
+            if !mesh_allows(p, &r, forced.unwrap_or(phase), forced.is_some()) {
                 return false;
             }
-            as_rotation(p, |p| run_phase(p, &r, phase, active));
+            as_rotation(p, |p| match forced {
+                Some(f) => run_forced(p, &r, f, active),
+                None => run_phase(p, &r, phase, active),
+            });
             false
         }
     }
@@ -137,7 +141,7 @@ fn as_rotation<'a>(p: &mut Pass<'a>, f: impl FnOnce(&mut Pass<'a>)) {
 
 /// A cluster of a mesh that declares certificates runs a phase only on the mesh's grant: the
 /// mesh rotates to the same CA, is in this phase, and lets this cluster use its sites now.
-fn mesh_allows(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase) -> bool {
+fn mesh_allows(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, forced: bool) -> bool {
     let (Some(g), Some(mesh)) = (&p.inp.admission.rotation, &p.inp.admission.mesh) else {
         return true;
     };
@@ -150,7 +154,7 @@ fn mesh_allows(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase) -> bool
         g.reason
             .clone()
             .unwrap_or_else(|| format!("mesh {mesh}: waiting for its turn to rotate"))
-    } else if g.phase.is_none_or(|m| phase > m) {
+    } else if !forced && g.phase.is_none_or(|m| phase > m) {
         format!(
             "phase {} waits until every cluster of mesh {mesh} has finished the phase before",
             phase.as_str()
@@ -385,6 +389,141 @@ fn preconditions_hold(p: &mut Pass<'_>) -> bool {
     false
 }
 
+/// A phase later than the one due that a force intent runs now: given (its name, the same as
+/// the phase's approval name, in the force intents) or acknowledged earlier, while some member
+/// still needs it. Acknowledged once, with a warning event saying what breaks; while it runs,
+/// the `RotationForced` condition says it again.
+fn forced_phase(p: &mut Pass<'_>, r: &Rotation<'_>, due: RotationPhase) -> Option<RotationPhase> {
+    for f in RotationPhase::ALL.into_iter().rev().filter(|f| *f > due) {
+        let name = phase_approval_name(p.inp.cluster.name, f, &r.id);
+        let ack = format!("force:{name}");
+        let given = p.inp.intents.force.iter().any(|x| x == &name);
+        let acked = p.st.acknowledged.contains(&ack);
+        if !given && !acked {
+            continue;
+        }
+        if forced_members(p, r, f).is_empty() {
+            continue;
+        }
+        let breaks = what_breaks(p, r, f);
+        if !acked {
+            record::acknowledge(p, ack);
+            p.event(
+                true,
+                "PhaseForced",
+                format!(
+                    "rotation phase {} forced before phase {} is complete ({name}): {breaks}",
+                    f.as_str(),
+                    due.as_str()
+                ),
+            );
+        }
+        p.found.forced = Some(format!(
+            "phase {} forced before phase {} is complete: {breaks}",
+            f.as_str(),
+            due.as_str()
+        ));
+        return Some(f);
+    }
+    None
+}
+
+/// The members a forced phase still acts on.
+fn forced_members<'a>(p: &Pass<'_>, r: &Rotation<'a>, f: RotationPhase) -> Vec<&'a str> {
+    let t = r.ca.target();
+    let mut out: Vec<&MemberTrust<'a>> = r
+        .members
+        .iter()
+        .filter(|m| {
+            let Some(rep) = m.report.as_ref() else {
+                return false;
+            };
+            match f {
+                RotationPhase::AddTrust => !rep.trusted.iter().any(|x| x.as_str() == t.anchor),
+                RotationPhase::Reissue => rep.issuer != Some(t.issuer),
+                RotationPhase::RemoveOldTrust => {
+                    !r.certs.keep_old_trust && rep.trusted.iter().any(|x| *x != t.anchor)
+                }
+                RotationPhase::ResignData => {
+                    r.certs.resign_data
+                        && !remembered(p, |c| &c.resigned).iter().any(|d| d == m.name)
+                }
+            }
+        })
+        .collect();
+    out.sort_by_key(|m| (m.rank, m.name));
+    out.into_iter().map(|m| m.name).collect()
+}
+
+/// What a phase run early breaks, named member by member.
+fn what_breaks(p: &Pass<'_>, r: &Rotation<'_>, f: RotationPhase) -> String {
+    let t = r.ca.target();
+    let list = |names: Vec<&str>| named(&names).join(", ");
+    match f {
+        RotationPhase::AddTrust => "nothing (it is the first phase)".into(),
+        RotationPhase::Reissue => {
+            let untrusting: Vec<&str> = r
+                .members
+                .iter()
+                .filter(|m| {
+                    m.report
+                        .is_some_and(|rep| !rep.trusted.iter().any(|x| x.as_str() == t.anchor))
+                })
+                .map(|m| m.name)
+                .collect();
+            if untrusting.is_empty() {
+                "every member already trusts the new CA".into()
+            } else {
+                format!(
+                    "{} do not trust the new CA yet and refuse the certificates of re-issued members (replication and client connections between them fail)",
+                    list(untrusting)
+                )
+            }
+        }
+        RotationPhase::RemoveOldTrust => {
+            let old = r.assessment.presenting_old.clone();
+            let clients = presenting_old_to(p, r);
+            let mut out = if old.is_empty() {
+                "no member presents a certificate of the old CA".to_string()
+            } else {
+                format!(
+                    "{} still present certificates of the old CA and lose contact with every member that stops trusting it, until they are re-issued",
+                    list(old)
+                )
+            };
+            if !clients.is_empty() {
+                out.push_str(&format!(
+                    "; peers or clients presenting old-CA certificates to {} are refused",
+                    list(clients)
+                ));
+            }
+            if let Some(mesh) = &p.inp.admission.mesh {
+                out.push_str(&format!(
+                    "; members of other clusters of mesh {mesh} still on the old CA lose contact too"
+                ));
+            }
+            out
+        }
+        RotationPhase::ResignData => {
+            "data is re-signed before every member left the old CA; members that still trust it keep accepting data signed under the old keys".into()
+        }
+    }
+}
+
+/// Run a forced phase on the members that still need it (per-site slots, backoff and the
+/// restart gates still hold; the phase's own observation gates do not).
+fn run_forced(p: &mut Pass<'_>, r: &Rotation<'_>, f: RotationPhase, active: &str) {
+    let needers = forced_members(p, r, f);
+    let next = per_site_slots(p, r, &needers);
+    start_phase(p, r, f, &next, true, active);
+    p.wait(format!(
+        "rotating the CA to {}: phase {} (forced) on {}",
+        short(&r.id),
+        f.as_str(),
+        named(&needers).join(", ")
+    ));
+}
+
 /// The approval a phase in `approvePhases` waits for: `rotation/<cluster>/<phase>@<ca>`.
 pub fn phase_approval_name(cluster: &str, phase: RotationPhase, ca_id: &str) -> String {
     format!("rotation/{cluster}/{}@{}", phase.as_str(), short(ca_id))
@@ -425,7 +564,8 @@ fn params(ca: &CaView, keep: Vec<String>) -> TrustParams {
 /// Start what `phase` allows now. What it waits for comes first among the waits (the status
 /// message), then where the rotation stands.
 fn run_phase(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, active: &str) {
-    start_phase(p, r, phase, active);
+    let next = r.assessment.next.clone();
+    start_phase(p, r, phase, &next, false, active);
     p.wait(format!(
         "rotating the CA to {}: phase {} ({})",
         short(&r.id),
@@ -434,19 +574,29 @@ fn run_phase(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, active: &
     ));
 }
 
-fn start_phase(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, active: &str) {
+/// Start the steps of `phase` for the members `next` picked. `forced`: a force intent runs
+/// the phase before the one before it is complete (its own gates no longer hold it).
+fn start_phase<'a>(
+    p: &mut Pass<'_>,
+    r: &Rotation<'a>,
+    phase: RotationPhase,
+    next: &[&'a str],
+    forced: bool,
+    active: &str,
+) {
     let ca = r.ca;
     if !r.assessment.unobserved.is_empty() {
         let names = r.assessment.unobserved.join(", ");
         p.wait(format!("waiting for {names} to report their trust"));
         p.wake = p.wake.min(Wake::Busy);
     }
-    if !approved(p, r, phase) {
+    // A forced phase was asked for by a human: it needs no approval of its own.
+    if !forced && !approved(p, r, phase) {
         return;
     }
     match phase {
         RotationPhase::AddTrust => {
-            for &name in &r.assessment.next {
+            for &name in next {
                 let Some(m) = r.members.iter().find(|m| m.name == name) else {
                     continue;
                 };
@@ -472,13 +622,10 @@ fn start_phase(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, active:
                 start::start(p, n);
             }
         }
-        RotationPhase::Reissue => {
-            let next = r.assessment.next.clone();
-            reissue(p, r, &next, active);
-        }
+        RotationPhase::Reissue => reissue(p, r, next, active),
         RotationPhase::RemoveOldTrust => {
             let holding = presenting_old_to(p, r);
-            if !holding.is_empty() {
+            if !holding.is_empty() && !forced {
                 p.wait(format!(
                     "certificates of another CA are still presented to {} (within clientGrace {}); the old CA stays trusted",
                     holding.join(", "),
@@ -487,7 +634,7 @@ fn start_phase(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, active:
                 p.wake = p.wake.min(Wake::At(p.now().plus(r.certs.client_grace)));
                 return;
             }
-            for &name in &r.assessment.next {
+            for &name in next {
                 if member::in_backoff(p, name) {
                     continue;
                 }
@@ -891,6 +1038,140 @@ mod tests {
             stalled.is_some_and(|c| c.reason == "CertificatesInMesh"
                 && c.message.contains("declare it on the Mesh")),
             "{stalled:?}"
+        );
+    }
+
+    /// Every member trusts both CAs and presents the old one: Reissue is due.
+    fn reissue_due() -> ClusterBuilder {
+        rotating()
+            .observe(member("a", true, &[OLD, NEW], OLD))
+            .observe(member("b", false, &[OLD, NEW], OLD))
+            .observe(member("c", false, &[OLD, NEW], OLD))
+    }
+
+    const FORCE_REMOVAL: &str = "rotation/c/RemoveOldTrust@4e44e44e44e4";
+
+    #[test]
+    fn a_forced_phase_runs_early_once_and_says_what_breaks() {
+        // Unforced: Reissue stages certificates.
+        let plan = reissue_due().build().plan();
+        assert!(starts(&plan, StepAction::InstallCertificate));
+        // Forced removal of the old CA before anyone is re-issued.
+        let plan = reissue_due().force(FORCE_REMOVAL).build().plan();
+        assert_not_started(&plan, StepAction::InstallCertificate);
+        assert_eq!(
+            started(&plan),
+            [
+                (StepAction::InstallTrust, "b".to_string()),
+                (StepAction::InstallTrust, "c".to_string())
+            ],
+            "one job per site, standbys first"
+        );
+        let keep = plan.status.steps[0].trust.clone().unwrap_or_default().keep;
+        assert_eq!(keep, [NEW.to_string()], "only the new root stays");
+        assert!(
+            plan.status
+                .acknowledged
+                .contains(&format!("force:{FORCE_REMOVAL}"))
+        );
+        let warned: Vec<_> = plan
+            .events
+            .iter()
+            .filter(|e| e.warning && e.reason == "PhaseForced")
+            .collect();
+        assert_eq!(warned.len(), 1, "{:?}", plan.events);
+        assert!(
+            warned[0]
+                .message
+                .contains("a, b, c still present certificates of the old CA and lose contact"),
+            "{}",
+            warned[0].message
+        );
+        let forced = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::api::condition::ROTATION_FORCED);
+        assert!(
+            forced.is_some_and(|c| c.status == "True"
+                && c.reason == "PhaseForced"
+                && c.message
+                    .starts_with("phase RemoveOldTrust forced before phase Reissue")),
+            "{forced:?}"
+        );
+        // The next pass (intent gone, acknowledgement kept): b and c done, a is left; no
+        // second warning.
+        let st = plan.status.clone();
+        let plan = rotating()
+            .status(st)
+            .with_status(|st| st.steps.clear())
+            .observe(member("a", true, &[OLD, NEW], OLD))
+            .observe(member("b", false, &[NEW], OLD))
+            .observe(member("c", false, &[NEW], OLD))
+            .build()
+            .plan();
+        assert_eq!(
+            started(&plan),
+            [(StepAction::InstallTrust, "a".to_string())]
+        );
+        assert!(!plan.events.iter().any(|e| e.reason == "PhaseForced"));
+        // Nobody trusts the old CA any more: the force is over, Reissue goes on and the
+        // condition turns False.
+        let st = plan.status.clone();
+        let plan = rotating()
+            .status(st)
+            .with_status(|st| st.steps.clear())
+            .observe(member("a", true, &[NEW], OLD))
+            .observe(member("b", false, &[NEW], OLD))
+            .observe(member("c", false, &[NEW], OLD))
+            .build()
+            .plan();
+        assert!(starts(&plan, StepAction::InstallCertificate));
+        let forced = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::api::condition::ROTATION_FORCED);
+        assert!(forced.is_some_and(|c| c.status == "False"), "{forced:?}");
+    }
+
+    #[test]
+    fn a_force_for_another_ca_or_a_phase_not_ahead_changes_nothing() {
+        let plain = reissue_due().build().plan();
+        for name in [
+            "rotation/c/RemoveOldTrust@0ld0ld0ld0ld",
+            "rotation/c/AddTrust@4e44e44e44e4",
+            "rotation/other/RemoveOldTrust@4e44e44e44e4",
+        ] {
+            let plan = reissue_due().force(name).build().plan();
+            assert_eq!(started(&plan), started(&plain), "{name}");
+            assert!(plan.status.acknowledged.is_empty(), "{name}");
+            assert!(
+                !plan
+                    .status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == crate::api::condition::ROTATION_FORCED),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_forced_reissue_names_the_members_that_refuse_the_new_certificates() {
+        // c does not trust the new CA yet: AddTrust is due.
+        let plan = rotating()
+            .observe(member("a", true, &[OLD, NEW], OLD))
+            .observe(member("b", false, &[OLD, NEW], OLD))
+            .observe(member("c", false, &[OLD], OLD))
+            .force("rotation/c/Reissue@4e44e44e44e4")
+            .build()
+            .plan();
+        assert!(starts(&plan, StepAction::InstallCertificate));
+        let warned = plan.events.iter().find(|e| e.reason == "PhaseForced");
+        assert!(
+            warned.is_some_and(|e| e.message.contains("c do not trust the new CA yet")),
+            "{warned:?}"
         );
     }
 

@@ -154,6 +154,8 @@ pub(super) struct Findings {
     pub degraded: Vec<String>,
     /// The switchover step name awaiting approval.
     pub awaiting: Option<String>,
+    /// A rotation phase forced early, and what it breaks (the RotationForced condition).
+    pub forced: Option<String>,
 }
 
 /// A step about to be recorded.

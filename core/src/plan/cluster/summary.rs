@@ -145,6 +145,22 @@ fn write_conditions(p: &mut Pass<'_>, paused: bool, ready: bool) {
     let (on, off) = ("ApprovalRequired", "NoApprovalPending");
     let flag = awaiting.is_some();
     set_flag(conds, cond::AWAITING_APPROVAL, flag, on, off, approve, g, t);
+    // Only where a rotation could be forced: the condition is not news on other clusters.
+    let forced = p.found.forced.as_deref();
+    if forced.is_some() || conds.iter().any(|c| c.type_ == cond::ROTATION_FORCED) {
+        let what = || forced.unwrap_or_default().to_string();
+        let (on, off) = ("PhaseForced", "NotForced");
+        set_flag(
+            conds,
+            cond::ROTATION_FORCED,
+            forced.is_some(),
+            on,
+            off,
+            what,
+            g,
+            t,
+        );
+    }
 }
 
 /// The one line on what the cluster does or waits for (none when ready).
