@@ -214,6 +214,14 @@ pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Resu
                     })
                     .collect();
                 out.push_str(&meshes_table(&rows));
+                for (n, o) in &st.meshes {
+                    if let Some(c) = o.status.as_ref().and_then(|s| s.certificates.as_ref()) {
+                        out.push_str(&format!(
+                            "Mesh {n} certificates: {}\n",
+                            mesh_certificates_summary(c)
+                        ));
+                    }
+                }
                 out.push('\n');
             }
             let rows: Vec<ClusterRow<'_>> = st

@@ -67,6 +67,9 @@ fn mesh_line(m: &TreeMesh<'_>) -> String {
                 let dir = format!("{:?}", r.direction).to_lowercase();
                 let _ = write!(s, "  rollout: {dir}");
             }
+            if let Some(ca) = &st.certificates {
+                let _ = write!(s, "  [{}]", super::view::mesh_certificates_summary(ca));
+            }
             if st.observed_generation != m.generation {
                 s.push_str("  (status not yet for the latest spec)");
             }

@@ -4,9 +4,11 @@
 use std::fmt::Write;
 
 use crate::api::{
-    CertificatesStatus, ClusterStatus, LogEntry, MeshStatus, Timestamp, condition as cond,
+    CertificatesStatus, ClusterStatus, LogEntry, MeshCertificatesStatus, MeshStatus, Timestamp,
+    condition as cond,
 };
 use crate::plan::conditions::condition_true;
+use crate::plan::trust::short_id;
 
 /// One Cluster for display.
 pub struct ClusterRow<'a> {
@@ -102,15 +104,9 @@ pub fn clusters_table(clusters: &[ClusterRow<'_>]) -> String {
 /// per-site progress, who still presents an old certificate, who waits for a restart, and
 /// the earliest certificate expiry.
 pub fn certificates_summary(c: &CertificatesStatus) -> String {
-    let short = |id: &str| -> String {
-        id.split('/')
-            .map(|f| f.get(..12).unwrap_or(f))
-            .collect::<Vec<_>>()
-            .join("/")
-    };
     let mut s = format!(
         "CA {} {}",
-        c.target_ca.as_deref().map_or("-".to_string(), short),
+        c.target_ca.as_deref().map_or("-".to_string(), short_id),
         c.phase.as_deref().unwrap_or("-")
     );
     if !c.sites.is_empty() {
@@ -125,6 +121,32 @@ pub fn certificates_summary(c: &CertificatesStatus) -> String {
     }
     if let Some(t) = c.expires {
         let _ = write!(s, "  expires {}", ts(t));
+    }
+    s
+}
+
+/// One line on a mesh-wide rotation: the target, the mesh's phase, who rotates or what it
+/// waits for, and the clusters not in the mesh's phase.
+pub fn mesh_certificates_summary(c: &MeshCertificatesStatus) -> String {
+    let phase = c.phase.as_deref().unwrap_or("-");
+    let mut s = format!(
+        "CA {} {phase}",
+        c.target_ca.as_deref().map_or("-".to_string(), short_id),
+    );
+    if !c.rotating.is_empty() {
+        let _ = write!(s, "  rotating: {}", c.rotating.join(", "));
+    }
+    if let Some(w) = &c.waiting {
+        let _ = write!(s, "  waiting: {w}");
+    }
+    let others: Vec<String> = c
+        .clusters
+        .iter()
+        .filter(|(_, p)| p.as_str() != phase)
+        .map(|(n, p)| format!("{n} {p}"))
+        .collect();
+    if !others.is_empty() && phase != "Done" {
+        let _ = write!(s, "  clusters: {}", others.join(", "));
     }
     s
 }

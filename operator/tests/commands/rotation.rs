@@ -81,12 +81,17 @@ struct RotatingClient {
 }
 
 impl RotatingClient {
-    fn start(f: &Fleet, new_ca: &CertAuthority, every: Duration) -> TestResult<Self> {
+    fn start(
+        f: &Fleet,
+        cluster: &str,
+        new_ca: &CertAuthority,
+        every: Duration,
+    ) -> TestResult<Self> {
         let both = format!("{}{}", f.pki.mesh_ca.cert_pem(), new_ca.cert_pem());
         let id = new_ca.issue(&CertSpec::client("writer"))?;
         let (mut old, mut next, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, a) in f.clusters["web"].iter().enumerate() {
-            old.push(a.data_client(f.pki.data_tls(&format!("web-m{i}"))?)?);
+        for (i, a) in f.clusters[cluster].iter().enumerate() {
+            old.push(a.data_client(f.pki.data_tls(&format!("{cluster}-m{i}"))?)?);
             next.push(a.data_client(ClientTls::mtls(&both, &id.cert_pem, &id.key_pem))?);
             statuses.push(a.client.clone());
         }
@@ -123,9 +128,11 @@ impl RotatingClient {
 /// Every rotation operation that succeeded, by member.
 fn rotation_ops(
     records: &BTreeMap<(String, String), Vec<OperationRecord>>,
+    cluster: &str,
 ) -> BTreeMap<String, Vec<OperationRecord>> {
     records
         .iter()
+        .filter(|((c, _), _)| c == cluster)
         .map(|((_, m), rs)| {
             let ops = rs
                 .iter()
@@ -148,12 +155,13 @@ fn rotation_ops(
 /// last writes: each member gets a moment to have the newest one first.
 async fn lost_writes(
     f: &Fleet,
+    cluster: &str,
     new: &CertAuthority,
     acked: &[(String, String)],
 ) -> TestResult<usize> {
     let id = new.issue(&CertSpec::client("checker"))?;
     let mut lost = 0;
-    for a in &f.clusters["web"] {
+    for a in &f.clusters[cluster] {
         let c = a.data_client(ClientTls::mtls(new.cert_pem(), &id.cert_pem, &id.key_pem))?;
         if let Some((k, v)) = acked.last() {
             let _ = wait_until(
@@ -172,16 +180,18 @@ async fn lost_writes(
     Ok(lost)
 }
 
-/// What the rotation must leave and must never have done, from the agents' side.
+/// What the rotation must leave and must never have done on `cluster`, from the agents' side.
 async fn check_rotation(
     f: &Fleet,
+    cluster: &str,
+    site_a: &[&str],
     old: &str,
     new: &CertAuthority,
     client: (WriteReport, WriteReport),
 ) -> TestResult {
     let new_fp = new.fingerprint();
     // Every member trusts only the new CA and presents a certificate it issued.
-    for a in &f.clusters["web"] {
+    for a in &f.clusters[cluster] {
         let s = a.status().await?;
         assert_eq!(s.trust, [new_fp], "{}: {:?}", a.name, s.trust);
         let issuer = s.certificate.and_then(|c| c.issuer_fingerprint);
@@ -195,7 +205,7 @@ async fn check_rotation(
             s.handshake_failures
         );
     }
-    let active = f.roles().await?["web"]
+    let active = f.roles().await?[cluster]
         .iter()
         .filter(|(r, _)| *r == Role::Active)
         .count();
@@ -209,13 +219,13 @@ async fn check_rotation(
     let mut acked = before.acked;
     acked.extend(after.acked);
     assert_eq!(
-        lost_writes(f, new, &acked).await?,
+        lost_writes(f, cluster, new, &acked).await?,
         0,
         "acknowledged writes lost"
     );
 
     let records = f.records().await?;
-    let ops = rotation_ops(&records);
+    let ops = rotation_ops(&records, cluster);
     // Each member: trust added once (keeping the old root), a certificate once, a restart
     // once, the old root dropped once, its data re-signed once. Nothing twice.
     for (m, rs) in &ops {
@@ -240,35 +250,11 @@ async fn check_rotation(
     }
     // Phase order across the cluster, from the agents' clocks (one machine).
     let all_ops: Vec<&OperationRecord> = ops.values().flatten().collect();
-    let span = |r: &OperationRecord| support::span(r);
-    let first_of = |pred: &dyn Fn(&OperationRecord) -> bool| {
-        all_ops.iter().filter(|r| pred(r)).map(|r| span(r).0).min()
-    };
-    let last_of = |pred: &dyn Fn(&OperationRecord) -> bool| {
-        all_ops.iter().filter(|r| pred(r)).map(|r| span(r).1).max()
-    };
-    let adds = |r: &OperationRecord| r.kind == K::InstallTrust && r.params.keep_trust == [old];
-    let drops = |r: &OperationRecord| r.kind == K::InstallTrust && r.params.keep_trust == [new_fp];
-    let reissue = |r: &OperationRecord| matches!(r.kind, K::InstallCertificate | K::Restart);
-    assert!(
-        last_of(&adds) <= first_of(&reissue),
-        "a certificate of the new CA before every member trusted it"
-    );
-    assert!(
-        last_of(&reissue) <= first_of(&drops),
-        "the old root dropped while a member still presented its certificate"
-    );
-    // Site a (m0, m1): never two rotation jobs at once.
-    let mut site_a: Vec<(jiff::Timestamp, jiff::Timestamp)> = ["m0", "m1"]
-        .iter()
-        .flat_map(|m| ops[*m].iter().map(span))
-        .collect();
-    site_a.sort();
-    for w in site_a.windows(2) {
-        assert!(w[0].1 <= w[1].0, "two jobs at once in site a: {w:?}");
-    }
+    phases_in_order(&all_ops, old, new_fp);
+    // Site a: never two rotation jobs at once.
+    one_job_at_a_time(site_a.iter().flat_map(|m| ops[*m].iter()), "site a");
     // m0 was active: it restarted only after handing over (its demote finished first).
-    let m0 = &records[&("web".to_string(), "m0".to_string())];
+    let m0 = &records[&(cluster.to_string(), "m0".to_string())];
     let demoted = m0
         .iter()
         .filter(|r| r.kind == K::Demote && r.state == OperationState::Succeeded)
@@ -283,6 +269,43 @@ async fn check_rotation(
         "m0 restarted while active: demote {demoted:?}, restart {restarted:?}"
     );
     Ok(())
+}
+
+/// Every trust addition ended before the first certificate of the new CA was staged or
+/// presented, and every re-issue before the first removal of the old root.
+fn phases_in_order(ops: &[&OperationRecord], old: &str, new_fp: &str) {
+    let span = |r: &OperationRecord| support::span(r);
+    let first_of = |pred: &dyn Fn(&OperationRecord) -> bool| {
+        ops.iter().filter(|r| pred(r)).map(|r| span(r).0).min()
+    };
+    let last_of = |pred: &dyn Fn(&OperationRecord) -> bool| {
+        ops.iter().filter(|r| pred(r)).map(|r| span(r).1).max()
+    };
+    let adds = |r: &OperationRecord| r.kind == K::InstallTrust && r.params.keep_trust == [old];
+    let drops = |r: &OperationRecord| r.kind == K::InstallTrust && r.params.keep_trust == [new_fp];
+    let reissue = |r: &OperationRecord| matches!(r.kind, K::InstallCertificate | K::Restart);
+    assert!(
+        last_of(&adds) <= first_of(&reissue),
+        "a certificate of the new CA before every member trusted it"
+    );
+    assert!(
+        last_of(&reissue) <= first_of(&drops),
+        "the old root dropped while a member still presented its certificate"
+    );
+}
+
+/// The operations never overlap in time.
+fn one_job_at_a_time<'a>(ops: impl Iterator<Item = &'a OperationRecord>, what: &str) {
+    let mut spans: Vec<(jiff::Timestamp, jiff::Timestamp, &str)> = ops
+        .map(|r| {
+            let (a, b) = support::span(r);
+            (a, b, r.id.as_str())
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "two jobs at once in {what}: {w:?}");
+    }
 }
 
 /// A fleet whose restarts take `restart` seconds, a new CA declared for it in `web.yaml`, and
@@ -301,7 +324,7 @@ impl Rotation {
         let new_ca = CertAuthority::generate("web CA 2")?;
         let file = manifests(&f, &new_ca)?;
         let state = f.path("state.json");
-        let client = RotatingClient::start(&f, &new_ca, every)?;
+        let client = RotatingClient::start(&f, "web", &new_ca, every)?;
         let run = run_args(&[&file], &state, &f.pki.dir);
         Ok(Rotation {
             f,
@@ -321,6 +344,8 @@ impl Rotation {
         assert!(out.status.success(), "{}", text(&out));
         check_rotation(
             &self.f,
+            "web",
+            &["m0", "m1"],
             self.f.pki.mesh_ca.fingerprint(),
             &self.new_ca,
             client,
@@ -380,5 +405,80 @@ async fn killing_baton_run_at_24_points_of_a_rotation_does_nothing_twice() -> Te
         "kills outside the rotation: started {started}, finished {finished}"
     );
     r.finish().await?;
+    Ok(())
+}
+
+/// A Mesh declares the CA: its clusters `web` (m0, m1 in site a, m2 in b) and `db` (m0 in
+/// site a, m1 in b) rotate together. Every phase completes on both clusters before either
+/// starts the next, at most one rotation job runs per site across the mesh, no handshake is
+/// refused and no write is lost on either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_rotates_its_clusters_together_phase_by_phase() -> TestResult {
+    let mut web = ClusterDef::new("web", "app", 3);
+    for i in 0..3 {
+        web = web.with(i, &["--restart-seconds", "0.3"]);
+    }
+    let mut db = ClusterDef::new("db", "app", 2);
+    for i in 0..2 {
+        db = db.with(i, &["--restart-seconds", "0.3"]);
+    }
+    let f = Fleet::start(&[web, db], VERSION, 0.2).await?;
+    let new_ca = CertAuthority::generate("mesh CA 2")?;
+    let cluster_yaml = |name: &str, sites: &[&str]| -> String {
+        let mut members = String::new();
+        for (i, a) in f.clusters[name].iter().enumerate() {
+            members.push_str(&format!(
+                "  - name: m{i}\n    site: {}\n    endpoint: https://{}\n",
+                sites[i], a.control
+            ));
+        }
+        format!(
+            "apiVersion: baton.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: {name}\nspec:\n  members:\n{members}{POLICY}---\n"
+        )
+    };
+    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+    let yaml = format!(
+        "{}{}apiVersion: baton.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: fleet\nspec:\n  version: {VERSION}\n  tiers:\n  - name: all\n    clusters: [web, db]\n  certificates:\n    caSecretRef:\n      name: mesh-ca\n    clientGrace: 2s\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: mesh-ca\nstringData:\n  ca.crt: |\n{}  ca.key: |\n{}",
+        cluster_yaml("web", &["a", "a", "b"]),
+        cluster_yaml("db", &["a", "b"]),
+        indent(new_ca.cert_pem()),
+        indent(new_ca.key_pem())
+    );
+    let file = f.write("mesh.yaml", &yaml)?;
+    let state = f.path("state.json");
+    let web_client = RotatingClient::start(&f, "web", &new_ca, Duration::from_millis(5))?;
+    let db_client = RotatingClient::start(&f, "db", &new_ca, Duration::from_millis(5))?;
+    let mut args = run_args(&[&file], &state, &f.pki.dir);
+    args.extend(["--until-settled".into(), "--timeout".into(), "150s".into()]);
+    let out = tokio::task::spawn_blocking(move || baton().args(&args).output()).await??;
+    let (web_writes, db_writes) = (web_client.stop().await?, db_client.stop().await?);
+    assert!(out.status.success(), "{}", text(&out));
+    let old = f.pki.mesh_ca.fingerprint();
+    check_rotation(&f, "web", &["m0", "m1"], old, &new_ca, web_writes).await?;
+    check_rotation(&f, "db", &["m0"], old, &new_ca, db_writes).await?;
+    // Mesh-wide: the phases in order over both clusters, one job at a time in each site.
+    let records = f.records().await?;
+    let (web_ops, db_ops) = (rotation_ops(&records, "web"), rotation_ops(&records, "db"));
+    let all: Vec<&OperationRecord> = web_ops.values().chain(db_ops.values()).flatten().collect();
+    phases_in_order(&all, old, new_ca.fingerprint());
+    let site_a = ["m0", "m1"]
+        .iter()
+        .flat_map(|m| web_ops[*m].iter())
+        .chain(db_ops["m0"].iter());
+    one_job_at_a_time(site_a, "site a across the mesh");
+    let site_b = web_ops["m2"].iter().chain(db_ops["m1"].iter());
+    one_job_at_a_time(site_b, "site b across the mesh");
+    // `baton status` shows the mesh's rotation done.
+    let status = baton().arg("status").arg("--state").arg(&state).output()?;
+    let shown = String::from_utf8_lossy(&status.stdout).to_string();
+    let short = &new_ca.fingerprint()[..12];
+    assert!(
+        shown.contains(&format!("certificates: CA {short} Done")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("Mesh fleet certificates: CA {short} Done")),
+        "{shown}"
+    );
     Ok(())
 }
