@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use baton::api::{Cluster, ClusterPhase, LogScope, Mesh};
+use baton::api::{Cluster, ClusterPhase, LogScope, Mesh, MeshPhase};
 use baton::cli::{Intent, Output};
 use baton::kubectl::{self, Scope, StatusOptions};
 use k8s_openapi::api::core::v1::Namespace;
@@ -1003,6 +1003,103 @@ async fn e2e_a_ca_secret_rotates_a_cluster_and_bad_secrets_stall_it() -> TestRes
             s.member,
             s.handshake_failures
         );
+    }
+    operator.stop()?;
+    ns.delete().await;
+    Ok(())
+}
+
+/// A Mesh declares the CA: both its clusters rotate to it together, the Mesh's status says
+/// where the mesh-wide rotation stands, and a Cluster of the mesh that declares other
+/// certificates of its own is Stalled (`CertificatesInMesh`) and sent nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_mesh_ca_rotates_every_cluster_of_the_mesh() -> TestResult {
+    use baton_agent::pki::CertAuthority;
+    use k8s_openapi::api::core::v1::Secret;
+    let test = "e2e_a_mesh_ca_rotates_every_cluster_of_the_mesh";
+    let Some((path, client, ns)) = start(test, "baton-e2e-mesh-ca").await? else {
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir()?;
+    let names = ["web", "db", "own"];
+    let members: Vec<String> = names
+        .iter()
+        .flat_map(|c| [format!("{c}-1"), format!("{c}-2")])
+        .collect();
+    let tls = AgentTls::create(tmp.path(), &client, &members).await?;
+    let clusters = start_clusters(tmp.path(), &tls, &names).await?;
+    let ca = CertAuthority::generate("e2e mesh CA")?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": CA_SECRET},
+                "stringData": {"ca.crt": ca.cert_pem(), "ca.key": ca.key_pem()},
+            }))?,
+        )
+        .await?;
+    let mut operator = OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "op-mesh-ca")?;
+    let cluster_api: Api<Cluster> = Api::namespaced(client.clone(), &ns.name);
+    let mesh_api: Api<Mesh> = Api::namespaced(client.clone(), &ns.name);
+    for mut c in clusters.clone() {
+        if c["metadata"]["name"] == "own" {
+            // Its own certificates, other than the mesh's.
+            c["spec"]["certificates"] =
+                json!({"caSecretRef": {"name": CA_SECRET}, "keepOldTrust": true});
+        }
+        cluster_api
+            .create(&PostParams::default(), &serde_json::from_value(c)?)
+            .await?;
+    }
+    let mesh: Mesh = serde_json::from_value(json!({
+        "apiVersion": "baton.dev/v1alpha1", "kind": "Mesh",
+        "metadata": {"name": "fleet"},
+        "spec": {
+            "version": "1.0.0",
+            "tiers": [{"name": "all", "clusters": ["web", "db", "own"]}],
+            "certificates": {"caSecretRef": {"name": CA_SECRET}, "clientGrace": "1s"},
+        },
+    }))?;
+    mesh_api.create(&PostParams::default(), &mesh).await?;
+
+    let own = until(CONVERGE, "CertificatesInMesh", || async {
+        let c = cluster_api.get("own").await?;
+        Ok((stalled_reason(&c).as_deref() == Some("CertificatesInMesh")).then_some(c))
+    })
+    .await?;
+    let message = own.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains("mesh fleet"), "{message}");
+    // The stalled cluster holds the mesh's phase; remove its own declaration and it joins.
+    cluster_api
+        .patch(
+            "own",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"certificates": null}})),
+        )
+        .await?;
+    let done = until(CONVERGE, "the mesh-wide rotation to complete", || async {
+        let m = mesh_api.get("fleet").await?;
+        let st = m.status.clone().unwrap_or_default();
+        let phase = st.certificates.as_ref().and_then(|c| c.phase.clone());
+        Ok((phase.as_deref() == Some("Done") && st.phase == MeshPhase::Ready).then_some(m))
+    })
+    .await?;
+    let c = done.status.and_then(|s| s.certificates).unwrap_or_default();
+    assert_eq!(c.target_ca.as_deref(), Some(ca.fingerprint()));
+    assert_eq!(c.clusters.len(), 3, "{:?}", c.clusters);
+    assert!(c.clusters.values().all(|p| p == "Done"), "{:?}", c.clusters);
+    for c in &clusters {
+        for m in c["spec"]["members"].as_array().ok_or("members")? {
+            let endpoint = m["endpoint"].as_str().unwrap_or_default();
+            let a = baton_agent::client::AgentClient::new(endpoint, tls.client.clone())?;
+            let s = a.status().await?;
+            assert_eq!(s.trust, [ca.fingerprint()], "{}", s.member);
+            let issuer = s.certificate.and_then(|c| c.issuer_fingerprint);
+            assert_eq!(issuer.as_deref(), Some(ca.fingerprint()), "{}", s.member);
+            assert_eq!(s.handshake_failures.total(), 0, "{}", s.member);
+        }
     }
     operator.stop()?;
     ns.delete().await;
