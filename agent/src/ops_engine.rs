@@ -13,7 +13,7 @@ use crate::api::{
 use crate::demo::DemoBackend;
 use crate::exec::ExecBackend;
 use crate::http_util::ApiError;
-use crate::ops::{Begin, OpsStore, Progress, validate_request};
+use crate::ops::{Begin, Ended, OpsStore, Progress, validate_request};
 
 /// How long `POST /v1/operations` waits for a quick operation to finish before answering
 /// 202 with a Running record.
@@ -47,7 +47,7 @@ impl Backend {
         }
     }
 
-    async fn execute(&self, req: OperationRequest, progress: Progress) -> Result<String, String> {
+    async fn execute(&self, req: OperationRequest, progress: Progress) -> Ended {
         match self {
             Backend::Demo(d) => d.execute(req, progress).await,
             Backend::Exec(e) => e.execute(req, progress).await,

@@ -27,7 +27,7 @@ use crate::api::{
 };
 use crate::handshakes::HandshakeCounter;
 use crate::http_util::ApiError;
-use crate::ops::Progress;
+use crate::ops::{Ended, Progress};
 use crate::persist;
 
 pub use member_tls::MemberTls;
@@ -580,11 +580,7 @@ impl DemoBackend {
         Ok(())
     }
 
-    pub async fn execute(
-        &self,
-        req: OperationRequest,
-        progress: Progress,
-    ) -> Result<String, String> {
+    pub async fn execute(&self, req: OperationRequest, progress: Progress) -> Ended {
         operations::execute(&self.shared, req, progress).await
     }
 }
