@@ -222,7 +222,7 @@ mod tests {
 
     use super::*;
     use crate::api::{OperationKind, Role};
-    use crate::demo::DemoConfig;
+    use crate::demo::{DemoConfig, MemberTlsFlags};
 
     /// A client that disconnects while its operation is being recorded (the operator killed
     /// mid-request) drops the request handler's future at whatever await it had reached. The
@@ -242,10 +242,10 @@ mod tests {
             role: Role::Standby,
             source: None,
             components: BTreeMap::new(),
-            member_cert: None,
-            member_key: None,
-            trust: None,
-            allow_plain: true,
+            tls: MemberTlsFlags {
+                allow_plain: true,
+                ..Default::default()
+            },
             upgrade_seconds: 0.1,
             restart_seconds: 0.0,
             load: None,
