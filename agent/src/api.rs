@@ -319,8 +319,9 @@ pub struct OperationRequest {
 impl OperationRequest {
     /// A request of `kind` with no parameters.
     pub fn new(id: impl Into<String>, kind: OperationKind) -> Self {
+        let id = id.into();
         OperationRequest {
-            id: id.into(),
+            id,
             kind,
             version: None,
             component: None,

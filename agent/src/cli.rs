@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::{Faults, ReadyInfo, Role};
 use crate::conn_limits::ConnLimits;
-use crate::demo::{DemoBackend, DemoConfig};
+use crate::demo::{DemoBackend, DemoConfig, MemberTlsFlags};
 use crate::exec::{ExecBackend, ExecConfig};
 use crate::ops::OpsStore;
 use crate::ops_engine::{Backend, Engine};
@@ -452,10 +452,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 },
                 source: args.source.clone(),
                 components: parse_components(&args.components)?,
-                member_cert: args.member_cert.clone(),
-                member_key: args.member_key.clone(),
-                trust: args.trust.clone(),
-                allow_plain: args.insecure_http,
+                tls: MemberTlsFlags {
+                    cert: args.member_cert.clone(),
+                    key: args.member_key.clone(),
+                    trust: args.trust.clone(),
+                    allow_plain: args.insecure_http,
+                },
                 upgrade_seconds: args.upgrade_seconds,
                 restart_seconds: args.restart_seconds,
                 load: args.load,

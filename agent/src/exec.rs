@@ -18,7 +18,7 @@ use crate::api::{
     Role, alarm_codes,
 };
 use crate::http_util::ApiError;
-use crate::ops::Progress;
+use crate::ops::{Ended, Progress};
 
 /// How much of each output stream is kept in an operation's message.
 const OUTPUT_TAIL: usize = 2048;
@@ -395,11 +395,7 @@ impl ExecBackend {
         Ok(())
     }
 
-    pub async fn execute(
-        &self,
-        req: OperationRequest,
-        progress: Progress,
-    ) -> Result<String, String> {
+    pub async fn execute(&self, req: OperationRequest, progress: Progress) -> Ended {
         let spec = self
             .config
             .operations

@@ -45,6 +45,9 @@ pub enum Begin {
     Existing(OperationRecord),
 }
 
+/// How a backend's operation ended: the message of its record either way, `Err` when it failed.
+pub type Ended = Result<String, String>;
+
 /// Lets a running operation report progress. It lives with the journal it writes to, so that
 /// the backends (`demo`, `exec`) and the engine that drives them all depend on `ops` and not
 /// on each other.

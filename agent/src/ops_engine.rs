@@ -13,7 +13,7 @@ use crate::api::{
 use crate::demo::DemoBackend;
 use crate::exec::ExecBackend;
 use crate::http_util::ApiError;
-use crate::ops::{Begin, OpsStore, Progress, validate_request};
+use crate::ops::{Begin, Ended, OpsStore, Progress, validate_request};
 
 /// How long `POST /v1/operations` waits for a quick operation to finish before answering
 /// 202 with a Running record.
@@ -47,7 +47,7 @@ impl Backend {
         }
     }
 
-    async fn execute(&self, req: OperationRequest, progress: Progress) -> Result<String, String> {
+    async fn execute(&self, req: OperationRequest, progress: Progress) -> Ended {
         match self {
             Backend::Demo(d) => d.execute(req, progress).await,
             Backend::Exec(e) => e.execute(req, progress).await,
@@ -222,7 +222,7 @@ mod tests {
 
     use super::*;
     use crate::api::{OperationKind, Role};
-    use crate::demo::DemoConfig;
+    use crate::demo::{DemoConfig, MemberTlsFlags};
 
     /// A client that disconnects while its operation is being recorded (the operator killed
     /// mid-request) drops the request handler's future at whatever await it had reached. The
@@ -242,10 +242,10 @@ mod tests {
             role: Role::Standby,
             source: None,
             components: BTreeMap::new(),
-            member_cert: None,
-            member_key: None,
-            trust: None,
-            allow_plain: true,
+            tls: MemberTlsFlags {
+                allow_plain: true,
+                ..Default::default()
+            },
             upgrade_seconds: 0.1,
             restart_seconds: 0.0,
             load: None,

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use baton::api::{Cluster, ClusterSpec, MemberRole, MemberSpec, UpgradePolicy};
 use baton::local::{Manifests, Runner, Settled};
 use baton::plan::{AgentView, OpKind, OpRequest, OpState, OpView};
-use baton::reconcile::{MemberError, Members, Submission, SubmitError, Submitted, Timing};
+use baton::reconcile::{
+    MemberError, Members, OpLookup, Submission, SubmitError, Submitted, Timing,
+};
 use baton_core::fixtures::cluster::observed;
 use kube::core::ObjectMeta;
 
@@ -146,12 +148,7 @@ impl Members for Fleet {
         .map_err(|e| MemberError::unavailable(member, e))
     }
 
-    async fn operation(
-        &self,
-        member: &str,
-        endpoint: &str,
-        id: &str,
-    ) -> Result<Option<OpView>, MemberError> {
+    async fn operation(&self, member: &str, endpoint: &str, id: &str) -> OpLookup {
         self.with(endpoint, |a, now| a.view(id, now))
             .map_err(|e| MemberError::unavailable(member, e))
     }

@@ -28,6 +28,17 @@ struct Material {
     trust_pem: Option<Vec<u8>>,
 }
 
+/// The member TLS settings of the command line (`--member-cert`, `--member-key`, `--trust`,
+/// `--insecure-http`), which [`MemberTls::open`] starts from.
+#[derive(Debug, Clone, Default)]
+pub struct MemberTlsFlags {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub trust: Option<PathBuf>,
+    /// Without the full set of material the data port serves plain TCP instead of failing.
+    pub allow_plain: bool,
+}
+
 pub struct MemberTls {
     dir: PathBuf,
     allow_plain: bool,
@@ -51,18 +62,12 @@ fn read_opt(path: &Path) -> Result<Option<Vec<u8>>> {
 impl MemberTls {
     /// Loads `<data-dir>/tls`. Files given on the command line are copied in only when the
     /// data directory has none yet: what was installed through the API wins over flags.
-    pub fn open(
-        data_dir: &Path,
-        cert_flag: Option<&Path>,
-        key_flag: Option<&Path>,
-        trust_flag: Option<&Path>,
-        allow_plain: bool,
-    ) -> Result<MemberTls> {
+    pub fn open(data_dir: &Path, flags: &MemberTlsFlags) -> Result<MemberTls> {
         let dir = data_dir.join("tls");
         for (flag, name, private) in [
-            (cert_flag, CERT_FILE, false),
-            (key_flag, KEY_FILE, true),
-            (trust_flag, TRUST_FILE, false),
+            (&flags.cert, CERT_FILE, false),
+            (&flags.key, KEY_FILE, true),
+            (&flags.trust, TRUST_FILE, false),
         ] {
             let target = dir.join(name);
             let Some(src) = flag else { continue };
@@ -84,7 +89,7 @@ impl MemberTls {
         let (generation, _) = watch::channel(0);
         let me = MemberTls {
             dir,
-            allow_plain,
+            allow_plain: flags.allow_plain,
             material: RwLock::new(Material::default()),
             client: RwLock::new(None),
             server: Arc::new(ReloadableServerTls::new(None)),
@@ -306,7 +311,7 @@ mod tests {
         fs::write(tls.join(CERT_FILE), &leaf.cert_pem)?;
         fs::write(tls.join(KEY_FILE), &leaf.key_pem)?;
         fs::write(tls.join(TRUST_FILE), ca.cert_pem())?;
-        Ok(MemberTls::open(dir, None, None, None, false)?)
+        Ok(MemberTls::open(dir, &MemberTlsFlags::default())?)
     }
 
     /// A member in a new data directory, on a certificate of a new CA.
@@ -363,7 +368,7 @@ mod tests {
         // The key was applied, the certificate not: a mismatched live pair on disk.
         let tls = dir.path().join("tls");
         fs::rename(tls.join(STAGED_KEY_FILE), tls.join(KEY_FILE))?;
-        let m = MemberTls::open(dir.path(), None, None, None, false)?;
+        let m = MemberTls::open(dir.path(), &MemberTlsFlags::default())?;
         assert!(!m.restart_pending());
         assert_eq!(presented(&m).as_deref(), Some(next.fingerprint.as_str()));
         Ok(())

@@ -27,10 +27,10 @@ use crate::api::{
 };
 use crate::handshakes::HandshakeCounter;
 use crate::http_util::ApiError;
-use crate::ops::Progress;
+use crate::ops::{Ended, Progress};
 use crate::persist;
 
-pub use member_tls::MemberTls;
+pub use member_tls::{MemberTls, MemberTlsFlags};
 use store::Store;
 
 const STATE_FILE: &str = "state.json";
@@ -87,21 +87,19 @@ pub struct DemoConfig {
     /// Host reported in the data endpoint instead of the bound address (the port stays the
     /// bound one).
     pub data_advertise_host: Option<String>,
+    /// The data port's certificate and trust, and whether it may serve plain TCP.
+    pub tls: MemberTlsFlags,
+    /// Connection limits and timeouts of the data port.
+    pub conn_limits: crate::conn_limits::ConnLimits,
     pub version: String,
     pub role: Role,
     pub source: Option<String>,
     pub components: BTreeMap<String, String>,
-    pub member_cert: Option<PathBuf>,
-    pub member_key: Option<PathBuf>,
-    pub trust: Option<PathBuf>,
-    pub allow_plain: bool,
     pub upgrade_seconds: f64,
     /// How long the `restart` operation takes.
     pub restart_seconds: f64,
     pub load: Option<u64>,
     pub faults: Faults,
-    /// Connection limits and timeouts of the data port.
-    pub conn_limits: crate::conn_limits::ConnLimits,
 }
 
 pub(crate) struct Shared {
@@ -461,13 +459,7 @@ impl DemoBackend {
             )?;
         }
         let store = Store::open(&cfg.data_dir.join("data"))?;
-        let tls = MemberTls::open(
-            &cfg.data_dir,
-            cfg.member_cert.as_deref(),
-            cfg.member_key.as_deref(),
-            cfg.trust.as_deref(),
-            cfg.allow_plain,
-        )?;
+        let tls = MemberTls::open(&cfg.data_dir, &cfg.tls)?;
         let handshakes: Arc<HandshakeCounter> = Arc::default();
         tls.observe(handshakes.clone());
         let listener = crate::http_util::bind(cfg.data_listen)
@@ -580,11 +572,7 @@ impl DemoBackend {
         Ok(())
     }
 
-    pub async fn execute(
-        &self,
-        req: OperationRequest,
-        progress: Progress,
-    ) -> Result<String, String> {
+    pub async fn execute(&self, req: OperationRequest, progress: Progress) -> Ended {
         operations::execute(&self.shared, req, progress).await
     }
 }

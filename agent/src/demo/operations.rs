@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use super::{CONFIG_FILE, Shared, lock};
 use crate::api::{DemoteRole, OperationKind, OperationRequest, Role};
 use crate::http_client::Target;
-use crate::ops::Progress;
+use crate::ops::{Ended, Progress};
 use crate::persist;
 use crate::tls;
 
@@ -21,7 +21,7 @@ pub(crate) async fn execute(
     shared: &Arc<Shared>,
     req: OperationRequest,
     progress: Progress,
-) -> Result<String, String> {
+) -> Ended {
     use OperationKind as K;
     match req.kind {
         K::Preflight => preflight(shared, &req).await,
@@ -113,7 +113,7 @@ pub(crate) async fn execute(
     }
 }
 
-async fn preflight(shared: &Arc<Shared>, req: &OperationRequest) -> Result<String, String> {
+async fn preflight(shared: &Arc<Shared>, req: &OperationRequest) -> Ended {
     let faults = shared.faults();
     let version = req.version.clone().unwrap_or_default();
     let current = shared.state().version;
@@ -143,11 +143,7 @@ async fn preflight(shared: &Arc<Shared>, req: &OperationRequest) -> Result<Strin
     ))
 }
 
-async fn upgrade(
-    shared: &Arc<Shared>,
-    req: &OperationRequest,
-    progress: &Progress,
-) -> Result<String, String> {
+async fn upgrade(shared: &Arc<Shared>, req: &OperationRequest, progress: &Progress) -> Ended {
     let target = req.version.clone().unwrap_or_default();
     let is_upgrade = req.kind == OperationKind::Upgrade;
     let faults = shared.faults();
@@ -237,7 +233,7 @@ async fn upgrade(
     outcome
 }
 
-async fn promote(shared: &Arc<Shared>, progress: &Progress) -> Result<String, String> {
+async fn promote(shared: &Arc<Shared>, progress: &Progress) -> Ended {
     let st = shared.state();
     let version = st.version.clone();
     let no_traffic = shared
@@ -314,11 +310,7 @@ async fn promote(shared: &Arc<Shared>, progress: &Progress) -> Result<String, St
     ))
 }
 
-async fn demote(
-    shared: &Arc<Shared>,
-    role: Role,
-    source: Option<String>,
-) -> Result<String, String> {
+async fn demote(shared: &Arc<Shared>, role: Role, source: Option<String>) -> Ended {
     let was = shared.state().role;
     // Stop writes and drain the writer before telling anyone: followers must never see
     // "no longer Active" together with a head that can still grow.
@@ -355,7 +347,7 @@ async fn demote(
     Ok(format!("{was} -> {role} at final index {head}{following}"))
 }
 
-async fn backup(shared: &Arc<Shared>) -> Result<String, String> {
+async fn backup(shared: &Arc<Shared>) -> Ended {
     let stamp = Timestamp::now().to_string().replace(':', "-");
     let dest = shared
         .data_dir
@@ -368,7 +360,7 @@ async fn backup(shared: &Arc<Shared>) -> Result<String, String> {
     ))
 }
 
-async fn verify(shared: &Arc<Shared>) -> Result<String, String> {
+async fn verify(shared: &Arc<Shared>) -> Ended {
     let entries = shared
         .store
         .verify()
@@ -386,7 +378,7 @@ async fn verify(shared: &Arc<Shared>) -> Result<String, String> {
     ))
 }
 
-async fn sync_config(shared: &Arc<Shared>, source: &str) -> Result<String, String> {
+async fn sync_config(shared: &Arc<Shared>, source: &str) -> Ended {
     let target = Target::new(source, shared.tls.client_config()).map_err(|e| e.to_string())?;
     let mut last = String::new();
     // A peer restarting should not fail the step; a handful of tries bridges it.

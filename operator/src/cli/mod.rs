@@ -535,15 +535,12 @@ pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
             } else {
                 names
             };
-            let mut done = Vec::new();
-            for n in &names {
-                match resolve(&st, n)? {
-                    Target::Cluster(c) => done.push(c),
-                    Target::Mesh(m) => bail!(
-                        "retry applies to clusters; mesh/{m}: use `baton force` to start despite failed preconditions"
-                    ),
-                }
-            }
+            let done = resolve_each(&st, &names, |t| match t {
+                Target::Cluster(c) => Ok(c),
+                Target::Mesh(m) => bail!(
+                    "retry applies to clusters; mesh/{m}: use `baton force` to start despite failed preconditions"
+                ),
+            })?;
             Intents::update(&path, |i| {
                 for c in &done {
                     i.clusters.entry(c.clone()).or_default().retry = Some(token.clone());
@@ -599,6 +596,15 @@ pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
             Ok(said.join("; "))
         }
     }
+}
+
+/// Each name resolved and passed to `pick`, in order; the first error stops.
+fn resolve_each<T>(
+    st: &State,
+    names: &[String],
+    pick: impl Fn(Target) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
+    names.iter().map(|n| pick(resolve(st, n)?)).collect()
 }
 
 fn set_pause(st: &State, path: &Path, names: &[String], pause: bool) -> anyhow::Result<String> {

@@ -574,7 +574,7 @@ mod tests {
     use crate::api::{Admitted, ClusterStatus, Direction, Health, MemberRole, MeshStatus};
     use crate::local::manifests::parse_into;
     use crate::plan::{AgentView, OpRequest, OpView};
-    use crate::reconcile::{Delegate, MemberError, SubmitError};
+    use crate::reconcile::{Delegate, MemberError, OpLookup, SubmitError};
 
     /// Agents answering from fixed views; every operation succeeds at once (and changes
     /// nothing).
@@ -590,12 +590,7 @@ mod tests {
                 .cloned()
                 .ok_or_else(|| MemberError::unavailable(member, format!("{member}: unreachable")))
         }
-        async fn operation(
-            &self,
-            _: &str,
-            _: &str,
-            id: &str,
-        ) -> Result<Option<OpView>, MemberError> {
+        async fn operation(&self, _: &str, _: &str, id: &str) -> OpLookup {
             let ops = self
                 .1
                 .lock()

@@ -43,7 +43,7 @@ pub trait Members: Send + Sync {
         member: &str,
         endpoint: &str,
         id: &str,
-    ) -> impl Future<Output = Result<Option<OpView>, MemberError>> + Send;
+    ) -> impl Future<Output = OpLookup> + Send;
 
     /// Submit (idempotent by id).
     fn submit(
@@ -56,6 +56,9 @@ pub trait Members: Send + Sync {
 
 /// What a submission comes to: accepted, or why not.
 pub type Submitted = Result<(), SubmitError>;
+
+/// An operation as its agent knows it: `Ok(None)` when the agent does not know the id.
+pub type OpLookup = Result<Option<OpView>, MemberError>;
 
 /// One request on its way to an agent: the planned request and what a rotation request carries
 /// beyond the plan (PEMs, an issued certificate), resolved by the host as it sends.
@@ -94,12 +97,7 @@ impl<D: Delegate> Members for D {
         m.status(member, endpoint).await
     }
 
-    async fn operation(
-        &self,
-        member: &str,
-        endpoint: &str,
-        id: &str,
-    ) -> Result<Option<OpView>, MemberError> {
+    async fn operation(&self, member: &str, endpoint: &str, id: &str) -> OpLookup {
         let m = self.to()?;
         m.operation(member, endpoint, id).await
     }
@@ -311,12 +309,7 @@ impl Members for AgentMembers {
         Ok(agent_view(&st))
     }
 
-    async fn operation(
-        &self,
-        member: &str,
-        endpoint: &str,
-        id: &str,
-    ) -> Result<Option<OpView>, MemberError> {
+    async fn operation(&self, member: &str, endpoint: &str, id: &str) -> OpLookup {
         let c = self.client(member, endpoint)?;
         match c.operation(id).await {
             Ok(rec) => Ok(Some(op_view(&rec))),

@@ -42,14 +42,18 @@ fn check(seed: u64, scenario: Scenario) -> Result<baton::sim::soak::Verdict, Tes
             v.stalled_reasons
         );
     }
+    if scenario.rotates() {
+        prop_assert!(v.rotations > 0, "seed {seed}: nothing rotated");
+    }
     Ok(v)
 }
 
-/// One property test per scenario, named first: `check` holds for any seed.
+/// One property test per scenario, named first: `check` holds for any seed. `cases` seeds a
+/// test.
 macro_rules! scenario_properties {
-    ($($name:ident: $scenario:ident),* $(,)?) => {
+    (cases: $cases:literal; $($name:ident: $scenario:ident),* $(,)?) => {
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: $cases, failure_persistence: None, ..ProptestConfig::default() })]
             $(
                 #[test]
                 fn $name(seed in any::<u64>()) {
@@ -61,6 +65,7 @@ macro_rules! scenario_properties {
 }
 
 scenario_properties! {
+    cases: 12;
     clean_upgrades_converge: CleanUpgrade,
     faulty_upgrades_stay_safe_and_settle: FaultyUpgrade,
     faulty_backouts_stay_safe_and_settle: FaultyBackout,
@@ -132,22 +137,8 @@ fn regression_switchover_waits_for_the_holds_in_flight() {
 mod rotation {
     use super::*;
 
-    macro_rules! rotation_properties {
-        ($($name:ident: $scenario:ident),* $(,)?) => {
-            proptest! {
-                #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
-                $(
-                    #[test]
-                    fn $name(seed in any::<u64>()) {
-                        let v = check(seed, Scenario::$scenario)?;
-                        prop_assert!(v.rotations > 0, "seed {seed}: nothing rotated");
-                    }
-                )*
-            }
-        };
-    }
-
-    rotation_properties! {
+    scenario_properties! {
+        cases: 6;
         clean_rotations_complete: CleanRotation,
         faulty_rotations_stay_safe_and_settle: FaultyRotation,
         rotations_with_a_rollout_stay_safe_and_settle: RotationDuringRollout,

@@ -88,6 +88,15 @@ fn assert_clean(sim: &Sim) {
     );
 }
 
+/// Some invariant violation names `what`.
+fn assert_caught(sim: &Sim, what: &str) {
+    assert!(
+        sim.violations.iter().any(|v| v.contains(what)),
+        "{:#?}",
+        sim.violations
+    );
+}
+
 /// Runs `sim` for `d`, asserts no invariant was violated, and returns cluster c's status.
 fn run_clean(sim: &mut Sim, d: Duration) -> ClusterStatus {
     sim.run(d);
@@ -1289,13 +1298,7 @@ fn a_link_whose_handshake_fails_stops_replication_and_is_a_violation() {
     // The active drops CA 1 while the standby still presents a certificate it issued.
     sim_member(&mut sim, "c", "m0").trust = CaSet::of(0);
     sim.tick(Duration::from_secs(30));
-    assert!(
-        sim.violations
-            .iter()
-            .any(|v| v.contains("c/m1: TLS handshake with its source m0 fails")),
-        "{:#?}",
-        sim.violations
-    );
+    assert_caught(&sim, "c/m1: TLS handshake with its source m0 fails");
     let active = sim_member(&mut sim, "c", "m0").applied;
     let standby = sim_member(&mut sim, "c", "m1").applied;
     assert!(
@@ -1385,21 +1388,19 @@ fn a_rotation_keeping_the_old_trust_ends_with_both_cas_trusted() {
     assert!(certs.resigned.is_empty(), "resignData: false");
 }
 
-fn rotation_op(
-    id: &str,
-    kind: baton::plan::OpKind,
-    keep: &[u8],
-    anchor: u8,
-) -> baton::plan::OpRequest {
-    let fp = baton::sim::ca_fingerprint;
-    baton::plan::OpRequest {
+/// Sends member `m` of cluster `c`, outside the planner, a rotation request of `kind` for CA 1
+/// alone.
+fn inject_new_ca(sim: &mut Sim, m: &str, id: &str, kind: baton::plan::OpKind) {
+    let ca = baton::sim::ca_fingerprint(1);
+    let request = baton::plan::OpRequest {
         trust: Some(TrustParams {
-            anchor: fp(anchor),
-            issuer: fp(anchor),
-            keep: keep.iter().map(|&n| fp(n)).collect(),
+            anchor: ca.clone(),
+            issuer: ca,
+            keep: vec![],
         }),
         ..baton::plan::OpRequest::new(id, kind)
-    }
+    };
+    sim.inject("c", m, request);
 }
 
 /// The invariants can fail: a step that drops the old CA from one store while the others still
@@ -1411,53 +1412,22 @@ fn a_rotation_rule_broken_on_purpose_is_caught_by_the_invariants() {
     use baton::plan::OpKind;
     // The old CA leaves m1's store at once.
     let mut sim = rotating_cluster(CertificatesSpec::default());
-    sim.inject(
-        "c",
-        "m1",
-        rotation_op("bad-drop", OpKind::InstallTrust, &[], 1),
-    );
+    inject_new_ca(&mut sim, "m1", "bad-drop", OpKind::InstallTrust);
     sim.run(Duration::from_secs(600));
-    assert!(
-        sim.violations
-            .iter()
-            .any(|v| v.contains("c/m1: CA 0 left its trust store")),
-        "{:#?}",
-        sim.violations
-    );
+    assert_caught(&sim, "c/m1: CA 0 left its trust store");
     // m2 stages and presents a new-CA certificate before anyone added the new CA.
     let mut sim = rotating_cluster(CertificatesSpec::default());
-    sim.inject(
-        "c",
-        "m2",
-        rotation_op("bad-cert", OpKind::InstallCertificate, &[], 1),
-    );
+    inject_new_ca(&mut sim, "m2", "bad-cert", OpKind::InstallCertificate);
     sim.tick(Duration::from_secs(5));
-    sim.inject(
-        "c",
-        "m2",
-        rotation_op("bad-restart", OpKind::Restart, &[], 1),
-    );
+    inject_new_ca(&mut sim, "m2", "bad-restart", OpKind::Restart);
     sim.tick(Duration::from_secs(5));
-    assert!(
-        sim.violations.iter().any(|v| v.contains(
-            "c/m2: presents a certificate of the new CA 1 before every member trusts it"
-        )),
-        "{:#?}",
-        sim.violations
+    assert_caught(
+        &sim,
+        "c/m2: presents a certificate of the new CA 1 before every member trusts it",
     );
     // The active restarts in place.
     let mut sim = rotating_cluster(CertificatesSpec::default());
-    sim.inject(
-        "c",
-        "m0",
-        rotation_op("bad-active", OpKind::Restart, &[], 1),
-    );
+    inject_new_ca(&mut sim, "m0", "bad-active", OpKind::Restart);
     sim.tick(Duration::from_millis(500));
-    assert!(
-        sim.violations
-            .iter()
-            .any(|v| v.contains("c/m0: restarts while it is the active")),
-        "{:#?}",
-        sim.violations
-    );
+    assert_caught(&sim, "c/m0: restarts while it is the active");
 }

@@ -14,7 +14,9 @@ use baton::k8s::metrics::Metrics;
 use baton::k8s::stores::{GuardedCluster, GuardedMesh, Stores};
 use baton::k8s::{Context, Triggers};
 use baton::plan::{AgentView, OpKind, OpRequest, OpState, OpView};
-use baton::reconcile::{MemberError, Members, Submission, SubmitError, Submitted, Timing};
+use baton::reconcile::{
+    MemberError, Members, OpLookup, Submission, SubmitError, Submitted, Timing,
+};
 use http::{Request, Response};
 use kube::client::Body;
 use kube::runtime::reflector::{self, store::Writer};
@@ -190,12 +192,7 @@ impl Members for FakeAgents {
             .ok_or_else(|| MemberError::unavailable(member, format!("{member}: unknown")))
     }
 
-    async fn operation(
-        &self,
-        _member: &str,
-        _endpoint: &str,
-        id: &str,
-    ) -> Result<Option<OpView>, MemberError> {
+    async fn operation(&self, _member: &str, _endpoint: &str, id: &str) -> OpLookup {
         *self.calls.lock().unwrap() += 1;
         Ok(self.ops.lock().unwrap().get(id).cloned())
     }
