@@ -659,9 +659,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_approval_naming_no_member_or_no_version_is_refused_and_records_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A state file in `dir` that records cluster `web` with `status`.
+    fn with_web(dir: &tempfile::TempDir, status: ClusterStatus) -> std::path::PathBuf {
         let state_path = dir.path().join("state.json");
         let mut st = State::default();
         st.clusters.insert(
@@ -669,13 +668,23 @@ mod tests {
             ObjectState {
                 generation: 1,
                 spec_hash: String::new(),
-                status: Some(ClusterStatus {
-                    members: vec![member("a"), member("b")],
-                    ..Default::default()
-                }),
+                status: Some(status),
             },
         );
         st.save(&state_path).expect("save");
+        state_path
+    }
+
+    #[test]
+    fn an_approval_naming_no_member_or_no_version_is_refused_and_records_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state_path = with_web(
+            &dir,
+            ClusterStatus {
+                members: vec![member("a"), member("b")],
+                ..Default::default()
+            },
+        );
         for (step, expected) in [
             (
                 "switchover/web/c@2.0.0",
@@ -702,17 +711,7 @@ mod tests {
     #[test]
     fn rotation_phases_are_approved_and_forced_by_name_and_bad_names_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let state_path = dir.path().join("state.json");
-        let mut st = State::default();
-        st.clusters.insert(
-            "web".into(),
-            ObjectState {
-                generation: 1,
-                spec_hash: String::new(),
-                status: Some(ClusterStatus::default()),
-            },
-        );
-        st.save(&state_path).expect("save");
+        let state_path = with_web(&dir, ClusterStatus::default());
         for bad in [
             "rotation/web/Removal@4e44e44e44e4",
             "rotation/web/Reissue@not-hex",

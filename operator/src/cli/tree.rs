@@ -67,19 +67,30 @@ fn mesh_line(m: &TreeMesh<'_>) -> String {
                 let dir = format!("{:?}", r.direction).to_lowercase();
                 let _ = write!(s, "  rollout: {dir}");
             }
-            if let Some(ca) = &st.certificates {
-                let _ = write!(s, "  [{}]", super::view::mesh_certificates_summary(ca));
-            }
-            if st.observed_generation != m.generation {
-                s.push_str("  (status not yet for the latest spec)");
-            }
-            s.push_str(&quoted(st.message.as_deref()));
+            let ca = st
+                .certificates
+                .as_ref()
+                .map(super::view::mesh_certificates_summary);
+            let stale = st.observed_generation != m.generation;
+            line_tail(&mut s, ca, stale, st.message.as_deref());
         }
     }
     if m.spec.paused || paused(m.annotations) {
         s.push_str("  [paused]");
     }
     s
+}
+
+/// The end of an object's line: its rotation, whether the status is for an older spec, and
+/// its message.
+fn line_tail(s: &mut String, ca: Option<String>, stale: bool, message: Option<&str>) {
+    if let Some(ca) = ca {
+        let _ = write!(s, "  [{ca}]");
+    }
+    if stale {
+        s.push_str("  (status not yet for the latest spec)");
+    }
+    s.push_str(&quoted(message));
 }
 
 fn cluster_line(c: &TreeCluster<'_>) -> String {
@@ -103,13 +114,12 @@ fn cluster_line(c: &TreeCluster<'_>) -> String {
             if let Some(a) = &st.active_member {
                 let _ = write!(s, "  active {a}");
             }
-            if let Some(ca) = &st.certificates {
-                let _ = write!(s, "  [{}]", super::view::certificates_summary(ca));
-            }
-            if st.observed_generation != c.generation {
-                s.push_str("  (status not yet for the latest spec)");
-            }
-            s.push_str(&quoted(st.message.as_deref()));
+            let ca = st
+                .certificates
+                .as_ref()
+                .map(super::view::certificates_summary);
+            let stale = st.observed_generation != c.generation;
+            line_tail(&mut s, ca, stale, st.message.as_deref());
         }
     }
     if c.spec.paused || paused(c.annotations) {

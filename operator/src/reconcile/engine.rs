@@ -232,7 +232,7 @@ pub fn plan_mesh_object(
     let changed = mesh.status.as_ref() != Some(&plan.status);
     let admissions_changed = mesh.status.as_ref().map(|s| &s.admitted)
         != Some(&plan.status.admitted)
-        || grants(mesh.status.as_ref()) != grants(Some(&plan.status));
+        || grants_changed(mesh.status.as_ref(), Some(&plan.status));
     MeshPass {
         plan,
         changed,
@@ -240,17 +240,17 @@ pub fn plan_mesh_object(
     }
 }
 
-/// What a mesh's status tells its clusters about the rotation (a change wakes them).
-fn grants(
-    st: Option<&MeshStatus>,
-) -> Option<(
-    &Option<String>,
-    &Option<String>,
-    &Vec<String>,
-    &Option<String>,
-)> {
-    let c: &MeshCertificatesStatus = st?.certificates.as_ref()?;
-    Some((&c.target_ca, &c.phase, &c.rotating, &c.waiting))
+/// What a mesh's status tells its clusters about the rotation changed (it wakes them). The
+/// per-cluster phases do not count: they are what the clusters wrote.
+fn grants_changed(old: Option<&MeshStatus>, new: Option<&MeshStatus>) -> bool {
+    let key = |st: Option<&MeshStatus>| {
+        st.and_then(|s| s.certificates.as_ref())
+            .map(|c: &MeshCertificatesStatus| MeshCertificatesStatus {
+                clusters: Default::default(),
+                ..c.clone()
+            })
+    };
+    key(old) != key(new)
 }
 
 /// How often to look, by what the planner said.

@@ -107,10 +107,8 @@ pub struct RotationGrant {
     /// The mesh's phase: the cluster runs steps of this phase only (None: the mesh is done,
     /// or has not decided).
     pub phase: Option<RotationPhase>,
-    /// The cluster may start rotation steps now.
-    pub admitted: bool,
-    /// Why not, when not (shown in the cluster's status).
-    pub reason: Option<String>,
+    /// Why the cluster may not start rotation steps now (shown in its status); None: it may.
+    pub waiting: Option<String>,
 }
 
 /// Imperative intent from annotations or CLI commands. Each is acted on once: the status

@@ -150,10 +150,8 @@ fn mesh_allows(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, forced:
             "mesh {mesh} has not started the rotation to {} yet",
             short(&r.id)
         )
-    } else if !g.admitted {
-        g.reason
-            .clone()
-            .unwrap_or_else(|| format!("mesh {mesh}: waiting for its turn to rotate"))
+    } else if let Some(why) = &g.waiting {
+        why.clone()
     } else if !forced && g.phase.is_none_or(|m| phase > m) {
         format!(
             "phase {} waits until every cluster of mesh {mesh} has finished the phase before",
@@ -852,13 +850,9 @@ mod tests {
     use crate::fixtures::cluster::{ClusterBuilder, NOW, observed, root_ca, step};
     use crate::plan::ClusterPlan;
 
-    const OLD: &str = "0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0";
-    const NEW: &str = "4e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e4";
-    const DAY: i64 = 86_400_000;
+    use crate::fixtures::{NEW_CA as NEW, OLD_CA as OLD, assert_says, in_a_year as far};
 
-    fn far() -> Timestamp {
-        Timestamp(NOW.0 + 365 * DAY)
-    }
+    const DAY: i64 = 86_400_000;
 
     /// Members a (active) and b in site x, c in site y, all on 1.0.0, trusting and presenting
     /// the old CA; the target is the new CA.
@@ -916,6 +910,13 @@ mod tests {
         assert!(!starts(plan, action), "{action:?} in {:?}", started(plan));
     }
 
+    /// Upgrade steps start and no rotation step does.
+    #[track_caller]
+    fn the_rollout_goes_on_alone(plan: &ClusterPlan) {
+        assert_not_started(plan, StepAction::InstallTrust);
+        assert!(!started(plan).is_empty(), "the rollout goes on");
+    }
+
     fn certs(plan: &ClusterPlan) -> CertificatesStatus {
         plan.status.certificates.clone().unwrap_or_default()
     }
@@ -930,8 +931,7 @@ mod tests {
             certificates,
             target: Some(NEW.into()),
             phase: Some(RotationPhase::AddTrust),
-            admitted: true,
-            reason: None,
+            waiting: None,
         };
         f(&mut grant);
         b.certificate_options_clear()
@@ -958,12 +958,10 @@ mod tests {
         );
         assert_eq!(certs(&plan).phase.as_deref(), Some("AddTrust"));
         // Not granted: the mesh's reason, nothing started, the phase still reported.
-        let plan = in_mesh(|g| {
-            g.admitted = false;
-            g.reason = Some("mesh m: phase AddTrust: waiting for a site".into());
-        })
-        .build()
-        .plan();
+        let plan =
+            in_mesh(|g| g.waiting = Some("mesh m: phase AddTrust: waiting for a site".into()))
+                .build()
+                .plan();
         assert!(plan.status.steps.is_empty(), "{:?}", started(&plan));
         assert_eq!(certs(&plan).phase.as_deref(), Some("AddTrust"));
         assert_eq!(
@@ -986,13 +984,9 @@ mod tests {
             .plan();
         assert_eq!(certs(&plan).phase.as_deref(), Some("Reissue"));
         assert_not_started(&plan, StepAction::InstallCertificate);
-        assert!(
-            plan.status
-                .message
-                .as_deref()
-                .is_some_and(|m| m.starts_with("phase Reissue waits until every cluster of mesh m")),
-            "{:?}",
-            plan.status.message
+        assert_says(
+            plan.status.message.as_deref(),
+            "phase Reissue waits until every cluster of mesh m",
         );
         // The mesh rotates to another CA (it has not read the new Secret yet): wait.
         let plan = in_mesh(|g| g.target = Some(OLD.into())).build().plan();
@@ -1427,8 +1421,7 @@ mod tests {
             .observe(member("b", false, &[OLD], OLD).version("2.0.0").held())
             .build()
             .plan();
-        assert_not_started(&plan, StepAction::InstallTrust);
-        assert!(!started(&plan).is_empty(), "the rollout goes on");
+        the_rollout_goes_on_alone(&plan);
     }
 
     #[test]
@@ -1542,8 +1535,7 @@ mod tests {
             .observe(on(member("c", false, &[OLD], OLD), "1.0.0"))
             .build()
             .plan();
-        assert_not_started(&plan, StepAction::InstallTrust);
-        assert!(!started(&plan).is_empty(), "the rollout goes on");
+        the_rollout_goes_on_alone(&plan);
     }
 
     #[test]

@@ -86,7 +86,7 @@ fn rotation_grant(
         .and_then(|c| c.phase.as_deref())
         .and_then(RotationPhase::parse);
     let admitted = cs.is_some_and(|c| c.rotating.iter().any(|r| r == cluster));
-    let reason = (!admitted).then(|| {
+    let waiting = (!admitted).then(|| {
         let why = match cs {
             None => "has not read its CA yet".to_string(),
             Some(c) => match (&c.waiting, phase) {
@@ -114,8 +114,7 @@ fn rotation_grant(
         certificates: certs.clone(),
         target: cs.and_then(|c| c.target_ca.clone()),
         phase,
-        admitted,
-        reason,
+        waiting,
     }
 }
 

@@ -266,16 +266,23 @@ fn grant(stages: &[(&Summary<'_>, Stage)], mesh_phase: RotationPhase) -> Vec<Str
 mod tests {
     use crate::api::{MeshPhase, RotationPhase, condition as cond};
     use crate::fixtures::cluster::root_ca;
-    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::fixtures::mesh::{ClusterBuilder, Scene, cluster, mesh};
+    use crate::fixtures::{NEW_CA as NEW, OLD_CA as OLD, assert_says, in_a_year};
     use crate::plan::conditions::condition_true;
     use crate::plan::mesh::{MeshPlan, admission_for};
     use crate::plan::trust::CaInput;
 
-    const NEW: &str = "4e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e44e4";
-    const OLD: &str = "0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld0";
-
     fn ca() -> CaInput {
-        root_ca(NEW, crate::api::Timestamp(NOW.0 + 365 * 86_400_000))
+        root_ca(NEW, in_a_year())
+    }
+
+    /// Cluster `name` on 1.0.0 in `sites`, reporting `phase` for the CA `target` with `done`
+    /// members of each site past it.
+    fn at(name: &str, sites: &[&str], target: &str, phase: &str, done: u32) -> ClusterBuilder {
+        cluster(name)
+            .ready("1.0.0")
+            .sites(sites)
+            .rotation(target, phase, done)
     }
 
     /// Mesh to 1.0.0 with certificates; a and b share sites x and y, c stands in z alone.
@@ -344,35 +351,18 @@ mod tests {
         assert_eq!(c.clusters.get("b").map(String::as_str), Some("Unknown"));
         // A status for another CA is no report for this one.
         let mut s = scene("Reissue", "Reissue", "Reissue");
-        s.set(
-            cluster("c")
-                .ready("1.0.0")
-                .sites(&["z"])
-                .rotation(OLD, "Done", 3),
-        );
+        s.set(at("c", &["z"], OLD, "Done", 3));
         assert_eq!(phase(&s.plan()), Some("AddTrust"));
     }
 
     #[test]
     fn a_cluster_with_rotation_steps_in_flight_keeps_its_sites() {
         let mut s = scene("Reissue", "Reissue", "Reissue");
-        s.set(
-            cluster("b")
-                .ready("1.0.0")
-                .sites(&["x", "y"])
-                .rotation(NEW, "Reissue", 1)
-                .rotation_step_in_flight(NEW),
-        );
+        s.set(at("b", &["x", "y"], NEW, "Reissue", 1).rotation_step_in_flight(NEW));
         assert_eq!(rotating(&s.plan()), ["b", "c"]);
         // A failed cluster goes after the healthy ones.
         let mut s = scene("Reissue", "Reissue", "Reissue");
-        s.set(
-            cluster("a")
-                .ready("1.0.0")
-                .sites(&["x", "y"])
-                .rotation(NEW, "Reissue", 0)
-                .stalled(),
-        );
+        s.set(at("a", &["x", "y"], NEW, "Reissue", 0).stalled());
         assert_eq!(rotating(&s.plan()), ["b", "c"]);
     }
 
@@ -396,13 +386,9 @@ mod tests {
         assert!(plan.status.rollout.is_none(), "no rollout while rotating");
         assert!(plan.status.admitted.is_empty());
         assert_eq!(rotating(&plan), ["a", "c"]);
-        assert!(
-            plan.status
-                .message
-                .as_deref()
-                .is_some_and(|m| m.starts_with("rotating the CA to 4e44e44e44e4: phase AddTrust")),
-            "{:?}",
-            plan.status.message
+        assert_says(
+            plan.status.message.as_deref(),
+            "rotating the CA to 4e44e44e44e4: phase AddTrust",
         );
         // Once every cluster is on the new CA, the rollout starts.
         let mut s = scene("Done", "Done", "Done");
@@ -422,12 +408,7 @@ mod tests {
         let plan = s.step();
         assert!(!plan.status.admitted.is_empty());
         // The CA changes under it: the rollout goes on, nobody rotates.
-        s.set(
-            cluster("a")
-                .ready("1.0.0")
-                .sites(&["x", "y"])
-                .rotation(NEW, "AddTrust", 0),
-        );
+        s.set(at("a", &["x", "y"], NEW, "AddTrust", 0));
         let plan = s.step();
         assert!(rotating(&plan).is_empty());
         assert!(!plan.status.admitted.is_empty(), "the rollout keeps moving");
@@ -439,9 +420,8 @@ mod tests {
         let grant = admission_for("mesh", &s.mesh.spec, Some(&plan.status), "a")
             .rotation
             .expect("the mesh declares certificates");
-        assert!(!grant.admitted);
         assert_eq!(
-            grant.reason.as_deref(),
+            grant.waiting.as_deref(),
             Some("mesh mesh: the CA rotation waits for the rollout to 2.0.0 to finish")
         );
     }
@@ -449,13 +429,7 @@ mod tests {
     #[test]
     fn conflicts_hold_the_start_but_not_a_rotation_under_way() {
         let mut s = scene("AddTrust", "AddTrust", "AddTrust");
-        s.set(
-            cluster("c")
-                .ready("1.0.0")
-                .sites(&["z"])
-                .rotation(NEW, "AddTrust", 0)
-                .conflicts(2),
-        );
+        s.set(at("c", &["z"], NEW, "AddTrust", 0).conflicts(2));
         let plan = s.plan();
         assert!(rotating(&plan).is_empty());
         assert_eq!(plan.status.phase, MeshPhase::Waiting);
@@ -464,12 +438,7 @@ mod tests {
             Some("the CA rotation does not start while c report replication conflicts")
         );
         // Once a site has a member on the new CA, the rotation is under way.
-        s.set(
-            cluster("a")
-                .ready("1.0.0")
-                .sites(&["x", "y"])
-                .rotation(NEW, "AddTrust", 1),
-        );
+        s.set(at("a", &["x", "y"], NEW, "AddTrust", 1));
         assert_eq!(rotating(&s.plan()), ["a", "c"]);
     }
 
@@ -511,11 +480,11 @@ mod tests {
                 .expect("the mesh declares certificates")
         };
         let c = grant("c");
-        assert!(c.admitted && c.reason.is_none());
+        assert!(c.waiting.is_none());
         assert_eq!(c.phase, Some(RotationPhase::AddTrust));
         assert_eq!(c.target.as_deref(), Some(NEW));
         assert_eq!(
-            grant("a").reason.as_deref(),
+            grant("a").waiting.as_deref(),
             Some(
                 "mesh mesh: phase AddTrust runs on the other clusters first (every cluster completes a phase before any starts the next)"
             )
@@ -524,13 +493,12 @@ mod tests {
         let b = admission_for("mesh", &s.mesh.spec, Some(&plan.status), "b")
             .rotation
             .expect("declared");
-        assert!(!b.admitted);
         assert!(
-            b.reason
+            b.waiting
                 .as_deref()
                 .is_some_and(|r| r.contains("waiting for a site that a rotating cluster uses")),
             "{:?}",
-            b.reason
+            b.waiting
         );
         s.mesh.spec.certificates = None;
         assert!(
