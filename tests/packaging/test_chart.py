@@ -288,15 +288,16 @@ def test_secrets_are_readable_only_by_the_name_of_the_agent_client_secret():
     assert secrets == {(NAMESPACE, v, "client") for v in ("get", "list", "watch")}
 
 
-def test_ca_secrets_are_readable_by_name_only_get_and_where_clusters_are_watched():
+def test_ca_secrets_are_readable_by_name_only_and_where_clusters_are_watched():
     names = ["mesh-ca", "web-ca"]
+    verbs = ("get", "list", "watch")
     everywhere = rules_of(render({"certificates": {"caSecretNames": names}}))
     secrets = {(ns, v, n) for (ns, _, res, v, n) in everywhere if res == "secrets"}
-    assert secrets == {(None, "get", n) for n in names}, secrets
+    assert secrets == {(None, v, n) for n in names for v in verbs}, secrets
     one = rules_of(render({"certificates": {"caSecretNames": names},
                            "operator": {"watchNamespace": "apps"}}))
     secrets = {(ns, v, n) for (ns, _, res, v, n) in one if res == "secrets"}
-    assert secrets == {("apps", "get", n) for n in names}, secrets
+    assert secrets == {("apps", v, n) for n in names for v in verbs}, secrets
     # A name that is not a Secret name is refused before anything renders.
     assert "caSecretNames" in render_error({"certificates": {"caSecretNames": ["Not A Name"]}})
 

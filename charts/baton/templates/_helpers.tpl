@@ -109,11 +109,12 @@ namespace is watched, in a Role of the watched namespace otherwise.
     resources: ["events"]
     verbs: ["create", "patch"]
   {{- with .Values.certificates.caSecretNames }}
-  # The CA Secrets of spec.certificates, by name only: read on every pass of a Cluster that
-  # names one (never listed, never written).
+  # The CA Secrets of spec.certificates, by name only: read on every pass of an object that
+  # names one, and watched one by one (a metadata.name field selector, which resourceNames
+  # allows); never listed in general, never written.
   - apiGroups: [""]
     resources: ["secrets"]
     resourceNames: {{ toJson . }}
-    verbs: ["get"]
+    verbs: ["get", "list", "watch"]
   {{- end }}
 {{- end }}

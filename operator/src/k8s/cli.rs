@@ -59,6 +59,10 @@ pub struct OperatorArgs {
     /// Only watch this namespace (empty: all namespaces).
     #[arg(long, default_value = "")]
     pub watch_namespace: String,
+    /// Read each CA Secret of `spec.certificates` again at least this often (e.g. 30s, 10m),
+    /// besides its watch, which wakes the objects naming it as soon as it changes.
+    #[arg(long, default_value = "30s")]
+    pub ca_recheck: crate::api::Duration,
     /// Print the configuration these flags resolve to (JSON) and exit without connecting: a
     /// check of a Deployment's arguments.
     #[arg(long)]
@@ -92,6 +96,7 @@ impl OperatorArgs {
             },
             "logLevel": self.log_level,
             "watchNamespace": Some(self.watch_namespace.as_str()).filter(|n| !n.is_empty()),
+            "caRecheck": self.ca_recheck.to_string(),
         })
     }
 }
@@ -156,6 +161,7 @@ async fn start(args: OperatorArgs, kube: Option<KubeTarget>) -> anyhow::Result<(
         timing: Timing::default(),
         identity,
         crd_check_period: StdDuration::from_secs(10),
+        ca_recheck: StdDuration::from_millis(args.ca_recheck.millis().max(1000)),
     };
     run(client, cfg, shutdown_signal()).await
 }

@@ -153,19 +153,15 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     } else {
         ctx.timing.busy
     };
-    // The CA Secret is read by name, not watched: look at it again at least this often, so a
-    // renewed CA (cert-manager renews in place) starts its rotation without a restart.
+    // The CA Secret is read by name on each pass; its watch (`ca_watch`) wakes the pass when it
+    // changes, and this bounds the wait when the watch cannot run.
     let wait = match &certs {
-        Some(_) => wait.min(CA_RECHECK),
+        Some(_) => wait.min(ctx.ca_recheck),
         None => wait,
     };
     mark_hot(ctx, (ns, name), wait);
     Ok(Action::requeue(wait))
 }
-
-/// How often a Cluster with `spec.certificates` reads its CA Secret again when nothing else
-/// wakes it.
-pub const CA_RECHECK: StdDuration = StdDuration::from_secs(30);
 
 /// The CA Secret of `spec.certificates` (a Cluster's or a Mesh's), read now (a Secret in
 /// another namespace when the ref names one). Missing, forbidden or unreadable is an unusable

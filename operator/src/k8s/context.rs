@@ -104,6 +104,8 @@ pub struct Context<M: Members> {
     pub slots: Slots,
     /// Clusters whose last pass asked to be looked at again soon (busy polling).
     pub hot: std::sync::Mutex<std::collections::HashSet<super::stores::Key>>,
+    /// How often an object with `spec.certificates` reads its CA Secret again at the latest.
+    pub ca_recheck: std::time::Duration,
 }
 
 #[cfg(test)]

@@ -86,9 +86,9 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
         .publish(&reference::<Mesh>(&fresh.metadata), &events)
         .await;
     let wait = ctx.timing.after(plan.wake, ts);
-    // The CA Secret is read by name, not watched (see the Cluster controller).
+    // The CA Secret is read by name on each pass (see the Cluster controller).
     let wait = match &fresh.spec.certificates {
-        Some(_) => wait.min(super::cluster_controller::CA_RECHECK),
+        Some(_) => wait.min(ctx.ca_recheck),
         None => wait,
     };
     Ok(Action::requeue(wait))

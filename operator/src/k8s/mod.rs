@@ -12,12 +12,14 @@
 //! * `annotations` — imperative intents (`baton.dev/approve|pause|retry|force`);
 //! * `events` — Kubernetes Events; `metrics` — Prometheus; `http` — health and metrics
 //!   endpoints; `leader` — Lease leader election; `agent_tls` — agent client credentials;
+//!   `ca_watch` — watches of the CA Secrets `spec.certificates` names;
 //! * `connect` — kubeconfig, context and namespace to a client (the operator and the kubectl
 //!   plugin both connect through it);
 //! * `operator` — the wiring; `cli` — the `baton operator` command.
 
 pub mod agent_tls;
 pub mod annotations;
+pub mod ca_watch;
 pub mod cli;
 pub mod cluster_controller;
 pub mod connect;

@@ -60,6 +60,9 @@ pub struct OperatorConfig {
     pub identity: String,
     /// Period of the CRD readiness check.
     pub crd_check_period: StdDuration,
+    /// How often an object with `spec.certificates` reads its CA Secret again when nothing
+    /// else wakes it (the Secret's watch wakes it at once when it changes).
+    pub ca_recheck: StdDuration,
 }
 
 /// The watch of one kind: it feeds the cache (`writer`), tells `on` of each event and yields
@@ -183,6 +186,7 @@ pub async fn run(
         relations: relations.clone(),
         slots: Slots::new(cfg.concurrency.into()),
         hot: Default::default(),
+        ca_recheck: cfg.ca_recheck,
     });
     let shutdown = shutdown.boxed().shared();
 
@@ -255,6 +259,14 @@ pub async fn run(
         AgentCredentials::Given(_) => None,
     };
 
+    // The CA Secrets `spec.certificates` names: a change wakes the objects that name them.
+    let ca_watch = tokio::spawn(super::ca_watch::run(
+        client.clone(),
+        stores.clone(),
+        ctx.triggers.clone(),
+        shutdown.clone(),
+    ));
+
     tokio::spawn({
         let stores = stores.clone();
         async move {
@@ -298,6 +310,7 @@ pub async fn run(
     if let Some(r) = reload {
         r.abort();
     }
+    ca_watch.abort();
     if let Some(s) = server {
         match s.await {
             Ok(r) => r?,

@@ -271,6 +271,7 @@ pub fn harness<M: Members>(
         metrics: Arc::new(Metrics::new()),
         timing: Timing::default(),
         triggers,
+        ca_recheck: Duration::from_secs(30),
     });
     Harness {
         ctx,

@@ -116,6 +116,7 @@ async fn the_operator_lists_watches_reconciles_and_shuts_down() {
         },
         identity: "test".into(),
         crd_check_period: Duration::from_secs(60),
+        ca_recheck: Duration::from_secs(30),
     };
     let op = tokio::spawn(run(client, cfg, async {
         let _ = stop_rx.await;

@@ -228,6 +228,8 @@ impl OperatorProcess {
             .args(["--watch-namespace", watch])
             .args(["--agent-tls-secret", AGENT_SECRET])
             .args(["--concurrency", "4"])
+            // Only the CA Secrets' watches can make a changed Secret count sooner than this.
+            .args(["--ca-recheck", "10m"])
             .env("RUST_LOG", "info,baton=debug")
             .env("POD_NAME", name)
             .stdout(file.try_clone()?)
@@ -933,7 +935,16 @@ async fn e2e_a_ca_secret_rotates_a_cluster_and_bad_secrets_stall_it() -> TestRes
             &secret(json!({"ca.crt": "not a certificate"}))?,
         )
         .await?;
+    // The Secret's watch wakes the stalled Cluster (it would otherwise wait for its 60 s
+    // resync, the CA recheck being 10 minutes here).
+    let created = std::time::Instant::now();
     let c = stalled_with("CASecretInvalidPEM").await?;
+    assert!(
+        created.elapsed() < Duration::from_secs(15),
+        "a new Secret took {:?} to be read; the operator's CA watch said:\n{}",
+        created.elapsed(),
+        ca_watch_lines(&operator)?
+    );
     let message = c.status.and_then(|s| s.message).unwrap_or_default();
     assert!(message.contains(CA_SECRET), "{message}");
     // Nothing about certificates was sent while the CA was unusable.
@@ -979,6 +990,22 @@ async fn e2e_a_ca_secret_rotates_a_cluster_and_bad_secrets_stall_it() -> TestRes
             &secret(json!({"ca.crt": ca.cert_pem(), "ca.key": ca.key_pem()}))?,
         )
         .await?;
+    let replaced = std::time::Instant::now();
+    until(CONVERGE, "the rotation to start", || async {
+        let c = clusters.get("web").await?;
+        let target = c
+            .status
+            .and_then(|s| s.certificates)
+            .and_then(|c| c.target_ca);
+        Ok((target.as_deref() == Some(ca.fingerprint())).then_some(()))
+    })
+    .await?;
+    assert!(
+        replaced.elapsed() < Duration::from_secs(15),
+        "a changed Secret took {:?} to start the rotation; the operator's CA watch said:\n{}",
+        replaced.elapsed(),
+        ca_watch_lines(&operator)?
+    );
     let done = until(CONVERGE, "the rotation to complete", || async {
         let c = clusters.get("web").await?;
         let st = c.status.clone().unwrap_or_default();
@@ -1007,6 +1034,16 @@ async fn e2e_a_ca_secret_rotates_a_cluster_and_bad_secrets_stall_it() -> TestRes
     operator.stop()?;
     ns.delete().await;
     Ok(())
+}
+
+/// What the operator logged about its CA Secret watches (for a failure's message).
+fn ca_watch_lines(op: &OperatorProcess) -> TestResult<String> {
+    Ok(op
+        .log()?
+        .lines()
+        .filter(|l| l.contains("Secret"))
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 /// A Mesh declares the CA: both its clusters rotate to it together, the Mesh's status says
