@@ -322,23 +322,43 @@ fn pick<'a>(
 pub fn renewals<'a>(
     target: Target<'_>,
     members: &[MemberTrust<'a>],
-    now: Timestamp,
-    renew_before: crate::api::values::Duration,
+    when: Renewal,
     o: Options,
 ) -> Vec<&'a str> {
     if !assess(target, members, o).complete {
         return Vec::new();
     }
-    let due = now.plus(renew_before);
     pick(
         members,
-        |_, m| {
-            m.report.is_some_and(|r| {
-                r.issuer == Some(target.issuer) && r.not_after.is_some_and(|t| t <= due)
-            })
-        },
+        |_, m| m.report.is_some_and(|r| when.due(&r, target)),
         o.per_site,
     )
+}
+
+/// When a certificate of the current CA is renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    pub now: Timestamp,
+    /// `renewBefore`.
+    pub before: crate::api::values::Duration,
+    /// The issuer's own expiry: a member certificate never outlives it, so one that already
+    /// expires with the issuer is not renewed again (it would come back the same, for ever).
+    pub issuer_not_after: Timestamp,
+}
+
+/// A renewed certificate lasting less than this much longer is not worth a restart.
+const RENEWAL_GAIN_MS: i64 = 60_000;
+
+impl Renewal {
+    /// The certificate `r` presents is the target issuer's and expires within `before`, and a
+    /// new one would last longer.
+    pub fn due(&self, r: &TrustReport<'_>, target: Target<'_>) -> bool {
+        let soon = self.now.plus(self.before);
+        r.issuer == Some(target.issuer)
+            && r.not_after.is_some_and(|t| {
+                t <= soon && t.0.saturating_add(RENEWAL_GAIN_MS) < self.issuer_not_after.0
+            })
+    }
 }
 
 /// What to ask of one member next, for the rotation's phase.
@@ -631,16 +651,26 @@ mod tests {
         ms[1].not_after = Some(Timestamp(now.0 + 5 * day));
         ms[2].not_after = Some(Timestamp(now.0 + 90 * day));
         let o = Options::default();
-        assert_eq!(
-            renewals(T, &views(&ms), now, month, o),
-            ["a"],
-            "one per site"
-        );
+        let when = Renewal {
+            now,
+            before: month,
+            issuer_not_after: Timestamp(now.0 + 365 * day),
+        };
+        assert_eq!(renewals(T, &views(&ms), when, o), ["a"], "one per site");
         ms[0].rank = 1;
-        assert_eq!(renewals(T, &views(&ms), now, month, o), ["b"]);
+        assert_eq!(renewals(T, &views(&ms), when, o), ["b"]);
+        // The issuer itself expires with b's certificate: a new one would last no longer than
+        // b's or a's (which outlives it), so nobody is renewed; with the issuer a day later, b
+        // is (a would still gain nothing).
+        let capped = |days: i64| Renewal {
+            issuer_not_after: Timestamp(now.0 + days * day),
+            ..when
+        };
+        assert!(renewals(T, &views(&ms), capped(5), o).is_empty());
+        assert_eq!(renewals(T, &views(&ms), capped(6), o), ["b"]);
         // c expires in 90 days: not due. A rotation in progress renews nobody separately.
         ms[2].trusted = vec![OLD.to_string(), NEW.to_string()];
-        assert!(renewals(T, &views(&ms), now, month, o).is_empty());
+        assert!(renewals(T, &views(&ms), when, o).is_empty());
     }
 
     #[test]

@@ -98,8 +98,11 @@ pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
     r.write_status(p);
     match r.due {
         Due::Nothing => {
-            close_entry(p, "the members present certificates of the target CA");
             as_rotation(p, |p| renew(p, &r, active));
+            // Renewal steps belong to the entry too: it closes once none runs.
+            if !p.st.steps.iter().any(StepRecord::is_rotation) {
+                close_entry(p, "the members present certificates of the target CA");
+            }
             true
         }
         Due::Phase(phase) => {
@@ -230,6 +233,15 @@ impl<'a> Rotation<'a> {
         }
     }
 
+    /// When certificates of the target are renewed, as of this pass.
+    fn renewal(&self, p: &Pass<'_>) -> trust::Renewal {
+        trust::Renewal {
+            now: p.now(),
+            before: self.certs.renew_before,
+            issuer_not_after: self.ca.not_after,
+        }
+    }
+
     /// `status.certificates` from the observation (the remembered lists kept as they are).
     fn write_status(&self, p: &mut Pass<'_>) {
         let a = &self.assessment;
@@ -252,6 +264,7 @@ impl<'a> Rotation<'a> {
             .collect();
         let presenting_old = named(&a.presenting_old);
         let old_phase = p.st.certificates.as_ref().and_then(|c| c.phase.clone());
+        let renewal = self.renewal(p);
         let Some(st) = p.st.certificates.as_mut() else {
             return;
         };
@@ -259,17 +272,27 @@ impl<'a> Rotation<'a> {
         st.sites = sites;
         st.presenting_old = presenting_old;
         st.expires = expires;
-        // A member that presents a certificate of the target CA has restarted onto it.
+        // A member that presents a certificate of the target CA has restarted onto it, unless
+        // that certificate is the one being renewed (the same CA; it is still due).
+        let target = self.ca.target();
         let presenting_new: Vec<&str> = self
             .members
             .iter()
-            .filter(|m| !a.presenting_old.contains(&m.name) && m.report.is_some())
+            .filter(|m| {
+                !a.presenting_old.contains(&m.name)
+                    && m.report.is_some_and(|rep| !renewal.due(&rep, target))
+            })
             .map(|m| m.name)
             .collect();
         st.restart_pending
             .retain(|m| !presenting_new.contains(&m.as_str()));
         if old_phase.as_deref() != Some(phase) {
             let msg = match self.due {
+                // First sight, already there: nothing was rotated.
+                Due::Nothing if old_phase.is_none() => format!(
+                    "every member is on CA {} already (adopted, nothing to rotate)",
+                    short(&self.id)
+                ),
                 Due::Nothing => format!("CA rotation to {} complete", short(&self.id)),
                 Due::Phase(ph) => format!(
                     "CA rotation to {}: phase {} ({})",
@@ -812,13 +835,7 @@ fn restart_active(p: &mut Pass<'_>, ca: &CaView, active: &str) {
 fn renew(p: &mut Pass<'_>, r: &Rotation<'_>, active: &str) {
     let ca = r.ca;
     let pending = remembered(p, |c| &c.restart_pending);
-    let mut due = trust::renewals(
-        ca.target(),
-        &r.members,
-        p.now(),
-        r.certs.renew_before,
-        r.options,
-    );
+    let mut due = trust::renewals(ca.target(), &r.members, r.renewal(p), r.options);
     // A renewed certificate waiting for its restart is still the old one in the report.
     for m in &pending {
         if !due.contains(&m.as_str())
@@ -1437,6 +1454,50 @@ mod tests {
             [(StepAction::InstallCertificate, "c".to_string())]
         );
         assert!(plan.status.steps[0].trust.is_some());
+        // The certificate is staged (c still presents the old one, of the same CA): the next
+        // pass restarts c, it does not install again (it did, every pass, for ever).
+        let renewing = || {
+            rotating()
+                .trust_everywhere(&[NEW], NEW, far())
+                .observe(member("c", false, &[NEW], NEW).presents(NEW, soon))
+                .with_status(|st| remembered(st, |c| c.restart_pending = vec!["c".into()]))
+        };
+        let plan = renewing().build().plan();
+        assert_eq!(started(&plan), [(StepAction::Restart, "c".to_string())]);
+        assert_eq!(certs(&plan).restart_pending, ["c"]);
+        // Once c presents its renewed certificate, nothing is due and the entry closes.
+        let plan = renewing()
+            .observe(member("c", false, &[NEW], NEW).presents(NEW, far()))
+            .build()
+            .plan();
+        assert!(started(&plan).is_empty(), "{:?}", started(&plan));
+        assert!(certs(&plan).restart_pending.is_empty());
+    }
+
+    #[test]
+    fn a_certificate_that_expires_with_its_ca_is_not_renewed_again_and_adoption_says_so() {
+        // The CA itself expires in 10 days, like c's certificate: a new one would be the same.
+        let soon = Timestamp(NOW.0 + 10 * DAY);
+        let plan = rotating()
+            .certificates(root_ca(NEW, soon))
+            .trust_everywhere(&[NEW], NEW, far())
+            .observe(member("c", false, &[NEW], NEW).presents(NEW, soon))
+            .build()
+            .plan();
+        assert!(started(&plan).is_empty(), "{:?}", started(&plan));
+        // Members already on the CA at first sight: adopted, not "rotated".
+        let said: Vec<&str> = plan
+            .events
+            .iter()
+            .filter(|e| e.reason == "RotationPhase")
+            .map(|e| e.message.as_str())
+            .collect();
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("adopted, nothing to rotate"),
+            "{}",
+            said[0]
+        );
     }
 
     #[test]
