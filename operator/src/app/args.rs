@@ -111,6 +111,9 @@ pub enum ScenarioArg {
     Rollback,
     /// Upgrade, then set the old version back: workers first, management last.
     Backout,
+    /// Rotate the members' CA under the write load (AddTrust, Reissue, RemoveOldTrust,
+    /// ResignData), standalone clusters; fails on any refused TLS handshake or lost write.
+    RotateCa,
 }
 
 #[derive(Subcommand)]
@@ -220,6 +223,10 @@ pub struct DemoArgs {
     /// Duration of one member upgrade on the demo agents, in seconds.
     #[arg(long, default_value_t = 4.0)]
     pub upgrade_seconds: f64,
+    /// Duration of one member restart on the demo agents (a CA rotation's `restart` step),
+    /// in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub restart_seconds: f64,
     /// Worker clusters upgraded at once.
     #[arg(long, default_value_t = 2)]
     pub parallel: usize,
@@ -301,10 +308,12 @@ impl From<DemoArgs> for DemoOptions {
                 ScenarioArg::Upgrade => Scenario::Upgrade,
                 ScenarioArg::Rollback => Scenario::Rollback,
                 ScenarioArg::Backout => Scenario::Backout,
+                ScenarioArg::RotateCa => Scenario::RotateCa,
             },
             clusters: a.clusters,
             members: a.members,
             upgrade_seconds: a.upgrade_seconds,
+            restart_seconds: a.restart_seconds,
             parallel: a.parallel,
             from: a.from,
             to: a.to,

@@ -115,13 +115,7 @@ impl Display {
 
     /// Refresh the bars (or print phase changes) from the statuses of the last pass.
     pub fn update(&mut self, clusters: &[ClusterObject], meshes: &[MeshObject], load: &LoadView) {
-        let mesh = meshes.first().and_then(|m| m.status.as_ref()).map(|s| {
-            format!(
-                "mesh {:?} {}",
-                s.phase,
-                s.progress.as_deref().unwrap_or_default()
-            )
-        });
+        let mesh = mesh_line(meshes);
         let lines: Vec<(String, u64, u64, String, String)> = clusters
             .iter()
             .map(|c| {
@@ -155,13 +149,7 @@ impl Display {
     /// Refresh only the header (between passes).
     pub fn tick(&self, meshes: &[MeshObject], load: &LoadView) {
         if let Some(b) = &self.bars {
-            let mesh = meshes.first().and_then(|m| m.status.as_ref()).map(|s| {
-                format!(
-                    "mesh {:?} {}",
-                    s.phase,
-                    s.progress.as_deref().unwrap_or_default()
-                )
-            });
+            let mesh = mesh_line(meshes);
             b.header.set_message(header(mesh.as_deref(), load));
         }
     }
@@ -183,6 +171,20 @@ impl Drop for Display {
     }
 }
 
+/// The header's first part: the mesh's phase and progress (clusters without a mesh say so).
+fn mesh_line(meshes: &[MeshObject]) -> Option<String> {
+    let Some(m) = meshes.first() else {
+        return Some("standalone clusters".into());
+    };
+    m.status.as_ref().map(|s| {
+        format!(
+            "mesh {:?} {}",
+            s.phase,
+            s.progress.as_deref().unwrap_or_default()
+        )
+    })
+}
+
 /// Columns of the terminal on stdout, if it is one.
 fn terminal_width() -> Option<usize> {
     // SAFETY: TIOCGWINSZ fills a winsize struct we own; a failure leaves it untouched.
@@ -192,7 +194,7 @@ fn terminal_width() -> Option<usize> {
 }
 
 fn header(mesh: Option<&str>, load: &LoadView) -> String {
-    let mut s = mesh.unwrap_or("mesh: first pass").to_string();
+    let mut s = mesh.unwrap_or("first pass").to_string();
     s.push_str(&format!(
         " | writes acknowledged {} refused {}",
         load.acked, load.refused
@@ -210,7 +212,16 @@ fn summary(st: Option<&ClusterStatus>, members: usize) -> (u64, u64, String, Str
     };
     let target = st.target_version.as_deref().unwrap_or("?");
     let done = st.members.iter().filter(|m| m.up_to_date).count() as u64;
-    let phase = format!("{:?}", st.phase);
+    // A CA rotation under way shows its phase beside the cluster's.
+    let ca = st
+        .certificates
+        .as_ref()
+        .and_then(|c| c.phase.as_deref())
+        .filter(|p| *p != "Done");
+    let phase = match ca {
+        Some(ca) => format!("{:?} CA {ca}", st.phase),
+        None => format!("{:?}", st.phase),
+    };
     let active = st.active_member.as_deref().unwrap_or("none");
     // The operation running on a member, with its progress.
     let running = st
@@ -223,8 +234,12 @@ fn summary(st: Option<&ClusterStatus>, members: usize) -> (u64, u64, String, Str
     let text = match st.phase {
         ClusterPhase::Ready => format!("Ready on {target}, active {active}"),
         _ => format!(
-            "{phase} → {target}, active {active}: {}{running}",
-            st.message.as_deref().unwrap_or("")
+            "{} → {target}, active {active}: {}{running}",
+            format_args!("{:?}", st.phase),
+            match ca {
+                Some(ca) => format!("CA {ca}: {}", st.message.as_deref().unwrap_or("")),
+                None => st.message.clone().unwrap_or_default(),
+            }
         ),
     };
     (done, members as u64, phase, text)

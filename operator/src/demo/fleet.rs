@@ -44,6 +44,11 @@ impl Pki {
         })
     }
 
+    /// The mesh CA the members' data-port certificates come from: (certificate, key), PEM.
+    pub fn mesh_ca(&self) -> anyhow::Result<(String, String)> {
+        Ok((self.read("mesh-ca.crt")?, self.read("mesh-ca.key")?))
+    }
+
     fn read(&self, name: &str) -> anyhow::Result<String> {
         let p = self.dir.join(name);
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
@@ -62,6 +67,14 @@ impl Pki {
     pub fn data_tls(&self) -> anyhow::Result<ClientTls> {
         Ok(ClientTls::mtls(
             self.read("trust.pem")?,
+            self.read(&format!("member-{LOAD_IDENTITY}.crt"))?,
+            self.read(&format!("member-{LOAD_IDENTITY}.key"))?,
+        ))
+    }
+
+    /// The write load's certificate and key (PEM), issued by the mesh CA.
+    pub fn data_identity(&self) -> anyhow::Result<(String, String)> {
+        Ok((
             self.read(&format!("member-{LOAD_IDENTITY}.crt"))?,
             self.read(&format!("member-{LOAD_IDENTITY}.key"))?,
         ))
@@ -122,17 +135,26 @@ pub struct Fleet {
     pki: Pki,
     exe: PathBuf,
     upgrade_seconds: f64,
+    restart_seconds: f64,
     pub agents: Vec<AgentProc>,
 }
 
 impl Fleet {
-    pub fn new(root: &Path, pki: Pki, upgrade_seconds: f64) -> anyhow::Result<Fleet> {
+    /// `upgrade_seconds` and `restart_seconds`: how long an upgrade and a restart (the
+    /// `restart` step of a CA rotation) take on the agents.
+    pub fn new(
+        root: &Path,
+        pki: Pki,
+        upgrade_seconds: f64,
+        restart_seconds: f64,
+    ) -> anyhow::Result<Fleet> {
         let exe = std::env::current_exe().context("locating the baton executable")?;
         Ok(Fleet {
             root: root.to_path_buf(),
             pki,
             exe,
             upgrade_seconds,
+            restart_seconds,
             agents: Vec::new(),
         })
     }
@@ -159,6 +181,7 @@ impl Fleet {
             .args(["--version", &spec.version])
             .args(["--role", if spec.active { "active" } else { "standby" }])
             .args(["--upgrade-seconds", &format!("{}", self.upgrade_seconds)])
+            .args(["--restart-seconds", &format!("{}", self.restart_seconds)])
             .args([
                 "--tls-cert",
                 &p("server.crt"),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use baton_agent::client::ClientTls;
 use baton_agent::data::DataClient;
+use tokio::sync::watch;
 
 /// Bounds of one writer.
 #[derive(Clone, Copy, Debug)]
@@ -79,9 +80,30 @@ impl LoadResult {
 /// Active.
 pub struct Writer {
     pub cluster: String,
+    /// `(name, data endpoint)` of each member.
+    endpoints: Vec<(String, String)>,
     members: Vec<(String, DataClient)>,
     limits: LoadLimits,
     pub counters: Arc<LoadCounters>,
+    /// When set, the identity (trust and certificate) the writer presents: a change makes it
+    /// reconnect to every member with the new one, closing the connections of the old. (A
+    /// change is seen only while the sender lives: keep it until the writer stops.)
+    identity: Option<watch::Receiver<ClientTls>>,
+}
+
+fn data_clients(
+    cluster: &str,
+    members: &[(String, String)],
+    tls: &ClientTls,
+) -> anyhow::Result<Vec<(String, DataClient)>> {
+    members
+        .iter()
+        .map(|(name, ep)| {
+            DataClient::new(ep, tls.clone())
+                .map(|c| (name.clone(), c.with_timeout(Duration::from_secs(2))))
+                .map_err(|e| anyhow::anyhow!("data client for {cluster}/{name}: {e}"))
+        })
+        .collect()
 }
 
 impl Writer {
@@ -91,25 +113,28 @@ impl Writer {
         tls: &ClientTls,
         limits: LoadLimits,
     ) -> anyhow::Result<Writer> {
-        let members = members
-            .iter()
-            .map(|(name, ep)| {
-                DataClient::new(ep, tls.clone())
-                    .map(|c| (name.clone(), c.with_timeout(Duration::from_secs(2))))
-                    .map_err(|e| anyhow::anyhow!("data client for {cluster}/{name}: {e}"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let endpoints = members.to_vec();
+        let members = data_clients(cluster, members, tls)?;
         anyhow::ensure!(!members.is_empty(), "cluster {cluster} has no members");
         Ok(Writer {
             cluster: cluster.to_string(),
+            endpoints,
             members,
             limits,
             counters: Arc::new(LoadCounters::default()),
+            identity: None,
         })
     }
 
+    /// Present the identity `identity` holds from now on, and follow its changes (a client
+    /// that rotates its own certificate, as a CA rotation asks of clients).
+    pub fn with_identity(mut self, identity: watch::Receiver<ClientTls>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
     /// Write until `stop` is set or a limit is reached. Keys are `<cluster>.<n>`, unique.
-    pub async fn run(self, stop: Arc<AtomicBool>) -> LoadResult {
+    pub async fn run(mut self, stop: Arc<AtomicBool>) -> LoadResult {
         let mut out = LoadResult {
             cluster: self.cluster.clone(),
             ..Default::default()
@@ -122,6 +147,16 @@ impl Writer {
             && (out.acked.len() as u64) < self.limits.max_writes
             && started.elapsed() < self.limits.max_time
         {
+            if let Some(id) = &mut self.identity
+                && id.has_changed().unwrap_or(false)
+            {
+                let tls = id.borrow_and_update().clone();
+                // A configuration that does not parse keeps the writer on the old identity
+                // (the scenario's checks then say why).
+                if let Ok(m) = data_clients(&self.cluster, &self.endpoints, &tls) {
+                    self.members = m;
+                }
+            }
             seq += 1;
             let key = format!("{}.{seq:07}", self.cluster);
             let value = format!("value-{seq}");

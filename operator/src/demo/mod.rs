@@ -4,11 +4,13 @@
 //! load runs against the active members, with the invariants checked from the agents' side.
 //!
 //! Scenarios: a plain upgrade, an upgrade where one worker cluster fails its post-switchover
-//! traffic check and is rolled back automatically, and a full backout to the old version.
+//! traffic check and is rolled back automatically, a full backout to the old version, and a
+//! phased rotation of the members' CA (`rotation.rs`).
 
 pub mod display;
 pub mod fleet;
 pub mod load;
+pub mod rotation;
 mod setup;
 pub mod topology;
 mod verdict;
@@ -44,6 +46,8 @@ pub enum Scenario {
     Rollback,
     /// Upgrade, then set the old version back: tiers in reverse order.
     Backout,
+    /// Rotate the members' data-port CA under the write load (no version change).
+    RotateCa,
 }
 
 impl Scenario {
@@ -52,6 +56,7 @@ impl Scenario {
             Scenario::Upgrade => "upgrade",
             Scenario::Rollback => "rollback",
             Scenario::Backout => "backout",
+            Scenario::RotateCa => "rotate-ca",
         }
     }
 }
@@ -64,6 +69,8 @@ pub struct DemoOptions {
     pub members: usize,
     /// Duration of one member upgrade (or rollback) on the demo agents.
     pub upgrade_seconds: f64,
+    /// Duration of one member restart (a CA rotation's `restart` step) on the demo agents.
+    pub restart_seconds: f64,
     pub from: String,
     pub to: String,
     /// Worker clusters moving at once.
@@ -85,6 +92,7 @@ impl Default for DemoOptions {
             clusters: 4,
             members: 2,
             upgrade_seconds: 4.0,
+            restart_seconds: 1.0,
             from: "1.0.0".into(),
             to: "2.0.0".into(),
             parallel: 2,
@@ -108,6 +116,9 @@ impl DemoOptions {
         }
         if !(self.upgrade_seconds.is_finite() && (0.0..=600.0).contains(&self.upgrade_seconds)) {
             bail!("--upgrade-seconds must be between 0 and 600");
+        }
+        if !(self.restart_seconds.is_finite() && (0.0..=600.0).contains(&self.restart_seconds)) {
+            bail!("--restart-seconds must be between 0 and 600");
         }
         if self.parallel == 0 {
             bail!("--parallel must be at least 1");
@@ -232,9 +243,28 @@ pub struct Summary {
     pub worst_window: Option<(String, Duration)>,
     pub clusters: Vec<FinalCluster>,
     pub tier_order: Vec<String>,
+    /// The rotate-ca scenario's findings.
+    pub rotation: Option<RotationSummary>,
     pub passes: u64,
     pub state_writes: u64,
     pub actions: u64,
+}
+
+/// What the rotate-ca scenario reports.
+#[derive(Clone, Debug, Default)]
+pub struct RotationSummary {
+    pub old_ca: String,
+    pub new_ca: String,
+    /// Each phase in order, with its duration across the fleet and per cluster.
+    pub phases: Vec<rotation::PhaseSpan>,
+    /// From the Secret rewritten to every cluster `Done`.
+    pub total: Duration,
+    /// TLS handshakes the agents refused while the rotation ran (their own counters).
+    pub handshakes_refused: u64,
+    /// One line per agent and peer that refused some.
+    pub handshake_lines: Vec<String>,
+    /// When the write load presented the new CA's certificate, after the Secret was rewritten.
+    pub client_switched: Option<Duration>,
 }
 
 /// Run the demo, printing progress and the summary on stdout.
@@ -273,6 +303,11 @@ struct Demo {
     breaches: Arc<Mutex<Vec<String>>>,
     display: Option<Display>,
     interrupt: Arc<AtomicBool>,
+    /// The rotate-ca scenario: the identity the writers present (changed as the rotation
+    /// asks of clients), until the rotation takes it.
+    identity: Option<tokio::sync::watch::Sender<baton_agent::client::ClientTls>>,
+    /// The rotate-ca scenario, once the Secret is rewritten.
+    rotation: Option<rotation::CaRotation>,
 }
 
 impl Demo {
@@ -289,6 +324,8 @@ impl Demo {
             breaches: Arc::new(Mutex::new(Vec::new())),
             display: None,
             interrupt: Arc::new(AtomicBool::new(false)),
+            identity: None,
+            rotation: None,
         })
     }
 
@@ -333,8 +370,11 @@ impl Demo {
 
         let state = self.root.join("state.json");
         let deadline = started + self.opts.timeout;
-        let (rollout, mut failures) = self
-            .rollout(
+        let (rollout, mut failures) = if self.opts.scenario == Scenario::RotateCa {
+            self.rotate_ca(&manifest_dir, &state, &reach, &mut traffic, deadline)
+                .await?
+        } else {
+            self.rollout(
                 &manifest_dir,
                 &settings,
                 &state,
@@ -342,15 +382,26 @@ impl Demo {
                 &mut traffic,
                 deadline,
             )
-            .await?;
+            .await?
+        };
 
-        let (loads, verifications) = self.stop_and_read_back(traffic, &reach).await?;
+        // After a rotation, members accept only certificates of the new CA.
+        let read_tls = match &self.rotation {
+            Some(r) => r.new_tls.clone(),
+            None => reach.data_tls.clone(),
+        };
+        let (loads, verifications) = self.stop_and_read_back(traffic, &reach, &read_tls).await?;
         let (records, mut summary) = self
             .read_records(&reach.watched, &rollout, started, &mut failures)
             .await?;
         verdict::check_writes(&loads, &verifications, &mut summary, &mut failures);
-        self.check_final_state(&reach.watched, &state, &mut summary, &mut failures)
-            .await?;
+        if self.opts.scenario == Scenario::RotateCa {
+            self.check_rotation(&reach.watched, &state, &mut summary, &mut failures)
+                .await?;
+        } else {
+            self.check_final_state(&reach.watched, &state, &mut summary, &mut failures)
+                .await?;
+        }
         self.conclude(&summary, &records, &state, &manifest_dir, failures)
     }
 
@@ -462,6 +513,10 @@ impl Demo {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             let report = runner.pass().await?;
+            if let Some(r) = &mut self.rotation {
+                r.timeline
+                    .observe(runner.clusters(), &r.new_fp, Instant::now());
+            }
             // The writers start once the mesh has started its rollout: the mesh checks that no
             // follower is behind before it starts, which no live write load satisfies at
             // every instant (see docs/demo.md).
@@ -555,11 +610,18 @@ impl Demo {
         let workers = self.layout.len() - 1;
         row(
             "clusters",
-            format!(
-                "{} (1 management, {workers} worker{}), {members} members",
-                self.layout.len(),
-                if workers == 1 { "" } else { "s" }
-            ),
+            if o.scenario == Scenario::RotateCa {
+                format!(
+                    "{} standalone (in no Mesh), {members} members",
+                    self.layout.len()
+                )
+            } else {
+                format!(
+                    "{} (1 management, {workers} worker{}), {members} members",
+                    self.layout.len(),
+                    if workers == 1 { "" } else { "s" }
+                )
+            },
         );
         row(
             "switchovers",
@@ -589,6 +651,9 @@ impl Demo {
         for t in &s.tier_order {
             row("tier order", t.clone());
         }
+        if let Some(r) = &s.rotation {
+            print_rotation(r);
+        }
         println!("  final state");
         for (c, phase, versions) in &s.clusters {
             let v: Vec<String> = versions.iter().map(|(m, v)| format!("{m} {v}")).collect();
@@ -611,6 +676,62 @@ impl Demo {
             );
         }
     }
+}
+
+/// The rotate-ca scenario's rows of the summary.
+fn print_rotation(r: &RotationSummary) {
+    let row = |label: &str, value: String| println!("  {label:<20} {value}");
+    row(
+        "CA",
+        format!(
+            "{} → {} (SHA-256 of the roots, first 12 digits)",
+            &r.old_ca[..r.old_ca.len().min(12)],
+            &r.new_ca[..r.new_ca.len().min(12)]
+        ),
+    );
+    println!(
+        "  rotation phases      (from status.certificates.phase; fleet: first cluster in → last out)"
+    );
+    for p in &r.phases {
+        let per: Vec<String> = p
+            .clusters
+            .iter()
+            .map(|(c, d)| format!("{c} {:.1} s", d.as_secs_f64()))
+            .collect();
+        println!(
+            "    {:<18} {:>6.1} s   ({})",
+            p.phase,
+            p.span.as_secs_f64(),
+            per.join(", ")
+        );
+    }
+    println!(
+        "    {:<18} {:>6.1} s   (Secret rewritten → every cluster Done)",
+        "total",
+        r.total.as_secs_f64()
+    );
+    if let Some(t) = r.client_switched {
+        row(
+            "load client",
+            format!(
+                "trusted both CAs from the start; presented the new CA's certificate from \
+                 {:.1} s on (every member trusted it)",
+                t.as_secs_f64()
+            ),
+        );
+    }
+    row(
+        "TLS handshakes",
+        format!(
+            "{} refused during the rotation (the agents' own counters, every peer{})",
+            r.handshakes_refused,
+            if r.handshake_lines.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.handshake_lines.join("; "))
+            }
+        ),
+    );
 }
 
 /// When the phases of the rollout started, and what the reconcile loop did in them.
@@ -736,6 +857,10 @@ mod tests {
             },
             DemoOptions {
                 upgrade_seconds: f64::NAN,
+                ..Default::default()
+            },
+            DemoOptions {
+                restart_seconds: -1.0,
                 ..Default::default()
             },
             DemoOptions {

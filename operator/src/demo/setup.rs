@@ -42,6 +42,15 @@ impl Demo {
     pub(super) fn announce(&self) {
         let o = &self.opts;
         let workers = o.clusters - 1;
+        if o.scenario == Scenario::RotateCa {
+            println!(
+                "Baton demo (rotate-ca): {} standalone clusters × {} members on {} — the \
+                 members' CA rotated under a write load (restarts of {} s)",
+                o.clusters, o.members, o.from, o.restart_seconds
+            );
+            println!("  directory {}", self.root.display());
+            return;
+        }
         println!(
             "Baton demo ({}): {} clusters × {} members — 1 management, {workers} worker{} — \
              {} → {}{}",
@@ -71,7 +80,12 @@ impl Demo {
             .collect();
         let pki = Pki::generate(&self.root.join("pki"), &agents)?;
         self.pki = Some(pki.clone());
-        let mut fleet = Fleet::new(&self.root, pki.clone(), o.upgrade_seconds)?;
+        let mut fleet = Fleet::new(
+            &self.root,
+            pki.clone(),
+            o.upgrade_seconds,
+            o.restart_seconds,
+        )?;
         let t = Instant::now();
         for c in &self.layout {
             let first = &c.members[0];
@@ -137,6 +151,9 @@ impl Demo {
             workers_parallel: o.parallel,
             traffic_timeout_secs: o.traffic_timeout,
         };
+        if o.scenario == Scenario::RotateCa {
+            return self.write_rotation_manifests(&manifest_dir, agents, settings);
+        }
         let clusters_text = topology::clusters_yaml(
             &self.layout,
             |c, m| find(&c.name, m).map(|a| a.2.clone()).unwrap_or_default(),
@@ -153,6 +170,43 @@ impl Demo {
             o.to
         );
         Ok((manifest_dir, settings))
+    }
+
+    /// The rotate-ca scenario's manifests: the clusters declaring the CA Secret, and the
+    /// Secret holding the CA the agents started with.
+    fn write_rotation_manifests(
+        &self,
+        manifest_dir: &std::path::Path,
+        agents: &[AgentEndpoint],
+        settings: ManifestSettings,
+    ) -> anyhow::Result<(PathBuf, ManifestSettings)> {
+        let find = |c: &str, m: &str| agents.iter().find(|a| a.0 == c && a.1 == m);
+        let ca = topology::CaSettings {
+            secret: super::rotation::CA_SECRET.into(),
+            client_grace_secs: super::rotation::CLIENT_GRACE_SECS,
+        };
+        let files = topology::rotate_ca_manifests(
+            &self.layout,
+            |c, m| find(&c.name, m).map(|a| a.2.clone()).unwrap_or_default(),
+            &settings,
+            &self.opts.from,
+            &ca,
+        );
+        for (name, text) in &files {
+            write(&manifest_dir.join(name), text)?;
+        }
+        let pki = self.pki.as_ref().context("certificates")?;
+        let (cert, key) = pki.mesh_ca()?;
+        write(
+            &manifest_dir.join(super::rotation::CA_SECRET_FILE),
+            &topology::ca_secret_yaml(&ca.secret, &cert, &key),
+        )?;
+        println!(
+            "  manifests {} (clusters on CA Secret {}, holding the CA the agents started with)",
+            manifest_dir.display(),
+            ca.secret
+        );
+        Ok((manifest_dir.to_path_buf(), settings))
     }
 
     /// Who is where, for the load and the watchers.
@@ -212,15 +266,21 @@ impl Demo {
 
     /// Write load and the split-brain watcher: one writer per cluster (started by the first
     /// pass of the rollout), and the watcher polling every member's role from now on.
-    pub(super) fn start_traffic(&self, reach: &Reach) -> anyhow::Result<Traffic> {
+    pub(super) fn start_traffic(&mut self, reach: &Reach) -> anyhow::Result<Traffic> {
         let mut counters: Vec<(String, Arc<LoadCounters>)> = Vec::new();
         let mut pending = Vec::new();
         let limits = LoadLimits {
             max_time: self.opts.timeout,
             ..LoadLimits::default()
         };
+        // The rotate-ca scenario changes what the writers present as the rotation goes.
+        let identity = (self.opts.scenario == Scenario::RotateCa)
+            .then(|| tokio::sync::watch::channel(reach.data_tls.clone()));
         for (c, members) in &reach.data_members {
-            let w = Writer::new(c, members, &reach.data_tls, limits)?;
+            let mut w = Writer::new(c, members, &reach.data_tls, limits)?;
+            if let Some((_, rx)) = &identity {
+                w = w.with_identity(rx.clone());
+            }
             counters.push((c.clone(), w.counters.clone()));
             pending.push(w);
         }
@@ -229,10 +289,18 @@ impl Demo {
             self.breaches.clone(),
             self.stop_watch.clone(),
         ));
-        println!(
-            "  write load: one writer per cluster on the active member's data port, from the \
-             first pass on\n"
-        );
+        if let Some((tx, _)) = identity {
+            self.identity = Some(tx);
+            println!(
+                "  write load: one writer per cluster on the active member's data port, once \
+                 the fleet is Ready\n"
+            );
+        } else {
+            println!(
+                "  write load: one writer per cluster on the active member's data port, from \
+                 the first pass on\n"
+            );
+        }
         let load = Load {
             pending,
             running: Vec::new(),

@@ -64,11 +64,40 @@ pub struct ManifestSettings {
     pub traffic_timeout_secs: u64,
 }
 
+/// What a Cluster declares besides its members and upgrade policy, when it stands alone
+/// (the rotate-ca scenario, see [`rotate_ca_manifests`]).
+#[derive(Clone, Debug, Default)]
+pub struct Standalone {
+    /// `spec.version` (a cluster in a Mesh gets it from the Mesh).
+    pub version: String,
+    /// `spec.certificates`, when set: the CA Secret the cluster rotates to.
+    pub certificates: Option<CaSettings>,
+}
+
+/// `spec.certificates` of the rotate-ca scenario.
+#[derive(Clone, Debug)]
+pub struct CaSettings {
+    /// The CA Secret's name (a `v1` Secret document of the manifests).
+    pub secret: String,
+    /// `clientGrace`, in seconds.
+    pub client_grace_secs: u64,
+}
+
 /// `clusters.yaml`: every Cluster, each member with its agent's control endpoint.
 pub fn clusters_yaml(
     clusters: &[ClusterLayout],
+    endpoint: impl FnMut(&ClusterLayout, &str) -> String,
+    s: &ManifestSettings,
+) -> String {
+    clusters_yaml_with(clusters, endpoint, s, None)
+}
+
+/// [`clusters_yaml`], each Cluster standing alone when `standalone` is set.
+fn clusters_yaml_with(
+    clusters: &[ClusterLayout],
     mut endpoint: impl FnMut(&ClusterLayout, &str) -> String,
     s: &ManifestSettings,
+    standalone: Option<&Standalone>,
 ) -> String {
     let mut y = String::from(
         "# Written by `baton demo`: the clusters of the demo mesh. Each member is a baton-agent\n\
@@ -84,11 +113,14 @@ pub fn clusters_yaml(
                name: {name}\n  \
                labels: {{ tier: {tier} }}\n\
              spec:\n  \
-               role: {tier}\n  \
-               members:\n",
+               role: {tier}\n",
             name = c.name,
             tier = c.tier.label(),
         );
+        if let Some(a) = standalone {
+            let _ = writeln!(y, "  version: \"{}\"", a.version);
+        }
+        y.push_str("  members:\n");
         for (i, m) in c.members.iter().enumerate() {
             let _ = writeln!(
                 y,
@@ -106,8 +138,69 @@ pub fn clusters_yaml(
                retries: {{ limit: 2, backoff: 2s, maxBackoff: 10s }}\n",
             t = s.traffic_timeout_secs,
         );
+        if let Some(ca) = standalone.and_then(|a| a.certificates.as_ref()) {
+            y.push_str(&certificates_yaml(ca, "  "));
+        }
     }
     y
+}
+
+/// A `spec.certificates` block, indented by `indent` (the spec's own fields' indentation).
+/// `renewBefore` stays under the week the demo's first certificates are valid (`gen-certs
+/// --days 7`): with the default (720h) Baton would renew them all as soon as it starts.
+fn certificates_yaml(ca: &CaSettings, indent: &str) -> String {
+    format!(
+        "{indent}certificates:\n\
+         {indent}  caSecretRef: {{ name: {secret} }}\n\
+         {indent}  restart: Automatic\n\
+         {indent}  clientGrace: {grace}s\n\
+         {indent}  renewBefore: 24h\n",
+        secret = ca.secret,
+        grace = ca.client_grace_secs,
+    )
+}
+
+/// A `v1` Secret document in Baton's layout (`ca.crt`, `ca.key`), as `kubectl apply` takes it.
+pub fn ca_secret_yaml(name: &str, cert_pem: &str, key_pem: &str) -> String {
+    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+    format!(
+        "# Written by `baton demo --scenario rotate-ca`: the CA the clusters' members get their\n\
+         # data-port certificates from. Replacing it starts a phased rotation.\n\
+         apiVersion: v1\n\
+         kind: Secret\n\
+         metadata:\n  \
+           name: {name}\n\
+         type: Opaque\n\
+         stringData:\n  \
+           ca.crt: |\n{}  \
+           ca.key: |\n{}",
+        indent(cert_pem),
+        indent(key_pem)
+    )
+}
+
+/// The manifests of the rotate-ca scenario, as `(file name, text)`, the CA Secret aside
+/// ([`ca_secret_yaml`]). **Where the CA is declared is decided here and only here**: for now
+/// on each Cluster (`spec.certificates`), the clusters standing alone (at `version`, in no
+/// Mesh), because a Cluster of a Mesh rotates only while its Mesh admits it to take steps.
+/// Once Mesh-level `spec.certificates` is acted on, this writes the clusters without
+/// `certificates` and a `mesh.yaml` declaring them (`certificates_yaml(ca, "  ")` under the
+/// Mesh's spec); nothing else in the scenario changes.
+pub fn rotate_ca_manifests(
+    clusters: &[ClusterLayout],
+    endpoint: impl FnMut(&ClusterLayout, &str) -> String,
+    s: &ManifestSettings,
+    version: &str,
+    ca: &CaSettings,
+) -> Vec<(&'static str, String)> {
+    let standalone = Standalone {
+        version: version.to_string(),
+        certificates: Some(ca.clone()),
+    };
+    vec![(
+        "clusters.yaml",
+        clusters_yaml_with(clusters, endpoint, s, Some(&standalone)),
+    )]
 }
 
 /// `mesh.yaml`: the Mesh with the version every cluster moves to.
@@ -169,5 +262,56 @@ mod tests {
         assert!(w.members[0].primary);
         assert_eq!(w.upgrade.traffic_check.timeout.millis(), 5000);
         assert_eq!(cl[3].agent_name("m2"), "worker-3-m2");
+    }
+
+    #[test]
+    fn rotate_ca_manifests_load_with_their_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cl = layout(2, 2);
+        let s = ManifestSettings {
+            mesh: "demo".into(),
+            version: "1.0.0".into(),
+            workers_parallel: 1,
+            traffic_timeout_secs: 5,
+        };
+        let ca = CaSettings {
+            secret: "demo-ca".into(),
+            client_grace_secs: 2,
+        };
+        let mut port = 7000;
+        let files = rotate_ca_manifests(
+            &cl,
+            |_, _| {
+                port += 1;
+                format!("127.0.0.1:{port}")
+            },
+            &s,
+            "1.0.0",
+            &ca,
+        );
+        for (name, text) in &files {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        let authority = baton_agent::pki::CertAuthority::generate("t").expect("ca");
+        let secret = ca_secret_yaml("demo-ca", authority.cert_pem(), authority.key_pem());
+        std::fs::write(dir.path().join("ca-secret.yaml"), secret).expect("write");
+        let m = load(&[dir.path().to_path_buf()]).expect("the rotate-ca manifests are valid");
+        // Standalone for now: no Mesh, each Cluster at the version, declaring the CA.
+        assert!(m.meshes.is_empty());
+        assert_eq!(m.clusters.len(), 2);
+        for (_, c) in &m.clusters {
+            assert_eq!(c.spec.version.as_deref(), Some("1.0.0"));
+            let certs = c.spec.certificates.as_ref().expect("certificates");
+            assert_eq!(certs.ca_secret_ref.name, "demo-ca");
+            assert_eq!(certs.client_grace.millis(), 2000);
+        }
+        let (_, secret) = &m.secrets[0];
+        assert_eq!(secret.name, "demo-ca");
+        assert_eq!(
+            secret.data["ca.crt"],
+            authority.cert_pem().as_bytes(),
+            "the PEM survives the YAML block"
+        );
+        assert_eq!(secret.data["ca.key"], authority.key_pem().as_bytes());
     }
 }

@@ -23,6 +23,7 @@ impl Demo {
         &self,
         traffic: Traffic,
         reach: &Reach,
+        tls: &baton_agent::client::ClientTls,
     ) -> anyhow::Result<(Vec<LoadResult>, Vec<Verification>)> {
         self.stop_load.store(true, Ordering::Relaxed);
         let mut loads: Vec<LoadResult> = Vec::new();
@@ -37,8 +38,7 @@ impl Demo {
                 .find(|(c, _)| c == &l.cluster)
                 .map(|(_, m)| m.clone())
                 .unwrap_or_default();
-            verifications
-                .push(load::verify(l, &members, &reach.data_tls, Duration::from_secs(20)).await);
+            verifications.push(load::verify(l, &members, tls, Duration::from_secs(20)).await);
         }
         self.stop_watch.store(true, Ordering::Relaxed);
         let _ = traffic.monitor.await;
@@ -67,6 +67,10 @@ impl Demo {
             actions: rollout.stats.actions,
             ..Default::default()
         };
+        if self.opts.scenario == Scenario::RotateCa {
+            // Standalone clusters: no tiers.
+            return Ok((records, summary));
+        }
         match watch::tier_order(&records, rollout.phase1, rollout.phase2, Tier::Management) {
             Ok(s) => summary.tier_order.push(format!("upgrade: {s}")),
             Err(e) => failures.push(e),
@@ -93,6 +97,7 @@ impl Demo {
         let expected_final = |cluster: &str| -> &str {
             match o.scenario {
                 Scenario::Upgrade => &o.to,
+                Scenario::RotateCa => &o.from,
                 Scenario::Backout => &o.from,
                 Scenario::Rollback if Some(cluster) == self.fault_cluster() => &o.from,
                 Scenario::Rollback => &o.to,

@@ -239,6 +239,79 @@ fn backout_scenario_returns_to_the_old_version_workers_first() {
     );
 }
 
+/// The value of the summary row `label` (`  label   value`).
+fn row<'a>(out: &'a str, label: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {label:?} row:\n{out}"))
+}
+
+#[test]
+fn rotate_ca_scenario_rotates_every_cluster_refusing_no_handshake_and_losing_no_write() {
+    let run = Running::start(&[
+        "--scenario",
+        "rotate-ca",
+        "--keep",
+        "--restart-seconds",
+        "0.3",
+    ]);
+    let (status, out, err) = run.finish();
+    let dir = kept_dir(&out);
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let pids = agent_pids(&dir);
+    assert!(
+        status.success(),
+        "baton demo --scenario rotate-ca failed ({status}):\n{out}\nstderr:\n{err}"
+    );
+    assert_no_agent_survives(&pids);
+    assert!(out.contains("result: PASSED"), "{out}");
+    // Every phase, in order, each with a duration.
+    let phases: Vec<&str> = out
+        .lines()
+        .map(str::trim_start)
+        .filter_map(|l| {
+            ["AddTrust", "Reissue", "RemoveOldTrust", "ResignData"]
+                .into_iter()
+                .find(|p| l.starts_with(&format!("{p} ")) && l.contains(" s "))
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        ["AddTrust", "Reissue", "RemoveOldTrust", "ResignData"],
+        "{out}"
+    );
+    assert!(
+        row(&out, "TLS handshakes").starts_with("0 refused"),
+        "{out}"
+    );
+    let writes = row(&out, "writes");
+    assert!(
+        writes.contains(" 0 lost") && !writes.starts_with("0 "),
+        "{writes}"
+    );
+    assert!(
+        row(&out, "write unavailability").starts_with("worst"),
+        "{out}"
+    );
+    // One switchover per cluster: each active restarted only after handing over.
+    assert!(row(&out, "switchovers").starts_with("2 "), "{out}");
+    // The manifests hold the rewritten Secret, and the state file says Done on its CA.
+    let secret = std::fs::read_to_string(dir.join("manifests/ca-secret.yaml")).expect("secret");
+    let new_ca = std::fs::read_to_string(dir.join("pki/mesh-ca-2.crt")).expect("new CA");
+    assert!(
+        secret.contains(new_ca.lines().nth(1).expect("PEM body")),
+        "{secret}"
+    );
+    let status_out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["status", "--state"])
+        .arg(dir.join("state.json"))
+        .output()
+        .expect("baton status");
+    let table = String::from_utf8_lossy(&status_out.stdout).into_owned();
+    assert!(table.contains(" Done"), "{table}");
+}
+
 #[test]
 fn ctrl_c_stops_every_agent_and_removes_the_directory() {
     let mut run = Running::start(&["--upgrade-seconds", "30"]);
