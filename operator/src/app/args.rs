@@ -227,6 +227,11 @@ pub struct DemoArgs {
     /// in seconds.
     #[arg(long, default_value_t = 1.0)]
     pub restart_seconds: f64,
+    /// rotate-ca: force the removal of the old CA (`baton force rotation/…/RemoveOldTrust@…`)
+    /// as soon as every cluster is in Reissue, before anyone is re-issued, to show the refused
+    /// handshakes it causes (the run then fails its check, as it must).
+    #[arg(long)]
+    pub force_remove_old_trust: bool,
     /// Worker clusters upgraded at once.
     #[arg(long, default_value_t = 2)]
     pub parallel: usize,
@@ -314,6 +319,7 @@ impl From<DemoArgs> for DemoOptions {
             members: a.members,
             upgrade_seconds: a.upgrade_seconds,
             restart_seconds: a.restart_seconds,
+            force_remove_old_trust: a.force_remove_old_trust,
             parallel: a.parallel,
             from: a.from,
             to: a.to,

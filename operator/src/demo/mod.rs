@@ -71,6 +71,9 @@ pub struct DemoOptions {
     pub upgrade_seconds: f64,
     /// Duration of one member restart (a CA rotation's `restart` step) on the demo agents.
     pub restart_seconds: f64,
+    /// rotate-ca: force `RemoveOldTrust` once every cluster is in `Reissue` (see
+    /// `rotation`): the refused handshakes it causes fail the run.
+    pub force_remove_old_trust: bool,
     pub from: String,
     pub to: String,
     /// Worker clusters moving at once.
@@ -93,6 +96,7 @@ impl Default for DemoOptions {
             members: 2,
             upgrade_seconds: 4.0,
             restart_seconds: 1.0,
+            force_remove_old_trust: false,
             from: "1.0.0".into(),
             to: "2.0.0".into(),
             parallel: 2,
@@ -517,6 +521,11 @@ impl Demo {
                 r.timeline
                     .observe(runner.clusters(), &r.new_fp, Instant::now());
             }
+            if self.opts.force_remove_old_trust
+                && let Some(over) = self.force_removal(runner.clusters(), state)?
+            {
+                return Ok((over, runner.stats().clone()));
+            }
             // The writers start once the mesh has started its rollout: the mesh checks that no
             // follower is behind before it starts, which no live write load satisfies at
             // every instant (see docs/demo.md).
@@ -612,7 +621,7 @@ impl Demo {
             "clusters",
             if o.scenario == Scenario::RotateCa {
                 format!(
-                    "{} standalone (in no Mesh), {members} members",
+                    "{} in one Mesh declaring the CA, {members} members",
                     self.layout.len()
                 )
             } else {

@@ -63,9 +63,14 @@ pub(super) struct CaRotation {
     pub(super) started: Instant,
     /// When the writers switched to the new CA's certificate.
     pub(super) switched: Arc<Mutex<Option<Instant>>>,
+    /// When the removal of the old CA was forced (`--force-remove-old-trust`).
+    pub(super) forced_at: Option<Instant>,
     /// Kept while the writers run: they see a change of identity only while it lives.
     _identity: Arc<watch::Sender<ClientTls>>,
 }
+
+/// How long a forced run watches what the forced removal breaks before it stops.
+const FORCED_FOR: Duration = Duration::from_secs(10);
 
 /// When each cluster's `status.certificates.phase` took each value, for the target CA.
 #[derive(Clone, Debug, Default)]
@@ -335,6 +340,7 @@ impl Demo {
                 baseline,
                 started: Instant::now(),
                 switched,
+                forced_at: None,
                 _identity: identity,
             });
             let (settled, second) = self
@@ -364,6 +370,69 @@ impl Demo {
             },
             failures,
         ))
+    }
+
+    /// `--force-remove-old-trust`: once every cluster reports `Reissue` for the new CA (every
+    /// member trusts it, nobody presents it yet), force `RemoveOldTrust` on each, as a user
+    /// would with `baton force`; `FORCED_FOR` later, stop the loop (`Some`): what the force
+    /// broke is what the run shows.
+    pub(super) fn force_removal(
+        &mut self,
+        clusters: &[ClusterObject],
+        state: &Path,
+    ) -> anyhow::Result<Option<crate::local::Settled>> {
+        let Some(r) = &mut self.rotation else {
+            return Ok(None);
+        };
+        if let Some(at) = r.forced_at {
+            return Ok((at.elapsed() > FORCED_FOR).then(|| {
+                crate::local::Settled::Blocked(vec![(
+                    "demo".into(),
+                    "the old CA's removal was forced before Reissue".into(),
+                )])
+            }));
+        }
+        let in_reissue = |c: &ClusterObject| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.certificates.as_ref())
+                .is_some_and(|cs| {
+                    cs.phase.as_deref() == Some(RotationPhase::Reissue.as_str())
+                        && cs
+                            .target_ca
+                            .as_deref()
+                            .is_some_and(|t| t.starts_with(r.new_fp.as_str()))
+                })
+        };
+        if clusters.is_empty() || !clusters.iter().all(in_reissue) {
+            return Ok(None);
+        }
+        let names: Vec<String> = clusters
+            .iter()
+            .map(|c| {
+                crate::plan::cluster::rotation_phase_name(
+                    &c.name,
+                    RotationPhase::RemoveOldTrust,
+                    &r.new_fp,
+                )
+            })
+            .collect();
+        let path = crate::local::state::Intents::path_for(state);
+        crate::local::state::Intents::update(&path, |i| {
+            for (c, name) in clusters.iter().zip(&names) {
+                i.clusters
+                    .entry(c.name.clone())
+                    .or_default()
+                    .force
+                    .push(name.clone());
+            }
+        })?;
+        r.forced_at = Some(Instant::now());
+        self.line(&format!(
+            "\n  rotate-ca: forcing {} before anyone is re-issued (as `baton force` would)\n",
+            names.join(", ")
+        ));
+        Ok(None)
     }
 
     /// After the rotation: every cluster Ready and `Done` on the new CA; every member on the

@@ -44,8 +44,8 @@ impl Demo {
         let workers = o.clusters - 1;
         if o.scenario == Scenario::RotateCa {
             println!(
-                "Baton demo (rotate-ca): {} standalone clusters × {} members on {} — the \
-                 members' CA rotated under a write load (restarts of {} s)",
+                "Baton demo (rotate-ca): {} clusters × {} members on {}, one Mesh declaring \
+                 their CA — rotated mesh-wide under a write load (restarts of {} s)",
                 o.clusters, o.members, o.from, o.restart_seconds
             );
             println!("  directory {}", self.root.display());

@@ -64,16 +64,6 @@ pub struct ManifestSettings {
     pub traffic_timeout_secs: u64,
 }
 
-/// What a Cluster declares besides its members and upgrade policy, when it stands alone
-/// (the rotate-ca scenario, see [`rotate_ca_manifests`]).
-#[derive(Clone, Debug, Default)]
-pub struct Standalone {
-    /// `spec.version` (a cluster in a Mesh gets it from the Mesh).
-    pub version: String,
-    /// `spec.certificates`, when set: the CA Secret the cluster rotates to.
-    pub certificates: Option<CaSettings>,
-}
-
 /// `spec.certificates` of the rotate-ca scenario.
 #[derive(Clone, Debug)]
 pub struct CaSettings {
@@ -86,18 +76,8 @@ pub struct CaSettings {
 /// `clusters.yaml`: every Cluster, each member with its agent's control endpoint.
 pub fn clusters_yaml(
     clusters: &[ClusterLayout],
-    endpoint: impl FnMut(&ClusterLayout, &str) -> String,
-    s: &ManifestSettings,
-) -> String {
-    clusters_yaml_with(clusters, endpoint, s, None)
-}
-
-/// [`clusters_yaml`], each Cluster standing alone when `standalone` is set.
-fn clusters_yaml_with(
-    clusters: &[ClusterLayout],
     mut endpoint: impl FnMut(&ClusterLayout, &str) -> String,
     s: &ManifestSettings,
-    standalone: Option<&Standalone>,
 ) -> String {
     let mut y = String::from(
         "# Written by `baton demo`: the clusters of the demo mesh. Each member is a baton-agent\n\
@@ -117,9 +97,6 @@ fn clusters_yaml_with(
             name = c.name,
             tier = c.tier.label(),
         );
-        if let Some(a) = standalone {
-            let _ = writeln!(y, "  version: \"{}\"", a.version);
-        }
         y.push_str("  members:\n");
         for (i, m) in c.members.iter().enumerate() {
             let _ = writeln!(
@@ -138,9 +115,6 @@ fn clusters_yaml_with(
                retries: {{ limit: 2, backoff: 2s, maxBackoff: 10s }}\n",
             t = s.traffic_timeout_secs,
         );
-        if let Some(ca) = standalone.and_then(|a| a.certificates.as_ref()) {
-            y.push_str(&certificates_yaml(ca, "  "));
-        }
     }
     y
 }
@@ -180,12 +154,8 @@ pub fn ca_secret_yaml(name: &str, cert_pem: &str, key_pem: &str) -> String {
 }
 
 /// The manifests of the rotate-ca scenario, as `(file name, text)`, the CA Secret aside
-/// ([`ca_secret_yaml`]). **Where the CA is declared is decided here and only here**: for now
-/// on each Cluster (`spec.certificates`), the clusters standing alone (at `version`, in no
-/// Mesh), because a Cluster of a Mesh rotates only while its Mesh admits it to take steps.
-/// Once Mesh-level `spec.certificates` is acted on, this writes the clusters without
-/// `certificates` and a `mesh.yaml` declaring them (`certificates_yaml(ca, "  ")` under the
-/// Mesh's spec); nothing else in the scenario changes.
+/// ([`ca_secret_yaml`]): the demo mesh at `version`, declaring the CA for all its clusters
+/// (`spec.certificates` on the Mesh: they share one trust and rotate together, phase by phase).
 pub fn rotate_ca_manifests(
     clusters: &[ClusterLayout],
     endpoint: impl FnMut(&ClusterLayout, &str) -> String,
@@ -193,14 +163,16 @@ pub fn rotate_ca_manifests(
     version: &str,
     ca: &CaSettings,
 ) -> Vec<(&'static str, String)> {
-    let standalone = Standalone {
+    let at = ManifestSettings {
         version: version.to_string(),
-        certificates: Some(ca.clone()),
+        ..s.clone()
     };
-    vec![(
-        "clusters.yaml",
-        clusters_yaml_with(clusters, endpoint, s, Some(&standalone)),
-    )]
+    let mut mesh = mesh_yaml(&at);
+    mesh.push_str(&certificates_yaml(ca, "  "));
+    vec![
+        ("clusters.yaml", clusters_yaml(clusters, endpoint, s)),
+        ("mesh.yaml", mesh),
+    ]
 }
 
 /// `mesh.yaml`: the Mesh with the version every cluster moves to.
@@ -296,14 +268,16 @@ mod tests {
         let secret = ca_secret_yaml("demo-ca", authority.cert_pem(), authority.key_pem());
         std::fs::write(dir.path().join("ca-secret.yaml"), secret).expect("write");
         let m = load(&[dir.path().to_path_buf()]).expect("the rotate-ca manifests are valid");
-        // Standalone for now: no Mesh, each Cluster at the version, declaring the CA.
-        assert!(m.meshes.is_empty());
+        // The Mesh declares the CA at the version; its Clusters declare neither.
+        assert_eq!(m.meshes.len(), 1);
+        let (_, mesh) = &m.meshes[0];
+        assert_eq!(mesh.spec.version, "1.0.0");
+        let certs = mesh.spec.certificates.as_ref().expect("certificates");
+        assert_eq!(certs.ca_secret_ref.name, "demo-ca");
+        assert_eq!(certs.client_grace.millis(), 2000);
         assert_eq!(m.clusters.len(), 2);
         for (_, c) in &m.clusters {
-            assert_eq!(c.spec.version.as_deref(), Some("1.0.0"));
-            let certs = c.spec.certificates.as_ref().expect("certificates");
-            assert_eq!(certs.ca_secret_ref.name, "demo-ca");
-            assert_eq!(certs.client_grace.millis(), 2000);
+            assert!(c.spec.certificates.is_none() && c.spec.version.is_none());
         }
         let (_, secret) = &m.secrets[0];
         assert_eq!(secret.name, "demo-ca");

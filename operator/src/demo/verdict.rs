@@ -68,7 +68,7 @@ impl Demo {
             ..Default::default()
         };
         if self.opts.scenario == Scenario::RotateCa {
-            // Standalone clusters: no tiers.
+            // A rotation moves no tier: there is no tier order to check.
             return Ok((records, summary));
         }
         match watch::tier_order(&records, rollout.phase1, rollout.phase2, Tier::Management) {

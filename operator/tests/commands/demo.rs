@@ -310,6 +310,42 @@ fn rotate_ca_scenario_rotates_every_cluster_refusing_no_handshake_and_losing_no_
         .expect("baton status");
     let table = String::from_utf8_lossy(&status_out.stdout).into_owned();
     assert!(table.contains(" Done"), "{table}");
+    // The Mesh declared the CA, and its own line says the mesh-wide rotation is done.
+    assert!(table.contains("Mesh demo certificates: CA "), "{table}");
+}
+
+/// Forcing the old CA's removal before anyone is re-issued: the agents refuse handshakes,
+/// the PhaseForced event says who loses contact, and the run fails its check (as it must).
+#[test]
+fn forcing_the_old_cas_removal_early_shows_the_refused_handshakes_and_fails() {
+    let run = Running::start(&[
+        "--scenario",
+        "rotate-ca",
+        "--force-remove-old-trust",
+        "--restart-seconds",
+        "0.3",
+    ]);
+    let (status, out, err) = run.finish();
+    assert_eq!(status.code(), Some(1), "{out}\nstderr:\n{err}");
+    assert!(out.contains("result: FAILED"), "{out}");
+    assert!(
+        out.contains("forcing rotation/mgmt/RemoveOldTrust@"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PhaseForced") && out.contains("lose contact"),
+        "{out}"
+    );
+    let refused = row(&out, "TLS handshakes");
+    let n: u64 = refused
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        n > 0,
+        "no refused handshake after a forced removal: {refused}"
+    );
 }
 
 #[test]

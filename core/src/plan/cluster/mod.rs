@@ -55,6 +55,7 @@ use super::object::ObjectView;
 use super::observe::{Action, ClusterObservation, PlanEvent, Wake};
 
 pub use record::expected_alarm;
+pub use rotation::phase_approval_name as rotation_phase_name;
 pub use state::switchover_step_name;
 
 /// What the mesh (if any) allows this cluster to do.
