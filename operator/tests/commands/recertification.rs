@@ -1,10 +1,11 @@
 //! `examples/recertification` end to end: `baton run` rotates the CA of the example's Cluster
-//! (`cluster.yaml`) and of its Mesh variant (`mesh.yaml`), whose members run the exec backend
-//! with the example's `exec.yaml` and its real scripts (`bin/*.sh`) on files in a work directory
-//! per member. The new CA is made with the `openssl` command of the example's README. What must
-//! hold at the end is read from those files and from the agents: the trust store holds the new
-//! CA only, the certificate presented is the new CA's (and its key the one in use), the data is
-//! signed with that key, and the phases ran in order, each operation once.
+//! (`cluster.yaml`, also with `restart: Manual`) and of its Mesh variant (`mesh.yaml`), whose
+//! members run the exec backend with the example's `exec.yaml` and its real scripts (`bin/*.sh`)
+//! on files in a work directory per member. The new CA is made with the `openssl` command of the
+//! example's README. What must hold at the end is read from those files and from the agents: the
+//! trust store holds the new CA only, the certificate presented is the new CA's (and its key the
+//! one in use), the data is signed with that key, and the phases ran in order, each operation
+//! once.
 
 use crate::support;
 
@@ -213,7 +214,8 @@ impl Example {
     }
 
     /// What the rotation left on `m`'s disk and in its agent; its operations, oldest first.
-    async fn check(&self, m: &Member) -> TestResult<Vec<OperationRecord>> {
+    /// `automatic`: `restart: Automatic` (Baton sent the restart), else a human restarted.
+    async fn check(&self, m: &Member, automatic: bool) -> TestResult<Vec<OperationRecord>> {
         let (app, who) = (&m.app, &m.cluster);
         let (old, new) = (&self.old, &self.new);
         // On disk: the trust store holds the new CA only; the certificate presented chains to
@@ -255,35 +257,49 @@ impl Example {
             .filter(|r| r.state != OperationState::Succeeded)
             .collect();
         assert!(failed.is_empty(), "{who}: {failed:?}");
+        // What each phase sent, and what its script said it did. With `restart: Manual` Baton
+        // sends no restart: the human ran bin/restart.sh.
+        let mut want = vec![
+            // AddTrust: the new CA beside the old one.
+            (
+                K::InstallTrust,
+                vec![old.clone()],
+                "trust store replaced: 2 CA(s)",
+            ),
+            // Reissue: staged by bin/certificate.sh, applied by bin/restart.sh.
+            (
+                K::InstallCertificate,
+                vec![],
+                "certificate staged for the next restart",
+            ),
+            (K::Restart, vec![], "restarted with the staged certificate"),
+            // RemoveOldTrust: the new CA only.
+            (
+                K::InstallTrust,
+                vec![new.clone()],
+                "trust store replaced: 1 CA(s)",
+            ),
+            // ResignData: bin/resign.sh.
+            (K::ResignData, vec![], "re-signed 2 file(s)"),
+        ];
+        if !automatic {
+            want.remove(2);
+        }
+        let kinds = |v: &[(K, Vec<String>, &str)]| -> Vec<(K, Vec<String>)> {
+            v.iter().map(|(k, keep, _)| (*k, keep.clone())).collect()
+        };
         let phases: Vec<(K, Vec<String>)> = ran
             .iter()
             .map(|r| (r.kind, r.params.keep_trust.clone()))
             .collect();
-        assert_eq!(
-            phases,
-            [
-                (K::InstallTrust, vec![old.clone()]), // AddTrust: the new CA beside the old
-                (K::InstallCertificate, vec![]),      // Reissue: staged by bin/certificate.sh,
-                (K::Restart, vec![]),                 //   applied by bin/restart.sh
-                (K::InstallTrust, vec![new.clone()]), // RemoveOldTrust: the new CA only
-                (K::ResignData, vec![]),              // ResignData: bin/resign.sh
-            ],
-            "{who}: {ran:#?}"
-        );
+        assert_eq!(phases, kinds(&want), "{who}: {ran:#?}");
         for w in ran.windows(2) {
             let (a, b) = (span(&w[0]), span(&w[1]));
             assert!(a.1 <= b.0, "{who}: {} overlaps {}", w[0].id, w[1].id);
         }
-        // Each step's script said what it did.
-        let says = |i: usize, what: &str| {
-            let m = &ran[i].message;
-            assert!(m.contains(what), "{who}: {}: {m}", ran[i].id);
-        };
-        says(0, "trust store replaced: 2 CA(s)");
-        says(1, "certificate staged for the next restart");
-        says(2, "restarted with the staged certificate");
-        says(3, "trust store replaced: 1 CA(s)");
-        says(4, "re-signed 2 file(s)");
+        for (r, (_, _, says)) in ran.iter().zip(&want) {
+            assert!(r.message.contains(says), "{who}: {}: {}", r.id, r.message);
+        }
         Ok(ran)
     }
 }
@@ -338,7 +354,7 @@ fn data_signed_by_presented_key(app: &Path) -> TestResult {
 async fn baton_run_rotates_the_recertification_example_through_its_exec_scripts() -> TestResult {
     let ex = Example::start(&["app"]).await?;
     let state = ex.run("cluster.yaml").await?;
-    ex.check(&ex.members[0]).await?;
+    ex.check(&ex.members[0], true).await?;
     // `baton status` says where it stands: the rotation to the new CA is done.
     status_says_done(&state, &ex.new, &["app"], None)?;
     Ok(())
@@ -353,7 +369,7 @@ async fn baton_run_rotates_the_recertification_mesh_variant_phase_by_phase() -> 
     let state = ex.run("mesh.yaml").await?;
     let mut all = Vec::new();
     for m in &ex.members {
-        all.extend(ex.check(m).await?);
+        all.extend(ex.check(m, true).await?);
     }
     let first = |k: K, keep: &str| {
         all.iter()
@@ -377,4 +393,67 @@ async fn baton_run_rotates_the_recertification_mesh_variant_phase_by_phase() -> 
     );
     status_says_done(&state, &ex.new, &["app-east", "app-west"], Some("fleet"))?;
     Ok(())
+}
+
+/// `cluster.yaml` with `restart: Manual`: Baton stages the certificate and waits, `baton status`
+/// lists m1 as restart pending, and no restart is sent. Once a human runs `bin/restart.sh`, the
+/// agent reads the new certificate from the file and the rotation goes on to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_restart_manual_the_rotation_waits_for_a_human_to_run_restart_sh() -> TestResult {
+    let ex = Example::start(&["app"]).await?;
+    let file = ex.manifests("cluster.yaml")?;
+    let yaml = std::fs::read_to_string(&file)?;
+    let manual = yaml.replace("restart: Automatic", "restart: Manual");
+    assert_ne!(manual, yaml, "cluster.yaml says restart: Automatic");
+    std::fs::write(&file, manual)?;
+    let state = ex.root().join("state.json");
+    let mut run = run_args(&[&file], &state, &ex.pki.dir);
+    // Waiting for a human is at rest: look again soon rather than in the default minute.
+    run.extend(["--resync".into(), "300ms".into()]);
+    let mut runner = baton()
+        .args(&run)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let m = &ex.members[0];
+    let staged = m.app.join("tls/next/cert.pem");
+    let result = async {
+        wait_until("the certificate staged", CONVERGE, || async {
+            staged.exists().then_some(())
+        })
+        .await?;
+        let pending = wait_until("restart pending in baton status", CONVERGE, || async {
+            let out = baton()
+                .arg("status")
+                .arg("--state")
+                .arg(&state)
+                .output()
+                .ok()?;
+            let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+            shown.contains("restart pending: m1").then_some(shown)
+        })
+        .await?;
+        assert!(pending.contains("Reissue"), "{pending}");
+        // Baton waits: still staged, still presenting the old CA's certificate, no restart sent.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        assert!(staged.exists(), "restarted without a human");
+        let s = m.agent.status().await?;
+        let issuer = s.certificate.and_then(|c| c.issuer_fingerprint);
+        assert_eq!(issuer.as_deref(), Some(ex.old.as_str()));
+        // The human restarts the application.
+        sh(&m.app, "./bin/restart.sh", &[])?;
+        wait_until("the data re-signed", CONVERGE, || async {
+            let ops = m.agent.client.operations().await.ok()?;
+            ops.iter()
+                .any(|r| r.kind == K::ResignData && r.state == OperationState::Succeeded)
+                .then_some(())
+        })
+        .await?;
+        ex.check(m, false).await?;
+        status_says_done(&state, &ex.new, &["app"], None)
+    }
+    .await;
+    runner.kill()?;
+    runner.wait()?;
+    result
 }
