@@ -7,4 +7,5 @@ mod support;
 mod demo;
 mod e2e_local;
 mod examples;
+mod recertification;
 mod rotation;
