@@ -244,14 +244,15 @@ pub struct Summary {
     pub acked: u64,
     pub lost: usize,
     pub refused: u64,
+    pub passes: u64,
+    pub state_writes: u64,
+    pub actions: u64,
+    /// The cluster that could not write for longest, and how long.
     pub worst_window: Option<(String, Duration)>,
     pub clusters: Vec<FinalCluster>,
     pub tier_order: Vec<String>,
     /// The rotate-ca scenario's findings.
     pub rotation: Option<RotationSummary>,
-    pub passes: u64,
-    pub state_writes: u64,
-    pub actions: u64,
 }
 
 /// What the rotate-ca scenario reports.
@@ -480,14 +481,7 @@ impl Demo {
         with_fault: bool,
     ) -> anyhow::Result<(crate::local::RunnerStats, Option<String>)> {
         let (settled, stats) = self
-            .drive(
-                manifest_dir,
-                state,
-                tls,
-                &traffic.counters,
-                &mut traffic.load,
-                deadline,
-            )
+            .drive(manifest_dir, state, tls, traffic, deadline)
             .await?;
         let fault = if with_fault {
             self.fault_cluster()
@@ -503,10 +497,10 @@ impl Demo {
         manifest_dir: &Path,
         state: &Path,
         tls: &baton_agent::client::ClientTls,
-        counters: &[(String, Arc<LoadCounters>)],
-        load: &mut Load,
+        traffic: &mut Traffic,
         deadline: Instant,
     ) -> anyhow::Result<(Settled, crate::local::RunnerStats)> {
+        let (counters, load) = (&traffic.counters, &mut traffic.load);
         let manifests = load_manifests(&[manifest_dir.to_path_buf()])
             .map_err(|e| anyhow::anyhow!("the demo manifests do not load:\n{e}"))?;
         let members = AgentMembers::new(tls)?;

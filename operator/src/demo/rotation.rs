@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use super::setup::Traffic;
 use super::topology;
 use super::watch::Watched;
-use super::{Demo, Rollout, add_stats, check_settled, write};
+use super::{Demo, Rollout, add_stats, write};
 use crate::api::RotationPhase;
 use crate::reconcile::ClusterObject;
 
@@ -271,20 +271,11 @@ impl Demo {
         let mut stats = crate::local::RunnerStats::default();
         let mut failures = Vec::new();
         // 1. The fleet on the CA it started with: Baton adopts it (nothing to rotate).
-        let (settled, first) = self
-            .drive(
-                manifest_dir,
-                state,
-                tls,
-                &traffic.counters,
-                &mut traffic.load,
-                deadline,
-            )
+        let (first, failure) = self
+            .phase(manifest_dir, state, tls, traffic, deadline, false)
             .await?;
         add_stats(&mut stats, &first);
-        if let Err(e) = check_settled(&settled, None) {
-            failures.push(format!("before the rotation: {e}"));
-        }
+        failures.extend(failure.map(|e| format!("before the rotation: {e}")));
         let rotation_start = Timestamp::now();
         if failures.is_empty() && self.breached().is_empty() {
             // 2. A second CA, the writers told to trust it, the load started.
@@ -343,20 +334,11 @@ impl Demo {
                 forced_at: None,
                 _identity: identity,
             });
-            let (settled, second) = self
-                .drive(
-                    manifest_dir,
-                    state,
-                    tls,
-                    &traffic.counters,
-                    &mut traffic.load,
-                    deadline,
-                )
+            let (second, failure) = self
+                .phase(manifest_dir, state, tls, traffic, deadline, false)
                 .await?;
             add_stats(&mut stats, &second);
-            if let Err(e) = check_settled(&settled, None) {
-                failures.push(format!("the rotation: {e}"));
-            }
+            failures.extend(failure.map(|e| format!("the rotation: {e}")));
             follower.abort();
         }
         if let Some(d) = &mut self.display {

@@ -46,28 +46,32 @@ fn secret_of(namespace: &str, certs: &CertificatesSpec) -> SecretKey {
 /// Every CA Secret the cached Clusters and Meshes name, with the objects that name it.
 pub fn referenced(stores: &Stores) -> BTreeMap<SecretKey, BTreeSet<Referrer>> {
     let mut out: BTreeMap<SecretKey, BTreeSet<Referrer>> = BTreeMap::new();
+    let mut add = |ns: String, name: String, certs: Option<&CertificatesSpec>, mesh: bool| {
+        let Some(certs) = certs else { return };
+        let secret = secret_of(&ns, certs);
+        let r = if mesh {
+            Referrer::Mesh {
+                namespace: ns,
+                name,
+            }
+        } else {
+            Referrer::Cluster {
+                namespace: ns,
+                name,
+            }
+        };
+        out.entry(secret).or_default().insert(r);
+    };
     for g in stores.clusters.state() {
-        let Ok(c) = &g.0 else { continue };
-        if let Some(certs) = &c.spec.certificates {
+        if let Ok(c) = &g.0 {
             let ns = c.namespace().unwrap_or_default();
-            out.entry(secret_of(&ns, certs))
-                .or_default()
-                .insert(Referrer::Cluster {
-                    namespace: ns,
-                    name: c.name_any(),
-                });
+            add(ns, c.name_any(), c.spec.certificates.as_ref(), false);
         }
     }
     for g in stores.meshes.state() {
-        let Ok(m) = &g.0 else { continue };
-        if let Some(certs) = &m.spec.certificates {
+        if let Ok(m) = &g.0 {
             let ns = m.namespace().unwrap_or_default();
-            out.entry(secret_of(&ns, certs))
-                .or_default()
-                .insert(Referrer::Mesh {
-                    namespace: ns,
-                    name: m.name_any(),
-                });
+            add(ns, m.name_any(), m.spec.certificates.as_ref(), true);
         }
     }
     out

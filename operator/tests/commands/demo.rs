@@ -149,19 +149,28 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Run a scenario to its end and check the summary; returns stdout.
-fn scenario(name: &str) -> String {
-    let run = Running::start(&["--scenario", name, "--keep", "--upgrade-seconds", "0.3"]);
+/// `baton demo --keep ARGS` run to its end: it passed and left no agent behind. Its stdout
+/// and the kept directory (removed when the guard drops).
+fn passing(args: &[&str]) -> (String, PathBuf, RemoveOnDrop) {
+    let mut all = vec!["--keep"];
+    all.extend_from_slice(args);
+    let run = Running::start(&all);
     let (status, out, err) = run.finish();
     let dir = kept_dir(&out);
-    let _cleanup = RemoveOnDrop(dir.clone());
+    let cleanup = RemoveOnDrop(dir.clone());
     let pids = agent_pids(&dir);
     assert!(
         status.success(),
-        "baton demo --scenario {name} failed ({status}):\n{out}\nstderr:\n{err}"
+        "baton demo {args:?} failed ({status}):\n{out}\nstderr:\n{err}"
     );
     assert_no_agent_survives(&pids);
     assert!(out.contains("result: PASSED"), "{out}");
+    (out, dir, cleanup)
+}
+
+/// Run a scenario to its end and check the summary; returns stdout.
+fn scenario(name: &str) -> String {
+    let (out, dir, _cleanup) = passing(&["--scenario", name, "--upgrade-seconds", "0.3"]);
     let writes = out
         .lines()
         .find(|l| l.trim_start().starts_with("writes "))
@@ -249,23 +258,7 @@ fn row<'a>(out: &'a str, label: &str) -> &'a str {
 
 #[test]
 fn rotate_ca_scenario_rotates_every_cluster_refusing_no_handshake_and_losing_no_write() {
-    let run = Running::start(&[
-        "--scenario",
-        "rotate-ca",
-        "--keep",
-        "--restart-seconds",
-        "0.3",
-    ]);
-    let (status, out, err) = run.finish();
-    let dir = kept_dir(&out);
-    let _cleanup = RemoveOnDrop(dir.clone());
-    let pids = agent_pids(&dir);
-    assert!(
-        status.success(),
-        "baton demo --scenario rotate-ca failed ({status}):\n{out}\nstderr:\n{err}"
-    );
-    assert_no_agent_survives(&pids);
-    assert!(out.contains("result: PASSED"), "{out}");
+    let (out, dir, _cleanup) = passing(&["--scenario", "rotate-ca", "--restart-seconds", "0.3"]);
     // Every phase, in order, each with a duration.
     let phases: Vec<&str> = out
         .lines()
