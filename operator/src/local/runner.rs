@@ -564,6 +564,16 @@ fn track<T: Clone + Default>(
     (entry.generation, entry.status.clone())
 }
 
+/// The CA Secret `certs` names, from the manifests' Secrets.
+fn read_ca(
+    secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    certs: &crate::api::CertificatesSpec,
+    ts: Timestamp,
+) -> CaState {
+    let name = &certs.ca_secret_ref.name;
+    CaState::read(secrets.get(name), name, ts)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -913,14 +923,4 @@ spec:
         );
         assert_eq!(RunnerError::Unpersisted.metric_label(), "Unpersisted");
     }
-}
-
-/// The CA Secret `certs` names, from the manifests' Secrets.
-fn read_ca(
-    secrets: &BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-    certs: &crate::api::CertificatesSpec,
-    ts: Timestamp,
-) -> CaState {
-    let name = &certs.ca_secret_ref.name;
-    CaState::read(secrets.get(name), name, ts)
 }

@@ -240,15 +240,17 @@ pub fn plan_mesh_object(
     }
 }
 
+/// What a mesh's status tells its clusters about the rotation: target, phase, rotating
+/// clusters and why they wait (a change wakes them).
+type Grants<'a> = (
+    &'a Option<String>,
+    &'a Option<String>,
+    &'a Vec<String>,
+    &'a Option<String>,
+);
+
 /// What a mesh's status tells its clusters about the rotation (a change wakes them).
-fn grants(
-    st: Option<&MeshStatus>,
-) -> Option<(
-    &Option<String>,
-    &Option<String>,
-    &Vec<String>,
-    &Option<String>,
-)> {
+fn grants(st: Option<&MeshStatus>) -> Option<Grants<'_>> {
     let c: &MeshCertificatesStatus = st?.certificates.as_ref()?;
     Some((&c.target_ca, &c.phase, &c.rotating, &c.waiting))
 }
