@@ -41,19 +41,19 @@ impl CaSet {
 }
 
 /// The fingerprint simulated agents report for CA `n` (shaped like a SHA-256 fingerprint).
-/// Its number repeats across the 64 digits, so that the first 12 (what status texts and
-/// approval names show) tell CAs apart, as real fingerprints do.
+/// Its number repeats in every group of 4 of the 64 digits, so that the first 12 (what status
+/// texts and approval names show) tell CAs apart, as real fingerprints do.
 pub fn ca_fingerprint(n: u8) -> String {
-    format!("{:016x}", u64::from(n) + 1).repeat(4)
+    format!("{:04x}", u16::from(n) + 1).repeat(16)
 }
 
 /// The CA number of a fingerprint [`ca_fingerprint`] made (None: not a simulated CA's).
 pub fn ca_number(fingerprint: &str) -> Option<u8> {
-    let head = fingerprint.get(..16)?;
-    if fingerprint.len() != 64 || fingerprint != head.repeat(4) {
+    let head = fingerprint.get(..4)?;
+    if fingerprint.len() != 64 || fingerprint != head.repeat(16) {
         return None;
     }
-    let n = u64::from_str_radix(head, 16).ok()?.checked_sub(1)?;
+    let n = u16::from_str_radix(head, 16).ok()?.checked_sub(1)?;
     u8::try_from(n).ok().filter(|&n| n < 64)
 }
 

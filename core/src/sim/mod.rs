@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::values::Duration;
 use crate::api::{
-    ClusterPhase, ClusterSpec, ClusterStatus, Direction, MemberRole, MeshPhase, MeshSpec,
-    MeshStatus, Timestamp, UpgradeStrategy,
+    CertificatesSpec, ClusterPhase, ClusterSpec, ClusterStatus, Direction, MemberRole, MeshPhase,
+    MeshSpec, MeshStatus, Timestamp, UpgradeStrategy,
     values::{cmp_versions, same_version},
 };
 use crate::plan::software::effective_version_str;
@@ -96,8 +96,9 @@ pub struct SimCluster {
     pub intents: Intents,
     /// Highest index acknowledged to a writer on this cluster.
     pub acked: u64,
-    /// The CA `spec.certificates` names, as the host would read it (see [`ca_input`]); None
-    /// until a scenario sets one. Change it with [`Sim::set_ca`].
+    /// The CA its own `spec.certificates` names, as the host would read it (see [`ca_input`]);
+    /// None until a scenario sets one. Change it with [`Sim::set_ca`]. A cluster of a mesh that
+    /// declares certificates reads the mesh's instead ([`SimMesh::ca`]).
     pub ca: Option<CaInput>,
     /// Next time the planner wants to look (the loop's requeue).
     next_look: Timestamp,
@@ -120,6 +121,24 @@ pub struct SimMesh {
     pub spec: MeshSpec,
     pub status: Option<MeshStatus>,
     pub intents: MeshIntents,
+    /// The CA the mesh's `spec.certificates` names, as the hosts read it; None until a scenario
+    /// sets one ([`Sim::set_mesh_ca`]).
+    pub ca: Option<CaInput>,
+}
+
+/// The CA Secret a cluster's host reads, as [`Admission::certificates`] names it: the mesh's
+/// when the mesh declares certificates (the grant is there), else the cluster's own.
+fn ca_read<'a>(
+    mesh: Option<&'a SimMesh>,
+    c: &'a SimCluster,
+    admission: &Admission,
+) -> Option<&'a CaInput> {
+    admission.certificates(c.spec.certificates.as_ref())?;
+    if admission.rotation.is_some() {
+        mesh.and_then(|m| m.ca.as_ref())
+    } else {
+        c.ca.as_ref()
+    }
 }
 
 /// Counters for reports and benchmarks.
@@ -174,9 +193,9 @@ pub fn ca_input(n: u8) -> CaInput {
     })
 }
 
-/// The simulated CA a cluster's `ca` names (None: none, or unusable).
-pub fn ca_target(c: &SimCluster) -> Option<u8> {
-    match &c.ca {
+/// The simulated CA a CA Secret holds (None: none, or unusable).
+pub fn ca_number_of(ca: Option<&CaInput>) -> Option<u8> {
+    match ca {
         Some(CaInput::Ready(v)) => ca_number(&v.anchor),
         _ => None,
     }
@@ -312,7 +331,50 @@ impl Sim {
             spec,
             status: None,
             intents: MeshIntents::default(),
+            ca: None,
         });
+    }
+
+    /// The mesh declares certificates: the certificates a cluster rotates to (the mesh's, else
+    /// its own `spec.certificates`), as its admission names them.
+    pub fn certificates_of<'a>(&'a self, c: &'a SimCluster) -> Option<&'a CertificatesSpec> {
+        match self
+            .mesh
+            .as_ref()
+            .and_then(|m| m.spec.certificates.as_ref())
+        {
+            Some(certs) => Some(certs),
+            None => c.spec.certificates.as_ref(),
+        }
+    }
+
+    /// The CA Secret the host of cluster `c` reads (see [`ca_read`]): the mesh's when the mesh
+    /// declares certificates, else the cluster's own.
+    pub fn ca_of<'a>(&'a self, c: &'a SimCluster) -> Option<&'a CaInput> {
+        match &self.mesh {
+            Some(m) if m.spec.certificates.is_some() => m.ca.as_ref(),
+            _ => c.ca.as_ref(),
+        }
+    }
+
+    /// The simulated CA cluster `c` rotates to (None: none, or unusable).
+    pub fn ca_target(&self, c: &SimCluster) -> Option<u8> {
+        ca_number_of(self.ca_of(c))
+    }
+
+    /// The CA of the mesh's `spec.certificates` becomes simulated CA `n` (a rotation of every
+    /// cluster of the mesh when its members trust and present another); the mesh and its
+    /// clusters are looked at at once, as a watch of the Secret would.
+    pub fn set_mesh_ca(&mut self, n: u8) {
+        let now = self.now;
+        if let Some(m) = self.mesh.as_mut() {
+            m.ca = Some(ca_input(n));
+            self.mesh_quiet = None;
+            self.mesh_due = true;
+            for c in &mut self.clusters {
+                c.next_look = now;
+            }
+        }
     }
 
     pub fn cluster(&self, name: &str) -> Option<&SimCluster> {
@@ -323,9 +385,10 @@ impl Sim {
         self.clusters.iter_mut().find(|c| c.name == name)
     }
 
-    /// The CA of cluster `name`'s `spec.certificates` becomes simulated CA `n` (a rotation when
-    /// its members trust and present another); the cluster is looked at at once, as a watch
-    /// of the Secret would.
+    /// The CA of cluster `name`'s own `spec.certificates` becomes simulated CA `n` (a rotation
+    /// when its members trust and present another); the cluster is looked at at once, as a
+    /// watch of the Secret would. For a standalone cluster: a cluster of a mesh that declares
+    /// certificates reads the mesh's CA ([`Sim::set_mesh_ca`]).
     pub fn set_ca(&mut self, name: &str, n: u8) {
         let now = self.now;
         if let Some(c) = self.cluster_mut(name) {
@@ -346,10 +409,33 @@ impl Sim {
     /// with a reason (Stalled, RolledBack, or waiting behind a blocked mesh, which
     /// [`Sim::liveness_problems`] judges), the rotation is done: phase `Done`, every member
     /// presents a certificate of the CA and trusts it (and only it, unless `keepOldTrust`).
+    /// A mesh that declares certificates is done too (phase `Done`), or Stalled or Degraded
+    /// with a reason.
     pub fn rotation_problems(&self) -> Vec<String> {
         let mut out = vec![];
+        if let Some(m) = &self.mesh
+            && m.spec.certificates.is_some()
+            && let Some(n) = ca_number_of(m.ca.as_ref())
+        {
+            let st = m.status.as_ref();
+            let phase = st
+                .and_then(|s| s.certificates.as_ref())
+                .and_then(|c| c.phase.as_deref());
+            let blocked = st.is_some_and(|s| {
+                matches!(s.phase, MeshPhase::Stalled | MeshPhase::Degraded)
+                    && s.message.as_deref().is_some_and(|m| !m.is_empty())
+            });
+            if phase != Some("Done") && !blocked {
+                out.push(format!(
+                    "mesh {}: {:?} but the rotation to CA {n} is in phase {phase:?}: {:?}",
+                    m.name,
+                    st.map(|s| s.phase),
+                    st.and_then(|s| s.message.as_deref())
+                ));
+            }
+        }
         for c in &self.clusters {
-            let (Some(n), Some(certs)) = (ca_target(c), &c.spec.certificates) else {
+            let (Some(n), Some(certs)) = (self.ca_target(c), self.certificates_of(c)) else {
                 continue;
             };
             let Some(st) = &c.status else { continue };
@@ -388,7 +474,7 @@ impl Sim {
         self.clusters
             .iter()
             .filter(|c| {
-                ca_target(c).is_some_and(|n| {
+                self.ca_target(c).is_some_and(|n| {
                     c.status
                         .as_ref()
                         .and_then(|s| s.certificates.as_ref())
@@ -517,7 +603,7 @@ impl Sim {
                     clusters: &views,
                     outside: &[],
                     intents: &mesh.intents,
-                    ca: None,
+                    ca: mesh.ca.as_ref(),
                     now,
                 },
                 last,
@@ -595,7 +681,7 @@ impl Sim {
                     observed: &obs,
                     admission: &admission,
                     intents: &c.intents,
-                    ca: c.ca.as_ref(),
+                    ca: ca_read(self.mesh.as_ref(), c, &admission),
                     now,
                 },
                 last,
@@ -990,8 +1076,12 @@ impl Sim {
                         }
                         ClusterPhase::Waiting | ClusterPhase::Pending => {
                             mesh_blocked
-                                && !ms
-                                    .is_some_and(|m| m.admitted.iter().any(|a| a.cluster == c.name))
+                                && !ms.is_some_and(|m| {
+                                    m.admitted.iter().any(|a| a.cluster == c.name)
+                                        || m.certificates
+                                            .as_ref()
+                                            .is_some_and(|x| x.rotating.contains(&c.name))
+                                })
                         }
                         _ => false,
                     }
@@ -1155,6 +1245,9 @@ impl Sim {
                 }
             }
             rotation_violations(c, &mut found);
+            if self.mesh.is_none() {
+                self.trust_domain_violations(std::slice::from_ref(c), &mut found);
+            }
             let ((lo, lo_rank), (hi, hi_rank)) = (lo.unwrap_or(none), hi.unwrap_or(none));
             facts.push(ClusterFacts {
                 lo,
@@ -1165,9 +1258,130 @@ impl Sim {
             });
         }
         if let Some(mesh) = &self.mesh {
+            self.trust_domain_violations(&self.clusters, &mut found);
             found.extend(self.mesh_violations(&mesh.spec, &facts, ranks));
         }
         found
+    }
+
+    /// The invariants of a CA rotation across one trust domain: every cluster of the mesh (its
+    /// members talk to each other across clusters), or a standalone cluster alone:
+    /// * every certificate a member presents is of a CA every member of the domain trusts:
+    ///   nobody presents a new CA's certificate before all trust it, and no CA leaves a trust
+    ///   store while anyone presents its certificates (crashed or cut members count: their
+    ///   stores persist);
+    /// * at most `maxJobsPerSite` rotation operations run at once on the members of one site
+    ///   (sites are shared by name across the clusters of a mesh; members without a site are
+    ///   their cluster's own);
+    /// * in a mesh, no rotation step of a change of CA is in flight on one cluster while an
+    ///   upgrade step is on another (renewals, same-CA re-issues, are not held to this).
+    fn trust_domain_violations(&self, domain: &[SimCluster], found: &mut Vec<String>) {
+        let Some(first) = domain.first() else {
+            return;
+        };
+        let target = self.ca_target(first);
+        // CAs presented by anyone, and CAs trusted by everyone.
+        let mut presented = CaSet::default();
+        let mut trusted = CaSet(u64::MAX);
+        for c in domain {
+            for m in c.members.values() {
+                presented = presented.with(m.presents);
+                trusted.0 &= m.trust.0;
+            }
+        }
+        for n in CaSet(presented.0 & !trusted.0).iter() {
+            let all = || {
+                domain
+                    .iter()
+                    .flat_map(|c| c.members.values().map(move |m| (c, m)))
+            };
+            let Some((pc, p)) = all().find(|(_, m)| m.presents == n) else {
+                continue;
+            };
+            let Some((tc, t)) = all().find(|(_, m)| !m.trust.has(n)) else {
+                continue;
+            };
+            let trusts: Vec<u8> = t.trust.iter().collect();
+            if Some(n) == target {
+                found.push(format!(
+                    "{}/{}: presents a certificate of the new CA {n} before every member \
+                     trusts it ({}/{} trusts only CAs {trusts:?})",
+                    pc.name, p.name, tc.name, t.name
+                ));
+            } else {
+                found.push(format!(
+                    "{}/{}: CA {n} left its trust store (it trusts CAs {trusts:?}) while {}/{} \
+                     still presents a certificate of it",
+                    tc.name, t.name, pc.name, p.name
+                ));
+            }
+        }
+        // Rotation operations per site.
+        let rotating = domain.iter().any(|c| {
+            c.members
+                .values()
+                .any(|m| m.running_kind().is_some_and(is_rotation_op))
+        });
+        if rotating {
+            let per_site = self
+                .certificates_of(first)
+                .map_or(1, |x| x.max_jobs_per_site.max(1));
+            let mut sites: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+            for c in domain {
+                for s in &c.spec.members {
+                    if let Some(m) = c.members.get(&s.name)
+                        && m.running_kind().is_some_and(is_rotation_op)
+                    {
+                        let key = match s.site.as_deref() {
+                            Some(site) if !site.is_empty() => (site, ""),
+                            _ => ("", c.name.as_str()),
+                        };
+                        *sites.entry(key).or_default() += 1;
+                    }
+                }
+            }
+            for ((site, own), n) in sites {
+                if n > per_site {
+                    let site = if own.is_empty() {
+                        format!("site {site:?}")
+                    } else {
+                        format!("the members of {own} without a site")
+                    };
+                    found.push(format!(
+                        "{n} rotation operations run at once in {site} > maxJobsPerSite {per_site}"
+                    ));
+                }
+            }
+        }
+        // Across the clusters of a mesh: no step of a change of CA beside an upgrade step.
+        if domain.len() > 1 {
+            let mut rot: Option<(&SimCluster, &crate::api::StepRecord)> = None;
+            let mut ups: Vec<(&SimCluster, &crate::api::StepRecord)> = Vec::new();
+            for c in domain {
+                let Some(st) = &c.status else { continue };
+                if rot.is_none() {
+                    rot = st
+                        .steps
+                        .iter()
+                        .find(|s| s.is_rotation() && !is_renewal(c, s))
+                        .map(|s| (c, s));
+                }
+                if ups.len() < 2
+                    && let Some(u) = st.steps.iter().find(|s| !s.is_rotation())
+                {
+                    ups.push((c, u));
+                }
+            }
+            if let Some((rc, r)) = rot
+                && let Some((uc, u)) = ups.into_iter().find(|(c, _)| c.name != rc.name)
+            {
+                found.push(format!(
+                    "{}: rotation step {:?} on {} in flight while {} has upgrade step {:?} on {} \
+                     in flight",
+                    rc.name, r.action, r.member, uc.name, u.action, u.member
+                ));
+            }
+        }
     }
 
     fn mesh_violations(
@@ -1268,37 +1482,12 @@ impl Sim {
     }
 }
 
-/// The invariants of a CA rotation on cluster `c`, at this instant:
-/// * every certificate a member presents is of a CA every member of the cluster trusts: nobody
-///   presents a new CA's certificate before all trust it, and no CA leaves a trust store while
-///   anyone presents its certificates (crashed or cut members count: their stores persist);
+/// The invariants of a CA rotation on cluster `c` alone, at this instant (those across its
+/// trust domain are [`Sim::trust_domain_violations`]):
 /// * no rotation step is in flight beside an upgrade step, nor a rotation operation running
 ///   beside an upgrade operation;
-/// * at most `maxJobsPerSite` rotation operations run at once on the members of one site;
 /// * no restart runs on the active (only a lone member with `allowOutage` restarts in place).
 fn rotation_violations(c: &SimCluster, found: &mut Vec<String>) {
-    let target = ca_target(c);
-    for p in c.members.values() {
-        for t in c.members.values() {
-            if t.trust.has(p.presents) {
-                continue;
-            }
-            let trusted: Vec<u8> = t.trust.iter().collect();
-            if Some(p.presents) == target {
-                found.push(format!(
-                    "{}/{}: presents a certificate of the new CA {} before every member trusts \
-                     it ({} trusts only CAs {trusted:?})",
-                    c.name, p.name, p.presents, t.name
-                ));
-            } else {
-                found.push(format!(
-                    "{}/{}: CA {} left its trust store (it trusts CAs {trusted:?}) while {} \
-                     still presents a certificate of it",
-                    c.name, t.name, p.presents, p.name
-                ));
-            }
-        }
-    }
     if let Some(st) = &c.status {
         let rot = st.steps.iter().find(|s| s.is_rotation());
         let up = st.steps.iter().find(|s| !s.is_rotation());
@@ -1314,6 +1503,9 @@ fn rotation_violations(c: &SimCluster, found: &mut Vec<String>) {
             .filter(|&k| is_rotation_op(k))
             .map(|k| (m, k))
     });
+    if rot_op.is_none() {
+        return;
+    }
     let up_op = c.members.values().find_map(|m| {
         m.running_kind()
             .filter(|&k| is_upgrade_op(k))
@@ -1329,31 +1521,6 @@ fn rotation_violations(c: &SimCluster, found: &mut Vec<String>) {
             um.name
         ));
     }
-    if rot_op.is_none() {
-        return;
-    }
-    let per_site = c
-        .spec
-        .certificates
-        .as_ref()
-        .map_or(1, |x| x.max_jobs_per_site.max(1));
-    let mut sites: BTreeMap<&str, u32> = BTreeMap::new();
-    for s in &c.spec.members {
-        if let Some(m) = c.members.get(&s.name)
-            && m.running_kind().is_some_and(is_rotation_op)
-        {
-            *sites.entry(s.site.as_deref().unwrap_or("")).or_default() += 1;
-        }
-    }
-    for (site, n) in sites {
-        if n > per_site {
-            found.push(format!(
-                "{}: {n} rotation operations run at once in site {site:?} > maxJobsPerSite \
-                 {per_site}",
-                c.name
-            ));
-        }
-    }
     let in_place = c.members.len() <= 1 && c.spec.upgrade.allow_outage;
     for m in c.members.values() {
         if m.role == MemberRole::Active && m.running_kind() == Some(OpKind::Restart) && !in_place {
@@ -1365,6 +1532,23 @@ fn rotation_violations(c: &SimCluster, found: &mut Vec<String>) {
     }
 }
 
+/// A rotation step that re-issues a certificate of the CA its member already presents (a
+/// renewal), not a step of a change of CA: an `install-certificate`, `restart` or switchover
+/// (whose member re-issued is the active it replaces) whose issuer the member presents now.
+fn is_renewal(c: &SimCluster, s: &crate::api::StepRecord) -> bool {
+    use crate::api::StepAction;
+    let Some(issuer) = s.trust.as_ref().and_then(|t| ca_number(&t.issuer)) else {
+        return false;
+    };
+    let member = match s.action {
+        StepAction::InstallCertificate | StepAction::Restart => Some(s.member.as_str()),
+        StepAction::Switchover => s.from.as_deref(),
+        _ => None,
+    };
+    member
+        .and_then(|m| c.members.get(m))
+        .is_some_and(|m| m.presents == issuer)
+}
 /// What the invariant checks need of one cluster at one instant.
 struct ClusterFacts<'a> {
     /// Lowest and highest version the members run, as the mesh compares them (components
@@ -1418,8 +1602,8 @@ impl VersionRanks {
 }
 
 /// What the mesh planner reads of a cluster status, written out exactly (equal bytes, equal
-/// fields): phase, target version, whether steps are in flight, and each member's version,
-/// backlog and conflicts.
+/// fields): phase, target version, whether steps are in flight (and rotation steps), each
+/// member's version, backlog and conflicts, and the rotation's target, phase and sites.
 fn mesh_key(st: Option<&ClusterStatus>, out: &mut Vec<u8>) {
     fn text(out: &mut Vec<u8>, s: Option<&str>) {
         match s {
@@ -1444,6 +1628,17 @@ fn mesh_key(st: Option<&ClusterStatus>, out: &mut Vec<u8>) {
         text(out, m.version.as_deref());
         out.extend_from_slice(&m.backlog.to_le_bytes());
         out.extend_from_slice(&m.conflicts.to_le_bytes());
+    }
+    out.push(st.steps.iter().any(crate::api::StepRecord::is_rotation) as u8);
+    if let Some(c) = &st.certificates {
+        out.push(1);
+        text(out, c.target_ca.as_deref());
+        text(out, c.phase.as_deref());
+        out.extend_from_slice(&(c.sites.len() as u64).to_le_bytes());
+        for (k, v) in &c.sites {
+            text(out, Some(k));
+            text(out, Some(v));
+        }
     }
 }
 

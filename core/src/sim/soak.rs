@@ -181,8 +181,11 @@ fn verdict(sim: &Sim) -> Verdict {
                 .map(|c| c.reason.clone())
         })
         .collect();
-    let rotating: Vec<&super::SimCluster> =
-        sim.clusters.iter().filter(|c| c.ca.is_some()).collect();
+    let rotating: Vec<&super::SimCluster> = sim
+        .clusters
+        .iter()
+        .filter(|c| sim.ca_of(c).is_some())
+        .collect();
     let done = sim.rotations_done();
     let stalled = rotating
         .iter()
@@ -253,28 +256,26 @@ pub fn rotation_run(seed: u64, bounds: Bounds, scenario: Scenario) -> Sim {
     };
     let cfg = fault_config(rng.next_u64(), faulty, faults_until);
     let mut sim = Sim::new(cfg, START);
-    let names: Vec<String> = topo.clusters.iter().map(|c| c.name.clone()).collect();
-    for mut c in topo.clusters {
-        let mut certs = CertificatesSpec::default();
-        if scenario == Scenario::RotationOptions {
-            certs.max_jobs_per_site = 1 + rng.below(3) as u32;
-            certs.keep_old_trust = rng.chance(0.3);
-            certs.resign_data = rng.chance(0.7);
-        }
-        c.spec.certificates = Some(certs);
+    for c in topo.clusters {
         sim.add_cluster(&c.name, c.labels, c.spec, from);
-        // Adopted on CA 0 (what every member trusts and presents): nothing to rotate yet.
-        sim.set_ca(&c.name, 0);
     }
+    // The mesh declares the certificates; its clusters declare none.
+    let mut certs = CertificatesSpec::default();
+    if scenario == Scenario::RotationOptions {
+        certs.max_jobs_per_site = 1 + rng.below(3) as u32;
+        certs.keep_old_trust = rng.chance(0.3);
+        certs.resign_data = rng.chance(0.7);
+    }
+    topo.mesh.certificates = Some(certs);
     sim.set_mesh("mesh", topo.mesh);
+    // Adopted on CA 0 (what every member trusts and presents): nothing to rotate yet.
+    sim.set_mesh_ca(0);
     // With a rollout: the CA changes with the version, or a while into the rollout.
     if scenario == Scenario::RotationDuringRollout && rng.chance(0.5) {
         let until = sim.now.plus(Duration::from_secs(60 + rng.below(1800)));
         sim.run(until.since(sim.now));
     }
-    for n in &names {
-        sim.set_ca(n, 1);
-    }
+    sim.set_mesh_ca(1);
     if let Some((at, length)) = cut {
         if at.millis() > 0 {
             sim.run(at);

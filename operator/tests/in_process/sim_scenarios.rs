@@ -1391,16 +1391,25 @@ fn a_rotation_keeping_the_old_trust_ends_with_both_cas_trusted() {
 /// Sends member `m` of cluster `c`, outside the planner, a rotation request of `kind` for CA 1
 /// alone.
 fn inject_new_ca(sim: &mut Sim, m: &str, id: &str, kind: baton::plan::OpKind) {
-    let ca = baton::sim::ca_fingerprint(1);
-    let request = baton::plan::OpRequest {
+    sim.inject("c", m, rotation_op(id, kind, &[], 1));
+}
+
+/// A rotation request to simulated CA `anchor`, keeping the CAs `keep`.
+fn rotation_op(
+    id: &str,
+    kind: baton::plan::OpKind,
+    keep: &[u8],
+    anchor: u8,
+) -> baton::plan::OpRequest {
+    let fp = baton::sim::ca_fingerprint;
+    baton::plan::OpRequest {
         trust: Some(TrustParams {
-            anchor: ca.clone(),
-            issuer: ca,
-            keep: vec![],
+            anchor: fp(anchor),
+            issuer: fp(anchor),
+            keep: keep.iter().map(|&n| fp(n)).collect(),
         }),
         ..baton::plan::OpRequest::new(id, kind)
-    };
-    sim.inject("c", m, request);
+    }
 }
 
 /// The invariants can fail: a step that drops the old CA from one store while the others still
@@ -1430,4 +1439,324 @@ fn a_rotation_rule_broken_on_purpose_is_caught_by_the_invariants() {
     inject_new_ca(&mut sim, "m0", "bad-active", OpKind::Restart);
     sim.tick(Duration::from_millis(500));
     assert_caught(&sim, "c/m0: restarts while it is the active");
+}
+
+// ----- mesh-wide CA rotation -----------------------------------------------------------------
+
+/// A mesh of clusters a and b (members m0 in site east and m1 in site west each, one tier of
+/// both) and, when `solo`, cluster solo (one member in site west that may not restart in
+/// place). The mesh declares `certs`; its clusters none. Adopted on simulated CA 0, then the
+/// mesh's CA becomes CA 1.
+fn rotating_mesh(certs: CertificatesSpec, solo: bool) -> Sim {
+    let two = |name: &str| {
+        let mut spec = cluster_spec(2, None);
+        for (m, site) in spec.members.iter_mut().zip(["east", "west"]) {
+            m.endpoint = format!("{name}-{}.sim:9443", m.name);
+            m.site = Some(site.to_string());
+        }
+        spec
+    };
+    let mut names = vec!["a", "b"];
+    let mut sim = Sim::new(SimConfig::default(), T0);
+    sim.add_cluster("a", BTreeMap::new(), two("a"), "1.0.0");
+    sim.add_cluster("b", BTreeMap::new(), two("b"), "1.0.0");
+    if solo {
+        let mut spec = cluster_spec(1, None);
+        spec.members[0].site = Some("west".into());
+        sim.add_cluster("solo", BTreeMap::new(), spec, "1.0.0");
+        names.push("solo");
+    }
+    let mesh = MeshSpec {
+        version: "1.0.0".into(),
+        tiers: vec![TierSpec {
+            name: "t".into(),
+            clusters: names.iter().map(|n| n.to_string()).collect(),
+            selector: None,
+            max_parallel: 3,
+            stagger: Duration(0),
+        }],
+        compatibility: vec![],
+        strategy: MeshStrategy::default(),
+        preconditions: Preconditions::default(),
+        paused: false,
+        certificates: Some(certs),
+    };
+    sim.set_mesh("mesh", mesh);
+    sim.set_mesh_ca(0);
+    sim.run(Duration::from_secs(60));
+    assert_clean(&sim);
+    sim.set_mesh_ca(1);
+    sim
+}
+
+/// The mesh's `spec.certificates` rotates every cluster: each cluster's host reads the mesh's
+/// CA, the phases run mesh-wide (nobody presents the new CA before every member of every
+/// cluster trusts it, none drops the old one while anyone presents it: checked at every
+/// instant), and the mesh ends Ready with its rotation Done.
+#[test]
+fn a_mesh_rotation_completes_on_every_cluster() {
+    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
+    sim.run(Duration::from_secs(3600));
+    assert_clean(&sim);
+    for c in ["a", "b"] {
+        let st = status(&sim, c);
+        assert_eq!(st.phase, ClusterPhase::Ready, "{c}: {:?}", st.message);
+        let certs = st.certificates.expect("certificates status");
+        assert_eq!(certs.phase.as_deref(), Some("Done"));
+        for m in ["m0", "m1"] {
+            let sm = &sim.cluster(c).unwrap().members[m];
+            assert_eq!(
+                (sm.presents, sm.trust.iter().collect::<Vec<_>>()),
+                (1, vec![1])
+            );
+        }
+    }
+    let ms = mesh_status(&sim);
+    assert_eq!(ms.phase, MeshPhase::Ready, "{:?}", ms.message);
+    let mc = ms.certificates.expect("mesh certificates status");
+    assert_eq!(mc.phase.as_deref(), Some("Done"));
+    assert_eq!(mc.target_ca, Some(baton::sim::ca_fingerprint(1)));
+    assert!(sim.rotation_problems().is_empty() && sim.liveness_problems().is_empty());
+    assert!(sim.settled());
+}
+
+/// A cluster of the mesh that cannot finish the rotation (a lone member that may not restart
+/// in place) holds the mesh in its phase: the others finish the phase and wait, and the mesh
+/// is Degraded naming it. That is a stop with a reason, not a liveness failure.
+#[test]
+fn a_mesh_rotation_held_by_a_stalled_cluster_is_degraded_with_a_reason() {
+    let mut sim = rotating_mesh(CertificatesSpec::default(), true);
+    sim.run(Duration::from_secs(3600));
+    assert_clean(&sim);
+    assert!(sim.settled());
+    let solo = status(&sim, "solo");
+    assert_eq!(solo.phase, ClusterPhase::Stalled);
+    assert_eq!(
+        condition(&solo.conditions, "Stalled").reason,
+        "RestartNeedsOutage"
+    );
+    let ms = mesh_status(&sim);
+    assert_eq!(ms.phase, MeshPhase::Degraded, "{:?}", ms.message);
+    assert!(
+        ms.message
+            .as_deref()
+            .is_some_and(|m| m.contains("failed clusters hold the rotation: solo")),
+        "{:?}",
+        ms.message
+    );
+    for c in ["a", "b"] {
+        let st = status(&sim, c);
+        assert_eq!(st.phase, ClusterPhase::Waiting, "{c}: {:?}", st.message);
+    }
+    assert_eq!(sim.rotation_problems(), Vec::<String>::new());
+    assert_eq!(sim.liveness_problems(), Vec::<String>::new());
+}
+
+/// Invariant (a) across clusters: every member of cluster a trusts CA 1 and a/m1 presents a
+/// certificate of it, which b's members do not trust. Within a, every link works; the mesh
+/// check catches it.
+#[test]
+fn a_certificate_presented_before_every_cluster_trusts_its_ca_is_caught() {
+    use baton::sim::CaSet;
+    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
+    for m in ["m0", "m1"] {
+        sim_member(&mut sim, "a", m).trust = CaSet::of(0).with(1);
+    }
+    sim_member(&mut sim, "a", "m1").presents = 1;
+    sim.tick(Duration::from_millis(100));
+    assert!(
+        sim.violations.iter().any(|v| v.contains(
+            "a/m1: presents a certificate of the new CA 1 before every member trusts it (b/m0 \
+             trusts only CAs [0])"
+        )),
+        "{:#?}",
+        sim.violations
+    );
+    assert!(
+        !sim.violations.iter().any(|v| v.contains("handshake")),
+        "no link inside a fails: {:#?}",
+        sim.violations
+    );
+}
+
+/// Invariant (b) across clusters: CA 0 leaves b/m0's store while a's members still present
+/// its certificates (b itself has moved on: every link inside b works).
+#[test]
+fn the_old_ca_leaving_a_store_while_another_cluster_presents_it_is_caught() {
+    use baton::sim::CaSet;
+    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
+    for c in ["a", "b"] {
+        for m in ["m0", "m1"] {
+            sim_member(&mut sim, c, m).trust = CaSet::of(0).with(1);
+        }
+    }
+    for m in ["m0", "m1"] {
+        sim_member(&mut sim, "b", m).presents = 1;
+    }
+    sim.tick(Duration::from_millis(100));
+    assert_clean(&sim);
+    sim_member(&mut sim, "b", "m0").trust = CaSet::of(1);
+    sim.tick(Duration::from_millis(100));
+    assert!(
+        sim.violations.iter().any(|v| v.contains(
+            "b/m0: CA 0 left its trust store (it trusts CAs [1]) while a/m0 still presents a \
+             certificate of it"
+        )),
+        "{:#?}",
+        sim.violations
+    );
+    assert!(!sim.violations.iter().any(|v| v.contains("handshake")));
+}
+
+/// Invariant (c): `maxJobsPerSite` counts rotation operations per site across the mesh (sites
+/// are shared by name across clusters): one on a/m0 and one on b/m0, both in site east, are
+/// two; one in east and one in west are within the limit.
+#[test]
+fn rotation_jobs_beyond_max_jobs_per_site_across_clusters_are_caught() {
+    use baton::plan::OpKind;
+    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
+    sim.inject(
+        "a",
+        "m0",
+        rotation_op("ok-a", OpKind::InstallTrust, &[0], 1),
+    );
+    sim.inject(
+        "b",
+        "m1",
+        rotation_op("ok-b", OpKind::InstallTrust, &[0], 1),
+    );
+    sim.tick(Duration::from_millis(100));
+    assert_clean(&sim);
+    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
+    sim.inject(
+        "a",
+        "m0",
+        rotation_op("bad-a", OpKind::InstallTrust, &[0], 1),
+    );
+    sim.inject(
+        "b",
+        "m0",
+        rotation_op("bad-b", OpKind::InstallTrust, &[0], 1),
+    );
+    sim.tick(Duration::from_millis(100));
+    assert!(
+        sim.violations
+            .iter()
+            .any(|v| v
+                .contains("2 rotation operations run at once in site \"east\" > maxJobsPerSite 1")),
+        "{:#?}",
+        sim.violations
+    );
+}
+
+fn step(id: &str, action: StepAction, member: &str, trust: Option<u8>) -> StepRecord {
+    let fp = baton::sim::ca_fingerprint;
+    StepRecord {
+        id: id.into(),
+        action,
+        member: member.into(),
+        from: None,
+        version: None,
+        component: None,
+        attempt: 1,
+        started_at: T0,
+        log_id: 1,
+        source: None,
+        rollback: false,
+        trust: trust.map(|n| TrustParams {
+            anchor: fp(n),
+            issuer: fp(n),
+            keep: vec![],
+        }),
+    }
+}
+
+fn push_step(sim: &mut Sim, c: &str, s: StepRecord) {
+    sim.cluster_mut(c)
+        .and_then(|c| c.status.as_mut())
+        .expect("planned")
+        .steps
+        .push(s);
+}
+
+/// Invariant (d): a rotation step of a change of CA in flight on a while an upgrade step is in
+/// flight on b is caught, and so is one beside an upgrade step on the same cluster; a renewal
+/// (a certificate of the CA its member already presents) is not held to the mesh-wide rule.
+#[test]
+fn a_rotation_step_beside_an_upgrade_step_in_the_mesh_is_caught() {
+    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
+    push_step(
+        &mut sim,
+        "a",
+        step("rot", StepAction::InstallTrust, "m0", Some(1)),
+    );
+    push_step(&mut sim, "b", step("up", StepAction::Upgrade, "m1", None));
+    sim.tick(Duration::from_millis(100));
+    assert!(
+        sim.violations.iter().any(|v| v.contains(
+            "a: rotation step InstallTrust on m0 in flight while b has upgrade step Upgrade on m1 \
+             in flight"
+        )),
+        "{:#?}",
+        sim.violations
+    );
+    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
+    push_step(
+        &mut sim,
+        "a",
+        step("rot", StepAction::Restart, "m1", Some(1)),
+    );
+    push_step(&mut sim, "a", step("up", StepAction::Upgrade, "m0", None));
+    sim.tick(Duration::from_millis(100));
+    assert!(
+        sim.violations.iter().any(|v| v.contains(
+            "a: rotation step Restart on m1 in flight beside upgrade step Upgrade on m0"
+        )),
+        "{:#?}",
+        sim.violations
+    );
+    // A renewal from CA 0, which a/m1 presents, beside an upgrade elsewhere.
+    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
+    push_step(
+        &mut sim,
+        "a",
+        step("renew", StepAction::InstallCertificate, "m1", Some(0)),
+    );
+    push_step(&mut sim, "b", step("up", StepAction::Upgrade, "m1", None));
+    sim.tick(Duration::from_millis(100));
+    assert_clean(&sim);
+}
+
+/// Invariant (f) can fail: a rotation the cluster calls Done with a member still presenting
+/// the old CA, and a mesh whose rotation is neither done nor stopped with a reason.
+#[test]
+fn a_rotation_left_unfinished_is_a_liveness_problem() {
+    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
+    sim.run(Duration::from_secs(3600));
+    assert_clean(&sim);
+    assert!(sim.rotation_problems().is_empty());
+    sim_member(&mut sim, "b", "m1").presents = 0;
+    let problems = sim.rotation_problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("b/m1: rotation Done but it presents CA 0")),
+        "{problems:#?}"
+    );
+    sim_member(&mut sim, "b", "m1").presents = 1;
+    if let Some(c) = sim
+        .mesh
+        .as_mut()
+        .and_then(|m| m.status.as_mut())
+        .and_then(|s| s.certificates.as_mut())
+    {
+        c.phase = Some("Reissue".into());
+    }
+    let problems = sim.rotation_problems();
+    assert!(
+        problems.iter().any(|p| p.starts_with(
+            "mesh mesh: Some(Ready) but the rotation to CA 1 is in phase Some(\"Reissue\")"
+        )),
+        "{problems:#?}"
+    );
 }

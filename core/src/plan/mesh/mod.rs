@@ -145,7 +145,16 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     let direction = rollout::direction(&st, spec, &clusters.sums);
     let unreported = holds::unreported(&clusters, &st);
     // 4. The CA rotation: decided before a rollout may start (from rest it goes first).
-    let rotating = rotate(input, &clusters, &mut st, &mut stalled, paused, &mut events);
+    let mut failed: Vec<String> = Vec::new();
+    let rotating = rotate(
+        input,
+        &clusters,
+        &mut st,
+        &mut stalled,
+        paused,
+        &mut events,
+        &mut failed,
+    );
     let mut unmet: Option<String> = None;
     if stalled.is_none() && !all_done && rotating.is_none() {
         if let Some(why) = &unreported {
@@ -188,7 +197,6 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     rollout::close_done_tiers(&mut st, &tiers, &mut events, now);
 
     // 6. Admission.
-    let mut failed: Vec<String> = Vec::new();
     if rotating.is_some() {
         st.admitted.clear();
     }
@@ -236,7 +244,8 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
 }
 
 /// The rotation's stage (see [`rotation`]). `Some(message)` while it runs: the version
-/// rollout stands still; a CA that cannot be used stalls the mesh.
+/// rollout stands still; a CA that cannot be used stalls the mesh. `failed` gets the clusters
+/// that failed short of the target and so hold the rotation (the mesh is Degraded).
 fn rotate(
     input: &MeshInput<'_>,
     clusters: &read::Clusters<'_>,
@@ -244,6 +253,7 @@ fn rotate(
     stalled: &mut Option<crate::plan::stall::Stall>,
     paused: bool,
     events: &mut Vec<PlanEvent>,
+    failed: &mut Vec<String>,
 ) -> Option<String> {
     let spec = input.mesh.spec;
     if stalled.is_some() {
@@ -264,16 +274,31 @@ fn rotate(
             *stalled = Some(stall);
             None
         }
-        rotation::Rotation::Running { waiting } => Some(waiting.unwrap_or_else(|| {
-            let c = st.certificates.as_ref();
-            let phase = c.and_then(|c| c.phase.as_deref()).unwrap_or_default();
-            let target = c
-                .and_then(|c| c.target_ca.as_deref())
-                .map(crate::plan::trust::short_id)
-                .unwrap_or_default();
-            let moving = c.map(|c| c.rotating.join(", ")).unwrap_or_default();
-            format!("rotating the CA to {target}: phase {phase} (rotating: {moving})")
-        })),
+        rotation::Rotation::Running {
+            waiting,
+            failed: held,
+        } => {
+            let msg = waiting.unwrap_or_else(|| {
+                let c = st.certificates.as_ref();
+                let phase = c.and_then(|c| c.phase.as_deref()).unwrap_or_default();
+                let target = c
+                    .and_then(|c| c.target_ca.as_deref())
+                    .map(crate::plan::trust::short_id)
+                    .unwrap_or_default();
+                let moving = c.map(|c| c.rotating.join(", ")).unwrap_or_default();
+                format!("rotating the CA to {target}: phase {phase} (rotating: {moving})")
+            });
+            let msg = if held.is_empty() {
+                msg
+            } else {
+                format!(
+                    "{msg}; failed clusters hold the rotation: {}",
+                    held.join(", ")
+                )
+            };
+            *failed = held;
+            Some(msg)
+        }
     }
 }
 

@@ -35,6 +35,9 @@ pub(super) struct Summary<'a> {
     target_id: u32,
     ready_for: u32,
     pub(super) done: bool,
+    /// Until ranked: the status waits for the mesh's CA rotation with nothing in flight (done
+    /// with the rollout once every member runs the target).
+    waits_for_rotation: bool,
     pub(super) failed: bool,
     /// Mixed versions or steps in flight: the cluster is part-way, whatever its admission.
     pub(super) in_motion: bool,
@@ -211,6 +214,15 @@ impl<'a> Reader<'a> {
             target_id: self.versions.id(target),
             ready_for,
             done: false,
+            waits_for_rotation: c.status.is_some_and(|s| {
+                s.phase == ClusterPhase::Waiting
+                    && s.steps.is_empty()
+                    && s.certificates
+                        .as_ref()
+                        .and_then(|x| x.phase.as_deref())
+                        .and_then(crate::api::RotationPhase::parse)
+                        .is_some()
+            }),
             failed: c.status.is_some_and(|s| {
                 matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack)
             }),
@@ -254,7 +266,13 @@ impl<'a> Reader<'a> {
                 s.lo_rank = rank[s.lo as usize];
                 s.hi_rank = rank[s.hi as usize];
             }
-            s.done = s.ready_for != NONE && rank[s.ready_for as usize] == target;
+            // Ready for the target; or, waiting for the CA rotation, every member on it (a
+            // cluster waiting for its rotation is not Ready, and done with the rollout).
+            s.done = (s.ready_for != NONE && rank[s.ready_for as usize] == target)
+                || (s.waits_for_rotation
+                    && s.lo != NONE
+                    && s.lo_rank == target
+                    && s.hi_rank == target);
             let mixed = s.lo != NONE && s.lo_rank != s.hi_rank;
             s.in_motion = !s.done && (mixed || s.in_motion);
             s.backout = s.hi != NONE && s.hi_rank > target;

@@ -11,9 +11,11 @@
 //! rotating cluster uses one of its sites (the procedure's one job per site at a time, across
 //! the mesh; members without a site are their cluster's own).
 //!
-//! A rotation and a version rollout of the mesh never run at once: a rollout under way
-//! finishes first; from rest the rotation goes first (a CA nearing expiry is a deadline, a
-//! version is not), and the mesh starts no rollout until it is done.
+//! A rotation and a version rollout of the mesh never run at once: the clusters part-way in a
+//! rollout under way finish their upgrade first (a cluster at rest would not start one: with
+//! a rotation due, it waits for its rotation grant); then the rotation runs, and the rollout
+//! goes on once it is done. From rest the rotation goes first (a CA nearing expiry is a
+//! deadline, a version is not), and the mesh starts no rollout until it is done.
 //!
 //! Owns: `status.certificates`, the rotation's events, the CA stall of the mesh. May use:
 //! `read`, `plan::trust`, `plan::stall`.
@@ -32,11 +34,16 @@ use super::read::{Clusters, Summary};
 pub(super) enum Rotation {
     /// No `spec.certificates`, or every cluster is on the target CA.
     Idle,
-    /// Due, but a version rollout is under way: it goes on, the rotation waits.
+    /// Due, but clusters are part-way in a version rollout: it goes on, the rotation waits.
     WaitsForRollout,
     /// Due and running (or waiting at its start, `waiting` says why): the version rollout
-    /// stands still, no rollout starts and nobody is admitted for one.
-    Running { waiting: Option<String> },
+    /// stands still, no rollout starts and nobody is admitted for one. `failed`: clusters
+    /// Stalled or RolledBack short of the target, which hold the rotation (the mesh is
+    /// Degraded while they do).
+    Running {
+        waiting: Option<String>,
+        failed: Vec<String>,
+    },
     /// The CA cannot be used: the mesh is stalled.
     Stalled(Stall),
 }
@@ -86,7 +93,7 @@ impl Stage {
 /// What the rotation stage reads besides the clusters.
 pub(super) struct Situation<'x> {
     pub(super) ca: Option<&'x CaInput>,
-    /// A version rollout is under way (its log entry is open).
+    /// A version rollout is under way (its log entry is open): its version.
     pub(super) rollout_open: Option<String>,
     pub(super) paused: bool,
 }
@@ -155,9 +162,20 @@ pub(super) fn run(
         cs.waiting = None;
         return Rotation::Idle;
     };
-    let waiting = if let Some(version) = &sit.rollout_open {
+    let failed: Vec<String> = stages
+        .iter()
+        .filter(|(s, stage)| s.failed && *stage != Stage::Done)
+        .map(|(s, _)| s.name().to_string())
+        .collect();
+    let upgrading = stages.iter().any(|(s, _)| part_way(s));
+    let waiting = if upgrading {
+        let to = sit
+            .rollout_open
+            .as_ref()
+            .map(|v| format!(" to {v}"))
+            .unwrap_or_default();
         Some(format!(
-            "the CA rotation waits for the rollout to {version} to finish"
+            "the CA rotation waits for the clusters part-way in the rollout{to} to finish their upgrade"
         ))
     } else if sit.paused {
         Some("paused: no cluster starts rotation steps".into())
@@ -171,15 +189,21 @@ pub(super) fn run(
     if let Some(why) = waiting {
         cs.rotating.clear();
         cs.waiting = Some(why.clone());
-        return if sit.rollout_open.is_some() {
+        return if upgrading {
             Rotation::WaitsForRollout
         } else {
-            Rotation::Running { waiting: Some(why) }
+            Rotation::Running {
+                waiting: Some(why),
+                failed,
+            }
         };
     }
     cs.rotating = grant(&stages, mesh_phase);
     cs.waiting = None;
-    Rotation::Running { waiting: None }
+    Rotation::Running {
+        waiting: None,
+        failed,
+    }
 }
 
 fn invalid(st: &mut MeshStatus, reason: &'static str, message: String) -> Rotation {
@@ -188,6 +212,17 @@ fn invalid(st: &mut MeshStatus, reason: &'static str, message: String) -> Rotati
     cs.rotating.clear();
     cs.waiting = None;
     Rotation::Stalled(Stall::CaUnusable { reason, message })
+}
+
+/// The cluster is part-way in a version rollout: not done, with mixed versions or upgrade
+/// steps in flight. It finishes its upgrade before any cluster rotates (a cluster at rest
+/// waits for the rotation instead: from rest, the rotation goes first).
+fn part_way(s: &Summary<'_>) -> bool {
+    s.in_motion
+        && (s.lo_rank() != s.hi_rank()
+            || s.view
+                .status
+                .is_some_and(|st| st.steps.iter().any(|x| !x.is_rotation())))
 }
 
 /// Rotation steps in flight on the cluster.
@@ -407,23 +442,133 @@ mod tests {
         s.mesh.spec.version = "2.0.0".into();
         let plan = s.step();
         assert!(!plan.status.admitted.is_empty());
-        // The CA changes under it: the rollout goes on, nobody rotates.
-        s.set(at("a", &["x", "y"], NEW, "AddTrust", 0));
+        // The CA changes under it while b is part-way: the rollout goes on, nobody rotates.
+        s.set(
+            cluster("a")
+                .ready("1.0.0")
+                .sites(&["x", "y"])
+                .rotation(NEW, "AddTrust", 0),
+        );
+        s.set(
+            cluster("b")
+                .members_run(&["2.0.0", "1.0.0"])
+                .sites(&["x", "y"])
+                .rotation(NEW, "Done", 0),
+        );
         let plan = s.step();
         assert!(rotating(&plan).is_empty());
         assert!(!plan.status.admitted.is_empty(), "the rollout keeps moving");
         let c = plan.status.certificates.as_ref().expect("written");
-        assert_eq!(
-            c.waiting.as_deref(),
-            Some("the CA rotation waits for the rollout to 2.0.0 to finish")
-        );
+        let why = "the CA rotation waits for the clusters part-way in the rollout to 2.0.0 to finish their upgrade";
+        assert_eq!(c.waiting.as_deref(), Some(why));
         let grant = admission_for("mesh", &s.mesh.spec, Some(&plan.status), "a")
             .rotation
             .expect("the mesh declares certificates");
-        assert_eq!(
-            grant.waiting.as_deref(),
-            Some("mesh mesh: the CA rotation waits for the rollout to 2.0.0 to finish")
+        assert_eq!(grant.waiting, Some(format!("mesh mesh: {why}")));
+    }
+
+    /// A rollout open with nobody part-way: a cluster at rest would wait for the rotation (its
+    /// rotation goes first from rest) and the mesh for the rollout, for ever. The rotation
+    /// goes first and the rollout goes on after it.
+    #[test]
+    fn a_rollout_open_with_nobody_part_way_lets_the_rotation_go_first() {
+        let mut s = scene("Done", "Done", "Done");
+        s.mesh.spec.version = "2.0.0".into();
+        let plan = s.step();
+        assert!(!plan.status.admitted.is_empty(), "the rollout started");
+        for (name, sites) in [("a", &["x", "y"][..]), ("b", &["x", "y"]), ("c", &["z"])] {
+            s.set(
+                cluster(name)
+                    .ready("1.0.0")
+                    .sites(sites)
+                    .rotation(NEW, "AddTrust", 0),
+            );
+        }
+        let plan = s.step();
+        assert_eq!(rotating(&plan), ["a", "c"]);
+        assert!(
+            plan.status.admitted.is_empty(),
+            "nobody moves for the rollout"
         );
+        assert!(plan.status.rollout.is_some(), "the rollout stays open");
+        // Done everywhere: the rollout goes on.
+        for (name, sites) in [("a", &["x", "y"][..]), ("b", &["x", "y"]), ("c", &["z"])] {
+            s.set(
+                cluster(name)
+                    .ready("1.0.0")
+                    .sites(sites)
+                    .rotation(NEW, "Done", 0),
+            );
+        }
+        let plan = s.step();
+        assert!(rotating(&plan).is_empty());
+        assert!(!plan.status.admitted.is_empty());
+    }
+
+    /// Soak (RotationDuringRollout, seed 102): tier t0 was done when the CA changed; its
+    /// clusters, on the target, then waited for the rotation, so they were no longer Ready and
+    /// the mesh took t0 for unfinished again, re-admitting them and dropping b of t1, which was
+    /// part-way: b could not finish, the rotation waited for it, for ever. A cluster on the
+    /// target with nothing in flight that waits for the rotation is done with the rollout.
+    #[test]
+    fn a_cluster_on_the_target_waiting_for_the_rotation_is_done_with_the_rollout() {
+        use crate::api::ClusterPhase;
+        let mut s = mesh("2.0.0")
+            .tier("t0", &["a"])
+            .tier("t1", &["b"])
+            .certificates()
+            .scene()
+            .with(
+                cluster("a")
+                    .ready("2.0.0")
+                    .phase(ClusterPhase::Waiting)
+                    .rotation(NEW, "AddTrust", 0),
+            )
+            .with(
+                cluster("b")
+                    .members_run(&["2.0.0", "1.0.0"])
+                    .rotation(NEW, "AddTrust", 0),
+            )
+            .with_ca(ca());
+        let plan = s.step();
+        assert!(plan.status.rollout.is_some(), "the rollout starts");
+        let admitted: Vec<&str> = plan
+            .status
+            .admitted
+            .iter()
+            .map(|a| a.cluster.as_str())
+            .collect();
+        assert_eq!(admitted, ["b"], "b finishes its upgrade");
+        assert!(rotating(&plan).is_empty(), "the rotation waits for b");
+        // b done too: the rollout is complete and the rotation runs.
+        s.set(
+            cluster("b")
+                .ready("2.0.0")
+                .phase(ClusterPhase::Waiting)
+                .rotation(NEW, "AddTrust", 0),
+        );
+        let plan = s.step();
+        assert!(plan.status.admitted.is_empty());
+        assert_eq!(rotating(&plan), ["a", "b"]);
+        // A cluster waiting for the rotation on the old version is not done.
+        let s = mesh("2.0.0")
+            .tier("t0", &["a"])
+            .tier("t1", &["b"])
+            .certificates()
+            .scene()
+            .with(
+                cluster("a")
+                    .ready("1.0.0")
+                    .phase(ClusterPhase::Waiting)
+                    .rotation(NEW, "AddTrust", 0),
+            )
+            .with(
+                cluster("b")
+                    .members_run(&["2.0.0", "1.0.0"])
+                    .rotation(NEW, "AddTrust", 0),
+            )
+            .with_ca(ca());
+        assert_eq!(s.plan().status.progress.as_deref(), Some("0/2"));
     }
 
     #[test]
@@ -456,6 +601,50 @@ mod tests {
         let mut s = scene("AddTrust", "AddTrust", "AddTrust");
         s.ca = None;
         assert_eq!(phase(&s.plan()), Some("Invalid"), "not read yet");
+    }
+
+    /// A cluster that stalls in the rotation (a lone member that may not restart, say) holds
+    /// the mesh in its phase for good: the mesh is Degraded and names it (not Progressing
+    /// forever), while the others finish the phase.
+    #[test]
+    fn a_failed_cluster_holding_the_phase_degrades_the_mesh() {
+        let mut s = scene("Reissue", "Reissue", "RemoveOldTrust");
+        s.set(
+            cluster("a")
+                .ready("1.0.0")
+                .sites(&["x", "y"])
+                .rotation(NEW, "Reissue", 0)
+                .stalled(),
+        );
+        let plan = s.plan();
+        assert_eq!(phase(&plan), Some("Reissue"));
+        assert_eq!(
+            rotating(&plan),
+            ["b"],
+            "b finishes the phase (a waits for its sites)"
+        );
+        assert_eq!(plan.status.phase, MeshPhase::Degraded);
+        assert!(condition_true(&plan.status.conditions, cond::DEGRADED));
+        assert!(
+            plan.status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("failed clusters hold the rotation: a")),
+            "{:?}",
+            plan.status.message
+        );
+        // A failed cluster already on the target holds nothing.
+        let mut s = scene("Reissue", "Reissue", "Reissue");
+        s.set(
+            cluster("c")
+                .ready("1.0.0")
+                .sites(&["z"])
+                .rotation(NEW, "Done", 0)
+                .stalled(),
+        );
+        let plan = s.plan();
+        assert_eq!(plan.status.phase, MeshPhase::Progressing);
+        assert!(!condition_true(&plan.status.conditions, cond::DEGRADED));
     }
 
     #[test]

@@ -41,6 +41,8 @@ impl Outcome<'_> {
             MeshPhase::Ready
         } else if self.paused {
             MeshPhase::Paused
+        } else if self.rotating.is_some() && !self.failed.is_empty() {
+            MeshPhase::Degraded
         } else if self.rotating.is_some() {
             let granted = st
                 .certificates
