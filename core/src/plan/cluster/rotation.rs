@@ -106,7 +106,16 @@ pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
             true
         }
         Due::Phase(phase) => {
-            if upgrade_under_way(p) && !rotation_under_way(p, &r) {
+            // A mesh that grants the rotation has judged the cluster at rest (it sees versions,
+            // not components): follow it unless an upgrade step is in flight, or neither moves.
+            let granted = p
+                .inp
+                .admission
+                .rotation
+                .as_ref()
+                .is_some_and(|g| g.waiting.is_none())
+                && !p.st.steps.iter().any(|s| !s.is_rotation());
+            if upgrade_under_way(p) && !rotation_under_way(p, &r) && !granted {
                 p.wait(format!(
                     "the CA rotation ({}) waits for the rollout to {} to finish",
                     phase.as_str(),
@@ -988,6 +997,46 @@ mod tests {
         // Paused: nothing either.
         let plan = in_mesh(|_| {}).paused().build().plan();
         assert!(plan.status.steps.is_empty());
+    }
+
+    #[test]
+    fn a_cluster_of_a_mesh_follows_the_grant_when_its_layers_differ_but_nothing_upgrades() {
+        // Members on different software (a layered rollout part-way, b's os ahead): alone the
+        // cluster waits for its rollout, which its mesh (rotating first, seeing versions only)
+        // does not admit; with the grant it rotates.
+        let comp = |name: &str, after: &[&str]| crate::api::ComponentSpec {
+            name: name.into(),
+            after: after.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        };
+        let on = |o: crate::fixtures::cluster::Observed, os: &str| {
+            o.component("os", os).component("app", "1.0.0")
+        };
+        let layered = |b: ClusterBuilder| {
+            b.component(comp("os", &[]))
+                .component(comp("app", &["os"]))
+                .upgrade(|u| u.preflight = false)
+                .observe(on(member("a", true, &[OLD], OLD), "1.0.0"))
+                .observe(on(member("b", false, &[OLD], OLD).held(), "2.0.0"))
+                .observe(on(member("c", false, &[OLD], OLD), "1.0.0"))
+        };
+        let plan = layered(in_mesh(|_| {})).build().plan();
+        assert!(
+            starts(&plan, StepAction::InstallTrust),
+            "{:?}",
+            started(&plan)
+        );
+        // Not granted: it waits, as a standalone cluster waits for its rollout.
+        let plan = layered(in_mesh(|g| g.waiting = Some("mesh m: wait".into())))
+            .build()
+            .plan();
+        assert_not_started(&plan, StepAction::InstallTrust);
+        // An upgrade step in flight holds it even with the grant.
+        let plan = layered(in_mesh(|_| {}))
+            .step(step(StepAction::Backup, "c", NOW))
+            .build()
+            .plan();
+        assert_not_started(&plan, StepAction::InstallTrust);
     }
 
     #[test]
