@@ -1614,38 +1614,20 @@ fn the_old_ca_leaving_a_store_while_another_cluster_presents_it_is_caught() {
 #[test]
 fn rotation_jobs_beyond_max_jobs_per_site_across_clusters_are_caught() {
     use baton::plan::OpKind;
-    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
-    sim.inject(
-        "a",
-        "m0",
-        rotation_op("ok-a", OpKind::InstallTrust, &[0], 1),
-    );
-    sim.inject(
-        "b",
-        "m1",
-        rotation_op("ok-b", OpKind::InstallTrust, &[0], 1),
-    );
-    sim.tick(Duration::from_millis(100));
-    assert_clean(&sim);
-    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
-    sim.inject(
-        "a",
-        "m0",
-        rotation_op("bad-a", OpKind::InstallTrust, &[0], 1),
-    );
-    sim.inject(
-        "b",
-        "m0",
-        rotation_op("bad-b", OpKind::InstallTrust, &[0], 1),
-    );
-    sim.tick(Duration::from_millis(100));
-    assert!(
-        sim.violations
-            .iter()
-            .any(|v| v
-                .contains("2 rotation operations run at once in site \"east\" > maxJobsPerSite 1")),
-        "{:#?}",
-        sim.violations
+    // An install-trust on a's member `on_a` and one on b's member `on_b`, at once.
+    let both = |on_a: &str, on_b: &str| {
+        let mut sim = rotating_mesh(CertificatesSpec::default(), false);
+        for (c, m) in [("a", on_a), ("b", on_b)] {
+            let id = format!("{c}-{m}");
+            sim.inject(c, m, rotation_op(&id, OpKind::InstallTrust, &[0], 1));
+        }
+        sim.tick(Duration::from_millis(100));
+        sim
+    };
+    assert_clean(&both("m0", "m1"));
+    assert_caught(
+        &both("m0", "m0"),
+        "2 rotation operations run at once in site \"east\" > maxJobsPerSite 1",
     );
 }
 
@@ -1684,46 +1666,26 @@ fn push_step(sim: &mut Sim, c: &str, s: StepRecord) {
 /// (a certificate of the CA its member already presents) is not held to the mesh-wide rule.
 #[test]
 fn a_rotation_step_beside_an_upgrade_step_in_the_mesh_is_caught() {
-    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
-    push_step(
-        &mut sim,
-        "a",
-        step("rot", StepAction::InstallTrust, "m0", Some(1)),
+    // A rotation step (on `rot`, from CA `ca`) and an upgrade step (on `up`), both in flight.
+    let beside = |rot: (&str, StepAction, &str, u8), up: (&str, &str)| {
+        let mut sim = rotating_mesh(CertificatesSpec::default(), false);
+        push_step(&mut sim, rot.0, step("rot", rot.1, rot.2, Some(rot.3)));
+        push_step(&mut sim, up.0, step("up", StepAction::Upgrade, up.1, None));
+        sim.tick(Duration::from_millis(100));
+        sim
+    };
+    let sim = beside(("a", StepAction::InstallTrust, "m0", 1), ("b", "m1"));
+    assert_caught(
+        &sim,
+        "a: rotation step InstallTrust on m0 in flight while b has upgrade step Upgrade on m1 in flight",
     );
-    push_step(&mut sim, "b", step("up", StepAction::Upgrade, "m1", None));
-    sim.tick(Duration::from_millis(100));
-    assert!(
-        sim.violations.iter().any(|v| v.contains(
-            "a: rotation step InstallTrust on m0 in flight while b has upgrade step Upgrade on m1 \
-             in flight"
-        )),
-        "{:#?}",
-        sim.violations
-    );
-    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
-    push_step(
-        &mut sim,
-        "a",
-        step("rot", StepAction::Restart, "m1", Some(1)),
-    );
-    push_step(&mut sim, "a", step("up", StepAction::Upgrade, "m0", None));
-    sim.tick(Duration::from_millis(100));
-    assert!(
-        sim.violations.iter().any(|v| v.contains(
-            "a: rotation step Restart on m1 in flight beside upgrade step Upgrade on m0"
-        )),
-        "{:#?}",
-        sim.violations
+    let sim = beside(("a", StepAction::Restart, "m1", 1), ("a", "m0"));
+    assert_caught(
+        &sim,
+        "a: rotation step Restart on m1 in flight beside upgrade step Upgrade on m0",
     );
     // A renewal from CA 0, which a/m1 presents, beside an upgrade elsewhere.
-    let mut sim = rotating_mesh(CertificatesSpec::default(), false);
-    push_step(
-        &mut sim,
-        "a",
-        step("renew", StepAction::InstallCertificate, "m1", Some(0)),
-    );
-    push_step(&mut sim, "b", step("up", StepAction::Upgrade, "m1", None));
-    sim.tick(Duration::from_millis(100));
+    let sim = beside(("a", StepAction::InstallCertificate, "m1", 0), ("b", "m1"));
     assert_clean(&sim);
 }
 

@@ -947,6 +947,25 @@ mod tests {
         plan.status.certificates.clone().unwrap_or_default()
     }
 
+    /// `b` with two layers (`os`, then `app`), every member on the old CA, and b's os ahead on
+    /// 2.0.0 (held): a layered rollout part-way, nobody with every component on a target.
+    fn layered(b: ClusterBuilder) -> ClusterBuilder {
+        let comp = |name: &str, after: &[&str]| crate::api::ComponentSpec {
+            name: name.into(),
+            after: after.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        };
+        let on = |o: crate::fixtures::cluster::Observed, os: &str| {
+            o.component("os", os).component("app", "1.0.0")
+        };
+        b.component(comp("os", &[]))
+            .component(comp("app", &["os"]))
+            .upgrade(|u| u.preflight = false)
+            .observe(on(member("a", true, &[OLD], OLD), "1.0.0"))
+            .observe(on(member("b", false, &[OLD], OLD).held(), "2.0.0"))
+            .observe(on(member("c", false, &[OLD], OLD), "1.0.0"))
+    }
+
     /// `rotating()` as a cluster of mesh `m` that declares the certificates (and not the
     /// cluster), with the grant `f` shapes (admitted in AddTrust for NEW by default). The mesh
     /// rolls nothing out: the cluster is not admitted for upgrades.
@@ -1004,22 +1023,6 @@ mod tests {
         // Members on different software (a layered rollout part-way, b's os ahead): alone the
         // cluster waits for its rollout, which its mesh (rotating first, seeing versions only)
         // does not admit; with the grant it rotates.
-        let comp = |name: &str, after: &[&str]| crate::api::ComponentSpec {
-            name: name.into(),
-            after: after.iter().map(|a| a.to_string()).collect(),
-            ..Default::default()
-        };
-        let on = |o: crate::fixtures::cluster::Observed, os: &str| {
-            o.component("os", os).component("app", "1.0.0")
-        };
-        let layered = |b: ClusterBuilder| {
-            b.component(comp("os", &[]))
-                .component(comp("app", &["os"]))
-                .upgrade(|u| u.preflight = false)
-                .observe(on(member("a", true, &[OLD], OLD), "1.0.0"))
-                .observe(on(member("b", false, &[OLD], OLD).held(), "2.0.0"))
-                .observe(on(member("c", false, &[OLD], OLD), "1.0.0"))
-        };
         let plan = layered(in_mesh(|_| {})).build().plan();
         assert!(
             starts(&plan, StepAction::InstallTrust),
@@ -1627,24 +1630,7 @@ mod tests {
     /// old active to a plain standby beside an active on other software.
     #[test]
     fn a_layered_rollout_part_way_holds_the_rotation_though_nobody_is_on_the_target_yet() {
-        let comp = |name: &str, after: &[&str]| crate::api::ComponentSpec {
-            name: name.into(),
-            after: after.iter().map(|a| a.to_string()).collect(),
-            ..Default::default()
-        };
-        let on = |o: crate::fixtures::cluster::Observed, os: &str| {
-            o.component("os", os).component("app", "1.0.0")
-        };
-        let plan = rotating()
-            .version("2.0.0")
-            .component(comp("os", &[]))
-            .component(comp("app", &["os"]))
-            .upgrade(|u| u.preflight = false)
-            .observe(on(member("a", true, &[OLD], OLD), "1.0.0"))
-            .observe(on(member("b", false, &[OLD], OLD).held(), "2.0.0"))
-            .observe(on(member("c", false, &[OLD], OLD), "1.0.0"))
-            .build()
-            .plan();
+        let plan = layered(rotating().version("2.0.0")).build().plan();
         the_rollout_goes_on_alone(&plan);
     }
 
