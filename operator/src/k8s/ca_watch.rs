@@ -166,6 +166,68 @@ async fn watch_one(
     }
 }
 
+/// The CA Secret `certs` names (a Cluster's or a Mesh's `spec.certificates`; none without
+/// them), read now by name (in another namespace when the ref names one). Missing, forbidden or
+/// unreadable is an unusable CA with its reason: the planner stalls the object and contacts no
+/// member about certificates.
+pub(super) async fn read(
+    client: &kube::Client,
+    ns: &str,
+    certs: Option<&CertificatesSpec>,
+) -> Option<crate::reconcile::ca::CaState> {
+    let certs = certs?;
+    Some(read_secret(client, ns, certs).await)
+}
+
+/// The next pass at the latest `recheck` from now while the object names a CA Secret: its
+/// watch makes a change count at once, this bounds the wait when the watch cannot run.
+pub(super) fn bound(
+    wait: StdDuration,
+    recheck: StdDuration,
+    certs: Option<&CertificatesSpec>,
+) -> StdDuration {
+    match certs {
+        Some(_) => wait.min(recheck),
+        None => wait,
+    }
+}
+
+async fn read_secret(
+    client: &kube::Client,
+    ns: &str,
+    certs: &CertificatesSpec,
+) -> crate::reconcile::ca::CaState {
+    use crate::reconcile::ca::CaState;
+    use k8s_openapi::api::core::v1::Secret;
+    let r = &certs.ca_secret_ref;
+    let secret_ns = r.namespace.as_deref().unwrap_or(ns);
+    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), secret_ns);
+    let name = format!("{secret_ns}/{}", r.name);
+    match api.get_opt(&r.name).await {
+        Ok(Some(s)) => {
+            let data: std::collections::BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            CaState::read(Some(&data), &name, crate::reconcile::now())
+        }
+        Ok(None) => CaState::read(None, &name, crate::reconcile::now()),
+        Err(kube::Error::Api(e)) if e.code == 403 => CaState::unusable(
+            "CASecretForbidden",
+            format!(
+                "the operator may not read Secret {name}: list it in the chart value \
+                 certificates.caSecretNames (docs/rbac.md)"
+            ),
+        ),
+        Err(e) => CaState::unusable(
+            "CASecretUnreadable",
+            format!("Secret {name} could not be read: {e}"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ use crate::api::{Cluster, ClusterStatus};
 use crate::plan::PlanEvent;
 use crate::reconcile::{Members, act, certificates_of, now, observe_and_plan};
 
+use super::ca_watch;
 use super::context::{Context, Error};
 use super::events::{cluster_derived, reference, submission_failures};
 use super::passes::{self, not_now, timed, write_status};
@@ -98,10 +99,7 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     let adm = own.admission_of(&name);
     // The CA the cluster rotates to: its mesh's when the mesh declares certificates.
     let certs = certificates_of(&object, &adm).cloned();
-    object.ca = match &certs {
-        Some(certs) => Some(read_ca(&ctx.client, &ns, certs).await),
-        None => None,
-    };
+    object.ca = ca_watch::read(&ctx.client, &ns, certs.as_ref()).await;
     let ts = now();
     let pass = observe_and_plan(&ctx.members, &object, &adm, ts).await;
 
@@ -155,52 +153,9 @@ async fn pass<M: Members>(stored: &Cluster, ctx: &Context<M>) -> Result<Action, 
     };
     // The CA Secret is read by name on each pass; its watch (`ca_watch`) wakes the pass when it
     // changes, and this bounds the wait when the watch cannot run.
-    let wait = match &certs {
-        Some(_) => wait.min(ctx.ca_recheck),
-        None => wait,
-    };
+    let wait = ca_watch::bound(wait, ctx.ca_recheck, certs.as_ref());
     mark_hot(ctx, (ns, name), wait);
     Ok(Action::requeue(wait))
-}
-
-/// The CA Secret of `spec.certificates` (a Cluster's or a Mesh's), read now (a Secret in
-/// another namespace when the ref names one). Missing, forbidden or unreadable is an unusable
-/// CA with its reason: the planner stalls the object and contacts no member about
-/// certificates.
-pub(super) async fn read_ca(
-    client: &kube::Client,
-    ns: &str,
-    certs: &crate::api::CertificatesSpec,
-) -> crate::reconcile::ca::CaState {
-    use crate::reconcile::ca::CaState;
-    use k8s_openapi::api::core::v1::Secret;
-    let r = &certs.ca_secret_ref;
-    let secret_ns = r.namespace.as_deref().unwrap_or(ns);
-    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), secret_ns);
-    let name = format!("{secret_ns}/{}", r.name);
-    match api.get_opt(&r.name).await {
-        Ok(Some(s)) => {
-            let data: std::collections::BTreeMap<String, Vec<u8>> = s
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            CaState::read(Some(&data), &name, now())
-        }
-        Ok(None) => CaState::read(None, &name, now()),
-        Err(kube::Error::Api(e)) if e.code == 403 => CaState::unusable(
-            "CASecretForbidden",
-            format!(
-                "the operator may not read Secret {name}: list it in the chart value \
-                 certificates.caSecretNames (docs/rbac.md)"
-            ),
-        ),
-        Err(e) => CaState::unusable(
-            "CASecretUnreadable",
-            format!("Secret {name} could not be read: {e}"),
-        ),
-    }
 }
 
 async fn report_invalid<M: Members>(

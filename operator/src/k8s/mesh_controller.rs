@@ -55,10 +55,8 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
     let name = fresh.name_any();
     let own = ctx.stores.ownership(&ns);
     let mut object = mesh_object(&fresh);
-    object.ca = match &fresh.spec.certificates {
-        Some(certs) => Some(super::cluster_controller::read_ca(&ctx.client, &ns, certs).await),
-        None => None,
-    };
+    let certs = fresh.spec.certificates.as_ref();
+    object.ca = super::ca_watch::read(&ctx.client, &ns, certs).await;
     let clusters = ctx.stores.members_of(&ns, &own, &name);
     let outside = ctx.stores.outside_of(&ns, &own, &name);
     let members: Vec<&ClusterObject> = clusters.iter().collect();
@@ -86,12 +84,11 @@ async fn pass<M: Members>(stored: &Mesh, ctx: &Context<M>) -> Result<Action, Err
         .publish(&reference::<Mesh>(&fresh.metadata), &events)
         .await;
     let wait = ctx.timing.after(plan.wake, ts);
-    // The CA Secret is read by name on each pass (see the Cluster controller).
-    let wait = match &fresh.spec.certificates {
-        Some(_) => wait.min(ctx.ca_recheck),
-        None => wait,
-    };
-    Ok(Action::requeue(wait))
+    Ok(Action::requeue(super::ca_watch::bound(
+        wait,
+        ctx.ca_recheck,
+        certs,
+    )))
 }
 
 /// After a status write: the clusters whose admission changed decide at once; the others are
