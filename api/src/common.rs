@@ -250,6 +250,12 @@ pub struct MeshCertificatesStatus {
     /// What the rotation waits for, when it waits (a rollout under way, conflicts, a pause).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// Clusters seen Stalled (or RolledBack) in the mesh's phase since it began: remembered
+    /// after they lose their grant (a cluster without a grant only waits), so that each
+    /// cluster sharing their sites gets its turn first; among them, the one holding a site
+    /// keeps it. Cleared when the phase changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 /// Where a certificate rotation stands, derived from what the members report.

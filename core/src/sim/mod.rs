@@ -469,23 +469,26 @@ impl Sim {
         out
     }
 
-    /// Clusters whose CA rotation is done (phase `Done`, every member on the CA).
+    /// Clusters whose CA rotation is done (see [`Sim::rotation_done`]).
     pub fn rotations_done(&self) -> usize {
         self.clusters
             .iter()
-            .filter(|c| {
-                self.ca_target(c).is_some_and(|n| {
-                    c.status
-                        .as_ref()
-                        .and_then(|s| s.certificates.as_ref())
-                        .and_then(|x| x.phase.as_deref())
-                        == Some("Done")
-                        && c.members
-                            .values()
-                            .all(|m| m.presents == n && m.trust.has(n))
-                })
-            })
+            .filter(|c| self.rotation_done(c))
             .count()
+    }
+
+    /// The CA rotation of `c` is done: phase `Done`, every member presents and trusts the CA.
+    pub fn rotation_done(&self, c: &SimCluster) -> bool {
+        self.ca_target(c).is_some_and(|n| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.certificates.as_ref())
+                .and_then(|x| x.phase.as_deref())
+                == Some("Done")
+                && c.members
+                    .values()
+                    .all(|m| m.presents == n && m.trust.has(n))
+        })
     }
 
     fn violation(&mut self, msg: String) {
@@ -1053,6 +1056,17 @@ impl Sim {
                     && matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack)
             })
         };
+        // A cluster status changed since the mesh was last planned: the mesh has not seen it
+        // (a cluster that just stalled in the mesh's CA rotation makes the mesh Degraded).
+        // Only with mesh-level certificates, so that the rollout scenarios run as before.
+        if self.mesh_due
+            && self
+                .mesh
+                .as_ref()
+                .is_some_and(|m| m.spec.certificates.is_some())
+        {
+            return false;
+        }
         let all_ready = self.clusters.iter().all(|c| {
             c.status
                 .as_ref()
@@ -1061,11 +1075,23 @@ impl Sim {
         if all_ready && ms.is_some_and(|s| s.phase != MeshPhase::Ready) {
             return false; // the mesh has not seen the last cluster finish yet
         }
+        // While the mesh's CA rotation waits (for clusters part-way in the rollout), a cluster
+        // admitted for the rollout at rest waits for its rotation grant and does not move.
+        let rotation_waits = ms
+            .and_then(|s| s.certificates.as_ref())
+            .is_some_and(|c| c.waiting.is_some());
+        let held = |c: &SimCluster| {
+            rotation_waits
+                && c.status
+                    .as_ref()
+                    .is_some_and(|s| s.steps.is_empty() && s.phase == ClusterPhase::Waiting)
+        };
         let mesh_blocked = ms.is_some_and(|s| {
             matches!(s.phase, MeshPhase::Stalled | MeshPhase::Degraded)
-                && s.admitted
-                    .iter()
-                    .all(|a| self.cluster(&a.cluster).is_some_and(terminal))
+                && s.admitted.iter().all(|a| {
+                    self.cluster(&a.cluster)
+                        .is_some_and(|c| terminal(c) || held(c))
+                })
         });
         self.clusters.iter().all(|c| {
             c.status.as_ref().is_some_and(|s| {
@@ -1077,7 +1103,7 @@ impl Sim {
                         ClusterPhase::Waiting | ClusterPhase::Pending => {
                             mesh_blocked
                                 && !ms.is_some_and(|m| {
-                                    m.admitted.iter().any(|a| a.cluster == c.name)
+                                    (m.admitted.iter().any(|a| a.cluster == c.name) && !held(c))
                                         || m.certificates
                                             .as_ref()
                                             .is_some_and(|x| x.rotating.contains(&c.name))

@@ -187,8 +187,11 @@ fn verdict(sim: &Sim) -> Verdict {
         .filter(|c| sim.ca_of(c).is_some())
         .collect();
     let done = sim.rotations_done();
+    // Stopped short of the target (a cluster that rotated and then stopped in the rollout
+    // counts as done).
     let stalled = rotating
         .iter()
+        .filter(|c| !sim.rotation_done(c))
         .filter(|c| {
             c.status.as_ref().is_some_and(|s| {
                 matches!(

@@ -155,6 +155,40 @@ mod rotation {
         };
     }
 
+    /// Seeds of the rotation soak (mesh-level certificates): clusters stalled part-way in the
+    /// rollout hold the mesh (Degraded, with a reason) and the CA rotation waits for them; a
+    /// cluster admitted for the rollout at rest waits for its rotation grant and never moves.
+    /// The simulator took that admitted cluster for one still to settle (72 simulated hours,
+    /// "did not settle"); it is held, as the clusters behind a blocked mesh are.
+    #[test]
+    fn regression_a_cluster_admitted_at_rest_behind_a_waiting_rotation_is_held() {
+        for seed in [1112, 1619, 2123, 2390] {
+            check(seed, Scenario::RotationDuringRollout).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    /// Rotation soak seed 2705 and CI's random seed 3688262728247156764: a member stalled the
+    /// rotation in the pass after the mesh's; the simulator called the run settled (or not
+    /// settled) before the mesh saw it (Progressing, not yet Degraded). A rotation done on a
+    /// cluster that then stopped in the rollout counted as done and stalled (proptest seed
+    /// 9170100868474894145): done only.
+    #[test]
+    fn regression_the_mesh_sees_the_last_stall_and_a_cluster_is_done_or_stalled() {
+        for seed in [2705, 3688262728247156764] {
+            check(seed, Scenario::RotationOptions).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let v = random_rollout(
+            9170100868474894145,
+            Bounds::FULL,
+            Scenario::RotationDuringRollout,
+        );
+        assert!(
+            v.rotations_done + v.rotations_stalled <= v.rotations,
+            "{v:#?}"
+        );
+        assert!(v.ok(), "{v:#?}");
+    }
+
     fixed_seeds! {
         clean_rotations_complete: CleanRotation,
         faulty_rotations_stay_safe_and_settle: FaultyRotation,

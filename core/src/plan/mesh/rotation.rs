@@ -156,17 +156,33 @@ pub(super) fn run(
             },
         });
         cs.phase = Some(phase.to_string());
+        cs.failed.clear();
     }
     let Some(mesh_phase) = lowest else {
         cs.rotating.clear();
         cs.waiting = None;
         return Rotation::Idle;
     };
+    // Failed now, or in this phase before and still in it (without a grant a cluster only
+    // waits, so its failure would be forgotten and it would take its site back each pass).
     let failed: Vec<String> = stages
         .iter()
-        .filter(|(s, stage)| s.failed && *stage != Stage::Done)
+        .filter(|(s, stage)| {
+            *stage != Stage::Done
+                && (s.failed
+                    || (stage.phase() == Some(mesh_phase)
+                        && cs.failed.iter().any(|f| f == s.name())))
+        })
         .map(|(s, _)| s.name().to_string())
         .collect();
+    cs.failed = stages
+        .iter()
+        .filter(|(s, stage)| {
+            stage.phase() == Some(mesh_phase) && failed.iter().any(|f| f == s.name())
+        })
+        .map(|(s, _)| s.name().to_string())
+        .collect();
+    cs.failed.sort();
     let upgrading = stages.iter().any(|(s, _)| part_way(s));
     let waiting = if upgrading {
         let to = sit
@@ -198,7 +214,7 @@ pub(super) fn run(
             }
         };
     }
-    cs.rotating = grant(&stages, mesh_phase);
+    cs.rotating = grant(&stages, mesh_phase, &cs.failed, &cs.rotating);
     cs.waiting = None;
     Rotation::Running {
         waiting: None,
@@ -270,8 +286,15 @@ fn sites<'a>(s: &Summary<'a>) -> BTreeSet<&'a str> {
 
 /// The clusters that may run rotation steps now: first those with rotation steps in flight
 /// (they hold their sites), then, in tier order, those in the mesh's phase whose sites are
-/// free; a failed cluster only after the healthy ones (it must not hold a site others need).
-fn grant(stages: &[(&Summary<'_>, Stage)], mesh_phase: RotationPhase) -> Vec<String> {
+/// free; a cluster that failed in this phase (`failed`) only after the others (it must not
+/// hold a site others need), and among those the one that held its sites (`held`) keeps them:
+/// failed clusters sharing a site would otherwise take it from each other on every pass.
+fn grant(
+    stages: &[(&Summary<'_>, Stage)],
+    mesh_phase: RotationPhase,
+    failed: &[String],
+    held: &[String],
+) -> Vec<String> {
     let mut used: BTreeSet<&str> = BTreeSet::new();
     let mut out: Vec<String> = Vec::new();
     for (s, _) in stages.iter().filter(|(s, _)| rotating_now(s)) {
@@ -285,7 +308,8 @@ fn grant(stages: &[(&Summary<'_>, Stage)], mesh_phase: RotationPhase) -> Vec<Str
         })
         .map(|(s, _)| *s)
         .collect();
-    candidates.sort_by_key(|s| s.failed);
+    let has = |list: &[String], s: &Summary<'_>| list.iter().any(|x| x == s.name());
+    candidates.sort_by_key(|s| (has(failed, s), !has(held, s)));
     for s in candidates {
         let own = sites(s);
         if own.iter().any(|site| used.contains(site)) {
@@ -399,6 +423,42 @@ mod tests {
         let mut s = scene("Reissue", "Reissue", "Reissue");
         s.set(at("a", &["x", "y"], NEW, "Reissue", 0).stalled());
         assert_eq!(rotating(&s.plan()), ["b", "c"]);
+    }
+
+    /// Two failed clusters sharing sites (lone members that may not restart, say): the one
+    /// without the grant only waits and no longer looks failed. Without the mesh remembering
+    /// that it failed, it took the sites back on every pass and the two changed places for
+    /// ever (a status write per pass; soak `CleanRotation` seed 4 never settled).
+    #[test]
+    fn failed_clusters_sharing_sites_do_not_take_them_from_each_other() {
+        let mut s = scene("Reissue", "Reissue", "Done");
+        s.set(at("a", &["x", "y"], NEW, "Reissue", 0).stalled());
+        let plan = s.step();
+        assert_eq!(rotating(&plan), ["b"], "b gets its turn before failed a");
+        let cs = plan.status.certificates.as_ref().expect("certificates");
+        assert_eq!(cs.failed, ["a"]);
+        // b fails too; a, without its grant, only waits now.
+        s.set(at("a", &["x", "y"], NEW, "Reissue", 0));
+        s.set(at("b", &["x", "y"], NEW, "Reissue", 0).stalled());
+        for pass in 0..3 {
+            let plan = s.step();
+            assert_eq!(rotating(&plan), ["b"], "pass {pass}: b keeps its sites");
+            let cs = plan.status.certificates.as_ref().expect("certificates");
+            assert_eq!(cs.failed, ["a", "b"], "pass {pass}");
+            assert_eq!(plan.status.phase, MeshPhase::Degraded, "pass {pass}");
+        }
+        // b gets through the phase (fixed by hand): a, still remembered, takes the sites.
+        s.set(at("b", &["x", "y"], NEW, "RemoveOldTrust", 0));
+        let plan = s.step();
+        assert_eq!(rotating(&plan), ["a"]);
+        let cs = plan.status.certificates.as_ref().expect("certificates");
+        assert_eq!(cs.failed, ["a"]);
+        // Once the mesh's phase changes, nobody is remembered as failed.
+        s.set(at("a", &["x", "y"], NEW, "RemoveOldTrust", 0));
+        let plan = s.step();
+        assert_eq!(phase(&plan), Some("RemoveOldTrust"));
+        let cs = plan.status.certificates.as_ref().expect("certificates");
+        assert!(cs.failed.is_empty(), "{cs:?}");
     }
 
     #[test]
