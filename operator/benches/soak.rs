@@ -6,9 +6,10 @@
 //! violations and liveness failures. Exits non-zero on any violation.
 //!
 //! SOAK_SET=rotation runs the CA rotation scenarios (`Scenario::ROTATION`) instead of the four
-//! rollout scenarios, ROLLOUTS split evenly among the five; the table then also counts the
+//! rollout scenarios, ROLLOUTS split evenly among the six; the table then also counts the
 //! clusters rotated and how their rotations ended: done, Stalled (or RolledBack) with a reason,
-//! or held behind a mesh such clusters block. SOAK_SCENARIO picks one of the set.
+//! or held behind a mesh such clusters block, and the phases forced. SOAK_SCENARIO picks one of
+//! the set.
 //!
 //! SOAK_TRACE=FILE appends one line per rollout (scenario, seed, passes, operations,
 //! switchovers, crashes, virtual seconds, outcome): two builds that simulate the same
@@ -41,9 +42,9 @@ fn main() {
     };
     if rotation {
         println!(
-            "| scenario | rollouts | clusters | members | rotations | done | stalled | held by the mesh | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
+            "| scenario | rollouts | clusters | members | rotations | done | stalled | held by the mesh | phases forced | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     } else {
         println!(
             "| scenario | rollouts | clusters | members | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
@@ -68,7 +69,7 @@ fn main() {
         let t = Instant::now();
         let (mut clusters, mut members, mut oc, mut mc, mut ready, mut viol, mut live) =
             (0, 0, 0, 0, 0, 0u64, 0u64);
-        let (mut rotations, mut rotated, mut r_stalled, mut r_held) = (0, 0, 0, 0);
+        let (mut rotations, mut rotated, mut r_stalled, mut r_held, mut forced) = (0, 0, 0, 0, 0);
         for i in 0..per {
             let seed = first + k as u64 * per + i;
             let v = random_rollout(seed, bounds, *scenario);
@@ -81,6 +82,7 @@ fn main() {
             rotated += v.rotations_done;
             r_stalled += v.rotations_stalled;
             r_held += v.rotations_held;
+            forced += v.forced;
             if let Some(f) = trace.as_mut() {
                 let mut line = format!(
                     "{scenario:?} {seed} clusters={} members={} passes={} ops={} switchovers={} oc={} mc={} virtual={} ready={} stalled={:?} violations={:?} liveness={:?}\n",
@@ -100,8 +102,12 @@ fn main() {
                 if scenario.rotates() {
                     line.pop();
                     line.push_str(&format!(
-                        " rotations={} rotated={} rotation_stalled={} rotation_held={}\n",
-                        v.rotations, v.rotations_done, v.rotations_stalled, v.rotations_held
+                        " rotations={} rotated={} rotation_stalled={} rotation_held={} forced={}\n",
+                        v.rotations,
+                        v.rotations_done,
+                        v.rotations_stalled,
+                        v.rotations_held,
+                        v.forced
                     ));
                 }
                 if let Err(e) = f.write_all(line.as_bytes()) {
@@ -126,7 +132,7 @@ fn main() {
         bad += viol + live;
         if rotation {
             println!(
-                "| {scenario:?} | {per} | {clusters} | {members} | {rotations} | {rotated} | {r_stalled} | {r_held} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
+                "| {scenario:?} | {per} | {clusters} | {members} | {rotations} | {rotated} | {r_stalled} | {r_held} | {forced} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
                 t.elapsed().as_secs_f64()
             );
         } else {

@@ -126,6 +126,19 @@ pub struct SimMesh {
     pub ca: Option<CaInput>,
 }
 
+/// A rotation phase run early on a cluster by a force intent, as its `PhaseForced` event
+/// announced it.
+#[derive(Clone, Debug)]
+pub struct ForcedPhase {
+    pub cluster: String,
+    /// The event's text.
+    pub message: String,
+    /// The members of the cluster the event names (what it says breaks).
+    pub named: BTreeSet<String>,
+    /// The event says members of the other clusters of the mesh break too.
+    pub mesh_wide: bool,
+}
+
 /// The CA Secret a cluster's host reads, as [`Admission::certificates`] names it: the mesh's
 /// when the mesh declares certificates (the grant is there), else the cluster's own.
 fn ca_read<'a>(
@@ -172,6 +185,9 @@ pub struct Sim {
     /// A cluster status the mesh reads changed since the mesh was last planned: as the
     /// operator's watch does, the mesh is planned again at once (not at the next resync).
     mesh_due: bool,
+    /// Rotation phases forced by a force intent, as the planner's `PhaseForced` events named
+    /// them: the breaks they announce are expected, any other is a violation.
+    pub forced: Vec<ForcedPhase>,
     /// Scratch for `mesh_key`.
     key_before: Vec<u8>,
     key_after: Vec<u8>,
@@ -259,6 +275,7 @@ impl Sim {
             ranks: VersionRanks::default(),
             mesh_quiet: None,
             mesh_due: false,
+            forced: Vec::new(),
             key_before: Vec::new(),
             key_after: Vec::new(),
         }
@@ -491,6 +508,90 @@ impl Sim {
         })
     }
 
+    /// What a cluster pass does with a `PhaseForced` event of cluster `cluster`; public for
+    /// tests that announce a force wrongly on purpose and expect the check to catch it.
+    pub fn announce_forced(&mut self, cluster: &str, message: &str) {
+        if let Some(ci) = self.clusters.iter().position(|c| c.name == cluster) {
+            self.record_forced(ci, message);
+        }
+    }
+
+    /// A `PhaseForced` event of cluster `ci`: what it names must be everything that breaks
+    /// (checked against the members' real trust stores and certificates now), and it comes
+    /// once per force.
+    fn record_forced(&mut self, ci: usize, message: &str) {
+        let c = &self.clusters[ci];
+        let words: BTreeSet<&str> = message
+            .split(|ch: char| !(ch.is_alphanumeric() || ch == '-' || ch == '_'))
+            .collect();
+        let named: BTreeSet<String> = c
+            .members
+            .keys()
+            .filter(|m| words.contains(m.as_str()))
+            .cloned()
+            .collect();
+        let target = self.ca_target(c);
+        // What really breaks: for a forced Reissue, the members that do not trust the new CA;
+        // for a forced RemoveOldTrust, the members presenting another CA's certificate.
+        let breaking: Vec<&str> = match target {
+            Some(n) if message.starts_with("rotation phase Reissue") => c
+                .members
+                .values()
+                .filter(|m| !m.trust.has(n))
+                .map(|m| m.name.as_str())
+                .collect(),
+            Some(n) if message.starts_with("rotation phase RemoveOldTrust") => c
+                .members
+                .values()
+                .filter(|m| m.presents != n)
+                .map(|m| m.name.as_str())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let unnamed: Vec<&str> = breaking
+            .iter()
+            .filter(|m| !named.contains(**m))
+            .copied()
+            .collect();
+        let many = message.contains(" more");
+        let mut found = Vec::new();
+        if !unnamed.is_empty() && !many {
+            found.push(format!(
+                "{}: PhaseForced does not name {unnamed:?}, which break: {message}",
+                c.name
+            ));
+        }
+        if self
+            .forced
+            .iter()
+            .any(|f| f.cluster == c.name && f.message == message)
+        {
+            found.push(format!("{}: PhaseForced twice: {message}", c.name));
+        }
+        let forced = ForcedPhase {
+            cluster: c.name.clone(),
+            message: message.to_string(),
+            named,
+            mesh_wide: message.contains("other clusters of mesh"),
+        };
+        self.forced.push(forced);
+        for v in found {
+            self.violation(v);
+        }
+    }
+
+    /// A broken handshake between `a` (of cluster `ac`) and `b` (of `bc`) that a forced phase
+    /// announced: one side is a member of the forced cluster and the other is named by its
+    /// event (or stands in another cluster of the mesh, when the event says those break).
+    fn announced(&self, ac: &str, a: &str, bc: &str, b: &str) -> bool {
+        self.forced.iter().any(|f| {
+            let other = |oc: &str, o: &str| {
+                (oc == f.cluster && f.named.contains(o)) || (oc != f.cluster && f.mesh_wide)
+            };
+            (ac == f.cluster && other(bc, b)) || (bc == f.cluster && other(ac, a))
+        })
+    }
+
     fn violation(&mut self, msg: String) {
         if self.violations.len() < 50 {
             self.violations.push(format!(
@@ -689,6 +790,9 @@ impl Sim {
                 },
                 last,
             );
+            for e in plan.events.iter().filter(|e| e.reason == "PhaseForced") {
+                self.record_forced(i, &e.message);
+            }
             let next_look = match plan.wake {
                 Wake::Busy => now.plus(self.cfg.poll),
                 Wake::At(t) => t
@@ -1262,6 +1366,7 @@ impl Sim {
                     && let Some(src) = c.members.values().find(|o| o.endpoint == s)
                     && src.up(now)
                     && !m.handshake_with(src)
+                    && !self.announced(&c.name, &m.name, &c.name, &src.name)
                 {
                     found.push(format!(
                         "{}/{}: TLS handshake with its source {} fails (presents CA {}, trusts \
@@ -1321,10 +1426,12 @@ impl Sim {
                     .iter()
                     .flat_map(|c| c.members.values().map(move |m| (c, m)))
             };
-            let Some((pc, p)) = all().find(|(_, m)| m.presents == n) else {
-                continue;
-            };
-            let Some((tc, t)) = all().find(|(_, m)| !m.trust.has(n)) else {
+            // The first pair that a forced phase did not announce.
+            let pair = all()
+                .filter(|(_, m)| m.presents == n)
+                .flat_map(|p| all().filter(|(_, m)| !m.trust.has(n)).map(move |t| (p, t)))
+                .find(|((pc, p), (tc, t))| !self.announced(&pc.name, &p.name, &tc.name, &t.name));
+            let Some(((pc, p), (tc, t))) = pair else {
                 continue;
             };
             let trusts: Vec<u8> = t.trust.iter().collect();

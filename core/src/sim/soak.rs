@@ -3,8 +3,8 @@
 //!
 //! The rotation scenarios ([`Scenario::ROTATION`]) rotate the CA of every cluster from
 //! simulated CA 0 (which every member trusts and presents) to CA 1, members spread over 1–3
-//! sites. Not simulated: `restart: Manual` and `approvePhases` (they wait for a human), and a
-//! forced phase (not in the planner yet).
+//! sites. Not simulated: `restart: Manual` and `approvePhases` (they wait for a human). A
+//! forced phase is ([`Scenario::RotationForced`]): what breaks must be what it announced.
 
 use super::rng::Rng;
 use super::topology::{self, Bounds};
@@ -37,6 +37,11 @@ pub enum Scenario {
     /// CA rotation with random `maxJobsPerSite` (1–3), `keepOldTrust` and `resignData`
     /// (`restart: Automatic`), faults in half of the cases.
     RotationOptions,
+    /// CA rotation while one site is cut off (as [`Scenario::RotationSiteCut`]), and a force
+    /// intent on one cluster, at a random instant of the cut, for the phase after the one it is
+    /// in: the handshakes that break must be exactly those its `PhaseForced` event names, and
+    /// the rotation still ends done or stopped with a reason.
+    RotationForced,
 }
 
 impl Scenario {
@@ -48,12 +53,13 @@ impl Scenario {
     ];
 
     /// The CA rotation scenarios (the soak runs them with `SOAK_SET=rotation`).
-    pub const ROTATION: [Scenario; 5] = [
+    pub const ROTATION: [Scenario; 6] = [
         Scenario::CleanRotation,
         Scenario::FaultyRotation,
         Scenario::RotationDuringRollout,
         Scenario::RotationSiteCut,
         Scenario::RotationOptions,
+        Scenario::RotationForced,
     ];
 
     /// One of [`Scenario::ROTATION`].
@@ -86,6 +92,8 @@ pub struct Verdict {
     pub rotations_done: usize,
     pub rotations_stalled: usize,
     pub rotations_held: usize,
+    /// Phases forced (`PhaseForced` events; [`Scenario::RotationForced`]).
+    pub forced: usize,
 }
 
 impl Verdict {
@@ -218,6 +226,7 @@ fn verdict(sim: &Sim) -> Verdict {
         rotations_done: done,
         rotations_stalled: stalled,
         rotations_held: rotating.len() - done - stalled,
+        forced: sim.forced.len(),
     }
 }
 
@@ -245,7 +254,11 @@ pub fn rotation_run(seed: u64, bounds: Bounds, scenario: Scenario) -> Sim {
         _ => false,
     };
     // RotationSiteCut: the window in which one site is cut off.
-    let cut = (scenario == Scenario::RotationSiteCut).then(|| {
+    let cuts = matches!(
+        scenario,
+        Scenario::RotationSiteCut | Scenario::RotationForced
+    );
+    let cut = cuts.then(|| {
         let at = Duration::from_secs(rng.below(600));
         let length = Duration::from_secs(60 + rng.below(1740));
         (at, length)
@@ -294,6 +307,10 @@ pub fn rotation_run(seed: u64, bounds: Bounds, scenario: Scenario) -> Sim {
             .cloned()
             .unwrap_or_default();
         let until = sim.now.plus(length);
+        // The force comes while the site is cut off (what a human forces a phase for).
+        let force_at = sim
+            .now
+            .plus(Duration::from_millis(rng.below(length.millis().max(1))));
         for c in &mut sim.clusters {
             for s in &c.spec.members {
                 if s.site.as_deref() == Some(site.as_str())
@@ -303,9 +320,40 @@ pub fn rotation_run(seed: u64, bounds: Bounds, scenario: Scenario) -> Sim {
                 }
             }
         }
+        if scenario == Scenario::RotationForced {
+            sim.run(force_at.since(sim.now));
+            force_next_phase(&mut sim, &mut rng);
+        }
     }
     sim.run(Duration::from_secs(72 * 3600));
     sim
+}
+
+/// A force intent on one random cluster still rotating, for the phase after the one its
+/// status reports (`rotation/<cluster>/<phase>@<ca>`, as `baton force` gives it).
+fn force_next_phase(sim: &mut Sim, rng: &mut Rng) {
+    use crate::api::RotationPhase;
+    let open: Vec<(usize, String)> = sim
+        .clusters
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let certs = c.status.as_ref()?.certificates.as_ref()?;
+            let phase = RotationPhase::parse(certs.phase.as_deref()?)?;
+            let next = RotationPhase::ALL.into_iter().find(|p| *p > phase)?;
+            let name = crate::plan::cluster::rotation_phase_name(
+                &c.name,
+                next,
+                certs.target_ca.as_deref()?,
+            );
+            Some((i, name))
+        })
+        .collect();
+    if open.is_empty() {
+        return;
+    }
+    let (i, name) = open[rng.below(open.len() as u64) as usize].clone();
+    sim.clusters[i].intents.force.push(name);
 }
 
 #[cfg(test)]

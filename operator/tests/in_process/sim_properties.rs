@@ -195,5 +195,6 @@ mod rotation {
         rotations_with_a_rollout_stay_safe_and_settle: RotationDuringRollout,
         rotations_with_a_site_cut_off_stay_safe_and_settle: RotationSiteCut,
         rotations_with_random_options_stay_safe_and_settle: RotationOptions,
+        rotations_with_a_forced_phase_break_only_what_they_announce: RotationForced,
     }
 }

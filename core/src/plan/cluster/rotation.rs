@@ -501,14 +501,20 @@ fn what_breaks(p: &Pass<'_>, r: &Rotation<'_>, f: RotationPhase) -> String {
                 })
                 .map(|m| m.name)
                 .collect();
-            if untrusting.is_empty() {
-                "every member already trusts the new CA".into()
+            let mut out = if untrusting.is_empty() {
+                "every member already trusts the new CA".to_string()
             } else {
                 format!(
                     "{} do not trust the new CA yet and refuse the certificates of re-issued members (replication and client connections between them fail)",
                     list(untrusting)
                 )
+            };
+            if let Some(mesh) = &p.inp.admission.mesh {
+                out.push_str(&format!(
+                    "; members of other clusters of mesh {mesh} that do not trust the new CA yet refuse them too"
+                ));
             }
+            out
         }
         RotationPhase::RemoveOldTrust => {
             let old = r.assessment.presenting_old.clone();
@@ -1234,6 +1240,26 @@ mod tests {
         let warned = plan.events.iter().find(|e| e.reason == "PhaseForced");
         assert!(
             warned.is_some_and(|e| e.message.contains("c do not trust the new CA yet")),
+            "{warned:?}"
+        );
+        assert!(
+            warned.is_some_and(|e| !e.message.contains("other clusters")),
+            "{warned:?}"
+        );
+        // In a mesh, members of the other clusters that do not trust the new CA refuse the
+        // re-issued certificates too (the rotation soak's RotationForced found it unsaid).
+        let plan = in_mesh(|_| {})
+            .observe(member("a", true, &[OLD, NEW], OLD))
+            .observe(member("b", false, &[OLD, NEW], OLD))
+            .observe(member("c", false, &[OLD], OLD))
+            .force("rotation/c/Reissue@4e44e44e44e4")
+            .build()
+            .plan();
+        let warned = plan.events.iter().find(|e| e.reason == "PhaseForced");
+        assert!(
+            warned.is_some_and(|e| e
+                .message
+                .contains("members of other clusters of mesh m that do not trust the new CA")),
             "{warned:?}"
         );
     }
