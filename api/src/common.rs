@@ -290,4 +290,9 @@ pub struct CertificatesStatus {
     /// Members that re-signed their data for the target CA.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resigned: Vec<String>,
+    /// A later phase a force intent runs now, ahead of `phase` (see the `RotationForced`
+    /// condition for what it breaks). The cluster's mesh grants it the rotation in that phase
+    /// although the mesh is in an earlier one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forcing: Option<String>,
 }

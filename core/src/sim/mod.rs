@@ -1767,6 +1767,7 @@ fn mesh_key(st: Option<&ClusterStatus>, out: &mut Vec<u8>) {
         out.push(1);
         text(out, c.target_ca.as_deref());
         text(out, c.phase.as_deref());
+        text(out, c.forcing.as_deref());
         out.extend_from_slice(&(c.sites.len() as u64).to_le_bytes());
         for (k, v) in &c.sites {
             text(out, Some(k));

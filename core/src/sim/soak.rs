@@ -329,10 +329,16 @@ pub fn rotation_run(seed: u64, bounds: Bounds, scenario: Scenario) -> Sim {
     sim
 }
 
-/// A force intent on one random cluster still rotating, for the phase after the one its
-/// status reports (`rotation/<cluster>/<phase>@<ca>`, as `baton force` gives it).
+/// A force intent on one random cluster still rotating (`rotation/<cluster>/<phase>@<ca>`, as
+/// `baton force` gives it): for its own phase when the mesh holds it in an earlier one, else
+/// for the phase after its own.
 fn force_next_phase(sim: &mut Sim, rng: &mut Rng) {
     use crate::api::RotationPhase;
+    let mesh_phase = sim
+        .mesh
+        .as_ref()
+        .and_then(|m| m.status.as_ref()?.certificates.as_ref()?.phase.as_deref())
+        .and_then(RotationPhase::parse);
     let open: Vec<(usize, String)> = sim
         .clusters
         .iter()
@@ -340,7 +346,10 @@ fn force_next_phase(sim: &mut Sim, rng: &mut Rng) {
         .filter_map(|(i, c)| {
             let certs = c.status.as_ref()?.certificates.as_ref()?;
             let phase = RotationPhase::parse(certs.phase.as_deref()?)?;
-            let next = RotationPhase::ALL.into_iter().find(|p| *p > phase)?;
+            let next = match mesh_phase {
+                Some(m) if m < phase => phase,
+                _ => RotationPhase::ALL.into_iter().find(|p| *p > phase)?,
+            };
             let name = crate::plan::cluster::rotation_phase_name(
                 &c.name,
                 next,

@@ -127,6 +127,11 @@ pub(super) fn rotate(p: &mut Pass<'_>, active: &str) -> bool {
                 return false;
             }
             let forced = forced_phase(p, &r, phase);
+            // Said in the status, so that the mesh grants this cluster the rotation ahead of
+            // the mesh's phase.
+            if let (Some(f), Some(st)) = (forced, p.st.certificates.as_mut()) {
+                st.forcing = Some(f.as_str().to_string());
+            }
             if !mesh_allows(p, &r, forced.unwrap_or(phase), forced.is_some()) {
                 return false;
             }
@@ -278,6 +283,7 @@ impl<'a> Rotation<'a> {
             return;
         };
         st.phase = Some(phase.to_string());
+        st.forcing = None;
         st.sites = sites;
         st.presenting_old = presenting_old;
         st.expires = expires;
@@ -424,6 +430,14 @@ fn preconditions_hold(p: &mut Pass<'_>) -> bool {
 /// still needs it. Acknowledged once, with a warning event saying what breaks; while it runs,
 /// the `RotationForced` condition says it again.
 fn forced_phase(p: &mut Pass<'_>, r: &Rotation<'_>, due: RotationPhase) -> Option<RotationPhase> {
+    // In a mesh, the phase not yet complete may be the mesh's (an earlier one than the
+    // cluster's own): forcing the cluster's own phase then runs it ahead of the mesh.
+    let due = match &p.inp.admission.rotation {
+        Some(g) if g.target.as_deref() == Some(r.id.as_str()) => {
+            g.phase.map_or(due, |m| m.min(due))
+        }
+        _ => due,
+    };
     for f in RotationPhase::ALL.into_iter().rev().filter(|f| *f > due) {
         let name = phase_approval_name(p.inp.cluster.name, f, &r.id);
         let ack = format!("force:{name}");
@@ -1062,6 +1076,48 @@ mod tests {
         assert_says(
             plan.status.message.as_deref(),
             "phase Reissue waits until every cluster of mesh m",
+        );
+        assert_eq!(certs(&plan).forcing, None);
+        // Forced: the status says so (the mesh grants a forcing cluster ahead of its phase);
+        // not granted yet, nothing starts; granted, the phase runs.
+        let all_trust = |b: ClusterBuilder| {
+            b.observe(member("a", true, &[OLD, NEW], OLD))
+                .observe(member("b", false, &[OLD, NEW], OLD))
+                .observe(member("c", false, &[OLD, NEW], OLD))
+                .force("rotation/c/RemoveOldTrust@4e44e44e44e4")
+        };
+        let waiting = |g: &mut crate::plan::RotationGrant| {
+            g.waiting = Some("mesh m: phase AddTrust runs on the other clusters first".into())
+        };
+        let plan = all_trust(in_mesh(waiting)).build().plan();
+        assert_eq!(certs(&plan).forcing.as_deref(), Some("RemoveOldTrust"));
+        assert!(plan.status.steps.is_empty(), "{:?}", started(&plan));
+        let plan = all_trust(in_mesh(|_| {})).build().plan();
+        assert_eq!(certs(&plan).forcing.as_deref(), Some("RemoveOldTrust"));
+        assert!(
+            starts(&plan, StepAction::InstallTrust),
+            "{:?}",
+            started(&plan)
+        );
+        // Its own phase (Reissue) held back by the mesh's (AddTrust) can be forced too.
+        let plan = in_mesh(|_| {})
+            .observe(member("a", true, &[OLD, NEW], OLD))
+            .observe(member("b", false, &[OLD, NEW], OLD))
+            .observe(member("c", false, &[OLD, NEW], OLD))
+            .force("rotation/c/Reissue@4e44e44e44e4")
+            .build()
+            .plan();
+        assert_eq!(certs(&plan).forcing.as_deref(), Some("Reissue"));
+        assert!(
+            starts(&plan, StepAction::InstallCertificate),
+            "{:?}",
+            started(&plan)
+        );
+        let warned = plan.events.iter().find(|e| e.reason == "PhaseForced");
+        assert!(
+            warned.is_some_and(|e| e.message.contains("before phase AddTrust is complete")
+                && e.message.contains("members of other clusters of mesh m")),
+            "{warned:?}"
         );
         // The mesh rotates to another CA (it has not read the new Secret yet): wait.
         let plan = in_mesh(|g| g.target = Some(OLD.into())).build().plan();

@@ -273,6 +273,16 @@ fn conflicted(stages: &[(&Summary<'_>, Stage)]) -> Option<String> {
     (!names.is_empty()).then(|| names.join(", "))
 }
 
+/// A force intent runs a later phase on the cluster now (its `status.certificates.forcing`):
+/// it may rotate ahead of the mesh's phase, and its `PhaseForced` event says what breaks.
+fn forcing(s: &Summary<'_>, stage: &Stage) -> bool {
+    matches!(stage, Stage::Phase(_))
+        && s.view
+            .status
+            .and_then(|st| st.certificates.as_ref())
+            .is_some_and(|c| c.forcing.is_some())
+}
+
 /// The sites a cluster's members stand in (members without a site are the cluster's own).
 fn sites<'a>(s: &Summary<'a>) -> BTreeSet<&'a str> {
     s.view
@@ -304,7 +314,8 @@ fn grant(
     let mut candidates: Vec<&Summary<'_>> = stages
         .iter()
         .filter(|(s, stage)| {
-            !rotating_now(s) && matches!(stage.phase(), Some(p) if p == mesh_phase)
+            !rotating_now(s)
+                && (matches!(stage.phase(), Some(p) if p == mesh_phase) || forcing(s, stage))
         })
         .map(|(s, _)| *s)
         .collect();
@@ -459,6 +470,25 @@ mod tests {
         assert_eq!(phase(&plan), Some("RemoveOldTrust"));
         let cs = plan.status.certificates.as_ref().expect("certificates");
         assert!(cs.failed.is_empty(), "{cs:?}");
+    }
+
+    /// A cluster whose force intent runs a later phase (it says so in its status) is granted
+    /// the rotation ahead of the mesh's phase, sites permitting; without it, it waits.
+    #[test]
+    fn a_cluster_forcing_a_later_phase_is_granted_ahead_of_the_mesh() {
+        let s = scene("AddTrust", "Reissue", "Reissue");
+        assert_eq!(rotating(&s.plan()), ["a"], "b and c wait for a");
+        let mut s = scene("AddTrust", "Reissue", "Reissue");
+        s.set(at("c", &["z"], NEW, "Reissue", 0).forcing("Reissue"));
+        let plan = s.plan();
+        assert_eq!(phase(&plan), Some("AddTrust"));
+        assert_eq!(rotating(&plan), ["a", "c"]);
+        let grant = admission_for("m", &s.mesh.spec, Some(&plan.status), "c").rotation;
+        assert!(grant.is_some_and(|g| g.waiting.is_none()));
+        // b shares a's sites: forcing, it still waits for them.
+        let mut s = scene("AddTrust", "Reissue", "Reissue");
+        s.set(at("b", &["x", "y"], NEW, "Reissue", 0).forcing("Reissue"));
+        assert_eq!(rotating(&s.plan()), ["a"]);
     }
 
     #[test]
