@@ -109,6 +109,9 @@ pub fn certificates_summary(c: &CertificatesStatus) -> String {
         c.target_ca.as_deref().map_or("-".to_string(), short_id),
         c.phase.as_deref().unwrap_or("-")
     );
+    if let Some(f) = &c.forcing {
+        let _ = write!(s, "  FORCING {f}");
+    }
     if !c.sites.is_empty() {
         let sites: Vec<String> = c.sites.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = write!(s, "  sites {}", sites.join(", "));
@@ -138,6 +141,9 @@ pub fn mesh_certificates_summary(c: &MeshCertificatesStatus) -> String {
     }
     if let Some(w) = &c.waiting {
         let _ = write!(s, "  waiting: {w}");
+    }
+    if !c.failed.is_empty() {
+        let _ = write!(s, "  failed: {}", c.failed.join(", "));
     }
     let others: Vec<String> = c
         .clusters
@@ -239,4 +245,35 @@ pub fn log_lines(log: &[LogEntry]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_lines_say_a_forced_phase_and_the_failed_clusters() {
+        let c = CertificatesStatus {
+            target_ca: Some("51ec7e600c41aa".into()),
+            phase: Some("AddTrust".into()),
+            forcing: Some("Reissue".into()),
+            ..Default::default()
+        };
+        let line = certificates_summary(&c);
+        assert!(
+            line.starts_with("CA 51ec7e600c41 AddTrust  FORCING Reissue"),
+            "{line}"
+        );
+        let plain = certificates_summary(&CertificatesStatus { forcing: None, ..c });
+        assert!(!plain.contains("FORCING"), "{plain}");
+        let m = MeshCertificatesStatus {
+            target_ca: Some("51ec7e600c41aa".into()),
+            phase: Some("Reissue".into()),
+            rotating: vec!["b".into()],
+            failed: vec!["a".into(), "b".into()],
+            ..Default::default()
+        };
+        let line = mesh_certificates_summary(&m);
+        assert!(line.contains("rotating: b  failed: a, b"), "{line}");
+    }
 }
