@@ -290,6 +290,10 @@ pub struct CertificatesStatus {
     /// Members that re-signed their data for the target CA.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resigned: Vec<String>,
+    /// Members whose certificates are due for renewal (`renewBefore`, same CA). In a mesh
+    /// they are renewed on the mesh's grant: one job per site across the mesh.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renewal_due: Vec<String>,
     /// A later phase a force intent runs now, ahead of `phase` (see the `RotationForced`
     /// condition for what it breaks). The cluster's mesh grants it the rotation in that phase
     /// although the mesh is in an earlier one.

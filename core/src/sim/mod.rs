@@ -1768,6 +1768,7 @@ fn mesh_key(st: Option<&ClusterStatus>, out: &mut Vec<u8>) {
         text(out, c.target_ca.as_deref());
         text(out, c.phase.as_deref());
         text(out, c.forcing.as_deref());
+        out.push(c.renewal_due.is_empty() as u8);
         out.extend_from_slice(&(c.sites.len() as u64).to_le_bytes());
         for (k, v) in &c.sites {
             text(out, Some(k));

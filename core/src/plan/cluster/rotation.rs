@@ -284,6 +284,7 @@ impl<'a> Rotation<'a> {
         };
         st.phase = Some(phase.to_string());
         st.forcing = None;
+        st.renewal_due.clear();
         st.sites = sites;
         st.presenting_old = presenting_old;
         st.expires = expires;
@@ -876,6 +877,27 @@ fn renew(p: &mut Pass<'_>, r: &Rotation<'_>, active: &str) {
     }
     if due.is_empty() {
         return;
+    }
+    if let Some(st) = p.st.certificates.as_mut() {
+        st.renewal_due = named(&due);
+    }
+    // In a mesh, renewals start on the mesh's grant too (one job per site across the mesh);
+    // steps in flight finish.
+    if let (Some(g), Some(mesh)) = (&p.inp.admission.rotation, &p.inp.admission.mesh)
+        && !p.st.steps.iter().any(StepRecord::is_rotation)
+    {
+        let why = if g.target.as_deref() != Some(r.id.as_str()) {
+            Some(format!(
+                "mesh {mesh} has not started the rotation to {} yet",
+                short(&r.id)
+            ))
+        } else {
+            g.waiting.clone()
+        };
+        if let Some(why) = why {
+            p.wait(format!("renewal of {} due: {why}", named(&due).join(", ")));
+            return;
+        }
     }
     p.wait(format!("renewing the certificates of {}", due.join(", ")));
     reissue(p, r, &due, active);
@@ -1606,6 +1628,41 @@ mod tests {
             .plan();
         assert!(started(&plan).is_empty(), "{:?}", started(&plan));
         assert!(certs(&plan).restart_pending.is_empty());
+    }
+
+    /// In a mesh, a renewal is one job per site across the mesh too: the cluster says which
+    /// members are due (`renewalDue`, which the mesh grants on) and starts on the grant only.
+    #[test]
+    fn in_a_mesh_renewals_wait_for_the_mesh_grant() {
+        let soon = Timestamp(NOW.0 + 10 * DAY);
+        let due = |b: ClusterBuilder| {
+            b.trust_everywhere(&[NEW], NEW, far())
+                .observe(member("c", false, &[NEW], NEW).presents(NEW, soon))
+        };
+        let plan = due(in_mesh(|g| {
+            g.phase = None;
+            g.waiting = Some("mesh m: rotates no cluster now".into());
+        }))
+        .build()
+        .plan();
+        assert!(started(&plan).is_empty(), "{:?}", started(&plan));
+        assert_eq!(certs(&plan).renewal_due, ["c"]);
+        // Converged on the version and the CA: Ready, the renewal due in the certificates.
+        assert_eq!(plan.status.phase, ClusterPhase::Ready);
+        let plan = due(in_mesh(|g| g.phase = None)).build().plan();
+        assert_eq!(
+            started(&plan),
+            [(StepAction::InstallCertificate, "c".to_string())]
+        );
+        assert_eq!(certs(&plan).renewal_due, ["c"]);
+        // Standalone, nothing to wait for; nothing due, nothing said.
+        let plan = due(rotating()).build().plan();
+        assert_eq!(started(&plan).len(), 1);
+        let plan = in_mesh(|g| g.phase = None)
+            .trust_everywhere(&[NEW], NEW, far())
+            .build()
+            .plan();
+        assert!(certs(&plan).renewal_due.is_empty());
     }
 
     #[test]

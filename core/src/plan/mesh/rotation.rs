@@ -159,8 +159,16 @@ pub(super) fn run(
         cs.failed.clear();
     }
     let Some(mesh_phase) = lowest else {
-        cs.rotating.clear();
-        cs.waiting = None;
+        // Done everywhere: renewals (same CA) go one job per site across the mesh too.
+        cs.failed.clear();
+        cs.waiting = sit
+            .paused
+            .then(|| "paused: no cluster starts rotation steps".to_string());
+        cs.rotating = if sit.paused {
+            Vec::new()
+        } else {
+            grant(&stages, &cs.failed, &cs.rotating, |s, _| renewal_due(s))
+        };
         return Rotation::Idle;
     };
     // Failed now, or in this phase before and still in it (without a grant a cluster only
@@ -214,7 +222,9 @@ pub(super) fn run(
             }
         };
     }
-    cs.rotating = grant(&stages, mesh_phase, &cs.failed, &cs.rotating);
+    cs.rotating = grant(&stages, &cs.failed, &cs.rotating, |s, stage| {
+        matches!(stage.phase(), Some(p) if p == mesh_phase) || forcing(s, stage)
+    });
     cs.waiting = None;
     Rotation::Running {
         waiting: None,
@@ -273,6 +283,15 @@ fn conflicted(stages: &[(&Summary<'_>, Stage)]) -> Option<String> {
     (!names.is_empty()).then(|| names.join(", "))
 }
 
+/// The cluster, done with the rotation, has members due for renewal (its
+/// `status.certificates.renewalDue`).
+fn renewal_due(s: &Summary<'_>) -> bool {
+    s.view
+        .status
+        .and_then(|st| st.certificates.as_ref())
+        .is_some_and(|c| !c.renewal_due.is_empty())
+}
+
 /// A force intent runs a later phase on the cluster now (its `status.certificates.forcing`):
 /// it may rotate ahead of the mesh's phase, and its `PhaseForced` event says what breaks.
 fn forcing(s: &Summary<'_>, stage: &Stage) -> bool {
@@ -295,15 +314,16 @@ fn sites<'a>(s: &Summary<'a>) -> BTreeSet<&'a str> {
 }
 
 /// The clusters that may run rotation steps now: first those with rotation steps in flight
-/// (they hold their sites), then, in tier order, those in the mesh's phase whose sites are
+/// (they hold their sites), then, in tier order, those `wants` picks (in the mesh's phase or
+/// forcing a later one; once every cluster is done, those due for renewal) whose sites are
 /// free; a cluster that failed in this phase (`failed`) only after the others (it must not
 /// hold a site others need), and among those the one that held its sites (`held`) keeps them:
 /// failed clusters sharing a site would otherwise take it from each other on every pass.
 fn grant(
     stages: &[(&Summary<'_>, Stage)],
-    mesh_phase: RotationPhase,
     failed: &[String],
     held: &[String],
+    wants: impl Fn(&Summary<'_>, &Stage) -> bool,
 ) -> Vec<String> {
     let mut used: BTreeSet<&str> = BTreeSet::new();
     let mut out: Vec<String> = Vec::new();
@@ -313,10 +333,7 @@ fn grant(
     }
     let mut candidates: Vec<&Summary<'_>> = stages
         .iter()
-        .filter(|(s, stage)| {
-            !rotating_now(s)
-                && (matches!(stage.phase(), Some(p) if p == mesh_phase) || forcing(s, stage))
-        })
+        .filter(|(s, stage)| !rotating_now(s) && wants(s, stage))
         .map(|(s, _)| *s)
         .collect();
     let has = |list: &[String], s: &Summary<'_>| list.iter().any(|x| x == s.name());
@@ -489,6 +506,28 @@ mod tests {
         let mut s = scene("AddTrust", "Reissue", "Reissue");
         s.set(at("b", &["x", "y"], NEW, "Reissue", 0).forcing("Reissue"));
         assert_eq!(rotating(&s.plan()), ["a"]);
+    }
+
+    /// Every cluster done: those whose members are due for renewal are granted by free sites
+    /// (a and b share theirs: one at a time), renewal steps in flight keep theirs; a pause
+    /// grants nobody.
+    #[test]
+    fn renewals_go_one_job_per_site_across_the_mesh() {
+        let due = |b: ClusterBuilder| b.renewal_due("m0");
+        let mut s = scene("Done", "Done", "Done");
+        s.set(due(at("a", &["x", "y"], NEW, "Done", 1)));
+        s.set(due(at("b", &["x", "y"], NEW, "Done", 1)));
+        s.set(due(at("c", &["z"], NEW, "Done", 1)));
+        let plan = s.plan();
+        assert_eq!(phase(&plan), Some("Done"));
+        assert_eq!(rotating(&plan), ["a", "c"]);
+        assert_eq!(plan.status.phase, MeshPhase::Ready);
+        s.set(due(
+            at("b", &["x", "y"], NEW, "Done", 1).rotation_step_in_flight(NEW)
+        ));
+        assert_eq!(rotating(&s.plan()), ["b", "c"]);
+        let s = scene("Done", "Done", "Done");
+        assert!(rotating(&s.plan()).is_empty(), "nothing due");
     }
 
     #[test]
