@@ -189,6 +189,14 @@ mod rotation {
         assert!(v.ok(), "{v:#?}");
     }
 
+    /// Rotation soak seed 3536 (`FaultyRotation`): a rotation's hand-over failed (the promote
+    /// interrupted by an agent restart) and its switch back ran as an upgrade step, under an
+    /// "upgrade" log entry, beside another cluster's rotation restart. It is a rotation step.
+    #[test]
+    fn regression_a_rotation_switchover_is_switched_back_as_a_rotation_step() {
+        check(3536, Scenario::FaultyRotation).unwrap_or_else(|e| panic!("{e}"));
+    }
+
     fixed_seeds! {
         clean_rotations_complete: CleanRotation,
         faulty_rotations_stay_safe_and_settle: FaultyRotation,

@@ -141,7 +141,12 @@ pub(super) fn failed(p: &mut Pass<'_>, s: &StepRecord, msg: &str) -> Option<NewS
     (s.action == StepAction::Switchover && !s.rollback && matches!(view::active(p), Ok(None))).then(
         || {
             let why = format!("switch back to {from} after failed switchover");
-            NewStep::switch_back(from, &s.member, why)
+            let mut back = NewStep::switch_back(from, &s.member, why);
+            // The switch back belongs to what the switchover was for: a rotation's hand-over
+            // is recovered as a rotation step (in the rotation's log entry, and never taken
+            // for an upgrade step beside another cluster's rotation).
+            back.trust = s.trust.clone();
+            back
         },
     )
 }
@@ -224,6 +229,21 @@ mod tests {
             ("a", Some("b"))
         );
         assert!(back.rollback, "an emergency step");
+        assert!(
+            back.trust.is_none(),
+            "an upgrade's switch back is an upgrade step"
+        );
+        // A rotation's hand-over (it carries the CA) is switched back as a rotation step
+        // (rotation soak seed 3536: logged as "upgrade c3 to 1.0.0", and taken for an upgrade
+        // step beside another cluster's rotation).
+        let mut r = s.clone();
+        r.trust = Some(crate::api::TrustParams {
+            anchor: "new".into(),
+            issuer: "new".into(),
+            keep: Vec::new(),
+        });
+        let back = failed(&mut p, &r, "promote failed").expect("a switch back");
+        assert_eq!(back.trust, r.trust);
         // With an active left, nothing to undo.
         let case = ClusterBuilder::pair("2.0.0").running("1.0.0").build();
         let input = case.input();
