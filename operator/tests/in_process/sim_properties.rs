@@ -197,6 +197,17 @@ mod rotation {
         check(3536, Scenario::FaultyRotation).unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Rotation soak seeds 13061 and 13229 (`RotationDuringRollout`): a layered cluster
+    /// part-way (standbys on os 2.0.0, the active on 1.0.0) between two steps looked at rest
+    /// to the mesh (same effective versions), the rotation went first, and its hand-over
+    /// demoted the old active to a plain standby beside an active on other software.
+    #[test]
+    fn regression_a_layered_cluster_part_way_finishes_its_upgrade_before_rotating() {
+        for seed in [13061, 13229, 3106] {
+            check(seed, Scenario::RotationDuringRollout).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
     fixed_seeds! {
         clean_rotations_complete: CleanRotation,
         faulty_rotations_stay_safe_and_settle: FaultyRotation,

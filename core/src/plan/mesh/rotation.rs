@@ -244,11 +244,30 @@ fn invalid(st: &mut MeshStatus, reason: &'static str, message: String) -> Rotati
 /// steps in flight. It finishes its upgrade before any cluster rotates (a cluster at rest
 /// waits for the rotation instead: from rest, the rotation goes first).
 fn part_way(s: &Summary<'_>) -> bool {
-    s.in_motion
+    (s.in_motion
         && (s.lo_rank() != s.hi_rank()
             || s.view
                 .status
-                .is_some_and(|st| st.steps.iter().any(|x| !x.is_rotation())))
+                .is_some_and(|st| st.steps.iter().any(|x| !x.is_rotation()))))
+        || (!s.failed && layers_differ(s))
+}
+
+/// Two members of the cluster run different versions of a component both host: a layered
+/// rollout part-way, even between two steps and with every member on the same effective
+/// version (which is all the mesh's version summary shows). A rotation started there would
+/// hand over between members on different software (rotation soak seeds 13061, 13229).
+fn layers_differ(s: &Summary<'_>) -> bool {
+    let Some(st) = s.view.status else {
+        return false;
+    };
+    let ms = &st.members;
+    ms.iter().enumerate().any(|(i, a)| {
+        ms[i + 1..].iter().any(|b| {
+            a.components
+                .iter()
+                .any(|(k, v)| b.components.get(k).is_some_and(|w| w != v))
+        })
+    })
 }
 
 /// Rotation steps in flight on the cluster.
@@ -594,6 +613,37 @@ mod tests {
             .rotation
             .expect("the mesh declares certificates");
         assert_eq!(grant.waiting, Some(format!("mesh mesh: {why}")));
+    }
+
+    /// A layered cluster part-way (its standby on os 2.0.0, its active on 1.0.0) between two
+    /// steps, every member on the same effective version: still part-way, so the rotation
+    /// waits for its upgrade (it started, and handed over between members on different
+    /// software: soak seeds 13061, 13229). Components each member hosts alone do not count.
+    #[test]
+    fn a_layered_cluster_part_way_between_steps_finishes_its_upgrade_first() {
+        let layered = |standby_os: &str| {
+            cluster("b")
+                .members_run(&["1.0.0"])
+                .sites(&["x", "y"])
+                .rotation(NEW, "AddTrust", 0)
+                .component(0, "os", "1.0.0")
+                .component(1, "os", standby_os)
+                .component(1, "agent", "9.0.0")
+        };
+        let mut s = scene("AddTrust", "AddTrust", "AddTrust");
+        s.mesh.spec.version = "2.0.0".into();
+        s.set(layered("2.0.0"));
+        let plan = s.plan();
+        assert!(rotating(&plan).is_empty(), "{:?}", rotating(&plan));
+        let c = plan.status.certificates.as_ref().expect("written");
+        assert_says(
+            c.waiting.as_deref(),
+            "the CA rotation waits for the clusters part-way in the rollout",
+        );
+        let mut s = scene("AddTrust", "AddTrust", "AddTrust");
+        s.mesh.spec.version = "2.0.0".into();
+        s.set(layered("1.0.0"));
+        assert!(!rotating(&s.plan()).is_empty(), "same layers: at rest");
     }
 
     /// A rollout open with nobody part-way: a cluster at rest would wait for the rotation (its
