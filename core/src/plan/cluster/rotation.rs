@@ -1307,13 +1307,15 @@ mod tests {
     #[test]
     fn a_forced_reissue_names_the_members_that_refuse_the_new_certificates() {
         // c does not trust the new CA yet: AddTrust is due.
-        let plan = rotating()
-            .observe(member("a", true, &[OLD, NEW], OLD))
-            .observe(member("b", false, &[OLD, NEW], OLD))
-            .observe(member("c", false, &[OLD], OLD))
-            .force("rotation/c/Reissue@4e44e44e44e4")
-            .build()
-            .plan();
+        let forced = |b: ClusterBuilder| {
+            b.observe(member("a", true, &[OLD, NEW], OLD))
+                .observe(member("b", false, &[OLD, NEW], OLD))
+                .observe(member("c", false, &[OLD], OLD))
+                .force("rotation/c/Reissue@4e44e44e44e4")
+                .build()
+                .plan()
+        };
+        let plan = forced(rotating());
         assert!(starts(&plan, StepAction::InstallCertificate));
         let warned = plan.events.iter().find(|e| e.reason == "PhaseForced");
         assert!(
@@ -1326,13 +1328,7 @@ mod tests {
         );
         // In a mesh, members of the other clusters that do not trust the new CA refuse the
         // re-issued certificates too (the rotation soak's RotationForced found it unsaid).
-        let plan = in_mesh(|_| {})
-            .observe(member("a", true, &[OLD, NEW], OLD))
-            .observe(member("b", false, &[OLD, NEW], OLD))
-            .observe(member("c", false, &[OLD], OLD))
-            .force("rotation/c/Reissue@4e44e44e44e4")
-            .build()
-            .plan();
+        let plan = forced(in_mesh(|_| {}));
         let warned = plan.events.iter().find(|e| e.reason == "PhaseForced");
         assert!(
             warned.is_some_and(|e| e
