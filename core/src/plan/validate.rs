@@ -149,6 +149,15 @@ fn check_version(out: &mut Vec<Problem>, field: &str, v: &str) {
     }
 }
 
+/// An endpoint as the CRD's uniqueness rule compares it: lower case, without its scheme and
+/// trailing slash.
+fn endpoint_key(e: &str) -> String {
+    e.to_ascii_lowercase()
+        .replace("https://", "")
+        .replace("http://", "")
+        .replace('/', "")
+}
+
 fn valid_endpoint(e: &str) -> bool {
     let rest = e
         .strip_prefix("https://")
@@ -254,6 +263,21 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
             "spec.members",
             "at least one member must not be a spare",
         );
+    }
+    // One agent is one member: two entries with the same address (with or without the
+    // scheme) would take each other's operations and identities.
+    let mut endpoints: BTreeMap<String, &str> = BTreeMap::new();
+    for (i, m) in spec.members.iter().enumerate() {
+        if let Some(first) = endpoints.insert(endpoint_key(&m.endpoint), &m.name) {
+            problem(
+                &mut out,
+                format!("spec.members[{i}].endpoint"),
+                format!(
+                    "member endpoints must be unique (two members cannot be one agent): {:?} is {first}'s",
+                    m.endpoint
+                ),
+            );
+        }
     }
     if spec.members.iter().filter(|m| m.primary).count() > 1 {
         problem(

@@ -252,6 +252,14 @@ pub fn cases() -> Vec<Case> {
             Refused,
             "spec: at least one member must not be a spare",
         ),
+        // Semantic: a CEL rule would be quadratic in the members (kept out of the CRD, see
+        // docs/architecture.md); the operator reports it as Stalled/InvalidSpec.
+        one(
+            "two members with one endpoint",
+            spec_ok.replace("https://b.example:9443", "https://A.example:9443/"),
+            Semantic,
+            "spec.members[1].endpoint: member endpoints must be unique (two members cannot be one agent): \"https://A.example:9443/\" is a's",
+        ),
         one(
             "InPlace without allowOutage (CEL)",
             cluster("  upgrade:\n    strategy: InPlace\n"),

@@ -82,6 +82,30 @@ fn cluster_problems_name_the_field() {
     }
 }
 
+/// Two members cannot be one agent: the same address, with or without its scheme, in
+/// another case or with a trailing slash, is refused (a semantic rule: as a CEL rule it would
+/// be quadratic in the members). Issue 15's bad input: a new member duplicating an endpoint.
+#[test]
+fn two_members_may_not_share_an_endpoint() {
+    let mut s = spec(3);
+    assert!(validate_cluster(&s).is_empty());
+    for dup in ["m0.sim:9443", "https://M0.sim:9443/", "http://m0.sim:9443"] {
+        s.members[0].endpoint = "m0.sim:9443".into();
+        s.members[2].endpoint = dup.into();
+        let m = messages(&validate_cluster(&s));
+        assert!(
+            m.contains("spec.members[2].endpoint: member endpoints must be unique")
+                && m.contains("is m0's"),
+            "{dup}: {m}"
+        );
+    }
+    s.members[2].endpoint = "m0.sim:9444".into();
+    assert!(
+        validate_cluster(&s).is_empty(),
+        "another port is another agent"
+    );
+}
+
 #[test]
 fn requires_primary_active_needs_a_primary_member() {
     let mut s = spec(2);
