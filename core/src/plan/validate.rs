@@ -713,6 +713,29 @@ fn validate_mesh_core(
             }
         }
     }
+    // One agent is a member of one cluster: the same endpoint in two clusters of the mesh would
+    // take both clusters' operations and identities (a member added to two clusters).
+    let mut agents: BTreeMap<String, (&str, &str)> = BTreeMap::new();
+    for (k, c) in clusters.iter().enumerate() {
+        if claimed[k].get().is_none() {
+            continue;
+        }
+        for m in &c.spec.members {
+            let here = (c.name, m.name.as_str());
+            if let Some((oc, om)) = agents.insert(endpoint_key(&m.endpoint), here)
+                && oc != c.name
+            {
+                problem(
+                    &mut out,
+                    "spec.tiers",
+                    format!(
+                        "clusters {oc:?} and {:?} both have the agent at {:?} (members {om} and {}): one agent cannot be a member of two clusters",
+                        c.name, m.endpoint, m.name
+                    ),
+                );
+            }
+        }
+    }
     if let Some(f) = mesh.strategy.max_takeover_load_factor
         && !(f.is_finite() && f >= 1.0)
     {

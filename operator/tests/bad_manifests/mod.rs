@@ -347,6 +347,15 @@ pub fn cases() -> Vec<Case> {
             "spec.components: prerequisite cycle among os, app",
         ),
         meshed(
+            "one agent in two clusters of a mesh",
+            "",
+            [
+                ("a.yaml", cluster_named("api", "")),
+                ("m.yaml", mesh("prod", "", "web, api")),
+            ],
+            "one agent cannot be a member of two clusters",
+        ),
+        meshed(
             "a mesh naming an unknown cluster",
             "",
             [("m.yaml", mesh("prod", "", "web, ghost"))],

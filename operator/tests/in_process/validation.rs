@@ -15,10 +15,16 @@ fn spec(n: usize) -> ClusterSpec {
     }
 }
 
-/// A two-member cluster spec of `role`.
+/// A two-member cluster spec of `role`, its agents' endpoints its own (one agent cannot be in
+/// two clusters of a mesh).
 fn with_role(role: &str) -> ClusterSpec {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     ClusterSpec {
         role: Some(role.into()),
+        members: (0..2)
+            .map(|i| member(&format!("m{i}"), &format!("{role}{n}")))
+            .collect(),
         ..spec(2)
     }
 }
@@ -103,6 +109,55 @@ fn two_members_may_not_share_an_endpoint() {
     assert!(
         validate_cluster(&s).is_empty(),
         "another port is another agent"
+    );
+}
+
+/// One agent cannot be a member of two clusters of a mesh (issue 15's bad input: a member
+/// added to two clusters); a cluster outside the mesh's tiers is not the mesh's to judge.
+#[test]
+fn a_mesh_refuses_one_agent_in_two_of_its_clusters() {
+    let labels = BTreeMap::new();
+    let a = spec(2);
+    let mut b = spec(2);
+    for (i, m) in b.members.iter_mut().enumerate() {
+        m.endpoint = format!("b-m{i}.sim:9443");
+    }
+    let mesh = |names: &[&str]| MeshSpec {
+        version: "1.0.0".into(),
+        tiers: vec![TierSpec {
+            name: "t".into(),
+            clusters: names.iter().map(|n| n.to_string()).collect(),
+            selector: None,
+            max_parallel: 1,
+            stagger: Default::default(),
+        }],
+        ..Default::default()
+    };
+    let refs = |b: &ClusterSpec| -> Vec<String> {
+        let cs = [
+            ClusterRef::new("a", &labels, &a),
+            ClusterRef::new("b", &labels, b),
+        ];
+        messages(&validate_mesh(&mesh(&["a", "b"]), &cs))
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    assert!(refs(&b).is_empty(), "{:?}", refs(&b));
+    b.members[1].endpoint = format!("https://{}/", a.members[0].endpoint);
+    let m = refs(&b).join("\n");
+    assert!(
+        m.contains("clusters \"a\" and \"b\" both have the agent at")
+            && m.contains("one agent cannot be a member of two clusters"),
+        "{m}"
+    );
+    let cs = [
+        ClusterRef::new("a", &labels, &a),
+        ClusterRef::new("b", &labels, &b),
+    ];
+    assert!(
+        validate_mesh(&mesh(&["a"]), &cs).is_empty(),
+        "b is not in the mesh"
     );
 }
 

@@ -294,7 +294,7 @@ pub fn cluster_json(name: &str, version: &str, members: &[(&str, bool)]) -> Valu
         "spec": {
             "version": version,
             "members": members.iter().map(|(m, primary)| json!({
-                "name": m, "endpoint": format!("{m}.example:9443"), "primary": primary,
+                "name": m, "endpoint": format!("{name}-{m}.example:9443"), "primary": primary,
             })).collect::<Vec<_>>(),
         },
     })
