@@ -149,22 +149,28 @@ fn check_version(out: &mut Vec<Problem>, field: &str, v: &str) {
     }
 }
 
-/// An endpoint as the CRD's uniqueness rule compares it: lower case, without its scheme and
-/// trailing slash.
-fn endpoint_key(e: &str) -> String {
-    e.to_ascii_lowercase()
-        .replace("https://", "")
-        .replace("http://", "")
-        .replace('/', "")
-}
-
-fn valid_endpoint(e: &str) -> bool {
+/// An endpoint's `host:port`: without its scheme and trailing slash.
+fn bare_endpoint(e: &str) -> &str {
     let rest = e
         .strip_prefix("https://")
         .or_else(|| e.strip_prefix("http://"))
         .unwrap_or(e);
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    match rest.rsplit_once(':') {
+    rest.strip_suffix('/').unwrap_or(rest)
+}
+
+/// The agent an endpoint reaches, as the uniqueness checks compare it: its `host:port` in
+/// lower case. Borrowed unless it has capitals (the mesh's check runs on every pass).
+fn endpoint_key(e: &str) -> std::borrow::Cow<'_, str> {
+    let bare = bare_endpoint(e);
+    if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        bare.to_ascii_lowercase().into()
+    } else {
+        bare.into()
+    }
+}
+
+fn valid_endpoint(e: &str) -> bool {
+    match bare_endpoint(e).rsplit_once(':') {
         Some((host, port)) => {
             !host.is_empty()
                 && host
@@ -266,7 +272,7 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
     }
     // One agent is one member: two entries with the same address (with or without the
     // scheme) would take each other's operations and identities.
-    let mut endpoints: BTreeMap<String, &str> = BTreeMap::new();
+    let mut endpoints: BTreeMap<std::borrow::Cow<'_, str>, &str> = BTreeMap::new();
     for (i, m) in spec.members.iter().enumerate() {
         if let Some(first) = endpoints.insert(endpoint_key(&m.endpoint), &m.name) {
             problem(
@@ -715,7 +721,7 @@ fn validate_mesh_core(
     }
     // One agent is a member of one cluster: the same endpoint in two clusters of the mesh would
     // take both clusters' operations and identities (a member added to two clusters).
-    let mut agents: BTreeMap<String, (&str, &str)> = BTreeMap::new();
+    let mut agents: BTreeMap<std::borrow::Cow<'_, str>, (&str, &str)> = BTreeMap::new();
     for (k, c) in clusters.iter().enumerate() {
         if claimed[k].get().is_none() {
             continue;

@@ -38,9 +38,10 @@ pub enum Scenario {
     /// (`restart: Automatic`), faults in half of the cases.
     RotationOptions,
     /// CA rotation while one site is cut off (as [`Scenario::RotationSiteCut`]), and a force
-    /// intent on one cluster, at a random instant of the cut, for the phase after the one it is
-    /// in: the handshakes that break must be exactly those its `PhaseForced` event names, and
-    /// the rotation still ends done or stopped with a reason.
+    /// intent on one cluster, at a random instant of the cut, for its own phase when the mesh
+    /// holds it in an earlier one, else for the phase after its own: the handshakes that break
+    /// must be exactly those its `PhaseForced` event names, and the rotation still ends done or
+    /// stopped with a reason.
     RotationForced,
 }
 

@@ -162,13 +162,8 @@ fn mesh_allows(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, forced:
     let (Some(g), Some(mesh)) = (&p.inp.admission.rotation, &p.inp.admission.mesh) else {
         return true;
     };
-    let why = if g.target.as_deref() != Some(r.id.as_str()) {
-        format!(
-            "mesh {mesh} has not started the rotation to {} yet",
-            short(&r.id)
-        )
-    } else if let Some(why) = &g.waiting {
-        why.clone()
+    let why = if let Some(why) = grant_withheld(p, r) {
+        why
     } else if !forced && g.phase.is_none_or(|m| phase > m) {
         format!(
             "phase {} waits until every cluster of mesh {mesh} has finished the phase before",
@@ -179,6 +174,23 @@ fn mesh_allows(p: &mut Pass<'_>, r: &Rotation<'_>, phase: RotationPhase, forced:
     };
     p.wait(why);
     false
+}
+
+/// Why the cluster's mesh does not let it start rotation steps (phases or renewals) now, if
+/// it does not: it rotates to another CA, or it says why this cluster waits. None outside a
+/// mesh that declares certificates.
+fn grant_withheld(p: &Pass<'_>, r: &Rotation<'_>) -> Option<String> {
+    let (Some(g), Some(mesh)) = (&p.inp.admission.rotation, &p.inp.admission.mesh) else {
+        return None;
+    };
+    if g.target.as_deref() != Some(r.id.as_str()) {
+        Some(format!(
+            "mesh {mesh} has not started the rotation to {} yet",
+            short(&r.id)
+        ))
+    } else {
+        g.waiting.clone()
+    }
 }
 
 /// What the rotation has to do next.
@@ -883,21 +895,11 @@ fn renew(p: &mut Pass<'_>, r: &Rotation<'_>, active: &str) {
     }
     // In a mesh, renewals start on the mesh's grant too (one job per site across the mesh);
     // steps in flight finish.
-    if let (Some(g), Some(mesh)) = (&p.inp.admission.rotation, &p.inp.admission.mesh)
-        && !p.st.steps.iter().any(StepRecord::is_rotation)
+    if !p.st.steps.iter().any(StepRecord::is_rotation)
+        && let Some(why) = grant_withheld(p, r)
     {
-        let why = if g.target.as_deref() != Some(r.id.as_str()) {
-            Some(format!(
-                "mesh {mesh} has not started the rotation to {} yet",
-                short(&r.id)
-            ))
-        } else {
-            g.waiting.clone()
-        };
-        if let Some(why) = why {
-            p.wait(format!("renewal of {} due: {why}", named(&due).join(", ")));
-            return;
-        }
+        p.wait(format!("renewal of {} due: {why}", named(&due).join(", ")));
+        return;
     }
     p.wait(format!("renewing the certificates of {}", due.join(", ")));
     reissue(p, r, &due, active);

@@ -171,26 +171,24 @@ pub(super) fn run(
         };
         return Rotation::Idle;
     };
-    // Failed now, or in this phase before and still in it (without a grant a cluster only
-    // waits, so its failure would be forgotten and it would take its site back each pass).
+    // Failed in the mesh's phase, now or before and still in it (without a grant a cluster
+    // only waits, so its failure would be forgotten and it would take its site back each
+    // pass); the Degraded message names those and the clusters failed in another phase.
+    let in_phase = |s: &Summary<'_>, stage: &Stage| {
+        stage.phase() == Some(mesh_phase) && (s.failed || cs.failed.iter().any(|f| f == s.name()))
+    };
     let failed: Vec<String> = stages
         .iter()
-        .filter(|(s, stage)| {
-            *stage != Stage::Done
-                && (s.failed
-                    || (stage.phase() == Some(mesh_phase)
-                        && cs.failed.iter().any(|f| f == s.name())))
-        })
+        .filter(|(s, stage)| *stage != Stage::Done && (s.failed || in_phase(s, stage)))
         .map(|(s, _)| s.name().to_string())
         .collect();
-    cs.failed = stages
+    let mut remembered: Vec<String> = stages
         .iter()
-        .filter(|(s, stage)| {
-            stage.phase() == Some(mesh_phase) && failed.iter().any(|f| f == s.name())
-        })
+        .filter(|(s, stage)| in_phase(s, stage))
         .map(|(s, _)| s.name().to_string())
         .collect();
-    cs.failed.sort();
+    remembered.sort();
+    cs.failed = remembered;
     let upgrading = stages.iter().any(|(s, _)| part_way(s));
     let waiting = if upgrading {
         let to = sit
