@@ -202,16 +202,21 @@ mod tests {
     use super::*;
     use crate::local::load;
 
+    /// The demo mesh's settings with `version` and `workers_parallel`.
+    fn settings(version: &str, workers_parallel: usize) -> ManifestSettings {
+        ManifestSettings {
+            mesh: "demo".into(),
+            version: version.into(),
+            workers_parallel,
+            traffic_timeout_secs: 5,
+        }
+    }
+
     #[test]
     fn manifests_load_and_validate() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cl = layout(4, 3);
-        let s = ManifestSettings {
-            mesh: "demo".into(),
-            version: "2.0.0".into(),
-            workers_parallel: 2,
-            traffic_timeout_secs: 5,
-        };
+        let s = settings("2.0.0", 2);
         let mut port = 7000;
         let text = clusters_yaml(
             &cl,
@@ -240,12 +245,7 @@ mod tests {
     fn rotate_ca_manifests_load_with_their_secret() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cl = layout(2, 2);
-        let s = ManifestSettings {
-            mesh: "demo".into(),
-            version: "1.0.0".into(),
-            workers_parallel: 1,
-            traffic_timeout_secs: 5,
-        };
+        let s = settings("1.0.0", 1);
         let ca = CaSettings {
             secret: "demo-ca".into(),
             client_grace_secs: 2,

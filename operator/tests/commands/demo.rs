@@ -182,11 +182,7 @@ fn scenario(name: &str) -> String {
         "{out}"
     );
     // The state file is the runner's, readable by `baton status`.
-    let status_out = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["status", "--state"])
-        .arg(dir.join("state.json"))
-        .output()
-        .expect("baton status");
+    let status_out = baton_status(&dir);
     assert!(status_out.status.success());
     let table = String::from_utf8_lossy(&status_out.stdout).into_owned();
     assert!(
@@ -296,11 +292,7 @@ fn rotate_ca_scenario_rotates_every_cluster_refusing_no_handshake_and_losing_no_
         secret.contains(new_ca.lines().nth(1).expect("PEM body")),
         "{secret}"
     );
-    let status_out = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["status", "--state"])
-        .arg(dir.join("state.json"))
-        .output()
-        .expect("baton status");
+    let status_out = baton_status(&dir);
     let table = String::from_utf8_lossy(&status_out.stdout).into_owned();
     assert!(table.contains(" Done"), "{table}");
     // The Mesh declared the CA, and its own line says the mesh-wide rotation is done.
@@ -375,4 +367,13 @@ fn bad_options_are_refused_before_anything_starts() {
         .expect("baton demo");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be newer"));
+}
+
+/// `baton status` on the demo's state file in `dir` (the runner's, as the demo leaves it).
+fn baton_status(dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["status", "--state"])
+        .arg(dir.join("state.json"))
+        .output()
+        .expect("baton status")
 }
