@@ -207,9 +207,30 @@ pub struct MemberStatus {
     /// certificates here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub presented_issuers: BTreeMap<String, PresentedIssuer>,
+    /// SHA-256 (64 lowercase hex) of the identity this member presents to its peers: its
+    /// data-port member certificate when it presents one, else a key of its own generated at
+    /// first start (demo backend). Peers and managed clients accept it with `add-peer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The peers this member accepts, name to identity fingerprint (`add-peer`,
+    /// `remove-peer`). Empty: nothing is enforced (every member trusted by TLS is accepted).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peers: BTreeMap<String, String>,
+    /// SHA-256 of the member's configuration (what `sync-config` copies); absent when the
+    /// member has none. Equal digests mean equal configurations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
+    /// The member was retired (`retire`): it is OutOfService, accepts no writes and follows
+    /// no source until a `demote` or `force-standby` with a source re-joins it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub retired: bool,
     /// The running operation, or else the most recent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationRecord>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Every operation the agent knows. Wire names are kebab-case (`force-standby`).
@@ -229,10 +250,13 @@ pub enum OperationKind {
     Restart,
     ResignData,
     SyncConfig,
+    AddPeer,
+    RemovePeer,
+    Retire,
 }
 
 impl OperationKind {
-    pub const ALL: [OperationKind; 13] = [
+    pub const ALL: [OperationKind; 16] = [
         OperationKind::Preflight,
         OperationKind::Upgrade,
         OperationKind::Rollback,
@@ -246,6 +270,9 @@ impl OperationKind {
         OperationKind::Restart,
         OperationKind::ResignData,
         OperationKind::SyncConfig,
+        OperationKind::AddPeer,
+        OperationKind::RemovePeer,
+        OperationKind::Retire,
     ];
 
     /// The wire name, e.g. `force-standby`.
@@ -264,6 +291,9 @@ impl OperationKind {
             OperationKind::Restart => "restart",
             OperationKind::ResignData => "resign-data",
             OperationKind::SyncConfig => "sync-config",
+            OperationKind::AddPeer => "add-peer",
+            OperationKind::RemovePeer => "remove-peer",
+            OperationKind::Retire => "retire",
         }
     }
 
@@ -314,6 +344,16 @@ pub struct OperationRequest {
     /// Private key of `install-certificate`. Never logged, never echoed back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_pem: Option<String>,
+    /// `add-peer`, `remove-peer`: the peer's name (a DNS label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// `add-peer`: the peer's identity, a SHA-256 fingerprint (64 lowercase hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// `add-peer`: instead of `fingerprint`, the name of an accepted peer whose fingerprint is
+    /// accepted under `peer` too (a shared identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_from: Option<String>,
 }
 
 impl OperationRequest {
@@ -331,6 +371,9 @@ impl OperationRequest {
             keep_trust: Vec::new(),
             certificate_pem: None,
             key_pem: None,
+            peer: None,
+            fingerprint: None,
+            copy_from: None,
         }
     }
 
@@ -365,6 +408,24 @@ impl OperationRequest {
         self
     }
 
+    /// `add-peer` / `remove-peer`: the peer's name.
+    pub fn with_peer(mut self, peer: impl Into<String>) -> Self {
+        self.peer = Some(peer.into());
+        self
+    }
+
+    /// `add-peer`: the peer's identity fingerprint.
+    pub fn with_fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
+        self.fingerprint = Some(fingerprint.into());
+        self
+    }
+
+    /// `add-peer`: copy the fingerprint of this accepted peer.
+    pub fn with_copy_from(mut self, peer: impl Into<String>) -> Self {
+        self.copy_from = Some(peer.into());
+        self
+    }
+
     pub fn with_certificate(
         mut self,
         cert_pem: impl Into<String>,
@@ -393,6 +454,9 @@ impl fmt::Debug for OperationRequest {
                 &self.certificate_pem.as_ref().map(|p| p.len()),
             )
             .field("key_pem", &self.key_pem.as_ref().map(|_| "<redacted>"))
+            .field("peer", &self.peer)
+            .field("fingerprint", &self.fingerprint)
+            .field("copy_from", &self.copy_from)
             .finish()
     }
 }
@@ -417,6 +481,12 @@ pub struct OperationParams {
     pub keep_trust: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

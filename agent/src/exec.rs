@@ -53,6 +53,14 @@ pub struct ExecStatus {
     /// The CAs of the certificates the application's peers and clients present to it (see
     /// `/v1/status`): what holds the removal of an old CA while clients still use it.
     pub presented_issuers: Option<BTreeMap<String, crate::api::PresentedIssuer>>,
+    /// The fingerprint of the identity the application presents to its peers.
+    pub identity: Option<String>,
+    /// The peers the application accepts, name to identity fingerprint.
+    pub peers: Option<BTreeMap<String, String>>,
+    /// Digest of the application's configuration.
+    pub config_digest: Option<String>,
+    /// The member was retired.
+    pub retired: Option<bool>,
 }
 
 impl ExecStatus {
@@ -73,6 +81,10 @@ impl ExecStatus {
             trust: self.trust.or(f.trust),
             certificate: self.certificate.or(f.certificate),
             presented_issuers: self.presented_issuers.or(f.presented_issuers),
+            identity: self.identity.or(f.identity),
+            peers: self.peers.or(f.peers),
+            config_digest: self.config_digest.or(f.config_digest),
+            retired: self.retired.or(f.retired),
         }
     }
 }
@@ -159,7 +171,7 @@ struct Outcome {
     stderr: String,
 }
 
-const PLACEHOLDERS: [&str; 9] = [
+const PLACEHOLDERS: [&str; 12] = [
     "version",
     "component",
     "trust_path",
@@ -169,6 +181,9 @@ const PLACEHOLDERS: [&str; 9] = [
     "data_dir",
     "member",
     "role",
+    "peer",
+    "fingerprint",
+    "copy_from",
 ];
 
 impl ExecBackend {
@@ -221,6 +236,15 @@ impl ExecBackend {
         }
         if let Some(r) = req.role {
             v.insert("role", format!("{r:?}").to_lowercase());
+        }
+        if let Some(x) = &req.peer {
+            v.insert("peer", x.clone());
+        }
+        if let Some(x) = &req.fingerprint {
+            v.insert("fingerprint", x.clone());
+        }
+        if let Some(x) = &req.copy_from {
+            v.insert("copy_from", x.clone());
         }
         if req.trust_pem.is_some() {
             v.insert("trust_path", dir.join("trust.pem").display().to_string());
@@ -559,6 +583,10 @@ impl ExecBackend {
             certificate: s.certificate,
             presented_issuers: s.presented_issuers.unwrap_or_default(),
             handshake_failures: Default::default(),
+            identity: s.identity,
+            peers: s.peers.unwrap_or_default(),
+            config_digest: s.config_digest,
+            retired: s.retired.unwrap_or(false),
             operation: None,
         }
     }

@@ -322,6 +322,9 @@ fn recorded_params(req: &OperationRequest) -> OperationParams {
             .as_deref()
             .and_then(|p| crate::tls::fingerprints(p.as_bytes(), "certificate").ok())
             .and_then(|f| f.into_iter().next()),
+        peer: req.peer.clone(),
+        fingerprint: req.fingerprint.clone(),
+        copy_from: req.copy_from.clone(),
     }
 }
 
@@ -403,6 +406,59 @@ fn require<'a>(
     }
 }
 
+/// A peer name: a DNS label, 1 to 63 characters of `a-z 0-9 -`, starting and ending with a
+/// letter or digit (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`).
+pub fn valid_peer_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let edge = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (1..=63).contains(&bytes.len())
+        && bytes.first().is_some_and(edge)
+        && bytes.last().is_some_and(edge)
+        && bytes.iter().all(|b| edge(b) || *b == b'-')
+}
+
+/// A SHA-256 fingerprint as agents report them: 64 lowercase hex digits.
+pub fn valid_fingerprint(fp: &str) -> bool {
+    fp.len() == 64 && fp.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn validate_peer_name(name: &str, what: &str) -> Result<(), ApiError> {
+    if valid_peer_name(name) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "invalid_param",
+        format!(
+            "{what} {} must be a DNS label: 1 to 63 characters of a-z 0-9 -, starting and ending with a letter or digit",
+            excerpt(name)
+        ),
+    ))
+}
+
+/// `add-peer`: a name, and exactly one of `fingerprint` and `copyFrom`.
+fn validate_add_peer(req: &OperationRequest) -> Result<(), ApiError> {
+    validate_peer_name(require(&req.peer, req.kind, "peer")?, "peer")?;
+    match (&req.fingerprint, &req.copy_from) {
+        (None, None) => Err(ApiError::bad_request(
+            "missing_param",
+            "add-peer requires the \"fingerprint\" or the \"copyFrom\" parameter",
+        )),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid_param",
+            "add-peer takes \"fingerprint\" or \"copyFrom\", not both",
+        )),
+        (Some(fp), None) if !valid_fingerprint(fp) => Err(ApiError::bad_request(
+            "invalid_param",
+            format!(
+                "fingerprint {} is not a SHA-256 fingerprint (64 lowercase hex digits)",
+                excerpt(fp)
+            ),
+        )),
+        (Some(_), None) => Ok(()),
+        (None, Some(from)) => validate_peer_name(from, "copyFrom"),
+    }
+}
+
 /// Most CAs a `keepTrust` list names: a rotation keeps one old root, a chain a few.
 pub const MAX_KEEP_TRUST: usize = 16;
 
@@ -418,7 +474,7 @@ fn validate_fingerprints(fps: &[String], what: &str) -> Result<(), ApiError> {
         ));
     }
     for fp in fps {
-        if fp.len() != 64 || !fp.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+        if !valid_fingerprint(fp) {
             return Err(ApiError::bad_request(
                 "invalid_param",
                 format!(
@@ -445,7 +501,9 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         K::SyncConfig => &["source"],
         K::InstallTrust => &["trustPem", "keepTrust"],
         K::InstallCertificate => &["certificatePem", "keyPem"],
-        K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData => &[],
+        K::AddPeer => &["peer", "fingerprint", "copyFrom"],
+        K::RemovePeer => &["peer"],
+        K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData | K::Retire => &[],
     };
     let present = [
         ("version", req.version.is_some()),
@@ -456,6 +514,9 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         ("keepTrust", !req.keep_trust.is_empty()),
         ("certificatePem", req.certificate_pem.is_some()),
         ("keyPem", req.key_pem.is_some()),
+        ("peer", req.peer.is_some()),
+        ("fingerprint", req.fingerprint.is_some()),
+        ("copyFrom", req.copy_from.is_some()),
     ];
     for (name, is_present) in present {
         if is_present && !allowed.contains(&name) {
@@ -498,7 +559,9 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
             crate::tls::cert_info(cert.as_bytes(), None)
                 .map_err(|e| ApiError::bad_request("invalid_param", e.to_string()))?;
         }
-        K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData => {}
+        K::AddPeer => validate_add_peer(req)?,
+        K::RemovePeer => validate_peer_name(require(&req.peer, kind, "peer")?, "peer")?,
+        K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData | K::Retire => {}
     }
     Ok(())
 }

@@ -209,6 +209,15 @@ fn describe_params(rec: &OperationRecord) -> String {
     if let Some(f) = &p.certificate_fingerprint {
         parts.push(format!("certificate={f}"));
     }
+    if let Some(n) = &p.peer {
+        parts.push(format!("peer={n}"));
+    }
+    if let Some(f) = &p.fingerprint {
+        parts.push(format!("fingerprint={f}"));
+    }
+    if let Some(n) = &p.copy_from {
+        parts.push(format!("copyFrom={n}"));
+    }
     if parts.is_empty() {
         String::new()
     } else {

@@ -98,9 +98,11 @@ async fn route(
                 },
             ))
         }
-        ("/v1/replicate", &Method::GET) => {
-            super::replication::serve_stream(shared, req.uri().query())
-        }
+        ("/v1/replicate", &Method::GET) => super::replication::serve_stream(
+            shared,
+            req.uri().query(),
+            info.client_fingerprint.clone(),
+        ),
         ("/v1/config", &Method::GET) => {
             let config: Option<serde_json::Value> =
                 persist::read_json(&shared.data_dir.join(CONFIG_FILE))
@@ -119,7 +121,8 @@ async fn route(
                     "config must be a JSON object",
                 ));
             }
-            persist::write_json(&shared.data_dir.join(CONFIG_FILE), &value)
+            shared
+                .write_config(&value)
                 .map_err(|e| ApiError::internal(format!("{e:#}")))?;
             Ok(json_response(StatusCode::OK, &value))
         }

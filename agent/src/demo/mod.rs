@@ -5,6 +5,7 @@
 mod data_server;
 mod member_tls;
 mod operations;
+mod peers;
 mod replication;
 pub mod store;
 
@@ -50,13 +51,25 @@ pub struct MemberState {
     pub previous_version: Option<String>,
     #[serde(default)]
     pub components: BTreeMap<String, String>,
-    /// Never OutOfService: that is derived from a running upgrade.
+    /// OutOfService only while retired (an upgrade's OutOfService is derived from the
+    /// running upgrade, never persisted).
     pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     pub role_since: Timestamp,
     #[serde(default)]
     pub conflicts: u64,
+    /// Accepted peers, name to identity fingerprint (`add-peer`, `remove-peer`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peers: BTreeMap<String, String>,
+    /// Retired (`retire`): OutOfService with no source until a demote or force-standby with a
+    /// source re-joins it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub retired: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What the follower has learned about its source.
@@ -109,6 +122,14 @@ pub(crate) struct Shared {
     state: Mutex<MemberState>,
     pub store: Arc<Store>,
     pub tls: MemberTls,
+    /// SHA-256 of the identity key's public key: the identity of a member without a member
+    /// certificate on its data port.
+    key_identity: String,
+    /// Bumped whenever the accepted peers change, so that open replication streams (both
+    /// ways) are checked again and a refused follower retries at once.
+    peers_tx: watch::Sender<u64>,
+    /// Digest of `config.json`, kept up to date by [`Shared::write_config`].
+    config_digest: Mutex<Option<String>>,
     /// Data-port handshakes refused over certificates or trust, both ways.
     pub handshakes: Arc<HandshakeCounter>,
     faults: Mutex<Faults>,
@@ -166,11 +187,49 @@ impl Shared {
     }
 
     pub fn effective_role(&self) -> Role {
-        if self.upgrading() {
+        let upgrading = self.upgrading();
+        let st = lock(&self.state);
+        if st.retired || upgrading {
             Role::OutOfService
         } else {
-            lock(&self.state).role
+            st.role
         }
+    }
+
+    /// The fingerprint of the identity presented to peers: the member certificate when the
+    /// data port presents one, else the identity key.
+    pub fn identity(&self) -> String {
+        if self.tls.is_tls()
+            && let Some(cert) = self.tls.cert_info()
+        {
+            return cert.fingerprint;
+        }
+        self.key_identity.clone()
+    }
+
+    pub fn peers(&self) -> BTreeMap<String, String> {
+        lock(&self.state).peers.clone()
+    }
+
+    pub fn subscribe_peers(&self) -> watch::Receiver<u64> {
+        self.peers_tx.subscribe()
+    }
+
+    /// Changes the accepted peers (persisted) and has every open stream checked again.
+    pub fn update_peers(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, String>),
+    ) -> Result<MemberState> {
+        let next = self.update_state(|s| f(&mut s.peers))?;
+        self.peers_tx.send_modify(|g| *g += 1);
+        Ok(next)
+    }
+
+    /// Replaces `config.json` and its digest.
+    pub fn write_config(&self, value: &serde_json::Value) -> Result<()> {
+        persist::write_json(&self.data_dir.join(CONFIG_FILE), value)?;
+        *lock(&self.config_digest) = Some(peers::config_digest(value));
+        Ok(())
     }
 
     /// Writes are accepted only by an Active member that is not being upgraded and did not
@@ -392,6 +451,10 @@ impl Shared {
             certificate: self.tls.cert_info(),
             handshake_failures: self.handshakes.snapshot(),
             presented_issuers: self.handshakes.presented_snapshot(),
+            identity: Some(self.identity()),
+            peers: st.peers.clone(),
+            config_digest: lock(&self.config_digest).clone(),
+            retired: st.retired,
             operation: None,
         }
     }
@@ -420,7 +483,9 @@ impl DemoBackend {
                         cfg.member
                     );
                 }
-                if s.role == Role::OutOfService {
+                if s.retired {
+                    s.role = Role::OutOfService;
+                } else if s.role == Role::OutOfService {
                     s.role = Role::Standby;
                 }
                 tracing::info!(
@@ -446,6 +511,8 @@ impl DemoBackend {
                     source: cfg.source.clone(),
                     role_since: Timestamp::now(),
                     conflicts: 0,
+                    peers: BTreeMap::new(),
+                    retired: false,
                 };
                 persist::write_json(&state_path, &s)?;
                 s
@@ -458,6 +525,14 @@ impl DemoBackend {
                 &serde_json::json!({"revision": 0, "settings": {}}),
             )?;
         }
+        let config_digest = match persist::read_json::<serde_json::Value>(&config_path) {
+            Ok(config) => config.as_ref().map(peers::config_digest),
+            Err(e) => {
+                tracing::warn!("no configuration digest: {e:#}");
+                None
+            }
+        };
+        let key_identity = peers::load_or_create_identity_key(&cfg.data_dir)?;
         let store = Store::open(&cfg.data_dir.join("data"))?;
         let tls = MemberTls::open(&cfg.data_dir, &cfg.tls)?;
         let handshakes: Arc<HandshakeCounter> = Arc::default();
@@ -479,6 +554,9 @@ impl DemoBackend {
             state: Mutex::new(state),
             store,
             tls,
+            key_identity,
+            peers_tx: watch::channel(0).0,
+            config_digest: Mutex::new(config_digest),
             handshakes,
             faults: Mutex::new(cfg.faults.clone()),
             default_upgrade_seconds: cfg.upgrade_seconds,
@@ -568,6 +646,29 @@ impl DemoBackend {
                 "invalid_state",
                 "the member is being upgraded; role changes wait until it is back",
             ));
+        }
+        if st.retired {
+            let member = &self.shared.member;
+            match req.kind {
+                OperationKind::Promote => {
+                    return Err(ApiError::conflict(
+                        "invalid_state",
+                        format!(
+                            "member {member} is retired and cannot be promoted; re-join it first (demote or force-standby with a source)"
+                        ),
+                    ));
+                }
+                OperationKind::Demote | OperationKind::ForceStandby if req.source.is_none() => {
+                    return Err(ApiError::conflict(
+                        "invalid_state",
+                        format!(
+                            "member {member} is retired; a {} re-joins it only with a source to follow",
+                            req.kind
+                        ),
+                    ));
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

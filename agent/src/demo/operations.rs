@@ -6,7 +6,8 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use jiff::Timestamp;
 
-use super::{CONFIG_FILE, Shared, lock};
+use super::peers::{self, MAX_PEERS, short};
+use super::{Shared, lock};
 use crate::api::{DemoteRole, OperationKind, OperationRequest, Role};
 use crate::http_client::Target;
 use crate::ops::{Ended, Progress};
@@ -110,6 +111,9 @@ pub(crate) async fn execute(
             Ok(format!("re-computed the checksums of {n} log entries"))
         }
         K::SyncConfig => sync_config(shared, req.source.as_deref().unwrap_or_default()).await,
+        K::AddPeer => add_peer(shared, &req),
+        K::RemovePeer => remove_peer(shared, req.peer.as_deref().unwrap_or_default()),
+        K::Retire => retire(shared).await,
     }
 }
 
@@ -322,11 +326,16 @@ async fn demote(shared: &Arc<Shared>, role: Role, source: Option<String>) -> End
             return Err(e.to_string());
         }
     };
+    let rejoins = shared.state().retired && source.is_some();
     let persisted = shared.update_state(|s| {
         if s.role != role {
             s.role_since = Timestamp::now();
         }
         s.role = role;
+        // Validation let a retired member through only with a source: it re-joins.
+        if source.is_some() {
+            s.retired = false;
+        }
     });
     if let Err(e) = persisted {
         shared.refresh_accepting();
@@ -344,7 +353,17 @@ async fn demote(shared: &Arc<Shared>, role: Role, source: Option<String>) -> End
         Some(s) => format!("; following {s}"),
         None => "; no source to follow".to_string(),
     };
-    Ok(format!("{was} -> {role} at final index {head}{following}"))
+    let (was, rejoined) = if rejoins {
+        (
+            "OutOfService (retired)".to_string(),
+            "; re-joined, no longer retired",
+        )
+    } else {
+        (was.to_string(), "")
+    };
+    Ok(format!(
+        "{was} -> {role} at final index {head}{following}{rejoined}"
+    ))
 }
 
 async fn backup(shared: &Arc<Shared>) -> Ended {
@@ -399,7 +418,8 @@ async fn sync_config(shared: &Arc<Shared>, source: &str) -> Ended {
                 if !value.is_object() {
                     return Err(format!("{source} sent a config that is not a JSON object"));
                 }
-                persist::write_json(&shared.data_dir.join(CONFIG_FILE), &value)
+                shared
+                    .write_config(&value)
                     .map_err(|e| format!("cannot store the config: {e:#}"))?;
                 let revision = value
                     .get("revision")
@@ -420,4 +440,122 @@ async fn sync_config(shared: &Arc<Shared>, source: &str) -> Ended {
         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
     }
     Err(format!("sync-config failed: {last}"))
+}
+
+/// Accepts `peer` with the fingerprint given, or with the one of the accepted peer `copyFrom`.
+fn add_peer(shared: &Arc<Shared>, req: &OperationRequest) -> Ended {
+    let peer = req.peer.clone().unwrap_or_default();
+    let accepted = shared.peers();
+    let (fingerprint, how) = match (&req.fingerprint, &req.copy_from) {
+        (Some(fp), _) => (fp.clone(), String::new()),
+        (None, Some(from)) => match accepted.get(from) {
+            Some(fp) => (fp.clone(), format!(" (copied from {from})")),
+            None => {
+                return Err(format!(
+                    "cannot copy the identity of {from}: it is not an accepted peer of {} (accepted: {})",
+                    shared.member,
+                    peers::list_names(&accepted)
+                ));
+            }
+        },
+        // Validation requires one of the two.
+        (None, None) => return Err("add-peer needs a fingerprint or copyFrom".to_string()),
+    };
+    let previous = accepted.get(&peer).cloned();
+    if previous.as_deref() == Some(fingerprint.as_str()) {
+        return Ok(format!(
+            "{peer} is already accepted with identity {fingerprint}{how}; nothing changed"
+        ));
+    }
+    if previous.is_none() && accepted.len() >= MAX_PEERS {
+        return Err(format!(
+            "cannot accept {peer}: {} already accepts {MAX_PEERS} peers, the most it keeps",
+            shared.member
+        ));
+    }
+    shared
+        .update_peers(|p| {
+            p.insert(peer.clone(), fingerprint.clone());
+        })
+        .map_err(|e| format!("cannot persist the accepted peers: {e:#}"))?;
+    let count = accepted.len() + usize::from(previous.is_none());
+    Ok(match previous {
+        Some(old) => format!(
+            "{peer}'s identity replaced: {old} -> {fingerprint}{how}; {count} accepted peer(s)"
+        ),
+        None => {
+            format!("{peer} accepted with identity {fingerprint}{how}; {count} accepted peer(s)")
+        }
+    })
+}
+
+/// Withdraws `peer`'s identity. Streams to and from it are checked again at once.
+fn remove_peer(shared: &Arc<Shared>, peer: &str) -> Ended {
+    let accepted = shared.peers();
+    let Some(old) = accepted.get(peer) else {
+        return Ok(format!(
+            "{peer} was not an accepted peer of {}; nothing changed",
+            shared.member
+        ));
+    };
+    let old = old.clone();
+    shared
+        .update_peers(|p| {
+            p.remove(peer);
+        })
+        .map_err(|e| format!("cannot persist the accepted peers: {e:#}"))?;
+    let left = accepted.len() - 1;
+    Ok(format!(
+        "{peer} (identity {}) no longer accepted; {}",
+        short(&old),
+        if left == 0 {
+            "no accepted peers left: peer identities are no longer enforced".to_string()
+        } else {
+            format!("{left} accepted peer(s) left")
+        }
+    ))
+}
+
+/// Takes the member out of the cluster: no writes, no source, role OutOfService, persisted.
+/// It keeps serving its log to whoever still follows it, so that a standby can catch up with
+/// a retired Active member's final index before being promoted.
+async fn retire(shared: &Arc<Shared>) -> Ended {
+    let before = shared.state();
+    if before.retired {
+        return Ok(format!(
+            "already retired (since {}); nothing changed",
+            before.role_since
+        ));
+    }
+    shared.store.set_accepting(false);
+    let head = match shared.store.barrier().await {
+        Ok(h) => h,
+        Err(e) => {
+            shared.refresh_accepting();
+            return Err(format!("cannot drain the writes: {e}"));
+        }
+    };
+    shared.stop_follower();
+    let persisted = shared.update_state(|s| {
+        s.retired = true;
+        s.role = Role::OutOfService;
+        s.source = None;
+        s.role_since = Timestamp::now();
+    });
+    if let Err(e) = persisted {
+        shared.refresh_accepting();
+        shared.restart_follower();
+        return Err(format!("cannot persist the retirement: {e:#}"));
+    }
+    *shared.repl() = super::ReplState::default();
+    *lock(&shared.traffic_failed) = None;
+    shared.refresh_accepting();
+    let source = before
+        .source
+        .map(|s| format!(", stopped following {s}"))
+        .unwrap_or_default();
+    Ok(format!(
+        "retired: {} -> OutOfService at final index {head}{source}; accepts no writes and follows no source until a demote or force-standby with a source re-joins it",
+        before.role
+    ))
 }

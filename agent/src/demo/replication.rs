@@ -7,6 +7,13 @@
 //! Because checksums chain, equal checksums at one index mean equal logs up to it; the source
 //! checks at N as soon as it has N entries, the follower checks at the source's head when the
 //! source is behind (a demoted old active following the standby about to be promoted).
+//!
+//! Once a member accepts peers (`add-peer`), the stream runs only between accepted peers: the
+//! follower names its identity (`identity=` in the query) and the source serves it only when
+//! it accepts the follower's name with that identity (403 `unknown_peer` otherwise); the source
+//! names its identity in the `hello` and the follower applies nothing from a source it does not
+//! accept. Under TLS each side also checks that the identity claimed is the certificate
+//! presented. A change of the accepted peers checks open streams again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +27,11 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::Shared;
+use super::peers::{self, check_follower, check_source};
 use super::store::{Entry, StoreError};
 use crate::api::Role;
 use crate::http_client::{Target, TransportError, send_streaming};
-use crate::http_util::{ApiError, ChannelBody, RespBody, query_params};
+use crate::http_util::{ApiError, ChannelBody, RespBody, clip, query_params};
 
 const HEARTBEAT: Duration = Duration::from_millis(200);
 /// A source silent for this long is considered gone (it sends heartbeats every 200 ms).
@@ -42,6 +50,9 @@ pub(crate) enum Msg {
         head: u64,
         check_index: u64,
         check_hash: String,
+        /// The source's identity fingerprint (absent from agents before peer identities).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
     },
     Entries {
         entries: Vec<Entry>,
@@ -65,10 +76,32 @@ fn line(msg: &Msg) -> Bytes {
     Bytes::from(v)
 }
 
-/// Source side: answers a follower's replicate request with a stream.
+/// Who asks for the stream: its name, the identity it claims, the client certificate it
+/// presented (mutual TLS only).
+struct Follower {
+    name: String,
+    identity: Option<String>,
+    presented: Option<String>,
+}
+
+impl Follower {
+    fn check(&self, shared: &Shared) -> Result<(), String> {
+        check_follower(
+            &shared.member,
+            &shared.peers(),
+            &self.name,
+            self.identity.as_deref(),
+            self.presented.as_deref(),
+        )
+    }
+}
+
+/// Source side: answers a follower's replicate request with a stream. `presented` is the
+/// fingerprint of the client certificate of the connection (mutual TLS only).
 pub(crate) fn serve_stream(
     shared: &Arc<Shared>,
     query: Option<&str>,
+    presented: Option<String>,
 ) -> Result<Response<RespBody>, ApiError> {
     let params = query_params(query);
     let get = |k: &str| {
@@ -88,21 +121,30 @@ pub(crate) fn serve_stream(
             "\"hash\" must be 64 hex digits",
         ));
     }
-    // Only used in log lines; keep peer-supplied text to a safe alphabet.
-    let clean = |v: Option<String>| {
-        v.filter(|s| crate::ops::validate_id(s).is_ok())
-            .unwrap_or_else(|| "unknown".into())
+    // Used in messages and log lines; keep peer-supplied text to a safe alphabet.
+    let follower = Follower {
+        name: peers::clean_name(get("member").as_deref()),
+        identity: get("identity").filter(|fp| crate::ops::valid_fingerprint(fp)),
+        presented,
     };
-    let follower = clean(get("member"));
-    let follower_version = clean(get("version"));
+    let follower_version = peers::clean_name(get("version").as_deref());
+    if let Err(message) = follower.check(shared) {
+        warn!("{message}");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unknown_peer",
+            message,
+        ));
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let shared = shared.clone();
     tokio::spawn(async move {
-        info!("serving log to follower {follower} (version {follower_version}) from index {after}");
+        let name = follower.name.clone();
+        info!("serving log to follower {name} (version {follower_version}) from index {after}");
         let id = shared.register_downstream(after.min(shared.store.head()));
-        let outcome = stream_to(&shared, &tx, after, &hash, id).await;
+        let outcome = stream_to(&shared, &tx, after, &hash, id, &follower).await;
         shared.unregister_downstream(id);
-        info!("log stream to {follower} ended: {outcome}");
+        info!("log stream to {name} ended: {outcome}");
     });
     let mut resp = Response::new(RespBody::new(ChannelBody::new(rx)));
     resp.headers_mut().insert(
@@ -118,12 +160,19 @@ async fn stream_to(
     after: u64,
     hash: &str,
     id: u64,
+    follower: &Follower,
 ) -> String {
     let store = &shared.store;
     let mut head_rx = store.subscribe();
     let mut role_rx = shared.subscribe_role();
     let mut cut_rx = shared.subscribe_cut();
     cut_rx.borrow_and_update();
+    let mut peers_rx = shared.subscribe_peers();
+    peers_rx.borrow_and_update();
+    // Accepted peers may have changed since the request was checked.
+    if let Err(message) = follower.check(shared) {
+        return message;
+    }
     let head = store.head();
     let check_index = after.min(head);
     let check_hash = store.hash_at(check_index).unwrap_or_default();
@@ -135,6 +184,7 @@ async fn stream_to(
         head,
         check_index,
         check_hash,
+        identity: Some(shared.identity()),
     };
     if tx.send(line(&hello)).await.is_err() {
         return "follower went away".into();
@@ -182,6 +232,12 @@ async fn stream_to(
                 if !send_head(shared, tx, sent).await { return "follower went away".into() }
             }
             _ = cut_rx.changed() => return "data service restarted".into(),
+            Ok(()) = peers_rx.changed() => {
+                // The follower reconnects and is answered 403 unknown_peer.
+                if let Err(message) = follower.check(shared) {
+                    return message;
+                }
+            }
         }
     }
 }
@@ -200,6 +256,9 @@ async fn send_head(shared: &Shared, tx: &mpsc::Sender<Bytes>, sent: u64) -> bool
 enum FollowError {
     /// Retry soon.
     Transient(String),
+    /// Peer identities refused the stream, at the source or here: retry (at least every
+    /// second, and at once when this member's accepted peers change).
+    Refused(String),
     /// The logs diverged; retrying will not help until someone intervenes.
     Conflict(String),
 }
@@ -207,7 +266,9 @@ enum FollowError {
 /// Follower side: replicates from `source` until aborted.
 pub(crate) async fn follow(shared: Arc<Shared>, source: String) {
     let mut backoff = Duration::from_millis(50);
+    let mut peers_rx = shared.subscribe_peers();
     loop {
+        peers_rx.borrow_and_update();
         let result = follow_once(&shared, &source).await;
         {
             let mut r = shared.repl();
@@ -215,7 +276,7 @@ pub(crate) async fn follow(shared: Arc<Shared>, source: String) {
             r.first_unapplied_ts = None;
             match &result {
                 Ok(()) => {}
-                Err(FollowError::Transient(msg)) => {
+                Err(FollowError::Transient(msg) | FollowError::Refused(msg)) => {
                     r.failing_since.get_or_insert_with(Timestamp::now);
                     r.last_error = Some(msg.clone());
                 }
@@ -230,12 +291,19 @@ pub(crate) async fn follow(shared: Arc<Shared>, source: String) {
             Err(FollowError::Transient(msg)) => {
                 warn!("replication from {source}: {msg}");
             }
+            Err(FollowError::Refused(msg)) => {
+                warn!("replication from {source} refused: {msg}");
+            }
             Err(FollowError::Conflict(msg)) => {
                 record_conflict(&shared, &msg);
                 backoff = Duration::from_secs(2);
             }
         }
-        tokio::time::sleep(backoff).await;
+        // A change of the accepted peers may lift a refusal: retry at once.
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            Ok(()) = peers_rx.changed() => {}
+        }
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
@@ -277,12 +345,14 @@ async fn follow_once(shared: &Arc<Shared>, source: &str) -> Result<(), FollowErr
         .connect(Duration::from_secs(3))
         .await
         .map_err(transient)?;
+    let presented = sender.server_fingerprint().map(str::to_string);
     let after = shared.store.head();
     let hash = shared.store.hash_at(after).unwrap_or_default();
     let version = shared.state().version;
     let path = format!(
-        "/v1/replicate?after={after}&hash={hash}&member={}&version={version}",
-        shared.member
+        "/v1/replicate?after={after}&hash={hash}&member={}&version={version}&identity={}",
+        shared.member,
+        shared.identity()
     );
     let req = target.request(Method::GET, &path, None);
     let resp = tokio::time::timeout(Duration::from_secs(5), send_streaming(&mut sender, req))
@@ -294,11 +364,34 @@ async fn follow_once(shared: &Arc<Shared>, source: &str) -> Result<(), FollowErr
         let body = crate::http_client::read_limited(resp.into_body(), 64 * 1024)
             .await
             .unwrap_or_default();
+        if let Ok(e) = serde_json::from_slice::<crate::api::ErrorBody>(&body)
+            && status == StatusCode::FORBIDDEN
+            && e.error == "unknown_peer"
+        {
+            return Err(FollowError::Refused(clip(&e.message, 512)));
+        }
         return Err(FollowError::Transient(format!(
             "source answered {status}: {}",
-            String::from_utf8_lossy(&body)
+            clip(&String::from_utf8_lossy(&body), 512)
         )));
     }
+    let mut peers_rx = shared.subscribe_peers();
+    peers_rx.borrow_and_update();
+    // The source's name and identity, from its hello.
+    let mut accepted: Option<(String, Option<String>)> = None;
+    let recheck = |accepted: &Option<(String, Option<String>)>| -> Result<(), FollowError> {
+        let Some((name, identity)) = accepted else {
+            return Ok(());
+        };
+        check_source(
+            &shared.member,
+            &shared.peers(),
+            name,
+            identity.as_deref(),
+            presented.as_deref(),
+        )
+        .map_err(FollowError::Refused)
+    };
     let mut body = resp.into_body();
     let mut buf = BytesMut::new();
     loop {
@@ -306,6 +399,10 @@ async fn follow_once(shared: &Arc<Shared>, source: &str) -> Result<(), FollowErr
             f = tokio::time::timeout(SILENCE_LIMIT, body.frame()) => f,
             _ = tls_rx.changed() => {
                 return Err(FollowError::Transient("TLS material changed; reconnecting".into()));
+            }
+            Ok(()) = peers_rx.changed() => {
+                recheck(&accepted)?;
+                continue;
             }
         };
         let frame = match frame {
@@ -332,6 +429,23 @@ async fn follow_once(shared: &Arc<Shared>, source: &str) -> Result<(), FollowErr
             let msg: Msg = serde_json::from_slice(&line[..pos]).map_err(|e| {
                 FollowError::Transient(format!("undecodable message from source: {e}"))
             })?;
+            match &msg {
+                Msg::Hello {
+                    member, identity, ..
+                } => {
+                    let id = identity
+                        .clone()
+                        .filter(|fp| crate::ops::valid_fingerprint(fp));
+                    accepted = Some((peers::clean_name(Some(member)), id));
+                    recheck(&accepted)?;
+                }
+                _ if accepted.is_none() => {
+                    return Err(FollowError::Transient(
+                        "source sent entries before its hello".into(),
+                    ));
+                }
+                _ => {}
+            }
             handle(shared, source, msg).await?;
         }
     }
@@ -346,6 +460,7 @@ async fn handle(shared: &Arc<Shared>, source: &str, msg: Msg) -> Result<(), Foll
             head,
             check_index,
             check_hash,
+            identity: _,
         } => {
             if shared.store.hash_at(check_index).as_deref() != Some(check_hash.as_str()) {
                 return Err(FollowError::Conflict(format!(
