@@ -597,3 +597,73 @@ pub struct DataHead {
     pub head: u64,
     pub accepting_writes: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn old_status() -> serde_json::Value {
+        serde_json::json!({
+            "member": "m1", "version": "1.0.0", "role": "Standby", "serving": false,
+            "health": "OK", "dataEndpoint": "127.0.0.1:7001"
+        })
+    }
+
+    /// A new client reads an agent that predates peer identities, and the agent's new fields
+    /// are omitted when they say nothing, so an old client reads a new agent's status as before.
+    #[test]
+    fn peer_fields_of_the_status_are_optional_both_ways() -> Result<(), serde_json::Error> {
+        let st: MemberStatus = serde_json::from_value(old_status())?;
+        assert_eq!(
+            (&st.identity, st.peers.len(), &st.config_digest, st.retired),
+            (&None, 0, &None, false)
+        );
+        let back = serde_json::to_value(&st)?;
+        for field in ["identity", "peers", "configDigest", "retired"] {
+            assert!(back.get(field).is_none(), "{field} in {back}");
+        }
+        let fp = "ab".repeat(32);
+        let mut full = old_status();
+        full["identity"] = fp.clone().into();
+        full["peers"] = serde_json::json!({"m2": fp});
+        full["configDigest"] = "cd".repeat(32).into();
+        full["retired"] = true.into();
+        let st: MemberStatus = serde_json::from_value(full.clone())?;
+        assert_eq!(st.identity.as_deref(), Some(fp.as_str()));
+        assert_eq!(st.peers.get("m2"), Some(&fp));
+        assert!(st.retired);
+        let back = serde_json::to_value(&st)?;
+        for field in ["identity", "peers", "configDigest", "retired"] {
+            assert_eq!(back.get(field), full.get(field), "{field}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn peer_operations_round_trip() -> Result<(), serde_json::Error> {
+        for kind in [
+            OperationKind::AddPeer,
+            OperationKind::RemovePeer,
+            OperationKind::Retire,
+        ] {
+            assert_eq!(OperationKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::to_value(kind)?, kind.as_str());
+        }
+        let req = OperationRequest::new("add-m3", OperationKind::AddPeer)
+            .with_peer("m3")
+            .with_copy_from("m1");
+        let wire = serde_json::to_value(&req)?;
+        assert_eq!(
+            wire,
+            serde_json::json!({"id": "add-m3", "kind": "add-peer", "peer": "m3", "copyFrom": "m1"})
+        );
+        assert_eq!(serde_json::from_value::<OperationRequest>(wire)?, req);
+        let req = OperationRequest::new("add-m4", OperationKind::AddPeer)
+            .with_peer("m4")
+            .with_fingerprint("ef".repeat(32));
+        let back: OperationRequest = serde_json::from_str(&serde_json::to_string(&req)?)?;
+        assert_eq!(back, req);
+        assert!(format!("{req:?}").contains("m4"));
+        Ok(())
+    }
+}

@@ -806,6 +806,130 @@ mod tests {
         );
     }
 
+    #[test]
+    fn peer_names_and_fingerprints() {
+        for good in ["m1", "a", "web-2", "0", &"a".repeat(63)] {
+            assert!(valid_peer_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "-m1",
+            "m1-",
+            "M1",
+            "m_1",
+            "m.1",
+            "m 1",
+            &"a".repeat(64),
+            "é",
+        ] {
+            assert!(!valid_peer_name(bad), "{bad}");
+        }
+        assert!(valid_fingerprint(&"0a".repeat(32)));
+        assert!(!valid_fingerprint(&"0A".repeat(32)));
+        assert!(!valid_fingerprint(&"0a".repeat(31)));
+        assert!(!valid_fingerprint(&"g".repeat(64)));
+    }
+
+    #[test]
+    fn peer_operations_take_exactly_their_params() {
+        let fp = "ab".repeat(32);
+        let code = |r: OperationRequest| validate_request(&r).err().map(|e| e.code);
+        let add = || OperationRequest::new("a", OperationKind::AddPeer);
+        assert_eq!(code(add().with_peer("m3").with_fingerprint(&fp)), None);
+        assert_eq!(code(add().with_peer("m3").with_copy_from("m1")), None);
+        let cases = [
+            (add().with_fingerprint(&fp), "missing_param"),
+            (add().with_peer("").with_fingerprint(&fp), "missing_param"),
+            (add().with_peer("m3"), "missing_param"),
+            (
+                add()
+                    .with_peer("m3")
+                    .with_fingerprint(&fp)
+                    .with_copy_from("m1"),
+                "invalid_param",
+            ),
+            (add().with_peer("M3").with_fingerprint(&fp), "invalid_param"),
+            (
+                add().with_peer("m3").with_fingerprint("abc"),
+                "invalid_param",
+            ),
+            (add().with_peer("m3").with_fingerprint(""), "invalid_param"),
+            (
+                add().with_peer("m3").with_fingerprint(fp.to_uppercase()),
+                "invalid_param",
+            ),
+            (add().with_peer("m3").with_copy_from("m1."), "invalid_param"),
+            (
+                add()
+                    .with_peer("m3")
+                    .with_fingerprint(&fp)
+                    .with_source("h:1"),
+                "unexpected_param",
+            ),
+            (
+                OperationRequest::new("r", OperationKind::RemovePeer),
+                "missing_param",
+            ),
+            (
+                OperationRequest::new("r", OperationKind::RemovePeer)
+                    .with_peer("m3")
+                    .with_fingerprint(&fp),
+                "unexpected_param",
+            ),
+            (
+                OperationRequest::new("r", OperationKind::RemovePeer).with_peer(&"x".repeat(64)),
+                "invalid_param",
+            ),
+            (
+                OperationRequest::new("t", OperationKind::Retire).with_peer("m3"),
+                "unexpected_param",
+            ),
+            (
+                OperationRequest::new("d", OperationKind::Demote).with_peer("m3"),
+                "unexpected_param",
+            ),
+        ];
+        for (req, want) in cases {
+            let what = format!("{req:?}");
+            let e = validate_request(&req).err();
+            assert_eq!(e.as_ref().map(|e| e.code.as_str()), Some(want), "{what}");
+            let message = e.map(|e| e.message).unwrap_or_default();
+            assert!(!message.is_empty() && message.len() < 400, "{message}");
+        }
+        assert_eq!(
+            code(OperationRequest::new("r", OperationKind::RemovePeer).with_peer("m3")),
+            None
+        );
+        assert_eq!(
+            code(OperationRequest::new("t", OperationKind::Retire)),
+            None
+        );
+    }
+
+    #[test]
+    fn peer_params_are_recorded_and_parsed_from_the_wire() -> Result<()> {
+        let req = parse_request(br#"{"id":"p","kind":"add-peer","peer":"m3","copyFrom":"m1"}"#)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        assert_eq!(
+            (req.kind, req.peer.as_deref(), req.copy_from.as_deref()),
+            (OperationKind::AddPeer, Some("m3"), Some("m1"))
+        );
+        let params = recorded_params(&req);
+        assert_eq!(
+            serde_json::to_value(&params)?,
+            serde_json::json!({"peer": "m3", "copyFrom": "m1"})
+        );
+        let e = parse_request(br#"{"id":"p","kind":"add-peer","peer":"m3","copy_from":"m1"}"#);
+        assert_eq!(e.err().map(|e| e.code), Some("invalid_request".into()));
+        // A request of the kinds before peers encodes (and so digests) as it always did.
+        let old = OperationRequest::new("d", OperationKind::Demote).with_source("h:1");
+        assert_eq!(
+            serde_json::to_string(&old)?,
+            r#"{"id":"d","kind":"demote","source":"h:1"}"#
+        );
+        Ok(())
+    }
+
     #[tokio::test]
     async fn journal_idempotency_and_restart() -> Result<()> {
         let dir = tempfile::tempdir()?;
