@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{CertificatesSpec, CertificatesStatus, Condition, LogEntry};
+use super::topology::{ClientSpec, ClientStatus, MemberTopology, PeerParams, TopologyPolicy};
 use super::values::{Duration, Timestamp};
 
 /// Desired state of one HA cluster of members.
@@ -96,6 +97,15 @@ pub struct ClusterSpec {
     /// Stop starting new steps; steps in flight finish and are recorded.
     #[serde(default)]
     pub paused: bool,
+    /// Managed clients: hosts that must accept commands from every member (each runs a
+    /// baton-agent). Names are unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub clients: Vec<ClientSpec>,
+    /// How members are added and removed (`docs/topology.md`).
+    #[serde(default)]
+    pub topology: TopologyPolicy,
 }
 
 /// One member (server) of a cluster.
@@ -409,6 +419,9 @@ pub struct ClusterStatus {
     /// Where the rotation to `spec.certificates` stands (absent without `spec.certificates`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<CertificatesStatus>,
+    /// What each managed client accepts (absent without `spec.clients`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<ClientStatus>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -528,6 +541,16 @@ pub struct MemberStatus {
     /// Target for which configuration was re-applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_synced: Option<String>,
+    /// The agent endpoint the member was last declared with: a member removed from the spec
+    /// is still reached here while it leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The identity (SHA-256 fingerprint) the member presents to its peers, as it reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// A membership change in progress (joining or leaving); absent for a plain member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<MemberTopology>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -578,6 +601,14 @@ pub enum StepAction {
     Restart,
     /// Rotation: re-sign the stored data with the new keys.
     ResignData,
+    /// Topology: a peer (member or managed client) learns a member's identity.
+    AddPeer,
+    /// Topology: a peer forgets a removed member's identity.
+    RemovePeer,
+    /// Topology: a new member starts replicating from the active.
+    Join,
+    /// Topology: a removed member stops serving and replicating.
+    Retire,
 }
 
 impl StepAction {
@@ -589,6 +620,7 @@ impl StepAction {
                 | StepAction::Rollback
                 | StepAction::Switchover
                 | StepAction::Restart
+                | StepAction::Retire
         )
     }
 }
@@ -624,6 +656,9 @@ pub struct StepRecord {
     /// A rotation step's CA material, by fingerprint (the host resolves the PEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustParams>,
+    /// A peer-identity step's identity (`AddPeer`, `RemovePeer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerParams>,
 }
 
 impl StepRecord {

@@ -6,11 +6,13 @@ pub mod cluster;
 pub mod common;
 pub mod mesh;
 pub mod schema_check;
+pub mod topology;
 pub mod values;
 
 pub use cluster::*;
 pub use common::*;
 pub use mesh::*;
+pub use topology::*;
 pub use values::{Duration, Timestamp, Version};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -65,6 +65,24 @@ pub struct AgentView {
     /// What it reports about its data-port TLS (a CA rotation's observations).
     #[serde(default)]
     pub tls: TlsReport,
+    /// What it reports about membership (peers, identity, configuration, source).
+    #[serde(default)]
+    pub membership: MembershipReport,
+}
+
+/// What a member (or a managed client) reports about the group it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MembershipReport {
+    /// The SHA-256 fingerprint of the identity it presents to its peers (None: not reported).
+    pub identity: Option<String>,
+    /// The identities it accepts, by peer name.
+    pub peers: BTreeMap<String, String>,
+    /// A digest of its configuration (None: not reported, or no configuration).
+    pub config_digest: Option<String>,
+    /// The data endpoint it replicates from (None: none, or not reported).
+    pub source: Option<String>,
+    /// It was retired (stopped serving and replicating for good).
+    pub retired: bool,
 }
 
 /// What a member reports about its data-port TLS: the CAs it trusts, the certificate it
@@ -123,8 +141,20 @@ impl MemberObservation {
     }
 }
 
-/// The members of one cluster, by name.
+/// The agents of one cluster, by key: its members by name (those declared, and those leaving
+/// at the endpoint their record keeps), its managed clients by [`client_key`].
 pub type ClusterObservation = BTreeMap<String, MemberObservation>;
+
+/// The observation key of a managed client: member names are DNS labels, so a key with a
+/// `/` never names a member.
+pub fn client_key(name: &str) -> String {
+    format!("client/{name}")
+}
+
+/// The client name of an observation key, when it is a client's.
+pub fn client_of(key: &str) -> Option<&str> {
+    key.strip_prefix("client/")
+}
 
 /// Defines [`OpKind`] from one table of kinds and their wire names (serde's and `as_str`'s).
 macro_rules! op_kinds {
@@ -159,6 +189,9 @@ op_kinds! {
     InstallCertificate => "install-certificate",
     Restart => "restart",
     ResignData => "resign-data",
+    AddPeer => "add-peer",
+    RemovePeer => "remove-peer",
+    Retire => "retire",
 }
 
 /// A request to an agent. The id is derived from the recorded step, so sending it twice is the
@@ -180,6 +213,8 @@ pub struct OpRequest {
     /// A rotation step's CA material by fingerprint; the host resolves it to PEM (and issues
     /// the certificate of `install-certificate`), so no key passes through a plan.
     pub trust: Option<crate::api::TrustParams>,
+    /// A peer-identity step's identity (`add-peer`, `remove-peer`).
+    pub peer: Option<crate::api::PeerParams>,
 }
 
 impl OpRequest {
@@ -193,6 +228,7 @@ impl OpRequest {
             source: None,
             role: None,
             trust: None,
+            peer: None,
         }
     }
 }

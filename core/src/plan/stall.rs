@@ -46,6 +46,12 @@ pub enum Stall {
     /// The Cluster declares `spec.certificates` while it belongs to mesh `mesh`, whose
     /// clusters share one trust (`mesh_declares`: the mesh declares other certificates).
     CertificatesInMesh { mesh: String, mesh_declares: bool },
+    /// Removing `member` would leave no in-sync standby where it is the only one, and
+    /// `spec.topology.allowRemovingLastStandby` is not set (and no member is joining).
+    LastInSyncStandby { member: String },
+    /// `spec.topology.clientIdentity: Shared`, and the joining `member` presents an identity
+    /// no existing member has, so the clients' copied entries would not accept it.
+    IdentityMismatch { member: String, identity: String },
 }
 
 impl Stall {
@@ -65,6 +71,8 @@ impl Stall {
             Stall::CaUnusable { reason, .. } => reason,
             Stall::RestartNeedsOutage { .. } => "RestartNeedsOutage",
             Stall::CertificatesInMesh { .. } => "CertificatesInMesh",
+            Stall::LastInSyncStandby { .. } => "LastInSyncStandby",
+            Stall::IdentityMismatch { .. } => "IdentityMismatch",
         }
     }
 
@@ -131,6 +139,15 @@ impl fmt::Display for Stall {
             Stall::CertificatesInMesh { mesh, .. } => write!(
                 f,
                 "spec.certificates is declared on a Cluster of mesh {mesh}: the clusters of a mesh share one trust and rotate together; declare it on the Mesh instead"
+            ),
+            Stall::LastInSyncStandby { member } => write!(
+                f,
+                "removing {member} would leave the cluster without an in-sync standby; add a member first, or set spec.topology.allowRemovingLastStandby: true"
+            ),
+            Stall::IdentityMismatch { member, identity } => write!(
+                f,
+                "{member} presents identity {} that no existing member has, but spec.topology.clientIdentity is Shared (clients copy an existing member's entry); give it an existing member's identity or use Distinct",
+                &identity[..identity.len().min(16)]
             ),
         }
     }

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::api::{Health, MemberRole, Timestamp, values::same_version};
-use crate::plan::{AgentView, CertView, OpKind, OpRequest, OpState, OpView, TlsReport};
+use crate::plan::{
+    AgentView, CertView, MembershipReport, OpKind, OpRequest, OpState, OpView, TlsReport,
+};
 
 #[derive(Clone, Debug)]
 pub struct SimOp {
@@ -55,6 +57,20 @@ pub fn ca_number(fingerprint: &str) -> Option<u8> {
     }
     let n = u16::from_str_radix(head, 16).ok()?.checked_sub(1)?;
     u8::try_from(n).ok().filter(|&n| n < 64)
+}
+
+/// The identity a simulated member presents: a fingerprint-shaped FNV-1a digest of its name.
+pub fn identity_of(name: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}").repeat(4)
+}
+
+fn id_of(req: &OpRequest) -> &str {
+    &req.id
 }
 
 /// When every simulated member certificate expires: far beyond any simulated run (about three
@@ -110,6 +126,16 @@ pub struct SimMember {
     /// next `restart` on, as the demo agent does. A crash does not apply it (the agent loads
     /// its live pair on start).
     pub staged: Option<u8>,
+    /// The identity it presents to its peers (a fingerprint-shaped digest of its name).
+    pub identity: String,
+    /// The identities it accepts, by peer name. Non-empty: it replicates only with peers
+    /// listed there, as the demo agent does.
+    pub peers: BTreeMap<String, String>,
+    /// Its configuration (a number: equal numbers are equal configurations). Existing
+    /// members share 1; a new member starts with 0, unconfigured.
+    pub config: u64,
+    /// Retired: stopped serving and replicating for good (until it joins again).
+    pub retired: bool,
     /// Kind and end of the running operation: `current` looked up in `ops` while Running,
     /// kept at hand because every simulated instant asks for it (and ids are long strings).
     /// Kept in step by `start`, `finish` and `crash`, the only changes to either.
@@ -136,8 +162,17 @@ impl SimMember {
             trust: CaSet::of(0),
             presents: 0,
             staged: None,
+            identity: identity_of(name),
+            peers: BTreeMap::new(),
+            config: 1,
+            retired: false,
             running: None,
         }
+    }
+
+    /// It accepts `peer` as a replication partner: it enforces no list, or lists its identity.
+    pub fn accepts(&self, peer: &SimMember) -> bool {
+        self.peers.is_empty() || self.peers.get(&peer.name) == Some(&peer.identity)
     }
 
     /// A TLS handshake between the two succeeds: each trusts the CA of the other's certificate.
@@ -233,6 +268,13 @@ impl SimMember {
                 }),
                 presented: Vec::new(),
             },
+            membership: MembershipReport {
+                identity: Some(self.identity.clone()),
+                peers: self.peers.clone(),
+                config_digest: Some(format!("{:016x}", self.config)),
+                source: self.source.clone(),
+                retired: self.retired,
+            },
         }
     }
 
@@ -288,6 +330,7 @@ impl SimMember {
                 self.serving = !self.broken_traffic;
             }
             OpKind::Demote => {
+                self.retired = false;
                 self.role = if req.role.as_deref() == Some("spare") {
                     MemberRole::Spare
                 } else {
@@ -299,6 +342,7 @@ impl SimMember {
                 }
             }
             OpKind::ForceStandby => {
+                self.retired = false;
                 self.role = MemberRole::ForcedStandby;
                 self.serving = false;
                 if req.source.is_some() {
@@ -332,6 +376,39 @@ impl SimMember {
                     self.serving = !self.broken_traffic;
                 }
             }
+            OpKind::AddPeer => {
+                if let Some(peer) = &req.peer {
+                    let id = match (&peer.fingerprint, &peer.copy_from) {
+                        (Some(f), _) => Some(f.clone()),
+                        (None, Some(from)) => self.peers.get(from).cloned(),
+                        (None, None) => None,
+                    };
+                    match id {
+                        Some(id) => {
+                            self.peers.insert(peer.peer.clone(), id);
+                        }
+                        None => {
+                            if let Some(op) = self.ops.get_mut(id_of(&req)) {
+                                op.state = OpState::Failed;
+                                op.message = "copyFrom names no accepted peer".into();
+                            }
+                        }
+                    }
+                }
+            }
+            OpKind::RemovePeer => {
+                if let Some(peer) = &req.peer {
+                    self.peers.remove(&peer.peer);
+                }
+            }
+            OpKind::Retire => {
+                self.retired = true;
+                self.role = MemberRole::OutOfService;
+                self.serving = false;
+                self.source = None;
+            }
+            // The configuration a `sync-config` copies is set by the simulator, which sees
+            // its source (`Sim::tick`).
             OpKind::Preflight
             | OpKind::Backup
             | OpKind::Verify

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::values::Duration;
 use crate::api::{
-    CertificatesSpec, ClusterPhase, ClusterSpec, ClusterStatus, Direction, MemberRole, MeshPhase,
-    MeshSpec, MeshStatus, Timestamp, UpgradeStrategy,
+    CertificatesSpec, ClusterPhase, ClusterSpec, ClusterStatus, Direction, MemberRole, MemberSpec,
+    MeshPhase, MeshSpec, MeshStatus, Timestamp, UpgradeStrategy,
     values::{cmp_versions, same_version},
 };
 use crate::plan::software::effective_version_str;
@@ -892,6 +892,7 @@ impl Sim {
                 ));
             }
         }
+        self.topology_checks(ci, &m, &req);
         if req.kind == OpKind::Promote {
             let acked = self.clusters[ci].acked;
             let others_active = self.clusters[ci]
@@ -993,6 +994,128 @@ impl Sim {
         });
     }
 
+    /// The topology invariants, at the moment an operation would start on `m`:
+    /// * the active is never retired;
+    /// * a retirement never leaves more than `maxUnavailable` members out of service, nor the
+    ///   cluster without an in-sync standby where the retired member was one (unless
+    ///   `allowRemovingLastStandby`);
+    /// * a member is promoted only once it has joined (its record says so) and every peer
+    ///   that enforces a list accepts it;
+    /// * configuration is copied only from the serving active.
+    fn topology_checks(&mut self, ci: usize, m: &SimMember, req: &OpRequest) {
+        let c = &self.clusters[ci];
+        let mut found = Vec::new();
+        match req.kind {
+            OpKind::Retire => {
+                if m.role == MemberRole::Active {
+                    found.push(format!(
+                        "{}/{}: the active member is retired",
+                        c.name, m.name
+                    ));
+                }
+                let out = c
+                    .members
+                    .values()
+                    .filter(|o| {
+                        o.name != m.name
+                            && matches!(
+                                o.running_kind(),
+                                Some(OpKind::Upgrade | OpKind::Rollback | OpKind::Restart)
+                            )
+                    })
+                    .count() as u32;
+                if out + 1 > c.spec.upgrade.max_unavailable {
+                    found.push(format!(
+                        "{}/{}: retired while {out} other members are out of service (maxUnavailable {})",
+                        c.name, m.name, c.spec.upgrade.max_unavailable
+                    ));
+                }
+                let in_sync = |o: &SimMember| {
+                    matches!(o.role, MemberRole::Standby | MemberRole::ForcedStandby)
+                        && o.up(self.now)
+                        && !o.retired
+                        && o.applied + self.cfg.replication_rate.max(1) * 5 >= c.acked
+                };
+                let declared = |o: &SimMember| c.spec.members.iter().any(|d| d.name == o.name);
+                if in_sync(m)
+                    && !c.spec.topology.allow_removing_last_standby
+                    && !c.members.values().any(|o| {
+                        o.name != m.name && declared(o) && in_sync(o) && joined(c, &o.name)
+                    })
+                {
+                    found.push(format!(
+                        "{}/{}: retired, the last in-sync standby, without allowRemovingLastStandby",
+                        c.name, m.name
+                    ));
+                }
+            }
+            OpKind::Promote => {
+                if !joined(c, &m.name) {
+                    found.push(format!(
+                        "{}/{}: promoted before it joined the cluster",
+                        c.name, m.name
+                    ));
+                }
+                for o in c.members.values() {
+                    if o.name != m.name && !o.retired && !o.peers.is_empty() && !o.accepts(m) {
+                        found.push(format!(
+                            "{}/{}: promoted while {} does not accept its identity",
+                            c.name, m.name, o.name
+                        ));
+                    }
+                }
+            }
+            OpKind::SyncConfig => {
+                let src = req.source.as_deref();
+                let serving = c.members.values().any(|o| {
+                    Some(o.endpoint.as_str()) == src && o.role == MemberRole::Active && o.serving
+                });
+                if !serving {
+                    found.push(format!(
+                        "{}/{}: configuration copied from {} which is not the serving active",
+                        c.name,
+                        m.name,
+                        src.unwrap_or("nowhere")
+                    ));
+                }
+            }
+            _ => {}
+        }
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    /// Add a member to a cluster's spec, with a fresh agent running `version`: a standby that
+    /// replicates from nobody, unconfigured, accepting no peer list.
+    pub fn add_member(&mut self, cluster: &str, member: MemberSpec, version: &str) {
+        let Some(c) = self.clusters.iter_mut().find(|c| c.name == cluster) else {
+            return;
+        };
+        if c.spec.members.iter().any(|m| m.name == member.name) {
+            return;
+        }
+        let role = if member.spare {
+            MemberRole::Spare
+        } else {
+            MemberRole::Standby
+        };
+        let ep = endpoint(cluster, &member.name);
+        let mut sm = SimMember::new(&member.name, &ep, version, role);
+        sm.config = 0;
+        c.members.insert(member.name.clone(), sm);
+        c.spec.members.push(member);
+        c.next_look = self.now;
+    }
+
+    /// Remove a member from a cluster's spec (its agent keeps running).
+    pub fn remove_member(&mut self, cluster: &str, member: &str) {
+        if let Some(c) = self.clusters.iter_mut().find(|c| c.name == cluster) {
+            c.spec.members.retain(|m| m.name != member);
+            c.next_look = self.now;
+        }
+    }
+
     /// Advance virtual time by `dt`: writes, replication, operation completions, faults.
     pub fn tick(&mut self, dt: Duration) {
         self.tick_inner(dt);
@@ -1043,7 +1166,8 @@ impl Sim {
                     .values()
                     .enumerate()
                     .find(|(_, o)| o.endpoint == s)?;
-                Some((i, m.handshake_with(src)))
+                // Both ends must accept each other as peers too (once they enforce a list).
+                Some((i, m.handshake_with(src) && m.accepts(src) && src.accepts(m)))
             }));
             for (m, src) in c.members.values_mut().zip(&source_of) {
                 if m.role != MemberRole::Active
@@ -1054,6 +1178,33 @@ impl Sim {
                     && src > m.applied
                 {
                     m.applied = src.min(m.applied + rate);
+                }
+            }
+            // A finishing `sync-config` copies its source's configuration (the agent fetches it
+            // from the source's data port).
+            let copied: Vec<(String, Option<u64>)> = c
+                .members
+                .values()
+                .filter(|m| {
+                    m.running_kind() == Some(OpKind::SyncConfig)
+                        && m.running_until().is_some_and(|t| t <= now)
+                        && m.up(now)
+                })
+                .map(|m| {
+                    let from = m
+                        .current
+                        .as_ref()
+                        .and_then(|id| m.ops.get(id))
+                        .and_then(|o| {
+                            let src = o.req.source.as_deref()?;
+                            c.members.values().find(|x| x.endpoint == src && x.up(now))
+                        });
+                    (m.name.clone(), from.map(|x| x.config))
+                })
+                .collect();
+            for (name, config) in copied {
+                if let (Some(m), Some(config)) = (c.members.get_mut(&name), config) {
+                    m.config = config;
                 }
             }
             // Operation completions.
@@ -1339,7 +1490,9 @@ impl Sim {
             }
             if let (1, Some((a, a_rank))) = (actives, active) {
                 for (m, &mine) in c.members.values().zip(&own) {
-                    if m.name == a.name || !m.up(now) {
+                    // Not (or no longer) in the group: it follows nobody and cannot take over.
+                    let outside = m.source.is_none() || m.retired;
+                    if m.name == a.name || !m.up(now) || outside {
                         continue;
                     }
                     let differs = mine != a_rank
@@ -1620,6 +1773,15 @@ impl Sim {
 /// * no rotation step is in flight beside an upgrade step, nor a rotation operation running
 ///   beside an upgrade operation;
 /// * no restart runs on the active (only a lone member with `allowOutage` restarts in place).
+/// `member` has joined: its record is a plain member's (a cluster planned before has one).
+fn joined(c: &SimCluster, member: &str) -> bool {
+    c.status.as_ref().is_none_or(|st| {
+        st.members
+            .iter()
+            .any(|r| r.name == member && r.topology.is_none())
+    })
+}
+
 fn rotation_violations(c: &SimCluster, found: &mut Vec<String>) {
     if let Some(st) = &c.status {
         let rot = st.steps.iter().find(|s| s.is_rotation());

@@ -646,6 +646,7 @@ mod tests {
             load: None,
             operation: None,
             tls: Default::default(),
+            membership: Default::default(),
         }
     }
 

@@ -138,6 +138,7 @@ pub async fn act<M: Members>(
     perform(
         members,
         &cluster.spec,
+        &pass.plan.status,
         cluster.ca.as_ref(),
         certificates_of(cluster, admission),
         &pass.plan.actions,

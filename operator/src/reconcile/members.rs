@@ -19,8 +19,8 @@ use baton_agent::client::{AgentClient, CallPolicy, ClientError, ClientTls, Share
 use crate::api::values::Timestamp;
 use crate::api::{CertificatesSpec, ClusterSpec, ClusterStatus, Health, MemberRole, StepAction};
 use crate::plan::{
-    AgentView, AlarmView, CertView, ClusterObservation, MemberObservation, OpKind, OpRequest,
-    PresentedView, TlsReport,
+    AgentView, AlarmView, CertView, ClusterObservation, MemberObservation, MembershipReport,
+    OpKind, OpRequest, PresentedView, TlsReport,
 };
 use crate::plan::{OpState, OpView, PlanEvent};
 
@@ -396,6 +396,13 @@ pub fn agent_view(st: &AgentStatus) -> AgentView {
         load: st.load,
         operation: st.operation.as_ref().map(op_view),
         tls: tls_report(st),
+        membership: MembershipReport {
+            identity: st.identity.clone(),
+            peers: st.peers.clone(),
+            config_digest: st.config_digest.clone(),
+            source: st.replication.source.clone().filter(|s| !s.is_empty()),
+            retired: st.retired,
+        },
     }
 }
 
@@ -449,6 +456,9 @@ fn operation_kind(k: OpKind) -> OperationKind {
         OpKind::InstallCertificate => OperationKind::InstallCertificate,
         OpKind::Restart => OperationKind::Restart,
         OpKind::ResignData => OperationKind::ResignData,
+        OpKind::AddPeer => OperationKind::AddPeer,
+        OpKind::RemovePeer => OperationKind::RemovePeer,
+        OpKind::Retire => OperationKind::Retire,
     }
 }
 
@@ -484,11 +494,21 @@ pub fn operation_request(r: &OpRequest, material: &Material) -> OperationRequest
                 req = req.with_certificate(cert.clone(), key.clone());
             }
         }
+        OpKind::AddPeer | OpKind::RemovePeer => {
+            if let Some(peer) = &r.peer {
+                req.peer = Some(peer.peer.clone());
+                if r.kind == OpKind::AddPeer {
+                    req.fingerprint = peer.fingerprint.clone();
+                    req.copy_from = peer.copy_from.clone();
+                }
+            }
+        }
         OpKind::Promote
         | OpKind::Backup
         | OpKind::Verify
         | OpKind::Restart
-        | OpKind::ResignData => {}
+        | OpKind::ResignData
+        | OpKind::Retire => {}
     }
     req
 }
@@ -523,18 +543,24 @@ pub async fn observe_cluster<M: Members>(
 ) -> ClusterObservation {
     let ids = op_ids_by_member(status);
     let no_ids = Vec::new();
-    let futs = spec.members.iter().map(|m| {
-        let ids = ids.get(m.name.as_str()).unwrap_or(&no_ids);
+    // The declared members, those leaving and the managed clients.
+    let agents = crate::plan::cluster_agents(spec, status);
+    let futs = agents.iter().map(|(name, endpoint)| {
+        let ids = ids.get(name.as_str()).unwrap_or(&no_ids);
+        let m = Agent {
+            name: name.as_str(),
+            endpoint,
+        };
         async move {
             let mut obs = MemberObservation::default();
-            match members.status(&m.name, &m.endpoint).await {
+            match members.status(m.name, m.endpoint).await {
                 Ok(view) => {
                     for id in ids {
                         if let Some(op) = view.operation.as_ref().filter(|o| &o.id == id) {
                             obs.ops.insert(id.clone(), op.clone());
                             continue;
                         }
-                        match members.operation(&m.name, &m.endpoint, id).await {
+                        match members.operation(m.name, m.endpoint, id).await {
                             Ok(Some(op)) => {
                                 obs.ops.insert(id.clone(), op);
                             }
@@ -544,7 +570,7 @@ pub async fn observe_cluster<M: Members>(
                                 // misjudge it: treat the member as not observed this pass.
                                 obs.error = Some(e.to_string());
                                 obs.ops.clear();
-                                return (m.name.clone(), obs);
+                                return (m.name.to_string(), obs);
                             }
                         }
                     }
@@ -552,10 +578,17 @@ pub async fn observe_cluster<M: Members>(
                 }
                 Err(e) => obs.error = Some(e.to_string()),
             }
-            (m.name.clone(), obs)
+            (m.name.to_string(), obs)
         }
     });
     futures::future::join_all(futs).await.into_iter().collect()
+}
+
+/// One agent to observe: a member's name (or a client's key) and its endpoint.
+#[derive(Clone, Copy)]
+struct Agent<'a> {
+    name: &'a str,
+    endpoint: &'a str,
 }
 
 /// Result of performing one planned action.
@@ -585,31 +618,48 @@ impl ActOutcome {
 pub(super) async fn perform<M: Members>(
     members: &M,
     spec: &ClusterSpec,
+    status: &ClusterStatus,
     ca: Option<&CaState>,
     certs: Option<&CertificatesSpec>,
     actions: &[crate::plan::Action],
 ) -> Vec<ActOutcome> {
     let now = Timestamp(jiff::Timestamp::now().as_millisecond());
-    let futs = actions.iter().map(|a| async move {
-        let result = match spec.members.iter().find(|m| m.name == a.member) {
-            Some(m) => {
-                let material = material_for(&a.request, m, ca, certs, now);
-                let sub = Submission {
-                    request: &a.request,
-                    material: &material,
-                };
-                members.submit(&m.name, &m.endpoint, sub).await
+    // Declared members, those leaving (at the endpoint their record keeps) and the clients.
+    let agents = crate::plan::cluster_agents(spec, Some(status));
+    let futs = actions.iter().map(|a| {
+        let agents = &agents;
+        async move {
+            let declared = spec.members.iter().find(|m| m.name == a.member).cloned();
+            let found = declared.or_else(|| {
+                agents
+                    .iter()
+                    .find(|(k, _)| k == &a.member)
+                    .map(|(k, ep)| crate::api::MemberSpec {
+                        name: k.clone(),
+                        endpoint: ep.to_string(),
+                        ..Default::default()
+                    })
+            });
+            let result = match found {
+                Some(m) => {
+                    let material = material_for(&a.request, &m, ca, certs, now);
+                    let sub = Submission {
+                        request: &a.request,
+                        material: &material,
+                    };
+                    members.submit(&m.name, &m.endpoint, sub).await
+                }
+                None => Err(SubmitError::Refused(format!(
+                    "member {} is not in the spec",
+                    a.member
+                ))),
+            };
+            ActOutcome {
+                member: a.member.clone(),
+                id: a.request.id.clone(),
+                kind: a.request.kind,
+                result,
             }
-            None => Err(SubmitError::Refused(format!(
-                "member {} is not in the spec",
-                a.member
-            ))),
-        };
-        ActOutcome {
-            member: a.member.clone(),
-            id: a.request.id.clone(),
-            kind: a.request.kind,
-            result,
         }
     });
     futures::future::join_all(futs).await
@@ -661,6 +711,7 @@ mod tests {
             source: Some("127.0.0.1:7001".into()),
             role: Some("spare".into()),
             trust: None,
+            peer: None,
         }
     }
 

@@ -12,4 +12,5 @@ mod manifests;
 mod sim_log_parents;
 mod sim_properties;
 mod sim_scenarios;
+mod sim_topology;
 mod validation;

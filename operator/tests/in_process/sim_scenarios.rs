@@ -1717,6 +1717,7 @@ fn step(id: &str, action: StepAction, member: &str, trust: Option<u8>) -> StepRe
             issuer: fp(n),
             keep: vec![],
         }),
+        peer: None,
     }
 }
 

@@ -151,6 +151,7 @@ pub fn agent(version: &str, role: MemberRole) -> AgentView {
         load: None,
         operation: None,
         tls: Default::default(),
+        membership: Default::default(),
     }
 }
 

@@ -19,19 +19,29 @@ use crate::plan::stall::Stall;
 
 use super::member::member_phase;
 use super::state::{NewStep, Pass};
-use super::{converge, gates, handover, rotation, start, view};
+use super::{converge, gates, handover, rotation, start, topology, view};
 
 pub(super) fn choose_next(p: &mut Pass<'_>) {
     let Some(active) = ready_to_choose(p) else {
         return;
     };
     p.unavailable += out_of_service(p);
-    // A CA rotation due now runs instead of new upgrade steps (see `rotation`).
+    // A CA rotation due now runs instead of new upgrade steps (see `rotation`), and holds
+    // membership changes (a member bootstrapped mid-rotation would trust one CA of two).
     if !rotation::rotate(p, active) {
+        topology::wait_for_rotation(p);
+        return;
+    }
+    // Membership changes; a leaving active hands over before anything else.
+    if !topology::advance(p, active) {
         return;
     }
     hold_mixed_versions(p, active);
     run_phases(p, active);
+    // Converged on the version, but not while a membership change or a client's keys are owed.
+    if p.converged && topology::pending(p) {
+        p.converged = false;
+    }
 }
 
 /// The active member, once nothing stands in the way of new steps.
@@ -49,11 +59,12 @@ fn ready_to_choose<'a>(p: &mut Pass<'a>) -> Option<&'a str> {
         p.found.stalled = Some(Stall::MemberZombie(zombies));
         return None;
     }
+    // A member already retired (or forced out) while it leaves is not waited for.
     let unreachable: Vec<&str> = p
         .spec()
         .members
         .iter()
-        .filter(|m| p.agent(&m.name).is_none())
+        .filter(|m| p.agent(&m.name).is_none() && !topology::gone(p, &m.name))
         .map(|m| m.name.as_str())
         .collect();
     if !unreachable.is_empty() {
@@ -99,7 +110,8 @@ fn hold_mixed_versions(p: &mut Pass<'_>, active: &str) {
     let Some(active_sw) = p.member_spec(active).and_then(|m| view::software_of(p, m)) else {
         return;
     };
-    for m in &p.spec().members {
+    // Joining members that already replicate are covered too.
+    for m in p.in_group() {
         if m.name == active || p.busy(&m.name) {
             continue;
         }
@@ -130,8 +142,9 @@ fn all_done(p: &mut Pass<'_>, group: &[&MemberSpec], active: &str) -> bool {
 
 /// Phases A, B, B' and C, each only once the one before is done.
 fn run_phases(p: &mut Pass<'_>, active: &str) {
+    // Members that leave are not upgraded (an active that leaves has handed over first).
     let (spares, regular): (Vec<&MemberSpec>, Vec<&MemberSpec>) =
-        p.spec().members.iter().partition(|m| m.spare);
+        p.settled().partition(|m| m.spare);
     let others: Vec<&MemberSpec> = regular.into_iter().filter(|m| m.name != active).collect();
     // Phase A: the non-spare members other than the active, standby first.
     if !all_done(p, &others, active) {

@@ -55,7 +55,7 @@ fn return_to_primary(p: &mut Pass<'_>, active: &str) -> bool {
 /// Release every forced standby but the active. True when one was started.
 fn release_forced_standbys(p: &mut Pass<'_>, active: &str) -> bool {
     let mut started = false;
-    for m in &p.spec().members {
+    for m in p.settled().collect::<Vec<_>>() {
         if m.name != active
             && p.agent(&m.name)
                 .is_some_and(|a| a.role == MemberRole::ForcedStandby)

@@ -48,6 +48,7 @@ fn pick_target<'a>(p: &Pass<'a>, pool: &[&'a MemberSpec]) -> Option<&'a str> {
                     )
                 })
                 && view::in_sync(p, &m.name)
+                && view::known_to_peers(p, &m.name)
         })
         .map(|m| m.name.as_str())
 }
@@ -55,10 +56,10 @@ fn pick_target<'a>(p: &Pass<'a>, pool: &[&'a MemberSpec]) -> Option<&'a str> {
 /// After the switchover the version that serves changes: whoever does not run the new
 /// active's version must already be held in forced standby. True while a hold is started or
 /// still in flight.
-fn hold_others(p: &mut Pass<'_>, active: &str, to: &str) -> bool {
+pub(super) fn hold_others(p: &mut Pass<'_>, active: &str, to: &str) -> bool {
     let to_sw = p.member_spec(to).and_then(|m| view::software_of(p, m));
     let mut holding = false;
-    for m in &p.spec().members {
+    for m in p.in_group() {
         if m.name == active || m.name == to {
             continue;
         }
@@ -66,10 +67,11 @@ fn hold_others(p: &mut Pass<'_>, active: &str, to: &str) -> bool {
             // A hold still in flight holds the switchover too: if the member restarts before
             // it applies, it would come back in its plain role on the old version beside the
             // new active.
-            holding |=
-                p.st.steps
-                    .iter()
-                    .any(|s| s.member == m.name && s.action == StepAction::ForceStandby);
+            // So does a member joining the group as a plain standby.
+            holding |= p.st.steps.iter().any(|s| {
+                s.member == m.name
+                    && matches!(s.action, StepAction::ForceStandby | StepAction::Join)
+            });
             continue;
         }
         let differs = match (view::software_of(p, m), to_sw.as_ref()) {

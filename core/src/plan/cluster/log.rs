@@ -9,7 +9,9 @@
 //! May use: `state`. Used by `record`, `outcome`, `switchover`, `start`, `flight`, `converge`
 //! and `summary`.
 
-use crate::api::{LogEntry, LogMode, LogResult, LogScope, StepRecord, values::cmp_versions};
+use crate::api::{
+    LogEntry, LogMode, LogResult, LogScope, Membership, StepRecord, values::cmp_versions,
+};
 
 use super::state::Pass;
 
@@ -93,6 +95,109 @@ pub(super) fn rotation(p: &mut Pass<'_>, open: bool) -> Option<u64> {
 
 /// The action of a rotation's cluster-level entry.
 const ROTATION: &str = "rotate-ca";
+
+/// The action of a membership change's entry.
+fn membership_action(m: Membership) -> &'static str {
+    match m {
+        Membership::Joining => "add-member",
+        Membership::Leaving => "remove-member",
+    }
+}
+
+fn membership_entry(p: &Pass<'_>, m: Membership, member: &str) -> Option<u64> {
+    let action = membership_action(m);
+    p.st.log
+        .iter()
+        .rev()
+        .find(|e| {
+            e.parent.is_none()
+                && e.scope == LogScope::Member
+                && is_running(e)
+                && e.action == action
+                && e.target == member
+        })
+        .map(|e| e.id)
+}
+
+/// The open entry of a membership change of `member` (`add-member`, `remove-member`): the
+/// parent of its steps' entries, opened with its first step, closed when the change ends.
+pub(super) fn membership(p: &mut Pass<'_>, m: Membership, member: &str) -> u64 {
+    if let Some(id) = membership_entry(p, m, member) {
+        return id;
+    }
+    let (cluster, now) = (p.inp.cluster.name, p.now());
+    let message = match m {
+        Membership::Joining => format!("add {member} to {cluster}"),
+        Membership::Leaving => format!("remove {member} from {cluster}"),
+    };
+    p.log().open(
+        None,
+        membership_action(m),
+        LogScope::Member,
+        member,
+        None,
+        LogMode::Automatic,
+        message,
+        now,
+    )
+}
+
+const KEY_CLIENTS: &str = "key-clients";
+
+fn clients_entry(p: &Pass<'_>) -> Option<u64> {
+    p.st.log
+        .iter()
+        .rev()
+        .find(|e| e.scope == LogScope::Cluster && is_running(e) && e.action == KEY_CLIENTS)
+        .map(|e| e.id)
+}
+
+/// The open cluster-level `key-clients` entry: the parent of the steps that give settled
+/// members' identities to managed clients (a client added, or one that was unreachable).
+pub(super) fn clients(p: &mut Pass<'_>) -> u64 {
+    if let Some(id) = clients_entry(p) {
+        return id;
+    }
+    let (cluster, now) = (p.inp.cluster.name, p.now());
+    let message = format!("give the managed clients of {cluster} every member's identity");
+    p.log().open(
+        None,
+        KEY_CLIENTS,
+        LogScope::Cluster,
+        cluster,
+        None,
+        LogMode::Automatic,
+        message,
+        now,
+    )
+}
+
+/// Close the `key-clients` entry once every client holds every member's identity.
+pub(super) fn close_clients(p: &mut Pass<'_>) {
+    if let Some(id) = clients_entry(p) {
+        let now = p.now();
+        p.log().close(
+            id,
+            LogResult::Succeeded,
+            "every managed client holds every member's identity",
+            now,
+        );
+    }
+}
+
+/// Close the entry of a membership change, if one is open.
+pub(super) fn close_membership(
+    p: &mut Pass<'_>,
+    m: Membership,
+    member: &str,
+    result: LogResult,
+    msg: &str,
+) {
+    if let Some(id) = membership_entry(p, m, member) {
+        let now = p.now();
+        p.log().close(id, result, msg, now);
+    }
+}
 
 /// A new target ends the rollout to the old one.
 pub(super) fn close_superseded(p: &mut Pass<'_>) {

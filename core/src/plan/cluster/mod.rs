@@ -47,6 +47,7 @@ mod switchover;
 mod target;
 #[cfg(test)]
 mod testing;
+mod topology;
 mod view;
 
 use crate::api::{CertificatesSpec, ClusterSpec, ClusterStatus, RotationPhase, Timestamp};
@@ -57,6 +58,7 @@ use super::observe::{Action, ClusterObservation, PlanEvent, Wake};
 pub use record::expected_alarm;
 pub use rotation::phase_approval_name as rotation_phase_name;
 pub use state::switchover_step_name;
+pub use topology::{agents as cluster_agents, removal_force_name};
 
 /// What the mesh (if any) allows this cluster to do.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -163,7 +165,30 @@ pub fn plan_cluster(input: &ClusterInput<'_>) -> ClusterPlan {
 /// anyway: `last` stands for `input.cluster.status` (which is not read) and is not copied. On a long
 /// rollout that copy (the log, the member records) is a good part of a pass.
 pub fn plan_cluster_from(input: &ClusterInput<'_>, last: Option<ClusterStatus>) -> ClusterPlan {
-    let mut p = state::Pass::new(input, last.unwrap_or_default());
+    let declared = input.cluster.spec;
+    let topo = topology::Topology::classify(declared, last.as_ref());
+    // While members join or leave, the stages read the members as they are (the joined ones
+    // and those leaving), not as declared: see `topology`.
+    let effective = topo.effective_spec(declared, last.as_ref());
+    let shifted;
+    let inp = match &effective {
+        Some(spec) => {
+            shifted = ClusterInput {
+                cluster: ObjectView {
+                    spec,
+                    ..input.cluster
+                },
+                observed: input.observed,
+                admission: input.admission,
+                intents: input.intents,
+                ca: input.ca,
+                now: input.now,
+            };
+            &shifted
+        }
+        None => input,
+    };
+    let mut p = state::Pass::with_topology(inp, last.unwrap_or_default(), topo, declared);
     run(&mut p);
     summary::summarize(&mut p);
     ClusterPlan {
@@ -178,15 +203,18 @@ pub fn plan_cluster_from(input: &ClusterInput<'_>, last: Option<ClusterStatus>) 
 fn run(p: &mut state::Pass<'_>) {
     if let Err(stall) = target::resolve(p) {
         record::refresh_members(p);
+        topology::mark(p);
         p.found.stalled = Some(stall);
         return;
     }
     record::supersede(p);
     record::apply_retry_intent(p);
     record::refresh_members(p);
+    topology::mark(p);
     record::adopt_converged(p);
     flight::advance_steps(p);
     flight::check_traffic(p);
+    topology::force_unreachable(p);
     if !rotation::check_ca(p) {
         return;
     }

@@ -80,10 +80,18 @@ fn request_for(p: &Pass<'_>, s: &StepRecord) -> Option<OpRequest> {
         StepAction::InstallCertificate => OpKind::InstallCertificate,
         StepAction::Restart => OpKind::Restart,
         StepAction::ResignData => OpKind::ResignData,
+        StepAction::AddPeer => OpKind::AddPeer,
+        StepAction::RemovePeer => OpKind::RemovePeer,
+        StepAction::Join => OpKind::Demote,
+        StepAction::Retire => OpKind::Retire,
         StepAction::AwaitSync | StepAction::Switchover => return None,
     };
-    let role = (s.action == StepAction::Release).then(|| {
-        if p.member_spec(&s.member).is_some_and(|m| m.spare) {
+    let role = matches!(s.action, StepAction::Release | StepAction::Join).then(|| {
+        // A joining member is not among the members yet: its declaration says.
+        let m = p
+            .member_spec(&s.member)
+            .or_else(|| p.declared().members.iter().find(|m| m.name == s.member));
+        if m.is_some_and(|m| m.spare) {
             "spare"
         } else {
             "standby"
@@ -98,5 +106,6 @@ fn request_for(p: &Pass<'_>, s: &StepRecord) -> Option<OpRequest> {
         source: s.source.clone(),
         role,
         trust: s.trust.clone(),
+        peer: s.peer.clone(),
     })
 }

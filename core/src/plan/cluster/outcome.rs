@@ -34,6 +34,11 @@ pub(super) fn succeeded(p: &mut Pass<'_>, s: &StepRecord) {
         ms.next_attempt_at = None;
         ms.last_error = None;
     }
+    if let Some(c) = client_record(p, &s.member) {
+        c.failures = 0;
+        c.next_attempt_at = None;
+        c.last_error = None;
+    }
     match s.action {
         StepAction::Preflight => {
             if let Some(ms) = p.record_mut(&s.member) {
@@ -41,6 +46,8 @@ pub(super) fn succeeded(p: &mut Pass<'_>, s: &StepRecord) {
             }
         }
         StepAction::SyncConfig => {
+            // A joining member has no target yet: remember that it was configured.
+            let key = key.or_else(|| Some("joined".to_string()));
             if let Some(ms) = p.record_mut(&s.member) {
                 ms.config_synced = key;
             }
@@ -102,6 +109,12 @@ fn record_rotation(p: &mut Pass<'_>, s: &StepRecord) {
     }
 }
 
+/// The status of the managed client an observation key names.
+fn client_record<'p>(p: &'p mut Pass<'_>, key: &str) -> Option<&'p mut crate::api::ClientStatus> {
+    let name = crate::plan::observe::client_of(key)?;
+    p.st.clients.iter_mut().find(|c| c.name == name)
+}
+
 pub(super) fn cancelled(p: &mut Pass<'_>, s: &StepRecord, msg: &str) {
     log::close_step(p, s, LogResult::Cancelled, msg);
     p.event(
@@ -129,6 +142,13 @@ pub(super) fn failed(p: &mut Pass<'_>, s: &StepRecord, msg: &str) -> Option<NewS
         } else {
             ms.next_attempt_at = Some(now.plus(backoff(policy, ms.failures)));
         }
+    }
+    // A managed client backs off the same way, without ever being Zombie: it holds no
+    // member's data, and an unreachable or failing client only delays its own keys.
+    if let Some(c) = client_record(p, &s.member) {
+        c.failures = c.failures.saturating_add(1);
+        c.last_error = Some(msg.to_string());
+        c.next_attempt_at = Some(now.plus(backoff(policy, c.failures)));
     }
     if zombie {
         let why = format!(

@@ -85,6 +85,18 @@ pub(super) fn refresh_members(p: &mut Pass<'_>) {
         };
         out.push(member_record(p, m, prev));
     }
+    // Members that join have a record too (the stages read only the joined ones).
+    for name in &p.topo.joining {
+        let Some(m) = p.declared().members.iter().find(|m| &m.name == name) else {
+            continue;
+        };
+        let prev = old
+            .iter_mut()
+            .rev()
+            .find(|o| o.as_ref().is_some_and(|o| &o.name == name))
+            .and_then(Option::take);
+        out.push(member_record(p, m, prev));
+    }
     p.st.members = out;
     summarize_members(p);
 }

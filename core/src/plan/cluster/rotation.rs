@@ -224,10 +224,9 @@ impl<'a> Rotation<'a> {
             };
         }
         let chains = ca.chain_pairs();
+        // A member that leaves takes no part in the rotation.
         let members: Vec<MemberTrust<'a>> = p
-            .spec()
-            .members
-            .iter()
+            .settled()
             .map(|m| MemberTrust::observed(m, p.obs(&m.name), &chains, p.busy(&m.name)))
             .collect();
         let options = Options {
@@ -389,7 +388,7 @@ fn upgrade_under_way(p: &Pass<'_>) -> bool {
     }
     let (mut on, mut off) = (false, false);
     let mut first: Option<Software> = None;
-    for m in &p.spec().members {
+    for m in p.settled() {
         if view::at_target(p, m) {
             on = true;
         } else {

@@ -17,7 +17,7 @@ use crate::api::{LogScope, StepAction, StepRecord};
 use crate::plan::observe::Wake;
 
 use super::log;
-use super::state::{Advanced, NewStep, Pass, action_name, describe, step_id};
+use super::state::{Advanced, NewStep, Pass, TopologyEntry, action_name, describe, step_id};
 use super::{op, switchover};
 
 /// Advance a recorded step; `Some` while it stays in flight.
@@ -62,8 +62,14 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
     } else {
         n.member.as_str()
     };
-    // A rotation's steps (its switchover too) belong to the rotation's entry.
-    let parent = if n.trust.is_some() {
+    // A membership change's steps belong to its entry; a rotation's steps (its switchover
+    // too) to the rotation's.
+    let parent = if let Some(t) = &n.topology {
+        Some(match t {
+            TopologyEntry::Member(membership, who) => log::membership(p, *membership, who),
+            TopologyEntry::Clients => log::clients(p),
+        })
+    } else if n.trust.is_some() {
         log::rotation(p, true)
     } else {
         log::rollout(p, true)
@@ -92,6 +98,7 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
         source: n.source,
         rollback: n.rollback,
         trust: n.trust,
+        peer: n.peer,
     };
     let started = format!("{}: {}", describe(&rec), n.message);
     p.event(false, "StepStarted", started);

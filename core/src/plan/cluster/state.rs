@@ -45,6 +45,10 @@ pub(super) struct Pass<'a> {
     pub may_start: bool,
     /// A step would have started but `may_start` forbade it.
     pub held: bool,
+    /// Members joining and leaving (see `topology`); the spec the stages read (`inp`'s) holds
+    /// the members only, and the leaving ones, while [`Pass::declared`] is what the user wrote.
+    pub topo: super::topology::Topology,
+    declared: &'a ClusterSpec,
 }
 
 impl<'a> Pass<'a> {
@@ -61,7 +65,51 @@ impl<'a> Pass<'a> {
             converged: false,
             may_start: true,
             held: false,
+            topo: Default::default(),
+            declared: inp.cluster.spec,
         }
+    }
+    /// A pass over `inp`, whose spec is the effective one of `topo`, for the `declared` spec.
+    pub fn with_topology(
+        inp: &'a ClusterInput<'a>,
+        st: ClusterStatus,
+        topo: super::topology::Topology,
+        declared: &'a ClusterSpec,
+    ) -> Self {
+        let mut p = Pass::new(inp, st);
+        p.topo = topo;
+        p.declared = declared;
+        p
+    }
+    /// The spec as declared: every member the user lists (joining ones too), none leaving.
+    pub fn declared(&self) -> &'a ClusterSpec {
+        self.declared
+    }
+    /// The members the mixed-version rule covers: every member the stages read, and the
+    /// joining ones that replicate or are starting to (a failover could reach them).
+    pub fn in_group(&self) -> Vec<&'a MemberSpec> {
+        let mut out: Vec<&'a MemberSpec> = self.spec().members.iter().collect();
+        for name in &self.topo.joining {
+            let replicating = self
+                .agent(name)
+                .is_some_and(|a| a.membership.source.is_some())
+                || self
+                    .st
+                    .steps
+                    .iter()
+                    .any(|s| &s.member == name && s.action == StepAction::Join);
+            if replicating && let Some(m) = self.declared.members.iter().find(|m| &m.name == name) {
+                out.push(m);
+            }
+        }
+        out
+    }
+    /// The members that stay: those of the spec the stages read but the leaving ones.
+    pub fn settled(&self) -> impl Iterator<Item = &'a MemberSpec> + '_ {
+        let spec: &'a ClusterSpec = self.spec();
+        spec.members
+            .iter()
+            .filter(move |m| !self.topo.is_leaving(&m.name))
     }
     pub fn spec(&self) -> &'a ClusterSpec {
         self.inp.cluster.spec
@@ -177,6 +225,10 @@ pub(super) struct NewStep {
     pub message: String,
     /// A rotation step's CA material, by fingerprint.
     pub trust: Option<crate::api::TrustParams>,
+    /// A peer-identity step's identity.
+    pub peer: Option<crate::api::PeerParams>,
+    /// A step of a membership change: the log entry it belongs to.
+    pub topology: Option<TopologyEntry>,
 }
 
 impl NewStep {
@@ -191,6 +243,8 @@ impl NewStep {
             mode: LogMode::Automatic,
             message: String::new(),
             trust: None,
+            peer: None,
+            topology: None,
         }
     }
     /// The switchover back to `to` from `from` that undoes a failed or stale one.
@@ -201,6 +255,14 @@ impl NewStep {
         n.message = message;
         n
     }
+}
+
+/// The log entry of a membership change's step.
+pub(super) enum TopologyEntry {
+    /// A member's `add-member` or `remove-member` entry.
+    Member(crate::api::Membership, String),
+    /// The cluster's `key-clients` entry: settled members' identities given to clients.
+    Clients,
 }
 
 /// The version a step installs or checks: of one component, or of the member's whole software.
@@ -248,6 +310,10 @@ pub(super) fn action_name(a: StepAction) -> &'static str {
         StepAction::InstallCertificate => "install-certificate",
         StepAction::Restart => "restart",
         StepAction::ResignData => "resign-data",
+        StepAction::AddPeer => "add-peer",
+        StepAction::RemovePeer => "remove-peer",
+        StepAction::Join => "join",
+        StepAction::Retire => "retire",
     }
 }
 
@@ -288,8 +354,9 @@ pub(super) fn describe(s: &StepRecord) -> String {
         out.push(' ');
         out.push_str(c);
     }
-    match (s.action, &s.from) {
-        (StepAction::Switchover, Some(f)) => out.push_str(&format!(" {f} -> {}", s.member)),
+    match (s.action, &s.from, &s.peer) {
+        (StepAction::Switchover, Some(f), _) => out.push_str(&format!(" {f} -> {}", s.member)),
+        (_, _, Some(peer)) => out.push_str(&format!(" {} on {}", peer.peer, s.member)),
         _ => out.push_str(&format!(" {}", s.member)),
     }
     if let Some(v) = &s.version {

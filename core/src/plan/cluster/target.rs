@@ -16,7 +16,7 @@ use super::state::Pass;
 /// are looked at).
 pub(super) fn resolve(p: &mut Pass<'_>) -> Result<(), Stall> {
     p.st.observed_generation = p.inp.cluster.generation;
-    let problems = validate_cluster(p.spec());
+    let problems = validate_cluster(p.declared());
     if !problems.is_empty() {
         return Err(Stall::InvalidSpec(problems));
     }

@@ -93,3 +93,19 @@ pub(super) fn backup_window(p: &Pass<'_>) -> Timestamp {
         _ => Timestamp(0),
     }
 }
+
+/// `to` may take the active role as far as its peers are concerned: each member that
+/// enforces an accepted-peer list (a non-empty one) lists `to`'s identity. A member that
+/// reports no identity is judged by the other rules only.
+pub(super) fn known_to_peers(p: &Pass<'_>, to: &str) -> bool {
+    let Some(identity) = p.agent(to).and_then(|a| a.membership.identity.as_deref()) else {
+        return true;
+    };
+    p.spec().members.iter().all(|m| {
+        m.name == to
+            || p.agent(&m.name).is_none_or(|a| {
+                a.membership.peers.is_empty()
+                    || a.membership.peers.get(to).map(String::as_str) == Some(identity)
+            })
+    })
+}
