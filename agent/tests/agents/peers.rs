@@ -93,12 +93,16 @@ fn replication_failure(s: &MemberStatus) -> Option<String> {
         .map(|a| a.message.clone().unwrap_or_default())
 }
 
-/// Waits for `agent`'s ReplicationFailure alarm and returns its message.
-async fn wait_replication_failure(agent: &Agent) -> TestResult<String> {
+/// Waits for `agent`'s ReplicationFailure alarm to say `why` (the stream may first fail
+/// otherwise, e.g. "source closed the stream" when the source cuts it) and returns its message.
+async fn wait_replication_failure(agent: &Agent, why: &str) -> TestResult<String> {
     wait_until(
-        &format!("{} to raise ReplicationFailure", agent.name),
+        &format!("{} to raise ReplicationFailure saying {why:?}", agent.name),
         CONVERGE,
-        || async { replication_failure(&agent.client.status().await.ok()?) },
+        || async {
+            let message = replication_failure(&agent.client.status().await.ok()?)?;
+            message.contains(why).then_some(message)
+        },
     )
     .await
 }
@@ -445,7 +449,7 @@ async fn a_standby_replicates_only_from_a_source_it_accepts() -> TestResult {
 
     // m2 accepts some other member only: the open stream is dropped at once.
     m2.run_ok(&add_peer("add-m9", "m9", &fp("99"))).await?;
-    let message = wait_replication_failure(&m2).await?;
+    let message = wait_replication_failure(&m2, "is not an accepted peer").await?;
     assert!(
         message.contains("source m1")
             && message.contains(&source_id[..8])
@@ -501,7 +505,7 @@ async fn a_source_serves_only_the_followers_it_accepts() -> TestResult {
     m1.run_ok(&add_peer("add-m3", "m3", &fp("33"))).await?;
     write_keys(&fx, &m1, "a", 5).await?;
     let m2 = fx.start("m2", &["--source", &m1.data]).await?;
-    let message = wait_replication_failure(&m2).await?;
+    let message = wait_replication_failure(&m2, "source refused").await?;
     assert!(
         message.contains("source refused: m2 is not an accepted peer of m1"),
         "{message}"
@@ -544,8 +548,7 @@ async fn a_source_serves_only_the_followers_it_accepts() -> TestResult {
     // Withdrawn: the open stream is cut and new entries no longer reach m2.
     m1.run_ok(&Req::new("rm-m2", K::RemovePeer).with_peer("m2"))
         .await?;
-    let message = wait_replication_failure(&m2).await?;
-    assert!(message.contains("not an accepted peer of m1"), "{message}");
+    wait_replication_failure(&m2, "source refused: m2 is not an accepted peer of m1").await?;
     write_keys(&fx, &m1, "b", 3).await?;
     stays_behind(&m2, &m1).await?;
     Ok(())
@@ -557,7 +560,7 @@ async fn a_source_serves_only_the_followers_it_accepts() -> TestResult {
 async fn an_empty_peer_map_enforces_nothing() -> TestResult {
     let (fx, m1, m2) = Fixture::new_caught_up_pair(&[], &[]).await?;
     m1.run_ok(&add_peer("add-m9", "m9", &fp("99"))).await?;
-    wait_replication_failure(&m2).await?;
+    wait_replication_failure(&m2, "source refused").await?;
     m1.run_ok(&Req::new("rm-m9", K::RemovePeer).with_peer("m9"))
         .await?;
     write_keys(&fx, &m1, "k", 4).await?;
