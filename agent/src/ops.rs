@@ -877,7 +877,7 @@ mod tests {
                 "unexpected_param",
             ),
             (
-                OperationRequest::new("r", OperationKind::RemovePeer).with_peer(&"x".repeat(64)),
+                OperationRequest::new("r", OperationKind::RemovePeer).with_peer("x".repeat(64)),
                 "invalid_param",
             ),
             (

@@ -272,6 +272,11 @@ pub(crate) async fn follow(shared: Arc<Shared>, source: String) {
         let result = follow_once(&shared, &source).await;
         {
             let mut r = shared.repl();
+            // A stream that was established broke: retry soon, not after the backoff grown
+            // by the failures that may have preceded it.
+            if r.connected {
+                backoff = Duration::from_millis(50);
+            }
             r.connected = false;
             r.first_unapplied_ts = None;
             match &result {

@@ -296,3 +296,136 @@ async fn exec_trust_operations_of_the_recertification_example_show_in_the_status
     assert!(message.contains("trustFile"), "{message}");
     Ok(())
 }
+
+/// The membership kinds run user commands with `{peer}`, `{fingerprint}` and `{copy_from}`,
+/// and the status command (or the static `status:`) reports `identity`, `peers`,
+/// `configDigest` and `retired`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_membership_operations_run_commands_and_report_peers() -> TestResult {
+    let fx = Fixture::new(&["m1"])?;
+    let host = fx.path().join("host");
+    std::fs::create_dir_all(&host)?;
+    let h = host.display().to_string();
+    // The application's peer store: "NAME FINGERPRINT" lines.
+    let peer = script(
+        &host,
+        "peer.sh",
+        &r#"cd HOST; echo "$*" >> ops.log
+case "$1" in
+  add) grep -v "^$2 " peers.txt > peers.new 2>/dev/null; echo "$2 $3" >> peers.new; mv peers.new peers.txt ;;
+  copy) fp=$(grep "^$3 " peers.txt 2>/dev/null | cut -d' ' -f2)
+        if [ -z "$fp" ]; then echo "no peer $3 to copy" >&2; exit 4; fi
+        echo "$2 $fp" >> peers.txt ;;
+  remove) grep -v "^$2 " peers.txt > peers.new 2>/dev/null; mv peers.new peers.txt ;;
+  retire) touch retired ;;
+esac"#
+            .replace("HOST", &h),
+    )?;
+    let status = script(
+        &host,
+        "status.sh",
+        &r#"cd HOST
+peers=$(awk 'BEGIN { ORS = "" } { if (NR > 1) print ","; printf "\"%s\":\"%s\"", $1, $2 }' peers.txt 2>/dev/null)
+retired=false; [ -f retired ] && retired=true
+printf '{"version":"1.0.0","peers":{%s},"retired":%s,"configDigest":"DIGEST"}' "$peers" "$retired""#
+            .replace("HOST", &h)
+            .replace("DIGEST", &"cd".repeat(32)),
+    )?;
+    let identity = "ee".repeat(32);
+    let config = |add: &str| {
+        format!(
+            r#"
+statusCommand:
+  command: ["{status}"]
+status:
+  identity: "{identity}"
+operations:
+  add-peer: {{command: ["{peer}", {add}]}}
+  remove-peer: {{command: ["{peer}", "remove", "{{peer}}"]}}
+  retire: {{command: ["{peer}", "retire", "{{member}}"]}}
+"#
+        )
+    };
+    let by_fingerprint = fx.path().join("exec.yaml");
+    std::fs::write(
+        &by_fingerprint,
+        config(r#""add", "{peer}", "{fingerprint}""#),
+    )?;
+    let by_copy = fx.path().join("exec-copy.yaml");
+    std::fs::write(&by_copy, config(r#""copy", "{peer}", "{copy_from}""#))?;
+    let cfg = by_fingerprint.display().to_string();
+    let mut m1 = fx
+        .start("m1", &["--backend", "exec", "--exec-config", &cfg])
+        .await?;
+
+    let s = m1.status().await?;
+    assert_eq!(s.identity.as_deref(), Some(identity.as_str()), "static");
+    assert_eq!(s.config_digest, Some("cd".repeat(32)));
+    assert!(s.peers.is_empty() && !s.retired, "{s:?}");
+
+    let (fa, fb) = ("a1".repeat(32), "b2".repeat(32));
+    let add = |id: &str, name: &str, fp: &str| {
+        Req::new(id, K::AddPeer)
+            .with_peer(name)
+            .with_fingerprint(fp)
+    };
+    m1.run_ok(&add("add-m2", "m2", &fa)).await?;
+    m1.run_ok(&add("add-m4", "m4", &fb)).await?;
+    m1.run_ok(&Req::new("rm-m4", K::RemovePeer).with_peer("m4"))
+        .await?;
+    let s = m1.status().await?;
+    assert_eq!(s.peers.len(), 1, "{:?}", s.peers);
+    assert_eq!(s.peers.get("m2"), Some(&fa));
+    // This configuration's add-peer needs {fingerprint}: a copyFrom request is refused.
+    let e = refused(
+        m1.client.submit(
+            &Req::new("cp", K::AddPeer)
+                .with_peer("m3")
+                .with_copy_from("m2"),
+        ),
+        "accepted",
+    )
+    .await?;
+    assert_eq!(e.code(), Some("missing_param"), "{e}");
+    m1.run_ok(&Req::new("retire", K::Retire)).await?;
+    assert!(m1.status().await?.retired);
+
+    // Another configuration copies entries: {copy_from}.
+    let cfg = by_copy.display().to_string();
+    m1.restart(&["--exec-config", &cfg]).await?;
+    m1.run_ok(
+        &Req::new("cp", K::AddPeer)
+            .with_peer("m3")
+            .with_copy_from("m2"),
+    )
+    .await?;
+    let s = m1.status().await?;
+    assert_eq!(s.peers.get("m3"), Some(&fa), "{:?}", s.peers);
+    let unknown = m1
+        .run(
+            &Req::new("cp-m9", K::AddPeer)
+                .with_peer("m5")
+                .with_copy_from("m9"),
+        )
+        .await?;
+    assert_eq!(unknown.state, OperationState::Failed);
+    assert!(
+        unknown.message.contains("exit code 4") && unknown.message.contains("no peer m9"),
+        "{}",
+        unknown.message
+    );
+    let e = refused(m1.client.submit(&add("add-m6", "m6", &fb)), "accepted").await?;
+    assert_eq!(e.code(), Some("missing_param"), "{e}");
+
+    let log = std::fs::read_to_string(host.join("ops.log"))?;
+    let want = [
+        format!("add m2 {fa}"),
+        format!("add m4 {fb}"),
+        "remove m4".to_string(),
+        "retire m1".to_string(),
+        "copy m3 m2".to_string(),
+        "copy m5 m9".to_string(),
+    ];
+    assert_eq!(log.lines().collect::<Vec<_>>(), want);
+    Ok(())
+}

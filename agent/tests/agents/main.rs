@@ -1,7 +1,7 @@
 //! Integration tests of `baton-agent` processes on 127.0.0.1 over mutual TLS: the control API
 //! and its errors, hardening and fuzzing of what it parses, operations, replication, restarts,
-//! switchovers and the exec backend. The connection-flood test is its own binary (`flood.rs`):
-//! it measures latency, so it runs alone.
+//! switchovers, membership (peer identities, retirement) and the exec backend. The
+//! connection-flood test is its own binary (`flood.rs`): it measures latency, so it runs alone.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -12,6 +12,7 @@ mod exec_backend;
 mod fuzz_parsing;
 mod hardening;
 mod operations;
+mod peers;
 mod replication;
 mod restart;
 mod switchover;
