@@ -23,19 +23,11 @@ use tokio_rustls::TlsConnector;
 pub struct Sender {
     inner: SendRequest<Full<Bytes>>,
     conn_error: Option<oneshot::Receiver<TransportError>>,
-    /// SHA-256 of the certificate the server presented (TLS connections only).
-    server_fingerprint: Option<String>,
 }
 
 impl Sender {
     pub fn is_closed(&self) -> bool {
         self.inner.is_closed()
-    }
-
-    /// SHA-256 (lowercase hex) of the leaf certificate the server presented in the TLS
-    /// handshake; `None` on a plain TCP connection.
-    pub fn server_fingerprint(&self) -> Option<&str> {
-        self.server_fingerprint.as_deref()
     }
 
     async fn explain(&mut self, fallback: TransportError) -> TransportError {
@@ -168,15 +160,7 @@ impl Target {
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(|e| TransportError::Tls(describe(&e)))?;
-                let server_fingerprint = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| crate::pki::fingerprint_der(c));
-                let mut sender = handshake(TokioIo::new(stream)).await?;
-                sender.server_fingerprint = server_fingerprint;
-                Ok(sender)
+                handshake(TokioIo::new(stream)).await
             }
             None => handshake(TokioIo::new(tcp)).await,
         }
@@ -242,7 +226,6 @@ where
     Ok(Sender {
         inner,
         conn_error: Some(rx),
-        server_fingerprint: None,
     })
 }
 

@@ -11,6 +11,11 @@
 //! or held behind a mesh such clusters block, and the phases forced. SOAK_SCENARIO picks one of
 //! the set.
 //!
+//! SOAK_SET=topology runs the membership-change scenarios (`Scenario::TOPOLOGY`): members
+//! added, removed and replaced during upgrades, backouts, reversals and at rest, under faults;
+//! the table also counts the members the edits added and removed and the clusters that ended
+//! Stalled (with their reasons in the trace).
+//!
 //! SOAK_TRACE=FILE appends one line per rollout (scenario, seed, passes, operations,
 //! switchovers, crashes, virtual seconds, outcome): two builds that simulate the same
 //! trajectories write the same lines, which is how simulator speed-ups are checked.
@@ -30,17 +35,26 @@ fn main() {
     let first: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
     let bounds = Bounds::FULL;
     let started = Instant::now();
-    let rotation = match std::env::var("SOAK_SET").ok().as_deref() {
-        None | Some("") | Some("rollout") => false,
-        Some("rotation") => true,
-        Some(other) => panic!("SOAK_SET={other}: rollout or rotation"),
+    let which = std::env::var("SOAK_SET").unwrap_or_default();
+    let (rotation, topology) = match which.as_str() {
+        "" | "rollout" => (false, false),
+        "rotation" => (true, false),
+        "topology" => (false, true),
+        other => panic!("SOAK_SET={other}: rollout, rotation or topology"),
     };
     let set: &[Scenario] = if rotation {
         &Scenario::ROTATION
+    } else if topology {
+        &Scenario::TOPOLOGY
     } else {
         &Scenario::ALL
     };
-    if rotation {
+    if topology {
+        println!(
+            "| scenario | rollouts | clusters | members | members added | members removed | operator crashes | member crashes | clusters ready | clusters stalled | violations | liveness failures | wall s |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    } else if rotation {
         println!(
             "| scenario | rollouts | clusters | members | rotations | done | stalled | held by the mesh | phases forced | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
         );
@@ -70,6 +84,7 @@ fn main() {
         let (mut clusters, mut members, mut oc, mut mc, mut ready, mut viol, mut live) =
             (0, 0, 0, 0, 0, 0u64, 0u64);
         let (mut rotations, mut rotated, mut r_stalled, mut r_held, mut forced) = (0, 0, 0, 0, 0);
+        let (mut added, mut removed, mut stalled) = (0, 0, 0);
         for i in 0..per {
             let seed = first + k as u64 * per + i;
             let v = random_rollout(seed, bounds, *scenario);
@@ -83,6 +98,9 @@ fn main() {
             r_stalled += v.rotations_stalled;
             r_held += v.rotations_held;
             forced += v.forced;
+            added += v.added;
+            removed += v.removed;
+            stalled += v.stalled_reasons.len();
             if let Some(f) = trace.as_mut() {
                 let mut line = format!(
                     "{scenario:?} {seed} clusters={} members={} passes={} ops={} switchovers={} oc={} mc={} virtual={} ready={} stalled={:?} violations={:?} liveness={:?}\n",
@@ -99,6 +117,10 @@ fn main() {
                     v.violations,
                     v.liveness
                 );
+                if scenario.changes_topology() {
+                    line.pop();
+                    line.push_str(&format!(" added={} removed={}\n", v.added, v.removed));
+                }
                 if scenario.rotates() {
                     line.pop();
                     line.push_str(&format!(
@@ -130,7 +152,12 @@ fn main() {
             }
         }
         bad += viol + live;
-        if rotation {
+        if topology {
+            println!(
+                "| {scenario:?} | {per} | {clusters} | {members} | {added} | {removed} | {oc} | {mc} | {ready} | {stalled} | {viol} | {live} | {:.1} |",
+                t.elapsed().as_secs_f64()
+            );
+        } else if rotation {
             println!(
                 "| {scenario:?} | {per} | {clusters} | {members} | {rotations} | {rotated} | {r_stalled} | {r_held} | {forced} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
                 t.elapsed().as_secs_f64()

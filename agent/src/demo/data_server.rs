@@ -98,11 +98,9 @@ async fn route(
                 },
             ))
         }
-        ("/v1/replicate", &Method::GET) => super::replication::serve_stream(
-            shared,
-            req.uri().query(),
-            info.client_fingerprint.clone(),
-        ),
+        ("/v1/replicate", &Method::GET) => {
+            super::replication::serve_stream(shared, req.uri().query())
+        }
         ("/v1/config", &Method::GET) => {
             let config: Option<serde_json::Value> =
                 persist::read_json(&shared.data_dir.join(CONFIG_FILE))

@@ -196,14 +196,10 @@ impl Shared {
         }
     }
 
-    /// The fingerprint of the identity presented to peers: the member certificate when the
-    /// data port presents one, else the identity key.
+    /// The fingerprint of the identity presented to peers: the identity key's. Not the member
+    /// certificate's, which a CA rotation replaces: a member keeps its identity across
+    /// rotations, so its peers keep accepting it.
     pub fn identity(&self) -> String {
-        if self.tls.is_tls()
-            && let Some(cert) = self.tls.cert_info()
-        {
-            return cert.fingerprint;
-        }
         self.key_identity.clone()
     }
 

@@ -1,6 +1,7 @@
-//! Peer identities. A member presents one identity to its peers: the SHA-256 of the member
-//! certificate it presents on its data port, else of an identity key of its own, generated at
-//! first start and kept in `<data-dir>/identity.key`. It accepts the peers `add-peer` gave it
+//! Peer identities. A member presents one identity to its peers: the SHA-256 of an identity
+//! key of its own, generated at first start and kept in `<data-dir>/identity.key` (not of its
+//! TLS certificate, which a CA rotation replaces: the identity outlives rotations). TLS (the
+//! mesh CA) authenticates the connection; the accepted peers say which members belong. It accepts the peers `add-peer` gave it
 //! (name → identity, persisted in `state.json`); once that set is non-empty, the replication
 //! stream runs only between accepted peers, both ways ([`check_follower`], [`check_source`]).
 //! An empty set enforces nothing, as before peer identities existed.
@@ -15,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::persist;
 use crate::pki::hex;
 
-/// The identity key (PKCS#8 PEM, mode 0600) of a member without a member certificate.
+/// The identity key (PKCS#8 PEM, mode 0600).
 pub const IDENTITY_KEY_FILE: &str = "identity.key";
 /// Most peers a member accepts: a cluster's members and its managed clients, with room.
 pub const MAX_PEERS: usize = 256;
@@ -83,15 +84,13 @@ pub fn list_names(peers: &BTreeMap<String, String>) -> String {
     }
 }
 
-/// Source side: may `follower`, which claims `identity` and presented the client certificate
-/// `presented` (mutual TLS only), replicate from member `me`, which accepts `peers`? The error
-/// is the refusal's message (answered as 403 `unknown_peer`).
+/// Source side: may `follower`, which claims `identity`, replicate from member `me`, which
+/// accepts `peers`? The error is the refusal's message (answered as 403 `unknown_peer`).
 pub fn check_follower(
     me: &str,
     peers: &BTreeMap<String, String>,
     follower: &str,
     identity: Option<&str>,
-    presented: Option<&str>,
 ) -> Result<(), String> {
     if peers.is_empty() {
         return Ok(());
@@ -114,27 +113,18 @@ pub fn check_follower(
                 short(accepted)
             ));
         }
-        Some(_) => {}
-    }
-    match presented {
-        Some(cert) if cert != identity => Err(format!(
-            "source refused: {follower} claims identity {} but its client certificate is {}",
-            short(identity),
-            short(cert)
-        )),
-        _ => Ok(()),
+        Some(_) => Ok(()),
     }
 }
 
 /// Follower side: may member `me`, which accepts `peers`, apply entries from the source
-/// `source` (its name in the replication hello), which claims `identity` and presented the
-/// server certificate `presented` (TLS only)? The error says why not.
+/// `source` (its name in the replication hello), which claims `identity`? The error says why
+/// not.
 pub fn check_source(
     me: &str,
     peers: &BTreeMap<String, String>,
     source: &str,
     identity: Option<&str>,
-    presented: Option<&str>,
 ) -> Result<(), String> {
     if peers.is_empty() {
         return Ok(());
@@ -144,15 +134,6 @@ pub fn check_source(
             "source {source} sent no identity (an agent without peer identities), and {me} applies entries from its accepted peers only"
         ));
     };
-    if let Some(cert) = presented
-        && cert != identity
-    {
-        return Err(format!(
-            "source {source} claims identity {} but presents the certificate {}",
-            short(identity),
-            short(cert)
-        ));
-    }
     match peers.get(source) {
         Some(accepted) if accepted == identity => Ok(()),
         Some(accepted) => Err(format!(
@@ -183,59 +164,46 @@ mod tests {
     #[test]
     fn nothing_is_enforced_without_peers() {
         let none = BTreeMap::new();
-        assert_eq!(check_follower("m1", &none, "m9", None, None), Ok(()));
-        assert_eq!(
-            check_source("m1", &none, "m9", None, Some(&fp('a'))),
-            Ok(())
-        );
+        assert_eq!(check_follower("m1", &none, "m9", None), Ok(()));
+        assert_eq!(check_source("m1", &none, "m9", None), Ok(()));
     }
 
     #[test]
-    fn a_follower_must_be_accepted_under_its_name_and_prove_it() {
+    fn a_follower_must_be_accepted_under_its_name_with_its_identity() {
         let p = peers(&[("m2", 'a'), ("m3", 'b')]);
         let (a, b) = (fp('a'), fp('b'));
-        assert_eq!(check_follower("m1", &p, "m2", Some(&a), None), Ok(()));
-        assert_eq!(check_follower("m1", &p, "m2", Some(&a), Some(&a)), Ok(()));
-        let e = check_follower("m1", &p, "m4", Some(&a), None)
+        assert_eq!(check_follower("m1", &p, "m2", Some(&a)), Ok(()));
+        let e = check_follower("m1", &p, "m4", Some(&a))
             .err()
             .unwrap_or_default();
         assert_eq!(e, "source refused: m4 is not an accepted peer of m1");
-        let e = check_follower("m1", &p, "m2", Some(&b), None)
+        let e = check_follower("m1", &p, "m2", Some(&b))
             .err()
             .unwrap_or_default();
         assert!(e.contains("accepts m2 as aaaaaaaa…"), "{e}");
-        let e = check_follower("m1", &p, "m2", Some(&a), Some(&b))
-            .err()
-            .unwrap_or_default();
-        assert!(e.contains("client certificate is bbbbbbbb…"), "{e}");
-        let e = check_follower("m1", &p, "m2", None, Some(&a))
+        let e = check_follower("m1", &p, "m2", None)
             .err()
             .unwrap_or_default();
         assert!(e.contains("sent no identity"), "{e}");
     }
 
     #[test]
-    fn a_source_must_be_accepted_and_present_what_it_claims() {
+    fn a_source_must_be_accepted_under_its_name_with_its_identity() {
         let p = peers(&[("m1", 'a')]);
         let (a, b) = (fp('a'), fp('b'));
-        assert_eq!(check_source("m2", &p, "m1", Some(&a), Some(&a)), Ok(()));
-        assert_eq!(check_source("m2", &p, "m1", Some(&a), None), Ok(()));
-        let e = check_source("m2", &p, "m3", Some(&b), None)
+        assert_eq!(check_source("m2", &p, "m1", Some(&a)), Ok(()));
+        let e = check_source("m2", &p, "m3", Some(&b))
             .err()
             .unwrap_or_default();
         assert_eq!(
             e,
             "source m3 (identity bbbbbbbb…) is not an accepted peer of m2 (accepted: m1)"
         );
-        let e = check_source("m2", &p, "m1", Some(&a), Some(&b))
-            .err()
-            .unwrap_or_default();
-        assert!(e.contains("presents the certificate bbbbbbbb…"), "{e}");
-        let e = check_source("m2", &p, "m1", Some(&b), Some(&b))
+        let e = check_source("m2", &p, "m1", Some(&b))
             .err()
             .unwrap_or_default();
         assert!(e.contains("accepts m1 as aaaaaaaa…"), "{e}");
-        assert!(check_source("m2", &p, "m1", None, None).is_err());
+        assert!(check_source("m2", &p, "m1", None).is_err());
     }
 
     #[test]

@@ -12,8 +12,7 @@
 //! follower names its identity (`identity=` in the query) and the source serves it only when
 //! it accepts the follower's name with that identity (403 `unknown_peer` otherwise); the source
 //! names its identity in the `hello` and the follower applies nothing from a source it does not
-//! accept. Under TLS each side also checks that the identity claimed is the certificate
-//! presented. A change of the accepted peers checks open streams again.
+//! accept. A change of the accepted peers checks open streams again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,12 +75,10 @@ fn line(msg: &Msg) -> Bytes {
     Bytes::from(v)
 }
 
-/// Who asks for the stream: its name, the identity it claims, the client certificate it
-/// presented (mutual TLS only).
+/// Who asks for the stream: its name and the identity it claims.
 struct Follower {
     name: String,
     identity: Option<String>,
-    presented: Option<String>,
 }
 
 impl Follower {
@@ -91,17 +88,14 @@ impl Follower {
             &shared.peers(),
             &self.name,
             self.identity.as_deref(),
-            self.presented.as_deref(),
         )
     }
 }
 
-/// Source side: answers a follower's replicate request with a stream. `presented` is the
-/// fingerprint of the client certificate of the connection (mutual TLS only).
+/// Source side: answers a follower's replicate request with a stream.
 pub(crate) fn serve_stream(
     shared: &Arc<Shared>,
     query: Option<&str>,
-    presented: Option<String>,
 ) -> Result<Response<RespBody>, ApiError> {
     let params = query_params(query);
     let get = |k: &str| {
@@ -125,7 +119,6 @@ pub(crate) fn serve_stream(
     let follower = Follower {
         name: peers::clean_name(get("member").as_deref()),
         identity: get("identity").filter(|fp| crate::ops::valid_fingerprint(fp)),
-        presented,
     };
     let follower_version = peers::clean_name(get("version").as_deref());
     if let Err(message) = follower.check(shared) {
@@ -350,7 +343,6 @@ async fn follow_once(shared: &Arc<Shared>, source: &str) -> Result<(), FollowErr
         .connect(Duration::from_secs(3))
         .await
         .map_err(transient)?;
-    let presented = sender.server_fingerprint().map(str::to_string);
     let after = shared.store.head();
     let hash = shared.store.hash_at(after).unwrap_or_default();
     let version = shared.state().version;
@@ -388,14 +380,8 @@ async fn follow_once(shared: &Arc<Shared>, source: &str) -> Result<(), FollowErr
         let Some((name, identity)) = accepted else {
             return Ok(());
         };
-        check_source(
-            &shared.member,
-            &shared.peers(),
-            name,
-            identity.as_deref(),
-            presented.as_deref(),
-        )
-        .map_err(FollowError::Refused)
+        check_source(&shared.member, &shared.peers(), name, identity.as_deref())
+            .map_err(FollowError::Refused)
     };
     let mut body = resp.into_body();
     let mut buf = BytesMut::new();

@@ -191,6 +191,10 @@ pub struct Sim {
     /// Scratch for `mesh_key`.
     key_before: Vec<u8>,
     key_after: Vec<u8>,
+    /// A member was added or removed: a cluster done may be part-way again (a member added on
+    /// other software), so tier order is judged when an operation starts, not at every instant
+    /// (steps in flight finish, as the mesh rules say).
+    edited: bool,
 }
 
 fn endpoint(cluster: &str, member: &str) -> String {
@@ -278,6 +282,7 @@ impl Sim {
             forced: Vec::new(),
             key_before: Vec::new(),
             key_after: Vec::new(),
+            edited: false,
         }
     }
 
@@ -893,6 +898,9 @@ impl Sim {
             }
         }
         self.topology_checks(ci, &m, &req);
+        if moving && self.edited {
+            self.tier_order_at_start(ci, member, req.kind);
+        }
         if req.kind == OpKind::Promote {
             let acked = self.clusters[ci].acked;
             let others_active = self.clusters[ci]
@@ -941,7 +949,25 @@ impl Sim {
                                 })
                     })
                 });
-                if !rollback && !rotation && !same_version(&m.version, t) && m.components.is_empty()
+                // The hand-over of an active being removed goes to a member on its software.
+                let handover = status.is_some_and(|s| {
+                    s.steps.iter().any(|st| {
+                        st.action == crate::api::StepAction::Switchover
+                            && req.id == format!("{}.promote", st.id)
+                            && st.from.as_ref().is_some_and(|f| {
+                                !self.clusters[ci].spec.members.iter().any(|d| &d.name == f)
+                                    && self.clusters[ci].members.get(f).is_some_and(|f| {
+                                        same_version(&f.version, &m.version)
+                                            && f.components == m.components
+                                    })
+                            })
+                    })
+                });
+                if !rollback
+                    && !rotation
+                    && !handover
+                    && !same_version(&m.version, t)
+                    && m.components.is_empty()
                 {
                     self.violation(format!(
                         "{cname}/{member}: switchover to {} which is not the target {t} (operation {})",
@@ -1057,7 +1083,14 @@ impl Sim {
                     ));
                 }
                 for o in c.members.values() {
-                    if o.name != m.name && !o.retired && !o.peers.is_empty() && !o.accepts(m) {
+                    // Members of the group: joined (or leaving, not yet retired).
+                    let member = part_of(c, &o.name) && joined(c, &o.name);
+                    if o.name != m.name
+                        && member
+                        && !o.retired
+                        && !o.peers.is_empty()
+                        && !o.accepts(m)
+                    {
                         found.push(format!(
                             "{}/{}: promoted while {} does not accept its identity",
                             c.name, m.name, o.name
@@ -1106,6 +1139,7 @@ impl Sim {
         c.members.insert(member.name.clone(), sm);
         c.spec.members.push(member);
         c.next_look = self.now;
+        self.edited = true;
     }
 
     /// Remove a member from a cluster's spec (its agent keeps running).
@@ -1113,6 +1147,57 @@ impl Sim {
         if let Some(c) = self.clusters.iter_mut().find(|c| c.name == cluster) {
             c.spec.members.retain(|m| m.name != member);
             c.next_look = self.now;
+        }
+        self.edited = true;
+    }
+
+    /// Tier order when `kind` would start on cluster `ci` (runs with membership edits): no
+    /// version move starts while a cluster of an earlier tier (later, in a backout) has a
+    /// member off its target.
+    fn tier_order_at_start(&mut self, ci: usize, member: &str, kind: OpKind) {
+        let Some(mesh) = &self.mesh else {
+            return;
+        };
+        let tier = |name: &str| {
+            mesh.spec
+                .tiers
+                .iter()
+                .rposition(|t| t.clusters.iter().any(|c| c == name))
+        };
+        let Some(t) = tier(&self.clusters[ci].name) else {
+            return;
+        };
+        let backout = mesh
+            .status
+            .as_ref()
+            .and_then(|s| s.rollout.as_ref())
+            .is_some_and(|r| r.direction == Direction::Backout);
+        let mut found = None;
+        for c in &self.clusters {
+            let Some(u) = tier(&c.name) else { continue };
+            let earlier = if backout { u > t } else { u < t };
+            if !earlier {
+                continue;
+            }
+            let target = c.spec.version.as_deref().unwrap_or(&mesh.spec.version);
+            let off = c.members.values().find(|m| {
+                part_of(c, &m.name)
+                    && !m.retired
+                    && !same_version(
+                        effective_version_str(&c.spec, &m.version, &m.components),
+                        target,
+                    )
+            });
+            if let Some(m) = off {
+                found = Some(format!(
+                    "{}/{member}: {kind:?} starts while {}/{} runs {} in an earlier tier",
+                    self.clusters[ci].name, c.name, m.name, m.version
+                ));
+                break;
+            }
+        }
+        if let Some(f) = found {
+            self.violation(f);
         }
     }
 
@@ -1371,6 +1456,39 @@ impl Sim {
     }
 
     /// Liveness verdict once settled: every cluster Ready, or stopped with a stated reason.
+    /// After a run with membership edits: a cluster that ended Ready has every declared member
+    /// joined and no record of one it no longer declares.
+    pub fn topology_problems(&self) -> Vec<String> {
+        let mut out = vec![];
+        for c in &self.clusters {
+            let Some(st) = c.status.as_ref() else {
+                continue;
+            };
+            if st.phase != ClusterPhase::Ready {
+                continue;
+            }
+            for m in &c.spec.members {
+                match st.members.iter().find(|r| r.name == m.name) {
+                    None => out.push(format!("{}: Ready without a record of {}", c.name, m.name)),
+                    Some(r) if r.topology.is_some() => out.push(format!(
+                        "{}: Ready while {} is {:?}",
+                        c.name, m.name, r.topology
+                    )),
+                    _ => {}
+                }
+            }
+            for r in &st.members {
+                if !c.spec.members.iter().any(|m| m.name == r.name) {
+                    out.push(format!(
+                        "{}: Ready while {} is still recorded",
+                        c.name, r.name
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     pub fn liveness_problems(&self) -> Vec<String> {
         let mut out = vec![];
         for c in &self.clusters {
@@ -1466,6 +1584,10 @@ impl Sim {
                 if m.role == MemberRole::Active {
                     actives += 1;
                     active = Some((m, mine));
+                }
+                // A retired member, or one removed and forgotten, is not the cluster's any more.
+                if m.retired || !part_of(c, &m.name) {
+                    continue;
                 }
                 if lo.is_none_or(|l| r < l.1) {
                     lo = Some((v, r));
@@ -1706,7 +1828,8 @@ impl Sim {
             }
         }
         for (ci, (c, f)) in self.clusters.iter().zip(facts).enumerate() {
-            let (Some(t), true) = (tiers[ci], f.busy) else {
+            // With membership edits, judged when an operation starts (`tier_order_at_start`).
+            let (Some(t), true, false) = (tiers[ci], f.busy, self.edited) else {
                 continue;
             };
             let blocking = match dir {
@@ -1773,12 +1896,23 @@ impl Sim {
 /// * no rotation step is in flight beside an upgrade step, nor a rotation operation running
 ///   beside an upgrade operation;
 /// * no restart runs on the active (only a lone member with `allowOutage` restarts in place).
-/// `member` has joined: its record is a plain member's (a cluster planned before has one).
+/// `member` is declared, or still has a record (leaving).
+fn part_of(c: &SimCluster, member: &str) -> bool {
+    c.spec.members.iter().any(|m| m.name == member)
+        || c.status
+            .as_ref()
+            .is_some_and(|st| st.members.iter().any(|r| r.name == member))
+}
+
+/// `member` has joined: its record is not a joining one (a cluster planned before has one).
 fn joined(c: &SimCluster, member: &str) -> bool {
     c.status.as_ref().is_none_or(|st| {
-        st.members
-            .iter()
-            .any(|r| r.name == member && r.topology.is_none())
+        st.members.iter().any(|r| {
+            r.name == member
+                && r.topology
+                    .as_ref()
+                    .is_none_or(|t| t.membership != crate::api::Membership::Joining)
+        })
     })
 }
 

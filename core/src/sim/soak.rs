@@ -43,6 +43,15 @@ pub enum Scenario {
     /// must be exactly those its `PhaseForced` event names, and the rotation still ends done or
     /// stopped with a reason.
     RotationForced,
+    /// Members added, removed and replaced (random edits of random clusters at random instants
+    /// of the first half hour) during an upgrade under faults.
+    TopologyUpgrade,
+    /// The same during a backout.
+    TopologyBackout,
+    /// The same during an upgrade whose target is set back mid-way.
+    TopologyReversal,
+    /// The same with no version change, under faults.
+    TopologyAtRest,
 }
 
 impl Scenario {
@@ -63,9 +72,22 @@ impl Scenario {
         Scenario::RotationForced,
     ];
 
+    /// The membership-change scenarios (the soak runs them with `SOAK_SET=topology`).
+    pub const TOPOLOGY: [Scenario; 4] = [
+        Scenario::TopologyUpgrade,
+        Scenario::TopologyBackout,
+        Scenario::TopologyReversal,
+        Scenario::TopologyAtRest,
+    ];
+
     /// One of [`Scenario::ROTATION`].
     pub fn rotates(self) -> bool {
         Scenario::ROTATION.contains(&self)
+    }
+
+    /// One of [`Scenario::TOPOLOGY`].
+    pub fn changes_topology(self) -> bool {
+        Scenario::TOPOLOGY.contains(&self)
     }
 }
 
@@ -95,6 +117,9 @@ pub struct Verdict {
     pub rotations_held: usize,
     /// Phases forced (`PhaseForced` events; [`Scenario::RotationForced`]).
     pub forced: usize,
+    /// Membership edits ([`Scenario::TOPOLOGY`]): members added and removed by them.
+    pub added: usize,
+    pub removed: usize,
 }
 
 impl Verdict {
@@ -128,6 +153,14 @@ fn random_fault_end(rng: &mut Rng) -> Timestamp {
 pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict {
     if scenario.rotates() {
         return random_rotation(seed, bounds, scenario);
+    }
+    if scenario.changes_topology() {
+        let (sim, added, removed) = topology_run(seed, bounds, scenario);
+        let mut v = verdict(&sim);
+        v.liveness.extend(sim.topology_problems());
+        v.added = added;
+        v.removed = removed;
+        return v;
     }
     let mut rng = Rng::new(seed);
     let (from, to) = match scenario {
@@ -228,6 +261,101 @@ fn verdict(sim: &Sim) -> Verdict {
         rotations_stalled: stalled,
         rotations_held: rotating.len() - done - stalled,
         forced: sim.forced.len(),
+        added: 0,
+        removed: 0,
+    }
+}
+
+/// One randomized run of a [`Scenario::TOPOLOGY`] scenario, fully determined by `seed`: the
+/// simulation after its run, and how many members its edits added and removed.
+pub fn topology_run(seed: u64, bounds: Bounds, scenario: Scenario) -> (Sim, usize, usize) {
+    let mut rng = Rng::new(seed);
+    let (from, to) = match scenario {
+        Scenario::TopologyBackout => ("2.0.0", "1.0.0"),
+        Scenario::TopologyAtRest => ("1.0.0", "1.0.0"),
+        _ => ("1.0.0", "2.0.0"),
+    };
+    let topo = topology::random(&mut rng, bounds, to);
+    let seed = rng.next_u64();
+    let faults_until = random_fault_end(&mut rng);
+    let mut sim = Sim::new(fault_config(seed, true, faults_until), START);
+    for c in topo.clusters {
+        sim.add_cluster(&c.name, c.labels, c.spec, from);
+    }
+    sim.set_mesh("mesh", topo.mesh);
+    // The members are adopted as they are before anything changes.
+    sim.pass();
+    // The edits, at random instants of the first half hour, in order.
+    let mut at: Vec<u64> = (0..1 + rng.below(4)).map(|_| rng.below(1800)).collect();
+    at.sort_unstable();
+    let reversal_at = (scenario == Scenario::TopologyReversal).then(|| 60 + rng.below(1800));
+    let (mut added, mut removed, mut next_name) = (0, 0, 0u32);
+    let mut reversed = false;
+    for t in at {
+        if let Some(r) = reversal_at
+            && !reversed
+            && r <= t
+        {
+            run_until(&mut sim, r);
+            if let Some(m) = sim.mesh.as_mut() {
+                m.spec.version = from.to_string();
+            }
+            reversed = true;
+        }
+        run_until(&mut sim, t);
+        let ci = rng.below(sim.clusters.len() as u64) as usize;
+        let name = sim.clusters[ci].name.clone();
+        if rng.chance(0.3) {
+            sim.clusters[ci].spec.topology.allow_removing_last_standby = true;
+        }
+        let declared: Vec<String> = sim.clusters[ci]
+            .spec
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        let edit = rng.below(3);
+        // 0: add, 1: remove, 2: replace (both in one edit).
+        if edit != 1 && declared.len() < 8 {
+            next_name += 1;
+            let mut m = topology::member(&format!("j{next_name}"), &name);
+            m.spare = rng.chance(0.2);
+            let version = if rng.chance(0.5) { from } else { to };
+            sim.add_member(&name, m, version);
+            added += 1;
+        }
+        if edit != 0 && declared.len() >= 2 {
+            let gone = &declared[rng.below(declared.len() as u64) as usize];
+            // At least one regular member stays declared.
+            let regular_left = sim.clusters[ci]
+                .spec
+                .members
+                .iter()
+                .filter(|m| !m.spare && &m.name != gone)
+                .count();
+            if regular_left > 0 {
+                sim.remove_member(&name, gone);
+                removed += 1;
+            }
+        }
+    }
+    if let Some(r) = reversal_at
+        && !reversed
+    {
+        run_until(&mut sim, r);
+        if let Some(m) = sim.mesh.as_mut() {
+            m.spec.version = from.to_string();
+        }
+    }
+    sim.run(Duration::from_secs(72 * 3600));
+    (sim, added, removed)
+}
+
+/// Run the simulation to `secs` after the start (nothing when already past it).
+fn run_until(sim: &mut Sim, secs: u64) {
+    let t = START.plus(Duration::from_secs(secs));
+    if t > sim.now {
+        sim.run(t.since(sim.now));
     }
 }
 
@@ -375,6 +503,19 @@ mod tests {
         max_clusters: 4,
         max_members: 4,
     };
+
+    #[test]
+    fn every_topology_scenario_changes_members_safely_on_small_meshes() {
+        let mut added = 0;
+        for scenario in Scenario::TOPOLOGY {
+            for seed in 1..=6 {
+                let v = random_rollout(seed, SMALL, scenario);
+                assert!(v.ok(), "seed {seed} {scenario:?}: {v:#?}");
+                added += v.added;
+            }
+        }
+        assert!(added > 0, "no member was added");
+    }
 
     #[test]
     fn every_rotation_scenario_rotates_safely_on_small_meshes() {

@@ -316,11 +316,15 @@ fn status_says_done(state: &Path, new: &str, clusters: &[&str], mesh: Option<&st
             .find(|b| b.starts_with(&format!("{c}\n")))
             .ok_or_else(|| err(format!("no Cluster {c} in {shown}")))?;
         let line = format!("\n  {done}");
-        assert!(block.contains(&line), "{c}: {line:?} not in {shown}");
+        if !block.contains(&line) {
+            return Err(err(format!("{c}: {line:?} not in {shown}")));
+        }
     }
     if let Some(m) = mesh {
         let line = format!("Mesh {m} {done}");
-        assert!(shown.contains(&line), "{line:?} not in {shown}");
+        if !shown.contains(&line) {
+            return Err(err(format!("{line:?} not in {shown}")));
+        }
     }
     Ok(())
 }
@@ -450,6 +454,11 @@ async fn with_restart_manual_the_rotation_waits_for_a_human_to_run_restart_sh() 
         })
         .await?;
         ex.check(m, false).await?;
+        // The runner records the rotation done on its pass after the agent finished.
+        wait_until("the rotation Done in baton status", CONVERGE, || async {
+            status_says_done(&state, &ex.new, &["app"], None).ok()
+        })
+        .await?;
         status_says_done(&state, &ex.new, &["app"], None)
     }
     .await;

@@ -76,8 +76,19 @@ pub(super) fn advance(p: &mut Pass<'_>, s: &StepRecord) -> Advanced {
 /// switchover finishes rather than risk two actives; the backout then moves traffic back the
 /// normal way. A CA rotation's switchover is not about versions (it hands over between
 /// members on the same software, before a rollout that waits for it): never stale.
+///
+/// Nor is the hand-over of an active that is being removed, to a member on its own software.
 fn stale(p: &Pass<'_>, x: &Pair<'_, '_>) -> bool {
+    let handing_over = p.topo.is_leaving(x.from)
+        && matches!(
+            (
+                p.member_spec(x.to).and_then(|m| view::software_of(p, m)),
+                p.member_spec(x.from).and_then(|m| view::software_of(p, m)),
+            ),
+            (Some(a), Some(b)) if crate::plan::software::same_software(&a, &b)
+        );
     !x.s.rollback
+        && !handing_over
         && x.s.trust.is_none()
         && x.ta.role != MemberRole::Active
         && p.lookup_op(x.to, &x.promote_id).is_none()

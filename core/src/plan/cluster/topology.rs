@@ -469,10 +469,52 @@ fn leave(p: &mut Pass<'_>, name: &str) {
         return;
     }
     stage(p, name, TopologyStage::Retire, None);
+    // Members that replicate from it (a chain through an old active) follow the active first.
+    if repoint_followers(p, name, a) {
+        return;
+    }
     let mut n = NewStep::on(StepAction::Retire, name);
     n.message = format!("{name} is removed from the spec: it stops serving and replicating");
     n.topology = Some(TopologyEntry::Member(Membership::Leaving, name.to_string()));
     start::start(p, n);
+}
+
+/// Point the members that replicate from `name` at the active instead (same role: a forced
+/// standby stays held). True while any still follows `name`.
+fn repoint_followers(p: &mut Pass<'_>, name: &str, a: &AgentView) -> bool {
+    let Some(ep) = a.data_endpoint.as_deref() else {
+        return false;
+    };
+    let Ok(Some(active)) = view::active(p) else {
+        return false;
+    };
+    let source = p.agent(active).and_then(|x| x.data_endpoint.clone());
+    let followers: Vec<(&str, MemberRole)> = p
+        .in_group()
+        .into_iter()
+        .filter(|m| m.name != name && m.name != active)
+        .filter_map(|m| {
+            let x = p.agent(&m.name)?;
+            (x.membership.source.as_deref() == Some(ep)).then_some((m.name.as_str(), x.role))
+        })
+        .collect();
+    for &(f, role) in &followers {
+        if p.busy(f) || member::in_backoff(p, f) {
+            continue;
+        }
+        let action = if role == MemberRole::ForcedStandby {
+            StepAction::ForceStandby
+        } else {
+            StepAction::Join
+        };
+        let mut n = NewStep::on(action, f);
+        n.source = source.clone();
+        n.message =
+            format!("{f} replicates from the active {active} instead of {name}, which is removed");
+        n.topology = Some(TopologyEntry::Member(Membership::Leaving, name.to_string()));
+        start::start(p, n);
+    }
+    !followers.is_empty()
 }
 
 /// Withdraw a retired (or forced-out) member's identity from every peer and client that holds
@@ -722,7 +764,8 @@ fn bootstrapped(p: &mut Pass<'_>, name: &str, a: &AgentView) -> bool {
     false
 }
 
-/// 3. Every member that stays (the settled ones and `name`) accepts every other one's
+/// 3. Every member of the group (the members, those leaving until withdrawn, and `name`)
+/// accepts every other one's
 /// identity; otherwise start the `add-peer` steps owed, one per member at a time. A member
 /// that enforces a list accepts only what it lists, so the entries of its current partners go
 /// first (its source, then the other members) and the new member's last. True when done.
@@ -741,10 +784,14 @@ fn introduced(p: &mut Pass<'_>, name: &str, a: &AgentView) -> bool {
         });
         return false;
     }
-    // Everyone who stays, with the identity each reports; the new member last.
+    // Everyone in the group, with the identity each reports; the new member last. Members
+    // being removed stay until their identity is withdrawn (they may still serve, or be the
+    // source others replicate from).
     let mut group: Vec<(String, Option<String>)> = p
-        .settled()
-        .filter(|m| m.name != name)
+        .spec()
+        .members
+        .iter()
+        .filter(|m| m.name != name && !gone(p, &m.name))
         .map(|m| (m.name.clone(), identity_of(p, &m.name).map(str::to_string)))
         .collect();
     group.push((name.to_string(), Some(identity)));
@@ -893,5 +940,552 @@ fn give_clients(p: &mut Pass<'_>) {
             Some(from) => add_peer(p, &key, &member, None, Some(&from), entry),
             None => add_peer(p, &key, &member, Some(&identity), None, entry),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Health, MemberRole, Weekday, values::Duration};
+    use crate::fixtures::cluster::{ClusterBuilder, NOW, Observed, observed, root_ca};
+    use crate::plan::ClusterPlan;
+    use crate::plan::observe::OpKind;
+
+    /// Members a (active) and b, known from the last status, both accepting each other; `n`
+    /// declared and not yet a member: a fresh standby replicating from nobody.
+    fn joining() -> ClusterBuilder {
+        ClusterBuilder::new("c")
+            .members(["a", "b", "n"])
+            .version("1.0.0")
+            .upgrade(|u| u.preflight = false)
+            .recorded(["a", "b"])
+            .observe(settled_member("a").active())
+            .observe(settled_member("b").follows("a:7000"))
+            .observe(fresh("n"))
+    }
+
+    fn settled_member(name: &str) -> Observed {
+        observed(name)
+            .identity(&format!("id-{name}"))
+            .config("cfg1")
+            .accepts(&[("a", "id-a"), ("b", "id-b")])
+    }
+
+    fn fresh(name: &str) -> Observed {
+        observed(name).identity(&format!("id-{name}")).applied(0, 0)
+    }
+
+    /// Every member accepts a, b and n.
+    fn introduced(o: Observed) -> Observed {
+        o.accepts(&[("a", "id-a"), ("b", "id-b"), ("n", "id-n")])
+    }
+
+    fn started(plan: &ClusterPlan) -> Vec<(StepAction, String)> {
+        plan.status
+            .steps
+            .iter()
+            .map(|s| (s.action, s.member.clone()))
+            .collect()
+    }
+
+    fn peer_steps(plan: &ClusterPlan) -> Vec<(String, String)> {
+        plan.actions
+            .iter()
+            .filter(|a| a.request.kind == OpKind::AddPeer)
+            .map(|a| {
+                let peer = a.request.peer.as_ref().expect("peer params");
+                (a.member.clone(), peer.peer.clone())
+            })
+            .collect()
+    }
+
+    fn topology_of(plan: &ClusterPlan, name: &str) -> Option<MemberTopology> {
+        plan.status
+            .members
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.topology.clone())
+    }
+
+    fn stalled(plan: &ClusterPlan) -> Option<String> {
+        plan.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled" && c.status == "True")
+            .map(|c| c.reason.clone())
+    }
+
+    #[test]
+    fn a_first_apply_adopts_every_declared_member_as_it_is() {
+        let plan = ClusterBuilder::new("c")
+            .members(["a", "b", "n"])
+            .version("1.0.0")
+            .running("1.0.0")
+            .build()
+            .plan();
+        assert!(plan.status.members.iter().all(|m| m.topology.is_none()));
+        assert!(started(&plan).is_empty(), "{:?}", started(&plan));
+    }
+
+    #[test]
+    fn a_new_member_copies_its_configuration_from_the_serving_active_only() {
+        let plan = joining().build().plan();
+        let sync = plan
+            .actions
+            .iter()
+            .find(|a| a.member == "n" && a.request.kind == OpKind::SyncConfig)
+            .expect("configuration copied");
+        assert_eq!(sync.request.source.as_deref(), Some("a:7000"));
+        let t = topology_of(&plan, "n").expect("joining");
+        assert_eq!(
+            (t.membership, t.stage),
+            (Membership::Joining, TopologyStage::CopyConfig)
+        );
+        // The active does not serve: nothing is copied, and the status says why.
+        let plan = joining()
+            .observe(settled_member("a").active().serving(false))
+            .build()
+            .plan();
+        assert!(started(&plan).is_empty(), "{:?}", started(&plan));
+        let t = topology_of(&plan, "n").expect("joining");
+        assert!(
+            t.waiting
+                .as_deref()
+                .unwrap_or("")
+                .contains("does not serve"),
+            "{t:?}"
+        );
+        assert!(
+            plan.status.phase != crate::api::ClusterPhase::Ready,
+            "a join pending is not Ready"
+        );
+    }
+
+    #[test]
+    fn identities_are_introduced_both_ways_partners_first_before_it_replicates() {
+        let plan = joining().observe(fresh("n").config("cfg1")).build().plan();
+        let mut got = peer_steps(&plan);
+        got.sort();
+        // a and b already accept each other: each learns n; n learns its source's first.
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), "n".to_string()),
+                ("b".to_string(), "n".to_string()),
+                ("n".to_string(), "a".to_string()),
+            ]
+        );
+        let step = plan
+            .actions
+            .iter()
+            .find(|a| a.member == "a" && a.request.kind == OpKind::AddPeer)
+            .expect("a learns n");
+        assert_eq!(
+            step.request
+                .peer
+                .as_ref()
+                .and_then(|p| p.fingerprint.as_deref()),
+            Some("id-n")
+        );
+        assert!(!started(&plan).iter().any(|(a, _)| *a == StepAction::Join));
+    }
+
+    #[test]
+    fn a_member_enforcing_a_list_learns_its_own_source_before_anyone_else() {
+        // b enforces nothing yet: its first entry must be its source's, or it would refuse a.
+        let plan = joining()
+            .observe(
+                observed("b")
+                    .identity("id-b")
+                    .config("cfg1")
+                    .follows("a:7000"),
+            )
+            .observe(fresh("n").config("cfg1"))
+            .build()
+            .plan();
+        let on_b: Vec<(String, String)> = peer_steps(&plan)
+            .into_iter()
+            .filter(|(m, _)| m == "b")
+            .collect();
+        assert_eq!(on_b, [("b".to_string(), "a".to_string())]);
+    }
+
+    #[test]
+    fn once_introduced_it_joins_as_a_standby_or_a_forced_standby_on_other_software() {
+        let base = || {
+            joining()
+                .observe(introduced(settled_member("a").active()))
+                .observe(introduced(settled_member("b").follows("a:7000")))
+        };
+        let plan = base()
+            .observe(introduced(fresh("n").config("cfg1")))
+            .build()
+            .plan();
+        let join = plan
+            .actions
+            .iter()
+            .find(|a| a.member == "n")
+            .expect("n acted on");
+        assert_eq!(join.request.kind, OpKind::Demote);
+        assert_eq!(join.request.source.as_deref(), Some("a:7000"));
+        assert_eq!(join.request.role.as_deref(), Some("standby"));
+        let plan = base()
+            .observe(introduced(fresh("n").config("cfg1").version("0.9.0")))
+            .build()
+            .plan();
+        assert_eq!(
+            started(&plan),
+            [(StepAction::ForceStandby, "n".to_string())]
+        );
+    }
+
+    #[test]
+    fn it_becomes_a_member_only_once_in_sync() {
+        let base = || {
+            joining()
+                .observe(introduced(settled_member("a").active()))
+                .observe(introduced(settled_member("b").follows("a:7000")))
+        };
+        let behind = introduced(fresh("n").config("cfg1").follows("a:7000"))
+            .applied(10, 500)
+            .lag(40.0);
+        let plan = base().observe(behind).build().plan();
+        assert_eq!(started(&plan), [(StepAction::AwaitSync, "n".to_string())]);
+        assert!(topology_of(&plan, "n").is_some());
+        let caught_up = introduced(fresh("n").config("cfg1").follows("a:7000")).applied(100, 0);
+        let plan = base().observe(caught_up).build().plan();
+        assert_eq!(topology_of(&plan, "n"), None, "joined");
+        assert!(plan.events.iter().any(|e| e.reason == "MemberJoined"));
+        // The pass it joined in plans nothing else from it: the next one does, at once.
+        assert_ne!(plan.status.phase, crate::api::ClusterPhase::Ready);
+        assert_eq!(plan.wake, Wake::Busy);
+    }
+
+    #[test]
+    fn a_switchover_target_must_be_known_to_every_peer_that_enforces_a_list() {
+        // b is upgraded and in sync; a (active, on 1.0.0) accepts only itself.
+        let case = |a: Observed| {
+            ClusterBuilder::new("c")
+                .members(["a", "b"])
+                .version("2.0.0")
+                .upgrade(|u| u.preflight = false)
+                .recorded(["a", "b"])
+                .observe(a.active().identity("id-a"))
+                .observe(observed("b").version("2.0.0").held().identity("id-b"))
+                .build()
+                .plan()
+        };
+        let plan = case(observed("a").accepts(&[("a", "id-a")]));
+        assert!(
+            !started(&plan)
+                .iter()
+                .any(|(a, _)| *a == StepAction::Switchover),
+            "{:?}",
+            started(&plan)
+        );
+        let plan = case(observed("a").accepts(&[("a", "id-a"), ("b", "id-b")]));
+        assert_eq!(started(&plan), [(StepAction::Switchover, "b".to_string())]);
+    }
+
+    /// a (active), b and x known; x no longer declared.
+    fn leaving_x() -> ClusterBuilder {
+        ClusterBuilder::new("c")
+            .members(["a", "b"])
+            .version("1.0.0")
+            .upgrade(|u| u.preflight = false)
+            .recorded(["a", "b", "x"])
+            .observe(settled_member("a").active())
+            .observe(settled_member("b").follows("a:7000"))
+            .observe(settled_member("x").follows("a:7000"))
+    }
+
+    #[test]
+    fn a_removed_standby_is_retired_within_the_gates() {
+        let plan = leaving_x().build().plan();
+        assert_eq!(started(&plan), [(StepAction::Retire, "x".to_string())]);
+        let t = topology_of(&plan, "x").expect("leaving");
+        assert_eq!(
+            (t.membership, t.stage),
+            (Membership::Leaving, TopologyStage::Retire)
+        );
+        // Another member out of service: maxUnavailable 1 holds the retirement.
+        let plan = leaving_x()
+            .observe(settled_member("b").role(MemberRole::OutOfService))
+            .build()
+            .plan();
+        assert!(started(&plan).is_empty(), "{:?}", started(&plan));
+        // Outside the maintenance windows: it waits for the next.
+        let tomorrow = Weekday::Sat;
+        let plan = leaving_x()
+            .window(&[tomorrow], "02:00", Duration::from_secs(3600))
+            .build()
+            .plan();
+        assert!(started(&plan).is_empty(), "{:?}", started(&plan));
+        assert!(matches!(plan.wake, Wake::At(_)));
+    }
+
+    #[test]
+    fn the_last_in_sync_standby_goes_only_with_permission_or_after_a_joiner() {
+        let lone = || {
+            ClusterBuilder::new("c")
+                .members(["a"])
+                .version("1.0.0")
+                .recorded(["a", "x"])
+                .observe(settled_member("a").active())
+                .observe(settled_member("x").follows("a:7000"))
+        };
+        let plan = lone().build().plan();
+        assert_eq!(stalled(&plan).as_deref(), Some("LastInSyncStandby"));
+        assert!(plan.actions.is_empty() && plan.status.steps.is_empty());
+        let plan = lone()
+            .spec(|s| s.topology.allow_removing_last_standby = true)
+            .build()
+            .plan();
+        assert_eq!(started(&plan), [(StepAction::Retire, "x".to_string())]);
+        // A member joining restores the redundancy: the removal waits for it, not stalled.
+        let plan = lone()
+            .spec(|s| s.members.push(crate::fixtures::cluster::member("n")))
+            .observe(fresh("n"))
+            .build()
+            .plan();
+        assert_eq!(stalled(&plan), None);
+        assert!(!started(&plan).iter().any(|(a, _)| *a == StepAction::Retire));
+        assert!(
+            topology_of(&plan, "x")
+                .and_then(|t| t.waiting)
+                .is_some_and(|w| w.contains("once n has joined"))
+        );
+        // A standby that is not in sync is not the redundancy the rule keeps.
+        let plan = lone()
+            .observe(settled_member("x").follows("a:7000").lag(600.0))
+            .build()
+            .plan();
+        assert_eq!(started(&plan), [(StepAction::Retire, "x".to_string())]);
+    }
+
+    #[test]
+    fn a_removed_active_hands_over_and_is_never_retired_while_active() {
+        let plan = ClusterBuilder::new("c")
+            .members(["b", "c2"])
+            .version("1.0.0")
+            .recorded(["a", "b", "c2"])
+            .observe(settled_member("a").active())
+            .observe(settled_member("b").follows("a:7000"))
+            .observe(settled_member("c2").follows("a:7000"))
+            .build()
+            .plan();
+        let got = started(&plan);
+        assert_eq!(got, [(StepAction::Switchover, "b".to_string())], "{got:?}");
+        assert!(!got.contains(&(StepAction::Retire, "a".to_string())));
+        let t = topology_of(&plan, "a").expect("leaving");
+        assert_eq!(t.stage, TopologyStage::HandOver);
+    }
+
+    #[test]
+    fn a_retired_member_is_withdrawn_from_every_holder_then_forgotten() {
+        let plan = leaving_x()
+            .observe(settled_member("x").retired())
+            .observe(settled_member("a").active().accepts(&[("x", "id-x")]))
+            .observe(
+                settled_member("b")
+                    .follows("a:7000")
+                    .accepts(&[("x", "id-x")]),
+            )
+            .build()
+            .plan();
+        let removed: Vec<(String, String)> = plan
+            .actions
+            .iter()
+            .filter(|a| a.request.kind == OpKind::RemovePeer)
+            .map(|a| {
+                (
+                    a.member.clone(),
+                    a.request.peer.clone().map(|p| p.peer).unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                ("a".to_string(), "x".to_string()),
+                ("b".to_string(), "x".to_string())
+            ]
+        );
+        // Nobody holds it any more: the record goes.
+        let plan = leaving_x()
+            .observe(settled_member("x").retired())
+            .build()
+            .plan();
+        assert!(plan.status.members.iter().all(|m| m.name != "x"));
+        assert!(plan.events.iter().any(|e| e.reason == "MemberRemoved"));
+    }
+
+    #[test]
+    fn an_unreachable_member_is_removed_only_by_its_force_with_a_warning() {
+        let base = || {
+            leaving_x()
+                .unreachable("x")
+                .observe(settled_member("a").active().accepts(&[("x", "id-x")]))
+        };
+        let plan = base().build().plan();
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+        assert!(
+            plan.status
+                .message
+                .as_deref()
+                .unwrap_or("")
+                .contains("remove/c/x"),
+            "{:?}",
+            plan.status.message
+        );
+        let plan = base().force("remove/c/x").build().plan();
+        let ev = plan
+            .events
+            .iter()
+            .find(|e| e.reason == "RemovalForced")
+            .expect("the force is announced");
+        assert!(ev.warning);
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| a.member == "a" && a.request.kind == OpKind::RemovePeer)
+        );
+        assert!(
+            plan.status
+                .acknowledged
+                .iter()
+                .any(|a| a == "force:remove/c/x")
+        );
+    }
+
+    #[test]
+    fn distinct_client_identities_wait_for_every_client_then_go_to_each() {
+        let joined = || {
+            ClusterBuilder::new("c")
+                .members(["a", "b"])
+                .version("1.0.0")
+                .recorded(["a", "b"])
+                .observe(settled_member("a").active())
+                .observe(settled_member("b").follows("a:7000"))
+        };
+        let with = |c2: Option<Observed>| {
+            joined()
+                .client("k1", Some(observed("k1").accepts(&[("a", "id-a")])))
+                .client("k2", c2)
+                .build()
+                .plan()
+        };
+        let plan = with(None);
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+        assert!(plan.status.message.as_deref().unwrap_or("").contains("k2"));
+        let k1 = plan
+            .status
+            .clients
+            .iter()
+            .find(|c| c.name == "k1")
+            .expect("k1");
+        assert_eq!(
+            (k1.accepts.clone(), k1.missing.clone()),
+            (vec!["a".to_string()], vec!["b".to_string()])
+        );
+        let plan = with(Some(observed("k2")));
+        let mut got = peer_steps(&plan);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("client/k1".to_string(), "b".to_string()),
+                ("client/k2".to_string(), "a".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn shared_client_identities_copy_an_existing_entry_and_refuse_a_stranger() {
+        let shared = |n_identity: &str| {
+            let all = [("a", "id-a"), ("b", "id-b"), ("n", n_identity)];
+            joining()
+                .spec(|s| s.topology.client_identity = ClientIdentity::Shared)
+                .observe(settled_member("a").active().accepts(&all))
+                .observe(settled_member("b").follows("a:7000").accepts(&all))
+                .observe(
+                    fresh("n")
+                        .identity(n_identity)
+                        .config("cfg1")
+                        .follows("a:7000")
+                        .applied(5, 0)
+                        .accepts(&all),
+                )
+                .client(
+                    "k1",
+                    Some(observed("k1").accepts(&[("a", "id-a"), ("b", "id-b")])),
+                )
+                .build()
+                .plan()
+        };
+        // n presents a's identity: the client copies a's entry under n's name.
+        let plan = shared("id-a");
+        let copy = plan
+            .actions
+            .iter()
+            .find(|a| a.member == "client/k1")
+            .and_then(|a| a.request.peer.clone())
+            .expect("the client is given n");
+        assert_eq!(
+            (copy.peer.as_str(), copy.copy_from.as_deref()),
+            ("n", Some("a"))
+        );
+        assert_eq!(copy.fingerprint, None);
+        // An identity nobody has: the copied entries would not accept it.
+        let plan = shared("id-stranger");
+        assert_eq!(stalled(&plan).as_deref(), Some("IdentityMismatch"));
+        assert!(plan.actions.is_empty());
+    }
+
+    #[test]
+    fn with_certificates_managed_a_new_member_is_bootstrapped_onto_the_cluster_ca() {
+        let ca = root_ca("ca1", NOW.plus(Duration::from_secs(365 * 86_400)));
+        let base = || {
+            joining().certificates(ca.clone()).trust_everywhere(
+                &["ca1"],
+                "ca1",
+                NOW.plus(Duration::from_secs(86_400 * 300)),
+            )
+        };
+        let first = |n: Observed| {
+            let plan = base().observe(n).build().plan();
+            started(&plan)
+                .into_iter()
+                .filter(|(_, m)| m == "n")
+                .map(|(a, _)| a)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(first(fresh("n")), [StepAction::InstallTrust]);
+        assert_eq!(
+            first(fresh("n").trusts(&["ca1"]).presents("other", NOW)),
+            [StepAction::InstallCertificate]
+        );
+        assert_eq!(
+            first(
+                fresh("n")
+                    .trusts(&["ca1"])
+                    .presents("ca1", NOW.plus(Duration::from_secs(86_400 * 300)))
+            ),
+            [StepAction::SyncConfig]
+        );
+    }
+
+    #[test]
+    fn without_managed_certificates_a_member_its_peers_do_not_trust_waits() {
+        let plan = joining()
+            .observe(settled_member("a").active().trusts(&["ca1"]))
+            .observe(fresh("n").presents("rogue", NOW))
+            .build()
+            .plan();
+        assert!(started(&plan).is_empty(), "{:?}", started(&plan));
+        let t = topology_of(&plan, "n").expect("joining");
+        assert_eq!(t.stage, TopologyStage::Bootstrap);
+        assert!(t.waiting.unwrap_or_default().contains("does not trust"));
+        let _ = Health::Ok;
     }
 }
