@@ -101,18 +101,14 @@ pub fn check_follower(
         ));
     };
     match peers.get(follower) {
-        None => {
-            return Err(format!(
-                "source refused: {follower} is not an accepted peer of {me}"
-            ));
-        }
-        Some(accepted) if accepted != identity => {
-            return Err(format!(
-                "source refused: {follower} presents identity {} but {me} accepts {follower} as {}",
-                short(identity),
-                short(accepted)
-            ));
-        }
+        None => Err(format!(
+            "source refused: {follower} is not an accepted peer of {me}"
+        )),
+        Some(accepted) if accepted != identity => Err(format!(
+            "source refused: {follower} presents identity {} but {me} accepts {follower} as {}",
+            short(identity),
+            short(accepted)
+        )),
         Some(_) => Ok(()),
     }
 }

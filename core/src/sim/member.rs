@@ -136,6 +136,9 @@ pub struct SimMember {
     pub config: u64,
     /// Retired: stopped serving and replicating for good (until it joins again).
     pub retired: bool,
+    /// It has been a member of its cluster (one of the first, or joined since): what the
+    /// invariants count as the cluster's.
+    pub joined: bool,
     /// Kind and end of the running operation: `current` looked up in `ops` while Running,
     /// kept at hand because every simulated instant asks for it (and ids are long strings).
     /// Kept in step by `start`, `finish` and `crash`, the only changes to either.
@@ -166,6 +169,7 @@ impl SimMember {
             peers: BTreeMap::new(),
             config: 1,
             retired: false,
+            joined: true,
             running: None,
         }
     }

@@ -813,6 +813,12 @@ impl Sim {
             }
             self.key_before = key;
             self.key_after = after;
+            // A member whose record is a plain member's has joined (for the invariants).
+            for r in plan.status.members.iter().filter(|r| r.topology.is_none()) {
+                if let Some(m) = self.clusters[i].members.get_mut(&r.name) {
+                    m.joined = true;
+                }
+            }
             self.clusters[i].status = Some(plan.status);
             if crash {
                 self.clusters[i].next_look = now;
@@ -898,7 +904,8 @@ impl Sim {
             }
         }
         self.topology_checks(ci, &m, &req);
-        if moving && self.edited {
+        // A joining member moved to the active's software before it joins is no rollout step.
+        if moving && self.edited && joined(&self.clusters[ci], member) {
             self.tier_order_at_start(ci, member, req.kind);
         }
         if req.kind == OpKind::Promote {
@@ -1134,12 +1141,28 @@ impl Sim {
             MemberRole::Standby
         };
         let ep = endpoint(cluster, &member.name);
-        let mut sm = SimMember::new(&member.name, &ep, version, role);
+        // On a layered stack the components carry the versions; the base version is the
+        // stack's, as the other members report it.
+        let base = match c.members.values().next() {
+            Some(o) if !c.spec.components.is_empty() => o.version.clone(),
+            _ => version.to_string(),
+        };
+        let mut sm = SimMember::new(&member.name, &ep, &base, role);
+        for comp in &c.spec.components {
+            if member.components.is_empty() || member.components.contains(&comp.name) {
+                let v = comp.version.clone().unwrap_or_else(|| version.to_string());
+                sm.components.insert(comp.name.clone(), v);
+            }
+        }
         sm.config = 0;
+        sm.joined = false;
         c.members.insert(member.name.clone(), sm);
         c.spec.members.push(member);
         c.next_look = self.now;
         self.edited = true;
+        // The mesh reads the spec too: plan it again.
+        self.mesh_quiet = None;
+        self.mesh_due = self.mesh.is_some();
     }
 
     /// Remove a member from a cluster's spec (its agent keeps running).
@@ -1149,6 +1172,8 @@ impl Sim {
             c.next_look = self.now;
         }
         self.edited = true;
+        self.mesh_quiet = None;
+        self.mesh_due = self.mesh.is_some();
     }
 
     /// Tier order when `kind` would start on cluster `ci` (runs with membership edits): no
@@ -1182,6 +1207,7 @@ impl Sim {
             let target = c.spec.version.as_deref().unwrap_or(&mesh.spec.version);
             let off = c.members.values().find(|m| {
                 part_of(c, &m.name)
+                    && joined(c, &m.name)
                     && !m.retired
                     && !same_version(
                         effective_version_str(&c.spec, &m.version, &m.components),
@@ -1568,7 +1594,11 @@ impl Sim {
             let mut hi: Option<(&str, u32)> = None;
             own.clear();
             for m in c.members.values() {
+                // A retired member, or one removed and forgotten, is not the cluster's any more;
+                // one not joined yet is not the cluster's yet.
+                let outside = m.retired || !part_of(c, &m.name) || !joined(c, &m.name);
                 match m.running_kind() {
+                    _ if outside => {}
                     Some(OpKind::Upgrade | OpKind::Rollback) => moving += 1,
                     Some(OpKind::Restart) => restarting += 1,
                     _ => {}
@@ -1585,8 +1615,7 @@ impl Sim {
                     actives += 1;
                     active = Some((m, mine));
                 }
-                // A retired member, or one removed and forgotten, is not the cluster's any more.
-                if m.retired || !part_of(c, &m.name) {
+                if outside {
                     continue;
                 }
                 if lo.is_none_or(|l| r < l.1) {
@@ -1891,11 +1920,6 @@ impl Sim {
     }
 }
 
-/// The invariants of a CA rotation on cluster `c` alone, at this instant (those across its
-/// trust domain are [`Sim::trust_domain_violations`]):
-/// * no rotation step is in flight beside an upgrade step, nor a rotation operation running
-///   beside an upgrade operation;
-/// * no restart runs on the active (only a lone member with `allowOutage` restarts in place).
 /// `member` is declared, or still has a record (leaving).
 fn part_of(c: &SimCluster, member: &str) -> bool {
     c.spec.members.iter().any(|m| m.name == member)
@@ -1904,18 +1928,17 @@ fn part_of(c: &SimCluster, member: &str) -> bool {
             .is_some_and(|st| st.members.iter().any(|r| r.name == member))
 }
 
-/// `member` has joined: its record is not a joining one (a cluster planned before has one).
+/// `member` has joined the cluster: one of its first members, or one whose record has been a
+/// plain member's (one removed before it joined never was).
 fn joined(c: &SimCluster, member: &str) -> bool {
-    c.status.as_ref().is_none_or(|st| {
-        st.members.iter().any(|r| {
-            r.name == member
-                && r.topology
-                    .as_ref()
-                    .is_none_or(|t| t.membership != crate::api::Membership::Joining)
-        })
-    })
+    c.members.get(member).is_some_and(|m| m.joined)
 }
 
+/// The invariants of a CA rotation on cluster `c` alone, at this instant (those across its
+/// trust domain are [`Sim::trust_domain_violations`]):
+/// * no rotation step is in flight beside an upgrade step, nor a rotation operation running
+///   beside an upgrade operation;
+/// * no restart runs on the active (only a lone member with `allowOutage` restarts in place).
 fn rotation_violations(c: &SimCluster, found: &mut Vec<String>) {
     if let Some(st) = &c.status {
         let rot = st.steps.iter().find(|s| s.is_rotation());
@@ -2057,8 +2080,17 @@ fn mesh_key(st: Option<&ClusterStatus>, out: &mut Vec<u8>) {
         text(out, m.version.as_deref());
         out.extend_from_slice(&m.backlog.to_le_bytes());
         out.extend_from_slice(&m.conflicts.to_le_bytes());
+        out.push(m.topology.is_some() as u8);
     }
+    // The versions the mesh reads (joining members are not counted in them).
+    text(out, st.running_versions.as_deref());
     out.push(st.steps.iter().any(crate::api::StepRecord::is_rotation) as u8);
+    // In motion: steps other than a membership change's (what the mesh counts).
+    out.push(
+        st.steps
+            .iter()
+            .any(|s| !crate::plan::cluster::membership_step(st, s)) as u8,
+    );
     if let Some(c) = &st.certificates {
         out.push(1);
         text(out, c.target_ca.as_deref());

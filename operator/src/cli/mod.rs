@@ -238,6 +238,7 @@ pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Resu
                 let Some(s) = &o.status else { continue };
                 out.push_str(&format!("\nCluster {n}\n"));
                 out.push_str(&members_table(s));
+                out.push_str(&view::topology_lines(s));
                 if let Some(c) = &s.certificates {
                     out.push_str(&format!(
                         "  certificates: {}\n",
@@ -426,6 +427,31 @@ pub fn rotation_name(name: &str) -> Option<(&str, crate::api::RotationPhase, &st
         .then_some((cluster, phase, ca))
 }
 
+/// A force intent names a cluster's rotation phase (`rotation/CLUSTER/PHASE@CA`) or the
+/// removal of one of its unreachable members (`remove/CLUSTER/MEMBER`): the cluster it goes to.
+pub fn check_force_name(name: &str) -> anyhow::Result<&str> {
+    if let Some(rest) = name.strip_prefix("remove/") {
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        return match rest.split_once('/') {
+            Some((cluster, member)) if !cluster.is_empty() && label(member) => Ok(cluster),
+            _ => bail!(
+                "{name:?} is not a removal name; it looks like remove/CLUSTER/MEMBER (the member                  being removed, see `baton status`)"
+            ),
+        };
+    }
+    check_rotation_name(name).map(|(c, _)| c)
+}
+
+/// A force intent of a cluster (a rotation phase or a removal), not a mesh name.
+pub fn is_cluster_force(name: &str) -> bool {
+    name.starts_with("rotation/") || name.starts_with("remove/")
+}
+
 /// Refuse a rotation phase name the planner could never act on (see [`rotation_name`]).
 pub fn check_rotation_name(name: &str) -> anyhow::Result<(&str, crate::api::RotationPhase)> {
     rotation_name(name).map(|(c, p, _)| (c, p)).ok_or_else(|| {
@@ -551,8 +577,8 @@ pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
         Intent::Force(names) => {
             let (mut meshes, mut phases) = (Vec::new(), Vec::new());
             for n in &names {
-                if n.starts_with("rotation/") {
-                    let (cluster, _) = check_rotation_name(n)?;
+                if is_cluster_force(n) {
+                    let cluster = check_force_name(n)?;
                     let Target::Cluster(c) = resolve(&st, &format!("cluster/{cluster}"))? else {
                         bail!("{n}: {cluster:?} is not a cluster");
                     };
@@ -562,8 +588,9 @@ pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
                 match resolve(&st, n)? {
                     Target::Mesh(m) => meshes.push(m),
                     Target::Cluster(c) => bail!(
-                        "force applies to meshes (their preconditions) and to rotation phases \
-                         (rotation/CLUSTER/PHASE@CA); cluster/{c}: use `baton retry`"
+                        "force applies to meshes (their preconditions), to rotation phases \
+                         (rotation/CLUSTER/PHASE@CA) and to removals of unreachable members \
+                         (remove/CLUSTER/MEMBER); cluster/{c}: use `baton retry`"
                     ),
                 }
             }

@@ -189,6 +189,42 @@ pub fn members_table(status: &ClusterStatus) -> String {
     table(&rows)
 }
 
+/// The membership changes under way (one line per joining or leaving member) and what each
+/// managed client accepts.
+pub fn topology_lines(status: &ClusterStatus) -> String {
+    let mut out = String::new();
+    for m in &status.members {
+        let Some(t) = &m.topology else { continue };
+        let what = match t.membership {
+            crate::api::Membership::Joining => "joining",
+            crate::api::Membership::Leaving => "leaving",
+        };
+        let _ = write!(out, "  {} {what}: {:?}", m.name, t.stage);
+        if let Some(w) = &t.waiting {
+            let _ = write!(out, " (waiting: {w})");
+        }
+        out.push('\n');
+    }
+    for c in &status.clients {
+        let reach = if c.reachable { "" } else { " (unreachable)" };
+        let _ = write!(
+            out,
+            "  client {}{reach}: accepts {}",
+            c.name,
+            if c.accepts.is_empty() {
+                "-".to_string()
+            } else {
+                c.accepts.join(", ")
+            }
+        );
+        if !c.missing.is_empty() {
+            let _ = write!(out, "; missing {}", c.missing.join(", "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn ts(t: Timestamp) -> String {
     t.to_rfc3339()
 }

@@ -20,7 +20,9 @@ use crate::api::{ClusterStatus, LogEntry, MeshStatus};
 use crate::cli::plan::{PlanOptions, Schedule, schedule_from};
 use crate::cli::tree::{TreeCluster, TreeInput, TreeInvalid, TreeMesh, render};
 use crate::cli::view::log_lines;
-use crate::cli::{Intent, Output, approval_cluster, check_approval, check_rotation_name};
+use crate::cli::{
+    Intent, Output, approval_cluster, check_approval, check_force_name, is_cluster_force,
+};
 use crate::k8s::annotations::{APPROVE, FORCE, PAUSE, RETRY};
 use crate::k8s::stores::{GuardedCluster, GuardedMesh};
 use crate::local::Manifests;
@@ -422,7 +424,7 @@ impl Listed {
 async fn add_name(client: &Client, ns: &str, step: &str, what: Listed) -> anyhow::Result<String> {
     let cluster = match what {
         Listed::Approval => approval_cluster(step)?,
-        Listed::Force => check_rotation_name(step)?.0,
+        Listed::Force => check_force_name(step)?,
     };
     let target = Target::Cluster(cluster.to_string());
     let api = namespaced::<GuardedCluster>(client, ns);
@@ -540,12 +542,12 @@ pub async fn intent(client: &Client, scope: &Scope, intent: Intent) -> anyhow::R
             }
             let (phases, names): (Vec<&String>, Vec<String>) = {
                 let (p, m): (Vec<&String>, Vec<&String>) =
-                    names.iter().partition(|n| n.starts_with("rotation/"));
+                    names.iter().partition(|n| is_cluster_force(n));
                 (p, m.into_iter().cloned().collect())
             };
             // Every name is checked before the first write.
             for p in &phases {
-                check_rotation_name(p)?;
+                check_force_name(p)?;
             }
             let mut said = Vec::new();
             for p in &phases {

@@ -59,13 +59,15 @@ fn ready_to_choose<'a>(p: &mut Pass<'a>) -> Option<&'a str> {
         p.found.stalled = Some(Stall::MemberZombie(zombies));
         return None;
     }
-    // A member already retired (or forced out) while it leaves is not waited for.
+    // A member already retired (or forced out) while it leaves is not waited for; one joining
+    // that may already replicate is (it could come back in a plain role beside a new active).
     let unreachable: Vec<&str> = p
         .spec()
         .members
         .iter()
         .filter(|m| p.agent(&m.name).is_none() && !topology::gone(p, &m.name))
         .map(|m| m.name.as_str())
+        .chain(topology::unreachable_in_group(p))
         .collect();
     if !unreachable.is_empty() {
         // Never act on a member whose state is unknown, nor around it.
@@ -160,7 +162,17 @@ fn run_phases(p: &mut Pass<'_>, active: &str) {
         return;
     };
     if !view::moves(p, active_m).unwrap_or_default().is_empty() {
-        if gates::in_place(p) || (others.is_empty() && spares.is_empty()) {
+        let alone = others.is_empty() && spares.is_empty();
+        // A member joining will take over: upgrading the active alone in place now would
+        // change what serves under a standby joining on the old software.
+        if alone && !gates::in_place(p) && !p.topo.joining.is_empty() {
+            p.wait(format!(
+                "{active} is upgraded once {} has joined (standby first)",
+                p.topo.joining.join(", ")
+            ));
+            return;
+        }
+        if gates::in_place(p) || alone {
             if !gates::allow_outage(p) {
                 let active = active.to_string();
                 p.found.stalled = Some(Stall::OutageNotAllowed { active });

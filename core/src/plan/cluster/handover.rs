@@ -66,12 +66,21 @@ pub(super) fn hold_others(p: &mut Pass<'_>, active: &str, to: &str) -> bool {
         if p.busy(&m.name) {
             // A hold still in flight holds the switchover too: if the member restarts before
             // it applies, it would come back in its plain role on the old version beside the
-            // new active.
-            // So does a member joining the group as a plain standby.
-            holding |= p.st.steps.iter().any(|s| {
-                s.member == m.name
-                    && matches!(s.action, StepAction::ForceStandby | StepAction::Join)
-            });
+            // new active. So does a member joining the group as a plain standby, and one in a
+            // plain role on other software than the new active, busy with another step (it is
+            // held once that ends).
+            let plain_differs = p
+                .agent(&m.name)
+                .is_some_and(|a| matches!(a.role, MemberRole::Standby | MemberRole::Spare))
+                && match (view::software_of(p, m), to_sw.as_ref()) {
+                    (Some(s), Some(t)) => !same_software(&s, t),
+                    _ => false,
+                };
+            holding |= plain_differs
+                || p.st.steps.iter().any(|s| {
+                    s.member == m.name
+                        && matches!(s.action, StepAction::ForceStandby | StepAction::Join)
+                });
             continue;
         }
         let differs = match (view::software_of(p, m), to_sw.as_ref()) {

@@ -18,7 +18,7 @@ use super::view;
 
 /// What a member needs next.
 pub(super) enum Next {
-    Step(NewStep),
+    Step(Box<NewStep>),
     Wait(String),
     Done,
 }
@@ -35,6 +35,7 @@ pub(super) fn member_phase(p: &mut Pass<'_>, m: &MemberSpec, active: &str) -> bo
             false
         }
         Next::Step(n) => {
+            let n = *n;
             if let Some(why) = opposite_in_flight(p, &n) {
                 p.wait(why);
                 return false;
@@ -62,7 +63,7 @@ pub(super) fn in_backoff(p: &mut Pass<'_>, member: &str) -> bool {
 }
 
 /// Never an upgrade and a backout at once: the one in flight finishes first.
-fn opposite_in_flight(p: &Pass<'_>, n: &NewStep) -> Option<String> {
+pub(super) fn opposite_in_flight(p: &Pass<'_>, n: &NewStep) -> Option<String> {
     let opposite = match n.action {
         StepAction::Upgrade => StepAction::Rollback,
         StepAction::Rollback => StepAction::Upgrade,
@@ -91,18 +92,18 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
             let mut n = NewStep::on(StepAction::ForceStandby, &m.name);
             n.source = active_source();
             n.message = format!("hold {} out of failover while it changes version", m.name);
-            return Next::Step(n);
+            return Next::Step(Box::new(n));
         }
         if p.spec().upgrade.preflight && ms.and_then(|x| x.preflight_passed.as_ref()) != Some(&key)
         {
             let mut n = NewStep::on(StepAction::Preflight, &m.name);
             n.version = Some(StepVersion::whole(&mv.version));
             n.message = format!("narrow checks before moving {} to {}", m.name, key);
-            return Next::Step(n);
+            return Next::Step(Box::new(n));
         }
         // Verify each finished layer before the next one starts, unless deferrable.
         if let Some(v) = pending_verify(p, m, &target, false) {
-            return Next::Step(v);
+            return Next::Step(Box::new(v));
         }
         let (action, verb) = if mv.down {
             (StepAction::Rollback, "roll back")
@@ -118,7 +119,7 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
             Some(c) => format!("{verb} {c} on {} to {}", m.name, mv.version),
             None => format!("{verb} {} to {}", m.name, mv.version),
         };
-        return Next::Step(n);
+        return Next::Step(Box::new(n));
     }
     if p.spec().upgrade.reapply_config
         && !is_active
@@ -127,10 +128,10 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
         let mut n = NewStep::on(StepAction::SyncConfig, &m.name);
         n.source = active_source();
         n.message = format!("re-apply configuration on {} from {active}", m.name);
-        return Next::Step(n);
+        return Next::Step(Box::new(n));
     }
     if let Some(v) = pending_verify(p, m, &target, true) {
-        return Next::Step(v);
+        return Next::Step(Box::new(v));
     }
     if !is_active && !view::in_sync(p, &m.name) {
         let mut n = NewStep::on(StepAction::AwaitSync, &m.name);
@@ -139,7 +140,7 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
             m.name,
             p.spec().upgrade.max_replication_lag
         );
-        return Next::Step(n);
+        return Next::Step(Box::new(n));
     }
     Next::Done
 }

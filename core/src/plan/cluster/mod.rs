@@ -58,7 +58,7 @@ use super::observe::{Action, ClusterObservation, PlanEvent, Wake};
 pub use record::expected_alarm;
 pub use rotation::phase_approval_name as rotation_phase_name;
 pub use state::switchover_step_name;
-pub use topology::{agents as cluster_agents, removal_force_name};
+pub use topology::{agents as cluster_agents, membership_step, removal_force_name};
 
 /// What the mesh (if any) allows this cluster to do.
 #[derive(Clone, Debug, PartialEq, Default)]

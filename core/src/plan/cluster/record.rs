@@ -177,9 +177,12 @@ fn summarize_members(p: &mut Pass<'_>) {
             .iter()
             .find(|m| m.role == MemberRole::Active)
             .map(|m| m.name.clone());
+    // A member joining is not the cluster's yet: what it runs does not make the cluster
+    // part-way (the mesh reads this to admit clusters).
     let mut versions: Vec<String> =
         p.st.members
             .iter()
+            .filter(|m| !p.topo.is_joining(&m.name))
             .filter_map(|m| m.version.clone())
             .collect();
     versions.sort_by(|a, b| cmp_versions(a, b));

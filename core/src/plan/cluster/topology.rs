@@ -152,6 +152,24 @@ pub fn agents<'a>(
     out
 }
 
+/// A step of a membership change only (an identity given or withdrawn, a retirement, or any
+/// step on a member joining or leaving, or on a managed client): not the cluster's rollout.
+/// The mesh does not count a cluster doing only these as in motion. A switchover is never
+/// one (a leaving active's hand-over moves the active role).
+pub fn membership_step(st: &ClusterStatus, s: &crate::api::StepRecord) -> bool {
+    if s.action == StepAction::Switchover {
+        return false;
+    }
+    matches!(
+        s.action,
+        StepAction::AddPeer | StepAction::RemovePeer | StepAction::Join | StepAction::Retire
+    ) || crate::plan::observe::client_of(&s.member).is_some()
+        || st
+            .members
+            .iter()
+            .any(|m| m.name == s.member && m.topology.is_some())
+}
+
 /// The approval-style name of the force that removes an unreachable member.
 pub fn removal_force_name(cluster: &str, member: &str) -> String {
     format!("remove/{cluster}/{member}")
@@ -312,13 +330,32 @@ pub(super) fn force_unreachable(p: &mut Pass<'_>) {
     }
 }
 
+/// Joining members that cannot be reached while they may already replicate (their join got
+/// to `Replicate`): the cluster waits for them as for any member.
+pub(super) fn unreachable_in_group<'a>(p: &Pass<'a>) -> Vec<&'a str> {
+    p.declared()
+        .members
+        .iter()
+        .filter(|m| p.topo.is_joining(&m.name) && p.agent(&m.name).is_none())
+        .filter(|m| {
+            p.record(&m.name)
+                .and_then(|r| r.topology.as_ref())
+                .is_some_and(|t| t.stage == TopologyStage::Replicate)
+        })
+        .map(|m| m.name.as_str())
+        .collect()
+}
+
 /// Leaving members not to wait for: those retired (or forced out) whose identity is being
 /// withdrawn. `choose` does not hold the cluster for them being unreachable.
 pub(super) fn gone(p: &Pass<'_>, name: &str) -> bool {
+    // Its record dropped in this pass: gone too (never introduced to anyone again).
     p.topo.is_leaving(name)
-        && p.record(name)
-            .and_then(|r| r.topology.as_ref())
-            .is_some_and(|t| t.stage == TopologyStage::Withdraw)
+        && p.record(name).is_none_or(|r| {
+            r.topology
+                .as_ref()
+                .is_some_and(|t| t.stage == TopologyStage::Withdraw)
+        })
 }
 
 /// A membership change is under way, or a managed client lacks a member's identity.
@@ -642,16 +679,35 @@ fn join(p: &mut Pass<'_>, name: &str, active: &str) {
     if !introduced(p, name, a) {
         return;
     }
-    // 4. Replicate from the active, held out of failover when it runs other software.
+    // 4. Replicate from the active: as a plain standby on the active's software, held out of
+    // failover on the target's (as an upgraded standby of the rollout); on any other software
+    // it is first moved to the active's, while it is outside the group (nothing serves from it,
+    // and the cluster never becomes mixed by a join the mesh did not plan).
     let source = act.data_endpoint.clone();
     let following = source.is_some() && a.membership.source == source;
+    if !following && p.busy(active) {
+        // What the active runs may change under a step in flight (an upgrade in place).
+        let why = format!("{name} joins once the step on the active {active} has ended");
+        stage(p, name, TopologyStage::Replicate, Some(why));
+        return;
+    }
     if !following {
-        let differs = match (view::software_of(p, m), p.member_spec(active)) {
-            (Some(mine), Some(am)) => {
-                view::software_of(p, am).is_some_and(|s| !same_software(&mine, &s))
-            }
+        let active_sw = p
+            .member_spec(active)
+            .and_then(|am| view::software_of(p, am));
+        let differs = match (view::software_of(p, m), &active_sw) {
+            (Some(mine), Some(s)) => !same_software(&mine, s),
             _ => false,
         };
+        // Moved only while outside the group: one that replicates already (from an old
+        // active, after a switchover) is held instead, as the mixed-version rule says.
+        let outside = a.membership.source.is_none();
+        if differs && outside && !view::at_target(p, m) {
+            if let Some(sw) = active_sw {
+                align(p, name, m, a, &sw, active);
+            }
+            return;
+        }
         stage(p, name, TopologyStage::Replicate, None);
         let (action, why) = if differs {
             (
@@ -692,9 +748,51 @@ fn join(p: &mut Pass<'_>, name: &str, active: &str) {
     p.event(false, "MemberJoined", msg);
 }
 
-/// 1. Bootstrap: with the cluster's CA read, the member trusts it and presents a certificate
-/// of its issuer (the steps of a rotation, for this member alone); without, the peers must
-/// already trust what it presents. True when done.
+/// Move a joining member (outside the group) to `sw`, the active's software: one component
+/// (or the whole) at a time, never beside an opposite move.
+fn align(
+    p: &mut Pass<'_>,
+    name: &str,
+    m: &MemberSpec,
+    a: &AgentView,
+    sw: &crate::plan::software::Software,
+    active: &str,
+) {
+    use crate::plan::software::{hosted, pending_moves, running};
+    let names = hosted(p.spec(), m, &p.target.order);
+    let moves = pending_moves(&running(a, sw), sw, &names);
+    let Some(mv) = moves.first() else {
+        return;
+    };
+    let action = if mv.down {
+        StepAction::Rollback
+    } else {
+        StepAction::Upgrade
+    };
+    let mut n = NewStep::on(action, name);
+    n.version = Some(super::state::StepVersion {
+        version: mv.version.clone(),
+        component: mv.component.clone(),
+    });
+    n.message = format!(
+        "{name} is moved to {} (what the active {active} runs) before it joins",
+        mv.version
+    );
+    n.topology = Some(joining(name));
+    if let Some(why) = member::opposite_in_flight(p, &n) {
+        stage(p, name, TopologyStage::Replicate, Some(why));
+        return;
+    }
+    stage(p, name, TopologyStage::Replicate, None);
+    let before = p.unavailable;
+    start::start(p, n);
+    // Outside the group: taking it down takes nothing from the cluster's availability.
+    p.unavailable = before;
+}
+
+/// The bootstrap (stage 1): with the cluster's CA read, the member trusts it and presents a
+/// certificate of its issuer (the steps of a rotation, for this member alone); without, the
+/// peers must already trust what it presents. True when done.
 fn bootstrapped(p: &mut Pass<'_>, name: &str, a: &AgentView) -> bool {
     let ca = match (p.certificates(), p.inp.ca) {
         (Some(_), Some(CaInput::Ready(ca))) => Some(ca),
@@ -764,9 +862,8 @@ fn bootstrapped(p: &mut Pass<'_>, name: &str, a: &AgentView) -> bool {
     false
 }
 
-/// 3. Every member of the group (the members, those leaving until withdrawn, and `name`)
-/// accepts every other one's
-/// identity; otherwise start the `add-peer` steps owed, one per member at a time. A member
+/// The introductions (stage 3): every member of the group (the members, those leaving until
+/// withdrawn, and `name`) accepts every other one's identity; otherwise start the `add-peer` steps owed, one per member at a time. A member
 /// that enforces a list accepts only what it lists, so the entries of its current partners go
 /// first (its source, then the other members) and the new member's last. True when done.
 fn introduced(p: &mut Pass<'_>, name: &str, a: &AgentView) -> bool {
@@ -794,6 +891,12 @@ fn introduced(p: &mut Pass<'_>, name: &str, a: &AgentView) -> bool {
         .filter(|m| m.name != name && !gone(p, &m.name))
         .map(|m| (m.name.clone(), identity_of(p, &m.name).map(str::to_string)))
         .collect();
+    // Members joining beside it learn it too (either may take over once both have joined).
+    for other in p.topo.joining.iter().filter(|j| *j != name) {
+        if let Some(id) = identity_of(p, other) {
+            group.push((other.clone(), Some(id.to_string())));
+        }
+    }
     group.push((name.to_string(), Some(identity)));
     let mut done = true;
     for (holder, _) in &group {
@@ -1129,13 +1232,31 @@ mod tests {
         assert_eq!(join.request.kind, OpKind::Demote);
         assert_eq!(join.request.source.as_deref(), Some("a:7000"));
         assert_eq!(join.request.role.as_deref(), Some("standby"));
+        // Neither the active's software nor the target's: moved to the active's first, while
+        // outside the group (the cluster never becomes mixed by a join).
         let plan = base()
             .observe(introduced(fresh("n").config("cfg1").version("0.9.0")))
             .build()
             .plan();
-        assert_eq!(
-            started(&plan),
-            [(StepAction::ForceStandby, "n".to_string())]
+        assert_eq!(started(&plan), [(StepAction::Upgrade, "n".to_string())]);
+        assert_eq!(plan.status.steps[0].version.as_deref(), Some("1.0.0"));
+        // On the target mid-rollout (the active still on the old version): it joins held out
+        // of failover, as an upgraded standby of the rollout.
+        let plan = base()
+            .version("2.0.0")
+            .observe(introduced(
+                settled_member("b")
+                    .follows("a:7000")
+                    .version("2.0.0")
+                    .held(),
+            ))
+            .observe(introduced(fresh("n").config("cfg1").version("2.0.0")))
+            .build()
+            .plan();
+        assert!(
+            started(&plan).contains(&(StepAction::ForceStandby, "n".to_string())),
+            "{:?}",
+            started(&plan)
         );
     }
 

@@ -226,7 +226,12 @@ impl<'a> Reader<'a> {
             failed: c.status.is_some_and(|s| {
                 matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack)
             }),
-            in_motion: c.status.is_some_and(|s| !s.steps.is_empty()),
+            // Steps of a membership change alone do not put the cluster in motion.
+            in_motion: c.status.is_some_and(|s| {
+                s.steps
+                    .iter()
+                    .any(|x| !crate::plan::cluster::membership_step(s, x))
+            }),
             backout: false,
             behind: false,
         });
