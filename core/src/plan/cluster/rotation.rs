@@ -914,6 +914,7 @@ fn close_entry(p: &mut Pass<'_>, msg: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::started;
     use super::*;
     use crate::api::ClusterPhase;
     use crate::fixtures::cluster::{ClusterBuilder, NOW, observed, root_ca, step};
@@ -950,14 +951,6 @@ mod tests {
             .trusts(trusted)
             .presents(issuer, far());
         if active { o.active() } else { o }
-    }
-
-    fn started(plan: &ClusterPlan) -> Vec<(StepAction, String)> {
-        plan.status
-            .steps
-            .iter()
-            .map(|s| (s.action, s.member.clone()))
-            .collect()
     }
 
     /// What the last status remembers of the rotation to NEW, changed by `f`.

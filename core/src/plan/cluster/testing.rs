@@ -22,3 +22,12 @@ pub(super) fn steps(p: &Pass<'_>) -> Vec<(crate::api::StepAction, String)> {
         .map(|s| (s.action, s.member.clone()))
         .collect()
 }
+
+/// The steps a plan recorded, as `(action, member)`.
+pub(super) fn started(plan: &super::ClusterPlan) -> Vec<(crate::api::StepAction, String)> {
+    plan.status
+        .steps
+        .iter()
+        .map(|s| (s.action, s.member.clone()))
+        .collect()
+}

@@ -1048,6 +1048,7 @@ fn give_clients(p: &mut Pass<'_>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::started;
     use super::*;
     use crate::api::{Health, MemberRole, Weekday, values::Duration};
     use crate::fixtures::cluster::{ClusterBuilder, NOW, Observed, observed, root_ca};
@@ -1081,14 +1082,6 @@ mod tests {
     /// Every member accepts a, b and n.
     fn introduced(o: Observed) -> Observed {
         o.accepts(&[("a", "id-a"), ("b", "id-b"), ("n", "id-n")])
-    }
-
-    fn started(plan: &ClusterPlan) -> Vec<(StepAction, String)> {
-        plan.status
-            .steps
-            .iter()
-            .map(|s| (s.action, s.member.clone()))
-            .collect()
     }
 
     fn peer_steps(plan: &ClusterPlan) -> Vec<(String, String)> {
