@@ -1142,3 +1142,149 @@ async fn e2e_a_mesh_ca_rotates_every_cluster_of_the_mesh() -> TestResult {
     ns.delete().await;
     Ok(())
 }
+
+/// Issue 15 on a real API server: a member added to a live Cluster joins (its configuration
+/// copied from the active, identities exchanged, replicating) and the active, removed from the
+/// spec, hands over, retires and is forgotten; an Event for each, the status tree on the way,
+/// the operator never refused by RBAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_members_are_added_and_removed_on_a_live_cluster() -> TestResult {
+    use k8s_openapi::api::core::v1::Event;
+    let test = "e2e_members_are_added_and_removed_on_a_live_cluster";
+    let Some((path, client, ns)) = start(test, "baton-e2e-topo").await? else {
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir()?;
+    let names: Vec<String> = ["web-1", "web-2", "web-3"].map(String::from).to_vec();
+    let tls = AgentTls::create(tmp.path(), &client, &names).await?;
+    let mut web = start_clusters(tmp.path(), &tls, &["web"]).await?.remove(0);
+    web["spec"]["version"] = json!("1.0.0");
+    let mut operator = OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "op-topo")?;
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &ns.name);
+    clusters
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(web.clone())?,
+        )
+        .await?;
+    wait_converged(&clusters, &["web"], "1.0.0").await?;
+
+    // A third member: a fresh agent, replicating from nobody, added to the live object.
+    let (c3, _) = start_mtls_agent(tmp.path(), &tls.pki, "web-3", false, None, &[]).await?;
+    let mut members = web["spec"]["members"]
+        .as_array()
+        .cloned()
+        .ok_or("members")?;
+    members.push(json!({"name": "web-3", "endpoint": c3}));
+    clusters
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"members": members.clone()}})),
+        )
+        .await?;
+    let joined = until(CONVERGE, "web-3 joined and web Ready", || async {
+        let c = clusters.get("web").await?;
+        let st = c.status.clone().unwrap_or_default();
+        let rec = st.members.iter().find(|m| m.name == "web-3");
+        Ok(
+            (st.phase == ClusterPhase::Ready && rec.is_some_and(|r| r.topology.is_none()))
+                .then_some(c),
+        )
+    })
+    .await?;
+    let log = &joined.status.as_ref().ok_or("status")?.log;
+    // (No sync-config when the new member's configuration already is the active's, nor an
+    // await-sync when it is in sync at once: those are judged from what the agents report.)
+    for action in ["add-member", "add-peer", "join"] {
+        assert!(
+            log.iter()
+                .any(|e| e.action == action && e.target.starts_with("web")),
+            "no {action} in the log: {log:#?}"
+        );
+    }
+    // Every member accepts the new one, and it accepts them.
+    let agent =
+        |endpoint: &str| baton_agent::client::AgentClient::new(endpoint, tls.client.clone());
+    let endpoints: Vec<String> = members
+        .iter()
+        .filter_map(|m| m["endpoint"].as_str().map(str::to_string))
+        .collect();
+    let mut identities = std::collections::BTreeMap::new();
+    let mut digests = Vec::new();
+    for (name, ep) in names.iter().zip(&endpoints) {
+        let s = agent(ep)?.status().await?;
+        identities.insert(name.clone(), s.identity.clone().ok_or("no identity")?);
+        digests.push(s.config_digest.clone());
+    }
+    assert_eq!(
+        digests[2], digests[0],
+        "web-3 has the active's configuration"
+    );
+    for (name, ep) in names.iter().zip(&endpoints) {
+        let s = agent(ep)?.status().await?;
+        for (other, id) in &identities {
+            if other != name {
+                assert_eq!(s.peers.get(other), Some(id), "{name} accepts {other}");
+            }
+        }
+    }
+
+    // The active (web-1) removed: it hands over first, retires, and its record goes.
+    let remaining: Vec<serde_json::Value> = members
+        .iter()
+        .filter(|m| m["name"] != "web-1")
+        .cloned()
+        .collect();
+    clusters
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"members": remaining}})),
+        )
+        .await?;
+    let removed = until(CONVERGE, "web-1 removed and web Ready", || async {
+        let c = clusters.get("web").await?;
+        let st = c.status.clone().unwrap_or_default();
+        let gone = !st.members.iter().any(|m| m.name == "web-1");
+        Ok((st.phase == ClusterPhase::Ready && gone).then_some(c))
+    })
+    .await?;
+    let st = removed.status.ok_or("status")?;
+    assert_ne!(st.active_member.as_deref(), Some("web-1"));
+    let retired = agent(&endpoints[0])?.status().await?;
+    assert!(retired.retired, "web-1 retired");
+    for ep in &endpoints[1..] {
+        let s = agent(ep)?.status().await?;
+        assert!(!s.peers.contains_key("web-1"), "web-1 still accepted");
+    }
+    let pos = |a: &str| {
+        st.log
+            .iter()
+            .position(|e| e.action == a)
+            .ok_or(format!("no {a} in the log"))
+    };
+    assert!(pos("switchover")? < pos("retire")?, "{:#?}", st.log);
+
+    // An Event for the join and the removal.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let reasons = until(
+        CONVERGE,
+        "MemberJoined and MemberRemoved events",
+        || async {
+            let list = events.list(&Default::default()).await?;
+            let reasons: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+            let both = ["MemberJoined", "MemberRemoved"]
+                .iter()
+                .all(|r| reasons.iter().any(|x| x == r));
+            Ok(both.then_some(reasons))
+        },
+    )
+    .await?;
+    assert!(reasons.iter().any(|r| r == "StepStarted"), "{reasons:?}");
+
+    operator.stop()?;
+    assert_never_refused("op-topo", &operator.log()?);
+    ns.delete().await;
+    Ok(())
+}
