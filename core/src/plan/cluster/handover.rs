@@ -38,19 +38,22 @@ pub(super) fn plan_switchover<'a>(
 /// The first idle member of `pool` that runs its target, in a standby role, in sync.
 fn pick_target<'a>(p: &Pass<'a>, pool: &[&'a MemberSpec]) -> Option<&'a str> {
     pool.iter()
-        .find(|m| {
-            !p.busy(&m.name)
-                && view::at_target(p, m)
-                && p.agent(&m.name).is_some_and(|a| {
-                    matches!(
-                        a.role,
-                        MemberRole::Standby | MemberRole::ForcedStandby | MemberRole::Spare
-                    )
-                })
-                && view::in_sync(p, &m.name)
-                && view::known_to_peers(p, &m.name)
-        })
+        .find(|m| view::at_target(p, m) && may_take_over(p, m))
         .map(|m| m.name.as_str())
+}
+
+/// `m` could take the active role now, whatever it runs: idle, in a standby role, in sync,
+/// and accepted by every peer that enforces a list.
+pub(super) fn may_take_over(p: &Pass<'_>, m: &MemberSpec) -> bool {
+    !p.busy(&m.name)
+        && p.agent(&m.name).is_some_and(|a| {
+            matches!(
+                a.role,
+                MemberRole::Standby | MemberRole::ForcedStandby | MemberRole::Spare
+            )
+        })
+        && view::in_sync(p, &m.name)
+        && view::known_to_peers(p, &m.name)
 }
 
 /// After the switchover the version that serves changes: whoever does not run the new

@@ -417,20 +417,11 @@ fn hand_over<'a>(p: &mut Pass<'a>, active: &'a str) -> bool {
     let pool: Vec<&MemberSpec> = p.settled().filter(|m| m.name != active).collect();
     let pick = |spare: bool| {
         pool.iter()
-            .filter(|m| m.spare == spare && !p.busy(&m.name) && view::in_sync(p, &m.name))
-            .filter(|m| {
-                p.agent(&m.name).is_some_and(|a| {
-                    matches!(
-                        a.role,
-                        MemberRole::Standby | MemberRole::ForcedStandby | MemberRole::Spare
-                    )
-                })
-            })
-            .filter(|m| {
+            .filter(|m| m.spare == spare && handover::may_take_over(p, m))
+            .find(|m| {
                 view::at_target(p, m)
                     || view::software_of(p, m).is_some_and(|s| same_software(&s, &active_sw))
             })
-            .find(|m| view::known_to_peers(p, &m.name))
             .map(|m| m.name.as_str())
     };
     let Some(to) = pick(false).or_else(|| pick(true)) else {
