@@ -101,6 +101,11 @@ pub struct MemberTopology {
     /// Why the change does not move now (empty when it does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// Leaving before its join completed: it never was the cluster's, so what it runs does not
+    /// make the cluster part-way (`runningVersions` leaves it out, as it leaves out a joining
+    /// member).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub never_joined: bool,
 }
 
 /// What one managed client accepts, as its agent reports it.

@@ -177,12 +177,19 @@ fn summarize_members(p: &mut Pass<'_>) {
             .iter()
             .find(|m| m.role == MemberRole::Active)
             .map(|m| m.name.clone());
-    // A member joining is not the cluster's yet: what it runs does not make the cluster
-    // part-way (the mesh reads this to admit clusters).
+    // A member joining is not the cluster's yet, one leaving before it joined never was: what
+    // they run does not make the cluster part-way (the mesh reads this to admit clusters).
     let mut versions: Vec<String> =
         p.st.members
             .iter()
-            .filter(|m| !p.topo.is_joining(&m.name))
+            .filter(|m| {
+                // `topology` is still last pass's here (marked after): a record joining then
+                // and not declared now has given up its join.
+                !p.topo.is_joining(&m.name)
+                    && !m.topology.as_ref().is_some_and(|t| {
+                        t.never_joined || t.membership == crate::api::Membership::Joining
+                    })
+            })
             .filter_map(|m| m.version.clone())
             .collect();
     versions.sort_by(|a, b| cmp_versions(a, b));

@@ -218,17 +218,33 @@ pub(super) fn mark(p: &mut Pass<'_>) {
             }),
             // Leaving: it hands over while active (a switch back may make it active again),
             // then retires; once retired or forced out, it stays withdrawing.
-            (_, true) => Some(match was {
-                Some(t)
-                    if t.membership == Membership::Leaving
-                        && (t.stage == TopologyStage::Withdraw
-                            || (!active && t.stage != TopologyStage::HandOver)) =>
-                {
-                    t
-                }
-                _ if active => change(Membership::Leaving, TopologyStage::HandOver),
-                _ => change(Membership::Leaving, TopologyStage::Retire),
-            }),
+            (_, true) => {
+                // A join given up: the member never was the cluster's.
+                let never_joined = was.as_ref().is_some_and(|t| {
+                    t.membership == Membership::Joining
+                        || (t.membership == Membership::Leaving && t.never_joined)
+                });
+                Some(match was {
+                    Some(t)
+                        if t.membership == Membership::Leaving
+                            && (t.stage == TopologyStage::Withdraw
+                                || (!active && t.stage != TopologyStage::HandOver)) =>
+                    {
+                        t
+                    }
+                    _ => MemberTopology {
+                        never_joined,
+                        ..change(
+                            Membership::Leaving,
+                            if active {
+                                TopologyStage::HandOver
+                            } else {
+                                TopologyStage::Retire
+                            },
+                        )
+                    },
+                })
+            }
             _ => None,
         };
     }
@@ -240,6 +256,7 @@ fn change(membership: Membership, stage: TopologyStage) -> MemberTopology {
         membership,
         stage,
         waiting: None,
+        never_joined: false,
     }
 }
 
@@ -1327,6 +1344,37 @@ mod tests {
             .plan();
         assert!(started(&plan).is_empty(), "{:?}", started(&plan));
         assert!(matches!(plan.wake, Wake::At(_)));
+    }
+
+    #[test]
+    fn a_join_given_up_never_makes_the_cluster_part_way() {
+        // x was joining on other software (2.0.0) and is no longer declared: leaving, marked as
+        // never joined, and left out of `runningVersions` (the mesh would otherwise count the
+        // cluster as moving and admit it beyond its tier's maxParallel).
+        let gave_up = || {
+            leaving_x()
+                .observe(settled_member("x").version("2.0.0"))
+                .with_status(|st| {
+                    if let Some(x) = st.members.iter_mut().find(|m| m.name == "x") {
+                        x.topology = Some(change(Membership::Joining, TopologyStage::Replicate));
+                    }
+                })
+        };
+        let plan = gave_up().build().plan();
+        let t = topology_of(&plan, "x").expect("leaving");
+        assert_eq!((t.membership, t.never_joined), (Membership::Leaving, true));
+        assert_eq!(plan.status.running_versions.as_deref(), Some("1.0.0"));
+        // The next pass (its record now leaving) keeps it so.
+        let plan = gave_up().status(plan.status).build().plan();
+        assert!(topology_of(&plan, "x").is_some_and(|t| t.never_joined));
+        assert_eq!(plan.status.running_versions.as_deref(), Some("1.0.0"));
+        // A member that had joined is the cluster's until it goes: its software counts.
+        let plan = leaving_x()
+            .observe(settled_member("x").version("2.0.0"))
+            .build()
+            .plan();
+        assert!(topology_of(&plan, "x").is_some_and(|t| !t.never_joined));
+        assert_eq!(plan.status.running_versions.as_deref(), Some("1.0.0,2.0.0"));
     }
 
     #[test]
