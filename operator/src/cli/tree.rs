@@ -1,11 +1,14 @@
-//! The status tree: mesh → tiers → clusters → members, with role, version, lag, operation and
-//! progress on one screen. Pure: the kubectl plugin feeds it live objects.
+//! The status tree: mesh → tiers → clusters → members (and managed clients), with role,
+//! version, lag, membership change, operation and progress on one screen. Pure: the kubectl plugin feeds it live objects.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use crate::api::annotations::paused;
-use crate::api::{ClusterSpec, ClusterStatus, MemberStatus, MeshSpec, MeshStatus, condition};
+use crate::api::{
+    ClientStatus, ClusterSpec, ClusterStatus, MemberStatus, Membership, MeshSpec, MeshStatus,
+    condition,
+};
 use crate::plan::conditions::condition_true;
 use crate::plan::validate::{ClusterRef, tier_membership};
 
@@ -128,7 +131,53 @@ fn cluster_line(c: &TreeCluster<'_>) -> String {
     s
 }
 
-fn member_cells(m: &MemberStatus) -> Vec<String> {
+/// Where a member's membership change stands (`joining Introduce (waiting: …)`); empty for a
+/// plain member.
+fn membership_cell(m: &MemberStatus) -> String {
+    let Some(t) = &m.topology else {
+        return String::new();
+    };
+    let what = match t.membership {
+        Membership::Joining => "joining",
+        Membership::Leaving => "leaving",
+    };
+    let mut s = format!("{what} {:?}", t.stage);
+    if let Some(w) = &t.waiting {
+        let _ = write!(s, " (waiting: {w})");
+    }
+    s
+}
+
+/// A managed client's row: whether Baton reaches it, which members it accepts and which not
+/// yet.
+fn client_cells(c: &ClientStatus) -> Vec<String> {
+    let mut cells = vec![
+        format!("client/{}", c.name),
+        if c.reachable {
+            "reachable".into()
+        } else {
+            "unreachable".into()
+        },
+        format!(
+            "accepts {}",
+            if c.accepts.is_empty() {
+                "-".to_string()
+            } else {
+                c.accepts.join(", ")
+            }
+        ),
+    ];
+    if !c.missing.is_empty() {
+        cells.push(format!("missing {}", c.missing.join(", ")));
+    }
+    if c.failures > 0 {
+        let e = c.last_error.as_deref().unwrap_or("failed");
+        cells.push(format!("failures {}: {e}", c.failures));
+    }
+    cells
+}
+
+fn member_cells(m: &MemberStatus, membership: bool) -> Vec<String> {
     let mut op = m.operation.as_ref().map_or(String::new(), |o| {
         format!("{} {} {}%", o.kind, o.state, o.progress)
     });
@@ -141,7 +190,7 @@ fn member_cells(m: &MemberStatus) -> Vec<String> {
             m.failures
         );
     }
-    vec![
+    let mut cells = vec![
         m.name.clone(),
         format!("{:?}", m.role),
         m.version.clone().unwrap_or_else(|| "?".into()),
@@ -152,8 +201,13 @@ fn member_cells(m: &MemberStatus) -> Vec<String> {
         },
         format!("lag {}s", m.lag_seconds),
         format!("{:?}", m.health),
-        op,
-    ]
+    ];
+    // The column is there only while some member of the cluster joins or leaves.
+    if membership {
+        cells.push(membership_cell(m));
+    }
+    cells.push(op);
+    cells
 }
 
 /// Rows of cells aligned in columns, each prefixed.
@@ -191,12 +245,15 @@ fn cluster_subtree(c: &TreeCluster<'_>, prefix: &str, last: bool, out: &mut Stri
     let inner = format!("{prefix}{}", if last { SPACE } else { PIPE });
     match c.status {
         Some(st) if !st.members.is_empty() => {
-            let n = st.members.len();
+            let membership = st.members.iter().any(|m| m.topology.is_some());
+            let n = st.members.len() + st.clients.len();
             let rows: Vec<(bool, Vec<String>)> = st
                 .members
                 .iter()
+                .map(|m| member_cells(m, membership))
+                .chain(st.clients.iter().map(client_cells))
                 .enumerate()
-                .map(|(i, m)| (i + 1 == n, member_cells(m)))
+                .map(|(i, cells)| (i + 1 == n, cells))
                 .collect();
             aligned(&inner, &rows, out);
         }
@@ -422,6 +479,89 @@ clusters in no mesh
         assert!(!c1.contains("status not yet"), "{text}");
         assert!(
             text.contains("tier edge  maxParallel 1  (no clusters)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn joining_and_leaving_members_and_clients_show_where_they_stand() {
+        use crate::api::{MemberRole, MemberTopology, TopologyStage};
+        let member =
+            |name: &str, role, topology: Option<(Membership, TopologyStage, &str)>| MemberStatus {
+                name: name.into(),
+                role,
+                version: Some("1.0.0".into()),
+                topology: topology.map(|(membership, stage, waiting)| MemberTopology {
+                    membership,
+                    stage,
+                    waiting: (!waiting.is_empty()).then(|| waiting.to_string()),
+                    never_joined: false,
+                }),
+                ..Default::default()
+            };
+        let mut c = cluster("c1", "{}");
+        c.status = Some(ClusterStatus {
+            observed_generation: Some(1),
+            running_versions: Some("1.0.0".into()),
+            members: vec![
+                member("x", MemberRole::Active, None),
+                member(
+                    "y",
+                    MemberRole::Standby,
+                    Some((Membership::Leaving, TopologyStage::Retire, "")),
+                ),
+                member(
+                    "n",
+                    MemberRole::Standby,
+                    Some((
+                        Membership::Joining,
+                        TopologyStage::CopyConfig,
+                        "the active x does not serve",
+                    )),
+                ),
+            ],
+            clients: vec![ClientStatus {
+                name: "ems".into(),
+                reachable: false,
+                accepts: vec!["x".into(), "y".into()],
+                missing: vec!["n".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let m = mesh();
+        let cs = [c];
+        let none = BTreeMap::new();
+        let text = render(&input(&m, &cs, &none));
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.contains(&format!("── {name} ")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(line("y").contains("leaving Retire"), "{text}");
+        assert!(
+            line("n").contains("joining CopyConfig (waiting: the active x does not serve)"),
+            "{text}"
+        );
+        assert!(!line("x").contains("joining") && !line("x").contains("leaving"));
+        // The client comes last, under the members.
+        let client = text
+            .lines()
+            .find(|l| l.contains("client/ems"))
+            .unwrap_or_default();
+        assert!(client.contains("└── client/ems"), "{text}");
+        assert!(
+            client.contains("unreachable") && client.contains("accepts x, y"),
+            "{text}"
+        );
+        assert!(client.contains("missing n"), "{text}");
+        assert!(line("n").contains("├── n"), "{text}");
+        // The columns stay aligned: the membership cell starts at the same place on each row.
+        let at = |l: &str, what: &str| l.find(what).unwrap_or(0);
+        assert_eq!(
+            at(&line("y"), "leaving"),
+            at(&line("n"), "joining"),
             "{text}"
         );
     }

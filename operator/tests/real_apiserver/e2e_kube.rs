@@ -563,7 +563,21 @@ async fn lease_holder(client: &Client) -> TestResult<Option<String>> {
 }
 
 /// Poll `what` every 200 ms until it returns `Some`, failing after `limit`.
-async fn until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> TestResult<T>
+async fn until<T, F, Fut>(limit: Duration, what: &str, f: F) -> TestResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = TestResult<Option<T>>>,
+{
+    until_every(limit, Duration::from_millis(200), what, f).await
+}
+
+/// [`until`], looking every `every`.
+async fn until_every<T, F, Fut>(
+    limit: Duration,
+    every: Duration,
+    what: &str,
+    mut f: F,
+) -> TestResult<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = TestResult<Option<T>>>,
@@ -576,7 +590,7 @@ where
         if tokio::time::Instant::now() > deadline {
             return Err(format!("timed out after {limit:?} waiting for {what}").into());
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -1183,16 +1197,47 @@ async fn e2e_members_are_added_and_removed_on_a_live_cluster() -> TestResult {
             &Patch::Merge(json!({"spec": {"members": members.clone()}})),
         )
         .await?;
-    let joined = until(CONVERGE, "web-3 joined and web Ready", || async {
-        let c = clusters.get("web").await?;
-        let st = c.status.clone().unwrap_or_default();
-        let rec = st.members.iter().find(|m| m.name == "web-3");
-        Ok(
-            (st.phase == ClusterPhase::Ready && rec.is_some_and(|r| r.topology.is_none()))
-                .then_some(c),
-        )
-    })
+    // The kubectl plugin's tree, sampled on the way: the row of a member joining or leaving.
+    let scope = Scope::Namespace(ns.name.clone());
+    let seen = std::sync::Mutex::new(Vec::<String>::new());
+    let sample = |member: &'static str, change: &'static str| {
+        let (client, scope, seen) = (&client, &scope, &seen);
+        async move {
+            let opts = StatusOptions {
+                output: Output::Table,
+            };
+            let tree = kubectl::status(client, scope, opts).await?;
+            if let Some(row) = tree
+                .lines()
+                .find(|l| l.contains(&format!("── {member} ")) && l.contains(change))
+                && let Ok(mut seen) = seen.lock()
+            {
+                seen.push(row.trim().to_string());
+            }
+            TestResult::Ok(())
+        }
+    };
+    let joined = until_every(
+        CONVERGE,
+        Duration::from_millis(20),
+        "web-3 joined and web Ready",
+        || async {
+            sample("web-3", "joining").await?;
+            let c = clusters.get("web").await?;
+            let st = c.status.clone().unwrap_or_default();
+            let rec = st.members.iter().find(|m| m.name == "web-3");
+            Ok(
+                (st.phase == ClusterPhase::Ready && rec.is_some_and(|r| r.topology.is_none()))
+                    .then_some(c),
+            )
+        },
+    )
     .await?;
+    let joining_rows = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(
+        !joining_rows.is_empty(),
+        "the tree never showed web-3 joining"
+    );
     let log = &joined.status.as_ref().ok_or("status")?.log;
     // (No sync-config when the new member's configuration already is the active's, nor an
     // await-sync when it is in sync at once: those are judged from what the agents report.)
@@ -1243,13 +1288,25 @@ async fn e2e_members_are_added_and_removed_on_a_live_cluster() -> TestResult {
             &Patch::Merge(json!({"spec": {"members": remaining}})),
         )
         .await?;
-    let removed = until(CONVERGE, "web-1 removed and web Ready", || async {
-        let c = clusters.get("web").await?;
-        let st = c.status.clone().unwrap_or_default();
-        let gone = !st.members.iter().any(|m| m.name == "web-1");
-        Ok((st.phase == ClusterPhase::Ready && gone).then_some(c))
-    })
+    let removed = until_every(
+        CONVERGE,
+        Duration::from_millis(20),
+        "web-1 removed and web Ready",
+        || async {
+            sample("web-1", "leaving").await?;
+            let c = clusters.get("web").await?;
+            let st = c.status.clone().unwrap_or_default();
+            let gone = !st.members.iter().any(|m| m.name == "web-1");
+            Ok((st.phase == ClusterPhase::Ready && gone).then_some(c))
+        },
+    )
     .await?;
+    let rows = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    eprintln!("tree rows seen: {rows:#?}");
+    assert!(
+        rows.len() > joining_rows.len(),
+        "the tree never showed web-1 leaving: {rows:?}"
+    );
     let st = removed.status.ok_or("status")?;
     assert_ne!(st.active_member.as_deref(), Some("web-1"));
     let retired = agent(&endpoints[0])?.status().await?;
