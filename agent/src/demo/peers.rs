@@ -84,6 +84,16 @@ pub fn list_names(peers: &BTreeMap<String, String>) -> String {
     }
 }
 
+/// The name `peers` accepts `identity` under, if any. A peer is accepted by its identity: the
+/// name it calls itself is its agent's (`--member`), which need not be the name its cluster
+/// gives it (the demo's `worker-1-m3` is member `m3`), so names only explain refusals.
+fn accepted_as<'a>(peers: &'a BTreeMap<String, String>, identity: &str) -> Option<&'a str> {
+    peers
+        .iter()
+        .find(|(_, fp)| fp.as_str() == identity)
+        .map(|(n, _)| n.as_str())
+}
+
 /// Source side: may `follower`, which claims `identity`, replicate from member `me`, which
 /// accepts `peers`? The error is the refusal's message (answered as 403 `unknown_peer`).
 pub fn check_follower(
@@ -100,16 +110,19 @@ pub fn check_follower(
             "source refused: {follower} sent no identity, and {me} serves its log to its accepted peers only"
         ));
     };
+    if accepted_as(peers, identity).is_some() {
+        return Ok(());
+    }
     match peers.get(follower) {
         None => Err(format!(
-            "source refused: {follower} is not an accepted peer of {me}"
+            "source refused: {follower} (identity {}) is not an accepted peer of {me}",
+            short(identity)
         )),
-        Some(accepted) if accepted != identity => Err(format!(
+        Some(accepted) => Err(format!(
             "source refused: {follower} presents identity {} but {me} accepts {follower} as {}",
             short(identity),
             short(accepted)
         )),
-        Some(_) => Ok(()),
     }
 }
 
@@ -130,8 +143,10 @@ pub fn check_source(
             "source {source} sent no identity (an agent without peer identities), and {me} applies entries from its accepted peers only"
         ));
     };
+    if accepted_as(peers, identity).is_some() {
+        return Ok(());
+    }
     match peers.get(source) {
-        Some(accepted) if accepted == identity => Ok(()),
         Some(accepted) => Err(format!(
             "source {source} (identity {}) is not an accepted peer: {me} accepts {source} as {}",
             short(identity),
@@ -165,15 +180,20 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_must_be_accepted_under_its_name_with_its_identity() {
+    fn a_follower_is_accepted_by_its_identity_whatever_it_calls_itself() {
         let p = peers(&[("m2", 'a'), ("m3", 'b')]);
-        let (a, b) = (fp('a'), fp('b'));
+        let (a, c) = (fp('a'), fp('c'));
         assert_eq!(check_follower("m1", &p, "m2", Some(&a)), Ok(()));
-        let e = check_follower("m1", &p, "m4", Some(&a))
+        // Its agent's own name (`worker-1-m2`) is not the cluster's name for it (`m2`).
+        assert_eq!(check_follower("m1", &p, "worker-1-m2", Some(&a)), Ok(()));
+        let e = check_follower("m1", &p, "m4", Some(&c))
             .err()
             .unwrap_or_default();
-        assert_eq!(e, "source refused: m4 is not an accepted peer of m1");
-        let e = check_follower("m1", &p, "m2", Some(&b))
+        assert_eq!(
+            e,
+            "source refused: m4 (identity cccccccc…) is not an accepted peer of m1"
+        );
+        let e = check_follower("m1", &p, "m2", Some(&c))
             .err()
             .unwrap_or_default();
         assert!(e.contains("accepts m2 as aaaaaaaa…"), "{e}");
@@ -184,10 +204,11 @@ mod tests {
     }
 
     #[test]
-    fn a_source_must_be_accepted_under_its_name_with_its_identity() {
+    fn a_source_is_accepted_by_its_identity_whatever_it_calls_itself() {
         let p = peers(&[("m1", 'a')]);
         let (a, b) = (fp('a'), fp('b'));
         assert_eq!(check_source("m2", &p, "m1", Some(&a)), Ok(()));
+        assert_eq!(check_source("m2", &p, "worker-1-m1", Some(&a)), Ok(()));
         let e = check_source("m2", &p, "m3", Some(&b))
             .err()
             .unwrap_or_default();

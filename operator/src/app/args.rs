@@ -114,6 +114,10 @@ pub enum ScenarioArg {
     /// Rotate the members' CA under the write load (AddTrust, Reissue, RemoveOldTrust,
     /// ResignData), standalone clusters; fails on any refused TLS handshake or lost write.
     RotateCa,
+    /// Add a third member to a two-member cluster under the write load, switch over to it,
+    /// then remove an original member; fails on a lost write or a member left accepting the
+    /// removed one.
+    Scale,
 }
 
 #[derive(Subcommand)]
@@ -314,6 +318,7 @@ impl From<DemoArgs> for DemoOptions {
                 ScenarioArg::Rollback => Scenario::Rollback,
                 ScenarioArg::Backout => Scenario::Backout,
                 ScenarioArg::RotateCa => Scenario::RotateCa,
+                ScenarioArg::Scale => Scenario::Scale,
             },
             clusters: a.clusters,
             members: a.members,

@@ -4,13 +4,15 @@
 //! load runs against the active members, with the invariants checked from the agents' side.
 //!
 //! Scenarios: a plain upgrade, an upgrade where one worker cluster fails its post-switchover
-//! traffic check and is rolled back automatically, a full backout to the old version, and a
-//! phased rotation of the members' CA (`rotation.rs`).
+//! traffic check and is rolled back automatically, a full backout to the old version, a
+//! phased rotation of the members' CA (`rotation.rs`), and a cluster resized: a member added,
+//! switched over to, and an original one removed (`scale.rs`).
 
 pub mod display;
 pub mod fleet;
 pub mod load;
 pub mod rotation;
+pub mod scale;
 mod setup;
 pub mod topology;
 mod verdict;
@@ -48,6 +50,9 @@ pub enum Scenario {
     Backout,
     /// Rotate the members' data-port CA under the write load (no version change).
     RotateCa,
+    /// Under the write load, add a member to a cluster, switch over to it, and remove an
+    /// original member (no version change).
+    Scale,
 }
 
 impl Scenario {
@@ -57,6 +62,7 @@ impl Scenario {
             Scenario::Rollback => "rollback",
             Scenario::Backout => "backout",
             Scenario::RotateCa => "rotate-ca",
+            Scenario::Scale => "scale",
         }
     }
 }
@@ -253,6 +259,8 @@ pub struct Summary {
     pub tier_order: Vec<String>,
     /// The rotate-ca scenario's findings.
     pub rotation: Option<RotationSummary>,
+    /// The scale scenario's findings.
+    pub scale: Option<scale::ScaleSummary>,
 }
 
 /// What the rotate-ca scenario reports.
@@ -313,11 +321,17 @@ struct Demo {
     identity: Option<tokio::sync::watch::Sender<baton_agent::client::ClientTls>>,
     /// The rotate-ca scenario, once the Secret is rewritten.
     rotation: Option<rotation::CaRotation>,
+    /// The scale scenario, once the first edit is written.
+    scale: Option<scale::ScaleWatch>,
 }
 
 impl Demo {
     fn new(opts: DemoOptions, root: &Path) -> anyhow::Result<Demo> {
-        let layout = topology::layout(opts.clusters, opts.members);
+        let layout = if opts.scenario == Scenario::Scale {
+            topology::scale_layout(opts.clusters, opts.members)
+        } else {
+            topology::layout(opts.clusters, opts.members)
+        };
         Ok(Demo {
             opts,
             root: root.to_path_buf(),
@@ -331,6 +345,7 @@ impl Demo {
             interrupt: Arc::new(AtomicBool::new(false)),
             identity: None,
             rotation: None,
+            scale: None,
         })
     }
 
@@ -378,6 +393,14 @@ impl Demo {
         let (rollout, mut failures) = if self.opts.scenario == Scenario::RotateCa {
             self.rotate_ca(&manifest_dir, &state, &reach, &mut traffic, deadline)
                 .await?
+        } else if self.opts.scenario == Scenario::Scale {
+            let manifests = scale::Manifests {
+                dir: &manifest_dir,
+                settings: &settings,
+                agents: &agents,
+            };
+            self.scale(&manifests, &state, &reach, &mut traffic, deadline)
+                .await?
         } else {
             self.rollout(
                 &manifest_dir,
@@ -400,6 +423,10 @@ impl Demo {
             .read_records(&reach.watched, &rollout, started, &mut failures)
             .await?;
         verdict::check_writes(&loads, &verifications, &mut summary, &mut failures);
+        if self.opts.scenario == Scenario::Scale {
+            self.check_scale(&reach.watched, &loads, &mut summary, &mut failures)
+                .await?;
+        }
         if self.opts.scenario == Scenario::RotateCa {
             self.check_rotation(&reach.watched, &state, &mut summary, &mut failures)
                 .await?;
@@ -514,6 +541,9 @@ impl Demo {
             if let Some(r) = &mut self.rotation {
                 r.timeline
                     .observe(runner.clusters(), &r.new_fp, Instant::now());
+            }
+            if let Some(w) = &mut self.scale {
+                w.observe(runner.clusters(), Instant::now());
             }
             if self.opts.force_remove_old_trust
                 && let Some(over) = self.force_removal(runner.clusters(), state)?
@@ -656,6 +686,9 @@ impl Demo {
         }
         if let Some(r) = &s.rotation {
             print_rotation(r);
+        }
+        if let Some(r) = &s.scale {
+            scale::print_scale(r);
         }
         println!("  final state");
         for (c, phase, versions) in &s.clusters {

@@ -51,6 +51,20 @@ impl Demo {
             println!("  directory {}", self.root.display());
             return;
         }
+        if o.scenario == Scenario::Scale {
+            let c = self.layout.get(topology::SCALED);
+            println!(
+                "Baton demo (scale): {} clusters × {} members on {} — cluster {} gets a member \
+                 ({}), switches over to it and loses an original one, under a write load",
+                o.clusters,
+                o.members,
+                o.from,
+                c.map_or("?", |c| c.name.as_str()),
+                c.and_then(|c| c.spare_agent.as_deref()).unwrap_or("?"),
+            );
+            println!("  directory {}", self.root.display());
+            return;
+        }
         println!(
             "Baton demo ({}): {} clusters × {} members — 1 management, {workers} worker{} — \
              {} → {}{}",
@@ -76,7 +90,7 @@ impl Demo {
         let agents: Vec<String> = self
             .layout
             .iter()
-            .flat_map(|c| c.members.iter().map(|m| c.agent_name(m)))
+            .flat_map(|c| c.agents().map(|m| c.agent_name(m)))
             .collect();
         let pki = Pki::generate(&self.root.join("pki"), &agents)?;
         self.pki = Some(pki.clone());
@@ -108,6 +122,20 @@ impl Demo {
                         agent: c.agent_name(m),
                         active: false,
                         source: Some(source.clone()),
+                        version: o.from.clone(),
+                    })
+                    .await?;
+            }
+            // The member the scale scenario adds: fresh, replicating from nobody (its join
+            // points it at the active).
+            if let Some(m) = &c.spare_agent {
+                fleet
+                    .start(&AgentSpec {
+                        cluster: c.name.clone(),
+                        member: m.clone(),
+                        agent: c.agent_name(m),
+                        active: false,
+                        source: None,
                         version: o.from.clone(),
                     })
                     .await?;
@@ -145,9 +173,14 @@ impl Demo {
         let manifest_dir = self.root.join("manifests");
         std::fs::create_dir_all(&manifest_dir)
             .with_context(|| format!("creating {}", manifest_dir.display()))?;
+        // The scale scenario changes members, not versions: the mesh stays where it is.
         let settings = ManifestSettings {
             mesh: "demo".into(),
-            version: o.to.clone(),
+            version: if o.scenario == Scenario::Scale {
+                o.from.clone()
+            } else {
+                o.to.clone()
+            },
             workers_parallel: o.parallel,
             traffic_timeout_secs: o.traffic_timeout,
         };
@@ -167,7 +200,7 @@ impl Demo {
         println!(
             "  manifests {} (mesh demo → {})",
             manifest_dir.display(),
-            o.to
+            settings.version
         );
         Ok((manifest_dir, settings))
     }
@@ -216,9 +249,10 @@ impl Demo {
             .layout
             .iter()
             .map(|c| {
+                // The writers know every agent (a member added later is written to once it
+                // is the active).
                 let members = c
-                    .members
-                    .iter()
+                    .agents()
                     .filter_map(|m| find(&c.name, m).map(|a| (m.clone(), a.3.clone())))
                     .collect();
                 (c.name.clone(), members)

@@ -24,8 +24,16 @@ impl Tier {
 pub struct ClusterLayout {
     pub name: String,
     pub tier: Tier,
-    /// Member names inside the cluster (`m1`, `m2`, ...); `members[0]` starts Active.
+    /// Member names the manifests declare (`m1`, `m2`, ...); `members[0]` starts Active.
     pub members: Vec<String>,
+    /// The member marked `primary` (`m1` unless the scale scenario moved it).
+    pub primary: Option<String>,
+    /// `upgrade.returnToPrimary`: the cluster switches over to its primary when it is not the
+    /// active (the scale scenario's "switch over to the new member").
+    pub return_to_primary: bool,
+    /// A member whose agent runs from the start, replicating from nobody, that the manifests
+    /// do not declare until the scale scenario adds it.
+    pub spare_agent: Option<String>,
 }
 
 impl ClusterLayout {
@@ -33,25 +41,54 @@ impl ClusterLayout {
     pub fn agent_name(&self, member: &str) -> String {
         format!("{}-{member}", self.name)
     }
+
+    /// Every member with an agent: the declared ones, then the spare agent.
+    pub fn agents(&self) -> impl Iterator<Item = &String> {
+        self.members.iter().chain(&self.spare_agent)
+    }
+
+    fn plain(name: String, tier: Tier, members: Vec<String>) -> ClusterLayout {
+        ClusterLayout {
+            name,
+            tier,
+            primary: members.first().cloned(),
+            members,
+            return_to_primary: false,
+            spare_agent: None,
+        }
+    }
 }
 
 /// One management cluster and `clusters - 1` workers, `members` each.
 pub fn layout(clusters: usize, members: usize) -> Vec<ClusterLayout> {
     let names: Vec<String> = (1..=members).map(|i| format!("m{i}")).collect();
-    let mut out = vec![ClusterLayout {
-        name: "mgmt".into(),
-        tier: Tier::Management,
-        members: names.clone(),
-    }];
+    let mut out = vec![ClusterLayout::plain(
+        "mgmt".into(),
+        Tier::Management,
+        names.clone(),
+    )];
     for w in 1..clusters {
-        out.push(ClusterLayout {
-            name: format!("worker-{w}"),
-            tier: Tier::Worker,
-            members: names.clone(),
-        });
+        out.push(ClusterLayout::plain(
+            format!("worker-{w}"),
+            Tier::Worker,
+            names.clone(),
+        ));
     }
     out
 }
+
+/// The scale scenario's layout: [`layout`], with one more agent for the first worker (the
+/// member it will add), named after the last member (`m3` beside `m1`, `m2`).
+pub fn scale_layout(clusters: usize, members: usize) -> Vec<ClusterLayout> {
+    let mut out = layout(clusters, members);
+    if let Some(c) = out.get_mut(SCALED) {
+        c.spare_agent = Some(format!("m{}", members + 1));
+    }
+    out
+}
+
+/// The cluster the scale scenario resizes: the first worker.
+pub const SCALED: usize = 1;
 
 /// Settings that go into the manifests.
 #[derive(Clone, Debug)]
@@ -98,12 +135,16 @@ pub fn clusters_yaml(
             tier = c.tier.label(),
         );
         y.push_str("  members:\n");
-        for (i, m) in c.members.iter().enumerate() {
+        for m in &c.members {
             let _ = writeln!(
                 y,
                 "    - {{ name: {m}, endpoint: \"{ep}\"{primary} }}",
                 ep = endpoint(c, m),
-                primary = if i == 0 { ", primary: true" } else { "" },
+                primary = if c.primary.as_ref() == Some(m) {
+                    ", primary: true"
+                } else {
+                    ""
+                },
             );
         }
         let _ = write!(
@@ -115,6 +156,9 @@ pub fn clusters_yaml(
                retries: {{ limit: 2, backoff: 2s, maxBackoff: 10s }}\n",
             t = s.traffic_timeout_secs,
         );
+        if c.return_to_primary {
+            y.push_str("    returnToPrimary: true\n");
+        }
     }
     y
 }

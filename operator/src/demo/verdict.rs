@@ -32,12 +32,18 @@ impl Demo {
         }
         let mut verifications: Vec<Verification> = Vec::new();
         for l in &loads {
-            let members = reach
+            // The members the cluster has now (one removed by the scale scenario stopped
+            // receiving writes when it retired).
+            let declared = self.layout.iter().find(|c| c.name == l.cluster);
+            let members: Vec<(String, String)> = reach
                 .data_members
                 .iter()
                 .find(|(c, _)| c == &l.cluster)
                 .map(|(_, m)| m.clone())
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(m, _)| declared.is_none_or(|c| c.members.contains(m)))
+                .collect();
             verifications.push(load::verify(l, &members, tls, Duration::from_secs(20)).await);
         }
         self.stop_watch.store(true, Ordering::Relaxed);
@@ -67,8 +73,8 @@ impl Demo {
             actions: rollout.stats.actions,
             ..Default::default()
         };
-        if self.opts.scenario == Scenario::RotateCa {
-            // A rotation moves no tier: there is no tier order to check.
+        if matches!(self.opts.scenario, Scenario::RotateCa | Scenario::Scale) {
+            // A rotation or a resize moves no tier: there is no tier order to check.
             return Ok((records, summary));
         }
         match watch::tier_order(&records, rollout.phase1, rollout.phase2, Tier::Management) {
@@ -97,7 +103,7 @@ impl Demo {
         let expected_final = |cluster: &str| -> &str {
             match o.scenario {
                 Scenario::Upgrade => &o.to,
-                Scenario::RotateCa => &o.from,
+                Scenario::RotateCa | Scenario::Scale => &o.from,
                 Scenario::Backout => &o.from,
                 Scenario::Rollback if Some(cluster) == self.fault_cluster() => &o.from,
                 Scenario::Rollback => &o.to,

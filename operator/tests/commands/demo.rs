@@ -377,3 +377,65 @@ fn baton_status(dir: &std::path::Path) -> std::process::Output {
         .output()
         .expect("baton status")
 }
+
+/// The scale scenario: a third member added to worker-1 under the write load joins (every
+/// acknowledged write read back from it), takes over (returnToPrimary), and an original member
+/// is removed: retired, and accepted by nobody. The state file says so too.
+#[test]
+fn scale_scenario_adds_a_member_switches_over_to_it_and_removes_an_original_one() {
+    let (out, dir, _cleanup) = passing(&["--scenario", "scale"]);
+    let writes = row(&out, "writes");
+    assert!(
+        writes.contains(" 0 lost") && !writes.starts_with("0 "),
+        "{writes}"
+    );
+    assert!(
+        row(&out, "write unavailability").starts_with("worst"),
+        "a switchover refuses a few writes:\n{out}"
+    );
+    assert!(row(&out, "switchovers").starts_with("1 "), "{out}");
+    let added = row(&out, "member added");
+    assert!(
+        added.starts_with("worker-1/m3: joined ") && !added.contains("never"),
+        "{added}"
+    );
+    let new = row(&out, "new member");
+    let applied: Vec<u64> = new
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .take(2)
+        .collect();
+    assert!(
+        applied.len() == 2 && applied[0] >= applied[1] && applied[1] > 0,
+        "m3 caught up with the highest acknowledged write: {new}"
+    );
+    let removed = row(&out, "member removed");
+    assert!(
+        removed.starts_with("worker-1/m1: gone ") && removed.contains("Retire"),
+        "{removed}"
+    );
+    // The identities: m1 retired; m2 and m3 accept each other and not m1.
+    let ident = |m: &str| {
+        out.lines()
+            .map(str::trim_start)
+            .find(|l| l.starts_with(&format!("{m} ")) && l.contains(" accepts "))
+            .unwrap_or_else(|| panic!("no identity line for {m}:\n{out}"))
+    };
+    assert!(ident("m1").ends_with("(retired)"), "{out}");
+    for (m, other) in [("m2", "m3"), ("m3", "m2")] {
+        let l = ident(m);
+        let accepts = l.split(" accepts ").nth(1).unwrap_or_default();
+        assert!(
+            accepts.contains(&format!("{other} ")) && !accepts.contains("m1 "),
+            "{l}"
+        );
+    }
+    assert!(ident("m3").contains("Active"), "{out}");
+    // The runner's state: worker-1 is m2 and m3 now, m3 active.
+    let table = String::from_utf8_lossy(&baton_status(&dir).stdout).into_owned();
+    let worker = table
+        .lines()
+        .find(|l| l.contains("worker-1"))
+        .unwrap_or_default();
+    assert!(worker.contains("m3"), "{table}");
+}

@@ -37,17 +37,21 @@ fn return_to_primary(p: &mut Pass<'_>, active: &str) -> bool {
     if !p.spec().upgrade.return_to_primary || p.st.rolled_back.is_some() {
         return false;
     }
-    let Some(primary) = p.spec().members.iter().find(|m| m.primary) else {
+    let Some(primary_m) = p.spec().members.iter().find(|m| m.primary) else {
         return false;
     };
-    let primary = primary.name.as_str();
+    let primary = primary_m.name.as_str();
     if primary == active {
         return false;
     }
-    if view::in_sync(p, primary) {
+    // The gates of any switchover target: in sync, and accepted by every peer that enforces
+    // a list (a primary just added is, once it has joined).
+    if handover::may_take_over(p, primary_m) {
         handover::request_switchover(p, active, primary, "return to the primary member");
     } else {
-        p.wait(format!("waiting for primary {primary} to be in sync"));
+        p.wait(format!(
+            "waiting for primary {primary} to be idle, in sync and accepted by its peers"
+        ));
     }
     true
 }

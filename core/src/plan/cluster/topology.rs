@@ -1309,6 +1309,39 @@ mod tests {
         assert_eq!(started(&plan), [(StepAction::Switchover, "b".to_string())]);
     }
 
+    #[test]
+    fn a_return_to_the_primary_waits_until_every_peer_enforcing_a_list_accepts_it() {
+        // Everyone on the target; b is the primary (returnToPrimary), a active and accepting
+        // only itself: switching over to b would be refused.
+        let case = |a: Observed| {
+            ClusterBuilder::new("c")
+                .members(["a", "b"])
+                .primary("b")
+                .version("1.0.0")
+                .upgrade(|u| {
+                    u.preflight = false;
+                    u.return_to_primary = true;
+                })
+                .recorded(["a", "b"])
+                .observe(a.active().identity("id-a"))
+                .observe(observed("b").follows("a:7000").identity("id-b"))
+                .build()
+                .plan()
+        };
+        let plan = case(observed("a").accepts(&[("a", "id-a")]));
+        assert!(started(&plan).is_empty(), "{:?}", started(&plan));
+        assert!(
+            plan.status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("waiting for primary b")),
+            "{:?}",
+            plan.status.message
+        );
+        let plan = case(observed("a").accepts(&[("a", "id-a"), ("b", "id-b")]));
+        assert_eq!(started(&plan), [(StepAction::Switchover, "b".to_string())]);
+    }
+
     /// a (active), b and x known; x no longer declared.
     fn leaving_x() -> ClusterBuilder {
         ClusterBuilder::new("c")
