@@ -16,6 +16,8 @@
 //! the table also counts the members the edits added and removed and the clusters that ended
 //! Stalled (with their reasons in the trace).
 //!
+//! SOAK_TRACE_CLUSTER=c4 SOAK_SCENARIO=TopologyUpgrade SOAK_SET=topology ... -- 1 SEED prints the
+//! passes of cluster c4 in the rollout of seed SEED (to look into a failing seed).
 //! SOAK_TRACE=FILE appends one line per rollout (scenario, seed, passes, operations,
 //! switchovers, crashes, virtual seconds, outcome): two builds that simulate the same
 //! trajectories write the same lines, which is how simulator speed-ups are checked.
@@ -64,6 +66,23 @@ fn main() {
             "| scenario | rollouts | clusters | members | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|");
+    }
+    // SOAK_TRACE_CLUSTER=c4 with SOAK_SCENARIO: trace that cluster's passes in the rollout of
+    // seed FIRST_SEED (a topology scenario) and print them, instead of the table.
+    if let (Ok(cluster), Some(name)) = (
+        std::env::var("SOAK_TRACE_CLUSTER"),
+        std::env::var("SOAK_SCENARIO").ok(),
+    ) {
+        let Some(scenario) = set.iter().find(|s| format!("{s:?}") == name) else {
+            panic!("SOAK_SCENARIO={name}: not a scenario of this set");
+        };
+        let (sim, _, _) =
+            baton::sim::soak::topology_run_traced(first, bounds, *scenario, Some(&cluster));
+        for l in sim.trace.map(|t| t.lines).unwrap_or_default() {
+            println!("{l}");
+        }
+        println!("violations: {:?}", sim.violations);
+        return;
     }
     let mut bad = 0u64;
     let per = total / set.len() as u64;

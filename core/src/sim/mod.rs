@@ -195,6 +195,26 @@ pub struct Sim {
     /// other software), so tier order is judged when an operation starts, not at every instant
     /// (steps in flight finish, as the mesh rules say).
     edited: bool,
+    /// To look into a failing seed: the cluster whose passes are traced, and the trace.
+    pub trace: Option<SimTrace>,
+}
+
+/// One cluster's passes, each as the planner left it (only those that changed something),
+/// and the violations among them: `SOAK_TRACE_CLUSTER` of the soak bench prints it.
+#[derive(Clone, Debug, Default)]
+pub struct SimTrace {
+    pub cluster: String,
+    pub lines: Vec<String>,
+    last: String,
+}
+
+impl SimTrace {
+    pub fn of(cluster: &str) -> Self {
+        SimTrace {
+            cluster: cluster.to_string(),
+            ..Default::default()
+        }
+    }
 }
 
 fn endpoint(cluster: &str, member: &str) -> String {
@@ -283,6 +303,7 @@ impl Sim {
             key_before: Vec::new(),
             key_after: Vec::new(),
             edited: false,
+            trace: None,
         }
     }
 
@@ -598,11 +619,80 @@ impl Sim {
     }
 
     fn violation(&mut self, msg: String) {
+        if let Some(t) = &mut self.trace {
+            t.lines.push(format!("  VIOLATION {msg}"));
+        }
         if self.violations.len() < 50 {
             self.violations.push(format!(
                 "t+{}s: {msg}",
                 self.now.since(self.start).as_secs_f64()
             ));
+        }
+    }
+
+    /// The trace's line for cluster `i` after a pass: its steps and each member's state.
+    fn trace_pass(&mut self, i: usize) {
+        let Some(t) = &self.trace else { return };
+        let c = &self.clusters[i];
+        if c.name != t.cluster {
+            return;
+        }
+        let short = |s: &str| s.chars().take(6).collect::<String>();
+        let mut line = format!(
+            "spec [{}]",
+            c.spec
+                .members
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        if let Some(st) = &c.status {
+            let steps: Vec<String> = st
+                .steps
+                .iter()
+                .map(|s| format!("{:?}@{}", s.action, s.member))
+                .collect();
+            line.push_str(&format!(
+                " {:?} steps {steps:?} {:?}",
+                st.phase,
+                st.message.as_deref().unwrap_or("")
+            ));
+        }
+        for m in c.members.values() {
+            let rec = c
+                .status
+                .as_ref()
+                .and_then(|s| s.members.iter().find(|r| r.name == m.name))
+                .map_or("forgotten".to_string(), |r| {
+                    r.topology.as_ref().map_or("plain".into(), |t| {
+                        format!("{:?} {:?}", t.membership, t.stage)
+                    })
+                });
+            let peers: Vec<String> = m
+                .peers
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", short(v)))
+                .collect();
+            line.push_str(&format!(
+                "\n    {} {} {:?}{}{} op {:?} src {:?} id {} peers {peers:?} ({rec}{})",
+                m.name,
+                m.version,
+                m.role,
+                if m.up(self.now) { "" } else { " DOWN" },
+                if m.retired { " retired" } else { "" },
+                m.running_kind(),
+                m.source,
+                short(&m.identity),
+                if m.joined { ", joined" } else { "" },
+            ));
+        }
+        let at = self.now.since(self.start).as_secs_f64();
+        if let Some(t) = &mut self.trace
+            && line != t.last
+        {
+            t.lines.push(format!("t+{at:.3}s {line}"));
+            t.last = line;
         }
     }
 
@@ -828,6 +918,7 @@ impl Sim {
             for a in plan.actions {
                 self.submit(i, &a.member, a.request);
             }
+            self.trace_pass(i);
         }
         self.stats.ops_submitted != started || self.rollout_direction() != direction
     }

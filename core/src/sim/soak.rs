@@ -269,6 +269,16 @@ fn verdict(sim: &Sim) -> Verdict {
 /// One randomized run of a [`Scenario::TOPOLOGY`] scenario, fully determined by `seed`: the
 /// simulation after its run, and how many members its edits added and removed.
 pub fn topology_run(seed: u64, bounds: Bounds, scenario: Scenario) -> (Sim, usize, usize) {
+    topology_run_traced(seed, bounds, scenario, None)
+}
+
+/// [`topology_run`], tracing the passes of cluster `trace` (see [`super::SimTrace`]).
+pub fn topology_run_traced(
+    seed: u64,
+    bounds: Bounds,
+    scenario: Scenario,
+    trace: Option<&str>,
+) -> (Sim, usize, usize) {
     let mut rng = Rng::new(seed);
     let (from, to) = match scenario {
         Scenario::TopologyBackout => ("2.0.0", "1.0.0"),
@@ -279,6 +289,7 @@ pub fn topology_run(seed: u64, bounds: Bounds, scenario: Scenario) -> (Sim, usiz
     let seed = rng.next_u64();
     let faults_until = random_fault_end(&mut rng);
     let mut sim = Sim::new(fault_config(seed, true, faults_until), START);
+    sim.trace = trace.map(super::SimTrace::of);
     for c in topo.clusters {
         sim.add_cluster(&c.name, c.labels, c.spec, from);
     }

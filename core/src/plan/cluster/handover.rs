@@ -118,6 +118,12 @@ pub(super) fn request_switchover_with(
     why: &str,
     trust: Option<crate::api::TrustParams>,
 ) {
+    if view::peer_lists_changing(p) {
+        p.wait(format!(
+            "switchover {from} -> {to} waits for the peer-identity steps in flight"
+        ));
+        return;
+    }
     let Some(mode) = gates::switchover_allowed(p, to) else {
         return;
     };

@@ -595,7 +595,7 @@ fn withdraw(p: &mut Pass<'_>, name: &str) {
         p.wake = p.wake.min(Wake::Busy);
     }
     for key in holders {
-        if p.busy(&key) || client_backing_off(p, &key) {
+        if p.busy(&key) || client_backing_off(p, &key) || switchover_holds_peers(p, &key) {
             continue;
         }
         let mut n = NewStep::on(StepAction::RemovePeer, &key);
@@ -607,6 +607,18 @@ fn withdraw(p: &mut Pass<'_>, name: &str) {
         n.topology = Some(TopologyEntry::Member(Membership::Leaving, name.to_string()));
         start::start(p, n);
     }
+}
+
+/// A member's accepted peers do not change while a switchover runs (see
+/// [`view::peer_lists_changing`]); a client's may.
+fn switchover_holds_peers(p: &mut Pass<'_>, on: &str) -> bool {
+    if crate::plan::observe::client_of(on).is_some() || !p.has_step(StepAction::Switchover) {
+        return false;
+    }
+    p.wait(format!(
+        "the peers {on} accepts change once the switchover in flight ends"
+    ));
+    true
 }
 
 fn drop_record(p: &mut Pass<'_>, name: &str) {
@@ -964,6 +976,9 @@ fn add_peer(
     copy_from: Option<&str>,
     entry: TopologyEntry,
 ) {
+    if switchover_holds_peers(p, on) {
+        return;
+    }
     let mut n = NewStep::on(StepAction::AddPeer, on);
     n.message = match copy_from {
         Some(f) => format!("{on} accepts {peer} with the identity of {f}"),
@@ -1059,7 +1074,7 @@ mod tests {
     use super::super::testing::started;
     use super::*;
     use crate::api::{Health, MemberRole, Weekday, values::Duration};
-    use crate::fixtures::cluster::{ClusterBuilder, NOW, Observed, observed, root_ca};
+    use crate::fixtures::cluster::{ClusterBuilder, NOW, Observed, observed, root_ca, step};
     use crate::plan::ClusterPlan;
     use crate::plan::observe::OpKind;
 
@@ -1307,6 +1322,51 @@ mod tests {
         );
         let plan = case(observed("a").accepts(&[("a", "id-a"), ("b", "id-b")]));
         assert_eq!(started(&plan), [(StepAction::Switchover, "b".to_string())]);
+    }
+
+    #[test]
+    fn switchovers_and_changes_of_a_members_peers_never_overlap() {
+        // b is upgraded, in sync and known to a; an add-peer runs on b (its first peer turns
+        // its checks on): the switchover to b waits for it.
+        let mut adding = step(StepAction::AddPeer, "b", NOW);
+        adding.peer = Some(PeerParams {
+            peer: "a".into(),
+            fingerprint: Some("id-a".into()),
+            copy_from: None,
+        });
+        let switching = |steps: Vec<crate::api::StepRecord>| {
+            let mut b = ClusterBuilder::new("c")
+                .members(["a", "b"])
+                .version("2.0.0")
+                .upgrade(|u| u.preflight = false)
+                .recorded(["a", "b"])
+                .observe(
+                    observed("a")
+                        .active()
+                        .identity("id-a")
+                        .accepts(&[("a", "id-a"), ("b", "id-b")]),
+                )
+                .observe(observed("b").version("2.0.0").held().identity("id-b"));
+            for s in steps {
+                b = b.step(s);
+            }
+            b.build().plan()
+        };
+        let is_switchover = |plan: &ClusterPlan| {
+            started(plan)
+                .iter()
+                .any(|(a, _)| *a == StepAction::Switchover)
+        };
+        assert!(is_switchover(&switching(vec![])));
+        let plan = switching(vec![adding]);
+        assert!(!is_switchover(&plan), "{:?}", started(&plan));
+        // The other way: a switchover in flight holds the introductions of a joining member.
+        let mut sw = step(StepAction::Switchover, "b", NOW);
+        sw.from = Some("a".into());
+        let configured = || joining().observe(fresh("n").config("cfg1"));
+        assert!(!peer_steps(&configured().build().plan()).is_empty());
+        let plan = configured().step(sw).build().plan();
+        assert!(peer_steps(&plan).is_empty(), "{:?}", peer_steps(&plan));
     }
 
     #[test]

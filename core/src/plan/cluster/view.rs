@@ -4,9 +4,9 @@
 //!
 //! Owns: nothing of the status; these functions only read the [`Pass`].
 //!
-//! May use: `state`, `plan::{software, window}`. Used by every stage above it.
+//! May use: `state`, `plan::{software, window, observe}`. Used by every stage above it.
 
-use crate::api::{MemberRole, MemberSpec, Timestamp};
+use crate::api::{MemberRole, MemberSpec, StepAction, Timestamp};
 use crate::plan::software::{Move, Software, hosted, pending_moves, running, spec_target};
 use crate::plan::window::{WindowState, window_state};
 
@@ -76,6 +76,17 @@ pub(super) fn software_of(p: &Pass<'_>, m: &MemberSpec) -> Option<Software> {
         a,
         &spec_target(p.spec(), m, &p.target.order, &p.target.version),
     ))
+}
+
+/// A member's accepted peers are changing: an `add-peer` or `remove-peer` step runs on a
+/// member (managed clients aside). A switchover waits for it to end, and such a step for a
+/// switchover: the first peer a member learns turns its checks on, and a target it does not
+/// list yet would be refused.
+pub(super) fn peer_lists_changing(p: &Pass<'_>) -> bool {
+    p.st.steps.iter().any(|s| {
+        matches!(s.action, StepAction::AddPeer | StepAction::RemovePeer)
+            && crate::plan::observe::client_of(&s.member).is_none()
+    })
 }
 
 /// Healthy and replicating within `maxReplicationLag`.
