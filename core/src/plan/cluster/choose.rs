@@ -145,9 +145,13 @@ fn all_done(p: &mut Pass<'_>, group: &[&MemberSpec], active: &str) -> bool {
 /// Phases A, B, B' and C, each only once the one before is done.
 fn run_phases(p: &mut Pass<'_>, active: &str) {
     // Members that leave are not upgraded (an active that leaves has handed over first).
-    let (spares, regular): (Vec<&MemberSpec>, Vec<&MemberSpec>) =
-        p.settled().partition(|m| m.spare);
-    let others: Vec<&MemberSpec> = regular.into_iter().filter(|m| m.name != active).collect();
+    // The active is never among them, even when declared a spare (a spare took over when no
+    // standby could: upgrading it as a spare would take the service down).
+    let (spares, regular): (Vec<&MemberSpec>, Vec<&MemberSpec>) = p
+        .settled()
+        .filter(|m| m.name != active)
+        .partition(|m| m.spare);
+    let others = regular;
     // Phase A: the non-spare members other than the active, standby first.
     if !all_done(p, &others, active) {
         return;
@@ -235,6 +239,47 @@ mod tests {
                 .observe(observed("s").held()),
         );
         assert_eq!(got, [(StepAction::Upgrade, "s".to_string())]);
+    }
+
+    #[test]
+    fn an_active_declared_spare_is_never_upgraded_as_one_of_the_spares() {
+        // A spare took over (no standby could): s is active beside the spare t, and the one
+        // regular member j is still joining. s is upgraded after a switchover, never in place
+        // as one of the spares (it was: the spares included the active).
+        let case = || {
+            ClusterBuilder::new("c")
+                .spare("s")
+                .spare("t")
+                .members(["j"])
+                .version("2.0.0")
+                .upgrade(|u| u.preflight = false)
+                .recorded(["s", "t"])
+                .observe(observed("s").version("1.0.0").active())
+                .observe(observed("t").version("1.0.0"))
+                .observe(observed("j").version("1.0.0"))
+        };
+        let on_s = |plan: &crate::plan::ClusterPlan| {
+            plan.actions
+                .iter()
+                .filter(|a| a.member == "s")
+                .map(|a| a.request.kind)
+                .collect::<Vec<_>>()
+        };
+        let plan = case().build().plan();
+        assert!(
+            !on_s(&plan).iter().any(|k| matches!(
+                k,
+                crate::plan::OpKind::Upgrade | crate::plan::OpKind::Rollback
+            )),
+            "the active s is not upgraded: {:?}",
+            plan.actions
+        );
+        // t, the other spare, goes first (held on the old version, then upgraded).
+        assert!(
+            plan.actions.iter().any(|a| a.member == "t"),
+            "{:?}",
+            plan.actions
+        );
     }
 
     #[test]
