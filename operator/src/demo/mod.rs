@@ -638,7 +638,6 @@ impl Demo {
         let members: usize = self.layout.iter().map(|c| c.members.len()).sum();
         let ops: usize = records.iter().map(|c| c.records.len()).sum();
         println!("\nSummary ({} scenario)", o.scenario.name());
-        let row = |label: &str, value: String| println!("  {label:<20} {value}");
         row("elapsed", format!("{:.1} s", s.elapsed.as_secs_f64()));
         let workers = self.layout.len() - 1;
         row(
@@ -714,9 +713,13 @@ impl Demo {
     }
 }
 
+/// One row of the summary: its label in a column, then the value.
+fn row(label: &str, value: String) {
+    println!("  {label:<20} {value}");
+}
+
 /// The rotate-ca scenario's rows of the summary.
 fn print_rotation(r: &RotationSummary) {
-    let row = |label: &str, value: String| println!("  {label:<20} {value}");
     row(
         "CA",
         format!(

@@ -19,7 +19,7 @@ use super::load::LoadResult;
 use super::setup::{AgentEndpoint, Reach, Traffic};
 use super::topology::{self, ManifestSettings, SCALED};
 use super::watch::Watched;
-use super::{Demo, Rollout, add_stats, write};
+use super::{Demo, Rollout, add_stats, row, write};
 use crate::api::{Membership, TopologyStage};
 use crate::reconcile::ClusterObject;
 
@@ -135,7 +135,6 @@ fn short(fp: &str) -> &str {
 /// The scale scenario's rows of the summary.
 pub(super) fn print_scale(s: &ScaleSummary) {
     let w = &s.watch;
-    let row = |label: &str, value: String| println!("  {label:<20} {value}");
     row(
         "member added",
         format!(

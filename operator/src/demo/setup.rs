@@ -114,28 +114,17 @@ impl Demo {
                 })
                 .await?;
             let source = active.data.clone();
-            for m in &c.members[1..] {
+            // The others replicate from it; the member the scale scenario adds is fresh,
+            // replicating from nobody (its join points it at the active).
+            let followers = c.members[1..].iter().map(|m| (m, Some(source.clone())));
+            for (m, source) in followers.chain(c.spare_agent.iter().map(|m| (m, None))) {
                 fleet
                     .start(&AgentSpec {
                         cluster: c.name.clone(),
                         member: m.clone(),
                         agent: c.agent_name(m),
                         active: false,
-                        source: Some(source.clone()),
-                        version: o.from.clone(),
-                    })
-                    .await?;
-            }
-            // The member the scale scenario adds: fresh, replicating from nobody (its join
-            // points it at the active).
-            if let Some(m) = &c.spare_agent {
-                fleet
-                    .start(&AgentSpec {
-                        cluster: c.name.clone(),
-                        member: m.clone(),
-                        agent: c.agent_name(m),
-                        active: false,
-                        source: None,
+                        source,
                         version: o.from.clone(),
                     })
                     .await?;

@@ -252,6 +252,19 @@ fn row<'a>(out: &'a str, label: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {label:?} row:\n{out}"))
 }
 
+/// Writes were acknowledged and none lost, and the switchovers refused some for a while.
+fn assert_writes_kept_with_a_window(out: &str) {
+    let writes = row(out, "writes");
+    assert!(
+        writes.contains(" 0 lost") && !writes.starts_with("0 "),
+        "{writes}"
+    );
+    assert!(
+        row(out, "write unavailability").starts_with("worst"),
+        "a switchover refuses a few writes:\n{out}"
+    );
+}
+
 #[test]
 fn rotate_ca_scenario_rotates_every_cluster_refusing_no_handshake_and_losing_no_write() {
     let (out, dir, _cleanup) = passing(&["--scenario", "rotate-ca", "--restart-seconds", "0.3"]);
@@ -274,15 +287,7 @@ fn rotate_ca_scenario_rotates_every_cluster_refusing_no_handshake_and_losing_no_
         row(&out, "TLS handshakes").starts_with("0 refused"),
         "{out}"
     );
-    let writes = row(&out, "writes");
-    assert!(
-        writes.contains(" 0 lost") && !writes.starts_with("0 "),
-        "{writes}"
-    );
-    assert!(
-        row(&out, "write unavailability").starts_with("worst"),
-        "{out}"
-    );
+    assert_writes_kept_with_a_window(&out);
     // One switchover per cluster: each active restarted only after handing over.
     assert!(row(&out, "switchovers").starts_with("2 "), "{out}");
     // The manifests hold the rewritten Secret, and the state file says Done on its CA.
@@ -384,15 +389,7 @@ fn baton_status(dir: &std::path::Path) -> std::process::Output {
 #[test]
 fn scale_scenario_adds_a_member_switches_over_to_it_and_removes_an_original_one() {
     let (out, dir, _cleanup) = passing(&["--scenario", "scale"]);
-    let writes = row(&out, "writes");
-    assert!(
-        writes.contains(" 0 lost") && !writes.starts_with("0 "),
-        "{writes}"
-    );
-    assert!(
-        row(&out, "write unavailability").starts_with("worst"),
-        "a switchover refuses a few writes:\n{out}"
-    );
+    assert_writes_kept_with_a_window(&out);
     assert!(row(&out, "switchovers").starts_with("1 "), "{out}");
     let added = row(&out, "member added");
     assert!(
