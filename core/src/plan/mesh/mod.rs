@@ -181,7 +181,7 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
                         input.mesh.name,
                         spec,
                         direction,
-                        total,
+                        rollout::Scope::of(&clusters.sums, total),
                         forced,
                         &mut events,
                         now,
@@ -315,6 +315,41 @@ mod tests {
             .iter()
             .map(|a| a.cluster.as_str())
             .collect()
+    }
+
+    #[test]
+    fn a_rollout_with_no_version_to_change_says_so() {
+        // Every cluster runs the mesh's version; one is not Ready (a member joins it): the
+        // mesh reconciles it, and neither the log nor the event announces an upgrade.
+        let spec = mesh("1.0.0").tier("t", &["a", "b"]).build();
+        let mut scene = Scene::new(spec)
+            .with(cluster("a").ready("1.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let plan = scene.step();
+        let started: Vec<&str> = plan
+            .events
+            .iter()
+            .filter(|e| e.reason == "RolloutStarted")
+            .map(|e| e.message.as_str())
+            .collect();
+        assert_eq!(started, ["reconcile at 1.0.0: no cluster changes version"]);
+        assert_eq!(
+            plan.status.log[0].message,
+            "reconcile 2 clusters at 1.0.0 (no version changes)"
+        );
+        // A cluster behind the target makes it an upgrade again.
+        let spec = mesh("2.0.0").tier("t", &["a", "b"]).build();
+        let mut scene = Scene::new(spec)
+            .with(cluster("a").ready("2.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        let plan = scene.step();
+        assert!(
+            plan.events
+                .iter()
+                .any(|e| e.reason == "RolloutStarted" && e.message == "upgrade to 2.0.0"),
+            "{:?}",
+            plan.events
+        );
     }
 
     #[test]

@@ -84,19 +84,40 @@ fn log(st: &mut MeshStatus) -> Log<'_> {
     }
 }
 
-/// Start a rollout of `total` clusters: the previous one (and its open tiers) is superseded,
-/// a new entry opens (manual when forced) and `status.rollout` points at it.
+/// What a rollout about to start covers.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Scope {
+    /// Clusters in the mesh, readable or not.
+    pub(super) total: u32,
+    /// Some cluster runs another version than the target. When none does, the clusters move
+    /// for another reason (a member joining or leaving): the log and the event say so, rather
+    /// than announcing an upgrade to the version every cluster already runs.
+    pub(super) versions_change: bool,
+}
+
+impl Scope {
+    pub(super) fn of(sums: &[Summary<'_>], total: u32) -> Scope {
+        Scope {
+            total,
+            versions_change: sums.iter().any(|s| s.behind || s.backout),
+        }
+    }
+}
+
+/// Start a rollout: the previous one (and its open tiers) is superseded, a new entry opens
+/// (manual when forced) and `status.rollout` points at it.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn start(
     st: &mut MeshStatus,
     mesh: &str,
     spec: &MeshSpec,
     direction: Direction,
-    total: u32,
+    scope: Scope,
     forced: bool,
     events: &mut Vec<PlanEvent>,
     now: Timestamp,
 ) {
+    let total = scope.total;
     let prev = st.rollout.as_ref().map(|r| r.log_id);
     let mut log = log(st);
     if let Some(prev) = prev {
@@ -118,11 +139,18 @@ pub(super) fn start(
         } else {
             LogMode::Automatic
         },
-        format!(
-            "{} {total} clusters to {}",
-            dir_word(direction),
-            spec.version
-        ),
+        if scope.versions_change {
+            format!(
+                "{} {total} clusters to {}",
+                dir_word(direction),
+                spec.version
+            )
+        } else {
+            format!(
+                "reconcile {total} clusters at {} (no version changes)",
+                spec.version
+            )
+        },
         now,
     );
     st.rollout = Some(RolloutStatus {
@@ -134,7 +162,14 @@ pub(super) fn start(
     events.push(PlanEvent {
         warning: false,
         reason: "RolloutStarted".into(),
-        message: format!("{} to {}", dir_word(direction), spec.version),
+        message: if scope.versions_change {
+            format!("{} to {}", dir_word(direction), spec.version)
+        } else {
+            format!(
+                "reconcile at {}: no cluster changes version",
+                spec.version
+            )
+        },
     });
 }
 
@@ -312,7 +347,10 @@ mod tests {
             "mesh",
             spec,
             direction,
-            total,
+            Scope {
+                total,
+                versions_change: true,
+            },
             false,
             &mut events,
             NOW,
@@ -423,7 +461,10 @@ mod tests {
             "mesh",
             &back,
             Direction::Backout,
-            1,
+            Scope {
+                total: 1,
+                versions_change: true,
+            },
             true,
             &mut events,
             NOW,
