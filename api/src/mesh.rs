@@ -103,6 +103,35 @@ pub struct TierSpec {
     /// Minimum time between two cluster starts in this tier.
     #[serde(default)]
     pub stagger: Duration,
+    /// Before the first cluster of this tier starts an upgrade, every cluster of the mesh must
+    /// report no replication backlog: what the earlier tiers generated (a source core's
+    /// upgraded data) has been received by every other cluster. Unset: the tier does not wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_before: Option<DrainSpec>,
+}
+
+/// Waiting for the mesh's replication backlog to drain before a tier starts.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct DrainSpec {
+    /// How long the tier waits for the backlog to drain. Past it the mesh is `Stalled` with
+    /// reason `DrainTimeout`, naming the backlog left per cluster; it goes on by itself once
+    /// the backlog drains (or with a force intent on the mesh). Default 15m.
+    #[serde(default = "default_drain_timeout")]
+    pub timeout: Duration,
+}
+
+impl Default for DrainSpec {
+    fn default() -> Self {
+        DrainSpec {
+            timeout: default_drain_timeout(),
+        }
+    }
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 fn default_one() -> u32 {
@@ -274,6 +303,34 @@ pub struct TierStatus {
     pub moving: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_start_at: Option<Timestamp>,
+    /// The tier's wait for the replication backlog to drain (`drainBefore`), in this rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<TierDrainStatus>,
+}
+
+/// Where a tier's wait for the mesh's replication backlog stands.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct TierDrainStatus {
+    /// When the tier's turn came and it began to wait.
+    pub since: Timestamp,
+    /// When every cluster reported no backlog: the tier may start. Unset while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_at: Option<Timestamp>,
+    /// While it waits: the clusters with a backlog left (entries not yet sent to a follower,
+    /// over their members), largest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backlog: Vec<ClusterBacklog>,
+}
+
+/// One cluster's replication backlog.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterBacklog {
+    pub cluster: String,
+    pub entries: u64,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

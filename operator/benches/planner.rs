@@ -74,6 +74,7 @@ fn mesh_fixture(n: usize) -> (MeshSpec, Vec<Fixture>) {
             selector: None,
             max_parallel: 8,
             stagger: Duration(0),
+            drain_before: None,
         });
     }
     let compatibility = (1..4)

@@ -52,6 +52,13 @@ pub enum Stall {
     /// `spec.topology.clientIdentity: Shared`, and the joining `member` presents an identity
     /// no existing member has, so the clients' copied entries would not accept it.
     IdentityMismatch { member: String, identity: String },
+    /// Mesh: `tier` declares `drainBefore` and the replication backlog did not drain within
+    /// `timeout` (`backlog`: the clusters with their entries left).
+    DrainTimeout {
+        tier: String,
+        timeout: String,
+        backlog: String,
+    },
 }
 
 impl Stall {
@@ -73,6 +80,7 @@ impl Stall {
             Stall::CertificatesInMesh { .. } => "CertificatesInMesh",
             Stall::LastInSyncStandby { .. } => "LastInSyncStandby",
             Stall::IdentityMismatch { .. } => "IdentityMismatch",
+            Stall::DrainTimeout { .. } => "DrainTimeout",
         }
     }
 
@@ -149,6 +157,14 @@ impl fmt::Display for Stall {
                 "{member} presents identity {} that no existing member has, but spec.topology.clientIdentity is Shared (clients copy an existing member's entry); give it an existing member's identity or use Distinct",
                 &identity[..identity.len().min(16)]
             ),
+            Stall::DrainTimeout {
+                tier,
+                timeout,
+                backlog,
+            } => write!(
+                f,
+                "tier {tier} waited {timeout} for the replication backlog to drain and it has not: {backlog}; it starts by itself once the backlog drains (or with a force intent on the mesh)"
+            ),
         }
     }
 }
@@ -161,6 +177,15 @@ mod tests {
     fn each_stall_has_its_reason_and_a_message_with_its_data() {
         let cases = [
             (Stall::NoVersion, "NoVersion", "no version"),
+            (
+                Stall::DrainTimeout {
+                    tier: "dest".into(),
+                    timeout: "15m".into(),
+                    backlog: "src (12)".into(),
+                },
+                "DrainTimeout",
+                "tier dest waited 15m for the replication backlog to drain and it has not: src (12)",
+            ),
             (
                 Stall::InvalidVersion("bad version \"x\"".into()),
                 "InvalidSpec",

@@ -79,6 +79,7 @@ pub fn random(rng: &mut Rng, b: Bounds, version: &str) -> Topology {
             } else {
                 Duration(0)
             },
+            drain_before: None,
         })
         .collect();
     let mut clusters = Vec::new();
@@ -207,6 +208,7 @@ pub fn active_standby_deployment(
         selector: None,
         max_parallel: mp,
         stagger: st,
+        drain_before: None,
     };
     let mesh = MeshSpec {
         version: version.to_string(),

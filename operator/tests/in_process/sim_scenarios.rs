@@ -799,6 +799,7 @@ fn rolling_mesh_refuses_a_takeover_beyond_the_load_factor() {
             selector: None,
             max_parallel: 1,
             stagger: Duration(0),
+            drain_before: None,
         }],
         strategy: MeshStrategy {
             type_: MeshStrategyType::Rolling,
@@ -1541,6 +1542,7 @@ fn rotating_mesh(certs: CertificatesSpec, solo: bool) -> Sim {
             selector: None,
             max_parallel: 3,
             stagger: Duration(0),
+            drain_before: None,
         }],
         compatibility: vec![],
         strategy: MeshStrategy::default(),

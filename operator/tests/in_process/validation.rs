@@ -130,6 +130,7 @@ fn a_mesh_refuses_one_agent_in_two_of_its_clusters() {
             selector: None,
             max_parallel: 1,
             stagger: Default::default(),
+            drain_before: None,
         }],
         ..Default::default()
     };

@@ -13,6 +13,7 @@ use crate::plan::stall::Stall;
 use super::capacity::capacity_refusal;
 use super::compat::RoleVersions;
 use super::read::{Clusters, Summary};
+use super::drain::{self, Drain};
 use super::rollout::{dir_word, log_admission};
 
 /// What admission reads: the mesh, its clusters and where the rollout goes.
@@ -22,6 +23,8 @@ pub(super) struct Turn<'x, 'a> {
     pub(super) direction: Direction,
     pub(super) paused: bool,
     pub(super) now: Timestamp,
+    /// The force intent's token (acknowledged or not: the gates that honour it check).
+    pub(super) force: Option<&'x str>,
 }
 
 /// What admission found besides the admissions (written to `status.admitted`).
@@ -35,6 +38,8 @@ pub(super) struct Admissions {
     pub(super) wake: Wake,
     /// Nothing moves and nothing will: a rule or the capacity check blocks the tier.
     pub(super) blocked: Option<Stall>,
+    /// The tier's wait for the replication backlog to drain ran past its timeout.
+    pub(super) timed_out: Option<Stall>,
 }
 
 /// The tier that moves: the first with an unfinished cluster, the last for a backout.
@@ -61,6 +66,7 @@ pub(super) fn admit(
         direction,
         paused,
         now,
+        ..
     } = *turn;
     let sums = &clusters.sums;
     let mut out = Admissions {
@@ -68,6 +74,7 @@ pub(super) fn admit(
         waiting: Vec::new(),
         wake: Wake::Idle,
         blocked: None,
+        timed_out: None,
     };
     let active_tier = active_tier(sums, direction);
     keep_admissions(spec, clusters, st, active_tier, direction);
@@ -100,6 +107,24 @@ pub(super) fn admit(
             out.waiting
                 .push("paused: no new cluster is admitted".into());
         }
+        let drain = if paused {
+            Drain::Open
+        } else {
+            drain::gate(turn, st, tiers, ti, events)
+        };
+        let candidates = match drain {
+            Drain::Open => candidates,
+            Drain::Waiting(why) => {
+                out.waiting.push(why);
+                out.wake = Wake::Busy;
+                Vec::new()
+            }
+            Drain::TimedOut(stall) => {
+                out.wake = Wake::Busy;
+                out.timed_out = Some(stall);
+                Vec::new()
+            }
+        };
         for s in candidates {
             if st.admitted.iter().any(|a| a.cluster == s.name()) {
                 continue;
@@ -236,6 +261,7 @@ mod tests {
                 direction,
                 paused: input.mesh.spec.paused,
                 now: input.now,
+                force: None,
             };
             let out = admit(&turn, &mut st, &mut tiers, &mut Vec::new());
             (out, st, tiers)

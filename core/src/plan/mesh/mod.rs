@@ -21,6 +21,7 @@
 mod admission;
 mod capacity;
 mod compat;
+mod drain;
 mod holds;
 mod preconditions;
 mod read;
@@ -207,12 +208,13 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
             direction,
             paused,
             now,
+            force: input.intents.force.as_deref(),
         };
         let out = admit(&turn, &mut st, &mut tiers, &mut events);
         failed = out.failed;
         waiting.extend(out.waiting);
         wake = wake.min(out.wake);
-        stalled = out.blocked;
+        stalled = out.timed_out.or(out.blocked);
     }
     st.tiers = tiers;
 

@@ -77,7 +77,7 @@ pub(super) fn is_new(st: &MeshStatus, spec: &MeshSpec, direction: Direction) -> 
     })
 }
 
-fn log(st: &mut MeshStatus) -> Log<'_> {
+pub(super) fn log(st: &mut MeshStatus) -> Log<'_> {
     Log {
         entries: &mut st.log,
         next_id: &mut st.next_log_id,
@@ -218,6 +218,7 @@ pub(super) fn tier_statuses(
                 total: 0,
                 moving: vec![],
                 last_start_at: prev.and_then(|p| p.last_start_at),
+                drain: prev.and_then(|p| p.drain.clone()),
             }
         })
         .collect();
@@ -276,32 +277,8 @@ pub(super) fn log_admission(
     moving: u32,
     now: Timestamp,
 ) {
-    let rollout = st.rollout.as_ref().map(|r| r.log_id);
+    let parent = tier_entry(st, spec, tier, direction, now);
     let mut log = log(st);
-    let parent = match rollout {
-        Some(r) => Some(
-            open_tier_entries(log.entries, r)
-                .into_iter()
-                .find(|&id| {
-                    log.entries
-                        .iter()
-                        .any(|e| e.id == id && e.target == tier.name)
-                })
-                .unwrap_or_else(|| {
-                    log.open(
-                        Some(r),
-                        "tier",
-                        LogScope::Mesh,
-                        &tier.name,
-                        Some(&spec.version),
-                        LogMode::Automatic,
-                        format!("{} tier {}", dir_word(direction), tier.name),
-                        now,
-                    )
-                }),
-        ),
-        None => None,
-    };
     let id = log.open(
         parent,
         "admit",
@@ -316,6 +293,36 @@ pub(super) fn log_admission(
         now,
     );
     log.close(id, LogResult::Succeeded, "", now);
+}
+
+/// The open `tier` entry of `tier` under the open rollout's entry, opened when there is
+/// none; `None` without a rollout.
+pub(super) fn tier_entry(
+    st: &mut MeshStatus,
+    spec: &MeshSpec,
+    tier: &TierSpec,
+    direction: Direction,
+    now: Timestamp,
+) -> Option<u64> {
+    let r = st.rollout.as_ref().map(|r| r.log_id)?;
+    let mut log = log(st);
+    let open = open_tier_entries(log.entries, r).into_iter().find(|&id| {
+        log.entries
+            .iter()
+            .any(|e| e.id == id && e.target == tier.name)
+    });
+    Some(open.unwrap_or_else(|| {
+        log.open(
+            Some(r),
+            "tier",
+            LogScope::Mesh,
+            &tier.name,
+            Some(&spec.version),
+            LogMode::Automatic,
+            format!("{} tier {}", dir_word(direction), tier.name),
+            now,
+        )
+    }))
 }
 
 /// Ids of the tier entries still open under a rollout entry.
