@@ -309,6 +309,25 @@ pub fn render(input: &TreeInput<'_>) -> String {
                 }
             }
             let _ = write!(line, "  maxParallel {}", tier.max_parallel);
+            if let Some(d) = ts.and_then(|t| t.drain.as_ref())
+                && d.drained_at.is_none()
+            {
+                let left: Vec<String> = d
+                    .backlog
+                    .iter()
+                    .map(|b| format!("{} ({})", b.cluster, b.entries))
+                    .collect();
+                let _ = write!(
+                    line,
+                    "  draining since {}: backlog {}",
+                    d.since,
+                    if left.is_empty() {
+                        "-".to_string()
+                    } else {
+                        left.join(", ")
+                    }
+                );
+            }
             // Names listed explicitly but absent are worth seeing: the mesh waits for them.
             let missing: Vec<&str> = tier
                 .clusters
@@ -481,6 +500,49 @@ clusters in no mesh
             text.contains("tier edge  maxParallel 1  (no clusters)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_tier_waiting_for_the_backlog_to_drain_shows_what_is_left() {
+        use crate::api::{ClusterBacklog, TierDrainStatus, TierStatus, Timestamp};
+        let since: Timestamp = "2026-12-01T10:00:00Z".parse().expect("timestamp");
+        let tier = |name: &str, drained: bool| TierStatus {
+            name: name.into(),
+            total: 1,
+            drain: Some(TierDrainStatus {
+                since,
+                drained_at: drained.then_some(since),
+                backlog: if drained {
+                    vec![]
+                } else {
+                    vec![ClusterBacklog {
+                        cluster: "c1".into(),
+                        entries: 40,
+                    }]
+                },
+            }),
+            ..Default::default()
+        };
+        let mut m = mesh();
+        m.status = Some(MeshStatus {
+            observed_generation: Some(2),
+            tiers: vec![tier("core", true), tier("edge", false)],
+            ..Default::default()
+        });
+        let cs = [cluster("c1", "{}"), cluster("e1", "{role: edge}")];
+        let none = BTreeMap::new();
+        let text = render(&input(&m, &cs, &none));
+        let line = |t: &str| {
+            text.lines()
+                .find(|l| l.contains(&format!("tier {t}")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            line("edge").ends_with("draining since 2026-12-01T10:00:00Z: backlog c1 (40)"),
+            "{text}"
+        );
+        assert!(!line("core").contains("draining"), "drained: {text}");
     }
 
     #[test]

@@ -110,7 +110,14 @@ pub(super) fn admit(
         let drain = if paused {
             Drain::Open
         } else {
-            drain::gate(turn, st, tiers, ti, events)
+            let pass = drain::Pass {
+                spec,
+                sums,
+                direction,
+                now,
+                force: turn.force,
+            };
+            drain::gate(&pass, st, tiers, ti, events)
         };
         let candidates = match drain {
             Drain::Open => candidates,

@@ -15,7 +15,8 @@ use crate::api::{
 use crate::plan::observe::PlanEvent;
 use crate::plan::stall::Stall;
 
-use super::admission::Turn;
+use crate::api::{MeshSpec, Timestamp};
+
 use super::read::Summary;
 use super::rollout::{log, tier_entry};
 
@@ -33,24 +34,33 @@ pub(super) enum Drain {
     TimedOut(Stall),
 }
 
+/// What the gate reads of the pass.
+pub(super) struct Pass<'x, 'a> {
+    pub(super) spec: &'a MeshSpec,
+    pub(super) sums: &'x [Summary<'a>],
+    pub(super) direction: Direction,
+    pub(super) now: Timestamp,
+    /// The force intent's token, acknowledged or not.
+    pub(super) force: Option<&'x str>,
+}
+
 /// The gate of tier `ti` for this pass. A tier waits only on an upgrade (a backout is an
 /// emergency, as for the preconditions), only before its first cluster moves (its own
 /// upgrades generate backlog that must not hold the rest of it), and once per rollout.
 pub(super) fn gate(
-    turn: &Turn<'_, '_>,
+    pass: &Pass<'_, '_>,
     st: &mut MeshStatus,
     tiers: &mut [TierStatus],
     ti: usize,
     events: &mut Vec<PlanEvent>,
 ) -> Drain {
-    let Turn {
+    let Pass {
         spec,
-        clusters,
+        sums,
         direction,
         now,
         force,
-        ..
-    } = *turn;
+    } = *pass;
     let (Some(tier), Some(status)) = (spec.tiers.get(ti), tiers.get_mut(ti)) else {
         return Drain::Open;
     };
@@ -72,13 +82,13 @@ pub(super) fn gate(
     {
         return Drain::Open;
     }
-    let tier_started = clusters.sums.iter().any(|s| {
+    let tier_started = sums.iter().any(|s| {
         s.tier as usize == ti && (s.in_motion || st.admitted.iter().any(|a| a.cluster == s.name()))
     });
     if direction != Direction::Upgrade || (tier_started && status.drain.is_none()) {
         return Drain::Open;
     }
-    let backlog = backlog_of(&clusters.sums);
+    let backlog = backlog_of(sums);
     let first = status.drain.is_none();
     let drain = status.drain.get_or_insert_with(|| TierDrainStatus {
         since: now,
@@ -120,7 +130,7 @@ pub(super) fn gate(
                 message: message.clone(),
             });
         }
-        if let Some(id) = open_drain_entry(st, ti, turn) {
+        if let Some(id) = open_drain_entry(st, &tier.name) {
             log(st).close(id, LogResult::Succeeded, message, now);
         }
         return Drain::Open;
@@ -195,13 +205,12 @@ fn listed(backlog: &[ClusterBacklog]) -> String {
     s.join(", ")
 }
 
-/// The tier's open `drain` entry of this rollout.
-fn open_drain_entry(st: &MeshStatus, ti: usize, turn: &Turn<'_, '_>) -> Option<u64> {
-    let tier = turn.spec.tiers.get(ti)?;
+/// The tier's open `drain` entry.
+fn open_drain_entry(st: &MeshStatus, tier: &str) -> Option<u64> {
     st.log
         .iter()
         .rev()
-        .find(|e| e.action == "drain" && e.target == tier.name && e.result == LogResult::Running)
+        .find(|e| e.action == "drain" && e.target == tier && e.result == LogResult::Running)
         .map(|e| e.id)
 }
 
