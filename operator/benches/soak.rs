@@ -16,6 +16,10 @@
 //! the table also counts the members the edits added and removed and the clusters that ended
 //! Stalled (with their reasons in the trace).
 //!
+//! SOAK_SET=procedures runs the scenarios of the procedures' extra rules
+//! (`Scenario::PROCEDURES`): tiers waiting for the replication backlog to drain, under faults
+//! and reversals; the table also counts the tiers that waited.
+//!
 //! SOAK_TRACE_CLUSTER=c4 SOAK_SCENARIO=TopologyUpgrade SOAK_SET=topology ... -- 1 SEED prints the
 //! passes of cluster c4 in the rollout of seed SEED (to look into a failing seed).
 //! SOAK_TRACE=FILE appends one line per rollout (scenario, seed, passes, operations,
@@ -38,20 +42,28 @@ fn main() {
     let bounds = Bounds::FULL;
     let started = Instant::now();
     let which = std::env::var("SOAK_SET").unwrap_or_default();
-    let (rotation, topology) = match which.as_str() {
-        "" | "rollout" => (false, false),
-        "rotation" => (true, false),
-        "topology" => (false, true),
-        other => panic!("SOAK_SET={other}: rollout, rotation or topology"),
+    let (rotation, topology, procedures) = match which.as_str() {
+        "" | "rollout" => (false, false, false),
+        "rotation" => (true, false, false),
+        "topology" => (false, true, false),
+        "procedures" => (false, false, true),
+        other => panic!("SOAK_SET={other}: rollout, rotation, topology or procedures"),
     };
     let set: &[Scenario] = if rotation {
         &Scenario::ROTATION
     } else if topology {
         &Scenario::TOPOLOGY
+    } else if procedures {
+        &Scenario::PROCEDURES
     } else {
         &Scenario::ALL
     };
-    if topology {
+    if procedures {
+        println!(
+            "| scenario | rollouts | clusters | members | tiers drained | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    } else if topology {
         println!(
             "| scenario | rollouts | clusters | members | members added | members removed | operator crashes | member crashes | clusters ready | clusters stalled | violations | liveness failures | wall s |"
         );
@@ -103,7 +115,7 @@ fn main() {
         let (mut clusters, mut members, mut oc, mut mc, mut ready, mut viol, mut live) =
             (0, 0, 0, 0, 0, 0u64, 0u64);
         let (mut rotations, mut rotated, mut r_stalled, mut r_held, mut forced) = (0, 0, 0, 0, 0);
-        let (mut added, mut removed, mut stalled) = (0, 0, 0);
+        let (mut added, mut removed, mut stalled, mut drains) = (0, 0, 0, 0);
         for i in 0..per {
             let seed = first + k as u64 * per + i;
             let v = random_rollout(seed, bounds, *scenario);
@@ -120,6 +132,7 @@ fn main() {
             added += v.added;
             removed += v.removed;
             stalled += v.stalled_reasons.len();
+            drains += v.drains;
             if let Some(f) = trace.as_mut() {
                 let mut line = format!(
                     "{scenario:?} {seed} clusters={} members={} passes={} ops={} switchovers={} oc={} mc={} virtual={} ready={} stalled={:?} violations={:?} liveness={:?}\n",
@@ -171,7 +184,12 @@ fn main() {
             }
         }
         bad += viol + live;
-        if topology {
+        if procedures {
+            println!(
+                "| {scenario:?} | {per} | {clusters} | {members} | {drains} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
+                t.elapsed().as_secs_f64()
+            );
+        } else if topology {
             println!(
                 "| {scenario:?} | {per} | {clusters} | {members} | {added} | {removed} | {oc} | {mc} | {ready} | {stalled} | {viol} | {live} | {:.1} |",
                 t.elapsed().as_secs_f64()

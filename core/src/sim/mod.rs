@@ -55,6 +55,12 @@ pub struct SimConfig {
     pub replication_rate: u64,
     /// Operations take up to this fraction longer than nominal, at random.
     pub duration_jitter: f64,
+    /// Entries a member generates for the other clusters of the mesh when an upgrade of it
+    /// succeeds (the data the new version converts), up to this many at random: its
+    /// replication backlog (`drainBefore` waits for it). 0: none.
+    pub upgrade_backlog: u64,
+    /// Backlog entries a running member sends per second.
+    pub backlog_drain_rate: u64,
 }
 
 /// Versions of the simulated software with a bug the planner must survive (like the demo
@@ -83,6 +89,8 @@ impl Default for SimConfig {
             write_rate: 10,
             replication_rate: 1000,
             duration_jitter: 0.25,
+            upgrade_backlog: 0,
+            backlog_drain_rate: 20,
         }
     }
 }
@@ -197,6 +205,9 @@ pub struct Sim {
     edited: bool,
     /// To look into a failing seed: the cluster whose passes are traced, and the trace.
     pub trace: Option<SimTrace>,
+    /// Tiers with `drainBefore` whose first admission of a rollout was checked: (the
+    /// rollout's log id, tier index).
+    drain_checked: BTreeSet<(u64, usize)>,
 }
 
 /// One cluster's passes, each as the planner left it (only those that changed something),
@@ -297,6 +308,7 @@ impl Sim {
             outage_ok: BTreeSet::new(),
             start,
             ranks: VersionRanks::default(),
+            drain_checked: BTreeSet::new(),
             mesh_quiet: None,
             mesh_due: false,
             forced: Vec::new(),
@@ -808,6 +820,13 @@ impl Sim {
                 last,
             );
             drop(views);
+            let drain = drain_violations(
+                &mesh.spec,
+                before.as_ref().map(|b| &b.0),
+                &plan.status,
+                &self.clusters,
+                &mut self.drain_checked,
+            );
             let log = std::mem::take(&mut plan.status.log);
             let unchanged = plan.events.is_empty()
                 && before.as_ref().is_some_and(|(b, len, next)| {
@@ -837,6 +856,9 @@ impl Sim {
             );
             self.mesh_quiet = unchanged.then_some(now);
             mesh.status = Some(plan.status);
+            for v in drain {
+                self.violation(v);
+            }
             for (c, wake) in self.clusters.iter_mut().zip(wake) {
                 if wake {
                     c.next_look = now;
@@ -1410,14 +1432,25 @@ impl Sim {
                 }
             }
             // Operation completions.
+            let drained = (cfg.backlog_drain_rate as f64 * secs).round() as u64;
             for m in c.members.values_mut() {
                 changed |= m.recover(now);
+                if m.backlog > 0 && m.reachable(now) {
+                    m.backlog = m.backlog.saturating_sub(drained);
+                }
                 if m.running_until().is_some_and(|t| t <= now)
                     && m.up(now)
                     && let Some(id) = m.current.clone()
                 {
                     m.finish(&id, &cfg.broken.no_traffic_after_promote_on);
                     touched = true;
+                    if cfg.upgrade_backlog > 0
+                        && m.ops.get(&id).is_some_and(|o| {
+                            o.req.kind == OpKind::Upgrade && o.state == OpState::Succeeded
+                        })
+                    {
+                        m.backlog += 1 + rng.below(cfg.upgrade_backlog);
+                    }
                 }
             }
             if faulty {
@@ -2197,20 +2230,168 @@ fn mesh_key(st: Option<&ClusterStatus>, out: &mut Vec<u8>) {
 }
 
 /// A stagger deadline of the mesh falls in `(since, now]`: the mesh plan may change with time.
+/// The drain invariant, checked when the mesh admits: the first cluster of a `drainBefore`
+/// tier admitted in an upgrade rollout (no cluster of the tier moving yet) is admitted only
+/// while no member of the mesh has a replication backlog, unless a force intent started the
+/// tier (a `DrainForced` warning says so). Judged on the members' real backlog, not on what
+/// the statuses say.
+fn drain_violations(
+    spec: &MeshSpec,
+    before: Option<&MeshStatus>,
+    after: &MeshStatus,
+    clusters: &[SimCluster],
+    checked: &mut BTreeSet<(u64, usize)>,
+) -> Vec<String> {
+    let mut out = vec![];
+    let Some(r) = after.rollout.as_ref().filter(|r| r.direction == Direction::Upgrade) else {
+        return out;
+    };
+    let forced = after.log.iter().any(|e| e.action == "drain" && e.message.contains("by force"));
+    for (ti, tier) in spec.tiers.iter().enumerate() {
+        if tier.drain_before.is_none() || checked.contains(&(r.log_id, ti)) {
+            continue;
+        }
+        let in_tier = |name: &str| tier.clusters.iter().any(|c| c == name);
+        let admitted_now: Vec<&str> = after
+            .admitted
+            .iter()
+            .map(|a| a.cluster.as_str())
+            .filter(|c| in_tier(c))
+            .filter(|c| before.is_none_or(|b| !b.admitted.iter().any(|a| a.cluster == *c)))
+            .collect();
+        let Some(first) = admitted_now.first() else {
+            continue;
+        };
+        checked.insert((r.log_id, ti));
+        // A tier already part-way (a reversal, a mesh status lost) is not waited for again.
+        let moving = clusters.iter().any(|c| {
+            in_tier(&c.name)
+                && (c.members.values().any(|m| m.current.is_some())
+                    || c
+                        .members
+                        .values()
+                        .any(|m| !same_version(&m.version, &spec.version)))
+                && c
+                    .status
+                    .as_ref()
+                    .is_some_and(|st| st.members.iter().any(|m| m.operation.is_some()))
+        });
+        if moving || forced {
+            continue;
+        }
+        let left: Vec<String> = clusters
+            .iter()
+            .filter_map(|c| {
+                let b: u64 = c.members.values().map(|m| m.backlog).sum();
+                (b > 0).then(|| format!("{} ({b})", c.name))
+            })
+            .collect();
+        if !left.is_empty() {
+            out.push(format!(
+                "tier {} admitted {first} with replication backlog on {}",
+                tier.name,
+                left.join(", ")
+            ));
+        }
+    }
+    out
+}
+
 fn stagger_ends(mesh: &SimMesh, since: Timestamp, now: Timestamp) -> bool {
     let Some(st) = &mesh.status else {
         return false;
     };
+    let ends = |end: Timestamp| since < end && end <= now;
     mesh.spec.tiers.iter().any(|t| {
-        t.stagger.millis() > 0
-            && st
-                .tiers
-                .iter()
-                .filter(|x| x.name == t.name)
+        let status = st.tiers.iter().filter(|x| x.name == t.name);
+        (t.stagger.millis() > 0
+            && status
+                .clone()
                 .filter_map(|x| x.last_start_at)
-                .any(|l| {
-                    let end = l.plus(t.stagger);
-                    since < end && end <= now
-                })
+                .any(|l| ends(l.plus(t.stagger))))
+            // A drain's timeout is a time the plan changes at too.
+            || t.drain_before.as_ref().is_some_and(|d| {
+                status
+                    .filter_map(|x| x.drain.as_ref())
+                    .any(|w| w.drained_at.is_none() && ends(w.since.plus(d.timeout)))
+            })
     })
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::*;
+    use crate::api::{Admitted, DrainSpec, RolloutStatus, TierSpec};
+
+    fn sim_of(names: &[&str]) -> Sim {
+        let mut sim = Sim::new(SimConfig::default(), Timestamp(0));
+        for n in names {
+            let spec = ClusterSpec {
+                members: vec![topology::member("m0", n)],
+                ..Default::default()
+            };
+            sim.add_cluster(n, BTreeMap::new(), spec, "1.0.0");
+        }
+        sim
+    }
+
+    fn mesh_spec() -> MeshSpec {
+        let tier = |name: &str, clusters: &[&str], drain: bool| TierSpec {
+            name: name.into(),
+            clusters: clusters.iter().map(|c| c.to_string()).collect(),
+            selector: None,
+            max_parallel: 1,
+            stagger: Duration(0),
+            drain_before: drain.then(DrainSpec::default),
+        };
+        MeshSpec {
+            version: "2.0.0".into(),
+            tiers: vec![tier("source", &["src"], false), tier("dest", &["d1"], true)],
+            ..Default::default()
+        }
+    }
+
+    fn admitting(cluster: &str, direction: Direction) -> MeshStatus {
+        MeshStatus {
+            rollout: Some(RolloutStatus {
+                version: "2.0.0".into(),
+                direction,
+                started_at: Timestamp(0),
+                log_id: 1,
+            }),
+            admitted: vec![Admitted {
+                cluster: cluster.into(),
+                version: "2.0.0".into(),
+                direction,
+                since: Timestamp(0),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn admitting_a_drain_tier_beside_a_real_backlog_is_a_violation_once() {
+        let mut sim = sim_of(&["src", "d1"]);
+        if let Some(m) = sim.clusters[0].members.get_mut("m0") {
+            m.backlog = 7;
+        }
+        let spec = mesh_spec();
+        let mut checked = BTreeSet::new();
+        let after = admitting("d1", Direction::Upgrade);
+        let found = drain_violations(&spec, None, &after, &sim.clusters, &mut checked);
+        assert_eq!(found, ["tier dest admitted d1 with replication backlog on src (7)"]);
+        // Judged at the tier's first admission only.
+        let again = drain_violations(&spec, None, &after, &sim.clusters, &mut checked);
+        assert!(again.is_empty());
+        // A source tier (no drainBefore), a backout, or no backlog: nothing to say.
+        let mut fresh = BTreeSet::new();
+        let src = admitting("src", Direction::Upgrade);
+        assert!(drain_violations(&spec, None, &src, &sim.clusters, &mut fresh).is_empty());
+        let back = admitting("d1", Direction::Backout);
+        assert!(drain_violations(&spec, None, &back, &sim.clusters, &mut fresh).is_empty());
+        if let Some(m) = sim.clusters[0].members.get_mut("m0") {
+            m.backlog = 0;
+        }
+        assert!(drain_violations(&spec, None, &after, &sim.clusters, &mut fresh).is_empty());
+    }
 }

@@ -10,7 +10,7 @@ use super::rng::Rng;
 use super::topology::{self, Bounds};
 use super::{Sim, SimConfig};
 use crate::api::values::Duration;
-use crate::api::{CertificatesSpec, Timestamp};
+use crate::api::{CertificatesSpec, DrainSpec, Timestamp};
 
 /// What a randomized rollout does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +52,13 @@ pub enum Scenario {
     TopologyReversal,
     /// The same with no version change, under faults.
     TopologyAtRest,
+    /// Upgrade under faults where the procedures' extra rules apply: tiers after the first
+    /// declare `drainBefore` at random (timeouts of 1–30 min), and every successful member
+    /// upgrade generates a replication backlog (up to 3,000 entries, drained at 1–50 a second
+    /// while the member is reachable).
+    ProcedureUpgrade,
+    /// The same, with the target set back mid-way (a backout never waits for a drain).
+    ProcedureReversal,
 }
 
 impl Scenario {
@@ -79,6 +86,10 @@ impl Scenario {
         Scenario::TopologyReversal,
         Scenario::TopologyAtRest,
     ];
+
+    /// The scenarios of the procedures' extra rules (the soak runs them with
+    /// `SOAK_SET=procedures`).
+    pub const PROCEDURES: [Scenario; 2] = [Scenario::ProcedureUpgrade, Scenario::ProcedureReversal];
 
     /// One of [`Scenario::ROTATION`].
     pub fn rotates(self) -> bool {
@@ -120,6 +131,8 @@ pub struct Verdict {
     /// Membership edits ([`Scenario::TOPOLOGY`]): members added and removed by them.
     pub added: usize,
     pub removed: usize,
+    /// Tiers that waited for a replication backlog to drain ([`Scenario::PROCEDURES`]).
+    pub drains: usize,
 }
 
 impl Verdict {
@@ -167,7 +180,7 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
         Scenario::FaultyBackout => ("2.0.0", "1.0.0"),
         _ => ("1.0.0", "2.0.0"),
     };
-    let topo = topology::random(&mut rng, bounds, to);
+    let mut topo = topology::random(&mut rng, bounds, to);
     let faulty = scenario != Scenario::CleanUpgrade;
     // The seed is drawn before the end of the faults: the order fixes every later draw.
     let seed = rng.next_u64();
@@ -176,13 +189,26 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
     } else {
         START
     };
-    let cfg = fault_config(seed, faulty, faults_until);
+    let mut cfg = fault_config(seed, faulty, faults_until);
+    let procedures = Scenario::PROCEDURES.contains(&scenario);
+    if procedures {
+        // Drawn after everything the other scenarios draw, so theirs stay as they were.
+        for t in topo.mesh.tiers.iter_mut().skip(1) {
+            if rng.chance(0.6) {
+                t.drain_before = Some(DrainSpec {
+                    timeout: Duration::from_secs(60 * (1 + rng.below(30))),
+                });
+            }
+        }
+        cfg.upgrade_backlog = 1 + rng.below(3000);
+        cfg.backlog_drain_rate = 1 + rng.below(50);
+    }
     let mut sim = Sim::new(cfg, START);
     for c in topo.clusters {
         sim.add_cluster(&c.name, c.labels, c.spec, from);
     }
     sim.set_mesh("mesh", topo.mesh);
-    if scenario == Scenario::Reversal {
+    if matches!(scenario, Scenario::Reversal | Scenario::ProcedureReversal) {
         let until = sim.now.plus(Duration::from_secs(60 + rng.below(1800)));
         sim.run(until.since(sim.now));
         if let Some(m) = sim.mesh.as_mut() {
@@ -191,7 +217,13 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
     }
     // Generous bound: 50 clusters upgraded one at a time take a few simulated hours.
     sim.run(Duration::from_secs(72 * 3600));
-    verdict(&sim)
+    let mut v = verdict(&sim);
+    v.drains = sim
+        .mesh
+        .as_ref()
+        .and_then(|m| m.status.as_ref())
+        .map_or(0, |st| st.log.iter().filter(|e| e.action == "drain").count());
+    v
 }
 
 /// The verdict on a run: violations, liveness once settled (rotations included), counts.
@@ -263,6 +295,7 @@ fn verdict(sim: &Sim) -> Verdict {
         forced: sim.forced.len(),
         added: 0,
         removed: 0,
+        drains: 0,
     }
 }
 
@@ -526,6 +559,19 @@ mod tests {
             }
         }
         assert!(added > 0, "no member was added");
+    }
+
+    #[test]
+    fn every_procedure_scenario_drains_safely_on_small_meshes() {
+        let mut drains = 0;
+        for scenario in Scenario::PROCEDURES {
+            for seed in 1..=12 {
+                let v = random_rollout(seed, SMALL, scenario);
+                assert!(v.ok(), "seed {seed} {scenario:?}: {v:#?}");
+                drains += v.drains;
+            }
+        }
+        assert!(drains > 0, "no tier waited for a drain");
     }
 
     #[test]

@@ -187,6 +187,7 @@ fn mesh_admissions_hang_under_their_tier_and_tiers_under_the_rollout() {
                 selector: None,
                 max_parallel: 1,
                 stagger: Duration(0),
+                drain_before: None,
             })
             .collect(),
         ..Default::default()

@@ -1792,3 +1792,45 @@ fn a_rotation_left_unfinished_is_a_liveness_problem() {
         "{problems:#?}"
     );
 }
+
+#[test]
+fn the_workers_tier_waits_for_the_backlog_the_management_upgrades_generated() {
+    // Every successful member upgrade generates up to 600 entries for the rest of the mesh,
+    // drained at 20 a second: the workers (drainBefore) start only once none is left.
+    let mut t = topology::active_standby_deployment(4, 2, Duration(0), "2.0.0");
+    t.mesh.preconditions.no_backlog = true;
+    t.mesh.tiers[2].drain_before = Some(DrainSpec {
+        timeout: Duration::from_secs(3600),
+    });
+    let cfg = SimConfig {
+        upgrade_backlog: 600,
+        backlog_drain_rate: 20,
+        ..Default::default()
+    };
+    let mut sim = mesh_sim(t, "1.0.0", cfg);
+    sim.run(Duration::from_secs(86_400));
+    assert_clean(&sim);
+    let ms = mesh_status(&sim);
+    assert_eq!(ms.phase, MeshPhase::Ready, "{:?}", ms.message);
+    let drain = ms
+        .log
+        .iter()
+        .find(|e| e.action == "drain" && e.target == "workers")
+        .expect("the workers waited for a backlog");
+    assert_eq!(drain.result, LogResult::Succeeded, "{drain:?}");
+    let drained = drain.end.expect("drain entry closed");
+    let moves = first_moves(&sim);
+    let first_worker = moves
+        .iter()
+        .find(|(_, c)| c.starts_with("mpe-") || c.starts_with("mra-"))
+        .expect("a worker moved");
+    assert!(first_worker.0 >= drained, "{moves:?} drained at {drained}");
+    let tier = ms
+        .tiers
+        .iter()
+        .find(|t| t.name == "workers")
+        .and_then(|t| t.drain.clone())
+        .expect("drain status");
+    assert_eq!(tier.drained_at, Some(drained));
+    assert!(tier.backlog.is_empty());
+}

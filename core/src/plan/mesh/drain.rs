@@ -136,10 +136,12 @@ pub(super) fn gate(
         return Drain::Open;
     }
     drain.backlog = backlog.iter().take(LISTED).cloned().collect();
+    // No elapsed time in it: the message is status, and a status that changes on every pass
+    // would be written on every pass.
     let message = format!(
-        "tier {} waits for the replication backlog to drain ({} of {}): {}",
+        "tier {} waits for the replication backlog to drain (since {}, timeout {}): {}",
         tier.name,
-        secs(waited),
+        drain.since,
         want.timeout,
         listed(&backlog)
     );
