@@ -147,8 +147,43 @@ pub fn schedule_from(
     for (i, s) in out.steps.iter_mut().enumerate() {
         s.seq = i + 1;
     }
+    drain_waits(manifests, &mut out);
     out.waits.sort_by(|a, b| a.start.total_cmp(&b.start));
     Ok(out)
+}
+
+/// A tier with `drainBefore` starts only once no cluster of its mesh has a replication
+/// backlog. The simulation cannot know how long the real backlog takes (it assumes none), so
+/// the schedule names the wait where the tier's first step would start, with its bound.
+fn drain_waits(manifests: &Manifests, out: &mut Schedule) {
+    for (_, mesh) in &manifests.meshes {
+        let name = mesh.name_any();
+        for tier in &mesh.spec.tiers {
+            let Some(d) = &tier.drain_before else {
+                continue;
+            };
+            let first = out
+                .steps
+                .iter()
+                .filter(|s| {
+                    s.mesh.as_deref() == Some(name.as_str())
+                        && s.tier.as_deref() == Some(tier.name.as_str())
+                })
+                .map(|s| s.start)
+                .min_by(f64::total_cmp);
+            if let Some(at) = first {
+                out.waits.push(PlannedWait {
+                    start: at,
+                    end: at,
+                    cluster: format!("mesh/{name}"),
+                    reason: format!(
+                        "tier {} starts once no cluster has a replication backlog (drainBefore: assumed drained; at most {}, then Stalled/DrainTimeout)",
+                        tier.name, d.timeout
+                    ),
+                });
+            }
+        }
+    }
 }
 
 fn simulate(

@@ -120,6 +120,20 @@ fn multi_master_goes_one_core_at_a_time_source_first() {
     for pair in spans.windows(2) {
         assert!(pair[1].0 >= pair[0].1, "two cores down at once: {spans:?}");
     }
+    // The destinations wait for the source's replication backlog: the plan names that wait
+    // where they start, with its bound.
+    let waits = p["waits"].as_array().cloned().unwrap_or_default();
+    let drain = waits
+        .iter()
+        .find(|w| w["cluster"] == "mesh/cores")
+        .unwrap_or_else(|| panic!("no drain wait: {waits:?}"));
+    let reason = drain["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("tier destinations starts once no cluster has a replication backlog")
+            && reason.contains("at most 30m"),
+        "{reason}"
+    );
+    assert_eq!(drain["start"].as_f64(), Some(spans[0].0));
 }
 
 #[test]
