@@ -312,9 +312,9 @@ impl Example {
         Ok(ran)
     }
 
-    /// One line per operation of `name`, oldest first: its kind and what it was about (the
-    /// peer, the member its source is), sorted so that the test does not depend on the order
-    /// of steps Baton may run in either order.
+    /// One line per operation of `name` (each must have succeeded): its kind and what it was
+    /// about (the peer, the member its source is), sorted: steps Baton may run in either
+    /// order compare equal.
     async fn summary(&self, name: &str) -> TestResult<Vec<String>> {
         let by_endpoint: BTreeMap<String, &str> =
             MEMBERS.iter().map(|m| (endpoint_of(m), *m)).collect();
@@ -606,12 +606,19 @@ async fn with_shared_keys_a_member_added_while_the_package_is_stopped_is_configu
 -> TestResult {
     let mut ex = Example::start(true).await?;
     ex.settle(&["m1", "m2"], "Shared").await?;
-    // The package stops: m1 stays the active but serves nothing.
+    // The package stops: m1 stays the active but serves nothing. Its agent caches a status
+    // for half a second: run once that says so, as an operator looking after it would see.
     sh(&ex.root(), "./bin/package.sh", &["stop"])?;
+    let m1 = ex.agent("m1")?;
+    wait_until("m1 to report it does not serve", CONVERGE, || async {
+        let s = m1.status().await.ok()?;
+        (s.role == Role::Active && !s.serving).then_some(())
+    })
+    .await?;
     ex.start_agent("m3").await?;
     let manifest = ex.manifest(&MEMBERS, "Shared")?;
     let out = ex
-        .baton_run(&manifest, &["--until-settled", "--timeout", "5s"])
+        .baton_run(&manifest, &["--until-settled", "--timeout", "10s"])
         .await?;
     assert_eq!(
         out.status.code(),
