@@ -258,6 +258,27 @@ impl ExecBackend {
         v
     }
 
+    /// The operation's environment: its id and kind, and `BATON_<NAME>` for every value a
+    /// placeholder could take. A value the request lacks is removed rather than left empty,
+    /// so one script can tell the forms of a kind apart (`add-peer` with a fingerprint or
+    /// with `copyFrom`) by what is set, and a variable of that name in the agent's own
+    /// environment or in the config's `env` never passes for the request's.
+    fn request_env(&self, req: &OperationRequest) -> Vec<(String, Option<String>)> {
+        let mut values = self.values(req);
+        let mut env = vec![
+            ("BATON_OPERATION_ID".to_string(), Some(req.id.clone())),
+            (
+                "BATON_OPERATION_KIND".to_string(),
+                Some(req.kind.as_str().to_string()),
+            ),
+        ];
+        for name in PLACEHOLDERS {
+            let var = format!("BATON_{}", name.to_ascii_uppercase());
+            env.push((var, values.remove(name)));
+        }
+        env
+    }
+
     fn expand(&self, spec: &CommandSpec, req: &OperationRequest) -> Result<Vec<String>, ApiError> {
         let values = self.values(req);
         let mut argv = Vec::with_capacity(spec.command.len());
@@ -315,7 +336,7 @@ impl ExecBackend {
         &self,
         argv: &[String],
         timeout: Duration,
-        extra_env: &[(&str, String)],
+        extra_env: &[(String, Option<String>)],
     ) -> Result<Outcome, String> {
         let Some((program, args)) = argv.split_first() else {
             return Err("empty command".into());
@@ -333,7 +354,10 @@ impl ExecBackend {
             .process_group(0)
             .kill_on_drop(true);
         for (k, v) in extra_env {
-            cmd.env(k, v);
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
         }
         let started = Instant::now();
         let mut child = cmd
@@ -433,11 +457,7 @@ impl ExecBackend {
             10,
             &format!("running {}", argv.first().map(String::as_str).unwrap_or("")),
         );
-        let env = [
-            ("BATON_OPERATION_ID", req.id.clone()),
-            ("BATON_OPERATION_KIND", req.kind.as_str().to_string()),
-        ];
-        let out = self.run(&argv, timeout, &env).await?;
+        let out = self.run(&argv, timeout, &self.request_env(&req)).await?;
         // The status may have changed; do not serve a stale cached one.
         *self.cache.lock().await = None;
         let tails = format_tails(&out, &secrets);

@@ -429,3 +429,156 @@ operations:
     assert_eq!(log.lines().collect::<Vec<_>>(), want);
     Ok(())
 }
+
+/// Every request value reaches the command as `BATON_<NAME>` (so one command serves both forms
+/// of `add-peer` without a template that would refuse the other), and only the values the
+/// request has: the others are unset, even when the agent's own environment or the config's
+/// `env` holds a variable of that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_commands_get_the_request_parameters_in_their_environment() -> TestResult {
+    use baton_agent::api::DemoteRole;
+    use std::collections::BTreeMap;
+    let fx = Fixture::new(&["m1"])?;
+    let host = fx.path().join("host");
+    std::fs::create_dir_all(&host)?;
+    // Each operation leaves its environment in <id>.env, one VAR=value per line.
+    let dump = script(&host, "env.sh", r#"env > "$BATON_OPERATION_ID.env""#)?;
+    let config = format!(
+        r#"
+workDir: {host}
+env: {{APP_HOME: /opt/app, BATON_COPY_FROM: from-the-config}}
+operations:
+  add-peer: {{command: ["{dump}"]}}
+  demote: {{command: ["{dump}"]}}
+  install-certificate: {{command: ["{dump}"]}}
+  upgrade: {{command: ["{dump}"]}}
+"#,
+        host = host.display()
+    );
+    let cfg = fx.path().join("exec.yaml");
+    std::fs::write(&cfg, config)?;
+    let mut args = fx.pki.args("m1");
+    args.extend(["--backend".into(), "exec".into(), "--exec-config".into()]);
+    args.push(cfg.display().to_string());
+    let data_dir = fx.path().join("m1");
+    let m1 = Agent::start_with_env(
+        "m1",
+        &data_dir,
+        fx.pki.client_tls(),
+        args,
+        &[
+            ("BATON_FINGERPRINT", "from-the-agent"),
+            ("BATON_VERSION", "from-the-agent"),
+        ],
+    )
+    .await?;
+    let env_of = |id: &str| -> TestResult<BTreeMap<String, String>> {
+        let text = std::fs::read_to_string(host.join(format!("{id}.env")))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.starts_with("BATON_") || *k == "APP_HOME")
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    };
+    let dd = data_dir.display().to_string();
+    let expect = |id: &str, kind: &str, more: &[(&str, &str)]| -> BTreeMap<String, String> {
+        let m: BTreeMap<String, String> = [
+            ("APP_HOME", "/opt/app"),
+            ("BATON_MEMBER", "m1"),
+            ("BATON_DATA_DIR", dd.as_str()),
+            ("BATON_OPERATION_ID", id),
+            ("BATON_OPERATION_KIND", kind),
+        ]
+        .iter()
+        .chain(more)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        m
+    };
+
+    // The fingerprint form: no BATON_COPY_FROM (the config's is removed), and the fingerprint
+    // the request gives, not the agent's.
+    let fp = "a1".repeat(32);
+    m1.run_ok(
+        &Req::new("by-fingerprint", K::AddPeer)
+            .with_peer("m2")
+            .with_fingerprint(&fp),
+    )
+    .await?;
+    assert_eq!(
+        env_of("by-fingerprint")?,
+        expect(
+            "by-fingerprint",
+            "add-peer",
+            &[("BATON_PEER", "m2"), ("BATON_FINGERPRINT", &fp)]
+        )
+    );
+    // The copyFrom form: no BATON_FINGERPRINT (the agent's own is removed).
+    m1.run_ok(
+        &Req::new("by-copy", K::AddPeer)
+            .with_peer("m3")
+            .with_copy_from("m2"),
+    )
+    .await?;
+    assert_eq!(
+        env_of("by-copy")?,
+        expect(
+            "by-copy",
+            "add-peer",
+            &[("BATON_PEER", "m3"), ("BATON_COPY_FROM", "m2")]
+        )
+    );
+    m1.run_ok(
+        &Req::new("demote", K::Demote)
+            .with_source("127.0.0.1:7001")
+            .with_role(DemoteRole::Spare),
+    )
+    .await?;
+    assert_eq!(
+        env_of("demote")?,
+        expect(
+            "demote",
+            "demote",
+            &[("BATON_SOURCE", "127.0.0.1:7001"), ("BATON_ROLE", "spare")]
+        )
+    );
+    m1.run_ok(
+        &Req::new("upgrade", K::Upgrade)
+            .with_version("2.0.0")
+            .with_component("app"),
+    )
+    .await?;
+    assert_eq!(
+        env_of("upgrade")?,
+        expect(
+            "upgrade",
+            "upgrade",
+            &[("BATON_VERSION", "2.0.0"), ("BATON_COMPONENT", "app")]
+        )
+    );
+    // Paths of the files the agent wrote, the key's among them; never a trust path unasked.
+    let cert = fx.pki.mesh_ca.issue(&CertSpec::member("m1"))?;
+    m1.run_ok(
+        &Req::new("cert", K::InstallCertificate).with_certificate(&cert.cert_pem, &cert.key_pem),
+    )
+    .await?;
+    let env = env_of("cert")?;
+    let (cert_path, key_path) = (
+        data_dir.join("exec/cert.pem").display().to_string(),
+        data_dir.join("exec/key.pem").display().to_string(),
+    );
+    assert_eq!(
+        env,
+        expect(
+            "cert",
+            "install-certificate",
+            &[
+                ("BATON_CERT_PATH", &cert_path),
+                ("BATON_KEY_PATH", &key_path)
+            ]
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&cert_path)?, cert.cert_pem);
+    Ok(())
+}

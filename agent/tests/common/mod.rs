@@ -228,6 +228,8 @@ pub struct Agent {
     child: Option<Child>,
     /// Soft and hard RLIMIT_NOFILE of the process, when the test set one.
     nofile: Option<u64>,
+    /// Variables set in the process's environment, beside the test's own.
+    env: Vec<(String, String)>,
 }
 
 /// The agent executable: this package's, or (when the operator's tests include this module)
@@ -265,6 +267,32 @@ impl Agent {
         args: Vec<String>,
         nofile: Option<u64>,
     ) -> TestResult<Agent> {
+        Agent::launch(name, data_dir, tls, args, nofile, Vec::new()).await
+    }
+
+    /// Like `start`, with `env` set in the process's environment.
+    pub async fn start_with_env(
+        name: &str,
+        data_dir: &Path,
+        tls: ClientTls,
+        args: Vec<String>,
+        env: &[(&str, &str)],
+    ) -> TestResult<Agent> {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Agent::launch(name, data_dir, tls, args, None, env).await
+    }
+
+    async fn launch(
+        name: &str,
+        data_dir: &Path,
+        tls: ClientTls,
+        args: Vec<String>,
+        nofile: Option<u64>,
+        env: Vec<(String, String)>,
+    ) -> TestResult<Agent> {
         let mut full = vec![
             "--member".to_string(),
             name.to_string(),
@@ -273,7 +301,7 @@ impl Agent {
         ];
         full.extend(args);
         let log = data_dir.with_extension("log");
-        let (child, control, data) = spawn(&full, &log, nofile).await?;
+        let (child, control, data) = spawn(&full, &log, nofile, &env).await?;
         let client = AgentClient::new(&control, tls.clone())?.with_member(name);
         Ok(Agent {
             name: name.to_string(),
@@ -286,6 +314,7 @@ impl Agent {
             tls,
             child: Some(child),
             nofile,
+            env,
         })
     }
 
@@ -314,7 +343,7 @@ impl Agent {
         self.kill().await?;
         let mut args = self.args.clone();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let (child, control, data) = spawn(&args, &self.log, self.nofile).await?;
+        let (child, control, data) = spawn(&args, &self.log, self.nofile, &self.env).await?;
         self.client = AgentClient::new(&control, self.tls.clone())?.with_member(&self.name);
         self.control = control;
         self.data = data;
@@ -368,6 +397,7 @@ async fn spawn(
     args: &[String],
     log: &Path,
     nofile: Option<u64>,
+    env: &[(String, String)],
 ) -> TestResult<(Child, String, String)> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -391,6 +421,7 @@ async fn spawn(
     }
     let mut child = cmd
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -7,5 +7,6 @@ mod support;
 mod demo;
 mod e2e_local;
 mod examples;
+mod member_addition;
 mod recertification;
 mod rotation;

@@ -1,9 +1,10 @@
 //! The manifests the kind harness applies (`tests/e2e/manifests/`) are accepted by every level
 //! of validation the API server and the operator apply: they deserialize into the API types
-//! without unknown fields, pass the CRDs' CEL rules and `plan::validate`.
+//! without unknown fields, pass the CRDs' CEL rules and `plan::validate`; so do the shipped
+//! examples' (`examples/*/`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use baton::api::{Cluster, Mesh};
 use baton::plan::validate::{ClusterRef, validate_cluster, validate_mesh};
@@ -46,19 +47,54 @@ where
     (t, v)
 }
 
-#[test]
-fn e2e_manifests_pass_schema_cel_and_planner_validation() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/manifests");
-    let mut clusters: Vec<Cluster> = Vec::new();
-    let mut meshes: Vec<Mesh> = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
+/// The `.yaml` files of `dir`, sorted.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
+    files
+}
+
+#[test]
+fn e2e_manifests_pass_schema_cel_and_planner_validation() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/manifests");
+    let files = yaml_files(&dir);
     assert!(!files.is_empty(), "no manifests in {}", dir.display());
-    for file in &files {
+    let (clusters, meshes) = check(&files);
+    assert!(!clusters.is_empty() && !meshes.is_empty());
+}
+
+/// Every shipped example (each directory of `examples/`) passes the same checks; their other
+/// YAML files (an exec backend's configuration, a Secret) are not Baton objects and are left
+/// out.
+#[test]
+fn example_manifests_pass_schema_cel_and_planner_validation() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(
+        dirs.iter().any(|d| d.ends_with("member-addition")),
+        "{dirs:?}"
+    );
+    for dir in dirs {
+        let (clusters, _) = check(&yaml_files(&dir));
+        assert!(!clusters.is_empty(), "no Cluster in {}", dir.display());
+    }
+}
+
+/// The Clusters and Meshes of `files`, each checked: deserialized without unknown fields,
+/// passing the CEL rules, `validate_cluster` and (against those Clusters) `validate_mesh`.
+fn check(files: &[PathBuf]) -> (Vec<Cluster>, Vec<Mesh>) {
+    let mut clusters: Vec<Cluster> = Vec::new();
+    let mut meshes: Vec<Mesh> = Vec::new();
+    for file in files {
         let text = std::fs::read_to_string(file).expect("read manifest");
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let doc = serde_json::Value::deserialize(doc)
@@ -86,7 +122,6 @@ fn e2e_manifests_pass_schema_cel_and_planner_validation() {
             );
         }
     }
-    assert!(!clusters.is_empty() && !meshes.is_empty());
     let empty = BTreeMap::new();
     for c in &clusters {
         let problems = validate_cluster(&c.spec);
@@ -112,4 +147,5 @@ fn e2e_manifests_pass_schema_cel_and_planner_validation() {
             m.metadata.name
         );
     }
+    (clusters, meshes)
 }

@@ -8,12 +8,12 @@
 //! May use: `state`, `view`, `gates`, `start`, `plan::software`. Used by `converge`,
 //! `choose`.
 
-use crate::api::{MemberRole, MemberSpec, StepAction};
+use crate::api::{MemberRole, MemberSpec, Membership, StepAction};
 use crate::plan::software::same_software;
 
 use super::gates;
 use super::start;
-use super::state::{NewStep, Pass};
+use super::state::{NewStep, Pass, TopologyEntry};
 use super::view;
 
 /// Hand the active role from `active` to an upgraded member of `others`, or else of `spares`.
@@ -118,6 +118,24 @@ pub(super) fn request_switchover_with(
     why: &str,
     trust: Option<crate::api::TrustParams>,
 ) {
+    request(p, from, to, why, trust, None);
+}
+
+/// [`request_switchover`] handing the role over from an active being removed: the step is
+/// the first of its removal, logged under that (no rollout runs, and none is to be reported).
+pub(super) fn request_hand_over(p: &mut Pass<'_>, from: &str, to: &str, why: &str) {
+    let removal = TopologyEntry::Member(Membership::Leaving, from.to_string());
+    request(p, from, to, why, None, Some(removal));
+}
+
+fn request(
+    p: &mut Pass<'_>,
+    from: &str,
+    to: &str,
+    why: &str,
+    trust: Option<crate::api::TrustParams>,
+    topology: Option<TopologyEntry>,
+) {
     if view::peer_lists_changing(p) {
         p.wait(format!(
             "switchover {from} -> {to} waits for the peer-identity steps in flight"
@@ -132,5 +150,6 @@ pub(super) fn request_switchover_with(
     n.mode = mode;
     n.message = format!("{why}: {from} -> {to}");
     n.trust = trust;
+    n.topology = topology;
     start::start(p, n);
 }

@@ -452,7 +452,7 @@ fn hand_over<'a>(p: &mut Pass<'a>, active: &'a str) -> bool {
     if handover::hold_others(p, active, to) {
         return true;
     }
-    handover::request_switchover(p, active, to, "the active is being removed");
+    handover::request_hand_over(p, active, to, "the active is being removed");
     true
 }
 
@@ -1525,6 +1525,33 @@ mod tests {
         assert!(!got.contains(&(StepAction::Retire, "a".to_string())));
         let t = topology_of(&plan, "a").expect("leaving");
         assert_eq!(t.stage, TopologyStage::HandOver);
+    }
+
+    /// The hand-over is the removal's first step: logged under `remove-member`, never under
+    /// an `upgrade` entry of a rollout that is not happening (which would then close saying
+    /// every member runs the version, as if an upgrade had taken place).
+    #[test]
+    fn a_removed_actives_hand_over_is_logged_under_its_removal_not_a_rollout() {
+        let plan = ClusterBuilder::new("c")
+            .members(["b", "c2"])
+            .version("1.0.0")
+            .recorded(["a", "b", "c2"])
+            .observe(settled_member("a").active())
+            .observe(settled_member("b").follows("a:7000"))
+            .observe(settled_member("c2").follows("a:7000"))
+            .build()
+            .plan();
+        let log = &plan.status.log;
+        let switchover = log
+            .iter()
+            .find(|e| e.action == "switchover")
+            .expect("a switchover entry");
+        let parent = log
+            .iter()
+            .find(|e| Some(e.id) == switchover.parent)
+            .map(|e| (e.action.as_str(), e.target.as_str()));
+        assert_eq!(parent, Some(("remove-member", "a")), "{log:#?}");
+        assert!(!log.iter().any(|e| e.action == "upgrade"), "{log:#?}");
     }
 
     #[test]
