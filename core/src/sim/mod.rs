@@ -2243,10 +2243,17 @@ fn drain_violations(
     checked: &mut BTreeSet<(u64, usize)>,
 ) -> Vec<String> {
     let mut out = vec![];
-    let Some(r) = after.rollout.as_ref().filter(|r| r.direction == Direction::Upgrade) else {
+    let Some(r) = after
+        .rollout
+        .as_ref()
+        .filter(|r| r.direction == Direction::Upgrade)
+    else {
         return out;
     };
-    let forced = after.log.iter().any(|e| e.action == "drain" && e.message.contains("by force"));
+    let forced = after
+        .log
+        .iter()
+        .any(|e| e.action == "drain" && e.message.contains("by force"));
     for (ti, tier) in spec.tiers.iter().enumerate() {
         if tier.drain_before.is_none() || checked.contains(&(r.log_id, ti)) {
             continue;
@@ -2263,18 +2270,16 @@ fn drain_violations(
             continue;
         };
         checked.insert((r.log_id, ti));
-        // A tier already part-way (a reversal, a mesh status lost) is not waited for again.
+        // A tier already part-way (a reversal, a mesh status lost) is not waited for again:
+        // one of its clusters runs an operation or has members on two versions.
         let moving = clusters.iter().any(|c| {
             in_tier(&c.name)
                 && (c.members.values().any(|m| m.current.is_some())
-                    || c
-                        .members
-                        .values()
-                        .any(|m| !same_version(&m.version, &spec.version)))
-                && c
-                    .status
-                    .as_ref()
-                    .is_some_and(|st| st.members.iter().any(|m| m.operation.is_some()))
+                    || c.members.values().any(|m| {
+                        c.members
+                            .values()
+                            .any(|o| !same_version(&m.version, &o.version))
+                    }))
         });
         if moving || forced {
             continue;
@@ -2379,7 +2384,10 @@ mod drain_tests {
         let mut checked = BTreeSet::new();
         let after = admitting("d1", Direction::Upgrade);
         let found = drain_violations(&spec, None, &after, &sim.clusters, &mut checked);
-        assert_eq!(found, ["tier dest admitted d1 with replication backlog on src (7)"]);
+        assert_eq!(
+            found,
+            ["tier dest admitted d1 with replication backlog on src (7)"]
+        );
         // Judged at the tier's first admission only.
         let again = drain_violations(&spec, None, &after, &sim.clusters, &mut checked);
         assert!(again.is_empty());
@@ -2393,5 +2401,31 @@ mod drain_tests {
             m.backlog = 0;
         }
         assert!(drain_violations(&spec, None, &after, &sim.clusters, &mut fresh).is_empty());
+        // A tier already part-way (a member of d1 upgraded, the mesh status lost) is not
+        // waited for again, whatever the backlog.
+        let mut sim = sim_of(&["src", "d1"]);
+        let spec2 = ClusterSpec {
+            members: vec![topology::member("m0", "d1"), topology::member("m1", "d1")],
+            ..Default::default()
+        };
+        sim.clusters.pop();
+        sim.add_cluster("d1", BTreeMap::new(), spec2, "1.0.0");
+        if let Some(m) = sim.clusters[0].members.get_mut("m0") {
+            m.backlog = 7;
+        }
+        if let Some(m) = sim.clusters[1].members.get_mut("m1") {
+            m.version = "2.0.0".into();
+        }
+        let mut fresh = BTreeSet::new();
+        assert!(drain_violations(&spec, None, &after, &sim.clusters, &mut fresh).is_empty());
+        // Not once both of its members are back on one version.
+        if let Some(m) = sim.clusters[1].members.get_mut("m1") {
+            m.version = "1.0.0".into();
+        }
+        let mut fresh = BTreeSet::new();
+        assert_eq!(
+            drain_violations(&spec, None, &after, &sim.clusters, &mut fresh).len(),
+            1
+        );
     }
 }

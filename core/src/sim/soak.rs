@@ -222,7 +222,9 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
         .mesh
         .as_ref()
         .and_then(|m| m.status.as_ref())
-        .map_or(0, |st| st.log.iter().filter(|e| e.action == "drain").count());
+        .map_or(0, |st| {
+            st.log.iter().filter(|e| e.action == "drain").count()
+        });
     v
 }
 

@@ -12,8 +12,8 @@ use crate::plan::stall::Stall;
 
 use super::capacity::capacity_refusal;
 use super::compat::RoleVersions;
-use super::read::{Clusters, Summary};
 use super::drain::{self, Drain};
+use super::read::{Clusters, Summary};
 use super::rollout::{dir_word, log_admission};
 
 /// What admission reads: the mesh, its clusters and where the rollout goes.

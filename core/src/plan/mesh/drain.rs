@@ -9,8 +9,8 @@
 //! `read` (the backlog), `rollout` (the tier's log entry), `plan::stall`.
 
 use crate::api::{
-    ClusterBacklog, Direction, Duration, LogMode, LogResult, LogScope, MeshStatus,
-    TierDrainStatus, TierStatus,
+    ClusterBacklog, Direction, Duration, LogMode, LogResult, LogScope, MeshStatus, TierDrainStatus,
+    TierStatus,
 };
 use crate::plan::observe::PlanEvent;
 use crate::plan::stall::Stall;
@@ -280,7 +280,11 @@ mod tests {
                 && msg.contains("src (40), d2 (3)"),
             "{msg}"
         );
-        assert_eq!(reason(&plan), None, "waiting within the timeout is not stalled");
+        assert_eq!(
+            reason(&plan),
+            None,
+            "waiting within the timeout is not stalled"
+        );
         // Still draining a minute later: still waiting, announced once.
         scene.now = NOW.plus(Duration::from_secs(60));
         scene.set(cluster("src").ready("2.0.0").backlog(1));
@@ -293,16 +297,33 @@ mod tests {
         scene.set(cluster("d2").ready("1.0.0"));
         let plan = scene.step();
         assert_eq!(admitted(&plan), ["d1", "d2"]);
-        assert!(reasons(&plan).contains(&"TierDrained"), "{:?}", reasons(&plan));
+        assert!(
+            reasons(&plan).contains(&"TierDrained"),
+            "{:?}",
+            reasons(&plan)
+        );
         let drain = plan.status.tiers[1].drain.clone().expect("drain status");
         assert_eq!(drain.drained_at, Some(scene.now));
         assert!(drain.backlog.is_empty());
         let log = &plan.status.log;
-        let entry = log.iter().find(|e| e.action == "drain").expect("drain entry");
+        let entry = log
+            .iter()
+            .find(|e| e.action == "drain")
+            .expect("drain entry");
         assert_eq!(entry.result, LogResult::Succeeded);
-        assert!(entry.message.contains("drained after 1m30s"), "{}", entry.message);
-        let tier = log.iter().find(|e| Some(e.id) == entry.parent).expect("parent");
-        assert_eq!((tier.action.as_str(), tier.target.as_str()), ("tier", "dest"));
+        assert!(
+            entry.message.contains("drained after 1m30s"),
+            "{}",
+            entry.message
+        );
+        let tier = log
+            .iter()
+            .find(|e| Some(e.id) == entry.parent)
+            .expect("parent");
+        assert_eq!(
+            (tier.action.as_str(), tier.target.as_str()),
+            ("tier", "dest")
+        );
         // The tier's own moves make backlog: that never holds the rest of it.
         scene.set(cluster("d1").runs("2.0.0").step_in_flight().backlog(9));
         scene.set(cluster("d2").ready("2.0.0").backlog(9));
@@ -354,7 +375,10 @@ mod tests {
             .iter()
             .find(|e| e.reason == "DrainForced")
             .expect("DrainForced");
-        assert!(forced.warning && forced.message.contains("src (7)"), "{forced:?}");
+        assert!(
+            forced.warning && forced.message.contains("src (7)"),
+            "{forced:?}"
+        );
         assert!(plan.status.acknowledged.contains(&"force:t1".to_string()));
     }
 

@@ -165,10 +165,7 @@ pub(super) fn start(
         message: if scope.versions_change {
             format!("{} to {}", dir_word(direction), spec.version)
         } else {
-            format!(
-                "reconcile at {}: no cluster changes version",
-                spec.version
-            )
+            format!("reconcile at {}: no cluster changes version", spec.version)
         },
     });
 }
