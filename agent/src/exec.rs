@@ -171,7 +171,9 @@ struct Outcome {
     stderr: String,
 }
 
-const PLACEHOLDERS: [&str; 12] = [
+/// The request values a command gets, as `{name}` in its argv and as `BATON_<NAME>` in its
+/// environment.
+pub const PLACEHOLDERS: [&str; 12] = [
     "version",
     "component",
     "trust_path",

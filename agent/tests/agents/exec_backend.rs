@@ -472,12 +472,22 @@ operations:
         ],
     )
     .await?;
+    // What the agent sets: the fixed variables and one per request value. Other BATON_*
+    // variables the test itself inherited (a CI script's) pass through untouched, as any
+    // variable of the agent's environment does, and are not this test's business.
+    let ours = |k: &str| {
+        k.strip_prefix("BATON_").is_some_and(|n| {
+            let n = n.to_ascii_lowercase();
+            baton_agent::exec::PLACEHOLDERS.contains(&n.as_str())
+                || ["operation_id", "operation_kind"].contains(&n.as_str())
+        })
+    };
     let env_of = |id: &str| -> TestResult<BTreeMap<String, String>> {
         let text = std::fs::read_to_string(host.join(format!("{id}.env")))?;
         Ok(text
             .lines()
             .filter_map(|l| l.split_once('='))
-            .filter(|(k, _)| k.starts_with("BATON_") || *k == "APP_HOME")
+            .filter(|(k, _)| ours(k) || *k == "APP_HOME")
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect())
     };

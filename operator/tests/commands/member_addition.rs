@@ -12,7 +12,6 @@ use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use baton_agent::api::{OperationKind as K, OperationRecord, OperationState, Role};
 use support::*;
@@ -22,15 +21,6 @@ const CLIENTS: [&str; 2] = ["k1", "k2"];
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/member-addition")
-}
-
-/// Runs `program` in `dir` and fails the test with its output unless it exits 0.
-fn sh(dir: &Path, program: &str, args: &[&str]) -> TestResult<String> {
-    let out = Command::new(program).args(args).current_dir(dir).output()?;
-    if !out.status.success() {
-        return Err(err(format!("{program} {args:?}: {}", text(&out))));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A host's data endpoint, as its `data-endpoint` file says. The scripts replicate nothing, so

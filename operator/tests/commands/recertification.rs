@@ -11,7 +11,6 @@ use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use baton_agent::api::{OperationKind as K, OperationRecord, OperationState};
 use baton_agent::pki::fingerprints_pem;
@@ -19,15 +18,6 @@ use support::*;
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/recertification")
-}
-
-/// Runs a command in `dir` and fails the test with its output unless it exits 0.
-fn sh(dir: &Path, program: &str, args: &[&str]) -> TestResult<String> {
-    let out = Command::new(program).args(args).current_dir(dir).output()?;
-    if !out.status.success() {
-        return Err(err(format!("{program} {args:?}: {}", text(&out))));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The new CA, made as the example's README says (`ca.crt`, `ca.key` in `dir`).

@@ -188,6 +188,18 @@ impl Fleet {
     }
 }
 
+/// Runs `program` in `dir` and fails the test with its output unless it exits 0; its stdout.
+pub fn sh(dir: &Path, program: &str, args: &[&str]) -> TestResult<String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    if !out.status.success() {
+        return Err(err(format!("{program} {args:?}: {}", text(&out))));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// A finished process's exit code and output, for a failure message.
 pub fn text(o: &std::process::Output) -> String {
     format!(

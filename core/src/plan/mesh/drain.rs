@@ -219,7 +219,7 @@ fn open_drain_entry(st: &MeshStatus, tier: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use crate::api::{Duration, LogResult, MeshPhase};
-    use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
+    use crate::fixtures::mesh::{NOW, Scene, admitted, cluster, mesh};
     use crate::plan::mesh::MeshPlan;
     use crate::plan::stall::Stall;
 
@@ -234,14 +234,6 @@ mod tests {
             .with(cluster("src").ready("1.0.0"))
             .with(cluster("d1").ready("1.0.0"))
             .with(cluster("d2").ready("1.0.0"))
-    }
-
-    fn admitted(plan: &MeshPlan) -> Vec<&str> {
-        plan.status
-            .admitted
-            .iter()
-            .map(|a| a.cluster.as_str())
-            .collect()
     }
 
     fn reasons(plan: &MeshPlan) -> Vec<&str> {

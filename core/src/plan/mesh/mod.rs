@@ -308,16 +308,7 @@ fn rotate(
 mod tests {
     use super::*;
     use crate::api::Direction;
-    use crate::fixtures::mesh::{Scene, cluster, mesh};
-
-    /// Names admitted by a plan.
-    fn admitted(plan: &MeshPlan) -> Vec<&str> {
-        plan.status
-            .admitted
-            .iter()
-            .map(|a| a.cluster.as_str())
-            .collect()
-    }
+    use crate::fixtures::mesh::{Scene, admitted, cluster, mesh};
 
     #[test]
     fn a_rollout_with_no_version_to_change_says_so() {
