@@ -98,38 +98,37 @@ pub(super) fn gate(
     let forced = force.filter(|t| !st.acknowledged.contains(&format!("force:{t}")));
     if backlog.is_empty() || forced.is_some() {
         drain.drained_at = Some(now);
-        let left = std::mem::take(&mut drain.backlog);
-        let message = match forced {
-            Some(_) if !backlog.is_empty() => {
-                format!(
-                    "tier {}: started by force with replication backlog on {}",
-                    tier.name,
-                    listed(&left)
-                )
-            }
-            _ if first => format!("tier {}: no replication backlog in the mesh", tier.name),
-            _ => format!(
+        drain.backlog.clear();
+        // A force is spent (acknowledged, warned of) only when it overrode a backlog.
+        let by_force = forced.filter(|_| !backlog.is_empty());
+        let message = if by_force.is_some() {
+            format!(
+                "tier {}: started by force with replication backlog on {}",
+                tier.name,
+                listed(&backlog)
+            )
+        } else if first {
+            format!("tier {}: no replication backlog in the mesh", tier.name)
+        } else {
+            format!(
                 "tier {}: replication drained after {}",
                 tier.name,
                 secs(waited)
-            ),
+            )
         };
-        if let Some(t) = forced
-            && !backlog.is_empty()
-        {
+        if let Some(t) = by_force {
             st.acknowledged.push(format!("force:{t}"));
-            events.push(PlanEvent {
-                warning: true,
-                reason: "DrainForced".into(),
-                message: message.clone(),
-            });
-        } else {
-            events.push(PlanEvent {
-                warning: false,
-                reason: "TierDrained".into(),
-                message: message.clone(),
-            });
         }
+        events.push(PlanEvent {
+            warning: by_force.is_some(),
+            reason: if by_force.is_some() {
+                "DrainForced"
+            } else {
+                "TierDrained"
+            }
+            .into(),
+            message: message.clone(),
+        });
         if let Some(id) = open_drain_entry(st, &tier.name) {
             log(st).close(id, LogResult::Succeeded, message, now);
         }
@@ -372,6 +371,18 @@ mod tests {
             "{forced:?}"
         );
         assert!(plan.status.acknowledged.contains(&"force:t1".to_string()));
+        // A force already given when the tier's turn comes names the backlog it overrides.
+        let mut scene = source_then_destinations(Duration::from_secs(600));
+        scene.step();
+        scene.intents.force = Some("t2".into());
+        scene.set(cluster("src").ready("2.0.0").backlog(5));
+        let plan = scene.step();
+        let forced = plan
+            .events
+            .iter()
+            .find(|e| e.reason == "DrainForced")
+            .expect("DrainForced");
+        assert!(forced.message.ends_with("backlog on src (5)"), "{forced:?}");
     }
 
     #[test]
