@@ -224,6 +224,11 @@ pub struct MemberStatus {
     /// no source until a `demote` or `force-standby` with a source re-joins it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub retired: bool,
+    /// The `task` operations this member ran to success, oldest first, newest last (the last
+    /// [`MAX_TASK_RUNS`]). Demo backend: persisted across restarts; exec backend: what the
+    /// status command reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskRun>,
     /// The running operation, or else the most recent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationRecord>,
@@ -231,6 +236,24 @@ pub struct MemberStatus {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// How many [`TaskRun`]s a member keeps in its status; the oldest are dropped first.
+pub const MAX_TASK_RUNS: usize = 32;
+
+/// One `task` operation that succeeded on a member (`MemberStatus::tasks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRun {
+    /// The id of the operation that ran it.
+    pub id: String,
+    /// The task's name (the request's `task`).
+    pub task: String,
+    /// The request's `version`, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// When it finished, RFC 3339 (UTC, as every timestamp of the status).
+    pub at: String,
 }
 
 /// Every operation the agent knows. Wire names are kebab-case (`force-standby`).
@@ -253,10 +276,12 @@ pub enum OperationKind {
     AddPeer,
     RemovePeer,
     Retire,
+    /// A named job run once on this member (a once-per-mesh step), idempotent by id.
+    Task,
 }
 
 impl OperationKind {
-    pub const ALL: [OperationKind; 16] = [
+    pub const ALL: [OperationKind; 17] = [
         OperationKind::Preflight,
         OperationKind::Upgrade,
         OperationKind::Rollback,
@@ -273,6 +298,7 @@ impl OperationKind {
         OperationKind::AddPeer,
         OperationKind::RemovePeer,
         OperationKind::Retire,
+        OperationKind::Task,
     ];
 
     /// The wire name, e.g. `force-standby`.
@@ -294,6 +320,7 @@ impl OperationKind {
             OperationKind::AddPeer => "add-peer",
             OperationKind::RemovePeer => "remove-peer",
             OperationKind::Retire => "retire",
+            OperationKind::Task => "task",
         }
     }
 
@@ -354,6 +381,9 @@ pub struct OperationRequest {
     /// accepted under `peer` too (a shared identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_from: Option<String>,
+    /// `task`: the name of the job to run (a DNS label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 impl OperationRequest {
@@ -374,6 +404,7 @@ impl OperationRequest {
             peer: None,
             fingerprint: None,
             copy_from: None,
+            task: None,
         }
     }
 
@@ -426,6 +457,12 @@ impl OperationRequest {
         self
     }
 
+    /// `task`: the name of the job to run.
+    pub fn with_task(mut self, task: impl Into<String>) -> Self {
+        self.task = Some(task.into());
+        self
+    }
+
     pub fn with_certificate(
         mut self,
         cert_pem: impl Into<String>,
@@ -457,6 +494,7 @@ impl fmt::Debug for OperationRequest {
             .field("peer", &self.peer)
             .field("fingerprint", &self.fingerprint)
             .field("copy_from", &self.copy_from)
+            .field("task", &self.task)
             .finish()
     }
 }
@@ -487,6 +525,8 @@ pub struct OperationParams {
     pub fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -554,6 +594,11 @@ pub struct Faults {
     /// Load figure reported in `/v1/status` (`None` keeps the `--load` flag's value).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<u64>,
+    /// `task` operations of these task names fail (demo backend) and are not recorded in
+    /// `tasks`. Omitted when empty, so a client that never sets it can still drive an agent
+    /// that predates it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fail_tasks: Vec<String>,
 }
 
 /// Every 4xx/5xx answer of the agent carries this body.
@@ -664,6 +709,50 @@ mod tests {
         let back: OperationRequest = serde_json::from_str(&serde_json::to_string(&req)?)?;
         assert_eq!(back, req);
         assert!(format!("{req:?}").contains("m4"));
+        Ok(())
+    }
+
+    #[test]
+    fn task_operations_and_task_runs_on_the_wire() -> Result<(), serde_json::Error> {
+        assert_eq!(OperationKind::parse("task"), Some(OperationKind::Task));
+        assert_eq!(serde_json::to_value(OperationKind::Task)?, "task");
+        assert!(OperationKind::ALL.contains(&OperationKind::Task));
+        let req = OperationRequest::new("upload-2.0.0", OperationKind::Task)
+            .with_task("upload-content")
+            .with_version("2.0.0");
+        let wire = serde_json::to_value(&req)?;
+        assert_eq!(
+            wire,
+            serde_json::json!({"id": "upload-2.0.0", "kind": "task", "version": "2.0.0",
+                               "task": "upload-content"})
+        );
+        assert_eq!(serde_json::from_value::<OperationRequest>(wire)?, req);
+        assert!(format!("{req:?}").contains("upload-content"));
+        let params: OperationParams = serde_json::from_value(serde_json::json!({"task": "t"}))?;
+        assert_eq!(params.task.as_deref(), Some("t"));
+
+        // `tasks` is omitted when empty, and read back with its runs in order.
+        let st: MemberStatus = serde_json::from_value(old_status())?;
+        assert!(st.tasks.is_empty());
+        assert!(serde_json::to_value(&st)?.get("tasks").is_none());
+        let mut full = old_status();
+        full["tasks"] = serde_json::json!([
+            {"id": "a", "task": "upload-content", "version": "2.0.0", "at": "2026-01-01T10:00:00Z"},
+            {"id": "b", "task": "upload-content", "at": "2026-01-01T10:05:00Z"}
+        ]);
+        let st: MemberStatus = serde_json::from_value(full.clone())?;
+        assert_eq!(
+            st.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(st.tasks[1].version, None);
+        assert_eq!(serde_json::to_value(&st)?.get("tasks"), full.get("tasks"));
+
+        // `failTasks` is omitted when empty (an older agent refuses unknown fault fields).
+        let wire = serde_json::to_value(Faults::default())?;
+        assert!(wire.get("failTasks").is_none(), "{wire}");
+        let faults: Faults = serde_json::from_value(serde_json::json!({"failTasks": ["x"]}))?;
+        assert_eq!(faults.fail_tasks, ["x"]);
         Ok(())
     }
 }

@@ -120,6 +120,9 @@ pub struct RunArgs {
     /// Duration of a demo restart (the `restart` operation of a CA rotation).
     #[arg(long, default_value_t = 0.0)]
     pub restart_seconds: f64,
+    /// Duration of a demo `task` operation (a once-per-mesh step).
+    #[arg(long, default_value_t = 1.0)]
+    pub task_seconds: f64,
     /// Load figure reported in /v1/status.
     #[arg(long)]
     pub load: Option<u64>,
@@ -144,6 +147,9 @@ pub struct RunArgs {
     /// Fault: preflight refuses these target versions.
     #[arg(long, value_delimiter = ',')]
     pub reject_versions: Vec<String>,
+    /// Fault: `task` operations of these task names fail.
+    #[arg(long, value_delimiter = ',')]
+    pub fail_tasks: Vec<String>,
     /// Open connections per listener (control API, data port), authenticated or not. Lowered
     /// at startup to fit the process's descriptor limit.
     #[arg(long, default_value_t = 1024)]
@@ -196,6 +202,7 @@ impl RunArgs {
             reject_versions: self.reject_versions.clone(),
             upgrade_seconds: None,
             load: None,
+            fail_tasks: self.fail_tasks.clone(),
         }
     }
 }
@@ -398,6 +405,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if !(args.restart_seconds.is_finite() && (0.0..=3600.0).contains(&args.restart_seconds)) {
         bail!("--restart-seconds must be between 0 and 3600");
     }
+    if !(args.task_seconds.is_finite() && (0.0..=3600.0).contains(&args.task_seconds)) {
+        bail!("--task-seconds must be between 0 and 3600");
+    }
     if !(args.upgrade_seconds.is_finite() && args.upgrade_seconds >= 0.0) {
         bail!("--upgrade-seconds must be a non-negative number");
     }
@@ -460,6 +470,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 },
                 upgrade_seconds: args.upgrade_seconds,
                 restart_seconds: args.restart_seconds,
+                task_seconds: args.task_seconds,
                 load: args.load,
                 faults: args.faults(),
                 conn_limits,

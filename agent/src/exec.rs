@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 use crate::api::{
     Alarm, CertInfo, Faults, Health, MemberStatus, OperationKind, OperationRequest, Replication,
-    Role, alarm_codes,
+    Role, TaskRun, alarm_codes,
 };
 use crate::http_util::ApiError;
 use crate::ops::{Ended, Progress};
@@ -61,6 +61,8 @@ pub struct ExecStatus {
     pub config_digest: Option<String>,
     /// The member was retired.
     pub retired: Option<bool>,
+    /// The `task` operations the application ran, newest last.
+    pub tasks: Option<Vec<TaskRun>>,
 }
 
 impl ExecStatus {
@@ -85,6 +87,7 @@ impl ExecStatus {
             peers: self.peers.or(f.peers),
             config_digest: self.config_digest.or(f.config_digest),
             retired: self.retired.or(f.retired),
+            tasks: self.tasks.or(f.tasks),
         }
     }
 }
@@ -173,7 +176,7 @@ struct Outcome {
 
 /// The request values a command gets, as `{name}` in its argv and as `BATON_<NAME>` in its
 /// environment.
-pub const PLACEHOLDERS: [&str; 12] = [
+pub const PLACEHOLDERS: [&str; 13] = [
     "version",
     "component",
     "trust_path",
@@ -186,6 +189,7 @@ pub const PLACEHOLDERS: [&str; 12] = [
     "peer",
     "fingerprint",
     "copy_from",
+    "task",
 ];
 
 impl ExecBackend {
@@ -247,6 +251,9 @@ impl ExecBackend {
         }
         if let Some(x) = &req.copy_from {
             v.insert("copy_from", x.clone());
+        }
+        if let Some(x) = &req.task {
+            v.insert("task", x.clone());
         }
         if req.trust_pem.is_some() {
             v.insert("trust_path", dir.join("trust.pem").display().to_string());
@@ -609,6 +616,7 @@ impl ExecBackend {
             peers: s.peers.unwrap_or_default(),
             config_digest: s.config_digest,
             retired: s.retired.unwrap_or(false),
+            tasks: s.tasks.unwrap_or_default(),
             operation: None,
         }
     }

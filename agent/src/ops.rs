@@ -325,6 +325,7 @@ fn recorded_params(req: &OperationRequest) -> OperationParams {
         peer: req.peer.clone(),
         fingerprint: req.fingerprint.clone(),
         copy_from: req.copy_from.clone(),
+        task: req.task.clone(),
     }
 }
 
@@ -422,6 +423,7 @@ pub fn valid_fingerprint(fp: &str) -> bool {
     fp.len() == 64 && fp.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// `name` (the parameter `what`: a peer or task name) must be a DNS label.
 fn validate_peer_name(name: &str, what: &str) -> Result<(), ApiError> {
     if valid_peer_name(name) {
         return Ok(());
@@ -503,6 +505,7 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         K::InstallCertificate => &["certificatePem", "keyPem"],
         K::AddPeer => &["peer", "fingerprint", "copyFrom"],
         K::RemovePeer => &["peer"],
+        K::Task => &["task", "version"],
         K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData | K::Retire => &[],
     };
     let present = [
@@ -517,6 +520,7 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         ("peer", req.peer.is_some()),
         ("fingerprint", req.fingerprint.is_some()),
         ("copyFrom", req.copy_from.is_some()),
+        ("task", req.task.is_some()),
     ];
     for (name, is_present) in present {
         if is_present && !allowed.contains(&name) {
@@ -561,6 +565,13 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         }
         K::AddPeer => validate_add_peer(req)?,
         K::RemovePeer => validate_peer_name(require(&req.peer, kind, "peer")?, "peer")?,
+        K::Task => {
+            // A task name is a DNS label, like a peer name.
+            validate_peer_name(require(&req.task, kind, "task")?, "task")?;
+            if let Some(v) = &req.version {
+                validate_version(v)?;
+            }
+        }
         K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData | K::Retire => {}
     }
     Ok(())
@@ -904,6 +915,81 @@ mod tests {
             code(OperationRequest::new("t", OperationKind::Retire)),
             None
         );
+    }
+
+    #[test]
+    fn task_takes_a_dns_label_and_an_optional_version() {
+        let task = || OperationRequest::new("t", OperationKind::Task);
+        let code = |r: OperationRequest| validate_request(&r).err().map(|e| e.code);
+        assert_eq!(code(task().with_task("upload-content")), None);
+        assert_eq!(code(task().with_task("a").with_version("2.0.0")), None);
+        assert_eq!(code(task().with_task("x".repeat(63))), None);
+        let huge = "Z".repeat(10_000);
+        let cases = [
+            (task(), "missing_param", "\"task\""),
+            (task().with_version("2.0.0"), "missing_param", "\"task\""),
+            (task().with_task(""), "missing_param", "\"task\""),
+            (task().with_task("Upload"), "invalid_param", "task"),
+            (task().with_task("upload_content"), "invalid_param", "task"),
+            (task().with_task("-upload"), "invalid_param", "task"),
+            (task().with_task("upload-"), "invalid_param", "task"),
+            (task().with_task("x".repeat(64)), "invalid_param", "task"),
+            (task().with_task(huge.as_str()), "invalid_param", "task"),
+            (
+                task().with_task("t").with_version("1; rm"),
+                "invalid_param",
+                "version",
+            ),
+            (
+                task().with_task("t").with_component("os"),
+                "unexpected_param",
+                "component",
+            ),
+            (
+                task().with_task("t").with_peer("m1"),
+                "unexpected_param",
+                "peer",
+            ),
+            (
+                OperationRequest::new("b", OperationKind::Backup).with_task("t"),
+                "unexpected_param",
+                "task",
+            ),
+            (
+                OperationRequest::new("u", OperationKind::Upgrade)
+                    .with_version("2.0.0")
+                    .with_task("t"),
+                "unexpected_param",
+                "task",
+            ),
+        ];
+        for (req, want, names) in cases {
+            let what = clip(&format!("{req:?}"), 200);
+            let e = validate_request(&req).err();
+            assert_eq!(e.as_ref().map(|e| e.code.as_str()), Some(want), "{what}");
+            let message = e.map(|e| e.message).unwrap_or_default();
+            assert!(message.contains(names), "{what}: {message}");
+            assert!(message.len() < 400, "{what}: {message}");
+        }
+    }
+
+    #[test]
+    fn task_params_are_recorded_and_parsed_from_the_wire() -> Result<()> {
+        let req = parse_request(
+            br#"{"id":"up-content","kind":"task","task":"upload-content","version":"2.0.0"}"#,
+        )
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+        assert_eq!(
+            (req.kind, req.task.as_deref(), req.version.as_deref()),
+            (OperationKind::Task, Some("upload-content"), Some("2.0.0"))
+        );
+        assert_eq!(
+            serde_json::to_value(recorded_params(&req))?,
+            serde_json::json!({"version": "2.0.0", "task": "upload-content"})
+        );
+        let e = parse_request(br#"{"id":"t","kind":"task","task":7}"#);
+        assert_eq!(e.err().map(|e| e.code), Some("invalid_request".into()));
+        Ok(())
     }
 
     #[test]

@@ -218,6 +218,9 @@ fn describe_params(rec: &OperationRecord) -> String {
     if let Some(n) = &p.copy_from {
         parts.push(format!("copyFrom={n}"));
     }
+    if let Some(t) = &p.task {
+        parts.push(format!("task={t}"));
+    }
     if parts.is_empty() {
         String::new()
     } else {
@@ -233,18 +236,10 @@ mod tests {
     use crate::api::{OperationKind, Role};
     use crate::demo::{DemoConfig, MemberTlsFlags};
 
-    /// A client that disconnects while its operation is being recorded (the operator killed
-    /// mid-request) drops the request handler's future at whatever await it had reached. The
-    /// operation must still run to its end, not stay Running with no worker.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_submission_dropped_mid_way_still_runs_its_operation() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ops = OpsStore::load(dir.path().join("operations.json"))
-            .await
-            .expect("journal");
-        let demo = DemoBackend::start(DemoConfig {
+    fn demo_config(dir: &std::path::Path, task_seconds: f64) -> DemoConfig {
+        DemoConfig {
             member: "m0".into(),
-            data_dir: dir.path().join("data"),
+            data_dir: dir.join("data"),
             data_listen: "127.0.0.1:0".parse().expect("address"),
             data_advertise_host: None,
             version: "1.0.0".into(),
@@ -257,12 +252,25 @@ mod tests {
             },
             upgrade_seconds: 0.1,
             restart_seconds: 0.0,
+            task_seconds,
             load: None,
             faults: Faults::default(),
             conn_limits: Default::default(),
-        })
-        .await
-        .expect("demo backend");
+        }
+    }
+
+    /// A client that disconnects while its operation is being recorded (the operator killed
+    /// mid-request) drops the request handler's future at whatever await it had reached. The
+    /// operation must still run to its end, not stay Running with no worker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_submission_dropped_mid_way_still_runs_its_operation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ops = OpsStore::load(dir.path().join("operations.json"))
+            .await
+            .expect("journal");
+        let demo = DemoBackend::start(demo_config(dir.path(), 0.0))
+            .await
+            .expect("demo backend");
         let engine = Engine {
             member: "m0".into(),
             ops,
@@ -290,5 +298,51 @@ mod tests {
             }
             assert_eq!(engine.backend.version().await.as_deref(), Some(&*version));
         }
+    }
+
+    /// A demo member keeps the last `MAX_TASK_RUNS` task runs, newest last, and a new backend
+    /// on the same data directory (an agent restart) reads them back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn task_runs_are_bounded_and_persisted() {
+        use crate::api::MAX_TASK_RUNS;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ops = OpsStore::load(dir.path().join("operations.json"))
+            .await
+            .expect("journal");
+        let demo = DemoBackend::start(demo_config(dir.path(), 0.0))
+            .await
+            .expect("demo backend");
+        let engine = Engine {
+            member: "m0".into(),
+            ops,
+            backend: Backend::Demo(Arc::new(demo)),
+        };
+        let runs = MAX_TASK_RUNS + 2;
+        for i in 0..runs {
+            let req = OperationRequest::new(format!("t-{i}"), OperationKind::Task)
+                .with_task(format!("job-{}", i % 3));
+            let (_, rec) = engine.submit(req).await.expect("accepted");
+            let rec = engine
+                .ops
+                .wait_finished(&rec.id, Duration::from_secs(10))
+                .await
+                .expect("recorded");
+            assert_eq!(rec.state, OperationState::Succeeded, "{rec:?}");
+        }
+        let tasks = engine.status().await.tasks;
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let want: Vec<String> = (runs - MAX_TASK_RUNS..runs)
+            .map(|i| format!("t-{i}"))
+            .collect();
+        assert_eq!(ids, want);
+        assert_eq!(tasks.last().map(|t| t.task.as_str()), Some("job-0"));
+        for t in &tasks {
+            let at: jiff::Timestamp = t.at.parse().expect("RFC 3339");
+            assert!(at <= jiff::Timestamp::now());
+        }
+        let again = DemoBackend::start(demo_config(dir.path(), 0.0))
+            .await
+            .expect("demo backend again");
+        assert_eq!(again.status().tasks, tasks);
     }
 }

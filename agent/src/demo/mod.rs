@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{
     Alarm, Faults, Health, MemberStatus, OperationKind, OperationRequest, Replication, Role,
-    alarm_codes,
+    TaskRun, alarm_codes,
 };
 use crate::handshakes::HandshakeCounter;
 use crate::http_util::ApiError;
@@ -66,6 +66,10 @@ pub struct MemberState {
     /// source re-joins it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub retired: bool,
+    /// The `task` operations that succeeded, newest last (the last
+    /// [`crate::api::MAX_TASK_RUNS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskRun>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -111,6 +115,8 @@ pub struct DemoConfig {
     pub upgrade_seconds: f64,
     /// How long the `restart` operation takes.
     pub restart_seconds: f64,
+    /// How long a `task` operation takes.
+    pub task_seconds: f64,
     pub load: Option<u64>,
     pub faults: Faults,
 }
@@ -135,6 +141,7 @@ pub(crate) struct Shared {
     faults: Mutex<Faults>,
     default_upgrade_seconds: f64,
     pub restart_seconds: f64,
+    pub task_seconds: f64,
     default_load: Option<u64>,
     upgrading: Mutex<Option<Timestamp>>,
     traffic_failed: Mutex<Option<(Timestamp, String)>>,
@@ -451,6 +458,7 @@ impl Shared {
             peers: st.peers.clone(),
             config_digest: lock(&self.config_digest).clone(),
             retired: st.retired,
+            tasks: st.tasks.clone(),
             operation: None,
         }
     }
@@ -509,6 +517,7 @@ impl DemoBackend {
                     conflicts: 0,
                     peers: BTreeMap::new(),
                     retired: false,
+                    tasks: Vec::new(),
                 };
                 persist::write_json(&state_path, &s)?;
                 s
@@ -557,6 +566,7 @@ impl DemoBackend {
             faults: Mutex::new(cfg.faults.clone()),
             default_upgrade_seconds: cfg.upgrade_seconds,
             restart_seconds: cfg.restart_seconds,
+            task_seconds: cfg.task_seconds,
             default_load: cfg.load,
             upgrading: Mutex::new(None),
             traffic_failed: Mutex::new(None),

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::peers::{self, MAX_PEERS, short};
 use super::{Shared, lock};
-use crate::api::{DemoteRole, OperationKind, OperationRequest, Role};
+use crate::api::{DemoteRole, MAX_TASK_RUNS, OperationKind, OperationRequest, Role, TaskRun};
 use crate::http_client::Target;
 use crate::ops::{Ended, Progress};
 use crate::persist;
@@ -114,6 +114,7 @@ pub(crate) async fn execute(
         K::AddPeer => add_peer(shared, &req),
         K::RemovePeer => remove_peer(shared, req.peer.as_deref().unwrap_or_default()),
         K::Retire => retire(shared).await,
+        K::Task => task(shared, &req, &progress).await,
     }
 }
 
@@ -557,5 +558,48 @@ async fn retire(shared: &Arc<Shared>) -> Ended {
     Ok(format!(
         "retired: {} -> OutOfService at final index {head}{source}; accepts no writes and follows no source until a demote or force-standby with a source re-joins it",
         before.role
+    ))
+}
+
+/// Runs the named job: `--task-seconds` with progress, then records it in the member's `tasks`
+/// (persisted with the member state, newest last, the last [`MAX_TASK_RUNS`]). A name listed
+/// in the `failTasks` fault fails halfway and is not recorded.
+async fn task(shared: &Arc<Shared>, req: &OperationRequest, progress: &Progress) -> Ended {
+    let name = req.task.clone().unwrap_or_default();
+    let fail = shared.faults().fail_tasks.contains(&name);
+    let seconds = shared.task_seconds;
+    let what = match &req.version {
+        Some(v) => format!("task {name} for {v}"),
+        None => format!("task {name}"),
+    };
+    progress.set(5, &format!("{what}: started"));
+    let steps: u32 = 10;
+    let step = Duration::from_secs_f64(seconds / f64::from(steps));
+    for i in 1..=steps {
+        tokio::time::sleep(step).await;
+        if fail && i == steps / 2 {
+            return Err(format!("task {name} failed (injected fault)"));
+        }
+        let pct = u8::try_from(5 + i * 90 / steps).unwrap_or(95);
+        progress.set(pct, &format!("{what}: step {i}/{steps}"));
+    }
+    let run = TaskRun {
+        id: req.id.clone(),
+        task: name.clone(),
+        version: req.version.clone(),
+        at: Timestamp::now().to_string(),
+    };
+    let state = shared
+        .update_state(|s| {
+            // One entry per operation id, whatever happened before.
+            s.tasks.retain(|t| t.id != run.id);
+            s.tasks.push(run.clone());
+            let excess = s.tasks.len().saturating_sub(MAX_TASK_RUNS);
+            s.tasks.drain(..excess);
+        })
+        .map_err(|e| format!("{what} ran but cannot be recorded: {e:#}"))?;
+    Ok(format!(
+        "{what} ran in {seconds:.1}s; {} task run(s) recorded",
+        state.tasks.len()
     ))
 }

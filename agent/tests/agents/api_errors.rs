@@ -149,6 +149,7 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
     let keep_short = keep(vec!["abc".into()]);
     let keep_upper = keep(vec!["A".repeat(64)]);
     let keep_many = keep((0..17).map(|i| format!("{i:064x}")).collect());
+    let long_task = format!(r#"{{"id":"a","kind":"task","task":"{}"}}"#, "t".repeat(64));
     // One row a case: what, the body, the error code.
     #[rustfmt::skip]
     let cases: &[(&str, &[u8], &str)] = &[
@@ -178,11 +179,34 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
         ("keepTrust in upper case", keep_upper.as_bytes(), "invalid_param"),
         ("keepTrust too long", keep_many.as_bytes(), "invalid_param"),
         ("keepTrust on another kind", br#"{"id":"a","kind":"restart","keepTrust":["00"]}"#, "unexpected_param"),
+        ("task without its name", br#"{"id":"a","kind":"task","version":"2.0.0"}"#, "missing_param"),
+        ("task with an empty name", br#"{"id":"a","kind":"task","task":""}"#, "missing_param"),
+        ("task name not a DNS label", br#"{"id":"a","kind":"task","task":"Upload_Content"}"#, "invalid_param"),
+        ("task name too long", long_task.as_bytes(), "invalid_param"),
+        ("task name of the wrong type", br#"{"id":"a","kind":"task","task":["x"]}"#, "invalid_request"),
+        ("task with a bad version", br#"{"id":"a","kind":"task","task":"x","version":"1 2"}"#, "invalid_param"),
+        ("task with a component", br#"{"id":"a","kind":"task","task":"x","component":"os"}"#, "unexpected_param"),
+        ("task on another kind", br#"{"id":"a","kind":"backup","task":"x"}"#, "unexpected_param"),
     ];
     for (what, body, code) in cases {
         let request = (Method::POST, "/v1/operations", *body);
         expect_error(&t, what, request, (StatusCode::BAD_REQUEST, code)).await?;
     }
+    // A malformed task name is quoted as an excerpt, in a message naming the field.
+    let huge_task = format!(
+        r#"{{"id":"a","kind":"task","task":"{}"}}"#,
+        "X".repeat(100_000)
+    );
+    let (status, e) = call(&t, Method::POST, "/v1/operations", huge_task.as_bytes()).await?;
+    assert_eq!(
+        (status, e.error.as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_param")
+    );
+    assert!(
+        e.message.starts_with("task ") && e.message.contains("DNS label") && e.message.len() < 512,
+        "{}",
+        e.message
+    );
 
     // Routing and fault-body errors.
     let routing: [(Request, Refusal); 7] = [

@@ -452,6 +452,7 @@ operations:
   demote: {{command: ["{dump}"]}}
   install-certificate: {{command: ["{dump}"]}}
   upgrade: {{command: ["{dump}"]}}
+  task: {{command: ["{dump}"]}}
 "#,
         host = host.display()
     );
@@ -567,6 +568,20 @@ operations:
             &[("BATON_VERSION", "2.0.0"), ("BATON_COMPONENT", "app")]
         )
     );
+    m1.run_ok(
+        &Req::new("task", K::Task)
+            .with_task("upload-content")
+            .with_version("2.0.0"),
+    )
+    .await?;
+    assert_eq!(
+        env_of("task")?,
+        expect(
+            "task",
+            "task",
+            &[("BATON_TASK", "upload-content"), ("BATON_VERSION", "2.0.0")]
+        )
+    );
     // Paths of the files the agent wrote, the key's among them; never a trust path unasked.
     let cert = fx.pki.mesh_ca.issue(&CertSpec::member("m1"))?;
     m1.run_ok(
@@ -590,5 +605,101 @@ operations:
         )
     );
     assert_eq!(std::fs::read_to_string(&cert_path)?, cert.cert_pem);
+    Ok(())
+}
+
+/// `task` runs its configured command with `{task}` (and `{version}`) in its argv and
+/// `BATON_TASK` in its environment, once per operation id; the status command may report the
+/// tasks the application ran as `tasks`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_task_runs_its_command_once_per_id_and_the_status_reports_tasks() -> TestResult {
+    let fx = Fixture::new(&["m1"])?;
+    let host = fx.path().join("host");
+    std::fs::create_dir_all(&host)?;
+    let h = host.display().to_string();
+    let task = script(
+        &host,
+        "task.sh",
+        &r#"cd HOST; echo "$1 $2 $BATON_TASK" >> ops.log
+printf '{"id":"%s","task":"%s","version":"%s","at":"2026-01-01T10:00:00Z"}\n' "$BATON_OPERATION_ID" "$1" "$2" >> tasks.jsonl"#
+            .replace("HOST", &h),
+    )?;
+    let status = script(
+        &host,
+        "status.sh",
+        &r#"cd HOST; printf '{"version":"1.0.0","tasks":[%s]}' "$(paste -sd, tasks.jsonl 2>/dev/null)""#
+            .replace("HOST", &h),
+    )?;
+    let config = format!(
+        r#"
+statusCommand:
+  command: ["{status}"]
+operations:
+  task: {{command: ["{task}", "{{task}}", "{{version}}"]}}
+"#
+    );
+    let cfg = fx.path().join("exec.yaml");
+    std::fs::write(&cfg, config)?;
+    let cfg = cfg.display().to_string();
+    let m1 = fx
+        .start("m1", &["--backend", "exec", "--exec-config", &cfg])
+        .await?;
+    assert!(m1.status().await?.tasks.is_empty());
+
+    let req = Req::new("upload-2.0.0", K::Task)
+        .with_task("upload-content")
+        .with_version("2.0.0");
+    let rec = m1.run_ok(&req).await?;
+    assert_eq!(rec.params.task.as_deref(), Some("upload-content"));
+    let s = m1.status().await?;
+    let listed: Vec<(&str, &str, Option<&str>, &str)> = s
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                t.id.as_str(),
+                t.task.as_str(),
+                t.version.as_deref(),
+                t.at.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [(
+            "upload-2.0.0",
+            "upload-content",
+            Some("2.0.0"),
+            "2026-01-01T10:00:00Z"
+        )]
+    );
+    // The same id again: the recorded operation, the command is not run a second time.
+    let again = m1.client.submit(&req).await?;
+    assert_eq!(again.finished_at, rec.finished_at);
+    // This template needs {version}: a task without one is refused before anything runs.
+    let e = refused(
+        m1.client
+            .submit(&Req::new("no-version", K::Task).with_task("upload-content")),
+        "accepted",
+    )
+    .await?;
+    assert_eq!(e.code(), Some("missing_param"), "{e}");
+    m1.run_ok(
+        &Req::new("upload-3.0.0", K::Task)
+            .with_task("upload-content")
+            .with_version("3.0.0"),
+    )
+    .await?;
+    let log = std::fs::read_to_string(host.join("ops.log"))?;
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [
+            "upload-content 2.0.0 upload-content",
+            "upload-content 3.0.0 upload-content"
+        ]
+    );
+    let s = m1.status().await?;
+    let ids: Vec<&str> = s.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["upload-2.0.0", "upload-3.0.0"]);
     Ok(())
 }

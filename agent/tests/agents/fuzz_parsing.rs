@@ -70,6 +70,8 @@ const FIELDS: &[&str] = &[
     "hangUpgrade",
     "upgradeSeconds",
     "failUpgradeTo",
+    "task",
+    "failTasks",
 ];
 
 fn kinds() -> impl Strategy<Value = String> {
@@ -130,8 +132,9 @@ fn mutated_body() -> impl Strategy<Value = Vec<u8>> {
         br#"{"id":"d","kind":"demote","source":"127.0.0.1:7001","role":"spare"}"#.to_vec(),
         br#"{"id":"s","kind":"sync-config","source":"[::1]:7001"}"#.to_vec(),
         br#"{"id":"p","kind":"promote"}"#.to_vec(),
+        br#"{"id":"u","kind":"task","task":"upload-content","version":"2.0.0"}"#.to_vec(),
         br#"{"id":"t","kind":"install-trust","trustPem":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}"#.to_vec(),
-        br#"{"failUpgradeTo":["3.0.0"],"hangUpgrade":false,"upgradeSeconds":0.5,"load":4}"#.to_vec(),
+        br#"{"failUpgradeTo":["3.0.0"],"hangUpgrade":false,"upgradeSeconds":0.5,"load":4,"failTasks":["x"]}"#.to_vec(),
     ];
     let mutation = prop_oneof![
         (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| (0u8, i, b)),

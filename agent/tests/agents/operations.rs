@@ -330,3 +330,105 @@ async fn sync_config_copies_from_a_peer() -> TestResult {
     assert_eq!(copied, config);
     Ok(())
 }
+
+/// `task`: a named job run once per operation id (a once-per-mesh step), listed in the
+/// member's `tasks`; the `failTasks` fault fails it and leaves it unlisted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_once_per_operation_id_and_are_listed_in_the_status() -> TestResult {
+    let (_fx, m1) = Fixture::active_m1(&["--task-seconds", "0.3"]).await?;
+    assert!(m1.status().await?.tasks.is_empty());
+    let req = Req::new("upload-2.0.0", K::Task)
+        .with_task("upload-content")
+        .with_version("2.0.0");
+    let rec = m1.run_ok(&req).await?;
+    assert_eq!(rec.kind, K::Task);
+    assert_eq!(
+        (rec.params.task.as_deref(), rec.params.version.as_deref()),
+        (Some("upload-content"), Some("2.0.0"))
+    );
+    assert!(rec.message.contains("upload-content"), "{}", rec.message);
+    let took = rec.finished_at.map(|f| f.duration_since(rec.started_at));
+    assert!(
+        took.is_some_and(|d| d.as_secs_f64() >= 0.25),
+        "the task takes --task-seconds: {took:?}"
+    );
+    let s = m1.status().await?;
+    assert_eq!(s.tasks.len(), 1, "{:?}", s.tasks);
+    let run = &s.tasks[0];
+    assert_eq!(
+        (run.id.as_str(), run.task.as_str(), run.version.as_deref()),
+        ("upload-2.0.0", "upload-content", Some("2.0.0"))
+    );
+    let at: jiff::Timestamp = run.at.parse()?;
+    assert!(at >= rec.started_at && Some(at) <= rec.finished_at, "{at}");
+
+    // The same id again is the same operation, answered from the journal: no second run.
+    let again = m1.client.submit(&req).await?;
+    assert_eq!(
+        (again.state, again.started_at, again.finished_at),
+        (OperationState::Succeeded, rec.started_at, rec.finished_at)
+    );
+    assert_eq!(m1.status().await?.tasks, s.tasks);
+    let task_records = |ops: &[baton_agent::api::OperationRecord]| {
+        ops.iter().filter(|r| r.kind == K::Task).count()
+    };
+    assert_eq!(task_records(&m1.client.operations().await?), 1);
+
+    // Another id with the same task name runs it again, listed after the first.
+    let second = m1
+        .run_ok(&Req::new("upload-again", K::Task).with_task("upload-content"))
+        .await?;
+    let s = m1.status().await?;
+    let listed: Vec<(&str, &str, Option<&str>)> = s
+        .tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.task.as_str(), t.version.as_deref()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("upload-2.0.0", "upload-content", Some("2.0.0")),
+            ("upload-again", "upload-content", None)
+        ]
+    );
+    assert_eq!(second.params.version, None);
+
+    // A task named in failTasks fails, is not listed, and raises OperationFailed.
+    m1.client
+        .set_faults(&Faults {
+            fail_tasks: vec!["flaky-job".into()],
+            ..Faults::default()
+        })
+        .await?;
+    assert_eq!(m1.client.faults().await?.fail_tasks, ["flaky-job"]);
+    let failed = m1
+        .run(&Req::new("flaky-1", K::Task).with_task("flaky-job"))
+        .await?;
+    assert_eq!(failed.state, OperationState::Failed);
+    assert_eq!(failed.message, "task flaky-job failed (injected fault)");
+    let s = m1.status().await?;
+    assert_eq!(s.tasks.len(), 2, "{:?}", s.tasks);
+    assert!(s.tasks.iter().all(|t| t.id != "flaky-1"), "{:?}", s.tasks);
+    assert!(has_alarm(&s, "OperationFailed"), "{:?}", s.alarms);
+    // Re-posting the failed id returns the failure; it does not run again.
+    m1.client.set_faults(&Faults::default()).await?;
+    let again = m1
+        .client
+        .submit(&Req::new("flaky-1", K::Task).with_task("flaky-job"))
+        .await?;
+    assert_eq!(
+        (again.state, again.finished_at),
+        (OperationState::Failed, failed.finished_at)
+    );
+    assert_eq!(m1.status().await?.tasks.len(), 2);
+    // Without the fault, a new id of that task succeeds.
+    m1.run_ok(&Req::new("flaky-2", K::Task).with_task("flaky-job"))
+        .await?;
+    let s = m1.status().await?;
+    assert_eq!(
+        s.tasks.last().map(|t| (t.id.as_str(), t.task.as_str())),
+        Some(("flaky-2", "flaky-job"))
+    );
+    assert!(!has_alarm(&s, "OperationFailed"), "{:?}", s.alarms);
+    Ok(())
+}

@@ -118,3 +118,68 @@ async fn sigkill_during_a_slow_upgrade_of_a_standby() -> TestResult {
     assert_eq!(m2.status().await?.replication.applied_index, 40);
     Ok(())
 }
+
+/// A demo member's task runs are persisted: after a restart they are still listed, and the
+/// same operation id is still answered from the journal rather than run again. A task cut
+/// short by the restart is reported interrupted and never listed. The `--fail-tasks` flag
+/// sets the fault from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_runs_survive_a_restart_and_an_interrupted_one_is_not_listed() -> TestResult {
+    let fx = Fixture::new(&["m1"])?;
+    let mut m1 = fx
+        .start(
+            "m1",
+            &[
+                "--role",
+                "active",
+                "--task-seconds",
+                "0.2",
+                "--fail-tasks",
+                "broken,other",
+            ],
+        )
+        .await?;
+    assert_eq!(m1.client.faults().await?.fail_tasks, ["broken", "other"]);
+    let broken = m1
+        .run(&OperationRequest::new("broken-1", OperationKind::Task).with_task("broken"))
+        .await?;
+    assert_eq!(broken.state, OperationState::Failed);
+    let req = OperationRequest::new("upload-1", OperationKind::Task)
+        .with_task("upload-content")
+        .with_version("1.0.0");
+    let rec = m1.run_ok(&req).await?;
+    let before = m1.status().await?.tasks;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // A slow task, killed while it runs.
+    m1.restart(&["--task-seconds", "30"]).await?;
+    assert_eq!(
+        m1.status().await?.tasks,
+        before,
+        "listed across the restart"
+    );
+    m1.client
+        .submit(&OperationRequest::new("slow-1", OperationKind::Task).with_task("slow"))
+        .await?;
+    wait_until("the slow task to make progress", CONVERGE, || async {
+        let op = m1.client.status().await.ok()?.operation?;
+        (op.id == "slow-1" && op.progress >= 5).then_some(())
+    })
+    .await?;
+    m1.restart(&[]).await?;
+    let slow = m1.client.operation("slow-1").await?;
+    assert_eq!(
+        (slow.state, slow.message.as_str()),
+        (OperationState::Failed, INTERRUPTED)
+    );
+    let s = m1.status().await?;
+    assert_eq!(s.tasks, before, "{:?}", s.tasks);
+    // The same id again: the journal's record, no second run.
+    let again = m1.client.submit(&req).await?;
+    assert_eq!(
+        (again.state, again.finished_at),
+        (OperationState::Succeeded, rec.finished_at)
+    );
+    assert_eq!(m1.status().await?.tasks, before);
+    Ok(())
+}
