@@ -9,7 +9,7 @@ use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{CertificatesSpec, CertificatesStatus, Condition, LogEntry};
+use super::common::{CertificatesSpec, CertificatesStatus, Condition, LogEntry, TaskState};
 use super::topology::{ClientSpec, ClientStatus, MemberTopology, PeerParams, TopologyPolicy};
 use super::values::{Duration, Timestamp};
 
@@ -419,6 +419,10 @@ pub struct ClusterStatus {
     /// Where the rotation to `spec.certificates` stands (absent without `spec.certificates`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<CertificatesStatus>,
+    /// The once-per-mesh steps its mesh asked it to run (the current ones and the last
+    /// succeeded ones, bounded), so none runs twice even when the mesh's status is rebuilt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<ClusterTaskStatus>,
     /// What each managed client accepts (absent without `spec.clients`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<ClientStatus>,
@@ -609,6 +613,8 @@ pub enum StepAction {
     Join,
     /// Topology: a removed member stops serving and replicating.
     Retire,
+    /// A once-per-mesh step the mesh asked this cluster to run on one member (`task`).
+    Task,
 }
 
 impl StepAction {
@@ -659,6 +665,49 @@ pub struct StepRecord {
     /// A peer-identity step's identity (`AddPeer`, `RemovePeer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerParams>,
+    /// A mesh task's id and agent task name (`Task`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskParams>,
+}
+
+/// The mesh task a `Task` step runs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct TaskParams {
+    /// The mesh's id of the task in its rollout (`status.tasks[].id` of the Mesh).
+    pub id: String,
+    /// The task the agent runs.
+    pub task: String,
+}
+
+/// A once-per-mesh step this cluster was asked to run, as it stands here.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterTaskStatus {
+    /// The mesh's id of the task in its rollout.
+    pub id: String,
+    /// Its name in the mesh's `spec.tasks`.
+    pub name: String,
+    pub state: TaskState,
+    /// The member of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// Attempts started; attempt N's agent operation is `<id>.<N>`.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Failed attempts since the last retry intent; the next waits `backoff · 2^(n-1)` (the
+    /// cluster's `upgrade.retries`), and after `retries.limit` the task is `Failed` until a
+    /// retry intent.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
 }
 
 impl StepRecord {

@@ -78,6 +78,20 @@ pub enum LogResult {
     Cancelled,
 }
 
+/// Where a once-per-mesh step (a mesh `task`) stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TaskState {
+    /// Not due yet (its tier is not done), or due and waiting for its member (or for the end
+    /// of a backoff after a failed attempt).
+    #[default]
+    Pending,
+    /// An attempt runs.
+    Running,
+    Succeeded,
+    /// Every attempt of the retry policy failed: a human fixes the cause and retries.
+    Failed,
+}
+
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogMode {
     Automatic,

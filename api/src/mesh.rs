@@ -9,7 +9,7 @@ use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{CertificatesSpec, Condition, LogEntry, MeshCertificatesStatus};
+use super::common::{CertificatesSpec, Condition, LogEntry, MeshCertificatesStatus, TaskState};
 use super::values::{Duration, Timestamp};
 
 /// Desired state of a mesh of clusters.
@@ -76,6 +76,76 @@ pub struct MeshSpec {
     /// (a Cluster of the mesh does not declare its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<CertificatesSpec>,
+    /// Steps the mesh runs once per rollout, not per cluster: each on one member of a named
+    /// cluster, once a named tier is done and before the next tier starts (e.g. uploading
+    /// content once the source core runs the new version). Names are unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub tasks: Vec<MeshTaskSpec>,
+}
+
+/// A once-per-mesh step: one agent `task` operation on one member of `cluster`, after tier
+/// `after`, recorded in the mesh log, idempotent by id, retried with the cluster's
+/// `upgrade.retries` policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct MeshTaskSpec {
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
+    pub name: String,
+    /// The task the agent runs (the exec backend's `{task}`). Default: `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
+    pub task: Option<String>,
+    /// The cluster of this mesh whose member runs it.
+    #[schemars(length(min = 1, max = 253))]
+    pub cluster: String,
+    /// The member that runs it. Default: the cluster's active member when the task starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub member: Option<String>,
+    /// The tier after which it runs: once every cluster of that tier is done in the rollout.
+    /// The next tier (in the rollout's order) starts only once it succeeded; after the last
+    /// tier, the rollout completes only once it succeeded.
+    #[schemars(length(min = 1, max = 63))]
+    pub after: String,
+    /// The rollouts that run it: `Upgrade` (default), `Backout` or `Both`.
+    #[serde(default)]
+    pub on: TaskRollouts,
+}
+
+impl MeshTaskSpec {
+    /// The agent's task name.
+    pub fn task_name(&self) -> &str {
+        self.task.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Which rollouts run a mesh task.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TaskRollouts {
+    #[default]
+    Upgrade,
+    Backout,
+    Both,
+}
+
+impl TaskRollouts {
+    pub fn runs_on(self, direction: Direction) -> bool {
+        matches!(
+            (self, direction),
+            (TaskRollouts::Both, _)
+                | (TaskRollouts::Upgrade, Direction::Upgrade)
+                | (TaskRollouts::Backout, Direction::Backout)
+        )
+    }
 }
 
 /// A tier: clusters named explicitly and/or selected by labels.
@@ -274,12 +344,44 @@ pub struct MeshStatus {
     /// Where the mesh-wide rotation to `spec.certificates` stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<MeshCertificatesStatus>,
+    /// The once-per-mesh steps (`spec.tasks`) of the current (or last) rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<MeshTaskStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acknowledged: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<LogEntry>,
     #[serde(default)]
     pub next_log_id: u64,
+}
+
+/// Where one once-per-mesh step stands in the rollout.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct MeshTaskStatus {
+    pub name: String,
+    /// The same for every attempt in this rollout (`<mesh>.<name>.r<rollout log id>`); the
+    /// agent operation of attempt N is `<id>.<N>`, so a repeat is the same operation.
+    pub id: String,
+    pub cluster: String,
+    pub state: TaskState,
+    /// The member it ran on (last attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// Failed attempts so far.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When its tier was done and the cluster was asked to run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Its entry in the mesh log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<u64>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

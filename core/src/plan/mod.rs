@@ -13,8 +13,8 @@ pub mod validate;
 pub mod window;
 
 pub use cluster::{
-    Admission, ClusterInput, ClusterPlan, Intents, RotationGrant, cluster_agents, plan_cluster,
-    plan_cluster_from, removal_force_name, switchover_step_name,
+    Admission, ClusterInput, ClusterPlan, Intents, RotationGrant, TaskGrant, cluster_agents,
+    plan_cluster, plan_cluster_from, removal_force_name, switchover_step_name,
 };
 pub use mesh::{
     MeshClusterView, MeshInput, MeshIntents, MeshPlan, admission_for, plan_mesh, plan_mesh_from,

@@ -192,6 +192,7 @@ op_kinds! {
     AddPeer => "add-peer",
     RemovePeer => "remove-peer",
     Retire => "retire",
+    Task => "task",
 }
 
 /// A request to an agent. The id is derived from the recorded step, so sending it twice is the
@@ -215,6 +216,9 @@ pub struct OpRequest {
     pub trust: Option<crate::api::TrustParams>,
     /// A peer-identity step's identity (`add-peer`, `remove-peer`).
     pub peer: Option<crate::api::PeerParams>,
+    /// The agent task a `task` operation runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 impl OpRequest {
@@ -229,6 +233,7 @@ impl OpRequest {
             role: None,
             trust: None,
             peer: None,
+            task: None,
         }
     }
 }

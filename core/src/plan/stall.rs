@@ -59,6 +59,14 @@ pub enum Stall {
         timeout: String,
         backlog: String,
     },
+    /// A once-per-mesh step (`task`) failed every attempt of its retry policy (`at`: where it
+    /// ran, e.g. `cluster core-a, member a1`).
+    TaskFailed {
+        task: String,
+        at: String,
+        failures: u32,
+        error: String,
+    },
 }
 
 impl Stall {
@@ -81,6 +89,7 @@ impl Stall {
             Stall::LastInSyncStandby { .. } => "LastInSyncStandby",
             Stall::IdentityMismatch { .. } => "IdentityMismatch",
             Stall::DrainTimeout { .. } => "DrainTimeout",
+            Stall::TaskFailed { .. } => "TaskFailed",
         }
     }
 
@@ -165,6 +174,16 @@ impl fmt::Display for Stall {
                 f,
                 "tier {tier} waited {timeout} for the replication backlog to drain and it has not: {backlog}; it starts by itself once the backlog drains (or with a force intent on the mesh)"
             ),
+            Stall::TaskFailed {
+                task,
+                at,
+                failures,
+                error,
+            } => write!(
+                f,
+                "task {task} failed {failures} times ({at}): {}; fix the cause, then retry the cluster",
+                super::conditions::bounded(error, 400)
+            ),
         }
     }
 }
@@ -177,6 +196,16 @@ mod tests {
     fn each_stall_has_its_reason_and_a_message_with_its_data() {
         let cases = [
             (Stall::NoVersion, "NoVersion", "no version"),
+            (
+                Stall::TaskFailed {
+                    task: "upload-content".into(),
+                    at: "cluster core-a, member a1".into(),
+                    failures: 3,
+                    error: "exit 2".into(),
+                },
+                "TaskFailed",
+                "task upload-content failed 3 times (cluster core-a, member a1): exit 2; fix the cause, then retry the cluster",
+            ),
             (
                 Stall::DrainTimeout {
                     tier: "dest".into(),

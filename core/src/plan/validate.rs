@@ -751,6 +751,7 @@ fn validate_mesh_core(
             "must be a number >= 1",
         );
     }
+    check_tasks(&mut out, mesh, clusters, index, &outside);
     // Compatibility rules: a cycle means no role can ever move first.
     let mut edges: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (i, r) in mesh.compatibility.iter().enumerate() {
@@ -819,6 +820,60 @@ fn validate_mesh_core(
         }
     }
     out
+}
+
+/// Once-per-mesh tasks: unique names, after a tier of the mesh, on a cluster of the mesh (and
+/// a member of it when one is named).
+fn check_tasks(
+    out: &mut Vec<Problem>,
+    mesh: &MeshSpec,
+    clusters: &[ClusterRef<'_>],
+    index: &MeshIndex<'_>,
+    outside: &impl Fn(&str) -> Option<Option<String>>,
+) {
+    let mut names = BTreeSet::new();
+    for (i, t) in mesh.tasks.iter().enumerate() {
+        let f = format!("spec.tasks[{i}]");
+        check_name(out, &mut names, &|| f.clone(), "task", &t.name);
+        if let Some(task) = &t.task
+            && !is_dns_label(task)
+        {
+            problem(
+                out,
+                format!("{f}.task"),
+                format!("{task:?} must be a DNS label"),
+            );
+        }
+        if !mesh.tiers.iter().any(|x| x.name == t.after) {
+            problem(
+                out,
+                format!("{f}.after"),
+                format!("{:?} is not a tier of the mesh", t.after),
+            );
+        }
+        if index.tier_of(&t.cluster).is_none() {
+            match outside(&t.cluster) {
+                None => problem(
+                    out,
+                    format!("{f}.cluster"),
+                    format!("{:?} is not a cluster of the mesh", t.cluster),
+                ),
+                Some(Some(why)) => problem(out, format!("{f}.cluster"), why),
+                Some(None) => {}
+            }
+            continue;
+        }
+        if let Some(m) = &t.member
+            && let Some(c) = clusters.iter().rev().find(|c| c.name == t.cluster)
+            && !c.spec.members.iter().any(|x| &x.name == m)
+        {
+            problem(
+                out,
+                format!("{f}.member"),
+                format!("{m:?} is not a member of cluster {:?}", t.cluster),
+            );
+        }
+    }
 }
 
 fn find_cycle<'a>(edges: &BTreeMap<&'a str, BTreeSet<&'a str>>) -> Option<Vec<&'a str>> {

@@ -147,6 +147,7 @@ pub fn random(rng: &mut Rng, b: Bounds, version: &str) -> Topology {
         }
     }
     let mesh = MeshSpec {
+        tasks: Vec::new(),
         version: version.to_string(),
         tiers,
         compatibility,
@@ -211,6 +212,7 @@ pub fn active_standby_deployment(
         drain_before: None,
     };
     let mesh = MeshSpec {
+        tasks: Vec::new(),
         version: version.to_string(),
         tiers: vec![
             tier(

@@ -459,6 +459,7 @@ fn operation_kind(k: OpKind) -> OperationKind {
         OpKind::AddPeer => OperationKind::AddPeer,
         OpKind::RemovePeer => OperationKind::RemovePeer,
         OpKind::Retire => OperationKind::Retire,
+        OpKind::Task => OperationKind::Task,
     }
 }
 
@@ -485,6 +486,10 @@ pub fn operation_request(r: &OpRequest, material: &Material) -> OperationRequest
             req.role = role;
         }
         OpKind::ForceStandby | OpKind::SyncConfig => req.source = r.source.clone(),
+        OpKind::Task => {
+            req.task = r.task.clone();
+            req.version = r.version.clone();
+        }
         OpKind::InstallTrust => {
             req.trust_pem = material.trust_pem.clone();
             req.keep_trust = r.trust.as_ref().map(|t| t.keep.clone()).unwrap_or_default();
@@ -712,6 +717,7 @@ mod tests {
             role: Some("spare".into()),
             trust: None,
             peer: None,
+            task: Some("upload-content".into()),
         }
     }
 
@@ -727,6 +733,7 @@ mod tests {
             OpKind::Backup,
             OpKind::Verify,
             OpKind::SyncConfig,
+            OpKind::Task,
         ] {
             let wire = operation_request(&req(kind), &Material::default());
             assert_eq!(wire.id, req(kind).id);
@@ -744,6 +751,11 @@ mod tests {
         assert_eq!(demote.role, Some(DemoteRole::Spare));
         let verify = operation_request(&req(OpKind::Verify), &Material::default());
         assert_eq!((verify.version, verify.source), (None, None));
+        assert_eq!(verify.task, None, "only a task names one");
+        let task = operation_request(&req(OpKind::Task), &Material::default());
+        assert_eq!(task.task.as_deref(), Some("upload-content"));
+        assert_eq!(task.version.as_deref(), Some("2.0.0"));
+        assert_eq!((task.source, task.component), (None, None));
     }
 
     #[test]

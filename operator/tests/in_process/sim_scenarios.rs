@@ -1535,6 +1535,7 @@ fn rotating_mesh(certs: CertificatesSpec, solo: bool) -> Sim {
         names.push("solo");
     }
     let mesh = MeshSpec {
+        tasks: Vec::new(),
         version: "1.0.0".into(),
         tiers: vec![TierSpec {
             name: "t".into(),
@@ -1720,6 +1721,7 @@ fn step(id: &str, action: StepAction, member: &str, trust: Option<u8>) -> StepRe
             keep: vec![],
         }),
         peer: None,
+        task: None,
     }
 }
 

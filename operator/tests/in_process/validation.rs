@@ -238,3 +238,44 @@ fn a_good_mesh_has_no_problems() {
     );
     assert!(validate_mesh(&m, &clusters).is_empty());
 }
+
+#[test]
+fn a_mesh_task_names_a_tier_a_cluster_and_a_member_of_the_mesh() {
+    let none = BTreeMap::new();
+    let src = with_role("core");
+    let dst = with_role("core");
+    let clusters = [
+        cluster_ref("src", &none, &src),
+        cluster_ref("dst", &none, &dst),
+    ];
+    let task = |name: &str, cluster: &str, after: &str, member: Option<&str>| MeshTaskSpec {
+        name: name.into(),
+        task: None,
+        cluster: cluster.into(),
+        member: member.map(str::to_string),
+        after: after.into(),
+        on: TaskRollouts::Upgrade,
+    };
+    let mut m = mesh(
+        vec![tier("source", &["src"]), tier("dest", &["dst"])],
+        vec![],
+    );
+    m.tasks = vec![task("upload", "src", "source", Some("m0"))];
+    assert!(validate_mesh(&m, &clusters).is_empty());
+    m.tasks = vec![
+        task("upload", "ghost", "source", None),
+        task("upload", "src", "nowhere", None),
+        task("index", "dst", "dest", Some("m9")),
+        task("Bad_Name", "src", "source", None),
+    ];
+    let msg = messages(&validate_mesh(&m, &clusters));
+    for want in [
+        "spec.tasks[0].cluster: \"ghost\" is not a cluster of the mesh",
+        "spec.tasks[1].name: duplicate task \"upload\"",
+        "spec.tasks[1].after: \"nowhere\" is not a tier of the mesh",
+        "spec.tasks[2].member: \"m9\" is not a member of cluster \"dst\"",
+        "spec.tasks[3].name: \"Bad_Name\" must be a DNS label",
+    ] {
+        assert!(msg.contains(want), "{want}\n{msg}");
+    }
+}

@@ -45,6 +45,7 @@ mod state;
 mod summary;
 mod switchover;
 mod target;
+mod task;
 #[cfg(test)]
 mod testing;
 mod topology;
@@ -75,6 +76,23 @@ pub struct Admission {
     pub mesh: Option<String>,
     /// The mesh declares `spec.certificates`: its clusters rotate together, phase by phase.
     pub rotation: Option<RotationGrant>,
+    /// Once-per-mesh steps the mesh asks this cluster to run now (their tier is done).
+    pub tasks: Vec<TaskGrant>,
+}
+
+/// A once-per-mesh step (a Mesh's `spec.tasks[]`) the mesh asks a cluster to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskGrant {
+    /// The mesh's id of the task in its rollout; attempt N's operation is `<id>.<N>`.
+    pub id: String,
+    /// Its name in the mesh's spec.
+    pub name: String,
+    /// The agent's task.
+    pub task: String,
+    /// The rollout's version, passed to the agent.
+    pub version: String,
+    /// The member that runs it (None: the active one).
+    pub member: Option<String>,
 }
 
 impl Admission {
@@ -220,5 +238,6 @@ fn run(p: &mut state::Pass<'_>) {
     }
     // Paused or not admitted: plan as usual (so convergence is still known) but start nothing.
     p.may_start = gates::may_start(p);
+    task::run(p);
     choose::choose_next(p);
 }

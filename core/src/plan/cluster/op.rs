@@ -84,6 +84,7 @@ fn request_for(p: &Pass<'_>, s: &StepRecord) -> Option<OpRequest> {
         StepAction::RemovePeer => OpKind::RemovePeer,
         StepAction::Join => OpKind::Demote,
         StepAction::Retire => OpKind::Retire,
+        StepAction::Task => OpKind::Task,
         StepAction::AwaitSync | StepAction::Switchover => return None,
     };
     let role = matches!(s.action, StepAction::Release | StepAction::Join).then(|| {
@@ -107,5 +108,6 @@ fn request_for(p: &Pass<'_>, s: &StepRecord) -> Option<OpRequest> {
         role,
         trust: s.trust.clone(),
         peer: s.peer.clone(),
+        task: s.task.as_ref().map(|t| t.task.clone()),
     })
 }

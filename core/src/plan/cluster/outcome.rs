@@ -3,14 +3,15 @@
 //! failures is Zombie), or cancelled.
 //!
 //! Owns: `status.members[].{failures, nextAttemptAt, lastError, preflightPassed,
-//! configSynced, verified}` and the Zombie role on failure, `verifiedTarget`, `lastBackup`,
+//! configSynced, verified}` and the Zombie role on failure, a mesh task's end in
+//! `status.tasks[]` (state, failures, backoff), `verifiedTarget`, `lastBackup`,
 //! `switchover` (the record a traffic check follows), and the step's log entry result.
 //!
 //! May use: `state`, `view`, `log`. Used by `op`, `switchover`.
 
 use crate::api::{
     BackupRecord, LogResult, MemberRole, RetryPolicy, StepAction, StepRecord, SwitchoverRecord,
-    values::Duration,
+    TaskState, values::Duration,
 };
 
 use super::log;
@@ -27,6 +28,17 @@ pub(super) fn backoff(policy: &RetryPolicy, failures: u32) -> Duration {
 pub(super) fn succeeded(p: &mut Pass<'_>, s: &StepRecord) {
     let now = p.now();
     log::close_step(p, s, LogResult::Succeeded, "");
+    // A mesh task's success is the task's, not the member's: it clears no member failure.
+    if let Some(t) = &s.task {
+        p.event(false, "StepSucceeded", format!("{} succeeded", describe(s)));
+        if let Some(rec) = p.st.tasks.iter_mut().find(|r| r.id == t.id) {
+            rec.state = TaskState::Succeeded;
+            rec.next_attempt_at = None;
+            rec.last_error = None;
+            rec.finished_at = Some(now);
+        }
+        return;
+    }
     let key = view::target_key(p, &s.member);
     p.event(false, "StepSucceeded", format!("{} succeeded", describe(s)));
     if let Some(ms) = p.record_mut(&s.member) {
@@ -131,6 +143,10 @@ pub(super) fn failed(p: &mut Pass<'_>, s: &StepRecord, msg: &str) -> Option<NewS
     log::close_step(p, s, LogResult::Failed, msg);
     p.event(true, "StepFailed", format!("{} failed: {msg}", describe(s)));
     let policy = &p.spec().upgrade.retries;
+    if let Some(t) = &s.task {
+        task_failed(p, &t.id, msg);
+        return None;
+    }
     let mut zombie = false;
     if let Some(ms) = p.record_mut(&s.member) {
         ms.failures += 1;
@@ -169,6 +185,30 @@ pub(super) fn failed(p: &mut Pass<'_>, s: &StepRecord, msg: &str) -> Option<NewS
             back
         },
     )
+}
+
+/// A mesh task's attempt failed: it backs off like a member step, and after `retries.limit`
+/// attempts it is `Failed` (the member is not Zombie: the task failed, not the server).
+fn task_failed(p: &mut Pass<'_>, id: &str, msg: &str) {
+    let now = p.now();
+    let policy = &p.spec().upgrade.retries;
+    let Some(rec) = p.st.tasks.iter_mut().find(|r| r.id == id) else {
+        return;
+    };
+    rec.failures = rec.failures.saturating_add(1);
+    rec.last_error = Some(crate::plan::conditions::bounded(msg, 400));
+    if rec.failures >= policy.limit {
+        rec.state = TaskState::Failed;
+        rec.next_attempt_at = None;
+        let why = format!(
+            "task {} failed {} times and needs a human: {msg}",
+            rec.name, rec.failures
+        );
+        p.event(true, "TaskFailed", why);
+    } else {
+        rec.state = TaskState::Pending;
+        rec.next_attempt_at = Some(now.plus(backoff(policy, rec.failures)));
+    }
 }
 
 /// A failed step as the end of its advance: the follow-up, if any, or done.

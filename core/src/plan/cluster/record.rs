@@ -43,6 +43,14 @@ pub(super) fn apply_retry_intent(p: &mut Pass<'_>) {
         m.next_attempt_at = None;
         m.last_error = None;
     }
+    // A mesh task that failed for good starts over (its attempts count on).
+    for t in &mut p.st.tasks {
+        if t.state != crate::api::TaskState::Succeeded {
+            t.state = crate::api::TaskState::Pending;
+            t.failures = 0;
+            t.next_attempt_at = None;
+        }
+    }
     let had_rollback = p.st.rolled_back.take().is_some();
     acknowledge(p, ack);
     let msg = if had_rollback {

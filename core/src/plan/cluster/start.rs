@@ -17,7 +17,9 @@ use crate::api::{LogScope, StepAction, StepRecord};
 use crate::plan::observe::Wake;
 
 use super::log;
-use super::state::{Advanced, NewStep, Pass, TopologyEntry, action_name, describe, step_id};
+use super::state::{
+    Advanced, NewStep, Pass, TopologyEntry, action_name, describe, step_id, task_step_id,
+};
 use super::{op, switchover};
 
 /// Advance a recorded step; `Some` while it stays in flight.
@@ -39,7 +41,9 @@ pub(super) fn advance(p: &mut Pass<'_>, s: StepRecord) -> Option<StepRecord> {
 
 /// Record a new step (intent first) and ask for its first operation.
 pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
-    if !p.may_start && !n.rollback {
+    // A mesh task runs when its mesh asks, admitted or not (the task stage holds it while
+    // the cluster is paused).
+    if !p.may_start && !n.rollback && n.task.is_none() {
         p.held = true;
         return;
     }
@@ -71,6 +75,9 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
         })
     } else if n.trust.is_some() {
         log::rotation(p, true)
+    } else if n.task.is_some() {
+        // Its own entry: a mesh task is no part of this cluster's rollout.
+        None
     } else {
         log::rollout(p, true)
     };
@@ -84,9 +91,19 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
         n.message.as_str(),
         now,
     );
-    let attempt = p.record(&n.member).map(|m| m.failures + 1).unwrap_or(1);
+    let (task, attempt, id) = match n.task {
+        Some((t, attempt)) => {
+            let id = task_step_id(&t.id, attempt);
+            (Some(t), attempt, id)
+        }
+        None => (
+            None,
+            p.record(&n.member).map(|m| m.failures + 1).unwrap_or(1),
+            step_id(p.inp.cluster.name, log_id, n.action, &n.member, now),
+        ),
+    };
     let rec = StepRecord {
-        id: step_id(p.inp.cluster.name, log_id, n.action, &n.member, now),
+        id,
         action: n.action,
         member: n.member,
         from: n.from,
@@ -99,6 +116,7 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
         rollback: n.rollback,
         trust: n.trust,
         peer: n.peer,
+        task,
     };
     let started = format!("{}: {}", describe(&rec), n.message);
     p.event(false, "StepStarted", started);

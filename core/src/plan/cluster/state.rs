@@ -229,6 +229,9 @@ pub(super) struct NewStep {
     pub peer: Option<crate::api::PeerParams>,
     /// A step of a membership change: the log entry it belongs to.
     pub topology: Option<TopologyEntry>,
+    /// A mesh task's step: the task, and the attempt (its operation id is the mesh's id of
+    /// the task and the attempt, so a repeat is the same operation).
+    pub task: Option<(crate::api::TaskParams, u32)>,
 }
 
 impl NewStep {
@@ -245,6 +248,7 @@ impl NewStep {
             trust: None,
             peer: None,
             topology: None,
+            task: None,
         }
     }
     /// The switchover back to `to` from `from` that undoes a failed or stale one.
@@ -314,6 +318,7 @@ pub(super) fn action_name(a: StepAction) -> &'static str {
         StepAction::RemovePeer => "remove-peer",
         StepAction::Join => "join",
         StepAction::Retire => "retire",
+        StepAction::Task => "task",
     }
 }
 
@@ -326,11 +331,22 @@ pub(super) fn step_id(
     member: &str,
     now: Timestamp,
 ) -> String {
-    let raw = format!(
+    bounded_id(format!(
         "{cluster}.{log_id}.{}.{member}.{:x}",
         action_name(action),
         now.millis()
-    );
+    ))
+}
+
+/// The operation id of attempt `attempt` of a mesh task: the mesh's id of the task in its
+/// rollout and the attempt, nothing of this cluster's status, so a step recorded again after
+/// a lost status asks for the same operation.
+pub(super) fn task_step_id(task_id: &str, attempt: u32) -> String {
+    bounded_id(format!("{task_id}.{attempt}"))
+}
+
+/// `raw`, or when longer than 120 bytes its first 100 and a hash of the whole.
+fn bounded_id(raw: String) -> String {
     if raw.len() <= 120 {
         return raw;
     }
@@ -340,7 +356,11 @@ pub(super) fn step_id(
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
-    format!("{}.{h:016x}", &raw[..100])
+    let mut cut = 100;
+    while !raw.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}.{h:016x}", &raw[..cut])
 }
 
 pub(super) fn verify_token(component: Option<&str>, version: &str) -> String {
@@ -355,6 +375,10 @@ pub(super) fn describe(s: &StepRecord) -> String {
         out.push_str(c);
     }
     match (s.action, &s.from, &s.peer) {
+        (StepAction::Task, _, _) => {
+            let task = s.task.as_ref().map(|t| t.task.as_str()).unwrap_or_default();
+            out.push_str(&format!(" {task} on {}", s.member));
+        }
         (StepAction::Switchover, Some(f), _) => out.push_str(&format!(" {f} -> {}", s.member)),
         (_, _, Some(peer)) => out.push_str(&format!(" {} on {}", peer.peer, s.member)),
         _ => out.push_str(&format!(" {}", s.member)),

@@ -25,6 +25,9 @@ pub(super) struct Turn<'x, 'a> {
     pub(super) now: Timestamp,
     /// The force intent's token (acknowledged or not: the gates that honour it check).
     pub(super) force: Option<&'x str>,
+    /// Tiers at or past this position in the rollout's order wait for a once-per-mesh task
+    /// (see `tasks`).
+    pub(super) held_by_tasks: Option<usize>,
 }
 
 /// What admission found besides the admissions (written to `status.admitted`).
@@ -107,8 +110,15 @@ pub(super) fn admit(
             out.waiting
                 .push("paused: no new cluster is admitted".into());
         }
+        let held = turn
+            .held_by_tasks
+            .is_some_and(|h| super::tasks::position(ti, spec.tiers.len(), direction) >= h);
         let drain = if paused {
             Drain::Open
+        } else if held {
+            // The task says what is waited for; the drain is looked at once it succeeded.
+            out.wake = Wake::Busy;
+            Drain::Waiting(format!("tier {} waits for the tasks before it", tier.name))
         } else {
             let pass = drain::Pass {
                 spec,
@@ -269,6 +279,7 @@ mod tests {
                 paused: input.mesh.spec.paused,
                 now: input.now,
                 force: None,
+                held_by_tasks: None,
             };
             let out = admit(&turn, &mut st, &mut tiers, &mut Vec::new());
             (out, st, tiers)

@@ -28,15 +28,17 @@ mod read;
 mod rollout;
 mod rotation;
 mod summary;
+mod tasks;
 mod types;
 mod versions;
 
+pub use tasks::task_id;
 pub use types::{MeshClusterView, MeshInput, MeshIntents, MeshPlan, Outside, OutsideCluster};
 
 use crate::api::{MeshPhase, MeshSpec, MeshStatus, MeshStrategyType, RotationPhase};
 use crate::plan::observe::PlanEvent;
 use crate::plan::observe::Wake;
-use crate::plan::{Admission, RotationGrant};
+use crate::plan::{Admission, RotationGrant, TaskGrant};
 
 use admission::{Turn, admit};
 use preconditions::Gate;
@@ -71,7 +73,34 @@ pub fn admission_for(
             .certificates
             .as_ref()
             .map(|certs| rotation_grant(mesh_name, certs, status, cluster)),
+        tasks: task_grants(mesh, status, cluster),
     }
+}
+
+/// The mesh's tasks `cluster` is to run now: started (their tier is done) and not succeeded.
+fn task_grants(mesh: &MeshSpec, status: Option<&MeshStatus>, cluster: &str) -> Vec<TaskGrant> {
+    let Some(st) = status else {
+        return Vec::new();
+    };
+    let version = st.rollout.as_ref().map(|r| r.version.as_str());
+    st.tasks
+        .iter()
+        .filter(|t| {
+            t.cluster == cluster
+                && t.started_at.is_some()
+                && t.state != crate::api::TaskState::Succeeded
+        })
+        .filter_map(|t| {
+            let spec = mesh.tasks.iter().find(|s| s.name == t.name)?;
+            Some(TaskGrant {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                task: spec.task_name().to_string(),
+                version: version.unwrap_or(&mesh.version).to_string(),
+                member: spec.member.clone(),
+            })
+        })
+        .collect()
 }
 
 /// What the mesh's `status.certificates` lets `cluster` do about the rotation. The reason
@@ -191,7 +220,28 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
             }
         }
     }
-    if all_done && stalled.is_none() {
+    // 5b. The once-per-mesh tasks of the rollout: what is due starts, what is owed holds.
+    let owed = if stalled.is_none() && unreported.is_none() && rotating.is_none() {
+        let pass = tasks::Pass {
+            mesh: input.mesh.name,
+            spec,
+            clusters: &clusters,
+            direction,
+            paused,
+            now,
+        };
+        tasks::run(&pass, &mut st, &mut events)
+    } else {
+        tasks::Tasks::default()
+    };
+    waiting.extend(owed.waiting.iter().cloned());
+    if !owed.waiting.is_empty() {
+        wake = wake.min(Wake::Busy);
+    }
+    if stalled.is_none() {
+        stalled = owed.stall.clone();
+    }
+    if all_done && stalled.is_none() && !owed.owed {
         rollout::finish(&mut st, spec, total, &mut events, now);
     }
     let mut tiers = rollout::tier_statuses(spec, &st.tiers, &clusters.sums);
@@ -209,6 +259,7 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
             paused,
             now,
             force: input.intents.force.as_deref(),
+            held_by_tasks: owed.hold_from,
         };
         let out = admit(&turn, &mut st, &mut tiers, &mut events);
         failed = out.failed;
@@ -228,6 +279,7 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         failed: &failed,
         waiting: &waiting,
         unmet: unmet.as_deref(),
+        tasks_owed: owed.owed,
     };
     summary::write(
         &mut st,

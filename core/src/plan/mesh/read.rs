@@ -5,7 +5,9 @@
 //! Owns: [`Summary`], [`Clusters`] and [`read`]. May use: `types` (the input), `versions`,
 //! `plan::validate` (the mesh index). Decides nothing: every later stage reads its output.
 
-use crate::api::{ClusterPhase, Direction, MeshSpec, MeshStrategyType, UpgradeStrategy};
+use crate::api::{
+    ClusterPhase, Direction, MeshSpec, MeshStrategyType, StepAction, TaskState, UpgradeStrategy,
+};
 use crate::plan::validate::{ClusterRef, MeshIndex, same_str};
 
 use super::types::{MeshClusterView, MeshInput};
@@ -38,6 +40,10 @@ pub(super) struct Summary<'a> {
     /// Until ranked: the status waits for the mesh's CA rotation with nothing in flight (done
     /// with the rollout once every member runs the target).
     waits_for_rotation: bool,
+    /// Until ranked: nothing but the mesh's tasks keeps the cluster from Ready (a task step
+    /// in flight, a task backing off or failed): done with the rollout once every member runs
+    /// the target, as a task runs only on a cluster whose tier is done or has not started.
+    busy_with_tasks: bool,
     pub(super) failed: bool,
     /// Mixed versions or steps in flight: the cluster is part-way, whatever its admission.
     pub(super) in_motion: bool,
@@ -223,14 +229,20 @@ impl<'a> Reader<'a> {
                         .and_then(crate::api::RotationPhase::parse)
                         .is_some()
             }),
+            busy_with_tasks: c.status.is_some_and(|s| {
+                s.tasks.iter().any(|t| t.state != TaskState::Succeeded)
+                    && s.steps.iter().all(|x| x.action == StepAction::Task)
+                    && !matches!(s.phase, ClusterPhase::RolledBack | ClusterPhase::Paused)
+            }),
             failed: c.status.is_some_and(|s| {
                 matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack)
             }),
-            // Steps of a membership change alone do not put the cluster in motion.
+            // Steps of a membership change or a mesh task alone do not put the cluster in
+            // motion.
             in_motion: c.status.is_some_and(|s| {
-                s.steps
-                    .iter()
-                    .any(|x| !crate::plan::cluster::membership_step(s, x))
+                s.steps.iter().any(|x| {
+                    x.action != StepAction::Task && !crate::plan::cluster::membership_step(s, x)
+                })
             }),
             backout: false,
             behind: false,
@@ -274,7 +286,7 @@ impl<'a> Reader<'a> {
             // Ready for the target; or, waiting for the CA rotation, every member on it (a
             // cluster waiting for its rotation is not Ready, and done with the rollout).
             s.done = (s.ready_for != NONE && rank[s.ready_for as usize] == target)
-                || (s.waits_for_rotation
+                || ((s.waits_for_rotation || s.busy_with_tasks)
                     && s.lo != NONE
                     && s.lo_rank == target
                     && s.hi_rank == target);

@@ -27,11 +27,16 @@ pub(super) struct Outcome<'x> {
     pub(super) waiting: &'x [String],
     /// Preconditions that failed the start of the rollout (joined).
     pub(super) unmet: Option<&'x str>,
+    /// A once-per-mesh task of the rollout has not succeeded.
+    pub(super) tasks_owed: bool,
 }
 
 impl Outcome<'_> {
     fn ready(&self) -> bool {
-        self.done == self.total && self.stalled.is_none() && self.rotating.is_none()
+        self.done == self.total
+            && self.stalled.is_none()
+            && self.rotating.is_none()
+            && !self.tasks_owed
     }
 
     fn phase(&self, st: &MeshStatus) -> MeshPhase {
@@ -55,7 +60,12 @@ impl Outcome<'_> {
             }
         } else if !self.failed.is_empty() {
             MeshPhase::Degraded
-        } else if !st.admitted.is_empty() {
+        } else if !st.admitted.is_empty()
+            || st
+                .tasks
+                .iter()
+                .any(|t| t.state == crate::api::TaskState::Running)
+        {
             MeshPhase::Progressing
         } else {
             MeshPhase::Waiting
@@ -208,6 +218,7 @@ mod tests {
             failed,
             waiting: &[],
             unmet: None,
+            tasks_owed: false,
         }
     }
 
