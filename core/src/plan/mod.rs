@@ -10,6 +10,8 @@ pub mod software;
 pub mod stall;
 pub mod trust;
 pub mod validate;
+
+pub use mesh::task_id;
 pub mod window;
 
 pub use cluster::{

@@ -1017,6 +1017,7 @@ impl Sim {
             }
         }
         self.topology_checks(ci, &m, &req);
+        self.task_checks(ci, member, &req);
         // A joining member moved to the active's software before it joins is no rollout step.
         if moving && self.edited && joined(&self.clusters[ci], member) {
             self.tier_order_at_start(ci, member, req.kind);
@@ -1338,6 +1339,154 @@ impl Sim {
         if let Some(f) = found {
             self.violation(f);
         }
+    }
+
+    /// The once-per-mesh task invariants, at the moment an operation would start:
+    /// * a task runs at most once per rollout: no attempt starts once one succeeded;
+    /// * a task starts only once every cluster of its `after` tier runs the target;
+    /// * no upgrade or rollback starts in a tier after a task's tier (in the rollout's order)
+    ///   before the task succeeded in this rollout.
+    fn task_checks(&mut self, ci: usize, member: &str, req: &OpRequest) {
+        let Some(mesh) = &self.mesh else {
+            return;
+        };
+        if mesh.spec.tasks.is_empty() {
+            return;
+        }
+        let Some(rollout) = mesh.status.as_ref().and_then(|s| s.rollout.as_ref()) else {
+            return;
+        };
+        let cname = &self.clusters[ci].name;
+        let tier_of = |name: &str| {
+            mesh.spec
+                .tiers
+                .iter()
+                .rposition(|t| t.clusters.iter().any(|c| c == name))
+        };
+        let n = mesh.spec.tiers.len();
+        let pos = |ti: usize| match rollout.direction {
+            Direction::Upgrade => ti,
+            Direction::Backout => n.saturating_sub(ti + 1),
+        };
+        let mut found = Vec::new();
+        if req.kind == OpKind::Task {
+            let prefix = task_prefix(&req.id);
+            let name = prefix
+                .strip_prefix(mesh.name.as_str())
+                .and_then(|r| r.strip_prefix('.'))
+                .and_then(|r| r.rsplit_once(".r"))
+                .map(|(name, _)| name);
+            let Some(t) = mesh
+                .spec
+                .tasks
+                .iter()
+                .find(|t| Some(t.name.as_str()) == name)
+            else {
+                let v = format!("{cname}/{member}: task {} is no task of the mesh", req.id);
+                self.violation(v);
+                return;
+            };
+            let done = self.task_successes(prefix);
+            if done > 0 {
+                found.push(format!(
+                    "{cname}/{member}: task {} attempt {} starts after it succeeded {done} time(s)",
+                    t.name, req.id
+                ));
+            }
+            let target = &mesh.spec.version;
+            if let Some(ti) = mesh.spec.tiers.iter().position(|x| x.name == t.after) {
+                for c in self
+                    .clusters
+                    .iter()
+                    .filter(|c| tier_of(&c.name) == Some(ti))
+                {
+                    let want = c.spec.version.as_deref().unwrap_or(target);
+                    if let Some(m) = c.members.values().find(|m| {
+                        part_of(c, &m.name)
+                            && joined(c, &m.name)
+                            && !m.retired
+                            && !same_version(
+                                effective_version_str(&c.spec, &m.version, &m.components),
+                                want,
+                            )
+                    }) {
+                        found.push(format!(
+                            "{cname}/{member}: task {} starts while {}/{} of tier {} runs {}",
+                            t.name, c.name, m.name, t.after, m.version
+                        ));
+                        break;
+                    }
+                }
+            }
+        } else if matches!(req.kind, OpKind::Upgrade | OpKind::Rollback)
+            && let Some(t) = tier_of(cname)
+        {
+            for task in mesh
+                .spec
+                .tasks
+                .iter()
+                .filter(|x| x.on.runs_on(rollout.direction))
+            {
+                let Some(after) = mesh.spec.tiers.iter().position(|x| x.name == task.after) else {
+                    continue;
+                };
+                if pos(after) >= pos(t) {
+                    continue;
+                }
+                let id = crate::plan::task_id(&mesh.name, &task.name, rollout.log_id);
+                if self.task_successes(&id) == 0 {
+                    found.push(format!(
+                        "{cname}/{member}: {:?} in tier {} starts before task {} (after tier {}) succeeded",
+                        req.kind, mesh.spec.tiers[t].name, task.name, task.after
+                    ));
+                }
+            }
+        }
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    /// Successful runs of the mesh task whose id (without the attempt) is `id`, on any member.
+    pub fn task_successes(&self, id: &str) -> usize {
+        self.clusters
+            .iter()
+            .flat_map(|c| c.members.values())
+            .flat_map(|m| m.ops.values())
+            .filter(|op| {
+                op.req.kind == OpKind::Task
+                    && op.state == OpState::Succeeded
+                    && task_prefix(&op.req.id) == id
+            })
+            .count()
+    }
+
+    /// Once settled with the mesh Ready: every task its last rollout owes ran exactly once.
+    pub fn task_problems(&self) -> Vec<String> {
+        let mut out = vec![];
+        let Some(mesh) = &self.mesh else {
+            return out;
+        };
+        let Some(st) = &mesh.status else {
+            return out;
+        };
+        let Some(r) = &st.rollout else {
+            return out;
+        };
+        if st.phase != MeshPhase::Ready {
+            return out;
+        }
+        for t in mesh.spec.tasks.iter().filter(|t| t.on.runs_on(r.direction)) {
+            let id = crate::plan::task_id(&mesh.name, &t.name, r.log_id);
+            let n = self.task_successes(&id);
+            if n != 1 {
+                out.push(format!(
+                    "mesh Ready with task {} run {n} times in its rollout",
+                    t.name
+                ));
+            }
+        }
+        out
     }
 
     /// Advance virtual time by `dt`: writes, replication, operation completions, faults.
@@ -2215,6 +2364,20 @@ fn mesh_key(st: Option<&ClusterStatus>, out: &mut Vec<u8>) {
             .iter()
             .any(|s| !crate::plan::cluster::membership_step(st, s)) as u8,
     );
+    out.push(
+        st.steps
+            .iter()
+            .all(|s| s.action == crate::api::StepAction::Task) as u8,
+    );
+    // The mesh's tasks as the cluster reports them.
+    out.extend_from_slice(&(st.tasks.len() as u64).to_le_bytes());
+    for t in &st.tasks {
+        text(out, Some(&t.id));
+        out.push(t.state as u8);
+        out.extend_from_slice(&t.failures.to_le_bytes());
+        text(out, t.member.as_deref());
+        text(out, t.last_error.as_deref());
+    }
     if let Some(c) = &st.certificates {
         out.push(1);
         text(out, c.target_ca.as_deref());
@@ -2300,6 +2463,11 @@ fn drain_violations(
         }
     }
     out
+}
+
+/// The task id of a task operation's id (`<mesh>.<task>.r<N>.<attempt>`): all but the attempt.
+fn task_prefix(op_id: &str) -> &str {
+    op_id.rsplit_once('.').map_or(op_id, |(p, _)| p)
 }
 
 fn stagger_ends(mesh: &SimMesh, since: Timestamp, now: Timestamp) -> bool {
@@ -2426,6 +2594,121 @@ mod drain_tests {
         assert_eq!(
             drain_violations(&spec, None, &after, &sim.clusters, &mut fresh).len(),
             1
+        );
+    }
+}
+
+#[cfg(test)]
+mod task_tests {
+    use super::*;
+    use crate::api::{MeshTaskSpec, RolloutStatus, TaskRollouts, TierSpec};
+
+    /// `src` (tier source) and `d1` (tier dest), two members each on 1.0.0, a mesh to 2.0.0
+    /// with task `upload` on `src` after the source tier, in an upgrade rollout (log id 1).
+    fn sim() -> Sim {
+        let mut sim = Sim::new(SimConfig::default(), Timestamp(0));
+        for n in ["src", "d1"] {
+            let spec = ClusterSpec {
+                members: vec![topology::member("m0", n), topology::member("m1", n)],
+                ..Default::default()
+            };
+            sim.add_cluster(n, BTreeMap::new(), spec, "1.0.0");
+        }
+        let tier = |name: &str, c: &str| TierSpec {
+            name: name.into(),
+            clusters: vec![c.into()],
+            max_parallel: 1,
+            ..Default::default()
+        };
+        sim.set_mesh(
+            "mesh",
+            MeshSpec {
+                version: "2.0.0".into(),
+                tiers: vec![tier("source", "src"), tier("dest", "d1")],
+                tasks: vec![MeshTaskSpec {
+                    name: "upload".into(),
+                    task: None,
+                    cluster: "src".into(),
+                    member: None,
+                    after: "source".into(),
+                    on: TaskRollouts::Upgrade,
+                }],
+                ..Default::default()
+            },
+        );
+        if let Some(m) = sim.mesh.as_mut() {
+            m.status = Some(MeshStatus {
+                rollout: Some(RolloutStatus {
+                    version: "2.0.0".into(),
+                    direction: Direction::Upgrade,
+                    started_at: Timestamp(0),
+                    log_id: 1,
+                }),
+                ..Default::default()
+            });
+        }
+        sim
+    }
+
+    fn task(attempt: u32) -> OpRequest {
+        let mut r = OpRequest::new(format!("mesh.upload.r1.{attempt}"), OpKind::Task);
+        r.task = Some("upload".into());
+        r.version = Some("2.0.0".into());
+        r
+    }
+
+    fn upgrade(id: &str) -> OpRequest {
+        let mut r = OpRequest::new(id, OpKind::Upgrade);
+        r.version = Some("2.0.0".into());
+        r
+    }
+
+    fn finish_all(sim: &mut Sim) {
+        for _ in 0..10 {
+            sim.tick(Duration::from_secs(10));
+        }
+    }
+
+    #[test]
+    fn a_task_before_its_tier_is_done_a_second_run_and_a_tier_not_waiting_are_violations() {
+        let mut sim = sim();
+        // The source still runs 1.0.0: too early.
+        sim.inject("src", "m0", task(1));
+        assert_eq!(sim.violations.len(), 1, "{:?}", sim.violations);
+        assert!(
+            sim.violations[0].contains("starts while src/"),
+            "{:?}",
+            sim.violations
+        );
+        // The destination upgrades before the task succeeded.
+        sim.inject("d1", "m1", upgrade("d1-up"));
+        assert_eq!(sim.violations.len(), 2, "{:?}", sim.violations);
+        assert!(
+            sim.violations[1].contains("before task upload"),
+            "{:?}",
+            sim.violations
+        );
+
+        // In order: the source done, the task once, then the destination.
+        let mut sim = self::sim();
+        for m in sim.clusters[0].members.values_mut() {
+            m.version = "2.0.0".into();
+        }
+        sim.inject("src", "m0", task(1));
+        finish_all(&mut sim);
+        assert_eq!(sim.task_successes("mesh.upload.r1"), 1);
+        sim.inject("d1", "m1", upgrade("d1-up"));
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+        // The same operation again is the same operation (idempotent): no violation; a new
+        // attempt after the success is one.
+        sim.inject("src", "m0", task(1));
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+        sim.inject("src", "m1", task(2));
+        assert_eq!(sim.violations.len(), 1, "{:?}", sim.violations);
+        assert!(
+            sim.violations[0].contains("after it succeeded"),
+            "{:?}",
+            sim.violations
         );
     }
 }

@@ -10,7 +10,7 @@ use super::rng::Rng;
 use super::topology::{self, Bounds};
 use super::{Sim, SimConfig};
 use crate::api::values::Duration;
-use crate::api::{CertificatesSpec, DrainSpec, Timestamp};
+use crate::api::{CertificatesSpec, DrainSpec, MeshTaskSpec, TaskRollouts, Timestamp};
 
 /// What a randomized rollout does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +133,8 @@ pub struct Verdict {
     pub removed: usize,
     /// Tiers that waited for a replication backlog to drain ([`Scenario::PROCEDURES`]).
     pub drains: usize,
+    /// Once-per-mesh tasks that ran ([`Scenario::PROCEDURES`]).
+    pub tasks: usize,
 }
 
 impl Verdict {
@@ -202,6 +204,32 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
         }
         cfg.upgrade_backlog = 1 + rng.below(3000);
         cfg.backlog_drain_rate = 1 + rng.below(50);
+        // Once-per-mesh tasks: after a random tier, on a random cluster (its active, or a
+        // named member), on upgrades, backouts or both.
+        for k in 0..rng.below(3) {
+            let after = topo.mesh.tiers[rng.below(topo.mesh.tiers.len() as u64) as usize]
+                .name
+                .clone();
+            let c = &topo.clusters[rng.below(topo.clusters.len() as u64) as usize];
+            let member = rng.chance(0.3).then(|| {
+                c.spec.members[rng.below(c.spec.members.len() as u64) as usize]
+                    .name
+                    .clone()
+            });
+            let on = match rng.below(3) {
+                0 => TaskRollouts::Upgrade,
+                1 => TaskRollouts::Backout,
+                _ => TaskRollouts::Both,
+            };
+            topo.mesh.tasks.push(MeshTaskSpec {
+                name: format!("task-{k}"),
+                task: None,
+                cluster: c.name.clone(),
+                member,
+                after,
+                on,
+            });
+        }
     }
     let mut sim = Sim::new(cfg, START);
     for c in topo.clusters {
@@ -218,6 +246,16 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
     // Generous bound: 50 clusters upgraded one at a time take a few simulated hours.
     sim.run(Duration::from_secs(72 * 3600));
     let mut v = verdict(&sim);
+    v.liveness.extend(sim.task_problems());
+    v.tasks = sim
+        .clusters
+        .iter()
+        .flat_map(|c| c.members.values())
+        .flat_map(|m| m.ops.values())
+        .filter(|op| {
+            op.req.kind == crate::plan::OpKind::Task && op.state == crate::plan::OpState::Succeeded
+        })
+        .count();
     v.drains = sim
         .mesh
         .as_ref()
@@ -298,6 +336,7 @@ fn verdict(sim: &Sim) -> Verdict {
         added: 0,
         removed: 0,
         drains: 0,
+        tasks: 0,
     }
 }
 
@@ -565,15 +604,17 @@ mod tests {
 
     #[test]
     fn every_procedure_scenario_drains_safely_on_small_meshes() {
-        let mut drains = 0;
+        let (mut drains, mut tasks) = (0, 0);
         for scenario in Scenario::PROCEDURES {
             for seed in 1..=12 {
                 let v = random_rollout(seed, SMALL, scenario);
                 assert!(v.ok(), "seed {seed} {scenario:?}: {v:#?}");
                 drains += v.drains;
+                tasks += v.tasks;
             }
         }
         assert!(drains > 0, "no tier waited for a drain");
+        assert!(tasks > 0, "no once-per-mesh task ran");
     }
 
     #[test]
