@@ -3,7 +3,8 @@
 #   examples/agents.sh start|stop EXAMPLE_DIR
 # The agent binary: $BATON_AGENT if set, else `baton-agent` on PATH, else the one cargo builds
 # in this checkout (built here if missing; $CARGO_TARGET_DIR is honoured).
-# Variables: BATON_AGENT, CARGO_TARGET_DIR, UPGRADE_SECONDS (demo upgrade time, default 3).
+# Variables: BATON_AGENT, CARGO_TARGET_DIR, UPGRADE_SECONDS (demo upgrade time, default 3),
+# TASK_SECONDS (how long a demo `task` runs, default 1).
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop EXAMPLE_DIR" >&2; exit 2; }
@@ -62,7 +63,7 @@ case $cmd in
               --tls-cert "$run/certs/server.crt" --tls-key "$run/certs/server.key"
               --client-ca "$run/certs/ca.crt" --member-cert "$run/certs/member-$id.crt"
               --member-key "$run/certs/member-$id.key" --trust "$run/certs/trust.pem"
-              --upgrade-seconds "${UPGRADE_SECONDS:-3}")
+              --upgrade-seconds "${UPGRADE_SECONDS:-3}" --task-seconds "${TASK_SECONDS:-1}")
         if [[ $follows != - ]]; then
           src=$(printf '%s\n' "${rows[@]}" | awk -F'\t' -v c="$cluster" -v m="$follows" '$1 == c && $2 == m { print $7 }')
           args+=(--source "127.0.0.1:$src")

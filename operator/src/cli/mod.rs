@@ -221,6 +221,14 @@ pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Resu
                             mesh_certificates_summary(c)
                         ));
                     }
+                    for t in o.status.iter().flat_map(|s| &s.tasks) {
+                        out.push_str(&format!(
+                            "Mesh {n} task {} on {}: {}\n",
+                            t.name,
+                            t.cluster,
+                            task_summary(t)
+                        ));
+                    }
                 }
                 out.push('\n');
             }

@@ -84,6 +84,35 @@ fn mesh_line(m: &TreeMesh<'_>) -> String {
     s
 }
 
+/// One line per once-per-mesh task: where and when it runs, and where it stands in the
+/// rollout (`not due` before its tier is done).
+fn task_lines(m: &TreeMesh<'_>) -> Vec<String> {
+    m.spec
+        .tasks
+        .iter()
+        .map(|t| {
+            let mut s = format!(
+                "task {}  after tier {}  on {}",
+                t.name,
+                t.after,
+                t.member
+                    .as_ref()
+                    .map_or(t.cluster.clone(), |mm| format!("{}/{mm}", t.cluster))
+            );
+            let st = m
+                .status
+                .and_then(|st| st.tasks.iter().find(|x| x.name == t.name));
+            match st {
+                None => s.push_str("  (not in this rollout)"),
+                Some(x) => {
+                    let _ = write!(s, "  {}", super::view::task_summary(x));
+                }
+            }
+            s
+        })
+        .collect()
+}
+
 /// The end of an object's line: its rotation, whether the status is for an older spec, and
 /// its message.
 fn line_tail(s: &mut String, ca: Option<String>, stale: bool, message: Option<&str>) {
@@ -289,6 +318,9 @@ pub fn render(input: &TreeInput<'_>) -> String {
     let mut in_mesh: BTreeSet<&str> = BTreeSet::new();
     for m in &input.meshes {
         let _ = writeln!(out, "{}", mesh_line(m));
+        for line in task_lines(m) {
+            let _ = writeln!(out, "{BRANCH}{line}");
+        }
         let membership = tier_membership(m.spec, &refs);
         let tiers = m.spec.tiers.len();
         for (ti, tier) in m.spec.tiers.iter().enumerate() {
@@ -543,6 +575,65 @@ clusters in no mesh
             "{text}"
         );
         assert!(!line("core").contains("draining"), "drained: {text}");
+    }
+
+    #[test]
+    fn the_mesh_s_tasks_show_where_they_stand() {
+        use crate::api::{MeshTaskSpec, MeshTaskStatus, TaskState, Timestamp};
+        let mut m = mesh();
+        let task = |name: &str, member: Option<&str>| MeshTaskSpec {
+            name: name.into(),
+            cluster: "c1".into(),
+            member: member.map(str::to_string),
+            after: "core".into(),
+            ..Default::default()
+        };
+        m.spec.tasks = vec![
+            task("upload", None),
+            task("index", Some("y")),
+            task("later", None),
+        ];
+        let at: Timestamp = "2026-12-01T10:00:00Z".parse().expect("timestamp");
+        m.status = Some(MeshStatus {
+            observed_generation: Some(2),
+            tasks: vec![
+                MeshTaskStatus {
+                    name: "upload".into(),
+                    id: "m.upload.r1".into(),
+                    cluster: "c1".into(),
+                    state: TaskState::Pending,
+                    member: Some("x".into()),
+                    failures: 1,
+                    last_error: Some("exit 2".into()),
+                    started_at: Some(at),
+                    ..Default::default()
+                },
+                MeshTaskStatus {
+                    name: "index".into(),
+                    id: "m.index.r1".into(),
+                    cluster: "c1".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        let cs = [cluster("c1", "{}")];
+        let none = BTreeMap::new();
+        let text = render(&input(&m, &cs, &none));
+        let line = |t: &str| {
+            text.lines()
+                .find(|l| l.contains(&format!("task {t} ")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            line("upload").ends_with(
+                "task upload  after tier core  on c1  Pending on x  1 failed attempt(s): exit 2"
+            ),
+            "{text}"
+        );
+        assert!(line("index").ends_with("on c1/y  not due"), "{text}");
+        assert!(line("later").ends_with("(not in this rollout)"), "{text}");
     }
 
     #[test]

@@ -60,6 +60,25 @@ fn or_dash(s: Option<&str>) -> String {
     s.filter(|s| !s.is_empty()).unwrap_or("-").to_string()
 }
 
+/// Where a mesh task stands: `not due`, or its state, member and failed attempts.
+pub fn task_summary(t: &crate::api::MeshTaskStatus) -> String {
+    if t.started_at.is_none() {
+        return "not due".to_string();
+    }
+    let mut s = format!("{:?}", t.state);
+    if let Some(m) = &t.member {
+        s.push_str(&format!(" on {m}"));
+    }
+    if t.failures > 0 {
+        s.push_str(&format!(
+            "  {} failed attempt(s): {}",
+            t.failures,
+            t.last_error.as_deref().unwrap_or_default()
+        ));
+    }
+    s
+}
+
 /// The `kubectl get meshes` view.
 pub fn meshes_table(meshes: &[MeshRow<'_>]) -> String {
     let mut rows = vec![header(&["MESH", "VERSION", "PROGRESS", "PHASE", "MESSAGE"])];

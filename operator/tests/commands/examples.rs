@@ -134,6 +134,19 @@ fn multi_master_goes_one_core_at_a_time_source_first() {
         "{reason}"
     );
     assert_eq!(drain["start"].as_f64(), Some(spans[0].0));
+    // The content is uploaded once, on the source core, between the tiers.
+    let tasks: Vec<&Value> = steps(&p).iter().filter(|s| s["action"] == "task").collect();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0]["cluster"], "core-a");
+    assert!(
+        tasks[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("upload-content")),
+        "{}",
+        tasks[0]
+    );
+    let task_end = tasks[0]["end"].as_f64().unwrap_or(f64::MAX);
+    assert!(task_end <= spans[0].0, "a destination before the upload");
 }
 
 #[test]

@@ -8,5 +8,6 @@ mod demo;
 mod e2e_local;
 mod examples;
 mod member_addition;
+mod multi_master;
 mod recertification;
 mod rotation;

@@ -1,0 +1,172 @@
+//! `examples/multi-master` end to end against its demo agents (`examples/agents.sh`): `baton
+//! run` takes the four cores from 10.2.0 to 10.3.0 with the example's own manifest. What the
+//! procedure demands is read from the agents' operation records: the source core first, the
+//! destinations one at a time after it, and the content uploaded once per mesh (the
+//! `upload-content` task, on core-a's server, after core-a upgraded and before any destination
+//! went down), never again when the run is repeated; the mesh log and `baton status` say so.
+
+use crate::support;
+
+use std::path::{Path, PathBuf};
+
+use baton_agent::api::{OperationKind as K, OperationRecord, OperationState};
+use baton_agent::client::{AgentClient, ClientTls};
+use support::*;
+
+const CORES: [(&str, u16); 4] = [
+    ("core-a", 7301),
+    ("core-b", 7311),
+    ("core-c", 7321),
+    ("core-d", 7331),
+];
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/multi-master")
+}
+
+/// `examples/agents.sh CMD DIR` with fast demo operations.
+fn agents(dir: &Path, cmd: &str) -> TestResult<std::process::Output> {
+    let script = example().join("../agents.sh");
+    let mut c = std::process::Command::new("bash");
+    c.arg(script)
+        .arg(cmd)
+        .arg(dir)
+        .env("UPGRADE_SECONDS", "1")
+        .env("TASK_SECONDS", "0.3");
+    let agent = Path::new(env!("CARGO_BIN_EXE_baton")).with_file_name("baton-agent");
+    if agent.exists() {
+        c.env("BATON_AGENT", &agent);
+    }
+    Ok(c.output()?)
+}
+
+struct Stop<'a>(&'a Path);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        let _ = agents(self.0, "stop");
+    }
+}
+
+/// Every operation record of each core's server, by core.
+async fn records(certs: &Path) -> TestResult<Vec<(&'static str, Vec<OperationRecord>)>> {
+    let read = |f: &str| std::fs::read_to_string(certs.join(f));
+    let tls = ClientTls::mtls(read("ca.crt")?, read("client.crt")?, read("client.key")?).share()?;
+    let mut out = vec![];
+    for (core, port) in CORES {
+        let client = AgentClient::with_shared(&format!("https://127.0.0.1:{port}"), &tls)?;
+        out.push((core, client.operations().await?));
+    }
+    Ok(out)
+}
+
+fn of<'r>(
+    records: &'r [(&str, Vec<OperationRecord>)],
+    core: &str,
+    kind: K,
+) -> Vec<&'r OperationRecord> {
+    records
+        .iter()
+        .filter(|(c, _)| *c == core)
+        .flat_map(|(_, r)| r.iter())
+        .filter(|r| r.kind == kind)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_run_upgrades_the_mesh_source_first_and_uploads_the_content_once() -> TestResult {
+    // A private copy: agents.sh writes certificates, pids and logs under the example's .run/.
+    let tmp = tempfile::Builder::new()
+        .prefix("baton-multi-master")
+        .tempdir()?;
+    let dir = tmp.path().join("multi-master");
+    std::fs::create_dir_all(&dir)?;
+    for f in std::fs::read_dir(example())? {
+        let f = f?;
+        if f.file_type()?.is_file() {
+            std::fs::copy(f.path(), dir.join(f.file_name()))?;
+        }
+    }
+    let started = agents(&dir, "start")?;
+    let _stop = Stop(&dir);
+    assert!(
+        started.status.success(),
+        "agents.sh start: {}",
+        text(&started)
+    );
+    let certs = dir.join(".run/certs");
+    let state = tmp.path().join("state.json");
+    let manifest = dir.join("mesh.yaml");
+    let mut args = run_args(&[&manifest], &state, &certs);
+    args.extend(["--until-settled".into(), "--timeout".into(), "180s".into()]);
+    let run = move || baton().args(&args).output();
+    let out = tokio::task::spawn_blocking(run.clone()).await??;
+    assert!(out.status.success(), "baton run: {}", text(&out));
+
+    let recs = records(&certs).await?;
+    for (core, rs) in &recs {
+        let failed: Vec<&OperationRecord> = rs
+            .iter()
+            .filter(|r| r.state != OperationState::Succeeded)
+            .collect();
+        assert!(failed.is_empty(), "{core}: {failed:?}");
+        let up = of(&recs, core, K::Upgrade);
+        assert_eq!(up.len(), 1, "{core}: {up:?}");
+        assert_eq!(up[0].params.version.as_deref(), Some("10.3.0"));
+    }
+    // The content once, on the source core's server, once it runs the new version.
+    let tasks: Vec<&OperationRecord> = CORES
+        .iter()
+        .flat_map(|(c, _)| of(&recs, c, K::Task))
+        .collect();
+    assert_eq!(tasks.len(), 1, "once per mesh: {tasks:?}");
+    let task = tasks[0];
+    assert_eq!(of(&recs, "core-a", K::Task).len(), 1, "on the source core");
+    assert_eq!(task.params.task.as_deref(), Some("upload-content"));
+    assert_eq!(task.params.version.as_deref(), Some("10.3.0"));
+    let (_, source_up) = span(of(&recs, "core-a", K::Upgrade)[0]);
+    let (task_start, task_end) = span(task);
+    assert!(
+        source_up <= task_start,
+        "the task before the source upgraded"
+    );
+    // The destinations after it, one at a time.
+    let mut dest: Vec<(jiff::Timestamp, jiff::Timestamp)> = ["core-b", "core-c", "core-d"]
+        .iter()
+        .map(|c| span(of(&recs, c, K::Upgrade)[0]))
+        .collect();
+    dest.sort();
+    assert!(
+        task_end <= dest[0].0,
+        "a destination went down before the content was uploaded"
+    );
+    for pair in dest.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two destinations down at once: {dest:?}"
+        );
+    }
+
+    // The mesh log and the status say so.
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state)?)?;
+    let text_of = saved.to_string();
+    assert!(
+        text_of.contains("task upload-content succeeded on cluster core-a, member server"),
+        "{text_of}"
+    );
+    let status = baton().arg("status").arg("--state").arg(&state).output()?;
+    let shown = text(&status);
+    assert!(
+        shown.contains("Mesh cores task upload-content on core-a: Succeeded on server"),
+        "{shown}"
+    );
+
+    // Running again (an operator restarted on the same state) runs nothing more.
+    let again = tokio::task::spawn_blocking(run).await??;
+    assert!(again.status.success(), "baton run again: {}", text(&again));
+    let after = records(&certs).await?;
+    let n: usize = after.iter().map(|(_, r)| r.len()).sum();
+    let before: usize = recs.iter().map(|(_, r)| r.len()).sum();
+    assert_eq!(n, before, "a settled mesh runs no operation again");
+    Ok(())
+}
