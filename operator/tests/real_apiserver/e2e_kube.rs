@@ -264,6 +264,12 @@ impl OperatorProcess {
     }
 }
 
+/// The last 40 lines of a log, for a failure message.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 impl Drop for OperatorProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -797,43 +803,9 @@ async fn e2e_the_examples_apply_and_the_active_standby_deployment_converges() ->
         );
     }
 
-    // A private copy: agents.sh writes certificates, pids and logs under the example's .run/.
     let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("active-standby");
-    std::fs::create_dir_all(&dir)?;
-    for f in std::fs::read_dir(examples.join("active-standby"))? {
-        let f = f?;
-        if f.file_type()?.is_file() {
-            std::fs::copy(f.path(), dir.join(f.file_name()))?;
-        }
-    }
-    let script = examples.join("agents.sh");
-    let agent = Path::new(env!("CARGO_BIN_EXE_baton")).with_file_name("baton-agent");
-    let agents = |cmd: &str| -> TestResult<std::process::Output> {
-        let mut c = std::process::Command::new("bash");
-        c.arg(&script)
-            .arg(cmd)
-            .arg(&dir)
-            .env("UPGRADE_SECONDS", "1");
-        // The workspace build put it beside `baton`; without it agents.sh builds one.
-        if agent.exists() {
-            c.env("BATON_AGENT", &agent);
-        }
-        Ok(c.output()?)
-    };
-    struct Stop<'a>(&'a dyn Fn(&str) -> TestResult<std::process::Output>);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            let _ = (self.0)("stop");
-        }
-    }
-    let started = agents("start")?;
-    let _stop = Stop(&agents);
-    assert!(
-        started.status.success(),
-        "agents.sh start: {}",
-        String::from_utf8_lossy(&started.stderr)
-    );
+    let agents = ExampleAgents::start(tmp.path(), "active-standby")?;
+    let dir = agents.dir.clone();
     let tls = AgentTls::publish(dir.join(".run/certs"), &client).await?;
     let mut operator = OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "op-examples")?;
     let out = std::process::Command::new("kubectl")
@@ -862,7 +834,10 @@ async fn e2e_the_examples_apply_and_the_active_standby_deployment_converges() ->
             "{n} not applied: {present:?}"
         );
     }
-    let done = wait_converged(&api, &names, "12.7.0").await?;
+    let done = match wait_converged(&api, &names, "12.7.0").await {
+        Ok(done) => done,
+        Err(e) => return Err(format!("{e}\noperator log:\n{}", tail(&operator.log()?)).into()),
+    };
     let span = |i: usize| step_span(&done[i], 0).ok_or(format!("no steps for {}", names[i]));
     let (_, primary_end) = span(0)?;
     let (secondary_start, secondary_end) = span(1)?;
@@ -889,6 +864,171 @@ async fn e2e_the_examples_apply_and_the_active_standby_deployment_converges() ->
     );
     operator.stop()?;
     assert_never_refused("op-examples", &operator.log()?);
+    ns.delete().await;
+    Ok(())
+}
+
+/// A private copy of `examples/<name>` (agents.sh writes certificates, pids and logs under its
+/// `.run/`) with the demo agents its `agents.tsv` describes running; stopped on drop.
+struct ExampleAgents {
+    dir: PathBuf,
+}
+
+impl ExampleAgents {
+    fn start(tmp: &Path, name: &str) -> TestResult<ExampleAgents> {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let dir = tmp.join(name);
+        std::fs::create_dir_all(&dir)?;
+        for f in std::fs::read_dir(examples.join(name))? {
+            let f = f?;
+            if f.file_type()?.is_file() {
+                std::fs::copy(f.path(), dir.join(f.file_name()))?;
+            }
+        }
+        let agents = ExampleAgents { dir };
+        let started = agents.script("start")?;
+        assert!(
+            started.status.success(),
+            "agents.sh start: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        Ok(agents)
+    }
+
+    fn script(&self, cmd: &str) -> TestResult<std::process::Output> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agents.sh");
+        let agent = Path::new(env!("CARGO_BIN_EXE_baton")).with_file_name("baton-agent");
+        let mut c = std::process::Command::new("bash");
+        c.arg(&script)
+            .arg(cmd)
+            .arg(&self.dir)
+            .env("UPGRADE_SECONDS", "1")
+            .env("TASK_SECONDS", "0.3");
+        // The workspace build put it beside `baton`; without it agents.sh builds one.
+        if agent.exists() {
+            c.env("BATON_AGENT", &agent);
+        }
+        Ok(c.output()?)
+    }
+}
+
+impl Drop for ExampleAgents {
+    fn drop(&mut self) {
+        let _ = self.script("stop");
+    }
+}
+
+/// The multi-master example on Kubernetes against its demo agents: the Mesh admits the source
+/// core, then asks core-a (through its admission) to upload the content once; core-a's
+/// controller records and runs the task; the destinations start only after it succeeded. The
+/// agents' records hold exactly one `task` operation, on core-a's server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_the_multi_master_mesh_uploads_its_content_once_between_the_tiers() -> TestResult {
+    let test = "e2e_the_multi_master_mesh_uploads_its_content_once_between_the_tiers";
+    let Some((path, client, ns)) = start(test, "baton-e2e-mm").await? else {
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir()?;
+    let agents = ExampleAgents::start(tmp.path(), "multi-master")?;
+    let certs = agents.dir.join(".run/certs");
+    let tls = AgentTls::publish(certs.clone(), &client).await?;
+    let mut operator = OperatorProcess::spawn(&path, &ns.name, &tls, tmp.path(), "op-mm")?;
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&path)
+        .args(["apply", "--server-side", "-n", &ns.name, "-f"])
+        .arg(agents.dir.join("mesh.yaml"))
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api: Api<Cluster> = Api::namespaced(client.clone(), &ns.name);
+    let names = ["core-a", "core-b", "core-c", "core-d"];
+    let done = match wait_converged(&api, &names, "10.3.0").await {
+        Ok(done) => done,
+        Err(e) => return Err(format!("{e}\noperator log:\n{}", tail(&operator.log()?)).into()),
+    };
+    // The mesh is Ready once the task succeeded too (it may lag its clusters by a pass).
+    let meshes: Api<Mesh> = Api::namespaced(client.clone(), &ns.name);
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    let mesh = loop {
+        let m = meshes.get("cores").await?;
+        if m.status
+            .as_ref()
+            .is_some_and(|s| s.phase == MeshPhase::Ready)
+        {
+            break m;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("mesh not Ready: {:?}", m.status).into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let st = mesh.status.as_ref().ok_or("no mesh status")?;
+    let [task] = st.tasks.as_slice() else {
+        return Err(format!("one task expected: {:?}", st.tasks).into());
+    };
+    assert_eq!(task.name, "upload-content");
+    assert_eq!(task.state, baton::api::TaskState::Succeeded);
+    assert_eq!(task.member.as_deref(), Some("server"));
+    let entry = st
+        .log
+        .iter()
+        .find(|e| e.action == "task")
+        .ok_or("no task entry in the mesh log")?;
+    assert_eq!(entry.result, baton::api::LogResult::Succeeded);
+    // Between the tiers: after core-a's upgrade, before any destination's first step.
+    let task_step = done[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.log.iter().find(|e| e.action == "task"))
+        .ok_or("no task step in core-a's log")?;
+    let task_end = task_step.end.ok_or("task step not finished")?.0;
+    for c in &done[1..] {
+        let (start, _) = step_span(c, 0).ok_or("no steps")?;
+        assert!(
+            task_end <= start,
+            "{:?} moved before the content was uploaded",
+            c.metadata.name
+        );
+    }
+    // Once, on core-a's server, as the agents recorded it.
+    let read = |f: &str| std::fs::read_to_string(certs.join(f));
+    let shared = baton_agent::client::ClientTls::mtls(
+        read("ca.crt")?,
+        read("client.crt")?,
+        read("client.key")?,
+    )
+    .share()?;
+    let mut tasks = vec![];
+    for (core, port) in [
+        ("core-a", 7301),
+        ("core-b", 7311),
+        ("core-c", 7321),
+        ("core-d", 7331),
+    ] {
+        let agent = baton_agent::client::AgentClient::with_shared(
+            &format!("https://127.0.0.1:{port}"),
+            &shared,
+        )?;
+        for r in agent.operations().await? {
+            if r.kind == baton_agent::api::OperationKind::Task {
+                tasks.push((core, r.params.task.clone(), r.state));
+            }
+        }
+    }
+    assert_eq!(
+        tasks,
+        [(
+            "core-a",
+            Some("upload-content".to_string()),
+            baton_agent::api::OperationState::Succeeded
+        )]
+    );
+    operator.stop()?;
+    assert_never_refused("op-mm", &operator.log()?);
     ns.delete().await;
     Ok(())
 }
