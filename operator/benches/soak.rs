@@ -60,9 +60,9 @@ fn main() {
     };
     if procedures {
         println!(
-            "| scenario | rollouts | clusters | members | tiers drained | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
+            "| scenario | rollouts | clusters | members | tiers drained | tasks run | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     } else if topology {
         println!(
             "| scenario | rollouts | clusters | members | members added | members removed | operator crashes | member crashes | clusters ready | clusters stalled | violations | liveness failures | wall s |"
@@ -115,7 +115,7 @@ fn main() {
         let (mut clusters, mut members, mut oc, mut mc, mut ready, mut viol, mut live) =
             (0, 0, 0, 0, 0, 0u64, 0u64);
         let (mut rotations, mut rotated, mut r_stalled, mut r_held, mut forced) = (0, 0, 0, 0, 0);
-        let (mut added, mut removed, mut stalled, mut drains) = (0, 0, 0, 0);
+        let (mut added, mut removed, mut stalled, mut drains, mut tasks) = (0, 0, 0, 0, 0);
         for i in 0..per {
             let seed = first + k as u64 * per + i;
             let v = random_rollout(seed, bounds, *scenario);
@@ -133,6 +133,7 @@ fn main() {
             removed += v.removed;
             stalled += v.stalled_reasons.len();
             drains += v.drains;
+            tasks += v.tasks;
             if let Some(f) = trace.as_mut() {
                 let mut line = format!(
                     "{scenario:?} {seed} clusters={} members={} passes={} ops={} switchovers={} oc={} mc={} virtual={} ready={} stalled={:?} violations={:?} liveness={:?}\n",
@@ -186,7 +187,7 @@ fn main() {
         bad += viol + live;
         if procedures {
             println!(
-                "| {scenario:?} | {per} | {clusters} | {members} | {drains} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
+                "| {scenario:?} | {per} | {clusters} | {members} | {drains} | {tasks} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
                 t.elapsed().as_secs_f64()
             );
         } else if topology {

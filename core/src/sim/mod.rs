@@ -1434,7 +1434,17 @@ impl Sim {
                     continue;
                 }
                 let id = crate::plan::task_id(&mesh.name, &task.name, rollout.log_id);
-                if self.task_successes(&id) == 0 {
+                // A cluster admitted before the task was due is part-way (a reversal keeps it
+                // admitted): it finishes, as a backout is not held back. Only an admission
+                // made while the task is owed breaks the rule.
+                let st = mesh.status.as_ref();
+                let asked = st
+                    .and_then(|s| s.tasks.iter().find(|x| x.id == id))
+                    .and_then(|x| x.started_at);
+                let kept = st
+                    .and_then(|s| s.admitted.iter().find(|a| &a.cluster == cname))
+                    .is_some_and(|a| asked.is_none_or(|t| a.since < t));
+                if !kept && self.task_successes(&id) == 0 {
                     found.push(format!(
                         "{cname}/{member}: {:?} in tier {} starts before task {} (after tier {}) succeeded",
                         req.kind, mesh.spec.tiers[t].name, task.name, task.after

@@ -238,11 +238,12 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     if !owed.waiting.is_empty() {
         wake = wake.min(Wake::Busy);
     }
-    if stalled.is_none() {
-        stalled = owed.stall.clone();
-    }
     if all_done && stalled.is_none() && !owed.owed {
         rollout::finish(&mut st, spec, total, &mut events, now);
+    }
+    if all_done {
+        // Nobody moves any more, whatever the tasks still owe.
+        st.admitted.clear();
     }
     let mut tiers = rollout::tier_statuses(spec, &st.tiers, &clusters.sums);
     rollout::close_done_tiers(&mut st, &tiers, &mut events, now);
@@ -266,6 +267,11 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         waiting.extend(out.waiting);
         wake = wake.min(out.wake);
         stalled = out.timed_out.or(out.blocked);
+    }
+    // A task that failed for good stalls the mesh; admission ran (the clusters it keeps are
+    // those part-way, and no later tier starts), so the admissions are not stale.
+    if stalled.is_none() {
+        stalled = owed.stall.clone();
     }
     st.tiers = tiers;
 

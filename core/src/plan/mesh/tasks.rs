@@ -491,6 +491,48 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_admitted_before_the_task_was_due_finishes_and_no_other_starts() {
+        // A reversal or an earlier pass left d1 part-way and admitted: it finishes (a backout
+        // is not held back), while d2 waits for the task.
+        let mut scene = source_and_destinations();
+        scene.step();
+        scene.set(cluster("src").ready("2.0.0"));
+        scene.set(cluster("d1").members(2).members_run(&["2.0.0", "1.0.0"]));
+        let earlier = crate::api::Timestamp(scene.now.0 - 60_000);
+        if let Some(st) = scene.mesh.status.as_mut() {
+            st.admitted = vec![crate::api::Admitted {
+                cluster: "d1".into(),
+                version: "2.0.0".into(),
+                direction: Direction::Upgrade,
+                since: earlier,
+            }];
+        }
+        let plan = scene.step();
+        assert_eq!(admitted(&plan), ["d1"], "kept, and d2 not admitted");
+        assert!(plan.status.tasks[0].started_at.is_some());
+    }
+
+    #[test]
+    fn a_task_that_failed_leaves_no_stale_admission() {
+        // The last tier is done and its task failed: nobody stays admitted.
+        let mut spec = mesh("2.0.0").tier("only", &["a"]).build();
+        spec.tasks.push(upload("only", "a"));
+        let mut scene = Scene::new(spec).with(cluster("a").ready("1.0.0"));
+        scene.step();
+        scene.set(cluster("a").ready("2.0.0"));
+        let plan = scene.step();
+        let id = plan.status.tasks[0].id.clone();
+        reports(&mut scene, "a", &id, TaskState::Failed, 2);
+        let plan = scene.step();
+        assert_eq!(plan.status.phase, MeshPhase::Stalled);
+        assert!(
+            plan.status.admitted.is_empty(),
+            "{:?}",
+            plan.status.admitted
+        );
+    }
+
+    #[test]
     fn a_paused_mesh_starts_no_task() {
         let mut scene = source_and_destinations();
         scene.step();
