@@ -367,6 +367,65 @@ pub fn cases() -> Vec<Case> {
             [("m.yaml", mesh("prod", "  namespace: \"@NS@\"\n", "web"))],
             "metadata.namespace: namespace \"@NS@\" differs from \"@NS2@\" of Cluster/web",
         ),
+        Case {
+            name: "two mesh tasks with one name (a list map)",
+            files: vec![
+                ("c.yaml", cluster_named("web", "")),
+                (
+                    "m.yaml",
+                    mesh("prod", "", "web")
+                        + "  tasks:\n  - {name: upload, cluster: web, after: all}\n  - {name: upload, cluster: web, after: all}\n",
+                ),
+            ],
+            verdict: Refused,
+            expect: "spec.tasks[1]: Duplicate value: {\"name\":\"upload\"}",
+        },
+        Case {
+            name: "a mesh task named like no DNS label",
+            files: vec![
+                ("c.yaml", cluster_named("web", "")),
+                (
+                    "m.yaml",
+                    mesh("prod", "", "web")
+                        + "  tasks:\n  - {name: Upload_Content, cluster: web, after: all}\n",
+                ),
+            ],
+            verdict: Refused,
+            expect: "spec.tasks[0].name: Invalid value: \"Upload_Content\"",
+        },
+        Case {
+            name: "a mesh task for rollouts of no kind",
+            files: vec![
+                ("c.yaml", cluster_named("web", "")),
+                (
+                    "m.yaml",
+                    mesh("prod", "", "web")
+                        + "  tasks:\n  - {name: upload, cluster: web, after: all, on: Sometimes}\n",
+                ),
+            ],
+            verdict: Refused,
+            expect: "spec.tasks[0].on: Unsupported value: \"Sometimes\"",
+        },
+        meshed(
+            "a mesh task after a tier the mesh does not have",
+            "",
+            [(
+                "m.yaml",
+                mesh("prod", "", "web")
+                    + "  tasks:\n  - {name: upload, cluster: web, after: source}\n",
+            )],
+            "m.yaml: Mesh/prod: spec.tasks[0].after: \"source\" is not a tier of the mesh",
+        ),
+        meshed(
+            "a mesh task on a member its cluster does not have",
+            "",
+            [(
+                "m.yaml",
+                mesh("prod", "", "web")
+                    + "  tasks:\n  - {name: upload, cluster: web, member: z, after: all}\n",
+            )],
+            "m.yaml: Mesh/prod: spec.tasks[0].member: \"z\" is not a member of cluster \"web\"",
+        ),
         meshed(
             "a cluster claimed by two meshes",
             "",
