@@ -1319,16 +1319,7 @@ impl Sim {
                 continue;
             }
             let target = c.spec.version.as_deref().unwrap_or(&mesh.spec.version);
-            let off = c.members.values().find(|m| {
-                part_of(c, &m.name)
-                    && joined(c, &m.name)
-                    && !m.retired
-                    && !same_version(
-                        effective_version_str(&c.spec, &m.version, &m.components),
-                        target,
-                    )
-            });
-            if let Some(m) = off {
+            if let Some(m) = off_target(c, target) {
                 found = Some(format!(
                     "{}/{member}: {kind:?} starts while {}/{} runs {} in an earlier tier",
                     self.clusters[ci].name, c.name, m.name, m.version
@@ -1401,15 +1392,7 @@ impl Sim {
                     .filter(|c| tier_of(&c.name) == Some(ti))
                 {
                     let want = c.spec.version.as_deref().unwrap_or(target);
-                    if let Some(m) = c.members.values().find(|m| {
-                        part_of(c, &m.name)
-                            && joined(c, &m.name)
-                            && !m.retired
-                            && !same_version(
-                                effective_version_str(&c.spec, &m.version, &m.components),
-                                want,
-                            )
-                    }) {
+                    if let Some(m) = off_target(c, want) {
                         found.push(format!(
                             "{cname}/{member}: task {} starts while {}/{} of tier {} runs {}",
                             t.name, c.name, m.name, t.after, m.version
@@ -2201,6 +2184,19 @@ impl Sim {
         }
         out
     }
+}
+
+/// A member of `c` that has joined, is not retired and does not run `target`, if any.
+fn off_target<'c>(c: &'c SimCluster, target: &str) -> Option<&'c SimMember> {
+    c.members.values().find(|m| {
+        part_of(c, &m.name)
+            && joined(c, &m.name)
+            && !m.retired
+            && !same_version(
+                effective_version_str(&c.spec, &m.version, &m.components),
+                target,
+            )
+    })
 }
 
 /// `member` is declared, or still has a record (leaving).
