@@ -392,6 +392,10 @@ pub struct RolloutStatus {
     pub direction: Direction,
     pub started_at: Timestamp,
     pub log_id: u64,
+    /// No cluster changed version: the clusters moved for another reason (a member joining or
+    /// leaving). Such a rollout runs no once-per-mesh task.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconcile: bool,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

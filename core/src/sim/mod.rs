@@ -1402,6 +1402,7 @@ impl Sim {
                 }
             }
         } else if matches!(req.kind, OpKind::Upgrade | OpKind::Rollback)
+            && !rollout.reconcile
             && let Some(t) = tier_of(cname)
         {
             for task in mesh
@@ -1466,7 +1467,7 @@ impl Sim {
         let Some(r) = &st.rollout else {
             return out;
         };
-        if st.phase != MeshPhase::Ready {
+        if st.phase != MeshPhase::Ready || r.reconcile {
             return out;
         }
         for t in mesh.spec.tasks.iter().filter(|t| t.on.runs_on(r.direction)) {
@@ -2537,6 +2538,7 @@ mod drain_tests {
                 direction,
                 started_at: Timestamp(0),
                 log_id: 1,
+                reconcile: false,
             }),
             admitted: vec![Admitted {
                 cluster: cluster.into(),
@@ -2649,6 +2651,7 @@ mod task_tests {
                     direction: Direction::Upgrade,
                     started_at: Timestamp(0),
                     log_id: 1,
+                    reconcile: false,
                 }),
                 ..Default::default()
             });

@@ -355,6 +355,7 @@ mod tests {
                 direction: Direction::Upgrade,
                 started_at: started,
                 log_id: 0,
+                reconcile: false,
             }),
             ..Default::default()
         };

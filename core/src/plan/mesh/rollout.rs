@@ -158,6 +158,7 @@ pub(super) fn start(
         direction,
         started_at: now,
         log_id: id,
+        reconcile: !scope.versions_change,
     });
     events.push(PlanEvent {
         warning: false,

@@ -67,8 +67,9 @@ pub(super) fn run(pass: &Pass<'_, '_>, st: &mut MeshStatus, events: &mut Vec<Pla
     let Some(rollout) = st.rollout.clone() else {
         return out;
     };
-    if open_version(st).is_none() {
-        // The rollout is over: its tasks are history.
+    if open_version(st).is_none() || rollout.reconcile {
+        // The rollout is over (its tasks are history), or no cluster changes version in it
+        // (a member joins or leaves): no task is owed.
         return out;
     }
     let Pass {
@@ -530,6 +531,25 @@ mod tests {
             "{:?}",
             plan.status.admitted
         );
+    }
+
+    #[test]
+    fn a_rollout_that_changes_no_version_runs_no_task() {
+        // Every cluster runs the mesh's version; src is not Ready (a member joins it).
+        let mut spec = mesh("1.0.0")
+            .tier("source", &["src"])
+            .tier("destinations", &["d1"])
+            .build();
+        spec.tasks.push(upload("source", "src"));
+        let mut scene = Scene::new(spec)
+            .with(cluster("src").runs("1.0.0"))
+            .with(cluster("d1").ready("1.0.0"));
+        let plan = scene.step();
+        assert!(plan.status.rollout.as_ref().is_some_and(|r| r.reconcile));
+        scene.set(cluster("src").ready("1.0.0"));
+        let plan = scene.step();
+        assert!(plan.status.tasks.is_empty(), "{:?}", plan.status.tasks);
+        assert_eq!(plan.status.phase, MeshPhase::Ready);
     }
 
     #[test]
