@@ -67,6 +67,13 @@ pub enum Stall {
         failures: u32,
         error: String,
     },
+    /// A once-per-mesh task is due but its cluster is stopped (Stalled or RolledBack for
+    /// another reason): it cannot run until a human fixes the cluster.
+    TaskBlocked {
+        task: String,
+        cluster: String,
+        phase: String,
+    },
 }
 
 impl Stall {
@@ -90,6 +97,7 @@ impl Stall {
             Stall::IdentityMismatch { .. } => "IdentityMismatch",
             Stall::DrainTimeout { .. } => "DrainTimeout",
             Stall::TaskFailed { .. } => "TaskFailed",
+            Stall::TaskBlocked { .. } => "TaskBlocked",
         }
     }
 
@@ -184,6 +192,14 @@ impl fmt::Display for Stall {
                 "task {task} failed {failures} times ({at}): {}; fix the cause, then retry the cluster",
                 super::conditions::bounded(error, 400)
             ),
+            Stall::TaskBlocked {
+                task,
+                cluster,
+                phase,
+            } => write!(
+                f,
+                "task {task} is due but cluster {cluster} is {phase} (see its Stalled condition); fix the cluster, then retry it"
+            ),
         }
     }
 }
@@ -196,6 +212,15 @@ mod tests {
     fn each_stall_has_its_reason_and_a_message_with_its_data() {
         let cases = [
             (Stall::NoVersion, "NoVersion", "no version"),
+            (
+                Stall::TaskBlocked {
+                    task: "upload".into(),
+                    cluster: "core-a".into(),
+                    phase: "Stalled".into(),
+                },
+                "TaskBlocked",
+                "task upload is due but cluster core-a is Stalled (see its Stalled condition); fix the cluster, then retry it",
+            ),
             (
                 Stall::TaskFailed {
                     task: "upload-content".into(),

@@ -119,8 +119,8 @@ pub(super) fn run(pass: &Pass<'_, '_>, st: &mut MeshStatus, events: &mut Vec<Pla
                 cluster: t.cluster.clone(),
                 ..Default::default()
             });
-        let reported = clusters
-            .find(&t.cluster)
+        let home = clusters.find(&t.cluster);
+        let reported = home
             .and_then(|s| s.view.status)
             .and_then(|s| s.tasks.iter().find(|r| r.id == id));
         if ts.state != TaskState::Succeeded {
@@ -150,6 +150,21 @@ pub(super) fn run(pass: &Pass<'_, '_>, st: &mut MeshStatus, events: &mut Vec<Pla
                     ),
                     failures: ts.failures,
                     error: ts.last_error.clone().unwrap_or_default(),
+                });
+            }
+            // Due, not running, and its cluster stopped for another reason (a Zombie member,
+            // a rollback): nothing runs it until a human fixes the cluster.
+            if ts.started_at.is_some()
+                && ts.state == TaskState::Pending
+                && out.stall.is_none()
+                && let Some(h) = home.filter(|h| h.failed)
+            {
+                // Its phase only: the mesh is planned again when a cluster's phase changes,
+                // not when its message does.
+                out.stall = Some(Stall::TaskBlocked {
+                    task: ts.name.clone(),
+                    cluster: ts.cluster.clone(),
+                    phase: format!("{:?}", h.view.status.map(|s| s.phase).unwrap_or_default()),
                 });
             }
         }
@@ -550,6 +565,31 @@ mod tests {
         let plan = scene.step();
         assert!(plan.status.tasks.is_empty(), "{:?}", plan.status.tasks);
         assert_eq!(plan.status.phase, MeshPhase::Ready);
+    }
+
+    #[test]
+    fn a_task_whose_cluster_is_stopped_stalls_the_mesh_with_the_cluster_s_reason() {
+        let mut scene = source_and_destinations();
+        scene.step();
+        scene.set(cluster("src").ready("2.0.0"));
+        scene.step();
+        // src stops for another reason (a Zombie member) before it runs the task.
+        scene.set(cluster("src").ready("2.0.0").stalled());
+        let plan = scene.step();
+        assert_eq!(plan.status.phase, MeshPhase::Stalled);
+        let stalled = plan
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == cond::STALLED)
+            .expect("Stalled");
+        assert_eq!(stalled.reason, "TaskBlocked");
+        assert!(
+            stalled.message.contains("cluster src is Stalled"),
+            "{}",
+            stalled.message
+        );
+        assert_eq!(admitted(&plan), ["src"], "no destination starts");
     }
 
     #[test]
