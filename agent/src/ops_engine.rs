@@ -236,6 +236,21 @@ mod tests {
     use crate::api::{OperationKind, Role};
     use crate::demo::{DemoConfig, MemberTlsFlags};
 
+    /// An engine over a demo backend in `dir` (tasks take no time).
+    async fn demo_engine(dir: &std::path::Path) -> Engine {
+        let ops = OpsStore::load(dir.join("operations.json"))
+            .await
+            .expect("journal");
+        let demo = DemoBackend::start(demo_config(dir, 0.0))
+            .await
+            .expect("demo backend");
+        Engine {
+            member: "m0".into(),
+            ops,
+            backend: Backend::Demo(Arc::new(demo)),
+        }
+    }
+
     fn demo_config(dir: &std::path::Path, task_seconds: f64) -> DemoConfig {
         DemoConfig {
             member: "m0".into(),
@@ -265,17 +280,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_submission_dropped_mid_way_still_runs_its_operation() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ops = OpsStore::load(dir.path().join("operations.json"))
-            .await
-            .expect("journal");
-        let demo = DemoBackend::start(demo_config(dir.path(), 0.0))
-            .await
-            .expect("demo backend");
-        let engine = Engine {
-            member: "m0".into(),
-            ops,
-            backend: Backend::Demo(Arc::new(demo)),
-        };
+        let engine = demo_engine(dir.path()).await;
         for i in 0..5 {
             let id = format!("up-{i}");
             let version = format!("2.0.{i}");
@@ -306,17 +311,7 @@ mod tests {
     async fn task_runs_are_bounded_and_persisted() {
         use crate::api::MAX_TASK_RUNS;
         let dir = tempfile::tempdir().expect("temp dir");
-        let ops = OpsStore::load(dir.path().join("operations.json"))
-            .await
-            .expect("journal");
-        let demo = DemoBackend::start(demo_config(dir.path(), 0.0))
-            .await
-            .expect("demo backend");
-        let engine = Engine {
-            member: "m0".into(),
-            ops,
-            backend: Backend::Demo(Arc::new(demo)),
-        };
+        let engine = demo_engine(dir.path()).await;
         let runs = MAX_TASK_RUNS + 2;
         for i in 0..runs {
             let req = OperationRequest::new(format!("t-{i}"), OperationKind::Task)
