@@ -10,8 +10,6 @@ pub mod software;
 pub mod stall;
 pub mod trust;
 pub mod validate;
-
-pub use mesh::task_id;
 pub mod window;
 
 pub use cluster::{
@@ -20,6 +18,7 @@ pub use cluster::{
 };
 pub use mesh::{
     MeshClusterView, MeshInput, MeshIntents, MeshPlan, admission_for, plan_mesh, plan_mesh_from,
+    task_id,
 };
 pub use object::ObjectView;
 pub use observe::*;

@@ -59,11 +59,12 @@ pub enum Stall {
         timeout: String,
         backlog: String,
     },
-    /// A once-per-mesh step (`task`) failed every attempt of its retry policy (`at`: where it
-    /// ran, e.g. `cluster core-a, member a1`).
+    /// A once-per-mesh step (`task`) failed every attempt of its retry policy on `member`
+    /// (unknown: None) of `cluster`.
     TaskFailed {
         task: String,
-        at: String,
+        cluster: String,
+        member: Option<String>,
         failures: u32,
         error: String,
     },
@@ -184,12 +185,14 @@ impl fmt::Display for Stall {
             ),
             Stall::TaskFailed {
                 task,
-                at,
+                cluster,
+                member,
                 failures,
                 error,
             } => write!(
                 f,
-                "task {task} failed {failures} times ({at}): {}; fix the cause, then retry the cluster",
+                "task {task} failed {failures} times (cluster {cluster}, member {}): {}; fix the cause, then retry the cluster",
+                member.as_deref().unwrap_or("?"),
                 super::conditions::bounded(error, 400)
             ),
             Stall::TaskBlocked {
@@ -224,7 +227,8 @@ mod tests {
             (
                 Stall::TaskFailed {
                     task: "upload-content".into(),
-                    at: "cluster core-a, member a1".into(),
+                    cluster: "core-a".into(),
+                    member: Some("a1".into()),
                     failures: 3,
                     error: "exit 2".into(),
                 },

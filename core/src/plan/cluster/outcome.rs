@@ -28,9 +28,9 @@ pub(super) fn backoff(policy: &RetryPolicy, failures: u32) -> Duration {
 pub(super) fn succeeded(p: &mut Pass<'_>, s: &StepRecord) {
     let now = p.now();
     log::close_step(p, s, LogResult::Succeeded, "");
+    p.event(false, "StepSucceeded", format!("{} succeeded", describe(s)));
     // A mesh task's success is the task's, not the member's: it clears no member failure.
     if let Some(t) = &s.task {
-        p.event(false, "StepSucceeded", format!("{} succeeded", describe(s)));
         if let Some(rec) = p.st.tasks.iter_mut().find(|r| r.id == t.id) {
             rec.state = TaskState::Succeeded;
             rec.next_attempt_at = None;
@@ -40,7 +40,6 @@ pub(super) fn succeeded(p: &mut Pass<'_>, s: &StepRecord) {
         return;
     }
     let key = view::target_key(p, &s.member);
-    p.event(false, "StepSucceeded", format!("{} succeeded", describe(s)));
     if let Some(ms) = p.record_mut(&s.member) {
         ms.failures = 0;
         ms.next_attempt_at = None;

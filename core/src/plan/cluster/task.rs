@@ -61,11 +61,8 @@ fn advance(p: &mut Pass<'_>, g: &TaskGrant) {
         TaskState::Failed => {
             let stall = Stall::TaskFailed {
                 task: g.name.clone(),
-                at: format!(
-                    "cluster {}, member {}",
-                    p.inp.cluster.name,
-                    rec.member.as_deref().unwrap_or("?")
-                ),
+                cluster: p.inp.cluster.name.to_string(),
+                member: rec.member.clone(),
                 failures: rec.failures,
                 error: rec.last_error.clone().unwrap_or_default(),
             };

@@ -171,7 +171,7 @@ pub(super) fn start(
     });
 }
 
-/// Every cluster is done: the open rollout entry succeeds and nothing stays admitted.
+/// Every cluster is done: the open rollout entry succeeds (the caller clears the admissions).
 pub(super) fn finish(
     st: &mut MeshStatus,
     spec: &MeshSpec,
@@ -195,7 +195,6 @@ pub(super) fn finish(
             message: format!("all clusters run {}", spec.version),
         });
     }
-    st.admitted.clear();
 }
 
 /// One status per tier of the spec: its clusters counted, done or not, and the last start

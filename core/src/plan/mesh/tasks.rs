@@ -67,9 +67,13 @@ pub(super) fn run(pass: &Pass<'_, '_>, st: &mut MeshStatus, events: &mut Vec<Pla
     let Some(rollout) = st.rollout.clone() else {
         return out;
     };
-    if open_version(st).is_none() || rollout.reconcile {
-        // The rollout is over (its tasks are history), or no cluster changes version in it
-        // (a member joins or leaves): no task is owed.
+    if (pass.spec.tasks.is_empty() && st.tasks.is_empty())
+        || open_version(st).is_none()
+        || rollout.reconcile
+    {
+        // No task at all (the sweep below is not made on every pass of a large mesh), the
+        // rollout is over (its tasks are history), or no cluster changes version in it (a
+        // member joins or leaves): no task is owed.
         return out;
     }
     let Pass {
@@ -81,19 +85,16 @@ pub(super) fn run(pass: &Pass<'_, '_>, st: &mut MeshStatus, events: &mut Vec<Pla
         now,
     } = *pass;
     let n = spec.tiers.len();
-    let tier_done: Vec<bool> = (0..n)
-        .map(|ti| {
-            clusters
-                .sums
-                .iter()
-                .filter(|s| s.tier as usize == ti)
-                .all(|s| s.done)
-        })
-        .collect();
+    let mut tier_done = vec![true; n];
+    for s in clusters.sums.iter().filter(|s| !s.done) {
+        if let Some(d) = tier_done.get_mut(s.tier as usize) {
+            *d = false;
+        }
+    }
     let before = std::mem::take(&mut st.tasks);
     // Tasks of an earlier rollout that never finished end with it.
     for old in &before {
-        if !old.id.ends_with(&format!(".r{}", rollout.log_id))
+        if old.id != task_id(mesh, &old.name, rollout.log_id)
             && let Some(id) = old.log_id
             && st
                 .log
@@ -143,11 +144,8 @@ pub(super) fn run(pass: &Pass<'_, '_>, st: &mut MeshStatus, events: &mut Vec<Pla
             if ts.state == TaskState::Failed && out.stall.is_none() {
                 out.stall = Some(Stall::TaskFailed {
                     task: ts.name.clone(),
-                    at: format!(
-                        "cluster {}, member {}",
-                        ts.cluster,
-                        ts.member.as_deref().unwrap_or("?")
-                    ),
+                    cluster: ts.cluster.clone(),
+                    member: ts.member.clone(),
                     failures: ts.failures,
                     error: ts.last_error.clone().unwrap_or_default(),
                 });
