@@ -9,6 +9,7 @@ use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cluster::MaintenanceWindow;
 use super::common::{CertificatesSpec, Condition, LogEntry, MeshCertificatesStatus, TaskState};
 use super::values::{Duration, Timestamp};
 
@@ -30,6 +31,7 @@ use super::values::{Duration, Timestamp};
     doc = "A set of Clusters moved tier by tier, with compatibility rules and shared trust.",
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
     printcolumn(name = "Progress", type_ = "string", json_path = ".status.progress"),
+    printcolumn(name = "Lagging", type_ = "string", json_path = ".status.lagging"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "CA",
@@ -178,6 +180,32 @@ pub struct TierSpec {
     /// upgraded data) has been received by every other cluster. Unset: the tier does not wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_before: Option<DrainSpec>,
+    /// The tier may lag behind the rest of the mesh (satellites upgraded later; the mesh works
+    /// with them behind). On an upgrade it does not hold the rollout from completing: once
+    /// the tiers before it are done the mesh reports the rollout done (`Ready`, with
+    /// `MixedVersion` and `status.lagging` while the tier lags), and its clusters start only
+    /// when its trigger allows, still under the compatibility rules. A backout does not wait
+    /// for it. Only the last tiers may be deferred, and not every tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<DeferredSpec>,
+}
+
+/// When a deferred tier starts its clusters: after an approval of the tier for the target
+/// (`tier/<mesh>/<tier>@<version>` on the Mesh's `baton.dev/approve`), inside one of the
+/// windows, or both. Neither: as soon as the tiers before it are done.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct DeferredSpec {
+    /// Each upgrade of the tier waits for its approval.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval: bool,
+    /// New clusters of the tier start only inside one of these weekly windows (UTC); a
+    /// cluster started finishes (its own `maintenanceWindows` govern its disruptive steps).
+    /// Empty: any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub windows: Vec<MaintenanceWindow>,
 }
 
 /// Waiting for the mesh's replication backlog to drain before a tier starts.
@@ -330,6 +358,9 @@ pub struct MeshStatus {
     /// `done/total` clusters at the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
+    /// The deferred tiers behind the target of an upgrade (`tier done/total`, comma-separated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lagging: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -412,6 +443,37 @@ pub struct TierStatus {
     /// The tier's wait for the replication backlog to drain (`drainBefore`), in this rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<TierDrainStatus>,
+    /// A deferred tier's trigger, while the tier lags behind the rest of an upgraded mesh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<TierDeferredStatus>,
+}
+
+/// Where a deferred tier's trigger stands.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct TierDeferredStatus {
+    /// What the tier waits for before it starts a cluster. Unset: it may start them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<DeferredWait>,
+    /// The approval the tier needs for this target (`tier/<mesh>/<tier>@<version>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+    /// The approval given (kept for the rollout: a later target needs its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<String>,
+    /// When the next window opens, while the tier waits for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_window_at: Option<Timestamp>,
+}
+
+/// What a deferred tier waits for.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeferredWait {
+    /// The tiers before it (it moves after them, like any tier).
+    EarlierTiers,
+    Approval,
+    Window,
 }
 
 /// Where a tier's wait for the mesh's replication backlog stands.

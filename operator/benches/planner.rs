@@ -75,6 +75,7 @@ fn mesh_fixture(n: usize) -> (MeshSpec, Vec<Fixture>) {
             max_parallel: 8,
             stagger: Duration(0),
             drain_before: None,
+            deferred: None,
         });
     }
     let compatibility = (1..4)

@@ -356,23 +356,28 @@ pub fn validate_cluster(spec: &ClusterSpec) -> Vec<Problem> {
             "InPlace takes every member down and requires allowOutage: true",
         );
     }
-    for (i, w) in u.maintenance_windows.iter().enumerate() {
+    check_windows(
+        &mut out,
+        "spec.upgrade.maintenanceWindows",
+        &u.maintenance_windows,
+    );
+    out
+}
+
+/// Weekly windows: an `HH:MM` start and a positive duration each.
+fn check_windows(out: &mut Vec<Problem>, field: &str, windows: &[crate::api::MaintenanceWindow]) {
+    for (i, w) in windows.iter().enumerate() {
         if parse_hhmm(&w.start).is_none() {
             problem(
-                &mut out,
-                format!("spec.upgrade.maintenanceWindows[{i}].start"),
+                out,
+                format!("{field}[{i}].start"),
                 format!("{:?} is not HH:MM", w.start),
             );
         }
         if w.duration.millis() == 0 {
-            problem(
-                &mut out,
-                format!("spec.upgrade.maintenanceWindows[{i}].duration"),
-                "must be positive",
-            );
+            problem(out, format!("{field}[{i}].duration"), "must be positive");
         }
     }
-    out
 }
 
 /// A cluster as the mesh sees it for validation: name, labels and spec.
@@ -752,6 +757,7 @@ fn validate_mesh_core(
         );
     }
     check_tasks(&mut out, mesh, clusters, index, &outside);
+    check_deferred(&mut out, mesh);
     // Compatibility rules: a cycle means no role can ever move first.
     let mut edges: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (i, r) in mesh.compatibility.iter().enumerate() {
@@ -871,6 +877,57 @@ fn check_tasks(
                 out,
                 format!("{f}.member"),
                 format!("{m:?} is not a member of cluster {:?}", t.cluster),
+            );
+        }
+    }
+}
+
+/// Deferred tiers: only the last tiers (a tier after a deferred one would wait for it, and
+/// the mesh would report a rollout done with a tier behind that was never deferred), never
+/// every tier (nothing would be the rollout), and no upgrade task after one (a task after a
+/// tier that may lag for weeks would hold the next tier, or the rollout, for as long).
+fn check_deferred(out: &mut Vec<Problem>, mesh: &MeshSpec) {
+    let first = mesh.tiers.iter().position(|t| t.deferred.is_some());
+    let Some(first) = first else {
+        return;
+    };
+    if first == 0 {
+        problem(
+            out,
+            "spec.tiers[0].deferred",
+            "the first tier cannot be deferred: the tiers before a deferred one are the rollout",
+        );
+    }
+    for (i, t) in mesh.tiers.iter().enumerate().skip(first) {
+        match &t.deferred {
+            None => problem(
+                out,
+                format!("spec.tiers[{i}]"),
+                format!(
+                    "tier {:?} follows the deferred tier {:?}: only the last tiers may be deferred",
+                    t.name, mesh.tiers[first].name
+                ),
+            ),
+            Some(d) => check_windows(
+                out,
+                &format!("spec.tiers[{i}].deferred.windows"),
+                &d.windows,
+            ),
+        }
+    }
+    for (i, task) in mesh.tasks.iter().enumerate() {
+        let deferred = mesh
+            .tiers
+            .iter()
+            .any(|t| t.name == task.after && t.deferred.is_some());
+        if deferred && task.on.runs_on(crate::api::Direction::Upgrade) {
+            problem(
+                out,
+                format!("spec.tasks[{i}].after"),
+                format!(
+                    "tier {:?} is deferred: an upgrade task cannot wait for a tier that may lag behind the rollout",
+                    task.after
+                ),
             );
         }
     }

@@ -2523,6 +2523,7 @@ mod drain_tests {
             max_parallel: 1,
             stagger: Duration(0),
             drain_before: drain.then(DrainSpec::default),
+            deferred: None,
         };
         MeshSpec {
             version: "2.0.0".into(),

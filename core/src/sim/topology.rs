@@ -80,6 +80,7 @@ pub fn random(rng: &mut Rng, b: Bounds, version: &str) -> Topology {
                 Duration(0)
             },
             drain_before: None,
+            deferred: None,
         })
         .collect();
     let mut clusters = Vec::new();
@@ -210,6 +211,7 @@ pub fn active_standby_deployment(
         max_parallel: mp,
         stagger: st,
         drain_before: None,
+        deferred: None,
     };
     let mesh = MeshSpec {
         tasks: Vec::new(),

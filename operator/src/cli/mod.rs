@@ -418,9 +418,57 @@ pub fn approval_cluster(step: &str) -> anyhow::Result<&str> {
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "{step:?} is not a step name; approvable steps look like \
-                 switchover/CLUSTER/MEMBER@VERSION or rotation/CLUSTER/PHASE@CA (see `baton status`)"
+                 switchover/CLUSTER/MEMBER@VERSION, rotation/CLUSTER/PHASE@CA or \
+                 tier/MESH/TIER@VERSION (see `baton status`)"
             )
         })
+}
+
+/// A deferred tier's approval, `tier/MESH/TIER@VERSION`: the mesh, the tier and the version.
+pub fn tier_approval(step: &str) -> Option<(&str, &str, &str)> {
+    let rest = step.strip_prefix("tier/")?;
+    let (mesh, rest) = rest.split_once('/')?;
+    let (tier, version) = rest.rsplit_once('@')?;
+    (!mesh.is_empty() && !tier.is_empty() && !tier.contains('/')).then_some((mesh, tier, version))
+}
+
+/// The mesh and the tier a well-formed tier approval names.
+pub fn tier_approval_of(step: &str) -> anyhow::Result<(&str, &str)> {
+    let Some((mesh, tier, version)) = tier_approval(step) else {
+        bail!(
+            "{step:?} is not a tier approval; a deferred tier's approval looks like \
+             tier/MESH/TIER@VERSION (see `baton status`)"
+        );
+    };
+    if let Err(e) = version.parse::<crate::api::Version>() {
+        bail!("{step:?}: {version:?} is not a version: {e}");
+    }
+    Ok((mesh, tier))
+}
+
+/// Refuse a tier approval the planner could never act on: the tier must be one of the mesh's
+/// (`tiers`: name and whether it waits for an approval, as the host knows them) and the version
+/// a version. Returns the mesh.
+pub fn check_tier_approval<'a>(
+    step: &'a str,
+    tiers: impl IntoIterator<Item = (&'a str, bool)>,
+) -> anyhow::Result<&'a str> {
+    let (mesh, tier) = tier_approval_of(step)?;
+    let tiers: Vec<(&str, bool)> = tiers.into_iter().collect();
+    match tiers.iter().find(|(t, _)| *t == tier) {
+        None => bail!(
+            "{step:?}: mesh {mesh} has no tier {tier:?} (tiers: {})",
+            listed(
+                &tiers.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+                "none known yet"
+            )
+        ),
+        Some((_, false)) => bail!(
+            "{step:?}: tier {tier:?} of mesh {mesh} is not a deferred tier waiting for an approval \
+             (deferred: {{approval: true}})"
+        ),
+        Some(_) => Ok(mesh),
+    }
 }
 
 /// A rotation phase's name, `rotation/CLUSTER/PHASE@CA` (what `approvePhases` waits for and a
@@ -530,6 +578,36 @@ pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
         }
     };
     match intent {
+        Intent::Approve(step) if step.starts_with("tier/") => {
+            let mesh = tier_approval_of(&step)?.0.to_string();
+            let m = match resolve(&st, &format!("mesh/{mesh}")) {
+                Ok(Target::Mesh(m)) => m,
+                _ => bail!("{step:?}: no mesh {mesh:?} in the state file"),
+            };
+            // The state file keeps statuses, not specs: the tier names are checked (an
+            // approval given ahead of a rollout is fine, before the tier says it waits).
+            let status = st.meshes[&m].status.as_ref();
+            let tiers = status
+                .into_iter()
+                .flat_map(|s| s.tiers.iter().map(|t| (t.name.as_str(), true)));
+            check_tier_approval(&step, tiers)?;
+            let waiting = status
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|msg| msg.contains(&step));
+            Intents::update(&path, |i| {
+                let e = i.meshes.entry(m.clone()).or_default();
+                if !e.approve.contains(&step) {
+                    e.approve.push(step.clone());
+                }
+            })?;
+            Ok(if waiting {
+                format!("approved {step}")
+            } else {
+                format!(
+                    "approved {step} (mesh {m} is not waiting for it now; the approval applies when it does)"
+                )
+            })
+        }
         Intent::Approve(step) => {
             let cluster = approval_cluster(&step)?.to_string();
             let c = match resolve(&st, &format!("cluster/{cluster}"))? {

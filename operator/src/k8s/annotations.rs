@@ -28,6 +28,7 @@ pub fn mesh_intents(annotations: &BTreeMap<String, String>) -> MeshIntents {
     MeshIntents {
         force: token(annotations, FORCE),
         pause: paused(annotations),
+        approve: approvals(annotations),
     }
 }
 
@@ -79,9 +80,14 @@ mod tests {
         let i = cluster_intents(&ann(&[(PAUSE, "yes"), (RETRY, "  ")]));
         assert!(!i.pause);
         assert_eq!(i.retry, None);
-        let m = mesh_intents(&ann(&[(FORCE, "t1"), (PAUSE, "true")]));
+        let m = mesh_intents(&ann(&[
+            (FORCE, "t1"),
+            (PAUSE, "true"),
+            (APPROVE, "tier/prod/sat@2.0.0, "),
+        ]));
         assert_eq!(m.force.as_deref(), Some("t1"));
         assert!(m.pause);
+        assert_eq!(m.approve, ["tier/prod/sat@2.0.0"]);
     }
 
     #[test]

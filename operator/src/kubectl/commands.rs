@@ -21,7 +21,8 @@ use crate::cli::plan::{PlanOptions, Schedule, schedule_from};
 use crate::cli::tree::{TreeCluster, TreeInput, TreeInvalid, TreeMesh, render};
 use crate::cli::view::log_lines;
 use crate::cli::{
-    Intent, Output, approval_cluster, check_approval, check_force_name, is_cluster_force,
+    Intent, Output, approval_cluster, check_approval, check_force_name, check_tier_approval,
+    is_cluster_force, tier_approval_of,
 };
 use crate::k8s::annotations::{APPROVE, FORCE, PAUSE, RETRY};
 use crate::k8s::stores::{GuardedCluster, GuardedMesh};
@@ -419,35 +420,85 @@ impl Listed {
     }
 }
 
-/// Add `step` to the list annotation `what` names on its Cluster, after checking the name
-/// against the Cluster (a typo is refused, not written to wait forever).
-async fn add_name(client: &Client, ns: &str, step: &str, what: Listed) -> anyhow::Result<String> {
-    let cluster = match what {
-        Listed::Approval => approval_cluster(step)?,
-        Listed::Force => check_force_name(step)?,
-    };
-    let target = Target::Cluster(cluster.to_string());
-    let api = namespaced::<GuardedCluster>(client, ns);
-    for _ in 0..APPROVE_ATTEMPTS {
-        let obj = api
-            .get(cluster)
-            .await
-            .map_err(|e| explain(e, &format!("reading {target} in namespace {ns}")))?;
-        let status = obj.0.as_ref().ok().and_then(|c| c.status.as_ref());
-        // An unreadable Cluster has no member list to check against; the operator reports it
-        // Stalled and the approval waits like any other.
-        if let Ok(c) = obj.0.as_ref() {
-            check_approval(
-                step,
-                cluster,
-                c.spec.members.iter().map(|m| m.name.as_str()),
-            )?;
+/// What `add_name` read of the object a name goes to.
+struct Read {
+    annotations: std::collections::BTreeMap<String, String>,
+    resource_version: Option<String>,
+    acknowledged: Vec<String>,
+    message: Option<String>,
+}
+
+/// Read `target` and check `step` against it (a typo is refused, not written to wait
+/// forever): a cluster's member, a mesh's deferred tier.
+async fn read_for(client: &Client, ns: &str, target: &Target, step: &str) -> anyhow::Result<Read> {
+    let reading = |e| explain(e, &format!("reading {target} in namespace {ns}"));
+    match target {
+        Target::Cluster(cluster) => {
+            let obj = namespaced::<GuardedCluster>(client, ns)
+                .get(cluster)
+                .await
+                .map_err(reading)?;
+            // An unreadable Cluster has no member list to check against; the operator
+            // reports it Stalled and the approval waits like any other.
+            if let Ok(c) = obj.0.as_ref() {
+                check_approval(
+                    step,
+                    cluster,
+                    c.spec.members.iter().map(|m| m.name.as_str()),
+                )?;
+            }
+            let status = obj.0.as_ref().ok().and_then(|c| c.status.as_ref());
+            Ok(Read {
+                annotations: obj.annotations().clone(),
+                resource_version: obj.meta().resource_version.clone(),
+                acknowledged: status.map(|s| s.acknowledged.clone()).unwrap_or_default(),
+                message: status.and_then(|s| s.message.clone()),
+            })
         }
+        Target::Mesh(mesh) => {
+            let obj = namespaced::<GuardedMesh>(client, ns)
+                .get(mesh)
+                .await
+                .map_err(reading)?;
+            if let Ok(m) = obj.0.as_ref() {
+                let tiers = m.spec.tiers.iter().map(|t| {
+                    let approval = t.deferred.as_ref().is_some_and(|d| d.approval);
+                    (t.name.as_str(), approval)
+                });
+                check_tier_approval(step, tiers)?;
+            }
+            let status = obj.0.as_ref().ok().and_then(|m| m.status.as_ref());
+            Ok(Read {
+                annotations: obj.annotations().clone(),
+                resource_version: obj.meta().resource_version.clone(),
+                acknowledged: status.map(|s| s.acknowledged.clone()).unwrap_or_default(),
+                message: status.and_then(|s| s.message.clone()),
+            })
+        }
+    }
+}
+
+/// Add `step` to the list annotation `what` names on its object (the Cluster of a member's
+/// step or a rotation phase, the Mesh of a deferred tier), after checking the name against it.
+async fn add_name(client: &Client, ns: &str, step: &str, what: Listed) -> anyhow::Result<String> {
+    let target = match what {
+        Listed::Approval if step.starts_with("tier/") => {
+            Target::Mesh(tier_approval_of(step)?.0.to_string())
+        }
+        Listed::Approval => Target::Cluster(approval_cluster(step)?.to_string()),
+        Listed::Force => Target::Cluster(check_force_name(step)?.to_string()),
+    };
+    for _ in 0..APPROVE_ATTEMPTS {
+        let read = read_for(client, ns, &target, step).await?;
         let (ack, done) = (what.ack(), what.done());
-        if status.is_some_and(|s| s.acknowledged.iter().any(|a| a == &format!("{ack}:{step}"))) {
+        if read
+            .acknowledged
+            .iter()
+            .any(|a| a == &format!("{ack}:{step}"))
+        {
             return Ok(format!("{step} was already {ack}d and acted on"));
         }
-        let mut approvals = names(obj.annotations(), what.key());
+        let mut approvals = names(&read.annotations, what.key());
         if approvals.iter().any(|a| a == step) {
             return Ok(format!(
                 "{step} is already {ack}d (the operator acts on it at its next pass)"
@@ -455,20 +506,18 @@ async fn add_name(client: &Client, ns: &str, step: &str, what: Listed) -> anyhow
         }
         approvals.push(step.to_string());
         let value = approvals.join(",");
-        match annotate::<GuardedCluster>(
-            client,
-            ns,
-            &target,
-            what.key(),
-            Some(&value),
-            obj.meta().resource_version.as_deref(),
-        )
-        .await
-        {
+        let rv = read.resource_version.as_deref();
+        let patched = match &target {
+            Target::Cluster(_) => {
+                annotate::<GuardedCluster>(client, ns, &target, what.key(), Some(&value), rv).await
+            }
+            Target::Mesh(_) => {
+                annotate::<GuardedMesh>(client, ns, &target, what.key(), Some(&value), rv).await
+            }
+        };
+        match patched {
             Ok(()) => {
-                let waiting = status
-                    .and_then(|s| s.message.as_deref())
-                    .is_some_and(|m| m.contains(step));
+                let waiting = read.message.as_deref().is_some_and(|m| m.contains(step));
                 return Ok(if waiting || what == Listed::Force {
                     format!("{done} {step}")
                 } else {

@@ -402,6 +402,7 @@ impl<M: Members> Runner<M> {
             let new = MeshIntents {
                 force: mi.force,
                 pause: mi.pause,
+                approve: mi.approve,
             };
             if new != m.intents {
                 m.intents = new;

@@ -301,6 +301,9 @@ pub struct MeshIntentsFile {
     pub force: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pause: bool,
+    /// Deferred tiers approved (`tier/MESH/TIER@VERSION`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approve: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -427,6 +427,38 @@ pub fn cases() -> Vec<Case> {
             "m.yaml: Mesh/prod: spec.tasks[0].member: \"z\" is not a member of cluster \"web\"",
         ),
         meshed(
+            "a mesh whose only tier is deferred",
+            "",
+            [(
+                "m.yaml",
+                mesh("prod", "", "web") + "    deferred: {approval: true}\n",
+            )],
+            "m.yaml: Mesh/prod: spec.tiers[0].deferred: the first tier cannot be deferred",
+        ),
+        meshed(
+            "a mesh with an upgrade task after a deferred tier",
+            "",
+            [(
+                "m.yaml",
+                mesh("prod", "", "web")
+                    + "  - name: sat\n    selector: {matchLabels: {site: far}}\n    deferred: {}\n  tasks:\n  - {name: upload, cluster: web, after: sat}\n",
+            )],
+            "m.yaml: Mesh/prod: spec.tasks[0].after: tier \"sat\" is deferred",
+        ),
+        Case {
+            name: "a deferred tier's window opening at no time of day",
+            files: vec![
+                ("c.yaml", cluster_named("web", "")),
+                (
+                    "m.yaml",
+                    mesh("prod", "", "web")
+                        + "  - name: sat\n    selector: {matchLabels: {site: far}}\n    deferred:\n      windows: [{start: \"25:00\", duration: 1h}]\n",
+                ),
+            ],
+            verdict: Refused,
+            expect: "spec.tiers[1].deferred.windows[0].start: Invalid value: \"25:00\"",
+        },
+        meshed(
             "a cluster claimed by two meshes",
             "",
             [

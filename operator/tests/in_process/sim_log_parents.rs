@@ -188,6 +188,7 @@ fn mesh_admissions_hang_under_their_tier_and_tiers_under_the_rollout() {
                 max_parallel: 1,
                 stagger: Duration(0),
                 drain_before: None,
+                deferred: None,
             })
             .collect(),
         ..Default::default()

@@ -800,6 +800,7 @@ fn rolling_mesh_refuses_a_takeover_beyond_the_load_factor() {
             max_parallel: 1,
             stagger: Duration(0),
             drain_before: None,
+            deferred: None,
         }],
         strategy: MeshStrategy {
             type_: MeshStrategyType::Rolling,
@@ -1544,6 +1545,7 @@ fn rotating_mesh(certs: CertificatesSpec, solo: bool) -> Sim {
             max_parallel: 3,
             stagger: Duration(0),
             drain_before: None,
+            deferred: None,
         }],
         compatibility: vec![],
         strategy: MeshStrategy::default(),

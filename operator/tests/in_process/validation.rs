@@ -131,6 +131,7 @@ fn a_mesh_refuses_one_agent_in_two_of_its_clusters() {
             max_parallel: 1,
             stagger: Default::default(),
             drain_before: None,
+            deferred: None,
         }],
         ..Default::default()
     };
@@ -278,4 +279,61 @@ fn a_mesh_task_names_a_tier_a_cluster_and_a_member_of_the_mesh() {
     ] {
         assert!(msg.contains(want), "{want}\n{msg}");
     }
+}
+
+#[test]
+fn only_the_last_tiers_may_be_deferred_and_no_upgrade_task_waits_for_one() {
+    let none = BTreeMap::new();
+    let core = with_role("core");
+    let sat = with_role("satellite");
+    let far = with_role("satellite");
+    let clusters = [
+        cluster_ref("c", &none, &core),
+        cluster_ref("s", &none, &sat),
+        cluster_ref("t", &none, &far),
+    ];
+    let deferred = |mut t: TierSpec| {
+        t.deferred = Some(DeferredSpec::default());
+        t
+    };
+    let mut m = mesh(
+        vec![
+            tier("core", &["c"]),
+            deferred(tier("sat", &["s"])),
+            deferred(tier("far", &["t"])),
+        ],
+        vec![],
+    );
+    assert_eq!(messages(&validate_mesh(&m, &clusters)), "");
+    m.tiers.swap(0, 1);
+    m.tiers[2].deferred = None;
+    m.tiers[1].deferred = Some(DeferredSpec {
+        approval: false,
+        windows: vec![MaintenanceWindow {
+            days: vec![],
+            start: "9:00".into(),
+            duration: Duration(0),
+        }],
+    });
+    m.tasks = vec![MeshTaskSpec {
+        name: "upload".into(),
+        task: None,
+        cluster: "c".into(),
+        member: None,
+        after: "sat".into(),
+        on: TaskRollouts::Both,
+    }];
+    let msg = messages(&validate_mesh(&m, &clusters));
+    for want in [
+        "spec.tiers[0].deferred: the first tier cannot be deferred",
+        "spec.tiers[2]: tier \"far\" follows the deferred tier \"sat\": only the last tiers may be deferred",
+        "spec.tiers[1].deferred.windows[0].start: \"9:00\" is not HH:MM",
+        "spec.tiers[1].deferred.windows[0].duration: must be positive",
+        "spec.tasks[0].after: tier \"sat\" is deferred",
+    ] {
+        assert!(msg.contains(want), "{want}\n{msg}");
+    }
+    // A backout task after a deferred tier is fine: a backout never defers.
+    m.tasks[0].on = TaskRollouts::Backout;
+    assert!(!messages(&validate_mesh(&m, &clusters)).contains("spec.tasks"));
 }

@@ -12,6 +12,7 @@ use crate::plan::stall::Stall;
 
 use super::capacity::capacity_refusal;
 use super::compat::RoleVersions;
+use super::deferred::{self, Trigger};
 use super::drain::{self, Drain};
 use super::read::{Clusters, Summary};
 use super::rollout::{dir_word, log_admission};
@@ -28,6 +29,9 @@ pub(super) struct Turn<'x, 'a> {
     /// Tiers at or past this position in the rollout's order wait for a once-per-mesh task
     /// (see `tasks`).
     pub(super) held_by_tasks: Option<usize>,
+    /// The mesh's name (a deferred tier's approval carries it) and the approvals given.
+    pub(super) mesh: &'x str,
+    pub(super) approve: &'x [String],
 }
 
 /// What admission found besides the admissions (written to `status.admitted`).
@@ -43,6 +47,9 @@ pub(super) struct Admissions {
     pub(super) blocked: Option<Stall>,
     /// The tier's wait for the replication backlog to drain ran past its timeout.
     pub(super) timed_out: Option<Stall>,
+    /// The active tier is deferred and waits for its trigger (a human or a clock: not a
+    /// blocked mesh).
+    pub(super) deferred: bool,
 }
 
 /// The tier that moves: the first with an unfinished cluster, the last for a backout.
@@ -78,6 +85,7 @@ pub(super) fn admit(
         wake: Wake::Idle,
         blocked: None,
         timed_out: None,
+        deferred: false,
     };
     let active_tier = active_tier(sums, direction);
     keep_admissions(spec, clusters, st, active_tier, direction);
@@ -113,12 +121,32 @@ pub(super) fn admit(
         let held = turn
             .held_by_tasks
             .is_some_and(|h| super::tasks::position(ti, spec.tiers.len(), direction) >= h);
+        let trigger_pass = deferred::Pass {
+            mesh: turn.mesh,
+            spec,
+            direction,
+            now,
+            approve: turn.approve,
+        };
+        // A deferred tier's trigger comes before its drain: the drain's timeout counts from
+        // when the tier may start.
+        let trigger = if paused || held {
+            Trigger::Open
+        } else {
+            deferred::gate(&trigger_pass, st, tiers, ti, events)
+        };
         let drain = if paused {
             Drain::Open
         } else if held {
             // The task says what is waited for; the drain is looked at once it succeeded.
             out.wake = Wake::Busy;
             Drain::Waiting(format!("tier {} waits for the tasks before it", tier.name))
+        } else if let Trigger::Waiting(why, wake) = &trigger {
+            // Only clusters part-way go on: a cluster started finishes.
+            out.waiting.push(why.clone());
+            out.wake = out.wake.min(*wake);
+            out.deferred = true;
+            Drain::Open
         } else {
             let pass = drain::Pass {
                 spec,
@@ -130,6 +158,7 @@ pub(super) fn admit(
             drain::gate(&pass, st, tiers, ti, events)
         };
         let candidates = match drain {
+            Drain::Open if out.deferred => candidates.into_iter().filter(|s| s.in_motion).collect(),
             Drain::Open => candidates,
             Drain::Waiting(why) => {
                 out.waiting.push(why);
@@ -201,6 +230,7 @@ pub(super) fn admit(
             && !out.waiting.is_empty()
             && out.failed.is_empty()
             && out.wake == Wake::Idle
+            && !out.deferred
         {
             out.blocked = Some(Stall::Blocked(out.waiting.clone()));
         }
@@ -280,6 +310,8 @@ mod tests {
                 now: input.now,
                 force: None,
                 held_by_tasks: None,
+                mesh: "mesh",
+                approve: &[],
             };
             let out = admit(&turn, &mut st, &mut tiers, &mut Vec::new());
             (out, st, tiers)

@@ -21,6 +21,7 @@
 mod admission;
 mod capacity;
 mod compat;
+mod deferred;
 mod drain;
 mod holds;
 mod preconditions;
@@ -32,10 +33,11 @@ mod tasks;
 mod types;
 mod versions;
 
+pub use deferred::approval_name;
 pub use tasks::task_id;
 pub use types::{MeshClusterView, MeshInput, MeshIntents, MeshPlan, Outside, OutsideCluster};
 
-use crate::api::{MeshPhase, MeshSpec, MeshStatus, MeshStrategyType, RotationPhase};
+use crate::api::{Direction, MeshPhase, MeshSpec, MeshStatus, MeshStrategyType, RotationPhase};
 use crate::plan::observe::PlanEvent;
 use crate::plan::observe::Wake;
 use crate::plan::{Admission, RotationGrant, TaskGrant};
@@ -238,15 +240,34 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     if !owed.waiting.is_empty() {
         wake = wake.min(Wake::Busy);
     }
-    if all_done && stalled.is_none() && !owed.owed {
-        rollout::finish(&mut st, spec, total, &mut events, now);
+    let mut tiers = rollout::tier_statuses(spec, &st.tiers, &clusters.sums);
+    // Only deferred tiers are behind on an upgrade: the rollout proper is done.
+    let lag = (direction == Direction::Upgrade
+        && !all_done
+        && holds.unreadable.is_empty()
+        && deferred::core_done(spec, &clusters.sums))
+    .then(|| deferred::lagging(spec, &tiers))
+    .flatten();
+    if (all_done || lag.is_some()) && stalled.is_none() && !owed.owed {
+        rollout::finish(&mut st, spec, total, lag.as_deref(), &mut events, now);
     }
     if all_done {
         // Nobody moves any more, whatever the tasks still owe.
         st.admitted.clear();
     }
-    let mut tiers = rollout::tier_statuses(spec, &st.tiers, &clusters.sums);
     rollout::close_done_tiers(&mut st, &tiers, &mut events, now);
+    let trigger_pass = deferred::Pass {
+        mesh: input.mesh.name,
+        spec,
+        direction,
+        now,
+        approve: &input.intents.approve,
+    };
+    deferred::describe(
+        &trigger_pass,
+        &mut tiers,
+        admission::active_tier(&clusters.sums, direction),
+    );
 
     // 6. Admission.
     if rotating.is_some() {
@@ -261,6 +282,8 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
             now,
             force: input.intents.force.as_deref(),
             held_by_tasks: owed.hold_from,
+            mesh: input.mesh.name,
+            approve: &input.intents.approve,
         };
         let out = admit(&turn, &mut st, &mut tiers, &mut events);
         failed = out.failed;
@@ -286,6 +309,8 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         waiting: &waiting,
         unmet: unmet.as_deref(),
         tasks_owed: owed.owed,
+        lagging: lag.as_deref(),
+        deferred_moving: deferred::moving(spec, &clusters.sums, &st),
     };
     summary::write(
         &mut st,

@@ -171,11 +171,13 @@ pub(super) fn start(
     });
 }
 
-/// Every cluster is done: the open rollout entry succeeds (the caller clears the admissions).
+/// Every cluster is done, or every cluster but those of deferred tiers (`lagging` says which
+/// are behind): the open rollout entry succeeds (the caller clears the admissions).
 pub(super) fn finish(
     st: &mut MeshStatus,
     spec: &MeshSpec,
     total: u32,
+    lagging: Option<&str>,
     events: &mut Vec<PlanEvent>,
     now: Timestamp,
 ) {
@@ -183,16 +185,24 @@ pub(super) fn finish(
         && rollout_open(&st.log, r)
     {
         let id = r.log_id;
-        log(st).close(
-            id,
-            LogResult::Succeeded,
-            format!("all {total} clusters run {}", spec.version),
-            now,
-        );
+        let (entry, event) = match lagging {
+            None => (
+                format!("all {total} clusters run {}", spec.version),
+                format!("all clusters run {}", spec.version),
+            ),
+            Some(behind) => {
+                let m = format!(
+                    "the tiers before the deferred ones run {}; deferred tiers behind: {behind}",
+                    spec.version
+                );
+                (m.clone(), m)
+            }
+        };
+        log(st).close(id, LogResult::Succeeded, entry, now);
         events.push(PlanEvent {
             warning: false,
             reason: "RolloutComplete".into(),
-            message: format!("all clusters run {}", spec.version),
+            message: event,
         });
     }
 }
@@ -216,6 +226,7 @@ pub(super) fn tier_statuses(
                 moving: vec![],
                 last_start_at: prev.and_then(|p| p.last_start_at),
                 drain: prev.and_then(|p| p.drain.clone()),
+                deferred: prev.and_then(|p| p.deferred.clone()),
             }
         })
         .collect();
@@ -293,7 +304,8 @@ pub(super) fn log_admission(
 }
 
 /// The open `tier` entry of `tier` under the open rollout's entry, opened when there is
-/// none; `None` without a rollout.
+/// none; `None` without a rollout. A deferred tier that moves after its rollout completed
+/// gets an entry of its own at the top of the log (a finished entry is history).
 pub(super) fn tier_entry(
     st: &mut MeshStatus,
     spec: &MeshSpec,
@@ -302,6 +314,10 @@ pub(super) fn tier_entry(
     now: Timestamp,
 ) -> Option<u64> {
     let r = st.rollout.as_ref().map(|r| r.log_id)?;
+    let open_rollout = st
+        .rollout
+        .as_ref()
+        .is_some_and(|r| rollout_open(&st.log, r));
     let mut log = log(st);
     let open = open_tier_entries(log.entries, r).into_iter().find(|&id| {
         log.entries
@@ -310,23 +326,30 @@ pub(super) fn tier_entry(
     });
     Some(open.unwrap_or_else(|| {
         log.open(
-            Some(r),
+            open_rollout.then_some(r),
             "tier",
             LogScope::Mesh,
             &tier.name,
             Some(&spec.version),
             LogMode::Automatic,
-            format!("{} tier {}", dir_word(direction), tier.name),
+            if open_rollout {
+                format!("{} tier {}", dir_word(direction), tier.name)
+            } else {
+                format!("{} deferred tier {}", dir_word(direction), tier.name)
+            },
             now,
         )
     }))
 }
 
-/// Ids of the tier entries still open under a rollout entry.
+/// Ids of the tier entries still open under a rollout entry, and of those open at the top
+/// of the log (deferred tiers moving after their rollout completed).
 fn open_tier_entries(log: &[LogEntry], rollout: u64) -> Vec<u64> {
     log.iter()
         .filter(|e| {
-            e.parent == Some(rollout) && e.action == "tier" && e.result == LogResult::Running
+            (e.parent == Some(rollout) || e.parent.is_none())
+                && e.action == "tier"
+                && e.result == LogResult::Running
         })
         .map(|e| e.id)
         .collect()
@@ -510,7 +533,7 @@ mod tests {
             .map(|e| e.result)
             .collect();
         assert_eq!(tier_entries, [LogResult::Succeeded, LogResult::Running]);
-        finish(&mut st, &spec, 2, &mut events, NOW);
+        finish(&mut st, &spec, 2, None, &mut events, NOW);
         assert_eq!(st.log[0].result, LogResult::Succeeded);
         let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
         assert_eq!(
@@ -518,7 +541,7 @@ mod tests {
             ["RolloutStarted", "TierComplete", "RolloutComplete"]
         );
         // Finishing again announces nothing.
-        finish(&mut st, &spec, 2, &mut events, NOW);
+        finish(&mut st, &spec, 2, None, &mut events, NOW);
         assert_eq!(events.len(), 3);
     }
 }

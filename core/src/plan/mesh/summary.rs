@@ -29,11 +29,17 @@ pub(super) struct Outcome<'x> {
     pub(super) unmet: Option<&'x str>,
     /// A once-per-mesh task of the rollout has not succeeded.
     pub(super) tasks_owed: bool,
+    /// On an upgrade whose other tiers are done: the deferred tiers behind.
+    pub(super) lagging: Option<&'x str>,
+    /// A cluster of a deferred tier is admitted or part-way.
+    pub(super) deferred_moving: bool,
 }
 
 impl Outcome<'_> {
+    /// Done, or done but for deferred tiers that wait for their trigger: the mesh works with
+    /// them behind. A deferred tier that moves is a rollout under way.
     fn ready(&self) -> bool {
-        self.done == self.total
+        (self.done == self.total || (self.lagging.is_some() && !self.deferred_moving))
             && self.stalled.is_none()
             && self.rotating.is_none()
             && !self.tasks_owed
@@ -83,7 +89,13 @@ impl Outcome<'_> {
                 self.failed.join(", ")
             ))
         } else if self.ready() {
-            None
+            self.lagging.map(|behind| {
+                let why = self
+                    .waiting
+                    .first()
+                    .map_or(String::new(), |w| format!(" ({w})"));
+                format!("deferred tiers behind: {behind}{why}")
+            })
         } else if !st.admitted.is_empty() {
             Some(format!(
                 "moving: {}",
@@ -129,6 +141,7 @@ pub(super) fn write(
 ) {
     let total = o.total;
     st.progress = Some(format!("{}/{total}", o.done));
+    st.lagging = o.lagging.map(str::to_string);
     st.phase = o.phase(st);
     st.message = o.message(st);
     let reconciling = st.message.clone().unwrap_or_default();
@@ -138,9 +151,13 @@ pub(super) fn write(
         conds,
         Kstatus {
             stalled: o.stalled,
-            ready: o
-                .ready()
-                .then(|| format!("all {total} clusters run their target")),
+            ready: o.ready().then(|| match o.lagging {
+                None => format!("all {total} clusters run their target"),
+                Some(behind) => format!(
+                    "{} of {total} clusters run their target; deferred tiers behind: {behind}",
+                    o.done
+                ),
+            }),
             paused: o.paused,
             reconciling: (
                 if o.rotating.is_some() {
@@ -219,6 +236,8 @@ mod tests {
             waiting: &[],
             unmet: None,
             tasks_owed: false,
+            lagging: None,
+            deferred_moving: false,
         }
     }
 

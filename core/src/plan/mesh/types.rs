@@ -25,6 +25,8 @@ pub struct MeshIntents {
     pub force: Option<String>,
     /// Admit no cluster (those admitted finish their steps) without changing the spec.
     pub pause: bool,
+    /// Approvals given (`tier/<mesh>/<tier>@<version>`: a deferred tier may start).
+    pub approve: Vec<String>,
 }
 
 /// Everything one mesh decision reads: the mesh, the clusters it plans and the ones it only
