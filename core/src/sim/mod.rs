@@ -170,6 +170,8 @@ pub struct SimStats {
     pub switchovers: u64,
     pub operator_crashes: u64,
     pub member_crashes: u64,
+    /// Times the mesh began to report deferred tiers behind (`status.lagging`).
+    pub lagged: u64,
     /// First instant every cluster was Ready.
     pub converged_at: Option<Timestamp>,
 }
@@ -820,13 +822,27 @@ impl Sim {
                 last,
             );
             drop(views);
-            let drain = drain_violations(
+            let mut drain = drain_violations(
                 &mesh.spec,
                 before.as_ref().map(|b| &b.0),
                 &plan.status,
                 &self.clusters,
                 &mut self.drain_checked,
             );
+            drain.extend(deferred_violations(
+                &mesh.name,
+                &mesh.spec,
+                before.as_ref().map(|b| &b.0),
+                &plan.status,
+                &self.clusters,
+                &mesh.intents.approve,
+                now,
+            ));
+            if plan.status.lagging.is_some()
+                && before.as_ref().is_none_or(|b| b.0.lagging.is_none())
+            {
+                self.stats.lagged += 1;
+            }
             let log = std::mem::take(&mut plan.status.log);
             let unchanged = plan.events.is_empty()
                 && before.as_ref().is_some_and(|(b, len, next)| {
@@ -1733,6 +1749,11 @@ impl Sim {
                         ClusterPhase::Ready | ClusterPhase::Stalled | ClusterPhase::RolledBack => {
                             true
                         }
+                        ClusterPhase::Waiting | ClusterPhase::Pending
+                            if self.awaits_human(&c.name) =>
+                        {
+                            true
+                        }
                         ClusterPhase::Waiting | ClusterPhase::Pending => {
                             mesh_blocked
                                 && !ms.is_some_and(|m| {
@@ -1746,6 +1767,98 @@ impl Sim {
                     }
             })
         })
+    }
+
+    /// A cluster of a deferred tier the mesh holds for what only a person gives: the tier's
+    /// approval, or a window when none can ever open. Not admitted, so it does not move.
+    fn awaits_human(&self, cluster: &str) -> bool {
+        let Some(m) = self.mesh.as_ref() else {
+            return false;
+        };
+        let Some(st) = m.status.as_ref() else {
+            return false;
+        };
+        if st.admitted.iter().any(|a| a.cluster == cluster) {
+            return false;
+        }
+        m.spec.tiers.iter().zip(&st.tiers).any(|(t, ts)| {
+            t.clusters.iter().any(|c| c == cluster)
+                && ts.deferred.as_ref().is_some_and(|d| match d.waiting_for {
+                    Some(crate::api::DeferredWait::Approval) => true,
+                    Some(crate::api::DeferredWait::Window) => d.next_window_at.is_none(),
+                    _ => false,
+                })
+        })
+    }
+
+    /// While only deferred tiers are behind (the tiers before them done, none of theirs
+    /// admitted or part-way, nothing stalled): the mesh reports the rollout done (Ready, its
+    /// log entry Succeeded) and names the lag. Empty otherwise, or when that holds.
+    pub fn deferred_problems(&self) -> Vec<String> {
+        let mut out = vec![];
+        let Some(m) = self.mesh.as_ref() else {
+            return out;
+        };
+        let Some(st) = m.status.as_ref() else {
+            return out;
+        };
+        let deferred = |c: &str| {
+            m.spec
+                .tiers
+                .iter()
+                .any(|t| t.deferred.is_some() && t.clusters.iter().any(|x| x == c))
+        };
+        let on_target = |c: &SimCluster| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.phase == ClusterPhase::Ready)
+                && c.members
+                    .values()
+                    .all(|x| same_version(&x.version, &m.spec.version))
+        };
+        let core_done = self
+            .clusters
+            .iter()
+            .all(|c| deferred(&c.name) || on_target(c));
+        let lagging: Vec<&SimCluster> = self
+            .clusters
+            .iter()
+            .filter(|c| deferred(&c.name) && !on_target(c))
+            .collect();
+        let still = lagging.iter().all(|c| {
+            !st.admitted.iter().any(|a| a.cluster == c.name)
+                && c.members.values().all(|x| x.current.is_none())
+                && c.status
+                    .as_ref()
+                    .is_some_and(|s| matches!(s.phase, ClusterPhase::Waiting))
+        });
+        let upgrade = st
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.direction == Direction::Upgrade);
+        if !(upgrade && core_done && !lagging.is_empty() && still) {
+            return out;
+        }
+        if st.phase != MeshPhase::Ready {
+            out.push(format!(
+                "only deferred tiers behind but the mesh is {:?}: {:?}",
+                st.phase, st.message
+            ));
+        }
+        if st.lagging.is_none() {
+            out.push("deferred tiers behind but status.lagging is empty".into());
+        }
+        let entry = st
+            .rollout
+            .as_ref()
+            .and_then(|r| st.log.iter().find(|e| e.id == r.log_id));
+        if entry.is_none_or(|e| e.result != crate::api::LogResult::Succeeded) {
+            out.push(format!(
+                "only deferred tiers behind but the rollout's log entry is {:?}",
+                entry.map(|e| e.result)
+            ));
+        }
+        out
     }
 
     /// Liveness verdict once settled: every cluster Ready, or stopped with a stated reason.
@@ -2472,6 +2585,73 @@ fn drain_violations(
     out
 }
 
+/// The deferred-tier invariant, checked when the mesh admits: on an upgrade, a cluster of a
+/// deferred tier that is not part-way is admitted only once its tier is approved for the
+/// target (when the tier asks for an approval) and inside one of its windows (when it has
+/// any). Judged on the approvals given and the clock, not on what the statuses say.
+fn deferred_violations(
+    mesh: &str,
+    spec: &MeshSpec,
+    before: Option<&MeshStatus>,
+    after: &MeshStatus,
+    clusters: &[SimCluster],
+    approve: &[String],
+    now: Timestamp,
+) -> Vec<String> {
+    let mut out = vec![];
+    if after
+        .rollout
+        .as_ref()
+        .is_none_or(|r| r.direction != Direction::Upgrade)
+    {
+        return out;
+    }
+    for tier in &spec.tiers {
+        let Some(d) = &tier.deferred else {
+            continue;
+        };
+        let name = crate::plan::mesh::approval_name(mesh, &tier.name, &spec.version);
+        let approved = !d.approval || approve.contains(&name);
+        let open = !matches!(
+            crate::plan::window::window_state(&d.windows, now),
+            crate::plan::window::WindowState::Closed { .. }
+        );
+        if approved && open {
+            continue;
+        }
+        for a in &after.admitted {
+            if !tier.clusters.contains(&a.cluster)
+                || before.is_some_and(|b| b.admitted.iter().any(|x| x.cluster == a.cluster))
+            {
+                continue;
+            }
+            let Some(c) = clusters.iter().find(|c| c.name == a.cluster) else {
+                continue;
+            };
+            // Part-way (an operation running, members on two versions) finishes.
+            let part_way = c.members.values().any(|m| m.current.is_some())
+                || c.members.values().any(|m| {
+                    c.members
+                        .values()
+                        .any(|o| !same_version(&m.version, &o.version))
+                });
+            if !part_way {
+                out.push(format!(
+                    "deferred tier {} admitted {} {}",
+                    tier.name,
+                    a.cluster,
+                    if approved {
+                        "outside its windows"
+                    } else {
+                        "before its approval"
+                    }
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The task id of a task operation's id (`<mesh>.<task>.r<N>.<attempt>`): all but the attempt.
 fn task_prefix(op_id: &str) -> &str {
     op_id.rsplit_once('.').map_or(op_id, |(p, _)| p)
@@ -2489,6 +2669,11 @@ fn stagger_ends(mesh: &SimMesh, since: Timestamp, now: Timestamp) -> bool {
                 .clone()
                 .filter_map(|x| x.last_start_at)
                 .any(|l| ends(l.plus(t.stagger))))
+            // A deferred tier's window opening is a time the plan changes at.
+            || status
+                .clone()
+                .filter_map(|x| x.deferred.as_ref().and_then(|d| d.next_window_at))
+                .any(ends)
             // A drain's timeout is a time the plan changes at too.
             || t.drain_before.as_ref().is_some_and(|d| {
                 status

@@ -10,7 +10,10 @@ use super::rng::Rng;
 use super::topology::{self, Bounds};
 use super::{Sim, SimConfig};
 use crate::api::values::Duration;
-use crate::api::{CertificatesSpec, DrainSpec, MeshTaskSpec, TaskRollouts, Timestamp};
+use crate::api::{
+    CertificatesSpec, DeferredSpec, Direction, DrainSpec, MaintenanceWindow, MeshTaskSpec,
+    TaskRollouts, Timestamp,
+};
 
 /// What a randomized rollout does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +138,10 @@ pub struct Verdict {
     pub drains: usize,
     /// Once-per-mesh tasks that ran ([`Scenario::PROCEDURES`]).
     pub tasks: usize,
+    /// Times the mesh reported deferred tiers behind a finished rollout, and deferred tiers
+    /// approved ([`Scenario::PROCEDURES`]).
+    pub lagged: usize,
+    pub approved: usize,
 }
 
 impl Verdict {
@@ -231,6 +238,35 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
             });
         }
     }
+    // The last tier deferred (no upgrade task may wait for it): behind an approval given at
+    // a random instant of the first four hours, a daily window of 1-4 hours, both or neither.
+    let mut approve_after = None;
+    if procedures && topo.mesh.tiers.len() >= 2 && rng.chance(0.5) {
+        let last = topo.mesh.tiers.len() - 1;
+        let name = topo.mesh.tiers[last].name.clone();
+        let approval = rng.chance(0.5);
+        let windows = if rng.chance(0.5) {
+            let start = rng.below(24 * 60);
+            vec![MaintenanceWindow {
+                days: vec![],
+                start: format!("{:02}:{:02}", start / 60, start % 60),
+                duration: Duration::from_secs(3600 * (1 + rng.below(4))),
+            }]
+        } else {
+            vec![]
+        };
+        let waits = topo
+            .mesh
+            .tasks
+            .iter()
+            .any(|t| t.after == name && t.on.runs_on(Direction::Upgrade));
+        if !waits {
+            topo.mesh.tiers[last].deferred = Some(DeferredSpec { approval, windows });
+            if approval {
+                approve_after = Some(Duration::from_secs(rng.below(4 * 3600)));
+            }
+        }
+    }
     let mut sim = Sim::new(cfg, START);
     for c in topo.clusters {
         sim.add_cluster(&c.name, c.labels, c.spec, from);
@@ -243,10 +279,31 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
             m.spec.version = from.to_string();
         }
     }
-    // Generous bound: 50 clusters upgraded one at a time take a few simulated hours.
+    let mut deferred = vec![];
+    if let Some(after) = approve_after {
+        // Until the approval, or until only it is missing (the run settles then).
+        sim.run(after);
+        deferred.extend(sim.deferred_problems());
+        if let Some(m) = sim.mesh.as_mut() {
+            let t = &m.spec.tiers[m.spec.tiers.len() - 1];
+            let name = crate::plan::mesh::approval_name(&m.name, &t.name, to);
+            m.intents.approve.push(name);
+        }
+    }
+    // Generous bound: 50 clusters upgraded one at a time take a few simulated hours, and a
+    // deferred tier's window opens within a day.
     sim.run(Duration::from_secs(72 * 3600));
     let mut v = verdict(&sim);
+    v.violations.extend(deferred);
+    v.violations.extend(sim.deferred_problems());
     v.liveness.extend(sim.task_problems());
+    v.approved = sim
+        .mesh
+        .as_ref()
+        .and_then(|m| m.status.as_ref())
+        .map_or(0, |st| {
+            st.log.iter().filter(|e| e.action == "approve").count()
+        });
     v.tasks = sim
         .clusters
         .iter()
@@ -337,6 +394,8 @@ fn verdict(sim: &Sim) -> Verdict {
         removed: 0,
         drains: 0,
         tasks: 0,
+        lagged: sim.stats.lagged as usize,
+        approved: 0,
     }
 }
 
@@ -604,17 +663,24 @@ mod tests {
 
     #[test]
     fn every_procedure_scenario_drains_safely_on_small_meshes() {
-        let (mut drains, mut tasks) = (0, 0);
+        let (mut drains, mut tasks, mut lagged, mut approved) = (0, 0, 0, 0);
         for scenario in Scenario::PROCEDURES {
-            for seed in 1..=12 {
+            for seed in 1..=40 {
                 let v = random_rollout(seed, SMALL, scenario);
                 assert!(v.ok(), "seed {seed} {scenario:?}: {v:#?}");
                 drains += v.drains;
                 tasks += v.tasks;
+                lagged += v.lagged;
+                approved += v.approved;
             }
         }
         assert!(drains > 0, "no tier waited for a drain");
         assert!(tasks > 0, "no once-per-mesh task ran");
+        assert!(
+            lagged > 0,
+            "no deferred tier lagged behind a finished rollout"
+        );
+        assert!(approved > 0, "no deferred tier was approved");
     }
 
     #[test]

@@ -221,6 +221,17 @@ pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Resu
                             mesh_certificates_summary(c)
                         ));
                     }
+                    for t in o.status.iter().flat_map(|s| &s.tiers) {
+                        if let Some(d) = &t.deferred {
+                            out.push_str(&format!(
+                                "Mesh {n} deferred tier {} ({}/{} done): {}\n",
+                                t.name,
+                                t.done,
+                                t.total,
+                                deferred_summary(d)
+                            ));
+                        }
+                    }
                     for t in o.status.iter().flat_map(|s| &s.tasks) {
                         out.push_str(&format!(
                             "Mesh {n} task {} on {}: {}\n",

@@ -11,8 +11,8 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::api::{
-    ClusterStatus, Duration, LogEntry, LogResult, LogScope, MemberRole, Timestamp,
-    condition as cond,
+    ClusterStatus, DeferredWait, Duration, LogEntry, LogResult, LogScope, MemberRole, MeshStatus,
+    Timestamp, condition as cond,
 };
 use crate::local::{Manifests, State, load};
 use crate::plan::conditions::condition_true;
@@ -268,6 +268,27 @@ fn simulate(
     let secs = |t: Timestamp| t.since(start).as_secs_f64();
     loop {
         sim.pass();
+        let mut approved = false;
+        if let Some(m) = sim.mesh.as_mut() {
+            let key = format!("mesh/{}", m.name);
+            let reason = deferred_wait(m);
+            if let Some(name) = m.status.as_ref().and_then(awaited_approval)
+                && !m.intents.approve.contains(&name)
+            {
+                // Assumed given, and listed, as a step's approval is.
+                out.approvals.push(name.clone());
+                m.intents.approve.push(name);
+                approved = true;
+            }
+            record_wait(&mut waiting, &key, reason, sim.now, &mut |w| {
+                out.waits.push(PlannedWait {
+                    start: secs(w.1),
+                    end: secs(sim.now),
+                    cluster: key.clone(),
+                    reason: w.0,
+                })
+            });
+        }
         for c in &mut sim.clusters {
             let Some(st) = &c.status else { continue };
             for e in &st.log {
@@ -277,27 +298,14 @@ fn simulate(
             let reason = (st.steps.is_empty() && st.phase != crate::api::ClusterPhase::Ready)
                 .then(|| st.message.clone())
                 .flatten();
-            match (waiting.get(&c.name), reason) {
-                (Some((r, _)), Some(new)) if *r == new => {}
-                (prev, new) => {
-                    if let Some((r, since)) = prev {
-                        out.waits.push(PlannedWait {
-                            start: secs(*since),
-                            end: secs(sim.now),
-                            cluster: c.name.clone(),
-                            reason: r.clone(),
-                        });
-                    }
-                    match new {
-                        Some(n) => {
-                            waiting.insert(c.name.clone(), (n, sim.now));
-                        }
-                        None => {
-                            waiting.remove(&c.name);
-                        }
-                    }
-                }
-            }
+            record_wait(&mut waiting, &c.name, reason, sim.now, &mut |w| {
+                out.waits.push(PlannedWait {
+                    start: secs(w.1),
+                    end: secs(sim.now),
+                    cluster: c.name.clone(),
+                    reason: w.0,
+                })
+            });
             // Approvals are assumed given, and listed.
             if condition_true(&st.conditions, cond::AWAITING_APPROVAL)
                 && let Some(step) = st
@@ -312,7 +320,7 @@ fn simulate(
                 c.intents.approve.push(step);
             }
         }
-        if sim.settled() || sim.now >= end {
+        if (!approved && sim.settled()) || sim.now >= end {
             break;
         }
         let next = sim.next_event().min(end);
@@ -375,6 +383,63 @@ fn simulate(
         });
     }
     Ok(())
+}
+
+/// Track what `key` waits for: a wait that ends (or changes reason) is handed to `done`.
+fn record_wait(
+    waiting: &mut BTreeMap<String, (String, Timestamp)>,
+    key: &str,
+    reason: Option<String>,
+    now: Timestamp,
+    done: &mut dyn FnMut((String, Timestamp)),
+) {
+    if let (Some((r, _)), Some(new)) = (waiting.get(key), &reason)
+        && r == new
+    {
+        return;
+    }
+    if let Some(prev) = waiting.remove(key) {
+        done(prev);
+    }
+    if let Some(n) = reason {
+        waiting.insert(key.to_string(), (n, now));
+    }
+}
+
+/// What the mesh's active deferred tier waits for, as the schedule lists it.
+fn deferred_wait(m: &crate::sim::SimMesh) -> Option<String> {
+    let st = m.status.as_ref()?;
+    st.tiers.iter().find_map(|t| {
+        let d = t.deferred.as_ref()?;
+        match d.waiting_for? {
+            DeferredWait::Approval => Some(format!(
+                "deferred tier {} waits for its approval (assumed given: approve {})",
+                t.name,
+                d.approval.as_deref().unwrap_or("?")
+            )),
+            DeferredWait::Window => Some(match d.next_window_at {
+                Some(at) => format!(
+                    "deferred tier {} waits for its maintenance window (opens at {at})",
+                    t.name
+                ),
+                None => format!(
+                    "deferred tier {} waits for a window that never opens",
+                    t.name
+                ),
+            }),
+            DeferredWait::EarlierTiers => None,
+        }
+    })
+}
+
+/// The approval of a deferred tier the mesh waits for now, if any.
+fn awaited_approval(st: &MeshStatus) -> Option<String> {
+    st.tiers.iter().find_map(|t| {
+        let d = t.deferred.as_ref()?;
+        (d.waiting_for == Some(DeferredWait::Approval))
+            .then(|| d.approval.clone())
+            .flatten()
+    })
 }
 
 /// The last status as the simulation's starting point: what is done stays done (verified

@@ -70,6 +70,9 @@ fn mesh_line(m: &TreeMesh<'_>) -> String {
                 let dir = format!("{:?}", r.direction).to_lowercase();
                 let _ = write!(s, "  rollout: {dir}");
             }
+            if let Some(l) = &st.lagging {
+                let _ = write!(s, "  lagging: {l}");
+            }
             let ca = st
                 .certificates
                 .as_ref()
@@ -360,6 +363,11 @@ pub fn render(input: &TreeInput<'_>) -> String {
                     }
                 );
             }
+            if let Some(d) = ts.and_then(|t| t.deferred.as_ref()) {
+                let _ = write!(line, "  deferred: {}", super::view::deferred_summary(d));
+            } else if tier.deferred.is_some() {
+                line.push_str("  deferred");
+            }
             // Names listed explicitly but absent are worth seeing: the mesh waits for them.
             let missing: Vec<&str> = tier
                 .clusters
@@ -575,6 +583,76 @@ clusters in no mesh
             "{text}"
         );
         assert!(!line("core").contains("draining"), "drained: {text}");
+    }
+
+    #[test]
+    fn a_deferred_tier_shows_its_trigger_and_the_mesh_its_lag() {
+        use crate::api::{DeferredSpec, DeferredWait, TierDeferredStatus, TierStatus, Timestamp};
+        let at: Timestamp = "2026-12-02T02:00:00Z".parse().expect("timestamp");
+        let mut m = mesh();
+        m.spec.tiers[1].deferred = Some(DeferredSpec {
+            approval: true,
+            ..Default::default()
+        });
+        let status = |waiting_for, next_window_at, approved: Option<&str>| MeshStatus {
+            observed_generation: Some(2),
+            lagging: Some("edge 0/1".into()),
+            tiers: vec![
+                TierStatus {
+                    name: "core".into(),
+                    done: 1,
+                    total: 1,
+                    ..Default::default()
+                },
+                TierStatus {
+                    name: "edge".into(),
+                    total: 1,
+                    deferred: Some(TierDeferredStatus {
+                        waiting_for,
+                        approval: Some("tier/m/edge@2.0.0".into()),
+                        approved: approved.map(str::to_string),
+                        next_window_at,
+                    }),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let cs = [cluster("c1", "{}"), cluster("e1", "{role: edge}")];
+        let none = BTreeMap::new();
+        let edge = |st: MeshStatus| {
+            let mut m = m.clone();
+            m.status = Some(st);
+            let text = render(&input(&m, &cs, &none));
+            let first = text.lines().next().unwrap_or_default().to_string();
+            let line = text
+                .lines()
+                .find(|l| l.contains("tier edge"))
+                .unwrap_or_default()
+                .to_string();
+            (first, line)
+        };
+        let (first, line) = edge(status(Some(DeferredWait::Approval), None, None));
+        assert!(first.contains("lagging: edge 0/1"), "{first}");
+        assert!(
+            line.ends_with("deferred: waits for its approval (approve tier/m/edge@2.0.0)"),
+            "{line}"
+        );
+        let (_, line) = edge(status(Some(DeferredWait::EarlierTiers), None, None));
+        assert!(
+            line.ends_with("deferred: after the earlier tiers (approve tier/m/edge@2.0.0)"),
+            "{line}"
+        );
+        let (_, line) = edge(status(Some(DeferredWait::Window), Some(at), None));
+        assert!(
+            line.ends_with("deferred: waits for its window (opens at 2026-12-02T02:00:00Z)"),
+            "{line}"
+        );
+        let (_, line) = edge(status(None, None, Some("tier/m/edge@2.0.0")));
+        assert!(
+            line.ends_with("deferred: approved (tier/m/edge@2.0.0)"),
+            "{line}"
+        );
     }
 
     #[test]

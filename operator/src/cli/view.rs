@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use crate::api::{
-    CertificatesStatus, ClusterStatus, LogEntry, MeshCertificatesStatus, MeshStatus, Timestamp,
-    condition as cond,
+    CertificatesStatus, ClusterStatus, DeferredWait, LogEntry, MeshCertificatesStatus, MeshStatus,
+    TierDeferredStatus, Timestamp, condition as cond,
 };
 use crate::plan::conditions::condition_true;
 use crate::plan::trust::short_id;
@@ -81,18 +81,43 @@ pub fn task_summary(t: &crate::api::MeshTaskStatus) -> String {
 
 /// The `kubectl get meshes` view.
 pub fn meshes_table(meshes: &[MeshRow<'_>]) -> String {
-    let mut rows = vec![header(&["MESH", "VERSION", "PROGRESS", "PHASE", "MESSAGE"])];
+    let mut rows = vec![header(&[
+        "MESH", "VERSION", "PROGRESS", "LAGGING", "PHASE", "MESSAGE",
+    ])];
     for m in meshes {
         let st = m.status;
         rows.push(vec![
             m.name.to_string(),
             m.version.to_string(),
             or_dash(st.and_then(|s| s.progress.as_deref())),
+            or_dash(st.and_then(|s| s.lagging.as_deref())),
             st.map_or("-".into(), |s| format!("{:?}", s.phase)),
             or_dash(st.and_then(|s| s.message.as_deref())),
         ]);
     }
     table(&rows)
+}
+
+/// A deferred tier's trigger on one line: what it waits for and the approval to give, or the
+/// approval it was given.
+pub fn deferred_summary(d: &TierDeferredStatus) -> String {
+    let approve = d
+        .approval
+        .as_deref()
+        .map(|a| format!(" (approve {a})"))
+        .unwrap_or_default();
+    match d.waiting_for {
+        Some(DeferredWait::EarlierTiers) => format!("after the earlier tiers{approve}"),
+        Some(DeferredWait::Approval) => format!("waits for its approval{approve}"),
+        Some(DeferredWait::Window) => match d.next_window_at {
+            Some(at) => format!("waits for its window (opens at {at})"),
+            None => "waits for a window that never opens".into(),
+        },
+        None => match &d.approved {
+            Some(a) => format!("approved ({a})"),
+            None => "open".into(),
+        },
+    }
 }
 
 /// The `kubectl get clusters` view.

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use kube::ResourceExt;
 use tracing::Instrument;
 
-use crate::api::{ClusterPhase, MeshPhase, Timestamp, condition as cond};
+use crate::api::{ClusterPhase, DeferredWait, MeshPhase, Timestamp, condition as cond};
 use crate::plan::conditions::condition_true;
 use crate::plan::{Admission, Intents as PlanIntents, MeshIntents, PlanEvent};
 use crate::reconcile::{
@@ -424,6 +424,24 @@ impl<M: Members> Runner<M> {
                 continue;
             };
             if st.observed_generation == m.generation && st.phase == MeshPhase::Ready {
+                // Done but for a deferred tier that waits for a person: its approval, or a
+                // window when none can ever open. A window still to come is moving.
+                let human = st
+                    .tiers
+                    .iter()
+                    .filter_map(|t| t.deferred.as_ref())
+                    .any(|d| match d.waiting_for {
+                        Some(DeferredWait::Approval) => true,
+                        Some(DeferredWait::Window) => d.next_window_at.is_none(),
+                        _ => false,
+                    });
+                if human {
+                    mesh_blocked[mi] = true;
+                    blocked.push((
+                        format!("Mesh/{}", m.name),
+                        st.message.clone().unwrap_or_else(|| "deferred".into()),
+                    ));
+                }
                 continue;
             }
             // Failed preconditions (a replication backlog, conflicts) are checked again on

@@ -147,6 +147,29 @@ fn multi_master_goes_one_core_at_a_time_source_first() {
     );
     let task_end = tasks[0]["end"].as_f64().unwrap_or(f64::MAX);
     assert!(task_end <= spans[0].0, "a destination before the upload");
+    // The satellites are deferred: they start after every core, once their tier's approval
+    // (listed, assumed given) is in, both at once.
+    let last_core = spans.iter().map(|s| s.1).fold(0.0, f64::max);
+    let (north, south) = (span(&p, "sat-north"), span(&p, "sat-south"));
+    assert!(
+        north.0 >= last_core && south.0 >= last_core,
+        "{north:?} {south:?}"
+    );
+    assert_eq!(north.0, south.0, "maxParallel 2");
+    let approvals = p["approvals"].to_string();
+    assert!(
+        approvals.contains("tier/cores/satellites@10.3.0"),
+        "{approvals}"
+    );
+    let approval = waits
+        .iter()
+        .find(|w| {
+            w["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("deferred tier satellites waits for its approval"))
+        })
+        .unwrap_or_else(|| panic!("no approval wait: {waits:?}"));
+    assert!(approval["start"].as_f64() >= Some(last_core));
 }
 
 #[test]

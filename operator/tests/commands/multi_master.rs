@@ -4,6 +4,8 @@
 //! destinations one at a time after it, and the content uploaded once per mesh (the
 //! `upload-content` task, on core-a's server, after core-a upgraded and before any destination
 //! went down), never again when the run is repeated; the mesh log and `baton status` say so.
+//! The deferred satellites do not hold the rollout: the run stops blocked on their approval
+//! with the cores done, and they move only once `baton approve` gives it.
 
 use crate::support;
 
@@ -19,6 +21,9 @@ const CORES: [(&str, u16); 4] = [
     ("core-c", 7321),
     ("core-d", 7331),
 ];
+
+/// The deferred tier: it moves only once approved.
+const SATELLITES: [(&str, u16); 2] = [("sat-north", 7341), ("sat-south", 7351)];
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/multi-master")
@@ -48,12 +53,12 @@ impl Drop for Stop<'_> {
     }
 }
 
-/// Every operation record of each core's server, by core.
+/// Every operation record of each cluster's server (the cores, then the satellites).
 async fn records(certs: &Path) -> TestResult<Vec<(&'static str, Vec<OperationRecord>)>> {
     let read = |f: &str| std::fs::read_to_string(certs.join(f));
     let tls = ClientTls::mtls(read("ca.crt")?, read("client.crt")?, read("client.key")?).share()?;
     let mut out = vec![];
-    for (core, port) in CORES {
+    for (core, port) in CORES.into_iter().chain(SATELLITES) {
         let client = AgentClient::with_shared(&format!("https://127.0.0.1:{port}"), &tls)?;
         out.push((core, client.operations().await?));
     }
@@ -100,6 +105,59 @@ async fn baton_run_upgrades_the_mesh_source_first_and_uploads_the_content_once()
     let mut args = run_args(&[&manifest], &state, &certs);
     args.extend(["--until-settled".into(), "--timeout".into(), "180s".into()]);
     let run = move || baton().args(&args).output();
+    // The cores upgrade; the deferred satellites wait for their approval, which only a person
+    // gives: the run stops there, blocked, and says what to approve.
+    let out = tokio::task::spawn_blocking(run.clone()).await??;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "baton run: {shown}");
+    assert!(
+        shown.contains("blocked: Mesh/cores:")
+            && shown.contains("approve tier/cores/satellites@10.3.0"),
+        "{shown}"
+    );
+    let early = records(&certs).await?;
+    for (sat, _) in SATELLITES {
+        assert!(
+            of(&early, sat, K::Upgrade).is_empty(),
+            "{sat} moved unapproved"
+        );
+    }
+    let status = baton().arg("status").arg("--state").arg(&state).output()?;
+    let shown = text(&status);
+    assert!(
+        shown.contains("LAGGING")
+            && shown.contains("Ready")
+            && shown.contains("deferred tiers behind: satellites 0/2")
+            && shown.contains(
+                "Mesh cores deferred tier satellites (0/2 done): waits for its approval \
+                 (approve tier/cores/satellites@10.3.0)"
+            ),
+        "{shown}"
+    );
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state)?)?;
+    let mesh = &saved["meshes"]["cores"]["status"];
+    assert_eq!(mesh["phase"], "Ready", "{mesh}");
+    assert_eq!(mesh["lagging"], "satellites 0/2", "{mesh}");
+    // A tier that does not exist, or a malformed approval, is refused and changes nothing.
+    let bad = baton()
+        .args(["approve", "tier/cores/moons@10.3.0", "--state"])
+        .arg(&state)
+        .output()?;
+    assert!(!bad.status.success(), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("has no tier \"moons\""),
+        "{}",
+        text(&bad)
+    );
+    let approve = baton()
+        .args(["approve", "tier/cores/satellites@10.3.0", "--state"])
+        .arg(&state)
+        .output()?;
+    assert!(
+        approve.status.success(),
+        "baton approve: {}",
+        text(&approve)
+    );
     let out = tokio::task::spawn_blocking(run.clone()).await??;
     assert!(out.status.success(), "baton run: {}", text(&out));
 
@@ -146,6 +204,12 @@ async fn baton_run_upgrades_the_mesh_source_first_and_uploads_the_content_once()
             "two destinations down at once: {dest:?}"
         );
     }
+    // The satellites after every core (and after the approval), together.
+    let last_core = dest.iter().map(|d| d.1).max();
+    for (sat, _) in SATELLITES {
+        let (start, _) = span(of(&recs, sat, K::Upgrade)[0]);
+        assert!(Some(start) >= last_core, "{sat} before the cores were done");
+    }
 
     // The mesh log and the status say so.
     let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state)?)?;
@@ -153,6 +217,14 @@ async fn baton_run_upgrades_the_mesh_source_first_and_uploads_the_content_once()
     assert!(
         text_of.contains("task upload-content succeeded on cluster core-a, member server"),
         "{text_of}"
+    );
+    assert!(
+        text_of.contains("deferred tier satellites approved"),
+        "{text_of}"
+    );
+    assert_eq!(
+        saved["meshes"]["cores"]["status"]["lagging"],
+        serde_json::Value::Null
     );
     let status = baton().arg("status").arg("--state").arg(&state).output()?;
     let shown = text(&status);

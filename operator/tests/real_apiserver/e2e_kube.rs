@@ -921,7 +921,10 @@ impl Drop for ExampleAgents {
 /// The multi-master example on Kubernetes against its demo agents: the Mesh admits the source
 /// core, then asks core-a (through its admission) to upload the content once; core-a's
 /// controller records and runs the task; the destinations start only after it succeeded. The
-/// agents' records hold exactly one `task` operation, on core-a's server.
+/// agents' records hold exactly one `task` operation, on core-a's server. The deferred
+/// satellites leave the mesh Ready with them behind (the `LAGGING` column of `kubectl get
+/// meshes`) and move only once the plugin approves their tier (a tier that waits for no
+/// approval is refused and writes nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_the_multi_master_mesh_uploads_its_content_once_between_the_tiers() -> TestResult {
     let test = "e2e_the_multi_master_mesh_uploads_its_content_once_between_the_tiers";
@@ -1026,6 +1029,109 @@ async fn e2e_the_multi_master_mesh_uploads_its_content_once_between_the_tiers() 
             Some("upload-content".to_string()),
             baton_agent::api::OperationState::Succeeded
         )]
+    );
+
+    // The satellites are deferred behind an approval: the rollout is done (Ready) with them
+    // behind, which `kubectl get meshes` shows, and they do not move.
+    assert_eq!(st.lagging.as_deref(), Some("satellites 0/2"), "{st:?}");
+    let sat_tier = st
+        .tiers
+        .iter()
+        .find(|t| t.name == "satellites")
+        .and_then(|t| t.deferred.as_ref())
+        .ok_or("no deferred status on the satellites tier")?;
+    assert_eq!(
+        sat_tier.waiting_for,
+        Some(baton::api::DeferredWait::Approval)
+    );
+    let approval = "tier/cores/satellites@10.3.0";
+    assert_eq!(sat_tier.approval.as_deref(), Some(approval));
+    let get = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&path)
+        .args(["get", "meshes", "-n", &ns.name])
+        .output()?;
+    let table = String::from_utf8_lossy(&get.stdout);
+    assert!(
+        table.contains("LAGGING") && table.contains("satellites 0/2"),
+        "{table}"
+    );
+    let sats = ["sat-north", "sat-south"];
+    let sat_agent = |port: u16| {
+        baton_agent::client::AgentClient::with_shared(&format!("https://127.0.0.1:{port}"), &shared)
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for port in [7341, 7351] {
+        let moved = sat_agent(port)?
+            .operations()
+            .await?
+            .into_iter()
+            .filter(|r| r.kind == baton_agent::api::OperationKind::Upgrade)
+            .count();
+        assert_eq!(moved, 0, "a satellite moved before its approval");
+    }
+    // The plugin refuses a tier that waits for no approval, and writes nothing.
+    let wrong = plugin(
+        &path,
+        &ns.name,
+        &["approve", "tier/cores/destinations@10.3.0"],
+    )?;
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success(), "{stderr}");
+    assert!(stderr.contains("is not a deferred tier"), "{stderr}");
+    let annotations = meshes
+        .get("cores")
+        .await?
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.contains_key("baton.dev/approve"),
+        "{annotations:?}"
+    );
+    let ok = plugin(&path, &ns.name, &["approve", approval])?;
+    assert!(
+        ok.status.success() && String::from_utf8_lossy(&ok.stdout).contains("approved"),
+        "{} {}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let sat_done = match wait_converged(&api, &sats, "10.3.0").await {
+        Ok(done) => done,
+        Err(e) => return Err(format!("{e}\noperator log:\n{}", tail(&operator.log()?)).into()),
+    };
+    let last_core = done
+        .iter()
+        .filter_map(|c| c.status.as_ref()?.log.iter().filter_map(|e| e.end).max())
+        .max()
+        .ok_or("no core step ended")?;
+    for c in &sat_done {
+        let (start, _) = step_span(c, 0).ok_or("no satellite steps")?;
+        assert!(
+            last_core.0 <= start,
+            "{:?} moved before the cores were done",
+            c.metadata.name
+        );
+    }
+    let mesh = until(CONVERGE, "the mesh to see the satellites done", || async {
+        let m = meshes.get("cores").await?;
+        Ok(m.status
+            .as_ref()
+            .is_some_and(|s| s.phase == MeshPhase::Ready && s.lagging.is_none())
+            .then_some(m))
+    })
+    .await?;
+    let st = mesh.status.as_ref().ok_or("no mesh status")?;
+    assert!(
+        st.acknowledged
+            .iter()
+            .any(|a| a == &format!("approve:{approval}")),
+        "{:?}",
+        st.acknowledged
+    );
+    assert!(
+        st.log.iter().any(|e| e.action == "approve"),
+        "no approve entry in the mesh log"
     );
     operator.stop()?;
     assert_never_refused("op-mm", &operator.log()?);
