@@ -1835,7 +1835,7 @@ impl Sim {
         let upgrade = st
             .rollout
             .as_ref()
-            .is_some_and(|r| r.direction == Direction::Upgrade);
+            .is_some_and(|r| r.direction == Direction::Upgrade && !r.reconcile);
         if !(upgrade && core_done && !lagging.is_empty() && still) {
             return out;
         }
@@ -2602,7 +2602,7 @@ fn deferred_violations(
     if after
         .rollout
         .as_ref()
-        .is_none_or(|r| r.direction != Direction::Upgrade)
+        .is_none_or(|r| r.direction != Direction::Upgrade || r.reconcile)
     {
         return out;
     }

@@ -127,6 +127,7 @@ pub(super) fn admit(
             direction,
             now,
             approve: turn.approve,
+            reconcile: st.rollout.as_ref().is_some_and(|r| r.reconcile),
         };
         // A deferred tier's trigger comes before its drain: the drain's timeout counts from
         // when the tier may start.

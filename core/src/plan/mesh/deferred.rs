@@ -75,6 +75,15 @@ pub(super) struct Pass<'x> {
     pub(super) now: Timestamp,
     /// Approvals given on the Mesh (acknowledged or not).
     pub(super) approve: &'x [String],
+    /// The rollout changes no version (members rejoining): no tier lags, nothing waits.
+    pub(super) reconcile: bool,
+}
+
+impl Pass<'_> {
+    /// A version upgrade: the only rollout a deferred tier's trigger holds.
+    fn upgrade(&self) -> bool {
+        self.direction == Direction::Upgrade && !self.reconcile
+    }
 }
 
 /// The status of every deferred tier that is not active: on an upgrade, what it will wait
@@ -89,7 +98,7 @@ pub(super) fn describe(pass: &Pass<'_>, tiers: &mut [TierStatus], active: Option
             status.deferred = None;
             continue;
         };
-        if pass.direction != Direction::Upgrade || status.done == status.total {
+        if !pass.upgrade() || status.done == status.total {
             // Done (or not moving this way): only a given approval stays on record.
             status.deferred = status
                 .deferred
@@ -127,8 +136,9 @@ pub(super) fn gate(
         status.deferred = None;
         return Trigger::Open;
     };
-    if pass.direction != Direction::Upgrade {
-        // A backout is an emergency: the tier goes back first, without its trigger.
+    if !pass.upgrade() {
+        // A backout is an emergency: the tier goes back first, without its trigger; a
+        // rollout that changes no version (a member rejoining) waits for none either.
         status.deferred = None;
         return Trigger::Open;
     }
@@ -261,6 +271,28 @@ mod tests {
             .with(cluster("c1").ready("1.0.0"))
             .with(cluster("s1").ready("1.0.0"))
             .with(cluster("s2").ready("1.0.0"))
+    }
+
+    #[test]
+    fn a_rollout_that_changes_no_version_waits_for_no_trigger() {
+        // Everyone runs the target; s1 moves again (a member rejoining): a reconcile rollout.
+        let mut scene = core_and_satellites(true, vec![])
+            .with(cluster("c1").ready("2.0.0"))
+            .with(cluster("s1").runs("2.0.0"))
+            .with(cluster("s2").ready("2.0.0"));
+        let plan = scene.step();
+        assert!(plan.status.rollout.as_ref().is_some_and(|r| r.reconcile));
+        assert_eq!(admitted(&plan), ["s1"], "no approval asked for");
+        assert_eq!(plan.status.lagging, None);
+        assert!(
+            plan.status.tiers[1]
+                .deferred
+                .as_ref()
+                .is_none_or(|d| d.waiting_for.is_none()),
+            "{:?}",
+            plan.status.tiers[1].deferred
+        );
+        assert!(!reasons(&plan).contains(&"DeferredWaiting"));
     }
 
     #[test]

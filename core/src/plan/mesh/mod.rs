@@ -242,7 +242,9 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     }
     let mut tiers = rollout::tier_statuses(spec, &st.tiers, &clusters.sums);
     // Only deferred tiers are behind on an upgrade: the rollout proper is done.
+    let reconcile = st.rollout.as_ref().is_some_and(|r| r.reconcile);
     let lag = (direction == Direction::Upgrade
+        && !reconcile
         && !all_done
         && holds.unreadable.is_empty()
         && deferred::core_done(spec, &clusters.sums))
@@ -262,6 +264,7 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
         direction,
         now,
         approve: &input.intents.approve,
+        reconcile: st.rollout.as_ref().is_some_and(|r| r.reconcile),
     };
     deferred::describe(
         &trigger_pass,

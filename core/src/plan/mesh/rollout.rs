@@ -314,10 +314,13 @@ pub(super) fn tier_entry(
     now: Timestamp,
 ) -> Option<u64> {
     let r = st.rollout.as_ref().map(|r| r.log_id)?;
-    let open_rollout = st
-        .rollout
-        .as_ref()
-        .is_some_and(|r| rollout_open(&st.log, r));
+    // Only a deferred tier moves on its own after the rollout completed; any other tier
+    // that moves again then (a member rejoining) stays under the rollout's entry.
+    let own_entry = tier.deferred.is_some()
+        && !st
+            .rollout
+            .as_ref()
+            .is_some_and(|r| rollout_open(&st.log, r));
     let mut log = log(st);
     let open = open_tier_entries(log.entries, r).into_iter().find(|&id| {
         log.entries
@@ -326,16 +329,16 @@ pub(super) fn tier_entry(
     });
     Some(open.unwrap_or_else(|| {
         log.open(
-            open_rollout.then_some(r),
+            (!own_entry).then_some(r),
             "tier",
             LogScope::Mesh,
             &tier.name,
             Some(&spec.version),
             LogMode::Automatic,
-            if open_rollout {
-                format!("{} tier {}", dir_word(direction), tier.name)
-            } else {
+            if own_entry {
                 format!("{} deferred tier {}", dir_word(direction), tier.name)
+            } else {
+                format!("{} tier {}", dir_word(direction), tier.name)
             },
             now,
         )
@@ -347,7 +350,7 @@ pub(super) fn tier_entry(
 fn open_tier_entries(log: &[LogEntry], rollout: u64) -> Vec<u64> {
     log.iter()
         .filter(|e| {
-            (e.parent == Some(rollout) || e.parent.is_none())
+            (e.parent == Some(rollout) || (e.parent.is_none() && e.id > rollout))
                 && e.action == "tier"
                 && e.result == LogResult::Running
         })
