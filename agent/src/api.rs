@@ -229,6 +229,11 @@ pub struct MemberStatus {
     /// status command reports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<TaskRun>,
+    /// Versions whose upgrade media is staged on this member (`stage-media`), oldest first,
+    /// at most [`MAX_MEDIA`]. Demo backend: persisted across restarts; exec backend: what the
+    /// status command reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
     /// The running operation, or else the most recent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationRecord>,
@@ -240,6 +245,10 @@ fn is_false(b: &bool) -> bool {
 
 /// How many [`TaskRun`]s a member keeps in its status; the oldest are dropped first.
 pub const MAX_TASK_RUNS: usize = 32;
+
+/// How many versions' upgrade media a member holds at once (`MemberStatus::media`): staging
+/// one more fails until some are removed (`remove-media`).
+pub const MAX_MEDIA: usize = 8;
 
 /// One `task` operation that succeeded on a member (`MemberStatus::tasks`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,10 +287,15 @@ pub enum OperationKind {
     Retire,
     /// A named job run once on this member (a once-per-mesh step), idempotent by id.
     Task,
+    /// Copies the upgrade media of `version` to this member ahead of its upgrade; the member
+    /// keeps its role and keeps serving meanwhile.
+    StageMedia,
+    /// Deletes the staged upgrade media of `version` (once no member needs it any more).
+    RemoveMedia,
 }
 
 impl OperationKind {
-    pub const ALL: [OperationKind; 17] = [
+    pub const ALL: [OperationKind; 19] = [
         OperationKind::Preflight,
         OperationKind::Upgrade,
         OperationKind::Rollback,
@@ -299,6 +313,8 @@ impl OperationKind {
         OperationKind::RemovePeer,
         OperationKind::Retire,
         OperationKind::Task,
+        OperationKind::StageMedia,
+        OperationKind::RemoveMedia,
     ];
 
     /// The wire name, e.g. `force-standby`.
@@ -321,6 +337,8 @@ impl OperationKind {
             OperationKind::RemovePeer => "remove-peer",
             OperationKind::Retire => "retire",
             OperationKind::Task => "task",
+            OperationKind::StageMedia => "stage-media",
+            OperationKind::RemoveMedia => "remove-media",
         }
     }
 
@@ -599,6 +617,10 @@ pub struct Faults {
     /// that predates it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fail_tasks: Vec<String>,
+    /// `stage-media` of these versions fails halfway (demo backend) and the version is not
+    /// staged. Omitted when empty, like `fail_tasks`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fail_stage_media: Vec<String>,
 }
 
 /// Every 4xx/5xx answer of the agent carries this body.
@@ -753,6 +775,57 @@ mod tests {
         assert!(wire.get("failTasks").is_none(), "{wire}");
         let faults: Faults = serde_json::from_value(serde_json::json!({"failTasks": ["x"]}))?;
         assert_eq!(faults.fail_tasks, ["x"]);
+        Ok(())
+    }
+
+    #[test]
+    fn media_operations_and_staged_media_on_the_wire() -> Result<(), serde_json::Error> {
+        for (kind, wire) in [
+            (OperationKind::StageMedia, "stage-media"),
+            (OperationKind::RemoveMedia, "remove-media"),
+        ] {
+            assert_eq!(kind.as_str(), wire);
+            assert_eq!(kind.to_string(), wire);
+            assert_eq!(OperationKind::parse(wire), Some(kind));
+            assert_eq!(serde_json::to_value(kind)?, wire);
+            assert!(OperationKind::ALL.contains(&kind));
+            let req = OperationRequest::new("m-2.0.0", kind).with_version("2.0.0");
+            let json = serde_json::to_value(&req)?;
+            assert_eq!(
+                json,
+                serde_json::json!({"id": "m-2.0.0", "kind": wire, "version": "2.0.0"})
+            );
+            assert_eq!(serde_json::from_value::<OperationRequest>(json)?, req);
+        }
+        // Every kind is listed once, and its wire name parses back to it.
+        for (i, k) in OperationKind::ALL.iter().enumerate() {
+            assert_eq!(OperationKind::parse(k.as_str()), Some(*k));
+            assert!(!OperationKind::ALL[..i].contains(k), "{k} listed twice");
+        }
+        assert_eq!(OperationKind::parse("stage_media"), None);
+        assert_eq!(OperationKind::parse("stageMedia"), None);
+
+        // `media` is omitted when empty, and read back in order.
+        let st: MemberStatus = serde_json::from_value(old_status())?;
+        assert!(st.media.is_empty());
+        assert!(serde_json::to_value(&st)?.get("media").is_none());
+        let mut full = old_status();
+        full["media"] = serde_json::json!(["2.0.0", "1.9.1"]);
+        let st: MemberStatus = serde_json::from_value(full.clone())?;
+        assert_eq!(st.media, ["2.0.0", "1.9.1"]);
+        assert_eq!(serde_json::to_value(&st)?.get("media"), full.get("media"));
+        assert_eq!(MAX_MEDIA, 8, "the spec bounds staged media at 8 versions");
+
+        // `failStageMedia` is omitted when empty (an older agent refuses unknown fault fields).
+        let wire = serde_json::to_value(Faults::default())?;
+        assert!(wire.get("failStageMedia").is_none(), "{wire}");
+        let faults: Faults =
+            serde_json::from_value(serde_json::json!({"failStageMedia": ["3.0.0"]}))?;
+        assert_eq!(faults.fail_stage_media, ["3.0.0"]);
+        assert_eq!(
+            serde_json::to_value(&faults)?.get("failStageMedia"),
+            Some(&serde_json::json!(["3.0.0"]))
+        );
         Ok(())
     }
 }

@@ -123,6 +123,13 @@ pub struct RunArgs {
     /// Duration of a demo `task` operation (a once-per-mesh step).
     #[arg(long, default_value_t = 1.0)]
     pub task_seconds: f64,
+    /// Duration of a demo `stage-media` operation (copying a version's upgrade media).
+    #[arg(long, default_value_t = 1.0)]
+    pub stage_seconds: f64,
+    /// Demo: refuse an `upgrade` to a version whose media is not staged (409
+    /// `media_not_staged`).
+    #[arg(long)]
+    pub require_staged_media: bool,
     /// Load figure reported in /v1/status.
     #[arg(long)]
     pub load: Option<u64>,
@@ -150,6 +157,9 @@ pub struct RunArgs {
     /// Fault: `task` operations of these task names fail.
     #[arg(long, value_delimiter = ',')]
     pub fail_tasks: Vec<String>,
+    /// Fault: `stage-media` of these versions fails.
+    #[arg(long, value_delimiter = ',')]
+    pub fail_stage_media: Vec<String>,
     /// Open connections per listener (control API, data port), authenticated or not. Lowered
     /// at startup to fit the process's descriptor limit.
     #[arg(long, default_value_t = 1024)]
@@ -203,6 +213,7 @@ impl RunArgs {
             upgrade_seconds: None,
             load: None,
             fail_tasks: self.fail_tasks.clone(),
+            fail_stage_media: self.fail_stage_media.clone(),
         }
     }
 }
@@ -402,11 +413,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
             );
         }
     }
+    if args.require_staged_media && args.backend == BackendArg::Exec {
+        bail!(
+            "--require-staged-media applies to the demo backend; with the exec backend the \
+             upgrade command checks for its own media"
+        );
+    }
     if !(args.restart_seconds.is_finite() && (0.0..=3600.0).contains(&args.restart_seconds)) {
         bail!("--restart-seconds must be between 0 and 3600");
     }
     if !(args.task_seconds.is_finite() && (0.0..=3600.0).contains(&args.task_seconds)) {
         bail!("--task-seconds must be between 0 and 3600");
+    }
+    if !(args.stage_seconds.is_finite() && (0.0..=3600.0).contains(&args.stage_seconds)) {
+        bail!("--stage-seconds must be between 0 and 3600");
     }
     if !(args.upgrade_seconds.is_finite() && args.upgrade_seconds >= 0.0) {
         bail!("--upgrade-seconds must be a non-negative number");
@@ -471,6 +491,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 upgrade_seconds: args.upgrade_seconds,
                 restart_seconds: args.restart_seconds,
                 task_seconds: args.task_seconds,
+                stage_seconds: args.stage_seconds,
+                require_staged_media: args.require_staged_media,
                 load: args.load,
                 faults: args.faults(),
                 conn_limits,

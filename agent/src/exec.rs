@@ -14,8 +14,8 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use crate::api::{
-    Alarm, CertInfo, Faults, Health, MemberStatus, OperationKind, OperationRequest, Replication,
-    Role, TaskRun, alarm_codes,
+    Alarm, CertInfo, Faults, Health, MAX_MEDIA, MemberStatus, OperationKind, OperationRequest,
+    Replication, Role, TaskRun, alarm_codes,
 };
 use crate::http_util::ApiError;
 use crate::ops::{Ended, Progress};
@@ -63,6 +63,9 @@ pub struct ExecStatus {
     pub retired: Option<bool>,
     /// The `task` operations the application ran, newest last.
     pub tasks: Option<Vec<TaskRun>>,
+    /// Versions whose upgrade media the application has staged, oldest first (at most
+    /// [`MAX_MEDIA`], each a valid version, none twice).
+    pub media: Option<Vec<String>>,
 }
 
 impl ExecStatus {
@@ -88,6 +91,7 @@ impl ExecStatus {
             config_digest: self.config_digest.or(f.config_digest),
             retired: self.retired.or(f.retired),
             tasks: self.tasks.or(f.tasks),
+            media: self.media.or(f.media),
         }
     }
 }
@@ -580,6 +584,14 @@ impl ExecBackend {
         if let Err(e) = self.trust_from_files(&mut s) {
             problem = Some(problem.map_or(e.clone(), |p| format!("{p}; {e}")));
         }
+        if let Some(media) = &s.media
+            && let Err(e) = check_media(media)
+        {
+            // Not trusted in part: a version listed by mistake would let an upgrade start
+            // without its media. Nothing is reported staged, and the status is unavailable.
+            s.media = None;
+            problem = Some(problem.map_or(e.clone(), |p| format!("{p}; {e}")));
+        }
         let mut alarms = s.alarms.unwrap_or_default();
         if let Some(p) = problem {
             alarms.push(Alarm {
@@ -617,12 +629,31 @@ impl ExecBackend {
             config_digest: s.config_digest,
             retired: s.retired.unwrap_or(false),
             tasks: s.tasks.unwrap_or_default(),
+            media: s.media.unwrap_or_default(),
             operation: None,
         }
     }
 }
 
 crate::debug_shows_only!(ExecBackend, member);
+
+/// The `media` a status command (or `status.media`) reports: at most [`MAX_MEDIA`] versions,
+/// each a valid version, none twice. The error names the first problem, briefly.
+fn check_media(media: &[String]) -> Result<(), String> {
+    if media.len() > MAX_MEDIA {
+        return Err(format!(
+            "status media lists {} versions; at most {MAX_MEDIA}",
+            media.len()
+        ));
+    }
+    for (i, v) in media.iter().enumerate() {
+        crate::ops::validate_version(v).map_err(|e| format!("status media: {}", e.message))?;
+        if media[..i].contains(v) {
+            return Err(format!("status media lists {v} twice"));
+        }
+    }
+    Ok(())
+}
 
 #[cfg(unix)]
 fn signal_code(status: &std::process::ExitStatus) -> Option<i32> {
@@ -716,5 +747,28 @@ mod tests {
         assert!(!r.contains("ABCDEFGHIJ"));
         assert!(!r.contains("ZYXWVUTSRQ"));
         assert!(r.contains("done"));
+    }
+
+    #[test]
+    fn status_media_must_be_few_distinct_valid_versions() {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(check_media(&[]), Ok(()));
+        assert_eq!(check_media(&list(&["1.0.0", "2.0.0-rc.1"])), Ok(()));
+        let eight: Vec<String> = (0..MAX_MEDIA).map(|i| format!("1.{i}")).collect();
+        assert_eq!(check_media(&eight), Ok(()));
+        let nine: Vec<String> = (0..=MAX_MEDIA).map(|i| format!("1.{i}")).collect();
+        let huge = "x".repeat(100_000);
+        let cases: [(Vec<String>, &str); 5] = [
+            (nine, "9 versions; at most 8"),
+            (list(&["1.0.0", "1 0"]), "version"),
+            (list(&[""]), "version"),
+            (list(&[huge.as_str()]), "version"),
+            (list(&["2.0.0", "1.0.0", "2.0.0"]), "lists 2.0.0 twice"),
+        ];
+        for (media, want) in cases {
+            let e = check_media(&media).err().unwrap_or_default();
+            assert!(e.contains(want), "{e}");
+            assert!(e.len() < 300, "{e}");
+        }
     }
 }

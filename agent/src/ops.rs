@@ -506,6 +506,7 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         K::AddPeer => &["peer", "fingerprint", "copyFrom"],
         K::RemovePeer => &["peer"],
         K::Task => &["task", "version"],
+        K::StageMedia | K::RemoveMedia => &["version"],
         K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData | K::Retire => &[],
     };
     let present = [
@@ -571,6 +572,9 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
             if let Some(v) = &req.version {
                 validate_version(v)?;
             }
+        }
+        K::StageMedia | K::RemoveMedia => {
+            validate_version(require(&req.version, kind, "version")?)?;
         }
         K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData | K::Retire => {}
     }
@@ -989,6 +993,103 @@ mod tests {
         );
         let e = parse_request(br#"{"id":"t","kind":"task","task":7}"#);
         assert_eq!(e.err().map(|e| e.code), Some("invalid_request".into()));
+        Ok(())
+    }
+
+    #[test]
+    fn media_kinds_require_a_version_and_take_nothing_else() {
+        let code = |r: OperationRequest| validate_request(&r).err().map(|e| e.code);
+        let huge = "9".repeat(10_000);
+        for kind in [OperationKind::StageMedia, OperationKind::RemoveMedia] {
+            let media = || OperationRequest::new("m", kind);
+            assert_eq!(code(media().with_version("2.0.0")), None, "{kind}");
+            assert_eq!(code(media().with_version("2.0.0-rc.1+b7")), None, "{kind}");
+            assert_eq!(code(media().with_version("v".repeat(64))), None, "{kind}");
+            let cases = [
+                (media(), "missing_param", "\"version\""),
+                (media().with_version(""), "missing_param", "\"version\""),
+                (media().with_version("1 2"), "invalid_param", "version"),
+                (media().with_version("1;rm -rf"), "invalid_param", "version"),
+                (media().with_version("2.0/0"), "invalid_param", "version"),
+                (
+                    media().with_version("v".repeat(65)),
+                    "invalid_param",
+                    "version",
+                ),
+                (
+                    media().with_version(huge.as_str()),
+                    "invalid_param",
+                    "version",
+                ),
+                (
+                    media().with_version("2.0.0").with_component("os"),
+                    "unexpected_param",
+                    "component",
+                ),
+                (
+                    media().with_version("2.0.0").with_peer("m1"),
+                    "unexpected_param",
+                    "peer",
+                ),
+                (
+                    media().with_version("2.0.0").with_task("t"),
+                    "unexpected_param",
+                    "task",
+                ),
+                (
+                    media().with_version("2.0.0").with_source("127.0.0.1:7001"),
+                    "unexpected_param",
+                    "source",
+                ),
+                (
+                    media().with_version("2.0.0").with_role(DemoteRole::Spare),
+                    "unexpected_param",
+                    "role",
+                ),
+                (
+                    media()
+                        .with_version("2.0.0")
+                        .with_keep_trust(vec!["ab".repeat(32)]),
+                    "unexpected_param",
+                    "keepTrust",
+                ),
+                // A stray parameter is named before a missing version.
+                (media().with_peer("m1"), "unexpected_param", "peer"),
+            ];
+            for (req, want, names) in cases {
+                let what = clip(&format!("{req:?}"), 200);
+                let e = validate_request(&req).err();
+                assert_eq!(e.as_ref().map(|e| e.code.as_str()), Some(want), "{what}");
+                let message = e.map(|e| e.message).unwrap_or_default();
+                assert!(message.contains(names), "{what}: {message}");
+                assert!(message.len() < 400, "{what}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn media_params_are_recorded_and_parsed_from_the_wire() -> Result<()> {
+        for (body, kind) in [
+            (
+                &br#"{"id":"stage-2.0.0","kind":"stage-media","version":"2.0.0"}"#[..],
+                OperationKind::StageMedia,
+            ),
+            (
+                &br#"{"id":"rm-2.0.0","kind":"remove-media","version":"2.0.0"}"#[..],
+                OperationKind::RemoveMedia,
+            ),
+        ] {
+            let req = parse_request(body).map_err(|e| anyhow::anyhow!(e.message))?;
+            assert_eq!((req.kind, req.version.as_deref()), (kind, Some("2.0.0")));
+            assert_eq!(
+                serde_json::to_value(recorded_params(&req))?,
+                serde_json::json!({"version": "2.0.0"})
+            );
+        }
+        let e = parse_request(br#"{"id":"s","kind":"stage-media","version":2}"#);
+        assert_eq!(e.err().map(|e| e.code), Some("invalid_request".into()));
+        let e = parse_request(br#"{"id":"s","kind":"stage_media","version":"2.0.0"}"#);
+        assert_eq!(e.err().map(|e| e.code), Some("unknown_kind".into()));
         Ok(())
     }
 

@@ -268,6 +268,8 @@ mod tests {
             upgrade_seconds: 0.1,
             restart_seconds: 0.0,
             task_seconds,
+            stage_seconds: 0.0,
+            require_staged_media: false,
             load: None,
             faults: Faults::default(),
             conn_limits: Default::default(),
@@ -339,5 +341,93 @@ mod tests {
             .await
             .expect("demo backend again");
         assert_eq!(again.status().tasks, tasks);
+    }
+
+    /// A demo member stages at most `MAX_MEDIA` versions: one more fails with "media store
+    /// full" and changes nothing, a version already staged still succeeds (at once), and
+    /// after a removal there is room again. A new backend on the same data directory (an
+    /// agent restart) reads the staged versions back, oldest first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn staged_media_is_bounded_and_persisted() {
+        use crate::api::MAX_MEDIA;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = demo_engine(dir.path()).await;
+        let run = |id: String, kind: OperationKind, version: String| {
+            let engine = &engine;
+            async move {
+                let req = OperationRequest::new(id, kind).with_version(version);
+                let (_, rec) = engine.submit(req).await.expect("accepted");
+                engine
+                    .ops
+                    .wait_finished(&rec.id, Duration::from_secs(10))
+                    .await
+                    .expect("recorded")
+            }
+        };
+        let versions: Vec<String> = (0..MAX_MEDIA).map(|i| format!("2.{i}.0")).collect();
+        for (i, v) in versions.iter().enumerate() {
+            let rec = run(format!("stage-{i}"), OperationKind::StageMedia, v.clone()).await;
+            assert_eq!(rec.state, OperationState::Succeeded, "{rec:?}");
+        }
+        assert_eq!(engine.status().await.media, versions);
+        let state_file = dir.path().join("data").join("state.json");
+        let on_disk = std::fs::read_to_string(&state_file).expect("state.json");
+
+        let full = run(
+            "stage-full".into(),
+            OperationKind::StageMedia,
+            "3.0.0".into(),
+        )
+        .await;
+        assert_eq!(full.state, OperationState::Failed, "{full:?}");
+        assert_eq!(
+            full.message,
+            format!("media store full: {MAX_MEDIA} versions staged (remove some first)")
+        );
+        assert_eq!(engine.status().await.media, versions, "nothing changed");
+        assert_eq!(
+            std::fs::read_to_string(&state_file).expect("state.json"),
+            on_disk,
+            "nothing persisted"
+        );
+        // Already staged: nothing to copy, so a full store does not refuse it.
+        let again = run(
+            "stage-again".into(),
+            OperationKind::StageMedia,
+            versions[3].clone(),
+        )
+        .await;
+        assert_eq!(again.state, OperationState::Succeeded, "{again:?}");
+        assert!(
+            again.message.contains("already staged"),
+            "{}",
+            again.message
+        );
+        assert_eq!(engine.status().await.media, versions);
+
+        let removed = run(
+            "rm-0".into(),
+            OperationKind::RemoveMedia,
+            versions[0].clone(),
+        )
+        .await;
+        assert_eq!(removed.state, OperationState::Succeeded, "{removed:?}");
+        let now = run(
+            "stage-after-rm".into(),
+            OperationKind::StageMedia,
+            "3.0.0".into(),
+        )
+        .await;
+        assert_eq!(now.state, OperationState::Succeeded, "{now:?}");
+        let mut want: Vec<String> = versions[1..].to_vec();
+        want.push("3.0.0".into());
+        let media = engine.status().await.media;
+        assert_eq!(media, want, "oldest first, the newest last");
+        assert_eq!(media.len(), MAX_MEDIA);
+
+        let again = DemoBackend::start(demo_config(dir.path(), 0.0))
+            .await
+            .expect("demo backend again");
+        assert_eq!(again.status().media, want);
     }
 }

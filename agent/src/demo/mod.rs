@@ -70,6 +70,10 @@ pub struct MemberState {
     /// [`crate::api::MAX_TASK_RUNS`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<TaskRun>,
+    /// Versions whose upgrade media is staged (`stage-media`), oldest first, at most
+    /// [`crate::api::MAX_MEDIA`]. A version is added only once its staging finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -117,6 +121,10 @@ pub struct DemoConfig {
     pub restart_seconds: f64,
     /// How long a `task` operation takes.
     pub task_seconds: f64,
+    /// How long a `stage-media` operation takes.
+    pub stage_seconds: f64,
+    /// Refuse (409 `media_not_staged`) an `upgrade` to a version whose media is not staged.
+    pub require_staged_media: bool,
     pub load: Option<u64>,
     pub faults: Faults,
 }
@@ -142,6 +150,8 @@ pub(crate) struct Shared {
     default_upgrade_seconds: f64,
     pub restart_seconds: f64,
     pub task_seconds: f64,
+    pub stage_seconds: f64,
+    require_staged_media: bool,
     default_load: Option<u64>,
     upgrading: Mutex<Option<Timestamp>>,
     traffic_failed: Mutex<Option<(Timestamp, String)>>,
@@ -459,6 +469,7 @@ impl Shared {
             config_digest: lock(&self.config_digest).clone(),
             retired: st.retired,
             tasks: st.tasks.clone(),
+            media: st.media.clone(),
             operation: None,
         }
     }
@@ -518,6 +529,7 @@ impl DemoBackend {
                     peers: BTreeMap::new(),
                     retired: false,
                     tasks: Vec::new(),
+                    media: Vec::new(),
                 };
                 persist::write_json(&state_path, &s)?;
                 s
@@ -567,6 +579,8 @@ impl DemoBackend {
             default_upgrade_seconds: cfg.upgrade_seconds,
             restart_seconds: cfg.restart_seconds,
             task_seconds: cfg.task_seconds,
+            stage_seconds: cfg.stage_seconds,
+            require_staged_media: cfg.require_staged_media,
             default_load: cfg.load,
             upgrading: Mutex::new(None),
             traffic_failed: Mutex::new(None),
@@ -651,6 +665,17 @@ impl DemoBackend {
             return Err(ApiError::conflict(
                 "invalid_state",
                 "the member is being upgraded; role changes wait until it is back",
+            ));
+        }
+        if self.shared.require_staged_media
+            && req.kind == OperationKind::Upgrade
+            && let Some(version) = &req.version
+            && !st.media.contains(version)
+        {
+            // `version` passed validate_request: at most 64 characters, so the message is short.
+            return Err(ApiError::conflict(
+                "media_not_staged",
+                format!("upgrade to {version} needs its media staged first (stage-media)"),
             ));
         }
         if st.retired {

@@ -8,7 +8,9 @@ use jiff::Timestamp;
 
 use super::peers::{self, MAX_PEERS, short};
 use super::{Shared, lock};
-use crate::api::{DemoteRole, MAX_TASK_RUNS, OperationKind, OperationRequest, Role, TaskRun};
+use crate::api::{
+    DemoteRole, MAX_MEDIA, MAX_TASK_RUNS, OperationKind, OperationRequest, Role, TaskRun,
+};
 use crate::http_client::Target;
 use crate::ops::{Ended, Progress};
 use crate::persist;
@@ -115,6 +117,15 @@ pub(crate) async fn execute(
         K::RemovePeer => remove_peer(shared, req.peer.as_deref().unwrap_or_default()),
         K::Retire => retire(shared).await,
         K::Task => task(shared, &req, &progress).await,
+        K::StageMedia => {
+            stage_media(
+                shared,
+                req.version.as_deref().unwrap_or_default(),
+                &progress,
+            )
+            .await
+        }
+        K::RemoveMedia => remove_media(shared, req.version.as_deref().unwrap_or_default()),
     }
 }
 
@@ -601,5 +612,94 @@ async fn task(shared: &Arc<Shared>, req: &OperationRequest, progress: &Progress)
     Ok(format!(
         "{what} ran in {seconds:.1}s; {} task run(s) recorded",
         state.tasks.len()
+    ))
+}
+
+/// The "media store full" refusal of a member holding `staged` versions.
+fn media_full(staged: usize) -> String {
+    format!("media store full: {staged} versions staged (remove some first)")
+}
+
+/// Stages the upgrade media of `version`: `--stage-seconds` with progress, then `version` is
+/// listed in the member's `media` (persisted, oldest first). The member keeps its role and
+/// keeps serving throughout. A version already staged succeeds at once; a store already
+/// holding [`MAX_MEDIA`] versions refuses and changes nothing; a version listed in the
+/// `failStageMedia` fault fails halfway and is not listed. Only a staging that ran to its end
+/// lists the version, so one cut short by a restart is not.
+async fn stage_media(shared: &Arc<Shared>, version: &str, progress: &Progress) -> Ended {
+    let before = shared.state().media;
+    if before.iter().any(|v| v == version) {
+        return Ok(format!(
+            "media of {version} already staged; {} version(s) staged",
+            before.len()
+        ));
+    }
+    if before.len() >= MAX_MEDIA {
+        return Err(media_full(before.len()));
+    }
+    let fail = shared
+        .faults()
+        .fail_stage_media
+        .iter()
+        .any(|v| v == version);
+    let seconds = shared.stage_seconds;
+    progress.set(5, &format!("staging media of {version}: started"));
+    let steps: u32 = 10;
+    let step = Duration::from_secs_f64(seconds / f64::from(steps));
+    for i in 1..=steps {
+        tokio::time::sleep(step).await;
+        if fail && i == steps / 2 {
+            return Err(format!(
+                "staging media of {version} failed (injected fault)"
+            ));
+        }
+        let pct = u8::try_from(5 + i * 90 / steps).unwrap_or(95);
+        progress.set(
+            pct,
+            &format!("staging media of {version}: step {i}/{steps}"),
+        );
+    }
+    // Checked again when recording: only one operation runs at a time, but the state is the
+    // authority, not what was read before the copy.
+    let mut full = None;
+    let state = shared
+        .update_state(|s| {
+            if s.media.iter().any(|v| v == version) {
+                return;
+            }
+            if s.media.len() >= MAX_MEDIA {
+                full = Some(s.media.len());
+                return;
+            }
+            s.media.push(version.to_string());
+        })
+        .map_err(|e| format!("media of {version} copied but cannot be recorded: {e:#}"))?;
+    if let Some(staged) = full {
+        return Err(media_full(staged));
+    }
+    Ok(format!(
+        "media of {version} staged in {seconds:.1}s; {} version(s) staged: {}",
+        state.media.len(),
+        state.media.join(", ")
+    ))
+}
+
+/// Removes `version` from the member's staged media (persisted). A version that is not staged
+/// succeeds and changes nothing. Quick: nothing to copy, and the member keeps serving.
+fn remove_media(shared: &Arc<Shared>, version: &str) -> Ended {
+    if !shared.state().media.iter().any(|v| v == version) {
+        return Ok(format!("media of {version} not staged; nothing removed"));
+    }
+    let state = shared
+        .update_state(|s| s.media.retain(|v| v != version))
+        .map_err(|e| format!("cannot record the removal of the media of {version}: {e:#}"))?;
+    Ok(format!(
+        "media of {version} removed; {} version(s) staged{}",
+        state.media.len(),
+        if state.media.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", state.media.join(", "))
+        }
     ))
 }
