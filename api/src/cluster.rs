@@ -231,6 +231,38 @@ pub struct UpgradePolicy {
     /// Run narrow preflight checks on a member before upgrading it.
     #[serde(default = "default_true")]
     pub preflight: bool,
+    /// Stage the upgrade media on every member ahead of its disruptive steps (and remove old
+    /// media afterwards). Absent: members upgrade from media they already hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaPolicy>,
+}
+
+/// Upgrade media distributed ahead of the maintenance window: a non-disruptive `StageMedia`
+/// step per member (outside windows too, and before the mesh admits the cluster), bounded per
+/// site; no disruptive step of an upgrade starts on a member whose media for the version is
+/// not staged; once the cluster runs its target, `RemoveMedia` steps remove the media of
+/// every other version.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct MediaPolicy {
+    /// Members of one site (`members[].site`; members without a site share one) staging at
+    /// once: the media cross that site's links.
+    #[serde(default = "default_one")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_parallel_per_site: u32,
+    /// Remove the media of other versions once every member runs the target.
+    #[serde(default = "default_true")]
+    pub cleanup: bool,
+}
+
+impl Default for MediaPolicy {
+    fn default() -> Self {
+        MediaPolicy {
+            max_parallel_per_site: 1,
+            cleanup: true,
+        }
+    }
 }
 
 impl Default for UpgradePolicy {
@@ -249,6 +281,7 @@ impl Default for UpgradePolicy {
             reapply_config: false,
             return_to_primary: false,
             preflight: true,
+            media: None,
         }
     }
 }
@@ -545,6 +578,9 @@ pub struct MemberStatus {
     /// Target for which configuration was re-applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_synced: Option<String>,
+    /// Versions whose upgrade media the member holds, as its agent reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
     /// The agent endpoint the member was last declared with: a member removed from the spec
     /// is still reached here while it leaves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -615,6 +651,10 @@ pub enum StepAction {
     Retire,
     /// A once-per-mesh step the mesh asked this cluster to run on one member (`task`).
     Task,
+    /// Media: copy the upgrade media of a version to a member (non-disruptive).
+    StageMedia,
+    /// Media: remove the media of a version the member no longer runs (after the rollout).
+    RemoveMedia,
 }
 
 impl StepAction {

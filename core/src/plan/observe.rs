@@ -68,6 +68,9 @@ pub struct AgentView {
     /// What it reports about membership (peers, identity, configuration, source).
     #[serde(default)]
     pub membership: MembershipReport,
+    /// Versions whose upgrade media it holds (`stage-media`).
+    #[serde(default)]
+    pub media: Vec<String>,
 }
 
 /// What a member (or a managed client) reports about the group it belongs to.
@@ -193,6 +196,8 @@ op_kinds! {
     RemovePeer => "remove-peer",
     Retire => "retire",
     Task => "task",
+    StageMedia => "stage-media",
+    RemoveMedia => "remove-media",
 }
 
 /// A request to an agent. The id is derived from the recorded step, so sending it twice is the

@@ -139,6 +139,8 @@ pub struct SimMember {
     /// It has been a member of its cluster (one of the first, or joined since): what the
     /// invariants count as the cluster's.
     pub joined: bool,
+    /// Versions whose upgrade media it holds (`stage-media` adds, `remove-media` removes).
+    pub media: Vec<String>,
     /// Kind and end of the running operation: `current` looked up in `ops` while Running,
     /// kept at hand because every simulated instant asks for it (and ids are long strings).
     /// Kept in step by `start`, `finish` and `crash`, the only changes to either.
@@ -170,6 +172,7 @@ impl SimMember {
             config: 1,
             retired: false,
             joined: true,
+            media: Vec::new(),
             running: None,
         }
     }
@@ -279,6 +282,7 @@ impl SimMember {
                 source: self.source.clone(),
                 retired: self.retired,
             },
+            media: self.media.clone(),
         }
     }
 
@@ -420,6 +424,18 @@ impl SimMember {
             | OpKind::ResignData => {}
             // The simulator counts the tasks that ran (`Sim::tick`).
             OpKind::Task => {}
+            OpKind::StageMedia => {
+                if let Some(v) = &req.version
+                    && !self.media.contains(v)
+                {
+                    self.media.push(v.clone());
+                }
+            }
+            OpKind::RemoveMedia => {
+                if let Some(v) = &req.version {
+                    self.media.retain(|m| m != v);
+                }
+            }
         }
     }
 

@@ -1034,6 +1034,7 @@ impl Sim {
         }
         self.topology_checks(ci, &m, &req);
         self.task_checks(ci, member, &req);
+        self.media_checks(ci, member, &req);
         // A joining member moved to the active's software before it joins is no rollout step.
         if moving && self.edited && joined(&self.clusters[ci], member) {
             self.tier_order_at_start(ci, member, req.kind);
@@ -1115,6 +1116,8 @@ impl Sim {
         }
         let dur = match req.kind {
             OpKind::Upgrade | OpKind::Rollback => self.cfg.upgrade_time,
+            // Copying media takes a while, less than installing it.
+            OpKind::StageMedia => Duration(self.cfg.upgrade_time.millis() / 4),
             _ => self.cfg.short_op_time,
         };
         let can_fail = !matches!(
@@ -1346,6 +1349,93 @@ impl Sim {
         if let Some(f) = found {
             self.violation(f);
         }
+    }
+
+    /// Media staging (`upgrade.media`), checked when an operation starts: an upgrade starts
+    /// only on a member that holds the media of its version, and no site of the cluster has
+    /// more stagings running than `maxParallelPerSite` (this one counted).
+    fn media_checks(&mut self, ci: usize, member: &str, req: &OpRequest) {
+        let c = &self.clusters[ci];
+        let Some(policy) = c.spec.upgrade.media.as_ref() else {
+            return;
+        };
+        let Some(m) = c.members.get(member) else {
+            return;
+        };
+        let mut found = vec![];
+        match req.kind {
+            OpKind::Upgrade => {
+                let v = req.version.clone().unwrap_or_default();
+                if !m.media.iter().any(|x| same_version(x, &v)) {
+                    found.push(format!(
+                        "{}/{member}: upgrade to {v} started without its media staged (holds {:?})",
+                        c.name, m.media
+                    ));
+                }
+            }
+            OpKind::StageMedia => {
+                let site = |name: &str| {
+                    c.spec
+                        .members
+                        .iter()
+                        .find(|d| d.name == name)
+                        .and_then(|d| d.site.clone())
+                };
+                let mine = site(member);
+                let running = c
+                    .members
+                    .values()
+                    .filter(|o| o.name != member && site(&o.name) == mine)
+                    .filter(|o| o.running_kind() == Some(OpKind::StageMedia))
+                    .count() as u32;
+                if running + 1 > policy.max_parallel_per_site {
+                    found.push(format!(
+                        "{}/{member}: staging {} at once at site {mine:?} (at most {})",
+                        c.name,
+                        running + 1,
+                        policy.max_parallel_per_site
+                    ));
+                }
+            }
+            _ => {}
+        }
+        for v in found {
+            self.violation(v);
+        }
+    }
+
+    /// Once settled: every Ready cluster that stages media with cleanup holds no media but that
+    /// of the versions its members run.
+    pub fn media_problems(&self) -> Vec<String> {
+        let mut out = vec![];
+        for c in &self.clusters {
+            let Some(policy) = c.spec.upgrade.media.as_ref() else {
+                continue;
+            };
+            let ready = c
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase == ClusterPhase::Ready);
+            if !policy.cleanup || !ready {
+                continue;
+            }
+            for m in c.members.values().filter(|m| m.joined && !m.retired) {
+                let old: Vec<&String> = m
+                    .media
+                    .iter()
+                    .filter(|v| {
+                        !same_version(v, &m.version) && !m.components.values().any(|x| x == *v)
+                    })
+                    .collect();
+                if !old.is_empty() {
+                    out.push(format!(
+                        "{}/{}: Ready while holding old media {old:?}",
+                        c.name, m.name
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// The once-per-mesh task invariants, at the moment an operation would start:

@@ -11,8 +11,8 @@ use super::topology::{self, Bounds};
 use super::{Sim, SimConfig};
 use crate::api::values::Duration;
 use crate::api::{
-    CertificatesSpec, DeferredSpec, Direction, DrainSpec, MaintenanceWindow, MeshTaskSpec,
-    TaskRollouts, Timestamp,
+    CertificatesSpec, DeferredSpec, Direction, DrainSpec, MaintenanceWindow, MediaPolicy,
+    MeshTaskSpec, TaskRollouts, Timestamp,
 };
 
 /// What a randomized rollout does.
@@ -142,6 +142,8 @@ pub struct Verdict {
     /// approved ([`Scenario::PROCEDURES`]).
     pub lagged: usize,
     pub approved: usize,
+    /// Media stagings that succeeded ([`Scenario::PROCEDURES`]).
+    pub staged: usize,
 }
 
 impl Verdict {
@@ -267,6 +269,18 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
             }
         }
     }
+    // Media staged ahead (half the clusters), 1-3 per site of 1-3 sites, cleanup mostly on.
+    if procedures && rng.chance(0.7) {
+        topology::add_sites(&mut rng, &mut topo);
+        for c in topo.clusters.iter_mut() {
+            if rng.chance(0.5) {
+                c.spec.upgrade.media = Some(MediaPolicy {
+                    max_parallel_per_site: 1 + rng.below(3) as u32,
+                    cleanup: rng.chance(0.8),
+                });
+            }
+        }
+    }
     let mut sim = Sim::new(cfg, START);
     for c in topo.clusters {
         sim.add_cluster(&c.name, c.labels, c.spec, from);
@@ -297,6 +311,17 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
     v.violations.extend(deferred);
     v.violations.extend(sim.deferred_problems());
     v.liveness.extend(sim.task_problems());
+    v.liveness.extend(sim.media_problems());
+    v.staged = sim
+        .clusters
+        .iter()
+        .flat_map(|c| c.members.values())
+        .flat_map(|m| m.ops.values())
+        .filter(|op| {
+            op.req.kind == crate::plan::OpKind::StageMedia
+                && op.state == crate::plan::OpState::Succeeded
+        })
+        .count();
     v.approved = sim
         .mesh
         .as_ref()
@@ -396,6 +421,7 @@ fn verdict(sim: &Sim) -> Verdict {
         tasks: 0,
         lagged: sim.stats.lagged as usize,
         approved: 0,
+        staged: 0,
     }
 }
 
@@ -663,7 +689,7 @@ mod tests {
 
     #[test]
     fn every_procedure_scenario_drains_safely_on_small_meshes() {
-        let (mut drains, mut tasks, mut lagged, mut approved) = (0, 0, 0, 0);
+        let (mut drains, mut tasks, mut lagged, mut approved, mut staged) = (0, 0, 0, 0, 0);
         for scenario in Scenario::PROCEDURES {
             for seed in 1..=40 {
                 let v = random_rollout(seed, SMALL, scenario);
@@ -672,6 +698,7 @@ mod tests {
                 tasks += v.tasks;
                 lagged += v.lagged;
                 approved += v.approved;
+                staged += v.staged;
             }
         }
         assert!(drains > 0, "no tier waited for a drain");
@@ -681,6 +708,7 @@ mod tests {
             "no deferred tier lagged behind a finished rollout"
         );
         assert!(approved > 0, "no deferred tier was approved");
+        assert!(staged > 0, "no media was staged");
     }
 
     #[test]

@@ -209,7 +209,7 @@ fn client_cells(c: &ClientStatus) -> Vec<String> {
     cells
 }
 
-fn member_cells(m: &MemberStatus, membership: bool) -> Vec<String> {
+fn member_cells(m: &MemberStatus, membership: bool, media: bool) -> Vec<String> {
     let mut op = m.operation.as_ref().map_or(String::new(), |o| {
         format!("{} {} {}%", o.kind, o.state, o.progress)
     });
@@ -237,6 +237,14 @@ fn member_cells(m: &MemberStatus, membership: bool) -> Vec<String> {
     // The column is there only while some member of the cluster joins or leaves.
     if membership {
         cells.push(membership_cell(m));
+    }
+    // The upgrade media each member holds, while some member of the cluster reports any.
+    if media {
+        cells.push(if m.media.is_empty() {
+            "media -".into()
+        } else {
+            format!("media {}", m.media.join(","))
+        });
     }
     cells.push(op);
     cells
@@ -278,11 +286,12 @@ fn cluster_subtree(c: &TreeCluster<'_>, prefix: &str, last: bool, out: &mut Stri
     match c.status {
         Some(st) if !st.members.is_empty() => {
             let membership = st.members.iter().any(|m| m.topology.is_some());
+            let media = st.members.iter().any(|m| !m.media.is_empty());
             let n = st.members.len() + st.clients.len();
             let rows: Vec<(bool, Vec<String>)> = st
                 .members
                 .iter()
-                .map(|m| member_cells(m, membership))
+                .map(|m| member_cells(m, membership, media))
                 .chain(st.clients.iter().map(client_cells))
                 .enumerate()
                 .map(|(i, cells)| (i + 1 == n, cells))

@@ -203,15 +203,14 @@ pub fn mesh_certificates_summary(c: &MeshCertificatesStatus) -> String {
 
 /// Per-member detail of one cluster.
 pub fn members_table(status: &ClusterStatus) -> String {
-    let mut rows = vec![header(&[
-        "  MEMBER",
-        "ROLE",
-        "VERSION",
-        "UP-TO-DATE",
-        "LAG",
-        "HEALTH",
-        "OPERATION",
-    ])];
+    // The MEDIA column only while some member reports staged media.
+    let media = status.members.iter().any(|m| !m.media.is_empty());
+    let mut head = vec!["  MEMBER", "ROLE", "VERSION", "UP-TO-DATE", "LAG", "HEALTH"];
+    if media {
+        head.push("MEDIA");
+    }
+    head.push("OPERATION");
+    let mut rows = vec![header(&head)];
     for m in &status.members {
         let op = m.operation.as_ref().map_or("-".to_string(), |o| {
             format!("{} {} {}%", o.kind, o.state, o.progress)
@@ -220,15 +219,23 @@ pub fn members_table(status: &ClusterStatus) -> String {
             Some(e) if m.failures > 0 => format!("{op} (failures {}: {e})", m.failures),
             _ => op,
         };
-        rows.push(vec![
+        let mut row = vec![
             format!("  {}", m.name),
             format!("{:?}", m.role),
             or_dash(m.version.as_deref()),
             if m.up_to_date { "yes" } else { "no" }.into(),
             format!("{:.1}s", m.lag_seconds),
             format!("{:?}", m.health),
-            op,
-        ]);
+        ];
+        if media {
+            row.push(if m.media.is_empty() {
+                "-".into()
+            } else {
+                m.media.join(",")
+            });
+        }
+        row.push(op);
+        rows.push(row);
     }
     table(&rows)
 }

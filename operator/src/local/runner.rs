@@ -666,6 +666,7 @@ mod tests {
             operation: None,
             tls: Default::default(),
             membership: Default::default(),
+            media: vec![],
         }
     }
 

@@ -403,6 +403,7 @@ pub fn agent_view(st: &AgentStatus) -> AgentView {
             source: st.replication.source.clone().filter(|s| !s.is_empty()),
             retired: st.retired,
         },
+        media: st.media.clone(),
     }
 }
 
@@ -460,6 +461,8 @@ fn operation_kind(k: OpKind) -> OperationKind {
         OpKind::RemovePeer => OperationKind::RemovePeer,
         OpKind::Retire => OperationKind::Retire,
         OpKind::Task => OperationKind::Task,
+        OpKind::StageMedia => OperationKind::StageMedia,
+        OpKind::RemoveMedia => OperationKind::RemoveMedia,
     }
 }
 
@@ -481,6 +484,7 @@ pub fn operation_request(r: &OpRequest, material: &Material) -> OperationRequest
             req.version = r.version.clone();
             req.component = r.component.clone();
         }
+        OpKind::StageMedia | OpKind::RemoveMedia => req.version = r.version.clone(),
         OpKind::Demote => {
             req.source = r.source.clone();
             req.role = role;

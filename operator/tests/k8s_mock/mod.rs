@@ -152,6 +152,7 @@ pub fn agent(version: &str, role: MemberRole) -> AgentView {
         operation: None,
         tls: Default::default(),
         membership: Default::default(),
+        media: vec![],
     }
 }
 

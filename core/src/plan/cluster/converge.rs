@@ -26,6 +26,10 @@ pub(super) fn finish_rollout(p: &mut Pass<'_>, active: &str) {
         verify_cluster(p, active);
         return;
     }
+    // The old media goes once the new version runs everywhere; converged after that.
+    if super::media::cleanup(p) {
+        return;
+    }
     if p.st.steps.is_empty() && !p.held {
         p.converged = true;
     }

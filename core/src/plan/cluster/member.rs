@@ -88,6 +88,12 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
     let is_active = m.name == active;
     let active_source = || p.agent(active).and_then(|x| x.data_endpoint.clone());
     if let Some(mv) = moves.first() {
+        // Nothing toward an upgrade (not even its forced standby) before its media is there.
+        if !mv.down
+            && let Some(why) = super::media::missing(p, m, &mv.version)
+        {
+            return Next::Wait(why);
+        }
         if !is_active && matches!(a.role, MemberRole::Standby | MemberRole::Spare) {
             let mut n = NewStep::on(StepAction::ForceStandby, &m.name);
             n.source = active_source();

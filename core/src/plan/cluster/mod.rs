@@ -22,7 +22,7 @@
 //!
 //! ```text
 //! state → view → log → target, record → outcome → op, switchover → start → flight
-//!       → gates → member, handover → converge → rotation → choose → summary
+//!       → gates → media → member, handover → converge → rotation → choose → summary
 //! ```
 //!
 //! A step asked for while advancing another (the switch back after a failed switchover) is
@@ -35,6 +35,7 @@ mod flight;
 mod gates;
 mod handover;
 mod log;
+mod media;
 mod member;
 mod op;
 mod outcome;
@@ -239,5 +240,7 @@ fn run(p: &mut state::Pass<'_>) {
     // Paused or not admitted: plan as usual (so convergence is still known) but start nothing.
     p.may_start = gates::may_start(p);
     task::run(p);
+    // Staging is not disruptive: it runs unadmitted and outside windows (see `media`).
+    media::stage(p);
     choose::choose_next(p);
 }

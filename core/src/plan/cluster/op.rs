@@ -85,6 +85,8 @@ fn request_for(p: &Pass<'_>, s: &StepRecord) -> Option<OpRequest> {
         StepAction::Join => OpKind::Demote,
         StepAction::Retire => OpKind::Retire,
         StepAction::Task => OpKind::Task,
+        StepAction::StageMedia => OpKind::StageMedia,
+        StepAction::RemoveMedia => OpKind::RemoveMedia,
         StepAction::AwaitSync | StepAction::Switchover => return None,
     };
     let role = matches!(s.action, StepAction::Release | StepAction::Join).then(|| {

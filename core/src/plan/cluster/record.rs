@@ -141,6 +141,9 @@ fn member_record(p: &Pass<'_>, m: &MemberSpec, prev: Option<MemberStatus>) -> Me
     ms
 }
 
+/// Media versions a member record shows (an agent keeps at most 8).
+const MEDIA_SHOWN: usize = 16;
+
 /// What the agent says about a reachable member.
 fn observed(p: &Pass<'_>, ms: &mut MemberStatus, a: &AgentView) {
     let version = effective_version(p.spec(), &a.version, &a.components);
@@ -159,6 +162,7 @@ fn observed(p: &Pass<'_>, ms: &mut MemberStatus, a: &AgentView) {
     ms.lag_seconds = a.lag_seconds.max(0.0).floor();
     ms.backlog = a.backlog;
     ms.conflicts = a.conflicts;
+    ms.media = a.media.iter().take(MEDIA_SHOWN).cloned().collect();
     ms.alarms = a
         .alarms
         .iter()

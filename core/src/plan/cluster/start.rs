@@ -41,9 +41,11 @@ pub(super) fn advance(p: &mut Pass<'_>, s: StepRecord) -> Option<StepRecord> {
 
 /// Record a new step (intent first) and ask for its first operation.
 pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
-    // A mesh task runs when its mesh asks, admitted or not (the task stage holds it while
-    // the cluster is paused).
-    if !p.may_start && !n.rollback && n.task.is_none() {
+    // A mesh task runs when its mesh asks, admitted or not, and media is staged or removed
+    // ahead of the window (their stages hold them while the cluster is paused).
+    let unadmitted =
+        n.task.is_some() || matches!(n.action, StepAction::StageMedia | StepAction::RemoveMedia);
+    if !p.may_start && !n.rollback && !unadmitted {
         p.held = true;
         return;
     }

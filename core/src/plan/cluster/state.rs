@@ -319,6 +319,8 @@ pub(super) fn action_name(a: StepAction) -> &'static str {
         StepAction::Join => "join",
         StepAction::Retire => "retire",
         StepAction::Task => "task",
+        StepAction::StageMedia => "stage-media",
+        StepAction::RemoveMedia => "remove-media",
     }
 }
 

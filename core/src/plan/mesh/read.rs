@@ -237,11 +237,14 @@ impl<'a> Reader<'a> {
             failed: c.status.is_some_and(|s| {
                 matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack)
             }),
-            // Steps of a membership change or a mesh task alone do not put the cluster in
-            // motion.
+            // Steps of a membership change, a mesh task or media staged ahead (or removed
+            // after) alone do not put the cluster in motion.
             in_motion: c.status.is_some_and(|s| {
                 s.steps.iter().any(|x| {
-                    x.action != StepAction::Task && !crate::plan::cluster::membership_step(s, x)
+                    !matches!(
+                        x.action,
+                        StepAction::Task | StepAction::StageMedia | StepAction::RemoveMedia
+                    ) && !crate::plan::cluster::membership_step(s, x)
                 })
             }),
             backout: false,
@@ -346,6 +349,11 @@ mod tests {
         });
         summary_of(cluster("c").runs("1.0.0").step_in_flight(), |s| {
             assert!(s.in_motion)
+        });
+        // Media staged ahead of the cluster's turn is no move: the cluster is not part-way
+        // (a part-way cluster is admitted beyond maxParallel; the soak found two moving).
+        summary_of(cluster("c").runs("1.0.0").staging_media(), |s| {
+            assert!(!s.in_motion && !s.done)
         });
         summary_of(cluster("c"), |s| {
             assert!(s.unreported() && s.lo_rank().is_none())
