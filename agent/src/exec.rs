@@ -587,8 +587,9 @@ impl ExecBackend {
         if let Some(media) = &s.media
             && let Err(e) = check_media(media)
         {
-            // Not trusted in part: a version listed by mistake would let an upgrade start
-            // without its media. Nothing is reported staged, and the status is unavailable.
+            // Not trusted in part: a version listed by mistake could have the operator start
+            // an upgrade without its media. Nothing is reported staged; the status is
+            // unavailable until the command reports a valid list.
             s.media = None;
             problem = Some(problem.map_or(e.clone(), |p| format!("{p}; {e}")));
         }

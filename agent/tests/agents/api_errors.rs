@@ -150,6 +150,10 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
     let keep_upper = keep(vec!["A".repeat(64)]);
     let keep_many = keep((0..17).map(|i| format!("{i:064x}")).collect());
     let long_task = format!(r#"{{"id":"a","kind":"task","task":"{}"}}"#, "t".repeat(64));
+    let long_media = format!(
+        r#"{{"id":"a","kind":"stage-media","version":"{}"}}"#,
+        "9".repeat(65)
+    );
     // One row a case: what, the body, the error code.
     #[rustfmt::skip]
     let cases: &[(&str, &[u8], &str)] = &[
@@ -187,6 +191,20 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
         ("task with a bad version", br#"{"id":"a","kind":"task","task":"x","version":"1 2"}"#, "invalid_param"),
         ("task with a component", br#"{"id":"a","kind":"task","task":"x","component":"os"}"#, "unexpected_param"),
         ("task on another kind", br#"{"id":"a","kind":"backup","task":"x"}"#, "unexpected_param"),
+        ("stage-media without a version", br#"{"id":"a","kind":"stage-media"}"#, "missing_param"),
+        ("stage-media with an empty version", br#"{"id":"a","kind":"stage-media","version":""}"#, "missing_param"),
+        ("stage-media with a bad version", br#"{"id":"a","kind":"stage-media","version":"2.0.0; rm -rf /"}"#, "invalid_param"),
+        ("stage-media with a long version", long_media.as_bytes(), "invalid_param"),
+        ("stage-media version of the wrong type", br#"{"id":"a","kind":"stage-media","version":2}"#, "invalid_request"),
+        ("stage-media with a peer", br#"{"id":"a","kind":"stage-media","version":"2.0.0","peer":"m2"}"#, "unexpected_param"),
+        ("stage-media with a task", br#"{"id":"a","kind":"stage-media","version":"2.0.0","task":"x"}"#, "unexpected_param"),
+        ("stage-media with a component", br#"{"id":"a","kind":"stage-media","version":"2.0.0","component":"os"}"#, "unexpected_param"),
+        ("stage-media with an unknown field", br#"{"id":"a","kind":"stage-media","version":"2.0.0","media":"x"}"#, "invalid_request"),
+        ("remove-media without a version", br#"{"id":"a","kind":"remove-media"}"#, "missing_param"),
+        ("remove-media with a bad version", br#"{"id":"a","kind":"remove-media","version":"../2.0.0"}"#, "invalid_param"),
+        ("remove-media with a source", br#"{"id":"a","kind":"remove-media","version":"2.0.0","source":"127.0.0.1:7001"}"#, "unexpected_param"),
+        ("remove-media with a task", br#"{"id":"a","kind":"remove-media","version":"2.0.0","task":"x"}"#, "unexpected_param"),
+        ("media kind in snake case", br#"{"id":"a","kind":"stage_media","version":"2.0.0"}"#, "unknown_kind"),
     ];
     for (what, body, code) in cases {
         let request = (Method::POST, "/v1/operations", *body);

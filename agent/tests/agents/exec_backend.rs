@@ -453,6 +453,8 @@ operations:
   install-certificate: {{command: ["{dump}"]}}
   upgrade: {{command: ["{dump}"]}}
   task: {{command: ["{dump}"]}}
+  stage-media: {{command: ["{dump}"]}}
+  remove-media: {{command: ["{dump}"]}}
 "#,
         host = host.display()
     );
@@ -582,6 +584,15 @@ operations:
             &[("BATON_TASK", "upload-content"), ("BATON_VERSION", "2.0.0")]
         )
     );
+    // The media kinds get their version and nothing else (BATON_VERSION is the request's,
+    // not the agent's).
+    for (id, kind) in [("stage", K::StageMedia), ("unstage", K::RemoveMedia)] {
+        m1.run_ok(&Req::new(id, kind).with_version("3.1.0")).await?;
+        assert_eq!(
+            env_of(id)?,
+            expect(id, kind.as_str(), &[("BATON_VERSION", "3.1.0")])
+        );
+    }
     // Paths of the files the agent wrote, the key's among them; never a trust path unasked.
     let cert = fx.pki.mesh_ca.issue(&CertSpec::member("m1"))?;
     m1.run_ok(
@@ -701,5 +712,122 @@ operations:
     let s = m1.status().await?;
     let ids: Vec<&str> = s.tasks.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, ["upload-2.0.0", "upload-3.0.0"]);
+    Ok(())
+}
+
+/// `stage-media` and `remove-media` run their configured commands with `{version}` (and
+/// `BATON_VERSION`), once per operation id; the status command reports the staged versions as
+/// `media`. A `media` the agent cannot trust (an entry that is no version, one listed twice,
+/// more than `MAX_MEDIA`, the wrong type) raises StatusUnavailable and reports nothing staged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_media_commands_get_the_version_and_the_status_reports_media() -> TestResult {
+    use baton_agent::api::MAX_MEDIA;
+    let fx = Fixture::new(&["m1"])?;
+    let host = fx.path().join("host");
+    std::fs::create_dir_all(&host)?;
+    let h = host.display().to_string();
+    // media.txt: the staged versions, one a line, oldest first.
+    let stage = script(
+        &host,
+        "stage.sh",
+        &r#"cd HOST; echo "stage $1 $BATON_VERSION" >> ops.log
+grep -qx "$1" media.txt 2>/dev/null || echo "$1" >> media.txt"#
+            .replace("HOST", &h),
+    )?;
+    let remove = script(
+        &host,
+        "remove.sh",
+        &r#"cd HOST; echo "remove $1 $BATON_VERSION" >> ops.log; touch media.txt
+grep -vx "$1" media.txt > media.new; mv media.new media.txt"#
+            .replace("HOST", &h),
+    )?;
+    // override.json, when present, is the whole status.
+    let status = script(
+        &host,
+        "status.sh",
+        &r#"cd HOST; if [ -f override.json ]; then cat override.json; exit 0; fi
+printf '{"version":"1.0.0","media":[%s]}' "$(sed 's/.*/"&"/' media.txt 2>/dev/null | paste -sd, -)""#
+            .replace("HOST", &h),
+    )?;
+    let config = format!(
+        r#"
+statusCommand:
+  command: ["{status}"]
+operations:
+  stage-media: {{command: ["{stage}", "{{version}}"]}}
+  remove-media: {{command: ["{remove}", "{{version}}"]}}
+"#
+    );
+    let cfg = fx.path().join("exec.yaml");
+    std::fs::write(&cfg, config)?;
+    let cfg = cfg.display().to_string();
+    let m1 = fx
+        .start("m1", &["--backend", "exec", "--exec-config", &cfg])
+        .await?;
+    let s = m1.status().await?;
+    assert!(s.media.is_empty(), "{:?}", s.media);
+    assert!(!has_alarm(&s, "StatusUnavailable"), "{:?}", s.alarms);
+
+    let req = Req::new("stage-2.0.0", K::StageMedia).with_version("2.0.0");
+    let rec = m1.run_ok(&req).await?;
+    assert_eq!(rec.params.version.as_deref(), Some("2.0.0"));
+    assert_eq!(m1.status().await?.media, ["2.0.0"]);
+    // The same id again: the recorded operation; the command does not run a second time.
+    let again = m1.client.submit(&req).await?;
+    assert_eq!(again.finished_at, rec.finished_at);
+    m1.run_ok(&Req::new("stage-2.1.0", K::StageMedia).with_version("2.1.0"))
+        .await?;
+    assert_eq!(m1.status().await?.media, ["2.0.0", "2.1.0"]);
+    m1.run_ok(&Req::new("rm-2.0.0", K::RemoveMedia).with_version("2.0.0"))
+        .await?;
+    assert_eq!(m1.status().await?.media, ["2.1.0"]);
+    let log = std::fs::read_to_string(host.join("ops.log"))?;
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [
+            "stage 2.0.0 2.0.0",
+            "stage 2.1.0 2.1.0",
+            "remove 2.0.0 2.0.0"
+        ]
+    );
+
+    // What the status command reports is checked: one bad entry and nothing is trusted.
+    let nine: Vec<String> = (0..=MAX_MEDIA).map(|i| format!("2.{i}.0")).collect();
+    let bad: [(serde_json::Value, &str); 5] = [
+        (
+            serde_json::json!(["2.1.0", "not a version"]),
+            "status media: version",
+        ),
+        (serde_json::json!(["2.1.0", ""]), "status media: version"),
+        (serde_json::json!(["2.1.0", "2.1.0"]), "lists 2.1.0 twice"),
+        (serde_json::json!(nine), "at most 8"),
+        (serde_json::json!("2.1.0"), "invalid JSON"),
+    ];
+    for (media, want) in bad {
+        let body = serde_json::json!({"version": "1.0.0", "media": media});
+        std::fs::write(host.join("override.json"), body.to_string())?;
+        let s = wait_until(
+            &format!("StatusUnavailable for {media}"),
+            CONVERGE,
+            || async {
+                let s = m1.client.status().await.ok()?;
+                let alarm = s.alarms.iter().find(|a| a.name == "StatusUnavailable")?;
+                let message = alarm.message.clone().unwrap_or_default();
+                message.contains(want).then_some((s, message))
+            },
+        )
+        .await?;
+        let (s, message) = s;
+        assert!(s.media.is_empty(), "{media}: {:?}", s.media);
+        assert_eq!(s.health, Health::Critical, "{media}");
+        assert!(message.len() < 1024, "{message}");
+    }
+    std::fs::remove_file(host.join("override.json"))?;
+    let s = wait_until("the status command trusted again", CONVERGE, || async {
+        let s = m1.client.status().await.ok()?;
+        (!has_alarm(&s, "StatusUnavailable")).then_some(s)
+    })
+    .await?;
+    assert_eq!(s.media, ["2.1.0"]);
     Ok(())
 }

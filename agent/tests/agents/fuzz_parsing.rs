@@ -72,6 +72,7 @@ const FIELDS: &[&str] = &[
     "failUpgradeTo",
     "task",
     "failTasks",
+    "failStageMedia",
 ];
 
 fn kinds() -> impl Strategy<Value = String> {
@@ -133,8 +134,10 @@ fn mutated_body() -> impl Strategy<Value = Vec<u8>> {
         br#"{"id":"s","kind":"sync-config","source":"[::1]:7001"}"#.to_vec(),
         br#"{"id":"p","kind":"promote"}"#.to_vec(),
         br#"{"id":"u","kind":"task","task":"upload-content","version":"2.0.0"}"#.to_vec(),
+        br#"{"id":"m","kind":"stage-media","version":"2.0.0"}"#.to_vec(),
+        br#"{"id":"r","kind":"remove-media","version":"2.0.0"}"#.to_vec(),
         br#"{"id":"t","kind":"install-trust","trustPem":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}"#.to_vec(),
-        br#"{"failUpgradeTo":["3.0.0"],"hangUpgrade":false,"upgradeSeconds":0.5,"load":4,"failTasks":["x"]}"#.to_vec(),
+        br#"{"failUpgradeTo":["3.0.0"],"hangUpgrade":false,"upgradeSeconds":0.5,"load":4,"failTasks":["x"],"failStageMedia":["2.0.0"]}"#.to_vec(),
     ];
     let mutation = prop_oneof![
         (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| (0u8, i, b)),

@@ -8,6 +8,9 @@ use baton_agent::api::{
 use baton_agent::pki::{CertAuthority, CertSpec};
 use common::*;
 
+/// How often a test polls an operation it waits for.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A fixture of `m1` Active and `m2` its caught-up standby, both with quick upgrades; `m2`
 /// also has components and `extra2`.
 async fn pair(extra2: &[&str]) -> TestResult<(Fixture, Agent, Agent)> {
@@ -430,5 +433,278 @@ async fn tasks_run_once_per_operation_id_and_are_listed_in_the_status() -> TestR
         Some(("flaky-2", "flaky-job"))
     );
     assert!(!has_alarm(&s, "OperationFailed"), "{:?}", s.alarms);
+    Ok(())
+}
+
+/// `stage-media`: the version is listed in `media` once its copy finished, not before; the
+/// member keeps its role and keeps serving (an Active member takes writes, a standby keeps
+/// replicating) meanwhile. Idempotent by id; a version already staged succeeds at once; the
+/// `failStageMedia` fault fails it halfway. `remove-media` removes a version, idempotent by
+/// id, and succeeds on a version that is not staged. Without `--require-staged-media` an
+/// upgrade needs no media, and no upgrade removes any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_is_listed_once_staged_while_the_member_keeps_serving() -> TestResult {
+    let staging = ["--stage-seconds", "2"];
+    let (fx, m1, m2) = Fixture::new_caught_up_pair(
+        &[&staging[..], &["--upgrade-seconds", "0.2"]].concat(),
+        &staging,
+    )
+    .await?;
+    let w = m1.data_client(fx.pki.data_tls("m1")?)?;
+    assert!(m1.status().await?.media.is_empty());
+
+    let req = Req::new("stage-2.0.0", K::StageMedia).with_version("2.0.0");
+    let first = m1.client.submit(&req).await?;
+    assert_eq!(
+        first.state,
+        OperationState::Running,
+        "a 2 s staging is answered 202 Running"
+    );
+    let during = wait_until("m1's staging under way", CONVERGE, || async {
+        let s = m1.client.status().await.ok()?;
+        let op = s.operation.clone()?;
+        (op.id == req.id && op.state == OperationState::Running && op.progress >= 10).then_some(s)
+    })
+    .await?;
+    assert!(during.media.is_empty(), "listed before its copy finished");
+    assert_eq!((during.role, during.serving), (Role::Active, true));
+    assert!(
+        !has_alarm(&during, "UpgradeInProgress"),
+        "{:?}",
+        during.alarms
+    );
+    w.put("during-staging", "accepted").await?;
+    let rec = m1.client.wait(&req.id, CONVERGE, POLL).await?;
+    assert_eq!(rec.state, OperationState::Succeeded, "{}", rec.message);
+    assert_eq!(
+        (rec.params.version.as_deref(), rec.version_after.as_deref()),
+        (Some("2.0.0"), Some("1.0.0")),
+        "staging changes no version"
+    );
+    assert!(rec.message.contains("2.0.0"), "{}", rec.message);
+    let took = rec.finished_at.map(|f| f.duration_since(rec.started_at));
+    assert!(
+        took.is_some_and(|d| d.as_secs_f64() >= 1.9),
+        "staging takes --stage-seconds: {took:?}"
+    );
+    let s = m1.status().await?;
+    assert_eq!(s.media, ["2.0.0"]);
+    assert_eq!((s.role, s.serving), (Role::Active, true));
+
+    // A standby keeps following its source while it stages.
+    m2.client.submit(&req).await?;
+    let during = m2.status().await?;
+    assert_eq!(
+        during.operation.as_ref().map(|o| (o.id.as_str(), o.state)),
+        Some((req.id.as_str(), OperationState::Running))
+    );
+    assert_eq!(during.role, Role::Standby);
+    assert!(during.replication.connected, "{:?}", during.replication);
+    assert!(during.media.is_empty());
+    w.put("while-m2-stages", "replicated").await?;
+    wait_caught_up(&m2, &m1).await?;
+    m2.client.wait(&req.id, CONVERGE, POLL).await?;
+    let s = m2.status().await?;
+    assert_eq!(
+        (s.media.as_slice(), s.role),
+        (&["2.0.0".to_string()][..], Role::Standby)
+    );
+
+    // The same id again is the same operation: no second copy.
+    let again = m1.client.submit(&req).await?;
+    assert_eq!(
+        (again.state, again.started_at, again.finished_at),
+        (OperationState::Succeeded, rec.started_at, rec.finished_at)
+    );
+    let count = |ops: &[baton_agent::api::OperationRecord], kind: K| {
+        ops.iter().filter(|r| r.kind == kind).count()
+    };
+    assert_eq!(count(&m1.client.operations().await?, K::StageMedia), 1);
+    // Another id for a staged version: nothing to copy, done at once.
+    let quick = m1
+        .run_ok(&Req::new("stage-2.0.0-again", K::StageMedia).with_version("2.0.0"))
+        .await?;
+    let took = quick
+        .finished_at
+        .map(|f| f.duration_since(quick.started_at));
+    assert!(
+        took.is_some_and(|d| d.as_secs_f64() < 1.0),
+        "already staged: {took:?}"
+    );
+    assert!(
+        quick.message.contains("already staged"),
+        "{}",
+        quick.message
+    );
+    assert_eq!(m1.status().await?.media, ["2.0.0"]);
+
+    // failStageMedia: fails halfway, the version is not listed.
+    m1.client
+        .set_faults(&Faults {
+            fail_stage_media: vec!["3.0.0".into()],
+            ..Faults::default()
+        })
+        .await?;
+    assert_eq!(m1.client.faults().await?.fail_stage_media, ["3.0.0"]);
+    let bad = Req::new("stage-3.0.0", K::StageMedia).with_version("3.0.0");
+    let failed = m1.run(&bad).await?;
+    assert_eq!(failed.state, OperationState::Failed);
+    assert_eq!(
+        failed.message,
+        "staging media of 3.0.0 failed (injected fault)"
+    );
+    assert!(failed.progress > 0 && failed.progress < 100, "{failed:?}");
+    let s = m1.status().await?;
+    assert_eq!(s.media, ["2.0.0"]);
+    assert!(has_alarm(&s, "OperationFailed"), "{:?}", s.alarms);
+    // Without the fault the failed id is still its failure; a new id stages.
+    m1.client.set_faults(&Faults::default()).await?;
+    let again = m1.client.submit(&bad).await?;
+    assert_eq!(
+        (again.state, again.finished_at),
+        (OperationState::Failed, failed.finished_at)
+    );
+    assert_eq!(m1.status().await?.media, ["2.0.0"]);
+    m1.run_ok(&Req::new("stage-3.0.0-retry", K::StageMedia).with_version("3.0.0"))
+        .await?;
+    assert_eq!(m1.status().await?.media, ["2.0.0", "3.0.0"]);
+
+    // remove-media, quick, and idempotent by id: the same id after a new staging of that
+    // version is its record, and removes nothing.
+    let rm = Req::new("rm-2.0.0", K::RemoveMedia).with_version("2.0.0");
+    let removed = m1.client.submit(&rm).await?;
+    assert_eq!(removed.state, OperationState::Succeeded, "answered at once");
+    assert!(removed.message.contains("removed"), "{}", removed.message);
+    assert_eq!(m1.status().await?.media, ["3.0.0"]);
+    m1.run_ok(&Req::new("restage-2.0.0", K::StageMedia).with_version("2.0.0"))
+        .await?;
+    assert_eq!(m1.status().await?.media, ["3.0.0", "2.0.0"], "oldest first");
+    let again = m1.client.submit(&rm).await?;
+    assert_eq!(again.finished_at, removed.finished_at);
+    assert_eq!(m1.status().await?.media, ["3.0.0", "2.0.0"]);
+    let none = m1
+        .run_ok(&Req::new("rm-9.9.9", K::RemoveMedia).with_version("9.9.9"))
+        .await?;
+    assert!(none.message.contains("not staged"), "{}", none.message);
+    assert_eq!(m1.status().await?.media, ["3.0.0", "2.0.0"]);
+    assert_eq!(count(&m1.client.operations().await?, K::RemoveMedia), 2);
+
+    // Without --require-staged-media an upgrade needs no media; it removes none.
+    m1.run_ok(&Req::new("up-4", K::Upgrade).with_version("4.0.0"))
+        .await?;
+    let s = m1.status().await?;
+    assert_eq!((s.version.as_str(), s.media.len()), ("4.0.0", 2));
+    Ok(())
+}
+
+/// With `--require-staged-media`, an upgrade to a version whose media is not staged is
+/// refused at submission (409 `media_not_staged`, nothing recorded) and accepted once it is;
+/// a rollback or a preflight is not held. An upgrade keeps the media. The store holds
+/// `MAX_MEDIA` versions: one more fails and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_staged_media_holds_an_upgrade_until_its_media_is_staged() -> TestResult {
+    use baton_agent::api::MAX_MEDIA;
+    use baton_agent::client::ClientError;
+    let (_fx, m1) = Fixture::active_m1(&[
+        "--require-staged-media",
+        "--stage-seconds",
+        "0",
+        "--upgrade-seconds",
+        "0.2",
+        "--components",
+        "os=8.4",
+    ])
+    .await?;
+    let not_staged = |e: &ClientError, version: &str| -> TestResult {
+        let ClientError::Http {
+            status,
+            code,
+            message,
+            ..
+        } = e
+        else {
+            return Err(err(format!("not an HTTP refusal: {e}")));
+        };
+        assert_eq!((*status, code.as_str()), (409, "media_not_staged"), "{e}");
+        assert_eq!(
+            message,
+            &format!("upgrade to {version} needs its media staged first (stage-media)")
+        );
+        Ok(())
+    };
+    let up = Req::new("up-2", K::Upgrade).with_version("2.0.0");
+    let e = refused(m1.client.submit(&up), "an unstaged upgrade was accepted").await?;
+    not_staged(&e, "2.0.0")?;
+    let os = Req::new("os-8.6", K::Upgrade)
+        .with_version("8.6")
+        .with_component("os");
+    let e = refused(m1.client.submit(&os), "an unstaged component upgrade").await?;
+    not_staged(&e, "8.6")?;
+    assert!(m1.client.operations().await?.is_empty(), "nothing recorded");
+    let s = m1.status().await?;
+    assert_eq!(
+        (s.version.as_str(), s.role, s.serving),
+        ("1.0.0", Role::Active, true)
+    );
+
+    // Only an upgrade is held.
+    m1.run_ok(&Req::new("pf-2", K::Preflight).with_version("2.0.0"))
+        .await?;
+    m1.run_ok(&Req::new("rb-0.9", K::Rollback).with_version("0.9.0"))
+        .await?;
+    assert_eq!(m1.status().await?.version, "0.9.0");
+
+    m1.run_ok(&Req::new("stage-2", K::StageMedia).with_version("2.0.0"))
+        .await?;
+    let rec = m1.run_ok(&up).await?;
+    assert_eq!(rec.version_after.as_deref(), Some("2.0.0"));
+    let s = m1.status().await?;
+    assert_eq!(
+        (s.version.as_str(), s.media.as_slice()),
+        ("2.0.0", &["2.0.0".to_string()][..])
+    );
+
+    // Once removed, the recorded upgrade is still answered by id; a new one is held again.
+    m1.run_ok(&Req::new("rm-2", K::RemoveMedia).with_version("2.0.0"))
+        .await?;
+    assert!(m1.status().await?.media.is_empty());
+    let again = m1.client.submit(&up).await?;
+    assert_eq!(
+        (again.state, again.finished_at),
+        (OperationState::Succeeded, rec.finished_at)
+    );
+    let e = refused(
+        m1.client
+            .submit(&Req::new("up-2-again", K::Upgrade).with_version("2.0.0")),
+        "an upgrade after its media was removed",
+    )
+    .await?;
+    not_staged(&e, "2.0.0")?;
+
+    // A full store refuses one more version and keeps what it holds.
+    let versions: Vec<String> = (0..MAX_MEDIA).map(|i| format!("3.{i}.0")).collect();
+    for v in &versions {
+        m1.run_ok(&Req::new(format!("stage-{v}"), K::StageMedia).with_version(v))
+            .await?;
+    }
+    assert_eq!(m1.status().await?.media, versions);
+    let full = m1
+        .run(&Req::new("stage-4.0.0", K::StageMedia).with_version("4.0.0"))
+        .await?;
+    assert_eq!(full.state, OperationState::Failed);
+    assert_eq!(
+        full.message,
+        format!("media store full: {MAX_MEDIA} versions staged (remove some first)")
+    );
+    assert_eq!(m1.status().await?.media, versions);
+    let e = refused(
+        m1.client
+            .submit(&Req::new("up-4", K::Upgrade).with_version("4.0.0")),
+        "an upgrade whose staging failed",
+    )
+    .await?;
+    not_staged(&e, "4.0.0")?;
+    m1.run_ok(&Req::new("up-3.7", K::Upgrade).with_version("3.7.0"))
+        .await?;
     Ok(())
 }

@@ -183,3 +183,102 @@ async fn task_runs_survive_a_restart_and_an_interrupted_one_is_not_listed() -> T
     assert_eq!(m1.status().await?.tasks, before);
     Ok(())
 }
+
+/// A demo member's staged media is persisted: after a restart it is still listed (and still
+/// lets a `--require-staged-media` upgrade through), and the same operation id is answered
+/// from the journal rather than run again. A staging cut short by the restart is reported
+/// interrupted and its version is never listed. `--fail-stage-media` sets the fault from the
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_media_survives_a_restart_and_an_interrupted_staging_is_not_listed() -> TestResult {
+    let fx = Fixture::new(&["m1"])?;
+    let mut m1 = fx
+        .start(
+            "m1",
+            &[
+                "--role",
+                "active",
+                "--upgrade-seconds",
+                "0.2",
+                "--stage-seconds",
+                "0.2",
+                "--fail-stage-media",
+                "9.0.0,9.1.0",
+            ],
+        )
+        .await?;
+    assert_eq!(
+        m1.client.faults().await?.fail_stage_media,
+        ["9.0.0", "9.1.0"]
+    );
+    let broken = m1
+        .run(&OperationRequest::new("stage-9", OperationKind::StageMedia).with_version("9.0.0"))
+        .await?;
+    assert_eq!(broken.state, OperationState::Failed);
+    let req = OperationRequest::new("stage-2", OperationKind::StageMedia).with_version("2.0.0");
+    let rec = m1.run_ok(&req).await?;
+    assert_eq!(m1.status().await?.media, ["2.0.0"]);
+
+    // A slow staging, killed while it copies.
+    m1.restart(&["--stage-seconds", "30"]).await?;
+    assert_eq!(
+        m1.status().await?.media,
+        ["2.0.0"],
+        "listed across the restart"
+    );
+    assert_eq!(
+        m1.client.faults().await?.fail_stage_media,
+        ["9.0.0", "9.1.0"],
+        "the flag sets the fault again"
+    );
+    m1.client
+        .submit(&OperationRequest::new("stage-3", OperationKind::StageMedia).with_version("3.0.0"))
+        .await?;
+    wait_until("the slow staging to make progress", CONVERGE, || async {
+        let op = m1.client.status().await.ok()?.operation?;
+        (op.id == "stage-3" && op.progress >= 5).then_some(())
+    })
+    .await?;
+    m1.restart(&["--require-staged-media"]).await?;
+    let slow = m1.client.operation("stage-3").await?;
+    assert_eq!(
+        (slow.state, slow.message.as_str()),
+        (OperationState::Failed, INTERRUPTED)
+    );
+    assert_eq!(m1.status().await?.media, ["2.0.0"]);
+    // The same ids again: the journal's records, nothing runs.
+    let again = m1.client.submit(&req).await?;
+    assert_eq!(
+        (again.state, again.finished_at),
+        (OperationState::Succeeded, rec.finished_at)
+    );
+    let again = m1
+        .client
+        .submit(&OperationRequest::new("stage-3", OperationKind::StageMedia).with_version("3.0.0"))
+        .await?;
+    assert_eq!(
+        (again.state, again.finished_at),
+        (OperationState::Failed, slow.finished_at)
+    );
+    assert_eq!(m1.status().await?.media, ["2.0.0"]);
+    // What the store holds after the restart is what an upgrade is checked against.
+    let e = refused(
+        m1.client
+            .submit(&OperationRequest::new("up-3", OperationKind::Upgrade).with_version("3.0.0")),
+        "an upgrade to a version whose staging was interrupted",
+    )
+    .await?;
+    assert_eq!(
+        (e.status(), e.code()),
+        (Some(409), Some("media_not_staged")),
+        "{e}"
+    );
+    m1.run_ok(&OperationRequest::new("up-2", OperationKind::Upgrade).with_version("2.0.0"))
+        .await?;
+    let s = m1.status().await?;
+    assert_eq!(
+        (s.version.as_str(), s.media.as_slice()),
+        ("2.0.0", &["2.0.0".to_string()][..])
+    );
+    Ok(())
+}
