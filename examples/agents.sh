@@ -4,7 +4,10 @@
 # The agent binary: $BATON_AGENT if set, else `baton-agent` on PATH, else the one cargo builds
 # in this checkout (built here if missing; $CARGO_TARGET_DIR is honoured).
 # Variables: BATON_AGENT, CARGO_TARGET_DIR, UPGRADE_SECONDS (demo upgrade time, default 3),
-# TASK_SECONDS (how long a demo `task` runs, default 1).
+# TASK_SECONDS (how long a demo `task` runs, default 1), STAGE_SECONDS (how long staging a
+# version's media takes, default 1).
+# An example may hold agent-flags: one line of extra flags for every agent it starts (e.g.
+# --require-staged-media, so that an upgrade without its media staged is refused).
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop EXAMPLE_DIR" >&2; exit 2; }
@@ -63,7 +66,12 @@ case $cmd in
               --tls-cert "$run/certs/server.crt" --tls-key "$run/certs/server.key"
               --client-ca "$run/certs/ca.crt" --member-cert "$run/certs/member-$id.crt"
               --member-key "$run/certs/member-$id.key" --trust "$run/certs/trust.pem"
-              --upgrade-seconds "${UPGRADE_SECONDS:-3}" --task-seconds "${TASK_SECONDS:-1}")
+              --upgrade-seconds "${UPGRADE_SECONDS:-3}" --task-seconds "${TASK_SECONDS:-1}"
+              --stage-seconds "${STAGE_SECONDS:-1}")
+        if [[ -f "$dir/agent-flags" ]]; then
+          read -r -a extra <"$dir/agent-flags"
+          args+=("${extra[@]}")
+        fi
         if [[ $follows != - ]]; then
           src=$(printf '%s\n' "${rows[@]}" | awk -F'\t' -v c="$cluster" -v m="$follows" '$1 == c && $2 == m { print $7 }')
           args+=(--source "127.0.0.1:$src")

@@ -39,11 +39,17 @@ fn steps(p: &Value) -> &Vec<Value> {
     p["steps"].as_array().expect("steps")
 }
 
-/// Start of the first and end of the last step of a cluster.
+/// A step that copies or removes upgrade media: not disruptive, ahead of (or after) the
+/// cluster's turn.
+fn media_step(s: &Value) -> bool {
+    s["action"] == "stage-media" || s["action"] == "remove-media"
+}
+
+/// Start of the first and end of the last step of a cluster (media steps aside).
 fn span(p: &Value, cluster: &str) -> (f64, f64) {
     let mine: Vec<&Value> = steps(p)
         .iter()
-        .filter(|s| s["cluster"] == cluster)
+        .filter(|s| s["cluster"] == cluster && !media_step(s))
         .collect();
     assert!(!mine.is_empty(), "no step for {cluster}");
     let start = mine
@@ -104,6 +110,54 @@ fn active_standby_moves_tier_by_tier_standby_first() {
         .rfind(|s| s["cluster"] == "cmp-primary" && s["action"] == "upgrade")
         .expect("upgrades");
     assert_eq!(last_upgrade["target"], "c");
+}
+
+/// The active-standby deployment with a daily window opening three hours from now: the plan
+/// copies every server's media at once (one per site at a time), hours ahead of the window,
+/// upgrades nothing before it opens, and removes the old media after each cluster is done.
+#[test]
+fn active_standby_stages_its_media_ahead_of_the_window() {
+    let opens = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(3);
+    let hhmm = opens.strftime("%H:%M").to_string();
+    let text = std::fs::read_to_string(example("active-standby/deployment.yaml")).expect("example");
+    let windowed = text.replace(
+        "    media:\n",
+        &format!(
+            "    maintenanceWindows:\n    - start: \"{hhmm}\"\n      duration: 12h\n    media:\n"
+        ),
+    );
+    assert_ne!(windowed, text, "the example stages media");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("deployment.yaml");
+    std::fs::write(&file, windowed).expect("write");
+    let p = plan(&[file], "12.6.0");
+    assert_unblocked(&p);
+    let all = steps(&p);
+    let staged: Vec<&Value> = all
+        .iter()
+        .filter(|s| s["action"] == "stage-media")
+        .collect();
+    assert_eq!(staged.len(), 11, "every server: {staged:?}");
+    let first_upgrade = all
+        .iter()
+        .filter(|s| s["action"] == "upgrade")
+        .map(|s| s["start"].as_f64().unwrap_or(0.0))
+        .fold(f64::MAX, f64::min);
+    // The window opens at a whole minute up to 3 h from now.
+    assert!(first_upgrade >= 3.0 * 3600.0 - 60.0, "{first_upgrade}");
+    for s in &staged {
+        let end = s["end"].as_f64().unwrap_or(f64::MAX);
+        assert!(end < 3600.0, "staged late: {s}");
+        assert!(end <= first_upgrade);
+    }
+    let removed: Vec<&Value> = all
+        .iter()
+        .filter(|s| s["action"] == "remove-media")
+        .collect();
+    assert!(
+        removed.is_empty(),
+        "nothing to remove from media the plan does not know: {removed:?}"
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod active_standby;
 mod demo;
 mod e2e_local;
 mod examples;

@@ -1,0 +1,231 @@
+//! `examples/active-standby` end to end against its demo agents (`examples/agents.sh`, with
+//! the example's `agent-flags`: the agents refuse an upgrade whose media is not staged): `baton
+//! run` takes the five clusters from 12.6.0 to 12.7.0 with the example's own manifest. What the
+//! procedure demands of the media is read from the agents' operation records: every server
+//! holds the media of 12.7.0 before it goes down, at most one server per site copies media at a
+//! time, the workers' media is copied while the management clusters still upgrade (ahead of
+//! their turn), and each server's old media is removed once its cluster runs 12.7.0.
+
+use crate::support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use baton_agent::api::{OperationKind as K, OperationRecord, OperationRequest, OperationState};
+use baton_agent::client::{AgentClient, ClientTls};
+use support::*;
+
+/// (cluster, member, control port, site) as `agents.tsv` and the manifest give them.
+const MEMBERS: [(&str, &str, u16, &str); 11] = [
+    ("cmp-primary", "a", 7201, "primary"),
+    ("cmp-primary", "b", 7202, "primary"),
+    ("cmp-primary", "c", 7203, "primary"),
+    ("cmp-secondary", "a", 7211, "secondary"),
+    ("cmp-secondary", "b", 7212, "secondary"),
+    ("mpe-1", "a", 7221, "-"),
+    ("mpe-1", "b", 7222, "-"),
+    ("mpe-2", "a", 7231, "-"),
+    ("mpe-2", "b", 7232, "-"),
+    ("mra-1", "a", 7241, "-"),
+    ("mra-1", "b", 7242, "-"),
+];
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/active-standby")
+}
+
+/// `examples/agents.sh CMD DIR` with fast demo operations.
+fn agents(dir: &Path, cmd: &str) -> TestResult<std::process::Output> {
+    let script = example().join("../agents.sh");
+    let mut c = std::process::Command::new("bash");
+    c.arg(script)
+        .arg(cmd)
+        .arg(dir)
+        .env("UPGRADE_SECONDS", "1")
+        .env("STAGE_SECONDS", "0.5");
+    let agent = Path::new(env!("CARGO_BIN_EXE_baton")).with_file_name("baton-agent");
+    if agent.exists() {
+        c.env("BATON_AGENT", &agent);
+    }
+    Ok(c.output()?)
+}
+
+struct Stop<'a>(&'a Path);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        let _ = agents(self.0, "stop");
+    }
+}
+
+struct Member {
+    cluster: &'static str,
+    name: &'static str,
+    site: &'static str,
+    client: AgentClient,
+}
+
+fn clients(certs: &Path) -> TestResult<Vec<Member>> {
+    let read = |f: &str| std::fs::read_to_string(certs.join(f));
+    let tls = ClientTls::mtls(read("ca.crt")?, read("client.crt")?, read("client.key")?).share()?;
+    let mut out = vec![];
+    for (cluster, name, port, site) in MEMBERS {
+        out.push(Member {
+            cluster,
+            name,
+            site,
+            client: AgentClient::with_shared(&format!("https://127.0.0.1:{port}"), &tls)?,
+        });
+    }
+    Ok(out)
+}
+
+fn of(records: &[OperationRecord], kind: K) -> Vec<&OperationRecord> {
+    records.iter().filter(|r| r.kind == kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_run_stages_the_media_ahead_per_site_and_removes_the_old_media() -> TestResult {
+    let tmp = tempfile::Builder::new()
+        .prefix("baton-active-standby")
+        .tempdir()?;
+    let dir = tmp.path().join("active-standby");
+    std::fs::create_dir_all(&dir)?;
+    for f in std::fs::read_dir(example())? {
+        let f = f?;
+        if f.file_type()?.is_file() {
+            std::fs::copy(f.path(), dir.join(f.file_name()))?;
+        }
+    }
+    let started = agents(&dir, "start")?;
+    let _stop = Stop(&dir);
+    assert!(
+        started.status.success(),
+        "agents.sh start: {}",
+        text(&started)
+    );
+    let certs = dir.join(".run/certs");
+    let members = clients(&certs)?;
+    // The servers hold the media they were installed from; and without its media an upgrade
+    // is refused (the example's agent-flags).
+    for m in &members {
+        let id = format!("install-media-{}-{}", m.cluster, m.name);
+        let req = OperationRequest::new(id.clone(), K::StageMedia).with_version("12.6.0");
+        m.client.submit(&req).await?;
+        let done = m
+            .client
+            .wait(&id, Duration::from_secs(20), Duration::from_millis(100))
+            .await?;
+        assert_eq!(done.state, OperationState::Succeeded, "{done:?}");
+    }
+    let refused = members[0]
+        .client
+        .submit(&OperationRequest::new("too-early", K::Upgrade).with_version("12.7.0"))
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.code() == Some("media_not_staged")),
+        "{refused:?}"
+    );
+
+    let state = tmp.path().join("state.json");
+    let mut args = run_args(&[&dir.join("deployment.yaml")], &state, &certs);
+    args.extend(["--until-settled".into(), "--timeout".into(), "240s".into()]);
+    let out = tokio::task::spawn_blocking(move || baton().args(&args).output()).await??;
+    assert!(out.status.success(), "baton run: {}", text(&out));
+
+    let mut recs = vec![];
+    for m in &members {
+        recs.push(m.client.operations().await?);
+    }
+    let mut last_upgrade_end: std::collections::BTreeMap<&str, jiff::Timestamp> =
+        Default::default();
+    for (m, rs) in members.iter().zip(&recs) {
+        let who = format!("{}/{}", m.cluster, m.name);
+        let up = of(rs, K::Upgrade);
+        assert_eq!(up.len(), 1, "{who}: {up:?}");
+        assert_eq!(up[0].state, OperationState::Succeeded, "{who}: {up:?}");
+        let stage: Vec<&OperationRecord> = of(rs, K::StageMedia)
+            .into_iter()
+            .filter(|r| r.params.version.as_deref() == Some("12.7.0"))
+            .collect();
+        assert_eq!(stage.len(), 1, "{who}: staged once: {stage:?}");
+        let (_, staged) = span(stage[0]);
+        // Nothing disruptive (nor the forced standby before it) before the media is there.
+        for r in rs
+            .iter()
+            .filter(|r| matches!(r.kind, K::Upgrade | K::ForceStandby | K::Promote))
+        {
+            assert!(
+                staged <= r.started_at,
+                "{who}: {:?} before its media was staged",
+                r.kind
+            );
+        }
+        let end = span(up[0]).1;
+        let e = last_upgrade_end.entry(m.cluster).or_insert(end);
+        *e = (*e).max(end);
+    }
+    // The old media goes once the cluster runs the new version; the new media stays.
+    for (m, rs) in members.iter().zip(&recs) {
+        let who = format!("{}/{}", m.cluster, m.name);
+        let removed = of(rs, K::RemoveMedia);
+        assert_eq!(removed.len(), 1, "{who}: {removed:?}");
+        assert_eq!(removed[0].params.version.as_deref(), Some("12.6.0"));
+        assert!(
+            removed[0].started_at >= last_upgrade_end[m.cluster],
+            "{who}: old media removed before its cluster was done"
+        );
+        let st = m.client.status().await?;
+        assert_eq!(st.media, ["12.7.0"], "{who}");
+    }
+    // One server of a site copies media at a time (members without a site share one, per
+    // cluster).
+    for (i, a) in members.iter().enumerate() {
+        for (j, b) in members.iter().enumerate().skip(i + 1) {
+            if a.cluster != b.cluster || a.site != b.site {
+                continue;
+            }
+            let sa = span(
+                of(&recs[i], K::StageMedia)
+                    .last()
+                    .copied()
+                    .ok_or("no staging")?,
+            );
+            let sb = span(
+                of(&recs[j], K::StageMedia)
+                    .last()
+                    .copied()
+                    .ok_or("no staging")?,
+            );
+            assert!(
+                sa.1 <= sb.0 || sb.1 <= sa.0,
+                "{}: {} and {} staged at once at site {}",
+                a.cluster,
+                a.name,
+                b.name,
+                a.site
+            );
+        }
+    }
+    // Ahead of their turn: a worker's media was copied while the management clusters upgraded.
+    let worker_staged = members
+        .iter()
+        .zip(&recs)
+        .filter(|(m, _)| m.cluster.starts_with("m") && m.cluster != "cmp-primary")
+        .filter_map(|(_, rs)| of(rs, K::StageMedia).last().map(|r| span(r).0))
+        .min()
+        .ok_or("no worker staged")?;
+    assert!(
+        worker_staged < last_upgrade_end["cmp-secondary"],
+        "the workers' media waited for their turn"
+    );
+    let status = baton().arg("status").arg("--state").arg(&state).output()?;
+    let shown = text(&status);
+    assert!(
+        shown.contains("MEDIA") && shown.contains("12.7.0"),
+        "{shown}"
+    );
+    Ok(())
+}
