@@ -216,6 +216,18 @@ pub fn cases() -> Vec<Case> {
             "spec.upgrade.maxUnavailable: Invalid value: 0",
         ),
         one(
+            "media staged by no member at a time",
+            cluster("  upgrade:\n    media: {maxParallelPerSite: 0}\n"),
+            Refused,
+            "spec.upgrade.media.maxParallelPerSite: Invalid value: 0",
+        ),
+        one(
+            "media with an unknown field",
+            cluster("  upgrade:\n    media: {perSite: 2}\n"),
+            Refused,
+            "spec.upgrade.media.perSite",
+        ),
+        one(
             "too many members",
             format!(
                 "{HEAD}spec:\n  members:\n{}",

@@ -277,13 +277,15 @@ impl Drop for OperatorProcess {
     }
 }
 
-/// Start and end of the member steps of a cluster, from its upgrade log.
+/// Start and end of the member steps of a cluster, from its upgrade log (media copied ahead
+/// of the cluster's turn, or removed after it, aside).
 fn step_span(c: &Cluster, since: i64) -> Option<(i64, i64)> {
     let st = c.status.as_ref()?;
     let entries: Vec<_> = st
         .log
         .iter()
         .filter(|e| e.scope == LogScope::Member && e.start.0 >= since)
+        .filter(|e| e.action != "stage-media" && e.action != "remove-media")
         .collect();
     let start = entries.iter().map(|e| e.start.0).min()?;
     let end = entries.iter().filter_map(|e| e.end.map(|t| t.0)).max()?;
@@ -774,7 +776,7 @@ async fn e2e_two_replicas_fail_over_and_a_switchover_waits_for_approval() -> Tes
 /// The shipped examples as a user runs them on Kubernetes: every manifest set is accepted by
 /// the API server (server-side dry run), and the Active/Standby deployment runs for real
 /// against its demo agents (`examples/agents.sh`, its certificates in the operator's Secret)
-/// to Ready at its target, tier by tier.
+/// to Ready at its target, tier by tier, every server holding its media before its upgrade.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_the_examples_apply_and_the_active_standby_deployment_converges() -> TestResult {
     let test = "e2e_the_examples_apply_and_the_active_standby_deployment_converges";
@@ -851,6 +853,26 @@ async fn e2e_the_examples_apply_and_the_active_standby_deployment_converges() ->
             secondary_end <= start,
             "worker {name} started before the management tiers were done"
         );
+    }
+    // Every server held the media of 12.7.0 before its upgrade (the example's agents refuse
+    // an upgrade without it) and holds only that media now.
+    for (c, name) in done.iter().zip(names) {
+        let st = c.status.as_ref().ok_or("no status")?;
+        for m in &st.members {
+            assert_eq!(m.media, ["12.7.0"], "{name}/{}", m.name);
+            let staged = st
+                .log
+                .iter()
+                .find(|e| e.action == "stage-media" && e.target == m.name)
+                .and_then(|e| e.end)
+                .ok_or(format!("{name}/{}: no stage-media step", m.name))?;
+            let upgraded = st
+                .log
+                .iter()
+                .find(|e| e.action == "upgrade" && e.target == m.name)
+                .ok_or(format!("{name}/{}: no upgrade step", m.name))?;
+            assert!(staged <= upgraded.start, "{name}/{}", m.name);
+        }
     }
     let mesh = Api::<Mesh>::namespaced(client.clone(), &ns.name)
         .get("policy")
