@@ -234,6 +234,13 @@ pub struct MemberStatus {
     /// status command reports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub media: Vec<String>,
+    /// Key performance indicators, name to value: what the operator records as a health
+    /// baseline before an upgrade and compares after it. At most [`MAX_KPIS`], names as
+    /// [`valid_kpi_name`], values finite (see [`check_kpis`]). Demo backend: the four of
+    /// [`kpi_names`], counters since the agent started; exec backend: what its `kpisCommand`
+    /// (or the status command) reports.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kpis: BTreeMap<String, f64>,
     /// The running operation, or else the most recent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<OperationRecord>,
@@ -249,6 +256,69 @@ pub const MAX_TASK_RUNS: usize = 32;
 /// How many versions' upgrade media a member holds at once (`MemberStatus::media`): staging
 /// one more fails until some are removed (`remove-media`).
 pub const MAX_MEDIA: usize = 8;
+
+/// How many KPIs a member reports at most (`MemberStatus::kpis`).
+pub const MAX_KPIS: usize = 32;
+
+/// The KPIs the demo backend reports (`MemberStatus::kpis`).
+pub mod kpi_names {
+    /// Writes accepted per second, over the last 10 s (0 on a member that does not serve).
+    pub const WRITE_RATE: &str = "writeRate";
+    /// Writes refused since the agent started.
+    pub const REFUSED_WRITES: &str = "refusedWrites";
+    /// Replication lag in seconds (`replication.lagSeconds`).
+    pub const REPLICATION_LAG: &str = "replicationLag";
+    /// Operations that failed, and internal errors, since the agent started.
+    pub const ERROR_COUNT: &str = "errorCount";
+    /// All four.
+    pub const DEMO: [&str; 4] = [WRITE_RATE, REFUSED_WRITES, REPLICATION_LAG, ERROR_COUNT];
+}
+
+/// A KPI name: `^[a-zA-Z][a-zA-Z0-9_.-]{0,62}$` (1 to 63 characters, a letter first).
+pub fn valid_kpi_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Checks a set of KPIs: at most [`MAX_KPIS`], every name [`valid_kpi_name`], every value
+/// finite. The error names the first problem briefly (a bad name is quoted as an excerpt).
+pub fn check_kpis(kpis: &BTreeMap<String, f64>) -> Result<(), String> {
+    if kpis.len() > MAX_KPIS {
+        return Err(format!("{} KPIs; at most {MAX_KPIS}", kpis.len()));
+    }
+    for (name, value) in kpis {
+        if !valid_kpi_name(name) {
+            return Err(format!(
+                "KPI name {} must be 1 to 63 characters of A-Z a-z 0-9 _ . -, starting with a letter",
+                crate::http_util::excerpt(name)
+            ));
+        }
+        if !value.is_finite() {
+            return Err(format!("KPI {name} is {value}, not a finite number"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks [`Faults::kpi_offsets`]: names and values as [`check_kpis`], and few enough that a
+/// demo member's KPIs with the offsets' new names stay within [`MAX_KPIS`].
+pub fn check_kpi_offsets(offsets: &BTreeMap<String, f64>) -> Result<(), String> {
+    check_kpis(offsets)?;
+    let added = offsets
+        .keys()
+        .filter(|k| !kpi_names::DEMO.contains(&k.as_str()))
+        .count();
+    let total = kpi_names::DEMO.len() + added;
+    if total > MAX_KPIS {
+        return Err(format!(
+            "{added} new KPI names besides the demo's {}: {total} KPIs; at most {MAX_KPIS}",
+            kpi_names::DEMO.len()
+        ));
+    }
+    Ok(())
+}
 
 /// One `task` operation that succeeded on a member (`MemberStatus::tasks`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -621,6 +691,11 @@ pub struct Faults {
     /// staged. Omitted when empty, like `fail_tasks`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fail_stage_media: Vec<String>,
+    /// Added to the KPIs a demo member reports, by name (a name it does not report is
+    /// reported with the offset as its value): a KPI regression on demand. Checked with
+    /// [`check_kpi_offsets`]. Omitted when empty, like `fail_tasks`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub kpi_offsets: BTreeMap<String, f64>,
 }
 
 /// Every 4xx/5xx answer of the agent carries this body.

@@ -160,6 +160,10 @@ pub struct RunArgs {
     /// Fault: `stage-media` of these versions fails.
     #[arg(long, value_delimiter = ',')]
     pub fail_stage_media: Vec<String>,
+    /// Fault: add VALUE to the demo KPI NAME (reported with VALUE when the member has no such
+    /// KPI). Repeatable; of one name given twice, the last wins.
+    #[arg(long = "kpi-offset", value_name = "NAME=VALUE")]
+    pub kpi_offsets: Vec<String>,
     /// Open connections per listener (control API, data port), authenticated or not. Lowered
     /// at startup to fit the process's descriptor limit.
     #[arg(long, default_value_t = 1024)]
@@ -201,8 +205,8 @@ pub struct GenCertsArgs {
 }
 
 impl RunArgs {
-    fn faults(&self) -> Faults {
-        Faults {
+    fn faults(&self) -> Result<Faults> {
+        Ok(Faults {
             fail_upgrade_to: self.fail_upgrade_to.clone(),
             hang_upgrade: self.hang_upgrade,
             crash_mid_upgrade: self.crash_mid_upgrade,
@@ -214,8 +218,27 @@ impl RunArgs {
             load: None,
             fail_tasks: self.fail_tasks.clone(),
             fail_stage_media: self.fail_stage_media.clone(),
-        }
+            kpi_offsets: parse_kpi_offsets(&self.kpi_offsets)?,
+        })
     }
+}
+
+/// `--kpi-offset NAME=VALUE` flags, checked as `kpiOffsets` of `PUT /v1/faults` are.
+fn parse_kpi_offsets(items: &[String]) -> Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let quoted = crate::http_util::excerpt(item);
+        let (name, value) = item
+            .split_once('=')
+            .with_context(|| format!("--kpi-offset {quoted} must be NAME=VALUE"))?;
+        let value: f64 = value
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--kpi-offset {quoted}: the value is not a number"))?;
+        out.insert(name.to_string(), value);
+    }
+    crate::api::check_kpi_offsets(&out).map_err(|e| anyhow::anyhow!("--kpi-offset: {e}"))?;
+    Ok(out)
 }
 
 /// Descriptors kept for everything but connections: files, the replication stream, exec
@@ -431,6 +454,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if !(args.upgrade_seconds.is_finite() && args.upgrade_seconds >= 0.0) {
         bail!("--upgrade-seconds must be a non-negative number");
     }
+    let faults = args.faults()?;
     let conn_limits = args.conn_limits()?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -494,7 +518,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 stage_seconds: args.stage_seconds,
                 require_staged_media: args.require_staged_media,
                 load: args.load,
-                faults: args.faults(),
+                faults,
                 conn_limits,
             })
             .await?;
@@ -508,7 +532,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 .as_ref()
                 .context("--backend exec needs --exec-config FILE")?;
             let config = ExecConfig::load(path)?;
-            let mut faults = args.faults();
+            let mut faults = faults;
             faults.load = args.load;
             let exec = ExecBackend::new(member.clone(), data_dir.clone(), config, faults);
             (Backend::Exec(Arc::new(exec)), String::new(), "")

@@ -15,13 +15,17 @@ use tokio::process::Command;
 
 use crate::api::{
     Alarm, CertInfo, Faults, Health, MAX_MEDIA, MemberStatus, OperationKind, OperationRequest,
-    Replication, Role, TaskRun, alarm_codes,
+    Replication, Role, TaskRun, alarm_codes, check_kpis,
 };
-use crate::http_util::ApiError;
+use crate::http_util::{ApiError, excerpt};
 use crate::ops::{Ended, Progress};
 
 /// How much of each output stream is kept in an operation's message.
 const OUTPUT_TAIL: usize = 2048;
+/// Most a status command may print on stdout; beyond it the status is unavailable.
+pub const MAX_STATUS_OUTPUT: usize = 64 * 1024;
+/// Most a KPIs command may print on stdout; beyond it no KPI is reported.
+pub const MAX_KPIS_OUTPUT: usize = 16 * 1024;
 const STATUS_CACHE: Duration = Duration::from_millis(500);
 
 /// One configured command: argv with `{placeholders}`, and a timeout.
@@ -66,6 +70,9 @@ pub struct ExecStatus {
     /// Versions whose upgrade media the application has staged, oldest first (at most
     /// [`MAX_MEDIA`], each a valid version, none twice).
     pub media: Option<Vec<String>>,
+    /// The application's KPIs, name to number (checked with [`check_kpis`]). Not used when
+    /// the configuration has a `kpisCommand`.
+    pub kpis: Option<BTreeMap<String, f64>>,
 }
 
 impl ExecStatus {
@@ -92,6 +99,7 @@ impl ExecStatus {
             retired: self.retired.or(f.retired),
             tasks: self.tasks.or(f.tasks),
             media: self.media.or(f.media),
+            kpis: self.kpis.or(f.kpis),
         }
     }
 }
@@ -115,6 +123,11 @@ pub struct ExecConfig {
     /// Fixed status values, used where the status command says nothing.
     #[serde(default)]
     pub status: ExecStatus,
+    /// Command printing the application's KPIs on stdout: a JSON object of numbers
+    /// (`{"name": 1.5, ...}`) or lines `name value`. Run with the status command (and cached
+    /// with it); when set, its KPIs are the member's and the status's `kpis` is not used.
+    #[serde(default)]
+    pub kpis_command: Option<CommandSpec>,
     /// Operation kind (wire name, e.g. `force-standby`) to command.
     #[serde(default)]
     pub operations: BTreeMap<String, CommandSpec>,
@@ -157,6 +170,19 @@ impl ExecConfig {
         {
             bail!("{}: statusCommand.command is empty", path.display());
         }
+        if let Some(spec) = &config.kpis_command {
+            if spec.command.is_empty() {
+                bail!("{}: kpisCommand.command is empty", path.display());
+            }
+            if let Some(t) = spec.timeout_seconds
+                && !(t.is_finite() && t > 0.0)
+            {
+                bail!(
+                    "{}: timeoutSeconds of kpisCommand must be positive",
+                    path.display()
+                );
+            }
+        }
         Ok(config)
     }
 }
@@ -175,6 +201,8 @@ struct Outcome {
     timed_out: bool,
     elapsed: Duration,
     stdout: String,
+    /// stdout went beyond what was kept (its last bytes are kept).
+    stdout_cut: bool,
     stderr: String,
 }
 
@@ -345,11 +373,14 @@ impl ExecBackend {
         Duration::from_secs_f64(secs)
     }
 
+    /// Runs `argv`, keeping the last `stdout_max` bytes of its stdout and the last
+    /// [`OUTPUT_TAIL`] of its stderr.
     async fn run(
         &self,
         argv: &[String],
         timeout: Duration,
         extra_env: &[(String, Option<String>)],
+        stdout_max: usize,
     ) -> Result<Outcome, String> {
         let Some((program, args)) = argv.split_first() else {
             return Err("empty command".into());
@@ -377,8 +408,14 @@ impl ExecBackend {
             .spawn()
             .map_err(|e| format!("cannot start {program:?}: {e}"))?;
         let pid = child.id();
-        let out_task = child.stdout.take().map(|s| tokio::spawn(tail(s)));
-        let err_task = child.stderr.take().map(|s| tokio::spawn(tail(s)));
+        let out_task = child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(tail(s, stdout_max)));
+        let err_task = child
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(tail(s, OUTPUT_TAIL)));
         let (exit, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(Ok(status)) => (status.code().or_else(|| signal_code(&status)), false),
             Ok(Err(e)) => return Err(format!("waiting for {program:?}: {e}")),
@@ -394,23 +431,24 @@ impl ExecBackend {
                 (None, true)
             }
         };
-        let collect = |task: Option<tokio::task::JoinHandle<String>>| async move {
+        let collect = |task: Option<tokio::task::JoinHandle<(String, bool)>>| async move {
             match task {
                 Some(t) => tokio::time::timeout(Duration::from_secs(2), t)
                     .await
                     .ok()
                     .and_then(|r| r.ok())
                     .unwrap_or_default(),
-                None => String::new(),
+                None => (String::new(), false),
             }
         };
-        let stdout = collect(out_task).await;
-        let stderr = collect(err_task).await;
+        let (stdout, stdout_cut) = collect(out_task).await;
+        let (stderr, _) = collect(err_task).await;
         Ok(Outcome {
             exit,
             timed_out,
             elapsed: started.elapsed(),
             stdout,
+            stdout_cut,
             stderr,
         })
     }
@@ -470,7 +508,9 @@ impl ExecBackend {
             10,
             &format!("running {}", argv.first().map(String::as_str).unwrap_or("")),
         );
-        let out = self.run(&argv, timeout, &self.request_env(&req)).await?;
+        let out = self
+            .run(&argv, timeout, &self.request_env(&req), OUTPUT_TAIL)
+            .await?;
         // The status may have changed; do not serve a stale cached one.
         *self.cache.lock().await = None;
         let tails = format_tails(&out, &secrets);
@@ -548,41 +588,74 @@ impl ExecBackend {
         status
     }
 
-    async fn fresh_status(&self) -> MemberStatus {
-        let mut problem = None;
-        let reported = match &self.config.status_command {
-            None => ExecStatus::default(),
-            Some(spec) => match self.run(&spec.command, self.timeout_of(spec), &[]).await {
-                Ok(out) if out.exit == Some(0) && !out.timed_out => {
-                    match serde_json::from_str::<ExecStatus>(out.stdout.trim()) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            problem = Some(format!("status command printed invalid JSON: {e}"));
-                            ExecStatus::default()
-                        }
-                    }
-                }
-                Ok(out) if out.timed_out => {
-                    problem = Some("status command timed out".to_string());
-                    ExecStatus::default()
-                }
-                Ok(out) => {
-                    problem = Some(format!(
-                        "status command failed (exit {:?}){}",
-                        out.exit,
-                        format_tails(&out, &[])
-                    ));
-                    ExecStatus::default()
-                }
-                Err(e) => {
-                    problem = Some(e);
-                    ExecStatus::default()
-                }
+    /// What the status command printed (nothing without one), and what went wrong.
+    async fn reported_status(&self) -> (ExecStatus, Option<String>) {
+        let Some(spec) = &self.config.status_command else {
+            return (ExecStatus::default(), None);
+        };
+        let problem = match self.run_for_output(spec, "status", MAX_STATUS_OUTPUT).await {
+            Ok(stdout) => match serde_json::from_str::<ExecStatus>(stdout.trim()) {
+                Ok(s) => return (s, None),
+                Err(e) => format!(
+                    "status command printed invalid JSON: {}",
+                    crate::http_util::clip(&e.to_string(), 256)
+                ),
             },
+            Err(e) => e,
+        };
+        (ExecStatus::default(), Some(problem))
+    }
+
+    /// The KPIs the `kpisCommand` printed, checked; `None` without one.
+    async fn reported_kpis(&self) -> Option<Result<BTreeMap<String, f64>, String>> {
+        let spec = self.config.kpis_command.as_ref()?;
+        let kpis = match self.run_for_output(spec, "kpis", MAX_KPIS_OUTPUT).await {
+            Ok(stdout) => parse_kpis(&stdout).map_err(|e| format!("kpis command printed {e}")),
+            Err(e) => Err(e),
+        };
+        Some(kpis)
+    }
+
+    /// Runs a status-side command (`what`: `status`, `kpis`) and returns its stdout, or why
+    /// it gave none: it could not start, timed out, failed, or printed more than `max` bytes.
+    async fn run_for_output(
+        &self,
+        spec: &CommandSpec,
+        what: &str,
+        max: usize,
+    ) -> Result<String, String> {
+        let out = self
+            .run(&spec.command, self.timeout_of(spec), &[], max)
+            .await
+            .map_err(|e| format!("{what} command: {e}"))?;
+        if out.timed_out {
+            return Err(format!("{what} command timed out"));
+        }
+        if out.exit != Some(0) {
+            return Err(format!(
+                "{what} command failed (exit {:?}){}",
+                out.exit,
+                format_tails(&out, &[])
+            ));
+        }
+        if out.stdout_cut {
+            return Err(format!("{what} command printed more than {max} bytes"));
+        }
+        Ok(out.stdout)
+    }
+
+    async fn fresh_status(&self) -> MemberStatus {
+        let ((reported, mut problem), from_command) =
+            tokio::join!(self.reported_status(), self.reported_kpis());
+        let mut add_problem = |e: String| {
+            problem = Some(match problem.take() {
+                Some(p) => format!("{p}; {e}"),
+                None => e,
+            });
         };
         let mut s = reported.or(&self.config.status);
         if let Err(e) = self.trust_from_files(&mut s) {
-            problem = Some(problem.map_or(e.clone(), |p| format!("{p}; {e}")));
+            add_problem(e);
         }
         if let Some(media) = &s.media
             && let Err(e) = check_media(media)
@@ -591,8 +664,27 @@ impl ExecBackend {
             // an upgrade without its media. Nothing is reported staged; the status is
             // unavailable until the command reports a valid list.
             s.media = None;
-            problem = Some(problem.map_or(e.clone(), |p| format!("{p}; {e}")));
+            add_problem(e);
         }
+        // Likewise no KPI is reported from an output with one bad entry: a baseline taken
+        // from part of the KPIs would compare the wrong things after the upgrade.
+        let kpis = match from_command {
+            Some(Ok(kpis)) => kpis,
+            Some(Err(e)) => {
+                add_problem(e);
+                BTreeMap::new()
+            }
+            None => match s.kpis.take() {
+                Some(kpis) => match check_kpis(&kpis) {
+                    Ok(()) => kpis,
+                    Err(e) => {
+                        add_problem(format!("status kpis: {e}"));
+                        BTreeMap::new()
+                    }
+                },
+                None => BTreeMap::new(),
+            },
+        };
         let mut alarms = s.alarms.unwrap_or_default();
         if let Some(p) = problem {
             alarms.push(Alarm {
@@ -631,6 +723,7 @@ impl ExecBackend {
             retired: s.retired.unwrap_or(false),
             tasks: s.tasks.unwrap_or_default(),
             media: s.media.unwrap_or_default(),
+            kpis,
             operation: None,
         }
     }
@@ -662,33 +755,99 @@ fn signal_code(status: &std::process::ExitStatus) -> Option<i32> {
     status.signal().map(|s| 128 + s)
 }
 
-/// Reads a stream to its end, keeping only the last bytes.
-async fn tail<R: tokio::io::AsyncRead + Unpin>(mut r: R) -> String {
+/// The KPIs a `kpisCommand` printed: a JSON object of numbers, or lines `name value`
+/// (blank lines ignored), checked with [`check_kpis`], no name twice. The error names the
+/// first problem briefly, quoting what was printed only as an excerpt.
+pub fn parse_kpis(stdout: &str) -> Result<BTreeMap<String, f64>, String> {
+    let text = stdout.trim();
+    let mut kpis = BTreeMap::new();
+    if text.starts_with('{') {
+        // Strict: a name given twice is refused, not resolved by order.
+        let value = crate::ops::parse_json_value_strict(text.as_bytes())
+            .map_err(|e| format!("invalid JSON: {}", e.message))?;
+        let Some(object) = value.as_object() else {
+            return Err("invalid JSON: not an object".to_string());
+        };
+        for (name, v) in object {
+            let Some(x) = v.as_f64() else {
+                return Err(format!(
+                    "KPI {} with a value that is not a number",
+                    excerpt(name)
+                ));
+            };
+            kpis.insert(name.clone(), x);
+        }
+    } else {
+        for (i, line) in text.lines().enumerate() {
+            let mut words = line.split_whitespace();
+            let (name, value) = match (words.next(), words.next(), words.next()) {
+                (None, _, _) => continue,
+                (Some(name), Some(value), None) => (name, value),
+                _ => {
+                    return Err(format!(
+                        "line {} {} that is not `name value`",
+                        i + 1,
+                        excerpt(line)
+                    ));
+                }
+            };
+            let Ok(x) = value.parse::<f64>() else {
+                return Err(format!(
+                    "line {}: KPI {} with the value {}, not a number",
+                    i + 1,
+                    excerpt(name),
+                    excerpt(value)
+                ));
+            };
+            if kpis.insert(name.to_string(), x).is_some() {
+                return Err(format!("line {}: KPI {} twice", i + 1, excerpt(name)));
+            }
+        }
+    }
+    check_kpis(&kpis).map_err(|e| format!("invalid KPIs: {e}"))?;
+    Ok(kpis)
+}
+
+/// Reads a stream to its end, keeping only its last `max` bytes; true when more came.
+async fn tail<R: tokio::io::AsyncRead + Unpin>(mut r: R, max: usize) -> (String, bool) {
     let mut keep: Vec<u8> = Vec::new();
+    let mut cut_any = false;
     let mut buf = [0u8; 4096];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 keep.extend_from_slice(&buf[..n]);
-                if keep.len() > OUTPUT_TAIL * 2 {
-                    let cut = keep.len() - OUTPUT_TAIL;
+                if keep.len() > max * 2 {
+                    let cut = keep.len() - max;
                     keep.drain(..cut);
+                    cut_any = true;
                 }
             }
         }
     }
-    if keep.len() > OUTPUT_TAIL {
-        let cut = keep.len() - OUTPUT_TAIL;
+    if keep.len() > max {
+        let cut = keep.len() - max;
         keep.drain(..cut);
+        cut_any = true;
     }
-    String::from_utf8_lossy(&keep).into_owned()
+    (String::from_utf8_lossy(&keep).into_owned(), cut_any)
+}
+
+/// The last [`OUTPUT_TAIL`] bytes of `text` (from a character boundary).
+fn last_part(text: &str) -> &str {
+    let mut start = text.len().saturating_sub(OUTPUT_TAIL);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }
 
 fn format_tails(out: &Outcome, secrets: &[String]) -> String {
     let mut s = String::new();
     let stdout = redact(out.stdout.trim(), secrets);
     let stderr = redact(out.stderr.trim(), secrets);
+    let (stdout, stderr) = (last_part(&stdout), last_part(&stderr));
     if !stdout.is_empty() {
         s.push_str(&format!("; stdout: {stdout}"));
     }

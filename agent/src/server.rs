@@ -98,6 +98,8 @@ pub fn parse_faults(body: &[u8]) -> Result<Faults, ApiError> {
             "upgradeSeconds must be between 0 and 86400",
         ));
     }
+    crate::api::check_kpi_offsets(&faults.kpi_offsets)
+        .map_err(|e| ApiError::bad_request("invalid_param", format!("kpiOffsets: {e}")))?;
     Ok(faults)
 }
 

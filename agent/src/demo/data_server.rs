@@ -64,7 +64,11 @@ async fn route(
                 None => Err(ApiError::not_found(format!("no value for key {key:?}"))),
             },
             Method::PUT => {
+                // KPIs: a write the member does not store counts as refused (a malformed
+                // request, which no member would store, does not); one the log failed to
+                // store is an internal error too.
                 if !shared.store.accepting() {
+                    shared.kpis.write_refused();
                     return Err(not_active(shared));
                 }
                 let body = read_body(req.into_body(), MAX_VALUE, info.body_timeout).await?;
@@ -72,13 +76,23 @@ async fn route(
                     ApiError::bad_request("invalid_value", "values must be UTF-8 text")
                 })?;
                 match shared.store.write(key, value).await {
-                    Ok(index) => Ok(json_response(StatusCode::OK, &WriteAck { index })),
-                    Err(StoreError::NotAccepting) => Err(not_active(shared)),
-                    Err(e) => Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "write_failed",
-                        format!("write not stored: {e}"),
-                    )),
+                    Ok(index) => {
+                        shared.kpis.write_accepted();
+                        Ok(json_response(StatusCode::OK, &WriteAck { index }))
+                    }
+                    Err(StoreError::NotAccepting) => {
+                        shared.kpis.write_refused();
+                        Err(not_active(shared))
+                    }
+                    Err(e) => {
+                        shared.kpis.write_refused();
+                        shared.kpis.internal_error();
+                        Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "write_failed",
+                            format!("write not stored: {e}"),
+                        ))
+                    }
                 }
             }
             _ => Err(ApiError::method_not_allowed(&method, &path)),

@@ -3,6 +3,7 @@
 //! versions and certificates are real, persisted state of the member.
 
 mod data_server;
+mod kpis;
 mod member_tls;
 mod operations;
 mod peers;
@@ -146,6 +147,8 @@ pub(crate) struct Shared {
     config_digest: Mutex<Option<String>>,
     /// Data-port handshakes refused over certificates or trust, both ways.
     pub handshakes: Arc<HandshakeCounter>,
+    /// The counters behind the KPIs, since the agent started.
+    pub kpis: kpis::KpiCounters,
     faults: Mutex<Faults>,
     default_upgrade_seconds: f64,
     pub restart_seconds: f64,
@@ -438,13 +441,16 @@ impl Shared {
             _ => 0.0,
         };
         let faults = self.faults();
+        let serving = role == Role::Active && self.store.accepting();
+        let mut kpis = self.kpis.snapshot(serving, lag_seconds);
+        kpis::apply_offsets(&mut kpis, &faults.kpi_offsets);
         MemberStatus {
             member: self.member.clone(),
             version: st.version.clone(),
             components: st.components.clone(),
             previous_version: st.previous_version.clone(),
             role,
-            serving: role == Role::Active && self.store.accepting(),
+            serving,
             health,
             alarms,
             replication: Replication {
@@ -470,6 +476,7 @@ impl Shared {
             retired: st.retired,
             tasks: st.tasks.clone(),
             media: st.media.clone(),
+            kpis,
             operation: None,
         }
     }
@@ -575,6 +582,7 @@ impl DemoBackend {
             peers_tx: watch::channel(0).0,
             config_digest: Mutex::new(config_digest),
             handshakes,
+            kpis: kpis::KpiCounters::default(),
             faults: Mutex::new(cfg.faults.clone()),
             default_upgrade_seconds: cfg.upgrade_seconds,
             restart_seconds: cfg.restart_seconds,
@@ -704,7 +712,14 @@ impl DemoBackend {
         Ok(())
     }
 
+    /// Runs an operation; one that fails (or whose task ends without an outcome) counts in
+    /// the `errorCount` KPI.
     pub async fn execute(&self, req: OperationRequest, progress: Progress) -> Ended {
-        operations::execute(&self.shared, req, progress).await
+        let guard = kpis::FailureGuard::new(&self.shared.kpis);
+        let ended = operations::execute(&self.shared, req, progress).await;
+        if ended.is_ok() {
+            guard.succeeded();
+        }
+        ended
     }
 }
