@@ -235,6 +235,80 @@ pub struct UpgradePolicy {
     /// media afterwards). Absent: members upgrade from media they already hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaPolicy>,
+    /// Compare the cluster's health (alarms, KPIs) before its first disruptive step and after
+    /// its last: worse stops the cluster (and its mesh tier). Absent: no comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthPolicy>,
+}
+
+/// The health check around an upgrade: a baseline of the members' alarms and KPIs is taken
+/// before the first disruptive step of a rollout, and compared once every member runs the
+/// target (after `settle`). A new alarm that is not one of an upgrade's expected transient
+/// alarms, or a KPI worse than its rule allows, stalls the cluster (`HealthCheckFailed`) until
+/// a retry intent accepts it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct HealthPolicy {
+    /// Compare the alarms: an unexpected alarm after that was not there before fails.
+    #[serde(default = "default_true")]
+    pub alarms: bool,
+    /// The KPIs compared with their baseline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub kpis: Vec<KpiRule>,
+    /// How long after the last step the comparison waits (KPIs settle after a switchover).
+    #[serde(default)]
+    pub settle: Duration,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        HealthPolicy {
+            alarms: true,
+            kpis: Vec::new(),
+            settle: Duration(0),
+        }
+    }
+}
+
+/// One KPI the agents report (`kpis` of their status) and how much worse it may get.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct KpiRule {
+    /// The KPI's name as the agents report it (e.g. `writeRate`, `errorCount`).
+    #[schemars(
+        regex(pattern = r"^[a-zA-Z][a-zA-Z0-9_.-]{0,62}$"),
+        length(min = 1, max = 63)
+    )]
+    pub name: String,
+    /// Which way is worse.
+    pub worse: KpiWorse,
+    /// How the members' values make the cluster's (`Sum`: rates and counts; `Max`: lags).
+    #[serde(default)]
+    pub aggregate: KpiAggregate,
+    /// How much worse than the baseline it may get, in the KPI's unit.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1e15))]
+    pub tolerance: f64,
+    /// How much worse it may get besides, in percent of the baseline.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub tolerance_percent: u32,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KpiWorse {
+    Higher,
+    Lower,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KpiAggregate {
+    #[default]
+    Sum,
+    Max,
 }
 
 /// Upgrade media distributed ahead of the maintenance window: a non-disruptive `StageMedia`
@@ -282,6 +356,7 @@ impl Default for UpgradePolicy {
             return_to_primary: false,
             preflight: true,
             media: None,
+            health: None,
         }
     }
 }
@@ -459,6 +534,10 @@ pub struct ClusterStatus {
     /// What each managed client accepts (absent without `spec.clients`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<ClientStatus>,
+    /// The health check of the rollout to `version` (`upgrade.health`): the baseline, the
+    /// comparison, what got worse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -528,6 +607,43 @@ pub enum Health {
     Critical,
     #[default]
     Offline,
+}
+
+/// The health check of one rollout.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct HealthStatus {
+    /// The target the check belongs to.
+    pub version: String,
+    /// Taken before the rollout's first disruptive step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<HealthSnapshot>,
+    /// Taken once every member ran the target (and `settle` passed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<HealthSnapshot>,
+    /// What got worse; empty when the check passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 400)))]
+    pub findings: Vec<String>,
+    /// A retry intent accepted the findings.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accepted: bool,
+}
+
+/// The members' alarms and KPIs at one instant.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct HealthSnapshot {
+    pub at: Timestamp,
+    /// Unexpected alarms, as `member/Name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 160)))]
+    pub alarms: Vec<String>,
+    /// The cluster's value of each KPI its rules name (members aggregated).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kpis: BTreeMap<String, f64>,
 }
 
 /// Per-member status.

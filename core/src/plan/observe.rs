@@ -71,6 +71,9 @@ pub struct AgentView {
     /// Versions whose upgrade media it holds (`stage-media`).
     #[serde(default)]
     pub media: Vec<String>,
+    /// The KPIs it reports, by name (`upgrade.health` compares them).
+    #[serde(default)]
+    pub kpis: BTreeMap<String, f64>,
 }
 
 /// What a member (or a managed client) reports about the group it belongs to.

@@ -75,6 +75,11 @@ pub enum Stall {
         cluster: String,
         phase: String,
     },
+    /// The health after the rollout to `version` is worse than its baseline (`findings`).
+    HealthRegressed {
+        version: String,
+        findings: Vec<String>,
+    },
 }
 
 impl Stall {
@@ -99,6 +104,7 @@ impl Stall {
             Stall::DrainTimeout { .. } => "DrainTimeout",
             Stall::TaskFailed { .. } => "TaskFailed",
             Stall::TaskBlocked { .. } => "TaskBlocked",
+            Stall::HealthRegressed { .. } => "HealthCheckFailed",
         }
     }
 
@@ -194,6 +200,11 @@ impl fmt::Display for Stall {
                 "task {task} failed {failures} times (cluster {cluster}, member {}): {}; fix the cause, then retry the cluster",
                 member.as_deref().unwrap_or("?"),
                 super::conditions::bounded(error, 400)
+            ),
+            Stall::HealthRegressed { version, findings } => write!(
+                f,
+                "health worse after the upgrade to {version}: {}; fix it, or accept it with a retry intent",
+                super::conditions::bounded(&findings.join("; "), 600)
             ),
             Stall::TaskBlocked {
                 task,

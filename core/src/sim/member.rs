@@ -141,6 +141,8 @@ pub struct SimMember {
     pub joined: bool,
     /// Versions whose upgrade media it holds (`stage-media` adds, `remove-media` removes).
     pub media: Vec<String>,
+    /// It accepts half the writes (a version the scenario made slow): its `writeRate` halves.
+    pub slow: bool,
     /// Kind and end of the running operation: `current` looked up in `ops` while Running,
     /// kept at hand because every simulated instant asks for it (and ids are long strings).
     /// Kept in step by `start`, `finish` and `crash`, the only changes to either.
@@ -173,6 +175,7 @@ impl SimMember {
             retired: false,
             joined: true,
             media: Vec::new(),
+            slow: false,
             running: None,
         }
     }
@@ -283,7 +286,27 @@ impl SimMember {
                 retired: self.retired,
             },
             media: self.media.clone(),
+            kpis: self.kpis(),
         }
+    }
+
+    /// What a demo agent reports as KPIs: `writeRate` (100 a second on a serving member, half
+    /// when slow) and `errorCount` (its failed operations).
+    pub fn kpis(&self) -> BTreeMap<String, f64> {
+        let rate = match (self.serving, self.slow) {
+            (false, _) => 0.0,
+            (true, false) => 100.0,
+            (true, true) => 50.0,
+        };
+        let errors = self
+            .ops
+            .values()
+            .filter(|o| o.state == OpState::Failed)
+            .count() as f64;
+        BTreeMap::from([
+            ("writeRate".to_string(), rate),
+            ("errorCount".to_string(), errors),
+        ])
     }
 
     pub fn op(&self, id: &str) -> Option<OpView> {
@@ -291,7 +314,7 @@ impl SimMember {
     }
 
     /// Apply the effect of a finished operation.
-    pub fn finish(&mut self, id: &str, no_traffic_versions: &[String]) {
+    pub fn finish(&mut self, id: &str, no_traffic_versions: &[String], slow_versions: &[String]) {
         let Some(op) = self.ops.get_mut(id) else {
             return;
         };
@@ -328,6 +351,7 @@ impl SimMember {
                 self.broken_traffic = no_traffic_versions
                     .iter()
                     .any(|n| same_version(n, &self.version));
+                self.slow = slow_versions.iter().any(|n| same_version(n, &self.version));
                 if self.role == MemberRole::Active {
                     self.serving = !self.broken_traffic;
                 }

@@ -71,6 +71,8 @@ pub struct BrokenVersions {
     pub fail_upgrade_to: Vec<String>,
     /// Members on these versions do not serve traffic after a promote.
     pub no_traffic_after_promote_on: Vec<String>,
+    /// Members on these versions accept half the writes (their `writeRate` KPI halves).
+    pub slow_on: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -829,6 +831,12 @@ impl Sim {
                 &self.clusters,
                 &mut self.drain_checked,
             );
+            drain.extend(health_tier_violations(
+                &mesh.spec,
+                before.as_ref().map(|b| &b.0),
+                &plan.status,
+                &self.clusters,
+            ));
             drain.extend(deferred_violations(
                 &mesh.name,
                 &mesh.spec,
@@ -1035,6 +1043,7 @@ impl Sim {
         self.topology_checks(ci, &m, &req);
         self.task_checks(ci, member, &req);
         self.media_checks(ci, member, &req);
+        self.health_checks(ci, member, &req);
         // A joining member moved to the active's software before it joins is no rollout step.
         if moving && self.edited && joined(&self.clusters[ci], member) {
             self.tier_order_at_start(ci, member, req.kind);
@@ -1404,6 +1413,66 @@ impl Sim {
         }
     }
 
+    /// The health baseline (`upgrade.health`), checked when an operation starts: an upgrade
+    /// (not an automatic rollback's) starts only once the status holds the baseline of the
+    /// rollout to its cluster's target.
+    fn health_checks(&mut self, ci: usize, member: &str, req: &OpRequest) {
+        let c = &self.clusters[ci];
+        if c.spec.upgrade.health.is_none() || req.kind != OpKind::Upgrade {
+            return;
+        }
+        let Some(st) = c.status.as_ref() else {
+            return;
+        };
+        let target = st.target_version.as_deref().unwrap_or_default();
+        let baseline = st
+            .health
+            .as_ref()
+            .is_some_and(|h| h.version == target && h.before.is_some());
+        if !baseline {
+            let v = format!(
+                "{}/{member}: upgrade started with no health baseline for {target}",
+                c.name
+            );
+            self.violation(v);
+        }
+    }
+
+    /// Once settled: a cluster with `upgrade.health` whose serving member accepts half the
+    /// writes since its upgrade (a slow version) is not Ready, unless a retry accepted it.
+    pub fn health_problems(&self) -> Vec<String> {
+        let mut out = vec![];
+        for c in &self.clusters {
+            let Some(policy) = c.spec.upgrade.health.as_ref() else {
+                continue;
+            };
+            let Some(st) = c.status.as_ref() else {
+                continue;
+            };
+            let target = st.target_version.as_deref().unwrap_or_default();
+            let Some(h) = st.health.as_ref().filter(|h| h.version == target) else {
+                continue;
+            };
+            let slow = c.members.values().any(|m| m.serving && m.slow);
+            let was_fast = h
+                .before
+                .as_ref()
+                .and_then(|b| b.kpis.get("writeRate"))
+                .is_some_and(|&r| r >= 100.0);
+            let watches_rate = policy
+                .kpis
+                .iter()
+                .any(|k| k.name == "writeRate" && k.tolerance_percent < 50);
+            if st.phase == ClusterPhase::Ready && slow && was_fast && watches_rate && !h.accepted {
+                out.push(format!(
+                    "{}: Ready with its write rate halved since the upgrade ({:?})",
+                    c.name, h
+                ));
+            }
+        }
+        out
+    }
+
     /// Once settled: every Ready cluster that stages media with cleanup holds no media but that
     /// of the versions its members run.
     pub fn media_problems(&self) -> Vec<String> {
@@ -1691,7 +1760,11 @@ impl Sim {
                     && m.up(now)
                     && let Some(id) = m.current.clone()
                 {
-                    m.finish(&id, &cfg.broken.no_traffic_after_promote_on);
+                    m.finish(
+                        &id,
+                        &cfg.broken.no_traffic_after_promote_on,
+                        &cfg.broken.slow_on,
+                    );
                     touched = true;
                     if cfg.upgrade_backlog > 0
                         && m.ops.get(&id).is_some_and(|o| {
@@ -1942,7 +2015,9 @@ impl Sim {
             .rollout
             .as_ref()
             .and_then(|r| st.log.iter().find(|e| e.id == r.log_id));
-        if entry.is_none_or(|e| e.result != crate::api::LogResult::Succeeded) {
+        // A log past its bound drops its oldest finished entries: a missing entry was
+        // finished (and is not the point here); one still there must have succeeded.
+        if entry.is_some_and(|e| e.result != crate::api::LogResult::Succeeded) {
             out.push(format!(
                 "only deferred tiers behind but the rollout's log entry is {:?}",
                 entry.map(|e| e.result)
@@ -2670,6 +2745,62 @@ fn drain_violations(
                 tier.name,
                 left.join(", ")
             ));
+        }
+    }
+    out
+}
+
+/// The health invariant of a mesh, checked when it admits: no cluster newly admitted in a tier
+/// where another cluster's health after the rollout got worse (and nobody accepted it),
+/// unless it is part-way (a cluster started finishes).
+fn health_tier_violations(
+    spec: &MeshSpec,
+    before: Option<&MeshStatus>,
+    after: &MeshStatus,
+    clusters: &[SimCluster],
+) -> Vec<String> {
+    let mut out = vec![];
+    let worse = |c: &SimCluster| {
+        c.status.as_ref().is_some_and(|s| {
+            s.health
+                .as_ref()
+                .is_some_and(|h| !h.findings.is_empty() && !h.accepted)
+        })
+    };
+    for tier in &spec.tiers {
+        let stopped: Vec<&str> = clusters
+            .iter()
+            .filter(|c| tier.clusters.contains(&c.name) && worse(c))
+            .map(|c| c.name.as_str())
+            .collect();
+        if stopped.is_empty() {
+            continue;
+        }
+        for a in &after.admitted {
+            // The stopped clusters themselves are stalled: admitting one moves nothing.
+            if !tier.clusters.contains(&a.cluster)
+                || stopped.contains(&a.cluster.as_str())
+                || before.is_some_and(|b| b.admitted.iter().any(|x| x.cluster == a.cluster))
+            {
+                continue;
+            }
+            let Some(c) = clusters.iter().find(|c| c.name == a.cluster) else {
+                continue;
+            };
+            let part_way = c.members.values().any(|m| m.current.is_some())
+                || c.members.values().any(|m| {
+                    c.members
+                        .values()
+                        .any(|o| !same_version(&m.version, &o.version))
+                });
+            if !part_way {
+                out.push(format!(
+                    "tier {} admitted {} while the health of {} got worse",
+                    tier.name,
+                    a.cluster,
+                    stopped.join(", ")
+                ));
+            }
         }
     }
     out

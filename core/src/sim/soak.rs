@@ -11,8 +11,8 @@ use super::topology::{self, Bounds};
 use super::{Sim, SimConfig};
 use crate::api::values::Duration;
 use crate::api::{
-    CertificatesSpec, DeferredSpec, Direction, DrainSpec, MaintenanceWindow, MediaPolicy,
-    MeshTaskSpec, TaskRollouts, Timestamp,
+    CertificatesSpec, DeferredSpec, Direction, DrainSpec, HealthPolicy, KpiAggregate, KpiRule,
+    KpiWorse, MaintenanceWindow, MediaPolicy, MeshTaskSpec, TaskRollouts, Timestamp,
 };
 
 /// What a randomized rollout does.
@@ -144,6 +144,8 @@ pub struct Verdict {
     pub approved: usize,
     /// Media stagings that succeeded ([`Scenario::PROCEDURES`]).
     pub staged: usize,
+    /// Clusters stopped because their health got worse ([`Scenario::PROCEDURES`]).
+    pub health_stalls: usize,
 }
 
 impl Verdict {
@@ -269,6 +271,28 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
             }
         }
     }
+    // Health compared around the upgrade (half the clusters): the write rate may drop 20 %;
+    // one run in five upgrades to a version that halves it.
+    if procedures && rng.chance(0.6) {
+        for c in topo.clusters.iter_mut() {
+            if rng.chance(0.5) {
+                c.spec.upgrade.health = Some(HealthPolicy {
+                    alarms: true,
+                    kpis: vec![KpiRule {
+                        name: "writeRate".into(),
+                        worse: KpiWorse::Lower,
+                        aggregate: KpiAggregate::Sum,
+                        tolerance: 0.0,
+                        tolerance_percent: 20,
+                    }],
+                    settle: Duration::from_secs(rng.below(120)),
+                });
+            }
+        }
+        if rng.chance(0.2) {
+            cfg.broken.slow_on = vec![to.to_string()];
+        }
+    }
     // Media staged ahead (half the clusters), 1-3 per site of 1-3 sites, cleanup mostly on.
     if procedures && rng.chance(0.7) {
         topology::add_sites(&mut rng, &mut topo);
@@ -312,6 +336,12 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
     v.violations.extend(sim.deferred_problems());
     v.liveness.extend(sim.task_problems());
     v.liveness.extend(sim.media_problems());
+    v.violations.extend(sim.health_problems());
+    v.health_stalls = v
+        .stalled_reasons
+        .iter()
+        .filter(|r| *r == "HealthCheckFailed")
+        .count();
     v.staged = sim
         .clusters
         .iter()
@@ -422,6 +452,7 @@ fn verdict(sim: &Sim) -> Verdict {
         lagged: sim.stats.lagged as usize,
         approved: 0,
         staged: 0,
+        health_stalls: 0,
     }
 }
 
@@ -690,6 +721,7 @@ mod tests {
     #[test]
     fn every_procedure_scenario_drains_safely_on_small_meshes() {
         let (mut drains, mut tasks, mut lagged, mut approved, mut staged) = (0, 0, 0, 0, 0);
+        let mut health_stalls = 0;
         for scenario in Scenario::PROCEDURES {
             for seed in 1..=40 {
                 let v = random_rollout(seed, SMALL, scenario);
@@ -699,6 +731,7 @@ mod tests {
                 lagged += v.lagged;
                 approved += v.approved;
                 staged += v.staged;
+                health_stalls += v.health_stalls;
             }
         }
         assert!(drains > 0, "no tier waited for a drain");
@@ -709,6 +742,7 @@ mod tests {
         );
         assert!(approved > 0, "no deferred tier was approved");
         assert!(staged > 0, "no media was staged");
+        assert!(health_stalls > 0, "no cluster's health got worse");
     }
 
     #[test]

@@ -264,6 +264,9 @@ pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Resu
                         view::certificates_summary(c)
                     ));
                 }
+                if let Some(h) = &s.health {
+                    out.push_str(&format!("  health: {}\n", view::health_summary(h)));
+                }
                 let pending: Vec<String> = intents
                     .clusters
                     .get(n)

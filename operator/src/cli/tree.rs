@@ -149,6 +149,9 @@ fn cluster_line(c: &TreeCluster<'_>) -> String {
             if let Some(a) = &st.active_member {
                 let _ = write!(s, "  active {a}");
             }
+            if let Some(h) = &st.health {
+                let _ = write!(s, "  health {}", super::view::health_summary(h));
+            }
             let ca = st
                 .certificates
                 .as_ref()

@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use crate::api::{
-    CertificatesStatus, ClusterStatus, DeferredWait, LogEntry, MeshCertificatesStatus, MeshStatus,
-    TierDeferredStatus, Timestamp, condition as cond,
+    CertificatesStatus, ClusterStatus, DeferredWait, HealthStatus, LogEntry,
+    MeshCertificatesStatus, MeshStatus, TierDeferredStatus, Timestamp, condition as cond,
 };
 use crate::plan::conditions::condition_true;
 use crate::plan::trust::short_id;
@@ -118,6 +118,35 @@ pub fn deferred_summary(d: &TierDeferredStatus) -> String {
             None => "open".into(),
         },
     }
+}
+
+/// Where a cluster's health check stands, on one line: `baseline taken for 2.0.0`, `passed
+/// for 2.0.0 (writeRate 100 → 96)`, `worse for 2.0.0: ...` (and whether a retry accepted it).
+pub fn health_summary(h: &HealthStatus) -> String {
+    let v = &h.version;
+    let Some(after) = &h.after else {
+        return format!("baseline taken for {v}");
+    };
+    if h.findings.is_empty() {
+        let kpis: Vec<String> = after
+            .kpis
+            .iter()
+            .map(|(k, a)| {
+                let b = h.before.as_ref().and_then(|b| b.kpis.get(k));
+                match b {
+                    Some(b) => format!("{k} {b} → {a}"),
+                    None => format!("{k} {a}"),
+                }
+            })
+            .collect();
+        return if kpis.is_empty() {
+            format!("passed for {v}")
+        } else {
+            format!("passed for {v} ({})", kpis.join(", "))
+        };
+    }
+    let accepted = if h.accepted { ", accepted" } else { "" };
+    format!("worse for {v}{accepted}: {}", h.findings.join("; "))
 }
 
 /// The `kubectl get clusters` view.

@@ -667,6 +667,7 @@ mod tests {
             tls: Default::default(),
             membership: Default::default(),
             media: vec![],
+            kpis: BTreeMap::new(),
         }
     }
 

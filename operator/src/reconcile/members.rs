@@ -404,6 +404,7 @@ pub fn agent_view(st: &AgentStatus) -> AgentView {
             retired: st.retired,
         },
         media: st.media.clone(),
+        kpis: st.kpis.clone(),
     }
 }
 

@@ -153,6 +153,7 @@ pub fn agent(version: &str, role: MemberRole) -> AgentView {
         tls: Default::default(),
         membership: Default::default(),
         media: vec![],
+        kpis: Default::default(),
     }
 }
 

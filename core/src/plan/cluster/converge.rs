@@ -26,6 +26,10 @@ pub(super) fn finish_rollout(p: &mut Pass<'_>, active: &str) {
         verify_cluster(p, active);
         return;
     }
+    // The health after, against the baseline (`upgrade.health`): worse stalls the cluster.
+    if super::health::compare(p) {
+        return;
+    }
     // The old media goes once the new version runs everywhere; converged after that.
     if super::media::cleanup(p) {
         return;

@@ -21,7 +21,7 @@
 //! types of this module), never one after it:
 //!
 //! ```text
-//! state → view → log → target, record → outcome → op, switchover → start → flight
+//! state → view → log → target, record → health → outcome → op, switchover → start → flight
 //!       → gates → media → member, handover → converge → rotation → choose → summary
 //! ```
 //!
@@ -34,6 +34,7 @@ mod converge;
 mod flight;
 mod gates;
 mod handover;
+mod health;
 mod log;
 mod media;
 mod member;

@@ -52,9 +52,19 @@ pub(super) fn apply_retry_intent(p: &mut Pass<'_>) {
         }
     }
     let had_rollback = p.st.rolled_back.take().is_some();
+    // Worse health after the rollout is accepted: the cluster converges.
+    let accepted = match p.st.health.as_mut() {
+        Some(h) if !h.findings.is_empty() && !h.accepted => {
+            h.accepted = true;
+            true
+        }
+        _ => false,
+    };
     acknowledge(p, ack);
     let msg = if had_rollback {
         "retry requested: automatic rollback cleared"
+    } else if accepted {
+        "retry requested: the worse health after the rollout accepted"
     } else {
         "retry requested: failures cleared"
     };

@@ -49,6 +49,10 @@ pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
         p.held = true;
         return;
     }
+    // The rollout's first disruptive step: its health baseline first (`upgrade.health`).
+    if n.action.disruptive() && !n.rollback {
+        super::health::baseline(p);
+    }
     let now = p.now();
     let scope = if n.from.as_deref() == Some("cluster") {
         LogScope::Cluster

@@ -158,8 +158,24 @@ pub(super) fn admit(
             };
             drain::gate(&pass, st, tiers, ti, events)
         };
+        // A cluster whose health got worse stops its tier: no new cluster goes the same way.
+        let regressed: Vec<&str> = sums
+            .iter()
+            .filter(|s| s.tier as usize == ti && s.health_failed)
+            .map(|s| s.name())
+            .collect();
+        if !regressed.is_empty() {
+            out.waiting.push(format!(
+                "tier {} stopped: the health of {} got worse after the upgrade (see its status; \
+                 a retry of the cluster accepts it)",
+                tier.name,
+                regressed.join(", ")
+            ));
+        }
         let candidates = match drain {
-            Drain::Open if out.deferred => candidates.into_iter().filter(|s| s.in_motion).collect(),
+            Drain::Open if out.deferred || !regressed.is_empty() => {
+                candidates.into_iter().filter(|s| s.in_motion).collect()
+            }
             Drain::Open => candidates,
             Drain::Waiting(why) => {
                 out.waiting.push(why);
@@ -370,6 +386,37 @@ mod tests {
         // A second pass keeps them and admits nobody else.
         let (_, st, _) = admit_in(&scene, Direction::Upgrade, st);
         assert_eq!(admitted(&st), ["d", "a"]);
+    }
+
+    #[test]
+    fn a_cluster_whose_health_got_worse_stops_its_tier() {
+        let scene = mesh("2.0.0")
+            .tier("t", &["a", "b", "c", "d"])
+            .max_parallel(3)
+            .scene()
+            .with(cluster("a").ready("2.0.0").health_worse("2.0.0"))
+            .with(cluster("b").members_run(&["2.0.0", "1.0.0"]))
+            .with(cluster("c").runs("1.0.0"))
+            .with(cluster("d").runs("1.0.0"));
+        let (out, st, _) = admit_in(&scene, Direction::Upgrade, MeshStatus::default());
+        // The part-way cluster finishes; nobody new starts, though slots are free.
+        assert_eq!(admitted(&st), ["b"]);
+        let why = out.waiting.join("; ");
+        assert!(
+            why.contains("tier t stopped: the health of a got worse"),
+            "{why}"
+        );
+        // Accepted (a retry of the cluster): the tier goes on.
+        let accepted = mesh("2.0.0")
+            .tier("t", &["a", "b", "c", "d"])
+            .max_parallel(3)
+            .scene()
+            .with(cluster("a").ready("2.0.0"))
+            .with(cluster("b").members_run(&["2.0.0", "1.0.0"]))
+            .with(cluster("c").runs("1.0.0"))
+            .with(cluster("d").runs("1.0.0"));
+        let (_, st, _) = admit_in(&accepted, Direction::Upgrade, MeshStatus::default());
+        assert_eq!(admitted(&st), ["b", "c", "d"]);
     }
 
     #[test]

@@ -251,6 +251,7 @@ pub fn plan_mesh_from(input: &MeshInput<'_>, last: Option<MeshStatus>) -> MeshPl
     .then(|| deferred::lagging(spec, &tiers))
     .flatten();
     if (all_done || lag.is_some()) && stalled.is_none() && !owed.owed {
+        rollout::health_report(&mut st, spec, input.mesh.name, &clusters.sums, now);
         rollout::finish(&mut st, spec, total, lag.as_deref(), &mut events, now);
     }
     if all_done {

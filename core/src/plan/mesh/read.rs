@@ -45,6 +45,9 @@ pub(super) struct Summary<'a> {
     /// the target, as a task runs only on a cluster whose tier is done or has not started.
     busy_with_tasks: bool,
     pub(super) failed: bool,
+    /// Its health after the rollout is worse than its baseline and nobody accepted it
+    /// (`upgrade.health`): its tier admits no more clusters.
+    pub(super) health_failed: bool,
     /// Mixed versions or steps in flight: the cluster is part-way, whatever its admission.
     pub(super) in_motion: bool,
     /// Some member runs a newer version than the target.
@@ -236,6 +239,11 @@ impl<'a> Reader<'a> {
             }),
             failed: c.status.is_some_and(|s| {
                 matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack)
+            }),
+            health_failed: c.status.is_some_and(|s| {
+                s.health
+                    .as_ref()
+                    .is_some_and(|h| !h.findings.is_empty() && !h.accepted)
             }),
             // Steps of a membership change, a mesh task or media staged ahead (or removed
             // after) alone do not put the cluster in motion.

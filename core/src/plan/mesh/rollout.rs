@@ -207,6 +207,67 @@ pub(super) fn finish(
     }
 }
 
+/// The rollout's health report, once, as it completes: a `health` entry under its own naming
+/// each cluster that compared its health (`upgrade.health`) with its KPIs before → after.
+pub(super) fn health_report(
+    st: &mut MeshStatus,
+    spec: &MeshSpec,
+    mesh: &str,
+    sums: &[Summary<'_>],
+    now: Timestamp,
+) {
+    let Some(r) = st.rollout.as_ref().filter(|r| rollout_open(&st.log, r)) else {
+        return;
+    };
+    let id = r.log_id;
+    let lines: Vec<String> = sums
+        .iter()
+        .filter_map(|s| {
+            let h = s.view.status?.health.as_ref()?;
+            let after = h.after.as_ref().filter(|_| h.version == s.target(spec))?;
+            let kpis: Vec<String> = after
+                .kpis
+                .iter()
+                .map(
+                    |(k, a)| match h.before.as_ref().and_then(|b| b.kpis.get(k)) {
+                        Some(b) => format!("{k} {b} → {a}"),
+                        None => format!("{k} {a}"),
+                    },
+                )
+                .collect();
+            let verdict = match (h.findings.is_empty(), h.accepted) {
+                (true, _) => "passed",
+                (false, true) => "worse, accepted",
+                (false, false) => "worse",
+            };
+            Some(if kpis.is_empty() {
+                format!("{} {verdict}", s.name())
+            } else {
+                format!("{} {verdict} ({})", s.name(), kpis.join(", "))
+            })
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    let message = crate::plan::conditions::bounded(
+        &format!("health before → after: {}", lines.join("; ")),
+        2000,
+    );
+    let mut log = log(st);
+    let entry = log.open(
+        Some(id),
+        "health",
+        LogScope::Mesh,
+        mesh,
+        Some(&spec.version),
+        LogMode::Automatic,
+        message,
+        now,
+    );
+    log.close(entry, LogResult::Succeeded, "", now);
+}
+
 /// One status per tier of the spec: its clusters counted, done or not, and the last start
 /// kept from the last status (`moving` is filled by admission).
 pub(super) fn tier_statuses(
@@ -363,6 +424,41 @@ mod tests {
     use super::*;
     use crate::fixtures::mesh::{NOW, Scene, cluster, mesh};
     use crate::plan::mesh::read;
+
+    #[test]
+    fn the_rollout_ends_with_the_health_of_each_cluster_before_and_after() {
+        let mut scene = mesh("2.0.0")
+            .tier("t", &["a", "b"])
+            .scene()
+            .with(cluster("a").runs("1.0.0"))
+            .with(cluster("b").runs("1.0.0"));
+        scene.step();
+        let mut scene = scene
+            .with(cluster("a").ready("2.0.0").health_passed("2.0.0"))
+            .with(cluster("b").ready("2.0.0"));
+        let plan = scene.step();
+        let rollout = plan.status.rollout.as_ref().map(|r| r.log_id);
+        let report = plan
+            .status
+            .log
+            .iter()
+            .find(|e| e.action == "health")
+            .expect("a health report");
+        assert_eq!(report.parent, rollout, "under the rollout's entry");
+        assert_eq!(
+            report.message,
+            "health before → after: a passed (writeRate 100 → 96)"
+        );
+        // Once: the next pass adds none.
+        let again = scene.step();
+        let n = again
+            .status
+            .log
+            .iter()
+            .filter(|e| e.action == "health")
+            .count();
+        assert_eq!(n, 1);
+    }
 
     fn direction_of(scene: &Scene, st: &MeshStatus) -> Direction {
         scene.with_input(|input| direction(st, input.mesh.spec, &read::read(input).sums))
