@@ -903,4 +903,115 @@ mod tests {
         );
         Ok(())
     }
+
+    #[test]
+    fn kpis_and_kpi_offsets_on_the_wire() -> Result<(), serde_json::Error> {
+        // `kpis` is omitted when empty, and an agent that predates it reads as none.
+        let st: MemberStatus = serde_json::from_value(old_status())?;
+        assert!(st.kpis.is_empty());
+        assert!(serde_json::to_value(&st)?.get("kpis").is_none());
+        let mut full = old_status();
+        full["kpis"] =
+            serde_json::json!({"writeRate": 12.5, "errorCount": 0.0, "p99.latency-ms": -3.0});
+        let st: MemberStatus = serde_json::from_value(full.clone())?;
+        assert_eq!(st.kpis.get("writeRate"), Some(&12.5));
+        assert_eq!(st.kpis.get("p99.latency-ms"), Some(&-3.0));
+        assert_eq!(st.kpis.len(), 3);
+        assert_eq!(serde_json::to_value(&st)?.get("kpis"), full.get("kpis"));
+        let back: MemberStatus = serde_json::from_str(&serde_json::to_string(&st)?)?;
+        assert_eq!(back, st);
+        // An integer on the wire is a number too.
+        full["kpis"] = serde_json::json!({"refusedWrites": 7});
+        let st: MemberStatus = serde_json::from_value(full)?;
+        assert_eq!(st.kpis.get("refusedWrites"), Some(&7.0));
+
+        // `kpiOffsets` is omitted when empty (an older agent refuses unknown fault fields).
+        let wire = serde_json::to_value(Faults::default())?;
+        assert!(wire.get("kpiOffsets").is_none(), "{wire}");
+        let faults: Faults =
+            serde_json::from_value(serde_json::json!({"kpiOffsets": {"errorCount": 5}}))?;
+        assert_eq!(faults.kpi_offsets.get("errorCount"), Some(&5.0));
+        assert_eq!(
+            serde_json::to_value(&faults)?.get("kpiOffsets"),
+            Some(&serde_json::json!({"errorCount": 5.0}))
+        );
+        let not_numbers = serde_json::json!({"kpiOffsets": {"errorCount": "5"}});
+        assert!(serde_json::from_value::<Faults>(not_numbers).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn kpi_names_values_and_bound_are_checked() {
+        let map = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        assert_eq!(MAX_KPIS, 32, "the spec bounds a member's KPIs at 32");
+        let longest = format!("k{}", "x".repeat(62));
+        for good in ["a", "writeRate", "p99.latency_ms-2", "Z9", longest.as_str()] {
+            assert!(valid_kpi_name(good), "{good}");
+            assert_eq!(check_kpis(&map(&[(good, 1.0)])), Ok(()), "{good}");
+        }
+        let too_long = format!("k{}", "x".repeat(63));
+        for bad in [
+            "",
+            "9lives",
+            "_x",
+            ".x",
+            "-x",
+            "a b",
+            "a/b",
+            "né",
+            "a:b",
+            too_long.as_str(),
+        ] {
+            assert!(!valid_kpi_name(bad), "{bad:?}");
+            let e = check_kpis(&map(&[(bad, 1.0)])).err().unwrap_or_default();
+            assert!(
+                e.contains("KPI name") && e.contains("starting with a letter"),
+                "{e}"
+            );
+        }
+        let huge = "x".repeat(100_000);
+        let e = check_kpis(&map(&[(huge.as_str(), 1.0)]))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.len() < 400,
+            "the name is quoted as an excerpt: {} bytes",
+            e.len()
+        );
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let e = check_kpis(&map(&[("writeRate", v)]))
+                .err()
+                .unwrap_or_default();
+            assert!(
+                e.contains("writeRate") && e.contains("not a finite number"),
+                "{e}"
+            );
+        }
+        assert_eq!(check_kpis(&map(&[("x", f64::MAX), ("y", -0.0)])), Ok(()));
+        let at_bound: BTreeMap<String, f64> =
+            (0..MAX_KPIS).map(|i| (format!("k{i}"), i as f64)).collect();
+        assert_eq!(check_kpis(&at_bound), Ok(()));
+        let over: BTreeMap<String, f64> = (0..=MAX_KPIS)
+            .map(|i| (format!("k{i}"), i as f64))
+            .collect();
+        assert_eq!(check_kpis(&over), Err("33 KPIs; at most 32".to_string()));
+        assert_eq!(check_kpis(&BTreeMap::new()), Ok(()));
+
+        // Offsets: the same checks, and the demo's four names plus new ones within the bound.
+        assert_eq!(check_kpi_offsets(&map(&[("errorCount", 3.0)])), Ok(()));
+        assert!(check_kpi_offsets(&map(&[("bad name", 3.0)])).is_err());
+        assert!(check_kpi_offsets(&map(&[("errorCount", f64::NAN)])).is_err());
+        let mut offsets: BTreeMap<String, f64> = (0..MAX_KPIS - kpi_names::DEMO.len())
+            .map(|i| (format!("extra{i}"), 1.0))
+            .collect();
+        for name in kpi_names::DEMO {
+            offsets.insert(name.to_string(), 1.0);
+        }
+        assert_eq!(check_kpi_offsets(&offsets), Ok(()), "32 in all");
+        offsets.insert("oneMore".into(), 1.0);
+        let e = check_kpi_offsets(&offsets).err().unwrap_or_default();
+        assert!(e.contains("33 KPIs; at most 32"), "{e}");
+    }
 }

@@ -653,3 +653,52 @@ pub fn gen_certs(args: &GenCertsArgs) -> Result<Vec<PathBuf>> {
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kpi_offset_flags_are_name_value_pairs_checked_like_the_fault() {
+        let flags = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let parsed = parse_kpi_offsets(&flags(&[
+            "errorCount=3",
+            "writeRate=-2.5",
+            "latencyMs=40",
+            "errorCount=5",
+        ]))
+        .map_err(|e| e.to_string());
+        let want: BTreeMap<String, f64> = [
+            ("errorCount", 5.0),
+            ("writeRate", -2.5),
+            ("latencyMs", 40.0),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+        assert_eq!(parsed, Ok(want), "the last of a name wins");
+        assert_eq!(parse_kpi_offsets(&[]).ok(), Some(BTreeMap::new()));
+        for (bad, want) in [
+            ("errorCount", "must be NAME=VALUE"),
+            ("errorCount=", "not a number"),
+            ("errorCount=lots", "not a number"),
+            ("errorCount=inf", "not a finite number"),
+            ("errorCount=NaN", "not a finite number"),
+            ("errorCount=1e999", "not a finite number"),
+            ("9lives=1", "KPI name"),
+            ("=1", "KPI name"),
+        ] {
+            let e = parse_kpi_offsets(&flags(&[bad]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("--kpi-offset") && e.contains(want), "{bad}: {e}");
+        }
+        let many: Vec<String> = (0..30).map(|i| format!("k{i}=1")).collect();
+        let e = parse_kpi_offsets(&many)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("at most 32"), "{e}");
+    }
+}

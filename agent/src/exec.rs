@@ -910,6 +910,79 @@ mod tests {
     }
 
     #[test]
+    fn kpis_are_read_as_a_json_object_or_as_lines() {
+        let want: BTreeMap<String, f64> =
+            [("writeRate", 12.5), ("errorCount", 0.0), ("lag.s", -1e-3)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect();
+        let json = r#" {"writeRate": 12.5, "errorCount": 0, "lag.s": -1e-3} "#;
+        assert_eq!(parse_kpis(json), Ok(want.clone()));
+        let lines = "writeRate 12.5\n\n  errorCount\t0\r\nlag.s -0.001\n";
+        assert_eq!(parse_kpis(lines), Ok(want));
+        assert_eq!(parse_kpis(""), Ok(BTreeMap::new()));
+        assert_eq!(parse_kpis("{}"), Ok(BTreeMap::new()));
+        assert_eq!(parse_kpis("\n \n"), Ok(BTreeMap::new()));
+        let at_bound: String = (0..crate::api::MAX_KPIS)
+            .map(|i| format!("k{i} {i}\n"))
+            .collect();
+        assert_eq!(parse_kpis(&at_bound).map(|k| k.len()), Ok(32));
+    }
+
+    #[test]
+    fn invalid_kpis_output_is_refused_with_a_short_reason() {
+        let over_lines: String = (0..=crate::api::MAX_KPIS)
+            .map(|i| format!("k{i} {i}\n"))
+            .collect();
+        let over_json = format!(
+            "{{{}}}",
+            (0..=crate::api::MAX_KPIS)
+                .map(|i| format!("\"k{i}\": {i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let huge = "x".repeat(100_000);
+        let huge_line = format!("{huge} 1");
+        let cases: [(&str, &str); 17] = [
+            ("9lives 1", "KPI name \"9lives\""),
+            ("write/rate 1", "KPI name"),
+            (r#"{"bad name": 1}"#, "KPI name \"bad name\""),
+            ("writeRate fast", "not a number"),
+            ("writeRate", "not `name value`"),
+            ("writeRate 1 2", "not `name value`"),
+            (
+                "writeRate 1\nwriteRate 2",
+                "line 2: KPI \"writeRate\" twice",
+            ),
+            ("writeRate inf", "not a finite number"),
+            ("writeRate NaN", "not a finite number"),
+            ("writeRate -infinity", "not a finite number"),
+            ("writeRate 1e999", "not a finite number"),
+            (r#"{"writeRate": "12"}"#, "not a number"),
+            (r#"{"writeRate": null}"#, "not a number"),
+            (r#"{"writeRate": 1e999}"#, "invalid JSON"),
+            (r#"{"writeRate": 1, "writeRate": 2}"#, "invalid JSON"),
+            (&over_lines, "33 KPIs; at most 32"),
+            (&over_json, "33 KPIs; at most 32"),
+        ];
+        for (output, want) in cases {
+            let e = parse_kpis(output).err().unwrap_or_default();
+            assert!(e.contains(want), "{output:?}: {e}");
+        }
+        for output in [
+            r#"["writeRate", 1]"#,
+            r#"{"writeRate": 1"#,
+            r#"{"a": {"b": 1}}"#,
+        ] {
+            assert!(parse_kpis(output).is_err(), "{output}");
+        }
+        for output in [huge.as_str(), huge_line.as_str()] {
+            let e = parse_kpis(output).err().unwrap_or_default();
+            assert!(!e.is_empty() && e.len() < 400, "{} bytes", e.len());
+        }
+    }
+
+    #[test]
     fn status_media_must_be_few_distinct_valid_versions() {
         let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(check_media(&[]), Ok(()));

@@ -227,7 +227,7 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
     );
 
     // Routing and fault-body errors.
-    let routing: [(Request, Refusal); 7] = [
+    let routing: [(Request, Refusal); 11] = [
         (
             (Method::GET, "/v1/nothing", b""),
             (StatusCode::NOT_FOUND, "not_found"),
@@ -259,6 +259,38 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
         (
             (Method::PUT, "/v1/faults", br#"{"upgradeSeconds":-1}"#),
             (StatusCode::BAD_REQUEST, "invalid_param"),
+        ),
+        (
+            (
+                Method::PUT,
+                "/v1/faults",
+                br#"{"kpiOffsets":{"bad name":1}}"#,
+            ),
+            (StatusCode::BAD_REQUEST, "invalid_param"),
+        ),
+        (
+            (
+                Method::PUT,
+                "/v1/faults",
+                br#"{"kpiOffsets":{"writeRate":"1"}}"#,
+            ),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+        ),
+        (
+            (
+                Method::PUT,
+                "/v1/faults",
+                br#"{"kpiOffsets":{"writeRate":1e999}}"#,
+            ),
+            (StatusCode::BAD_REQUEST, "malformed_json"),
+        ),
+        (
+            (
+                Method::PUT,
+                "/v1/faults",
+                br#"{"kpiOffsets":["writeRate",1]}"#,
+            ),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
         ),
     ];
     for ((method, path, body), want) in routing {

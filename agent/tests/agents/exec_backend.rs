@@ -2,6 +2,7 @@
 
 use crate::common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use baton_agent::api::{Health, OperationKind as K, OperationRequest as Req, OperationState, Role};
@@ -829,5 +830,238 @@ operations:
     })
     .await?;
     assert_eq!(s.media, ["2.1.0"]);
+    Ok(())
+}
+
+/// The status `m1` reports once its StatusUnavailable alarm names `want` (the KPIs are cached
+/// with the status for 0.5 s, so a changed output shows a moment later), with that message.
+async fn unavailable_with(
+    m1: &Agent,
+    want: &str,
+) -> TestResult<(baton_agent::api::MemberStatus, String)> {
+    wait_until(
+        &format!("StatusUnavailable naming {want:?}"),
+        CONVERGE,
+        || async {
+            let s = m1.client.status().await.ok()?;
+            let alarm = s.alarms.iter().find(|a| a.name == "StatusUnavailable")?;
+            let message = alarm.message.clone().unwrap_or_default();
+            message.contains(want).then_some((s, message))
+        },
+    )
+    .await
+}
+
+/// The KPIs `m1` reports once they are `want` and no StatusUnavailable is raised.
+async fn kpis_become(
+    m1: &Agent,
+    want: &BTreeMap<String, f64>,
+) -> TestResult<baton_agent::api::MemberStatus> {
+    wait_until(&format!("KPIs {want:?}"), CONVERGE, || async {
+        let s = m1.client.status().await.ok()?;
+        (s.kpis == *want && !has_alarm(&s, "StatusUnavailable")).then_some(s)
+    })
+    .await
+}
+
+fn kpis_of(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// `kpisCommand` prints the application's KPIs as a JSON object or as `name value` lines;
+/// they are the member's KPIs (the status command's `kpis` is then not used). An output the
+/// agent refuses (a bad name, a value that is no finite number, a name twice, more than
+/// `MAX_KPIS`, too much output) or a failing command reports no KPI at all and raises
+/// StatusUnavailable naming the problem; a valid output clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_kpis_command_reports_kpis_and_refuses_invalid_output() -> TestResult {
+    use baton_agent::api::MAX_KPIS;
+    let fx = Fixture::new(&["m1"])?;
+    let host = fx.path().join("host");
+    std::fs::create_dir_all(&host)?;
+    let h = host.display().to_string();
+    // kpis.out is what the command prints; with a file `fail`, it fails.
+    let kpis = script(
+        &host,
+        "kpis.sh",
+        &r#"cd HOST; if [ -f fail ]; then echo "no metrics backend" >&2; exit 3; fi; cat kpis.out"#
+            .replace("HOST", &h),
+    )?;
+    let status = script(
+        &host,
+        "status.sh",
+        r#"printf '{"version":"1.0.0","role":"Active","serving":true,"kpis":{"fromStatus":1}}'"#,
+    )?;
+    let config = format!(
+        r#"
+statusCommand:
+  command: ["{status}"]
+kpisCommand:
+  command: ["{kpis}"]
+  timeoutSeconds: 10
+"#
+    );
+    let cfg = fx.path().join("exec.yaml");
+    std::fs::write(&cfg, config)?;
+    std::fs::write(
+        host.join("kpis.out"),
+        r#"{"writeRate": 120.5, "errorCount": 0}"#,
+    )?;
+    let cfg = cfg.display().to_string();
+    let m1 = fx
+        .start("m1", &["--backend", "exec", "--exec-config", &cfg])
+        .await?;
+
+    // JSON: the command's KPIs, not the status command's.
+    let s = kpis_become(&m1, &kpis_of(&[("writeRate", 120.5), ("errorCount", 0.0)])).await?;
+    assert_eq!(s.version, "1.0.0");
+    assert!(!s.kpis.contains_key("fromStatus"), "{:?}", s.kpis);
+    // Lines.
+    std::fs::write(
+        host.join("kpis.out"),
+        "writeRate 99\n\nlatency.p99_ms\t12.25\nerrorCount -0\n",
+    )?;
+    kpis_become(
+        &m1,
+        &kpis_of(&[
+            ("writeRate", 99.0),
+            ("latency.p99_ms", 12.25),
+            ("errorCount", 0.0),
+        ]),
+    )
+    .await?;
+    // MAX_KPIS of them, with the longest names (about 2.5 KiB of output).
+    let many: BTreeMap<String, f64> = (0..MAX_KPIS)
+        .map(|i| (format!("k{i:02}{}", "x".repeat(60)), i as f64 + 0.5))
+        .collect();
+    let lines: String = many.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+    std::fs::write(host.join("kpis.out"), &lines)?;
+    kpis_become(&m1, &many).await?;
+
+    let over: String = (0..=MAX_KPIS).map(|i| format!("k{i} 1\n")).collect();
+    let too_big = format!("writeRate 1\n{}", "# padding\n".repeat(2_000));
+    let bad: [(&str, &str); 9] = [
+        ("writeRate 1\n9lives 2\n", "KPI name \"9lives\""),
+        (
+            r#"{"writeRate": 1, "bad/name": 2}"#,
+            "KPI name \"bad/name\"",
+        ),
+        ("writeRate fast\n", "not a number"),
+        (r#"{"writeRate": "12"}"#, "not a number"),
+        ("writeRate inf\n", "not a finite number"),
+        ("writeRate 1\nwriteRate 2\n", "twice"),
+        ("writeRate 1 2\n", "not `name value`"),
+        (&over, "33 KPIs; at most 32"),
+        (&too_big, "printed more than 16384 bytes"),
+    ];
+    for (output, want) in bad {
+        std::fs::write(host.join("kpis.out"), output)?;
+        let (s, message) = unavailable_with(&m1, want).await?;
+        assert!(s.kpis.is_empty(), "{want}: {:?}", s.kpis);
+        assert_eq!(s.health, Health::Critical, "{want}");
+        assert!(message.starts_with("kpis command"), "{message}");
+        assert!(message.len() < 1024, "{} bytes", message.len());
+        // The rest of the status is still the status command's.
+        assert_eq!((s.version.as_str(), s.role), ("1.0.0", Role::Active));
+    }
+    std::fs::write(host.join("kpis.out"), "writeRate 3\n")?;
+    kpis_become(&m1, &kpis_of(&[("writeRate", 3.0)])).await?;
+    // A failing command: no KPIs, its exit code and stderr in the alarm.
+    std::fs::write(host.join("fail"), "")?;
+    let (s, message) = unavailable_with(&m1, "kpis command failed (exit Some(3))").await?;
+    assert!(s.kpis.is_empty(), "{:?}", s.kpis);
+    assert!(message.contains("no metrics backend"), "{message}");
+    std::fs::remove_file(host.join("fail"))?;
+    kpis_become(&m1, &kpis_of(&[("writeRate", 3.0)])).await?;
+    Ok(())
+}
+
+/// Without a `kpisCommand`, the status command's `kpis` (else `status.kpis` of the config)
+/// are the member's, checked the same way. A status of more than 2 KiB (32 KPIs with long
+/// names) is read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_status_command_may_report_kpis() -> TestResult {
+    use baton_agent::api::MAX_KPIS;
+    let fx = Fixture::new(&["m1"])?;
+    let host = fx.path().join("host");
+    std::fs::create_dir_all(&host)?;
+    let h = host.display().to_string();
+    let status = script(
+        &host,
+        "status.sh",
+        &r#"cd HOST; if [ -f status.json ]; then cat status.json; else printf '{"version":"1.0.0"}'; fi"#
+            .replace("HOST", &h),
+    )?;
+    let config = format!(
+        r#"
+statusCommand:
+  command: ["{status}"]
+status:
+  kpis: {{fixedKpi: 7}}
+"#
+    );
+    let cfg = fx.path().join("exec.yaml");
+    std::fs::write(&cfg, config)?;
+    let cfg = cfg.display().to_string();
+    let m1 = fx
+        .start("m1", &["--backend", "exec", "--exec-config", &cfg])
+        .await?;
+    // The status command says nothing of KPIs: the fixed ones.
+    kpis_become(&m1, &kpis_of(&[("fixedKpi", 7.0)])).await?;
+
+    let write_status = |kpis: serde_json::Value| {
+        let body = serde_json::json!({"version": "1.0.0", "kpis": kpis});
+        std::fs::write(host.join("status.json"), body.to_string())
+    };
+    write_status(serde_json::json!({"writeRate": 5, "replicationLag": 0.25}))?;
+    kpis_become(
+        &m1,
+        &kpis_of(&[("writeRate", 5.0), ("replicationLag", 0.25)]),
+    )
+    .await?;
+    let many: BTreeMap<String, f64> = (0..MAX_KPIS)
+        .map(|i| (format!("k{i:02}{}", "y".repeat(60)), -(i as f64)))
+        .collect();
+    write_status(serde_json::json!(many))?;
+    assert!(std::fs::metadata(host.join("status.json"))?.len() > 2048);
+    kpis_become(&m1, &many).await?;
+
+    let over: BTreeMap<String, f64> = (0..=MAX_KPIS).map(|i| (format!("k{i}"), 1.0)).collect();
+    // One bad entry and none is reported. A status that is no valid JSON at all is no
+    // status: every field falls back to `status:`, the KPIs as well.
+    let fixed = kpis_of(&[("fixedKpi", 7.0)]);
+    let none = BTreeMap::new();
+    let bad: [(serde_json::Value, &str, &BTreeMap<String, f64>); 3] = [
+        (
+            serde_json::json!({"writeRate": 1, "9lives": 2}),
+            "status kpis: KPI name \"9lives\"",
+            &none,
+        ),
+        (
+            serde_json::json!(over),
+            "status kpis: 33 KPIs; at most 32",
+            &none,
+        ),
+        (
+            serde_json::json!({"writeRate": "fast"}),
+            "status command printed invalid JSON",
+            &fixed,
+        ),
+    ];
+    for (kpis, want, reported) in bad {
+        write_status(kpis)?;
+        let (s, _) = unavailable_with(&m1, want).await?;
+        assert_eq!(s.kpis, *reported, "{want}");
+        assert_eq!(s.health, Health::Critical, "{want}");
+    }
+    // A status command's output is bounded too.
+    let huge = serde_json::json!({"version": "1.0.0", "padding": "p".repeat(70_000)});
+    std::fs::write(host.join("status.json"), huge.to_string())?;
+    let (s, message) =
+        unavailable_with(&m1, "status command printed more than 65536 bytes").await?;
+    assert_eq!((s.version.as_str(), &s.kpis), ("unknown", &fixed));
+    assert!(message.len() < 1024, "{} bytes", message.len());
+    std::fs::remove_file(host.join("status.json"))?;
+    kpis_become(&m1, &kpis_of(&[("fixedKpi", 7.0)])).await?;
     Ok(())
 }

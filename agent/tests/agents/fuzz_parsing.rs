@@ -73,6 +73,7 @@ const FIELDS: &[&str] = &[
     "task",
     "failTasks",
     "failStageMedia",
+    "kpiOffsets",
 ];
 
 fn kinds() -> impl Strategy<Value = String> {
@@ -137,7 +138,7 @@ fn mutated_body() -> impl Strategy<Value = Vec<u8>> {
         br#"{"id":"m","kind":"stage-media","version":"2.0.0"}"#.to_vec(),
         br#"{"id":"r","kind":"remove-media","version":"2.0.0"}"#.to_vec(),
         br#"{"id":"t","kind":"install-trust","trustPem":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}"#.to_vec(),
-        br#"{"failUpgradeTo":["3.0.0"],"hangUpgrade":false,"upgradeSeconds":0.5,"load":4,"failTasks":["x"],"failStageMedia":["2.0.0"]}"#.to_vec(),
+        br#"{"failUpgradeTo":["3.0.0"],"hangUpgrade":false,"upgradeSeconds":0.5,"load":4,"failTasks":["x"],"failStageMedia":["2.0.0"],"kpiOffsets":{"errorCount":3,"latencyMs":-1.5}}"#.to_vec(),
     ];
     let mutation = prop_oneof![
         (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| (0u8, i, b)),
@@ -257,4 +258,33 @@ fn routes_ids_and_queries_never_panic_and_fail_with_bounded_4xx() {
             Ok(())
         },
     );
+}
+
+/// What a `kpisCommand` printed: lines of words and numbers, JSON objects, noise. Either KPIs
+/// that pass `check_kpis`, or a short reason.
+#[test]
+fn kpis_outputs_never_panic_and_are_valid_or_refused_briefly() {
+    let word = prop_oneof![
+        "[a-zA-Z][a-zA-Z0-9_.-]{0,70}",
+        ".{0,20}",
+        any::<f64>().prop_map(|f| f.to_string()),
+        Just("inf".to_string()),
+        Just("NaN".to_string()),
+        (1usize..20_000).prop_map(|n| "k".repeat(n)),
+    ];
+    let line = prop::collection::vec(word, 0..4).prop_map(|w| w.join(" "));
+    let strategy = prop_oneof![
+        prop::collection::vec(line, 0..40).prop_map(|l| l.join("\n")),
+        json_value().prop_map(|v| v.to_string()),
+        prop::collection::btree_map("[a-zA-Z0-9_. -]{0,70}", any::<f64>(), 0..40)
+            .prop_map(|m| serde_json::json!(m).to_string()),
+        ".{0,512}",
+    ];
+    run_property("kpis outputs", strategy, |output| {
+        match baton_agent::exec::parse_kpis(&output) {
+            Ok(kpis) => prop_assert_eq!(baton_agent::api::check_kpis(&kpis), Ok(())),
+            Err(e) => prop_assert!(!e.is_empty() && e.len() <= MAX_MESSAGE, "{} bytes", e.len()),
+        }
+        Ok(())
+    });
 }
