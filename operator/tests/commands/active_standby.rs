@@ -4,7 +4,10 @@
 //! procedure demands of the media is read from the agents' operation records: every server
 //! holds the media of 12.7.0 before it goes down, at most one server per site copies media at a
 //! time, the workers' media is copied while the management clusters still upgrade (ahead of
-//! their turn), and each server's old media is removed once its cluster runs 12.7.0.
+//! their turn), and each server's old media is removed once its cluster runs 12.7.0. Its
+//! health rules too: once `mpe-1` has its baseline, its agent starts counting errors; the
+//! comparison after its upgrade stalls it (`HealthCheckFailed`), the workers' tier admits
+//! nobody else, and the run stops blocked until `baton retry cluster/mpe-1` accepts it.
 
 use crate::support;
 
@@ -85,7 +88,7 @@ fn of(records: &[OperationRecord], kind: K) -> Vec<&OperationRecord> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baton_run_stages_the_media_ahead_per_site_and_removes_the_old_media() -> TestResult {
+async fn baton_run_stages_media_ahead_and_stops_the_tier_when_health_gets_worse() -> TestResult {
     let tmp = tempfile::Builder::new()
         .prefix("baton-active-standby")
         .tempdir()?;
@@ -132,7 +135,61 @@ async fn baton_run_stages_the_media_ahead_per_site_and_removes_the_old_media() -
     let state = tmp.path().join("state.json");
     let mut args = run_args(&[&dir.join("deployment.yaml")], &state, &certs);
     args.extend(["--until-settled".into(), "--timeout".into(), "240s".into()]);
-    let out = tokio::task::spawn_blocking(move || baton().args(&args).output()).await??;
+    let run = move || baton().args(&args).output();
+    let first = tokio::task::spawn_blocking(run.clone());
+    // Once mpe-1 has its health baseline, its active counts errors.
+    let mpe1 = members
+        .iter()
+        .find(|m| m.cluster == "mpe-1" && m.name == "a")
+        .ok_or("no mpe-1/a")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(200);
+    loop {
+        let saved: Option<serde_json::Value> = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let baseline = saved
+            .as_ref()
+            .is_some_and(|s| !s["clusters"]["mpe-1"]["status"]["health"]["before"].is_null());
+        if baseline {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mpe-1 never took its baseline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let faults = baton_agent::api::Faults {
+        kpi_offsets: [("errorCount".to_string(), 3.0)].into(),
+        ..Default::default()
+    };
+    mpe1.client.set_faults(&faults).await?;
+    let out = first.await??;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "baton run: {shown}");
+    assert!(
+        shown.contains("blocked: Cluster/mpe-1: health worse after the upgrade to 12.7.0")
+            && shown.contains("errorCount 0 → 3"),
+        "{shown}"
+    );
+    // The tier stopped: the other workers did not go down.
+    for m in members
+        .iter()
+        .filter(|m| m.cluster == "mpe-2" || m.cluster == "mra-1")
+    {
+        let ups = of(&m.client.operations().await?, K::Upgrade).len();
+        assert_eq!(
+            ups, 0,
+            "{}/{} upgraded past a worse cluster",
+            m.cluster, m.name
+        );
+    }
+    let retry = baton()
+        .args(["retry", "cluster/mpe-1", "--state"])
+        .arg(&state)
+        .output()?;
+    assert!(retry.status.success(), "{}", text(&retry));
+    let out = tokio::task::spawn_blocking(run).await??;
     assert!(out.status.success(), "baton run: {}", text(&out));
 
     let mut recs = vec![];
@@ -227,5 +284,21 @@ async fn baton_run_stages_the_media_ahead_per_site_and_removes_the_old_media() -
         shown.contains("MEDIA") && shown.contains("12.7.0"),
         "{shown}"
     );
+    assert!(
+        shown.contains("health: worse for 12.7.0, accepted: errorCount 0 → 3"),
+        "{shown}"
+    );
+    // The health of every cluster, before and after, in the mesh's log.
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state)?)?;
+    let report = saved["meshes"]["policy"]["status"]["log"]
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["action"] == "health"))
+        .and_then(|e| e["message"].as_str())
+        .ok_or("no health report in the mesh log")?
+        .to_string();
+    for c in ["cmp-primary", "cmp-secondary", "mpe-2", "mra-1"] {
+        assert!(report.contains(&format!("{c} passed")), "{report}");
+    }
+    assert!(report.contains("mpe-1 worse, accepted"), "{report}");
     Ok(())
 }
