@@ -2720,15 +2720,7 @@ fn drain_violations(
         checked.insert((r.log_id, ti));
         // A tier already part-way (a reversal, a mesh status lost) is not waited for again:
         // one of its clusters runs an operation or has members on two versions.
-        let moving = clusters.iter().any(|c| {
-            in_tier(&c.name)
-                && (c.members.values().any(|m| m.current.is_some())
-                    || c.members.values().any(|m| {
-                        c.members
-                            .values()
-                            .any(|o| !same_version(&m.version, &o.version))
-                    }))
-        });
+        let moving = clusters.iter().any(|c| in_tier(&c.name) && part_way(c));
         if moving || forced {
             continue;
         }
@@ -2748,6 +2740,20 @@ fn drain_violations(
         }
     }
     out
+}
+
+/// A cluster part-way, as its members really are: one runs an operation, or two run different
+/// versions (effective ones: a layered member's components count, as in its status).
+fn part_way(c: &SimCluster) -> bool {
+    fn eff<'m>(c: &SimCluster, m: &'m SimMember) -> &'m str {
+        effective_version_str(&c.spec, &m.version, &m.components)
+    }
+    c.members.values().any(|m| m.current.is_some())
+        || c.members.values().any(|m| {
+            c.members
+                .values()
+                .any(|o| !same_version(eff(c, m), eff(c, o)))
+        })
 }
 
 /// The health invariant of a mesh, checked when it admits: no cluster newly admitted in a tier
@@ -2787,13 +2793,7 @@ fn health_tier_violations(
             let Some(c) = clusters.iter().find(|c| c.name == a.cluster) else {
                 continue;
             };
-            let part_way = c.members.values().any(|m| m.current.is_some())
-                || c.members.values().any(|m| {
-                    c.members
-                        .values()
-                        .any(|o| !same_version(&m.version, &o.version))
-                });
-            if !part_way {
+            if !part_way(c) {
                 out.push(format!(
                     "tier {} admitted {} while the health of {} got worse",
                     tier.name,
@@ -2850,13 +2850,7 @@ fn deferred_violations(
                 continue;
             };
             // Part-way (an operation running, members on two versions) finishes.
-            let part_way = c.members.values().any(|m| m.current.is_some())
-                || c.members.values().any(|m| {
-                    c.members
-                        .values()
-                        .any(|o| !same_version(&m.version, &o.version))
-                });
-            if !part_way {
+            if !part_way(c) {
                 out.push(format!(
                     "deferred tier {} admitted {} {}",
                     tier.name,

@@ -274,6 +274,25 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_cluster_of_a_deferred_tier_keeps_the_mesh_from_ready() {
+        // The rollout proper is done; a satellite failed on its way: Degraded, not Ready (the
+        // soak found such a mesh Ready while its tier held the failed cluster's slot).
+        let mut scene = core_and_satellites(false, vec![])
+            .with(cluster("c1").ready("2.0.0"))
+            .with(cluster("s1").runs("1.0.0").stalled())
+            .with(cluster("s2").ready("1.0.0"));
+        let plan = scene.step();
+        assert_eq!(
+            plan.status.phase,
+            MeshPhase::Degraded,
+            "{:?}",
+            plan.status.message
+        );
+        assert_eq!(condition(&plan, cond::READY).0, "False");
+        assert_eq!(plan.status.lagging.as_deref(), Some("sat 0/2"));
+    }
+
+    #[test]
     fn a_rollout_that_changes_no_version_waits_for_no_trigger() {
         // Everyone runs the target; s1 moves again (a member rejoining): a reconcile rollout.
         let mut scene = core_and_satellites(true, vec![])

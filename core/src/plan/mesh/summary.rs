@@ -39,7 +39,10 @@ impl Outcome<'_> {
     /// Done, or done but for deferred tiers that wait for their trigger: the mesh works with
     /// them behind. A deferred tier that moves is a rollout under way.
     fn ready(&self) -> bool {
-        (self.done == self.total || (self.lagging.is_some() && !self.deferred_moving))
+        // Deferred tiers behind do not keep the mesh from Ready; a cluster of theirs that
+        // failed does (the mesh is Degraded, as for any failed cluster).
+        (self.done == self.total
+            || (self.lagging.is_some() && !self.deferred_moving && self.failed.is_empty()))
             && self.stalled.is_none()
             && self.rotating.is_none()
             && !self.tasks_owed
