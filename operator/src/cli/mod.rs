@@ -485,6 +485,30 @@ pub fn check_tier_approval<'a>(
     }
 }
 
+/// Add `step` to the approvals `list` picks in the intents file at `path` (once), and say
+/// so; `who` (`cluster web`, `mesh cores`) waits for it now or not.
+fn approve_in(
+    path: &Path,
+    step: &str,
+    waiting: bool,
+    who: &str,
+    list: impl FnOnce(&mut Intents) -> &mut Vec<String>,
+) -> anyhow::Result<String> {
+    Intents::update(path, |i| {
+        let l = list(i);
+        if !l.iter().any(|s| s == step) {
+            l.push(step.to_string());
+        }
+    })?;
+    Ok(if waiting {
+        format!("approved {step}")
+    } else {
+        format!(
+            "approved {step} ({who} is not waiting for it now; the approval applies when it does)"
+        )
+    })
+}
+
 /// A rotation phase's name, `rotation/CLUSTER/PHASE@CA` (what `approvePhases` waits for and a
 /// force intent names): the cluster, the phase and the CA's short id.
 pub fn rotation_name(name: &str) -> Option<(&str, crate::api::RotationPhase, &str)> {
@@ -608,18 +632,8 @@ pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
             let waiting = status
                 .and_then(|s| s.message.as_deref())
                 .is_some_and(|msg| msg.contains(&step));
-            Intents::update(&path, |i| {
-                let e = i.meshes.entry(m.clone()).or_default();
-                if !e.approve.contains(&step) {
-                    e.approve.push(step.clone());
-                }
-            })?;
-            Ok(if waiting {
-                format!("approved {step}")
-            } else {
-                format!(
-                    "approved {step} (mesh {m} is not waiting for it now; the approval applies when it does)"
-                )
+            approve_in(&path, &step, waiting, &format!("mesh {m}"), |i| {
+                &mut i.meshes.entry(m.clone()).or_default().approve
             })
         }
         Intent::Approve(step) => {
@@ -639,18 +653,8 @@ pub fn intent(state_path: &Path, intent: Intent) -> anyhow::Result<String> {
             let waiting = status
                 .and_then(|s| s.message.as_deref())
                 .is_some_and(|m| m.contains(&step));
-            Intents::update(&path, |i| {
-                let e = i.clusters.entry(c.clone()).or_default();
-                if !e.approve.contains(&step) {
-                    e.approve.push(step.clone());
-                }
-            })?;
-            Ok(if waiting {
-                format!("approved {step}")
-            } else {
-                format!(
-                    "approved {step} (cluster {c} is not waiting for it now; the approval applies when it does)"
-                )
+            approve_in(&path, &step, waiting, &format!("cluster {c}"), |i| {
+                &mut i.clusters.entry(c.clone()).or_default().approve
             })
         }
         Intent::Pause(names) => set_pause(&st, &path, &all_names(&names), true),

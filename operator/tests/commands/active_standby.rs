@@ -11,7 +11,7 @@
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use baton_agent::api::{OperationKind as K, OperationRecord, OperationRequest, OperationState};
@@ -32,34 +32,6 @@ const MEMBERS: [(&str, &str, u16, &str); 11] = [
     ("mra-1", "a", 7241, "-"),
     ("mra-1", "b", 7242, "-"),
 ];
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/active-standby")
-}
-
-/// `examples/agents.sh CMD DIR` with fast demo operations.
-fn agents(dir: &Path, cmd: &str) -> TestResult<std::process::Output> {
-    let script = example().join("../agents.sh");
-    let mut c = std::process::Command::new("bash");
-    c.arg(script)
-        .arg(cmd)
-        .arg(dir)
-        .env("UPGRADE_SECONDS", "1")
-        .env("STAGE_SECONDS", "0.5");
-    let agent = Path::new(env!("CARGO_BIN_EXE_baton")).with_file_name("baton-agent");
-    if agent.exists() {
-        c.env("BATON_AGENT", &agent);
-    }
-    Ok(c.output()?)
-}
-
-struct Stop<'a>(&'a Path);
-
-impl Drop for Stop<'_> {
-    fn drop(&mut self) {
-        let _ = agents(self.0, "stop");
-    }
-}
 
 struct Member {
     cluster: &'static str,
@@ -92,21 +64,8 @@ async fn baton_run_stages_media_ahead_and_stops_the_tier_when_health_gets_worse(
     let tmp = tempfile::Builder::new()
         .prefix("baton-active-standby")
         .tempdir()?;
-    let dir = tmp.path().join("active-standby");
-    std::fs::create_dir_all(&dir)?;
-    for f in std::fs::read_dir(example())? {
-        let f = f?;
-        if f.file_type()?.is_file() {
-            std::fs::copy(f.path(), dir.join(f.file_name()))?;
-        }
-    }
-    let started = agents(&dir, "start")?;
-    let _stop = Stop(&dir);
-    assert!(
-        started.status.success(),
-        "agents.sh start: {}",
-        text(&started)
-    );
+    let agents = start_example(tmp.path(), "active-standby")?;
+    let dir = agents.dir.clone();
     let certs = dir.join(".run/certs");
     let members = clients(&certs)?;
     // The servers hold the media they were installed from; and without its media an upgrade

@@ -9,7 +9,7 @@
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use baton_agent::api::{OperationKind as K, OperationRecord, OperationState};
 use baton_agent::client::{AgentClient, ClientTls};
@@ -24,34 +24,6 @@ const CORES: [(&str, u16); 4] = [
 
 /// The deferred tier: it moves only once approved.
 const SATELLITES: [(&str, u16); 2] = [("sat-north", 7341), ("sat-south", 7351)];
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/multi-master")
-}
-
-/// `examples/agents.sh CMD DIR` with fast demo operations.
-fn agents(dir: &Path, cmd: &str) -> TestResult<std::process::Output> {
-    let script = example().join("../agents.sh");
-    let mut c = std::process::Command::new("bash");
-    c.arg(script)
-        .arg(cmd)
-        .arg(dir)
-        .env("UPGRADE_SECONDS", "1")
-        .env("TASK_SECONDS", "0.3");
-    let agent = Path::new(env!("CARGO_BIN_EXE_baton")).with_file_name("baton-agent");
-    if agent.exists() {
-        c.env("BATON_AGENT", &agent);
-    }
-    Ok(c.output()?)
-}
-
-struct Stop<'a>(&'a Path);
-
-impl Drop for Stop<'_> {
-    fn drop(&mut self) {
-        let _ = agents(self.0, "stop");
-    }
-}
 
 /// Every operation record of each cluster's server (the cores, then the satellites).
 async fn records(certs: &Path) -> TestResult<Vec<(&'static str, Vec<OperationRecord>)>> {
@@ -84,21 +56,8 @@ async fn baton_run_upgrades_the_mesh_source_first_and_uploads_the_content_once()
     let tmp = tempfile::Builder::new()
         .prefix("baton-multi-master")
         .tempdir()?;
-    let dir = tmp.path().join("multi-master");
-    std::fs::create_dir_all(&dir)?;
-    for f in std::fs::read_dir(example())? {
-        let f = f?;
-        if f.file_type()?.is_file() {
-            std::fs::copy(f.path(), dir.join(f.file_name()))?;
-        }
-    }
-    let started = agents(&dir, "start")?;
-    let _stop = Stop(&dir);
-    assert!(
-        started.status.success(),
-        "agents.sh start: {}",
-        text(&started)
-    );
+    let agents = start_example(tmp.path(), "multi-master")?;
+    let dir = agents.dir.clone();
     let certs = dir.join(".run/certs");
     let state = tmp.path().join("state.json");
     let manifest = dir.join("mesh.yaml");

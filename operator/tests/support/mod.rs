@@ -243,3 +243,54 @@ pub fn span(r: &OperationRecord) -> (jiff::Timestamp, jiff::Timestamp) {
 pub fn is_move(r: &OperationRecord) -> bool {
     matches!(r.kind, OperationKind::Upgrade | OperationKind::Rollback)
 }
+
+/// `examples/agents.sh CMD DIR` (the demo agents of an example's `agents.tsv`) with fast demo
+/// operations and this build's agent binary.
+pub fn example_agents(dir: &Path, cmd: &str) -> TestResult<std::process::Output> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agents.sh");
+    let mut c = std::process::Command::new("bash");
+    c.arg(script)
+        .arg(cmd)
+        .arg(dir)
+        .env("UPGRADE_SECONDS", "1")
+        .env("TASK_SECONDS", "0.3")
+        .env("STAGE_SECONDS", "0.5");
+    let agent = Path::new(env!("CARGO_BIN_EXE_baton")).with_file_name("baton-agent");
+    if agent.exists() {
+        c.env("BATON_AGENT", &agent);
+    }
+    Ok(c.output()?)
+}
+
+/// A private copy of `examples/<name>` under `tmp` (agents.sh writes certificates, pids and
+/// logs under its `.run/`) with its demo agents started; they stop when the guard drops.
+pub fn start_example(tmp: &Path, name: &str) -> TestResult<ExampleAgents> {
+    let dir = tmp.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    for f in std::fs::read_dir(example)? {
+        let f = f?;
+        if f.file_type()?.is_file() {
+            std::fs::copy(f.path(), dir.join(f.file_name()))?;
+        }
+    }
+    let agents = ExampleAgents { dir };
+    let started = example_agents(&agents.dir, "start")?;
+    if !started.status.success() {
+        return Err(format!("agents.sh start: {}", text(&started)).into());
+    }
+    Ok(agents)
+}
+
+/// The running demo agents of an example copy (see [`start_example`]).
+pub struct ExampleAgents {
+    pub dir: PathBuf,
+}
+
+impl Drop for ExampleAgents {
+    fn drop(&mut self) {
+        let _ = example_agents(&self.dir, "stop");
+    }
+}

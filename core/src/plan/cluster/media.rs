@@ -50,6 +50,29 @@ pub(super) fn missing(p: &Pass<'_>, m: &MemberSpec, version: &str) -> Option<Str
         .then(|| format!("{} waits for the media of {version} to be staged", m.name))
 }
 
+/// `member` may take a media step now: idle, not Zombie, not backing off (the wake is set
+/// for the end of its backoff), the cluster not paused.
+fn may_step(p: &mut Pass<'_>, member: &str, now: crate::api::Timestamp) -> bool {
+    if p.busy(member) {
+        return false;
+    }
+    match p.record(member) {
+        Some(r) if r.role == MemberRole::Zombie => return false,
+        Some(r) => {
+            if let Some(at) = r.next_attempt_at.filter(|&at| now < at) {
+                p.wake_at(at);
+                return false;
+            }
+        }
+        None => {}
+    }
+    if gates::paused(p) {
+        p.held = true;
+        return false;
+    }
+    true
+}
+
 /// Stage what the members' upgrades need, per site within the bound.
 pub(super) fn stage(p: &mut Pass<'_>) {
     let Some(policy) = policy(p) else {
@@ -71,21 +94,7 @@ pub(super) fn stage(p: &mut Pass<'_>) {
         let Some(version) = unstaged(p, m).into_iter().next() else {
             continue;
         };
-        if p.busy(&m.name) {
-            continue;
-        }
-        match p.record(&m.name) {
-            Some(r) if r.role == MemberRole::Zombie => continue,
-            Some(r) if r.next_attempt_at.is_some_and(|at| now < at) => {
-                if let Some(at) = r.next_attempt_at {
-                    p.wake_at(at);
-                }
-                continue;
-            }
-            _ => {}
-        }
-        if gates::paused(p) {
-            p.held = true;
+        if !may_step(p, &m.name, now) {
             continue;
         }
         let n_site = staging.entry(m.site.clone()).or_default();
@@ -133,21 +142,7 @@ pub(super) fn cleanup(p: &mut Pass<'_>) -> bool {
             continue;
         };
         owed = true;
-        if p.busy(&m.name) {
-            continue;
-        }
-        match p.record(&m.name) {
-            Some(r) if r.role == MemberRole::Zombie => continue,
-            Some(r) if r.next_attempt_at.is_some_and(|at| now < at) => {
-                if let Some(at) = r.next_attempt_at {
-                    p.wake_at(at);
-                }
-                continue;
-            }
-            _ => {}
-        }
-        if gates::paused(p) {
-            p.held = true;
+        if !may_step(p, &m.name, now) {
             continue;
         }
         let mut n = NewStep::on(StepAction::RemoveMedia, &m.name);
