@@ -2756,6 +2756,25 @@ fn part_way(c: &SimCluster) -> bool {
         })
 }
 
+/// The clusters of `tier` this mesh pass admitted (not admitted before it) that are at rest:
+/// a part-way cluster (an operation running, members on two versions) is let finish.
+fn started_at_rest<'c>(
+    tier: &'c crate::api::TierSpec,
+    before: Option<&MeshStatus>,
+    after: &'c MeshStatus,
+    clusters: &'c [SimCluster],
+) -> Vec<&'c str> {
+    after
+        .admitted
+        .iter()
+        .filter(|a| tier.clusters.contains(&a.cluster))
+        .filter(|a| before.is_none_or(|b| !b.admitted.iter().any(|x| x.cluster == a.cluster)))
+        .filter_map(|a| clusters.iter().find(|c| c.name == a.cluster))
+        .filter(|c| !part_way(c))
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
 /// The health invariant of a mesh, checked when it admits: no cluster newly admitted in a tier
 /// where another cluster's health after the rollout got worse (and nobody accepted it),
 /// unless it is part-way (a cluster started finishes).
@@ -2782,22 +2801,12 @@ fn health_tier_violations(
         if stopped.is_empty() {
             continue;
         }
-        for a in &after.admitted {
-            // The stopped clusters themselves are stalled: admitting one moves nothing.
-            if !tier.clusters.contains(&a.cluster)
-                || stopped.contains(&a.cluster.as_str())
-                || before.is_some_and(|b| b.admitted.iter().any(|x| x.cluster == a.cluster))
-            {
-                continue;
-            }
-            let Some(c) = clusters.iter().find(|c| c.name == a.cluster) else {
-                continue;
-            };
-            if !part_way(c) {
+        // The stopped clusters themselves are stalled: admitting one moves nothing.
+        for c in started_at_rest(tier, before, after, clusters) {
+            if !stopped.contains(&c) {
                 out.push(format!(
-                    "tier {} admitted {} while the health of {} got worse",
+                    "tier {} admitted {c} while the health of {} got worse",
                     tier.name,
-                    a.cluster,
                     stopped.join(", ")
                 ));
             }
@@ -2840,28 +2849,16 @@ fn deferred_violations(
         if approved && open {
             continue;
         }
-        for a in &after.admitted {
-            if !tier.clusters.contains(&a.cluster)
-                || before.is_some_and(|b| b.admitted.iter().any(|x| x.cluster == a.cluster))
-            {
-                continue;
-            }
-            let Some(c) = clusters.iter().find(|c| c.name == a.cluster) else {
-                continue;
-            };
-            // Part-way (an operation running, members on two versions) finishes.
-            if !part_way(c) {
-                out.push(format!(
-                    "deferred tier {} admitted {} {}",
-                    tier.name,
-                    a.cluster,
-                    if approved {
-                        "outside its windows"
-                    } else {
-                        "before its approval"
-                    }
-                ));
-            }
+        for c in started_at_rest(tier, before, after, clusters) {
+            out.push(format!(
+                "deferred tier {} admitted {c} {}",
+                tier.name,
+                if approved {
+                    "outside its windows"
+                } else {
+                    "before its approval"
+                }
+            ));
         }
     }
     out
