@@ -60,9 +60,9 @@ fn main() {
     };
     if procedures {
         println!(
-            "| scenario | rollouts | clusters | members | tiers drained | tasks run | deferred tiers lagged | deferred tiers approved | media staged | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
+            "| scenario | rollouts | clusters | members | tiers drained | tasks run | deferred tiers lagged | deferred tiers approved | media staged | health stalls | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     } else if topology {
         println!(
             "| scenario | rollouts | clusters | members | members added | members removed | operator crashes | member crashes | clusters ready | clusters stalled | violations | liveness failures | wall s |"
@@ -116,7 +116,7 @@ fn main() {
             (0, 0, 0, 0, 0, 0u64, 0u64);
         let (mut rotations, mut rotated, mut r_stalled, mut r_held, mut forced) = (0, 0, 0, 0, 0);
         let (mut added, mut removed, mut stalled, mut drains, mut tasks) = (0, 0, 0, 0, 0);
-        let (mut lagged, mut approved, mut staged) = (0, 0, 0);
+        let (mut lagged, mut approved, mut staged, mut health) = (0, 0, 0, 0);
         for i in 0..per {
             let seed = first + k as u64 * per + i;
             let v = random_rollout(seed, bounds, *scenario);
@@ -138,6 +138,7 @@ fn main() {
             lagged += v.lagged;
             approved += v.approved;
             staged += v.staged;
+            health += v.health_stalls;
             if let Some(f) = trace.as_mut() {
                 let mut line = format!(
                     "{scenario:?} {seed} clusters={} members={} passes={} ops={} switchovers={} oc={} mc={} virtual={} ready={} stalled={:?} violations={:?} liveness={:?}\n",
@@ -191,7 +192,7 @@ fn main() {
         bad += viol + live;
         if procedures {
             println!(
-                "| {scenario:?} | {per} | {clusters} | {members} | {drains} | {tasks} | {lagged} | {approved} | {staged} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
+                "| {scenario:?} | {per} | {clusters} | {members} | {drains} | {tasks} | {lagged} | {approved} | {staged} | {health} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
                 t.elapsed().as_secs_f64()
             );
         } else if topology {
