@@ -1425,10 +1425,13 @@ impl Sim {
             return;
         };
         let target = st.target_version.as_deref().unwrap_or_default();
-        let baseline = st
-            .health
-            .as_ref()
-            .is_some_and(|h| h.version == target && h.before.is_some());
+        // An upgrade recorded for the last target and sent after the target changed (an
+        // operator crash between the status write and the send) belongs to the last target's
+        // rollout, and to its baseline.
+        let baseline = st.health.as_ref().is_some_and(|h| {
+            h.before.is_some()
+                && (h.version == target || req.version.as_deref() == Some(h.version.as_str()))
+        });
         if !baseline {
             let v = format!(
                 "{}/{member}: upgrade started with no health baseline for {target}",
