@@ -2760,7 +2760,8 @@ fn part_way(c: &SimCluster) -> bool {
 }
 
 /// The clusters of `tier` this mesh pass admitted (not admitted before it) that are at rest:
-/// a part-way cluster (an operation running, members on two versions) is let finish.
+/// a part-way cluster (an operation running, members on two versions, or a move recorded in
+/// its status, which runs whatever the admission) is let finish.
 fn started_at_rest<'c>(
     tier: &'c crate::api::TierSpec,
     before: Option<&MeshStatus>,
@@ -2773,9 +2774,21 @@ fn started_at_rest<'c>(
         .filter(|a| tier.clusters.contains(&a.cluster))
         .filter(|a| before.is_none_or(|b| !b.admitted.iter().any(|x| x.cluster == a.cluster)))
         .filter_map(|a| clusters.iter().find(|c| c.name == a.cluster))
-        .filter(|c| !part_way(c))
+        .filter(|c| !part_way(c) && !move_recorded(c))
         .map(|c| c.name.as_str())
         .collect()
+}
+
+/// The cluster's status records a step in flight that is not media, a task or a membership
+/// change: the planner sees it part-way (its step is advanced admitted or not).
+fn move_recorded(c: &SimCluster) -> bool {
+    use crate::api::StepAction as A;
+    c.status.as_ref().is_some_and(|s| {
+        s.steps.iter().any(|x| {
+            !matches!(x.action, A::StageMedia | A::RemoveMedia | A::Task)
+                && !crate::plan::cluster::membership_step(s, x)
+        })
+    })
 }
 
 /// The health invariant of a mesh, checked when it admits: no cluster newly admitted in a tier
@@ -2790,9 +2803,11 @@ fn health_tier_violations(
     let mut out = vec![];
     let worse = |c: &SimCluster| {
         c.status.as_ref().is_some_and(|s| {
-            s.health
-                .as_ref()
-                .is_some_and(|h| !h.findings.is_empty() && !h.accepted)
+            s.health.as_ref().is_some_and(|h| {
+                !h.findings.is_empty()
+                    && !h.accepted
+                    && s.target_version.as_deref() == Some(h.version.as_str())
+            })
         })
     };
     for tier in &spec.tiers {

@@ -417,6 +417,27 @@ mod tests {
             .with(cluster("d").runs("1.0.0"));
         let (_, st, _) = admit_in(&accepted, Direction::Upgrade, MeshStatus::default());
         assert_eq!(admitted(&st), ["b", "c", "d"]);
+        // Backing out (the remedy) is not held by the upgrade's worse health.
+        let backout = mesh("1.0.0")
+            .tier("t", &["a", "b", "c", "d"])
+            .max_parallel(3)
+            .scene()
+            .with(
+                cluster("a")
+                    .ready("2.0.0")
+                    .health_worse("2.0.0")
+                    .last_target("1.0.0"),
+            )
+            .with(cluster("b").runs("2.0.0"))
+            .with(cluster("c").runs("2.0.0"))
+            .with(cluster("d").runs("1.0.0"));
+        let (out, st, _) = admit_in(&backout, Direction::Backout, MeshStatus::default());
+        assert!(
+            !out.waiting.join("; ").contains("stopped"),
+            "{:?}",
+            out.waiting
+        );
+        assert_eq!(admitted(&st), ["a", "b", "c"], "a itself backs out too");
     }
 
     #[test]

@@ -240,10 +240,14 @@ impl<'a> Reader<'a> {
             failed: c.status.is_some_and(|s| {
                 matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack)
             }),
+            // Only for the cluster's current target: worse health after an upgrade does not
+            // hold its backout (the remedy).
             health_failed: c.status.is_some_and(|s| {
-                s.health
-                    .as_ref()
-                    .is_some_and(|h| !h.findings.is_empty() && !h.accepted)
+                s.health.as_ref().is_some_and(|h| {
+                    !h.findings.is_empty()
+                        && !h.accepted
+                        && s.target_version.as_deref() == Some(h.version.as_str())
+                })
             }),
             // Steps of a membership change, a mesh task or media staged ahead (or removed
             // after) alone do not put the cluster in motion.
