@@ -143,8 +143,9 @@ fn active_standby_stages_its_media_ahead_of_the_window() {
         .filter(|s| s["action"] == "upgrade")
         .map(|s| s["start"].as_f64().unwrap_or(0.0))
         .fold(f64::MAX, f64::min);
-    // The window opens at a whole minute up to 3 h from now.
-    assert!(first_upgrade >= 3.0 * 3600.0 - 60.0, "{first_upgrade}");
+    // The window opens at the whole minute before 3 h from the test's now; the plan starts a
+    // moment later (the CI run found 0.14 s short of a one-minute bound).
+    assert!(first_upgrade >= 3.0 * 3600.0 - 120.0, "{first_upgrade}");
     for s in &staged {
         let end = s["end"].as_f64().unwrap_or(f64::MAX);
         assert!(end < 3600.0, "staged late: {s}");
