@@ -261,8 +261,7 @@ mod tests {
     use super::*;
     use crate::api::values::Duration;
     use crate::api::{ClusterPhase, ClusterStatus, LogEntry, LogScope, StepAction, Timestamp};
-    use crate::fixtures::cluster::{ClusterBuilder, NOW, observed};
-    use crate::plan::cluster::ClusterPlan;
+    use crate::fixtures::cluster::{ClusterBuilder, NOW, observed, stalled_reason};
 
     fn rule(name: &str, worse: KpiWorse, percent: u32) -> KpiRule {
         KpiRule {
@@ -283,14 +282,6 @@ mod tests {
             ],
             settle: Duration(0),
         }
-    }
-
-    fn stall_reason(plan: &ClusterPlan) -> Option<String> {
-        plan.status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Stalled" && c.status == "True")
-            .map(|c| c.reason.clone())
     }
 
     #[test]
@@ -462,7 +453,7 @@ mod tests {
                 .alarm("MixedVersion"),
         );
         let plan = c.clone().build().plan();
-        assert_eq!(stall_reason(&plan).as_deref(), Some("HealthCheckFailed"));
+        assert_eq!(stalled_reason(&plan).as_deref(), Some("HealthCheckFailed"));
         let h = plan.status.health.clone().expect("health");
         assert_eq!(h.findings.len(), 3, "{:?}", h.findings);
         assert!(h.findings[0].contains("new alarm b/ReplicationFailure"));
@@ -484,7 +475,7 @@ mod tests {
         );
         // Compared once: the next pass keeps the stall without a second entry.
         let again = c.clone().status(plan.status.clone()).build().plan();
-        assert_eq!(stall_reason(&again).as_deref(), Some("HealthCheckFailed"));
+        assert_eq!(stalled_reason(&again).as_deref(), Some("HealthCheckFailed"));
         let entries = again
             .status
             .log
@@ -504,7 +495,7 @@ mod tests {
             .build()
             .plan();
         assert_ne!(plan.status.phase, ClusterPhase::Ready);
-        assert!(stall_reason(&plan).is_none());
+        assert!(stalled_reason(&plan).is_none());
         assert!(plan.status.health.is_some_and(|h| h.after.is_none()));
         assert_eq!(
             plan.wake,

@@ -1126,13 +1126,7 @@ mod tests {
             .and_then(|m| m.topology.clone())
     }
 
-    fn stalled(plan: &ClusterPlan) -> Option<String> {
-        plan.status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Stalled" && c.status == "True")
-            .map(|c| c.reason.clone())
-    }
+    use crate::fixtures::cluster::stalled_reason as stalled;
 
     #[test]
     fn a_first_apply_adopts_every_declared_member_as_it_is() {
