@@ -239,6 +239,43 @@ pub struct UpgradePolicy {
     /// its last: worse stops the cluster (and its mesh tier). Absent: no comparison.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthPolicy>,
+    /// Preparation checks every member runs before the rollout's first disruptive step:
+    /// blocking findings stall the cluster (`PreparationFailed`), warnings wait for an
+    /// acknowledgement. Absent: no preparation checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<PreparePolicy>,
+}
+
+/// The preparation checks of an upgrade (the Active/Standby and multi-master procedures check
+/// the install-time configuration against the running system, that the gateways are up, and
+/// note the scheduled jobs the upgrade drops). Each member's agent runs the named checks
+/// (`prepare`) once per target version, ahead of the window; nothing disruptive toward that
+/// version starts before every member has run them. A blocking finding stalls the cluster
+/// until a retry intent runs the checks again; warnings wait for the acknowledgement
+/// `prepare/CLUSTER@VERSION#DIGEST` unless `warnings: Record`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct PreparePolicy {
+    /// The checks each agent runs, by name (e.g. `config`, `gateways`, `scheduledJobs`).
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(regex(pattern = r"^[A-Za-z][A-Za-z0-9-]{0,62}$"))
+    )]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub checks: Vec<String>,
+    /// `Acknowledge` (default): warnings hold the first disruptive step until acknowledged.
+    /// `Record`: warnings are reported (status, events, log) and the rollout goes on.
+    #[serde(default)]
+    pub warnings: PrepareWarnings,
+}
+
+/// What the preparation's warnings hold.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PrepareWarnings {
+    #[default]
+    Acknowledge,
+    Record,
 }
 
 /// The health check around an upgrade: a baseline of the members' alarms and KPIs is taken
@@ -357,6 +394,7 @@ impl Default for UpgradePolicy {
             preflight: true,
             media: None,
             health: None,
+            prepare: None,
         }
     }
 }
@@ -538,6 +576,10 @@ pub struct ClusterStatus {
     /// comparison, what got worse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthStatus>,
+    /// The preparation checks of the rollout to `version` (`upgrade.prepare`): who ran them,
+    /// what they found, whether the warnings are acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preparation: Option<PreparationStatus>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -629,6 +671,62 @@ pub struct HealthStatus {
     /// A retry intent accepted the findings.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accepted: bool,
+}
+
+/// The preparation checks of one target version.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct PreparationStatus {
+    /// The target the checks belong to.
+    pub version: String,
+    /// Members whose checks ran for `version` (since the last retry), in member order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 63)))]
+    pub prepared: Vec<String>,
+    /// What the checks found, member by member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub findings: Vec<PreparationFinding>,
+    /// Findings left out of `findings` (beyond its bound).
+    #[serde(default, skip_serializing_if = "crate::topology::is_zero")]
+    pub omitted: u32,
+    /// Once every member ran its checks: the digest of the warnings, the last part of their
+    /// acknowledgement `prepare/CLUSTER@VERSION#DIGEST` (new warnings need a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub digest: Option<String>,
+    /// The warnings were acknowledged (or `warnings: Record`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acknowledged: bool,
+}
+
+/// One finding of a member's preparation checks.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
+#[serde(rename_all = "camelCase")]
+pub struct PreparationFinding {
+    #[schemars(length(max = 63))]
+    pub member: String,
+    #[schemars(length(max = 63))]
+    pub check: String,
+    pub severity: FindingSeverity,
+    /// A short CamelCase reason (e.g. `GatewayDown`, `ScheduledJobDropped`).
+    #[schemars(length(max = 63))]
+    pub code: String,
+    #[schemars(length(max = 300))]
+    pub message: String,
+}
+
+/// How a preparation finding holds the upgrade.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum FindingSeverity {
+    /// The upgrade must not start: the cluster is Stalled until the checks pass.
+    Blocking,
+    /// Needs an acknowledgement before the first disruptive step.
+    Warning,
 }
 
 /// The members' alarms and KPIs at one instant.
@@ -771,6 +869,8 @@ pub enum StepAction {
     StageMedia,
     /// Media: remove the media of a version the member no longer runs (after the rollout).
     RemoveMedia,
+    /// Preparation: run the checks of `upgrade.prepare` on a member (non-disruptive).
+    Prepare,
 }
 
 impl StepAction {

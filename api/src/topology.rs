@@ -131,7 +131,7 @@ pub struct ClientStatus {
     pub last_error: Option<String>,
 }
 
-fn is_zero(n: &u32) -> bool {
+pub(crate) fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 

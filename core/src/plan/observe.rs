@@ -23,6 +23,18 @@ pub struct OpView {
     pub state: OpState,
     pub progress: u8,
     pub message: String,
+    /// What a `prepare` operation found (its checks ran; the findings are its result).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<FindingView>,
+}
+
+/// One finding of an agent's preparation checks, as its operation reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingView {
+    pub check: String,
+    pub severity: crate::api::FindingSeverity,
+    pub code: String,
+    pub message: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -201,6 +213,7 @@ op_kinds! {
     Task => "task",
     StageMedia => "stage-media",
     RemoveMedia => "remove-media",
+    Prepare => "prepare",
 }
 
 /// A request to an agent. The id is derived from the recorded step, so sending it twice is the
@@ -227,6 +240,9 @@ pub struct OpRequest {
     /// The agent task a `task` operation runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// The checks a `prepare` operation runs (`upgrade.prepare.checks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
 }
 
 impl OpRequest {
@@ -242,6 +258,7 @@ impl OpRequest {
             trust: None,
             peer: None,
             task: None,
+            checks: Vec::new(),
         }
     }
 }

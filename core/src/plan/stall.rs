@@ -80,6 +80,12 @@ pub enum Stall {
         version: String,
         findings: Vec<String>,
     },
+    /// The preparation checks for `version` found blocking problems (`findings`, each
+    /// `member check Code: message`).
+    PreparationFailed {
+        version: String,
+        findings: Vec<String>,
+    },
 }
 
 impl Stall {
@@ -105,6 +111,7 @@ impl Stall {
             Stall::TaskFailed { .. } => "TaskFailed",
             Stall::TaskBlocked { .. } => "TaskBlocked",
             Stall::HealthRegressed { .. } => "HealthCheckFailed",
+            Stall::PreparationFailed { .. } => "PreparationFailed",
         }
     }
 
@@ -205,6 +212,12 @@ impl fmt::Display for Stall {
                 f,
                 "health worse after the upgrade to {version}: {}; fix it, or accept it with a retry intent",
                 super::conditions::bounded(&findings.join("; "), 600)
+            ),
+            Stall::PreparationFailed { version, findings } => write!(
+                f,
+                "the preparation checks for {version} found {} blocking: {}; fix them, then retry the cluster (the checks run again)",
+                findings.len(),
+                super::conditions::bounded(&findings.join("; "), 800)
             ),
             Stall::TaskBlocked {
                 task,

@@ -17,6 +17,8 @@ pub struct SimOp {
     /// Decided at submission from the seed: this run of the operation fails.
     pub fails: bool,
     pub message: String,
+    /// What a `prepare` operation reports once it succeeds.
+    pub findings: Vec<crate::plan::observe::FindingView>,
 }
 
 /// A set of CA numbers (0 to 63): the trust store of a simulated member.
@@ -141,6 +143,9 @@ pub struct SimMember {
     pub joined: bool,
     /// Versions whose upgrade media it holds (`stage-media` adds, `remove-media` removes).
     pub media: Vec<String>,
+    /// What its preparation checks find now (`prepare` reports it; a human's fix removes the
+    /// blocking ones).
+    pub prepare: Vec<crate::plan::observe::FindingView>,
     /// It accepts half the writes (a version the scenario made slow): its `writeRate` halves.
     pub slow: bool,
     /// Kind and end of the running operation: `current` looked up in `ops` while Running,
@@ -175,6 +180,7 @@ impl SimMember {
             retired: false,
             joined: true,
             media: Vec::new(),
+            prepare: Vec::new(),
             slow: false,
             running: None,
         }
@@ -239,6 +245,12 @@ impl SimMember {
                 100
             },
             message: op.message.clone(),
+            // Findings are a finished operation's result.
+            findings: if op.state == OpState::Succeeded {
+                op.findings.clone()
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -445,7 +457,8 @@ impl SimMember {
             | OpKind::Backup
             | OpKind::Verify
             | OpKind::SyncConfig
-            | OpKind::ResignData => {}
+            | OpKind::ResignData
+            | OpKind::Prepare => {}
             // The simulator counts the tasks that ran (`Sim::tick`).
             OpKind::Task => {}
             OpKind::StageMedia => {

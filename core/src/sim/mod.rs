@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::values::Duration;
 use crate::api::{
-    CertificatesSpec, ClusterPhase, ClusterSpec, ClusterStatus, Direction, MemberRole, MemberSpec,
-    MeshPhase, MeshSpec, MeshStatus, Timestamp, UpgradeStrategy,
+    CertificatesSpec, ClusterPhase, ClusterSpec, ClusterStatus, Direction, FindingSeverity,
+    MemberRole, MemberSpec, MeshPhase, MeshSpec, MeshStatus, Timestamp, UpgradeStrategy,
     values::{cmp_versions, same_version},
 };
 use crate::plan::software::effective_version_str;
@@ -61,6 +61,9 @@ pub struct SimConfig {
     pub upgrade_backlog: u64,
     /// Backlog entries a running member sends per second.
     pub backlog_drain_rate: u64,
+    /// A human answers the preparation checks (`upgrade.prepare`) within 30 simulated minutes:
+    /// fixes what blocks and retries the cluster, acknowledges the warnings.
+    pub answer_preparation: bool,
 }
 
 /// Versions of the simulated software with a bug the planner must survive (like the demo
@@ -93,6 +96,7 @@ impl Default for SimConfig {
             duration_jitter: 0.25,
             upgrade_backlog: 0,
             backlog_drain_rate: 20,
+            answer_preparation: false,
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct SimCluster {
     pub ca: Option<CaInput>,
     /// Next time the planner wants to look (the loop's requeue).
     next_look: Timestamp,
+    /// When the human answers what the preparation checks found ([`SimConfig::answer_preparation`]).
+    human_at: Option<Timestamp>,
 }
 
 impl SimCluster {
@@ -174,6 +180,10 @@ pub struct SimStats {
     pub member_crashes: u64,
     /// Times the mesh began to report deferred tiers behind (`status.lagging`).
     pub lagged: u64,
+    /// Preparations a human answered: blocking findings fixed (and retried), warnings
+    /// acknowledged.
+    pub preparations_fixed: u64,
+    pub preparations_acknowledged: u64,
     /// First instant every cluster was Ready.
     pub converged_at: Option<Timestamp>,
 }
@@ -376,6 +386,7 @@ impl Sim {
             acked: 0,
             ca: None,
             next_look: self.now,
+            human_at: None,
         });
     }
 
@@ -1044,6 +1055,7 @@ impl Sim {
         self.task_checks(ci, member, &req);
         self.media_checks(ci, member, &req);
         self.health_checks(ci, member, &req);
+        self.prepare_checks(ci, member, &req);
         // A joining member moved to the active's software before it joins is no rollout step.
         if moving && self.edited && joined(&self.clusters[ci], member) {
             self.tier_order_at_start(ci, member, req.kind);
@@ -1153,6 +1165,11 @@ impl Sim {
         if req.kind == OpKind::Promote {
             self.stats.switchovers += 1;
         }
+        let findings = if req.kind == OpKind::Prepare {
+            self.prepare_findings(ci, member)
+        } else {
+            vec![]
+        };
         let Some(m) = self.clusters[ci].members.get_mut(member) else {
             return;
         };
@@ -1166,6 +1183,7 @@ impl Sim {
             finish_at: now.plus(dur).plus(jitter),
             fails,
             message: String::new(),
+            findings,
         });
     }
 
@@ -1357,6 +1375,152 @@ impl Sim {
         }
         if let Some(f) = found {
             self.violation(f);
+        }
+    }
+
+    /// What `member`'s preparation checks report now.
+    fn prepare_findings(&self, ci: usize, member: &str) -> Vec<crate::plan::observe::FindingView> {
+        self.clusters[ci]
+            .members
+            .get(member)
+            .map(|m| m.prepare.clone())
+            .unwrap_or_default()
+    }
+
+    /// Preparation checks (`upgrade.prepare`), checked when an upgrade starts, from what the
+    /// agents ran rather than what the status says: every member of the cluster that does not
+    /// run the cluster's target yet ran the checks for it, the last run on each found nothing
+    /// blocking, and warnings found by those runs were acknowledged (an acknowledgement of the
+    /// cluster's checks for the target among its approvals) unless `warnings: Record`.
+    fn prepare_checks(&mut self, ci: usize, member: &str, req: &OpRequest) {
+        let c = &self.clusters[ci];
+        let Some(policy) = c.spec.upgrade.prepare.as_ref() else {
+            return;
+        };
+        let target = c.status.as_ref().and_then(|s| s.target_version.clone());
+        let (OpKind::Upgrade, Some(v)) = (req.kind, target) else {
+            return;
+        };
+        let mut found = vec![];
+        let mut warned = false;
+        for d in &c.spec.members {
+            let Some(m) = c.members.get(&d.name) else {
+                continue;
+            };
+            if same_version(&m.version, &v) {
+                continue;
+            }
+            let last = m
+                .ops
+                .values()
+                .filter(|o| {
+                    o.req.kind == OpKind::Prepare
+                        && o.state == OpState::Succeeded
+                        && o.req.version.as_deref() == Some(v.as_str())
+                })
+                .max_by_key(|o| o.started);
+            match last {
+                None => found.push(format!(
+                    "{}/{member}: upgrade to {v} started before {} ran its preparation checks",
+                    c.name, m.name
+                )),
+                Some(o) => {
+                    if o.findings
+                        .iter()
+                        .any(|f| f.severity == FindingSeverity::Blocking)
+                    {
+                        found.push(format!(
+                            "{}/{member}: upgrade to {v} started while the preparation checks \
+                             of {} found a blocking problem",
+                            c.name, m.name
+                        ));
+                    }
+                    warned |= o
+                        .findings
+                        .iter()
+                        .any(|f| f.severity == FindingSeverity::Warning);
+                }
+            }
+        }
+        let ack = format!("prepare/{}@{v}#", c.name);
+        if warned
+            && policy.warnings == crate::api::PrepareWarnings::Acknowledge
+            && !c.intents.approve.iter().any(|a| a.starts_with(&ack))
+        {
+            found.push(format!(
+                "{}/{member}: upgrade to {v} started with preparation warnings nobody acknowledged",
+                c.name
+            ));
+        }
+        for f in found {
+            self.violation(f);
+        }
+    }
+
+    /// The human of [`SimConfig::answer_preparation`]: notices a finished preparation that
+    /// holds the cluster (blocking findings stalled it, or warnings wait), and answers a while
+    /// later: fixes the blocking causes on every member and retries, or acknowledges.
+    fn answer_preparations(&mut self) {
+        if !self.cfg.answer_preparation {
+            return;
+        }
+        let now = self.now;
+        for ci in 0..self.clusters.len() {
+            let c = &self.clusters[ci];
+            let need = c.status.as_ref().and_then(|s| {
+                let p = s.preparation.as_ref()?;
+                let d = p.digest.as_ref()?;
+                let blocking = p
+                    .findings
+                    .iter()
+                    .any(|f| f.severity == FindingSeverity::Blocking);
+                let stalled = s.phase == ClusterPhase::Stalled
+                    && s.conditions.iter().any(|x| {
+                        x.type_ == "Stalled"
+                            && x.status == "True"
+                            && x.reason == "PreparationFailed"
+                    });
+                if blocking {
+                    stalled.then_some(None)
+                } else if !p.acknowledged {
+                    Some(Some(crate::plan::cluster::preparation_acknowledgement(
+                        &c.name, &p.version, d,
+                    )))
+                } else {
+                    None
+                }
+            });
+            let Some(need) = need else {
+                self.clusters[ci].human_at = None;
+                continue;
+            };
+            let Some(at) = self.clusters[ci].human_at else {
+                let delay = Duration::from_secs(self.rng.below(1800));
+                self.clusters[ci].human_at = Some(now.plus(delay));
+                continue;
+            };
+            if now < at {
+                continue;
+            }
+            let c = &mut self.clusters[ci];
+            c.human_at = None;
+            c.next_look = now;
+            match need {
+                Some(name) => {
+                    if !c.intents.approve.contains(&name) {
+                        c.intents.approve.push(name);
+                    }
+                    self.stats.preparations_acknowledged += 1;
+                }
+                None => {
+                    for m in c.members.values_mut() {
+                        m.prepare
+                            .retain(|f| f.severity != FindingSeverity::Blocking);
+                    }
+                    c.intents.retry = Some(format!("prepare-fixed-{}", now.0));
+                    self.stats.preparations_fixed += 1;
+                }
+            }
         }
     }
 
@@ -1807,6 +1971,9 @@ impl Sim {
         let mut t = self.now.plus(Duration::from_secs(60));
         for c in &self.clusters {
             t = t.min(c.next_look);
+            if let Some(h) = c.human_at {
+                t = t.min(h);
+            }
             for m in c.members.values() {
                 if let Some(end) = m.running_until() {
                     t = t.min(end);
@@ -1845,6 +2012,7 @@ impl Sim {
         let mut changed = true;
         self.mesh_quiet = None;
         while self.now < end {
+            self.answer_preparations();
             changed |= self.pass_inner(true);
             if changed {
                 self.check_invariants();
@@ -1864,6 +2032,10 @@ impl Sim {
     /// Nothing more will happen without a human: every cluster is Ready, or stopped in a
     /// terminal state, or waiting behind a mesh that is blocked by such clusters.
     pub fn settled(&self) -> bool {
+        // A human is about to answer a preparation.
+        if self.clusters.iter().any(|c| c.human_at.is_some()) {
+            return false;
+        }
         let ms = self.mesh.as_ref().and_then(|m| m.status.as_ref());
         let terminal = |c: &SimCluster| {
             c.status.as_ref().is_some_and(|s| {

@@ -11,7 +11,7 @@
 //! May use: `state`, `view`, `record` (acknowledging), `start` (backups). Used by `member`,
 //! `handover`, `choose` and the pipeline (`super`).
 
-use crate::api::{LogMode, StepAction, Supervision, UpgradeStrategy};
+use crate::api::{LogMode, MemberRole, StepAction, Supervision, UpgradeStrategy};
 use crate::plan::window::{WindowState, window_state};
 
 use super::record;
@@ -22,6 +22,29 @@ use super::view;
 /// Paused by the spec or by an intent.
 pub(super) fn paused(p: &Pass<'_>) -> bool {
     p.spec().paused || p.inp.intents.pause
+}
+
+/// `member` may take a step ahead of the window (media, preparation) now: idle, not Zombie,
+/// not backing off (the wake is set for the end of its backoff), the cluster not paused.
+pub(super) fn may_step_ahead(p: &mut Pass<'_>, member: &str, now: crate::api::Timestamp) -> bool {
+    if p.busy(member) {
+        return false;
+    }
+    match p.record(member) {
+        Some(r) if r.role == MemberRole::Zombie => return false,
+        Some(r) => {
+            if let Some(at) = r.next_attempt_at.filter(|&at| now < at) {
+                p.wake_at(at);
+                return false;
+            }
+        }
+        None => {}
+    }
+    if paused(p) {
+        p.held = true;
+        return false;
+    }
+    true
 }
 
 /// New steps may start: not paused and admitted by the mesh (standalone clusters always are).

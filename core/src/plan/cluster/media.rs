@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{MediaPolicy, MemberRole, MemberSpec, StepAction};
+use crate::api::{MediaPolicy, MemberSpec, StepAction};
 
 use super::gates;
 use super::start;
@@ -50,29 +50,6 @@ pub(super) fn missing(p: &Pass<'_>, m: &MemberSpec, version: &str) -> Option<Str
         .then(|| format!("{} waits for the media of {version} to be staged", m.name))
 }
 
-/// `member` may take a media step now: idle, not Zombie, not backing off (the wake is set
-/// for the end of its backoff), the cluster not paused.
-fn may_step(p: &mut Pass<'_>, member: &str, now: crate::api::Timestamp) -> bool {
-    if p.busy(member) {
-        return false;
-    }
-    match p.record(member) {
-        Some(r) if r.role == MemberRole::Zombie => return false,
-        Some(r) => {
-            if let Some(at) = r.next_attempt_at.filter(|&at| now < at) {
-                p.wake_at(at);
-                return false;
-            }
-        }
-        None => {}
-    }
-    if gates::paused(p) {
-        p.held = true;
-        return false;
-    }
-    true
-}
-
 /// Stage what the members' upgrades need, per site within the bound.
 pub(super) fn stage(p: &mut Pass<'_>) {
     let Some(policy) = policy(p) else {
@@ -94,7 +71,7 @@ pub(super) fn stage(p: &mut Pass<'_>) {
         let Some(version) = unstaged(p, m).into_iter().next() else {
             continue;
         };
-        if !may_step(p, &m.name, now) {
+        if !gates::may_step_ahead(p, &m.name, now) {
             continue;
         }
         let n_site = staging.entry(m.site.clone()).or_default();
@@ -142,7 +119,7 @@ pub(super) fn cleanup(p: &mut Pass<'_>) -> bool {
             continue;
         };
         owed = true;
-        if !may_step(p, &m.name, now) {
+        if !gates::may_step_ahead(p, &m.name, now) {
             continue;
         }
         let mut n = NewStep::on(StepAction::RemoveMedia, &m.name);

@@ -94,6 +94,12 @@ pub(super) fn next_for_member(p: &Pass<'_>, m: &MemberSpec, active: &str) -> Nex
         {
             return Next::Wait(why);
         }
+        // Nor before every member ran its preparation checks and they hold nothing back.
+        if !mv.down
+            && let Some(why) = super::prepare::missing(p, m)
+        {
+            return Next::Wait(why);
+        }
         if !is_active && matches!(a.role, MemberRole::Standby | MemberRole::Spare) {
             let mut n = NewStep::on(StepAction::ForceStandby, &m.name);
             n.source = active_source();

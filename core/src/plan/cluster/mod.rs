@@ -40,6 +40,7 @@ mod media;
 mod member;
 mod op;
 mod outcome;
+mod prepare;
 mod record;
 mod rotation;
 mod start;
@@ -58,6 +59,10 @@ use crate::api::{CertificatesSpec, ClusterSpec, ClusterStatus, RotationPhase, Ti
 use super::object::ObjectView;
 use super::observe::{Action, ClusterObservation, PlanEvent, Wake};
 
+pub use prepare::{
+    acknowledgement as preparation_acknowledgement,
+    parse_acknowledgement as parse_preparation_acknowledgement,
+};
 pub use record::expected_alarm;
 pub use rotation::phase_approval_name as rotation_phase_name;
 pub use state::switchover_step_name;
@@ -243,5 +248,6 @@ fn run(p: &mut state::Pass<'_>) {
     task::run(p);
     // Staging is not disruptive: it runs unadmitted and outside windows (see `media`).
     media::stage(p);
+    prepare::run(p);
     choose::choose_next(p);
 }

@@ -32,6 +32,9 @@ pub(super) fn advance_op(p: &mut Pass<'_>, s: &StepRecord) -> Advanced {
         }
         Some(op) if op.state == OpState::Running => Advanced::Keep,
         Some(op) if op.state == OpState::Succeeded => {
+            if s.action == StepAction::Prepare {
+                super::prepare::record_result(p, s, &op.findings);
+            }
             outcome::succeeded(p, s);
             Advanced::Done
         }
@@ -87,6 +90,7 @@ fn request_for(p: &Pass<'_>, s: &StepRecord) -> Option<OpRequest> {
         StepAction::Task => OpKind::Task,
         StepAction::StageMedia => OpKind::StageMedia,
         StepAction::RemoveMedia => OpKind::RemoveMedia,
+        StepAction::Prepare => OpKind::Prepare,
         StepAction::AwaitSync | StepAction::Switchover => return None,
     };
     let role = matches!(s.action, StepAction::Release | StepAction::Join).then(|| {
@@ -111,5 +115,15 @@ fn request_for(p: &Pass<'_>, s: &StepRecord) -> Option<OpRequest> {
         trust: s.trust.clone(),
         peer: s.peer.clone(),
         task: s.task.as_ref().map(|t| t.task.clone()),
+        checks: match s.action {
+            StepAction::Prepare => p
+                .spec()
+                .upgrade
+                .prepare
+                .as_ref()
+                .map(|x| x.checks.clone())
+                .unwrap_or_default(),
+            _ => vec![],
+        },
     })
 }

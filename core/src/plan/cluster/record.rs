@@ -60,9 +60,12 @@ pub(super) fn apply_retry_intent(p: &mut Pass<'_>) {
         }
         _ => false,
     };
+    let rerun = super::prepare::rerun(p);
     acknowledge(p, ack);
     let msg = if had_rollback {
         "retry requested: automatic rollback cleared"
+    } else if rerun {
+        "retry requested: the preparation checks run again"
     } else if accepted {
         "retry requested: the worse health after the rollout accepted"
     } else {

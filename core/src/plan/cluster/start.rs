@@ -41,10 +41,14 @@ pub(super) fn advance(p: &mut Pass<'_>, s: StepRecord) -> Option<StepRecord> {
 
 /// Record a new step (intent first) and ask for its first operation.
 pub(super) fn start(p: &mut Pass<'_>, n: NewStep) {
-    // A mesh task runs when its mesh asks, admitted or not, and media is staged or removed
-    // ahead of the window (their stages hold them while the cluster is paused).
-    let unadmitted =
-        n.task.is_some() || matches!(n.action, StepAction::StageMedia | StepAction::RemoveMedia);
+    // A mesh task runs when its mesh asks, admitted or not, and media is staged or removed,
+    // and the preparation checks run, ahead of the window (their stages hold them while the
+    // cluster is paused).
+    let unadmitted = n.task.is_some()
+        || matches!(
+            n.action,
+            StepAction::StageMedia | StepAction::RemoveMedia | StepAction::Prepare
+        );
     if !p.may_start && !n.rollback && !unadmitted {
         p.held = true;
         return;

@@ -321,6 +321,7 @@ pub(super) fn action_name(a: StepAction) -> &'static str {
         StepAction::Task => "task",
         StepAction::StageMedia => "stage-media",
         StepAction::RemoveMedia => "remove-media",
+        StepAction::Prepare => "prepare",
     }
 }
 

@@ -255,7 +255,10 @@ impl<'a> Reader<'a> {
                 s.steps.iter().any(|x| {
                     !matches!(
                         x.action,
-                        StepAction::Task | StepAction::StageMedia | StepAction::RemoveMedia
+                        StepAction::Task
+                            | StepAction::StageMedia
+                            | StepAction::RemoveMedia
+                            | StepAction::Prepare
                     ) && !crate::plan::cluster::membership_step(s, x)
                 })
             }),
