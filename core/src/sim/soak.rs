@@ -9,11 +9,14 @@
 use super::rng::Rng;
 use super::topology::{self, Bounds};
 use super::{Sim, SimConfig};
+use crate::api::FindingSeverity;
 use crate::api::values::Duration;
 use crate::api::{
     CertificatesSpec, DeferredSpec, Direction, DrainSpec, HealthPolicy, KpiAggregate, KpiRule,
-    KpiWorse, MaintenanceWindow, MediaPolicy, MeshTaskSpec, TaskRollouts, Timestamp,
+    KpiWorse, MaintenanceWindow, MediaPolicy, MeshTaskSpec, PreparePolicy, PrepareWarnings,
+    TaskRollouts, Timestamp,
 };
+use crate::plan::observe::FindingView;
 
 /// What a randomized rollout does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +149,11 @@ pub struct Verdict {
     pub staged: usize,
     /// Clusters stopped because their health got worse ([`Scenario::PROCEDURES`]).
     pub health_stalls: usize,
+    /// Preparation checks that ran, and preparations a human answered: blocking findings
+    /// fixed and retried, warnings acknowledged ([`Scenario::PROCEDURES`]).
+    pub prepared: usize,
+    pub preparations_fixed: usize,
+    pub preparations_acknowledged: usize,
 }
 
 impl Verdict {
@@ -305,9 +313,50 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
             }
         }
     }
+    // Preparation checks (half the clusters): a member's checks may find a blocking problem
+    // (a human fixes it and retries) or a dropped scheduled job (acknowledged, or recorded).
+    let prepare = procedures && rng.chance(0.6);
+    if prepare {
+        cfg.answer_preparation = true;
+        for c in topo.clusters.iter_mut() {
+            if rng.chance(0.5) {
+                c.spec.upgrade.prepare = Some(PreparePolicy {
+                    checks: vec!["config".into(), "gateways".into(), "scheduledJobs".into()],
+                    warnings: if rng.chance(0.8) {
+                        PrepareWarnings::Acknowledge
+                    } else {
+                        PrepareWarnings::Record
+                    },
+                });
+            }
+        }
+    }
     let mut sim = Sim::new(cfg, START);
     for c in topo.clusters {
         sim.add_cluster(&c.name, c.labels, c.spec, from);
+    }
+    if prepare {
+        for c in sim.clusters.iter_mut() {
+            if c.spec.upgrade.prepare.is_none() {
+                continue;
+            }
+            for m in c.members.values_mut() {
+                if rng.chance(0.1) {
+                    m.prepare.push(prepare_finding(
+                        FindingSeverity::Blocking,
+                        "gateways",
+                        "GatewayDown",
+                    ));
+                }
+                if rng.chance(0.2) {
+                    m.prepare.push(prepare_finding(
+                        FindingSeverity::Warning,
+                        "scheduledJobs",
+                        "ScheduledJobDropped",
+                    ));
+                }
+            }
+        }
     }
     sim.set_mesh("mesh", topo.mesh);
     if matches!(scenario, Scenario::Reversal | Scenario::ProcedureReversal) {
@@ -368,6 +417,18 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
             op.req.kind == crate::plan::OpKind::Task && op.state == crate::plan::OpState::Succeeded
         })
         .count();
+    v.prepared = sim
+        .clusters
+        .iter()
+        .flat_map(|c| c.members.values())
+        .flat_map(|m| m.ops.values())
+        .filter(|op| {
+            op.req.kind == crate::plan::OpKind::Prepare
+                && op.state == crate::plan::OpState::Succeeded
+        })
+        .count();
+    v.preparations_fixed = sim.stats.preparations_fixed as usize;
+    v.preparations_acknowledged = sim.stats.preparations_acknowledged as usize;
     v.drains = sim
         .mesh
         .as_ref()
@@ -376,6 +437,15 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
             st.log.iter().filter(|e| e.action == "drain").count()
         });
     v
+}
+
+fn prepare_finding(severity: FindingSeverity, check: &str, code: &str) -> FindingView {
+    FindingView {
+        check: check.into(),
+        severity,
+        code: code.into(),
+        message: format!("{code} (simulated)"),
+    }
 }
 
 /// The verdict on a run: violations, liveness once settled (rotations included), counts.
@@ -453,6 +523,9 @@ fn verdict(sim: &Sim) -> Verdict {
         approved: 0,
         staged: 0,
         health_stalls: 0,
+        prepared: 0,
+        preparations_fixed: 0,
+        preparations_acknowledged: 0,
     }
 }
 
@@ -722,6 +795,7 @@ mod tests {
     fn every_procedure_scenario_drains_safely_on_small_meshes() {
         let (mut drains, mut tasks, mut lagged, mut approved, mut staged) = (0, 0, 0, 0, 0);
         let mut health_stalls = 0;
+        let (mut prepared, mut fixed, mut acknowledged) = (0, 0, 0);
         for scenario in Scenario::PROCEDURES {
             for seed in 1..=40 {
                 let v = random_rollout(seed, SMALL, scenario);
@@ -732,8 +806,17 @@ mod tests {
                 approved += v.approved;
                 staged += v.staged;
                 health_stalls += v.health_stalls;
+                prepared += v.prepared;
+                fixed += v.preparations_fixed;
+                acknowledged += v.preparations_acknowledged;
             }
         }
+        assert!(prepared > 0, "no preparation checks ran");
+        assert!(
+            fixed > 0,
+            "no blocking preparation finding was fixed and retried"
+        );
+        assert!(acknowledged > 0, "no preparation warning was acknowledged");
         assert!(drains > 0, "no tier waited for a drain");
         assert!(tasks > 0, "no once-per-mesh task ran");
         assert!(
