@@ -60,9 +60,9 @@ fn main() {
     };
     if procedures {
         println!(
-            "| scenario | rollouts | clusters | members | tiers drained | tasks run | deferred tiers lagged | deferred tiers approved | media staged | health stalls | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
+            "| scenario | rollouts | clusters | members | tiers drained | tasks run | deferred tiers lagged | deferred tiers approved | media staged | health stalls | checks run | blocking fixed | warnings acked | operator crashes | member crashes | clusters ready | violations | liveness failures | wall s |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     } else if topology {
         println!(
             "| scenario | rollouts | clusters | members | members added | members removed | operator crashes | member crashes | clusters ready | clusters stalled | violations | liveness failures | wall s |"
@@ -117,6 +117,7 @@ fn main() {
         let (mut rotations, mut rotated, mut r_stalled, mut r_held, mut forced) = (0, 0, 0, 0, 0);
         let (mut added, mut removed, mut stalled, mut drains, mut tasks) = (0, 0, 0, 0, 0);
         let (mut lagged, mut approved, mut staged, mut health) = (0, 0, 0, 0);
+        let (mut prepared, mut fixed, mut acked) = (0, 0, 0);
         for i in 0..per {
             let seed = first + k as u64 * per + i;
             let v = random_rollout(seed, bounds, *scenario);
@@ -139,6 +140,9 @@ fn main() {
             approved += v.approved;
             staged += v.staged;
             health += v.health_stalls;
+            prepared += v.prepared;
+            fixed += v.preparations_fixed;
+            acked += v.preparations_acknowledged;
             if let Some(f) = trace.as_mut() {
                 let mut line = format!(
                     "{scenario:?} {seed} clusters={} members={} passes={} ops={} switchovers={} oc={} mc={} virtual={} ready={} stalled={:?} violations={:?} liveness={:?}\n",
@@ -192,7 +196,7 @@ fn main() {
         bad += viol + live;
         if procedures {
             println!(
-                "| {scenario:?} | {per} | {clusters} | {members} | {drains} | {tasks} | {lagged} | {approved} | {staged} | {health} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
+                "| {scenario:?} | {per} | {clusters} | {members} | {drains} | {tasks} | {lagged} | {approved} | {staged} | {health} | {prepared} | {fixed} | {acked} | {oc} | {mc} | {ready} | {viol} | {live} | {:.1} |",
                 t.elapsed().as_secs_f64()
             );
         } else if topology {

@@ -267,6 +267,12 @@ pub fn status(state_path: &Path, output: Output, with_log: bool) -> anyhow::Resu
                 if let Some(h) = &s.health {
                     out.push_str(&format!("  health: {}\n", view::health_summary(h)));
                 }
+                if let Some(p) = &s.preparation {
+                    out.push_str(&format!(
+                        "  preparation: {}\n",
+                        view::preparation_summary(n, p)
+                    ));
+                }
                 let pending: Vec<String> = intents
                     .clusters
                     .get(n)
@@ -426,16 +432,35 @@ pub fn approval_cluster(step: &str) -> anyhow::Result<&str> {
     if let Some((cluster, ..)) = rotation_name(step) {
         return Ok(cluster);
     }
+    if step.starts_with("prepare/") {
+        return check_preparation_acknowledgement(step);
+    }
     step.strip_prefix("switchover/")
         .and_then(|r| r.split('/').next())
         .filter(|c| !c.is_empty() && step.contains('@'))
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "{step:?} is not a step name; approvable steps look like \
-                 switchover/CLUSTER/MEMBER@VERSION, rotation/CLUSTER/PHASE@CA or \
-                 tier/MESH/TIER@VERSION (see `baton status`)"
+                 switchover/CLUSTER/MEMBER@VERSION, rotation/CLUSTER/PHASE@CA, \
+                 prepare/CLUSTER@VERSION#DIGEST or tier/MESH/TIER@VERSION (see `baton status`)"
             )
         })
+}
+
+/// The cluster a well-formed acknowledgement of preparation warnings names
+/// (`prepare/CLUSTER@VERSION#DIGEST`, the digest as the cluster's status gives it).
+pub fn check_preparation_acknowledgement(step: &str) -> anyhow::Result<&str> {
+    let Some((cluster, version, _)) = crate::plan::cluster::parse_preparation_acknowledgement(step)
+    else {
+        bail!(
+            "{step:?} is not an acknowledgement of preparation warnings; they look like \
+             prepare/CLUSTER@VERSION#DIGEST with the 12-digit digest the cluster's status shows"
+        );
+    };
+    if let Err(e) = version.parse::<crate::api::Version>() {
+        bail!("{step:?}: {version:?} is not a version: {e}");
+    }
+    Ok(cluster)
 }
 
 /// A deferred tier's approval, `tier/MESH/TIER@VERSION`: the mesh, the tier and the version.
@@ -568,6 +593,11 @@ pub fn check_approval<'a>(
     if step.starts_with("rotation/") {
         // A phase of the rotation, not a member's step: the name says all there is to check.
         return check_rotation_name(step).map(|_| ());
+    }
+    if step.starts_with("prepare/") {
+        // The cluster's preparation warnings: the digest says which (a stale one waits
+        // harmlessly, as new warnings need their own acknowledgement).
+        return check_preparation_acknowledgement(step).map(|_| ());
     }
     let rest = step
         .strip_prefix("switchover/")

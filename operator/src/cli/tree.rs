@@ -152,6 +152,13 @@ fn cluster_line(c: &TreeCluster<'_>) -> String {
             if let Some(h) = &st.health {
                 let _ = write!(s, "  health {}", super::view::health_summary(h));
             }
+            if let Some(p) = &st.preparation {
+                let _ = write!(
+                    s,
+                    "  preparation {}",
+                    super::view::preparation_summary(c.name, p)
+                );
+            }
             let ca = st
                 .certificates
                 .as_ref()

@@ -4,8 +4,9 @@
 use std::fmt::Write;
 
 use crate::api::{
-    CertificatesStatus, ClusterStatus, DeferredWait, HealthStatus, LogEntry,
-    MeshCertificatesStatus, MeshStatus, TierDeferredStatus, Timestamp, condition as cond,
+    CertificatesStatus, ClusterStatus, DeferredWait, FindingSeverity, HealthStatus, LogEntry,
+    MeshCertificatesStatus, MeshStatus, PreparationStatus, TierDeferredStatus, Timestamp,
+    condition as cond,
 };
 use crate::plan::conditions::condition_true;
 use crate::plan::trust::short_id;
@@ -147,6 +148,58 @@ pub fn health_summary(h: &HealthStatus) -> String {
     }
     let accepted = if h.accepted { ", accepted" } else { "" };
     format!("worse for {v}{accepted}: {}", h.findings.join("; "))
+}
+
+/// Where a cluster's preparation checks stand, on one line: `running for 2.0.0 (done on a)`,
+/// `blocked for 2.0.0: ...`, `2 warnings for 2.0.0 await prepare/c@2.0.0#...: ...`, `passed for
+/// 2.0.0 (1 warning acknowledged)`.
+pub fn preparation_summary(cluster: &str, p: &PreparationStatus) -> String {
+    let v = &p.version;
+    let of = |severity: FindingSeverity| -> Vec<String> {
+        p.findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .map(|f| format!("{} {} {}: {}", f.member, f.check, f.code, f.message))
+            .collect()
+    };
+    let (blocking, warnings) = (of(FindingSeverity::Blocking), of(FindingSeverity::Warning));
+    let more = if p.omitted > 0 {
+        format!(" ({} more not listed)", p.omitted)
+    } else {
+        String::new()
+    };
+    let Some(digest) = &p.digest else {
+        return if p.prepared.is_empty() {
+            format!("running for {v}")
+        } else {
+            format!("running for {v} (done on {})", p.prepared.join(", "))
+        };
+    };
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    if !blocking.is_empty() {
+        return format!(
+            "blocked for {v} (retry once fixed): {}{more}",
+            blocking.join("; ")
+        );
+    }
+    if warnings.is_empty() {
+        return format!("passed for {v}");
+    }
+    if p.acknowledged {
+        return format!(
+            "passed for {v} ({} warning{} acknowledged or recorded: {}){more}",
+            warnings.len(),
+            plural(warnings.len()),
+            warnings.join("; ")
+        );
+    }
+    let ack = crate::plan::cluster::preparation_acknowledgement(cluster, v, digest);
+    format!(
+        "{} warning{} for {v} await {ack}: {}{more}",
+        warnings.len(),
+        plural(warnings.len()),
+        warnings.join("; ")
+    )
 }
 
 /// The `kubectl get clusters` view.

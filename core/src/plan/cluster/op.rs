@@ -33,7 +33,7 @@ pub(super) fn advance_op(p: &mut Pass<'_>, s: &StepRecord) -> Advanced {
         Some(op) if op.state == OpState::Running => Advanced::Keep,
         Some(op) if op.state == OpState::Succeeded => {
             if s.action == StepAction::Prepare {
-                super::prepare::record_result(p, s, &op.findings);
+                outcome::prepared(p, s, &op.findings);
             }
             outcome::succeeded(p, s);
             Advanced::Done

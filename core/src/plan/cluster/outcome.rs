@@ -5,7 +5,8 @@
 //! Owns: `status.members[].{failures, nextAttemptAt, lastError, preflightPassed,
 //! configSynced, verified}` and the Zombie role on failure, a mesh task's end in
 //! `status.tasks[]` (state, failures, backoff), `verifiedTarget`, `lastBackup`,
-//! `switchover` (the record a traffic check follows), and the step's log entry result.
+//! `switchover` (the record a traffic check follows), a member's preparation findings in
+//! `status.preparation` (and the `PreparationChecked` event), and the step's log entry result.
 //!
 //! May use: `state`, `view`, `log`. Used by `op`, `switchover`.
 
@@ -14,9 +15,64 @@ use crate::api::{
     TaskState, values::Duration,
 };
 
+use crate::api::{FindingSeverity, PreparationFinding};
+use crate::plan::conditions::bounded;
+use crate::plan::observe::FindingView;
+
 use super::log;
 use super::state::{Advanced, NewStep, Pass, describe, verify_token};
 use super::view;
+
+/// Findings of the preparation checks kept in the status (the rest are counted in `omitted`).
+const MAX_FINDINGS: usize = 64;
+
+/// A `Prepare` step succeeded: keep what the member's checks found (`upgrade.prepare`; the
+/// `prepare` stage judges them once every member ran its checks).
+pub(super) fn prepared(p: &mut Pass<'_>, s: &StepRecord, findings: &[FindingView]) {
+    let Some(st) = p.st.preparation.as_mut() else {
+        return;
+    };
+    if s.version.as_deref() != Some(st.version.as_str()) || st.prepared.contains(&s.member) {
+        return;
+    }
+    st.prepared.push(s.member.clone());
+    for f in findings {
+        if st.findings.len() >= MAX_FINDINGS {
+            st.omitted += 1;
+            continue;
+        }
+        st.findings.push(PreparationFinding {
+            member: s.member.clone(),
+            check: bounded(&f.check, 63),
+            severity: f.severity,
+            code: bounded(&f.code, 63),
+            message: bounded(&f.message, 300),
+        });
+    }
+    let mine: Vec<&FindingView> = findings.iter().collect();
+    let msg = format!(
+        "{}: preparation checks for {}: {}",
+        s.member,
+        st.version,
+        count(&mine)
+    );
+    p.event(false, "PreparationChecked", bounded(&msg, 1000));
+}
+
+/// `1 blocking, 2 warnings` (or `nothing found`).
+fn count(findings: &[&FindingView]) -> String {
+    let b = findings
+        .iter()
+        .filter(|f| f.severity == FindingSeverity::Blocking)
+        .count();
+    let w = findings.len() - b;
+    match (b, w) {
+        (0, 0) => "nothing found".into(),
+        (b, 0) => format!("{b} blocking"),
+        (0, w) => format!("{w} warning{}", if w == 1 { "" } else { "s" }),
+        (b, w) => format!("{b} blocking, {w} warning{}", if w == 1 { "" } else { "s" }),
+    }
+}
 
 /// The delay before attempt `failures + 1`: `backoff · 2^(failures-1)`, at most `maxBackoff`.
 pub(super) fn backoff(policy: &RetryPolicy, failures: u32) -> Duration {

@@ -15,19 +15,19 @@
 //!
 //! A backout needs no preparation (it is the remedy), nor does a member already at the target.
 //!
-//! Owns: starting `Prepare` steps, `status.preparation` (but its rerun on retry, which
-//! `record` asks for through [`rerun`]), the preparation gate of a member's moves, the events
-//! `PreparationChecked`, `PreparationPassed`, `PreparationBlocked`, `PreparationWarnings` and
-//! `PreparationAcknowledged`, and the `prepare` log entry. May use: `state`, `gates`,
-//! `start`, `log`, `record` (acknowledging), `view`. Used by the pipeline (`super`), `op`
-//! (recording a result), `member` (the gate) and `record` (the retry).
+//! Owns: starting `Prepare` steps, `status.preparation` (but a member's findings, which
+//! `outcome` records when its step succeeds, and the reset on retry, which `record` makes),
+//! the verdict (digest, acknowledgement, stall), the preparation gate of a member's moves, the
+//! events `PreparationPassed`, `PreparationBlocked`, `PreparationWarnings` and
+//! `PreparationAcknowledged`, and the `prepare` log entry. May use: `state`, `view`, `log`,
+//! `record` (acknowledging), `gates`, `start`. Used by the pipeline (`super`) and `member`
+//! (the gate).
 
 use crate::api::{
     FindingSeverity, LogMode, LogResult, MemberSpec, PreparationFinding, PreparationStatus,
-    PreparePolicy, PrepareWarnings, StepAction, StepRecord,
+    PreparePolicy, PrepareWarnings, StepAction,
 };
 use crate::plan::conditions::bounded;
-use crate::plan::observe::FindingView;
 use crate::plan::stall::Stall;
 
 use super::gates;
@@ -36,9 +36,6 @@ use super::record;
 use super::start;
 use super::state::{NewStep, Pass, StepVersion};
 use super::view;
-
-/// Findings kept in the status (the rest are counted in `omitted`).
-const MAX_FINDINGS: usize = 64;
 
 fn policy<'a>(p: &Pass<'a>) -> Option<&'a PreparePolicy> {
     p.spec().upgrade.prepare.as_ref()
@@ -155,53 +152,6 @@ fn awaited(p: &Pass<'_>) -> Option<String> {
     let st = p.st.preparation.as_ref()?;
     let d = st.digest.as_deref().filter(|_| !st.acknowledged)?;
     Some(acknowledgement(p.inp.cluster.name, &st.version, d))
-}
-
-/// A `Prepare` step succeeded: keep what the member's checks found.
-pub(super) fn record_result(p: &mut Pass<'_>, s: &StepRecord, findings: &[FindingView]) {
-    let Some(st) = p.st.preparation.as_mut() else {
-        return;
-    };
-    if s.version.as_deref() != Some(st.version.as_str()) || st.prepared.contains(&s.member) {
-        return;
-    }
-    st.prepared.push(s.member.clone());
-    for f in findings {
-        if st.findings.len() >= MAX_FINDINGS {
-            st.omitted += 1;
-            continue;
-        }
-        st.findings.push(PreparationFinding {
-            member: s.member.clone(),
-            check: bounded(&f.check, 63),
-            severity: f.severity,
-            code: bounded(&f.code, 63),
-            message: bounded(&f.message, 300),
-        });
-    }
-    let mine: Vec<&FindingView> = findings.iter().collect();
-    let msg = format!(
-        "{}: preparation checks for {}: {}",
-        s.member,
-        st.version,
-        count(&mine)
-    );
-    p.event(false, "PreparationChecked", bounded(&msg, 1000));
-}
-
-/// `1 blocking, 2 warnings` (or `nothing found`).
-fn count(findings: &[&FindingView]) -> String {
-    let b = findings
-        .iter()
-        .filter(|f| f.severity == FindingSeverity::Blocking)
-        .count();
-    let w = findings.len() - b;
-    match (b, w) {
-        (0, 0) => "nothing found".into(),
-        (b, 0) => format!("{b} blocking"),
-        (0, w) => format!("{w} warning{}", if w == 1 { "" } else { "s" }),
-        (b, w) => format!("{b} blocking, {w} warning{}", if w == 1 { "" } else { "s" }),
-    }
 }
 
 /// `b gateways GatewayDown: gateway gw-2 does not answer`.
@@ -379,26 +329,6 @@ pub(super) fn missing(p: &Pass<'_>, m: &MemberSpec) -> Option<String> {
     ))
 }
 
-/// A retry intent: blocking findings are dropped and every member runs its checks again (the
-/// cause may be fixed anywhere). True when there was something to run again.
-pub(super) fn rerun(p: &mut Pass<'_>) -> bool {
-    let Some(st) = p.st.preparation.as_mut() else {
-        return false;
-    };
-    if !st
-        .findings
-        .iter()
-        .any(|f| f.severity == FindingSeverity::Blocking)
-    {
-        return false;
-    }
-    *st = PreparationStatus {
-        version: std::mem::take(&mut st.version),
-        ..Default::default()
-    };
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,7 +336,7 @@ mod tests {
     use crate::api::{ClusterPhase, Weekday};
     use crate::fixtures::cluster::{ClusterBuilder, observed, stalled_reason};
     use crate::plan::cluster::{Admission, ClusterPlan};
-    use crate::plan::observe::OpKind;
+    use crate::plan::observe::{FindingView, OpKind};
 
     fn checks() -> Vec<String> {
         vec!["config".into(), "gateways".into(), "scheduledJobs".into()]

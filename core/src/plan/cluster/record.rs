@@ -4,13 +4,14 @@
 //! status knows; a cluster Baton never acted on that already runs its target is adopted.
 //!
 //! Owns: `status.members` (rebuilt), `activeMember`, `runningVersions`, `acknowledged`, the
-//! retry's log entry and event, and the first-apply rule.
+//! retry's log entry and event (and what a retry clears: failures, an automatic rollback,
+//! worse health accepted, a blocked preparation run again), and the first-apply rule.
 //!
 //! May use: `state`, `view`, `log`, `plan::software`. Used by the pipeline (`super`) only.
 
 use crate::api::{
-    AlarmStatus, Health, LogMode, LogResult, MemberRole, MemberSpec, MemberStatus, OperationStatus,
-    values::cmp_versions,
+    AlarmStatus, FindingSeverity, Health, LogMode, LogResult, MemberRole, MemberSpec, MemberStatus,
+    OperationStatus, PreparationStatus, values::cmp_versions,
 };
 use crate::plan::observe::{AgentView, OpState};
 use crate::plan::software::{effective_version, hosted, running, same_software, spec_target};
@@ -60,7 +61,7 @@ pub(super) fn apply_retry_intent(p: &mut Pass<'_>) {
         }
         _ => false,
     };
-    let rerun = super::prepare::rerun(p);
+    let rerun = rerun_preparation(p);
     acknowledge(p, ack);
     let msg = if had_rollback {
         "retry requested: automatic rollback cleared"
@@ -73,6 +74,27 @@ pub(super) fn apply_retry_intent(p: &mut Pass<'_>) {
     };
     log::record_done(p, "retry", LogMode::Manual, msg, LogResult::Succeeded, "");
     p.event(false, "RetryRequested", msg.to_string());
+}
+
+/// A retry intent on a preparation with blocking findings (`upgrade.prepare`): the results
+/// are dropped and every member runs its checks again (the cause may have been fixed
+/// anywhere). True when there was something to run again.
+fn rerun_preparation(p: &mut Pass<'_>) -> bool {
+    let Some(st) = p.st.preparation.as_mut() else {
+        return false;
+    };
+    if !st
+        .findings
+        .iter()
+        .any(|f| f.severity == FindingSeverity::Blocking)
+    {
+        return false;
+    }
+    *st = PreparationStatus {
+        version: std::mem::take(&mut st.version),
+        ..Default::default()
+    };
+    true
 }
 
 /// Remember an intent as acted on (the last 32).
