@@ -1678,7 +1678,8 @@ impl Sim {
     /// * a task runs at most once per rollout: no attempt starts once one succeeded;
     /// * a task starts only once every cluster of its `after` tier runs the target;
     /// * no upgrade or rollback starts in a tier after a task's tier (in the rollout's order)
-    ///   before the task succeeded in this rollout.
+    ///   before the task succeeded in this rollout (a step recorded before the rollout began
+    ///   finishes: it did not start in it).
     fn task_checks(&mut self, ci: usize, member: &str, req: &OpRequest) {
         let Some(mesh) = &self.mesh else {
             return;
@@ -1770,7 +1771,17 @@ impl Sim {
                 let kept = st
                     .and_then(|s| s.admitted.iter().find(|a| &a.cluster == cname))
                     .is_some_and(|a| asked.is_none_or(|t| a.since < t));
-                if !kept && self.task_successes(&id) == 0 {
+                // The operation of a step the cluster recorded before this rollout began (under
+                // the last rollout's admission; the operator may have crashed before sending
+                // it) is no start in this rollout: steps in flight always finish, and the task
+                // holds admissions, not them. A reversal that drops the cluster's admission
+                // (its tier is not the backout's first) lets that step finish too.
+                let earlier = self.clusters[ci].status.as_ref().is_some_and(|s| {
+                    s.steps
+                        .iter()
+                        .any(|x| x.id == req.id && x.started_at < rollout.started_at)
+                });
+                if !kept && !earlier && self.task_successes(&id) == 0 {
                     found.push(format!(
                         "{cname}/{member}: {:?} in tier {} starts before task {} (after tier {}) succeeded",
                         req.kind, mesh.spec.tiers[t].name, task.name, task.after
@@ -3304,6 +3315,46 @@ mod task_tests {
         assert_eq!(sim.violations.len(), 1, "{:?}", sim.violations);
         assert!(
             sim.violations[0].contains("after it succeeded"),
+            "{:?}",
+            sim.violations
+        );
+    }
+
+    /// The destination with its upgrade step of m1 recorded at `at`, in a rollout that began
+    /// at 10 s (seed 1303920 of the procedures soak: a reversal found the step recorded under
+    /// the last rollout's admission, and the operator crashed before sending its operation).
+    fn recorded_at(at: Timestamp) -> (Sim, String) {
+        let mut sim = sim();
+        if let Some(r) = sim
+            .mesh
+            .as_mut()
+            .and_then(|m| m.status.as_mut())
+            .and_then(|s| s.rollout.as_mut())
+        {
+            r.started_at = Timestamp(10_000);
+        }
+        let step = crate::fixtures::cluster::step(crate::api::StepAction::Upgrade, "m1", at);
+        let id = step.id.clone();
+        sim.clusters[1].status = Some(ClusterStatus {
+            steps: vec![step],
+            ..Default::default()
+        });
+        (sim, id)
+    }
+
+    #[test]
+    fn a_step_recorded_before_its_rollout_finishes_before_the_task_one_recorded_in_it_not() {
+        // Recorded before the rollout: its operation, sent now, started in no rollout of the
+        // task's.
+        let (mut sim, id) = recorded_at(Timestamp(5_000));
+        sim.inject("d1", "m1", upgrade(&id));
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+        // Recorded in the rollout, the task still owed, the cluster not admitted: a violation.
+        let (mut sim, id) = recorded_at(Timestamp(10_000));
+        sim.inject("d1", "m1", upgrade(&id));
+        assert_eq!(sim.violations.len(), 1, "{:?}", sim.violations);
+        assert!(
+            sim.violations[0].contains("before task upload"),
             "{:?}",
             sim.violations
         );
