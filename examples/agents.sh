@@ -5,7 +5,8 @@
 # in this checkout (built here if missing; $CARGO_TARGET_DIR is honoured).
 # Variables: BATON_AGENT, CARGO_TARGET_DIR, UPGRADE_SECONDS (demo upgrade time, default 3),
 # TASK_SECONDS (how long a demo `task` runs, default 1), STAGE_SECONDS (how long staging a
-# version's media takes, default 1).
+# version's media takes, default 1), PREPARE_SECONDS (how long the preparation checks take,
+# default 1).
 # An example may hold agent-flags: one line of extra flags for every agent it starts (e.g.
 # --require-staged-media, so that an upgrade without its media staged is refused).
 set -euo pipefail
@@ -67,7 +68,7 @@ case $cmd in
               --client-ca "$run/certs/ca.crt" --member-cert "$run/certs/member-$id.crt"
               --member-key "$run/certs/member-$id.key" --trust "$run/certs/trust.pem"
               --upgrade-seconds "${UPGRADE_SECONDS:-3}" --task-seconds "${TASK_SECONDS:-1}"
-              --stage-seconds "${STAGE_SECONDS:-1}")
+              --stage-seconds "${STAGE_SECONDS:-1}" --prepare-seconds "${PREPARE_SECONDS:-1}")
         if [[ -f "$dir/agent-flags" ]]; then
           read -r -a extra <"$dir/agent-flags"
           args+=("${extra[@]}")

@@ -228,6 +228,30 @@ pub fn cases() -> Vec<Case> {
             "spec.upgrade.media.perSite",
         ),
         one(
+            "preparation without checks",
+            cluster("  upgrade:\n    prepare: {checks: []}\n"),
+            Refused,
+            "spec.upgrade.prepare.checks: Invalid value: 0",
+        ),
+        one(
+            "a preparation check name that is not one",
+            cluster("  upgrade:\n    prepare: {checks: [config, \"gate ways\"]}\n"),
+            Refused,
+            "spec.upgrade.prepare.checks[1]: Invalid value: \"gate ways\"",
+        ),
+        one(
+            "duplicate preparation checks (a set)",
+            cluster("  upgrade:\n    prepare: {checks: [config, config]}\n"),
+            Refused,
+            "spec.upgrade.prepare.checks[1]: Duplicate value: \"config\"",
+        ),
+        one(
+            "preparation warnings neither acknowledged nor recorded",
+            cluster("  upgrade:\n    prepare: {checks: [config], warnings: Ignore}\n"),
+            Refused,
+            "spec.upgrade.prepare.warnings: Unsupported value: \"Ignore\"",
+        ),
+        one(
             "too many members",
             format!(
                 "{HEAD}spec:\n  members:\n{}",
