@@ -362,10 +362,14 @@ pub enum OperationKind {
     StageMedia,
     /// Deletes the staged upgrade media of `version` (once no member needs it any more).
     RemoveMedia,
+    /// Runs the named preparation `checks` before an upgrade to `version` and records what
+    /// they found as the operation's `findings`. Not disruptive: the member keeps its role,
+    /// version, serving state and data.
+    Prepare,
 }
 
 impl OperationKind {
-    pub const ALL: [OperationKind; 19] = [
+    pub const ALL: [OperationKind; 20] = [
         OperationKind::Preflight,
         OperationKind::Upgrade,
         OperationKind::Rollback,
@@ -385,6 +389,7 @@ impl OperationKind {
         OperationKind::Task,
         OperationKind::StageMedia,
         OperationKind::RemoveMedia,
+        OperationKind::Prepare,
     ];
 
     /// The wire name, e.g. `force-standby`.
@@ -409,6 +414,7 @@ impl OperationKind {
             OperationKind::Task => "task",
             OperationKind::StageMedia => "stage-media",
             OperationKind::RemoveMedia => "remove-media",
+            OperationKind::Prepare => "prepare",
         }
     }
 
@@ -472,6 +478,10 @@ pub struct OperationRequest {
     /// `task`: the name of the job to run (a DNS label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// `prepare`: the names of the preparation checks to run (1 to [`MAX_CHECKS`], each
+    /// [`valid_check_name`], none twice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
 }
 
 impl OperationRequest {
@@ -493,6 +503,7 @@ impl OperationRequest {
             fingerprint: None,
             copy_from: None,
             task: None,
+            checks: Vec::new(),
         }
     }
 
@@ -551,6 +562,12 @@ impl OperationRequest {
         self
     }
 
+    /// `prepare`: the preparation checks to run.
+    pub fn with_checks<S: Into<String>>(mut self, checks: impl IntoIterator<Item = S>) -> Self {
+        self.checks = checks.into_iter().map(Into::into).collect();
+        self
+    }
+
     pub fn with_certificate(
         mut self,
         cert_pem: impl Into<String>,
@@ -583,6 +600,7 @@ impl fmt::Debug for OperationRequest {
             .field("fingerprint", &self.fingerprint)
             .field("copy_from", &self.copy_from)
             .field("task", &self.task)
+            .field("checks", &self.checks)
             .finish()
     }
 }
@@ -615,6 +633,9 @@ pub struct OperationParams {
     pub copy_from: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// `prepare`: the checks asked for, in the request's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -653,6 +674,178 @@ pub struct OperationRecord {
     /// Name of the member that ran it (helps when records of many agents are merged).
     #[serde(default)]
     pub member: String,
+    /// What a `prepare` operation's checks found (at most [`MAX_FINDINGS`], see
+    /// [`bound_findings`]); empty for every other kind. Omitted when empty, so records of an
+    /// agent that predates it still parse.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+}
+
+/// Most check names a `prepare` request lists.
+pub const MAX_CHECKS: usize = 16;
+
+/// Most findings an operation records; beyond them the last is a [`FINDINGS_TRUNCATED`]
+/// warning (see [`bound_findings`]).
+pub const MAX_FINDINGS: usize = 32;
+
+/// Most characters of a finding's message; a longer one is cut on a character boundary and
+/// ends with `…` (see [`Finding::new`]).
+pub const MAX_FINDING_MESSAGE: usize = 256;
+
+/// The check name of the findings the agent adds itself (the truncation warning).
+pub const PREPARE_CHECK: &str = "prepare";
+
+/// The code of the warning that replaces the findings beyond [`MAX_FINDINGS`].
+pub const FINDINGS_TRUNCATED: &str = "FindingsTruncated";
+
+/// Whether a `prepare` finding holds an upgrade (`Blocking`: it must not start) or asks a
+/// human to acknowledge it (`Warning`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FindingSeverity {
+    Blocking,
+    Warning,
+}
+
+display_names!(FindingSeverity {
+    Blocking => "Blocking",
+    Warning => "Warning",
+});
+
+impl FindingSeverity {
+    /// `Blocking`/`Warning` in any letter case (the CLI flag and exec output forms).
+    pub fn parse(s: &str) -> Option<FindingSeverity> {
+        if s.eq_ignore_ascii_case("blocking") {
+            Some(FindingSeverity::Blocking)
+        } else if s.eq_ignore_ascii_case("warning") {
+            Some(FindingSeverity::Warning)
+        } else {
+            None
+        }
+    }
+}
+
+/// One thing a `prepare` operation's checks found (`OperationRecord::findings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Finding {
+    /// The check that found it (one of the request's `checks`, or [`PREPARE_CHECK`]).
+    pub check: String,
+    pub severity: FindingSeverity,
+    /// A short CamelCase reason ([`valid_finding_code`]), e.g. `ScheduledJobDropped`.
+    pub code: String,
+    /// What a human reads: at most [`MAX_FINDING_MESSAGE`] characters.
+    pub message: String,
+}
+
+impl Finding {
+    /// A finding whose message is cut to [`MAX_FINDING_MESSAGE`] characters (see
+    /// [`bound_message`]). Names are not checked here: see [`check_finding`].
+    pub fn new(
+        check: impl Into<String>,
+        severity: FindingSeverity,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            check: check.into(),
+            severity,
+            code: code.into(),
+            message: bound_message(&message.into()),
+        }
+    }
+}
+
+/// A check name: `^[A-Za-z][A-Za-z0-9-]{0,62}$` (1 to 63 characters, a letter first).
+pub fn valid_check_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// A finding's code: `^[A-Za-z][A-Za-z0-9]{0,62}$` (1 to 63 letters and digits, a letter
+/// first).
+pub fn valid_finding_code(code: &str) -> bool {
+    let mut chars = code.chars();
+    code.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric())
+}
+
+/// `message` cut to at most [`MAX_FINDING_MESSAGE`] characters: a longer one keeps its first
+/// 255 characters and ends with `…`.
+pub fn bound_message(message: &str) -> String {
+    match message.char_indices().nth(MAX_FINDING_MESSAGE) {
+        None => message.to_string(),
+        Some(_) => {
+            let mut out: String = message.chars().take(MAX_FINDING_MESSAGE - 1).collect();
+            out.push('…');
+            out
+        }
+    }
+}
+
+/// Checks a finding's names and message: the check [`valid_check_name`], the code
+/// [`valid_finding_code`], a message that is not blank. The error names the first problem
+/// briefly (names quoted as excerpts). The message's length is not checked: it is cut.
+pub fn check_finding(f: &Finding) -> Result<(), String> {
+    if !valid_check_name(&f.check) {
+        return Err(format!(
+            "check {} must be 1 to 63 characters of A-Z a-z 0-9 -, starting with a letter",
+            crate::http_util::excerpt(&f.check)
+        ));
+    }
+    if !valid_finding_code(&f.code) {
+        return Err(format!(
+            "code {} must be 1 to 63 letters and digits (CamelCase), starting with a letter",
+            crate::http_util::excerpt(&f.code)
+        ));
+    }
+    if f.message.trim().is_empty() {
+        return Err(format!("finding {} of {} has no message", f.code, f.check));
+    }
+    Ok(())
+}
+
+/// The findings an operation records: every message bounded ([`bound_message`]), and at
+/// most [`MAX_FINDINGS`]: of more, the first 31 are kept and the 32nd is a Warning of check
+/// [`PREPARE_CHECK`] and code [`FINDINGS_TRUNCATED`] saying how many were left out, and how
+/// many of those were blocking.
+pub fn bound_findings(findings: Vec<Finding>) -> Vec<Finding> {
+    let count_blocking = |fs: &[Finding]| {
+        fs.iter()
+            .filter(|f| f.severity == FindingSeverity::Blocking)
+            .count()
+    };
+    let total = findings.len();
+    let blocking_total = count_blocking(&findings);
+    let mut out: Vec<Finding> = findings
+        .into_iter()
+        .take(if total > MAX_FINDINGS {
+            MAX_FINDINGS - 1
+        } else {
+            MAX_FINDINGS
+        })
+        .map(|mut f| {
+            f.message = bound_message(&f.message);
+            f
+        })
+        .collect();
+    if total > MAX_FINDINGS {
+        let left_out = total - out.len();
+        let blocking_left_out = blocking_total - count_blocking(&out);
+        out.push(Finding::new(
+            PREPARE_CHECK,
+            FindingSeverity::Warning,
+            FINDINGS_TRUNCATED,
+            format!(
+                "{left_out} more findings were not listed ({blocking_left_out} of them \
+                 blocking; at most {MAX_FINDINGS} per operation); run fewer checks at a time \
+                 to see them"
+            ),
+        ));
+    }
+    out
 }
 
 /// Fault injection knobs (`GET`/`PUT /v1/faults`). `PUT` replaces the whole set; missing
@@ -696,6 +889,15 @@ pub struct Faults {
     /// [`check_kpi_offsets`]. Omitted when empty, like `fail_tasks`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub kpi_offsets: BTreeMap<String, f64>,
+    /// Reported by `prepare` operations (demo backend) whose `checks` include the finding's
+    /// check, after the `--prepare-finding` flags' findings of that check. Checked with
+    /// [`check_finding`]. Omitted when empty, like `fail_tasks`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prepare_findings: Vec<Finding>,
+    /// Every `prepare` operation fails: its checks could not run (demo backend). Omitted
+    /// when false.
+    #[serde(skip_serializing_if = "is_false")]
+    pub fail_prepare: bool,
 }
 
 /// Every 4xx/5xx answer of the agent carries this body.

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::api::{
-    DemoteRole, OperationKind, OperationParams, OperationRecord, OperationRequest, OperationState,
+    DemoteRole, Finding, MAX_CHECKS, OperationKind, OperationParams, OperationRecord,
+    OperationRequest, OperationState, bound_findings, valid_check_name,
 };
 use crate::http_util::{ApiError, clip, excerpt};
 use crate::persist;
@@ -64,6 +65,12 @@ impl Progress {
 
     pub fn set(&self, percent: u8, message: &str) {
         self.ops.progress(&self.id, percent, message);
+    }
+
+    /// Records what the operation found (a `prepare`'s findings), bounded with
+    /// [`bound_findings`]; persisted with the operation's end.
+    pub fn findings(&self, findings: Vec<Finding>) {
+        self.ops.set_findings(&self.id, findings);
     }
 }
 
@@ -157,6 +164,7 @@ impl OpsStore {
                 version_before,
                 version_after: None,
                 member: member.to_string(),
+                findings: Vec::new(),
             };
             inner.push_back(Stored {
                 record: record.clone(),
@@ -204,6 +212,17 @@ impl OpsStore {
         {
             s.record.progress = progress.min(100);
             s.record.message = message.to_string();
+        }
+    }
+
+    /// In-memory findings of a running operation, bounded; persisted with the next state
+    /// change.
+    pub fn set_findings(&self, id: &str, findings: Vec<Finding>) {
+        let mut inner = self.lock();
+        if let Some(s) = inner.iter_mut().rev().find(|s| s.record.id == id)
+            && s.record.state == OperationState::Running
+        {
+            s.record.findings = bound_findings(findings);
         }
     }
 
@@ -326,6 +345,7 @@ fn recorded_params(req: &OperationRequest) -> OperationParams {
         fingerprint: req.fingerprint.clone(),
         copy_from: req.copy_from.clone(),
         task: req.task.clone(),
+        checks: req.checks.clone(),
     }
 }
 
@@ -489,6 +509,60 @@ fn validate_fingerprints(fps: &[String], what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `prepare`'s `checks`: 1 to [`MAX_CHECKS`] names, each [`valid_check_name`], none twice.
+fn validate_checks(checks: &[String]) -> Result<(), ApiError> {
+    if checks.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_param",
+            "prepare requires the \"checks\" parameter (1 to 16 check names)",
+        ));
+    }
+    if checks.len() > MAX_CHECKS {
+        return Err(ApiError::bad_request(
+            "invalid_param",
+            format!(
+                "checks lists {} check names; at most {MAX_CHECKS}",
+                checks.len()
+            ),
+        ));
+    }
+    for (i, check) in checks.iter().enumerate() {
+        if !valid_check_name(check) {
+            return Err(ApiError::bad_request(
+                "invalid_param",
+                format!(
+                    "checks: check name {} must be 1 to 63 characters of A-Z a-z 0-9 -, starting with a letter",
+                    excerpt(check)
+                ),
+            ));
+        }
+        if checks[..i].contains(check) {
+            return Err(ApiError::bad_request(
+                "invalid_param",
+                format!("checks lists {check:?} twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `prepare`'s findings in its message: "no findings", or "N finding(s): B blocking, W
+/// warning(s)".
+pub fn describe_findings(findings: &[Finding]) -> String {
+    if findings.is_empty() {
+        return "no findings".to_string();
+    }
+    let blocking = findings
+        .iter()
+        .filter(|f| f.severity == crate::api::FindingSeverity::Blocking)
+        .count();
+    format!(
+        "{} finding(s): {blocking} blocking, {} warning(s)",
+        findings.len(),
+        findings.len() - blocking
+    )
+}
+
 /// Checks the parameters of a request against its kind: required ones present and well
 /// formed, and none that the kind does not use (a stray parameter usually means the caller
 /// meant another kind).
@@ -507,6 +581,7 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         K::RemovePeer => &["peer"],
         K::Task => &["task", "version"],
         K::StageMedia | K::RemoveMedia => &["version"],
+        K::Prepare => &["version", "checks"],
         K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData | K::Retire => &[],
     };
     let present = [
@@ -522,6 +597,7 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         ("fingerprint", req.fingerprint.is_some()),
         ("copyFrom", req.copy_from.is_some()),
         ("task", req.task.is_some()),
+        ("checks", !req.checks.is_empty()),
     ];
     for (name, is_present) in present {
         if is_present && !allowed.contains(&name) {
@@ -575,6 +651,10 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         }
         K::StageMedia | K::RemoveMedia => {
             validate_version(require(&req.version, kind, "version")?)?;
+        }
+        K::Prepare => {
+            validate_version(require(&req.version, kind, "version")?)?;
+            validate_checks(&req.checks)?;
         }
         K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData | K::Retire => {}
     }
