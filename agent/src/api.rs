@@ -1216,4 +1216,228 @@ mod tests {
         let e = check_kpi_offsets(&offsets).err().unwrap_or_default();
         assert!(e.contains("33 KPIs; at most 32"), "{e}");
     }
+
+    #[test]
+    fn prepare_checks_and_findings_on_the_wire() -> Result<(), serde_json::Error> {
+        let kind = OperationKind::Prepare;
+        assert_eq!(kind.as_str(), "prepare");
+        assert_eq!(OperationKind::parse("prepare"), Some(kind));
+        assert_eq!(serde_json::to_value(kind)?, "prepare");
+        assert!(OperationKind::ALL.contains(&kind));
+        let req = OperationRequest::new("prep-2.0.0", kind)
+            .with_version("2.0.0")
+            .with_checks(["installConfig", "scheduledJobs"]);
+        let json = serde_json::to_value(&req)?;
+        assert_eq!(
+            json,
+            serde_json::json!({"id": "prep-2.0.0", "kind": "prepare", "version": "2.0.0",
+                "checks": ["installConfig", "scheduledJobs"]})
+        );
+        assert_eq!(serde_json::from_value::<OperationRequest>(json)?, req);
+        // `checks` is omitted from other requests, and from the params of other records.
+        let plain = serde_json::to_value(OperationRequest::new("b", OperationKind::Backup))?;
+        assert!(plain.get("checks").is_none(), "{plain}");
+        assert!(
+            serde_json::to_value(OperationParams::default())?
+                .get("checks")
+                .is_none()
+        );
+
+        // A record of an agent that predates findings parses, with none; none is omitted.
+        let old = serde_json::json!({
+            "id": "b", "kind": "backup", "state": "Succeeded", "progress": 100,
+            "startedAt": "2026-01-01T00:00:00Z", "member": "m1"
+        });
+        let rec: OperationRecord = serde_json::from_value(old)?;
+        assert!(rec.findings.is_empty());
+        assert!(serde_json::to_value(&rec)?.get("findings").is_none());
+
+        // Finding: camelCase, severity exactly Blocking / Warning.
+        let finding = Finding::new(
+            "gateways",
+            FindingSeverity::Blocking,
+            "GatewayUnreachable",
+            "gw-1 does not answer",
+        );
+        let wire = serde_json::to_value(&finding)?;
+        assert_eq!(
+            wire,
+            serde_json::json!({"check": "gateways", "severity": "Blocking",
+                "code": "GatewayUnreachable", "message": "gw-1 does not answer"})
+        );
+        assert_eq!(
+            serde_json::to_value(FindingSeverity::Warning)?,
+            serde_json::json!("Warning")
+        );
+        assert_eq!(FindingSeverity::Warning.to_string(), "Warning");
+        let mut rec = rec;
+        rec.kind = OperationKind::Prepare;
+        rec.params.checks = vec!["gateways".into()];
+        rec.findings = vec![finding.clone()];
+        let json = serde_json::to_value(&rec)?;
+        assert_eq!(json["findings"], serde_json::json!([wire]));
+        assert_eq!(json["params"]["checks"], serde_json::json!(["gateways"]));
+        assert_eq!(serde_json::from_value::<OperationRecord>(json)?, rec);
+        for bad in ["blocking", "BLOCKING", "Error"] {
+            let json = serde_json::json!({"check": "c", "severity": bad, "code": "C",
+                "message": "m"});
+            assert!(serde_json::from_value::<Finding>(json).is_err(), "{bad}");
+        }
+        assert_eq!(
+            FindingSeverity::parse("bLoCkInG"),
+            Some(FindingSeverity::Blocking)
+        );
+        assert_eq!(
+            FindingSeverity::parse("warning"),
+            Some(FindingSeverity::Warning)
+        );
+        assert_eq!(FindingSeverity::parse("warn"), None);
+
+        // The prepare faults are omitted when they say nothing.
+        let wire = serde_json::to_value(Faults::default())?;
+        assert!(wire.get("prepareFindings").is_none(), "{wire}");
+        assert!(wire.get("failPrepare").is_none(), "{wire}");
+        let faults: Faults = serde_json::from_value(serde_json::json!({
+            "prepareFindings": [{"check": "gateways", "severity": "Warning",
+                "code": "GatewaySlow", "message": "gw-2 answers slowly"}],
+            "failPrepare": true
+        }))?;
+        assert!(faults.fail_prepare);
+        assert_eq!(
+            faults.prepare_findings,
+            [Finding::new(
+                "gateways",
+                FindingSeverity::Warning,
+                "GatewaySlow",
+                "gw-2 answers slowly"
+            )]
+        );
+        let wire = serde_json::to_value(&faults)?;
+        assert_eq!(wire["failPrepare"], true);
+        assert_eq!(wire["prepareFindings"][0]["severity"], "Warning");
+        Ok(())
+    }
+
+    #[test]
+    fn check_names_and_finding_codes() {
+        for name in [
+            "a",
+            "installConfig",
+            "gateway-reachability",
+            &"c".repeat(63),
+        ] {
+            assert!(valid_check_name(name), "{name}");
+        }
+        for name in [
+            "",
+            "9lives",
+            "-x",
+            "a_b",
+            "a.b",
+            "a b",
+            "é",
+            &"c".repeat(64),
+        ] {
+            assert!(!valid_check_name(name), "{name}");
+        }
+        for code in ["A", "ScheduledJobDropped", "Http2Down", &"C".repeat(63)] {
+            assert!(valid_finding_code(code), "{code}");
+        }
+        for code in ["", "1Bad", "Not-Camel", "a_b", "A B", &"C".repeat(64)] {
+            assert!(!valid_finding_code(code), "{code}");
+        }
+        let f = |check: &str, code: &str, message: &str| {
+            check_finding(&Finding::new(
+                check,
+                FindingSeverity::Warning,
+                code,
+                message,
+            ))
+        };
+        assert_eq!(f("gateways", "GatewaySlow", "slow"), Ok(()));
+        let huge = "x".repeat(100_000);
+        for (e, want) in [
+            (f("bad check", "C", "m"), "check \"bad check\""),
+            (f(&huge, "C", "m"), "check \"xxx"),
+            (f("c", "Bad-Code", "m"), "code \"Bad-Code\""),
+            (f("c", &huge, "m"), "code \"xxx"),
+            (f("c", "C", " "), "no message"),
+        ] {
+            let e = e.err().unwrap_or_default();
+            assert!(e.contains(want), "{e}");
+            assert!(e.len() < 300, "{e}");
+        }
+    }
+
+    #[test]
+    fn finding_messages_and_counts_are_bounded() {
+        let exact = "m".repeat(MAX_FINDING_MESSAGE);
+        assert_eq!(bound_message(&exact), exact);
+        assert_eq!(bound_message(""), "");
+        let cut = bound_message(&format!("{exact}m"));
+        assert_eq!(cut.chars().count(), MAX_FINDING_MESSAGE);
+        assert!(cut.ends_with('…'), "{cut}");
+        assert_eq!(cut, format!("{}…", "m".repeat(MAX_FINDING_MESSAGE - 1)));
+        // Counted in characters and cut on a character boundary.
+        let wide = "é".repeat(300);
+        let cut = bound_message(&wide);
+        assert_eq!(cut.chars().count(), MAX_FINDING_MESSAGE);
+        assert_eq!(cut, format!("{}…", "é".repeat(MAX_FINDING_MESSAGE - 1)));
+        assert_eq!(bound_message(&"é".repeat(256)), "é".repeat(256));
+        assert_eq!(
+            Finding::new("c", FindingSeverity::Warning, "C", wide).message,
+            cut,
+            "Finding::new bounds its message"
+        );
+
+        let finding = |i: usize, severity| Finding {
+            check: "c".into(),
+            severity,
+            code: format!("Code{i}"),
+            message: "x".repeat(1000),
+        };
+        let warnings = |n: usize| -> Vec<Finding> {
+            (0..n)
+                .map(|i| finding(i, FindingSeverity::Warning))
+                .collect()
+        };
+        assert!(bound_findings(Vec::new()).is_empty());
+        let at_bound = bound_findings(warnings(MAX_FINDINGS));
+        assert_eq!(at_bound.len(), MAX_FINDINGS);
+        assert_eq!(
+            at_bound[31].code, "Code31",
+            "32 findings are kept as they are"
+        );
+        assert!(at_bound.iter().all(|f| f.message.chars().count() == 256));
+
+        let mut many = warnings(40);
+        many[35].severity = FindingSeverity::Blocking;
+        many[38].severity = FindingSeverity::Blocking;
+        many[2].severity = FindingSeverity::Blocking;
+        let kept = bound_findings(many.clone());
+        assert_eq!(kept.len(), MAX_FINDINGS);
+        for (k, f) in kept[..31].iter().zip(&many) {
+            assert_eq!((&k.code, k.severity), (&f.code, f.severity));
+        }
+        let last = &kept[31];
+        assert_eq!(
+            (last.check.as_str(), last.severity, last.code.as_str()),
+            ("prepare", FindingSeverity::Warning, "FindingsTruncated")
+        );
+        assert!(
+            last.message
+                .starts_with("9 more findings were not listed (2 of them blocking"),
+            "{}",
+            last.message
+        );
+        assert!(last.message.chars().count() <= MAX_FINDING_MESSAGE);
+        assert_eq!(check_finding(last), Ok(()));
+        let one_over = bound_findings(warnings(MAX_FINDINGS + 1));
+        assert_eq!(one_over[31].code, FINDINGS_TRUNCATED);
+        assert!(
+            one_over[31].message.starts_with("2 more findings"),
+            "{}",
+            one_over[31].message
+        );
+    }
 }

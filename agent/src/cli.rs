@@ -781,4 +781,60 @@ mod tests {
             .unwrap_or_default();
         assert!(e.contains("at most 32"), "{e}");
     }
+
+    #[test]
+    fn prepare_finding_flags_are_checked_like_the_fault() {
+        use crate::api::FindingSeverity::{Blocking, Warning};
+        let flags = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let parsed = parse_prepare_findings(&flags(&[
+            "blocking:gateways:GatewayUnreachable:gw-1 at 10.0.0.1:443 does not answer",
+            "WARNING:installConfig:ConfigDrift:ulimit differs",
+            "Warning:gateways:GatewaySlow:slow",
+        ]))
+        .map_err(|e| e.to_string());
+        assert_eq!(
+            parsed,
+            Ok(vec![
+                Finding::new(
+                    "gateways",
+                    Blocking,
+                    "GatewayUnreachable",
+                    "gw-1 at 10.0.0.1:443 does not answer"
+                ),
+                Finding::new("installConfig", Warning, "ConfigDrift", "ulimit differs"),
+                Finding::new("gateways", Warning, "GatewaySlow", "slow"),
+            ]),
+            "in the order given; the message keeps its colons"
+        );
+        let long = format!("warning:c:C:{}", "m".repeat(300));
+        let cut = parse_prepare_findings(&flags(&[&long])).unwrap_or_default();
+        assert_eq!(cut[0].message.chars().count(), 256);
+        for (bad, want) in [
+            (
+                "fatal:c:C:m",
+                "severity \"fatal\" must be blocking or warning",
+            ),
+            ("blocking:c:C", "must be SEVERITY:CHECK:CODE:MESSAGE"),
+            ("blocking", "must be SEVERITY:CHECK:CODE:MESSAGE"),
+            ("warning:bad check:C:m", "check \"bad check\""),
+            ("warning:c:Bad-Code:m", "code \"Bad-Code\""),
+            ("warning:c:C:", "has no message"),
+        ] {
+            let e = parse_prepare_findings(&flags(&[bad]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with("--prepare-finding"), "{bad}: {e}");
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        assert!(check_scheduled_jobs(&flags(&["nightly-report", "Weekly backup (Sun)"])).is_ok());
+        for bad in ["", " ", "a\nb", &"j".repeat(129)] {
+            let e = check_scheduled_jobs(&flags(&[bad]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with("--scheduled-job"), "{bad:?}: {e}");
+            assert!(e.len() < 300, "{e}");
+        }
+    }
 }

@@ -1127,4 +1127,99 @@ mod tests {
             assert!(e.len() < 300, "{e}");
         }
     }
+
+    #[test]
+    fn findings_are_read_as_a_json_array_or_as_lines() {
+        use crate::api::FindingSeverity::{Blocking, Warning};
+        let want = vec![
+            Finding::new(
+                "installConfig",
+                Blocking,
+                "ConfigDrift",
+                "max_connections is 200 on the host, 100 in the install config",
+            ),
+            Finding::new(
+                "scheduledJobs",
+                Warning,
+                "ScheduledJobDropped",
+                "nightly-report",
+            ),
+        ];
+        let json = r#"
+            [{"check": "installConfig", "severity": "Blocking", "code": "ConfigDrift",
+              "message": "max_connections is 200 on the host, 100 in the install config"},
+             {"check": "scheduledJobs", "severity": "warning", "code": "ScheduledJobDropped",
+              "message": "nightly-report"}]
+        "#;
+        assert_eq!(parse_findings(json), Ok(want.clone()));
+        let lines = "# preparation checks\n\nblocking installConfig ConfigDrift   max_connections is 200 on the host, 100 in the install config  \r\n  # done with the config\nWARNING\tscheduledJobs ScheduledJobDropped nightly-report\n";
+        assert_eq!(parse_findings(lines), Ok(want));
+        for nothing in ["", "  \n", "[]", "# nothing found\n"] {
+            assert_eq!(parse_findings(nothing), Ok(Vec::new()), "{nothing:?}");
+        }
+        // Long messages are cut, and there is no bound on the count here (the journal's).
+        let long = format!("warning c Long {}", "x".repeat(1000));
+        let parsed = parse_findings(&long).unwrap_or_default();
+        assert_eq!(parsed[0].message.chars().count(), 256);
+        let many: String = (0..100).map(|i| format!("warning c C{i} m{i}\n")).collect();
+        assert_eq!(parse_findings(&many).map(|f| f.len()), Ok(100));
+    }
+
+    #[test]
+    fn findings_output_that_does_not_parse_is_refused_naming_the_line() {
+        let huge = "x".repeat(100_000);
+        let huge_line = format!("blocking c {huge} m");
+        let cases: [(&str, &str); 14] = [
+            (
+                "blocking c",
+                "line 1 \"blocking c\" is not `SEVERITY CHECK CODE MESSAGE`",
+            ),
+            ("warning c Code", "line 1 \"warning c Code\" is not"),
+            (
+                "warning c Code fine\nfatal c Code m",
+                "line 2: severity \"fatal\" must be blocking or warning",
+            ),
+            ("warning bad_check Code m", "line 1: check \"bad_check\""),
+            ("\n\nwarning c Not-Camel m", "line 3: code \"Not-Camel\""),
+            ("{\"check\": \"c\"}", "line 1 "),
+            (
+                r#"[{"check": "c", "severity": "Fatal", "code": "C", "message": "m"}]"#,
+                "finding 1: severity \"Fatal\" must be Blocking or Warning",
+            ),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C", "message": "m"},
+                 {"check": "c c", "severity": "Warning", "code": "C", "message": "m"}]"#,
+                "finding 2: check \"c c\"",
+            ),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C_1", "message": "m"}]"#,
+                "finding 1: code \"C_1\"",
+            ),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C", "message": " "}]"#,
+                "finding 1: finding C of c has no message",
+            ),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C"}]"#,
+                "finding 1: missing field `message`",
+            ),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C", "message": "m", "x": 1}]"#,
+                "finding 1: unknown field `x`",
+            ),
+            (r#"["c"]"#, "finding 1"),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C", "message": "m"}"#,
+                "invalid JSON",
+            ),
+        ];
+        for (output, want) in cases {
+            let e = parse_findings(output).err().unwrap_or_default();
+            assert!(e.contains(want), "{output:?}: {e}");
+        }
+        for output in [huge.as_str(), huge_line.as_str()] {
+            let e = parse_findings(output).err().unwrap_or_default();
+            assert!(!e.is_empty() && e.len() < 400, "{} bytes", e.len());
+        }
+    }
 }

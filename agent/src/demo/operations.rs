@@ -788,3 +788,63 @@ async fn prepare(shared: &Arc<Shared>, req: &OperationRequest, progress: &Progre
         req.checks.len()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::FindingSeverity::{Blocking, Warning};
+
+    /// In the order of the requested checks; per check the scheduled jobs, then the flags',
+    /// then the faults' findings; nothing for a check not asked for.
+    #[test]
+    fn prepare_findings_follow_the_requested_checks() {
+        let f = |check: &str, severity, code: &str| Finding::new(check, severity, code, code);
+        let flags = [
+            f("gateways", Blocking, "FlagGateway"),
+            f("installConfig", Warning, "FlagConfig"),
+            f("scheduledJobs", Warning, "FlagJobs"),
+        ];
+        let faults = [
+            f("installConfig", Blocking, "FaultConfig"),
+            f("gateways", Warning, "FaultGateway"),
+            f("diskSpace", Blocking, "FaultDisk"),
+        ];
+        let jobs = ["nightly-report".to_string(), "purge".to_string()];
+        let checks = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let codes = |c: &[&str]| -> Vec<String> {
+            prepare_findings(&checks(c), "2.0.0", &jobs, &flags, &faults)
+                .into_iter()
+                .map(|f| f.code)
+                .collect()
+        };
+        assert_eq!(
+            codes(&["installConfig", "scheduledJobs", "gateways"]),
+            [
+                "FlagConfig",
+                "FaultConfig",
+                "ScheduledJobDropped",
+                "ScheduledJobDropped",
+                "FlagJobs",
+                "FlagGateway",
+                "FaultGateway"
+            ]
+        );
+        assert_eq!(codes(&["gateways"]), ["FlagGateway", "FaultGateway"]);
+        assert_eq!(codes(&["diskSpace"]), ["FaultDisk"]);
+        assert!(codes(&["somethingElse"]).is_empty());
+        let jobs_found = prepare_findings(&checks(&["scheduledJobs"]), "2.0.0", &jobs, &[], &[]);
+        assert_eq!(
+            jobs_found[0],
+            Finding::new(
+                "scheduledJobs",
+                Warning,
+                "ScheduledJobDropped",
+                "scheduled job nightly-report is dropped by the upgrade to 2.0.0; it must be recreated after the upgrade"
+            )
+        );
+        assert_eq!(jobs_found[1].message.split(' ').nth(2), Some("purge"));
+        for f in &jobs_found {
+            assert_eq!(crate::api::check_finding(f), Ok(()));
+        }
+    }
+}
