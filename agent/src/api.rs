@@ -362,10 +362,14 @@ pub enum OperationKind {
     StageMedia,
     /// Deletes the staged upgrade media of `version` (once no member needs it any more).
     RemoveMedia,
+    /// Runs the named preparation `checks` before an upgrade to `version` and records what
+    /// they found as the operation's `findings`. Not disruptive: the member keeps its role,
+    /// version, serving state and data.
+    Prepare,
 }
 
 impl OperationKind {
-    pub const ALL: [OperationKind; 19] = [
+    pub const ALL: [OperationKind; 20] = [
         OperationKind::Preflight,
         OperationKind::Upgrade,
         OperationKind::Rollback,
@@ -385,6 +389,7 @@ impl OperationKind {
         OperationKind::Task,
         OperationKind::StageMedia,
         OperationKind::RemoveMedia,
+        OperationKind::Prepare,
     ];
 
     /// The wire name, e.g. `force-standby`.
@@ -409,6 +414,7 @@ impl OperationKind {
             OperationKind::Task => "task",
             OperationKind::StageMedia => "stage-media",
             OperationKind::RemoveMedia => "remove-media",
+            OperationKind::Prepare => "prepare",
         }
     }
 
@@ -472,6 +478,10 @@ pub struct OperationRequest {
     /// `task`: the name of the job to run (a DNS label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// `prepare`: the names of the preparation checks to run (1 to [`MAX_CHECKS`], each
+    /// [`valid_check_name`], none twice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
 }
 
 impl OperationRequest {
@@ -493,6 +503,7 @@ impl OperationRequest {
             fingerprint: None,
             copy_from: None,
             task: None,
+            checks: Vec::new(),
         }
     }
 
@@ -551,6 +562,12 @@ impl OperationRequest {
         self
     }
 
+    /// `prepare`: the preparation checks to run.
+    pub fn with_checks<S: Into<String>>(mut self, checks: impl IntoIterator<Item = S>) -> Self {
+        self.checks = checks.into_iter().map(Into::into).collect();
+        self
+    }
+
     pub fn with_certificate(
         mut self,
         cert_pem: impl Into<String>,
@@ -583,6 +600,7 @@ impl fmt::Debug for OperationRequest {
             .field("fingerprint", &self.fingerprint)
             .field("copy_from", &self.copy_from)
             .field("task", &self.task)
+            .field("checks", &self.checks)
             .finish()
     }
 }
@@ -615,6 +633,9 @@ pub struct OperationParams {
     pub copy_from: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+    /// `prepare`: the checks asked for, in the request's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -653,6 +674,178 @@ pub struct OperationRecord {
     /// Name of the member that ran it (helps when records of many agents are merged).
     #[serde(default)]
     pub member: String,
+    /// What a `prepare` operation's checks found (at most [`MAX_FINDINGS`], see
+    /// [`bound_findings`]); empty for every other kind. Omitted when empty, so records of an
+    /// agent that predates it still parse.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+}
+
+/// Most check names a `prepare` request lists.
+pub const MAX_CHECKS: usize = 16;
+
+/// Most findings an operation records; beyond them the last is a [`FINDINGS_TRUNCATED`]
+/// warning (see [`bound_findings`]).
+pub const MAX_FINDINGS: usize = 32;
+
+/// Most characters of a finding's message; a longer one is cut on a character boundary and
+/// ends with `…` (see [`Finding::new`]).
+pub const MAX_FINDING_MESSAGE: usize = 256;
+
+/// The check name of the findings the agent adds itself (the truncation warning).
+pub const PREPARE_CHECK: &str = "prepare";
+
+/// The code of the warning that replaces the findings beyond [`MAX_FINDINGS`].
+pub const FINDINGS_TRUNCATED: &str = "FindingsTruncated";
+
+/// Whether a `prepare` finding holds an upgrade (`Blocking`: it must not start) or asks a
+/// human to acknowledge it (`Warning`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FindingSeverity {
+    Blocking,
+    Warning,
+}
+
+display_names!(FindingSeverity {
+    Blocking => "Blocking",
+    Warning => "Warning",
+});
+
+impl FindingSeverity {
+    /// `Blocking`/`Warning` in any letter case (the CLI flag and exec output forms).
+    pub fn parse(s: &str) -> Option<FindingSeverity> {
+        if s.eq_ignore_ascii_case("blocking") {
+            Some(FindingSeverity::Blocking)
+        } else if s.eq_ignore_ascii_case("warning") {
+            Some(FindingSeverity::Warning)
+        } else {
+            None
+        }
+    }
+}
+
+/// One thing a `prepare` operation's checks found (`OperationRecord::findings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Finding {
+    /// The check that found it (one of the request's `checks`, or [`PREPARE_CHECK`]).
+    pub check: String,
+    pub severity: FindingSeverity,
+    /// A short CamelCase reason ([`valid_finding_code`]), e.g. `ScheduledJobDropped`.
+    pub code: String,
+    /// What a human reads: at most [`MAX_FINDING_MESSAGE`] characters.
+    pub message: String,
+}
+
+impl Finding {
+    /// A finding whose message is cut to [`MAX_FINDING_MESSAGE`] characters (see
+    /// [`bound_message`]). Names are not checked here: see [`check_finding`].
+    pub fn new(
+        check: impl Into<String>,
+        severity: FindingSeverity,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            check: check.into(),
+            severity,
+            code: code.into(),
+            message: bound_message(&message.into()),
+        }
+    }
+}
+
+/// A check name: `^[A-Za-z][A-Za-z0-9-]{0,62}$` (1 to 63 characters, a letter first).
+pub fn valid_check_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// A finding's code: `^[A-Za-z][A-Za-z0-9]{0,62}$` (1 to 63 letters and digits, a letter
+/// first).
+pub fn valid_finding_code(code: &str) -> bool {
+    let mut chars = code.chars();
+    code.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric())
+}
+
+/// `message` cut to at most [`MAX_FINDING_MESSAGE`] characters: a longer one keeps its first
+/// 255 characters and ends with `…`.
+pub fn bound_message(message: &str) -> String {
+    match message.char_indices().nth(MAX_FINDING_MESSAGE) {
+        None => message.to_string(),
+        Some(_) => {
+            let mut out: String = message.chars().take(MAX_FINDING_MESSAGE - 1).collect();
+            out.push('…');
+            out
+        }
+    }
+}
+
+/// Checks a finding's names and message: the check [`valid_check_name`], the code
+/// [`valid_finding_code`], a message that is not blank. The error names the first problem
+/// briefly (names quoted as excerpts). The message's length is not checked: it is cut.
+pub fn check_finding(f: &Finding) -> Result<(), String> {
+    if !valid_check_name(&f.check) {
+        return Err(format!(
+            "check {} must be 1 to 63 characters of A-Z a-z 0-9 -, starting with a letter",
+            crate::http_util::excerpt(&f.check)
+        ));
+    }
+    if !valid_finding_code(&f.code) {
+        return Err(format!(
+            "code {} must be 1 to 63 letters and digits (CamelCase), starting with a letter",
+            crate::http_util::excerpt(&f.code)
+        ));
+    }
+    if f.message.trim().is_empty() {
+        return Err(format!("finding {} of {} has no message", f.code, f.check));
+    }
+    Ok(())
+}
+
+/// The findings an operation records: every message bounded ([`bound_message`]), and at
+/// most [`MAX_FINDINGS`]: of more, the first 31 are kept and the 32nd is a Warning of check
+/// [`PREPARE_CHECK`] and code [`FINDINGS_TRUNCATED`] saying how many were left out, and how
+/// many of those were blocking.
+pub fn bound_findings(findings: Vec<Finding>) -> Vec<Finding> {
+    let count_blocking = |fs: &[Finding]| {
+        fs.iter()
+            .filter(|f| f.severity == FindingSeverity::Blocking)
+            .count()
+    };
+    let total = findings.len();
+    let blocking_total = count_blocking(&findings);
+    let mut out: Vec<Finding> = findings
+        .into_iter()
+        .take(if total > MAX_FINDINGS {
+            MAX_FINDINGS - 1
+        } else {
+            MAX_FINDINGS
+        })
+        .map(|mut f| {
+            f.message = bound_message(&f.message);
+            f
+        })
+        .collect();
+    if total > MAX_FINDINGS {
+        let left_out = total - out.len();
+        let blocking_left_out = blocking_total - count_blocking(&out);
+        out.push(Finding::new(
+            PREPARE_CHECK,
+            FindingSeverity::Warning,
+            FINDINGS_TRUNCATED,
+            format!(
+                "{left_out} more findings were not listed ({blocking_left_out} of them \
+                 blocking; at most {MAX_FINDINGS} per operation); run fewer checks at a time \
+                 to see them"
+            ),
+        ));
+    }
+    out
 }
 
 /// Fault injection knobs (`GET`/`PUT /v1/faults`). `PUT` replaces the whole set; missing
@@ -696,6 +889,15 @@ pub struct Faults {
     /// [`check_kpi_offsets`]. Omitted when empty, like `fail_tasks`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub kpi_offsets: BTreeMap<String, f64>,
+    /// Reported by `prepare` operations (demo backend) whose `checks` include the finding's
+    /// check, after the `--prepare-finding` flags' findings of that check. Checked with
+    /// [`check_finding`]. Omitted when empty, like `fail_tasks`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prepare_findings: Vec<Finding>,
+    /// Every `prepare` operation fails: its checks could not run (demo backend). Omitted
+    /// when false.
+    #[serde(skip_serializing_if = "is_false")]
+    pub fail_prepare: bool,
 }
 
 /// Every 4xx/5xx answer of the agent carries this body.
@@ -1013,5 +1215,229 @@ mod tests {
         offsets.insert("oneMore".into(), 1.0);
         let e = check_kpi_offsets(&offsets).err().unwrap_or_default();
         assert!(e.contains("33 KPIs; at most 32"), "{e}");
+    }
+
+    #[test]
+    fn prepare_checks_and_findings_on_the_wire() -> Result<(), serde_json::Error> {
+        let kind = OperationKind::Prepare;
+        assert_eq!(kind.as_str(), "prepare");
+        assert_eq!(OperationKind::parse("prepare"), Some(kind));
+        assert_eq!(serde_json::to_value(kind)?, "prepare");
+        assert!(OperationKind::ALL.contains(&kind));
+        let req = OperationRequest::new("prep-2.0.0", kind)
+            .with_version("2.0.0")
+            .with_checks(["installConfig", "scheduledJobs"]);
+        let json = serde_json::to_value(&req)?;
+        assert_eq!(
+            json,
+            serde_json::json!({"id": "prep-2.0.0", "kind": "prepare", "version": "2.0.0",
+                "checks": ["installConfig", "scheduledJobs"]})
+        );
+        assert_eq!(serde_json::from_value::<OperationRequest>(json)?, req);
+        // `checks` is omitted from other requests, and from the params of other records.
+        let plain = serde_json::to_value(OperationRequest::new("b", OperationKind::Backup))?;
+        assert!(plain.get("checks").is_none(), "{plain}");
+        assert!(
+            serde_json::to_value(OperationParams::default())?
+                .get("checks")
+                .is_none()
+        );
+
+        // A record of an agent that predates findings parses, with none; none is omitted.
+        let old = serde_json::json!({
+            "id": "b", "kind": "backup", "state": "Succeeded", "progress": 100,
+            "startedAt": "2026-01-01T00:00:00Z", "member": "m1"
+        });
+        let rec: OperationRecord = serde_json::from_value(old)?;
+        assert!(rec.findings.is_empty());
+        assert!(serde_json::to_value(&rec)?.get("findings").is_none());
+
+        // Finding: camelCase, severity exactly Blocking / Warning.
+        let finding = Finding::new(
+            "gateways",
+            FindingSeverity::Blocking,
+            "GatewayUnreachable",
+            "gw-1 does not answer",
+        );
+        let wire = serde_json::to_value(&finding)?;
+        assert_eq!(
+            wire,
+            serde_json::json!({"check": "gateways", "severity": "Blocking",
+                "code": "GatewayUnreachable", "message": "gw-1 does not answer"})
+        );
+        assert_eq!(
+            serde_json::to_value(FindingSeverity::Warning)?,
+            serde_json::json!("Warning")
+        );
+        assert_eq!(FindingSeverity::Warning.to_string(), "Warning");
+        let mut rec = rec;
+        rec.kind = OperationKind::Prepare;
+        rec.params.checks = vec!["gateways".into()];
+        rec.findings = vec![finding.clone()];
+        let json = serde_json::to_value(&rec)?;
+        assert_eq!(json["findings"], serde_json::json!([wire]));
+        assert_eq!(json["params"]["checks"], serde_json::json!(["gateways"]));
+        assert_eq!(serde_json::from_value::<OperationRecord>(json)?, rec);
+        for bad in ["blocking", "BLOCKING", "Error"] {
+            let json = serde_json::json!({"check": "c", "severity": bad, "code": "C",
+                "message": "m"});
+            assert!(serde_json::from_value::<Finding>(json).is_err(), "{bad}");
+        }
+        assert_eq!(
+            FindingSeverity::parse("bLoCkInG"),
+            Some(FindingSeverity::Blocking)
+        );
+        assert_eq!(
+            FindingSeverity::parse("warning"),
+            Some(FindingSeverity::Warning)
+        );
+        assert_eq!(FindingSeverity::parse("warn"), None);
+
+        // The prepare faults are omitted when they say nothing.
+        let wire = serde_json::to_value(Faults::default())?;
+        assert!(wire.get("prepareFindings").is_none(), "{wire}");
+        assert!(wire.get("failPrepare").is_none(), "{wire}");
+        let faults: Faults = serde_json::from_value(serde_json::json!({
+            "prepareFindings": [{"check": "gateways", "severity": "Warning",
+                "code": "GatewaySlow", "message": "gw-2 answers slowly"}],
+            "failPrepare": true
+        }))?;
+        assert!(faults.fail_prepare);
+        assert_eq!(
+            faults.prepare_findings,
+            [Finding::new(
+                "gateways",
+                FindingSeverity::Warning,
+                "GatewaySlow",
+                "gw-2 answers slowly"
+            )]
+        );
+        let wire = serde_json::to_value(&faults)?;
+        assert_eq!(wire["failPrepare"], true);
+        assert_eq!(wire["prepareFindings"][0]["severity"], "Warning");
+        Ok(())
+    }
+
+    #[test]
+    fn check_names_and_finding_codes() {
+        for name in [
+            "a",
+            "installConfig",
+            "gateway-reachability",
+            &"c".repeat(63),
+        ] {
+            assert!(valid_check_name(name), "{name}");
+        }
+        for name in [
+            "",
+            "9lives",
+            "-x",
+            "a_b",
+            "a.b",
+            "a b",
+            "é",
+            &"c".repeat(64),
+        ] {
+            assert!(!valid_check_name(name), "{name}");
+        }
+        for code in ["A", "ScheduledJobDropped", "Http2Down", &"C".repeat(63)] {
+            assert!(valid_finding_code(code), "{code}");
+        }
+        for code in ["", "1Bad", "Not-Camel", "a_b", "A B", &"C".repeat(64)] {
+            assert!(!valid_finding_code(code), "{code}");
+        }
+        let f = |check: &str, code: &str, message: &str| {
+            check_finding(&Finding::new(
+                check,
+                FindingSeverity::Warning,
+                code,
+                message,
+            ))
+        };
+        assert_eq!(f("gateways", "GatewaySlow", "slow"), Ok(()));
+        let huge = "x".repeat(100_000);
+        for (e, want) in [
+            (f("bad check", "C", "m"), "check \"bad check\""),
+            (f(&huge, "C", "m"), "check \"xxx"),
+            (f("c", "Bad-Code", "m"), "code \"Bad-Code\""),
+            (f("c", &huge, "m"), "code \"xxx"),
+            (f("c", "C", " "), "no message"),
+        ] {
+            let e = e.err().unwrap_or_default();
+            assert!(e.contains(want), "{e}");
+            assert!(e.len() < 300, "{e}");
+        }
+    }
+
+    #[test]
+    fn finding_messages_and_counts_are_bounded() {
+        let exact = "m".repeat(MAX_FINDING_MESSAGE);
+        assert_eq!(bound_message(&exact), exact);
+        assert_eq!(bound_message(""), "");
+        let cut = bound_message(&format!("{exact}m"));
+        assert_eq!(cut.chars().count(), MAX_FINDING_MESSAGE);
+        assert!(cut.ends_with('…'), "{cut}");
+        assert_eq!(cut, format!("{}…", "m".repeat(MAX_FINDING_MESSAGE - 1)));
+        // Counted in characters and cut on a character boundary.
+        let wide = "é".repeat(300);
+        let cut = bound_message(&wide);
+        assert_eq!(cut.chars().count(), MAX_FINDING_MESSAGE);
+        assert_eq!(cut, format!("{}…", "é".repeat(MAX_FINDING_MESSAGE - 1)));
+        assert_eq!(bound_message(&"é".repeat(256)), "é".repeat(256));
+        assert_eq!(
+            Finding::new("c", FindingSeverity::Warning, "C", wide).message,
+            cut,
+            "Finding::new bounds its message"
+        );
+
+        let finding = |i: usize, severity| Finding {
+            check: "c".into(),
+            severity,
+            code: format!("Code{i}"),
+            message: "x".repeat(1000),
+        };
+        let warnings = |n: usize| -> Vec<Finding> {
+            (0..n)
+                .map(|i| finding(i, FindingSeverity::Warning))
+                .collect()
+        };
+        assert!(bound_findings(Vec::new()).is_empty());
+        let at_bound = bound_findings(warnings(MAX_FINDINGS));
+        assert_eq!(at_bound.len(), MAX_FINDINGS);
+        assert_eq!(
+            at_bound[31].code, "Code31",
+            "32 findings are kept as they are"
+        );
+        assert!(at_bound.iter().all(|f| f.message.chars().count() == 256));
+
+        let mut many = warnings(40);
+        many[35].severity = FindingSeverity::Blocking;
+        many[38].severity = FindingSeverity::Blocking;
+        many[2].severity = FindingSeverity::Blocking;
+        let kept = bound_findings(many.clone());
+        assert_eq!(kept.len(), MAX_FINDINGS);
+        for (k, f) in kept[..31].iter().zip(&many) {
+            assert_eq!((&k.code, k.severity), (&f.code, f.severity));
+        }
+        let last = &kept[31];
+        assert_eq!(
+            (last.check.as_str(), last.severity, last.code.as_str()),
+            ("prepare", FindingSeverity::Warning, "FindingsTruncated")
+        );
+        assert!(
+            last.message
+                .starts_with("9 more findings were not listed (2 of them blocking"),
+            "{}",
+            last.message
+        );
+        assert!(last.message.chars().count() <= MAX_FINDING_MESSAGE);
+        assert_eq!(check_finding(last), Ok(()));
+        let one_over = bound_findings(warnings(MAX_FINDINGS + 1));
+        assert_eq!(one_over[31].code, FINDINGS_TRUNCATED);
+        assert!(
+            one_over[31].message.starts_with("2 more findings"),
+            "{}",
+            one_over[31].message
+        );
     }
 }

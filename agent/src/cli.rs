@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::api::{Faults, ReadyInfo, Role};
+use crate::api::{Faults, Finding, FindingSeverity, ReadyInfo, Role};
 use crate::conn_limits::ConnLimits;
 use crate::demo::{DemoBackend, DemoConfig, MemberTlsFlags};
 use crate::exec::{ExecBackend, ExecConfig};
@@ -130,6 +130,18 @@ pub struct RunArgs {
     /// `media_not_staged`).
     #[arg(long)]
     pub require_staged_media: bool,
+    /// Duration of a demo `prepare` operation (the preparation checks before an upgrade).
+    #[arg(long, default_value_t = 1.0)]
+    pub prepare_seconds: f64,
+    /// Demo: a finding a `prepare` reports when its `checks` include CHECK. SEVERITY is
+    /// `blocking` or `warning` (any case), CODE a CamelCase reason, MESSAGE the rest (it may
+    /// hold colons). Repeatable, reported in the order given.
+    #[arg(long = "prepare-finding", value_name = "SEVERITY:CHECK:CODE:MESSAGE")]
+    pub prepare_findings: Vec<String>,
+    /// Demo: a scheduled job of the member that an upgrade drops; a `prepare` with the
+    /// `scheduledJobs` check warns of it. Repeatable.
+    #[arg(long = "scheduled-job", value_name = "NAME")]
+    pub scheduled_jobs: Vec<String>,
     /// Load figure reported in /v1/status.
     #[arg(long)]
     pub load: Option<u64>,
@@ -160,6 +172,9 @@ pub struct RunArgs {
     /// Fault: `stage-media` of these versions fails.
     #[arg(long, value_delimiter = ',')]
     pub fail_stage_media: Vec<String>,
+    /// Fault: every `prepare` fails, its checks could not run.
+    #[arg(long)]
+    pub fail_prepare: bool,
     /// Fault: add VALUE to the demo KPI NAME (reported with VALUE when the member has no such
     /// KPI). Repeatable; of one name given twice, the last wins.
     #[arg(long = "kpi-offset", value_name = "NAME=VALUE")]
@@ -219,8 +234,57 @@ impl RunArgs {
             fail_tasks: self.fail_tasks.clone(),
             fail_stage_media: self.fail_stage_media.clone(),
             kpi_offsets: parse_kpi_offsets(&self.kpi_offsets)?,
+            prepare_findings: Vec::new(),
+            fail_prepare: self.fail_prepare,
         })
     }
+}
+
+/// `--prepare-finding SEVERITY:CHECK:CODE:MESSAGE` flags, checked as `prepareFindings` of
+/// `PUT /v1/faults` are (a long message is cut the same way).
+fn parse_prepare_findings(items: &[String]) -> Result<Vec<Finding>> {
+    items
+        .iter()
+        .map(|item| {
+            let quoted = crate::http_util::excerpt(item);
+            let mut parts = item.splitn(4, ':');
+            let (Some(severity), Some(check), Some(code), Some(message)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                bail!("--prepare-finding {quoted} must be SEVERITY:CHECK:CODE:MESSAGE");
+            };
+            let Some(severity) = FindingSeverity::parse(severity) else {
+                bail!(
+                    "--prepare-finding {quoted}: severity {} must be blocking or warning",
+                    crate::http_util::excerpt(severity)
+                );
+            };
+            let finding = Finding::new(check, severity, code, message);
+            crate::api::check_finding(&finding)
+                .map_err(|e| anyhow::anyhow!("--prepare-finding {quoted}: {e}"))?;
+            Ok(finding)
+        })
+        .collect()
+}
+
+/// Longest `--scheduled-job` name.
+const MAX_JOB_NAME: usize = 128;
+
+/// `--scheduled-job NAME` flags: 1 to 128 characters, no control characters.
+fn check_scheduled_jobs(jobs: &[String]) -> Result<()> {
+    for job in jobs {
+        if job.trim().is_empty()
+            || job.chars().count() > MAX_JOB_NAME
+            || job.chars().any(char::is_control)
+        {
+            bail!(
+                "--scheduled-job {} must be 1 to {MAX_JOB_NAME} characters, without control \
+                 characters",
+                crate::http_util::excerpt(job)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `--kpi-offset NAME=VALUE` flags, checked as `kpiOffsets` of `PUT /v1/faults` are.
@@ -451,6 +515,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if !(args.stage_seconds.is_finite() && (0.0..=3600.0).contains(&args.stage_seconds)) {
         bail!("--stage-seconds must be between 0 and 3600");
     }
+    if !(args.prepare_seconds.is_finite() && (0.0..=3600.0).contains(&args.prepare_seconds)) {
+        bail!("--prepare-seconds must be between 0 and 3600");
+    }
+    let prepare_findings = parse_prepare_findings(&args.prepare_findings)?;
+    check_scheduled_jobs(&args.scheduled_jobs)?;
+    if (!prepare_findings.is_empty() || !args.scheduled_jobs.is_empty())
+        && args.backend == BackendArg::Exec
+    {
+        bail!(
+            "--prepare-finding and --scheduled-job apply to the demo backend; with the exec \
+             backend the prepare command reports the findings"
+        );
+    }
     if !(args.upgrade_seconds.is_finite() && args.upgrade_seconds >= 0.0) {
         bail!("--upgrade-seconds must be a non-negative number");
     }
@@ -517,6 +594,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 task_seconds: args.task_seconds,
                 stage_seconds: args.stage_seconds,
                 require_staged_media: args.require_staged_media,
+                prepare_seconds: args.prepare_seconds,
+                prepare_findings,
+                scheduled_jobs: args.scheduled_jobs.clone(),
                 load: args.load,
                 faults,
                 conn_limits,
@@ -700,5 +780,61 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("at most 32"), "{e}");
+    }
+
+    #[test]
+    fn prepare_finding_flags_are_checked_like_the_fault() {
+        use crate::api::FindingSeverity::{Blocking, Warning};
+        let flags = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let parsed = parse_prepare_findings(&flags(&[
+            "blocking:gateways:GatewayUnreachable:gw-1 at 10.0.0.1:443 does not answer",
+            "WARNING:installConfig:ConfigDrift:ulimit differs",
+            "Warning:gateways:GatewaySlow:slow",
+        ]))
+        .map_err(|e| e.to_string());
+        assert_eq!(
+            parsed,
+            Ok(vec![
+                Finding::new(
+                    "gateways",
+                    Blocking,
+                    "GatewayUnreachable",
+                    "gw-1 at 10.0.0.1:443 does not answer"
+                ),
+                Finding::new("installConfig", Warning, "ConfigDrift", "ulimit differs"),
+                Finding::new("gateways", Warning, "GatewaySlow", "slow"),
+            ]),
+            "in the order given; the message keeps its colons"
+        );
+        let long = format!("warning:c:C:{}", "m".repeat(300));
+        let cut = parse_prepare_findings(&flags(&[&long])).unwrap_or_default();
+        assert_eq!(cut[0].message.chars().count(), 256);
+        for (bad, want) in [
+            (
+                "fatal:c:C:m",
+                "severity \"fatal\" must be blocking or warning",
+            ),
+            ("blocking:c:C", "must be SEVERITY:CHECK:CODE:MESSAGE"),
+            ("blocking", "must be SEVERITY:CHECK:CODE:MESSAGE"),
+            ("warning:bad check:C:m", "check \"bad check\""),
+            ("warning:c:Bad-Code:m", "code \"Bad-Code\""),
+            ("warning:c:C:", "has no message"),
+        ] {
+            let e = parse_prepare_findings(&flags(&[bad]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with("--prepare-finding"), "{bad}: {e}");
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        assert!(check_scheduled_jobs(&flags(&["nightly-report", "Weekly backup (Sun)"])).is_ok());
+        for bad in ["", " ", "a\nb", &"j".repeat(129)] {
+            let e = check_scheduled_jobs(&flags(&[bad]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with("--scheduled-job"), "{bad:?}: {e}");
+            assert!(e.len() < 300, "{e}");
+        }
     }
 }

@@ -14,8 +14,9 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use crate::api::{
-    Alarm, CertInfo, Faults, Health, MAX_MEDIA, MemberStatus, OperationKind, OperationRequest,
-    Replication, Role, TaskRun, alarm_codes, check_kpis,
+    Alarm, CertInfo, Faults, Finding, FindingSeverity, Health, MAX_MEDIA, MemberStatus,
+    OperationKind, OperationRequest, Replication, Role, TaskRun, alarm_codes, check_finding,
+    check_kpis,
 };
 use crate::http_util::{ApiError, excerpt};
 use crate::ops::{Ended, Progress};
@@ -26,6 +27,8 @@ const OUTPUT_TAIL: usize = 2048;
 pub const MAX_STATUS_OUTPUT: usize = 64 * 1024;
 /// Most a KPIs command may print on stdout; beyond it no KPI is reported.
 pub const MAX_KPIS_OUTPUT: usize = 16 * 1024;
+/// Most a `prepare` command may print on stdout (its findings); beyond it the operation fails.
+pub const MAX_PREPARE_OUTPUT: usize = 64 * 1024;
 const STATUS_CACHE: Duration = Duration::from_millis(500);
 
 /// One configured command: argv with `{placeholders}`, and a timeout.
@@ -208,7 +211,7 @@ struct Outcome {
 
 /// The request values a command gets, as `{name}` in its argv and as `BATON_<NAME>` in its
 /// environment.
-pub const PLACEHOLDERS: [&str; 13] = [
+pub const PLACEHOLDERS: [&str; 14] = [
     "version",
     "component",
     "trust_path",
@@ -222,6 +225,7 @@ pub const PLACEHOLDERS: [&str; 13] = [
     "fingerprint",
     "copy_from",
     "task",
+    "checks",
 ];
 
 impl ExecBackend {
@@ -286,6 +290,9 @@ impl ExecBackend {
         }
         if let Some(x) = &req.task {
             v.insert("task", x.clone());
+        }
+        if !req.checks.is_empty() {
+            v.insert("checks", req.checks.join(","));
         }
         if req.trust_pem.is_some() {
             v.insert("trust_path", dir.join("trust.pem").display().to_string());
@@ -508,8 +515,15 @@ impl ExecBackend {
             10,
             &format!("running {}", argv.first().map(String::as_str).unwrap_or("")),
         );
+        let prepare = req.kind == OperationKind::Prepare;
+        // A prepare command's stdout is its findings: read whole (up to a bound), not a tail.
+        let stdout_max = if prepare {
+            MAX_PREPARE_OUTPUT
+        } else {
+            OUTPUT_TAIL
+        };
         let out = self
-            .run(&argv, timeout, &self.request_env(&req), OUTPUT_TAIL)
+            .run(&argv, timeout, &self.request_env(&req), stdout_max)
             .await?;
         // The status may have changed; do not serve a stale cached one.
         *self.cache.lock().await = None;
@@ -522,6 +536,24 @@ impl ExecBackend {
             ));
         }
         match out.exit {
+            Some(0) if prepare => {
+                let stderr = stderr_tail(&out);
+                if out.stdout_cut {
+                    return Err(format!(
+                        "prepare printed more than {MAX_PREPARE_OUTPUT} bytes on stdout; \
+                         its findings were not read{stderr}"
+                    ));
+                }
+                let findings = parse_findings(&out.stdout).map_err(|e| {
+                    format!("prepare printed findings that do not parse: {e}{stderr}")
+                })?;
+                let found = crate::ops::describe_findings(&findings);
+                progress.findings(findings);
+                Ok(format!(
+                    "prepare succeeded in {:.1}s (exit 0): {found}{stderr}",
+                    out.elapsed.as_secs_f64()
+                ))
+            }
             Some(0) => Ok(format!(
                 "{} succeeded in {:.1}s (exit 0){tails}",
                 req.kind,
@@ -843,6 +875,97 @@ fn last_part(text: &str) -> &str {
     &text[start..]
 }
 
+/// `; stderr: ...` with the last [`OUTPUT_TAIL`] bytes of stderr, or nothing.
+fn stderr_tail(out: &Outcome) -> String {
+    let stderr = last_part(out.stderr.trim());
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {stderr}")
+    }
+}
+
+/// The findings a `prepare` command printed: a JSON array of finding objects (`check`,
+/// `severity`, `code`, `message`; severity `Blocking`/`Warning` in any letter case), or lines
+/// `SEVERITY CHECK CODE MESSAGE...` (MESSAGE the rest of the line; blank lines and lines
+/// starting with `#` ignored); nothing printed is no findings. Each finding is checked with
+/// [`check_finding`]; its message is cut to [`crate::api::MAX_FINDING_MESSAGE`] characters.
+/// The error names the first problem briefly: the finding's position in the array, or the
+/// line (quoted as an excerpt).
+pub fn parse_findings(stdout: &str) -> Result<Vec<Finding>, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Printed {
+        check: String,
+        severity: String,
+        code: String,
+        message: String,
+    }
+    let text = stdout.trim();
+    let mut findings = Vec::new();
+    if text.starts_with('[') {
+        let value = crate::ops::parse_json_value_strict(text.as_bytes())
+            .map_err(|e| format!("invalid JSON: {}", e.message))?;
+        let Some(items) = value.as_array() else {
+            return Err("invalid JSON: not an array".to_string());
+        };
+        for (i, item) in items.iter().enumerate() {
+            let n = i + 1;
+            let p: Printed = serde_json::from_value(item.clone()).map_err(|e| {
+                format!(
+                    "finding {n}: {}",
+                    crate::http_util::clip(&e.to_string(), 256)
+                )
+            })?;
+            let Some(severity) = FindingSeverity::parse(&p.severity) else {
+                return Err(format!(
+                    "finding {n}: severity {} must be Blocking or Warning",
+                    excerpt(&p.severity)
+                ));
+            };
+            let f = Finding::new(p.check, severity, p.code, p.message);
+            check_finding(&f).map_err(|e| format!("finding {n}: {e}"))?;
+            findings.push(f);
+        }
+        return Ok(findings);
+    }
+    /// The first word of `s` and what follows it, or `None` when `s` is blank.
+    fn word(s: &str) -> Option<(&str, &str)> {
+        let s = s.trim_start();
+        let end = s.find(char::is_whitespace).unwrap_or(s.len());
+        (end > 0).then(|| (&s[..end], &s[end..]))
+    }
+    for (i, line) in stdout.lines().enumerate() {
+        let n = i + 1;
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let parsed = word(trimmed).and_then(|(severity, rest)| {
+            let (check, rest) = word(rest)?;
+            let (code, rest) = word(rest)?;
+            let message = rest.trim();
+            (!message.is_empty()).then_some((severity, check, code, message))
+        });
+        let Some((severity, check, code, message)) = parsed else {
+            return Err(format!(
+                "line {n} {} is not `SEVERITY CHECK CODE MESSAGE`",
+                excerpt(trimmed)
+            ));
+        };
+        let Some(severity) = FindingSeverity::parse(severity) else {
+            return Err(format!(
+                "line {n}: severity {} must be blocking or warning",
+                excerpt(severity)
+            ));
+        };
+        let f = Finding::new(check, severity, code, message);
+        check_finding(&f).map_err(|e| format!("line {n}: {e}"))?;
+        findings.push(f);
+    }
+    Ok(findings)
+}
+
 fn format_tails(out: &Outcome, secrets: &[String]) -> String {
     let mut s = String::new();
     let stdout = redact(out.stdout.trim(), secrets);
@@ -1002,6 +1125,101 @@ mod tests {
             let e = check_media(&media).err().unwrap_or_default();
             assert!(e.contains(want), "{e}");
             assert!(e.len() < 300, "{e}");
+        }
+    }
+
+    #[test]
+    fn findings_are_read_as_a_json_array_or_as_lines() {
+        use crate::api::FindingSeverity::{Blocking, Warning};
+        let want = vec![
+            Finding::new(
+                "installConfig",
+                Blocking,
+                "ConfigDrift",
+                "max_connections is 200 on the host, 100 in the install config",
+            ),
+            Finding::new(
+                "scheduledJobs",
+                Warning,
+                "ScheduledJobDropped",
+                "nightly-report",
+            ),
+        ];
+        let json = r#"
+            [{"check": "installConfig", "severity": "Blocking", "code": "ConfigDrift",
+              "message": "max_connections is 200 on the host, 100 in the install config"},
+             {"check": "scheduledJobs", "severity": "warning", "code": "ScheduledJobDropped",
+              "message": "nightly-report"}]
+        "#;
+        assert_eq!(parse_findings(json), Ok(want.clone()));
+        let lines = "# preparation checks\n\nblocking installConfig ConfigDrift   max_connections is 200 on the host, 100 in the install config  \r\n  # done with the config\nWARNING\tscheduledJobs ScheduledJobDropped nightly-report\n";
+        assert_eq!(parse_findings(lines), Ok(want));
+        for nothing in ["", "  \n", "[]", "# nothing found\n"] {
+            assert_eq!(parse_findings(nothing), Ok(Vec::new()), "{nothing:?}");
+        }
+        // Long messages are cut, and there is no bound on the count here (the journal's).
+        let long = format!("warning c Long {}", "x".repeat(1000));
+        let parsed = parse_findings(&long).unwrap_or_default();
+        assert_eq!(parsed[0].message.chars().count(), 256);
+        let many: String = (0..100).map(|i| format!("warning c C{i} m{i}\n")).collect();
+        assert_eq!(parse_findings(&many).map(|f| f.len()), Ok(100));
+    }
+
+    #[test]
+    fn findings_output_that_does_not_parse_is_refused_naming_the_line() {
+        let huge = "x".repeat(100_000);
+        let huge_line = format!("blocking c {huge} m");
+        let cases: [(&str, &str); 14] = [
+            (
+                "blocking c",
+                "line 1 \"blocking c\" is not `SEVERITY CHECK CODE MESSAGE`",
+            ),
+            ("warning c Code", "line 1 \"warning c Code\" is not"),
+            (
+                "warning c Code fine\nfatal c Code m",
+                "line 2: severity \"fatal\" must be blocking or warning",
+            ),
+            ("warning bad_check Code m", "line 1: check \"bad_check\""),
+            ("\n\nwarning c Not-Camel m", "line 3: code \"Not-Camel\""),
+            ("{\"check\": \"c\"}", "line 1 "),
+            (
+                r#"[{"check": "c", "severity": "Fatal", "code": "C", "message": "m"}]"#,
+                "finding 1: severity \"Fatal\" must be Blocking or Warning",
+            ),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C", "message": "m"},
+                 {"check": "c c", "severity": "Warning", "code": "C", "message": "m"}]"#,
+                "finding 2: check \"c c\"",
+            ),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C_1", "message": "m"}]"#,
+                "finding 1: code \"C_1\"",
+            ),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C", "message": " "}]"#,
+                "finding 1: finding C of c has no message",
+            ),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C"}]"#,
+                "finding 1: missing field `message`",
+            ),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C", "message": "m", "x": 1}]"#,
+                "finding 1: unknown field `x`",
+            ),
+            (r#"["c"]"#, "finding 1"),
+            (
+                r#"[{"check": "c", "severity": "Warning", "code": "C", "message": "m"}"#,
+                "invalid JSON",
+            ),
+        ];
+        for (output, want) in cases {
+            let e = parse_findings(output).err().unwrap_or_default();
+            assert!(e.contains(want), "{output:?}: {e}");
+        }
+        for output in [huge.as_str(), huge_line.as_str()] {
+            let e = parse_findings(output).err().unwrap_or_default();
+            assert!(!e.is_empty() && e.len() < 400, "{} bytes", e.len());
         }
     }
 }

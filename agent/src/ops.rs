@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::api::{
-    DemoteRole, OperationKind, OperationParams, OperationRecord, OperationRequest, OperationState,
+    DemoteRole, Finding, MAX_CHECKS, OperationKind, OperationParams, OperationRecord,
+    OperationRequest, OperationState, bound_findings, valid_check_name,
 };
 use crate::http_util::{ApiError, clip, excerpt};
 use crate::persist;
@@ -64,6 +65,12 @@ impl Progress {
 
     pub fn set(&self, percent: u8, message: &str) {
         self.ops.progress(&self.id, percent, message);
+    }
+
+    /// Records what the operation found (a `prepare`'s findings), bounded with
+    /// [`bound_findings`]; persisted with the operation's end.
+    pub fn findings(&self, findings: Vec<Finding>) {
+        self.ops.set_findings(&self.id, findings);
     }
 }
 
@@ -157,6 +164,7 @@ impl OpsStore {
                 version_before,
                 version_after: None,
                 member: member.to_string(),
+                findings: Vec::new(),
             };
             inner.push_back(Stored {
                 record: record.clone(),
@@ -204,6 +212,17 @@ impl OpsStore {
         {
             s.record.progress = progress.min(100);
             s.record.message = message.to_string();
+        }
+    }
+
+    /// In-memory findings of a running operation, bounded; persisted with the next state
+    /// change.
+    pub fn set_findings(&self, id: &str, findings: Vec<Finding>) {
+        let mut inner = self.lock();
+        if let Some(s) = inner.iter_mut().rev().find(|s| s.record.id == id)
+            && s.record.state == OperationState::Running
+        {
+            s.record.findings = bound_findings(findings);
         }
     }
 
@@ -326,6 +345,7 @@ fn recorded_params(req: &OperationRequest) -> OperationParams {
         fingerprint: req.fingerprint.clone(),
         copy_from: req.copy_from.clone(),
         task: req.task.clone(),
+        checks: req.checks.clone(),
     }
 }
 
@@ -489,6 +509,60 @@ fn validate_fingerprints(fps: &[String], what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `prepare`'s `checks`: 1 to [`MAX_CHECKS`] names, each [`valid_check_name`], none twice.
+fn validate_checks(checks: &[String]) -> Result<(), ApiError> {
+    if checks.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_param",
+            "prepare requires the \"checks\" parameter (1 to 16 check names)",
+        ));
+    }
+    if checks.len() > MAX_CHECKS {
+        return Err(ApiError::bad_request(
+            "invalid_param",
+            format!(
+                "checks lists {} check names; at most {MAX_CHECKS}",
+                checks.len()
+            ),
+        ));
+    }
+    for (i, check) in checks.iter().enumerate() {
+        if !valid_check_name(check) {
+            return Err(ApiError::bad_request(
+                "invalid_param",
+                format!(
+                    "checks: check name {} must be 1 to 63 characters of A-Z a-z 0-9 -, starting with a letter",
+                    excerpt(check)
+                ),
+            ));
+        }
+        if checks[..i].contains(check) {
+            return Err(ApiError::bad_request(
+                "invalid_param",
+                format!("checks lists {check:?} twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `prepare`'s findings in its message: "no findings", or "N finding(s): B blocking, W
+/// warning(s)".
+pub fn describe_findings(findings: &[Finding]) -> String {
+    if findings.is_empty() {
+        return "no findings".to_string();
+    }
+    let blocking = findings
+        .iter()
+        .filter(|f| f.severity == crate::api::FindingSeverity::Blocking)
+        .count();
+    format!(
+        "{} finding(s): {blocking} blocking, {} warning(s)",
+        findings.len(),
+        findings.len() - blocking
+    )
+}
+
 /// Checks the parameters of a request against its kind: required ones present and well
 /// formed, and none that the kind does not use (a stray parameter usually means the caller
 /// meant another kind).
@@ -507,6 +581,7 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         K::RemovePeer => &["peer"],
         K::Task => &["task", "version"],
         K::StageMedia | K::RemoveMedia => &["version"],
+        K::Prepare => &["version", "checks"],
         K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData | K::Retire => &[],
     };
     let present = [
@@ -522,6 +597,7 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         ("fingerprint", req.fingerprint.is_some()),
         ("copyFrom", req.copy_from.is_some()),
         ("task", req.task.is_some()),
+        ("checks", !req.checks.is_empty()),
     ];
     for (name, is_present) in present {
         if is_present && !allowed.contains(&name) {
@@ -575,6 +651,10 @@ pub fn validate_request(req: &OperationRequest) -> Result<(), ApiError> {
         }
         K::StageMedia | K::RemoveMedia => {
             validate_version(require(&req.version, kind, "version")?)?;
+        }
+        K::Prepare => {
+            validate_version(require(&req.version, kind, "version")?)?;
+            validate_checks(&req.checks)?;
         }
         K::Promote | K::Backup | K::Verify | K::Restart | K::ResignData | K::Retire => {}
     }
@@ -1094,6 +1174,197 @@ mod tests {
     }
 
     #[test]
+    fn prepare_requires_a_version_and_distinct_valid_checks() {
+        let prep = || OperationRequest::new("p", OperationKind::Prepare);
+        let ok = || prep().with_version("2.0.0");
+        let code = |r: OperationRequest| validate_request(&r).err().map(|e| e.code);
+        assert_eq!(code(ok().with_checks(["installConfig"])), None);
+        assert_eq!(
+            code(ok().with_checks(["installConfig", "gateways", "scheduledJobs"])),
+            None
+        );
+        let sixteen: Vec<String> = (0..MAX_CHECKS).map(|i| format!("check-{i}")).collect();
+        assert_eq!(code(ok().with_checks(sixteen.clone())), None);
+        assert_eq!(code(ok().with_checks(["c".repeat(63)])), None);
+        let mut seventeen = sixteen.clone();
+        seventeen.push("one-more".into());
+        let huge = "c".repeat(10_000);
+        let cases = [
+            (prep().with_checks(["a"]), "missing_param", "\"version\""),
+            (
+                prep().with_version("").with_checks(["a"]),
+                "missing_param",
+                "\"version\"",
+            ),
+            (
+                prep().with_version("2 0").with_checks(["a"]),
+                "invalid_param",
+                "version",
+            ),
+            (ok(), "missing_param", "\"checks\""),
+            (
+                ok().with_checks(Vec::<String>::new()),
+                "missing_param",
+                "\"checks\"",
+            ),
+            (
+                ok().with_checks(seventeen),
+                "invalid_param",
+                "17 check names; at most 16",
+            ),
+            (
+                ok().with_checks(["gateways", "installConfig", "gateways"]),
+                "invalid_param",
+                "lists \"gateways\" twice",
+            ),
+            (ok().with_checks([""]), "invalid_param", "check name \"\""),
+            (
+                ok().with_checks(["9lives"]),
+                "invalid_param",
+                "check name \"9lives\"",
+            ),
+            (
+                ok().with_checks(["a", "snake_case"]),
+                "invalid_param",
+                "check name \"snake_case\"",
+            ),
+            (
+                ok().with_checks(["a b"]),
+                "invalid_param",
+                "check name \"a b\"",
+            ),
+            (
+                ok().with_checks(["c".repeat(64)]),
+                "invalid_param",
+                "check name",
+            ),
+            (
+                ok().with_checks([huge.as_str()]),
+                "invalid_param",
+                "check name",
+            ),
+            (
+                ok().with_checks(["a"]).with_task("t"),
+                "unexpected_param",
+                "task",
+            ),
+            (
+                ok().with_checks(["a"]).with_component("os"),
+                "unexpected_param",
+                "component",
+            ),
+            (
+                ok().with_checks(["a"]).with_source("127.0.0.1:7001"),
+                "unexpected_param",
+                "source",
+            ),
+            (
+                ok().with_checks(["a"]).with_peer("m1"),
+                "unexpected_param",
+                "peer",
+            ),
+            // A stray parameter is named before missing ones.
+            (prep().with_peer("m1"), "unexpected_param", "peer"),
+        ];
+        for (req, want, names) in cases {
+            let what = clip(&format!("{req:?}"), 200);
+            let e = validate_request(&req).err();
+            assert_eq!(e.as_ref().map(|e| e.code.as_str()), Some(want), "{what}");
+            let message = e.map(|e| e.message).unwrap_or_default();
+            assert!(message.contains(names), "{what}: {message}");
+            assert!(message.len() < 400, "{what}: {message}");
+        }
+    }
+
+    /// Every other kind refuses `checks` as it refuses any parameter it does not take, even
+    /// alongside otherwise valid parameters.
+    #[test]
+    fn checks_on_another_kind_are_unexpected() {
+        for kind in OperationKind::ALL {
+            if kind == OperationKind::Prepare {
+                continue;
+            }
+            let req = OperationRequest::new("x", kind)
+                .with_version("2.0.0")
+                .with_checks(["gateways"]);
+            let e = validate_request(&req).err();
+            let (code, message) = e.map(|e| (e.code, e.message)).unwrap_or_default();
+            // Kinds that take no version name it first; the others name checks.
+            assert_eq!(code, "unexpected_param", "{kind}");
+            assert!(
+                message.contains("\"checks\"") || message.contains("\"version\""),
+                "{kind}: {message}"
+            );
+            let mut minimal = OperationRequest::new("x", kind).with_checks(["gateways"]);
+            minimal.version = None;
+            let e = validate_request(&minimal).err();
+            assert_eq!(
+                e.map(|e| (e.code, e.message)),
+                Some((
+                    "unexpected_param".to_string(),
+                    format!("{kind} does not take the \"checks\" parameter")
+                )),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn prepare_params_are_recorded_and_parsed_from_the_wire() -> Result<()> {
+        let req = parse_request(
+            br#"{"id":"prep-2.0.0","kind":"prepare","version":"2.0.0","checks":["installConfig","scheduledJobs"]}"#,
+        )
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+        assert_eq!(
+            (req.kind, req.version.as_deref(), req.checks.as_slice()),
+            (
+                OperationKind::Prepare,
+                Some("2.0.0"),
+                &["installConfig".to_string(), "scheduledJobs".to_string()][..]
+            )
+        );
+        assert_eq!(validate_request(&req).err().map(|e| e.code), None);
+        assert_eq!(
+            serde_json::to_value(recorded_params(&req))?,
+            serde_json::json!({"version": "2.0.0", "checks": ["installConfig", "scheduledJobs"]})
+        );
+        for (body, want) in [
+            (
+                &br#"{"id":"p","kind":"prepare","version":"2.0.0","checks":"gateways"}"#[..],
+                "invalid_request",
+            ),
+            (
+                br#"{"id":"p","kind":"prepare","version":"2.0.0","checks":[1]}"#,
+                "invalid_request",
+            ),
+            (
+                br#"{"id":"p","kind":"prepare","version":"2.0.0","check":["a"]}"#,
+                "invalid_request",
+            ),
+            (
+                br#"{"id":"p","kind":"Prepare","version":"2.0.0","checks":["a"]}"#,
+                "unknown_kind",
+            ),
+        ] {
+            let e = parse_request(body).err().map(|e| e.code);
+            assert_eq!(
+                e.as_deref(),
+                Some(want),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // An empty list parses as none (so it is refused as missing, not as malformed).
+        let req = parse_request(br#"{"id":"p","kind":"prepare","version":"2.0.0","checks":[]}"#)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        assert_eq!(
+            validate_request(&req).err().map(|e| e.code).as_deref(),
+            Some("missing_param")
+        );
+        Ok(())
+    }
+
+    #[test]
     fn peer_params_are_recorded_and_parsed_from_the_wire() -> Result<()> {
         let req = parse_request(br#"{"id":"p","kind":"add-peer","peer":"m3","copyFrom":"m1"}"#)
             .map_err(|e| anyhow::anyhow!(e.message))?;
@@ -1146,6 +1417,70 @@ mod tests {
         let rec = reloaded.get("op1").context("record survives")?;
         assert_eq!(rec.state, OperationState::Failed);
         assert_eq!(rec.message, INTERRUPTED);
+        Ok(())
+    }
+
+    /// A prepare's findings are recorded bounded, persisted with its end and read back by a
+    /// restarted agent; a finished record's findings never change, and the journal of an agent
+    /// that predates findings still loads.
+    #[tokio::test]
+    async fn findings_are_bounded_and_survive_a_restart() -> Result<()> {
+        use crate::api::{FINDINGS_TRUNCATED, FindingSeverity, MAX_FINDINGS};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("operations.json");
+        let ops = OpsStore::load(path.clone()).await?;
+        let req = OperationRequest::new("prep", OperationKind::Prepare)
+            .with_version("2.0.0")
+            .with_checks(["gateways"]);
+        assert!(matches!(
+            ops.begin(&req, "m", None).await,
+            Ok(Begin::Created(_))
+        ));
+        let found: Vec<Finding> = (0..40)
+            .map(|i| {
+                Finding::new(
+                    "gateways",
+                    FindingSeverity::Blocking,
+                    format!("Gateway{i}Down"),
+                    "é".repeat(300),
+                )
+            })
+            .collect();
+        Progress::new(ops.clone(), "prep".into()).findings(found);
+        ops.finish(
+            "prep",
+            OperationState::Succeeded,
+            "ran".into(),
+            Some("1.0.0".into()),
+        )
+        .await;
+        Progress::new(ops.clone(), "prep".into()).findings(Vec::new());
+        let rec = ops.get("prep").context("recorded")?;
+        assert_eq!(rec.findings.len(), MAX_FINDINGS, "finished: unchanged");
+        assert_eq!(rec.findings[30].code, "Gateway30Down");
+        assert_eq!(rec.findings[31].code, FINDINGS_TRUNCATED);
+        assert!(
+            rec.findings[..31]
+                .iter()
+                .all(|f| f.message.chars().count() == 256 && f.message.ends_with('…'))
+        );
+        drop(ops);
+        let reloaded = OpsStore::load(path.clone()).await?;
+        assert_eq!(reloaded.get("prep"), Some(rec.clone()));
+        let on_disk: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+        assert_eq!(
+            on_disk[0]["record"]["findings"][0]["severity"],
+            serde_json::json!("Blocking")
+        );
+
+        // A journal written before findings existed.
+        let old = serde_json::json!([{"record": {
+            "id": "b", "kind": "backup", "state": "Succeeded", "progress": 100,
+            "startedAt": "2026-01-01T00:00:00Z", "member": "m"}, "digest": "x"}]);
+        let old_path = dir.path().join("old.json");
+        std::fs::write(&old_path, old.to_string())?;
+        let old = OpsStore::load(old_path).await?;
+        assert!(old.get("b").context("old record")?.findings.is_empty());
         Ok(())
     }
 }

@@ -221,6 +221,9 @@ fn describe_params(rec: &OperationRecord) -> String {
     if let Some(t) = &p.task {
         parts.push(format!("task={t}"));
     }
+    if !p.checks.is_empty() {
+        parts.push(format!("checks={}", p.checks.join(",")));
+    }
     if parts.is_empty() {
         String::new()
     } else {
@@ -270,6 +273,9 @@ mod tests {
             task_seconds,
             stage_seconds: 0.0,
             require_staged_media: false,
+            prepare_seconds: 0.0,
+            prepare_findings: Vec::new(),
+            scheduled_jobs: Vec::new(),
             load: None,
             faults: Faults::default(),
             conn_limits: Default::default(),

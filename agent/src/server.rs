@@ -100,6 +100,14 @@ pub fn parse_faults(body: &[u8]) -> Result<Faults, ApiError> {
     }
     crate::api::check_kpi_offsets(&faults.kpi_offsets)
         .map_err(|e| ApiError::bad_request("invalid_param", format!("kpiOffsets: {e}")))?;
+    let mut faults = faults;
+    for (i, f) in faults.prepare_findings.iter_mut().enumerate() {
+        crate::api::check_finding(f).map_err(|e| {
+            ApiError::bad_request("invalid_param", format!("prepareFindings[{i}]: {e}"))
+        })?;
+        // Kept as a record shows it: a long message is cut, not refused.
+        f.message = crate::api::bound_message(&f.message);
+    }
     Ok(faults)
 }
 

@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{
-    Alarm, Faults, Health, MemberStatus, OperationKind, OperationRequest, Replication, Role,
-    TaskRun, alarm_codes,
+    Alarm, Faults, Finding, Health, MemberStatus, OperationKind, OperationRequest, Replication,
+    Role, TaskRun, alarm_codes,
 };
 use crate::handshakes::HandshakeCounter;
 use crate::http_util::ApiError;
@@ -126,6 +126,14 @@ pub struct DemoConfig {
     pub stage_seconds: f64,
     /// Refuse (409 `media_not_staged`) an `upgrade` to a version whose media is not staged.
     pub require_staged_media: bool,
+    /// How long a `prepare` operation takes.
+    pub prepare_seconds: f64,
+    /// Findings a `prepare` reports when its `checks` include theirs (`--prepare-finding`);
+    /// the `prepareFindings` fault adds to them.
+    pub prepare_findings: Vec<Finding>,
+    /// Scheduled jobs of the member that an upgrade drops (`--scheduled-job`): a `prepare`
+    /// with the `scheduledJobs` check warns of each.
+    pub scheduled_jobs: Vec<String>,
     pub load: Option<u64>,
     pub faults: Faults,
 }
@@ -155,6 +163,9 @@ pub(crate) struct Shared {
     pub task_seconds: f64,
     pub stage_seconds: f64,
     require_staged_media: bool,
+    pub prepare_seconds: f64,
+    pub prepare_findings: Vec<Finding>,
+    pub scheduled_jobs: Vec<String>,
     default_load: Option<u64>,
     upgrading: Mutex<Option<Timestamp>>,
     traffic_failed: Mutex<Option<(Timestamp, String)>>,
@@ -589,6 +600,9 @@ impl DemoBackend {
             task_seconds: cfg.task_seconds,
             stage_seconds: cfg.stage_seconds,
             require_staged_media: cfg.require_staged_media,
+            prepare_seconds: cfg.prepare_seconds,
+            prepare_findings: cfg.prepare_findings.clone(),
+            scheduled_jobs: cfg.scheduled_jobs.clone(),
             default_load: cfg.load,
             upgrading: Mutex::new(None),
             traffic_failed: Mutex::new(None),

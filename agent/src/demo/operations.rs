@@ -9,7 +9,8 @@ use jiff::Timestamp;
 use super::peers::{self, MAX_PEERS, short};
 use super::{Shared, lock};
 use crate::api::{
-    DemoteRole, MAX_MEDIA, MAX_TASK_RUNS, OperationKind, OperationRequest, Role, TaskRun,
+    DemoteRole, Finding, FindingSeverity, MAX_MEDIA, MAX_TASK_RUNS, OperationKind,
+    OperationRequest, Role, TaskRun,
 };
 use crate::http_client::Target;
 use crate::ops::{Ended, Progress};
@@ -126,6 +127,7 @@ pub(crate) async fn execute(
             .await
         }
         K::RemoveMedia => remove_media(shared, req.version.as_deref().unwrap_or_default()),
+        K::Prepare => prepare(shared, &req, &progress).await,
     }
 }
 
@@ -702,4 +704,147 @@ fn remove_media(shared: &Arc<Shared>, version: &str) -> Ended {
             format!(": {}", state.media.join(", "))
         }
     ))
+}
+
+/// The check whose findings are the member's scheduled jobs (`--scheduled-job`).
+pub(crate) const SCHEDULED_JOBS_CHECK: &str = "scheduledJobs";
+
+/// What a demo member's preparation checks find for an upgrade to `version`, in the order of
+/// `checks`: per check, a warning per scheduled job (check `scheduledJobs`), then the
+/// `--prepare-finding` flags' findings of that check, then the `prepareFindings` fault's.
+/// A check the member knows nothing about finds nothing.
+pub(crate) fn prepare_findings(
+    checks: &[String],
+    version: &str,
+    scheduled_jobs: &[String],
+    from_flags: &[Finding],
+    from_faults: &[Finding],
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for check in checks {
+        if check == SCHEDULED_JOBS_CHECK {
+            out.extend(scheduled_jobs.iter().map(|job| {
+                Finding::new(
+                    SCHEDULED_JOBS_CHECK,
+                    FindingSeverity::Warning,
+                    "ScheduledJobDropped",
+                    format!(
+                        "scheduled job {job} is dropped by the upgrade to {version}; it must be recreated after the upgrade"
+                    ),
+                )
+            }));
+        }
+        out.extend(
+            from_flags
+                .iter()
+                .chain(from_faults)
+                .filter(|f| f.check == *check)
+                .cloned(),
+        );
+    }
+    out
+}
+
+/// Runs the preparation checks of `req.checks` for an upgrade to `req.version`:
+/// `--prepare-seconds` with progress, then records what they found (see
+/// [`prepare_findings`]) as the operation's findings. Succeeds whatever it found; with the
+/// `failPrepare` fault it fails halfway, the checks could not run. Changes nothing on the
+/// member: role, version, serving and data are untouched.
+async fn prepare(shared: &Arc<Shared>, req: &OperationRequest, progress: &Progress) -> Ended {
+    let version = req.version.clone().unwrap_or_default();
+    let faults = shared.faults();
+    let seconds = shared.prepare_seconds;
+    let checks = req.checks.join(", ");
+    progress.set(
+        5,
+        &format!("preparation checks for {version}: started ({checks})"),
+    );
+    let steps: u32 = 10;
+    let step = Duration::from_secs_f64(seconds / f64::from(steps));
+    for i in 1..=steps {
+        tokio::time::sleep(step).await;
+        if faults.fail_prepare && i == steps / 2 {
+            return Err(
+                "preparation checks could not run: injected fault failPrepare is set".into(),
+            );
+        }
+        let pct = u8::try_from(5 + i * 90 / steps).unwrap_or(95);
+        progress.set(
+            pct,
+            &format!("preparation checks for {version}: step {i}/{steps}"),
+        );
+    }
+    let findings = prepare_findings(
+        &req.checks,
+        &version,
+        &shared.scheduled_jobs,
+        &shared.prepare_findings,
+        &faults.prepare_findings,
+    );
+    let message = crate::ops::describe_findings(&findings);
+    progress.findings(findings);
+    Ok(format!(
+        "preparation checks for {version} ran ({} check(s): {checks}): {message}",
+        req.checks.len()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::FindingSeverity::{Blocking, Warning};
+
+    /// In the order of the requested checks; per check the scheduled jobs, then the flags',
+    /// then the faults' findings; nothing for a check not asked for.
+    #[test]
+    fn prepare_findings_follow_the_requested_checks() {
+        let f = |check: &str, severity, code: &str| Finding::new(check, severity, code, code);
+        let flags = [
+            f("gateways", Blocking, "FlagGateway"),
+            f("installConfig", Warning, "FlagConfig"),
+            f("scheduledJobs", Warning, "FlagJobs"),
+        ];
+        let faults = [
+            f("installConfig", Blocking, "FaultConfig"),
+            f("gateways", Warning, "FaultGateway"),
+            f("diskSpace", Blocking, "FaultDisk"),
+        ];
+        let jobs = ["nightly-report".to_string(), "purge".to_string()];
+        let checks = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let codes = |c: &[&str]| -> Vec<String> {
+            prepare_findings(&checks(c), "2.0.0", &jobs, &flags, &faults)
+                .into_iter()
+                .map(|f| f.code)
+                .collect()
+        };
+        assert_eq!(
+            codes(&["installConfig", "scheduledJobs", "gateways"]),
+            [
+                "FlagConfig",
+                "FaultConfig",
+                "ScheduledJobDropped",
+                "ScheduledJobDropped",
+                "FlagJobs",
+                "FlagGateway",
+                "FaultGateway"
+            ]
+        );
+        assert_eq!(codes(&["gateways"]), ["FlagGateway", "FaultGateway"]);
+        assert_eq!(codes(&["diskSpace"]), ["FaultDisk"]);
+        assert!(codes(&["somethingElse"]).is_empty());
+        let jobs_found = prepare_findings(&checks(&["scheduledJobs"]), "2.0.0", &jobs, &[], &[]);
+        assert_eq!(
+            jobs_found[0],
+            Finding::new(
+                "scheduledJobs",
+                Warning,
+                "ScheduledJobDropped",
+                "scheduled job nightly-report is dropped by the upgrade to 2.0.0; it must be recreated after the upgrade"
+            )
+        );
+        assert_eq!(jobs_found[1].message.split(' ').nth(2), Some("purge"));
+        for f in &jobs_found {
+            assert_eq!(crate::api::check_finding(f), Ok(()));
+        }
+    }
 }

@@ -154,6 +154,12 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
         r#"{{"id":"a","kind":"stage-media","version":"{}"}}"#,
         "9".repeat(65)
     );
+    let checks = |names: Vec<String>| {
+        serde_json::json!({"id": "a", "kind": "prepare", "version": "2.0.0", "checks": names})
+            .to_string()
+    };
+    let checks_many = checks((0..17).map(|i| format!("check{i}")).collect());
+    let checks_long = checks(vec!["c".repeat(64)]);
     // One row a case: what, the body, the error code.
     #[rustfmt::skip]
     let cases: &[(&str, &[u8], &str)] = &[
@@ -205,6 +211,26 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
         ("remove-media with a source", br#"{"id":"a","kind":"remove-media","version":"2.0.0","source":"127.0.0.1:7001"}"#, "unexpected_param"),
         ("remove-media with a task", br#"{"id":"a","kind":"remove-media","version":"2.0.0","task":"x"}"#, "unexpected_param"),
         ("media kind in snake case", br#"{"id":"a","kind":"stage_media","version":"2.0.0"}"#, "unknown_kind"),
+        ("prepare without a version", br#"{"id":"a","kind":"prepare","checks":["gateways"]}"#, "missing_param"),
+        ("prepare with an empty version", br#"{"id":"a","kind":"prepare","version":"","checks":["gateways"]}"#, "missing_param"),
+        ("prepare with a bad version", br#"{"id":"a","kind":"prepare","version":"2.0.0 now","checks":["gateways"]}"#, "invalid_param"),
+        ("prepare without checks", br#"{"id":"a","kind":"prepare","version":"2.0.0"}"#, "missing_param"),
+        ("prepare with empty checks", br#"{"id":"a","kind":"prepare","version":"2.0.0","checks":[]}"#, "missing_param"),
+        ("prepare with 17 checks", checks_many.as_bytes(), "invalid_param"),
+        ("prepare with a check twice", br#"{"id":"a","kind":"prepare","version":"2.0.0","checks":["gateways","jobs","gateways"]}"#, "invalid_param"),
+        ("prepare with a bad check name", br#"{"id":"a","kind":"prepare","version":"2.0.0","checks":["install_config"]}"#, "invalid_param"),
+        ("prepare with a check name of a digit first", br#"{"id":"a","kind":"prepare","version":"2.0.0","checks":["1st"]}"#, "invalid_param"),
+        ("prepare with an empty check name", br#"{"id":"a","kind":"prepare","version":"2.0.0","checks":[""]}"#, "invalid_param"),
+        ("prepare with a long check name", checks_long.as_bytes(), "invalid_param"),
+        ("prepare checks of the wrong type", br#"{"id":"a","kind":"prepare","version":"2.0.0","checks":"gateways"}"#, "invalid_request"),
+        ("prepare check of the wrong type", br#"{"id":"a","kind":"prepare","version":"2.0.0","checks":[1]}"#, "invalid_request"),
+        ("prepare with a task", br#"{"id":"a","kind":"prepare","version":"2.0.0","checks":["gateways"],"task":"x"}"#, "unexpected_param"),
+        ("prepare with a component", br#"{"id":"a","kind":"prepare","version":"2.0.0","checks":["gateways"],"component":"os"}"#, "unexpected_param"),
+        ("prepare with findings", br#"{"id":"a","kind":"prepare","version":"2.0.0","checks":["gateways"],"findings":[]}"#, "invalid_request"),
+        ("checks on stage-media", br#"{"id":"a","kind":"stage-media","version":"2.0.0","checks":["gateways"]}"#, "unexpected_param"),
+        ("checks on preflight", br#"{"id":"a","kind":"preflight","version":"2.0.0","checks":["gateways"]}"#, "unexpected_param"),
+        ("checks on backup", br#"{"id":"a","kind":"backup","checks":["gateways"]}"#, "unexpected_param"),
+        ("prepare kind capitalised", br#"{"id":"a","kind":"Prepare","version":"2.0.0","checks":["gateways"]}"#, "unknown_kind"),
     ];
     for (what, body, code) in cases {
         let request = (Method::POST, "/v1/operations", *body);
@@ -227,7 +253,7 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
     );
 
     // Routing and fault-body errors.
-    let routing: [(Request, Refusal); 11] = [
+    let routing: [(Request, Refusal); 17] = [
         (
             (Method::GET, "/v1/nothing", b""),
             (StatusCode::NOT_FOUND, "not_found"),
@@ -290,6 +316,50 @@ async fn bad_requests_get_machine_readable_errors_and_change_nothing() -> TestRe
                 "/v1/faults",
                 br#"{"kpiOffsets":["writeRate",1]}"#,
             ),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+        ),
+        (
+            (
+                Method::PUT,
+                "/v1/faults",
+                br#"{"prepareFindings":[{"check":"bad check","severity":"Warning","code":"C","message":"m"}]}"#,
+            ),
+            (StatusCode::BAD_REQUEST, "invalid_param"),
+        ),
+        (
+            (
+                Method::PUT,
+                "/v1/faults",
+                br#"{"prepareFindings":[{"check":"c","severity":"Warning","code":"Not-Camel","message":"m"}]}"#,
+            ),
+            (StatusCode::BAD_REQUEST, "invalid_param"),
+        ),
+        (
+            (
+                Method::PUT,
+                "/v1/faults",
+                br#"{"prepareFindings":[{"check":"c","severity":"Warning","code":"C","message":""}]}"#,
+            ),
+            (StatusCode::BAD_REQUEST, "invalid_param"),
+        ),
+        (
+            (
+                Method::PUT,
+                "/v1/faults",
+                br#"{"prepareFindings":[{"check":"c","severity":"warning","code":"C","message":"m"}]}"#,
+            ),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+        ),
+        (
+            (
+                Method::PUT,
+                "/v1/faults",
+                br#"{"prepareFindings":[{"check":"c","severity":"Warning","code":"C"}]}"#,
+            ),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+        ),
+        (
+            (Method::PUT, "/v1/faults", br#"{"failPrepare":"yes"}"#),
             (StatusCode::BAD_REQUEST, "invalid_request"),
         ),
     ];

@@ -456,6 +456,7 @@ operations:
   task: {{command: ["{dump}"]}}
   stage-media: {{command: ["{dump}"]}}
   remove-media: {{command: ["{dump}"]}}
+  prepare: {{command: ["{dump}"]}}
 "#,
         host = host.display()
     );
@@ -594,6 +595,27 @@ operations:
             expect(id, kind.as_str(), &[("BATON_VERSION", "3.1.0")])
         );
     }
+    // A prepare gets its version and its checks, joined with commas (its empty stdout: no
+    // findings).
+    let rec = m1
+        .run_ok(
+            &Req::new("prepare", K::Prepare)
+                .with_version("3.1.0")
+                .with_checks(["installConfig", "scheduledJobs", "gateways"]),
+        )
+        .await?;
+    assert!(rec.findings.is_empty(), "{:?}", rec.findings);
+    assert_eq!(
+        env_of("prepare")?,
+        expect(
+            "prepare",
+            "prepare",
+            &[
+                ("BATON_VERSION", "3.1.0"),
+                ("BATON_CHECKS", "installConfig,scheduledJobs,gateways")
+            ]
+        )
+    );
     // Paths of the files the agent wrote, the key's among them; never a trust path unasked.
     let cert = fx.pki.mesh_ca.issue(&CertSpec::member("m1"))?;
     m1.run_ok(
@@ -1063,5 +1085,213 @@ status:
     assert!(message.len() < 1024, "{} bytes", message.len());
     std::fs::remove_file(host.join("status.json"))?;
     kpis_become(&m1, &kpis_of(&[("fixedKpi", 7.0)])).await?;
+    Ok(())
+}
+
+/// `prepare` runs `operations.prepare` with `{version}`/`{checks}` (and `BATON_VERSION`,
+/// `BATON_CHECKS`), once per id. Exit 0: stdout is the findings, a JSON array or lines, empty
+/// for none, at most 32 recorded; blocking findings still succeed. Output that does not
+/// parse, too much of it, or a non-zero exit fails the operation with a bounded message and
+/// no findings. Without `operations.prepare`, a prepare is refused like any unconfigured kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_prepare_records_the_findings_its_command_prints() -> TestResult {
+    use baton_agent::api::{Finding, FindingSeverity};
+    let fx = Fixture::new(&["m1"])?;
+    let host = fx.path().join("host");
+    std::fs::create_dir_all(&host)?;
+    let h = host.display().to_string();
+    // Prints out.txt, err.txt on stderr, exits with the code in exit.txt (0 without one).
+    let prepare = script(
+        &host,
+        "prepare.sh",
+        &r#"cd HOST; echo "$1 $2 $BATON_VERSION $BATON_CHECKS" >> args.log
+cat out.txt 2>/dev/null; cat err.txt >&2 2>/dev/null; exit "$(cat exit.txt 2>/dev/null || echo 0)""#
+            .replace("HOST", &h),
+    )?;
+    let status = script(
+        &host,
+        "status.sh",
+        r#"echo '{"version":"1.0.0","role":"Active","serving":true}'"#,
+    )?;
+    let cfg = fx.path().join("exec.yaml");
+    let without = format!(
+        "statusCommand: {{command: [\"{status}\"]}}\noperations:\n  backup: {{command: [\"true\"]}}\n"
+    );
+    std::fs::write(&cfg, &without)?;
+    let cfg_arg = cfg.display().to_string();
+    let mut m1 = fx
+        .start("m1", &["--backend", "exec", "--exec-config", &cfg_arg])
+        .await?;
+    let req = |id: &str| {
+        Req::new(id, K::Prepare)
+            .with_version("2.0.0")
+            .with_checks(["installConfig", "gateways"])
+    };
+    let e = refused(
+        m1.client.submit(&req("unconfigured")),
+        "a prepare without a command",
+    )
+    .await?;
+    assert_eq!(
+        (e.status(), e.code()),
+        (Some(400), Some("unsupported_operation")),
+        "{e}"
+    );
+    assert!(m1.client.operations().await?.is_empty());
+
+    std::fs::write(
+        &cfg,
+        format!(
+            "{without}  prepare: {{command: [\"{prepare}\", \"{{version}}\", \"{{checks}}\"]}}\n"
+        ),
+    )?;
+    m1.restart(&[]).await?;
+    let out = |text: &str| std::fs::write(host.join("out.txt"), text);
+
+    // JSON, severities in either case.
+    out(
+        r#"[{"check": "installConfig", "severity": "Blocking", "code": "ConfigDrift",
+             "message": "max_connections is 200 here, 100 in the install config"},
+            {"check": "gateways", "severity": "warning", "code": "GatewaySlow",
+             "message": "gw-2 answers in 900 ms"}]"#,
+    )?;
+    let json = m1.run_ok(&req("prep-json")).await?;
+    let want = vec![
+        Finding::new(
+            "installConfig",
+            FindingSeverity::Blocking,
+            "ConfigDrift",
+            "max_connections is 200 here, 100 in the install config",
+        ),
+        Finding::new(
+            "gateways",
+            FindingSeverity::Warning,
+            "GatewaySlow",
+            "gw-2 answers in 900 ms",
+        ),
+    ];
+    assert_eq!(json.findings, want);
+    assert!(
+        json.message
+            .contains("2 finding(s): 1 blocking, 1 warning(s)"),
+        "{}",
+        json.message
+    );
+    assert_eq!(json.params.checks, ["installConfig", "gateways"]);
+    // Once per id: the same id is its record, the command does not run again.
+    assert_eq!(m1.client.submit(&req("prep-json")).await?, json);
+    let log = std::fs::read_to_string(host.join("args.log"))?;
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["2.0.0 installConfig,gateways 2.0.0 installConfig,gateways"]
+    );
+
+    // Lines, comments and blank lines ignored, the message the rest of the line.
+    out(
+        "# preparation checks of 2.0.0\n\nblocking installConfig ConfigDrift max_connections is 200 here, 100 in the install config\nWarning gateways GatewaySlow gw-2 answers in 900 ms\n",
+    )?;
+    let lines = m1.run_ok(&req("prep-lines")).await?;
+    assert_eq!(lines.findings, want);
+    // Nothing printed: no findings.
+    out("")?;
+    let none = m1.run_ok(&req("prep-none")).await?;
+    assert!(none.findings.is_empty(), "{:?}", none.findings);
+    assert!(none.message.contains("no findings"), "{}", none.message);
+    // 40 lines: 31 recorded and the truncation warning; long messages cut.
+    let many: String = (0..40)
+        .map(|i| format!("warning gateways Gateway{i}Slow {}\n", "x".repeat(400)))
+        .collect();
+    out(&many)?;
+    let bulk = m1.run_ok(&req("prep-bulk")).await?;
+    assert_eq!(bulk.findings.len(), 32);
+    assert_eq!(bulk.findings[30].code, "Gateway30Slow");
+    assert_eq!(bulk.findings[31].code, "FindingsTruncated");
+    assert!(
+        bulk.findings
+            .iter()
+            .all(|f| f.message.chars().count() <= 256)
+    );
+    assert_eq!(bulk.findings[0].message.chars().count(), 256);
+
+    // Output that is not findings fails the operation, naming the line; no findings.
+    let huge = "y".repeat(30_000);
+    let bad: [(String, &str); 6] = [
+        (
+            "warning gateways GatewaySlow slow\nblocking gateways\n".into(),
+            "line 2 \"blocking gateways\" is not `SEVERITY CHECK CODE MESSAGE`",
+        ),
+        (
+            "fatal gateways GatewayDown gw-1".into(),
+            "line 1: severity \"fatal\" must be blocking or warning",
+        ),
+        (
+            "\nwarning gate_ways GatewaySlow slow".into(),
+            "line 2: check \"gate_ways\"",
+        ),
+        (
+            "warning gateways Gateway-Slow slow".into(),
+            "line 1: code \"Gateway-Slow\"",
+        ),
+        (
+            r#"[{"check": "gateways", "severity": "Fatal", "code": "C", "message": "m"}]"#.into(),
+            "finding 1: severity \"Fatal\"",
+        ),
+        (format!("warning gateways {huge} m"), "line 1: code \"yyy"),
+    ];
+    for (i, (output, want)) in bad.iter().enumerate() {
+        out(output)?;
+        let rec = m1.run(&req(&format!("prep-bad-{i}"))).await?;
+        assert_eq!(rec.state, OperationState::Failed, "{want}");
+        assert!(
+            rec.message
+                .starts_with("prepare printed findings that do not parse: "),
+            "{}",
+            rec.message
+        );
+        assert!(rec.message.contains(want), "{want}: {}", rec.message);
+        assert!(rec.message.len() < 1024, "{} bytes", rec.message.len());
+        assert!(rec.findings.is_empty(), "{:?}", rec.findings);
+    }
+    // More than 64 KiB on stdout.
+    out(&"warning gateways GatewaySlow slow\n".repeat(3000))?;
+    let rec = m1.run(&req("prep-too-much")).await?;
+    assert_eq!(rec.state, OperationState::Failed);
+    assert!(
+        rec.message.contains("printed more than 65536 bytes"),
+        "{}",
+        rec.message
+    );
+    assert!(rec.findings.is_empty());
+
+    // A non-zero exit: the checks could not run; the tail of stderr says why.
+    out("warning gateways GatewaySlow slow\n")?;
+    std::fs::write(
+        host.join("err.txt"),
+        format!(
+            "{}\ncannot reach the gateway registry\n",
+            "z".repeat(10_000)
+        ),
+    )?;
+    std::fs::write(host.join("exit.txt"), "4")?;
+    let rec = m1.run(&req("prep-exit")).await?;
+    assert_eq!(rec.state, OperationState::Failed);
+    assert!(
+        rec.message.starts_with("prepare failed with exit code 4"),
+        "{}",
+        rec.message
+    );
+    assert!(
+        rec.message.contains("cannot reach the gateway registry"),
+        "{}",
+        rec.message
+    );
+    assert!(rec.message.len() < 5000, "{} bytes", rec.message.len());
+    assert!(rec.findings.is_empty(), "{:?}", rec.findings);
+    let s = m1.status().await?;
+    assert!(has_alarm(&s, "OperationFailed"), "{:?}", s.alarms);
+    // The records keep their findings across a restart.
+    m1.restart(&[]).await?;
+    assert_eq!(m1.client.operation("prep-json").await?, json);
+    assert_eq!(m1.client.operation("prep-bulk").await?, bulk);
     Ok(())
 }

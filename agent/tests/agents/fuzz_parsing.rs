@@ -74,6 +74,9 @@ const FIELDS: &[&str] = &[
     "failTasks",
     "failStageMedia",
     "kpiOffsets",
+    "checks",
+    "prepareFindings",
+    "failPrepare",
 ];
 
 fn kinds() -> impl Strategy<Value = String> {
@@ -137,8 +140,10 @@ fn mutated_body() -> impl Strategy<Value = Vec<u8>> {
         br#"{"id":"u","kind":"task","task":"upload-content","version":"2.0.0"}"#.to_vec(),
         br#"{"id":"m","kind":"stage-media","version":"2.0.0"}"#.to_vec(),
         br#"{"id":"r","kind":"remove-media","version":"2.0.0"}"#.to_vec(),
+        br#"{"id":"p","kind":"prepare","version":"2.0.0","checks":["installConfig","scheduledJobs"]}"#.to_vec(),
         br#"{"id":"t","kind":"install-trust","trustPem":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}"#.to_vec(),
         br#"{"failUpgradeTo":["3.0.0"],"hangUpgrade":false,"upgradeSeconds":0.5,"load":4,"failTasks":["x"],"failStageMedia":["2.0.0"],"kpiOffsets":{"errorCount":3,"latencyMs":-1.5}}"#.to_vec(),
+        br#"{"prepareFindings":[{"check":"gateways","severity":"Blocking","code":"GatewayDown","message":"gw-1"}],"failPrepare":false}"#.to_vec(),
     ];
     let mutation = prop_oneof![
         (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| (0u8, i, b)),
@@ -283,6 +288,48 @@ fn kpis_outputs_never_panic_and_are_valid_or_refused_briefly() {
     run_property("kpis outputs", strategy, |output| {
         match baton_agent::exec::parse_kpis(&output) {
             Ok(kpis) => prop_assert_eq!(baton_agent::api::check_kpis(&kpis), Ok(())),
+            Err(e) => prop_assert!(!e.is_empty() && e.len() <= MAX_MESSAGE, "{} bytes", e.len()),
+        }
+        Ok(())
+    });
+}
+
+/// What a `prepare` command printed: lines of words, JSON arrays of finding-shaped objects,
+/// noise. Either findings that pass `check_finding` with bounded messages, or a short reason.
+#[test]
+fn findings_outputs_never_panic_and_are_valid_or_refused_briefly() {
+    let word = prop_oneof![
+        Just("blocking".to_string()),
+        Just("Warning".to_string()),
+        "[a-zA-Z][a-zA-Z0-9-]{0,70}",
+        "[A-Z][a-zA-Z0-9]{0,70}",
+        ".{0,20}",
+        Just("#".to_string()),
+        (1usize..20_000).prop_map(|n| "m".repeat(n)),
+    ];
+    let line = prop::collection::vec(word.clone(), 0..6).prop_map(|w| w.join(" "));
+    let finding = (word.clone(), word.clone(), word.clone(), word).prop_map(
+        |(check, severity, code, message)| {
+            serde_json::json!({"check": check, "severity": severity, "code": code,
+                "message": message})
+        },
+    );
+    let strategy = prop_oneof![
+        prop::collection::vec(line, 0..40).prop_map(|l| l.join("\n")),
+        prop::collection::vec(finding, 0..40).prop_map(|f| serde_json::json!(f).to_string()),
+        json_value().prop_map(|v| v.to_string()),
+        ".{0,512}",
+    ];
+    run_property("findings outputs", strategy, |output| {
+        match baton_agent::exec::parse_findings(&output) {
+            Ok(findings) => {
+                for f in &findings {
+                    prop_assert_eq!(baton_agent::api::check_finding(f), Ok(()));
+                    prop_assert!(
+                        f.message.chars().count() <= baton_agent::api::MAX_FINDING_MESSAGE
+                    );
+                }
+            }
             Err(e) => prop_assert!(!e.is_empty() && e.len() <= MAX_MESSAGE, "{} bytes", e.len()),
         }
         Ok(())

@@ -14,6 +14,7 @@ mod hardening;
 mod kpis;
 mod operations;
 mod peers;
+mod prepare;
 mod replication;
 mod restart;
 mod switchover;

@@ -282,3 +282,87 @@ async fn staged_media_survives_a_restart_and_an_interrupted_staging_is_not_liste
     );
     Ok(())
 }
+
+/// A prepare's findings are in the journal: after a restart the record (and its findings) is
+/// answered by id and nothing runs again. A prepare cut short by the restart is reported
+/// interrupted, with no findings. `--fail-prepare` sets the fault again from the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_findings_survive_a_restart_and_an_interrupted_prepare_has_none() -> TestResult {
+    use baton_agent::api::FindingSeverity;
+    let fx = Fixture::new(&["m1"])?;
+    let mut m1 = fx
+        .start(
+            "m1",
+            &[
+                "--role",
+                "active",
+                "--prepare-seconds",
+                "0.2",
+                "--prepare-finding",
+                "blocking:installConfig:ConfigDrift:ulimit -n is 1024, 65536 in the install config",
+                "--scheduled-job",
+                "nightly-report",
+                "--fail-prepare",
+            ],
+        )
+        .await?;
+    assert!(m1.client.faults().await?.fail_prepare);
+    let prepare = |id: &str| {
+        OperationRequest::new(id, OperationKind::Prepare)
+            .with_version("2.0.0")
+            .with_checks(["scheduledJobs", "installConfig"])
+    };
+    let broken = m1.run(&prepare("prep-broken")).await?;
+    assert_eq!(broken.state, OperationState::Failed);
+    m1.client.set_faults(&Faults::default()).await?;
+    let req = prepare("prep-2.0.0");
+    let rec = m1.run_ok(&req).await?;
+    let codes: Vec<(&str, FindingSeverity)> = rec
+        .findings
+        .iter()
+        .map(|f| (f.code.as_str(), f.severity))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("ScheduledJobDropped", FindingSeverity::Warning),
+            ("ConfigDrift", FindingSeverity::Blocking)
+        ]
+    );
+
+    // A slow prepare, killed while it checks.
+    m1.restart(&["--prepare-seconds", "30"]).await?;
+    assert_eq!(
+        m1.client.operation(&req.id).await?,
+        rec,
+        "the record and its findings across the restart"
+    );
+    assert!(
+        m1.client.faults().await?.fail_prepare,
+        "the flag sets the fault again"
+    );
+    m1.client.set_faults(&Faults::default()).await?;
+    m1.client.submit(&prepare("prep-slow")).await?;
+    wait_until("the slow prepare to make progress", CONVERGE, || async {
+        let op = m1.client.status().await.ok()?.operation?;
+        (op.id == "prep-slow" && op.progress >= 5).then_some(())
+    })
+    .await?;
+    m1.restart(&[]).await?;
+    let slow = m1.client.operation("prep-slow").await?;
+    assert_eq!(
+        (slow.state, slow.message.as_str()),
+        (OperationState::Failed, INTERRUPTED)
+    );
+    assert!(slow.findings.is_empty(), "{:?}", slow.findings);
+    // The same ids again: the journal's records, nothing runs.
+    assert_eq!(m1.client.submit(&req).await?, rec);
+    assert_eq!(m1.client.submit(&prepare("prep-slow")).await?, slow);
+    assert_eq!(m1.client.submit(&prepare("prep-broken")).await?, broken);
+    let s = m1.status().await?;
+    assert_eq!(
+        (s.role, s.serving, s.version.as_str()),
+        (Role::Active, true, "1.0.0")
+    );
+    Ok(())
+}
