@@ -99,6 +99,7 @@ impl Agent {
             },
             progress: if done { 100 } else { 50 },
             message: String::new(),
+            findings: vec![],
         })
     }
 }

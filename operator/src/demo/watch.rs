@@ -209,6 +209,7 @@ mod tests {
             version_before: None,
             version_after: None,
             member: member.into(),
+            findings: vec![],
         }
     }
 

@@ -639,6 +639,7 @@ mod tests {
                 state: crate::plan::OpState::Succeeded,
                 progress: 100,
                 message: String::new(),
+                findings: vec![],
             };
             self.1
                 .lock()

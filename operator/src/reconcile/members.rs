@@ -252,6 +252,7 @@ impl RefusedOps {
                 state: OpState::Failed,
                 progress: 0,
                 message: format!("refused by the agent: {message}"),
+                findings: vec![],
             })
     }
 }
@@ -440,6 +441,24 @@ pub fn op_view(rec: &OperationRecord) -> OpView {
         },
         progress: rec.progress,
         message: rec.message.clone(),
+        // Only a finished operation's findings are its result.
+        findings: if rec.state == OperationState::Succeeded {
+            rec.findings.iter().map(finding_view).collect()
+        } else {
+            vec![]
+        },
+    }
+}
+
+fn finding_view(f: &baton_agent::api::Finding) -> crate::plan::FindingView {
+    crate::plan::FindingView {
+        check: f.check.clone(),
+        severity: match f.severity {
+            baton_agent::api::FindingSeverity::Blocking => crate::api::FindingSeverity::Blocking,
+            baton_agent::api::FindingSeverity::Warning => crate::api::FindingSeverity::Warning,
+        },
+        code: f.code.clone(),
+        message: f.message.clone(),
     }
 }
 
@@ -464,6 +483,7 @@ fn operation_kind(k: OpKind) -> OperationKind {
         OpKind::Task => OperationKind::Task,
         OpKind::StageMedia => OperationKind::StageMedia,
         OpKind::RemoveMedia => OperationKind::RemoveMedia,
+        OpKind::Prepare => OperationKind::Prepare,
     }
 }
 
@@ -486,6 +506,10 @@ pub fn operation_request(r: &OpRequest, material: &Material) -> OperationRequest
             req.component = r.component.clone();
         }
         OpKind::StageMedia | OpKind::RemoveMedia => req.version = r.version.clone(),
+        OpKind::Prepare => {
+            req.version = r.version.clone();
+            req.checks = r.checks.clone();
+        }
         OpKind::Demote => {
             req.source = r.source.clone();
             req.role = role;
@@ -723,6 +747,7 @@ mod tests {
             trust: None,
             peer: None,
             task: Some("upload-content".into()),
+            checks: vec!["config".into(), "gateways".into()],
         }
     }
 
@@ -739,6 +764,9 @@ mod tests {
             OpKind::Verify,
             OpKind::SyncConfig,
             OpKind::Task,
+            OpKind::StageMedia,
+            OpKind::RemoveMedia,
+            OpKind::Prepare,
         ] {
             let wire = operation_request(&req(kind), &Material::default());
             assert_eq!(wire.id, req(kind).id);
@@ -761,6 +789,39 @@ mod tests {
         assert_eq!(task.task.as_deref(), Some("upload-content"));
         assert_eq!(task.version.as_deref(), Some("2.0.0"));
         assert_eq!((task.source, task.component), (None, None));
+        assert!(task.checks.is_empty(), "only a prepare names checks");
+        let prepare = operation_request(&req(OpKind::Prepare), &Material::default());
+        assert_eq!(prepare.checks, ["config", "gateways"]);
+        assert_eq!(prepare.version.as_deref(), Some("2.0.0"));
+        assert_eq!((prepare.source, prepare.task), (None, None));
+    }
+
+    #[test]
+    fn a_finished_prepare_reads_back_with_its_findings_a_running_one_without() {
+        use baton_agent::api::{Finding, FindingSeverity as S};
+        let mut rec = baton_agent::api::OperationRecord {
+            id: "p".into(),
+            kind: OperationKind::Prepare,
+            params: Default::default(),
+            state: OperationState::Succeeded,
+            progress: 100,
+            message: String::new(),
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            finished_at: None,
+            version_before: None,
+            version_after: None,
+            member: "a".into(),
+            findings: vec![Finding::new("gateways", S::Blocking, "GatewayDown", "gw-2 is down")],
+        };
+        let v = op_view(&rec);
+        assert_eq!(v.findings.len(), 1);
+        assert_eq!(v.findings[0].severity, crate::api::FindingSeverity::Blocking);
+        assert_eq!(
+            (v.findings[0].check.as_str(), v.findings[0].code.as_str()),
+            ("gateways", "GatewayDown")
+        );
+        rec.state = OperationState::Running;
+        assert!(op_view(&rec).findings.is_empty());
     }
 
     #[test]

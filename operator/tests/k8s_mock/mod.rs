@@ -223,6 +223,7 @@ impl Members for FakeAgents {
                 },
                 progress: 100,
                 message: String::new(),
+                findings: vec![],
             },
         );
         Ok(())

@@ -528,6 +528,7 @@ async fn progress_of_a_running_operation_alone_makes_no_status_write() {
         state: OpState::Running,
         progress,
         message: format!("{progress}%"),
+        findings: vec![],
     };
     let show = |progress: u8| {
         agents
