@@ -154,7 +154,8 @@ pub fn schedule_from(
 
 /// A tier with `drainBefore` starts only once no cluster of its mesh has a replication
 /// backlog. The simulation cannot know how long the real backlog takes (it assumes none), so
-/// the schedule names the wait where the tier's first step would start, with its bound.
+/// the schedule names the wait where the tier's first step of its turn would start, with its
+/// bound (media staged and preparation checks run ahead of the turn, not in it).
 fn drain_waits(manifests: &Manifests, out: &mut Schedule) {
     for (_, mesh) in &manifests.meshes {
         let name = mesh.name_any();
@@ -168,6 +169,7 @@ fn drain_waits(manifests: &Manifests, out: &mut Schedule) {
                 .filter(|s| {
                     s.mesh.as_deref() == Some(name.as_str())
                         && s.tier.as_deref() == Some(tier.name.as_str())
+                        && !matches!(s.action.as_str(), "stage-media" | "remove-media" | "prepare")
                 })
                 .map(|s| s.start)
                 .min_by(f64::total_cmp);

@@ -39,17 +39,17 @@ fn steps(p: &Value) -> &Vec<Value> {
     p["steps"].as_array().expect("steps")
 }
 
-/// A step that copies or removes upgrade media: not disruptive, ahead of (or after) the
-/// cluster's turn.
-fn media_step(s: &Value) -> bool {
-    s["action"] == "stage-media" || s["action"] == "remove-media"
+/// A step that copies or removes upgrade media, or runs the preparation checks: not
+/// disruptive, ahead of (or after) the cluster's turn.
+fn ahead_step(s: &Value) -> bool {
+    s["action"] == "stage-media" || s["action"] == "remove-media" || s["action"] == "prepare"
 }
 
-/// Start of the first and end of the last step of a cluster (media steps aside).
+/// Start of the first and end of the last step of a cluster (steps ahead of its turn aside).
 fn span(p: &Value, cluster: &str) -> (f64, f64) {
     let mine: Vec<&Value> = steps(p)
         .iter()
-        .filter(|s| s["cluster"] == cluster && !media_step(s))
+        .filter(|s| s["cluster"] == cluster && !ahead_step(s))
         .collect();
     assert!(!mine.is_empty(), "no step for {cluster}");
     let start = mine
@@ -169,9 +169,30 @@ fn multi_master_goes_one_core_at_a_time_source_first() {
         .iter()
         .map(|c| span(&p, c))
         .collect();
-    let (_, source_end) = span(&p, "core-a");
+    let (source_start, source_end) = span(&p, "core-a");
     spans.sort_by(|a, b| a.0.total_cmp(&b.0));
     assert!(spans[0].0 >= source_end);
+    // Every server runs its preparation checks at the start, ahead of every core's turn (the
+    // findings are only known once they run: the plan assumes none).
+    let all = steps(&p);
+    for c in [
+        "core-a",
+        "core-b",
+        "core-c",
+        "core-d",
+        "sat-north",
+        "sat-south",
+    ] {
+        let checks: Vec<&Value> = all
+            .iter()
+            .filter(|s| s["cluster"] == c && s["action"] == "prepare" && s["target"] == "server")
+            .collect();
+        assert_eq!(checks.len(), 1, "{c}: {checks:?}");
+        let end = checks[0]["end"].as_f64().unwrap_or(f64::MAX);
+        assert!(end <= source_start, "{c} prepared after the rollout began: {checks:?}");
+        let detail = checks[0]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("config, gateways, scheduledJobs"), "{detail}");
+    }
     for pair in spans.windows(2) {
         assert!(pair[1].0 >= pair[0].1, "two cores down at once: {spans:?}");
     }
