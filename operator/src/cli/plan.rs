@@ -169,7 +169,10 @@ fn drain_waits(manifests: &Manifests, out: &mut Schedule) {
                 .filter(|s| {
                     s.mesh.as_deref() == Some(name.as_str())
                         && s.tier.as_deref() == Some(tier.name.as_str())
-                        && !matches!(s.action.as_str(), "stage-media" | "remove-media" | "prepare")
+                        && !matches!(
+                            s.action.as_str(),
+                            "stage-media" | "remove-media" | "prepare"
+                        )
                 })
                 .map(|s| s.start)
                 .min_by(f64::total_cmp);

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use kube::ResourceExt;
 use tracing::Instrument;
 
-use crate::api::{ClusterPhase, DeferredWait, MeshPhase, Timestamp, condition as cond};
+use crate::api::{ClusterPhase, DeferredWait, MeshPhase, TaskState, Timestamp, condition as cond};
 use crate::plan::conditions::condition_true;
 use crate::plan::{Admission, Intents as PlanIntents, MeshIntents, PlanEvent};
 use crate::reconcile::{
@@ -442,6 +442,22 @@ impl<M: Members> Runner<M> {
                         st.message.clone().unwrap_or_else(|| "deferred".into()),
                     ));
                 }
+                continue;
+            }
+            // A task the mesh just asked for runs on a cluster that can run it, whatever holds
+            // the rest of the mesh (a cluster of the next tier stalled): not settled yet.
+            let task_due = st.tasks.iter().any(|t| {
+                t.started_at.is_some()
+                    && matches!(t.state, TaskState::Pending | TaskState::Running)
+                    && self.clusters.iter().any(|c| {
+                        c.name == t.cluster
+                            && c.status.as_ref().is_some_and(|s| {
+                                !matches!(s.phase, ClusterPhase::Stalled | ClusterPhase::RolledBack)
+                            })
+                    })
+            });
+            if task_due {
+                moving = true;
                 continue;
             }
             // Failed preconditions (a replication backlog, conflicts) are checked again on

@@ -811,11 +811,19 @@ mod tests {
             version_before: None,
             version_after: None,
             member: "a".into(),
-            findings: vec![Finding::new("gateways", S::Blocking, "GatewayDown", "gw-2 is down")],
+            findings: vec![Finding::new(
+                "gateways",
+                S::Blocking,
+                "GatewayDown",
+                "gw-2 is down",
+            )],
         };
         let v = op_view(&rec);
         assert_eq!(v.findings.len(), 1);
-        assert_eq!(v.findings[0].severity, crate::api::FindingSeverity::Blocking);
+        assert_eq!(
+            v.findings[0].severity,
+            crate::api::FindingSeverity::Blocking
+        );
         assert_eq!(
             (v.findings[0].check.as_str(), v.findings[0].code.as_str()),
             ("gateways", "GatewayDown")

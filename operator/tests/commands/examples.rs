@@ -189,9 +189,15 @@ fn multi_master_goes_one_core_at_a_time_source_first() {
             .collect();
         assert_eq!(checks.len(), 1, "{c}: {checks:?}");
         let end = checks[0]["end"].as_f64().unwrap_or(f64::MAX);
-        assert!(end <= source_start, "{c} prepared after the rollout began: {checks:?}");
+        assert!(
+            end <= source_start,
+            "{c} prepared after the rollout began: {checks:?}"
+        );
         let detail = checks[0]["detail"].as_str().unwrap_or_default();
-        assert!(detail.contains("config, gateways, scheduledJobs"), "{detail}");
+        assert!(
+            detail.contains("config, gateways, scheduledJobs"),
+            "{detail}"
+        );
     }
     for pair in spans.windows(2) {
         assert!(pair[1].0 >= pair[0].1, "two cores down at once: {spans:?}");

@@ -6,12 +6,20 @@
 //! went down), never again when the run is repeated; the mesh log and `baton status` say so.
 //! The deferred satellites do not hold the rollout: the run stops blocked on their approval
 //! with the cores done, and they move only once `baton approve` gives it.
+//!
+//! Every server runs its preparation checks (`prepare`) before anything else of its cluster:
+//! core-c's gateway is down (a fault), so core-c stalls on `PreparationFailed` and holds the
+//! destinations' slot until the gateway answers again and `baton retry` runs its checks anew;
+//! the dropped scheduled job every server reports is recorded on the cores and waits for an
+//! acknowledgement on each satellite.
 
 use crate::support;
 
 use std::path::Path;
 
-use baton_agent::api::{OperationKind as K, OperationRecord, OperationState};
+use baton_agent::api::{
+    Faults, Finding, FindingSeverity, OperationKind as K, OperationRecord, OperationState,
+};
 use baton_agent::client::{AgentClient, ClientTls};
 use support::*;
 
@@ -24,6 +32,15 @@ const CORES: [(&str, u16); 4] = [
 
 /// The deferred tier: it moves only once approved.
 const SATELLITES: [(&str, u16); 2] = [("sat-north", 7341), ("sat-south", 7351)];
+
+fn client(certs: &Path, port: u16) -> TestResult<AgentClient> {
+    let read = |f: &str| std::fs::read_to_string(certs.join(f));
+    let tls = ClientTls::mtls(read("ca.crt")?, read("client.crt")?, read("client.key")?).share()?;
+    Ok(AgentClient::with_shared(
+        &format!("https://127.0.0.1:{port}"),
+        &tls,
+    )?)
+}
 
 /// Every operation record of each cluster's server (the cores, then the satellites).
 async fn records(certs: &Path) -> TestResult<Vec<(&'static str, Vec<OperationRecord>)>> {
@@ -64,8 +81,51 @@ async fn baton_run_upgrades_the_mesh_source_first_and_uploads_the_content_once()
     let mut args = run_args(&[&manifest], &state, &certs);
     args.extend(["--until-settled".into(), "--timeout".into(), "180s".into()]);
     let run = move || baton().args(&args).output();
-    // The cores upgrade; the deferred satellites wait for their approval, which only a person
-    // gives: the run stops there, blocked, and says what to approve.
+    // core-c's gateway does not answer: its preparation checks find it.
+    let core_c = client(&certs, 7321)?;
+    let down = Faults {
+        prepare_findings: vec![Finding::new(
+            "gateways",
+            FindingSeverity::Blocking,
+            "GatewayDown",
+            "gateway gw-c2 does not answer",
+        )],
+        ..Faults::default()
+    };
+    core_c.set_faults(&down).await?;
+    let out = tokio::task::spawn_blocking(run.clone()).await??;
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "baton run: {shown}");
+    assert!(
+        shown.contains(
+            "blocked: Cluster/core-c: the preparation checks for 10.3.0 found 1 blocking: \
+             server gateways GatewayDown: gateway gw-c2 does not answer"
+        ),
+        "{shown}"
+    );
+    let stopped = records(&certs).await?;
+    assert!(
+        of(&stopped, "core-c", K::Upgrade).is_empty()
+            && of(&stopped, "core-c", K::Preflight).is_empty(),
+        "core-c moved with its gateway down"
+    );
+    assert!(
+        of(&stopped, "core-d", K::Upgrade).is_empty(),
+        "core-d went while core-c holds the destinations' slot"
+    );
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state)?)?;
+    let prep = &saved["clusters"]["core-c"]["status"]["preparation"];
+    assert_eq!(prep["findings"][0]["code"], "GatewayDown", "{prep}");
+    assert_eq!(prep["findings"][0]["severity"], "Blocking", "{prep}");
+    // The gateway answers again; a retry runs the checks again and the cores finish. The
+    // deferred satellites wait for their approval, which only a person gives: the run stops
+    // there, blocked, and says what to approve.
+    core_c.set_faults(&Faults::default()).await?;
+    let retry = baton()
+        .args(["retry", "cluster/core-c", "--state"])
+        .arg(&state)
+        .output()?;
+    assert!(retry.status.success(), "baton retry: {}", text(&retry));
     let out = tokio::task::spawn_blocking(run.clone()).await??;
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(1), "baton run: {shown}");
@@ -108,15 +168,42 @@ async fn baton_run_upgrades_the_mesh_source_first_and_uploads_the_content_once()
         "{}",
         text(&bad)
     );
-    let approve = baton()
-        .args(["approve", "tier/cores/satellites@10.3.0", "--state"])
+    // Each satellite waits for the acknowledgement of the scheduled job it drops, named by
+    // the digest its status gives; a malformed one is refused.
+    let mut acks = vec![];
+    for (sat, _) in SATELLITES {
+        let prep = &saved["clusters"][sat]["status"]["preparation"];
+        assert_eq!(prep["findings"][0]["code"], "ScheduledJobDropped", "{prep}");
+        assert_eq!(prep["acknowledged"], serde_json::Value::Null, "{prep}");
+        let digest = prep["digest"].as_str().unwrap_or_default();
+        let ack = format!("prepare/{sat}@10.3.0#{digest}");
+        assert!(
+            shown.contains(&format!("preparation: 1 warning for 10.3.0 await {ack}")),
+            "{shown}"
+        );
+        acks.push(ack);
+    }
+    let bad = baton()
+        .args(["approve", "prepare/sat-north@10.3.0#beef", "--state"])
         .arg(&state)
         .output()?;
-    assert!(
-        approve.status.success(),
-        "baton approve: {}",
-        text(&approve)
-    );
+    assert!(!bad.status.success(), "{}", text(&bad));
+    assert!(text(&bad).contains("12-digit digest"), "{}", text(&bad));
+    for step in acks
+        .iter()
+        .map(String::as_str)
+        .chain(["tier/cores/satellites@10.3.0"])
+    {
+        let approve = baton()
+            .args(["approve", step, "--state"])
+            .arg(&state)
+            .output()?;
+        assert!(
+            approve.status.success(),
+            "baton approve {step}: {}",
+            text(&approve)
+        );
+    }
     let out = tokio::task::spawn_blocking(run.clone()).await??;
     assert!(out.status.success(), "baton run: {}", text(&out));
 
@@ -130,6 +217,36 @@ async fn baton_run_upgrades_the_mesh_source_first_and_uploads_the_content_once()
         let up = of(&recs, core, K::Upgrade);
         assert_eq!(up.len(), 1, "{core}: {up:?}");
         assert_eq!(up[0].params.version.as_deref(), Some("10.3.0"));
+        // The checks ran first (twice on core-c: before and after the retry), every time for
+        // the target, the last one finding nothing that blocks.
+        let checks = of(&recs, core, K::Prepare);
+        let runs = if *core == "core-c" { 2 } else { 1 };
+        assert_eq!(checks.len(), runs, "{core}: {checks:?}");
+        let (first_move, _) = rs
+            .iter()
+            .filter(|r| r.kind != K::Prepare)
+            .map(span)
+            .min()
+            .ok_or("no move")?;
+        for c in &checks {
+            assert_eq!(c.params.version.as_deref(), Some("10.3.0"));
+            assert_eq!(c.params.checks, ["config", "gateways", "scheduledJobs"]);
+            assert!(
+                span(c).1 <= first_move,
+                "{core}: moved before its checks ended"
+            );
+        }
+        let last = checks
+            .iter()
+            .max_by_key(|c| c.started_at)
+            .ok_or("no check")?;
+        assert!(
+            last.findings
+                .iter()
+                .all(|f| f.severity == FindingSeverity::Warning && f.code == "ScheduledJobDropped"),
+            "{core}: {:?}",
+            last.findings
+        );
     }
     // The content once, on the source core's server, once it runs the new version.
     let tasks: Vec<&OperationRecord> = CORES
@@ -180,6 +297,23 @@ async fn baton_run_upgrades_the_mesh_source_first_and_uploads_the_content_once()
     assert!(
         text_of.contains("deferred tier satellites approved"),
         "{text_of}"
+    );
+    for (sat, _) in SATELLITES {
+        let prep = &saved["clusters"][sat]["status"]["preparation"];
+        assert_eq!(prep["acknowledged"], true, "{sat}: {prep}");
+        assert!(
+            text_of.contains(&format!("prepare/{sat}@10.3.0#"))
+                && text_of.contains("1 preparation warnings acknowledged"),
+            "{text_of}"
+        );
+    }
+    let core_a = &saved["clusters"]["core-a"]["status"];
+    assert_eq!(core_a["preparation"]["acknowledged"], true, "{core_a}");
+    assert!(
+        core_a
+            .to_string()
+            .contains("warnings recorded: server scheduledJobs ScheduledJobDropped"),
+        "{core_a}"
     );
     assert_eq!(
         saved["meshes"]["cores"]["status"]["lagging"],
