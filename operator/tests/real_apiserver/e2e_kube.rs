@@ -277,15 +277,21 @@ impl Drop for OperatorProcess {
     }
 }
 
-/// Start and end of the member steps of a cluster, from its upgrade log (media copied ahead
-/// of the cluster's turn, or removed after it, aside).
+/// Start and end of the member steps of a cluster, from its upgrade log (media copied and
+/// preparation checks run ahead of the cluster's turn, or media removed after it, aside).
 fn step_span(c: &Cluster, since: i64) -> Option<(i64, i64)> {
     let st = c.status.as_ref()?;
     let entries: Vec<_> = st
         .log
         .iter()
         .filter(|e| e.scope == LogScope::Member && e.start.0 >= since)
-        .filter(|e| e.action != "stage-media" && e.action != "remove-media")
+        // Steps ahead of (or after) the cluster's turn: media, preparation checks.
+        .filter(|e| {
+            !matches!(
+                e.action.as_str(),
+                "stage-media" | "remove-media" | "prepare"
+            )
+        })
         .collect();
     let start = entries.iter().map(|e| e.start.0).min()?;
     let end = entries.iter().filter_map(|e| e.end.map(|t| t.0)).max()?;
@@ -1111,13 +1117,49 @@ async fn e2e_the_multi_master_mesh_uploads_its_content_once_between_the_tiers() 
         !annotations.contains_key("baton.dev/approve"),
         "{annotations:?}"
     );
-    let ok = plugin(&path, &ns.name, &["approve", approval])?;
-    assert!(
-        ok.status.success() && String::from_utf8_lossy(&ok.stdout).contains("approved"),
-        "{} {}",
-        String::from_utf8_lossy(&ok.stdout),
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    // Each satellite ran its preparation checks ahead: the scheduled job it drops waits for an
+    // acknowledgement naming its digest (on the cores it was only recorded).
+    let core_a = api.get("core-a").await?;
+    let prep = core_a
+        .status
+        .as_ref()
+        .and_then(|s| s.preparation.clone())
+        .ok_or("core-a has no preparation")?;
+    assert!(prep.acknowledged && prep.findings.len() == 1, "{prep:?}");
+    let mut acks = vec![];
+    for sat in ["sat-north", "sat-south"] {
+        let c = until(CONVERGE, "a satellite's preparation verdict", || async {
+            let c = api.get(sat).await?;
+            Ok(c.status
+                .as_ref()
+                .and_then(|s| s.preparation.as_ref())
+                .is_some_and(|p| p.digest.is_some())
+                .then_some(c))
+        })
+        .await?;
+        let st = c.status.as_ref().ok_or("no status")?;
+        let prep = st.preparation.as_ref().ok_or("no preparation")?;
+        assert!(!prep.acknowledged, "{prep:?}");
+        assert_eq!(prep.findings[0].code, "ScheduledJobDropped", "{prep:?}");
+        let ack = format!(
+            "prepare/{sat}@10.3.0#{}",
+            prep.digest.as_deref().unwrap_or_default()
+        );
+        assert_eq!(
+            st.message.as_deref(),
+            Some(format!("awaiting approval of {ack}").as_str())
+        );
+        acks.push(ack);
+    }
+    for step in acks.iter().map(String::as_str).chain([approval]) {
+        let ok = plugin(&path, &ns.name, &["approve", step])?;
+        assert!(
+            ok.status.success() && String::from_utf8_lossy(&ok.stdout).contains("approved"),
+            "{step}: {} {}",
+            String::from_utf8_lossy(&ok.stdout),
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    }
     let sat_done = match wait_converged(&api, &sats, "10.3.0").await {
         Ok(done) => done,
         Err(e) => return Err(format!("{e}\noperator log:\n{}", tail(&operator.log()?)).into()),
@@ -1129,10 +1171,16 @@ async fn e2e_the_multi_master_mesh_uploads_its_content_once_between_the_tiers() 
         .ok_or("no core step ended")?;
     for c in &sat_done {
         let (start, _) = step_span(c, 0).ok_or("no satellite steps")?;
+        let st = c.status.as_ref().ok_or("no satellite status")?;
         assert!(
             last_core.0 <= start,
             "{:?} moved before the cores were done",
             c.metadata.name
+        );
+        assert!(
+            st.preparation.as_ref().is_some_and(|p| p.acknowledged),
+            "{:?}",
+            st.preparation
         );
     }
     let mesh = until(CONVERGE, "the mesh to see the satellites done", || async {
