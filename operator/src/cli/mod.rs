@@ -870,6 +870,36 @@ mod tests {
     }
 
     #[test]
+    fn preparation_warnings_are_acknowledged_by_their_digest_and_bad_names_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ack = "prepare/web@2.0.0#861a2efb6163";
+        let state_path = with_web(
+            &dir,
+            ClusterStatus {
+                members: vec![member("a")],
+                message: Some(format!("awaiting approval of {ack}")),
+                ..Default::default()
+            },
+        );
+        for (step, expected) in [
+            ("prepare/web@2.0.0", "12-digit digest"),
+            ("prepare/web@2.0.0#beef", "12-digit digest"),
+            ("prepare/web@2.x#861a2efb6163", "\"2.x\" is not a version"),
+            ("prepare/db@2.0.0#861a2efb6163", "cluster/db"),
+        ] {
+            let err = intent(&state_path, Intent::Approve(step.into()))
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains(expected), "{step}: {err}");
+        }
+        assert!(!Intents::path_for(&state_path).exists(), "nothing recorded");
+        let ok = intent(&state_path, Intent::Approve(ack.into())).expect("acknowledged");
+        assert_eq!(ok, format!("approved {ack}"), "the cluster waits for it");
+        let intents = Intents::load(&Intents::path_for(&state_path)).expect("intents");
+        assert_eq!(intents.clusters["web"].approve, [ack.to_string()]);
+    }
+
+    #[test]
     fn rotation_phases_are_approved_and_forced_by_name_and_bad_names_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state_path = with_web(&dir, ClusterStatus::default());

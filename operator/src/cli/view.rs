@@ -419,6 +419,52 @@ pub fn log_lines(log: &[LogEntry]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::PreparationFinding;
+
+    #[test]
+    fn preparation_lines_say_where_the_checks_stand_and_what_to_acknowledge() {
+        let f = |severity, check: &str, code: &str| PreparationFinding {
+            member: "server".into(),
+            check: check.into(),
+            severity,
+            code: code.into(),
+            message: "found".into(),
+        };
+        let mut p = PreparationStatus {
+            version: "10.3.0".into(),
+            prepared: vec!["a".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            preparation_summary("c", &p),
+            "running for 10.3.0 (done on a)"
+        );
+        p.digest = Some("861a2efb6163".into());
+        p.findings = vec![f(
+            FindingSeverity::Warning,
+            "scheduledJobs",
+            "ScheduledJobDropped",
+        )];
+        assert_eq!(
+            preparation_summary("c", &p),
+            "1 warning for 10.3.0 await prepare/c@10.3.0#861a2efb6163: \
+             server scheduledJobs ScheduledJobDropped: found"
+        );
+        p.acknowledged = true;
+        assert!(
+            preparation_summary("c", &p).starts_with("passed for 10.3.0 (1 warning acknowledged"),
+            "{}",
+            preparation_summary("c", &p)
+        );
+        p.findings
+            .push(f(FindingSeverity::Blocking, "gateways", "GatewayDown"));
+        p.omitted = 3;
+        assert_eq!(
+            preparation_summary("c", &p),
+            "blocked for 10.3.0 (retry once fixed): server gateways GatewayDown: found \
+             (3 more not listed)"
+        );
+    }
 
     #[test]
     fn rotation_lines_say_a_forced_phase_and_the_failed_clusters() {

@@ -303,7 +303,7 @@ async fn baton_run_upgrades_the_mesh_source_first_and_uploads_the_content_once()
         assert_eq!(prep["acknowledged"], true, "{sat}: {prep}");
         assert!(
             text_of.contains(&format!("prepare/{sat}@10.3.0#"))
-                && text_of.contains("1 preparation warnings acknowledged"),
+                && text_of.contains("1 warning acknowledged"),
             "{text_of}"
         );
     }

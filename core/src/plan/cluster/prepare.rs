@@ -192,10 +192,10 @@ fn finish(p: &mut Pass<'_>, policy: &PreparePolicy) {
         String::new()
     };
     let report = format!(
-        "preparation checks for {version} ({}): {} blocking, {} warnings{more}",
+        "preparation checks for {version} ({}): {} blocking, {}{more}",
         policy.checks.join(", "),
         blocking.len(),
-        warnings.len()
+        warnings_n(warnings.len())
     );
     let record_only = policy.warnings == PrepareWarnings::Record;
     let (result, reason, warning, closing) = if !blocking.is_empty() {
@@ -241,6 +241,11 @@ fn finish(p: &mut Pass<'_>, policy: &PreparePolicy) {
     p.event(warning, reason, bounded(&event, 1000));
 }
 
+/// `1 warning`, `2 warnings`.
+fn warnings_n(n: usize) -> String {
+    format!("{n} warning{}", if n == 1 { "" } else { "s" })
+}
+
 /// An acknowledgement intent that names the current warnings.
 fn acknowledge(p: &mut Pass<'_>) {
     let Some(st) = p.st.preparation.as_ref() else {
@@ -258,7 +263,7 @@ fn acknowledge(p: &mut Pass<'_>) {
         st.acknowledged = true;
     }
     record::acknowledge(p, format!("approve:{name}"));
-    let msg = format!("{name}: {warnings} preparation warnings acknowledged");
+    let msg = format!("{name}: {} acknowledged", warnings_n(warnings));
     log::record_done(
         p,
         "prepare",
