@@ -391,16 +391,7 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
         .iter()
         .filter(|r| *r == "HealthCheckFailed")
         .count();
-    v.staged = sim
-        .clusters
-        .iter()
-        .flat_map(|c| c.members.values())
-        .flat_map(|m| m.ops.values())
-        .filter(|op| {
-            op.req.kind == crate::plan::OpKind::StageMedia
-                && op.state == crate::plan::OpState::Succeeded
-        })
-        .count();
+    v.staged = succeeded(&sim, crate::plan::OpKind::StageMedia);
     v.approved = sim
         .mesh
         .as_ref()
@@ -408,25 +399,8 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
         .map_or(0, |st| {
             st.log.iter().filter(|e| e.action == "approve").count()
         });
-    v.tasks = sim
-        .clusters
-        .iter()
-        .flat_map(|c| c.members.values())
-        .flat_map(|m| m.ops.values())
-        .filter(|op| {
-            op.req.kind == crate::plan::OpKind::Task && op.state == crate::plan::OpState::Succeeded
-        })
-        .count();
-    v.prepared = sim
-        .clusters
-        .iter()
-        .flat_map(|c| c.members.values())
-        .flat_map(|m| m.ops.values())
-        .filter(|op| {
-            op.req.kind == crate::plan::OpKind::Prepare
-                && op.state == crate::plan::OpState::Succeeded
-        })
-        .count();
+    v.tasks = succeeded(&sim, crate::plan::OpKind::Task);
+    v.prepared = succeeded(&sim, crate::plan::OpKind::Prepare);
     v.preparations_fixed = sim.stats.preparations_fixed as usize;
     v.preparations_acknowledged = sim.stats.preparations_acknowledged as usize;
     v.drains = sim
@@ -437,6 +411,16 @@ pub fn random_rollout(seed: u64, bounds: Bounds, scenario: Scenario) -> Verdict 
             st.log.iter().filter(|e| e.action == "drain").count()
         });
     v
+}
+
+/// Operations of `kind` that succeeded, on every member.
+fn succeeded(sim: &Sim, kind: crate::plan::OpKind) -> usize {
+    sim.clusters
+        .iter()
+        .flat_map(|c| c.members.values())
+        .flat_map(|m| m.ops.values())
+        .filter(|op| op.req.kind == kind && op.state == crate::plan::OpState::Succeeded)
+        .count()
 }
 
 fn prepare_finding(severity: FindingSeverity, check: &str, code: &str) -> FindingView {

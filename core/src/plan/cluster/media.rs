@@ -136,7 +136,7 @@ mod tests {
     use crate::api::values::Duration;
     use crate::api::{ClusterPhase, ClusterStatus, Weekday};
     use crate::fixtures::cluster::{ClusterBuilder, observed};
-    use crate::plan::cluster::{Admission, ClusterPlan};
+    use crate::plan::cluster::ClusterPlan;
     use crate::plan::observe::OpKind;
 
     /// Cluster `c`: `a` (active) and `b`, `x` and `y` at sites one and two, from 1.0.0 to
@@ -192,13 +192,7 @@ mod tests {
     #[test]
     fn staging_runs_before_the_mesh_admits_the_cluster_and_outside_its_windows() {
         // Not admitted, and the only window opens on another day: staging still starts.
-        let unadmitted = Admission {
-            mesh_version: Some("2.0.0".into()),
-            admitted: false,
-            reason: Some("waiting for its turn".into()),
-            mesh: Some("m".into()),
-            ..Default::default()
-        };
+        let unadmitted = crate::fixtures::cluster::unadmitted("2.0.0");
         let plan = four(2)
             .admission(unadmitted.clone())
             .window(&[Weekday::Sun], "02:00", Duration::from_secs(3600))

@@ -340,21 +340,25 @@ mod tests {
     use crate::api::values::Duration;
     use crate::api::{ClusterPhase, Weekday};
     use crate::fixtures::cluster::{ClusterBuilder, observed, stalled_reason};
-    use crate::plan::cluster::{Admission, ClusterPlan};
+    use crate::plan::cluster::ClusterPlan;
     use crate::plan::observe::{FindingView, OpKind};
 
     fn checks() -> Vec<String> {
         vec!["config".into(), "gateways".into(), "scheduledJobs".into()]
     }
 
+    fn policy(warnings: PrepareWarnings) -> PreparePolicy {
+        PreparePolicy {
+            checks: checks(),
+            warnings,
+        }
+    }
+
     /// Cluster `c`: `a` (active) and `b` from 1.0.0 to 2.0.0, with preparation checks.
     fn pair(warnings: PrepareWarnings) -> ClusterBuilder {
         ClusterBuilder::pair("2.0.0").running("1.0.0").upgrade(|u| {
             u.preflight = false;
-            u.prepare = Some(PreparePolicy {
-                checks: checks(),
-                warnings,
-            })
+            u.prepare = Some(policy(warnings));
         })
     }
 
@@ -419,13 +423,7 @@ mod tests {
 
     #[test]
     fn every_member_runs_the_checks_first_unadmitted_and_outside_windows() {
-        let unadmitted = Admission {
-            mesh_version: Some("2.0.0".into()),
-            admitted: false,
-            reason: Some("waiting for its turn".into()),
-            mesh: Some("m".into()),
-            ..Default::default()
-        };
+        let unadmitted = crate::fixtures::cluster::unadmitted("2.0.0");
         let plan = pair(PrepareWarnings::Acknowledge)
             .admission(unadmitted)
             .window(&[Weekday::Sun], "02:00", Duration::from_secs(3600))
@@ -601,12 +599,9 @@ mod tests {
 
     #[test]
     fn a_backout_or_a_cluster_at_its_target_runs_no_checks() {
-        let backout = ClusterBuilder::pair("1.0.0").running("2.0.0").upgrade(|u| {
-            u.prepare = Some(PreparePolicy {
-                checks: checks(),
-                warnings: PrepareWarnings::Acknowledge,
-            })
-        });
+        let backout = ClusterBuilder::pair("1.0.0")
+            .running("2.0.0")
+            .upgrade(|u| u.prepare = Some(policy(PrepareWarnings::Acknowledge)));
         let plan = backout.build().plan();
         assert!(!plan.actions.is_empty(), "the backout starts");
         assert!(
@@ -615,12 +610,9 @@ mod tests {
                 .all(|a| a.request.kind != OpKind::Prepare)
         );
         assert!(plan.status.preparation.is_none());
-        let at_target = ClusterBuilder::pair("2.0.0").running("2.0.0").upgrade(|u| {
-            u.prepare = Some(PreparePolicy {
-                checks: checks(),
-                warnings: PrepareWarnings::Acknowledge,
-            })
-        });
+        let at_target = ClusterBuilder::pair("2.0.0")
+            .running("2.0.0")
+            .upgrade(|u| u.prepare = Some(policy(PrepareWarnings::Acknowledge)));
         let plan = at_target.build().plan();
         assert!(plan.actions.is_empty(), "{:?}", kinds(&plan));
         assert_eq!(plan.status.phase, ClusterPhase::Ready);
