@@ -857,6 +857,18 @@ pub fn parse_request(body: &[u8]) -> Result<OperationRequest, ApiError> {
 mod tests {
     use super::*;
 
+    /// Each request is refused with its error code, a bounded message naming what it must.
+    fn assert_refused<const N: usize>(cases: [(OperationRequest, &str, &str); N]) {
+        for (req, want, names) in cases {
+            let what = clip(&format!("{req:?}"), 200);
+            let e = validate_request(&req).err();
+            assert_eq!(e.as_ref().map(|e| e.code.as_str()), Some(want), "{what}");
+            let message = e.map(|e| e.message).unwrap_or_default();
+            assert!(message.contains(names), "{what}: {message}");
+            assert!(message.len() < 400, "{what}: {message}");
+        }
+    }
+
     #[test]
     fn ids_and_endpoints() {
         assert!(validate_id("up-1.2:m1/a_b").is_ok());
@@ -1047,14 +1059,7 @@ mod tests {
                 "task",
             ),
         ];
-        for (req, want, names) in cases {
-            let what = clip(&format!("{req:?}"), 200);
-            let e = validate_request(&req).err();
-            assert_eq!(e.as_ref().map(|e| e.code.as_str()), Some(want), "{what}");
-            let message = e.map(|e| e.message).unwrap_or_default();
-            assert!(message.contains(names), "{what}: {message}");
-            assert!(message.len() < 400, "{what}: {message}");
-        }
+        assert_refused(cases);
     }
 
     #[test]
@@ -1136,14 +1141,7 @@ mod tests {
                 // A stray parameter is named before a missing version.
                 (media().with_peer("m1"), "unexpected_param", "peer"),
             ];
-            for (req, want, names) in cases {
-                let what = clip(&format!("{req:?}"), 200);
-                let e = validate_request(&req).err();
-                assert_eq!(e.as_ref().map(|e| e.code.as_str()), Some(want), "{what}");
-                let message = e.map(|e| e.message).unwrap_or_default();
-                assert!(message.contains(names), "{what}: {message}");
-                assert!(message.len() < 400, "{what}: {message}");
-            }
+            assert_refused(cases);
         }
     }
 
@@ -1266,14 +1264,7 @@ mod tests {
             // A stray parameter is named before missing ones.
             (prep().with_peer("m1"), "unexpected_param", "peer"),
         ];
-        for (req, want, names) in cases {
-            let what = clip(&format!("{req:?}"), 200);
-            let e = validate_request(&req).err();
-            assert_eq!(e.as_ref().map(|e| e.code.as_str()), Some(want), "{what}");
-            let message = e.map(|e| e.message).unwrap_or_default();
-            assert!(message.contains(names), "{what}: {message}");
-            assert!(message.len() < 400, "{what}: {message}");
-        }
+        assert_refused(cases);
     }
 
     /// Every other kind refuses `checks` as it refuses any parameter it does not take, even
