@@ -1468,7 +1468,10 @@ impl Sim {
         for ci in 0..self.clusters.len() {
             let c = &self.clusters[ci];
             let need = c.status.as_ref().and_then(|s| {
-                let p = s.preparation.as_ref()?;
+                let p = s
+                    .preparation
+                    .as_ref()
+                    .filter(|p| s.target_version.as_deref() == Some(p.version.as_str()))?;
                 let d = p.digest.as_ref()?;
                 let blocking = p
                     .findings

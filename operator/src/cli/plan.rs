@@ -67,11 +67,24 @@ pub struct PlannedWait {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
+pub struct PlannedPreparation {
+    pub cluster: String,
+    pub version: String,
+    /// Its warnings wait for an acknowledgement (`warnings: Acknowledge`), else are recorded.
+    pub acknowledge: bool,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct Schedule {
     pub steps: Vec<PlannedStep>,
     pub waits: Vec<PlannedWait>,
     /// Approvals the plan assumed (each needs `baton approve NAME` in reality).
     pub approvals: Vec<String>,
+    /// Clusters whose preparation checks (`upgrade.prepare`) run before their upgrade: what
+    /// they find is only known once they run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preparations: Vec<PlannedPreparation>,
     /// Seconds from the first step to the last.
     pub makespan: f64,
     /// Clusters that would not converge, with the reason.
@@ -106,6 +119,7 @@ pub fn schedule_from(
         steps: vec![],
         waits: vec![],
         approvals: vec![],
+        preparations: vec![],
         makespan: 0.0,
         blocked: vec![],
         estimated: opts.upgrade_time.is_some() || opts.step_time.is_some(),
@@ -138,6 +152,23 @@ pub fn schedule_from(
     }
     for (mesh, names) in groups {
         simulate(opts, manifests, statuses, mesh, &names, &claimed, &mut out)?;
+    }
+    // The simulation's checks find nothing: say what real ones may hold.
+    for (_, c) in &manifests.clusters {
+        let name = c.name_any();
+        if let Some(p) = &c.spec.upgrade.prepare
+            && let Some(version) = out
+                .steps
+                .iter()
+                .find(|s| s.cluster == name && s.action == "prepare")
+                .and_then(|s| s.version.clone())
+        {
+            out.preparations.push(PlannedPreparation {
+                cluster: name,
+                version,
+                acknowledge: p.warnings == crate::api::PrepareWarnings::Acknowledge,
+            });
+        }
     }
     out.steps.sort_by(|a, b| {
         a.start
@@ -550,6 +581,26 @@ pub fn render_for(s: &Schedule, command: &str) -> String {
         let _ = writeln!(out, "\napprovals needed (assumed given above):");
         for a in &s.approvals {
             let _ = writeln!(out, "  {command} approve {a}");
+        }
+    }
+    if !s.preparations.is_empty() {
+        let _ = writeln!(
+            out,
+            "\npreparation checks (assumed to find nothing above; what they find is known once they run):"
+        );
+        for p in &s.preparations {
+            let (c, v) = (&p.cluster, &p.version);
+            let warnings = if p.acknowledge {
+                format!(
+                    "warnings wait for `{command} approve prepare/{c}@{v}#DIGEST` (the digest its status gives)"
+                )
+            } else {
+                "warnings are recorded".to_string()
+            };
+            let _ = writeln!(
+                out,
+                "  {c}: a blocking finding stalls it until `{command} retry cluster/{c}`; {warnings}"
+            );
         }
     }
     if !s.blocked.is_empty() {

@@ -36,6 +36,10 @@ pub(super) fn prepared(p: &mut Pass<'_>, s: &StepRecord, findings: &[FindingView
         return;
     }
     st.prepared.push(s.member.clone());
+    // A result after the verdict (a member that was unreachable, or joined since): the verdict
+    // is taken again, and its acknowledgement holds only if the warnings did not change.
+    st.digest = None;
+    st.acknowledged = false;
     for f in findings {
         if st.findings.len() >= MAX_FINDINGS {
             st.omitted += 1;

@@ -41,12 +41,14 @@ fn policy<'a>(p: &Pass<'a>) -> Option<&'a PreparePolicy> {
     p.spec().upgrade.prepare.as_ref()
 }
 
-/// `m` still moves up (toward an upgrade) to its target.
+/// `m` still moves up (toward an upgrade) to its target, or cannot be observed (what it runs
+/// is not known: it counts until it reports).
 fn moves_up(p: &Pass<'_>, m: &MemberSpec) -> bool {
-    view::moves(p, m).is_some_and(|mv| mv.iter().any(|mv| !mv.down))
+    view::moves(p, m).is_none_or(|mv| mv.iter().any(|mv| !mv.down))
 }
 
-/// The members that must be prepared before the upgrade goes on: those that still move up.
+/// The members that must be prepared before the upgrade goes on: those that still move up
+/// (an unreachable one included: its checks run once it answers).
 fn to_prepare<'a>(p: &Pass<'a>) -> Vec<&'a MemberSpec> {
     p.in_group()
         .into_iter()
@@ -92,15 +94,28 @@ fn digest(findings: &[PreparationFinding]) -> String {
 /// Run the checks where they are owed, finish the preparation once every member ran them,
 /// and apply an acknowledgement.
 pub(super) fn run(p: &mut Pass<'_>) {
+    let version = p.target.version.clone();
+    // The checks of another target (or of a policy since removed) say nothing about this one:
+    // they go, so no status reads as waiting on them.
+    if p.st
+        .preparation
+        .as_ref()
+        .is_some_and(|s| s.version != version)
+        || policy(p).is_none()
+    {
+        p.st.preparation = None;
+    }
     let Some(policy) = policy(p) else {
         return;
     };
-    let version = p.target.version.clone();
     let members = to_prepare(p);
-    if version.is_empty() || members.is_empty() {
+    // Only an upgrade some member is known to take needs the checks (an unreachable member
+    // alone, or a backout, does not).
+    let upgrade = members.iter().any(|m| p.agent(&m.name).is_some());
+    if version.is_empty() || !upgrade {
         return;
     }
-    if p.st.preparation.as_ref().map(|s| s.version.as_str()) != Some(version.as_str()) {
+    if p.st.preparation.is_none() {
         p.st.preparation = Some(PreparationStatus {
             version: version.clone(),
             ..Default::default()
@@ -616,6 +631,74 @@ mod tests {
         let plan = at_target.build().plan();
         assert!(plan.actions.is_empty(), "{:?}", kinds(&plan));
         assert_eq!(plan.status.phase, ClusterPhase::Ready);
+    }
+
+    #[test]
+    fn an_unreachable_member_runs_its_checks_once_it_answers_before_any_verdict() {
+        let b = pair(PrepareWarnings::Acknowledge);
+        let plan = b.clone().unreachable("b").build().plan();
+        assert_eq!(kinds(&plan), prepares(&["a"]));
+        // a found nothing; b still does not answer: no verdict, nothing moves.
+        let next = checked(b.clone().unreachable("b"), &plan, &[])
+            .build()
+            .plan();
+        let st = next.status.preparation.clone().expect("a preparation");
+        assert_eq!(
+            (st.prepared.as_slice(), st.digest.as_deref()),
+            (&["a".to_string()][..], None)
+        );
+        assert!(next.actions.is_empty(), "{:?}", kinds(&next));
+        assert!(events(&next, "PreparationPassed").is_empty());
+        // b answers: its checks run, and what they find is judged with a's.
+        let back = b.clone().status(next.status).build().plan();
+        assert_eq!(kinds(&back), prepares(&["b"]));
+        let job = finding(
+            "scheduledJobs",
+            FindingSeverity::Warning,
+            "ScheduledJobDropped",
+        );
+        let judged = checked(b, &back, &[("b", job)]).build().plan();
+        assert!(judged.actions.is_empty(), "{:?}", kinds(&judged));
+        let msg = judged.status.message.unwrap_or_default();
+        assert!(
+            msg.starts_with("awaiting approval of prepare/c@2.0.0#"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_backout_drops_the_preparation_of_the_target_it_leaves() {
+        // Warnings of 2.0.0 await their acknowledgement; the target goes back to 1.0.0.
+        let b = pair(PrepareWarnings::Acknowledge);
+        let plan = b.clone().build().plan();
+        let job = finding(
+            "scheduledJobs",
+            FindingSeverity::Warning,
+            "ScheduledJobDropped",
+        );
+        let waiting = checked(b, &plan, &[("a", job)]).build().plan();
+        let msg = waiting.status.message.clone().unwrap_or_default();
+        assert!(msg.contains("prepare/c@2.0.0#"), "{msg}");
+        let back = ClusterBuilder::pair("1.0.0")
+            .running("1.0.0")
+            .upgrade(|u| u.prepare = Some(policy(PrepareWarnings::Acknowledge)))
+            .status(waiting.status)
+            .build()
+            .plan();
+        assert_eq!(back.status.preparation, None);
+        assert!(
+            back.actions
+                .iter()
+                .all(|a| a.request.kind != OpKind::Prepare)
+        );
+        assert!(
+            back.status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != "AwaitingApproval" || c.status == "False"),
+            "{:?}",
+            back.status.conditions
+        );
     }
 
     #[test]
