@@ -198,6 +198,13 @@ fn multi_master_goes_one_core_at_a_time_source_first() {
             detail.contains("config, gateways, scheduledJobs"),
             "{detail}"
         );
+        // What the checks find is not known ahead: the plan says what it may hold.
+        let prep = p["preparations"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["cluster"] == c))
+            .unwrap_or_else(|| panic!("{c}: no preparation listed"));
+        assert_eq!(prep["version"], "10.3.0");
+        assert_eq!(prep["acknowledge"], c.starts_with("sat-"), "{c}: {prep}");
     }
     for pair in spans.windows(2) {
         assert!(pair[1].0 >= pair[0].1, "two cores down at once: {spans:?}");
