@@ -260,7 +260,10 @@ pub struct PreparePolicy {
     /// The checks each agent runs, by name (e.g. `config`, `gateways`, `scheduledJobs`).
     #[schemars(
         length(min = 1, max = 16),
-        inner(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z][A-Za-z0-9-]{0,62}$"))
+        inner(
+            length(min = 1, max = 63),
+            regex(pattern = r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
+        )
     )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub checks: Vec<String>,
